@@ -1,0 +1,25 @@
+# Finds the CUDA toolkit (AUTO looks in /usr/local/cuda) and enables the CUDA language.
+# Sets STRATA_WITH_CUDA. Kernels are compiled for sm_80 and sm_90 unless told otherwise.
+set(STRATA_WITH_CUDA OFF)
+if(NOT STRATA_CUDA STREQUAL "OFF")
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 80 90)
+    endif()
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    # CMake 3.25 does not know nvcc's C++20 flag; CUDA sources stay C++17 and include no C++20-only
+    # public headers.
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    set(STRATA_WITH_CUDA ON)
+  elseif(STRATA_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "STRATA_CUDA=ON but no CUDA compiler was found (looked in /usr/local/cuda)")
+  endif()
+endif()
+message(STATUS "Strata CUDA backend: ${STRATA_WITH_CUDA}")

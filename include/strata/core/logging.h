@@ -1,0 +1,19 @@
+#pragma once
+// Minimal logging: warnings the user should see (a refused pin, a lowercase "gb" read as bits).
+// The sink defaults to stderr and can be replaced by the embedding application.
+
+#include <functional>
+#include <string>
+
+namespace strata {
+
+enum class LogLevel { Info, Warning };
+
+using LogSink = std::function<void(LogLevel, const std::string&)>;
+
+// Replaces the sink; returns the previous one. An empty sink silences logging.
+LogSink set_log_sink(LogSink sink);
+void log_message(LogLevel level, const std::string& message);
+inline void log_warning(const std::string& message) { log_message(LogLevel::Warning, message); }
+
+}  // namespace strata

@@ -1,0 +1,19 @@
+#pragma once
+// Parallel loops over the cores. One process-wide pool of worker threads (sized by
+// STRATA_NUM_THREADS or the hardware), so kernels never create threads of their own.
+
+#include <cstdint>
+#include <functional>
+
+namespace strata {
+
+// Calls fn(begin, end) on disjoint chunks covering [0, n). Chunks hold at least `grain`
+// iterations, so small loops stay on the calling thread. Exceptions thrown by fn are rethrown
+// on the calling thread (the first one wins). Nested calls run serially.
+void parallel_for(std::int64_t n, std::int64_t grain,
+                  const std::function<void(std::int64_t begin, std::int64_t end)>& fn);
+
+// Number of threads parallel_for uses (including the caller).
+int num_threads();
+
+}  // namespace strata

@@ -1,0 +1,81 @@
+#pragma once
+// Tensor operations. Each op checks its inputs once (shapes, dtypes, devices), allocates the
+// output and dispatches by device and dtype; an unsupported combination throws NotSupported
+// naming the op, the device and the dtype.
+//
+// Floating-point ops take and return float32, bfloat16 or float16 and compute in float32.
+// Inputs may be non-contiguous; outputs are contiguous and on the inputs' device.
+
+#include <cstdint>
+#include <optional>
+#include <utility>
+
+#include "strata/core/tensor.h"
+
+namespace strata::ops {
+
+// ---- linear algebra --------------------------------------------------------------------
+// y = x @ weight^T + bias, with weight stored as PyTorch's Linear stores it: [out, in].
+// x: [..., in]; bias: [out] or none. Result [..., out].
+Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias = std::nullopt);
+// Batched matrix product a: [..., m, k] @ b: [..., k, n]; batch dimensions broadcast.
+// 1-D operands follow numpy (a vector is [1, k] or [k, 1], the added dimension dropped).
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// ---- lookup and normalisation ----------------------------------------------------------
+// Rows of `table` [vocab, dim] picked by integer `ids` of any shape -> [..., dim].
+// An id outside [0, vocab) is an InvalidArgument naming the id and the vocabulary size.
+Tensor embedding(const Tensor& ids, const Tensor& table);
+// x * rsqrt(mean(x^2) + eps) * weight over the last dimension (transformers' LlamaRMSNorm:
+// normalise in float32, cast to the input dtype, then multiply by the weight).
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps);
+// LayerNorm over the last dimension; weight and bias [dim] optional.
+Tensor layer_norm(const Tensor& x, const std::optional<Tensor>& weight,
+                  const std::optional<Tensor>& bias, double eps);
+// Rotary position embedding, transformers' `rotate_half` convention:
+//   out = x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x[..., d/2:], x[..., :d/2]).
+// x: [batch, heads, seq, head_dim]; cos, sin: [batch or 1, seq, head_dim] (broadcast over heads)
+// or [seq, head_dim].
+Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin);
+
+// ---- attention -------------------------------------------------------------------------
+Tensor softmax(const Tensor& x, std::int64_t dim = -1);
+
+struct AttentionOptions {
+  // Causal masking aligned to the end of the keys: query i (of q_len) sees keys
+  // [0, k_len - q_len + i], which is what a KV cache needs. With q_len == k_len this is the usual
+  // lower-triangular mask.
+  bool causal = false;
+  // Additive mask broadcastable to [batch, q_heads, q_len, k_len] (float32 or the query dtype),
+  // e.g. 0 / -inf padding masks. Applied on top of `causal`.
+  std::optional<Tensor> mask;
+  // Defaults to 1 / sqrt(head_dim).
+  std::optional<double> scale;
+};
+// softmax(q k^T * scale + mask) v with grouped-query heads.
+// q: [batch, q_heads, q_len, head_dim]; k, v: [batch, kv_heads, k_len, head_dim] with
+// q_heads a multiple of kv_heads (query head h reads kv head h / (q_heads / kv_heads)).
+// Rows whose every key is masked yield zeros (not NaN).
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const AttentionOptions& options = {});
+
+// ---- elementwise -----------------------------------------------------------------------
+Tensor silu(const Tensor& x);
+enum class GeluApproximation { None, Tanh };
+Tensor gelu(const Tensor& x, GeluApproximation approximation = GeluApproximation::None);
+Tensor relu(const Tensor& x);
+// Broadcasting (numpy rules). Both operands must have the same dtype.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+// Same as Tensor::to(dtype): every pair of dtypes, bit-exact with PyTorch.
+Tensor cast(const Tensor& x, DType dtype);
+
+// ---- reductions and selection ----------------------------------------------------------
+// Index (int64) of the largest element along `dim`; the first one on ties, NaN counts as largest
+// (PyTorch's rule). The dimension is removed unless keepdim.
+Tensor argmax(const Tensor& x, std::int64_t dim = -1, bool keepdim = false);
+// The k largest elements along `dim`, sorted descending, and their int64 indices. Ties keep
+// the lower index first; NaN counts as largest.
+std::pair<Tensor, Tensor> topk(const Tensor& x, std::int64_t k, std::int64_t dim = -1);
+
+}  // namespace strata::ops

@@ -1,0 +1,36 @@
+#include "strata/core/logging.h"
+
+#include <cstdio>
+#include <mutex>
+
+namespace strata {
+namespace {
+
+std::mutex& sink_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+LogSink& current_sink() {
+  static LogSink sink = [](LogLevel level, const std::string& message) {
+    std::fprintf(stderr, "strata %s: %s\n", level == LogLevel::Warning ? "warning" : "info",
+                 message.c_str());
+  };
+  return sink;
+}
+
+}  // namespace
+
+LogSink set_log_sink(LogSink sink) {
+  std::lock_guard lock(sink_mutex());
+  LogSink previous = std::move(current_sink());
+  current_sink() = std::move(sink);
+  return previous;
+}
+
+void log_message(LogLevel level, const std::string& message) {
+  std::lock_guard lock(sink_mutex());
+  if (current_sink()) current_sink()(level, message);
+}
+
+}  // namespace strata
