@@ -175,7 +175,7 @@ Tensor Tensor::to(Device device, DType dtype, bool non_blocking) const {
 const Tensor& Tensor::fill_(double value) const {
   check_defined("fill_");
   if (device_.is_meta() || numel() == 0) return *this;
-  Tensor one = empty({1}, dtype_);
+  Tensor one = empty({}, dtype_);  // a scalar expands to any shape
   convert_elements(&value, DType::Float64, one.data_ptr(), dtype_, 1);
   if (device_.is_cpu() && is_contiguous()) {
     const std::size_t size = element_size();

@@ -29,11 +29,11 @@ class Tensor {
   Tensor(Storage storage, Device device, DType dtype, Shape shape, Shape strides,
          std::int64_t offset);
 
-  // ---- factories ------------------------------------------------------------------------
-  static Tensor empty(const Shape& shape, DType dtype, Device device = Device::cpu(),
+  // ---- factories (float32 on the cpu unless told otherwise, as in PyTorch) ----------------
+  static Tensor empty(const Shape& shape, DType dtype = DType::Float32, Device device = Device::cpu(),
                       MemoryKind memory = MemoryKind::Pageable);
-  static Tensor zeros(const Shape& shape, DType dtype, Device device = Device::cpu());
-  static Tensor ones(const Shape& shape, DType dtype, Device device = Device::cpu());
+  static Tensor zeros(const Shape& shape, DType dtype = DType::Float32, Device device = Device::cpu());
+  static Tensor ones(const Shape& shape, DType dtype = DType::Float32, Device device = Device::cpu());
   static Tensor full(const Shape& shape, double value, DType dtype, Device device = Device::cpu());
   // 0, 1, ..., n-1
   static Tensor arange(std::int64_t n, DType dtype = DType::Int64, Device device = Device::cpu());
