@@ -1,0 +1,62 @@
+#pragma once
+// The vectorised CPU building blocks, compiled once per instruction set (simd_avx512.cc,
+// simd_avx2.cc, simd_generic.cc from the shared body in simd_kernels.inc) and picked at run time
+// for the CPU at hand, so the binary needs no -march flag and runs on any x86-64.
+//
+// Callers normally go through float_io.h and the op kernels; the per-ISA tables are exposed so
+// tests can check every variant the machine can run against the same reference.
+
+#include <cstdint>
+
+#include "strata/core/float_types.h"
+
+namespace strata::cpu::simd {
+
+// Rows of x that the matrix-vector kernels take at once (decode batches); larger M goes to GEMM.
+inline constexpr std::int64_t kMaxMatvecRows = 4;
+
+template <typename T>
+using MatvecFn = void (*)(const float* x, std::int64_t ldx, std::int64_t m, const T* w,
+                          std::int64_t ldw, std::int64_t n, std::int64_t k, float* y,
+                          std::int64_t ldy);
+
+struct Kernels {
+  const char* name;  // "avx512", "avx2", "generic"
+  // dst[i] = float(src[i]), i < n (exact).
+  void (*bf16_to_float)(const BFloat16* src, float* dst, std::int64_t n);
+  void (*half_to_float)(const Half* src, float* dst, std::int64_t n);
+  // dst[i] = T(src[i]), rounded to nearest even, NaN as PyTorch writes it.
+  void (*float_to_bf16)(const float* src, BFloat16* dst, std::int64_t n);
+  void (*float_to_half)(const float* src, Half* dst, std::int64_t n);
+  // y[i * ldy + j] = sum_k x[i * ldx + k] * w[j * ldw + k] for i < m (1..kMaxMatvecRows),
+  // j < n, k < k: the weight rows are streamed once and widened to float in registers.
+  MatvecFn<float> matvec_f32;
+  MatvecFn<BFloat16> matvec_bf16;
+  MatvecFn<Half> matvec_f16;
+};
+
+// The best table for the running CPU (chosen once).
+const Kernels& kernels();
+// Each variant, or nullptr when it is not built in or the CPU cannot run it.
+const Kernels* avx512_kernels();
+const Kernels* avx2_kernels();
+const Kernels& generic_kernels();
+
+}  // namespace strata::cpu::simd
+
+namespace strata::cpu::simd {
+
+// A Kernels table from the static members of a per-ISA Impl (see simd_kernels.inc).
+template <typename Impl>
+Kernels kernels_of(const char* name) {
+  return Kernels{name,
+                 &Impl::bf16_to_float,
+                 &Impl::half_to_float,
+                 &Impl::float_to_bf16,
+                 &Impl::float_to_half,
+                 &Impl::template matvec<float>,
+                 &Impl::template matvec<BFloat16>,
+                 &Impl::template matvec<Half>};
+}
+
+}  // namespace strata::cpu::simd
