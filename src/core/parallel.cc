@@ -137,7 +137,10 @@ void parallel_for(std::int64_t n, std::int64_t grain,
     return;
   }
   ThreadPool& p = pool();
-  const std::int64_t chunks = std::min<std::int64_t>(max_chunks, p.size());
+  // A few chunks per thread, claimed dynamically: a thread that the OS pre-empts (other
+  // processes, a busy machine) then delays only its current chunk, not a whole share.
+  constexpr std::int64_t kChunksPerThread = 4;
+  const std::int64_t chunks = std::min<std::int64_t>(max_chunks, kChunksPerThread * p.size());
   if (chunks <= 1) {
     fn(0, n);
     return;

@@ -7,9 +7,10 @@
 
 namespace strata {
 
-// Calls fn(begin, end) on disjoint chunks covering [0, n). Chunks hold at least `grain`
-// iterations, so small loops stay on the calling thread. Exceptions thrown by fn are rethrown
-// on the calling thread (the first one wins). Nested calls run serially.
+// Calls fn(begin, end) on disjoint chunks covering [0, n): a few chunks per thread, claimed as
+// threads become free. Chunks hold at least `grain` iterations, so small loops stay on the
+// calling thread. Exceptions thrown by fn are rethrown on the calling thread (the first one
+// wins). Nested calls run serially.
 void parallel_for(std::int64_t n, std::int64_t grain,
                   const std::function<void(std::int64_t begin, std::int64_t end)>& fn);
 
