@@ -4,7 +4,8 @@
 // naming the op, the device and the dtype.
 //
 // Floating-point ops take and return float32, bfloat16 or float16 and compute in float32.
-// Inputs may be non-contiguous; outputs are contiguous and on the inputs' device.
+// Inputs may be non-contiguous; outputs are contiguous and on the inputs' device (except `cast`,
+// which, like Tensor::to, returns its input unchanged when the dtype already matches).
 
 #include <cstdint>
 #include <optional>
@@ -23,7 +24,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>
 Tensor matmul(const Tensor& a, const Tensor& b);
 
 // ---- lookup and normalisation ----------------------------------------------------------
-// Rows of `table` [vocab, dim] picked by integer `ids` of any shape -> [..., dim].
+// Rows of `table` [vocab, dim] (any dtype: rows are copied bit for bit) picked by integer `ids`
+// of any shape -> [..., dim].
 // An id outside [0, vocab) is an InvalidArgument naming the id and the vocabulary size.
 Tensor embedding(const Tensor& ids, const Tensor& table);
 // x * rsqrt(mean(x^2) + eps) * weight over the last dimension (transformers' LlamaRMSNorm:
@@ -35,7 +37,10 @@ Tensor layer_norm(const Tensor& x, const std::optional<Tensor>& weight,
 // Rotary position embedding, transformers' `rotate_half` convention:
 //   out = x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x[..., d/2:], x[..., :d/2]).
 // x: [batch, heads, seq, head_dim]; cos, sin: [batch or 1, seq, head_dim] (broadcast over heads)
-// or [seq, head_dim].
+// or [seq, head_dim], or already unsqueezed as [batch or 1, 1 or heads, seq, head_dim]. cos and
+// sin may be float32 with a bfloat16/float16 x (the product is computed in float32 and rounded
+// once; transformers rounds after each step in the input dtype, so bf16 results can differ from
+// it by one bf16 step).
 Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
 // ---- attention -------------------------------------------------------------------------
@@ -54,7 +59,8 @@ struct AttentionOptions {
 };
 // softmax(q k^T * scale + mask) v with grouped-query heads.
 // q: [batch, q_heads, q_len, head_dim]; k, v: [batch, kv_heads, k_len, head_dim] with
-// q_heads a multiple of kv_heads (query head h reads kv head h / (q_heads / kv_heads)).
+// q_heads a multiple of kv_heads (query head h reads kv head h / (q_heads / kv_heads)). v's last
+// dimension may differ from head_dim; the result is [batch, q_heads, q_len, v_dim].
 // Rows whose every key is masked yield zeros (not NaN).
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options = {});
@@ -71,6 +77,7 @@ Tensor mul(const Tensor& a, const Tensor& b);
 Tensor cast(const Tensor& x, DType dtype);
 
 // ---- reductions and selection ----------------------------------------------------------
+// argmax and topk also accept float64 inputs.
 // Index (int64) of the largest element along `dim`; the first one on ties, NaN counts as largest
 // (PyTorch's rule). The dimension is removed unless keepdim.
 Tensor argmax(const Tensor& x, std::int64_t dim = -1, bool keepdim = false);

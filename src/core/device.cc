@@ -1,6 +1,7 @@
 #include "strata/core/device.h"
 
 #include <charconv>
+#include <ostream>
 
 #include "strata/core/error.h"
 
@@ -52,5 +53,7 @@ std::string Device::str() const {
   }
   return "unknown";
 }
+
+std::ostream& operator<<(std::ostream& os, const Device& device) { return os << device.str(); }
 
 }  // namespace strata

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <ostream>
 #include <string>
 
 #include "strata/core/error.h"
@@ -112,6 +113,8 @@ bool is_integral(DType dtype) {
     default: return false;
   }
 }
+
+std::ostream& operator<<(std::ostream& os, DType dtype) { return os << dtype_name(dtype); }
 
 bool is_float8(DType dtype) { return dtype == DType::Float8E4M3FN || dtype == DType::Float8E5M2; }
 

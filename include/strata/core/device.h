@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <iosfwd>
 #include <string>
 #include <string_view>
 
@@ -44,6 +45,8 @@ class Device {
   DeviceType type_ = DeviceType::CPU;
   int index_ = -1;
 };
+
+std::ostream& operator<<(std::ostream& os, const Device& device);
 
 }  // namespace strata
 

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <iosfwd>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -49,6 +50,9 @@ DType parse_dtype(std::string_view text);
 bool is_floating_point(DType dtype);  // f16, bf16, f32, f64, both fp8
 bool is_integral(DType dtype);        // u8, i8, i16, i32, i64 (bool excluded)
 bool is_float8(DType dtype);
+
+// Prints the PyTorch name (GoogleTest uses this for parameterised test names and messages).
+std::ostream& operator<<(std::ostream& os, DType dtype);
 
 }  // namespace strata
 
