@@ -87,7 +87,10 @@ ForwardResult forward(DType dtype, std::ostream& out, bool verbose) {
   const Tensor down = w({kHidden, kIntermediate}, 0.075);
   const Tensor lm_head = w({kVocab, kHidden}, 0.125);
   const Tensor ones = Tensor::ones({kHidden}, dtype);
-  const auto [cos, sin] = rotary_tables(dtype);
+  // Plain variables, not a structured binding: clang 14 cannot capture bindings in lambdas.
+  const auto rope = rotary_tables(dtype);
+  const Tensor& cos = rope.first;
+  const Tensor& sin = rope.second;
 
   std::vector<std::int64_t> ids(kSeq);
   for (std::int64_t i = 0; i < kSeq; ++i) ids[i] = (i * 37 + 11) % kVocab;
@@ -127,6 +130,8 @@ ForwardResult forward(DType dtype, std::ostream& out, bool verbose) {
 }  // namespace
 
 bool run_selfcheck(DType dtype, std::ostream& out) {
+  STRATA_CHECK_ARG(dtype == DType::Float32 || dtype == DType::BFloat16 || dtype == DType::Float16,
+                   "selfcheck: --dtype {} is not a compute dtype; use f32, bf16 or f16", dtype);
   fmt::print(out, "self-check: one decoder block (hidden {}, {} query / {} kv heads, seq {}, vocab "
              "{}) in {} on cpu, {} threads\n", kHidden, kHeads, kKvHeads, kSeq, kVocab, dtype,
              num_threads());
@@ -144,7 +149,7 @@ bool run_selfcheck(DType dtype, std::ostream& out) {
   for (double v : result.logits.to_doubles()) finite = finite && std::isfinite(v);
   check(finite, "logits are finite");
   const auto [top_values, top_indices] = ops::topk(result.probs, 5, -1);
-  check(static_cast<std::int64_t>(top_indices.value_at({0})) ==
+  check(static_cast<std::int64_t>(top_indices.value_at({0, 0})) ==
             static_cast<std::int64_t>(result.next_token.item()),
         fmt::format("top-1 of topk agrees with argmax (token {})",
                     static_cast<std::int64_t>(result.next_token.item())));
