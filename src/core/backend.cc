@@ -5,6 +5,10 @@
 
 #include "strata/core/error.h"
 
+#ifdef STRATA_WITH_CUDA
+#include "cuda/cuda_backend_registration.h"
+#endif
+
 namespace strata {
 namespace {
 
@@ -30,6 +34,12 @@ void register_backend(std::unique_ptr<DeviceBackend> backend) {
 }
 
 DeviceBackend* find_backend(DeviceType type) {
+#ifdef STRATA_WITH_CUDA
+  // Registered on first use (a self-registering static in a static library would be dropped by
+  // the linker); nothing is registered without a GPU.
+  static std::once_flag cuda_registered;
+  std::call_once(cuda_registered, [] { cuda::register_cuda_backend_if_present(); });
+#endif
   auto& r = registry();
   std::lock_guard lock(r.mutex);
   return r.backends[static_cast<std::size_t>(type)].get();

@@ -13,16 +13,25 @@
 namespace strata {
 namespace {
 
-Allocator& pinned_or_pageable_allocator() {
+// Pinned bytes when a GPU backend can pin them; pageable bytes, with a warning, when it cannot
+// or when the OS refuses to pin (the storage then reports pinned() == false).
+Storage allocate_pinned_or_pageable(std::size_t nbytes) {
   if (DeviceBackend* cuda = find_backend(DeviceType::CUDA)) {
-    if (Allocator* pinned = cuda->pinned_host_allocator()) return *pinned;
+    if (Allocator* pinned = cuda->pinned_host_allocator()) {
+      try {
+        return Storage::allocate(nbytes, *pinned);
+      } catch (const OutOfMemory& e) {
+        log_warning(std::string(e.what()) + "; using pageable memory instead");
+        return Storage::allocate(nbytes, cpu_allocator());
+      }
+    }
   }
   static std::once_flag warned;
   std::call_once(warned, [] {
     log_warning("pinned host memory was asked for but no GPU backend can pin memory here; using "
                 "pageable memory (host-to-device copies will be slower)");
   });
-  return cpu_allocator();
+  return Storage::allocate(nbytes, cpu_allocator());
 }
 
 }  // namespace
@@ -66,8 +75,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device, MemoryKind 
   const std::size_t nbytes = static_cast<std::size_t>(shape_numel(shape)) * dtype_size(dtype);
   Storage storage;
   if (device.is_cpu()) {
-    storage = Storage::allocate(
-        nbytes, memory == MemoryKind::Pinned ? pinned_or_pageable_allocator() : cpu_allocator());
+    storage = memory == MemoryKind::Pinned ? allocate_pinned_or_pageable(nbytes)
+                                           : Storage::allocate(nbytes, cpu_allocator());
   } else {
     STRATA_CHECK_ARG(memory == MemoryKind::Pageable,
                      "Tensor::empty: pinned memory is a host-memory property; {} is not the cpu",

@@ -95,6 +95,7 @@ void copy_across_devices(const Tensor& dst, const Tensor& src, bool non_blocking
                  non_blocking);
     return;
   }
+  if (dst.device() == src.device() && backend.copy_strided(dst, src)) return;
   if (src.is_cpu() && dst.is_contiguous()) {
     // Convert and lay out on the host, then one transfer. The staging tensor dies here, so the
     // transfer must be blocking.

@@ -1,6 +1,7 @@
 // silu, gelu and relu: one front end shared by every activation.
 
 #include "cpu/attention_elementwise.h"
+#include "cuda/op_dispatch.h"
 #include "ops/op_common.h"
 #include "strata/ops.h"
 
@@ -11,8 +12,8 @@ Tensor activation(const char* op, cpu::UnaryKind kind, const Tensor& x) {
   detail::check_materialized(op, "x", x);
   detail::check_float_dtype(op, "x", x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  if (x.is_cpu()) {
-    cpu::unary_float(kind, x, out);
+  if (detail::has_kernels(x.device())) {
+    STRATA_OP_KERNEL(x.device(), unary_float)(kind, x, out);
     return out;
   }
   detail::unsupported(op, x.device(), x.dtype());

@@ -1,6 +1,7 @@
 // argmax and topk: selection along one dimension, for float and integer dtypes.
 
 #include "cpu/attention_elementwise.h"
+#include "cuda/op_dispatch.h"
 #include "ops/op_common.h"
 #include "strata/ops.h"
 
@@ -43,8 +44,8 @@ Tensor argmax(const Tensor& x, std::int64_t dim, bool keepdim) {
     }
   }
   Tensor out = Tensor::empty(shape, DType::Int64, x.device());
-  if (x.is_cpu()) {
-    cpu::argmax(x, d, out);
+  if (detail::has_kernels(x.device())) {
+    STRATA_OP_KERNEL(x.device(), argmax)(x, d, out);
     return out;
   }
   detail::unsupported(kOp, x.device(), x.dtype());
@@ -65,8 +66,8 @@ std::pair<Tensor, Tensor> topk(const Tensor& x, std::int64_t k, std::int64_t dim
   if (x.dim() > 0) shape[d] = k;
   Tensor values = Tensor::empty(shape, x.dtype(), x.device());
   Tensor indices = Tensor::empty(shape, DType::Int64, x.device());
-  if (x.is_cpu()) {
-    cpu::topk(x, k, d, values, indices);
+  if (detail::has_kernels(x.device())) {
+    STRATA_OP_KERNEL(x.device(), topk)(x, k, d, values, indices);
     return {values, indices};
   }
   detail::unsupported(kOp, x.device(), x.dtype());

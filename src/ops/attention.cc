@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cpu/attention_elementwise.h"
+#include "cuda/op_dispatch.h"
 #include "ops/op_common.h"
 #include "strata/ops.h"
 
@@ -66,8 +67,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   }
 
   Tensor out = Tensor::empty({batch, q_heads, q_len, v.size(3)}, q.dtype(), q.device());
-  if (q.is_cpu()) {
-    cpu::scaled_dot_product_attention(q, k, v, mask.defined() ? &mask : nullptr, options.causal,
+  if (detail::has_kernels(q.device())) {
+    STRATA_OP_KERNEL(q.device(), scaled_dot_product_attention)(q, k, v, mask.defined() ? &mask : nullptr, options.causal,
                                       static_cast<float>(scale), out);
     return out;
   }

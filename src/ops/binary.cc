@@ -1,6 +1,7 @@
 // add and mul: one front end for every broadcasting elementwise binary op.
 
 #include "cpu/attention_elementwise.h"
+#include "cuda/op_dispatch.h"
 #include "ops/op_common.h"
 #include "strata/ops.h"
 
@@ -15,8 +16,8 @@ Tensor binary(const char* op, cpu::BinaryKind kind, const Tensor& a, const Tenso
   detail::check_float_dtype(op, "a", a);
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
   Tensor out = Tensor::empty(shape, a.dtype(), a.device());
-  if (a.is_cpu()) {
-    cpu::binary_float(kind, a.expand(shape), b.expand(shape), out);
+  if (detail::has_kernels(a.device())) {
+    STRATA_OP_KERNEL(a.device(), binary_float)(kind, a.expand(shape), b.expand(shape), out);
     return out;
   }
   detail::unsupported(op, a.device(), a.dtype());

@@ -1,4 +1,5 @@
 #include "cpu/layer_kernels.h"
+#include "cuda/op_dispatch.h"
 #include "ops/op_common.h"
 #include "strata/ops.h"
 
@@ -14,13 +15,13 @@ Tensor embedding(const Tensor& ids, const Tensor& table) {
                    ids.describe(), ids.dtype());
   detail::check_same_device(kOp, {{"ids", &ids}, {"table", &table}});
   detail::check_rank(kOp, "table", table, 2);
-  if (!table.is_cpu()) detail::unsupported(kOp, table.device(), table.dtype());
+  if (!detail::has_kernels(table.device())) detail::unsupported(kOp, table.device(), table.dtype());
 
   Shape out_shape = ids.shape();
   out_shape.push_back(table.size(1));
   Tensor out = Tensor::empty(out_shape, table.dtype(), table.device());
   // Any table dtype works: rows are copied bit for bit.
-  cpu::embedding(ids, table.contiguous(), out);
+  STRATA_OP_KERNEL(table.device(), embedding)(ids, table.contiguous(), out);
   return out;
 }
 

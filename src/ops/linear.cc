@@ -1,4 +1,5 @@
 #include "cpu/layer_kernels.h"
+#include "cuda/op_dispatch.h"
 #include "ops/op_common.h"
 #include "strata/ops.h"
 
@@ -31,7 +32,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>
                      "linear: 'bias' ({}) must be [out_features] = [{}] to match 'weight' ({})",
                      bias->describe(), out_features, weight.describe());
   }
-  if (!x.is_cpu()) detail::unsupported(kOp, x.device(), x.dtype());
+  if (!detail::has_kernels(x.device())) detail::unsupported(kOp, x.device(), x.dtype());
 
   Shape out_shape = x.shape();
   out_shape.back() = out_features;
@@ -40,7 +41,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>
   for (std::int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
   std::optional<Tensor> bias_c;
   if (bias) bias_c = bias->contiguous();
-  cpu::linear(x.contiguous().view({rows, in_features}), weight.contiguous(), bias_c,
+  STRATA_OP_KERNEL(x.device(), linear)(x.contiguous().view({rows, in_features}), weight.contiguous(), bias_c,
               out.view({rows, out_features}));
   return out;
 }

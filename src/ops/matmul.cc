@@ -1,4 +1,5 @@
 #include "cpu/layer_kernels.h"
+#include "cuda/op_dispatch.h"
 #include "ops/op_common.h"
 #include "strata/ops.h"
 
@@ -27,14 +28,14 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const Shape a_batch(a2.shape().begin(), a2.shape().end() - 2);
   const Shape b_batch(b2.shape().begin(), b2.shape().end() - 2);
   Shape batch = broadcast_shapes(a_batch, b_batch, "matmul (batch dimensions of 'a' and 'b')");
-  if (!a.is_cpu()) detail::unsupported(kOp, a.device(), a.dtype());
+  if (!detail::has_kernels(a.device())) detail::unsupported(kOp, a.device(), a.dtype());
 
   Shape a_shape = batch, b_shape = batch, out_shape = batch;
   a_shape.insert(a_shape.end(), {m, k});
   b_shape.insert(b_shape.end(), {k, n});
   out_shape.insert(out_shape.end(), {m, n});
   Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
-  cpu::matmul(a2.expand(a_shape), b2.expand(b_shape), out);
+  STRATA_OP_KERNEL(a.device(), matmul)(a2.expand(a_shape), b2.expand(b_shape), out);
 
   Shape result_shape = batch;
   if (a.dim() > 1) result_shape.push_back(m);

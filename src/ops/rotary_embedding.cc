@@ -1,4 +1,5 @@
 #include "cpu/layer_kernels.h"
+#include "cuda/op_dispatch.h"
 #include "ops/op_common.h"
 #include "strata/ops.h"
 
@@ -53,10 +54,10 @@ Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin) {
                    x.describe(), x.size(3));
   const Tensor cos_b = broadcast_table("cos", cos, x);
   const Tensor sin_b = broadcast_table("sin", sin, x);
-  if (!x.is_cpu()) detail::unsupported(kOp, x.device(), x.dtype());
+  if (!detail::has_kernels(x.device())) detail::unsupported(kOp, x.device(), x.dtype());
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   // The kernel takes any strides but the last (transformers' q/k are transposed views).
-  cpu::rotary_embedding(x.stride(3) == 1 ? x : x.contiguous(), cos_b, sin_b, out);
+  STRATA_OP_KERNEL(x.device(), rotary_embedding)(x.stride(3) == 1 ? x : x.contiguous(), cos_b, sin_b, out);
   return out;
 }
 

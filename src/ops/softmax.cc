@@ -1,4 +1,5 @@
 #include "cpu/attention_elementwise.h"
+#include "cuda/op_dispatch.h"
 #include "ops/op_common.h"
 #include "strata/ops.h"
 
@@ -10,8 +11,8 @@ Tensor softmax(const Tensor& x, std::int64_t dim) {
   detail::check_float_dtype(kOp, "x", x);
   const std::int64_t wrapped = wrap_dim(dim, x.dim(), kOp);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  if (x.is_cpu()) {
-    cpu::softmax(x, wrapped, out);
+  if (detail::has_kernels(x.device())) {
+    STRATA_OP_KERNEL(x.device(), softmax)(x, wrapped, out);
     return out;
   }
   detail::unsupported(kOp, x.device(), x.dtype());

@@ -11,6 +11,8 @@
 
 namespace strata {
 
+class Tensor;
+
 class DeviceBackend {
  public:
   virtual ~DeviceBackend() = default;
@@ -27,6 +29,9 @@ class DeviceBackend {
   // Blocking unless `non_blocking`, in which case the caller synchronises.
   virtual void copy(void* dst, Device dst_device, const void* src, Device src_device,
                     std::size_t nbytes, bool non_blocking) = 0;
+  // dst <- src, both on one device of this backend, with any strides (0 where broadcast) and
+  // any pair of dtypes; queued in device order. False when the backend cannot.
+  virtual bool copy_strided(const Tensor& dst, const Tensor& src) { return false; }
 };
 
 // Registers (or replaces) the backend for its device type.

@@ -1,0 +1,156 @@
+// linear and matmul through cuBLAS: tensor cores for bf16/f16 with float32 accumulation, exact
+// float32 unless TF32 is allowed. One handle per device, bound to the compute stream.
+
+#include <cublas_v2.h>
+
+#include <atomic>
+#include <climits>
+#include <mutex>
+#include <vector>
+
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_ops.h"
+#include "cuda/kernels.h"
+#include "cuda/stream_internal.h"
+#include "strata/cuda/device.h"
+#include "strata/cuda/matmul.h"
+
+namespace strata::cuda {
+namespace {
+
+std::atomic<bool> g_allow_tf32{false};
+
+void check_cublas(cublasStatus_t status, const char* what, int device) {
+  if (status == CUBLAS_STATUS_SUCCESS) return;
+  if (status == CUBLAS_STATUS_ALLOC_FAILED) {
+    STRATA_THROW(OutOfMemory, "{} failed on cuda:{}: cuBLAS could not allocate its workspace; free "
+                 "tensors or lower the memory budget of this device", what, device);
+  }
+  STRATA_THROW(DeviceError, "{} failed on cuda:{}: {} ({})", what, device,
+               cublasGetStatusString(status), static_cast<int>(status));
+}
+
+// The handle of `device`, bound to its compute stream; created once, kept for the process.
+cublasHandle_t handle_for(int device) {
+  static std::mutex mutex;
+  static auto* handles = new std::vector<cublasHandle_t>(device_count(), nullptr);
+  std::lock_guard lock(mutex);
+  cublasHandle_t& h = (*handles)[static_cast<std::size_t>(device)];
+  if (h == nullptr) {
+    DeviceGuard guard(device);
+    check_cublas(cublasCreate(&h), "cublasCreate", device);
+    check_cublas(cublasSetStream(h, detail::compute_stream_handle(device)), "cublasSetStream",
+                 device);
+  }
+  return h;
+}
+
+cudaDataType_t data_type(DType dtype) {
+  switch (dtype) {
+    case DType::Float32: return CUDA_R_32F;
+    case DType::BFloat16: return CUDA_R_16BF;
+    case DType::Float16: return CUDA_R_16F;
+    default: break;
+  }
+  STRATA_THROW(NotSupported, "matrix products on CUDA take float32, bfloat16 or float16, not {}",
+               dtype);
+}
+
+cublasComputeType_t compute_type(DType dtype) {
+  if (dtype == DType::Float32) {
+    return allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  }
+  return CUBLAS_COMPUTE_32F;
+}
+
+int as_int(std::int64_t v, const char* what) {
+  STRATA_CHECK(v <= INT_MAX, NotSupported, "matrix dimension {} = {} exceeds cuBLAS's int range",
+               what, v);
+  return static_cast<int>(v);
+}
+
+// Row-major C[m, n] = A[m, k] @ B[k, n] (B given as stored, `b_transposed` when B is held as
+// [n, k]); batches at the given element strides (0 = shared). cuBLAS is column-major, so it
+// computes C^T = B^T A^T.
+void gemm(const void* a, std::int64_t stride_a, const void* b, std::int64_t stride_b,
+          bool b_transposed, void* c, std::int64_t stride_c, std::int64_t batch, std::int64_t m,
+          std::int64_t n, std::int64_t k, DType dtype, int device) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  DeviceGuard guard(device);
+  cublasHandle_t h = handle_for(device);
+  const float alpha = 1.0f, beta = 0.0f;
+  const cudaDataType_t t = data_type(dtype);
+  const int mi = as_int(m, "m"), ni = as_int(n, "n"), ki = as_int(k, "k");
+  const cublasOperation_t op_b = b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int ldb = b_transposed ? ki : ni;
+  if (k == 0) {  // an empty sum is zero; cuBLAS may leave C untouched
+    detail::check(cudaMemsetAsync(c, 0, static_cast<std::size_t>(batch * m * n) * dtype_size(dtype),
+                                  detail::compute_stream_handle(device)),
+                  "cudaMemsetAsync", device);
+    return;
+  }
+  check_cublas(cublasGemmStridedBatchedEx(h, op_b, CUBLAS_OP_N, ni, mi, ki, &alpha, b, t, ldb,
+                                          stride_b, a, t, ki, stride_a, &beta, c, t, ni, stride_c,
+                                          as_int(batch, "batch"), compute_type(dtype),
+                                          CUBLAS_GEMM_DEFAULT),
+               "cublasGemmStridedBatchedEx", device);
+}
+
+// The element stride between batches when every batch dimension is broadcast (stride 0) and
+// the matrix itself is row-major; -1 otherwise.
+std::int64_t broadcast_batch_stride(const Tensor& t) {
+  const std::int64_t r = t.dim();
+  if (t.stride(r - 1) != 1 || t.stride(r - 2) != t.size(r - 1)) return -1;
+  for (std::int64_t d = 0; d + 2 < r; ++d) {
+    if (t.stride(d) != 0 && t.size(d) != 1) return -1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void set_allow_tf32(bool allow) noexcept { g_allow_tf32.store(allow); }
+bool allow_tf32() noexcept { return g_allow_tf32.load(); }
+
+void linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+            const Tensor& out) {
+  const int device = out.device().index();
+  const std::int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
+  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  if (m == 1 && k % 8 == 0 && aligned(x.data_ptr()) && aligned(weight.data_ptr())) {
+    // Decode: one row, bound by streaming the weight; the bias joins before the one rounding.
+    DeviceGuard guard(device);
+    detail::check(kernels::matvec(weight.data_ptr(), x.data_ptr(),
+                                  bias ? bias->data_ptr() : nullptr, out.data_ptr(),
+                                  static_cast<kernels::Type>(out.dtype()), n, k,
+                                  detail::compute_stream_handle(device)),
+                  "linear (matvec)", device);
+    return;
+  }
+  gemm(x.data_ptr(), 0, weight.data_ptr(), 0, /*b_transposed=*/true, out.data_ptr(), 0, 1, m, n,
+       k, x.dtype(), device);
+  if (bias) {
+    DeviceGuard guard(device);
+    detail::check(kernels::add_bias_rows(out.data_ptr(), bias->data_ptr(),
+                                         static_cast<kernels::Type>(out.dtype()), m, n,
+                                         detail::compute_stream_handle(device)),
+                  "linear bias add", device);
+  }
+}
+
+void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const std::int64_t r = out.dim();
+  const std::int64_t m = out.size(r - 2), n = out.size(r - 1), k = a.size(r - 1);
+  const std::int64_t batch = m * n == 0 ? 0 : out.numel() / (m * n);
+  // Broadcast operands stay shared (stride 0); anything else is made contiguous.
+  std::int64_t stride_a = broadcast_batch_stride(a);
+  std::int64_t stride_b = broadcast_batch_stride(b);
+  const Tensor ac = stride_a == 0 ? a : a.contiguous();
+  const Tensor bc = stride_b == 0 ? b : b.contiguous();
+  if (stride_a != 0) stride_a = m * k;
+  if (stride_b != 0) stride_b = k * n;
+  gemm(ac.data_ptr(), stride_a, bc.data_ptr(), stride_b, false, out.data_ptr(), m * n, batch, m,
+       n, k, out.dtype(), out.device().index());
+}
+
+}  // namespace strata::cuda

@@ -1,0 +1,35 @@
+#pragma once
+// CUDA implementations of the ops, with the signatures of the CPU kernels (src/cpu/*.h) so a
+// front end dispatches with one line. The front ends have validated everything and allocated
+// `out` (contiguous, on the inputs' GPU). Work runs on the device's compute stream.
+
+#include <cstdint>
+#include <optional>
+
+#include "cpu/attention_elementwise.h"
+#include "strata/core/tensor.h"
+
+namespace strata::cuda {
+
+void unary_float(cpu::UnaryKind kind, const Tensor& x, const Tensor& out);
+void binary_float(cpu::BinaryKind kind, const Tensor& a, const Tensor& b, const Tensor& out);
+void softmax(const Tensor& x, std::int64_t dim, const Tensor& out);
+void scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor* mask, bool causal, float scale, const Tensor& out);
+void argmax(const Tensor& x, std::int64_t dim, const Tensor& out);
+void topk(const Tensor& x, std::int64_t k, std::int64_t dim, const Tensor& values,
+          const Tensor& indices);
+
+void linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+            const Tensor& out);
+void matmul(const Tensor& a, const Tensor& b, const Tensor& out);
+void embedding(const Tensor& ids, const Tensor& table, const Tensor& out);
+void rms_norm(const Tensor& x, const Tensor& weight, double eps, const Tensor& out);
+void layer_norm(const Tensor& x, const std::optional<Tensor>& weight,
+                const std::optional<Tensor>& bias, double eps, const Tensor& out);
+void rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out);
+
+// dst <- src on one GPU: any strides (0 for broadcast), any pair of dtypes (PyTorch's rules).
+void copy_strided(const Tensor& dst, const Tensor& src);
+
+}  // namespace strata::cuda

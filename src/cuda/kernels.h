@@ -1,0 +1,109 @@
+#pragma once
+// Launchers of the CUDA kernels (src/cuda/*.cu). C++17 and free of strata's C++20 headers so the
+// .cu files can include it; the host entry points (cuda_ops*.cc) turn Tensors into these
+// arguments. Every launcher queues work on `stream` and returns the launch status.
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace strata::cuda::kernels {
+
+// strata::DType ids (checked against the enum in cuda_ops.cc).
+enum class Type : std::uint8_t {
+  Bool = 0,
+  UInt8 = 1,
+  Int8 = 2,
+  Int16 = 3,
+  Int32 = 4,
+  Int64 = 5,
+  Float16 = 6,
+  BFloat16 = 7,
+  Float32 = 8,
+  Float64 = 9,
+  Float8E4M3FN = 10,
+  Float8E5M2 = 11,
+};
+
+inline constexpr int kMaxRank = 8;
+
+// A strided view: element strides, any of them 0 for a broadcast dimension.
+struct Strided {
+  void* data = nullptr;
+  Type type = Type::Float32;
+  int rank = 0;
+  std::int64_t sizes[kMaxRank] = {};
+  std::int64_t strides[kMaxRank] = {};
+};
+
+// dst <- src element by element (same shape), converting with PyTorch's rules for every pair.
+cudaError_t strided_convert(const Strided& dst, const Strided& src, std::int64_t numel,
+                            cudaStream_t stream);
+
+enum class Unary { Silu, GeluErf, GeluTanh, Relu };
+enum class Binary { Add, Mul };
+// Contiguous x and out of one float dtype (f32/bf16/f16).
+cudaError_t unary(Unary op, const void* x, void* out, Type type, std::int64_t n,
+                  cudaStream_t stream);
+// a and b have out's shape (stride 0 where broadcast); out contiguous.
+cudaError_t binary(Binary op, const Strided& a, const Strided& b, void* out, std::int64_t n,
+                   cudaStream_t stream);
+
+// Row-wise over the last dimension of contiguous [rows, dim] tensors. weight/bias may be null for
+// layer_norm.
+cudaError_t rms_norm(const void* x, const void* weight, void* out, Type type, std::int64_t rows,
+                     std::int64_t dim, float eps, cudaStream_t stream);
+cudaError_t layer_norm(const void* x, const void* weight, const void* bias, void* out, Type type,
+                       std::int64_t rows, std::int64_t dim, float eps, cudaStream_t stream);
+// Contiguous x viewed as [outer, dim, inner]; softmax along the middle dimension.
+cudaError_t softmax(const void* x, void* out, Type type, std::int64_t outer, std::int64_t dim,
+                    std::int64_t inner, cudaStream_t stream);
+
+// x, cos, sin: [B, H, S, D] views (unit stride in D, stride 0 where broadcast); cos/sin are
+// float32 or x's type; out contiguous in x's type.
+cudaError_t rotary(const Strided& x, const Strided& cos, const Strided& sin, void* out,
+                   cudaStream_t stream);
+
+// out[i] = table row ids[i] (row_bytes each). The smallest offending position is written to
+// *bad (initialised by the caller to n) when an id is outside [0, vocab).
+cudaError_t embedding(const Strided& ids, std::int64_t n, const void* table, std::int64_t vocab,
+                      std::int64_t row_bytes, void* out, unsigned long long* bad,
+                      cudaStream_t stream);
+
+// Contiguous x viewed as [outer, dim, inner]; NaN is largest, the first index wins ties.
+cudaError_t argmax(const void* x, Type type, std::int64_t outer, std::int64_t dim,
+                   std::int64_t inner, std::int64_t* out, cudaStream_t stream);
+cudaError_t topk(const void* x, Type type, std::int64_t outer, std::int64_t dim,
+                 std::int64_t inner, std::int64_t k, void* values, std::int64_t* indices,
+                 cudaStream_t stream);
+
+// out[r, c] += bias[c] on a contiguous [rows, cols] matrix of one float type.
+cudaError_t add_bias_rows(void* out, const void* bias, Type type, std::int64_t rows,
+                          std::int64_t cols, cudaStream_t stream);
+
+// out[n] = dot(weight[n, :], x) (+ bias[n]) for one input row: weight [n_out, k] contiguous,
+// k a multiple of 8 and 16-byte aligned pointers (the caller checks). One warp per output, 16-byte
+// loads, so the weight streams at HBM speed (what decode's linear layers are bound by).
+cudaError_t matvec(const void* weight, const void* x, const void* bias, void* out, Type type,
+                   std::int64_t n_out, std::int64_t k, cudaStream_t stream);
+
+struct Attention {
+  const void* q = nullptr;  // [b, hq, lq, d] with the strides below (unit stride in d)
+  const void* k = nullptr;  // [b, hkv, lk, d]
+  const void* v = nullptr;  // [b, hkv, lk, dv]
+  void* out = nullptr;      // contiguous [b, hq, lq, dv]
+  Type type = Type::Float32;
+  const void* mask = nullptr;  // additive, [b, hq, lq, lk] strides (0 where broadcast)
+  Type mask_type = Type::Float32;
+  std::int64_t batch = 0, q_heads = 0, kv_heads = 0, q_len = 0, k_len = 0, head_dim = 0,
+               v_dim = 0;
+  std::int64_t q_strides[4] = {}, k_strides[4] = {}, v_strides[4] = {}, mask_strides[4] = {};
+  bool causal = false;
+  float scale = 1.0f;
+};
+// Bytes of float workspace the split-key path needs (0: none); the caller allocates it.
+std::size_t attention_workspace_bytes(const Attention& args, int multiprocessors);
+cudaError_t attention(const Attention& args, void* workspace, int multiprocessors,
+                      cudaStream_t stream);
+
+}  // namespace strata::cuda::kernels

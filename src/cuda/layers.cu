@@ -1,0 +1,118 @@
+// Rotary embeddings, embedding lookup and the bias add of linear.
+
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/kernel_common.cuh"
+
+namespace strata::cuda::kernels {
+namespace {
+
+// Element offset of row r (row-major over [B, H, S]) in a [B, H, S, D] view.
+__device__ __forceinline__ std::int64_t row_offset(const Strided& t, std::int64_t r) {
+  const std::int64_t s = r % t.sizes[2];
+  const std::int64_t h = (r / t.sizes[2]) % t.sizes[1];
+  const std::int64_t b = r / (t.sizes[2] * t.sizes[1]);
+  return b * t.strides[0] + h * t.strides[1] + s * t.strides[2];
+}
+
+template <typename T, typename C>
+__global__ void rotary_kernel(Strided x, Strided cos, Strided sin, T* out, std::int64_t n) {
+  const std::int64_t dim = x.sizes[3], half = dim / 2;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t r = i / dim, c = i % dim;
+    const T* xr = static_cast<const T*>(x.data) + row_offset(x, r);
+    const float cv = to_float(static_cast<const C*>(cos.data)[row_offset(cos, r) + c]);
+    const float sv = to_float(static_cast<const C*>(sin.data)[row_offset(sin, r) + c]);
+    const float xv = to_float(xr[c]);
+    // rotate_half(x) = cat(-x[half:], x[:half])
+    const float rot = c < half ? -to_float(xr[c + half]) : to_float(xr[c - half]);
+    out[i] = from_float<T>(xv * cv + rot * sv);
+  }
+}
+
+template <typename I>
+__global__ void embedding_kernel(Strided ids, std::int64_t n, const char* table,
+                                 std::int64_t vocab, std::int64_t row_bytes, char* out,
+                                 unsigned long long* bad) {
+  // One block per id; rows are copied as bytes (any dtype), 16 bytes at a time when aligned.
+  for (std::int64_t r = blockIdx.x; r < n; r += gridDim.x) {
+    const auto id = static_cast<std::int64_t>(static_cast<const I*>(ids.data)[strided_offset(ids, r)]);
+    if (id < 0 || id >= vocab) {
+      if (threadIdx.x == 0) atomicMin(bad, static_cast<unsigned long long>(r));
+      continue;
+    }
+    const char* src = table + id * row_bytes;
+    char* dst = out + r * row_bytes;
+    if (row_bytes % 16 == 0 && reinterpret_cast<std::uintptr_t>(table) % 16 == 0 &&
+        reinterpret_cast<std::uintptr_t>(out) % 16 == 0) {
+      for (std::int64_t b = threadIdx.x; b < row_bytes / 16; b += blockDim.x) {
+        reinterpret_cast<uint4*>(dst)[b] = reinterpret_cast<const uint4*>(src)[b];
+      }
+    } else {
+      for (std::int64_t b = threadIdx.x; b < row_bytes; b += blockDim.x) dst[b] = src[b];
+    }
+  }
+}
+
+template <typename T>
+__global__ void add_bias_kernel(T* out, const T* bias, std::int64_t cols, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = from_float<T>(to_float(out[i]) + to_float(bias[i % cols]));
+  }
+}
+
+}  // namespace
+
+cudaError_t rotary(const Strided& x, const Strided& cos, const Strided& sin, void* out,
+                   cudaStream_t stream) {
+  const std::int64_t n = x.sizes[0] * x.sizes[1] * x.sizes[2] * x.sizes[3];
+  if (n == 0) return cudaSuccess;
+  return dispatch_float(x.type, [&](auto xt) {
+    return dispatch_float(cos.type, [&](auto ct) {
+      using T = decltype(xt);
+      using C = decltype(ct);
+      if constexpr (!std::is_same_v<C, T> && !std::is_same_v<C, float>) {
+        return cudaErrorInvalidValue;
+      } else {
+        rotary_kernel<T, C><<<grid_for(n), kThreads, 0, stream>>>(x, cos, sin,
+                                                                  static_cast<T*>(out), n);
+        return launched();
+      }
+    });
+  });
+}
+
+cudaError_t embedding(const Strided& ids, std::int64_t n, const void* table, std::int64_t vocab,
+                      std::int64_t row_bytes, void* out, unsigned long long* bad,
+                      cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  const unsigned blocks = static_cast<unsigned>(n < 65535 * 4 ? n : 65535 * 4);
+  const auto* t = static_cast<const char*>(table);
+  auto* o = static_cast<char*>(out);
+  switch (ids.type) {
+    case Type::UInt8: embedding_kernel<std::uint8_t><<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad); break;
+    case Type::Int8: embedding_kernel<std::int8_t><<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad); break;
+    case Type::Int16: embedding_kernel<std::int16_t><<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad); break;
+    case Type::Int32: embedding_kernel<std::int32_t><<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad); break;
+    case Type::Int64: embedding_kernel<std::int64_t><<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return launched();
+}
+
+cudaError_t add_bias_rows(void* out, const void* bias, Type type, std::int64_t rows,
+                          std::int64_t cols, cudaStream_t stream) {
+  const std::int64_t n = rows * cols;
+  if (n == 0) return cudaSuccess;
+  return dispatch_float(type, [&](auto tag) {
+    using T = decltype(tag);
+    add_bias_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
+        static_cast<T*>(out), static_cast<const T*>(bias), cols, n);
+    return launched();
+  });
+}
+
+}  // namespace strata::cuda::kernels

@@ -1,0 +1,111 @@
+// Row reductions: RMSNorm (transformers' rounding), LayerNorm and softmax, one block per row,
+// in float32.
+
+#include <cstdint>
+
+#include "cuda/kernel_common.cuh"
+
+namespace strata::cuda::kernels {
+namespace {
+
+constexpr int kRowThreads = 256;
+
+template <typename T>
+__global__ void rms_norm_kernel(const T* x, const T* w, T* out, std::int64_t dim, float eps) {
+  __shared__ float scratch[32];
+  const T* row = x + blockIdx.x * dim;
+  T* dst = out + blockIdx.x * dim;
+  float sq = 0.0f;
+  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = to_float(row[i]);
+    sq += v * v;
+  }
+  const float inv_rms = 1.0f / sqrtf(block_sum(sq, scratch) / static_cast<float>(dim) + eps);
+  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    // `weight * hidden.to(input_dtype)`: round the normalised value, then the product.
+    const float h = to_float(from_float<T>(to_float(row[i]) * inv_rms));
+    dst[i] = from_float<T>(h * to_float(w[i]));
+  }
+}
+
+template <typename T>
+__global__ void layer_norm_kernel(const T* x, const T* w, const T* b, T* out, std::int64_t dim,
+                                  float eps) {
+  __shared__ float scratch[32];
+  const T* row = x + blockIdx.x * dim;
+  T* dst = out + blockIdx.x * dim;
+  float sum = 0.0f;
+  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += to_float(row[i]);
+  const float mean = block_sum(sum, scratch) / static_cast<float>(dim);
+  float sq = 0.0f;  // centred second pass: no cancellation for rows with a large mean
+  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float c = to_float(row[i]) - mean;
+    sq += c * c;
+  }
+  const float inv_std = 1.0f / sqrtf(block_sum(sq, scratch) / static_cast<float>(dim) + eps);
+  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    float v = (to_float(row[i]) - mean) * inv_std;
+    if (w != nullptr) v *= to_float(w[i]);
+    if (b != nullptr) v += to_float(b[i]);
+    dst[i] = from_float<T>(v);
+  }
+}
+
+// One block per (outer, inner) row of length dim and stride inner.
+template <typename T>
+__global__ void softmax_kernel(const T* x, T* out, std::int64_t dim, std::int64_t inner) {
+  __shared__ float scratch[32];
+  const std::int64_t o = blockIdx.x / inner, in = blockIdx.x % inner;
+  const std::int64_t base = o * dim * inner + in;
+  float mx = -INFINITY;
+  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    mx = fmaxf(mx, to_float(x[base + i * inner]));
+  }
+  mx = block_max(mx, scratch);
+  float sum = 0.0f;
+  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    sum += expf(to_float(x[base + i * inner]) - mx);
+  }
+  const float inv = 1.0f / block_sum(sum, scratch);
+  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    out[base + i * inner] = from_float<T>(expf(to_float(x[base + i * inner]) - mx) * inv);
+  }
+}
+
+}  // namespace
+
+cudaError_t rms_norm(const void* x, const void* weight, void* out, Type type, std::int64_t rows,
+                     std::int64_t dim, float eps, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  return dispatch_float(type, [&](auto tag) {
+    using T = decltype(tag);
+    rms_norm_kernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<T*>(out), dim, eps);
+    return launched();
+  });
+}
+
+cudaError_t layer_norm(const void* x, const void* weight, const void* bias, void* out, Type type,
+                       std::int64_t rows, std::int64_t dim, float eps, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  return dispatch_float(type, [&](auto tag) {
+    using T = decltype(tag);
+    layer_norm_kernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<const T*>(bias),
+        static_cast<T*>(out), dim, eps);
+    return launched();
+  });
+}
+
+cudaError_t softmax(const void* x, void* out, Type type, std::int64_t outer, std::int64_t dim,
+                    std::int64_t inner, cudaStream_t stream) {
+  if (outer * inner == 0 || dim == 0) return cudaSuccess;
+  return dispatch_float(type, [&](auto tag) {
+    using T = decltype(tag);
+    softmax_kernel<T><<<static_cast<unsigned>(outer * inner), kRowThreads, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<T*>(out), dim, inner);
+    return launched();
+  });
+}
+
+}  // namespace strata::cuda::kernels
