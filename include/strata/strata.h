@@ -1,6 +1,7 @@
 #pragma once
 // Umbrella header: everything a user of Strata needs.
 
+#include "strata/big_modeling.h"
 #include "strata/core/device.h"
 #include "strata/core/dtype.h"
 #include "strata/core/error.h"
