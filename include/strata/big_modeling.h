@@ -62,3 +62,4 @@ using nn::TiedParamsMap;
 }
 
 }  // namespace strata
+#include "strata/placement/placement.h"  // memory planning: strata::placement
