@@ -16,3 +16,6 @@ echo "== sanitizer build and tests (address, undefined)"
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs"
 ctest --preset asan -j "$jobs"
+
+echo "== fuzzing the checkpoint parsers (libFuzzer under ASan + UBSan, 60 s per target)"
+bash fuzz/run_fuzzers.sh build/asan 60
