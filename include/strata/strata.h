@@ -8,5 +8,6 @@
 #include "strata/core/logging.h"
 #include "strata/core/parallel.h"
 #include "strata/core/tensor.h"
+#include "strata/models/models.h"
 #include "strata/ops.h"
 #include "strata/version.h"

@@ -1,0 +1,102 @@
+#pragma once
+// CausalLM: the root of a causal language model built from config.json, with transformers'
+// module tree (LlamaForCausalLM > model > layers.N > self_attn > q_proj ...), so state_dict()
+// names are the checkpoint keys and no_split_module_classes() is transformers' _no_split_modules.
+//
+// forward(Args):
+//   positional 0      input_ids, int64 [batch, seq] (on the device of the input embedding, or
+//                     anywhere when a hook moves it there)
+//   past_key_values   a KVCache (from make_cache) to read and extend, or absent/none
+//   logits_to_keep    int: compute logits for the last N positions only (0 = all)
+// returns a dict {"logits": [batch, kept, vocab] in the model dtype, "past_key_values": cache}.
+//
+// Every submodule is called through its operator(), so hooks attached anywhere in the tree
+// (dispatch, offload, layerwise casting) run as they do in transformers. Unpadded batches only:
+// every row has the same length and positions start at the cache length.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "strata/core/tensor.h"
+#include "strata/io/model_config.h"
+#include "strata/models/config.h"
+#include "strata/models/kv_cache.h"
+#include "strata/nn/layers.h"
+#include "strata/nn/module.h"
+
+namespace strata::models {
+
+using nn::Args;
+using nn::Value;
+
+class CausalLM : public nn::Module {
+ public:
+  const TransformerConfig& config() const { return config_; }
+  std::vector<std::string> no_split_module_classes() const {
+    return config_.no_split_module_classes();
+  }
+  std::string base_model_prefix() const { return config_.base_model_prefix(); }
+
+  // The base model (transformers' base_model_prefix child), the token embedding and the head.
+  nn::Module& base_model() const { return *base_; }
+  nn::Embedding& input_embeddings() const { return *embed_tokens_; }
+  nn::Linear& lm_head() const { return *lm_head_; }
+
+  // A cache with one entry per layer; `reserve_tokens` sizes each layer's first allocation.
+  std::shared_ptr<KVCache> make_cache(std::int64_t reserve_tokens = 0) const;
+
+  Value forward(Args& args) final;
+
+  struct Output {
+    Tensor logits;
+    std::shared_ptr<KVCache> cache;
+  };
+  // (*this)({input_ids}, {past_key_values, logits_to_keep}) with typed results; a hook on the
+  // root runs.
+  Output run(const Tensor& input_ids, const std::shared_ptr<KVCache>& cache = nullptr,
+             std::int64_t logits_to_keep = 0);
+
+ protected:
+  CausalLM(std::string class_name, TransformerConfig config);
+  // Registers the base model (under base_model_prefix()) and the head, tying the head to the
+  // embedding when the config says so. `head_in` is the head's input width.
+  void finish(std::shared_ptr<nn::Module> base, std::shared_ptr<nn::Embedding> embed_tokens,
+              std::int64_t head_in, DType dtype);
+
+ private:
+  TransformerConfig config_;
+  std::shared_ptr<nn::Module> base_;
+  std::shared_ptr<nn::Embedding> embed_tokens_;
+  std::shared_ptr<nn::Linear> lm_head_;
+};
+
+// Builds the model a config describes, weights in `dtype` (zeros, or meta tensors under
+// init_empty_weights). Throws as parse_transformer_config.
+std::shared_ptr<CausalLM> build_causal_lm(const TransformerConfig& config,
+                                          DType dtype = DType::Float32);
+std::shared_ptr<CausalLM> build_causal_lm(const io::ModelConfig& config,
+                                          DType dtype = DType::Float32);
+
+struct GenerationOptions {
+  std::int64_t max_new_tokens = 16;
+  // Where the prompt and each new token are placed: by default the input embedding's device
+  // when its weight is materialised, else the cpu (a hook then moves them).
+  std::optional<Device> input_device;
+};
+
+struct GenerationResult {
+  Tensor tokens;  // int64 [batch, max_new_tokens] on the cpu
+  double prefill_seconds = 0.0;
+  std::vector<double> step_seconds;  // one per decoded token after the first
+};
+
+// Greedy decoding with a KV cache: one prefill over the prompt [batch, seq] (int64), then one
+// single-token forward per new token, each picking the argmax of the last logits (the lowest id
+// on ties, as torch.argmax).
+GenerationResult generate_greedy(CausalLM& model, const Tensor& prompt_ids,
+                                 const GenerationOptions& options = {});
+
+}  // namespace strata::models

@@ -1,0 +1,102 @@
+#pragma once
+// TransformerConfig: what a causal language model needs from config.json, resolved once and
+// validated. The defaults of a missing optional key are those of the transformers config class
+// of the model_type (so a config.json behaves as it does in transformers); a missing size is an
+// error naming the key.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "strata/core/dtype.h"
+#include "strata/io/model_config.h"
+
+namespace strata::models {
+
+// The model families Strata builds. Llama, Mistral, Qwen2, Qwen3 and Mixtral share one decoder
+// (src/models/decoder.cc) parameterised by the flags below; GPT-2 and OPT have their own.
+enum class Architecture : std::uint8_t { Llama, Mistral, Qwen2, Qwen3, Mixtral, GPT2, OPT };
+
+// transformers' class-name prefix: "Llama", "Mistral", "Qwen2", "Qwen3", "Mixtral", "GPT2", "OPT".
+std::string_view class_prefix(Architecture architecture);
+// The model_type values accepted in config.json, for messages.
+std::vector<std::string> supported_model_types();
+
+// transformers' ACT2FN names: silu/swish, gelu (erf), gelu_new/gelu_pytorch_tanh, relu.
+enum class Activation : std::uint8_t { SiLU, Gelu, GeluTanh, ReLU };
+
+// Rotary position embedding parameters (transformers' rope_parameters / rope_scaling).
+struct RopeConfig {
+  std::string type = "default";  // default, linear, dynamic, yarn, llama3
+  double theta = 10000.0;
+  std::int64_t dim = 0;                               // rotated dimensions (= head_dim)
+  std::int64_t max_position_embeddings = 0;           // config.max_position_embeddings
+  double factor = 1.0;                                // linear, dynamic, yarn, llama3
+  std::int64_t original_max_position_embeddings = 0;  // yarn, llama3
+  double low_freq_factor = 1.0;                       // llama3
+  double high_freq_factor = 4.0;                      // llama3
+  std::optional<double> attention_factor;             // yarn
+  double beta_fast = 32.0;                            // yarn
+  double beta_slow = 1.0;                             // yarn
+  std::optional<double> mscale;                       // yarn
+  std::optional<double> mscale_all_dim;               // yarn
+  bool truncate = true;                               // yarn
+};
+
+struct TransformerConfig {
+  Architecture architecture = Architecture::Llama;
+  std::string model_type;
+  std::string source;  // the config file, for messages
+
+  std::int64_t hidden_size = 0;
+  std::int64_t num_layers = 0;
+  std::int64_t num_heads = 0;
+  std::int64_t num_kv_heads = 0;
+  std::int64_t head_dim = 0;
+  std::int64_t intermediate_size = 0;
+  std::int64_t vocab_size = 0;
+  std::int64_t max_position_embeddings = 0;
+  double norm_eps = 1e-6;
+  Activation activation = Activation::SiLU;
+  bool tie_word_embeddings = false;
+
+  // Decoder family (Llama, Mistral, Qwen2, Qwen3, Mixtral).
+  bool qkv_bias = false;  // q/k/v projections have biases (Qwen2; Llama/Qwen3 attention_bias)
+  bool o_bias = false;    // the output projection has one (Llama/Qwen3 attention_bias)
+  bool mlp_bias = false;  // Llama mlp_bias
+  bool qk_norm = false;   // Qwen3: RMSNorm over head_dim on q and k before RoPE
+  std::optional<RopeConfig> rope;
+  // Per layer: the sliding attention window (a query sees itself and the window - 1 keys
+  // before it), 0 for full attention.
+  std::vector<std::int64_t> sliding_windows;
+  std::int64_t num_experts = 0;  // > 0: sparse mixture of experts (Mixtral)
+  std::int64_t num_experts_per_tok = 0;
+
+  // GPT-2.
+  bool scale_attn_weights = true;
+  bool scale_attn_by_inverse_layer_idx = false;
+
+  // OPT.
+  std::int64_t word_embed_proj_dim = 0;
+  bool do_layer_norm_before = true;
+  bool final_layer_norm = true;
+  bool enable_bias = true;
+  bool layer_norm_elementwise_affine = true;
+
+  // transformers' class names and _no_split_modules (the decoder block class).
+  std::string class_name(std::string_view suffix) const;
+  std::vector<std::string> no_split_module_classes() const;
+  // Where transformers' base model lives: "model" (Llama family, OPT) or "transformer" (GPT-2).
+  std::string base_model_prefix() const;
+  // Bytes of KV cache one token takes over all layers (keys and values), for memory planning.
+  std::uint64_t kv_cache_bytes_per_token(DType dtype) const;
+};
+
+// Reads and validates the fields of `config` for its model_type. Throws NotSupported for an
+// unknown model_type or a feature Strata does not implement (naming it), CheckpointError for a
+// missing or inconsistent field (naming the key, the file and what to fix).
+TransformerConfig parse_transformer_config(const io::ModelConfig& config);
+
+}  // namespace strata::models

@@ -1,0 +1,87 @@
+#pragma once
+// The decoder family: Llama, Mistral, Qwen2, Qwen3 and Mixtral are one set of modules whose
+// class names carry the family prefix (LlamaAttention, Qwen3DecoderLayer, ...) and whose
+// differences are TransformerConfig flags: q/k/v/o biases, Qwen3's q/k norms, sliding windows
+// per layer, and a sparse mixture of experts in place of the MLP (Mixtral).
+//
+//   <P>ForCausalLM          model, lm_head (tied to model.embed_tokens when configured)
+//   <P>Model                embed_tokens, layers (ModuleList), norm, rotary_emb
+//   <P>DecoderLayer         self_attn, mlp | block_sparse_moe, input_layernorm,
+//                           post_attention_layernorm
+//   <P>Attention            q_proj, k_proj, v_proj, o_proj (+ q_norm, k_norm)
+//   <P>MLP                  gate_proj, up_proj, down_proj, act_fn
+
+#include <cstdint>
+#include <memory>
+
+#include "strata/models/causal_lm.h"
+#include "strata/models/config.h"
+#include "strata/models/layers.h"
+#include "strata/models/rope.h"
+#include "strata/nn/layers.h"
+
+namespace strata::models {
+
+// Grouped-query self-attention with RoPE.
+// forward(hidden [batch, seq, hidden]; position_embeddings: [cos, sin] from the rotary module,
+// past_key_values: KVCache or none) -> [batch, seq, hidden].
+class DecoderAttention : public nn::Module {
+ public:
+  DecoderAttention(const TransformerConfig& config, std::int64_t layer_idx, DType dtype);
+  std::int64_t layer_idx() const { return layer_idx_; }
+  std::int64_t sliding_window() const { return sliding_window_; }
+  Value forward(Args& args) override;
+
+ private:
+  std::int64_t layer_idx_, num_heads_, num_kv_heads_, head_dim_, sliding_window_;
+  std::shared_ptr<nn::Linear> q_proj_, k_proj_, v_proj_, o_proj_;
+  std::shared_ptr<RMSNorm> q_norm_, k_norm_;  // Qwen3 only
+};
+
+// down(act(gate(x)) * up(x)): <P>MLP with gate_proj/up_proj/down_proj, or a Mixtral expert
+// (MixtralBlockSparseTop2MLP) with w1 (gate), w2 (down), w3 (up).
+class GatedMLP : public nn::Module {
+ public:
+  enum class Naming { Llama, MixtralExpert };
+  GatedMLP(std::string class_name, Naming naming, std::int64_t hidden, std::int64_t intermediate,
+           bool bias, Activation activation, DType dtype);
+  Value forward(Args& args) override;
+
+ private:
+  std::shared_ptr<nn::Linear> gate_, up_, down_;
+  std::shared_ptr<ActivationLayer> act_;
+};
+
+// Pre-norm block: h += attn(norm(h)); h += mlp(norm(h)). Keywords are passed to self_attn.
+class DecoderLayer : public nn::Module {
+ public:
+  DecoderLayer(const TransformerConfig& config, std::int64_t layer_idx, DType dtype);
+  Value forward(Args& args) override;
+
+ private:
+  std::shared_ptr<DecoderAttention> self_attn_;
+  std::shared_ptr<nn::Module> mlp_;  // <P>MLP, or MixtralSparseMoeBlock
+  std::shared_ptr<RMSNorm> input_layernorm_, post_attention_layernorm_;
+};
+
+// forward(input_ids; past_key_values) -> final hidden states [batch, seq, hidden].
+class DecoderModel : public nn::Module {
+ public:
+  DecoderModel(const TransformerConfig& config, DType dtype);
+  const std::shared_ptr<nn::Embedding>& embed_tokens() const { return embed_tokens_; }
+  const std::shared_ptr<nn::ModuleList>& layers() const { return layers_; }
+  Value forward(Args& args) override;
+
+ private:
+  std::shared_ptr<nn::Embedding> embed_tokens_;
+  std::shared_ptr<nn::ModuleList> layers_;
+  std::shared_ptr<RMSNorm> norm_;
+  std::shared_ptr<RotaryEmbedding> rotary_emb_;
+};
+
+class DecoderForCausalLM : public CausalLM {
+ public:
+  DecoderForCausalLM(const TransformerConfig& config, DType dtype);
+};
+
+}  // namespace strata::models

@@ -1,0 +1,40 @@
+#pragma once
+// Helpers the attention modules of every family share (private to src/models).
+
+#include <cstdint>
+
+#include "strata/core/tensor.h"
+#include "strata/models/kv_cache.h"
+#include "strata/nn/value.h"
+
+namespace strata::models::detail {
+
+using nn::Args;
+using nn::Value;
+
+// [batch, seq, heads * head_dim] -> a [batch, heads, seq, head_dim] view (no copy).
+Tensor split_heads(const Tensor& x, std::int64_t heads, std::int64_t head_dim);
+// [batch, heads, seq, head_dim] -> contiguous [batch, seq, heads * head_dim].
+Tensor merge_heads(const Tensor& x);
+
+// Appends k, v to `cache` (when not null) at `layer`, then causal attention of q over all keys,
+// with a sliding window when `sliding_window` > 0 (a query sees itself and the window - 1 keys
+// before it, transformers' sliding_window_overlay). q [batch, heads, q_len, head_dim]; k, v
+// [batch, kv_heads, new_len, head_dim]. Returns [batch, heads, q_len, head_dim].
+Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, KVCache* cache,
+                        std::int64_t layer, double scale, std::int64_t sliding_window);
+
+// The KVCache passed as keyword "past_key_values" (none or absent gives nullptr). `who` names
+// the caller in the error for another kind of value.
+std::shared_ptr<KVCache> cache_argument(const nn::Args& args, std::string_view who);
+
+// Position ids start .. start + length - 1 as [1, length] int64 on `device`. `limit` is the size
+// of a learned position table: running past it is an error naming the limit, not a bad read.
+Tensor position_ids(std::int64_t start, std::int64_t length, std::int64_t limit, Device device,
+                    std::string_view who);
+
+// `t` on `like`'s device (a no-op when it already is): results of submodules that a device map
+// placed elsewhere come back to the device of the residual stream.
+Tensor on_device_of(const Tensor& t, const Tensor& like);
+
+}  // namespace strata::models::detail

@@ -1,0 +1,413 @@
+// parse_transformer_config: config.json -> TransformerConfig, with transformers' per-class
+// defaults for optional keys and one clear error per missing or inconsistent field.
+
+#include "strata/models/config.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <nlohmann/json.hpp>
+
+#include "io/json_util.h"
+#include "strata/core/error.h"
+
+namespace strata::models {
+namespace {
+
+using Json = nlohmann::json;
+
+struct TypeInfo {
+  std::string_view model_type;
+  Architecture architecture;
+  double rms_norm_eps;
+  double rope_theta;
+  std::int64_t max_position_embeddings;
+  bool tie_word_embeddings;
+};
+
+// transformers' config class defaults (v5) for the keys a config.json may omit.
+constexpr TypeInfo kTypes[] = {
+    {"llama", Architecture::Llama, 1e-6, 10000.0, 2048, false},
+    {"mistral", Architecture::Mistral, 1e-6, 10000.0, 4096 * 32, false},
+    {"qwen2", Architecture::Qwen2, 1e-6, 10000.0, 32768, false},
+    {"qwen3", Architecture::Qwen3, 1e-6, 10000.0, 32768, false},
+    {"mixtral", Architecture::Mixtral, 1e-5, 1000000.0, 4096 * 32, false},
+    {"gpt2", Architecture::GPT2, 1e-5, 0.0, 1024, true},
+    {"opt", Architecture::OPT, 1e-5, 0.0, 2048, true},
+};
+
+class Reader {
+ public:
+  explicit Reader(const io::ModelConfig& c)
+      : c_(c), doc_(io::detail::config_document(c.document())) {}
+
+  [[noreturn]] void fail(std::string_view what) const {
+    STRATA_THROW(CheckpointError, "model config '{}' ({}): {}", c_.source, c_.model_type, what);
+  }
+  std::int64_t required(const std::optional<std::int64_t>& value, std::string_view key) const {
+    if (!value)
+      fail(fmt::format("'{}' is missing; a {} model needs it, add it to config.json", key,
+                       c_.model_type));
+    if (*value <= 0) fail(fmt::format("'{}' is {}; it must be positive", key, *value));
+    return *value;
+  }
+  // Present and not null.
+  bool has(std::string_view key) const { return c_.has(key); }
+  // Present, possibly null (null and absent differ for Mistral's sliding_window).
+  bool present(std::string_view key) const { return doc_.contains(std::string(key)); }
+  bool flag(std::string_view key, bool fallback) const {
+    return c_.get_bool(key).value_or(fallback);
+  }
+  std::vector<std::string> strings(std::string_view key) const {
+    std::vector<std::string> out;
+    const auto it = doc_.find(std::string(key));
+    if (it == doc_.end() || it->is_null()) return out;
+    if (!it->is_array()) fail(fmt::format("'{}' must be a list of strings", key));
+    for (const Json& v : *it) {
+      if (!v.is_string()) fail(fmt::format("'{}' must be a list of strings", key));
+      out.push_back(v.get<std::string>());
+    }
+    return out;
+  }
+  const io::ModelConfig& config() const { return c_; }
+  // A top-level object, or nullptr.
+  const Json* object(std::string_view key) const {
+    const auto it = doc_.find(std::string(key));
+    return it != doc_.end() && it->is_object() ? &*it : nullptr;
+  }
+
+ private:
+  const io::ModelConfig& c_;
+  const Json& doc_;
+};
+
+Activation parse_activation(const Reader& r, std::string_view key, std::string_view fallback) {
+  const std::string name = r.config().get_string(key).value_or(std::string(fallback));
+  if (name == "silu" || name == "swish") return Activation::SiLU;
+  if (name == "gelu") return Activation::Gelu;
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh") return Activation::GeluTanh;
+  if (name == "relu") return Activation::ReLU;
+  STRATA_THROW(NotSupported,
+               "model config '{}': {} '{}' is not supported; Strata implements silu, swish, gelu, "
+               "gelu_new, gelu_pytorch_tanh and relu",
+               r.config().source, key, name);
+}
+
+RopeConfig parse_rope(const Reader& r, const TypeInfo& info, std::int64_t head_dim,
+                      std::int64_t max_positions) {
+  const io::ModelConfig& c = r.config();
+  RopeConfig rope;
+  rope.theta = c.rope_theta.value_or(info.rope_theta);
+  if (rope.theta <= 1.0) r.fail(fmt::format("rope_theta is {}; it must be above 1", rope.theta));
+  rope.dim = head_dim;
+  rope.max_position_embeddings = max_positions;
+  // partial_rotary_factor may sit at the top level (v4) or inside rope_parameters (v5).
+  double partial = c.get_double("partial_rotary_factor").value_or(1.0);
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {
+    const Json* params = r.object(key);
+    if (params && params->contains("partial_rotary_factor") &&
+        (*params)["partial_rotary_factor"].is_number()) {
+      partial = (*params)["partial_rotary_factor"].get<double>();
+    }
+  }
+  Json raw = Json::object();
+  if (c.rope_scaling) raw = Json::parse(c.rope_scaling->raw_json);
+  if (partial != 1.0) {
+    STRATA_THROW(NotSupported,
+                 "model config '{}': partial_rotary_factor {} is not supported (Strata rotates the "
+                 "whole head_dim)",
+                 c.source, partial);
+  }
+  if (!c.rope_scaling) return rope;
+
+  const io::RopeScaling& s = *c.rope_scaling;
+  rope.type = s.rope_type;
+  const auto need = [&](const std::optional<double>& v, std::string_view key) {
+    if (!v)
+      r.fail(
+          fmt::format("rope type '{}' needs '{}' in rope_parameters/rope_scaling", rope.type, key));
+    return *v;
+  };
+  if (rope.type == "linear" || rope.type == "dynamic") {
+    rope.factor = need(s.factor, "factor");
+  } else if (rope.type == "llama3") {
+    rope.factor = need(s.factor, "factor");
+    rope.low_freq_factor = need(s.low_freq_factor, "low_freq_factor");
+    rope.high_freq_factor = need(s.high_freq_factor, "high_freq_factor");
+    if (!s.original_max_position_embeddings) {
+      r.fail("rope type 'llama3' needs 'original_max_position_embeddings' in rope_parameters");
+    }
+    rope.original_max_position_embeddings = *s.original_max_position_embeddings;
+    if (rope.high_freq_factor == rope.low_freq_factor) {
+      r.fail("llama3 rope: high_freq_factor equals low_freq_factor; they must differ");
+    }
+  } else if (rope.type == "yarn") {
+    rope.original_max_position_embeddings =
+        s.original_max_position_embeddings.value_or(max_positions);
+    // transformers: factor None -> max_position_embeddings / original_max_position_embeddings.
+    rope.factor = s.factor.value_or(static_cast<double>(max_positions) /
+                                    static_cast<double>(rope.original_max_position_embeddings));
+    rope.attention_factor = s.attention_factor;
+    // `get("beta_fast") or 32`: zero means the default too.
+    if (s.beta_fast && *s.beta_fast != 0.0) rope.beta_fast = *s.beta_fast;
+    if (s.beta_slow && *s.beta_slow != 0.0) rope.beta_slow = *s.beta_slow;
+    rope.mscale = s.mscale;
+    rope.mscale_all_dim = s.mscale_all_dim;
+    if (raw.contains("truncate") && raw["truncate"].is_boolean()) {
+      rope.truncate = raw["truncate"].get<bool>();
+    }
+  } else {
+    STRATA_THROW(NotSupported,
+                 "model config '{}': rope type '{}' is not supported; Strata implements default, "
+                 "linear, dynamic, yarn and llama3",
+                 c.source, rope.type);
+  }
+  if (rope.factor <= 0.0)
+    r.fail(fmt::format("rope factor is {}; it must be positive", rope.factor));
+  if (rope.original_max_position_embeddings < 0) {
+    r.fail("rope original_max_position_embeddings must be positive");
+  }
+  return rope;
+}
+
+// Per-layer sliding windows: layer_types when the file has them (transformers v5), else the
+// class rules (Mistral/Mixtral: every layer; Qwen2/Qwen3: layers >= max_window_layers when
+// use_sliding_window).
+std::vector<std::int64_t> parse_sliding_windows(const Reader& r, Architecture arch,
+                                                std::int64_t layers) {
+  const io::ModelConfig& c = r.config();
+  std::optional<std::int64_t> window;
+  if (arch == Architecture::Mistral) {
+    window = r.present("sliding_window") ? c.get_int("sliding_window") : 4096;
+  } else if (arch == Architecture::Mixtral) {
+    window = c.get_int("sliding_window");
+  } else if (r.flag("use_sliding_window", false)) {
+    window = r.present("sliding_window") ? c.get_int("sliding_window") : 4096;
+  }
+  if (window && *window <= 0) {
+    r.fail(fmt::format("sliding_window is {}; it must be positive or null", *window));
+  }
+  std::vector<std::int64_t> windows(static_cast<std::size_t>(layers), 0);
+  const std::vector<std::string> types = r.strings("layer_types");
+  if (!types.empty()) {
+    if (static_cast<std::int64_t>(types.size()) != layers) {
+      r.fail(fmt::format("'layer_types' lists {} layers but num_hidden_layers is {}", types.size(),
+                         layers));
+    }
+    for (std::size_t i = 0; i < types.size(); ++i) {
+      if (types[i] == "sliding_attention") {
+        // transformers leaves such a layer at full attention when sliding_window is null.
+        windows[i] = window.value_or(0);
+      } else if (types[i] != "full_attention") {
+        STRATA_THROW(NotSupported,
+                     "model config '{}': layer_types[{}] is '{}'; Strata implements "
+                     "full_attention and sliding_attention",
+                     c.source, i, types[i]);
+      }
+    }
+    return windows;
+  }
+  if (!window) return windows;
+  const bool every_layer = arch == Architecture::Mistral || arch == Architecture::Mixtral;
+  const std::int64_t first = every_layer ? 0 : c.get_int("max_window_layers").value_or(28);
+  for (std::int64_t i = std::max<std::int64_t>(first, 0); i < layers; ++i) {
+    windows[static_cast<std::size_t>(i)] = *window;
+  }
+  return windows;
+}
+
+void parse_decoder_family(const Reader& r, const TypeInfo& info, TransformerConfig& t) {
+  const io::ModelConfig& c = r.config();
+  t.hidden_size = r.required(c.hidden_size, "hidden_size");
+  t.num_layers = r.required(c.num_hidden_layers, "num_hidden_layers");
+  t.num_heads = r.required(c.num_attention_heads, "num_attention_heads");
+  t.num_kv_heads = r.required(c.num_key_value_heads, "num_key_value_heads");
+  t.intermediate_size = r.required(c.intermediate_size, "intermediate_size");
+  t.vocab_size = r.required(c.vocab_size, "vocab_size");
+  t.max_position_embeddings = c.max_position_embeddings.value_or(info.max_position_embeddings);
+  t.norm_eps = c.rms_norm_eps.value_or(info.rms_norm_eps);
+  t.activation = parse_activation(r, "hidden_act", "silu");
+  if (c.head_dim) {
+    t.head_dim = r.required(c.head_dim, "head_dim");
+  } else if (t.architecture == Architecture::Qwen3 && !r.present("head_dim")) {
+    t.head_dim = 128;  // Qwen3Config's default, not hidden_size / heads
+  } else {
+    if (t.hidden_size % t.num_heads != 0) {
+      r.fail(
+          fmt::format("hidden_size {} is not a multiple of num_attention_heads {} and there is "
+                      "no head_dim; add head_dim or fix the head count",
+                      t.hidden_size, t.num_heads));
+    }
+    t.head_dim = t.hidden_size / t.num_heads;
+  }
+  if (t.num_heads % t.num_kv_heads != 0) {
+    r.fail(
+        fmt::format("num_attention_heads {} is not a multiple of num_key_value_heads {}; "
+                    "grouped-query attention needs whole groups",
+                    t.num_heads, t.num_kv_heads));
+  }
+  if (t.head_dim % 2 != 0) {
+    r.fail(fmt::format("head_dim {} is odd; rotary embeddings need an even head_dim", t.head_dim));
+  }
+  const bool attention_bias = r.flag("attention_bias", false);
+  switch (t.architecture) {
+    case Architecture::Llama:
+      t.qkv_bias = t.o_bias = attention_bias;
+      t.mlp_bias = r.flag("mlp_bias", false);
+      break;
+    case Architecture::Qwen2:
+      t.qkv_bias = true;  // hard-wired in Qwen2Attention
+      break;
+    case Architecture::Qwen3:
+      t.qkv_bias = t.o_bias = attention_bias;
+      t.qk_norm = true;
+      break;
+    default:
+      break;
+  }
+  t.rope = parse_rope(r, info, t.head_dim, t.max_position_embeddings);
+  t.sliding_windows = parse_sliding_windows(r, t.architecture, t.num_layers);
+  if (t.architecture == Architecture::Mixtral) {
+    t.num_experts = r.required(c.get_int("num_local_experts"), "num_local_experts");
+    t.num_experts_per_tok = r.required(c.get_int("num_experts_per_tok"), "num_experts_per_tok");
+    if (t.num_experts_per_tok > t.num_experts) {
+      r.fail(fmt::format("num_experts_per_tok {} exceeds num_local_experts {}",
+                         t.num_experts_per_tok, t.num_experts));
+    }
+  }
+}
+
+void parse_gpt2(const Reader& r, TransformerConfig& t) {
+  const io::ModelConfig& c = r.config();
+  t.hidden_size = r.required(c.hidden_size, "n_embd");
+  t.num_layers = r.required(c.num_hidden_layers, "n_layer");
+  t.num_heads = r.required(c.num_attention_heads, "n_head");
+  t.vocab_size = r.required(c.vocab_size, "vocab_size");
+  t.max_position_embeddings = r.required(c.max_position_embeddings, "n_positions");
+  t.intermediate_size = c.intermediate_size.value_or(4 * t.hidden_size);  // n_inner null
+  t.norm_eps = c.get_double("layer_norm_epsilon").value_or(1e-5);
+  t.activation = parse_activation(r, "activation_function", "gelu_new");
+  t.scale_attn_weights = r.flag("scale_attn_weights", true);
+  t.scale_attn_by_inverse_layer_idx = r.flag("scale_attn_by_inverse_layer_idx", false);
+  if (r.flag("add_cross_attention", false)) {
+    STRATA_THROW(NotSupported,
+                 "model config '{}': add_cross_attention is true; Strata runs GPT-2 as a decoder "
+                 "only model",
+                 c.source);
+  }
+  if (t.hidden_size % t.num_heads != 0) {
+    r.fail(fmt::format("n_embd {} is not a multiple of n_head {}", t.hidden_size, t.num_heads));
+  }
+}
+
+void parse_opt(const Reader& r, TransformerConfig& t) {
+  const io::ModelConfig& c = r.config();
+  t.hidden_size = r.required(c.hidden_size, "hidden_size");
+  t.num_layers = r.required(c.num_hidden_layers, "num_hidden_layers");
+  t.num_heads = r.required(c.num_attention_heads, "num_attention_heads");
+  t.vocab_size = r.required(c.vocab_size, "vocab_size");
+  t.intermediate_size = r.required(c.intermediate_size, "ffn_dim");
+  t.max_position_embeddings = r.required(c.max_position_embeddings, "max_position_embeddings");
+  t.norm_eps = 1e-5;  // nn.LayerNorm's default: OPT does not configure it
+  t.activation = parse_activation(r, "activation_function", "relu");
+  t.word_embed_proj_dim = c.get_int("word_embed_proj_dim").value_or(t.hidden_size);
+  if (t.word_embed_proj_dim <= 0) r.fail("'word_embed_proj_dim' must be positive");
+  t.do_layer_norm_before = r.flag("do_layer_norm_before", true);
+  t.final_layer_norm = t.do_layer_norm_before && !r.flag("_remove_final_layer_norm", false);
+  t.enable_bias = r.flag("enable_bias", true);
+  t.layer_norm_elementwise_affine = r.flag("layer_norm_elementwise_affine", true);
+  if (t.hidden_size % t.num_heads != 0) {
+    r.fail(fmt::format("hidden_size {} is not a multiple of num_attention_heads {}", t.hidden_size,
+                       t.num_heads));
+  }
+}
+
+}  // namespace
+
+std::string_view class_prefix(Architecture architecture) {
+  switch (architecture) {
+    case Architecture::Llama:
+      return "Llama";
+    case Architecture::Mistral:
+      return "Mistral";
+    case Architecture::Qwen2:
+      return "Qwen2";
+    case Architecture::Qwen3:
+      return "Qwen3";
+    case Architecture::Mixtral:
+      return "Mixtral";
+    case Architecture::GPT2:
+      return "GPT2";
+    case Architecture::OPT:
+      return "OPT";
+  }
+  STRATA_ASSERT(false, "unknown architecture {}", static_cast<int>(architecture));
+}
+
+std::vector<std::string> supported_model_types() {
+  std::vector<std::string> out;
+  for (const TypeInfo& info : kTypes) out.emplace_back(info.model_type);
+  return out;
+}
+
+std::string TransformerConfig::class_name(std::string_view suffix) const {
+  return fmt::format("{}{}", class_prefix(architecture), suffix);
+}
+
+std::vector<std::string> TransformerConfig::no_split_module_classes() const {
+  switch (architecture) {
+    case Architecture::GPT2:
+      return {"GPT2Block"};
+    case Architecture::OPT:
+      return {"OPTDecoderLayer"};
+    default:
+      return {class_name("DecoderLayer")};
+  }
+}
+
+std::string TransformerConfig::base_model_prefix() const {
+  return architecture == Architecture::GPT2 ? "transformer" : "model";
+}
+
+std::uint64_t TransformerConfig::kv_cache_bytes_per_token(DType dtype) const {
+  return 2ull * static_cast<std::uint64_t>(num_layers) * static_cast<std::uint64_t>(num_kv_heads) *
+         static_cast<std::uint64_t>(head_dim) * dtype_size(dtype);
+}
+
+TransformerConfig parse_transformer_config(const io::ModelConfig& config) {
+  const TypeInfo* info = nullptr;
+  for (const TypeInfo& candidate : kTypes) {
+    if (candidate.model_type == config.model_type) info = &candidate;
+  }
+  if (info == nullptr) {
+    STRATA_THROW(NotSupported,
+                 "model config '{}': model_type '{}' is not supported; Strata builds {} (set "
+                 "model_type in config.json to one of them if the model is one)",
+                 config.source, config.model_type.empty() ? "<missing>" : config.model_type,
+                 fmt::join(supported_model_types(), ", "));
+  }
+  const Reader reader(config);
+  TransformerConfig t;
+  t.architecture = info->architecture;
+  t.model_type = config.model_type;
+  t.source = config.source;
+  t.tie_word_embeddings = config.tie_word_embeddings.value_or(info->tie_word_embeddings);
+  switch (t.architecture) {
+    case Architecture::GPT2:
+      parse_gpt2(reader, t);
+      break;
+    case Architecture::OPT:
+      parse_opt(reader, t);
+      break;
+    default:
+      parse_decoder_family(reader, *info, t);
+      return t;
+  }
+  // GPT-2 and OPT: multi-head attention, learned positions, no sliding windows.
+  t.num_kv_heads = t.num_heads;
+  t.head_dim = t.hidden_size / t.num_heads;
+  t.sliding_windows.assign(static_cast<std::size_t>(t.num_layers), 0);
+  return t;
+}
+
+}  // namespace strata::models

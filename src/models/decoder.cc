@@ -1,0 +1,170 @@
+// The decoder family (Llama, Mistral, Qwen2, Qwen3, Mixtral): transformers' modeling_llama.py
+// and its copies, with the per-model differences as TransformerConfig flags.
+
+#include "strata/models/decoder.h"
+
+#include <cmath>
+
+#include "models/attention.h"
+#include "models/families.h"
+#include "strata/core/error.h"
+#include "strata/models/moe.h"
+#include "strata/ops.h"
+
+namespace strata::models {
+
+using detail::on_device_of;
+
+DecoderAttention::DecoderAttention(const TransformerConfig& c, std::int64_t layer_idx, DType dtype)
+    : nn::Module(c.class_name("Attention")),
+      layer_idx_(layer_idx),
+      num_heads_(c.num_heads),
+      num_kv_heads_(c.num_kv_heads),
+      head_dim_(c.head_dim),
+      sliding_window_(c.sliding_windows.at(static_cast<std::size_t>(layer_idx))) {
+  const std::int64_t q_out = c.num_heads * c.head_dim, kv_out = c.num_kv_heads * c.head_dim;
+  q_proj_ = register_module("q_proj",
+                            std::make_shared<nn::Linear>(c.hidden_size, q_out, c.qkv_bias, dtype));
+  k_proj_ = register_module("k_proj",
+                            std::make_shared<nn::Linear>(c.hidden_size, kv_out, c.qkv_bias, dtype));
+  v_proj_ = register_module("v_proj",
+                            std::make_shared<nn::Linear>(c.hidden_size, kv_out, c.qkv_bias, dtype));
+  o_proj_ = register_module("o_proj",
+                            std::make_shared<nn::Linear>(q_out, c.hidden_size, c.o_bias, dtype));
+  if (c.qk_norm) {
+    const std::string norm = c.class_name("RMSNorm");
+    q_norm_ =
+        register_module("q_norm", std::make_shared<RMSNorm>(norm, c.head_dim, c.norm_eps, dtype));
+    k_norm_ =
+        register_module("k_norm", std::make_shared<RMSNorm>(norm, c.head_dim, c.norm_eps, dtype));
+  }
+}
+
+Value DecoderAttention::forward(Args& args) {
+  const std::string who = class_name() + ".forward";
+  const Tensor& x = args.tensor(0, who);
+  STRATA_CHECK_ARG(x.dim() == 3, "{}: hidden_states must be [batch, seq, hidden], got {}", who,
+                   x.describe());
+  const Value* rope = args.keyword("position_embeddings");
+  STRATA_CHECK_ARG(rope != nullptr && rope->is_list() && rope->list().size() == 2,
+                   "{}: position_embeddings must be [cos, sin] from the rotary module", who);
+  const std::shared_ptr<KVCache> cache = detail::cache_argument(args, who);
+  const std::int64_t batch = x.size(0), seq = x.size(1);
+
+  Tensor q = call(*q_proj_, x).view({batch, seq, num_heads_, head_dim_});
+  Tensor k = call(*k_proj_, x).view({batch, seq, num_kv_heads_, head_dim_});
+  if (q_norm_) {  // Qwen3: per-head RMSNorm before the rotation
+    q = call(*q_norm_, q);
+    k = call(*k_norm_, k);
+  }
+  q = q.transpose(1, 2);
+  k = k.transpose(1, 2);
+  const Tensor v = detail::split_heads(call(*v_proj_, x), num_kv_heads_, head_dim_);
+  const Tensor cos = on_device_of(rope->list()[0].tensor(), q);
+  const Tensor sin = on_device_of(rope->list()[1].tensor(), q);
+  q = ops::rotary_embedding(q, cos, sin);
+  k = ops::rotary_embedding(k, cos, sin);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  const Tensor attn =
+      detail::causal_attention(q, k, v, cache.get(), layer_idx_, scale, sliding_window_);
+  return call(*o_proj_, detail::merge_heads(attn));
+}
+
+GatedMLP::GatedMLP(std::string class_name, Naming naming, std::int64_t hidden,
+                   std::int64_t intermediate, bool bias, Activation activation, DType dtype)
+    : nn::Module(std::move(class_name)) {
+  const auto linear = [&](std::int64_t in, std::int64_t out) {
+    return std::make_shared<nn::Linear>(in, out, bias, dtype);
+  };
+  // Registration order is transformers' (it decides state_dict and device-map order).
+  if (naming == Naming::Llama) {
+    gate_ = register_module("gate_proj", linear(hidden, intermediate));
+    up_ = register_module("up_proj", linear(hidden, intermediate));
+    down_ = register_module("down_proj", linear(intermediate, hidden));
+  } else {
+    gate_ = register_module("w1", linear(hidden, intermediate));
+    down_ = register_module("w2", linear(intermediate, hidden));
+    up_ = register_module("w3", linear(hidden, intermediate));
+  }
+  act_ = register_module("act_fn", std::make_shared<ActivationLayer>(activation));
+}
+
+Value GatedMLP::forward(Args& args) {
+  const Tensor& x = args.tensor(0, class_name() + ".forward");
+  const Tensor gate = call(*act_, call(*gate_, x));
+  return call(*down_, ops::mul(gate, on_device_of(call(*up_, x), gate)));
+}
+
+DecoderLayer::DecoderLayer(const TransformerConfig& c, std::int64_t layer_idx, DType dtype)
+    : nn::Module(c.class_name("DecoderLayer")) {
+  self_attn_ =
+      register_module("self_attn", std::make_shared<DecoderAttention>(c, layer_idx, dtype));
+  if (c.num_experts > 0) {
+    mlp_ = register_module("block_sparse_moe", std::make_shared<SparseMoeBlock>(c, dtype));
+  } else {
+    mlp_ = register_module("mlp", std::make_shared<GatedMLP>(
+                                      c.class_name("MLP"), GatedMLP::Naming::Llama, c.hidden_size,
+                                      c.intermediate_size, c.mlp_bias, c.activation, dtype));
+  }
+  const std::string norm = c.class_name("RMSNorm");
+  input_layernorm_ = register_module(
+      "input_layernorm", std::make_shared<RMSNorm>(norm, c.hidden_size, c.norm_eps, dtype));
+  post_attention_layernorm_ =
+      register_module("post_attention_layernorm",
+                      std::make_shared<RMSNorm>(norm, c.hidden_size, c.norm_eps, dtype));
+}
+
+Value DecoderLayer::forward(Args& args) {
+  Tensor hidden = args.tensor(0, class_name() + ".forward");
+  Args attn_args({call(*input_layernorm_, hidden)}, std::move(args.keywords));
+  const Tensor attn = (*self_attn_)(std::move(attn_args)).tensor();
+  hidden = ops::add(hidden, on_device_of(attn, hidden));
+  const Tensor mlp = call(*mlp_, call(*post_attention_layernorm_, hidden));
+  return ops::add(hidden, on_device_of(mlp, hidden));
+}
+
+DecoderModel::DecoderModel(const TransformerConfig& c, DType dtype)
+    : nn::Module(c.class_name("Model")) {
+  embed_tokens_ = register_module(
+      "embed_tokens", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype));
+  layers_ = register_module("layers", std::make_shared<nn::ModuleList>());
+  for (std::int64_t i = 0; i < c.num_layers; ++i) {
+    layers_->push_back(std::make_shared<DecoderLayer>(c, i, dtype));
+  }
+  norm_ = register_module(
+      "norm", std::make_shared<RMSNorm>(c.class_name("RMSNorm"), c.hidden_size, c.norm_eps, dtype));
+  STRATA_ASSERT(c.rope.has_value(), "decoder config without rope parameters");
+  rotary_emb_ = register_module(
+      "rotary_emb", std::make_shared<RotaryEmbedding>(c.class_name("RotaryEmbedding"), *c.rope));
+}
+
+Value DecoderModel::forward(Args& args) {
+  const std::string who = class_name() + ".forward";
+  const Tensor& ids = args.tensor(0, who);
+  const std::shared_ptr<KVCache> cache = detail::cache_argument(args, who);
+  const std::int64_t past = cache ? cache->seq_length(0) : 0;
+  const Value cache_value = cache ? Value(cache) : Value();
+
+  Tensor hidden = call(*embed_tokens_, ids);
+  Value rope = (*rotary_emb_)(Args({hidden}, {{"past_length", past}}));
+  for (std::size_t i = 0; i < layers_->size(); ++i) {
+    Args layer_args({hidden}, {{"position_embeddings", rope}, {"past_key_values", cache_value}});
+    hidden = (*layers_)[i](std::move(layer_args)).tensor();
+  }
+  return call(*norm_, hidden);
+}
+
+DecoderForCausalLM::DecoderForCausalLM(const TransformerConfig& c, DType dtype)
+    : CausalLM(c.class_name("ForCausalLM"), c) {
+  auto base = std::make_shared<DecoderModel>(c, dtype);
+  auto embed = base->embed_tokens();
+  finish(std::move(base), std::move(embed), c.hidden_size, dtype);
+}
+
+namespace detail {
+std::shared_ptr<CausalLM> build_decoder(const TransformerConfig& config, DType dtype) {
+  return std::make_shared<DecoderForCausalLM>(config, dtype);
+}
+}  // namespace detail
+
+}  // namespace strata::models

@@ -1,0 +1,150 @@
+#pragma once
+// Shared by the model tests: the recorded fixtures (tests/fixtures/models/<case>/, written by
+// tests/fixtures/tools/record_model_fixtures.py with transformers), loading a checkpoint into a
+// model by tensor name, and the execution-device parameterisation (cuda:0 cases skip themselves
+// where no GPU is usable: device_available).
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "strata/core/backend.h"
+#include "strata/io/model_config.h"
+#include "strata/io/safetensors.h"
+#include "strata/models/models.h"
+#include "strata/nn/init.h"
+#include "strata/nn/tensor_placement.h"
+#include "support/op_testing.h"
+
+namespace strata::testing {
+
+inline std::filesystem::path model_fixture_dir(const std::string& name) {
+  return std::filesystem::path(STRATA_TEST_FIXTURES_DIR) / "models" / name;
+}
+
+// Every recorded case (one folder each).
+inline const std::vector<std::string>& model_fixture_names() {
+  static const std::vector<std::string> names = {
+      "llama", "llama_linear", "llama_dynamic", "llama_yarn", "llama3", "mistral",
+      "qwen2", "qwen3",        "mixtral",       "gpt2",       "opt",    "opt_350m_style"};
+  return names;
+}
+
+// What transformers produced for one case (see the recording script for each tensor).
+struct ModelFixture {
+  std::string name;
+  io::ModelConfig config;
+  Tensor prompt_ids;                    // int64 [2, S]
+  Tensor logits;                        // float32 [2, S, V]
+  Tensor logits_bf16;                   // float32 [2, S, V]: the bfloat16 model's logits
+  Tensor greedy_ids;                    // int64 [1, 12]
+  std::map<std::string, Tensor> extra;  // inv_freq, attention_scaling, dynamic_* when recorded
+};
+
+inline ModelFixture load_model_fixture(const std::string& name) {
+  const auto dir = model_fixture_dir(name);
+  ModelFixture f;
+  f.name = name;
+  f.config = io::read_model_config(dir);
+  const auto ref = io::SafetensorsFile::open(dir / "reference.safetensors");
+  // clone(): own the bytes rather than keep views of the mapping.
+  f.prompt_ids = ref->tensor("prompt_ids").clone();
+  f.logits = ref->tensor("logits").clone();
+  f.logits_bf16 = ref->tensor("logits_bf16").clone();
+  f.greedy_ids = ref->tensor("greedy_ids").clone();
+  for (const auto& entry : ref->entries()) {
+    for (const char* key :
+         {"inv_freq", "attention_scaling", "dynamic_inv_freq", "dynamic_seq_len"}) {
+      if (entry.name == key) f.extra[key] = ref->tensor(entry).clone();
+    }
+  }
+  return f;
+}
+
+// Assigns every tensor of `file` to the model tensor of the same name on `device` (cast to the
+// model's dtype), moves non-persistent buffers there, and fails the test for a model tensor the
+// file lacks (tied names excepted) or a file tensor the model lacks. A stand-in for
+// load_checkpoint_in_model.
+inline void load_safetensors_into(nn::Module& model, const std::filesystem::path& file,
+                                  Device device) {
+  const auto st = io::SafetensorsFile::open(file);
+  std::set<const nn::TensorSlot*> loaded;
+  std::set<std::string> used;
+  const auto refs = model.tensor_refs(true, true, true, /*remove_duplicate=*/false);
+  for (const nn::TensorRef& ref : refs) {
+    if (ref.is_buffer && !ref.persistent) continue;
+    if (!st->contains(ref.name)) continue;
+    nn::set_module_tensor_to_device(model, ref.name, device, st->tensor(ref.name));
+    loaded.insert(ref.slot.get());
+    used.insert(ref.name);
+  }
+  for (const nn::TensorRef& ref : refs) {
+    if (ref.is_buffer && !ref.persistent) {
+      if (ref.tensor().is_meta()) {
+        nn::materialize_non_persistent_buffers(model, device);
+      } else {
+        nn::set_module_tensor_to_device(model, ref.name, device);
+      }
+      continue;
+    }
+    EXPECT_TRUE(loaded.contains(ref.slot.get())) << ref.name << " is not in " << file;
+  }
+  for (const auto& entry : st->entries()) {
+    EXPECT_TRUE(used.contains(entry.name))
+        << file << " holds " << entry.name << ", which the model does not have";
+  }
+}
+
+// Builds the fixture's model in `dtype` and loads its checkpoint onto `device`.
+inline std::shared_ptr<models::CausalLM> load_fixture_model(const ModelFixture& f, Device device,
+                                                            DType dtype = DType::Float32) {
+  auto model = models::build_causal_lm(f.config, dtype);
+  load_safetensors_into(*model, model_fixture_dir(f.name) / "model.safetensors", device);
+  return model;
+}
+
+// max |a - b| over all elements (both converted to float64 on the cpu).
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+  const std::vector<double> x = a.to(Device::cpu()).to_doubles();
+  const std::vector<double> y = b.to(Device::cpu()).to_doubles();
+  EXPECT_EQ(x.size(), y.size());
+  double worst = 0.0;
+  for (std::size_t i = 0; i < std::min(x.size(), y.size()); ++i) {
+    worst = std::max(worst, std::abs(x[i] - y[i]));
+  }
+  return worst;
+}
+
+inline double max_abs(const Tensor& a) {
+  double worst = 0.0;
+  for (double v : a.to(Device::cpu()).to_doubles()) worst = std::max(worst, std::abs(v));
+  return worst;
+}
+
+// The case of a test parameterised over fixtures and devices.
+struct ModelCase {
+  std::string fixture;
+  Device device;
+};
+
+inline std::vector<ModelCase> model_cases() {
+  std::vector<ModelCase> out;
+  for (const Device device : {Device::cpu(), Device::cuda(0)}) {
+    for (const std::string& name : model_fixture_names()) out.push_back({name, device});
+  }
+  return out;
+}
+
+inline std::string model_case_name(const ::testing::TestParamInfo<ModelCase>& info) {
+  return info.param.fixture + (info.param.device.is_cuda() ? "_cuda0" : "_cpu");
+}
+
+}  // namespace strata::testing
