@@ -1,0 +1,130 @@
+#pragma once
+// The per-model prefetch scheduler behind cpu_offload, disk_offload and dispatch_model.
+//
+// Every module with offloaded weights gets a PrefetchHook (an AlignDevicesHook whose onload and
+// release go through the scheduler). The scheduler records the order in which the hooks onload
+// during the first forward; from then on, when unit i onloads, the weights of the next units
+// (up to `staging_slots` units in flight, the current one included) are already being copied on
+// a copy stream while unit i computes. The compute stream waits on an event per unit, never on
+// the host. Sources:
+//   - pinned CPU tensors are copied straight to the GPU (cudaMemcpyAsync on the copy stream);
+//   - any other CPU tensor (a memory-mapped offload file, pageable memory) is read by worker
+//     threads into a pinned staging buffer, then copied from the worker on the copy stream.
+// With a CPU execution device nothing is copied: the stored tensors are bound as they are (a
+// pinned tensor or a read-only view of the mapped file).
+//
+// One scheduler serves one model and runs one forward at a time (as hooks do).
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "strata/nn/align_devices_hook.h"
+
+namespace strata::placement {
+
+struct PrefetchOptions {
+  // Units (hooked modules) whose weights may be on the execution device at once, the one
+  // computing included: 1 disables prefetch (copy, then compute), 2 is double buffering. This
+  // is what the planner's InferOptions::reserve.staging_slots budgets for (minus the one slot
+  // the reference already keeps).
+  int staging_slots = 2;
+  // Threads reading non-pinned sources (disk) into pinned staging buffers.
+  int io_threads = 4;
+};
+
+// Counters for tests and benchmarks (not timing).
+struct PrefetchStats {
+  std::int64_t onloads = 0;          // units made available for a forward
+  std::int64_t prefetched = 0;       // ... whose copies were already issued ahead of time
+  std::int64_t issued = 0;           // units whose copies were issued
+  std::int64_t bytes_copied = 0;     // host-to-device bytes queued
+  std::int64_t bytes_read = 0;       // bytes read by the workers into pinned staging
+  std::int64_t casts = 0;            // stored tensors whose dtype differed from the model's
+  int max_in_flight = 0;             // most units holding execution-device copies at once
+};
+
+class PrefetchHook;
+namespace detail {
+class CopyEngine;  // copy stream, events and disk workers (src/placement/prefetch_engine.h)
+}  // namespace detail
+
+class PrefetchScheduler {
+ public:
+  PrefetchScheduler(Device execution_device, PrefetchOptions options = {});
+  ~PrefetchScheduler();
+  PrefetchScheduler(const PrefetchScheduler&) = delete;
+  PrefetchScheduler& operator=(const PrefetchScheduler&) = delete;
+
+  Device execution_device() const { return execution_device_; }
+  const PrefetchOptions& options() const { return options_; }
+  const PrefetchStats& stats() const { return stats_; }
+  // The recorded execution order (hooked module class names with their position), complete
+  // once the first unit onloads a second time.
+  std::vector<const PrefetchHook*> order() const;
+  bool order_complete() const { return order_complete_; }
+  // One line per scheduling event, for tests: "issue <unit>", "wait <unit>", "release <unit>",
+  // where <unit> is the unit's position in the recorded order. Kept only when enabled.
+  void set_trace(bool enabled) { trace_enabled_ = enabled; }
+  const std::vector<std::string>& trace() const { return trace_; }
+  // Units currently holding execution-device copies (issued or in use).
+  int in_flight() const;
+
+  // Blocks until every queued copy has finished (the benchmark's end of forward).
+  void synchronize();
+
+ private:
+  friend class PrefetchHook;
+  struct Unit;
+
+  // Called by the hooks.
+  void add(PrefetchHook* hook);
+  void remove(PrefetchHook* hook);
+  void acquire(PrefetchHook& hook);
+  void release(PrefetchHook& hook);
+
+  Unit& unit_of(const PrefetchHook* hook);
+  void issue(Unit& unit);
+  void evict(Unit& unit);
+  void prefetch_after(const Unit& unit);
+  void log(const char* what, const Unit& unit);
+
+  Device execution_device_;
+  PrefetchOptions options_;
+  PrefetchStats stats_;
+  std::vector<std::unique_ptr<Unit>> units_;  // registration order
+  std::vector<Unit*> order_;                  // execution order of the first forward
+  bool order_complete_ = false;
+  bool trace_enabled_ = false;
+  std::vector<std::string> trace_;
+  std::unique_ptr<detail::CopyEngine> engine_;  // null for a cpu execution device
+};
+
+// An AlignDevicesHook (with offload) whose weights come through a PrefetchScheduler.
+class PrefetchHook final : public nn::AlignDevicesHook {
+ public:
+  PrefetchHook(nn::AlignDevicesOptions options, std::shared_ptr<PrefetchScheduler> scheduler);
+
+  const std::shared_ptr<PrefetchScheduler>& scheduler() const { return scheduler_; }
+  // The stored value of an offloaded tensor (the weights-map lookup).
+  Tensor stored(const OffloadedTensor& tensor) { return fetch(tensor); }
+  const std::string& module_class() const { return class_name_; }
+  std::string describe() const override;
+
+  void init_hook(nn::Module& module) override;
+  void detach_hook(nn::Module& module) override;
+
+ protected:
+  void onload(nn::Module& module) override;
+  void release(nn::Module& module) override;
+
+ private:
+  std::shared_ptr<PrefetchScheduler> scheduler_;
+  std::string class_name_;
+};
+
+// The scheduler of the first PrefetchHook in `model`'s tree, or nullptr.
+std::shared_ptr<PrefetchScheduler> find_scheduler(nn::Module& model);
+
+}  // namespace strata::placement

@@ -1,0 +1,241 @@
+#include "strata/placement/prefetch.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "prefetch_engine.h"
+#include "strata/core/backend.h"
+#include "strata/core/error.h"
+#include "strata/nn/hooks.h"
+
+namespace strata::placement {
+
+using nn::AlignDevicesHook;
+using OffloadedTensor = AlignDevicesHook::OffloadedTensor;
+
+struct PrefetchScheduler::Unit {
+  PrefetchHook* hook = nullptr;
+  int position = -1;  // in the recorded order
+  bool issued = false;
+  bool in_use = false;
+  // One per offloaded tensor: the execution-device tensor to bind (undefined: bind `sources`).
+  std::vector<Tensor> targets;
+  std::vector<Tensor> sources;
+  std::unique_ptr<detail::CopyEngine::Ticket> ticket;
+};
+
+PrefetchScheduler::PrefetchScheduler(Device execution_device, PrefetchOptions options)
+    : execution_device_(resolve_device(execution_device)), options_(options) {
+  STRATA_CHECK_ARG(options_.staging_slots >= 1,
+                   "PrefetchOptions::staging_slots must be at least 1 (the unit computing); got {}",
+                   options_.staging_slots);
+  STRATA_CHECK_ARG(execution_device_.is_cpu() || execution_device_.is_cuda(),
+                   "the prefetch scheduler runs on a cpu or cuda execution device, not {}",
+                   execution_device_);
+  if (execution_device_.is_cuda()) {
+    engine_ = detail::make_copy_engine(execution_device_.index(), options_);
+  }
+}
+
+PrefetchScheduler::~PrefetchScheduler() {
+  if (engine_) {
+    try {
+      engine_->synchronize();
+    } catch (...) {  // teardown: the error was reported when the forward waited
+    }
+  }
+  units_.clear();  // tickets before the engine that owns their memory
+}
+
+std::vector<const PrefetchHook*> PrefetchScheduler::order() const {
+  std::vector<const PrefetchHook*> out;
+  for (const Unit* unit : order_) out.push_back(unit->hook);
+  return out;
+}
+
+int PrefetchScheduler::in_flight() const {
+  return static_cast<int>(std::count_if(units_.begin(), units_.end(),
+                                        [](const auto& u) { return u->issued; }));
+}
+
+void PrefetchScheduler::synchronize() {
+  if (engine_) engine_->synchronize();
+}
+
+void PrefetchScheduler::add(PrefetchHook* hook) {
+  auto unit = std::make_unique<Unit>();
+  unit->hook = hook;
+  units_.push_back(std::move(unit));
+}
+
+void PrefetchScheduler::remove(PrefetchHook* hook) {
+  Unit& unit = unit_of(hook);
+  if (unit.issued) evict(unit);
+  // A changed set of hooks changes the order: record it again.
+  order_.clear();
+  order_complete_ = false;
+  for (auto& u : units_) u->position = -1;
+  std::erase_if(units_, [&](const auto& u) { return u->hook == hook; });
+}
+
+PrefetchScheduler::Unit& PrefetchScheduler::unit_of(const PrefetchHook* hook) {
+  for (auto& unit : units_) {
+    if (unit->hook == hook) return *unit;
+  }
+  STRATA_THROW(InternalError, "prefetch scheduler: a hook that was never registered onloads");
+}
+
+void PrefetchScheduler::log(const char* what, const Unit& unit) {
+  if (trace_enabled_) trace_.push_back(fmt::format("{} {}", what, unit.position));
+}
+
+// Resolves the stored tensors and, on a GPU, queues their copies into fresh device memory.
+void PrefetchScheduler::issue(Unit& unit) {
+  PrefetchHook& hook = *unit.hook;
+  const Device exec = execution_device_;
+  unit.targets.clear();
+  unit.sources.clear();
+  std::vector<Tensor> dsts;
+  std::vector<Tensor> srcs;
+  for (const OffloadedTensor& t : hook.offloaded_tensors()) {
+    if (t.shared && t.shared->tensor().device() == exec) {  // tied weight resident here already
+      unit.targets.push_back(t.shared->tensor());
+      unit.sources.emplace_back();
+      continue;
+    }
+    const Tensor& placeholder = t.slot->tensor();
+    Tensor value = hook.stored(t);
+    STRATA_CHECK(value.shape() == placeholder.shape(), CheckpointError,
+                 "offloaded tensor '{}' of {}: the stored tensor has shape {} but the module "
+                 "expects {}; the offload folder or state dict belongs to another model: rebuild it",
+                 t.name, hook.module_class(), shape_str(value.shape()),
+                 shape_str(placeholder.shape()));
+    if (value.dtype() != placeholder.dtype() && is_floating_point(placeholder.dtype())) {
+      ++stats_.casts;  // a folder written in another dtype; dispatch stores the model's
+      value = value.to(placeholder.dtype());
+    }
+    if (!value.is_cpu() || exec.is_cpu()) {
+      unit.targets.push_back(value.to(exec));
+      unit.sources.emplace_back();
+      continue;
+    }
+    value = value.contiguous();
+    Tensor target = Tensor::empty(value.shape(), value.dtype(), exec);
+    dsts.push_back(target);
+    srcs.push_back(value);
+    unit.targets.push_back(std::move(target));
+    unit.sources.push_back(std::move(value));
+  }
+  if (!dsts.empty()) {
+    STRATA_CHECK(engine_ != nullptr, DeviceError,
+                 "offloaded weights of {} must go to {}, but this build has no copy engine for "
+                 "it; use a CUDA build or a cpu execution device",
+                 hook.module_class(), exec);
+    unit.ticket = engine_->start(dsts, srcs, stats_);
+  }
+  unit.issued = true;
+  ++stats_.issued;
+  stats_.max_in_flight = std::max(stats_.max_in_flight, in_flight());
+  log("issue", unit);
+}
+
+// Drops a unit's copies (after them: their memory is reused only once they are done).
+void PrefetchScheduler::evict(Unit& unit) {
+  if (unit.ticket) engine_->retire(std::move(unit.ticket));
+  unit.targets.clear();
+  unit.sources.clear();
+  unit.issued = false;
+  unit.in_use = false;
+}
+
+void PrefetchScheduler::prefetch_after(const Unit& unit) {
+  const int n = static_cast<int>(order_.size());
+  for (int k = 1; k < options_.staging_slots && k < n; ++k) {
+    Unit& next = *order_[(unit.position + k) % n];
+    if (next.issued) continue;
+    if (in_flight() >= options_.staging_slots) return;
+    issue(next);
+  }
+}
+
+void PrefetchScheduler::acquire(PrefetchHook& hook) {
+  Unit& unit = unit_of(&hook);
+  if (!order_complete_) {
+    if (unit.position < 0) {
+      unit.position = static_cast<int>(order_.size());
+      order_.push_back(&unit);
+    } else {
+      order_complete_ = true;  // a unit runs again: the first forward is over
+    }
+  }
+  ++stats_.onloads;
+  if (unit.issued) {
+    ++stats_.prefetched;
+  } else {
+    // The recorded order was wrong this time: make room by dropping a unit prefetched for later.
+    for (auto& other : units_) {
+      if (in_flight() < options_.staging_slots) break;
+      if (other->issued && !other->in_use) evict(*other);
+    }
+    issue(unit);
+  }
+  if (unit.ticket) engine_->wait(*unit.ticket);
+  log("wait", unit);
+  const auto& tensors = hook.offloaded_tensors();
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    tensors[i].slot->set(unit.targets[i].defined() ? unit.targets[i] : unit.sources[i]);
+  }
+  unit.in_use = true;
+  if (order_complete_ && unit.position >= 0) prefetch_after(unit);
+}
+
+void PrefetchScheduler::release(PrefetchHook& hook) {
+  Unit& unit = unit_of(&hook);
+  for (const OffloadedTensor& t : hook.offloaded_tensors()) {
+    t.slot->set(t.slot->tensor().to(Device::meta()));
+  }
+  log("release", unit);
+  evict(unit);
+}
+
+// ---- PrefetchHook ----------------------------------------------------------------------------
+
+PrefetchHook::PrefetchHook(nn::AlignDevicesOptions options,
+                           std::shared_ptr<PrefetchScheduler> scheduler)
+    : AlignDevicesHook(std::move(options)), scheduler_(std::move(scheduler)) {
+  STRATA_CHECK_ARG(scheduler_ != nullptr, "PrefetchHook needs a scheduler");
+  STRATA_CHECK_ARG(this->options().offload, "PrefetchHook is for offloaded modules only");
+  STRATA_CHECK_ARG(execution_device() && resolve_device(*execution_device()) ==
+                                             scheduler_->execution_device(),
+                   "PrefetchHook: the hook's execution device must be the scheduler's ({})",
+                   scheduler_->execution_device());
+}
+
+std::string PrefetchHook::describe() const {
+  return "Prefetch" + AlignDevicesHook::describe();
+}
+
+void PrefetchHook::init_hook(nn::Module& module) {
+  class_name_ = module.class_name();
+  AlignDevicesHook::init_hook(module);
+  scheduler_->add(this);
+}
+
+void PrefetchHook::detach_hook(nn::Module& module) {
+  scheduler_->remove(this);
+  AlignDevicesHook::detach_hook(module);
+}
+
+void PrefetchHook::onload(nn::Module&) { scheduler_->acquire(*this); }
+
+void PrefetchHook::release(nn::Module&) { scheduler_->release(*this); }
+
+std::shared_ptr<PrefetchScheduler> find_scheduler(nn::Module& model) {
+  for (const auto& [name, module] : model.named_modules()) {
+    if (auto* hook = nn::find_hook<PrefetchHook>(*module)) return hook->scheduler();
+  }
+  return nullptr;
+}
+
+}  // namespace strata::placement
