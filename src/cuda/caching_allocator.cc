@@ -85,6 +85,14 @@ CachingAllocator::Block* CachingAllocator::find_free_block(Pool& pool, std::size
 CachingAllocator::Block* CachingAllocator::malloc_segment(std::size_t size, std::size_t asked,
                                                           cudaStream_t stream, bool small) {
   DeviceGuard guard(device_);
+  // More than the whole device can never succeed: say so without a cudaMalloc that is bound to
+  // fail (compute-sanitizer reports every failed runtime call as an error).
+  std::size_t free = 0, total = 0;
+  if (cudaMemGetInfo(&free, &total) != cudaSuccess) {
+    cudaGetLastError();  // not fatal: cudaMalloc decides
+  } else if (size > total) {
+    throw_out_of_memory(asked, cudaErrorMemoryAllocation);
+  }
   void* ptr = nullptr;
   cudaError_t status = cudaMalloc(&ptr, size);
   if (status == cudaErrorMemoryAllocation) {

@@ -3,6 +3,9 @@
 
 #include "cuda/cuda_ops.h"
 
+#include <array>
+#include <atomic>
+
 #include "cuda/caching_allocator.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
@@ -65,9 +68,16 @@ Around around(const Tensor& x, std::int64_t dim) {
   return a;
 }
 
+// Asked once per device (an attention launch needs it every time).
 int multiprocessor_count(int device) {
+  static std::array<std::atomic<int>, 64> counts{};
+  const auto slot = static_cast<std::size_t>(device);
+  if (slot < counts.size()) {
+    if (const int known = counts[slot].load(std::memory_order_relaxed); known > 0) return known;
+  }
   int count = 0;
   STRATA_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), device);
+  if (slot < counts.size()) counts[slot].store(count, std::memory_order_relaxed);
   return count;
 }
 

@@ -11,7 +11,6 @@ namespace strata {
 namespace {
 
 using testing::all_close;
-using testing::kFloatDTypes;
 using testing::random_tensor;
 using testing::throws_naming;
 using testing::tolerance_for;
@@ -48,11 +47,15 @@ std::vector<double> map_reference(const Tensor& x, double (*f)(double)) {
   return out;
 }
 
-class ActivationTest : public ::testing::TestWithParam<DType> {
+class ActivationTest : public testing::OpTest {
  protected:
-  void check_all(const Tensor& x, const std::string& what) {
+  // x is on the CPU; each activation runs on the case's device.
+  void check_all(const Tensor& x, const std::string& what) { check_all(x, on_device(x), what); }
+  // `input` is x on the device, in any layout.
+  void check_all(const Tensor& x, const Tensor& input, const std::string& what) {
     for (const Activation& a : activations()) {
-      const Tensor y = a.op(x);
+      const Tensor y = a.op(input);
+      EXPECT_EQ(y.device(), device()) << a.name << " " << what;
       EXPECT_EQ(y.shape(), x.shape()) << a.name << " " << what;
       EXPECT_EQ(y.dtype(), x.dtype()) << a.name << " " << what;
       EXPECT_TRUE(y.is_contiguous()) << a.name << " " << what;
@@ -66,31 +69,32 @@ TEST_P(ActivationTest, OddSizes) {
   const Shape shapes[] = {{1}, {3}, {17}, {4097}, {3, 5, 7}, {}};
   std::uint64_t seed = 1;
   for (const Shape& shape : shapes) {
-    check_all(random_tensor(shape, GetParam(), seed++, -6.0, 6.0), shape_str(shape));
+    check_all(random_tensor(shape, dtype(), seed++, -6.0, 6.0), shape_str(shape));
   }
 }
 
 TEST_P(ActivationTest, LargeTensorRunsInParallelChunks) {
-  check_all(random_tensor({65, 1031}, GetParam(), 7, -8.0, 8.0), "[65, 1031]");
+  check_all(random_tensor({65, 1031}, dtype(), 7, -8.0, 8.0), "[65, 1031]");
 }
 
 TEST_P(ActivationTest, NonContiguousInput) {
-  const Tensor x = testing::make_noncontiguous(random_tensor({5, 7, 9}, GetParam(), 8, -4.0, 4.0));
-  ASSERT_FALSE(x.is_contiguous());
-  check_all(x, "non-contiguous");
-  check_all(random_tensor({6, 10}, GetParam(), 9).transpose(0, 1), "transposed");
+  const Tensor x = random_tensor({5, 7, 9}, dtype(), 8, -4.0, 4.0);
+  const Tensor strided = testing::make_noncontiguous(on_device(x));
+  ASSERT_FALSE(strided.is_contiguous());
+  check_all(x, strided, "non-contiguous");
+  const Tensor t = random_tensor({6, 10}, dtype(), 9);
+  check_all(t.transpose(0, 1), on_device(t).transpose(0, 1), "transposed");
 }
 
 TEST_P(ActivationTest, SpecialValues) {
   // Saturated tails, signed zeros; relu keeps NaN and +inf, and maps -inf to 0.
   const double inf = std::numeric_limits<double>::infinity();
-  check_all(Tensor::from_doubles({-30.0, -10.0, -0.0, 0.0, 10.0, 30.0}, {6}, GetParam()), "tails");
-  const Tensor special = Tensor::from_doubles({-inf, inf, std::nan("")}, {3}, GetParam());
+  check_all(Tensor::from_doubles({-30.0, -10.0, -0.0, 0.0, 10.0, 30.0}, {6}, dtype()), "tails");
+  const Tensor special = on_device(Tensor::from_doubles({-inf, inf, std::nan("")}, {3}, dtype()));
   EXPECT_TRUE(all_close(ops::relu(special), {0.0, inf, std::nan("")}, {0.0, 0.0}, "relu"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Cpu, ActivationTest, ::testing::ValuesIn(kFloatDTypes),
-                         [](const auto& info) { return testing::dtype_test_name(info.param); });
+INSTANTIATE_TEST_SUITE_P(Devices, ActivationTest, STRATA_OP_CASES());
 
 TEST(ActivationErrors, RejectsBadInputs) {
   const Tensor meta = Tensor::empty({4}, DType::BFloat16, Device::meta());

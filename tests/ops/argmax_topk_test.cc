@@ -60,21 +60,25 @@ std::vector<std::int64_t> argmax_reference(const std::vector<double>& x, const R
   return out;
 }
 
-class SelectionTest : public ::testing::TestWithParam<DType> {
+class SelectionTest : public testing::OpTest {
  protected:
-  // Floats in a narrow range (ties appear after rounding to 16 bits) or small integers.
+  // Floats in a narrow range (ties appear after rounding to 16 bits) or small integers, on the
+  // CPU.
   Tensor input(const Shape& shape, std::uint64_t seed) {
-    const DType dt = GetParam();
+    const DType dt = dtype();
     if (is_floating_point(dt)) return testing::random_tensor(shape, dt, seed, -2.0, 2.0);
     return testing::random_int_tensor(shape, dt, seed, dt == DType::UInt8 ? 0 : -20, 20);
   }
 
-  void check_argmax(const Tensor& x, std::int64_t dim, const std::string& what) {
+  // x is on the CPU; `dx` (default: x moved) holds its values on the case's device.
+  void check_argmax(const Tensor& x, std::int64_t dim, const std::string& what,
+                    const Tensor& dx = Tensor()) {
     const std::int64_t d = dim < 0 ? dim + std::max<std::int64_t>(x.dim(), 1) : dim;
     const RowLayout rows(x.shape(), d);
     const std::vector<std::int64_t> expected = argmax_reference(x.to_doubles(), rows);
     for (bool keepdim : {false, true}) {
-      const Tensor out = ops::argmax(x, dim, keepdim);
+      const Tensor out = ops::argmax(dx.defined() ? dx : on_device(x), dim, keepdim);
+      EXPECT_EQ(out.device(), device()) << what;
       Shape shape = x.shape();
       if (!shape.empty()) {
         if (keepdim)
@@ -88,7 +92,8 @@ class SelectionTest : public ::testing::TestWithParam<DType> {
     }
   }
 
-  void check_topk(const Tensor& x, std::int64_t k, std::int64_t dim, const std::string& what) {
+  void check_topk(const Tensor& x, std::int64_t k, std::int64_t dim, const std::string& what,
+                  const Tensor& dx = Tensor()) {
     const std::int64_t d = dim < 0 ? dim + std::max<std::int64_t>(x.dim(), 1) : dim;
     const std::vector<double> xv = x.to_doubles();
     const RowLayout rows(x.shape(), d);
@@ -104,7 +109,8 @@ class SelectionTest : public ::testing::TestWithParam<DType> {
         values[out_rows.index(r, j)] = xv[rows.index(r, order[j])];
       }
     }
-    const auto [got_values, got_indices] = ops::topk(x, k, dim);
+    const auto [got_values, got_indices] = ops::topk(dx.defined() ? dx : on_device(x), k, dim);
+    EXPECT_EQ(got_values.device(), device()) << what;
     EXPECT_EQ(got_values.shape(), shape) << what;
     EXPECT_EQ(got_values.dtype(), x.dtype()) << what;
     ASSERT_EQ(got_indices.dtype(), DType::Int64) << what;
@@ -124,9 +130,10 @@ TEST_P(SelectionTest, ArgmaxOddSizesAndDims) {
 }
 
 TEST_P(SelectionTest, ArgmaxNonContiguous) {
-  const Tensor x = testing::make_noncontiguous(input({6, 5, 7}, 7));
-  ASSERT_FALSE(x.is_contiguous());
-  for (std::int64_t dim : {0, 1, 2}) check_argmax(x, dim, "non-contiguous");
+  const Tensor x = input({6, 5, 7}, 7);
+  const Tensor strided = testing::make_noncontiguous(on_device(x));
+  ASSERT_FALSE(strided.is_contiguous());
+  for (std::int64_t dim : {0, 1, 2}) check_argmax(x, dim, "non-contiguous", strided);
 }
 
 TEST_P(SelectionTest, TopkSizes) {
@@ -140,35 +147,35 @@ TEST_P(SelectionTest, TopkSizes) {
 }
 
 TEST_P(SelectionTest, TopkNonContiguous) {
-  const Tensor x = testing::make_noncontiguous(input({6, 5, 7}, 16));
-  for (std::int64_t dim : {0, 1, 2}) check_topk(x, 3, dim, "non-contiguous");
+  const Tensor x = input({6, 5, 7}, 16);
+  const Tensor strided = testing::make_noncontiguous(on_device(x));
+  for (std::int64_t dim : {0, 1, 2}) check_topk(x, 3, dim, "non-contiguous", strided);
 }
 
 TEST_P(SelectionTest, TiesPickLowerIndexFirst) {
-  const Tensor x = Tensor::from_doubles({1, 3, 2, 3, 3, 0, 2}, {7}, GetParam());
+  const Tensor x = on_device(Tensor::from_doubles({1, 3, 2, 3, 3, 0, 2}, {7}, dtype()));
   EXPECT_EQ(ops::argmax(x).item(), 1.0);
   const auto [values, indices] = ops::topk(x, 5);
   EXPECT_EQ(indices.to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 3, 4, 2, 6}));
   EXPECT_EQ(values.to_doubles(), (std::vector<double>{3, 3, 3, 2, 2}));
 }
 
-INSTANTIATE_TEST_SUITE_P(Cpu, SelectionTest,
-                         ::testing::Values(DType::Float32, DType::BFloat16, DType::Float16,
-                                           DType::Float64, DType::Int64, DType::Int32, DType::Int16,
-                                           DType::Int8, DType::UInt8),
-                         [](const auto& info) { return testing::dtype_test_name(info.param); });
+INSTANTIATE_TEST_SUITE_P(Devices, SelectionTest,
+                         STRATA_OP_CASES({DType::Float32, DType::BFloat16, DType::Float16,
+                                          DType::Float64, DType::Int64, DType::Int32, DType::Int16,
+                                          DType::Int8, DType::UInt8}));
 
-class SelectionNaNTest : public ::testing::TestWithParam<DType> {};
+class SelectionNaNTest : public testing::OpTest {};
 
 TEST_P(SelectionNaNTest, NaNCountsAsLargestAndTheFirstWins) {
   const double nan = std::nan("");
   const double inf = std::numeric_limits<double>::infinity();
-  const Tensor x = Tensor::from_doubles({1, nan, inf, nan, 5, -inf}, {6}, GetParam());
+  const Tensor x = on_device(Tensor::from_doubles({1, nan, inf, nan, 5, -inf}, {6}, dtype()));
   EXPECT_EQ(ops::argmax(x).item(), 1.0);
   const auto [values, indices] = ops::topk(x, 4);
   EXPECT_EQ(indices.to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 3, 2, 4}));
   EXPECT_TRUE(all_close(values, {nan, nan, inf, 5}, {0.0, 0.0}, "topk with NaN"));
-  const Tensor no_nan = Tensor::from_doubles({-inf, -inf, -5}, {3}, GetParam());
+  const Tensor no_nan = on_device(Tensor::from_doubles({-inf, -inf, -5}, {3}, dtype()));
   EXPECT_EQ(ops::argmax(no_nan).item(), 2.0);
 }
 
@@ -177,10 +184,12 @@ TEST_P(SelectionNaNTest, RandomRowsWithNaNs) {
   for (std::int64_t cols : {23, 200}) {
     std::vector<double> v = testing::random_tensor({5, cols}, DType::Float64, 20).to_doubles();
     for (std::size_t i = 3; i < v.size(); i += 7) v[i] = std::nan("");
-    const Tensor x = Tensor::from_doubles(v, {5, cols}, GetParam());
+    const Tensor x = Tensor::from_doubles(v, {5, cols}, dtype());
     const RowLayout rows({5, cols}, 1);
-    EXPECT_EQ(ops::argmax(x, 1).to_vector<std::int64_t>(), argmax_reference(x.to_doubles(), rows));
-    const std::vector<std::int64_t> indices = ops::topk(x, 6, 1).second.to_vector<std::int64_t>();
+    EXPECT_EQ(ops::argmax(on_device(x), 1).to_vector<std::int64_t>(),
+              argmax_reference(x.to_doubles(), rows));
+    const std::vector<std::int64_t> indices =
+        ops::topk(on_device(x), 6, 1).second.to_vector<std::int64_t>();
     for (std::int64_t r = 0; r < 5; ++r) {
       const std::vector<std::int64_t> order = ranked(x.to_doubles(), rows, r);
       for (std::int64_t j = 0; j < 6; ++j) {
@@ -190,8 +199,7 @@ TEST_P(SelectionNaNTest, RandomRowsWithNaNs) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Cpu, SelectionNaNTest, ::testing::ValuesIn(testing::kFloatDTypes),
-                         [](const auto& info) { return testing::dtype_test_name(info.param); });
+INSTANTIATE_TEST_SUITE_P(Devices, SelectionNaNTest, STRATA_OP_CASES());
 
 TEST(SelectionErrors, RejectsBadInputs) {
   const Tensor x = Tensor::zeros({2, 5}, DType::Float32);

@@ -11,7 +11,6 @@ namespace strata {
 namespace {
 
 using testing::all_close;
-using testing::kFloatDTypes;
 using testing::random_tensor;
 using testing::throws_naming;
 using testing::tolerance_for;
@@ -78,27 +77,38 @@ std::vector<double> attention_reference(const Tensor& q, const Tensor& k, const 
   return out;
 }
 
-class AttentionTest : public ::testing::TestWithParam<DType> {
+class AttentionTest : public testing::OpTest {
  protected:
+  // On the CPU; the op sees them on the case's device.
   struct Inputs {
     Tensor q, k, v;
   };
   Inputs make(const Dims& d, std::uint64_t seed) {
-    const DType dt = GetParam();
-    return {random_tensor({d.batch, d.q_heads, d.q_len, d.head_dim}, dt, seed, -2.0, 2.0),
-            random_tensor({d.batch, d.kv_heads, d.k_len, d.head_dim}, dt, seed + 1, -2.0, 2.0),
-            random_tensor({d.batch, d.kv_heads, d.k_len, d.v_dim}, dt, seed + 2)};
+    return {random_tensor({d.batch, d.q_heads, d.q_len, d.head_dim}, dtype(), seed, -2.0, 2.0),
+            random_tensor({d.batch, d.kv_heads, d.k_len, d.head_dim}, dtype(), seed + 1, -2.0, 2.0),
+            random_tensor({d.batch, d.kv_heads, d.k_len, d.v_dim}, dtype(), seed + 2)};
+  }
+  // Runs the op on the device copies of the inputs (and of the mask).
+  Tensor run(const Inputs& in, ops::AttentionOptions options) {
+    if (options.mask) options.mask = on_device(*options.mask);
+    return ops::scaled_dot_product_attention(on_device(in.q), on_device(in.k), on_device(in.v),
+                                             options);
   }
   // The kernel rounds once, at the output; scores and softmax stay in float32. So the per-dtype
   // tolerance of one rounding applies unchanged.
   void check(const Inputs& in, const ops::AttentionOptions& options, const std::string& what) {
-    const Tensor out = ops::scaled_dot_product_attention(in.q, in.k, in.v, options);
+    verify(run(in, options), in, options, what);
+  }
+  // `out` is the op's result for inputs with the values of `in` (in any layout on the device).
+  void verify(const Tensor& out, const Inputs& in, const ops::AttentionOptions& options,
+              const std::string& what) {
     const Shape expected_shape{in.q.size(0), in.q.size(1), in.q.size(2), in.v.size(3)};
+    EXPECT_EQ(out.device(), device()) << what;
     EXPECT_EQ(out.shape(), expected_shape) << what;
     EXPECT_EQ(out.dtype(), in.q.dtype()) << what;
     EXPECT_TRUE(out.is_contiguous()) << what;
     EXPECT_TRUE(all_close(out, attention_reference(in.q, in.k, in.v, options),
-                          tolerance_for(GetParam()), what));
+                          tolerance_for(dtype()), what));
   }
 };
 
@@ -124,7 +134,7 @@ TEST_P(AttentionTest, MoreQueriesThanKeysLeavesEarlyRowsEmpty) {
   // With end alignment query i sees keys [0, k_len - q_len + i]: the first 3 rows see nothing.
   const Inputs in = make({1, 2, 1, 8, 5, 4, 4}, 8);
   check(in, {.causal = true}, "q_len > k_len");
-  const Tensor out = ops::scaled_dot_product_attention(in.q, in.k, in.v, {.causal = true});
+  const Tensor out = run(in, {.causal = true}).to(Device::cpu());
   for (std::int64_t c = 0; c < 4; ++c) EXPECT_EQ(out.value_at({0, 1, 2, c}), 0.0);
 }
 
@@ -132,6 +142,24 @@ TEST_P(AttentionTest, DecodeOneQueryManyKeys) {
   // One query against a long cache: few work blocks, so the keys are split and merged.
   check(make({1, 8, 2, 1, 1500, 64, 64}, 9), {}, "decode gqa");
   check(make({2, 4, 4, 1, 777, 32, 32}, 10), {.causal = true}, "decode mha");
+}
+
+TEST_P(AttentionTest, DecodeLongCacheGroupedHeads) {
+  // A Llama-like decode step: 8 query heads per kv head, head_dim 128, thousands of cached keys
+  // (split across many blocks and merged), odd lengths that leave partial key tiles.
+  check(make({1, 16, 2, 1, 9000, 128, 128}, 21), {}, "decode 9000 keys");
+  check(make({2, 8, 2, 1, 4099, 128, 128}, 22), {.causal = true}, "decode 4099 keys, batch 2");
+  check(make({1, 4, 1, 1, 2053, 64, 64}, 23), {}, "decode head_dim 64");
+  check(make({1, 6, 2, 1, 3001, 96, 80}, 24), {}, "decode head_dim 96, v_dim 80");
+}
+
+TEST_P(AttentionTest, DecodeLongCacheWithPaddingMask) {
+  const Dims d{2, 8, 2, 1, 5000, 128, 128};
+  const Inputs in = make(d, 25);
+  // [batch, 1, 1, k_len]: the first 300 keys of batch 0 are padding, batch 1 sees every key.
+  std::vector<double> m(2 * d.k_len, 0.0);
+  for (std::int64_t j = 0; j < 300; ++j) m[j] = -kInf;
+  check(in, {.mask = Tensor::from_doubles(m, {2, 1, 1, d.k_len}, DType::Float32)}, "padding");
 }
 
 TEST_P(AttentionTest, KeySplitsWithCausalPrefill) {
@@ -144,18 +172,17 @@ TEST_P(AttentionTest, ManyRowBlocksAndKeyChunks) {
 }
 
 TEST_P(AttentionTest, AdditiveMaskWithFullyMaskedRows) {
-  const DType dt = GetParam();
   const Dims d{2, 4, 2, 5, 9, 8, 8};
   const Inputs in = make(d, 13);
   // [batch, 1, q_len, k_len]: random finite biases, some -inf, and row 2 of batch 1 all -inf.
   std::vector<double> m = random_tensor({2, 1, 5, 9}, DType::Float32, 14, -1.0, 1.0).to_doubles();
   for (std::size_t i = 0; i < m.size(); i += 4) m[i] = -kInf;
   for (std::int64_t j = 0; j < 9; ++j) m[(1 * 5 + 2) * 9 + j] = -kInf;
-  for (DType mask_dtype : {DType::Float32, dt}) {
+  for (DType mask_dtype : {DType::Float32, dtype()}) {
     const Tensor mask = Tensor::from_doubles(m, {2, 1, 5, 9}, mask_dtype);
     check(in, {.mask = mask}, "mask " + std::string(dtype_name(mask_dtype)));
     check(in, {.causal = true, .mask = mask}, "mask + causal");
-    const Tensor out = ops::scaled_dot_product_attention(in.q, in.k, in.v, {.mask = mask});
+    const Tensor out = run(in, {.mask = mask}).to(Device::cpu());
     for (std::int64_t h = 0; h < 4; ++h) {
       for (std::int64_t c = 0; c < 8; ++c) EXPECT_EQ(out.value_at({1, h, 2, c}), 0.0);
     }
@@ -174,15 +201,20 @@ TEST_P(AttentionTest, MaskBroadcastShapes) {
 
 TEST_P(AttentionTest, NonContiguousInputsAndMask) {
   const Inputs in = make({2, 4, 2, 6, 11, 8, 8}, 17);
-  const Inputs strided{testing::make_noncontiguous(in.q), testing::make_noncontiguous(in.k),
-                       testing::make_noncontiguous(in.v)};
+  const Inputs strided{testing::make_noncontiguous(on_device(in.q)),
+                       testing::make_noncontiguous(on_device(in.k)),
+                       testing::make_noncontiguous(on_device(in.v))};
   ASSERT_FALSE(strided.k.is_contiguous());
-  const Tensor mask =
-      testing::make_noncontiguous(random_tensor({2, 1, 6, 11}, DType::Float32, 18, -1.0, 1.0));
-  check(strided, {.causal = true, .mask = mask}, "non-contiguous");
+  const Tensor mask = random_tensor({2, 1, 6, 11}, DType::Float32, 18, -1.0, 1.0);
+  ops::AttentionOptions device_options{.causal = true};
+  device_options.mask = testing::make_noncontiguous(on_device(mask));
+  verify(ops::scaled_dot_product_attention(strided.q, strided.k, strided.v, device_options), in,
+         {.causal = true, .mask = mask}, "non-contiguous");
   // A KV cache stored [batch, k_len, kv_heads, head_dim] and viewed as [b, kv_heads, k_len, d].
-  const Tensor k_cache = in.k.permute({0, 2, 1, 3}).contiguous().permute({0, 2, 1, 3});
-  check({in.q, k_cache, in.v}, {.causal = true}, "permuted cache");
+  const Tensor k_cache = on_device(in.k.permute({0, 2, 1, 3}).contiguous()).permute({0, 2, 1, 3});
+  verify(ops::scaled_dot_product_attention(on_device(in.q), k_cache, on_device(in.v),
+                                           {.causal = true}),
+         in, {.causal = true}, "permuted cache");
 }
 
 TEST_P(AttentionTest, ExplicitScaleAndValueDim) {
@@ -190,13 +222,11 @@ TEST_P(AttentionTest, ExplicitScaleAndValueDim) {
 }
 
 TEST_P(AttentionTest, EmptyKeysGiveZeros) {
-  const Inputs in = make({1, 2, 1, 3, 0, 4, 4}, 20);
-  const Tensor out = ops::scaled_dot_product_attention(in.q, in.k, in.v);
+  const Tensor out = run(make({1, 2, 1, 3, 0, 4, 4}, 20), {});
   EXPECT_TRUE(all_close(out, std::vector<double>(24, 0.0), {0.0, 0.0}, "no keys"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Cpu, AttentionTest, ::testing::ValuesIn(kFloatDTypes),
-                         [](const auto& info) { return testing::dtype_test_name(info.param); });
+INSTANTIATE_TEST_SUITE_P(Devices, AttentionTest, STRATA_OP_CASES());
 
 TEST(AttentionErrors, RejectsBadInputs) {
   const std::string op = "scaled_dot_product_attention";

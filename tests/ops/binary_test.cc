@@ -9,7 +9,6 @@ namespace strata {
 namespace {
 
 using testing::all_close;
-using testing::kFloatDTypes;
 using testing::random_tensor;
 using testing::throws_naming;
 using testing::tolerance_for;
@@ -56,13 +55,20 @@ std::vector<double> broadcast_reference(const Tensor& a, const Tensor& b, const 
   return out;
 }
 
-class BinaryTest : public ::testing::TestWithParam<DType> {
+class BinaryTest : public testing::OpTest {
  protected:
+  // a and b are on the CPU; the ops run on the case's device.
   void check(const Tensor& a, const Tensor& b, const Shape& expected_shape,
              const std::string& what) {
+    check(a, b, on_device(a), on_device(b), expected_shape, what);
+  }
+  // `da` and `db` hold a's and b's values on the device, in any layout.
+  void check(const Tensor& a, const Tensor& b, const Tensor& da, const Tensor& db,
+             const Shape& expected_shape, const std::string& what) {
     for (const BinaryOp& op : binary_ops()) {
       const std::string label = std::string(op.name) + " " + what;
-      const Tensor y = op.op(a, b);
+      const Tensor y = op.op(da, db);
+      EXPECT_EQ(y.device(), device()) << label;
       EXPECT_EQ(y.shape(), expected_shape) << label;
       EXPECT_EQ(y.dtype(), a.dtype()) << label;
       EXPECT_TRUE(y.is_contiguous()) << label;
@@ -71,8 +77,9 @@ class BinaryTest : public ::testing::TestWithParam<DType> {
     }
   }
   Tensor rand(const Shape& shape, std::uint64_t seed) {
-    return random_tensor(shape, GetParam(), seed, -3.0, 3.0);
+    return random_tensor(shape, dtype(), seed, -3.0, 3.0);
   }
+  Tensor strided(const Tensor& t) { return testing::make_noncontiguous(on_device(t)); }
 };
 
 TEST_P(BinaryTest, SameShapeOddSizes) {
@@ -106,16 +113,15 @@ TEST_P(BinaryTest, BroadcastShapes) {
 }
 
 TEST_P(BinaryTest, NonContiguousOperands) {
-  const Tensor a = testing::make_noncontiguous(rand({6, 4, 9}, 30));
-  const Tensor b = testing::make_noncontiguous(rand({4, 9}, 31));
-  ASSERT_FALSE(a.is_contiguous());
-  check(a, b, {6, 4, 9}, "non-contiguous broadcast");
-  check(a, testing::make_noncontiguous(rand({6, 4, 9}, 32)), {6, 4, 9}, "non-contiguous same");
-  check(rand({9, 4}, 33).transpose(0, 1), rand({4, 1}, 34), {4, 9}, "transposed");
+  const Tensor a = rand({6, 4, 9}, 30), b = rand({4, 9}, 31), c = rand({6, 4, 9}, 32);
+  ASSERT_FALSE(strided(a).is_contiguous());
+  check(a, b, strided(a), strided(b), {6, 4, 9}, "non-contiguous broadcast");
+  check(a, c, strided(a), strided(c), {6, 4, 9}, "non-contiguous same");
+  const Tensor t = rand({9, 4}, 33), u = rand({4, 1}, 34);
+  check(t.transpose(0, 1), u, on_device(t).transpose(0, 1), on_device(u), {4, 9}, "transposed");
 }
 
-INSTANTIATE_TEST_SUITE_P(Cpu, BinaryTest, ::testing::ValuesIn(kFloatDTypes),
-                         [](const auto& info) { return testing::dtype_test_name(info.param); });
+INSTANTIATE_TEST_SUITE_P(Devices, BinaryTest, STRATA_OP_CASES());
 
 TEST(BinaryErrors, RejectsBadInputs) {
   const Tensor f32 = Tensor::zeros({3}, DType::Float32);

@@ -52,11 +52,12 @@ Tolerance accumulation_tolerance(DType dtype, std::int64_t k, double abs_dot) {
   return tol;
 }
 
-class LinearTest : public ::testing::TestWithParam<DType> {
+class LinearTest : public OpTest {
  protected:
+  // Inputs are drawn on the CPU, where the reference is computed; the op runs on the device.
   void check(const Shape& x_shape, std::int64_t out_features, bool with_bias, std::uint64_t seed,
              bool noncontiguous = false) {
-    const DType dtype = GetParam();
+    const DType dtype = this->dtype();
     const std::int64_t in_features = x_shape.back();
     Tensor x = random_tensor(x_shape, dtype, seed);
     Tensor w = random_tensor({out_features, in_features}, dtype, seed + 1);
@@ -64,12 +65,16 @@ class LinearTest : public ::testing::TestWithParam<DType> {
     if (with_bias) bias = random_tensor({out_features}, dtype, seed + 2);
     const std::vector<double> expected = reference_linear(x, w, bias);
     const Tolerance tol = accumulation_tolerance(dtype, in_features, max_abs_dot(x, w));
+    x = on_device(x);
+    w = on_device(w);
+    if (bias) bias = on_device(*bias);
     if (noncontiguous) {
       x = make_noncontiguous(x);
       w = make_noncontiguous(w);
       if (bias) bias = make_noncontiguous(*bias);
     }
     const Tensor y = ops::linear(x, w, bias);
+    EXPECT_EQ(y.device(), device());
     Shape y_shape = x_shape;
     y_shape.back() = out_features;
     EXPECT_EQ(y.shape(), y_shape);
@@ -96,6 +101,15 @@ TEST_P(LinearTest, DecodeRowsUseEveryMatvecShape) {
   }
 }
 
+TEST_P(LinearTest, SingleRowsOfAlignedWidth) {
+  // One row whose width is a multiple of 16 bytes: the GPU's matrix-vector kernel (16-byte
+  // loads), with and without bias, short and long rows.
+  check({1, 96}, 40, true, 110);
+  check({96}, 7, false, 111);
+  check({1, 4096}, 70, false, 112);
+  check({1, 1, 1024}, 33, true, 113);
+}
+
 TEST_P(LinearTest, OddSizes) {
   check({1, 1}, 1, true, 40);
   check({3, 1}, 3, false, 41);
@@ -117,19 +131,24 @@ TEST_P(LinearTest, NonContiguousInputs) {
 }
 
 TEST_P(LinearTest, EmptyDimensions) {
-  const DType dtype = GetParam();
-  const Tensor w = random_tensor({4, 3}, dtype, 70);
-  const Tensor none = ops::linear(Tensor::zeros({0, 3}, dtype), w);
+  const Tensor w = on_device(random_tensor({4, 3}, dtype(), 70));
+  const Tensor none = ops::linear(Tensor::zeros({0, 3}, dtype(), device()), w);
   EXPECT_EQ(none.shape(), (Shape{0, 4}));
   // No input features: every output is the bias.
-  const Tensor bias = random_tensor({4}, dtype, 71);
-  const Tensor y = ops::linear(Tensor::zeros({2, 0}, dtype), Tensor::zeros({4, 0}, dtype), bias);
+  const Tensor bias = random_tensor({4}, dtype(), 71);
+  const Tensor y = ops::linear(Tensor::zeros({2, 0}, dtype(), device()),
+                               Tensor::zeros({4, 0}, dtype(), device()), on_device(bias));
   std::vector<double> expected = bias.to_doubles();
   expected.insert(expected.end(), expected.begin(), expected.end());
   EXPECT_TRUE(all_close(y, expected, {0.0, 0.0}, "linear with in_features = 0"));
 }
 
-TEST_P(LinearTest, RejectsBadInputs) {
+INSTANTIATE_TEST_SUITE_P(Devices, LinearTest, STRATA_OP_CASES());
+
+// Front-end checks, the same on every device.
+class LinearErrors : public ::testing::TestWithParam<DType> {};
+
+TEST_P(LinearErrors, RejectsBadInputs) {
   const DType dtype = GetParam();
   const Tensor x = random_tensor({2, 5}, dtype, 80);
   const Tensor w = random_tensor({3, 5}, dtype, 81);
@@ -176,18 +195,22 @@ std::vector<double> reference_matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-class MatmulTest : public ::testing::TestWithParam<DType> {
+class MatmulTest : public OpTest {
  protected:
-  // Checks matmul(a, b) against the reference; `batch` is the broadcast batch shape and
-  // `expected_shape` the result shape (numpy's 1-D rules applied).
-  void check(const Tensor& a, const Tensor& b, const Shape& batch, const Shape& expected_shape) {
+  // Checks matmul(a, b) on the device against the reference; `batch` is the broadcast batch
+  // shape and `expected_shape` the result shape (numpy's 1-D rules applied). a and b are on the
+  // CPU; `da` and `db` hold their values on the device, in any layout (default: moved there).
+  void check(const Tensor& a, const Tensor& b, const Shape& batch, const Shape& expected_shape,
+             const Tensor& da = Tensor(), const Tensor& db = Tensor()) {
     const Tensor a2 = a.dim() == 1 ? a.unsqueeze(0) : a;
     const Tensor b2 = b.dim() == 1 ? b.unsqueeze(1) : b;
     Shape a_full = batch, b_full = batch;
     a_full.insert(a_full.end(), {a2.size(-2), a2.size(-1)});
     b_full.insert(b_full.end(), {b2.size(-2), b2.size(-1)});
     const std::vector<double> expected = reference_matmul(a2.expand(a_full), b2.expand(b_full));
-    const Tensor y = ops::matmul(a, b);
+    const Tensor y =
+        ops::matmul(da.defined() ? da : on_device(a), db.defined() ? db : on_device(b));
+    EXPECT_EQ(y.device(), device());
     EXPECT_EQ(y.shape(), expected_shape);
     EXPECT_EQ(y.dtype(), a.dtype());
     EXPECT_TRUE(
@@ -195,8 +218,10 @@ class MatmulTest : public ::testing::TestWithParam<DType> {
                   fmt::format("matmul {} @ {}", shape_str(a.shape()), shape_str(b.shape()))));
   }
   Tensor rand(const Shape& shape, std::uint64_t seed) {
-    return random_tensor(shape, GetParam(), seed);
+    return random_tensor(shape, dtype(), seed);
   }
+  // `t`'s values in make_noncontiguous's layout on the device.
+  Tensor strided(const Tensor& t) { return make_noncontiguous(on_device(t)); }
 };
 
 TEST_P(MatmulTest, Matrices) {
@@ -222,20 +247,33 @@ TEST_P(MatmulTest, VectorOperands) {
 }
 
 TEST_P(MatmulTest, StridedOperands) {
-  check(make_noncontiguous(rand({3, 17}, 30)), make_noncontiguous(rand({17, 4}, 31)), {}, {3, 4});
+  const Tensor a1 = rand({3, 17}, 30), b1 = rand({17, 4}, 31);
+  check(a1, b1, {}, {3, 4}, strided(a1), strided(b1));
   // b as the transpose of a contiguous [n, k] matrix (x @ W^T, q @ k^T).
-  check(rand({2, 3, 8}, 32), rand({2, 6, 8}, 33).transpose(1, 2), {2}, {2, 3, 6});
-  check(rand({8, 3}, 34).transpose(0, 1), rand({8, 5}, 35), {}, {3, 5});
-  check(make_noncontiguous(rand({2, 3, 4, 5}, 36)), make_noncontiguous(rand({2, 3, 5, 2}, 37)),
-        {2, 3}, {2, 3, 4, 2});
+  const Tensor a2 = rand({2, 3, 8}, 32), b2 = rand({2, 6, 8}, 33);
+  check(a2, b2.transpose(1, 2), {2}, {2, 3, 6}, on_device(a2), on_device(b2).transpose(1, 2));
+  const Tensor a3 = rand({8, 3}, 34), b3 = rand({8, 5}, 35);
+  check(a3.transpose(0, 1), b3, {}, {3, 5}, on_device(a3).transpose(0, 1), on_device(b3));
+  const Tensor a4 = rand({2, 3, 4, 5}, 36), b4 = rand({2, 3, 5, 2}, 37);
+  check(a4, b4, {2, 3}, {2, 3, 4, 2}, strided(a4), strided(b4));
 }
 
 TEST_P(MatmulTest, EmptyInnerDimensionGivesZeros) {
   check(rand({3, 0}, 40), rand({0, 2}, 41), {}, {3, 2});
-  EXPECT_EQ(ops::matmul(rand({0, 4}, 42), rand({4, 2}, 43)).shape(), (Shape{0, 2}));
+  EXPECT_EQ(ops::matmul(on_device(rand({0, 4}, 42)), on_device(rand({4, 2}, 43))).shape(),
+            (Shape{0, 2}));
 }
 
-TEST_P(MatmulTest, RejectsBadInputs) {
+INSTANTIATE_TEST_SUITE_P(Devices, MatmulTest, STRATA_OP_CASES());
+
+class MatmulErrors : public ::testing::TestWithParam<DType> {
+ protected:
+  Tensor rand(const Shape& shape, std::uint64_t seed) {
+    return random_tensor(shape, GetParam(), seed);
+  }
+};
+
+TEST_P(MatmulErrors, RejectsBadInputs) {
   const DType dtype = GetParam();
   EXPECT_TRUE(throws_naming<InvalidArgument>(
       [&] {
@@ -263,9 +301,9 @@ TEST_P(MatmulTest, RejectsBadInputs) {
       {"matmul", "meta"}));
 }
 
-INSTANTIATE_TEST_SUITE_P(FloatDTypes, LinearTest, ::testing::ValuesIn(kFloatDTypes),
+INSTANTIATE_TEST_SUITE_P(FloatDTypes, LinearErrors, ::testing::ValuesIn(kFloatDTypes),
                          [](const auto& info) { return dtype_test_name(info.param); });
-INSTANTIATE_TEST_SUITE_P(FloatDTypes, MatmulTest, ::testing::ValuesIn(kFloatDTypes),
+INSTANTIATE_TEST_SUITE_P(FloatDTypes, MatmulErrors, ::testing::ValuesIn(kFloatDTypes),
                          [](const auto& info) { return dtype_test_name(info.param); });
 
 }  // namespace

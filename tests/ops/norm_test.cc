@@ -60,27 +60,27 @@ std::vector<double> reference_layer_norm(const Tensor& x, const std::optional<Te
   return out;
 }
 
-class NormTest : public ::testing::TestWithParam<DType> {
+class NormTest : public OpTest {
  protected:
+  // On the CPU, where the references are computed; the ops run on the device.
   Tensor rand(const Shape& shape, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
-    return random_tensor(shape, GetParam(), seed, lo, hi);
+    return random_tensor(shape, dtype(), seed, lo, hi);
+  }
+  Tensor moved(const Tensor& t, bool noncontiguous) {
+    return noncontiguous ? make_noncontiguous(on_device(t)) : on_device(t);
   }
 
   void check_rms(const Shape& shape, double eps, std::uint64_t seed, bool noncontiguous = false) {
-    Tensor x = rand(shape, seed);
-    Tensor w = rand({shape.back()}, seed + 1, 0.5, 1.5);
+    const Tensor x = rand(shape, seed);
+    const Tensor w = rand({shape.back()}, seed + 1, 0.5, 1.5);
     // The reference models transformers' two roundings, so the per-dtype tolerance (for the
     // final rounding) applies unchanged.
-    const std::vector<double> expected =
-        reference_rms_norm(x, w, eps, GetParam() != DType::Float32);
-    if (noncontiguous) {
-      x = make_noncontiguous(x);
-      w = make_noncontiguous(w);
-    }
-    const Tensor y = ops::rms_norm(x, w, eps);
+    const std::vector<double> expected = reference_rms_norm(x, w, eps, dtype() != DType::Float32);
+    const Tensor y = ops::rms_norm(moved(x, noncontiguous), moved(w, noncontiguous), eps);
+    EXPECT_EQ(y.device(), device());
     EXPECT_EQ(y.shape(), shape);
-    EXPECT_EQ(y.dtype(), GetParam());
-    EXPECT_TRUE(all_close(y, expected, tolerance_for(GetParam()),
+    EXPECT_EQ(y.dtype(), dtype());
+    EXPECT_TRUE(all_close(y, expected, tolerance_for(dtype()),
                           fmt::format("rms_norm {} eps={}", shape_str(shape), eps)));
   }
 
@@ -92,15 +92,14 @@ class NormTest : public ::testing::TestWithParam<DType> {
     if (with_bias) b = rand({shape.back()}, seed + 2);
     const double eps = 1e-5;
     const std::vector<double> expected = reference_layer_norm(x, w, b, eps);
-    if (noncontiguous) {
-      x = make_noncontiguous(x);
-      if (w) w = make_noncontiguous(*w);
-      if (b) b = make_noncontiguous(*b);
-    }
+    x = moved(x, noncontiguous);
+    if (w) w = moved(*w, noncontiguous);
+    if (b) b = moved(*b, noncontiguous);
     const Tensor y = ops::layer_norm(x, w, b, eps);
+    EXPECT_EQ(y.device(), device());
     EXPECT_EQ(y.shape(), shape);
     EXPECT_TRUE(all_close(
-        y, expected, tolerance_for(GetParam()),
+        y, expected, tolerance_for(dtype()),
         fmt::format("layer_norm {} weight={} bias={}", shape_str(shape), with_weight, with_bias)));
   }
 };
@@ -123,13 +122,13 @@ TEST_P(NormTest, RmsNormRoundsTwiceLikeTransformers) {
   // bfloat16/float16 and the product rounded again. Modelling both roundings in the reference
   // must reproduce every element exactly (the products of two 8- or 11-bit significands are
   // exact in float32, so only the roundings matter); a single-rounding model must not.
-  if (GetParam() == DType::Float32) GTEST_SKIP() << "one rounding in float32";
+  if (dtype() == DType::Float32) GTEST_SKIP() << "one rounding in float32";
   const Tensor x = rand({8, 64}, 20);
   const Tensor w = rand({64}, 21, 0.5, 4.0);
-  const Tensor y = ops::rms_norm(x, w, 1e-6);
-  EXPECT_TRUE(all_close(y, round_to(GetParam(), reference_rms_norm(x, w, 1e-6, true)), {0.0, 0.0},
+  const Tensor y = ops::rms_norm(on_device(x), on_device(w), 1e-6);
+  EXPECT_TRUE(all_close(y, round_to(dtype(), reference_rms_norm(x, w, 1e-6, true)), {0.0, 0.0},
                         "two roundings"));
-  EXPECT_FALSE(all_close(y, round_to(GetParam(), reference_rms_norm(x, w, 1e-6, false)), {0.0, 0.0},
+  EXPECT_FALSE(all_close(y, round_to(dtype(), reference_rms_norm(x, w, 1e-6, false)), {0.0, 0.0},
                          "one rounding"));
 }
 
@@ -147,7 +146,17 @@ TEST_P(NormTest, LayerNormNonContiguous) {
   check_layer({6, 33}, false, true, 41, true);
 }
 
-TEST_P(NormTest, RejectsBadInputs) {
+INSTANTIATE_TEST_SUITE_P(Devices, NormTest, STRATA_OP_CASES());
+
+// Front-end checks, the same on every device.
+class NormErrors : public ::testing::TestWithParam<DType> {
+ protected:
+  Tensor rand(const Shape& shape, std::uint64_t seed) {
+    return random_tensor(shape, GetParam(), seed);
+  }
+};
+
+TEST_P(NormErrors, RejectsBadInputs) {
   const DType dtype = GetParam();
   const Tensor x = rand({2, 8}, 50);
   EXPECT_TRUE(throws_naming<InvalidArgument>([&] { ops::rms_norm(x, rand({7}, 51), 1e-6); },
@@ -179,7 +188,7 @@ TEST_P(NormTest, RejectsBadInputs) {
                                              {"rms_norm", "eps"}));
 }
 
-INSTANTIATE_TEST_SUITE_P(FloatDTypes, NormTest, ::testing::ValuesIn(kFloatDTypes),
+INSTANTIATE_TEST_SUITE_P(FloatDTypes, NormErrors, ::testing::ValuesIn(kFloatDTypes),
                          [](const auto& info) { return dtype_test_name(info.param); });
 
 }  // namespace

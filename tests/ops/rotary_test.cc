@@ -38,17 +38,25 @@ std::vector<double> reference_rotary(const Tensor& x, const Tensor& cos, const T
   return out;
 }
 
-class RotaryTest : public ::testing::TestWithParam<DType> {
+class RotaryTest : public OpTest {
  protected:
   Tensor rand(const Shape& shape, std::uint64_t seed) {
-    return random_tensor(shape, GetParam(), seed);
+    return random_tensor(shape, dtype(), seed);
   }
 
-  void check(const Tensor& x, const Tensor& cos, const Tensor& sin, const std::string& what) {
-    const Tensor y = ops::rotary_embedding(x, cos, sin);
-    EXPECT_EQ(y.shape(), x.shape());
-    EXPECT_EQ(y.dtype(), x.dtype());
-    EXPECT_TRUE(y.is_contiguous());
+  // x, cos and sin are on the CPU; `dx` (default: x moved) holds x's values on the device.
+  void check(const Tensor& x, const Tensor& cos, const Tensor& sin, const std::string& what,
+             const Tensor& dx = Tensor()) {
+    check_with(x, cos, sin, dx.defined() ? dx : on_device(x), on_device(cos), on_device(sin), what);
+  }
+  // The op on device tensors dx, dcos, dsin holding the values of x, cos and sin.
+  void check_with(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& dx,
+                  const Tensor& dcos, const Tensor& dsin, const std::string& what) {
+    const Tensor y = ops::rotary_embedding(dx, dcos, dsin);
+    EXPECT_EQ(y.device(), device()) << what;
+    EXPECT_EQ(y.shape(), x.shape()) << what;
+    EXPECT_EQ(y.dtype(), x.dtype()) << what;
+    EXPECT_TRUE(y.is_contiguous()) << what;
     // Computed in float32 and rounded once: the per-dtype tolerance.
     EXPECT_TRUE(all_close(y, reference_rotary(x, cos, sin), tolerance_for(x.dtype()), what));
   }
@@ -64,9 +72,8 @@ TEST_P(RotaryTest, TableShapes) {
 TEST_P(RotaryTest, UnsqueezedTablesBroadcastOverHeads) {
   const Tensor x = rand({2, 3, 5, 8}, 10);
   const Tensor cos = rand({2, 5, 8}, 11), sin = rand({2, 5, 8}, 12);
-  const Tensor y = ops::rotary_embedding(x, cos.unsqueeze(1), sin.unsqueeze(1));
-  EXPECT_TRUE(all_close(y, reference_rotary(x, cos, sin), tolerance_for(GetParam()),
-                        "[batch, 1, seq, dim]"));
+  check_with(x, cos, sin, on_device(x), on_device(cos).unsqueeze(1), on_device(sin).unsqueeze(1),
+             "[batch, 1, seq, dim]");
 }
 
 TEST_P(RotaryTest, OddSizes) {
@@ -77,10 +84,12 @@ TEST_P(RotaryTest, OddSizes) {
 
 TEST_P(RotaryTest, StridedInputs) {
   // transformers' q: [batch, seq, heads, dim] transposed to [batch, heads, seq, dim].
-  const Tensor q = rand({2, 5, 3, 8}, 30).transpose(1, 2);
-  check(q, rand({5, 8}, 31), rand({5, 8}, 32), "transposed q");
-  check(make_noncontiguous(rand({2, 3, 5, 8}, 33)), make_noncontiguous(rand({5, 8}, 34)),
-        make_noncontiguous(rand({5, 8}, 35)), "noncontiguous");
+  const Tensor q = rand({2, 5, 3, 8}, 30);
+  check(q.transpose(1, 2), rand({5, 8}, 31), rand({5, 8}, 32), "transposed q",
+        on_device(q).transpose(1, 2));
+  const Tensor x = rand({2, 3, 5, 8}, 33), cos = rand({5, 8}, 34), sin = rand({5, 8}, 35);
+  const auto strided = [&](const Tensor& t) { return make_noncontiguous(on_device(t)); };
+  check_with(x, cos, sin, strided(x), strided(cos), strided(sin), "noncontiguous");
 }
 
 TEST_P(RotaryTest, Float32Tables) {
@@ -88,7 +97,17 @@ TEST_P(RotaryTest, Float32Tables) {
         random_tensor({5, 8}, DType::Float32, 42), "float32 cos/sin");
 }
 
-TEST_P(RotaryTest, RejectsBadInputs) {
+INSTANTIATE_TEST_SUITE_P(Devices, RotaryTest, STRATA_OP_CASES());
+
+// Front-end checks, the same on every device.
+class RotaryErrors : public ::testing::TestWithParam<DType> {
+ protected:
+  Tensor rand(const Shape& shape, std::uint64_t seed) {
+    return random_tensor(shape, GetParam(), seed);
+  }
+};
+
+TEST_P(RotaryErrors, RejectsBadInputs) {
   const DType dtype = GetParam();
   const Tensor x = rand({1, 2, 5, 8}, 50);
   const Tensor table = rand({5, 8}, 51);
@@ -129,7 +148,7 @@ TEST_P(RotaryTest, RejectsBadInputs) {
                                              {"rotary_embedding", "meta"}));
 }
 
-INSTANTIATE_TEST_SUITE_P(FloatDTypes, RotaryTest, ::testing::ValuesIn(kFloatDTypes),
+INSTANTIATE_TEST_SUITE_P(FloatDTypes, RotaryErrors, ::testing::ValuesIn(kFloatDTypes),
                          [](const auto& info) { return dtype_test_name(info.param); });
 
 }  // namespace

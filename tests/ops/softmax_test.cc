@@ -10,7 +10,6 @@ namespace strata {
 namespace {
 
 using testing::all_close;
-using testing::kFloatDTypes;
 using testing::random_tensor;
 using testing::throws_naming;
 using testing::tolerance_for;
@@ -36,11 +35,14 @@ std::vector<double> softmax_reference(const std::vector<double>& x, const Shape&
   return out;
 }
 
-class SoftmaxTest : public ::testing::TestWithParam<DType> {
+class SoftmaxTest : public testing::OpTest {
  protected:
-  void check(const Tensor& x, std::int64_t dim, const std::string& what) {
+  // x is on the CPU; `input` (default: x moved) holds its values on the case's device.
+  void check(const Tensor& x, std::int64_t dim, const std::string& what,
+             const Tensor& input = Tensor()) {
     const std::int64_t wrapped = dim < 0 ? dim + std::max<std::int64_t>(x.dim(), 1) : dim;
-    const Tensor y = ops::softmax(x, dim);
+    const Tensor y = ops::softmax(input.defined() ? input : on_device(x), dim);
+    EXPECT_EQ(y.device(), device()) << what;
     EXPECT_EQ(y.shape(), x.shape()) << what;
     EXPECT_EQ(y.dtype(), x.dtype()) << what;
     EXPECT_TRUE(y.is_contiguous()) << what;
@@ -53,32 +55,35 @@ TEST_P(SoftmaxTest, LastDimensionOddSizes) {
   const Shape shapes[] = {{1}, {3}, {2, 17}, {3, 4097}};
   std::uint64_t seed = 1;
   for (const Shape& shape : shapes) {
-    check(random_tensor(shape, GetParam(), seed++, -4.0, 4.0), -1, shape_str(shape));
+    check(random_tensor(shape, dtype(), seed++, -4.0, 4.0), -1, shape_str(shape));
   }
 }
 
 TEST_P(SoftmaxTest, EveryDimension) {
-  const Tensor x = random_tensor({3, 5, 7}, GetParam(), 11, -3.0, 3.0);
+  const Tensor x = random_tensor({3, 5, 7}, dtype(), 11, -3.0, 3.0);
   for (std::int64_t dim : {0, 1, 2, -1, -2, -3}) check(x, dim, "dim " + std::to_string(dim));
 }
 
 TEST_P(SoftmaxTest, NonContiguousInput) {
-  const Tensor x = testing::make_noncontiguous(random_tensor({4, 6, 9}, GetParam(), 12));
-  ASSERT_FALSE(x.is_contiguous());
-  for (std::int64_t dim : {0, 1, 2}) check(x, dim, "non-contiguous dim " + std::to_string(dim));
+  const Tensor x = random_tensor({4, 6, 9}, dtype(), 12);
+  const Tensor strided = testing::make_noncontiguous(on_device(x));
+  ASSERT_FALSE(strided.is_contiguous());
+  for (std::int64_t dim : {0, 1, 2}) {
+    check(x, dim, "non-contiguous dim " + std::to_string(dim), strided);
+  }
 }
 
 TEST_P(SoftmaxTest, LargeLogitsDoNotOverflow) {
   // exp(1000) overflows even in double: only a max-shifted softmax gets these right.
-  check(random_tensor({5, 33}, GetParam(), 13, -1000.0, 1000.0), -1, "large logits");
+  check(random_tensor({5, 33}, dtype(), 13, -1000.0, 1000.0), -1, "large logits");
 }
 
 TEST_P(SoftmaxTest, ManyRowsRunInParallel) {
-  check(random_tensor({1031, 40}, GetParam(), 14, -2.0, 2.0), -1, "1031 rows");
+  check(random_tensor({1031, 40}, dtype(), 14, -2.0, 2.0), -1, "1031 rows");
 }
 
 TEST_P(SoftmaxTest, ScalarIsOne) {
-  const Tensor x = Tensor::from_doubles({0.25}, {}, GetParam());
+  const Tensor x = on_device(Tensor::from_doubles({0.25}, {}, dtype()));
   const Tensor y = ops::softmax(x);
   EXPECT_EQ(y.dim(), 0);
   EXPECT_EQ(y.item(), 1.0);
@@ -86,21 +91,20 @@ TEST_P(SoftmaxTest, ScalarIsOne) {
 
 TEST_P(SoftmaxTest, NegativeInfinityEntriesGetZero) {
   const double inf = std::numeric_limits<double>::infinity();
-  const Tensor x = Tensor::from_doubles({0.5, -inf, 1.5, -inf}, {4}, GetParam());
+  const Tensor x = Tensor::from_doubles({0.5, -inf, 1.5, -inf}, {4}, dtype());
   check(x, 0, "-inf entries");
-  EXPECT_EQ(ops::softmax(x).value_at({1}), 0.0);
+  EXPECT_EQ(ops::softmax(on_device(x)).to_doubles()[1], 0.0);
 }
 
 TEST_P(SoftmaxTest, AllNegativeInfinityRowIsNaNLikePyTorch) {
   const double inf = std::numeric_limits<double>::infinity();
-  const Tensor x = Tensor::from_doubles({-inf, -inf, 1.0, 2.0}, {2, 2}, GetParam());
-  const std::vector<double> y = ops::softmax(x).to_doubles();
+  const Tensor x = Tensor::from_doubles({-inf, -inf, 1.0, 2.0}, {2, 2}, dtype());
+  const std::vector<double> y = ops::softmax(on_device(x)).to_doubles();
   EXPECT_TRUE(std::isnan(y[0]) && std::isnan(y[1]));
   EXPECT_FALSE(std::isnan(y[2]) || std::isnan(y[3]));
 }
 
-INSTANTIATE_TEST_SUITE_P(Cpu, SoftmaxTest, ::testing::ValuesIn(kFloatDTypes),
-                         [](const auto& info) { return testing::dtype_test_name(info.param); });
+INSTANTIATE_TEST_SUITE_P(Devices, SoftmaxTest, STRATA_OP_CASES());
 
 TEST(SoftmaxErrors, RejectsBadInputs) {
   const Tensor meta = Tensor::empty({2, 3}, DType::Float32, Device::meta());

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "strata/core/backend.h"
+
 namespace strata::testing {
 
 Tolerance tolerance_for(DType dtype) {
@@ -83,5 +85,32 @@ Tensor make_noncontiguous(const Tensor& t) {
 }
 
 std::string dtype_test_name(DType dtype) { return std::string(dtype_name(dtype)); }
+
+void PrintTo(const OpCase& c, std::ostream* os) { *os << c.device << " " << c.dtype; }
+
+std::vector<OpCase> op_cases(const std::vector<DType>& dtypes) {
+  std::vector<OpCase> cases;
+  for (const Device device : {Device::cpu(), Device::cuda(0)}) {
+    for (const DType dtype : dtypes) cases.push_back({device, dtype});
+  }
+  return cases;
+}
+
+std::string op_case_name(const ::testing::TestParamInfo<OpCase>& info) {
+  const Device d = info.param.device;
+  const std::string device = d.is_cuda() ? fmt::format("cuda{}", d.index()) : d.str();
+  return device + "_" + dtype_test_name(info.param.dtype);
+}
+
+bool device_available(Device device) {
+  if (device.is_cpu()) return true;
+  if (!device.is_cuda()) return false;
+  const DeviceBackend* backend = find_backend(DeviceType::CUDA);
+  return backend != nullptr && device.index() < backend->device_count();
+}
+
+void OpTest::SetUp() {
+  if (!device_available(device())) GTEST_SKIP() << device() << " is not available here";
+}
 
 }  // namespace strata::testing

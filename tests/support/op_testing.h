@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
+#include "strata/core/device.h"
 #include "strata/core/tensor.h"
 
 namespace strata::testing {
@@ -41,5 +43,35 @@ Tensor make_noncontiguous(const Tensor& t);
 
 // "float32" etc., for parameterised test names.
 std::string dtype_test_name(DType dtype);
+
+// One instance of a device-parameterised op test: the device the op runs on and the dtype.
+struct OpCase {
+  Device device;
+  DType dtype;
+};
+void PrintTo(const OpCase& c, std::ostream* os);
+
+// Every dtype of `dtypes` on the CPU and on cuda:0. The CUDA cases are always instantiated and
+// skip themselves where no GPU is usable, so test names do not depend on the machine.
+std::vector<OpCase> op_cases(const std::vector<DType>& dtypes = kFloatDTypes);
+// "cpu_float32", "cuda0_bfloat16": the test-name suffix of a case.
+std::string op_case_name(const ::testing::TestParamInfo<OpCase>& info);
+// Whether tensors can live on `device` in this process (a CUDA build with a GPU, for cuda:N).
+bool device_available(Device device);
+
+// Base fixture of the device-parameterised op tests. Inputs are built on the CPU (random_tensor
+// and friends) and moved with on_device(); results are compared on the CPU by all_close against
+// a double reference computed from the CPU inputs.
+class OpTest : public ::testing::TestWithParam<OpCase> {
+ protected:
+  void SetUp() override;
+  Device device() const { return GetParam().device; }
+  DType dtype() const { return GetParam().dtype; }
+  Tensor on_device(const Tensor& t) const { return t.to(device()); }
+};
+
+// INSTANTIATE_TEST_SUITE_P(Devices, SomeTest, STRATA_OP_CASES()) or STRATA_OP_CASES(dtypes).
+#define STRATA_OP_CASES(...) \
+  ::testing::ValuesIn(::strata::testing::op_cases(__VA_ARGS__)), ::strata::testing::op_case_name
 
 }  // namespace strata::testing
