@@ -80,9 +80,8 @@ bool same_bytes_layout(const Tensor& dst, const Tensor& src) {
 
 [[noreturn]] void unsupported_device_copy(const Tensor& dst, const Tensor& src) {
   STRATA_THROW(NotSupported,
-               "copy from {} to {}: copies that touch a GPU need both sides contiguous with the "
-               "same dtype and shape in this build (strided and converting GPU copies come with "
-               "the CUDA kernels); call contiguous() and to(dtype) on the CPU side first",
+               "copy from {} to {}: copies between two GPUs must keep dtype and shape; convert "
+               "on the source GPU first (to(dtype)), or go through the cpu",
                src.describe(), dst.describe());
 }
 
@@ -96,6 +95,18 @@ void copy_across_devices(const Tensor& dst, const Tensor& src, bool non_blocking
     return;
   }
   if (dst.device() == src.device() && backend.copy_strided(dst, src)) return;
+  if (!src.is_cpu() && !src.is_contiguous()) {
+    // Lay the source out on its own device first (a device-side strided copy), then transfer.
+    copy_across_devices(dst, src.contiguous(), false);
+    return;
+  }
+  if (!dst.is_cpu() && !dst.is_contiguous()) {
+    // Transfer into a contiguous buffer on the destination device, then scatter it there.
+    Tensor staged = Tensor::empty(dst.shape(), dst.dtype(), dst.device());
+    copy_across_devices(staged, src, false);
+    dst.copy_(staged);
+    return;
+  }
   if (src.is_cpu() && dst.is_contiguous()) {
     // Convert and lay out on the host, then one transfer. The staging tensor dies here, so the
     // transfer must be blocking.

@@ -117,7 +117,8 @@ TEST(Prefetch, RemovingTheHooksRestoresTheWeights) {
 
 TEST(Prefetch, BadOptionsAreRefused) {
   EXPECT_THROW(PrefetchScheduler(Device::cpu(), {.staging_slots = 0}), InvalidArgument);
-  EXPECT_THROW(PrefetchScheduler(Device::meta()), InvalidArgument);
+  // Braces: with parentheses the statement would declare a function (the most vexing parse).
+  EXPECT_THROW(PrefetchScheduler{Device::meta()}, InvalidArgument);
 }
 
 }  // namespace
