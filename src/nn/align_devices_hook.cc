@@ -86,6 +86,15 @@ std::string AlignDevicesHook::describe() const {
       options_.offload_buffers, options_.place_submodules, keys);
 }
 
+void AlignDevicesHook::check_move(Module& module, Device device, const MoveContext& context) {
+  STRATA_CHECK_ARG(!options_.offload,
+                   "cannot move {} to {}: module '{}' ({}) has weights offloaded to cpu/disk by "
+                   "dispatch; remove the hooks (remove_hook_from_module(model, recurse=true)) "
+                   "first or re-dispatch",
+                   context.model.class_name(), device,
+                   context.name.empty() ? "<root>" : context.name, module.class_name());
+}
+
 // ---- init ----------------------------------------------------------------------------------
 
 void AlignDevicesHook::init_hook(Module& module) {

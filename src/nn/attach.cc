@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "strata/core/error.h"
+
 namespace strata::nn {
 namespace {
 
@@ -28,6 +30,15 @@ std::shared_ptr<AlignDevicesHook> make_hook(AlignDevicesOptions options) {
   return std::make_shared<AlignDevicesHook>(std::move(options));
 }
 
+// The caller's factory, else a plain AlignDevicesHook.
+std::shared_ptr<AlignDevicesHook> make_hook(const AttachOptions& attach,
+                                            AlignDevicesOptions options) {
+  if (!attach.make_hook) return make_hook(std::move(options));
+  std::shared_ptr<AlignDevicesHook> hook = attach.make_hook(std::move(options));
+  STRATA_CHECK_ARG(hook != nullptr, "AttachOptions::make_hook returned a null hook");
+  return hook;
+}
+
 void attach_align_recursive(Module& module, std::optional<Device> execution_device, bool offload,
                             const AttachOptions& options, const std::string& name) {
   const bool has_direct = !module.direct_parameters().empty() || !module.direct_buffers().empty();
@@ -40,7 +51,7 @@ void attach_align_recursive(Module& module, std::optional<Device> execution_devi
     hook.weights_map = with_prefix(options.weights_map, name.empty() ? "" : name + ".");
     hook.offload_buffers = options.offload_buffers;
     hook.place_submodules = full_offload;
-    add_hook_to_module(module, make_hook(std::move(hook)), /*append=*/true);
+    add_hook_to_module(module, make_hook(options, std::move(hook)), /*append=*/true);
   }
   if (full_offload) return;
   for (const auto& [child, submodule] : module.direct_children()) {
@@ -62,7 +73,7 @@ void attach_blocks_recursive(Module& module, const PerModule<Device>& execution_
     hook.io_same_device = name.empty();
     hook.offload_buffers = options.offload_buffers;
     hook.place_submodules = true;
-    add_hook_to_module(module, make_hook(std::move(hook)));
+    add_hook_to_module(module, make_hook(options, std::move(hook)));
     attach_execution_device_hook(module, *exec, options.skip_keys, options.preload_module_classes,
                                  options.tied_params_map);
   } else if (exec && off) {
@@ -70,14 +81,14 @@ void attach_blocks_recursive(Module& module, const PerModule<Device>& execution_
     if (module.hook() == nullptr) {
       AlignDevicesOptions hook = hook_options(exec, options.skip_keys, options.tied_params_map);
       hook.io_same_device = name.empty();
-      add_hook_to_module(module, make_hook(std::move(hook)));
+      add_hook_to_module(module, make_hook(options, std::move(hook)));
     }
     attach_execution_device_hook(module, *exec, options.skip_keys, options.preload_module_classes,
                                  options.tied_params_map);
   } else if (name.empty()) {
     AlignDevicesOptions hook = hook_options(exec, options.skip_keys, options.tied_params_map);
     hook.io_same_device = true;
-    add_hook_to_module(module, make_hook(std::move(hook)));
+    add_hook_to_module(module, make_hook(options, std::move(hook)));
   }
   for (const auto& [child, submodule] : module.direct_children()) {
     attach_blocks_recursive(*submodule, execution_device, offload, options,
@@ -114,7 +125,7 @@ void attach_align_device_hook_on_blocks(Module& module, std::optional<Device> ex
         hook_options(execution_device, options.skip_keys, options.tied_params_map);
     hook.io_same_device = true;
     hook.place_submodules = true;
-    add_hook_to_module(module, make_hook(std::move(hook)));
+    add_hook_to_module(module, make_hook(options, std::move(hook)));
     return;
   }
   attach_align_device_hook(module, execution_device, true, options);

@@ -33,6 +33,10 @@ void SequentialHook::detach_hook(Module& module) {
   for (const auto& hook : hooks_) hook->detach_hook(module);
 }
 
+void SequentialHook::check_move(Module& module, Device device, const MoveContext& context) {
+  for (const auto& hook : hooks_) hook->check_move(module, device, context);
+}
+
 std::string SequentialHook::describe() const {
   std::string out = "SequentialHook(";
   for (std::size_t i = 0; i < hooks_.size(); ++i) {

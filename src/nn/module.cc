@@ -44,6 +44,14 @@ void convert_module(Module& module, std::optional<Device> device, std::optional<
   }
 }
 
+// Every hook of the tree may refuse a move, before the first tensor moves: a refused to() leaves
+// the tree unchanged (offloaded weights are meta placeholders the hooks own).
+void check_hooks_allow_move(Module& model, Device device) {
+  for (const auto& [name, module] : model.named_modules()) {
+    if (ModelHook* hook = module->hook()) hook->check_move(*module, device, {model, name});
+  }
+}
+
 }  // namespace
 
 std::string_view TensorRef::local_name() const {
@@ -340,6 +348,7 @@ Module& Module::get_submodule(std::string_view target) {
 // ---- conversion ----------------------------------------------------------------------------
 
 Module& Module::to(Device device, bool non_blocking) {
+  check_hooks_allow_move(*this, device);
   convert_module(*this, device, std::nullopt, non_blocking);
   return *this;
 }
@@ -350,6 +359,7 @@ Module& Module::to(DType dtype) {
 }
 
 Module& Module::to(Device device, DType dtype, bool non_blocking) {
+  check_hooks_allow_move(*this, device);
   convert_module(*this, device, dtype, non_blocking);
   return *this;
 }

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "strata/core/backend.h"
 #include "strata/core/error.h"
@@ -42,58 +44,26 @@ Device main_device_of(const DeviceMap& map, const DispatchOptions& options) {
 }
 
 struct BlockPlan {
-  Device main;
+  Device main = Device::cpu();
   bool offload_cpu = false;  // cpu entries are offloaded (main is a GPU), not resident
   nn::AttachOptions attach;
   std::shared_ptr<PrefetchScheduler> scheduler;
 };
 
-const MapDevice* entry_for(const DeviceMap& map, const std::string& name) {
-  for (const auto& [key, device] : map) {
-    if (key == name) return &device;
+// The dict form of nn's attach_align_device_hook_on_blocks; the scheduler's factory makes the
+// offload hooks PrefetchHooks. Unlike the reference, a root the map does not name gets the main
+// device as execution device (its io hook sends the inputs there too).
+void attach_blocks(nn::Module& model, const DeviceMap& map, const BlockPlan& plan) {
+  std::unordered_map<std::string, Device> exec;
+  std::unordered_map<std::string, bool> offload;
+  for (const auto& [name, device] : map) {
+    exec.try_emplace(name, device.is_gpu() ? *device.device() : plan.main);
+    offload.try_emplace(name, device.is_disk() || (device.is_cpu() && plan.offload_cpu));
   }
-  return nullptr;
-}
-
-nn::AlignDevicesOptions plain_hook(Device exec, const BlockPlan& plan, bool root) {
-  nn::AlignDevicesOptions hook;
-  hook.execution_device = exec;
-  hook.io_same_device = root;
-  hook.skip_keys = plan.attach.skip_keys;
-  hook.tied_params_map = plan.attach.tied_params_map;
-  return hook;
-}
-
-// The dict form of attach_align_device_hook_on_blocks, with PrefetchHooks for offloaded blocks.
-void attach_blocks(nn::Module& module, const DeviceMap& map, const BlockPlan& plan,
-                   const std::string& name) {
-  if (const MapDevice* device = entry_for(map, name)) {
-    const bool offload = device->is_disk() || (device->is_cpu() && plan.offload_cpu);
-    const Device exec = device->is_gpu() ? *device->device() : plan.main;
-    if (!offload) {
-      nn::AlignDevicesOptions hook = plain_hook(exec, plan, name.empty());
-      hook.offload_buffers = plan.attach.offload_buffers;
-      hook.place_submodules = true;
-      nn::add_hook_to_module(module, std::make_shared<nn::AlignDevicesHook>(std::move(hook)));
-    } else {
-      nn::AttachOptions attach = plan.attach;
-      attach.module_name = name;
-      attach_prefetch_hooks(module, attach, plan.scheduler);
-      if (module.hook() == nullptr) {
-        nn::add_hook_to_module(
-            module, std::make_shared<nn::AlignDevicesHook>(plain_hook(exec, plan, name.empty())));
-      }
-    }
-    nn::attach_execution_device_hook(module, exec, plan.attach.skip_keys,
-                                     plan.attach.preload_module_classes,
-                                     plan.attach.tied_params_map);
-  } else if (name.empty()) {
-    nn::add_hook_to_module(
-        module, std::make_shared<nn::AlignDevicesHook>(plain_hook(plan.main, plan, true)));
-  }
-  for (const auto& [child, submodule] : module.direct_children()) {
-    attach_blocks(*submodule, map, plan, name.empty() ? child : name + "." + child);
-  }
+  exec.try_emplace("", plan.main);  // execution side only: an unnamed root stays an io hook
+  nn::AttachOptions attach = plan.attach;
+  if (plan.scheduler) attach.make_hook = prefetch_hook_factory(plan.scheduler);
+  nn::attach_align_device_hook_on_blocks(model, std::move(exec), std::move(offload), attach);
 }
 
 std::vector<std::string> names_on(const DeviceMap& map, bool (MapDevice::*is)() const) {
@@ -111,7 +81,15 @@ std::shared_ptr<const nn::WeightsMap> disk_weights(nn::Module& model,
                                                    const DispatchOptions& options) {
   if (disk.empty()) return nullptr;
   if (options.disk_weights) {
+    // B5: without offload_buffers the loader keeps the buffers of disk modules on the cpu.
+    std::unordered_set<std::string> resident_buffers;
+    if (!options.offload_buffers) {
+      for (const auto& [name, buffer] : model.named_buffers(true, false)) {
+        resident_buffers.insert(name);
+      }
+    }
     for (const auto& [name, tensor] : extract(state, disk)) {
+      if (resident_buffers.contains(name)) continue;
       STRATA_CHECK(options.disk_weights->contains(name), CheckpointError,
                    "dispatch_model({}): '{}' is mapped to disk but {} does not hold it; load "
                    "the checkpoint with the same device map",
@@ -162,7 +140,8 @@ DispatchResult dispatch_model(nn::Module& model, const DeviceMap& device_map,
   }
   result.hooked = true;
 
-  BlockPlan plan{result.main_device};
+  BlockPlan plan;
+  plan.main = result.main_device;
   plan.offload_cpu = !plan.main.is_cpu();
   const std::vector<std::string> cpu = names_on(device_map, &MapDevice::is_cpu);
   const std::vector<std::string> disk = names_on(device_map, &MapDevice::is_disk);
@@ -191,7 +170,7 @@ DispatchResult dispatch_model(nn::Module& model, const DeviceMap& device_map,
   if (offloads) {
     plan.scheduler = std::make_shared<PrefetchScheduler>(plan.main, options.prefetch);
   }
-  attach_blocks(model, device_map, plan, "");
+  attach_blocks(model, device_map, plan);
   if (offloads) {
     log_warning(fmt::format("Some parameters are on the meta device because they were offloaded "
                             "to the {}.",
@@ -201,16 +180,6 @@ DispatchResult dispatch_model(nn::Module& model, const DeviceMap& device_map,
   }
   result.scheduler = plan.scheduler;
   return result;
-}
-
-void check_movable(nn::Module& model) {
-  for (const auto& [name, module] : model.named_modules()) {
-    STRATA_CHECK_ARG(!nn::has_offloaded_params(*module),
-                     "You can't move a model that has some modules offloaded to cpu or disk: "
-                     "'{}' ({}) keeps its weights offloaded. Remove the hooks "
-                     "(remove_hook_from_submodules) first, or dispatch again with a new map",
-                     name.empty() ? "<root>" : name, module->class_name());
-  }
 }
 
 }  // namespace strata::placement

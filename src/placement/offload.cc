@@ -13,10 +13,6 @@
 namespace strata::placement {
 namespace {
 
-bool contains(const std::vector<std::string>& names, const std::string& name) {
-  return std::find(names.begin(), names.end(), name) != names.end();
-}
-
 Device resolve_execution_device(nn::Module& model, const std::optional<Device>& requested) {
   if (requested) return resolve_device(*requested);
   const std::optional<Device> first = nn::first_parameter_device(model);
@@ -36,29 +32,6 @@ void add_io_hook(nn::Module& model, Device exec) {
   root.io_same_device = true;
   nn::add_hook_to_module(model, std::make_shared<nn::AlignDevicesHook>(std::move(root)),
                          /*append=*/true);
-}
-
-void attach_recursive(nn::Module& module, const nn::AttachOptions& options,
-                      const std::shared_ptr<PrefetchScheduler>& scheduler,
-                      const std::string& name) {
-  const bool has_direct = !module.direct_parameters().empty() || !module.direct_buffers().empty();
-  const bool whole = contains(options.preload_module_classes, module.class_name());
-  if (has_direct || whole) {
-    nn::AlignDevicesOptions hook;
-    hook.execution_device = scheduler->execution_device();
-    hook.offload = true;
-    hook.weights_map = nn::with_prefix(options.weights_map, name.empty() ? "" : name + ".");
-    hook.offload_buffers = options.offload_buffers;
-    hook.place_submodules = whole;
-    hook.skip_keys = options.skip_keys;
-    hook.tied_params_map = options.tied_params_map;
-    nn::add_hook_to_module(module, std::make_shared<PrefetchHook>(std::move(hook), scheduler),
-                           /*append=*/true);
-  }
-  if (whole) return;
-  for (const auto& [child, submodule] : module.direct_children()) {
-    attach_recursive(*submodule, options, scheduler, name.empty() ? child : name + "." + child);
-  }
 }
 
 nn::Module& offload_with(nn::Module& model, Device exec,
@@ -165,7 +138,9 @@ void check_offload_folder(const io::OffloadFolderReader& folder, const nn::Named
 void attach_prefetch_hooks(nn::Module& module, const nn::AttachOptions& options,
                            const std::shared_ptr<PrefetchScheduler>& scheduler) {
   STRATA_CHECK_ARG(scheduler != nullptr, "attach_prefetch_hooks: the scheduler is null");
-  attach_recursive(module, options, scheduler, options.module_name);
+  nn::AttachOptions attach = options;
+  attach.make_hook = prefetch_hook_factory(scheduler);
+  nn::attach_align_device_hook(module, scheduler->execution_device(), /*offload=*/true, attach);
 }
 
 nn::Module& cpu_offload(nn::Module& model, CpuOffloadOptions options) {

@@ -231,6 +231,15 @@ void PrefetchHook::onload(nn::Module&) { scheduler_->acquire(*this); }
 
 void PrefetchHook::release(nn::Module&) { scheduler_->release(*this); }
 
+nn::AlignHookFactory prefetch_hook_factory(std::shared_ptr<PrefetchScheduler> scheduler) {
+  STRATA_CHECK_ARG(scheduler != nullptr, "prefetch_hook_factory: the scheduler is null");
+  return [scheduler = std::move(scheduler)](
+             nn::AlignDevicesOptions options) -> std::shared_ptr<AlignDevicesHook> {
+    if (options.offload) return std::make_shared<PrefetchHook>(std::move(options), scheduler);
+    return std::make_shared<AlignDevicesHook>(std::move(options));
+  };
+}
+
 std::shared_ptr<PrefetchScheduler> find_scheduler(nn::Module& model) {
   for (const auto& [name, module] : model.named_modules()) {
     if (auto* hook = nn::find_hook<PrefetchHook>(*module)) return hook->scheduler();

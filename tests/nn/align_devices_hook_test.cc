@@ -137,6 +137,35 @@ TEST_P(AlignDevicesHookTest, HasOffloadedParams) {
   EXPECT_TRUE(has_offloaded_params(*model_.linear1));  // found inside the SequentialHook
 }
 
+TEST_P(AlignDevicesHookTest, OffloadedModuleRefusesToMoveAndTheTreeStaysPut) {
+  add_hook_to_module(*model_.linear1, align({.execution_device = device()}));
+  add_hook_to_module(*model_.batchnorm, align(offload_options()));
+  const void* resident = model_.linear1->weight().data_ptr();
+  const Tensor buffer = model_.batchnorm->buffer("running_mean");
+  for (const Device target : {Device::cpu(), device(), Device::meta()}) {
+    EXPECT_TRUE(throws_naming<InvalidArgument>(
+        [&] { model_.to(target); },
+        {"cannot move ModelForTest to " + target.str(), "module 'batchnorm' (BatchNorm1d)",
+         "offloaded to cpu/disk", "remove_hook_from_module(model, recurse=true)",
+         "re-dispatch"}));
+  }
+  EXPECT_TRUE(throws_naming<InvalidArgument>([&] { model_.batchnorm->to(device()); },
+                                             {"cannot move BatchNorm1d", "module '<root>'"}));
+  // Nothing moved: the resident weight, the placeholder, the resident buffer.
+  EXPECT_EQ(model_.linear1->weight().data_ptr(), resident);
+  EXPECT_TRUE(model_.batchnorm->parameter("weight").is_meta());
+  EXPECT_EQ(model_.batchnorm->buffer("running_mean").data_ptr(), buffer.data_ptr());
+  EXPECT_TRUE(same_values(model_(x_).tensor(), expected_));
+  // A resident hook alone does not refuse; without the offload hook the move goes through.
+  remove_hook_from_module(*model_.batchnorm);
+  model_.to(Device::cpu());
+  expect_restored();
+  remove_hook_from_module(model_, /*recurse=*/true);
+  model_.to(device());
+  EXPECT_EQ(model_.batchnorm->parameter("weight").device(), device());
+  EXPECT_TRUE(same_values(model_(x_.to(device())).tensor(), expected_));
+}
+
 TEST_P(AlignDevicesHookTest, AlignModuleDeviceOnAPlainModuleMovesDirectParameters) {
   {
     AlignModuleDevice aligned(*model_.batchnorm, device());

@@ -195,6 +195,50 @@ TEST_P(AttachTest, OnBlocksScalarDeviceBroadcastsToOffloadNames) {
   EXPECT_TRUE(same_values(model_(x_).tensor(), expected_));
 }
 
+// What the test factory makes: a subclass, to tell its hooks from plain ones.
+class MadeHook : public AlignDevicesHook {
+ public:
+  using AlignDevicesHook::AlignDevicesHook;
+};
+
+TEST_P(AttachTest, HookFactoryBuildsEveryAttachedHook) {
+  int made = 0;
+  AttachOptions options;
+  options.weights_map = std::make_shared<InMemoryWeightsMap>(unused_.state_dict());
+  options.make_hook = [&](AlignDevicesOptions o) -> std::shared_ptr<AlignDevicesHook> {
+    ++made;
+    return std::make_shared<MadeHook>(std::move(o));
+  };
+  const Device d = device();
+  attach_align_device_hook_on_blocks(
+      unused_, PerModule<Device>({{"batchnorm", d}, {"linear3", d}, {"linear4", d}}),
+      PerModule<bool>({{"batchnorm", true}, {"linear3", false}, {"linear4", false}}), options);
+  // The root's io hook, batchnorm (offloaded), linear3 and linear4 (resident blocks).
+  EXPECT_EQ(made, 4);
+  for (Module* m : std::initializer_list<Module*>{&unused_, unused_.batchnorm.get(),
+                                                  unused_.linear3.get(), unused_.linear4.get()}) {
+    EXPECT_NE(dynamic_cast<MadeHook*>(m->hook()), nullptr) << m->class_name();
+  }
+  EXPECT_TRUE(find_hook<MadeHook>(*unused_.batchnorm)->offload());
+  // The execution-device hooks of resident blocks' descendants stay plain.
+  ASSERT_NE(unused_.linear3->linear->hook(), nullptr);
+  EXPECT_EQ(dynamic_cast<MadeHook*>(unused_.linear3->linear->hook()), nullptr);
+  EXPECT_TRUE(same_values(unused_(x_).tensor(), expected_unused_));
+  remove_hook_from_submodules(unused_);
+
+  made = 0;
+  options.weights_map = std::make_shared<InMemoryWeightsMap>(model_.state_dict());
+  attach_align_device_hook(model_, device(), /*offload=*/true, options);
+  EXPECT_EQ(made, 3);  // linear1, batchnorm, linear2
+  EXPECT_TRUE(same_values(model_(x_).tensor(), expected_));
+  remove_hook_from_submodules(model_);
+  EXPECT_EQ(snapshot(model_), original_);
+
+  options.make_hook = [](AlignDevicesOptions) { return std::shared_ptr<AlignDevicesHook>(); };
+  EXPECT_TRUE(throws_naming<InvalidArgument>(
+      [&] { attach_align_device_hook(model_, device(), true, options); }, {"make_hook", "null"}));
+}
+
 STRATA_INSTANTIATE_DEVICE_TESTS(AttachTest);
 
 }  // namespace

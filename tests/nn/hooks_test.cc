@@ -176,5 +176,52 @@ TEST(HookEventsTest, FindHookLooksInsideSequences) {
   EXPECT_EQ(relu.hook()->describe(), "SequentialHook(ModelHook, ModelHook)");
 }
 
+// Records check_move (module class, name under the moved model, model class, device); refuses
+// the move when `refuse`.
+class MoveCheckingHook : public ModelHook {
+ public:
+  MoveCheckingHook(std::vector<std::string>* log, bool refuse) : log_(log), refuse_(refuse) {}
+  void check_move(Module& module, Device device, const MoveContext& context) override {
+    log_->push_back(module.class_name() + " '" + std::string(context.name) + "' of " +
+                    context.model.class_name() + " to " + device.str());
+    if (refuse_) STRATA_THROW(InvalidArgument, "move refused");
+  }
+
+ private:
+  std::vector<std::string>* log_;
+  bool refuse_;
+};
+
+TEST(HookEventsTest, CheckMoveSeesEveryHookBeforeAnythingMoves) {
+  ModelForTest model;
+  randomize(model);
+  const auto before = snapshot(model);
+  const void* first_weight = model.linear1->weight().data_ptr();
+  std::vector<std::string> log;
+  add_hook_to_module(*model.linear1, std::make_shared<MoveCheckingHook>(&log, false));
+  // The refusing hook sits inside a SequentialHook on the last module: nothing may move before.
+  add_hook_to_module(*model.linear2, std::make_shared<MoveCheckingHook>(&log, false));
+  add_hook_to_module(*model.linear2, std::make_shared<MoveCheckingHook>(&log, true), true);
+  EXPECT_TRUE(throws_naming<InvalidArgument>([&] { model.to(Device::meta()); }, {"refused"}));
+  EXPECT_EQ(log, (std::vector<std::string>{"Linear 'linear1' of ModelForTest to meta",
+                                           "Linear 'linear2' of ModelForTest to meta",
+                                           "Linear 'linear2' of ModelForTest to meta"}));
+  EXPECT_EQ(model.linear1->weight().data_ptr(), first_weight);
+  EXPECT_EQ(snapshot(model), before);
+  // The dtype form is checked too; a move of the submodule names it as the root.
+  log.clear();
+  EXPECT_THROW(model.to(Device::cpu(), DType::Float16), InvalidArgument);
+  EXPECT_THROW(model.linear2->to(Device::cpu()), InvalidArgument);
+  EXPECT_EQ(log.back(), "Linear '' of Linear to cpu");
+  EXPECT_EQ(model.linear1->weight().dtype(), DType::Float32);
+  // Only a device move is checked: to(dtype) keeps every tensor where it is.
+  log.clear();
+  model.to(DType::Float64);
+  EXPECT_TRUE(log.empty());
+  remove_hook_from_module(model, /*recurse=*/true);
+  model.to(Device::meta());
+  EXPECT_TRUE(model.linear2->weight().is_meta());
+}
+
 }  // namespace
 }  // namespace strata::testing

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
+#include <vector>
 
 #include <unistd.h>
 
@@ -246,19 +248,49 @@ TEST_P(DispatchTest, ForceHooksMovesInputs) {
   expect_bit_identical(expected, out);
 }
 
-TEST_P(DispatchTest, OffloadedModelRefusesToMove) {
-  Stack model(2);
-  randomize(model, 8);
-  dispatch_model(model, {{"blocks.0", gpu_or_cpu()}, {"blocks.1", "disk"}},
-                 {.offload_dir = dir_});
-  try {
-    check_movable(model);
-    FAIL() << "check_movable accepted an offloaded model";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("blocks.1.norm"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("offloaded to cpu or disk"), std::string::npos);
+// Every tensor of the tree: name -> (device, data pointer), to see that nothing moved.
+std::vector<std::tuple<std::string, Device, const void*>> placement_of(Module& model) {
+  std::vector<std::tuple<std::string, Device, const void*>> out;
+  for (const auto& [name, t] : model.state_dict()) {
+    out.emplace_back(name, t.device(), t.is_meta() ? nullptr : t.data_ptr());
   }
-  EXPECT_THROW(model.to(exec_), InvalidArgument);
+  return out;
+}
+
+TEST_P(DispatchTest, OffloadedModelRefusesToMove) {
+  Stack model(3);
+  randomize(model, 8);
+  const auto [input, expected] = reference(model, stack_input());
+  // blocks.0 resident: an unchecked to() would move it before reaching the first placeholder.
+  dispatch_model(model, {{"blocks.0", gpu_or_cpu()}, {"blocks.1", "cpu"}, {"blocks.2", "disk"}},
+                 {.main_device = exec_, .offload_dir = dir_});
+  const auto before = placement_of(model);
+  const Device target = exec_.is_cuda() ? Device::cpu() : Device::meta();
+  for (const Device device : {exec_, target}) {
+    try {
+      model.to(device);
+      FAIL() << "to(" << device.str() << ") accepted an offloaded model";
+    } catch (const InvalidArgument& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("cannot move Stack to " + device.str()), std::string::npos) << what;
+      // The first offloaded module (a cpu execution device keeps cpu blocks resident).
+      const std::string first = exec_.is_cuda() ? "blocks.1.norm" : "blocks.2.norm";
+      EXPECT_NE(what.find("module '" + first + "'"), std::string::npos) << what;
+      EXPECT_NE(what.find("offloaded to cpu/disk"), std::string::npos) << what;
+      EXPECT_NE(what.find("remove_hook_from_module(model, recurse=true)"), std::string::npos)
+          << what;
+    }
+  }
+  EXPECT_THROW(model.to(exec_, DType::Float16), InvalidArgument);
+  EXPECT_EQ(placement_of(model), before) << "a refused move leaves every tensor where it was";
+  for (int i = 0; i < 2; ++i) expect_bit_identical(expected, model(input).tensor());
+
+  // Removing the hooks puts the offloaded weights back (detach_hook): to() works again.
+  nn::remove_hook_from_module(model, /*recurse=*/true);
+  EXPECT_FALSE(model.get_submodule("blocks.2.fc1").parameter("weight").is_meta());
+  model.to(exec_);
+  EXPECT_EQ(model.get_submodule("blocks.2.fc1").parameter("weight").device(), exec_);
+  expect_bit_identical(expected, model(input.to(exec_)).tensor());
 }
 
 TEST_P(DispatchTest, InterruptedDiskOffloadIsRewritten) {

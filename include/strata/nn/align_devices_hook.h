@@ -57,6 +57,9 @@ class AlignDevicesHook : public ModelHook {
   void pre_forward(Module& module, Args& args) override;
   void post_forward(Module& module, Value& output) override;
   void detach_hook(Module& module) override;
+  // With offload, refuses every move (InvalidArgument naming the model, the device and the
+  // module): its weights are meta placeholders that only the hook can fill.
+  void check_move(Module& module, Device device, const MoveContext& context) override;
   // "AlignDevicesHook(execution_device=cuda:0, offload=true, io_same_device=false, ...)"
   std::string describe() const override;
 

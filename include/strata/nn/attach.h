@@ -2,6 +2,7 @@
 // Attaching AlignDevicesHooks over a tree (the reference's attach_* functions in hooks.py):
 // what cpu_offload, disk_offload and dispatch_model build their hook trees with.
 
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -14,6 +15,10 @@
 
 namespace strata::nn {
 
+// Builds the hook for one module from the options the attach functions worked out for it.
+using AlignHookFactory =
+    std::function<std::shared_ptr<AlignDevicesHook>(AlignDevicesOptions options)>;
+
 struct AttachOptions {
   // The model's weights map; each hook gets a view under its module's dotted name.
   std::shared_ptr<const WeightsMap> weights_map;
@@ -25,6 +30,10 @@ struct AttachOptions {
   // modules that read a submodule's weights without calling it). Honoured by every form.
   std::vector<std::string> preload_module_classes;
   std::shared_ptr<TiedParamsMap> tied_params_map;
+  // Makes every hook attach_align_device_hook and the _on_blocks forms attach (the hooks that
+  // attach_execution_device_hook adds to resident descendants stay plain). Unset: a plain
+  // AlignDevicesHook. The placement layer passes one that makes PrefetchHooks for offload.
+  AlignHookFactory make_hook;
 };
 
 // Gives every module that has no hook yet and holds state (parameters or persistent buffers in

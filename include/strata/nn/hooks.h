@@ -8,12 +8,19 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "strata/nn/module.h"
 #include "strata/nn/value.h"
 
 namespace strata::nn {
+
+// Where a Module::to call meets a hooked module (for ModelHook::check_move's message).
+struct MoveContext {
+  const Module& model;    // the module whose to() was called
+  std::string_view name;  // the hooked module's dotted name under `model` ("" for itself)
+};
 
 class ModelHook {
  public:
@@ -30,6 +37,10 @@ class ModelHook {
   virtual void post_forward(Module& module, Value& output) {}
   // When the hook is removed (remove_hook_from_module).
   virtual void detach_hook(Module& module) {}
+  // Before Module::to(device) moves anything, once per hooked module of the tree. A hook that
+  // owns its module's placement (offloaded weights) throws InvalidArgument here, so a refused
+  // move leaves the whole tree as it was.
+  virtual void check_move(Module& module, Device device, const MoveContext& context) {}
   virtual std::string describe() const { return "ModelHook"; }
 };
 
@@ -44,6 +55,7 @@ class SequentialHook final : public ModelHook {
   void pre_forward(Module& module, Args& args) override;
   void post_forward(Module& module, Value& output) override;
   void detach_hook(Module& module) override;
+  void check_move(Module& module, Device device, const MoveContext& context) override;
   std::string describe() const override;
 
  private:

@@ -9,9 +9,9 @@
 //   - the "parameters on the meta device" warning only when something is offloaded (B15);
 //   - cpu-offloaded weights are pinned once and prefetched (W1-W5); nothing is cast per forward.
 //
-// Moving a dispatched model with offloaded weights (Module::to) fails: the offloaded parameters
-// are meta placeholders, which cannot move (InvalidArgument naming the tensor). Use
-// check_movable() first for the reference's message.
+// Moving a dispatched model with offloaded weights (Module::to) fails before anything moves: the
+// offload hooks refuse it (ModelHook::check_move), InvalidArgument naming the model, the device
+// and the first offloaded module. Remove the hooks first, or dispatch again.
 
 #include <filesystem>
 #include <memory>
@@ -59,9 +59,5 @@ struct DispatchResult {
 
 DispatchResult dispatch_model(nn::Module& model, const DeviceMap& device_map,
                               DispatchOptions options = {});
-
-// Throws InvalidArgument ("You can't move a model that has some modules offloaded to cpu or
-// disk", naming the first offloaded module and what to do) when `model` has offloaded weights.
-void check_movable(nn::Module& model);
 
 }  // namespace strata::placement

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "strata/nn/align_devices_hook.h"
+#include "strata/nn/attach.h"
 
 namespace strata::placement {
 
@@ -123,6 +124,10 @@ class PrefetchHook final : public nn::AlignDevicesHook {
   std::shared_ptr<PrefetchScheduler> scheduler_;
   std::string class_name_;
 };
+
+// The AttachOptions::make_hook of the placement layer: a PrefetchHook on `scheduler` for every
+// offload hook, a plain AlignDevicesHook for the rest (resident blocks, io hooks).
+nn::AlignHookFactory prefetch_hook_factory(std::shared_ptr<PrefetchScheduler> scheduler);
 
 // The scheduler of the first PrefetchHook in `model`'s tree, or nullptr.
 std::shared_ptr<PrefetchScheduler> find_scheduler(nn::Module& model);

@@ -1,0 +1,44 @@
+#pragma once
+// load_checkpoint_and_dispatch (the reference's big_modeling.load_checkpoint_and_dispatch): plan
+// a device map (a strategy or an explicit map), load the checkpoint straight onto it, dispatch.
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "strata/placement/auto_device_map.h"
+#include "strata/placement/dispatch.h"
+#include "strata/placement/load_checkpoint.h"
+
+namespace strata::placement {
+
+struct LoadAndDispatchOptions {
+  // "auto", "balanced", "balanced_low_0", "sequential" (a strategy) or an explicit map. Unset:
+  // load on the cpu and do not dispatch (the reference's device_map=None).
+  std::optional<std::variant<DeviceMapStrategy, DeviceMap>> device_map;
+  std::optional<MaxMemory> max_memory;
+  std::vector<std::string> no_split_module_classes;
+  std::optional<std::filesystem::path> offload_folder;
+  bool offload_buffers = false;
+  std::optional<DType> dtype;
+  std::vector<std::string> skip_keys;
+  std::vector<std::string> preload_module_classes;
+  bool force_hooks = false;
+  bool strict = false;
+  // Prefetch staging; with a strategy, the planner keeps staging_slots - 1 extra slots free on
+  // the first GPU when it offloads anything (one slot is the reference's own reserve).
+  PrefetchOptions prefetch;
+};
+
+struct LoadAndDispatchResult {
+  LoadCheckpointResult load;
+  std::optional<DispatchResult> dispatch;  // unset without a device map
+};
+
+LoadAndDispatchResult load_checkpoint_and_dispatch(nn::Module& model,
+                                                   const std::filesystem::path& checkpoint,
+                                                   const LoadAndDispatchOptions& options = {});
+
+}  // namespace strata::placement
