@@ -1,11 +1,13 @@
-// The `strata` command. For now: --version and `selfcheck`; `plan` and `run` come with the
-// placement and model issues.
+// The `strata` command: --version, `selfcheck`, `plan` and `run`. Each subcommand lives in its
+// own file (strata_cli_lib), so the tests call it directly.
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "plan_command.h"
+#include "run_command.h"
 #include "selfcheck.h"
 #include "strata/core/error.h"
 #include "strata/version.h"
@@ -20,6 +22,10 @@ int main(int argc, char** argv) {
   CLI::App* selfcheck = app.add_subcommand(
       "selfcheck", "run a small decoder-block forward through the CPU ops and check it");
   selfcheck->add_option("--dtype", dtype_text, "f32, bf16 or f16")->capture_default_str();
+  strata::cli::PlanArgs plan_args;
+  CLI::App* plan = strata::cli::add_plan_command(app, plan_args);
+  strata::cli::RunArgs run_args;
+  CLI::App* run = strata::cli::add_run_command(app, run_args);
 
   try {
     app.parse(argc, argv);
@@ -31,6 +37,8 @@ int main(int argc, char** argv) {
     if (selfcheck->parsed()) {
       return strata::cli::run_selfcheck(strata::parse_dtype(dtype_text), std::cout) ? 0 : 1;
     }
+    if (plan->parsed()) return strata::cli::run_plan(plan_args, std::cout);
+    if (run->parsed()) return strata::cli::run_run(run_args, std::cout, std::cerr);
     std::cout << app.help();
     return 0;
   } catch (const strata::Error& e) {

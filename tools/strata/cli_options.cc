@@ -1,0 +1,126 @@
+#include "cli_options.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "strata/core/error.h"
+#include "strata/io/model_config.h"
+#include "strata/nn/init.h"
+
+namespace strata::cli {
+namespace {
+
+std::string_view trim(std::string_view text) {
+  const auto first = text.find_first_not_of(" \t");
+  if (first == std::string_view::npos) return {};
+  const auto last = text.find_last_not_of(" \t");
+  return text.substr(first, last - first + 1);
+}
+
+}  // namespace
+
+std::vector<std::string> split_list(std::string_view text, std::string_view what) {
+  std::vector<std::string> items;
+  std::size_t begin = 0;
+  while (true) {
+    const std::size_t comma = text.find(',', begin);
+    const std::string_view item =
+        trim(text.substr(begin, comma == std::string_view::npos ? comma : comma - begin));
+    STRATA_CHECK_ARG(!item.empty(), "{}: empty item in '{}' (expected a comma-separated list)",
+                     what, text);
+    items.emplace_back(item);
+    if (comma == std::string_view::npos) return items;
+    begin = comma + 1;
+  }
+}
+
+placement::MaxMemory parse_max_memory(std::string_view text) {
+  std::vector<placement::MaxMemory::Entry> entries;
+  for (const std::string& item : split_list(text, "--max-memory")) {
+    const std::size_t eq = item.find('=');
+    STRATA_CHECK_ARG(eq != std::string::npos,
+                     "--max-memory: '{}' is not DEVICE=SIZE (e.g. cuda:0=10GiB,cpu=30GiB)", item);
+    const std::string device_text(trim(std::string_view(item).substr(0, eq)));
+    const std::string size_text(trim(std::string_view(item).substr(eq + 1)));
+    // MapDevice and parse_memory_size name what they accept; prefix the option for context.
+    try {
+      const placement::MapDevice device(device_text);
+      entries.emplace_back(device, placement::parse_memory_size(size_text));
+    } catch (const InvalidArgument& e) {
+      STRATA_THROW(InvalidArgument, "--max-memory: '{}': {}", item, e.what());
+    }
+  }
+  // The MaxMemory constructor refuses a device given twice.
+  return placement::MaxMemory(std::move(entries));
+}
+
+std::vector<std::int64_t> parse_token_ids(std::string_view text) {
+  std::vector<std::int64_t> ids;
+  for (const std::string& item : split_list(text, "--token-ids")) {
+    std::int64_t id = 0;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), id);
+    STRATA_CHECK_ARG(ec == std::errc() && end == item.data() + item.size() && id >= 0,
+                     "--token-ids: '{}' is not a non-negative integer token id", item);
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+placement::DeviceMap read_device_map_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  STRATA_CHECK(in.good(), IoError, "cannot read device map file {}", path.string());
+  std::stringstream text;
+  text << in.rdbuf();
+  const auto json = nlohmann::ordered_json::parse(text.str(), nullptr,
+                                                  /*allow_exceptions=*/false);
+  STRATA_CHECK_ARG(json.is_object(),
+                   "device map file {}: expected a JSON object {{\"module\": device, ...}}",
+                   path.string());
+  placement::DeviceMap map;
+  for (const auto& [name, value] : json.items()) {
+    try {
+      if (value.is_number_integer()) {
+        map.emplace_back(name, placement::MapDevice(value.get<int>()));
+      } else if (value.is_string()) {
+        map.emplace_back(name, placement::MapDevice(value.get<std::string>()));
+      } else {
+        STRATA_THROW(InvalidArgument, "expected a GPU index or \"cpu\", \"disk\", \"cuda:N\"");
+      }
+    } catch (const InvalidArgument& e) {
+      STRATA_THROW(InvalidArgument, "device map file {}: entry '{}': {}", path.string(), name,
+                   e.what());
+    }
+  }
+  STRATA_CHECK_ARG(!map.empty(), "device map file {} is empty", path.string());
+  return map;
+}
+
+EmptyModel build_empty_model(const std::filesystem::path& model_dir,
+                             const std::optional<std::string>& dtype_text) {
+  STRATA_CHECK_ARG(std::filesystem::is_directory(model_dir),
+                   "model folder {} does not exist (expected a folder with config.json and "
+                   "*.safetensors)",
+                   model_dir.string());
+  STRATA_CHECK_ARG(std::filesystem::is_regular_file(model_dir / "config.json"),
+                   "{} has no config.json", model_dir.string());
+  const io::ModelConfig raw = io::read_model_config(model_dir / "config.json");
+  EmptyModel out;
+  out.config = models::parse_transformer_config(raw);
+  out.dtype = dtype_text ? parse_dtype(*dtype_text) : raw.torch_dtype.value_or(DType::Float32);
+  STRATA_CHECK_ARG(is_floating_point(out.dtype), "--dtype {}: models run in a floating-point dtype",
+                   out.dtype);
+  auto guard = nn::init_empty_weights();
+  out.model = models::build_causal_lm(out.config, out.dtype);
+  return out;
+}
+
+std::vector<std::string> no_split_classes(const models::CausalLM& model,
+                                          const std::optional<std::string>& text) {
+  return text ? split_list(*text, "--no-split") : model.no_split_module_classes();
+}
+
+}  // namespace strata::cli

@@ -1,0 +1,51 @@
+#pragma once
+// Helpers shared by the `strata` subcommands: parsing what users type (budgets, lists, token ids,
+// device-map files) and building a model from a checkpoint folder without weights.
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "strata/core/dtype.h"
+#include "strata/models/causal_lm.h"
+#include "strata/models/config.h"
+#include "strata/placement/map_device.h"
+#include "strata/placement/memory.h"
+
+namespace strata::cli {
+
+// "cuda:0=10GiB,cpu=30GiB" (devices as device maps spell them: 0, cuda:N, cpu, disk; sizes as
+// parse_memory_size reads them). Throws InvalidArgument naming the bad entry.
+placement::MaxMemory parse_max_memory(std::string_view text);
+
+// "a, b,c" -> {"a", "b", "c"}; empty items are InvalidArgument naming `what`.
+std::vector<std::string> split_list(std::string_view text, std::string_view what);
+
+// "1,2,3" -> {1, 2, 3}: non-negative integers. Throws InvalidArgument naming the bad item.
+std::vector<std::int64_t> parse_token_ids(std::string_view text);
+
+// A device map written as JSON, {"model.layers.0": 0, "lm_head": "cpu", ...} (Accelerate's
+// hf_device_map). Throws IoError for an unreadable file, InvalidArgument for bad content.
+placement::DeviceMap read_device_map_file(const std::filesystem::path& path);
+
+// A model built from MODEL_DIR/config.json under init_empty_weights: every weight on meta.
+struct EmptyModel {
+  models::TransformerConfig config;
+  std::shared_ptr<models::CausalLM> model;
+  DType dtype = DType::Float32;
+};
+
+// `dtype_text` unset: the checkpoint's torch_dtype, else float32. Throws InvalidArgument for a
+// missing folder, as parse_transformer_config for a bad config.
+EmptyModel build_empty_model(const std::filesystem::path& model_dir,
+                             const std::optional<std::string>& dtype_text);
+
+// Classes never split over devices: `text` ("A,B") when given, else the model's decoder block.
+std::vector<std::string> no_split_classes(const models::CausalLM& model,
+                                          const std::optional<std::string>& text);
+
+}  // namespace strata::cli

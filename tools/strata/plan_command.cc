@@ -1,0 +1,88 @@
+#include "plan_command.h"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <ostream>
+
+#include "cli_options.h"
+#include "strata/placement/module_sizes.h"
+
+namespace strata::cli {
+namespace {
+
+struct Planned {
+  EmptyModel empty;
+  placement::InferOptions options;
+  placement::DevicePlan plan;
+};
+
+Planned plan_model(const PlanArgs& args) {
+  // Parse every option before building anything, so a typo fails fast.
+  const auto strategy = placement::parse_device_map_strategy(args.strategy);
+  std::optional<placement::MaxMemory> max_memory;
+  if (args.max_memory) max_memory = parse_max_memory(*args.max_memory);
+  Planned out{build_empty_model(args.model_dir, args.dtype), {}, {}};
+  out.options.max_memory = std::move(max_memory);
+  out.options.no_split_module_classes = no_split_classes(*out.empty.model, args.no_split);
+  out.options.dtype = out.empty.dtype;
+  out.plan = placement::plan_device_map(*out.empty.model, strategy, out.options);
+  return out;
+}
+
+// Bytes per device of the final map, from the model's own sizes (not the planner's bookkeeping):
+// the cleaned map's entries are disjoint and cover every tensor, so the totals add up to the model
+// size. A tied parameter counts once, under its first name.
+std::vector<DeviceTotal> device_totals(const Planned& planned) {
+  const placement::ModuleSizes sizes =
+      placement::compute_module_sizes(*planned.empty.model, {planned.empty.dtype, {}});
+  std::map<placement::MapDevice, std::int64_t> bytes;
+  for (const auto& [name, device] : planned.plan.device_map) bytes[device] += sizes[name];
+  std::vector<DeviceTotal> out;
+  for (const auto& [device, total] : bytes) out.push_back({device, total});
+  return out;
+}
+
+}  // namespace
+
+CLI::App* add_plan_command(CLI::App& app, PlanArgs& args) {
+  CLI::App* cmd = app.add_subcommand("plan",
+                                     "print where every module of a checkpoint "
+                                     "would go (no weights are loaded)");
+  cmd->add_option("model_dir", args.model_dir, "folder with config.json")->required();
+  cmd->add_option("--max-memory", args.max_memory,
+                  "budgets per device, e.g. cuda:0=10GiB,cpu=30GiB (default: measured)");
+  cmd->add_option("--dtype", args.dtype, "weight dtype (default: the checkpoint's, else f32)");
+  cmd->add_option("--strategy", args.strategy, "auto, balanced, balanced_low_0 or sequential")
+      ->capture_default_str();
+  cmd->add_option("--no-split", args.no_split,
+                  "module classes never split over devices, comma-separated (default: the "
+                  "model's decoder layer)");
+  return cmd;
+}
+
+std::vector<DeviceTotal> device_totals(const PlanArgs& args) {
+  return device_totals(plan_model(args));
+}
+
+int run_plan(const PlanArgs& args, std::ostream& out) {
+  const Planned planned = plan_model(args);
+  const placement::DevicePlan& plan = planned.plan;
+  out << fmt::format("{} ({}), {}, strategy {}, no split: {}\n\n", args.model_dir,
+                     planned.empty.model->class_name(), planned.empty.dtype, args.strategy,
+                     fmt::join(planned.options.no_split_module_classes, ", "));
+  out << placement::explain_table(plan) << "\n";
+  const std::vector<DeviceTotal> totals = device_totals(planned);
+  out << "device     weights  budget\n";
+  std::int64_t total = 0;
+  for (const DeviceTotal& row : totals) {
+    const auto budget = plan.max_memory.find(row.device);
+    out << fmt::format("{:<6}  {:>10}  {}\n", row.device.str(), placement::format_bytes(row.bytes),
+                       budget ? placement::format_bytes(*budget) : "-");
+    total += row.bytes;
+  }
+  out << fmt::format("total   {:>10}  ({} bytes)\n", placement::format_bytes(total), total);
+  return 0;
+}
+
+}  // namespace strata::cli

@@ -1,0 +1,34 @@
+#pragma once
+// `strata plan MODEL_DIR`: where every module of a checkpoint would go, without loading a weight.
+
+#include <CLI/CLI.hpp>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "strata/placement/auto_device_map.h"
+
+namespace strata::cli {
+
+struct PlanArgs {
+  std::string model_dir;
+  std::optional<std::string> max_memory;  // "cuda:0=10GiB,cpu=30GiB"; unset: measured
+  std::optional<std::string> dtype;       // unset: the checkpoint's torch_dtype, else float32
+  std::string strategy = "auto";
+  std::optional<std::string> no_split;  // "A,B"; unset: the model's decoder block class
+};
+
+CLI::App* add_plan_command(CLI::App& app, PlanArgs& args);
+
+struct DeviceTotal {
+  placement::MapDevice device;
+  std::int64_t bytes = 0;
+};
+// Bytes of weights per device under the planned map, in planning order (what run_plan prints).
+std::vector<DeviceTotal> device_totals(const PlanArgs& args);
+
+// Prints the explain table and the bytes per device, then the model size. Returns the exit code.
+int run_plan(const PlanArgs& args, std::ostream& out);
+
+}  // namespace strata::cli
