@@ -140,6 +140,8 @@ TEST_P(AlignDevicesHookTest, HasOffloadedParams) {
 TEST_P(AlignDevicesHookTest, OffloadedModuleRefusesToMoveAndTheTreeStaysPut) {
   add_hook_to_module(*model_.linear1, align({.execution_device = device()}));
   add_hook_to_module(*model_.batchnorm, align(offload_options()));
+  // linear2 runs on the execution device too, so the forward below works with a GPU device.
+  add_hook_to_module(*model_.linear2, align({.execution_device = device()}));
   const void* resident = model_.linear1->weight().data_ptr();
   const Tensor buffer = model_.batchnorm->buffer("running_mean");
   for (const Device target : {Device::cpu(), device(), Device::meta()}) {

@@ -155,8 +155,9 @@ TEST_P(LoadAndDispatchTest, OutputsEqualTheUnoffloadedModel) {
   } else {
     options.device_map = parse_device_map_strategy(how);
     // A block (4,480 bytes) on the first device after the largest-layer reserve, one on the cpu
-    // with a GPU: the rest goes to disk.
-    options.max_memory = exec_.is_cuda() ? MaxMemory{{0, 10000}, {"cpu", 5000}}
+    // with a GPU: the rest goes to disk. With GPU execution the GPU also reserves the extra
+    // prefetch staging slot (one more block), hence the larger GPU budget.
+    options.max_memory = exec_.is_cuda() ? MaxMemory{{0, 15000}, {"cpu", 5000}}
                                          : MaxMemory{{"cpu", 10000}};
   }
   const LoadAndDispatchResult result = load_checkpoint_and_dispatch(*model, checkpoint_, options);
