@@ -7,6 +7,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <map>
 #include <system_error>
 #include <unordered_map>
 #include <unordered_set>
@@ -48,6 +49,8 @@ struct LoadPlan {
   std::vector<PlannedTensor> tensors;  // checkpoint file order
   std::vector<std::string> unexpected;
   std::vector<std::string> missing;
+  // Every model name bound to each slot, in model order (tied names share a slot).
+  std::unordered_map<const nn::TensorSlot*, std::vector<std::string>> slot_names;
   bool needs_offload_copy = false;
   bool has_disk = false;
 };
@@ -110,6 +113,9 @@ LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
     model_tensors.emplace(ref.name, std::move(ref));
   }
   LoadPlan plan;
+  for (const std::string& name : model_order) {
+    plan.slot_names[model_tensors.at(name).slot.get()].push_back(name);
+  }
   std::unordered_set<const nn::TensorSlot*> loaded;
   std::unordered_set<int> checked_gpus;
   for (const std::string& name : reader.keys()) {
@@ -298,6 +304,20 @@ LoadCheckpointResult load_checkpoint_in_model(nn::Module& model, const fs::path&
     result.disk_weights = offload_folder_weights_map(writer->folder());
   } else if (!result.offload_index.empty()) {
     result.disk_weights = as_weights_map(reader);
+  }
+  if (result.disk_weights) {
+    // A tied weight is stored once, under the name it has in the checkpoint; its other names
+    // (a tied lm_head, say) resolve to that entry.
+    std::map<std::string, std::string, std::less<>> aliases;
+    for (const PlannedTensor& t : plan.tensors) {
+      if (t.tier == Tier::Device) continue;
+      for (const std::string& other : plan.slot_names.at(t.slot)) {
+        if (other != t.name) aliases.emplace(other, t.name);
+      }
+    }
+    if (!aliases.empty()) {
+      result.disk_weights = with_aliases(std::move(result.disk_weights), std::move(aliases));
+    }
   }
 
   if (!plan.unexpected.empty()) {

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include <fmt/format.h>
+
 #include "strata/core/error.h"
 #include "strata/io/offload.h"
 
@@ -31,6 +33,49 @@ std::shared_ptr<const nn::WeightsMap> as_weights_map(std::shared_ptr<const io::W
 std::shared_ptr<const nn::WeightsMap> offload_folder_weights_map(
     const std::filesystem::path& folder) {
   return as_weights_map(std::make_shared<io::OffloadFolderReader>(folder));
+}
+
+namespace {
+
+class AliasedWeightsMap final : public nn::WeightsMap {
+ public:
+  AliasedWeightsMap(std::shared_ptr<const nn::WeightsMap> base,
+                    std::map<std::string, std::string, std::less<>> aliases)
+      : base_(std::move(base)), aliases_(std::move(aliases)) {}
+
+  std::optional<Tensor> find(std::string_view name) const override {
+    if (auto found = base_->find(name)) return found;
+    const auto it = aliases_.find(name);
+    return it == aliases_.end() ? std::nullopt : base_->find(it->second);
+  }
+  bool contains(std::string_view name) const override {
+    if (base_->contains(name)) return true;
+    const auto it = aliases_.find(name);
+    return it != aliases_.end() && base_->contains(it->second);
+  }
+  std::vector<std::string> keys() const override {
+    std::vector<std::string> out = base_->keys();
+    for (const auto& [alias, target] : aliases_) {
+      if (!base_->contains(alias) && base_->contains(target)) out.push_back(alias);
+    }
+    return out;
+  }
+  std::string describe() const override {
+    return fmt::format("{} (with {} tied alias(es))", base_->describe(), aliases_.size());
+  }
+
+ private:
+  std::shared_ptr<const nn::WeightsMap> base_;
+  std::map<std::string, std::string, std::less<>> aliases_;
+};
+
+}  // namespace
+
+std::shared_ptr<const nn::WeightsMap> with_aliases(
+    std::shared_ptr<const nn::WeightsMap> base,
+    std::map<std::string, std::string, std::less<>> aliases) {
+  STRATA_CHECK_ARG(base != nullptr, "with_aliases: the base weights map is null");
+  return std::make_shared<AliasedWeightsMap>(std::move(base), std::move(aliases));
 }
 
 }  // namespace strata::placement

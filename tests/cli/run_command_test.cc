@@ -118,10 +118,8 @@ TEST(RunCommand, DiskMapsRecordTheOffloadedWeights) {
   EXPECT_EQ(index.find("model.embed_tokens.weight"), std::string::npos) << index;
 }
 
-// Disabled until dispatch finds a tied parameter offloaded under its other name: with everything on
-// disk, dispatch_model looks up 'lm_head.weight', which the loader records (once) as
-// 'transformer.wte.weight', and fails. Enable when load_checkpoint/dispatch handle ties on disk.
-TEST(RunCommand, DISABLED_TiedHeadOnDisk) {
+// A tied lm_head on disk: the loader stores the weight once and resolves the other name.
+TEST(RunCommand, TiedHeadOnDisk) {
   TempDir dir;
   const testing::ModelFixture f = testing::load_model_fixture("gpt2");
   RunArgs a;

@@ -4,6 +4,7 @@
 // about files; placement sees both.
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,6 +34,10 @@ class WeightSourceMap final : public nn::WeightsMap {
 };
 
 std::shared_ptr<const nn::WeightsMap> as_weights_map(std::shared_ptr<const io::WeightSource> src);
+// `base`, where each key of `aliases` also finds the entry of its value (tied names stored once).
+std::shared_ptr<const nn::WeightsMap> with_aliases(
+    std::shared_ptr<const nn::WeightsMap> base,
+    std::map<std::string, std::string, std::less<>> aliases);
 // The offload folder at `folder` (checked at open, see io::OffloadFolderReader).
 std::shared_ptr<const nn::WeightsMap> offload_folder_weights_map(
     const std::filesystem::path& folder);
