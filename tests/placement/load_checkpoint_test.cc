@@ -246,6 +246,29 @@ TEST(LoadCheckpoint, DiskWeightsWithoutCastStayViewsOfTheCheckpoint) {
   EXPECT_EQ(result.summary.bytes_per_destination.count("disk"), 0u);
 }
 
+// A tied weight on disk is stored once; its other name finds the same data (a view of the
+// checkpoint without a cast, the offload folder's copy with one).
+TEST(LoadCheckpoint, TiedWeightOnDiskIsFoundUnderEveryName) {
+  for (const std::optional<DType> dtype :
+       {std::optional<DType>{}, std::optional<DType>{DType::BFloat16}}) {
+    TempDir tmp;
+    auto model = tied_model();
+    const Tensors source = source_for(*model, {"lm_head.weight"});
+    const fs::path file = write_single(tmp.path(), source);
+    const auto result = load_checkpoint_in_model(
+        *model, file,
+        {.device_map = {{"", "disk"}}, .offload_folder = tmp / "offload", .dtype = dtype});
+    ASSERT_NE(result.disk_weights, nullptr);
+    const DType expected_dtype = dtype.value_or(DType::Float32);
+    for (const char* name : {"embed.weight", "lm_head.weight"}) {
+      ASSERT_TRUE(result.disk_weights->contains(name)) << name;
+      expect_same(*result.disk_weights->find(name), source.at("embed.weight"), expected_dtype,
+                  name);
+    }
+    EXPECT_FALSE(result.disk_weights->contains("lm_head.bias"));
+  }
+}
+
 TEST(LoadCheckpoint, OffloadBuffersSendsDiskModuleBuffersToDiskAndRecordsViewsInIndex) {
   TempDir tmp;
   auto model = model_for_test();
