@@ -151,54 +151,26 @@ inline float fp32_from_fp8e5m2(std::uint8_t b) {
 
 }  // namespace detail
 
-// Thin value types so kernels can be templated on the element type.
-struct Half {
-  std::uint16_t bits = 0;
-  Half() = default;
-  explicit Half(float value) : bits(float_to_half_bits(value)) {}
-  static Half from_bits(std::uint16_t b) {
-    Half h;
-    h.bits = b;
-    return h;
+// Thin value types so kernels can be templated on the element type: the storage bits plus the
+// format's conversions. One template serves the four formats; each alias is a distinct type.
+template <typename Bits, Bits (*kFromFloat)(float), float (*kToFloat)(Bits)>
+struct PackedFloat {
+  Bits bits = 0;
+  PackedFloat() = default;
+  explicit PackedFloat(float value) : bits(kFromFloat(value)) {}
+  static PackedFloat from_bits(Bits b) {
+    PackedFloat p;
+    p.bits = b;
+    return p;
   }
-  operator float() const { return half_bits_to_float(bits); }
+  operator float() const { return kToFloat(bits); }
 };
 
-struct BFloat16 {
-  std::uint16_t bits = 0;
-  BFloat16() = default;
-  explicit BFloat16(float value) : bits(float_to_bfloat16_bits(value)) {}
-  static BFloat16 from_bits(std::uint16_t b) {
-    BFloat16 h;
-    h.bits = b;
-    return h;
-  }
-  operator float() const { return bfloat16_bits_to_float(bits); }
-};
-
-struct Float8E4M3FN {
-  std::uint8_t bits = 0;
-  Float8E4M3FN() = default;
-  explicit Float8E4M3FN(float value) : bits(float_to_float8_e4m3fn_bits(value)) {}
-  static Float8E4M3FN from_bits(std::uint8_t b) {
-    Float8E4M3FN h;
-    h.bits = b;
-    return h;
-  }
-  operator float() const { return float8_e4m3fn_bits_to_float(bits); }
-};
-
-struct Float8E5M2 {
-  std::uint8_t bits = 0;
-  Float8E5M2() = default;
-  explicit Float8E5M2(float value) : bits(float_to_float8_e5m2_bits(value)) {}
-  static Float8E5M2 from_bits(std::uint8_t b) {
-    Float8E5M2 h;
-    h.bits = b;
-    return h;
-  }
-  operator float() const { return float8_e5m2_bits_to_float(bits); }
-};
+using Half = PackedFloat<std::uint16_t, float_to_half_bits, half_bits_to_float>;
+using BFloat16 = PackedFloat<std::uint16_t, float_to_bfloat16_bits, bfloat16_bits_to_float>;
+using Float8E4M3FN =
+    PackedFloat<std::uint8_t, float_to_float8_e4m3fn_bits, float8_e4m3fn_bits_to_float>;
+using Float8E5M2 = PackedFloat<std::uint8_t, float_to_float8_e5m2_bits, float8_e5m2_bits_to_float>;
 
 static_assert(sizeof(Half) == 2 && sizeof(BFloat16) == 2);
 static_assert(sizeof(Float8E4M3FN) == 1 && sizeof(Float8E5M2) == 1);
