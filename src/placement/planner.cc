@@ -7,6 +7,18 @@
 #include "strata/placement/device_map_checks.h"
 
 namespace strata::placement::detail {
+namespace {
+
+// The room an explain row reports. It is negative when what is kept for the largest remaining
+// layer exceeds what is left of the budget (a cpu budget of 0, say); the row then says by how much
+// instead of printing a negative size.
+std::string room_text(std::int64_t available, std::int64_t reserved) {
+  if (available >= 0) return format_bytes(available) + " available";
+  return fmt::format("0 B available, {} short of the {} kept for the largest remaining layer",
+                     format_bytes(-available), format_bytes(reserved));
+}
+
+}  // namespace
 
 Planner::Planner(const PlanTree& tree, const MaxMemory& budgets, const InferOptions& options)
     : tree_(tree),
@@ -138,8 +150,8 @@ void Planner::treat(std::int32_t entry) {
     }
     if (splittable_[entry]) {
       if (options_.verbose) trace(fmt::format("Splitting {}.", node.name));
-      split_note_[entry] = fmt::format("it needs {} and {} has {} available",
-                                       format_bytes(node.size), device, format_bytes(available));
+      split_note_[entry] = fmt::format("it needs {} and {} has {}", format_bytes(node.size), device,
+                                       room_text(available, reserved));
       std::vector<std::int32_t> parts;
       tree_.append_parts(entry, parts);
       for (auto it = parts.rbegin(); it != parts.rend(); ++it) enqueue_before(queue_.front(), *it);
@@ -161,8 +173,8 @@ void Planner::treat(std::int32_t entry) {
   // Next device; the reserve stays booked on this one.
   if (used == 0) minimum_[d] = ties.size + reserved;
   used_[d] += reserved;
-  refused_note_ += fmt::format("{}{} (needs {}, {} available)", refused_note_.empty() ? "" : ", ",
-                               device, format_bytes(ties.size), format_bytes(available));
+  refused_note_ += fmt::format("{}{} (needs {}, {})", refused_note_.empty() ? "" : ", ", device,
+                               format_bytes(ties.size), room_text(available, reserved));
   ++current_;
   enqueue_before(queue_.front(), entry);
 }

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+
 #include "io/io_testing.h"
 #include "models/model_testing.h"
 #include "strata/core/error.h"
@@ -24,6 +27,18 @@ TEST(ParseMaxMemory, ReadsDevicesAndSizesInOrder) {
   EXPECT_EQ(m.entries()[1], (placement::MaxMemory::Entry{MapDevice::cpu(), 30 * kGiB}));
   EXPECT_EQ(m.entries()[2], (placement::MaxMemory::Entry{MapDevice::disk(), 1'500'000'000}));
   EXPECT_EQ(parse_max_memory("1=512MiB").at(MapDevice(1)), 512 << 20);
+}
+
+TEST(ParseMaxMemory, ReadsPlainIntegersAsBytes) {
+  // What Accelerate's max_memory holds as Python ints, the recorded cases included.
+  const placement::MaxMemory m = parse_max_memory("cuda:0=1347683123,1=673841561, cpu=0");
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m.entries()[0], (placement::MaxMemory::Entry{MapDevice(0), 1347683123}));
+  EXPECT_EQ(m.entries()[1], (placement::MaxMemory::Entry{MapDevice(1), 673841561}));
+  EXPECT_EQ(m.entries()[2], (placement::MaxMemory::Entry{MapDevice::cpu(), 0}));
+  for (const char* bad : {"cpu=-5", "cpu=99999999999999999999", "cpu=12x", "cpu=1 2"}) {
+    EXPECT_THROW(parse_max_memory(bad), InvalidArgument) << bad;
+  }
 }
 
 TEST(ParseMaxMemory, RefusesMalformedEntries) {
@@ -81,6 +96,22 @@ TEST(ReadDeviceMapFile, RefusesBadFiles) {
   }
 }
 
+TEST(WriteDeviceMapFile, WritesWhatReadDeviceMapFileReads) {
+  TempDir dir;
+  const placement::DeviceMap map = {{"model.embed_tokens", MapDevice(0)},
+                                    {"model.layers.0", MapDevice("cuda:1")},
+                                    {"model.layers.1", MapDevice::disk()},
+                                    {"lm_head", MapDevice::cpu()}};
+  write_device_map_file(dir / "map.json", map);
+  EXPECT_EQ(read_device_map_file(dir / "map.json"), map);
+  // Accelerate's hf_device_map spelling: GPU indices as integers.
+  std::ifstream in(dir / "map.json");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find(R"("model.layers.0": 1,)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"("lm_head": "cpu")"), std::string::npos) << text;
+  EXPECT_THROW(write_device_map_file(dir / "missing" / "map.json", map), IoError);
+}
+
 TEST(BuildEmptyModel, BuildsOnMetaInTheRequestedDtype) {
   const auto dir = testing::model_fixture_dir("llama");
   const EmptyModel empty = build_empty_model(dir, "bf16");
@@ -110,6 +141,9 @@ TEST(NoSplitClasses, DefaultsToTheDecoderBlock) {
   EXPECT_EQ(no_split_classes(*gpt2.model, std::nullopt), (std::vector<std::string>{"GPT2Block"}));
   EXPECT_EQ(no_split_classes(*gpt2.model, "GPT2Block,GPT2MLP"),
             (std::vector<std::string>{"GPT2Block", "GPT2MLP"}));
+  // "" (--no-split ""): none, any module may be split.
+  EXPECT_TRUE(no_split_classes(*gpt2.model, "").empty());
+  EXPECT_TRUE(no_split_classes(*gpt2.model, " ").empty());
 }
 
 }  // namespace

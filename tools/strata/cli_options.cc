@@ -21,6 +21,17 @@ std::string_view trim(std::string_view text) {
   return text.substr(first, last - first + 1);
 }
 
+// A plain integer is a byte count (what Accelerate's max_memory holds as a Python int); anything
+// else is a size with a unit.
+std::int64_t parse_budget(const std::string& text) {
+  std::int64_t bytes = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), bytes);
+  if (text.empty() || end != text.data() + text.size()) return placement::parse_memory_size(text);
+  STRATA_CHECK_ARG(ec == std::errc(), "invalid memory size '{}': does not fit in 64 bits", text);
+  STRATA_CHECK_ARG(bytes >= 0, "invalid memory size '{}': a budget cannot be negative", text);
+  return bytes;
+}
+
 }  // namespace
 
 std::vector<std::string> split_list(std::string_view text, std::string_view what) {
@@ -49,7 +60,7 @@ placement::MaxMemory parse_max_memory(std::string_view text) {
     // MapDevice and parse_memory_size name what they accept; prefix the option for context.
     try {
       const placement::MapDevice device(device_text);
-      entries.emplace_back(device, placement::parse_memory_size(size_text));
+      entries.emplace_back(device, parse_budget(size_text));
     } catch (const InvalidArgument& e) {
       STRATA_THROW(InvalidArgument, "--max-memory: '{}': {}", item, e.what());
     }
@@ -99,6 +110,21 @@ placement::DeviceMap read_device_map_file(const std::filesystem::path& path) {
   return map;
 }
 
+void write_device_map_file(const std::filesystem::path& path, const placement::DeviceMap& map) {
+  nlohmann::ordered_json json = nlohmann::ordered_json::object();
+  for (const auto& [name, device] : map) {
+    if (device.is_gpu()) {
+      json[name] = device.index();
+    } else {
+      json[name] = device.str();
+    }
+  }
+  std::ofstream out(path);
+  out << json.dump(2) << "\n";
+  out.close();
+  STRATA_CHECK(out.good(), IoError, "cannot write device map file {}", path.string());
+}
+
 EmptyModel build_empty_model(const std::filesystem::path& model_dir,
                              const std::optional<std::string>& dtype_text) {
   STRATA_CHECK_ARG(std::filesystem::is_directory(model_dir),
@@ -120,7 +146,9 @@ EmptyModel build_empty_model(const std::filesystem::path& model_dir,
 
 std::vector<std::string> no_split_classes(const models::CausalLM& model,
                                           const std::optional<std::string>& text) {
-  return text ? split_list(*text, "--no-split") : model.no_split_module_classes();
+  if (!text) return model.no_split_module_classes();
+  if (trim(*text).empty()) return {};
+  return split_list(*text, "--no-split");
 }
 
 }  // namespace strata::cli

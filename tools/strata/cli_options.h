@@ -19,7 +19,8 @@
 namespace strata::cli {
 
 // "cuda:0=10GiB,cpu=30GiB" (devices as device maps spell them: 0, cuda:N, cpu, disk; sizes as
-// parse_memory_size reads them). Throws InvalidArgument naming the bad entry.
+// parse_memory_size reads them, or a plain integer byte count: "0=1347683123,cpu=0"). Throws
+// InvalidArgument naming the bad entry.
 placement::MaxMemory parse_max_memory(std::string_view text);
 
 // "a, b,c" -> {"a", "b", "c"}; empty items are InvalidArgument naming `what`.
@@ -31,6 +32,10 @@ std::vector<std::int64_t> parse_token_ids(std::string_view text);
 // A device map written as JSON, {"model.layers.0": 0, "lm_head": "cpu", ...} (Accelerate's
 // hf_device_map). Throws IoError for an unreadable file, InvalidArgument for bad content.
 placement::DeviceMap read_device_map_file(const std::filesystem::path& path);
+
+// Writes `map` in the form read_device_map_file reads, in map order: GPUs as integers, the other
+// devices as names. Throws IoError when the file cannot be written.
+void write_device_map_file(const std::filesystem::path& path, const placement::DeviceMap& map);
 
 // A model built from MODEL_DIR/config.json under init_empty_weights: every weight on meta.
 struct EmptyModel {
@@ -44,7 +49,8 @@ struct EmptyModel {
 EmptyModel build_empty_model(const std::filesystem::path& model_dir,
                              const std::optional<std::string>& dtype_text);
 
-// Classes never split over devices: `text` ("A,B") when given, else the model's decoder block.
+// Classes never split over devices: `text` ("A,B") when given ("" for none: any module may be
+// split), else the model's decoder block.
 std::vector<std::string> no_split_classes(const models::CausalLM& model,
                                           const std::optional<std::string>& text);
 

@@ -51,15 +51,21 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& args) {
                                      "would go (no weights are loaded)");
   cmd->add_option("model_dir", args.model_dir, "folder with config.json")->required();
   cmd->add_option("--max-memory", args.max_memory,
-                  "budgets per device, e.g. cuda:0=10GiB,cpu=30GiB (default: measured)");
+                  "budgets per device, e.g. cuda:0=10GiB,cpu=30GiB or in bytes, cuda:1=1347683123 "
+                  "(default: measured); GPUs this machine lacks are planned for all the same");
   cmd->add_option("--dtype", args.dtype, "weight dtype (default: the checkpoint's, else f32)");
   cmd->add_option("--strategy", args.strategy, "auto, balanced, balanced_low_0 or sequential")
       ->capture_default_str();
   cmd->add_option("--no-split", args.no_split,
-                  "module classes never split over devices, comma-separated (default: the "
-                  "model's decoder layer)");
+                  "module classes never split over devices, comma-separated, \"\" for none "
+                  "(default: the model's decoder layer)");
+  cmd->add_option("--output", args.output,
+                  "also write the device map to this JSON file, {\"module\": device, ...}, for "
+                  "strata run --device-map");
   return cmd;
 }
+
+placement::DevicePlan plan_checkpoint(const PlanArgs& args) { return plan_model(args).plan; }
 
 std::vector<DeviceTotal> device_totals(const PlanArgs& args) {
   return device_totals(plan_model(args));
@@ -68,9 +74,10 @@ std::vector<DeviceTotal> device_totals(const PlanArgs& args) {
 int run_plan(const PlanArgs& args, std::ostream& out) {
   const Planned planned = plan_model(args);
   const placement::DevicePlan& plan = planned.plan;
+  const std::vector<std::string>& no_split = planned.options.no_split_module_classes;
   out << fmt::format("{} ({}), {}, strategy {}, no split: {}\n\n", args.model_dir,
                      planned.empty.model->class_name(), planned.empty.dtype, args.strategy,
-                     fmt::join(planned.options.no_split_module_classes, ", "));
+                     no_split.empty() ? "none" : fmt::format("{}", fmt::join(no_split, ", ")));
   out << placement::explain_table(plan) << "\n";
   const std::vector<DeviceTotal> totals = device_totals(planned);
   out << "device     weights  budget\n";
@@ -82,6 +89,11 @@ int run_plan(const PlanArgs& args, std::ostream& out) {
     total += row.bytes;
   }
   out << fmt::format("total   {:>10}  ({} bytes)\n", placement::format_bytes(total), total);
+  if (args.output) {
+    write_device_map_file(*args.output, plan.device_map);
+    out << fmt::format("\ndevice map written to {} (strata run --device-map {})\n", *args.output,
+                       *args.output);
+  }
   return 0;
 }
 

@@ -16,10 +16,15 @@ struct PlanArgs {
   std::optional<std::string> max_memory;  // "cuda:0=10GiB,cpu=30GiB"; unset: measured
   std::optional<std::string> dtype;       // unset: the checkpoint's torch_dtype, else float32
   std::string strategy = "auto";
-  std::optional<std::string> no_split;  // "A,B"; unset: the model's decoder block class
+  std::optional<std::string> no_split;  // "A,B", "" for none; unset: the model's decoder block
+  std::optional<std::string> output;    // write the device map here as JSON (strata run reads it)
 };
 
 CLI::App* add_plan_command(CLI::App& app, PlanArgs& args);
+
+// The plan behind what run_plan prints: the map, and in max_memory the budgets planned against
+// (after balancing for every strategy but sequential).
+placement::DevicePlan plan_checkpoint(const PlanArgs& args);
 
 struct DeviceTotal {
   placement::MapDevice device;
@@ -28,7 +33,8 @@ struct DeviceTotal {
 // Bytes of weights per device under the planned map, in planning order (what run_plan prints).
 std::vector<DeviceTotal> device_totals(const PlanArgs& args);
 
-// Prints the explain table and the bytes per device, then the model size. Returns the exit code.
+// Prints the explain table and the bytes per device, then the model size; with `output`, writes
+// the device map there too. Returns the exit code.
 int run_plan(const PlanArgs& args, std::ostream& out);
 
 }  // namespace strata::cli
