@@ -103,6 +103,24 @@ Device device_of(const MapDevice& where, const std::string& tensor,
   return device;
 }
 
+// Tiers from the most to the least resident: a GPU, the cpu, the disk.
+int residency_rank(const MapDevice& where) {
+  if (where.is_disk()) return 2;
+  return where.is_cpu() ? 1 : 0;
+}
+
+// A tied slot is loaded once, on the most resident device any of its names is mapped to: a tied
+// embedding on the cpu and its head on disk keep one resident copy, which the disk-mapped name
+// then reads (LoadCheckpointResult::disk_weights), instead of a resident name finding nothing.
+MapDevice most_resident(MapDevice where, const std::vector<std::string>& tied_names,
+                        const DeviceMap& device_map) {
+  for (const std::string& other : tied_names) {
+    const auto mapped = device_for(device_map, other);
+    if (mapped && residency_rank(*mapped) < residency_rank(where)) where = *mapped;
+  }
+  return where;
+}
+
 LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
                    const LoadCheckpointOptions& options) {
   std::unordered_map<std::string, nn::TensorRef> model_tensors;
@@ -157,7 +175,7 @@ LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
                        "{} doesn't have any device set: add it (or a module holding it) to the "
                        "device map",
                        name);
-      where_to = *mapped;
+      where_to = most_resident(*mapped, plan.slot_names.at(ref.slot.get()), options.device_map);
     }
     // B5: buffers of disk modules are loaded (on the cpu) unless buffers are offloaded too.
     if (where_to.is_disk() && ref.is_buffer && !options.offload_buffers) {
@@ -305,19 +323,27 @@ LoadCheckpointResult load_checkpoint_in_model(nn::Module& model, const fs::path&
   } else if (!result.offload_index.empty()) {
     result.disk_weights = as_weights_map(reader);
   }
-  if (result.disk_weights) {
-    // A tied weight is stored once, under the name it has in the checkpoint; its other names
-    // (a tied lm_head, say) resolve to that entry.
-    std::map<std::string, std::string, std::less<>> aliases;
-    for (const PlannedTensor& t : plan.tensors) {
-      if (t.tier == Tier::Device) continue;
-      for (const std::string& other : plan.slot_names.at(t.slot)) {
-        if (other != t.name) aliases.emplace(other, t.name);
+  // A tied weight is stored once. On disk, under the name it has in the checkpoint: its other
+  // names (a tied lm_head, say) resolve to that entry. Resident (it had a resident name), its
+  // disk-mapped names resolve to the resident tensor itself.
+  std::map<std::string, std::string, std::less<>> aliases;
+  nn::NamedTensors resident;
+  for (const PlannedTensor& t : plan.tensors) {
+    for (const std::string& other : plan.slot_names.at(t.slot)) {
+      if (other == t.name) continue;
+      if (t.tier != Tier::Device) {
+        aliases.emplace(other, t.name);
+      } else if (const auto mapped = device_for(options.device_map, other);
+                 mapped && mapped->is_disk()) {
+        resident.emplace_back(other, t.slot->tensor());
       }
     }
-    if (!aliases.empty()) {
-      result.disk_weights = with_aliases(std::move(result.disk_weights), std::move(aliases));
-    }
+  }
+  if (result.disk_weights && !aliases.empty()) {
+    result.disk_weights = with_aliases(std::move(result.disk_weights), std::move(aliases));
+  }
+  if (!resident.empty()) {
+    result.disk_weights = with_resident(std::move(result.disk_weights), std::move(resident));
   }
 
   if (!plan.unexpected.empty()) {

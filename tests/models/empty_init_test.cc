@@ -30,16 +30,9 @@ class EmptyInitTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(EmptyInitTest, AllocatesNothingThenLoads) {
   const ModelFixture f = load_model_fixture(GetParam());
-  std::shared_ptr<models::CausalLM> model;
-  {
-    auto guard = nn::init_empty_weights();
-    model = models::build_causal_lm(f.config);
-  }
+  auto model = empty_fixture_model(f);
   expect_no_storage(*model, /*buffers_too=*/false);
-  {
-    auto guard = nn::init_empty_weights(/*include_buffers=*/true);
-    model = models::build_causal_lm(f.config);
-  }
+  model = empty_fixture_model(f, /*include_buffers=*/true);
   expect_no_storage(*model, /*buffers_too=*/true);
   // The checkpoint fills the meta parameters; RoPE buffers are rebuilt on the device.
   load_safetensors_into(*model, model_fixture_dir(f.name) / "model.safetensors", Device::cpu());

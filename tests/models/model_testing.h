@@ -111,6 +111,28 @@ inline std::shared_ptr<models::CausalLM> load_fixture_model(const ModelFixture& 
   return model;
 }
 
+// The fixture's model built under init_empty_weights, as load_checkpoint_and_dispatch (and the
+// strata CLI) expects it: parameters are meta tensors, buffers too with include_buffers.
+inline std::shared_ptr<models::CausalLM> empty_fixture_model(
+    const ModelFixture& f, std::optional<bool> include_buffers = std::nullopt,
+    DType dtype = DType::Float32) {
+  auto guard = nn::init_empty_weights(include_buffers);
+  return models::build_causal_lm(f.config, dtype);
+}
+
+// The decoder layers in module order (model.layers.N, transformer.h.N, model.decoder.layers.N):
+// the modules whose class is one of the model's no_split_module_classes.
+inline std::vector<std::string> decoder_layer_names(models::CausalLM& model) {
+  const std::vector<std::string> classes = model.no_split_module_classes();
+  std::vector<std::string> out;
+  for (const auto& [name, module] : model.named_modules()) {
+    if (std::find(classes.begin(), classes.end(), module->class_name()) != classes.end()) {
+      out.push_back(name);
+    }
+  }
+  return out;
+}
+
 // max |a - b| over all elements (both converted to float64 on the cpu).
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   const std::vector<double> x = a.to(Device::cpu()).to_doubles();
@@ -127,6 +149,28 @@ inline double max_abs(const Tensor& a) {
   double worst = 0.0;
   for (double v : a.to(Device::cpu()).to_doubles()) worst = std::max(worst, std::abs(v));
   return worst;
+}
+
+// float32: the bound, relative to the logits' scale (max |logit|).
+constexpr double kFloat32Tolerance = 1e-4;
+
+// float32 logits of the fixture's prompts within kFloat32Tolerance of transformers'.
+inline void expect_float32_logits_match(const ModelFixture& f, const Tensor& logits) {
+  ASSERT_EQ(logits.shape(), f.logits.shape());
+  EXPECT_EQ(logits.dtype(), DType::Float32);
+  const double scale = max_abs(f.logits), diff = max_abs_diff(logits, f.logits);
+  EXPECT_LE(diff, kFloat32Tolerance * scale)
+      << f.name << ": max |diff| " << diff << " at logits scale " << scale;
+}
+
+// The greedy continuation of the first prompt equals transformers' (12 tokens).
+inline void expect_greedy_continuation_matches(const ModelFixture& f, models::CausalLM& model) {
+  models::GenerationOptions options;
+  options.max_new_tokens = f.greedy_ids.size(1);
+  const auto result = models::generate_greedy(model, f.prompt_ids.narrow(0, 0, 1), options);
+  EXPECT_EQ(result.tokens.to_vector<std::int64_t>(), f.greedy_ids.to_vector<std::int64_t>())
+      << f.name;
+  EXPECT_EQ(result.step_seconds.size(), static_cast<std::size_t>(options.max_new_tokens - 1));
 }
 
 // The case of a test parameterised over fixtures and devices.

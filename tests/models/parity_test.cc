@@ -10,12 +10,6 @@
 namespace strata::testing {
 namespace {
 
-using models::CausalLM;
-using models::generate_greedy;
-using models::GenerationOptions;
-
-// float32: the bound, relative to the logits' scale (max |logit|).
-constexpr double kFloat32Tolerance = 1e-4;
 // bfloat16 (docs/models.md): weights and activations keep 8 significant bits, so each rounding
 // is worth up to 2^-9 of its operand and the logits move by a few hundredths of their scale.
 // transformers' own bfloat16 run (from_pretrained(dtype=bfloat16)) differs from its float32 run
@@ -38,12 +32,7 @@ class ParityTest : public ::testing::TestWithParam<ModelCase> {
 
 TEST_P(ParityTest, Float32LogitsMatchTransformers) {
   auto model = load_fixture_model(fixture_, device());
-  const Tensor logits = model->run(prompt()).logits;
-  ASSERT_EQ(logits.shape(), fixture_.logits.shape());
-  EXPECT_EQ(logits.dtype(), DType::Float32);
-  const double scale = max_abs(fixture_.logits), diff = max_abs_diff(logits, fixture_.logits);
-  EXPECT_LE(diff, kFloat32Tolerance * scale)
-      << fixture_.name << ": max |diff| " << diff << " at logits scale " << scale;
+  expect_float32_logits_match(fixture_, model->run(prompt()).logits);
 }
 
 TEST_P(ParityTest, LogitsToKeepGivesTheLastPositions) {
@@ -57,12 +46,7 @@ TEST_P(ParityTest, LogitsToKeepGivesTheLastPositions) {
 
 TEST_P(ParityTest, GreedyContinuationMatchesTransformers) {
   auto model = load_fixture_model(fixture_, device());
-  GenerationOptions options;
-  options.max_new_tokens = fixture_.greedy_ids.size(1);
-  const auto result = generate_greedy(*model, fixture_.prompt_ids.narrow(0, 0, 1), options);
-  EXPECT_EQ(result.tokens.to_vector<std::int64_t>(), fixture_.greedy_ids.to_vector<std::int64_t>())
-      << fixture_.name;
-  EXPECT_EQ(result.step_seconds.size(), static_cast<std::size_t>(options.max_new_tokens - 1));
+  expect_greedy_continuation_matches(fixture_, *model);
 }
 
 TEST_P(ParityTest, BFloat16LogitsWithinTolerance) {

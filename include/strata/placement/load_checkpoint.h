@@ -59,7 +59,9 @@ struct LoadCheckpointResult {
   io::OffloadIndex offload_index;
   // Reads the "disk" tensors (offload folder, or the checkpoint itself when every disk weight
   // is a view and no folder was given); null when nothing went to disk. Dispatch passes it to
-  // the offload hooks.
+  // the offload hooks. A tied weight is loaded once, on the most resident device among its
+  // names' map entries (GPU, then cpu, then disk); its disk-mapped names find that resident
+  // tensor here (one copy, never a second on disk).
   std::shared_ptr<const nn::WeightsMap> disk_weights;
 };
 
