@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -225,6 +226,23 @@ TEST(MappedFile, ReadCopiesTheSameBytesWithOrWithoutADescriptor) {
   EXPECT_EQ(again, out);
   EXPECT_TRUE(strata::testing::throws_naming<InvalidArgument>(
       [&] { plain->read(plain->size() - 1, again.data(), 2); }, {"r.safetensors"}));
+}
+
+// Reads over 8 MiB are split into pieces copied by several threads: every byte lands at its
+// place, whatever the offset and a length that is not a multiple of the piece.
+TEST(MappedFile, LargeReadsSplitOverThreadsKeepEveryByteInPlace) {
+  strata::testing::TempDir dir;
+  std::vector<std::uint8_t> bytes((std::size_t{25} << 20) + 12345);
+  for (std::size_t i = 0; i < bytes.size(); ++i)
+    bytes[i] = static_cast<std::uint8_t>(i * 131 + (i >> 16));
+  strata::testing::write_bytes(dir / "big.bin", bytes);
+  for (const bool keep_descriptor : {true, false}) {
+    const auto file = MappedFile::open(dir / "big.bin", keep_descriptor);
+    const std::uint64_t offset = 4097;
+    std::vector<std::uint8_t> out(bytes.size() - offset - 3);
+    file->read(offset, out.data(), out.size());
+    EXPECT_TRUE(std::equal(out.begin(), out.end(), bytes.begin() + offset)) << keep_descriptor;
+  }
 }
 
 TEST(MappedFile, RefusesFoldersAndMissingFiles) {
