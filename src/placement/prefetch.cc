@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "prefetch_engine.h"
+#include "staging_chunks.h"
 #include "strata/core/backend.h"
 #include "strata/core/error.h"
 #include "strata/nn/hooks.h"
@@ -33,6 +34,7 @@ PrefetchScheduler::PrefetchScheduler(Device execution_device, PrefetchOptions op
   STRATA_CHECK_ARG(execution_device_.is_cpu() || execution_device_.is_cuda(),
                    "the prefetch scheduler runs on a cpu or cuda execution device, not {}",
                    execution_device_);
+  (void)detail::resolve_staging(options_);  // bad staging options fail on every device
   if (execution_device_.is_cuda()) {
     engine_ = detail::make_copy_engine(execution_device_.index(), options_);
   }

@@ -8,13 +8,15 @@
 // a copy stream while unit i computes. The compute stream waits on an event per unit, never on
 // the host. Sources:
 //   - pinned CPU tensors are copied straight to the GPU (cudaMemcpyAsync on the copy stream);
-//   - any other CPU tensor (a memory-mapped offload file, pageable memory) is read by worker
-//     threads into a pinned staging buffer, then copied from the worker on the copy stream.
+//   - any other CPU tensor (a memory-mapped offload file, pageable memory) is split into chunks
+//     that worker threads read in parallel into a fixed pool of pinned staging chunks; each chunk
+//     is copied on the copy stream as soon as it is read, and reused once that copy is done.
 // With a CPU execution device nothing is copied: the stored tensors are bound as they are (a
 // pinned tensor or a read-only view of the mapped file).
 //
 // One scheduler serves one model and runs one forward at a time (as hooks do).
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -31,19 +33,27 @@ struct PrefetchOptions {
   // is what the planner's InferOptions::reserve.staging_slots budgets for (minus the one slot
   // the reference already keeps).
   int staging_slots = 2;
-  // Threads reading non-pinned sources (disk) into pinned staging buffers.
-  int io_threads = 4;
+  // Threads reading non-pinned sources (disk) into the pinned staging chunks; 0: half the cores,
+  // at most 8. Threads beyond the number of chunks would only wait, so there are never more.
+  int io_threads = 0;
+  // The disk tier's host staging: `staging_chunks` chunks of `staging_chunk_bytes` (a positive
+  // multiple of 64) of pinned memory, allocated once, on the first disk read, and reused for every
+  // tensor; this is all the pinned memory the disk tier holds. 0 chunks: two per io thread
+  // (128 MiB with 8 threads and the 8 MiB default).
+  std::size_t staging_chunk_bytes = std::size_t{8} << 20;
+  int staging_chunks = 0;
 };
 
 // Counters for tests and benchmarks (not timing).
 struct PrefetchStats {
-  std::int64_t onloads = 0;          // units made available for a forward
-  std::int64_t prefetched = 0;       // ... whose copies were already issued ahead of time
-  std::int64_t issued = 0;           // units whose copies were issued
-  std::int64_t bytes_copied = 0;     // host-to-device bytes queued
-  std::int64_t bytes_read = 0;       // bytes read by the workers into pinned staging
-  std::int64_t casts = 0;            // stored tensors whose dtype differed from the model's
-  int max_in_flight = 0;             // most units holding execution-device copies at once
+  std::int64_t onloads = 0;        // units made available for a forward
+  std::int64_t prefetched = 0;     // ... whose copies were already issued ahead of time
+  std::int64_t issued = 0;         // units whose copies were issued
+  std::int64_t bytes_copied = 0;   // host-to-device bytes queued
+  std::int64_t bytes_read = 0;     // bytes read by the workers into pinned staging
+  std::int64_t staged_chunks = 0;  // ... in that many chunk copies
+  std::int64_t casts = 0;          // stored tensors whose dtype differed from the model's
+  int max_in_flight = 0;           // most units holding execution-device copies at once
 };
 
 class PrefetchHook;
