@@ -6,7 +6,6 @@
 
 #include <gtest/gtest.h>
 
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <tuple>
@@ -14,133 +13,27 @@
 
 #include <unistd.h>
 
+#include "placement/placement_models.h"
 #include "strata/core/backend.h"
 #include "strata/core/error.h"
 #include "strata/nn/hooks.h"
-#include "strata/nn/layers.h"
-#include "strata/ops.h"
 #include "strata/placement/offload.h"
-#include "support/op_testing.h"
 
 namespace strata::placement {
 namespace {
 
-using nn::Args;
 using nn::Module;
-using nn::Value;
+using testing::expect_bit_identical;
+using testing::randomize;
+using testing::Stack;
+using testing::stack_input;
+using testing::Tree;
+using testing::tree_input;
 
-constexpr std::int64_t kDim = 16;
-
-// Residual MLP block: x + fc2(gelu(fc1(norm(x)))).
-class Block : public Module {
- public:
-  Block() : Module("Block") {
-    norm_ = register_module("norm", std::make_shared<nn::LayerNorm>(kDim));
-    fc1_ = register_module("fc1", std::make_shared<nn::Linear>(kDim, 2 * kDim));
-    fc2_ = register_module("fc2", std::make_shared<nn::Linear>(2 * kDim, kDim));
-  }
-  Value forward(Args& args) override {
-    const Tensor& x = args.tensor(0, "Block");
-    const Tensor h = (*fc1_)((*norm_)(x)).tensor();
-    return ops::add(x, (*fc2_)(ops::gelu(h)).tensor());
-  }
-
- private:
-  std::shared_ptr<Module> norm_, fc1_, fc2_;
-};
-
-class Stack : public Module {
- public:
-  explicit Stack(int n) : Module("Stack") {
-    blocks_ = register_module("blocks", std::make_shared<nn::ModuleList>());
-    for (int i = 0; i < n; ++i) blocks_->push_back(std::make_shared<Block>());
-  }
-  Value forward(Args& args) override {
-    Value x = args.positional.at(0);
-    for (const auto& [name, block] : blocks_->direct_children()) x = (*block)(x);
-    return x;
-  }
-
- private:
-  std::shared_ptr<nn::ModuleList> blocks_;
-};
-
-// The output head reads the embedding table (one slot bound under two names).
-class TiedHead : public Module {
- public:
-  explicit TiedHead(const nn::SlotPtr& table) : Module("TiedHead") {
-    register_parameter("weight", table);
-  }
-  Value forward(Args& args) override {
-    return ops::linear(args.tensor(0, "TiedHead"), parameter("weight"));
-  }
-};
-
-// A transformer-like tree: embedding, two layers with an attention-like product, final norm,
-// a head tied to the embedding.
-class Layer : public Module {
- public:
-  Layer() : Module("Layer") {
-    q_ = register_module("q", std::make_shared<nn::Linear>(kDim, kDim));
-    v_ = register_module("v", std::make_shared<nn::Linear>(kDim, kDim, /*bias=*/false));
-    o_ = register_module("o", std::make_shared<nn::Linear>(kDim, kDim));
-    mlp_ = register_module("mlp", std::make_shared<Block>());
-  }
-  Value forward(Args& args) override {
-    const Tensor& x = args.tensor(0, "Layer");
-    const Tensor attn = ops::mul((*q_)(x).tensor(), (*v_)(x).tensor());
-    return (*mlp_)(ops::add(x, (*o_)(attn).tensor()));
-  }
-
- private:
-  std::shared_ptr<Module> q_, v_, o_, mlp_;
-};
-
-class Tree : public Module {
- public:
-  Tree() : Module("Tree") {
-    embed_ = register_module("embed", std::make_shared<nn::Embedding>(32, kDim));
-    layers_ = register_module("layers", std::make_shared<nn::ModuleList>());
-    for (int i = 0; i < 2; ++i) layers_->push_back(std::make_shared<Layer>());
-    norm_ = register_module("norm", std::make_shared<nn::LayerNorm>(kDim));
-    head_ = register_module("head", std::make_shared<TiedHead>(embed_->parameter_slot("weight")));
-  }
-  Value forward(Args& args) override {
-    Value x = (*embed_)(args.positional.at(0));
-    for (const auto& [name, layer] : layers_->direct_children()) x = (*layer)(x);
-    return (*head_)((*norm_)(x));
-  }
-
- private:
-  std::shared_ptr<Module> embed_, norm_, head_;
-  std::shared_ptr<nn::ModuleList> layers_;
-};
-
-void randomize(Module& model, std::uint64_t seed) {
-  for (const nn::TensorRef& ref : model.tensor_refs(true, true, true)) {
-    const Tensor& t = ref.tensor();
-    if (is_floating_point(t.dtype())) {
-      ref.slot->set(strata::testing::random_tensor(t.shape(), t.dtype(), seed++));
-    }
-  }
-}
-
-void expect_bit_identical(const Tensor& expected, const Tensor& actual) {
-  ASSERT_EQ(expected.shape(), actual.shape());
-  ASSERT_EQ(expected.dtype(), actual.dtype());
-  const Tensor e = expected.to(Device::cpu()).contiguous();
-  const Tensor a = actual.to(Device::cpu()).contiguous();
-  EXPECT_EQ(std::memcmp(e.data_ptr(), a.data_ptr(), e.nbytes()), 0)
-      << "outputs differ: expected " << e.describe() << ", got " << a.describe();
-}
-
-class DispatchTest : public ::testing::TestWithParam<Device> {
+class DispatchTest : public testing::ExecutionDeviceTest {
  protected:
   void SetUp() override {
-    exec_ = GetParam();
-    if (exec_.is_cuda() && find_backend(DeviceType::CUDA) == nullptr) {
-      GTEST_SKIP() << "no CUDA backend";
-    }
+    ExecutionDeviceTest::SetUp();
     dir_ = std::filesystem::temp_directory_path() /
            ("strata_dispatch_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -148,22 +41,13 @@ class DispatchTest : public ::testing::TestWithParam<Device> {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  // The stack's input and its output without any hook, on the execution device.
-  template <class M>
-  std::pair<Tensor, Tensor> reference(M& model, const Tensor& input) {
-    model.to(exec_);
-    Tensor out = model(input.to(exec_)).tensor();
-    model.to(Device::cpu());
-    return {input, out.to(Device::cpu())};
+  // The input and the model's output for it without any hook, on the execution device.
+  std::pair<Tensor, Tensor> reference(Module& model, const Tensor& input) {
+    return {input, testing::unhooked_output(model, input, exec_)};
   }
-  std::string gpu_or_cpu() const { return exec_.is_cuda() ? "0" : "cpu"; }
 
-  Device exec_ = Device::cpu();
   std::filesystem::path dir_;
 };
-
-Tensor stack_input() { return strata::testing::random_tensor({3, kDim}, DType::Float32, 99); }
-Tensor tree_input() { return Tensor::from_vector<std::int64_t>({1, 5, 31, 0, 7}, {5}); }
 
 TEST_P(DispatchTest, CpuOffloadMatchesUnoffloaded) {
   Stack model(4);

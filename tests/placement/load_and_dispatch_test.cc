@@ -7,109 +7,43 @@
 
 #include <gtest/gtest.h>
 
-#include <cstring>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "io/io_testing.h"
+#include "placement/placement_models.h"
 #include "strata/core/backend.h"
 #include "strata/core/error.h"
-#include "strata/io/safetensors.h"
 #include "strata/nn/init.h"
-#include "strata/nn/layers.h"
-#include "strata/ops.h"
-#include "support/op_testing.h"
 
 namespace strata::placement {
 namespace {
 
 namespace fs = std::filesystem;
-using nn::Args;
 using nn::Module;
-using nn::Value;
 using strata::testing::TempDir;
+using testing::expect_bit_identical;
+using testing::kDim;
 
-constexpr std::int64_t kDim = 16;
 constexpr int kBlocks = 4;
 
-// Residual MLP block with a persistent buffer: x + scale * fc2(gelu(fc1(norm(x)))).
-class Block : public Module {
+// Residual MLP blocks with a persistent buffer each: x + scale * fc2(gelu(fc1(norm(x)))).
+class Stack : public testing::Stack {
  public:
-  Block() : Module("Block") {
-    norm_ = register_module("norm", std::make_shared<nn::LayerNorm>(kDim));
-    fc1_ = register_module("fc1", std::make_shared<nn::Linear>(kDim, 2 * kDim));
-    fc2_ = register_module("fc2", std::make_shared<nn::Linear>(2 * kDim, kDim));
-    create_buffer("scale", {kDim}, DType::Float32, 1.0);
-  }
-  Value forward(Args& args) override {
-    const Tensor& x = args.tensor(0, "Block");
-    const Tensor h = (*fc1_)((*norm_)(x)).tensor();
-    return ops::add(x, ops::mul((*fc2_)(ops::gelu(h)).tensor(), buffer("scale")));
-  }
-
- private:
-  std::shared_ptr<Module> norm_, fc1_, fc2_;
-};
-
-class Stack : public Module {
- public:
-  Stack() : Module("Stack") {
-    blocks_ = register_module("blocks", std::make_shared<nn::ModuleList>());
-    for (int i = 0; i < kBlocks; ++i) blocks_->push_back(std::make_shared<Block>());
-  }
-  Value forward(Args& args) override {
-    Value x = args.positional.at(0);
-    for (const auto& [name, block] : blocks_->direct_children()) x = (*block)(x);
-    return x;
-  }
-
- private:
-  std::shared_ptr<nn::ModuleList> blocks_;
+  Stack() : testing::Stack(kBlocks, kDim, /*scaled=*/true) {}
 };
 
 // Random weights, saved as three shards (blocks 0-1, 2, 3) with a model.safetensors.index.json.
 fs::path write_checkpoint(const fs::path& dir, Stack& model) {
-  std::uint64_t seed = 1;
-  for (const nn::TensorRef& ref : model.tensor_refs(true, true, true)) {
-    ref.slot->set(strata::testing::random_tensor(ref.tensor().shape(), DType::Float32, seed++));
-  }
-  const std::vector<std::vector<std::string>> shards = {{"blocks.0", "blocks.1"}, {"blocks.2"},
-                                                        {"blocks.3"}};
-  nlohmann::json weight_map = nlohmann::json::object();
-  for (std::size_t s = 0; s < shards.size(); ++s) {
-    const std::string file = fmt::format("model-{:05}-of-{:05}.safetensors", s + 1, shards.size());
-    std::vector<std::pair<std::string, Tensor>> part;
-    for (const auto& [name, t] : model.state_dict()) {
-      for (const std::string& prefix : shards[s]) {
-        if (name.rfind(prefix + ".", 0) == 0) {
-          part.emplace_back(name, t);
-          weight_map[name] = file;
-        }
-      }
-    }
-    io::save_safetensors(dir / file, part);
-  }
-  const nlohmann::json index = {{"metadata", nlohmann::json::object()},
-                                {"weight_map", weight_map}};
-  strata::testing::write_text(dir / "model.safetensors.index.json", index.dump(2));
-  return dir / "model.safetensors.index.json";
+  return testing::write_checkpoint(dir, model,
+                                   {{"blocks.0", "blocks.1"}, {"blocks.2"}, {"blocks.3"}});
 }
 
 std::shared_ptr<Stack> empty_stack() {
   auto guard = nn::init_empty_weights();
   return std::make_shared<Stack>();
-}
-
-void expect_bit_identical(const Tensor& expected, const Tensor& actual) {
-  ASSERT_EQ(expected.shape(), actual.shape());
-  ASSERT_EQ(expected.dtype(), actual.dtype());
-  const Tensor e = expected.to(Device::cpu()).contiguous();
-  const Tensor a = actual.to(Device::cpu()).contiguous();
-  EXPECT_EQ(std::memcmp(e.data_ptr(), a.data_ptr(), e.nbytes()), 0)
-      << "outputs differ: expected " << e.describe() << ", got " << a.describe();
 }
 
 bool names(const DeviceMap& map, bool (MapDevice::*is)() const) {
