@@ -64,15 +64,18 @@ OffloadFolderWriter::OffloadFolderWriter(fs::path folder) : folder_(std::move(fo
   if (fs::exists(index_path(folder_), ec)) existing_ = read_index(folder_);
 }
 
-void OffloadFolderWriter::forget_stale_entry(const std::string& name, const OffloadEntry& entry) {
-  // The index still describes the old <name>.dat: drop that entry (durably) before the file is
-  // replaced, so a crash in between never pairs the old description with new bytes.
-  const auto it = existing_.find(name);
-  if (it == existing_.end()) return;
-  const OffloadEntry& old = it->second;
-  if (!old.is_safetensors() && old.dtype == entry.dtype && old.shape == entry.shape) return;
-  existing_.erase(it);
-  write_index(folder_, existing_);
+void OffloadFolderWriter::retract_index_before_replacing(const std::string& name) {
+  // The index describes the old <name>.dat. Replacing it in place, even with the same dtype and
+  // shape, would leave a folder of old and new tensors that still loads if the writer dies
+  // half-way. So the index goes (durably) before the first file it names is replaced: until
+  // commit() the folder is incomplete, and a later run rewrites it.
+  if (index_retracted_ || !existing_.contains(name)) return;
+  std::error_code ec;
+  fs::remove(index_path(folder_), ec);
+  STRATA_CHECK(!ec, IoError, "cannot remove '{}' before replacing '{}' in it: {}",
+               index_path(folder_).string(), printable(name), ec.message());
+  sync_filesystem_of(folder_);
+  index_retracted_ = true;
 }
 
 void OffloadFolderWriter::write(std::string_view name, const Tensor& tensor,
@@ -95,7 +98,7 @@ void OffloadFolderWriter::write(std::string_view name, const Tensor& tensor,
   OffloadEntry entry;
   entry.dtype = target;
   entry.shape = tensor.shape();
-  forget_stale_entry(std::string(name), entry);
+  retract_index_before_replacing(std::string(name));
 
   const Tensor host = tensor.to(Device::cpu()).contiguous();
   AtomicFileWriter out(dat_path(folder_, name));

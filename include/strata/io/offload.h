@@ -11,9 +11,10 @@
 // Entries may instead point into a safetensors file, as transformers writes them:
 //   {"safetensors_file": path, "weight_name": name (optional), "dtype": torch name (optional)}.
 //
-// Trust: index.json is written last and atomically, after every .dat is on disk. A folder
-// without index.json is refused, and so is an index naming a .dat file that is missing or has
-// the wrong size.
+// Trust: index.json is written last and atomically, after every .dat is on disk, and a writer
+// removes it before replacing a file it names: a folder with an index holds exactly what the
+// last committed writer wrote. A folder without index.json is refused (callers rewrite it), and
+// so is an index naming a .dat file that is missing or has the wrong size.
 
 #include <cstdint>
 #include <filesystem>
@@ -62,12 +63,13 @@ std::string serialize_offload_index(const OffloadIndex& index);
 
 // Writes tensors into an offload folder. The folder is created when absent; an existing
 // index.json is merged with the new entries on commit(), as the reference's
-// save_offload_index does. Nothing written becomes visible to readers until commit().
+// save_offload_index does. Nothing written becomes visible to readers until commit(); the
+// first write replacing a named file removes index.json until then.
 // Not thread-safe: one writer per folder.
 class OffloadFolderWriter {
  public:
   explicit OffloadFolderWriter(std::filesystem::path folder);
-  // Without commit(), the index is left as it was (new .dat files are not trusted).
+  // Without commit(), the index is left as it was, or absent once a named file was replaced.
   ~OffloadFolderWriter() = default;
   OffloadFolderWriter(const OffloadFolderWriter&) = delete;
   OffloadFolderWriter& operator=(const OffloadFolderWriter&) = delete;
@@ -83,11 +85,12 @@ class OffloadFolderWriter {
   const OffloadIndex& pending() const { return pending_; }
 
  private:
-  void forget_stale_entry(const std::string& name, const OffloadEntry& entry);
+  void retract_index_before_replacing(const std::string& name);
 
   std::filesystem::path folder_;
   OffloadIndex existing_;  // what index.json held when the writer was made
   OffloadIndex pending_;   // written since, not yet in index.json
+  bool index_retracted_ = false;  // index.json removed before a named file was replaced
 };
 
 // offload_state_dict(folder, state_dict): every tensor written, then the index.
