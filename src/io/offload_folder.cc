@@ -112,6 +112,14 @@ void OffloadFolderWriter::write(std::string_view name, const Tensor& tensor,
   pending_.insert_or_assign(std::string(name), std::move(entry));
 }
 
+void OffloadFolderWriter::add_reference(std::string name, OffloadEntry entry) {
+  STRATA_CHECK_ARG(entry.is_safetensors(),
+                   "offload folder '{}': the entry for {} names no safetensors file; write() "
+                   "stores tensors, add_reference() only points into checkpoint files",
+                   folder_.string(), printable(name));
+  pending_.insert_or_assign(std::move(name), std::move(entry));
+}
+
 void OffloadFolderWriter::commit() {
   std::error_code ec;
   if (pending_.empty() && fs::exists(index_path(folder_), ec)) return;

@@ -17,7 +17,6 @@
 #include "strata/core/backend.h"
 #include "strata/core/error.h"
 #include "strata/core/logging.h"
-#include "strata/io/atomic_file.h"
 #include "strata/io/checkpoint.h"
 #include "strata/placement/device_map_checks.h"
 #include "strata/placement/weights_map_adapter.h"
@@ -228,24 +227,6 @@ io::OffloadEntry view_entry(const PlannedTensor& t) {
   return entry;
 }
 
-// index.json written last: the folder's data synced, then the merged index renamed into place.
-void commit_offload_index(const fs::path& folder, const io::OffloadIndex& entries) {
-  io::sync_filesystem_of(folder);
-  io::OffloadIndex merged;
-  const fs::path index_file = folder / io::kOffloadIndexName;
-  std::error_code ec;
-  if (fs::exists(index_file, ec)) {
-    const auto bytes = io::MappedFile::open(index_file);
-    const auto text = bytes->bytes();
-    merged = io::parse_offload_index(
-        std::string_view(reinterpret_cast<const char*>(text.data()), text.size()),
-        index_file.string());
-  }
-  for (const auto& [name, entry] : entries) merged.insert_or_assign(name, entry);
-  const std::string text = io::serialize_offload_index(merged);
-  io::write_file_atomically(index_file, text.data(), text.size());
-}
-
 }  // namespace
 
 bool matches_module_components(std::string_view name, std::string_view key) {
@@ -307,6 +288,7 @@ LoadCheckpointResult load_checkpoint_in_model(nn::Module& model, const fs::path&
         break;
       case Tier::DiskView:
         result.offload_index.insert_or_assign(t.name, view_entry(t));
+        if (writer) writer->add_reference(t.name, view_entry(t));
         t.slot->set(Tensor::empty(t.entry->shape, t.target, Device::meta()));
         break;
       case Tier::DiskCopy:
@@ -318,7 +300,7 @@ LoadCheckpointResult load_checkpoint_in_model(nn::Module& model, const fs::path&
     tracker.tensor_done(t.name, t.destination, t.nbytes());
   }
   if (writer) {
-    commit_offload_index(writer->folder(), result.offload_index);
+    writer->commit();  // the data synced, then the merged index.json written last
     result.disk_weights = offload_folder_weights_map(writer->folder());
   } else if (!result.offload_index.empty()) {
     result.disk_weights = as_weights_map(reader);

@@ -181,6 +181,27 @@ TEST(OffloadFolder, ReplacingANamedFileRetractsTheIndexUntilCommit) {
   EXPECT_EQ(reader.get("b").to_doubles(), std::vector<double>{5.0});
 }
 
+// The checkpoint loader records its zero-copy disk views through the writer, so they land in
+// the same index, written last; a reference must name a safetensors file.
+TEST(OffloadFolder, ReferencesIntoSafetensorsFilesAreCommittedWithTheData) {
+  TempDir dir;
+  save_safetensors(dir / "ck.safetensors", {{"v", Tensor::from_doubles({3, 4}, {2}, DType::Float32)}});
+  OffloadFolderWriter writer(dir / "offload");
+  writer.write("w", Tensor::ones({2}));
+  OffloadEntry view;
+  view.dtype = DType::Float32;
+  view.shape = {2};
+  view.safetensors_file = (dir / "ck.safetensors").string();
+  view.weight_name = "v";
+  writer.add_reference("v", view);
+  EXPECT_THROW(writer.add_reference("x", OffloadEntry{}), InvalidArgument);
+  EXPECT_FALSE(std::filesystem::exists(dir / "offload" / "index.json"));
+  writer.commit();
+  const OffloadFolderReader reader(dir / "offload");
+  EXPECT_EQ(reader.keys(), (std::vector<std::string>{"v", "w"}));
+  EXPECT_EQ(reader.get("v").to_doubles(), (std::vector<double>{3, 4}));
+}
+
 TEST(OffloadFolder, EntriesPointingIntoSafetensorsFiles) {
   TempDir dir;
   save_safetensors(dir / "ck.safetensors",

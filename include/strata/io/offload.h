@@ -78,6 +78,8 @@ class OffloadFolderWriter {
   // converting once while writing. Integer and bool tensors are never converted to another
   // dtype class silently: a cast between them and floats is refused (InvalidArgument).
   void write(std::string_view name, const Tensor& tensor, std::optional<DType> dtype = {});
+  // Records an entry pointing into a safetensors file (nothing is written until commit()).
+  void add_reference(std::string name, OffloadEntry entry);
   // Flushes the data to disk, then writes the merged index.json atomically.
   void commit();
 
