@@ -168,7 +168,7 @@ TEST(OffloadFolder, ReplacingANamedFileRetractsTheIndexUntilCommit) {
     writer.write("c", Tensor::ones({2}));  // a new name: the index still stands
     EXPECT_EQ(OffloadFolderReader(dir.path()).keys(), (std::vector<std::string>{"a", "b"}));
     writer.write("b", Tensor::full({1}, 5.0, DType::Float32));  // same layout, new bytes
-  }  // never committed
+  }                                                             // never committed
   EXPECT_TRUE(throws_naming<CheckpointError>([&] { OffloadFolderReader r(dir.path()); },
                                              {dir.path().string()}));
   OffloadFolderWriter writer(dir.path());  // the next run writes again and commits
@@ -185,7 +185,8 @@ TEST(OffloadFolder, ReplacingANamedFileRetractsTheIndexUntilCommit) {
 // the same index, written last; a reference must name a safetensors file.
 TEST(OffloadFolder, ReferencesIntoSafetensorsFilesAreCommittedWithTheData) {
   TempDir dir;
-  save_safetensors(dir / "ck.safetensors", {{"v", Tensor::from_doubles({3, 4}, {2}, DType::Float32)}});
+  save_safetensors(dir / "ck.safetensors",
+                   {{"v", Tensor::from_doubles({3, 4}, {2}, DType::Float32)}});
   OffloadFolderWriter writer(dir / "offload");
   writer.write("w", Tensor::ones({2}));
   OffloadEntry view;
