@@ -152,26 +152,27 @@ void CachingAllocator::deallocate(void* ptr, std::size_t) noexcept {
   live_.erase(it);
   block->allocated = false;
   stats_.allocated -= block->size;
-  for (cudaStream_t use : block->uses) {
+  for (const StreamUse& use : block->uses) {
     cudaEvent_t event = nullptr;
     try {
-      event = take_event();
+      event = take_event(use.device);
+      DeviceGuard guard(use.device);
+      if (cudaEventRecord(event, use.stream) != cudaSuccess) {
+        cudaGetLastError();
+        spare_events_[use.device].push_back(event);
+        continue;
+      }
     } catch (const Error&) {
       continue;
     }
-    if (cudaEventRecord(event, use) != cudaSuccess) {
-      cudaGetLastError();
-      spare_events_.push_back(event);
-      continue;
-    }
     ++block->pending_events;
-    pending_.emplace_back(event, block);
+    pending_.push_back({event, use.device, block});
   }
   block->uses.clear();
   if (block->pending_events == 0) free_block(block);
 }
 
-void CachingAllocator::record_stream(const void* ptr, cudaStream_t stream) {
+void CachingAllocator::record_stream(const void* ptr, cudaStream_t stream, int stream_device) {
   std::lock_guard lock(mutex_);
   auto* p = static_cast<char*>(const_cast<void*>(ptr));
   auto it = live_.upper_bound(p);
@@ -180,16 +181,15 @@ void CachingAllocator::record_stream(const void* ptr, cudaStream_t stream) {
   STRATA_ASSERT(p < block->ptr + block->size, "record_stream: {} is not memory of cuda:{}", ptr,
                 device_);
   if (stream == block->stream) return;
-  if (std::find(block->uses.begin(), block->uses.end(), stream) == block->uses.end()) {
-    block->uses.push_back(stream);
-  }
+  const bool known = std::any_of(block->uses.begin(), block->uses.end(),
+                                 [&](const StreamUse& use) { return use.stream == stream; });
+  if (!known) block->uses.push_back({stream, stream_device});
 }
 
 void CachingAllocator::forget_stream(cudaStream_t stream) {
   std::lock_guard lock(mutex_);
   for (auto& [ptr, block] : live_) {
-    block->uses.erase(std::remove(block->uses.begin(), block->uses.end(), stream),
-                      block->uses.end());
+    std::erase_if(block->uses, [&](const StreamUse& use) { return use.stream == stream; });
   }
 }
 
@@ -218,7 +218,7 @@ void CachingAllocator::merge_into(Block* block, Block* neighbour) {
 
 void CachingAllocator::process_events(bool wait) {
   while (!pending_.empty()) {
-    auto [event, block] = pending_.front();
+    const auto [event, device, block] = pending_.front();
     const cudaError_t status = wait ? cudaEventSynchronize(event) : cudaEventQuery(event);
     if (status == cudaErrorNotReady) {
       cudaGetLastError();
@@ -226,7 +226,7 @@ void CachingAllocator::process_events(bool wait) {
     }
     if (status != cudaSuccess) cudaGetLastError();  // a failed stream cannot use the block later
     pending_.pop_front();
-    spare_events_.push_back(event);
+    spare_events_[device].push_back(event);
     if (--block->pending_events == 0) free_block(block);
   }
 }
@@ -247,15 +247,16 @@ void CachingAllocator::release_cached_segments() {
   }
 }
 
-cudaEvent_t CachingAllocator::take_event() {
-  if (!spare_events_.empty()) {
-    cudaEvent_t event = spare_events_.back();
-    spare_events_.pop_back();
+cudaEvent_t CachingAllocator::take_event(int device) {
+  std::vector<cudaEvent_t>& spare = spare_events_[device];
+  if (!spare.empty()) {
+    cudaEvent_t event = spare.back();
+    spare.pop_back();
     return event;
   }
-  DeviceGuard guard(device_);
+  DeviceGuard guard(device);
   cudaEvent_t event = nullptr;
-  STRATA_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), device_);
+  STRATA_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), device);
   return event;
 }
 

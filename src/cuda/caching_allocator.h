@@ -34,16 +34,23 @@ class CachingAllocator final : public Allocator {
   void deallocate(void* ptr, std::size_t nbytes) noexcept override;
   Device device() const override { return Device::cuda(device_); }
 
-  // `ptr` (anywhere inside a live block) is also used on `stream`.
-  void record_stream(const void* ptr, cudaStream_t stream);
+  // `ptr` (anywhere inside a live block) is also used on `stream`, a stream of GPU
+  // `stream_device` (another GPU's for a peer copy: its reuse then waits on an event made on
+  // that GPU, since an event can only be recorded on a stream of its own device).
+  void record_stream(const void* ptr, cudaStream_t stream, int stream_device);
   // `stream` is being destroyed after its work finished: drop it from the blocks' users (its
-  // handle may be reused by a new stream).
+  // handle may be reused by a new stream). Streams of every GPU may use any allocator's blocks,
+  // so a stream tells every allocator.
   void forget_stream(cudaStream_t stream);
   MemoryStats stats() const;
   void reset_peak_stats();
   void empty_cache();
 
  private:
+  struct StreamUse {
+    cudaStream_t stream = nullptr;
+    int device = 0;
+  };
   struct Block {
     cudaStream_t stream = nullptr;
     std::size_t size = 0;
@@ -53,7 +60,13 @@ class CachingAllocator final : public Allocator {
     int pending_events = 0;
     Block* prev = nullptr;  // neighbours inside one cudaMalloc segment
     Block* next = nullptr;
-    std::vector<cudaStream_t> uses;  // other streams that touched the block
+    std::vector<StreamUse> uses;  // other streams that touched the block
+  };
+  // A freed block waits for the streams that used it: one event per stream.
+  struct PendingFree {
+    cudaEvent_t event = nullptr;
+    int device = 0;  // the event's
+    Block* block = nullptr;
   };
   struct BySize {
     bool operator()(const Block* a, const Block* b) const;
@@ -67,7 +80,7 @@ class CachingAllocator final : public Allocator {
   void merge_into(Block* block, Block* neighbour);
   void process_events(bool wait);
   void release_cached_segments();
-  cudaEvent_t take_event();
+  cudaEvent_t take_event(int device);
   [[noreturn]] void throw_out_of_memory(std::size_t asked, cudaError_t status);
 
   const int device_;
@@ -75,8 +88,8 @@ class CachingAllocator final : public Allocator {
   Pool small_pool_;
   Pool large_pool_;
   std::map<char*, Block*> live_;  // by address, so interior pointers find their block
-  std::deque<std::pair<cudaEvent_t, Block*>> pending_;
-  std::vector<cudaEvent_t> spare_events_;
+  std::deque<PendingFree> pending_;
+  std::map<int, std::vector<cudaEvent_t>> spare_events_;  // by the events' device
   MemoryStats stats_;
 };
 

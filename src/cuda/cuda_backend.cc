@@ -114,7 +114,8 @@ void record_stream(const Tensor& tensor, const Stream& stream) {
                    "cuda::record_stream: {} is not a GPU tensor", tensor.describe());
   if (!tensor.storage().owns_memory() || tensor.numel() == 0) return;
   detail::device_allocator(tensor.device().index())
-      .record_stream(tensor.data_ptr(), static_cast<cudaStream_t>(stream.native_handle()));
+      .record_stream(tensor.data_ptr(), static_cast<cudaStream_t>(stream.native_handle()),
+                     stream.device());
 }
 
 void register_cuda_backend_if_present() {

@@ -47,7 +47,9 @@ void Stream::release() noexcept {
     // Tensors recorded on this stream may outlive it: once its work is done (a wait on this
     // stream only), the allocator no longer needs to order their reuse after it.
     if (cudaStreamSynchronize(as_stream(handle_)) != cudaSuccess) cudaGetLastError();
-    detail::device_allocator(device_).forget_stream(as_stream(handle_));
+    for (int d = 0; d < device_count(); ++d) {  // a peer copy may have recorded it anywhere
+      detail::device_allocator(d).forget_stream(as_stream(handle_));
+    }
     if (cudaStreamDestroy(as_stream(handle_)) != cudaSuccess) cudaGetLastError();
   }
   handle_ = nullptr;
