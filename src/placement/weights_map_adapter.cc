@@ -6,6 +6,7 @@
 
 #include "strata/core/error.h"
 #include "strata/io/offload.h"
+#include "strata/placement/offload.h"
 
 namespace strata::placement {
 
@@ -69,44 +70,13 @@ class AliasedWeightsMap final : public nn::WeightsMap {
   std::map<std::string, std::string, std::less<>> aliases_;
 };
 
-// `front` first, then `back` (null: none).
-class OverlayWeightsMap final : public nn::WeightsMap {
- public:
-  OverlayWeightsMap(std::shared_ptr<const nn::WeightsMap> front,
-                    std::shared_ptr<const nn::WeightsMap> back)
-      : front_(std::move(front)), back_(std::move(back)) {}
-
-  std::optional<Tensor> find(std::string_view name) const override {
-    if (auto found = front_->find(name)) return found;
-    return back_ ? back_->find(name) : std::nullopt;
-  }
-  bool contains(std::string_view name) const override {
-    return front_->contains(name) || (back_ && back_->contains(name));
-  }
-  std::vector<std::string> keys() const override {
-    std::vector<std::string> out = front_->keys();
-    if (!back_) return out;
-    for (std::string& name : back_->keys()) {
-      if (!front_->contains(name)) out.push_back(std::move(name));
-    }
-    return out;
-  }
-  std::string describe() const override {
-    return back_ ? fmt::format("{} over {}", front_->describe(), back_->describe())
-                 : front_->describe();
-  }
-
- private:
-  std::shared_ptr<const nn::WeightsMap> front_;
-  std::shared_ptr<const nn::WeightsMap> back_;
-};
-
 }  // namespace
 
 std::shared_ptr<const nn::WeightsMap> with_resident(std::shared_ptr<const nn::WeightsMap> base,
                                                     nn::NamedTensors resident) {
-  return std::make_shared<OverlayWeightsMap>(
-      std::make_shared<nn::InMemoryWeightsMap>(std::move(resident)), std::move(base));
+  auto in_memory = std::make_shared<nn::InMemoryWeightsMap>(std::move(resident));
+  if (!base) return in_memory;
+  return std::make_shared<LayeredWeightsMap>(std::move(in_memory), std::move(base));
 }
 
 std::shared_ptr<const nn::WeightsMap> with_aliases(
