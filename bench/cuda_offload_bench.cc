@@ -130,9 +130,10 @@ int main(int argc, char** argv) {
   fmt::print("{} x bf16 Linear({}, {}): {:.2f} GB of weights; pinned H2D {:.2f} GB/s\n", s.blocks,
              s.dim, s.dim, weight_bytes / 1e9, limit);
   if (s.json) {
-    fmt::print("RESULT {{\"key\": \"setup\", \"blocks\": {}, \"dim\": {}, \"weight_bytes\": {:.0f}, "
-               "\"resident_blocks\": {}, \"pinned_h2d_gbps\": {:.3f}}}\n",
-               s.blocks, s.dim, weight_bytes, resident, limit);
+    fmt::print(
+        "RESULT {{\"key\": \"setup\", \"blocks\": {}, \"dim\": {}, \"weight_bytes\": {:.0f}, "
+        "\"resident_blocks\": {}, \"pinned_h2d_gbps\": {:.3f}}}\n",
+        s.blocks, s.dim, weight_bytes, resident, limit);
   }
   const Reporter report(limit, s.json);
 

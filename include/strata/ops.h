@@ -18,7 +18,8 @@ namespace strata::ops {
 // ---- linear algebra --------------------------------------------------------------------
 // y = x @ weight^T + bias, with weight stored as PyTorch's Linear stores it: [out, in].
 // x: [..., in]; bias: [out] or none. Result [..., out].
-Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias = std::nullopt);
+Tensor linear(const Tensor& x, const Tensor& weight,
+              const std::optional<Tensor>& bias = std::nullopt);
 // Batched matrix product a: [..., m, k] @ b: [..., k, n]; batch dimensions broadcast.
 // 1-D operands follow numpy (a vector is [1, k] or [k, 1], the added dimension dropped).
 Tensor matmul(const Tensor& a, const Tensor& b);

@@ -13,7 +13,8 @@ class CpuAllocator final : public Allocator {
   void* allocate(std::size_t nbytes) override {
     if (nbytes == 0) return nullptr;
     // aligned_alloc needs a size that is a multiple of the alignment.
-    const std::size_t rounded = (nbytes + kStorageAlignment - 1) / kStorageAlignment * kStorageAlignment;
+    const std::size_t rounded =
+        (nbytes + kStorageAlignment - 1) / kStorageAlignment * kStorageAlignment;
     void* p = std::aligned_alloc(kStorageAlignment, rounded);
     STRATA_CHECK(p != nullptr, OutOfMemory,
                  "out of host memory: could not allocate {} bytes on cpu; free memory, lower the "

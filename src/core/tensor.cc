@@ -71,7 +71,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device, MemoryKind 
     STRATA_CHECK_ARG(d >= 0, "Tensor::empty: invalid shape {}: sizes must be non-negative",
                      shape_str(shape));
   }
-  if (device.is_meta()) return Tensor(Storage(), device, dtype, shape, contiguous_strides(shape), 0);
+  if (device.is_meta())
+    return Tensor(Storage(), device, dtype, shape, contiguous_strides(shape), 0);
   const std::size_t nbytes = static_cast<std::size_t>(shape_numel(shape)) * dtype_size(dtype);
   Storage storage;
   if (device.is_cpu()) {

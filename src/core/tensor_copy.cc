@@ -165,7 +165,8 @@ Tensor Tensor::contiguous() const {
 
 Tensor Tensor::clone() const {
   check_defined("clone");
-  Tensor out = empty(shape_, dtype_, device_, is_pinned() ? MemoryKind::Pinned : MemoryKind::Pageable);
+  Tensor out =
+      empty(shape_, dtype_, device_, is_pinned() ? MemoryKind::Pinned : MemoryKind::Pageable);
   out.copy_(*this);
   return out;
 }

@@ -38,7 +38,8 @@ __global__ void embedding_kernel(Strided ids, std::int64_t n, const char* table,
                                  unsigned long long* bad) {
   // One block per id; rows are copied as bytes (any dtype), 16 bytes at a time when aligned.
   for (std::int64_t r = blockIdx.x; r < n; r += gridDim.x) {
-    const auto id = static_cast<std::int64_t>(static_cast<const I*>(ids.data)[strided_offset(ids, r)]);
+    const auto id =
+        static_cast<std::int64_t>(static_cast<const I*>(ids.data)[strided_offset(ids, r)]);
     if (id < 0 || id >= vocab) {
       if (threadIdx.x == 0) atomicMin(bad, static_cast<unsigned long long>(r));
       continue;
@@ -93,11 +94,26 @@ cudaError_t embedding(const Strided& ids, std::int64_t n, const void* table, std
   const auto* t = static_cast<const char*>(table);
   auto* o = static_cast<char*>(out);
   switch (ids.type) {
-    case Type::UInt8: embedding_kernel<std::uint8_t><<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad); break;
-    case Type::Int8: embedding_kernel<std::int8_t><<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad); break;
-    case Type::Int16: embedding_kernel<std::int16_t><<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad); break;
-    case Type::Int32: embedding_kernel<std::int32_t><<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad); break;
-    case Type::Int64: embedding_kernel<std::int64_t><<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad); break;
+    case Type::UInt8:
+      embedding_kernel<std::uint8_t>
+          <<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad);
+      break;
+    case Type::Int8:
+      embedding_kernel<std::int8_t>
+          <<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad);
+      break;
+    case Type::Int16:
+      embedding_kernel<std::int16_t>
+          <<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad);
+      break;
+    case Type::Int32:
+      embedding_kernel<std::int32_t>
+          <<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad);
+      break;
+    case Type::Int64:
+      embedding_kernel<std::int64_t>
+          <<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad);
+      break;
     default: return cudaErrorInvalidValue;
   }
   return launched();

@@ -27,7 +27,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     matvec_kernel(const T* weight, const T* x, const T* bias, T* out, std::int64_t n_out,
                   std::int64_t k) {
   const int lane = threadIdx.x & 31;
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  const std::int64_t row =
+      static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (row >= n_out) return;
   const auto* w = reinterpret_cast<const uint4*>(weight + row * k);
   const auto* xv = reinterpret_cast<const uint4*>(x);

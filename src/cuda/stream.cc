@@ -30,7 +30,9 @@ Stream::Stream(int device) : device_(resolve(device)) {
 Stream::~Stream() { release(); }
 
 Stream::Stream(Stream&& other) noexcept
-    : device_(other.device_), handle_(std::exchange(other.handle_, nullptr)), owned_(other.owned_) {}
+    : device_(other.device_),
+      handle_(std::exchange(other.handle_, nullptr)),
+      owned_(other.owned_) {}
 
 Stream& Stream::operator=(Stream&& other) noexcept {
   if (this != &other) {

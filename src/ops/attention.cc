@@ -68,8 +68,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 
   Tensor out = Tensor::empty({batch, q_heads, q_len, v.size(3)}, q.dtype(), q.device());
   if (detail::has_kernels(q.device())) {
-    STRATA_OP_KERNEL(q.device(), scaled_dot_product_attention)(q, k, v, mask.defined() ? &mask : nullptr, options.causal,
-                                      static_cast<float>(scale), out);
+    STRATA_OP_KERNEL(q.device(), scaled_dot_product_attention)
+    (q, k, v, mask.defined() ? &mask : nullptr, options.causal, static_cast<float>(scale), out);
     return out;
   }
   detail::unsupported(kOp, q.device(), q.dtype());

@@ -41,8 +41,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>
   for (std::int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
   std::optional<Tensor> bias_c;
   if (bias) bias_c = bias->contiguous();
-  STRATA_OP_KERNEL(x.device(), linear)(x.contiguous().view({rows, in_features}), weight.contiguous(), bias_c,
-              out.view({rows, out_features}));
+  STRATA_OP_KERNEL(x.device(), linear)
+  (x.contiguous().view({rows, in_features}), weight.contiguous(), bias_c,
+   out.view({rows, out_features}));
   return out;
 }
 

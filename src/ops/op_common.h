@@ -19,9 +19,11 @@ void check_materialized(const char* op, const char* name, const Tensor& t);
 // `t` has a float32/bfloat16/float16 dtype, else NotSupported naming op, device and dtype.
 void check_float_dtype(const char* op, const char* name, const Tensor& t);
 // Every tensor has the dtype of the first one.
-void check_same_dtype(const char* op, std::initializer_list<std::pair<const char*, const Tensor*>> tensors);
+void check_same_dtype(const char* op,
+                      std::initializer_list<std::pair<const char*, const Tensor*>> tensors);
 // Every tensor lives on the device of the first one.
-void check_same_device(const char* op, std::initializer_list<std::pair<const char*, const Tensor*>> tensors);
+void check_same_device(const char* op,
+                       std::initializer_list<std::pair<const char*, const Tensor*>> tensors);
 // `t` has `rank` dimensions.
 void check_rank(const char* op, const char* name, const Tensor& t, std::int64_t rank);
 // Throws NotSupported: `op` has no kernel for this device and dtype.

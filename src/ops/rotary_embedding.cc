@@ -57,7 +57,8 @@ Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin) {
   if (!detail::has_kernels(x.device())) detail::unsupported(kOp, x.device(), x.dtype());
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   // The kernel takes any strides but the last (transformers' q/k are transposed views).
-  STRATA_OP_KERNEL(x.device(), rotary_embedding)(x.stride(3) == 1 ? x : x.contiguous(), cos_b, sin_b, out);
+  STRATA_OP_KERNEL(x.device(), rotary_embedding)
+  (x.stride(3) == 1 ? x : x.contiguous(), cos_b, sin_b, out);
   return out;
 }
 

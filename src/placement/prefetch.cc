@@ -108,11 +108,11 @@ void PrefetchScheduler::issue(Unit& unit) {
     }
     const Tensor& placeholder = t.slot->tensor();
     Tensor value = hook.stored(t);
-    STRATA_CHECK(value.shape() == placeholder.shape(), CheckpointError,
-                 "offloaded tensor '{}' of {}: the stored tensor has shape {} but the module "
-                 "expects {}; the offload folder or state dict belongs to another model: rebuild it",
-                 t.name, hook.module_class(), shape_str(value.shape()),
-                 shape_str(placeholder.shape()));
+    STRATA_CHECK(
+        value.shape() == placeholder.shape(), CheckpointError,
+        "offloaded tensor '{}' of {}: the stored tensor has shape {} but the module "
+        "expects {}; the offload folder or state dict belongs to another model: rebuild it",
+        t.name, hook.module_class(), shape_str(value.shape()), shape_str(placeholder.shape()));
     if (value.dtype() != placeholder.dtype() && is_floating_point(placeholder.dtype())) {
       ++stats_.casts;  // a folder written in another dtype; dispatch stores the model's
       value = value.to(placeholder.dtype());

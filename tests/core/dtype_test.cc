@@ -26,7 +26,8 @@ TEST(DType, IdsAreFixed) {
 
 TEST(DType, SizesMatchTheCppTypes) {
   for (DType d : kAllDTypes) {
-    const std::size_t cpp_size = visit_dtype(d, [](auto tag) { return sizeof(typename decltype(tag)::type); });
+    const std::size_t cpp_size =
+        visit_dtype(d, [](auto tag) { return sizeof(typename decltype(tag)::type); });
     EXPECT_EQ(dtype_size(d), cpp_size) << dtype_name(d);
     EXPECT_EQ(visit_dtype(d, [](auto tag) { return dtype_of<typename decltype(tag)::type>; }), d);
   }

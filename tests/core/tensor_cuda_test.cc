@@ -41,7 +41,8 @@ TEST_F(TensorCuda, StridedGpuSourceToCpu) {
 TEST_F(TensorCuda, StridedGpuDestinationFromCpu) {
   const Tensor gpu = Tensor::zeros({5, 3}, DType::Float32, Device::cuda(0));
   gpu.transpose(0, 1).copy_(iota({3, 5}));
-  EXPECT_EQ(gpu.to(Device::cpu()).to_doubles(), iota({3, 5}).transpose(0, 1).contiguous().to_doubles());
+  EXPECT_EQ(gpu.to(Device::cpu()).to_doubles(),
+            iota({3, 5}).transpose(0, 1).contiguous().to_doubles());
   const Tensor half = Tensor::zeros({4, 6}, DType::Float16, Device::cuda(0));
   half.narrow(1, 2, 3).copy_(iota({4, 3}));
   const Tensor expected = Tensor::zeros({4, 6});
@@ -50,7 +51,8 @@ TEST_F(TensorCuda, StridedGpuDestinationFromCpu) {
 }
 
 TEST_F(TensorCuda, RoundTripKeepsEveryDtype) {
-  for (DType dtype : {DType::Float32, DType::BFloat16, DType::Float16, DType::Int64, DType::UInt8}) {
+  for (DType dtype :
+       {DType::Float32, DType::BFloat16, DType::Float16, DType::Int64, DType::UInt8}) {
     const Tensor host = iota({2, 7}).to(dtype);
     const Tensor back = host.to(Device::cuda(0)).to(Device::cpu());
     EXPECT_EQ(back.dtype(), dtype);

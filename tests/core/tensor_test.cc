@@ -38,9 +38,11 @@ TEST(Tensor, FactoriesProduceContiguousCpuTensors) {
   EXPECT_EQ(z.nbytes(), 12u);
   EXPECT_TRUE(z.is_contiguous());
   EXPECT_EQ(z.to_doubles(), std::vector<double>(6, 0.0));
-  EXPECT_EQ(Tensor::ones({4}, DType::Int32).to_vector<std::int32_t>(), std::vector<std::int32_t>(4, 1));
+  EXPECT_EQ(Tensor::ones({4}, DType::Int32).to_vector<std::int32_t>(),
+            std::vector<std::int32_t>(4, 1));
   EXPECT_EQ(Tensor::full({2}, 2.5, DType::Float16).to_doubles(), (std::vector<double>{2.5, 2.5}));
-  EXPECT_EQ(Tensor::arange(5).to_vector<std::int64_t>(), (std::vector<std::int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(Tensor::arange(5).to_vector<std::int64_t>(),
+            (std::vector<std::int64_t>{0, 1, 2, 3, 4}));
   EXPECT_EQ(Tensor::from_vector<float>({1, 2, 3, 4}, {2, 2}).at<float>({1, 0}), 3.0f);
   EXPECT_FALSE(Tensor().defined());
   EXPECT_EQ(Tensor().describe(), "Tensor(undefined)");

@@ -91,7 +91,8 @@ TEST(CudaAllocator, SmallBlocksShareASegment) {
   cuda::empty_cache(0);
   const std::uint64_t mallocs = cuda::memory_stats(0).device_mallocs;
   std::vector<Tensor> small;
-  for (int i = 0; i < 16; ++i) small.push_back(Tensor::empty({1024}, DType::Float32, Device::cuda(0)));
+  for (int i = 0; i < 16; ++i)
+    small.push_back(Tensor::empty({1024}, DType::Float32, Device::cuda(0)));
   EXPECT_EQ(cuda::memory_stats(0).device_mallocs, mallocs + 1);  // one 2 MiB segment
   for (std::size_t i = 1; i < small.size(); ++i) {
     EXPECT_NE(small[i].data_ptr(), small[i - 1].data_ptr());
@@ -230,7 +231,8 @@ TEST(CudaCopy, StridedAndConvertingCopiesOnTheDevice) {
   Tensor filled = Tensor::empty({3, 7}, DType::Float32, Device::cuda(0));
   filled.fill_(2.5);
   Tensor filled_host = filled.to(Device::cpu());
-  for (std::int64_t i = 0; i < filled_host.numel(); ++i) EXPECT_EQ(filled_host.data<float>()[i], 2.5f);
+  for (std::int64_t i = 0; i < filled_host.numel(); ++i)
+    EXPECT_EQ(filled_host.data<float>()[i], 2.5f);
 }
 
 TEST(CudaStream, MovesAndComputeStreamIsShared) {

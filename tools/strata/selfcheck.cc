@@ -74,7 +74,9 @@ ForwardResult forward(DType dtype, std::ostream& out, bool verbose) {
   std::ostringstream sink;
   StepPrinter p(verbose ? out : sink);
   std::uint64_t seed = 1;
-  auto w = [&](const Shape& shape, double scale) { return random_weights(shape, scale, seed++, dtype); };
+  auto w = [&](const Shape& shape, double scale) {
+    return random_weights(shape, scale, seed++, dtype);
+  };
   const Tensor embed = w({kVocab, kHidden}, 1.0);
   const Tensor norm1 = w({kHidden}, 0.1);
   const Tensor q_proj = w({kHeads * kHeadDim, kHidden}, 0.125);

@@ -18,7 +18,8 @@ class Device {
  public:
   // index -1 on CUDA means "the current CUDA device" (what "cuda" without an index says).
   constexpr Device() = default;
-  constexpr Device(DeviceType type, int index) : type_(type), index_(type == DeviceType::CUDA ? index : -1) {}
+  constexpr Device(DeviceType type, int index)
+      : type_(type), index_(type == DeviceType::CUDA ? index : -1) {}
 
   static constexpr Device cpu() { return Device(DeviceType::CPU, -1); }
   static constexpr Device meta() { return Device(DeviceType::Meta, -1); }

@@ -30,10 +30,12 @@ class Tensor {
          std::int64_t offset);
 
   // ---- factories (float32 on the cpu unless told otherwise, as in PyTorch) ----------------
-  static Tensor empty(const Shape& shape, DType dtype = DType::Float32, Device device = Device::cpu(),
-                      MemoryKind memory = MemoryKind::Pageable);
-  static Tensor zeros(const Shape& shape, DType dtype = DType::Float32, Device device = Device::cpu());
-  static Tensor ones(const Shape& shape, DType dtype = DType::Float32, Device device = Device::cpu());
+  static Tensor empty(const Shape& shape, DType dtype = DType::Float32,
+                      Device device = Device::cpu(), MemoryKind memory = MemoryKind::Pageable);
+  static Tensor zeros(const Shape& shape, DType dtype = DType::Float32,
+                      Device device = Device::cpu());
+  static Tensor ones(const Shape& shape, DType dtype = DType::Float32,
+                     Device device = Device::cpu());
   static Tensor full(const Shape& shape, double value, DType dtype, Device device = Device::cpu());
   // 0, 1, ..., n-1
   static Tensor arange(std::int64_t n, DType dtype = DType::Int64, Device device = Device::cpu());
@@ -115,7 +117,9 @@ class Tensor {
   // Same tensor when device and dtype already match; otherwise a contiguous copy. Integer and
   // bool conversions follow PyTorch's. A "cuda" device without index means the current GPU.
   Tensor to(Device device, DType dtype, bool non_blocking = false) const;
-  Tensor to(Device device, bool non_blocking = false) const { return to(device, dtype_, non_blocking); }
+  Tensor to(Device device, bool non_blocking = false) const {
+    return to(device, dtype_, non_blocking);
+  }
   Tensor to(DType dtype) const { return to(device_, dtype, false); }
   // Copies `src` into this tensor, converting dtype, broadcasting src to this shape, across
   // devices. Returns *this.
