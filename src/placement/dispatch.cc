@@ -14,6 +14,7 @@
 #include "strata/nn/hooks.h"
 #include "strata/placement/device_map_checks.h"
 #include "strata/placement/offload.h"
+#include "strata/placement/weights_map_adapter.h"
 
 namespace strata::placement {
 namespace {
@@ -74,10 +75,48 @@ std::vector<std::string> names_on(const DeviceMap& map, bool (MapDevice::*is)() 
   return out;
 }
 
+// Storages of the tied weights that a module mapped to the main device keeps resident there.
+// Their offloaded names read that one copy (the prefetch hook finds it on the execution device):
+// it is never copied to pinned memory nor written to disk.
+std::unordered_set<const void*> resident_on_main(const nn::NamedTensors& state,
+                                                 const DeviceMap& map, Device main) {
+  std::unordered_set<const void*> out;
+  for (const auto& [name, tensor] : state) {
+    const auto where = device_for(map, name);
+    if (!where || where->is_disk() || tensor.is_meta() || tensor.device() != main) continue;
+    const bool on_main =
+        where->is_gpu() ? *where->device() == main : where->is_cpu() && main.is_cpu();
+    if (on_main) out.insert(tensor.data_ptr());
+  }
+  return out;
+}
+
+struct SplitState {
+  nn::NamedTensors stored;    // offloaded: copied to the host or written to disk
+  nn::NamedTensors resident;  // tied to a weight resident on the main device
+};
+SplitState split_resident(const nn::NamedTensors& tensors,
+                          const std::unordered_set<const void*>& resident) {
+  SplitState out;
+  for (const auto& entry : tensors) {
+    const bool kept = !entry.second.is_meta() && resident.contains(entry.second.data_ptr());
+    (kept ? out.resident : out.stored).push_back(entry);
+  }
+  return out;
+}
+
+// `map` (may be null) with the resident tied names in front.
+std::shared_ptr<const nn::WeightsMap> with_kept(std::shared_ptr<const nn::WeightsMap> map,
+                                                nn::NamedTensors resident) {
+  if (resident.empty()) return map;
+  return with_resident(std::move(map), std::move(resident));
+}
+
 // The weights of the disk modules, in the offload folder (written unless it is complete).
 std::shared_ptr<const nn::WeightsMap> disk_weights(nn::Module& model,
                                                    const nn::NamedTensors& state,
                                                    const std::vector<std::string>& disk,
+                                                   const std::unordered_set<const void*>& resident,
                                                    const DispatchOptions& options) {
   if (disk.empty()) return nullptr;
   if (options.disk_weights) {
@@ -97,12 +136,13 @@ std::shared_ptr<const nn::WeightsMap> disk_weights(nn::Module& model,
     }
     return options.disk_weights;
   }
+  auto [tensors, kept] = split_resident(extract(state, disk), resident);
+  if (tensors.empty()) return with_kept(nullptr, std::move(kept));  // no folder needed
   STRATA_CHECK_ARG(options.offload_dir.has_value(),
                    "dispatch_model({}): modules {} are mapped to \"disk\" but no offload_dir "
                    "was given; pass DispatchOptions::offload_dir",
                    model.class_name(), fmt::join(disk, ", "));
   const std::filesystem::path& dir = *options.offload_dir;
-  const nn::NamedTensors tensors = extract(state, disk);
   const bool complete = std::filesystem::exists(dir / io::kOffloadIndexName);
   STRATA_CHECK(complete || !options.offload_index, CheckpointError,
                "dispatch_model({}): an offload_index was given but {} has no {}; load the "
@@ -111,7 +151,7 @@ std::shared_ptr<const nn::WeightsMap> disk_weights(nn::Module& model,
   if (!complete) io::offload_state_dict(dir, tensors);
   auto folder = std::make_shared<io::OffloadFolderReader>(dir);
   check_offload_folder(*folder, tensors);
-  return std::make_shared<FolderWeightsMap>(std::move(folder));
+  return with_kept(std::make_shared<FolderWeightsMap>(std::move(folder)), std::move(kept));
 }
 
 }  // namespace
@@ -146,14 +186,16 @@ DispatchResult dispatch_model(nn::Module& model, const DeviceMap& device_map,
   const std::vector<std::string> cpu = names_on(device_map, &MapDevice::is_cpu);
   const std::vector<std::string> disk = names_on(device_map, &MapDevice::is_disk);
   const nn::NamedTensors state = model.state_dict();
+  const std::unordered_set<const void*> resident = resident_on_main(state, device_map, plan.main);
   std::shared_ptr<const nn::WeightsMap> memory;
   if (plan.offload_cpu && !cpu.empty()) {
-    memory = offload_weights_map(options.state_dict ? *options.state_dict : extract(state, cpu),
-                                 plan.main);
+    auto [stored, kept] = split_resident(
+        options.state_dict ? *options.state_dict : extract(state, cpu), resident);
+    memory = with_kept(offload_weights_map(stored, plan.main), std::move(kept));
   } else if (options.state_dict) {
     memory = offload_weights_map(*options.state_dict, plan.main);
   }
-  auto on_disk = disk_weights(model, state, disk, options);
+  auto on_disk = disk_weights(model, state, disk, resident, options);
   if (memory && on_disk) {
     plan.attach.weights_map = std::make_shared<LayeredWeightsMap>(memory, on_disk);
   } else if (memory || on_disk) {
