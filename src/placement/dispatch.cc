@@ -75,48 +75,53 @@ std::vector<std::string> names_on(const DeviceMap& map, bool (MapDevice::*is)() 
   return out;
 }
 
-// Storages of the tied weights that a module mapped to the main device keeps resident there.
-// Their offloaded names read that one copy (the prefetch hook finds it on the execution device):
-// it is never copied to pinned memory nor written to disk.
-std::unordered_set<const void*> resident_on_main(const nn::NamedTensors& state,
-                                                 const DeviceMap& map, Device main) {
-  std::unordered_set<const void*> out;
-  for (const auto& [name, tensor] : state) {
-    const auto where = device_for(map, name);
-    if (!where || where->is_disk() || tensor.is_meta() || tensor.device() != main) continue;
-    const bool on_main =
-        where->is_gpu() ? *where->device() == main : where->is_cpu() && main.is_cpu();
-    if (on_main) out.insert(tensor.data_ptr());
+// Tied weights that a module mapped to the main device keeps resident there (placement moves
+// them there when the hooks are attached), by the slot every name of the weight shares. Their
+// offloaded names read that one copy (the prefetch hook finds it on the execution device): it is
+// never copied to pinned memory nor written to disk.
+class ResidentTies {
+ public:
+  ResidentTies(nn::Module& model, const DeviceMap& map, Device main) {
+    for (nn::TensorRef& ref : model.tensor_refs(true, true, true, /*remove_duplicate=*/false)) {
+      const auto where = device_for(map, ref.name);
+      const bool on_main = where && (where->is_gpu() ? *where->device() == main
+                                                     : where->is_cpu() && main.is_cpu());
+      if (on_main) resident_.insert(ref.slot.get());
+      slots_.emplace(ref.name, std::move(ref.slot));
+    }
   }
-  return out;
-}
 
-struct SplitState {
-  nn::NamedTensors stored;    // offloaded: copied to the host or written to disk
-  nn::NamedTensors resident;  // tied to a weight resident on the main device
-};
-SplitState split_resident(const nn::NamedTensors& tensors,
-                          const std::unordered_set<const void*>& resident) {
-  SplitState out;
-  for (const auto& entry : tensors) {
-    const bool kept = !entry.second.is_meta() && resident.contains(entry.second.data_ptr());
-    (kept ? out.resident : out.stored).push_back(entry);
+  // `tensors` (offloaded names) without the resident ties, which go to `kept`.
+  nn::NamedTensors split(const nn::NamedTensors& tensors, TiedSlots& kept) const {
+    nn::NamedTensors stored;
+    for (const auto& entry : tensors) {
+      const auto it = slots_.find(entry.first);
+      if (it != slots_.end() && resident_.contains(it->second.get())) {
+        kept.emplace_back(entry.first, it->second);
+      } else {
+        stored.push_back(entry);
+      }
+    }
+    return stored;
   }
-  return out;
-}
+
+ private:
+  std::unordered_map<std::string, nn::SlotPtr> slots_;
+  std::unordered_set<const nn::TensorSlot*> resident_;
+};
 
 // `map` (may be null) with the resident tied names in front.
 std::shared_ptr<const nn::WeightsMap> with_kept(std::shared_ptr<const nn::WeightsMap> map,
-                                                nn::NamedTensors resident) {
-  if (resident.empty()) return map;
-  return with_resident(std::move(map), std::move(resident));
+                                                TiedSlots kept) {
+  if (kept.empty()) return map;
+  return with_resident(std::move(map), std::move(kept));
 }
 
 // The weights of the disk modules, in the offload folder (written unless it is complete).
 std::shared_ptr<const nn::WeightsMap> disk_weights(nn::Module& model,
                                                    const nn::NamedTensors& state,
                                                    const std::vector<std::string>& disk,
-                                                   const std::unordered_set<const void*>& resident,
+                                                   const ResidentTies& ties,
                                                    const DispatchOptions& options) {
   if (disk.empty()) return nullptr;
   if (options.disk_weights) {
@@ -136,7 +141,8 @@ std::shared_ptr<const nn::WeightsMap> disk_weights(nn::Module& model,
     }
     return options.disk_weights;
   }
-  auto [tensors, kept] = split_resident(extract(state, disk), resident);
+  TiedSlots kept;
+  const nn::NamedTensors tensors = ties.split(extract(state, disk), kept);
   if (tensors.empty()) return with_kept(nullptr, std::move(kept));  // no folder needed
   STRATA_CHECK_ARG(options.offload_dir.has_value(),
                    "dispatch_model({}): modules {} are mapped to \"disk\" but no offload_dir "
@@ -186,16 +192,17 @@ DispatchResult dispatch_model(nn::Module& model, const DeviceMap& device_map,
   const std::vector<std::string> cpu = names_on(device_map, &MapDevice::is_cpu);
   const std::vector<std::string> disk = names_on(device_map, &MapDevice::is_disk);
   const nn::NamedTensors state = model.state_dict();
-  const std::unordered_set<const void*> resident = resident_on_main(state, device_map, plan.main);
+  const ResidentTies ties(model, device_map, plan.main);
   std::shared_ptr<const nn::WeightsMap> memory;
   if (plan.offload_cpu && !cpu.empty()) {
-    auto [stored, kept] = split_resident(
-        options.state_dict ? *options.state_dict : extract(state, cpu), resident);
+    TiedSlots kept;
+    const nn::NamedTensors stored =
+        ties.split(options.state_dict ? *options.state_dict : extract(state, cpu), kept);
     memory = with_kept(offload_weights_map(stored, plan.main), std::move(kept));
   } else if (options.state_dict) {
     memory = offload_weights_map(*options.state_dict, plan.main);
   }
-  auto on_disk = disk_weights(model, state, disk, resident, options);
+  auto on_disk = disk_weights(model, state, disk, ties, options);
   if (memory && on_disk) {
     plan.attach.weights_map = std::make_shared<LayeredWeightsMap>(memory, on_disk);
   } else if (memory || on_disk) {

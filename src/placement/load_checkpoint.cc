@@ -34,7 +34,7 @@ struct PlannedTensor {
   std::string name;
   const io::SafetensorsFile* file = nullptr;
   const io::SafetensorsEntry* entry = nullptr;
-  nn::TensorSlot* slot = nullptr;
+  nn::SlotPtr slot;
   DType target = DType::Float32;
   Tier tier = Tier::Device;
   Device device = Device::cpu();  // Tier::Device only
@@ -165,7 +165,7 @@ LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
     t.name = name;
     t.file = location.file;
     t.entry = &entry;
-    t.slot = ref.slot.get();
+    t.slot = ref.slot;
     t.target = target_dtype(name, entry.dtype, current.dtype(), options);
     MapDevice where_to = MapDevice::cpu();
     if (!options.device_map.empty()) {
@@ -309,15 +309,15 @@ LoadCheckpointResult load_checkpoint_in_model(nn::Module& model, const fs::path&
   // names (a tied lm_head, say) resolve to that entry. Resident (it had a resident name), its
   // disk-mapped names resolve to the resident tensor itself.
   std::map<std::string, std::string, std::less<>> aliases;
-  nn::NamedTensors resident;
+  TiedSlots resident;
   for (const PlannedTensor& t : plan.tensors) {
-    for (const std::string& other : plan.slot_names.at(t.slot)) {
+    for (const std::string& other : plan.slot_names.at(t.slot.get())) {
       if (other == t.name) continue;
       if (t.tier != Tier::Device) {
         aliases.emplace(other, t.name);
       } else if (const auto mapped = device_for(options.device_map, other);
                  mapped && mapped->is_disk()) {
-        resident.emplace_back(other, t.slot->tensor());
+        resident.emplace_back(other, t.slot);
       }
     }
   }

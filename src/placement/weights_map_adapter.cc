@@ -70,13 +70,40 @@ class AliasedWeightsMap final : public nn::WeightsMap {
   std::map<std::string, std::string, std::less<>> aliases_;
 };
 
+// Names resolved through tensor slots, read when looked up.
+class TiedSlotsWeightsMap final : public nn::WeightsMap {
+ public:
+  explicit TiedSlotsWeightsMap(TiedSlots tied) {
+    for (auto& [name, slot] : tied) {
+      STRATA_CHECK_ARG(slot != nullptr, "with_resident: the slot of '{}' is null", name);
+      names_.push_back(name);
+      slots_.emplace(std::move(name), std::move(slot));
+    }
+  }
+
+  std::optional<Tensor> find(std::string_view name) const override {
+    const auto it = slots_.find(name);
+    if (it == slots_.end()) return std::nullopt;
+    return it->second->tensor();
+  }
+  bool contains(std::string_view name) const override { return slots_.contains(name); }
+  std::vector<std::string> keys() const override { return names_; }
+  std::string describe() const override {
+    return fmt::format("{} tied weight(s) resident under another name", names_.size());
+  }
+
+ private:
+  std::vector<std::string> names_;
+  std::map<std::string, nn::SlotPtr, std::less<>> slots_;
+};
+
 }  // namespace
 
 std::shared_ptr<const nn::WeightsMap> with_resident(std::shared_ptr<const nn::WeightsMap> base,
-                                                    nn::NamedTensors resident) {
-  auto in_memory = std::make_shared<nn::InMemoryWeightsMap>(std::move(resident));
-  if (!base) return in_memory;
-  return std::make_shared<LayeredWeightsMap>(std::move(in_memory), std::move(base));
+                                                    TiedSlots tied) {
+  auto slots = std::make_shared<TiedSlotsWeightsMap>(std::move(tied));
+  if (!base) return slots;
+  return std::make_shared<LayeredWeightsMap>(std::move(slots), std::move(base));
 }
 
 std::shared_ptr<const nn::WeightsMap> with_aliases(

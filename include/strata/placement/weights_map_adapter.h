@@ -38,10 +38,12 @@ std::shared_ptr<const nn::WeightsMap> as_weights_map(std::shared_ptr<const io::W
 std::shared_ptr<const nn::WeightsMap> with_aliases(
     std::shared_ptr<const nn::WeightsMap> base,
     std::map<std::string, std::string, std::less<>> aliases);
-// `resident` (in-memory tensors, found first) over `base` (may be null): the disk-mapped names
-// of a tied weight that stayed resident under another name read that one resident copy.
+// Offloaded names of tied weights that stay resident under another name, with their slots.
+using TiedSlots = std::vector<std::pair<std::string, nn::SlotPtr>>;
+// `tied` (found first) over `base` (may be null): each of those names reads its slot's tensor
+// as it is when looked up, i.e. the one resident copy wherever placement put it.
 std::shared_ptr<const nn::WeightsMap> with_resident(std::shared_ptr<const nn::WeightsMap> base,
-                                                    nn::NamedTensors resident);
+                                                    TiedSlots tied);
 // The offload folder at `folder` (checked at open, see io::OffloadFolderReader).
 std::shared_ptr<const nn::WeightsMap> offload_folder_weights_map(
     const std::filesystem::path& folder);
