@@ -84,8 +84,8 @@ class ResidentTies {
   ResidentTies(nn::Module& model, const DeviceMap& map, Device main) {
     for (nn::TensorRef& ref : model.tensor_refs(true, true, true, /*remove_duplicate=*/false)) {
       const auto where = device_for(map, ref.name);
-      const bool on_main = where && (where->is_gpu() ? *where->device() == main
-                                                     : where->is_cpu() && main.is_cpu());
+      const bool on_main =
+          where && (where->is_gpu() ? *where->device() == main : where->is_cpu() && main.is_cpu());
       if (on_main) resident_.insert(ref.slot.get());
       slots_.emplace(ref.name, std::move(ref.slot));
     }
