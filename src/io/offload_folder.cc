@@ -61,7 +61,22 @@ OffloadFolderWriter::OffloadFolderWriter(fs::path folder) : folder_(std::move(fo
   fs::create_directories(folder_, ec);
   STRATA_CHECK(!ec, IoError, "cannot create the offload folder '{}': {}", folder_.string(),
                ec.message());
-  if (fs::exists(index_path(folder_), ec)) existing_ = read_index(folder_);
+  if (fs::exists(index_path(folder_), ec)) {
+    existing_ = read_index(folder_);
+  } else {
+    remove_abandoned_temporary_files();
+  }
+}
+
+void OffloadFolderWriter::remove_abandoned_temporary_files() const {
+  // Without an index the folder is new or was left by a writer that died (one writer per
+  // folder): its half-written temporary files belong to nobody and would stay forever.
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(folder_, ec)) {
+    if (entry.is_regular_file(ec) && is_temporary_file_name(entry.path().filename())) {
+      fs::remove(entry.path(), ec);
+    }
+  }
 }
 
 void OffloadFolderWriter::retract_index_before_replacing(const std::string& name) {

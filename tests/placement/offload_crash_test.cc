@@ -268,6 +268,7 @@ class OffloadCrash : public testing::ExecutionDeviceTest {
     std::sort(stored.begin(), stored.end());
     offload(*model);
     EXPECT_EQ(io::OffloadFolderReader(dir_).keys(), stored) << "rewritten whole";
+    EXPECT_TRUE(files_in(dir_, /*temporary=*/true).empty()) << "the cut file was removed";
     for (int i = 0; i < 2; ++i) expect_bit_identical(expected, (*model)(input).tensor());
   }
 
@@ -324,6 +325,7 @@ TEST(OffloadCrashReplace, KilledReplacingWriterLeavesAnIncompleteFolder) {
   for (const Replacement& r : replaced) writer.write(r.name, r.value, r.stored);
   writer.write("d", old[3].second);
   writer.commit();
+  EXPECT_TRUE(files_in(dir, /*temporary=*/true).empty()) << "the cut file was removed";
   const io::OffloadFolderReader after(dir);
   EXPECT_EQ(after.keys(), (std::vector<std::string>{"a", "b", "c", "d"}));
   for (const Replacement& r : replaced) {

@@ -61,9 +61,9 @@ OffloadIndex parse_offload_index(std::string_view json_text, std::string_view so
 // index.json text as the reference writes it (json.dump(indent=2)).
 std::string serialize_offload_index(const OffloadIndex& index);
 
-// Writes tensors into an offload folder. The folder is created when absent; an existing
-// index.json is merged with the new entries on commit(), as the reference's
-// save_offload_index does. Nothing written becomes visible to readers until commit(); the
+// Writes tensors into an offload folder. The folder is created when absent (a folder without
+// index.json first loses the temporary files a killed writer left); an existing index.json is
+// merged with the new entries on commit(), as the reference's save_offload_index does. Nothing written becomes visible to readers until commit(); the
 // first write replacing a named file removes index.json until then.
 // Not thread-safe: one writer per folder.
 class OffloadFolderWriter {
@@ -88,6 +88,7 @@ class OffloadFolderWriter {
 
  private:
   void retract_index_before_replacing(const std::string& name);
+  void remove_abandoned_temporary_files() const;
 
   std::filesystem::path folder_;
   OffloadIndex existing_;  // what index.json held when the writer was made
