@@ -110,13 +110,6 @@ class ResidentTies {
   std::unordered_set<const nn::TensorSlot*> resident_;
 };
 
-// `map` (may be null) with the resident tied names in front.
-std::shared_ptr<const nn::WeightsMap> with_kept(std::shared_ptr<const nn::WeightsMap> map,
-                                                TiedSlots kept) {
-  if (kept.empty()) return map;
-  return with_resident(std::move(map), std::move(kept));
-}
-
 // The weights of the disk modules, in the offload folder (written unless it is complete).
 std::shared_ptr<const nn::WeightsMap> disk_weights(nn::Module& model,
                                                    const nn::NamedTensors& state,
@@ -143,7 +136,7 @@ std::shared_ptr<const nn::WeightsMap> disk_weights(nn::Module& model,
   }
   TiedSlots kept;
   const nn::NamedTensors tensors = ties.split(extract(state, disk), kept);
-  if (tensors.empty()) return with_kept(nullptr, std::move(kept));  // no folder needed
+  if (tensors.empty()) return with_resident(nullptr, std::move(kept));  // no folder needed
   STRATA_CHECK_ARG(options.offload_dir.has_value(),
                    "dispatch_model({}): modules {} are mapped to \"disk\" but no offload_dir "
                    "was given; pass DispatchOptions::offload_dir",
@@ -157,7 +150,7 @@ std::shared_ptr<const nn::WeightsMap> disk_weights(nn::Module& model,
   if (!complete) io::offload_state_dict(dir, tensors);
   auto folder = std::make_shared<io::OffloadFolderReader>(dir);
   check_offload_folder(*folder, tensors);
-  return with_kept(std::make_shared<FolderWeightsMap>(std::move(folder)), std::move(kept));
+  return with_resident(std::make_shared<FolderWeightsMap>(std::move(folder)), std::move(kept));
 }
 
 }  // namespace
@@ -198,7 +191,7 @@ DispatchResult dispatch_model(nn::Module& model, const DeviceMap& device_map,
     TiedSlots kept;
     const nn::NamedTensors stored =
         ties.split(options.state_dict ? *options.state_dict : extract(state, cpu), kept);
-    memory = with_kept(offload_weights_map(stored, plan.main), std::move(kept));
+    memory = with_resident(offload_weights_map(stored, plan.main), std::move(kept));
   } else if (options.state_dict) {
     memory = offload_weights_map(*options.state_dict, plan.main);
   }

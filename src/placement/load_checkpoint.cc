@@ -286,11 +286,13 @@ LoadCheckpointResult load_checkpoint_in_model(nn::Module& model, const fs::path&
       case Tier::Device:
         t.slot->set(materialise(t, pin));
         break;
-      case Tier::DiskView:
-        result.offload_index.insert_or_assign(t.name, view_entry(t));
-        if (writer) writer->add_reference(t.name, view_entry(t));
+      case Tier::DiskView: {
+        io::OffloadEntry view = view_entry(t);
+        if (writer) writer->add_reference(t.name, view);
+        result.offload_index.insert_or_assign(t.name, std::move(view));
         t.slot->set(Tensor::empty(t.entry->shape, t.target, Device::meta()));
         break;
+      }
       case Tier::DiskCopy:
         writer->write(t.name, t.file->tensor(*t.entry), t.target);
         result.offload_index.insert_or_assign(t.name, writer->pending().at(t.name));
@@ -324,9 +326,7 @@ LoadCheckpointResult load_checkpoint_in_model(nn::Module& model, const fs::path&
   if (result.disk_weights && !aliases.empty()) {
     result.disk_weights = with_aliases(std::move(result.disk_weights), std::move(aliases));
   }
-  if (!resident.empty()) {
-    result.disk_weights = with_resident(std::move(result.disk_weights), std::move(resident));
-  }
+  result.disk_weights = with_resident(std::move(result.disk_weights), std::move(resident));
 
   if (!plan.unexpected.empty()) {
     log_warning(fmt::format("Some weights of {} were not used when initializing {}: {}",

@@ -196,10 +196,7 @@ std::unique_ptr<CopyEngine> make_copy_engine(int device, const PrefetchOptions& 
 
 namespace strata::placement::detail {
 
-std::unique_ptr<CopyEngine> make_copy_engine(int, const PrefetchOptions& options) {
-  (void)resolve_staging(options);  // the same option errors in every build
-  return nullptr;
-}
+std::unique_ptr<CopyEngine> make_copy_engine(int, const PrefetchOptions&) { return nullptr; }
 
 }  // namespace strata::placement::detail
 

@@ -101,6 +101,7 @@ class TiedSlotsWeightsMap final : public nn::WeightsMap {
 
 std::shared_ptr<const nn::WeightsMap> with_resident(std::shared_ptr<const nn::WeightsMap> base,
                                                     TiedSlots tied) {
+  if (tied.empty()) return base;
   auto slots = std::make_shared<TiedSlotsWeightsMap>(std::move(tied));
   if (!base) return slots;
   return std::make_shared<LayeredWeightsMap>(std::move(slots), std::move(base));

@@ -41,7 +41,8 @@ std::shared_ptr<const nn::WeightsMap> with_aliases(
 // Offloaded names of tied weights that stay resident under another name, with their slots.
 using TiedSlots = std::vector<std::pair<std::string, nn::SlotPtr>>;
 // `tied` (found first) over `base` (may be null): each of those names reads its slot's tensor
-// as it is when looked up, i.e. the one resident copy wherever placement put it.
+// as it is when looked up, i.e. the one resident copy wherever placement put it. No names:
+// `base` itself.
 std::shared_ptr<const nn::WeightsMap> with_resident(std::shared_ptr<const nn::WeightsMap> base,
                                                     TiedSlots tied);
 // The offload folder at `folder` (checked at open, see io::OffloadFolderReader).
