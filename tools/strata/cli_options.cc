@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "strata/core/error.h"
+#include "strata/io/atomic_file.h"
 #include "strata/io/model_config.h"
 #include "strata/nn/init.h"
 
@@ -119,10 +120,9 @@ void write_device_map_file(const std::filesystem::path& path, const placement::D
       json[name] = device.str();
     }
   }
-  std::ofstream out(path);
-  out << json.dump(2) << "\n";
-  out.close();
-  STRATA_CHECK(out.good(), IoError, "cannot write device map file {}", path.string());
+  // Atomically: an interrupted write never leaves a half map that a later `run` reads.
+  const std::string text = json.dump(2) + "\n";
+  io::write_file_atomically(path, text.data(), text.size());
 }
 
 EmptyModel build_empty_model(const std::filesystem::path& model_dir,
