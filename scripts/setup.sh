@@ -7,7 +7,7 @@ packages=(
   cmake ninja-build ccache g++ clang libclang-rt-14-dev
   libopenblas-dev nlohmann-json3-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  pkg-config libonig-dev libutf8proc-dev libcpp-httplib-dev
+  libonig-dev libutf8proc-dev libcpp-httplib-dev
 )
 
 missing=()
