@@ -35,6 +35,13 @@ DeviceMap resolve_map(nn::Module& model, const std::variant<DeviceMapStrategy, D
     check_map_names(model, *map);
     return *map;
   }
+  return plan_for_dispatch(model, std::get<DeviceMapStrategy>(choice), options).device_map;
+}
+
+}  // namespace
+
+DevicePlan plan_for_dispatch(nn::Module& model, DeviceMapStrategy strategy,
+                             const LoadAndDispatchOptions& options) {
   InferOptions infer;
   infer.max_memory = options.max_memory;
   infer.no_split_module_classes = options.no_split_module_classes;
@@ -42,10 +49,8 @@ DeviceMap resolve_map(nn::Module& model, const std::variant<DeviceMapStrategy, D
   infer.offload_buffers = options.offload_buffers;
   // The reference keeps one largest-layer slot; the scheduler's other slots are planned too.
   infer.reserve.staging_slots = std::max(0, options.prefetch.staging_slots - 1);
-  return plan_device_map(model, std::get<DeviceMapStrategy>(choice), infer).device_map;
+  return plan_device_map(model, strategy, infer);
 }
-
-}  // namespace
 
 LoadAndDispatchResult load_checkpoint_and_dispatch(nn::Module& model,
                                                    const std::filesystem::path& checkpoint,
@@ -59,6 +64,7 @@ LoadAndDispatchResult load_checkpoint_and_dispatch(nn::Module& model,
   load.dtype = options.dtype;
   load.offload_buffers = options.offload_buffers;
   load.strict = options.strict;
+  load.progress = options.progress;
   result.load = load_checkpoint_in_model(model, checkpoint, load);
   if (!map) return result;
   DispatchOptions dispatch;

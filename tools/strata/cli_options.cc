@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -123,6 +125,16 @@ void write_device_map_file(const std::filesystem::path& path, const placement::D
   // Atomically: an interrupted write never leaves a half map that a later `run` reads.
   const std::string text = json.dump(2) + "\n";
   io::write_file_atomically(path, text.data(), text.size());
+}
+
+std::string read_user_file(const std::filesystem::path& path, std::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  STRATA_CHECK(in.good(), IoError, "{} {}: cannot open it ({})", what, path.string(),
+               std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  STRATA_CHECK(!in.bad(), IoError, "{} {}: read failed", what, path.string());
+  return std::move(text).str();
 }
 
 EmptyModel build_empty_model(const std::filesystem::path& model_dir,

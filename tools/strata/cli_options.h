@@ -37,6 +37,10 @@ placement::DeviceMap read_device_map_file(const std::filesystem::path& path);
 // devices as names. Throws IoError when the file cannot be written.
 void write_device_map_file(const std::filesystem::path& path, const placement::DeviceMap& map);
 
+// The whole of a file the user named (`what` says which option, for the message). Throws IoError
+// naming the file when it cannot be read.
+std::string read_user_file(const std::filesystem::path& path, std::string_view what);
+
 // A model built from MODEL_DIR/config.json under init_empty_weights: every weight on meta.
 struct EmptyModel {
   models::TransformerConfig config;

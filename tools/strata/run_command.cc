@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
 #include <filesystem>
 #include <numeric>
 #include <ostream>
@@ -15,28 +14,8 @@
 namespace strata::cli {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// A strategy name, else a JSON file; anything else names both forms.
-std::variant<placement::DeviceMapStrategy, placement::DeviceMap> parse_device_map_arg(
-    const std::string& text) {
-  for (const char* name : {"auto", "balanced", "balanced_low_0", "sequential"}) {
-    if (text == name) return placement::parse_device_map_strategy(text);
-  }
-  STRATA_CHECK_ARG(std::filesystem::is_regular_file(text),
-                   "--device-map {}: not a strategy (auto, balanced, "
-                   "balanced_low_0, sequential) "
-                   "nor an existing JSON file",
-                   text);
-  return read_device_map_file(text);
-}
-
 void dump_logits(models::CausalLM& model, const Tensor& prompt, const std::string& path) {
-  const Tensor logits = model.run(prompt).logits;  // [1, sequence, vocab]
+  const Tensor logits = model.run(prompt.to(input_device_of(model))).logits;  // [1, seq, vocab]
   const Tensor rows = logits.to(Device::cpu(), DType::Float32).select(0, 0).contiguous();
   io::save_safetensors(path, {{"logits", rows}});
 }
@@ -51,13 +30,7 @@ CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
   cmd->add_option("--token-ids", args.token_ids, "prompt token ids, e.g. 1,2,3")->required();
   cmd->add_option("--max-new-tokens", args.max_new_tokens, "tokens to generate")
       ->capture_default_str();
-  cmd->add_option("--device-map", args.device_map,
-                  "auto, balanced, balanced_low_0, sequential, or a JSON file")
-      ->capture_default_str();
-  cmd->add_option("--max-memory", args.max_memory,
-                  "budgets per device, e.g. cuda:0=10GiB,cpu=30GiB (default: measured)");
-  cmd->add_option("--offload-folder", args.offload_folder, "where disk-offloaded weights go");
-  cmd->add_option("--dtype", args.dtype, "f32, bf16 or f16 (default: the checkpoint's)");
+  add_placement_options(cmd, args);
   cmd->add_option("--dump-logits", args.dump_logits,
                   "write the prompt's float32 logits [sequence, vocab] to this "
                   "safetensors file");
@@ -65,33 +38,21 @@ CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
 }
 
 int run_run(const RunArgs& args, std::ostream& out, std::ostream& err) {
-  // Every option is checked before the first weight is read.
   const std::vector<std::int64_t> ids = parse_token_ids(args.token_ids);
   STRATA_CHECK_ARG(args.max_new_tokens >= 1, "--max-new-tokens {}: must be at least 1",
                    args.max_new_tokens);
-  placement::LoadAndDispatchOptions options;
-  options.device_map = parse_device_map_arg(args.device_map);
-  if (args.max_memory) options.max_memory = parse_max_memory(*args.max_memory);
-  if (args.offload_folder) options.offload_folder = *args.offload_folder;
-
-  EmptyModel empty = build_empty_model(args.model_dir, args.dtype);
-  const DType dtype = empty.dtype;
-  STRATA_CHECK_ARG(dtype == DType::Float32 || dtype == DType::BFloat16 || dtype == DType::Float16,
-                   "--dtype {}: run supports f32, bf16 and f16", dtype);
+  // The ids are checked against the config before any weight is read.
+  const EmptyModel config_only = build_empty_model(args.model_dir, args.dtype);
   for (const std::int64_t id : ids) {
-    STRATA_CHECK_ARG(id < empty.config.vocab_size,
+    STRATA_CHECK_ARG(id < config_only.config.vocab_size,
                      "--token-ids: {} is out of range (the vocabulary has {} tokens)", id,
-                     empty.config.vocab_size);
+                     config_only.config.vocab_size);
   }
-  options.dtype = dtype;
-  options.no_split_module_classes = empty.model->no_split_module_classes();
-
-  const auto load_start = Clock::now();
-  const auto loaded =
-      placement::load_checkpoint_and_dispatch(*empty.model, args.model_dir, options);
-  const double load_seconds = seconds_since(load_start);
-
-  models::CausalLM& model = *empty.model;
+  LoadedModel loaded_model = load_model(args.model_dir, args);
+  const auto& loaded = loaded_model.loaded;
+  const double load_seconds = loaded_model.load_seconds;
+  const DType dtype = loaded_model.empty.dtype;
+  models::CausalLM& model = *loaded_model.empty.model;
   const Tensor prompt =
       Tensor::from_vector<std::int64_t>(ids, {1, static_cast<std::int64_t>(ids.size())});
   if (args.dump_logits) dump_logits(model, prompt, *args.dump_logits);

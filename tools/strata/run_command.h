@@ -7,16 +7,14 @@
 #include <optional>
 #include <string>
 
+#include "model_loading.h"
+
 namespace strata::cli {
 
-struct RunArgs {
+struct RunArgs : PlacementArgs {
   std::string model_dir;
   std::string token_ids;  // "1,2,3"
   std::int64_t max_new_tokens = 16;
-  std::string device_map = "auto";  // a strategy, or a JSON file {"module": device}
-  std::optional<std::string> max_memory;
-  std::optional<std::string> offload_folder;
-  std::optional<std::string> dtype;  // unset: the checkpoint's torch_dtype, else float32
   std::optional<std::string> dump_logits;
 };
 

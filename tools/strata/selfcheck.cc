@@ -1,13 +1,13 @@
 #include "selfcheck.h"
 
+#include <fmt/format.h>
+#include <fmt/ostream.h>
+
 #include <chrono>
 #include <cmath>
 #include <random>
 #include <sstream>
 #include <string>
-
-#include <fmt/format.h>
-#include <fmt/ostream.h>
 
 #include "strata/core/parallel.h"
 #include "strata/ops.h"
@@ -37,8 +37,8 @@ std::pair<Tensor, Tensor> rotary_tables(DType dtype) {
   std::vector<double> cos(kSeq * kHeadDim), sin(kSeq * kHeadDim);
   for (std::int64_t p = 0; p < kSeq; ++p) {
     for (std::int64_t i = 0; i < kHeadDim; ++i) {
-      const double inv_freq = std::pow(10000.0, -2.0 * static_cast<double>(i % (kHeadDim / 2)) /
-                                                    static_cast<double>(kHeadDim));
+      const double inv_freq = std::pow(
+          10000.0, -2.0 * static_cast<double>(i % (kHeadDim / 2)) / static_cast<double>(kHeadDim));
       cos[p * kHeadDim + i] = std::cos(static_cast<double>(p) * inv_freq);
       sin[p * kHeadDim + i] = std::sin(static_cast<double>(p) * inv_freq);
     }
@@ -54,8 +54,8 @@ class StepPrinter {
   Tensor step(const std::string& name, F&& f) {
     const auto start = std::chrono::steady_clock::now();
     Tensor t = f();
-    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() -
-                                                                start).count();
+    const double us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
     fmt::print(out_, "  {:<34} -> {:<34} {:>9.1f} us\n", name, t.describe(), us);
     return t;
   }
@@ -122,9 +122,8 @@ ForwardResult forward(DType dtype, std::ostream& out, bool verbose) {
     return ops::linear(ops::layer_norm(h, std::nullopt, std::nullopt, 1e-5), lm_head);
   });
   logits = logits.to(DType::Float32);
-  Tensor probs = p.step("softmax (last position)", [&] {
-    return ops::softmax(logits.select(1, kSeq - 1), -1);
-  });
+  Tensor probs = p.step("softmax (last position)",
+                        [&] { return ops::softmax(logits.select(1, kSeq - 1), -1); });
   Tensor next = p.step("argmax", [&] { return ops::argmax(probs, -1); });
   return {logits, probs, next};
 }
@@ -134,9 +133,10 @@ ForwardResult forward(DType dtype, std::ostream& out, bool verbose) {
 bool run_selfcheck(DType dtype, std::ostream& out) {
   STRATA_CHECK_ARG(dtype == DType::Float32 || dtype == DType::BFloat16 || dtype == DType::Float16,
                    "selfcheck: --dtype {} is not a compute dtype; use f32, bf16 or f16", dtype);
-  fmt::print(out, "self-check: one decoder block (hidden {}, {} query / {} kv heads, seq {}, vocab "
-             "{}) in {} on cpu, {} threads\n", kHidden, kHeads, kKvHeads, kSeq, kVocab, dtype,
-             num_threads());
+  fmt::print(out,
+             "self-check: one decoder block (hidden {}, {} query / {} kv heads, seq {}, vocab "
+             "{}) in {} on cpu, {} threads\n",
+             kHidden, kHeads, kKvHeads, kSeq, kVocab, dtype, num_threads());
   const ForwardResult result = forward(dtype, out, true);
   bool ok = true;
   auto check = [&](bool condition, const std::string& what) {

@@ -30,12 +30,20 @@ struct LoadAndDispatchOptions {
   // Prefetch staging; with a strategy, the planner keeps staging_slots - 1 extra slots free on
   // the first GPU when it offloads anything (one slot is the reference's own reserve).
   PrefetchOptions prefetch;
+  // Called after each tensor is placed (the CLI draws a progress bar from it).
+  io::ProgressCallback progress;
 };
 
 struct LoadAndDispatchResult {
   LoadCheckpointResult load;
   std::optional<DispatchResult> dispatch;  // unset without a device map
 };
+
+// The plan load_checkpoint_and_dispatch makes for a strategy (budgets, no-split classes, dtype and
+// the prefetch staging reserve from `options`). A caller that shows the plan before loading passes
+// its device_map back as the explicit map.
+DevicePlan plan_for_dispatch(nn::Module& model, DeviceMapStrategy strategy,
+                             const LoadAndDispatchOptions& options);
 
 LoadAndDispatchResult load_checkpoint_and_dispatch(nn::Module& model,
                                                    const std::filesystem::path& checkpoint,

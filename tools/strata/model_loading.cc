@@ -1,0 +1,101 @@
+#include "model_loading.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <ostream>
+#include <variant>
+#include <vector>
+
+#include "progress_bar.h"
+#include "strata/core/error.h"
+#include "strata/placement/memory.h"
+
+namespace strata::cli {
+namespace {
+
+// A strategy name, else a JSON file; anything else names both forms.
+std::variant<placement::DeviceMapStrategy, placement::DeviceMap> parse_device_map_arg(
+    const std::string& text) {
+  for (const char* name : {"auto", "balanced", "balanced_low_0", "sequential"}) {
+    if (text == name) return placement::parse_device_map_strategy(text);
+  }
+  STRATA_CHECK_ARG(std::filesystem::is_regular_file(text),
+                   "--device-map {}: not a strategy (auto, balanced, balanced_low_0, sequential) "
+                   "nor an existing JSON file",
+                   text);
+  return read_device_map_file(text);
+}
+
+}  // namespace
+
+void add_placement_options(CLI::App* cmd, PlacementArgs& args) {
+  cmd->add_option("--device-map", args.device_map,
+                  "auto, balanced, balanced_low_0, sequential, or a JSON file")
+      ->capture_default_str();
+  cmd->add_option("--max-memory", args.max_memory,
+                  "budgets per device, e.g. cuda:0=10GiB,cpu=30GiB (default: measured)");
+  cmd->add_option("--offload-folder", args.offload_folder, "where disk-offloaded weights go");
+  cmd->add_option("--dtype", args.dtype, "f32, bf16 or f16 (default: the checkpoint's)");
+}
+
+Device input_device_of(const models::CausalLM& model) {
+  const Tensor& weight = model.input_embeddings().weight();
+  return weight.is_meta() ? Device::cpu() : weight.device();
+}
+
+std::string weights_per_device(const io::LoadSummary& summary) {
+  std::vector<std::string> parts;
+  for (const auto& [destination, bytes] : summary.bytes_per_destination) {
+    parts.push_back(fmt::format("{} {}", destination,
+                                placement::format_bytes(static_cast<std::int64_t>(bytes))));
+  }
+  return parts.empty() ? std::string("no weights") : fmt::format("{}", fmt::join(parts, ", "));
+}
+
+LoadedModel load_model(const std::filesystem::path& model_dir, const PlacementArgs& args,
+                       const LoadReporting& reporting) {
+  // Every option is checked before the first weight is read.
+  placement::LoadAndDispatchOptions options;
+  options.device_map = parse_device_map_arg(args.device_map);
+  if (args.max_memory) options.max_memory = parse_max_memory(*args.max_memory);
+  if (args.offload_folder) options.offload_folder = *args.offload_folder;
+
+  LoadedModel out;
+  out.empty = build_empty_model(model_dir, args.dtype);
+  const DType dtype = out.empty.dtype;
+  STRATA_CHECK_ARG(dtype == DType::Float32 || dtype == DType::BFloat16 || dtype == DType::Float16,
+                   "--dtype {}: models run in f32, bf16 or f16", dtype);
+  options.dtype = dtype;
+  options.no_split_module_classes = out.empty.model->no_split_module_classes();
+
+  std::optional<ProgressBar> bar;
+  if (reporting.progress != nullptr) {
+    bar.emplace(*reporting.progress, reporting.progress_is_terminal);
+    options.progress = bar->callback();
+  }
+  // The plan is made (and shown) before any weight is read.
+  if (reporting.plan_table != nullptr) {
+    if (const auto* strategy = std::get_if<placement::DeviceMapStrategy>(&*options.device_map)) {
+      const placement::DevicePlan plan =
+          placement::plan_for_dispatch(*out.empty.model, *strategy, options);
+      *reporting.plan_table << placement::explain_table(plan) << "\n";
+      options.device_map = plan.device_map;
+    } else {
+      *reporting.plan_table << "device map: "
+                            << placement::device_map_str(
+                                   std::get<placement::DeviceMap>(*options.device_map))
+                            << "\n";
+    }
+  }
+
+  const auto start = std::chrono::steady_clock::now();
+  out.loaded = placement::load_checkpoint_and_dispatch(*out.empty.model, model_dir, options);
+  out.load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (bar) bar->finish();
+  out.input_device = input_device_of(*out.empty.model);
+  return out;
+}
+
+}  // namespace strata::cli

@@ -1,0 +1,51 @@
+#pragma once
+// What every command that runs a model shares: the placement options (--device-map,
+// --max-memory, --offload-folder, --dtype), checking them before any weight is read, loading the
+// checkpoint onto the plan with a progress display, and where inputs must go.
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <iosfwd>
+#include <optional>
+#include <string>
+
+#include "cli_options.h"
+#include "strata/placement/load_and_dispatch.h"
+
+namespace strata::cli {
+
+struct PlacementArgs {
+  std::string device_map = "auto";  // a strategy, or a JSON file {"module": device}
+  std::optional<std::string> max_memory;
+  std::optional<std::string> offload_folder;
+  std::optional<std::string> dtype;  // unset: the checkpoint's torch_dtype, else float32
+};
+
+void add_placement_options(CLI::App* cmd, PlacementArgs& args);
+
+struct LoadReporting {
+  std::ostream* progress = nullptr;    // progress bar / lines while loading (none when null)
+  bool progress_is_terminal = false;   // redraw one line in place instead of printing lines
+  std::ostream* plan_table = nullptr;  // the planner's table before loading (none when null)
+};
+
+struct LoadedModel {
+  EmptyModel empty;  // the model, now loaded and dispatched
+  placement::LoadAndDispatchResult loaded;
+  double load_seconds = 0.0;
+  Device input_device = Device::cpu();  // where input ids go: the input embedding's device
+};
+
+// Parses and checks every option, builds the model on meta, plans, prints the plan table when
+// asked, loads the checkpoint straight onto the plan and dispatches it.
+LoadedModel load_model(const std::filesystem::path& model_dir, const PlacementArgs& args,
+                       const LoadReporting& reporting = {});
+
+// Where a model's input ids must be placed: its input embedding's device (the cpu while the
+// weight is still on meta, when hooks move inputs themselves).
+Device input_device_of(const models::CausalLM& model);
+
+// "cuda:0 3.00 GiB, cpu 9.48 GiB, disk 1.02 GiB" from a load summary.
+std::string weights_per_device(const io::LoadSummary& summary);
+
+}  // namespace strata::cli
