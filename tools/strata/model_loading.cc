@@ -44,6 +44,25 @@ Device input_device_of(const models::CausalLM& model) {
   return weight.is_meta() ? Device::cpu() : weight.device();
 }
 
+std::filesystem::path builtin_model_dir() {
+  std::error_code error;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", error);
+  std::vector<std::filesystem::path> candidates;
+  if (!error) {
+    candidates.push_back(exe.parent_path().parent_path() / "share" / "strata" / "models" /
+                         "stories260K");
+  }
+  candidates.emplace_back(STRATA_SOURCE_MODEL_DIR);
+  std::vector<std::string> looked;
+  for (const auto& dir : candidates) {
+    if (std::filesystem::is_regular_file(dir / "config.json", error)) return dir;
+    looked.push_back(dir.string());
+  }
+  STRATA_THROW(InvalidArgument,
+               "the built-in model is not installed (looked in {}); pass a model folder",
+               fmt::join(looked, ", "));
+}
+
 std::string weights_per_device(const io::LoadSummary& summary) {
   std::vector<std::string> parts;
   for (const auto& [destination, bytes] : summary.bytes_per_destination) {

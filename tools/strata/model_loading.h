@@ -45,6 +45,11 @@ LoadedModel load_model(const std::filesystem::path& model_dir, const PlacementAr
 // weight is still on meta, when hooks move inputs themselves).
 Device input_device_of(const models::CausalLM& model);
 
+// The built-in model (stories260K): beside an installed command,
+// `<executable's folder>/../share/strata/models/stories260K`, else the source tree's
+// `models/stories260K`. Throws InvalidArgument when neither exists.
+std::filesystem::path builtin_model_dir();
+
 // "cuda:0 3.00 GiB, cpu 9.48 GiB, disk 1.02 GiB" from a load summary.
 std::string weights_per_device(const io::LoadSummary& summary);
 

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds Strata on a machine that lacks the Debian -dev packages (the GPU machine lent to the
+# project): the .deb files in DEBS_DIR (downloaded on a Debian 12 machine with `apt-get download`,
+# see docs/build.md) are unpacked into a prefix with `dpkg -x` and CMake is pointed at it.
+# Usage: scripts/gpu-machine-build.sh DEBS_DIR BUILD_DIR [TARGET...]
+set -euo pipefail
+debs=${1:?usage: gpu-machine-build.sh DEBS_DIR BUILD_DIR [TARGET...]}
+build=${2:?usage: gpu-machine-build.sh DEBS_DIR BUILD_DIR [TARGET...]}
+shift 2
+prefix=/tmp/strata-debs
+mkdir -p "$prefix"
+for deb in "$debs"/*.deb; do dpkg -x "$deb" "$prefix"; done
+lib="$prefix/usr/lib/x86_64-linux-gnu"
+# dpkg -x does not run the alternatives that make libopenblas.so visible: point at it directly.
+openblas=$(find "$lib" -name 'libopenblas*.so' -path '*pthread*' | head -1)
+export LD_LIBRARY_PATH="$lib:$(dirname "$openblas")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+cmake -S "$(dirname "$0")/.." -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${STRATA_CUDA_ARCHS:-90}" \
+  -DCMAKE_PREFIX_PATH="$prefix/usr" -DBLAS_LIBRARIES="$openblas" \
+  -DSTRATA_CBLAS_INCLUDE_DIR="$prefix/usr/include/x86_64-linux-gnu/openblas-pthread" >/dev/null
+targets=()
+[ $# -gt 0 ] && targets=(--target "$@")
+cmake --build "$build" -j "$(nproc)" "${targets[@]}"
+echo "export LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
