@@ -26,13 +26,24 @@ Tensor merge_heads(const Tensor& x) {
 }
 
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, KVCache* cache,
-                        std::int64_t layer, double scale, std::int64_t sliding_window) {
+                        std::int64_t layer, double scale, std::int64_t sliding_window,
+                        const std::optional<Tensor>& mask) {
   Tensor keys = k, values = v;
   if (cache != nullptr) std::tie(keys, values) = cache->update(layer, k, v);
   const std::int64_t q_len = q.size(2), k_len = keys.size(2);
   ops::AttentionOptions options;
   options.causal = true;
   options.scale = scale;
+  if (mask.has_value()) {
+    // One call over every key: with padding inside a row, a window counted in tokens can reach
+    // further back than `window` cache entries, so the key range is not narrowed.
+    STRATA_CHECK_ARG(mask->dim() == 4 && mask->size(2) == q_len && mask->size(3) == k_len,
+                     "attention: the layer's attention_mask is {}; it must be [batch, 1, {}, {}] "
+                     "({} queries over {} cached and new keys)",
+                     mask->describe(), q_len, k_len, q_len, k_len);
+    options.mask = on_device_of(*mask, q);
+    return ops::scaled_dot_product_attention(q, keys, values, options);
+  }
   // Without a window, or when no query can reach past it, plain causal attention.
   if (sliding_window <= 0 || k_len <= sliding_window) {
     return ops::scaled_dot_product_attention(q, keys, values, options);
@@ -74,8 +85,16 @@ std::shared_ptr<KVCache> cache_argument(const nn::Args& args, std::string_view w
   return value->object_as<KVCache>();
 }
 
-// Position ids start .. start + length - 1 as [1, length] int64 on `device`. `limit` is the
-// size of the position table; running past it is an error naming it, not an out-of-range read.
+std::optional<Tensor> layer_mask_argument(const nn::Args& args, std::string_view who) {
+  const Value* value = args.keyword("attention_mask");
+  if (value == nullptr || value->is_none()) return std::nullopt;
+  STRATA_CHECK_ARG(value->is_tensor(),
+                   "{}: attention_mask must be the additive mask [batch, 1, q_len, k_len] (or "
+                   "none), got {}",
+                   who, value->describe());
+  return value->tensor();
+}
+
 Tensor position_ids(std::int64_t start, std::int64_t length, std::int64_t limit, Device device,
                     std::string_view who) {
   STRATA_CHECK_ARG(start + length <= limit,

@@ -2,6 +2,8 @@
 // Helpers the attention modules of every family share (private to src/models).
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
 
 #include "strata/core/tensor.h"
 #include "strata/models/kv_cache.h"
@@ -21,8 +23,16 @@ Tensor merge_heads(const Tensor& x);
 // with a sliding window when `sliding_window` > 0 (a query sees itself and the window - 1 keys
 // before it, transformers' sliding_window_overlay). q [batch, heads, q_len, head_dim]; k, v
 // [batch, kv_heads, new_len, head_dim]. Returns [batch, heads, q_len, head_dim].
+// `mask`: a padded batch's additive mask [batch, 1, q_len, cache + new_len] (PaddingMask::
+// additive, which already holds the causal rule and this layer's window), moved to q's device
+// when it is elsewhere; the window then is not applied again.
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, KVCache* cache,
-                        std::int64_t layer, double scale, std::int64_t sliding_window);
+                        std::int64_t layer, double scale, std::int64_t sliding_window,
+                        const std::optional<Tensor>& mask = std::nullopt);
+
+// The keyword "attention_mask" a model passes its layers (a padded batch's additive mask), or
+// nullopt when absent or none.
+std::optional<Tensor> layer_mask_argument(const nn::Args& args, std::string_view who);
 
 // The KVCache passed as keyword "past_key_values" (none or absent gives nullptr). `who` names
 // the caller in the error for another kind of value.

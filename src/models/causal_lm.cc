@@ -1,6 +1,8 @@
 #include "strata/models/causal_lm.h"
 
+#include <algorithm>
 #include <chrono>
+#include <vector>
 
 #include "models/attention.h"
 #include "models/families.h"
@@ -43,7 +45,12 @@ Value CausalLM::forward(Args& args) {
   STRATA_CHECK_ARG(keep >= 0, "{}: logits_to_keep is {}; it must be >= 0", who, keep);
 
   Value cache_value = cache ? Value(cache) : Value();
-  Tensor hidden = (*base_)(Args({ids}, {{"past_key_values", cache_value}})).tensor();
+  Args base_args({ids}, {{"past_key_values", cache_value}});
+  // The base model checks it against input_ids and the cache (detail::PaddingMask).
+  if (const Value* mask = args.keyword("attention_mask"); mask != nullptr && !mask->is_none()) {
+    base_args.keywords.set("attention_mask", *mask);
+  }
+  Tensor hidden = (*base_)(std::move(base_args)).tensor();
   const std::int64_t seq = hidden.size(1);
   if (keep > 0 && keep < seq) hidden = hidden.narrow(1, seq - keep, keep);
   Tensor logits = call(*lm_head_, hidden);
@@ -51,10 +58,12 @@ Value CausalLM::forward(Args& args) {
 }
 
 CausalLM::Output CausalLM::run(const Tensor& input_ids, const std::shared_ptr<KVCache>& cache,
-                               std::int64_t logits_to_keep) {
+                               std::int64_t logits_to_keep,
+                               const std::optional<Tensor>& attention_mask) {
   Args args({input_ids});
   if (cache) args.keywords.set("past_key_values", Value(cache));
   args.keywords.set("logits_to_keep", Value(logits_to_keep));
+  if (attention_mask) args.keywords.set("attention_mask", Value(*attention_mask));
   const Value out = (*this)(std::move(args));
   return {out.dict().at("logits").tensor(), cache};
 }
@@ -78,6 +87,32 @@ std::shared_ptr<CausalLM> build_causal_lm(const io::ModelConfig& config, DType d
   return build_causal_lm(parse_transformer_config(config), dtype);
 }
 
+namespace {
+
+// The prompt's attention mask on the host (int64 [batch, seq] values), checked for greedy
+// decoding: every row must end with a token, since the next token is read from the last column.
+std::vector<std::int64_t> prompt_mask(const Tensor& mask, const Tensor& prompt_ids) {
+  const std::int64_t batch = prompt_ids.size(0), seq = prompt_ids.size(1);
+  STRATA_CHECK_ARG(mask.dim() == 2 && mask.size(0) == batch && mask.size(1) == seq &&
+                       (mask.dtype() == DType::Int64 || mask.dtype() == DType::Int32 ||
+                        mask.dtype() == DType::Bool) &&
+                       !mask.is_meta(),
+                   "generate_greedy: attention_mask is {}; it must be int64 (or int32 or bool) "
+                   "[batch, seq] = [{}, {}] like prompt_ids, 1 for a token and 0 for padding",
+                   mask.describe(), batch, seq);
+  std::vector<std::int64_t> values =
+      mask.to(Device::cpu(), DType::Int64).contiguous().to_vector<std::int64_t>();
+  for (std::int64_t b = 0; b < batch; ++b) {
+    STRATA_CHECK_ARG(values[static_cast<std::size_t>((b + 1) * seq - 1)] == 1,
+                     "generate_greedy: attention_mask row {} ends with padding; the next token "
+                     "follows the last column, so pad prompts on the left",
+                     b);
+  }
+  return values;
+}
+
+}  // namespace
+
 GenerationResult generate_greedy(CausalLM& model, const Tensor& prompt_ids,
                                  const GenerationOptions& options) {
   STRATA_CHECK_ARG(prompt_ids.dim() == 2 && prompt_ids.size(1) > 0,
@@ -97,14 +132,37 @@ GenerationResult generate_greedy(CausalLM& model, const Tensor& prompt_ids,
     return std::chrono::duration<double>(b - a).count();
   };
   const std::int64_t batch = prompt_ids.size(0), new_tokens = options.max_new_tokens;
-  auto cache = model.make_cache(prompt_ids.size(1) + new_tokens);
+  const std::int64_t prompt_len = prompt_ids.size(1);
+  auto cache = model.make_cache(prompt_len + new_tokens);
   Tensor tokens = Tensor::empty({batch, new_tokens}, DType::Int64);
   GenerationResult result;
+
+  // A padded prompt's mask, extended by a column of ones per step (the cache keeps the padded
+  // entries; the mask hides them). Kept on the host as [batch, prompt_len + new_tokens].
+  std::vector<std::int64_t> mask;
+  if (options.attention_mask) {
+    const std::vector<std::int64_t> prompt = prompt_mask(*options.attention_mask, prompt_ids);
+    const std::int64_t width = prompt_len + new_tokens;
+    mask.assign(static_cast<std::size_t>(batch * width), 1);
+    for (std::int64_t b = 0; b < batch; ++b) {
+      std::copy_n(prompt.begin() + b * prompt_len, prompt_len, mask.begin() + b * width);
+    }
+  }
+  const auto mask_until = [&](std::int64_t columns) -> std::optional<Tensor> {
+    if (mask.empty()) return std::nullopt;
+    const std::int64_t width = prompt_len + new_tokens;
+    std::vector<std::int64_t> part(static_cast<std::size_t>(batch * columns));
+    for (std::int64_t b = 0; b < batch; ++b) {
+      std::copy_n(mask.begin() + b * width, columns, part.begin() + b * columns);
+    }
+    return Tensor::from_vector(part, {batch, columns});
+  };
 
   Tensor input = prompt_ids.to(device, DType::Int64);
   for (std::int64_t step = 0; step < new_tokens; ++step) {
     const auto start = Clock::now();
-    const Tensor logits = model.run(input, cache, 1).logits;  // [batch, 1, vocab]
+    const std::optional<Tensor> step_mask = mask_until(prompt_len + step);
+    const Tensor logits = model.run(input, cache, 1, step_mask).logits;  // [batch, 1, vocab]
     // The copy to the cpu waits for the device, so the time covers the whole step.
     const Tensor next = ops::argmax(logits, -1).to(Device::cpu());  // [batch, 1]
     const auto end = Clock::now();

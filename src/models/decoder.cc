@@ -7,6 +7,7 @@
 
 #include "models/attention.h"
 #include "models/families.h"
+#include "models/padding_mask.h"
 #include "strata/core/error.h"
 #include "strata/models/moe.h"
 #include "strata/ops.h"
@@ -66,7 +67,8 @@ Value DecoderAttention::forward(Args& args) {
   k = ops::rotary_embedding(k, cos, sin);
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   const Tensor attn =
-      detail::causal_attention(q, k, v, cache.get(), layer_idx_, scale, sliding_window_);
+      detail::causal_attention(q, k, v, cache.get(), layer_idx_, scale, sliding_window_,
+                               detail::layer_mask_argument(args, who));
   return call(*o_proj_, detail::merge_heads(attn));
 }
 
@@ -124,7 +126,7 @@ Value DecoderLayer::forward(Args& args) {
 }
 
 DecoderModel::DecoderModel(const TransformerConfig& c, DType dtype)
-    : nn::Module(c.class_name("Model")) {
+    : nn::Module(c.class_name("Model")), sliding_windows_(c.sliding_windows) {
   embed_tokens_ = register_module(
       "embed_tokens", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype));
   layers_ = register_module("layers", std::make_shared<nn::ModuleList>());
@@ -145,10 +147,19 @@ Value DecoderModel::forward(Args& args) {
   const std::int64_t past = cache ? cache->seq_length(0) : 0;
   const Value cache_value = cache ? Value(cache) : Value();
 
+  auto padding = detail::PaddingMask::from_args(args, ids.size(0), ids.size(1), past, who);
+
   Tensor hidden = call(*embed_tokens_, ids);
-  Value rope = (*rotary_emb_)(Args({hidden}, {{"past_length", past}}));
+  const Value rope =
+      padding
+          ? (*rotary_emb_)(Args({hidden}, {{"position_ids", padding->position_ids(Device::cpu())}}))
+          : (*rotary_emb_)(Args({hidden}, {{"past_length", past}}));
   for (std::size_t i = 0; i < layers_->size(); ++i) {
     Args layer_args({hidden}, {{"position_embeddings", rope}, {"past_key_values", cache_value}});
+    if (padding) {
+      layer_args.keywords.set("attention_mask",
+                              padding->additive(sliding_windows_.at(i), hidden.device()));
+    }
     hidden = (*layers_)[i](std::move(layer_args)).tensor();
   }
   return call(*norm_, hidden);

@@ -4,6 +4,7 @@
 
 #include "models/attention.h"
 #include "models/families.h"
+#include "models/padding_mask.h"
 #include "strata/core/error.h"
 #include "strata/ops.h"
 
@@ -33,8 +34,8 @@ Value GPT2Attention::forward(Args& args) {
   const auto part = [&](std::int64_t i) {
     return detail::split_heads(qkv.narrow(2, i * embed, embed), num_heads_, head_dim_);
   };
-  const Tensor attn =
-      detail::causal_attention(part(0), part(1), part(2), cache.get(), layer_idx_, scale_, 0);
+  const Tensor attn = detail::causal_attention(part(0), part(1), part(2), cache.get(), layer_idx_,
+                                               scale_, 0, detail::layer_mask_argument(args, who));
   return call(*c_proj_, detail::merge_heads(attn));
 }
 
@@ -90,12 +91,18 @@ Value GPT2Model::forward(Args& args) {
   const std::int64_t past = cache ? cache->seq_length(0) : 0;
   const Value cache_value = cache ? Value(cache) : Value();
 
+  auto padding = detail::PaddingMask::from_args(args, ids.size(0), ids.size(1), past, who);
+  if (padding) padding->check_position_limit(max_positions_, who);
+
   const Tensor inputs = call(*wte_, ids);
-  const Tensor positions =
-      call(*wpe_, detail::position_ids(past, ids.size(1), max_positions_, ids.device(), who));
+  const Tensor positions = call(
+      *wpe_, padding ? padding->position_ids(ids.device())
+                     : detail::position_ids(past, ids.size(1), max_positions_, ids.device(), who));
   Tensor hidden = ops::add(inputs, on_device_of(positions, inputs));
   for (std::size_t i = 0; i < h_->size(); ++i) {
-    hidden = (*h_)[i](Args({hidden}, {{"past_key_values", cache_value}})).tensor();
+    Args block_args({hidden}, {{"past_key_values", cache_value}});
+    if (padding) block_args.keywords.set("attention_mask", padding->additive(0, hidden.device()));
+    hidden = (*h_)[i](std::move(block_args)).tensor();
   }
   return call(*ln_f_, hidden);
 }

@@ -4,6 +4,7 @@
 
 #include "models/attention.h"
 #include "models/families.h"
+#include "models/padding_mask.h"
 #include "strata/core/error.h"
 #include "strata/ops.h"
 
@@ -23,8 +24,24 @@ OPTLearnedPositionalEmbedding::OPTLearnedPositionalEmbedding(std::int64_t positi
 }
 
 Value OPTLearnedPositionalEmbedding::forward(Args& args) {
-  const Tensor& ids = args.tensor(0, "OPTLearnedPositionalEmbedding.forward");
+  const std::string who = "OPTLearnedPositionalEmbedding.forward";
   const Tensor& table = parameter("weight");
+  if (const Value* mask = args.keyword("attention_mask"); mask != nullptr && !mask->is_none()) {
+    // transformers' rule for a padded batch: cumsum(mask) * mask - 1 (padding reads row 1).
+    STRATA_CHECK_ARG(mask->is_tensor() && mask->tensor().dim() == 2,
+                     "{}: attention_mask must be [batch, past + seq], got {}", who,
+                     mask->describe());
+    const Value* past = args.keyword("past_key_values_length");
+    const std::int64_t past_length = past != nullptr ? past->to_int() : 0;
+    const Tensor& m = mask->tensor();
+    STRATA_CHECK_ARG(past_length >= 0 && past_length < m.size(1),
+                     "{}: past_key_values_length {} must lie in [0, {}) for attention_mask {}", who,
+                     past_length, m.size(1), m.describe());
+    const detail::PaddingMask padding(m, m.size(0), m.size(1) - past_length, past_length, who);
+    padding.check_position_limit(positions_, who);
+    return ops::embedding(padding.opt_position_ids(kPositionOffset, table.device()), table);
+  }
+  const Tensor& ids = args.tensor(0, who);
   // Reading rows `id` of the table without its first two rows is reading rows id + 2.
   return ops::embedding(ids, table.narrow(0, kPositionOffset, table.size(0) - kPositionOffset));
 }
@@ -52,11 +69,11 @@ Value OPTAttention::forward(Args& args) {
   const double scaling = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   Tensor q = call(*q_proj_, x);
   q = ops::mul(q, Tensor::full({1}, scaling, q.dtype(), q.device()));
-  const Tensor attn =
-      detail::causal_attention(detail::split_heads(q, num_heads_, head_dim_),
-                               detail::split_heads(call(*k_proj_, x), num_heads_, head_dim_),
-                               detail::split_heads(call(*v_proj_, x), num_heads_, head_dim_),
-                               cache.get(), layer_idx_, 1.0, 0);
+  const Tensor attn = detail::causal_attention(
+      detail::split_heads(q, num_heads_, head_dim_),
+      detail::split_heads(call(*k_proj_, x), num_heads_, head_dim_),
+      detail::split_heads(call(*v_proj_, x), num_heads_, head_dim_), cache.get(), layer_idx_, 1.0,
+      0, detail::layer_mask_argument(args, who));
   return call(*out_proj_, detail::merge_heads(attn));
 }
 
@@ -122,15 +139,22 @@ Value OPTDecoder::forward(Args& args) {
   const std::int64_t past = cache ? cache->seq_length(0) : 0;
   const Value cache_value = cache ? Value(cache) : Value();
 
+  auto padding = detail::PaddingMask::from_args(args, ids.size(0), ids.size(1), past, who);
   // Unpadded rows: transformers' cumsum(attention_mask) - 1 is past .. past + seq - 1.
-  const Tensor positions = call(
-      *embed_positions_,
-      detail::position_ids(past, ids.size(1), embed_positions_->positions(), ids.device(), who));
+  const Tensor positions =
+      padding ? (*embed_positions_)(Args({Value()}, {{"attention_mask", padding->tensor()},
+                                                     {"past_key_values_length", past}}))
+                    .tensor()
+              : call(*embed_positions_,
+                     detail::position_ids(past, ids.size(1), embed_positions_->positions(),
+                                          ids.device(), who));
   Tensor inputs = call(*embed_tokens_, ids);
   if (project_in_) inputs = call(*project_in_, inputs);
   Tensor hidden = ops::add(inputs, on_device_of(positions, inputs));
   for (std::size_t i = 0; i < layers_->size(); ++i) {
-    hidden = (*layers_)[i](Args({hidden}, {{"past_key_values", cache_value}})).tensor();
+    Args layer_args({hidden}, {{"past_key_values", cache_value}});
+    if (padding) layer_args.keywords.set("attention_mask", padding->additive(0, hidden.device()));
+    hidden = (*layers_)[i](std::move(layer_args)).tensor();
   }
   if (final_layer_norm_) hidden = call(*final_layer_norm_, hidden);
   if (project_out_) hidden = call(*project_out_, hidden);

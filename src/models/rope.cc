@@ -132,27 +132,53 @@ RopeFrequencies compute_rope_frequencies(const RopeConfig& rope, std::int64_t se
   STRATA_THROW(NotSupported, "rope type '{}' is not supported", rope.type);
 }
 
-std::pair<Tensor, Tensor> rope_tables(const RopeFrequencies& frequencies, std::int64_t start,
-                                      std::int64_t length) {
+namespace {
+
+// cos and sin rows [positions.size(), dim] of `shape` ([..., n, dim] with n rows in all).
+std::pair<Tensor, Tensor> tables_at(const RopeFrequencies& frequencies,
+                                    const std::vector<std::int64_t>& positions, Shape shape) {
   const auto half = static_cast<std::int64_t>(frequencies.inv_freq.size());
   const std::int64_t dim = 2 * half;
-  Tensor cos = Tensor::empty({1, length, dim});
-  Tensor sin = Tensor::empty({1, length, dim});
+  Tensor cos = Tensor::empty(shape);
+  Tensor sin = Tensor::empty(shape);
   float* c = cos.data<float>();
   float* s = sin.data<float>();
   const float scale = frequencies.attention_scaling;
-  for (std::int64_t p = 0; p < length; ++p) {
-    const auto position = static_cast<float>(start + p);
+  for (std::size_t p = 0; p < positions.size(); ++p) {
+    const auto position = static_cast<float>(positions[p]);
+    float* crow = c + static_cast<std::int64_t>(p) * dim;
+    float* srow = s + static_cast<std::int64_t>(p) * dim;
     for (std::int64_t i = 0; i < half; ++i) {
       // float32 product as torch's matmul gives it; cos/sin correctly rounded from it.
       const float angle = position * frequencies.inv_freq[static_cast<std::size_t>(i)];
       const float cv = static_cast<float>(std::cos(static_cast<double>(angle))) * scale;
       const float sv = static_cast<float>(std::sin(static_cast<double>(angle))) * scale;
-      c[p * dim + i] = c[p * dim + half + i] = cv;
-      s[p * dim + i] = s[p * dim + half + i] = sv;
+      crow[i] = crow[half + i] = cv;
+      srow[i] = srow[half + i] = sv;
     }
   }
   return {cos, sin};
+}
+
+}  // namespace
+
+std::pair<Tensor, Tensor> rope_tables(const RopeFrequencies& frequencies, std::int64_t start,
+                                      std::int64_t length) {
+  std::vector<std::int64_t> positions(static_cast<std::size_t>(length));
+  for (std::int64_t p = 0; p < length; ++p) positions[static_cast<std::size_t>(p)] = start + p;
+  const auto dim = static_cast<std::int64_t>(2 * frequencies.inv_freq.size());
+  return tables_at(frequencies, positions, {1, length, dim});
+}
+
+std::pair<Tensor, Tensor> rope_tables(const RopeFrequencies& frequencies,
+                                      const Tensor& position_ids) {
+  STRATA_CHECK_ARG(position_ids.dim() == 2 && position_ids.dtype() == DType::Int64,
+                   "rope_tables: position_ids must be int64 [batch, seq], got {}",
+                   position_ids.describe());
+  const std::vector<std::int64_t> positions =
+      position_ids.to(Device::cpu()).contiguous().to_vector<std::int64_t>();
+  const auto dim = static_cast<std::int64_t>(2 * frequencies.inv_freq.size());
+  return tables_at(frequencies, positions, {position_ids.size(0), position_ids.size(1), dim});
 }
 
 RotaryEmbedding::RotaryEmbedding(std::string class_name, RopeConfig rope)
@@ -179,11 +205,32 @@ Value RotaryEmbedding::forward(Args& args) {
   const Tensor& x = args.tensor(0, who);
   STRATA_CHECK_ARG(x.dim() >= 2, "{}: hidden_states must be [batch, seq, ...], got {}", who,
                    x.describe());
-  const Value* past = args.keyword("past_length");
-  const std::int64_t start = past ? past->to_int() : 0;
-  STRATA_CHECK_ARG(start >= 0, "{}: past_length is {}; it must be >= 0", who, start);
   const std::int64_t length = x.size(1);
-  auto [cos, sin] = rope_tables(frequencies(start + length), start, length);
+  Tensor cos, sin;
+  if (const Value* ids = args.keyword("position_ids"); ids != nullptr && !ids->is_none()) {
+    STRATA_CHECK_ARG(ids->is_tensor(), "{}: position_ids must be a tensor, got {}", who,
+                     ids->describe());
+    const Tensor positions = ids->tensor().to(Device::cpu());
+    STRATA_CHECK_ARG(positions.dim() == 2 && positions.dtype() == DType::Int64 &&
+                         (positions.size(0) == x.size(0) || positions.size(0) == 1) &&
+                         positions.size(1) == length,
+                     "{}: position_ids is {}; it must be int64 [batch, seq] = [{}, {}] (or "
+                     "[1, {}])",
+                     who, positions.describe(), x.size(0), length, length);
+    const std::vector<std::int64_t> values = positions.contiguous().to_vector<std::int64_t>();
+    std::int64_t last = 0;
+    for (const std::int64_t p : values) {
+      STRATA_CHECK_ARG(p >= 0, "{}: position_ids holds {}; positions must be >= 0", who, p);
+      last = std::max(last, p);
+    }
+    // transformers' dynamic RoPE: the length is the largest position + 1.
+    std::tie(cos, sin) = rope_tables(frequencies(last + 1), positions);
+  } else {
+    const Value* past = args.keyword("past_length");
+    const std::int64_t start = past ? past->to_int() : 0;
+    STRATA_CHECK_ARG(start >= 0, "{}: past_length is {}; it must be >= 0", who, start);
+    std::tie(cos, sin) = rope_tables(frequencies(start + length), start, length);
+  }
   return nn::ValueList{cos.to(x.device(), x.dtype()), sin.to(x.device(), x.dtype())};
 }
 

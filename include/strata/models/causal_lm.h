@@ -8,11 +8,20 @@
 //                     anywhere when a hook moves it there)
 //   past_key_values   a KVCache (from make_cache) to read and extend, or absent/none
 //   logits_to_keep    int: compute logits for the last N positions only (0 = all)
+//   attention_mask    0/1 [batch, past + seq] (int64, int32 or bool, any device), 1 = token,
+//                     0 = padding, over the cached and the new tokens, or absent/none
 // returns a dict {"logits": [batch, kept, vocab] in the model dtype, "past_key_values": cache}.
 //
 // Every submodule is called through its operator(), so hooks attached anywhere in the tree
-// (dispatch, offload, layerwise casting) run as they do in transformers. Unpadded batches only:
-// every row has the same length and positions start at the cache length.
+// (dispatch, offload, layerwise casting) run as they do in transformers.
+//
+// Padded batches: with an attention_mask, each row's positions count its tokens
+// (transformers' generate(): cumsum(mask) - 1, padding at 1; OPT: its own rule) and attention
+// sees the keys that are tokens, causal, within the sliding window counted in tokens. Each
+// row's logits at its tokens then equal those of the row run alone; a padding query attends to
+// nothing (zeros), so padding never makes NaNs. The cache keeps the padded entries; extend the
+// mask by the new columns on each call. Without a mask, or with one of all ones, nothing is
+// built: every row has the same length and positions start at the cache length.
 
 #include <cstdint>
 #include <memory>
@@ -54,10 +63,11 @@ class CausalLM : public nn::Module {
     Tensor logits;
     std::shared_ptr<KVCache> cache;
   };
-  // (*this)({input_ids}, {past_key_values, logits_to_keep}) with typed results; a hook on the
-  // root runs.
+  // (*this)({input_ids}, {past_key_values, logits_to_keep, attention_mask}) with typed results;
+  // a hook on the root runs.
   Output run(const Tensor& input_ids, const std::shared_ptr<KVCache>& cache = nullptr,
-             std::int64_t logits_to_keep = 0);
+             std::int64_t logits_to_keep = 0,
+             const std::optional<Tensor>& attention_mask = std::nullopt);
 
  protected:
   CausalLM(std::string class_name, TransformerConfig config);
@@ -85,6 +95,10 @@ struct GenerationOptions {
   // Where the prompt and each new token are placed: by default the input embedding's device
   // when its weight is materialised, else the cpu (a hook then moves them).
   std::optional<Device> input_device;
+  // The prompt's 0/1 mask [batch, seq] (int64, int32 or bool) for prompts of different lengths
+  // padded on the left (every row must end with a token); each step extends it by a column of
+  // ones. Absent: every row is a token.
+  std::optional<Tensor> attention_mask;
 };
 
 struct GenerationResult {
@@ -95,7 +109,8 @@ struct GenerationResult {
 
 // Greedy decoding with a KV cache: one prefill over the prompt [batch, seq] (int64), then one
 // single-token forward per new token, each picking the argmax of the last logits (the lowest id
-// on ties, as torch.argmax).
+// on ties, as torch.argmax). With options.attention_mask, each row's tokens are those of its
+// prompt run alone (without its padding).
 GenerationResult generate_greedy(CausalLM& model, const Tensor& prompt_ids,
                                  const GenerationOptions& options = {});
 

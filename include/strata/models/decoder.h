@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "strata/models/causal_lm.h"
 #include "strata/models/config.h"
@@ -24,7 +25,8 @@ namespace strata::models {
 
 // Grouped-query self-attention with RoPE.
 // forward(hidden [batch, seq, hidden]; position_embeddings: [cos, sin] from the rotary module,
-// past_key_values: KVCache or none) -> [batch, seq, hidden].
+// past_key_values: KVCache or none, attention_mask: a padded batch's additive mask
+// [batch, 1, seq, past + seq] or none) -> [batch, seq, hidden].
 class DecoderAttention : public nn::Module {
  public:
   DecoderAttention(const TransformerConfig& config, std::int64_t layer_idx, DType dtype);
@@ -64,7 +66,9 @@ class DecoderLayer : public nn::Module {
   std::shared_ptr<RMSNorm> input_layernorm_, post_attention_layernorm_;
 };
 
-// forward(input_ids; past_key_values) -> final hidden states [batch, seq, hidden].
+// forward(input_ids; past_key_values, attention_mask) -> final hidden states
+// [batch, seq, hidden]. attention_mask: 0/1 [batch, past + seq] for a padded batch (per-row
+// positions and an additive mask per layer kind, passed to the layers as attention_mask).
 class DecoderModel : public nn::Module {
  public:
   DecoderModel(const TransformerConfig& config, DType dtype);
@@ -77,6 +81,7 @@ class DecoderModel : public nn::Module {
   std::shared_ptr<nn::ModuleList> layers_;
   std::shared_ptr<RMSNorm> norm_;
   std::shared_ptr<RotaryEmbedding> rotary_emb_;
+  std::vector<std::int64_t> sliding_windows_;  // per layer, 0 = full attention
 };
 
 class DecoderForCausalLM : public CausalLM {

@@ -18,7 +18,7 @@
 
 namespace strata::models {
 
-// forward(hidden; past_key_values) -> hidden.
+// forward(hidden; past_key_values, attention_mask: additive [batch, 1, seq, past + seq]) -> hidden.
 class GPT2Attention : public nn::Module {
  public:
   GPT2Attention(const TransformerConfig& config, std::int64_t layer_idx, DType dtype);
@@ -51,7 +51,8 @@ class GPT2Block : public nn::Module {
   std::shared_ptr<GPT2MLP> mlp_;
 };
 
-// forward(input_ids; past_key_values) -> final hidden states.
+// forward(input_ids; past_key_values, attention_mask: 0/1 [batch, past + seq] for a padded
+// batch, positions then cumsum - 1 per row) -> final hidden states.
 class GPT2Model : public nn::Module {
  public:
   GPT2Model(const TransformerConfig& config, DType dtype);

@@ -21,7 +21,9 @@
 namespace strata::models {
 
 // An Embedding of max_position_embeddings + 2 rows read at position + 2 (OPT's offset).
-// forward(position_ids int64) -> embeddings.
+// forward(position_ids int64) -> embeddings; or, as transformers, forward(none; attention_mask
+// 0/1 [batch, past + seq], past_key_values_length) with positions cumsum(mask) * mask - 1 over
+// the new tokens (padding is -1: row 1 of the table).
 class OPTLearnedPositionalEmbedding : public nn::Module {
  public:
   OPTLearnedPositionalEmbedding(std::int64_t positions, std::int64_t dim, DType dtype);
@@ -35,7 +37,8 @@ class OPTLearnedPositionalEmbedding : public nn::Module {
 class OPTAttention : public nn::Module {
  public:
   OPTAttention(const TransformerConfig& config, std::int64_t layer_idx, DType dtype);
-  Value forward(Args& args) override;  // (hidden; past_key_values) -> hidden
+  // (hidden; past_key_values, attention_mask: additive [batch, 1, seq, past + seq]) -> hidden
+  Value forward(Args& args) override;
 
  private:
   std::int64_t layer_idx_, num_heads_, head_dim_;
@@ -55,7 +58,8 @@ class OPTDecoderLayer : public nn::Module {
   std::shared_ptr<nn::Linear> fc1_, fc2_;
 };
 
-// forward(input_ids; past_key_values) -> final hidden states (word_embed_proj_dim wide).
+// forward(input_ids; past_key_values, attention_mask: 0/1 [batch, past + seq] for a padded
+// batch) -> final hidden states (word_embed_proj_dim wide).
 class OPTDecoder : public nn::Module {
  public:
   OPTDecoder(const TransformerConfig& config, DType dtype);

@@ -31,6 +31,10 @@ RopeFrequencies compute_rope_frequencies(const RopeConfig& rope, std::int64_t se
 // emb = cat(freqs, freqs), freqs = position * inv_freq (float32), times attention_scaling.
 std::pair<Tensor, Tensor> rope_tables(const RopeFrequencies& frequencies, std::int64_t start,
                                       std::int64_t length);
+// The same for per-row positions: `position_ids` int64 [batch, seq] (any device) gives cos and
+// sin float32 [batch, seq, dim] on the cpu (a padded batch: each row has its own positions).
+std::pair<Tensor, Tensor> rope_tables(const RopeFrequencies& frequencies,
+                                      const Tensor& position_ids);
 
 // transformers' <Prefix>RotaryEmbedding: holds the non-persistent buffers inv_freq and
 // original_inv_freq (so the module tree, and the sizes a device map sees, match transformers)
@@ -38,10 +42,12 @@ std::pair<Tensor, Tensor> rope_tables(const RopeFrequencies& frequencies, std::i
 //
 // forward(hidden_states [batch, seq, ...]; past_length: int) -> [cos, sin], each
 // [1, seq, dim] in hidden_states' dtype on its device, for positions past_length ..
-// past_length + seq - 1.
+// past_length + seq - 1. With the keyword position_ids (int64 [batch or 1, seq], a padded
+// batch's per-row positions) instead: [batch or 1, seq, dim] for those positions.
 //
 // Dynamic NTK: transformers keeps the frequencies of the longest sequence seen so far in module
-// state. Here they are a function of the current length (past_length + seq): the same numbers
+// state. Here they are a function of the current length (past_length + seq, or the largest
+// position + 1 as transformers computes it from position_ids): the same numbers
 // whenever a sequence only grows, as in prefill + decode, and no state to go stale between
 // unrelated calls.
 class RotaryEmbedding : public nn::Module {
