@@ -3,9 +3,9 @@
 // cuda + cpu + disk). The model is built under init_empty_weights and loaded from the fixture's
 // checkpoint by an explicit map derived from its module tree, or by the planner under small
 // budgets; the float32 logits of the prompts must stay within 1e-4 of the scale of transformers'
-// and the 12-token greedy continuation must be identical. The CUDA placements skip themselves
-// without enough GPUs (run the binary on the device machine); without any, their planner budgets
-// are still checked to use every tier.
+// and the 12-token greedy continuation must be identical, also for a left-padded batch. The CUDA
+// placements skip themselves without enough GPUs (run the binary on the device machine); without
+// any, their planner budgets are still checked to use every tier.
 
 #include <fmt/format.h>
 
@@ -373,6 +373,8 @@ TEST_P(DispatchedParityTest, LogitsAndGreedyMatchTransformers) {
 
   expect_float32_logits_match(fixture_, model->run(fixture_.prompt_ids).logits);
   expect_greedy_continuation_matches(fixture_, *model);
+  // The attention mask and the per-layer masks pass through every hook.
+  expect_padded_batch_matches(fixture_, *model, Device::cpu());
   const placement::PrefetchStats& stats = result.dispatch->scheduler->stats();
   EXPECT_GT(stats.onloads, 0);
   EXPECT_EQ(stats.casts, 0);

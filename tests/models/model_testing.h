@@ -173,6 +173,39 @@ inline void expect_greedy_continuation_matches(const ModelFixture& f, models::Ca
   EXPECT_EQ(result.step_seconds.size(), static_cast<std::size_t>(options.max_new_tokens - 1));
 }
 
+// A padded batch: prompt 0 beside prompt 1 without its last 3 tokens, left-padded, with an
+// attention mask (on the cpu: the model moves it). Row 0's float32 logits and greedy tokens must
+// equal transformers'; row 1's logits those of the model run on its tokens alone (except under
+// dynamic RoPE, which scales every row by the batch's longest length, as transformers does).
+inline void expect_padded_batch_matches(const ModelFixture& f, models::CausalLM& model,
+                                        Device device) {
+  const std::int64_t seq = f.prompt_ids.size(1), cut = 3;
+  Tensor ids = f.prompt_ids.clone();
+  Tensor mask = Tensor::ones({2, seq}, DType::Int64);
+  ids.select(0, 1)
+      .narrow(0, cut, seq - cut)
+      .copy_(f.prompt_ids.select(0, 1).narrow(0, 0, seq - cut));
+  ids.select(0, 1).narrow(0, 0, cut).copy_(Tensor::zeros({cut}, DType::Int64));
+  mask.select(0, 1).narrow(0, 0, cut).copy_(Tensor::zeros({cut}, DType::Int64));
+  const Tensor logits = model.run(ids.to(device), nullptr, 0, mask).logits;
+  const double tolerance = kFloat32Tolerance * max_abs(f.logits);
+  EXPECT_LE(max_abs_diff(logits.narrow(0, 0, 1), f.logits.narrow(0, 0, 1)), tolerance) << f.name;
+  if (f.name != "llama_dynamic") {
+    const Tensor alone =
+        model.run(f.prompt_ids.narrow(0, 1, 1).narrow(1, 0, seq - cut).to(device)).logits;
+    EXPECT_LE(max_abs_diff(logits.narrow(0, 1, 1).narrow(1, cut, seq - cut), alone), tolerance)
+        << f.name;
+  }
+  models::GenerationOptions options;
+  options.max_new_tokens = f.greedy_ids.size(1);
+  options.attention_mask = mask;
+  options.input_device = device;
+  const auto result = models::generate_greedy(model, ids, options);
+  EXPECT_EQ(result.tokens.narrow(0, 0, 1).to_vector<std::int64_t>(),
+            f.greedy_ids.to_vector<std::int64_t>())
+      << f.name;
+}
+
 // The case of a test parameterised over fixtures and devices.
 struct ModelCase {
   std::string fixture;

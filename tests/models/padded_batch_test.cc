@@ -20,8 +20,10 @@ namespace {
 using models::CausalLM;
 
 // Batched and alone differ only in the order of float32 sums (matrix products over more rows,
-// softmax over masked keys that contribute exact zeros): far below the parity bound of 1e-4.
-constexpr double kTolerance = 1e-5;
+// softmax over masked keys that contribute exact zeros). On the cpu the largest difference is
+// 1.0e-6 of the logits' scale over every fixture: bound 1e-5. cuBLAS picks its kernels (split-K
+// included) by the number of rows, so on cuda the bound is the parity bound, 1e-4.
+constexpr double kCpuTolerance = 1e-5;
 constexpr std::int64_t kPad = 5;  // any id: padded tokens must not matter
 constexpr std::int64_t kNewTokens = 12;
 
@@ -39,6 +41,10 @@ std::vector<PaddedCase> padded_cases() {
     out.push_back({"qwen2", 4, device});
   }
   return out;
+}
+
+void PrintTo(const PaddedCase& c, std::ostream* os) {
+  *os << c.fixture << " window " << c.window << " on " << c.device;
 }
 
 std::string padded_case_name(const ::testing::TestParamInfo<PaddedCase>& info) {
@@ -72,8 +78,10 @@ class PaddedBatchTest : public ::testing::TestWithParam<PaddedCase> {
     rows_ = {{p1.begin(), p1.begin() + n - 4},
              {p0.begin(), p0.begin() + n},
              {p0.begin() + 3, p0.begin() + n}};
+    second_ = {p1.begin(), p1.begin() + n};
   }
   Device device() const { return GetParam().device; }
+  double tolerance() const { return device().is_cuda() ? kFloat32Tolerance : kCpuTolerance; }
   std::int64_t longest() const { return static_cast<std::int64_t>(rows_[1].size()); }
 
   // The rows left-padded to the longest: ids and mask, int64 [rows, longest] on the cpu.
@@ -93,6 +101,7 @@ class PaddedBatchTest : public ::testing::TestWithParam<PaddedCase> {
   ModelFixture fixture_;
   std::shared_ptr<CausalLM> model_;
   std::vector<std::vector<std::int64_t>> rows_;
+  std::vector<std::int64_t> second_;  // the second recorded prompt (n tokens)
 };
 
 // (a) Each row's logits at its tokens equal the row's logits alone; the padded positions give
@@ -107,7 +116,7 @@ TEST_P(PaddedBatchTest, LogitsOfEachRowEqualTheRowAlone) {
     const auto len = static_cast<std::int64_t>(rows_[r].size());
     const Tensor mine =
         logits.narrow(0, static_cast<std::int64_t>(r), 1).narrow(1, longest() - len, len);
-    EXPECT_LE(max_abs_diff(mine, alone), kTolerance * max_abs(alone))
+    EXPECT_LE(max_abs_diff(mine, alone), tolerance() * max_abs(alone))
         << fixture_.name << " row " << r << " (" << len << " tokens)";
   }
   for (const double v : logits.to_doubles()) ASSERT_TRUE(std::isfinite(v)) << fixture_.name;
@@ -143,10 +152,10 @@ TEST_P(PaddedBatchTest, GreedyTokensOfEachRowEqualTheRowAlone) {
 TEST_P(PaddedBatchTest, PaddingInsideRowsAndInTheCache) {
   if (fixture_.name == "llama_dynamic") GTEST_SKIP() << "see GreedyTokensOfEachRowEqualTheRowAlone";
   const std::vector<std::int64_t>& a = rows_[1];  // p + 2 tokens
-  const std::vector<std::int64_t>& b = rows_[0];  // at least 6 tokens... for Mixtral 4
+  const std::vector<std::int64_t>& b = second_;
   const auto p = static_cast<std::int64_t>(a.size()) - 2;
   const auto b_len = std::min<std::int64_t>(static_cast<std::int64_t>(b.size()), 6);
-  ASSERT_GE(b_len, 4);
+  ASSERT_GE(b_len, 5);                     // B's second chunk is at least 2 tokens: A's is padded
   const std::int64_t b_chunk = b_len - 3;  // B's tokens in the second pass (then 1 in the third)
   const std::int64_t vocab = fixture_.logits.size(2);
 
@@ -202,7 +211,7 @@ TEST_P(PaddedBatchTest, PaddingInsideRowsAndInTheCache) {
   const Tensor a_alone = model_->run(row_tensor(a).to(device())).logits;  // p + 2 positions
   const Tensor b_alone =
       model_->run(row_tensor({b.begin(), b.begin() + 3 + b_chunk}).to(device())).logits;
-  const double a_tol = kTolerance * max_abs(a_alone), b_tol = kTolerance * max_abs(b_alone);
+  const double a_tol = tolerance() * max_abs(a_alone), b_tol = tolerance() * max_abs(b_alone);
   const auto at = [&](const Tensor& logits, std::int64_t row, std::int64_t col, std::int64_t n) {
     return logits.narrow(0, row, 1).narrow(1, col, n);
   };

@@ -49,6 +49,11 @@ TEST_P(ParityTest, GreedyContinuationMatchesTransformers) {
   expect_greedy_continuation_matches(fixture_, *model);
 }
 
+TEST_P(ParityTest, PaddedBatchMatchesTransformers) {
+  auto model = load_fixture_model(fixture_, device());
+  expect_padded_batch_matches(fixture_, *model, device());
+}
+
 TEST_P(ParityTest, BFloat16LogitsWithinTolerance) {
   auto model = load_fixture_model(fixture_, device(), DType::BFloat16);
   const Tensor logits = model->run(prompt()).logits;
