@@ -6,6 +6,7 @@
 
 #include "models/attention.h"
 #include "models/families.h"
+#include "models/padding_mask.h"
 #include "strata/core/error.h"
 #include "strata/models/layers.h"
 #include "strata/ops.h"
@@ -93,15 +94,8 @@ namespace {
 // decoding: every row must end with a token, since the next token is read from the last column.
 std::vector<std::int64_t> prompt_mask(const Tensor& mask, const Tensor& prompt_ids) {
   const std::int64_t batch = prompt_ids.size(0), seq = prompt_ids.size(1);
-  STRATA_CHECK_ARG(mask.dim() == 2 && mask.size(0) == batch && mask.size(1) == seq &&
-                       (mask.dtype() == DType::Int64 || mask.dtype() == DType::Int32 ||
-                        mask.dtype() == DType::Bool) &&
-                       !mask.is_meta(),
-                   "generate_greedy: attention_mask is {}; it must be int64 (or int32 or bool) "
-                   "[batch, seq] = [{}, {}] like prompt_ids, 1 for a token and 0 for padding",
-                   mask.describe(), batch, seq);
-  std::vector<std::int64_t> values =
-      mask.to(Device::cpu(), DType::Int64).contiguous().to_vector<std::int64_t>();
+  const detail::PaddingMask checked(mask, batch, seq, 0, "generate_greedy");
+  std::vector<std::int64_t> values = checked.tensor().to_vector<std::int64_t>();
   for (std::int64_t b = 0; b < batch; ++b) {
     STRATA_CHECK_ARG(values[static_cast<std::size_t>((b + 1) * seq - 1)] == 1,
                      "generate_greedy: attention_mask row {} ends with padding; the next token "
