@@ -20,5 +20,6 @@ cmake -S "$(dirname "$0")/.." -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DSTRATA_CBLAS_INCLUDE_DIR="$prefix/usr/include/x86_64-linux-gnu/openblas-pthread" >/dev/null
 targets=()
 [ $# -gt 0 ] && targets=(--target "$@")
+[ "${STRATA_CONFIGURE_ONLY:-0}" = 1 ] && exit 0
 cmake --build "$build" -j "$(nproc)" "${targets[@]}"
 echo "export LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
