@@ -10,6 +10,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
 #include "cuda/stream_internal.h"
+#include "engine/sampling_rows.h"
 #include "strata/cuda/device.h"
 
 namespace strata::cuda {
@@ -153,6 +154,23 @@ void topk(const Tensor& x, std::int64_t k, std::int64_t dim, const Tensor& value
   launch_on("topk", values, [&](cudaStream_t s) {
     return kernels::topk(xc.data_ptr(), type_of(x.dtype()), a.outer, a.dim, a.inner, k,
                          values.data_ptr(), static_cast<std::int64_t*>(indices.data_ptr()), s);
+  });
+}
+
+void sample_rows(const Tensor& logits, const Tensor& rows, std::int64_t penalty_count,
+                 const Tensor& ids, const Tensor* probs) {
+  const std::int64_t batch = logits.size(0), vocab = logits.size(1);
+  STRATA_ASSERT(rows.nbytes() == batch * sizeof(engine::detail::RowParams) +
+                                     penalty_count * sizeof(engine::detail::PenaltyEntry),
+                "sample_rows: {} bytes of rows for {} rows and {} penalties", rows.nbytes(), batch,
+                penalty_count);
+  const Tensor workspace = Tensor::empty({batch, vocab}, DType::Float32, logits.device());
+  const auto* base = static_cast<const char*>(rows.data_ptr());
+  launch_on("sample", logits, [&](cudaStream_t s) {
+    return kernels::sample_rows(logits.data_ptr(), type_of(logits.dtype()), batch, vocab, base,
+                                base + batch * sizeof(engine::detail::RowParams),
+                                workspace.data<float>(), ids.data<std::int64_t>(),
+                                probs != nullptr ? probs->data<float>() : nullptr, s);
   });
 }
 

@@ -29,6 +29,13 @@ void layer_norm(const Tensor& x, const std::optional<Tensor>& weight,
                 const std::optional<Tensor>& bias, double eps, const Tensor& out);
 void rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out);
 
+// The engine's sampler (src/engine/sampler.cc): `logits` contiguous [batch, vocab] float32 /
+// bfloat16 / float16; `rows` a uint8 tensor on the same GPU holding batch RowParams followed by
+// `penalty_count` PenaltyEntry (src/engine/sampling_rows.h); `ids` int64 [batch]; `probs`
+// (nullable) float32 [batch, vocab].
+void sample_rows(const Tensor& logits, const Tensor& rows, std::int64_t penalty_count,
+                 const Tensor& ids, const Tensor* probs);
+
 // dst <- src on one GPU: any strides (0 for broadcast), any pair of dtypes (PyTorch's rules).
 void copy_strided(const Tensor& dst, const Tensor& src);
 

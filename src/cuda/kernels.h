@@ -87,6 +87,13 @@ cudaError_t add_bias_rows(void* out, const void* bias, Type type, std::int64_t r
 cudaError_t matvec(const void* weight, const void* x, const void* bias, void* out, Type type,
                    std::int64_t n_out, std::int64_t k, cudaStream_t stream);
 
+// The engine's sampler (src/engine/sampling_rows.h): logits contiguous [batch, vocab] of a float
+// type; rows: `batch` RowParams; penalties: the PenaltyEntry array they index; workspace: float
+// [batch, vocab]; ids: one per row; probs (nullable): float [batch, vocab], the distribution drawn.
+cudaError_t sample_rows(const void* logits, Type type, std::int64_t batch, std::int64_t vocab,
+                        const void* rows, const void* penalties, float* workspace,
+                        std::int64_t* ids, float* probs, cudaStream_t stream);
+
 struct Attention {
   const void* q = nullptr;  // [b, hq, lq, d] with the strides below (unit stride in d)
   const void* k = nullptr;  // [b, hkv, lk, d]

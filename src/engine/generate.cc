@@ -1,0 +1,169 @@
+// The generation driver (generate.h). Each batch: one prefill forward over the prompts, then one
+// single-token forward per step with the KV cache (logits of the last position only), the
+// sampler on the logits where they are, and the stop criteria per row. Finished rows stay in the
+// batch (their cache keeps its shape) but are neither extended nor reported.
+
+#include "strata/engine/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+
+#include "strata/core/error.h"
+
+namespace strata::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// As models::generate_greedy: the embedding's device when its weight is materialised.
+Device input_device_of(models::CausalLM& model, const GenerateOptions& options) {
+  if (options.input_device) return *options.input_device;
+  if (const Tensor& w = model.input_embeddings().weight(); !w.is_meta()) return w.device();
+  return Device::cpu();
+}
+
+struct Batch {
+  std::vector<std::size_t> requests;  // indices into the request list
+  std::int64_t prompt_length = 0;
+};
+
+class BatchRunner {
+ public:
+  BatchRunner(models::CausalLM& model, std::span<const GenerateRequest> requests,
+              const StopCriteria& stop, Device device, const TokenCallback& on_token,
+              GenerateOutput& out)
+      : model_(model),
+        requests_(requests),
+        stop_(stop),
+        device_(device),
+        on_token_(on_token),
+        out_(out) {}
+
+  void run(const Batch& batch) {
+    const auto rows = static_cast<std::int64_t>(batch.requests.size());
+    const std::int64_t length = batch.prompt_length;
+    std::vector<std::vector<std::int64_t>> contexts;
+    Tensor prompt = Tensor::empty({rows, length}, DType::Int64);
+    auto* prompt_ids = prompt.data<std::int64_t>();
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const GenerateRequest& request = requests_[batch.requests[static_cast<std::size_t>(r)]];
+      contexts.push_back(request.prompt);
+      std::copy(request.prompt.begin(), request.prompt.end(), prompt_ids + r * length);
+    }
+    std::vector<bool> active(static_cast<std::size_t>(rows), true);
+    auto cache = model_.make_cache(length + stop_.max_new_tokens());
+    Tensor input = prompt.to(device_);
+    std::vector<SampleRow> sample_rows(static_cast<std::size_t>(rows));
+    for (std::int64_t step = 0;; ++step) {
+      const auto start = Clock::now();
+      const Tensor logits = model_.run(input, cache, 1).logits;  // [rows, 1, vocab]
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::size_t i = batch.requests[static_cast<std::size_t>(r)];
+        const auto& context = contexts[static_cast<std::size_t>(r)];
+        sample_rows[static_cast<std::size_t>(r)] =
+            SampleRow{&requests_[i].params, context,
+                      static_cast<std::int64_t>(out_.rows[i].tokens.size()), out_.rows[i].seed};
+      }
+      const std::vector<std::int64_t> next = sample(logits, sample_rows);
+      const auto end = Clock::now();
+      if (step == 0) {
+        out_.prefill_seconds += seconds_between(start, end);
+      } else {
+        out_.step_seconds.push_back(seconds_between(start, end));
+      }
+      bool any_active = false;
+      for (std::int64_t r = 0; r < rows; ++r) {
+        if (!active[static_cast<std::size_t>(r)]) continue;
+        const std::size_t i = batch.requests[static_cast<std::size_t>(r)];
+        const std::int64_t token = next[static_cast<std::size_t>(r)];
+        RowOutput& row = out_.rows[i];
+        auto& context = contexts[static_cast<std::size_t>(r)];
+        context.push_back(token);
+        row.tokens.push_back(token);
+        StopDecision decision;
+        if (!stop_.is_eos(token) && on_token_ &&
+            !on_token_(static_cast<std::int64_t>(i), token)) {
+          decision = {FinishReason::Stop, "stopped by the caller (a stop string)"};
+        } else {
+          decision = stop_.after_token(token, static_cast<std::int64_t>(row.tokens.size()),
+                                       static_cast<std::int64_t>(context.size()));
+        }
+        if (decision.stopped()) {
+          row.finish = decision.reason;
+          row.message = std::move(decision.message);
+          active[static_cast<std::size_t>(r)] = false;
+        } else {
+          any_active = true;
+        }
+      }
+      if (!any_active) break;
+      input = Tensor::from_vector(next, {rows, 1}).to(device_);
+    }
+  }
+
+ private:
+  models::CausalLM& model_;
+  std::span<const GenerateRequest> requests_;
+  const StopCriteria& stop_;
+  Device device_;
+  const TokenCallback& on_token_;
+  GenerateOutput& out_;
+};
+
+}  // namespace
+
+GenerateOutput generate(models::CausalLM& model, std::span<const GenerateRequest> requests,
+                        const GenerateOptions& options, const TokenCallback& on_token) {
+  const std::int64_t limit =
+      options.context_limit.value_or(model.config().max_position_embeddings);
+  const StopCriteria stop(options.eos_token_ids, options.max_new_tokens, limit);
+  const std::int64_t vocab = model.config().vocab_size;
+  GenerateOutput out;
+  out.rows.resize(requests.size());
+  // Everything is checked before the first forward.
+  std::map<std::int64_t, Batch> by_length;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const GenerateRequest& request = requests[i];
+    StopCriteria::check_prompt(static_cast<std::int64_t>(request.prompt.size()), limit);
+    for (std::size_t p = 0; p < request.prompt.size(); ++p) {
+      const std::int64_t id = request.prompt[p];
+      STRATA_CHECK_ARG(id >= 0 && (vocab <= 0 || id < vocab),
+                       "generate: request {} has token id {} at position {}, outside the model's "
+                       "vocabulary [0, {})",
+                       i, id, p, vocab);
+    }
+    request.params.validate();
+    out.rows[i].seed = resolve_seed(request.params);
+    Batch& batch = by_length[static_cast<std::int64_t>(request.prompt.size())];
+    batch.prompt_length = static_cast<std::int64_t>(request.prompt.size());
+    batch.requests.push_back(i);
+  }
+  BatchRunner runner(model, requests, stop, input_device_of(model, options), on_token, out);
+  for (const auto& [length, batch] : by_length) runner.run(batch);
+  return out;
+}
+
+SamplingParams sampling_params_from(const text::GenerationConfig& config) {
+  SamplingParams params;
+  params.do_sample = config.do_sample;
+  params.temperature = config.temperature;
+  params.top_k = config.top_k;
+  params.top_p = config.top_p;
+  params.min_p = config.min_p.value_or(0.0);
+  params.repetition_penalty = config.repetition_penalty;
+  return params;
+}
+
+std::int64_t max_new_tokens_from(const text::GenerationConfig& config, std::int64_t prompt_tokens,
+                                 std::int64_t fallback) {
+  if (config.max_new_tokens) return *config.max_new_tokens;
+  if (config.max_length) return std::max<std::int64_t>(1, *config.max_length - prompt_tokens);
+  return fallback;
+}
+
+}  // namespace strata::engine
