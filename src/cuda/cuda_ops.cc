@@ -84,10 +84,14 @@ int multiprocessor_count(int device) {
 
 kernels::Unary unary_of(cpu::UnaryKind kind) {
   switch (kind) {
-    case cpu::UnaryKind::Silu: return kernels::Unary::Silu;
-    case cpu::UnaryKind::GeluErf: return kernels::Unary::GeluErf;
-    case cpu::UnaryKind::GeluTanh: return kernels::Unary::GeluTanh;
-    case cpu::UnaryKind::Relu: return kernels::Unary::Relu;
+    case cpu::UnaryKind::Silu:
+      return kernels::Unary::Silu;
+    case cpu::UnaryKind::GeluErf:
+      return kernels::Unary::GeluErf;
+    case cpu::UnaryKind::GeluTanh:
+      return kernels::Unary::GeluTanh;
+    case cpu::UnaryKind::Relu:
+      return kernels::Unary::Relu;
   }
   STRATA_ASSERT(false, "unknown unary kind {}", static_cast<int>(kind));
 }
@@ -98,9 +102,8 @@ void copy_strided(const Tensor& dst, const Tensor& src) {
   STRATA_ASSERT(dst.device() == src.device() && dst.is_cuda(), "copy_strided: {} <- {}",
                 dst.describe(), src.describe());
   // Overlapping views of one storage: read everything before writing anything.
-  const Tensor source = dst.storage().is_same(src.storage()) && src.dtype() != dst.dtype()
-                            ? src.contiguous()
-                            : src;
+  const Tensor source =
+      dst.storage().is_same(src.storage()) && src.dtype() != dst.dtype() ? src.contiguous() : src;
   Tensor staged;
   if (dst.storage().is_same(source.storage())) {
     staged = Tensor::empty(source.shape(), source.dtype(), source.device());
@@ -260,8 +263,8 @@ void scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor
   const std::size_t ws_bytes = kernels::attention_workspace_bytes(a, sms);
   Tensor workspace;
   if (ws_bytes > 0) {
-    workspace = Tensor::empty({static_cast<std::int64_t>(ws_bytes / sizeof(float))},
-                              DType::Float32, q.device());
+    workspace = Tensor::empty({static_cast<std::int64_t>(ws_bytes / sizeof(float))}, DType::Float32,
+                              q.device());
   }
   launch_on("scaled_dot_product_attention", out, [&](cudaStream_t s) {
     return kernels::attention(a, ws_bytes > 0 ? workspace.data_ptr() : nullptr, sms, s);

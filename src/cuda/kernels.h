@@ -73,9 +73,8 @@ cudaError_t embedding(const Strided& ids, std::int64_t n, const void* table, std
 // Contiguous x viewed as [outer, dim, inner]; NaN is largest, the first index wins ties.
 cudaError_t argmax(const void* x, Type type, std::int64_t outer, std::int64_t dim,
                    std::int64_t inner, std::int64_t* out, cudaStream_t stream);
-cudaError_t topk(const void* x, Type type, std::int64_t outer, std::int64_t dim,
-                 std::int64_t inner, std::int64_t k, void* values, std::int64_t* indices,
-                 cudaStream_t stream);
+cudaError_t topk(const void* x, Type type, std::int64_t outer, std::int64_t dim, std::int64_t inner,
+                 std::int64_t k, void* values, std::int64_t* indices, cudaStream_t stream);
 
 // out[r, c] += bias[c] on a contiguous [rows, cols] matrix of one float type.
 cudaError_t add_bias_rows(void* out, const void* bias, Type type, std::int64_t rows,
@@ -102,8 +101,7 @@ struct Attention {
   Type type = Type::Float32;
   const void* mask = nullptr;  // additive, [b, hq, lq, lk] strides (0 where broadcast)
   Type mask_type = Type::Float32;
-  std::int64_t batch = 0, q_heads = 0, kv_heads = 0, q_len = 0, k_len = 0, head_dim = 0,
-               v_dim = 0;
+  std::int64_t batch = 0, q_heads = 0, kv_heads = 0, q_len = 0, k_len = 0, head_dim = 0, v_dim = 0;
   std::int64_t q_strides[4] = {}, k_strides[4] = {}, v_strides[4] = {}, mask_strides[4] = {};
   bool causal = false;
   float scale = 1.0f;

@@ -70,7 +70,8 @@ __device__ unsigned long long block_sum_u64(unsigned long long v, unsigned long 
 }
 
 // Exclusive prefix of v over the threads of the block, and the block total.
-__device__ unsigned long long block_exclusive_scan(unsigned long long v, unsigned long long* scratch,
+__device__ unsigned long long block_exclusive_scan(unsigned long long v,
+                                                   unsigned long long* scratch,
                                                    unsigned long long& total) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   unsigned long long inclusive = v;

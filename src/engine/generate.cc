@@ -86,8 +86,7 @@ class BatchRunner {
         context.push_back(token);
         row.tokens.push_back(token);
         StopDecision decision;
-        if (!stop_.is_eos(token) && on_token_ &&
-            !on_token_(static_cast<std::int64_t>(i), token)) {
+        if (!stop_.is_eos(token) && on_token_ && !on_token_(static_cast<std::int64_t>(i), token)) {
           decision = {FinishReason::Stop, "stopped by the caller (a stop string)"};
         } else {
           decision = stop_.after_token(token, static_cast<std::int64_t>(row.tokens.size()),
@@ -119,8 +118,7 @@ class BatchRunner {
 
 GenerateOutput generate(models::CausalLM& model, std::span<const GenerateRequest> requests,
                         const GenerateOptions& options, const TokenCallback& on_token) {
-  const std::int64_t limit =
-      options.context_limit.value_or(model.config().max_position_embeddings);
+  const std::int64_t limit = options.context_limit.value_or(model.config().max_position_embeddings);
   const StopCriteria stop(options.eos_token_ids, options.max_new_tokens, limit);
   const std::int64_t vocab = model.config().vocab_size;
   GenerateOutput out;

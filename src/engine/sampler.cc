@@ -37,8 +37,8 @@ Tensor as_rows(const Tensor& logits, std::size_t rows, const char* who) {
                    "{}: logits must be [batch, vocab] or [batch, 1, vocab], got {}", who,
                    logits.describe());
   STRATA_CHECK_ARG(x.size(0) == static_cast<std::int64_t>(rows),
-                   "{}: {} rows of parameters for logits {}; pass one SampleRow per row", who,
-                   rows, logits.describe());
+                   "{}: {} rows of parameters for logits {}; pass one SampleRow per row", who, rows,
+                   logits.describe());
   STRATA_CHECK_ARG(x.is_cpu() || x.is_cuda(), "{}: logits on {}; the sampler runs on cpu or cuda",
                    who, x.device());
   return x.contiguous();

@@ -71,9 +71,8 @@ std::int64_t sample_one(const T* src, std::int64_t vocab, const RowParams& row,
   std::vector<float> x;
   load_row(src, vocab, row, penalties, x);
   const float top = *std::max_element(x.begin(), x.end(), [](float a, float b) { return a < b; });
-  if (row.greedy || !std::isfinite(top) || std::any_of(x.begin(), x.end(), [](float v) {
-        return std::isnan(v);
-      })) {
+  if (row.greedy || !std::isfinite(top) ||
+      std::any_of(x.begin(), x.end(), [](float v) { return std::isnan(v); })) {
     // Greedy, or no distribution to draw from (NaN, +inf, every token -inf): the argmax.
     const std::int64_t id = argmax_row(x);
     if (probs != nullptr) {

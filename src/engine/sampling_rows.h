@@ -20,9 +20,9 @@ namespace strata::engine::detail {
 // One row of a sampling call. Plain data, 8-byte aligned, copied to the GPU as is.
 struct RowParams {
   std::uint64_t seed = 0;
-  std::uint64_t counter = 0;        // which draw of the row's stream (tokens generated so far)
-  std::int64_t top_k = 0;           // 0: off
-  std::int64_t penalty_begin = 0;   // [begin, end) in the PenaltyEntry array
+  std::uint64_t counter = 0;       // which draw of the row's stream (tokens generated so far)
+  std::int64_t top_k = 0;          // 0: off
+  std::int64_t penalty_begin = 0;  // [begin, end) in the PenaltyEntry array
   std::int64_t penalty_end = 0;
   float temperature = 1.0f;         // 1 for greedy rows
   float top_p = 1.0f;               // 1: off
@@ -30,7 +30,7 @@ struct RowParams {
   float repetition_penalty = 1.0f;  // 1: off
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
-  std::int32_t greedy = 0;          // argmax after the penalties, no filtering or draw
+  std::int32_t greedy = 0;  // argmax after the penalties, no filtering or draw
   std::int32_t pad = 0;
 };
 static_assert(sizeof(RowParams) % 8 == 0);
@@ -68,10 +68,10 @@ STRATA_HOST_DEVICE inline Philox4 philox4x32_10(Philox4 ctr, std::uint32_t k0, s
 }
 // The 64 random bits of draw `counter` of stream `seed`.
 STRATA_HOST_DEVICE inline std::uint64_t random_bits(std::uint64_t seed, std::uint64_t counter) {
-  const Philox4 out = philox4x32_10(
-      Philox4{{static_cast<std::uint32_t>(counter), static_cast<std::uint32_t>(counter >> 32), 0u,
-               0u}},
-      static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
+  const Philox4 out =
+      philox4x32_10(Philox4{{static_cast<std::uint32_t>(counter),
+                             static_cast<std::uint32_t>(counter >> 32), 0u, 0u}},
+                    static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
   return (static_cast<std::uint64_t>(out.v[1]) << 32) | out.v[0];
 }
 

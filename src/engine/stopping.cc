@@ -10,9 +10,12 @@ namespace strata::engine {
 
 std::string_view to_string(FinishReason reason) {
   switch (reason) {
-    case FinishReason::None: return "none";
-    case FinishReason::Stop: return "stop";
-    case FinishReason::Length: return "length";
+    case FinishReason::None:
+      return "none";
+    case FinishReason::Stop:
+      return "stop";
+    case FinishReason::Length:
+      return "length";
   }
   return "unknown";
 }
@@ -22,8 +25,7 @@ StopCriteria::StopCriteria(std::vector<std::int64_t> eos_token_ids, std::int64_t
     : eos_(std::move(eos_token_ids)),
       max_new_tokens_(max_new_tokens),
       context_limit_(context_limit) {
-  STRATA_CHECK_ARG(max_new_tokens > 0, "max_new_tokens is {}; it must be positive",
-                   max_new_tokens);
+  STRATA_CHECK_ARG(max_new_tokens > 0, "max_new_tokens is {}; it must be positive", max_new_tokens);
   STRATA_CHECK_ARG(context_limit >= 0, "context limit is {}; pass 0 for none", context_limit);
 }
 

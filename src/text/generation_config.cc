@@ -15,8 +15,8 @@ constexpr std::uint64_t kMaxConfigBytes = 16'000'000;
 [[noreturn]] void wrong_type(std::string_view source, std::string_view key, const Json& value,
                              std::string_view expected) {
   STRATA_THROW(CheckpointError, "{}: field \"{}\" is {} ({}); expected {}. Fix or remove the field",
-               source, key, io::detail::json_kind(value),
-               io::detail::printable(value.dump(), 60), expected);
+               source, key, io::detail::json_kind(value), io::detail::printable(value.dump(), 60),
+               expected);
 }
 
 const Json* field(const Json& doc, std::string_view key) {

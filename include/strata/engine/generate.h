@@ -42,14 +42,14 @@ using TokenCallback = std::function<bool(std::int64_t row, std::int64_t token)>;
 struct RowOutput {
   std::vector<std::int64_t> tokens;  // the new tokens, an ending eos included (as transformers)
   FinishReason finish = FinishReason::None;
-  std::string message;  // why the row ended
+  std::string message;     // why the row ended
   std::uint64_t seed = 0;  // the seed its draws used (replays the row)
 };
 
 struct GenerateOutput {
-  std::vector<RowOutput> rows;        // one per request, in order
-  double prefill_seconds = 0.0;       // the prompt forward(s) and the first token
-  std::vector<double> step_seconds;   // one per later decode step
+  std::vector<RowOutput> rows;       // one per request, in order
+  double prefill_seconds = 0.0;      // the prompt forward(s) and the first token
+  std::vector<double> step_seconds;  // one per later decode step
 };
 
 // Generates for every request. Requests with prompts of one length run as one batch; prompts of

@@ -30,14 +30,14 @@
 namespace strata::engine {
 
 struct SamplingParams {
-  double temperature = 1.0;         // >= 0; 0 means greedy
-  std::int64_t top_k = 0;           // >= 0; 0 disables it
-  double top_p = 1.0;               // in (0, 1]; 1 disables it
-  double min_p = 0.0;               // in [0, 1]; 0 disables it
-  double repetition_penalty = 1.0;  // > 0; 1 disables it
-  double presence_penalty = 0.0;    // in [-2, 2] as OpenAI
-  double frequency_penalty = 0.0;   // in [-2, 2] as OpenAI
-  bool do_sample = true;            // false means greedy (transformers' do_sample)
+  double temperature = 1.0;           // >= 0; 0 means greedy
+  std::int64_t top_k = 0;             // >= 0; 0 disables it
+  double top_p = 1.0;                 // in (0, 1]; 1 disables it
+  double min_p = 0.0;                 // in [0, 1]; 0 disables it
+  double repetition_penalty = 1.0;    // > 0; 1 disables it
+  double presence_penalty = 0.0;      // in [-2, 2] as OpenAI
+  double frequency_penalty = 0.0;     // in [-2, 2] as OpenAI
+  bool do_sample = true;              // false means greedy (transformers' do_sample)
   std::optional<std::uint64_t> seed;  // absent: a random one per sequence
 
   bool greedy() const { return !do_sample || temperature == 0.0; }
