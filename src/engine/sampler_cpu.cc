@@ -40,29 +40,44 @@ std::uint32_t top_k_cut(const std::vector<std::uint32_t>& keys, std::int64_t k) 
 }
 
 // Smallest key kept by top-p among keys >= `floor`: a key stays while the weight of the larger
-// keys is below top_p times the total.
+// keys is below top_p times the total. Radix selection over the keys, 8 bits a pass from the top,
+// as the CUDA kernel does: O(vocab) per pass, no sort.
 std::uint32_t top_p_cut(const std::vector<std::uint32_t>& keys,
                         const std::vector<std::uint64_t>& weights, std::uint32_t floor,
                         float top_p) {
-  std::vector<std::pair<std::uint32_t, std::uint64_t>> candidates;
   std::uint64_t total = 0;
   for (std::size_t i = 0; i < keys.size(); ++i) {
-    if (keys[i] < floor) continue;
-    candidates.emplace_back(keys[i], weights[i]);
-    total += weights[i];
+    if (keys[i] >= floor) total += weights[i];
   }
-  std::sort(candidates.begin(), candidates.end(), std::greater<>());
   const auto limit =
       static_cast<std::uint64_t>(static_cast<double>(top_p) * static_cast<double>(total));
+  std::uint32_t prefix = 0, mask = 0;
   std::uint64_t above = 0;
-  std::uint32_t cut = candidates.front().first;
-  for (std::size_t i = 0; i < candidates.size();) {
-    if (above >= limit) break;
-    const std::uint32_t key = candidates[i].first;
-    cut = key;
-    for (; i < candidates.size() && candidates[i].first == key; ++i) above += candidates[i].second;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    std::uint64_t masses[256] = {};
+    std::uint32_t counts[256] = {};
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      const std::uint32_t key = keys[i];
+      if (key < floor || (key & mask) != prefix) continue;
+      const std::uint32_t bin = (key >> shift) & 0xFFu;
+      masses[bin] += weights[i];
+      ++counts[bin];
+    }
+    int chosen = -1, lowest = -1;
+    for (int b = 255; b >= 0; --b) {
+      if (counts[b] == 0) continue;
+      lowest = b;
+      if (above + masses[b] >= limit) {
+        chosen = b;
+        break;
+      }
+      above += masses[b];
+    }
+    if (chosen < 0) chosen = lowest;  // rounding left the limit above the total: keep all
+    prefix |= static_cast<std::uint32_t>(chosen) << shift;
+    mask |= 0xFFu << shift;
   }
-  return cut;
+  return prefix;
 }
 
 template <typename T>
