@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <map>
 
 #include "strata/core/error.h"
 
@@ -29,7 +28,7 @@ Device input_device_of(models::CausalLM& model, const GenerateOptions& options) 
 
 struct Batch {
   std::vector<std::size_t> requests;  // indices into the request list
-  std::int64_t prompt_length = 0;
+  std::int64_t prompt_length = 0;     // the longest prompt
 };
 
 class BatchRunner {
@@ -46,22 +45,40 @@ class BatchRunner {
 
   void run(const Batch& batch) {
     const auto rows = static_cast<std::int64_t>(batch.requests.size());
-    const std::int64_t length = batch.prompt_length;
+    const std::int64_t length = batch.prompt_length;  // the longest prompt
     std::vector<std::vector<std::int64_t>> contexts;
-    Tensor prompt = Tensor::empty({rows, length}, DType::Int64);
+    // Prompts left-padded to the longest (padding id 0, hidden by the mask).
+    Tensor prompt = Tensor::zeros({rows, length}, DType::Int64);
     auto* prompt_ids = prompt.data<std::int64_t>();
+    bool padded = false;
+    std::vector<std::int64_t> prompt_mask(static_cast<std::size_t>(rows * length), 1);
     for (std::int64_t r = 0; r < rows; ++r) {
       const GenerateRequest& request = requests_[batch.requests[static_cast<std::size_t>(r)]];
       contexts.push_back(request.prompt);
-      std::copy(request.prompt.begin(), request.prompt.end(), prompt_ids + r * length);
+      const auto pad = length - static_cast<std::int64_t>(request.prompt.size());
+      std::copy(request.prompt.begin(), request.prompt.end(), prompt_ids + r * length + pad);
+      std::fill_n(prompt_mask.begin() + r * length, pad, 0);
+      padded = padded || pad > 0;
     }
+    // The mask over the cached and the new columns: the prompt's, then ones (every running or
+    // finished row gets a token each step).
+    const auto mask_for = [&](std::int64_t step) -> std::optional<Tensor> {
+      if (!padded) return std::nullopt;
+      const std::int64_t columns = length + step;
+      Tensor mask = Tensor::ones({rows, columns}, DType::Int64);
+      auto* m = mask.data<std::int64_t>();
+      for (std::int64_t r = 0; r < rows; ++r) {
+        std::copy_n(prompt_mask.begin() + r * length, length, m + r * columns);
+      }
+      return mask;
+    };
     std::vector<bool> active(static_cast<std::size_t>(rows), true);
     auto cache = model_.make_cache(length + stop_.max_new_tokens());
     Tensor input = prompt.to(device_);
     std::vector<SampleRow> sample_rows(static_cast<std::size_t>(rows));
     for (std::int64_t step = 0;; ++step) {
       const auto start = Clock::now();
-      const Tensor logits = model_.run(input, cache, 1).logits;  // [rows, 1, vocab]
+      const Tensor logits = model_.run(input, cache, 1, mask_for(step)).logits;  // [rows, 1, V]
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::size_t i = batch.requests[static_cast<std::size_t>(r)];
         const auto& context = contexts[static_cast<std::size_t>(r)];
@@ -124,7 +141,7 @@ GenerateOutput generate(models::CausalLM& model, std::span<const GenerateRequest
   GenerateOutput out;
   out.rows.resize(requests.size());
   // Everything is checked before the first forward.
-  std::map<std::int64_t, Batch> by_length;
+  Batch batch;
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const GenerateRequest& request = requests[i];
     StopCriteria::check_prompt(static_cast<std::int64_t>(request.prompt.size()), limit);
@@ -137,12 +154,12 @@ GenerateOutput generate(models::CausalLM& model, std::span<const GenerateRequest
     }
     request.params.validate();
     out.rows[i].seed = resolve_seed(request.params);
-    Batch& batch = by_length[static_cast<std::int64_t>(request.prompt.size())];
-    batch.prompt_length = static_cast<std::int64_t>(request.prompt.size());
+    batch.prompt_length =
+        std::max(batch.prompt_length, static_cast<std::int64_t>(request.prompt.size()));
     batch.requests.push_back(i);
   }
   BatchRunner runner(model, requests, stop, input_device_of(model, options), on_token, out);
-  for (const auto& [length, batch] : by_length) runner.run(batch);
+  if (!batch.requests.empty()) runner.run(batch);
   return out;
 }
 

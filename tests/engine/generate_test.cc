@@ -83,7 +83,7 @@ TEST_F(GenerateTest, GreedyEqualsTransformersAndGenerateGreedy) {
 TEST_F(GenerateTest, BatchRowsEqualTheirPromptsRunAlone) {
   for (const bool sampling : {false, true}) {
     std::vector<GenerateRequest> requests;
-    // Two prompts of the full length (one batch) and one shorter (a batch of its own).
+    // Two prompts of the full length and a shorter one, left-padded in the same batch.
     for (std::int64_t r = 0; r < 2; ++r) {
       requests.push_back(sampling ? sampled(prompt(r), 11 + r) : greedy(prompt(r)));
     }
@@ -204,6 +204,41 @@ TEST(GenerationConfigToParams, ReadsTheSamplingFields) {
   config.max_new_tokens = 5;
   EXPECT_EQ(max_new_tokens_from(config, 10, 16), 5);
 }
+
+}  // namespace
+}  // namespace strata::engine
+
+namespace strata::engine {
+namespace {
+
+// Left-padded batches on architectures with other position rules (learned positions, OPT's
+// offset, a sliding window): every row equals its prompt run alone, greedy and sampled.
+class PaddedBatchTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PaddedBatchTest, RowsEqualTheirPromptsRunAlone) {
+  const testing::ModelFixture f = testing::load_model_fixture(GetParam());
+  auto model = testing::load_fixture_model(f, Device::cpu());
+  const std::vector<std::int64_t> full = f.prompt_ids.select(0, 1).to_vector<std::int64_t>();
+  std::vector<GenerateRequest> requests;
+  for (const std::size_t length : {full.size(), std::size_t{1}, full.size() / 2}) {
+    GenerateRequest r{std::vector<std::int64_t>(full.begin(), full.begin() + length), {}};
+    r.params.top_k = 20;
+    r.params.seed = length;
+    requests.push_back(r);
+    r.params.do_sample = false;
+    requests.push_back(r);
+  }
+  GenerateOptions options;
+  options.max_new_tokens = 8;
+  const GenerateOutput together = generate(*model, requests, options);
+  for (std::size_t r = 0; r < requests.size(); ++r) {
+    const GenerateOutput alone = generate(*model, std::span(&requests[r], 1), options);
+    EXPECT_EQ(alone.rows[0].tokens, together.rows[r].tokens) << GetParam() << " row " << r;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, PaddedBatchTest,
+                         ::testing::Values("llama", "gpt2", "opt", "mistral", "qwen3"));
 
 }  // namespace
 }  // namespace strata::engine

@@ -52,10 +52,10 @@ struct GenerateOutput {
   std::vector<double> step_seconds;  // one per later decode step
 };
 
-// Generates for every request. Requests with prompts of one length run as one batch; prompts of
-// different lengths run one after another until the model takes an attention mask (then they are
-// left-padded into one batch). Throws InvalidArgument before running anything when a prompt is
-// empty, does not fit the context limit, or a parameter is out of range.
+// Generates for every request, all in one batch: prompts of different lengths are left-padded
+// to the longest with an attention mask (each row then equals its prompt run alone). Throws
+// InvalidArgument before running anything when a prompt is empty, does not fit the context
+// limit, holds an id outside the vocabulary, or a parameter is out of range.
 GenerateOutput generate(models::CausalLM& model, std::span<const GenerateRequest> requests,
                         const GenerateOptions& options, const TokenCallback& on_token = {});
 
