@@ -19,3 +19,19 @@ target_link_libraries(strata_oniguruma INTERFACE ${STRATA_ONIGURUMA_LIBRARY})
 add_library(strata_utf8proc INTERFACE IMPORTED)
 target_include_directories(strata_utf8proc INTERFACE ${STRATA_UTF8PROC_INCLUDE_DIR})
 target_link_libraries(strata_utf8proc INTERFACE ${STRATA_UTF8PROC_LIBRARY})
+
+# cpp-httplib for `strata serve`. Debian builds it as a shared library (libcpp-httplib.so; the
+# header only declares), so it is found like the others and linked. The header's class layouts
+# depend on the feature macros the library was built with (Request holds an SSL* under
+# CPPHTTPLIB_OPENSSL_SUPPORT), so the same macros as its cpp-httplib.pc are defined here.
+find_path(STRATA_HTTPLIB_INCLUDE_DIR httplib.h)
+find_library(STRATA_HTTPLIB_LIBRARY cpp-httplib)
+if(NOT STRATA_HTTPLIB_INCLUDE_DIR OR NOT STRATA_HTTPLIB_LIBRARY)
+  message(FATAL_ERROR "cpp-httplib not found (httplib.h, libcpp-httplib.so): install "
+                      "libcpp-httplib-dev (scripts/setup.sh does it)")
+endif()
+add_library(strata_httplib INTERFACE IMPORTED)
+target_include_directories(strata_httplib INTERFACE ${STRATA_HTTPLIB_INCLUDE_DIR})
+target_link_libraries(strata_httplib INTERFACE ${STRATA_HTTPLIB_LIBRARY})
+target_compile_definitions(strata_httplib INTERFACE CPPHTTPLIB_OPENSSL_SUPPORT
+                           CPPHTTPLIB_ZLIB_SUPPORT CPPHTTPLIB_BROTLI_SUPPORT)
