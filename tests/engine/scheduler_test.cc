@@ -7,9 +7,14 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <future>
 #include <map>
 #include <set>
+
+#include "models/model_testing.h"
+#include "strata/engine/generate.h"
+#include "strata/engine/sampling.h"
 
 namespace strata::engine {
 namespace {
@@ -313,6 +318,102 @@ TEST(Scheduler, OptionsOutOfRangeAreRefused) {
   EXPECT_THROW(Scheduler(model, {.max_queue = -1}), InvalidArgument);
   EXPECT_THROW(Scheduler(model, {.ctx_size = 1}), InvalidArgument);
   EXPECT_THROW(Scheduler(nullptr, {}), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace strata::engine
+
+// The real model batch on the recorded llama fixture: sequences that join a running batch at
+// different steps, leave at different lengths and are cancelled produce, token for token, what
+// engine::generate produces for each prompt alone (greedy and seeded sampling).
+namespace strata::engine {
+namespace {
+
+// Forwards to the model batch and, before step k, submits what `before_step` submits: sequences
+// then join at fixed step boundaries.
+class JoiningModel : public BatchModel {
+ public:
+  JoiningModel(std::shared_ptr<BatchModel> inner, std::function<void(std::size_t)> before_step)
+      : inner_(std::move(inner)), before_step_(std::move(before_step)) {}
+  std::vector<std::int64_t> step(std::span<const StepRow> rows) override {
+    before_step_(steps_++);
+    max_rows_ = std::max(max_rows_, rows.size());
+    return inner_->step(rows);
+  }
+  void release(SequenceId id) override { inner_->release(id); }
+  std::uint64_t cache_bytes() const override { return inner_->cache_bytes(); }
+  std::size_t max_rows_ = 0;
+
+ private:
+  std::shared_ptr<BatchModel> inner_;
+  std::function<void(std::size_t)> before_step_;
+  std::size_t steps_ = 0;
+};
+
+TEST(ModelBatch, SequencesJoiningAndLeavingMatchEachAlone) {
+  const testing::ModelFixture fixture = testing::load_model_fixture("llama");
+  auto model = testing::load_fixture_model(fixture, Device::cpu());
+  const std::vector<std::int64_t> base = fixture.prompt_ids.select(0, 0).to_vector<std::int64_t>();
+
+  struct Case {
+    std::vector<std::int64_t> prompt;
+    std::int64_t max_new;
+    std::shared_ptr<SamplingParams> params;
+  };
+  std::vector<Case> cases;
+  for (int i = 0; i < 6; ++i) {
+    Case c;
+    c.prompt.assign(base.begin(), base.begin() + 3 + i);  // prompts of different lengths
+    c.max_new = 4 + 3 * i;
+    c.params = std::make_shared<SamplingParams>();
+    if (i % 2 == 0) {
+      c.params->do_sample = false;
+    } else {
+      c.params->temperature = 1.2;
+      c.params->top_k = 30;
+      c.params->seed = 1000 + i;
+    }
+    cases.push_back(c);
+  }
+
+  std::vector<std::shared_ptr<Collector>> collectors;
+  for (std::size_t i = 0; i < cases.size(); ++i)
+    collectors.push_back(std::make_shared<Collector>());
+  Scheduler* scheduler_ptr = nullptr;
+  auto submit = [&](std::size_t i) {
+    SequenceRequest r;
+    r.prompt = cases[i].prompt;
+    r.max_new_tokens = cases[i].max_new;
+    r.params = cases[i].params;
+    r.seed = resolve_seed(*cases[i].params);
+    r.observer = collectors[i];
+    scheduler_ptr->submit(std::move(r));
+  };
+  // Sequences 0 and 1 start together; 2 joins before step 2, 3 and 4 before step 5, 5 before 9.
+  auto joining = std::make_shared<JoiningModel>(make_model_batch(model), [&](std::size_t step) {
+    if (step == 2) submit(2);
+    if (step == 5) {
+      submit(3);
+      submit(4);
+    }
+    if (step == 9) submit(5);
+  });
+  Scheduler scheduler(joining, {.max_sequences = 4, .max_queue = 8, .ctx_size = 256});
+  scheduler_ptr = &scheduler;
+  submit(0);
+  submit(1);
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const auto [end, message] = collectors[i]->result.get();
+    EXPECT_EQ(end, SequenceEnd::Length) << i << ": " << message;
+    GenerateOptions options;
+    options.max_new_tokens = cases[i].max_new;
+    GenerateRequest alone{cases[i].prompt, *cases[i].params};
+    const GenerateOutput expected = generate(*model, {&alone, 1}, options);
+    EXPECT_EQ(collectors[i]->tokens, expected.rows[0].tokens) << "sequence " << i;
+  }
+  EXPECT_GE(joining->max_rows_, 3u);
+  scheduler.shutdown();
+  EXPECT_EQ(joining->cache_bytes(), 0u);
 }
 
 }  // namespace

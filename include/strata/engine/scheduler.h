@@ -24,6 +24,10 @@
 
 #include "strata/core/error.h"
 
+namespace strata::models {
+class CausalLM;
+}
+
 namespace strata::engine {
 
 struct SamplingParams;
@@ -84,6 +88,20 @@ class BatchModel {
   // Bytes the KV caches hold now.
   virtual std::uint64_t cache_bytes() const = 0;
 };
+
+// The BatchModel of a CausalLM (src/engine/scheduler_model.cc). Each step runs at most two
+// forwards: one decode forward for every running sequence (one token each, left-padded to the
+// longest with an attention mask, on one batch KV cache) and one prefill forward for the
+// sequences that joined (their prompts left-padded into one batch). The batch cache is rebuilt
+// (models/kv_cache_rows.h) only when sequences join or leave, so a step of a steady batch copies
+// one token per row and layer. Tokens are drawn by engine::sample with each row's parameters
+// (StepRow::params must point to SamplingParams) and seed. `input_device`: where token ids go
+// (nullopt: the input embedding's device when materialised, else the cpu).
+struct ModelBatchOptions {
+  std::int64_t reserve_tokens = 64;  // headroom of a rebuilt batch cache past its longest row
+};
+std::shared_ptr<BatchModel> make_model_batch(std::shared_ptr<models::CausalLM> model,
+                                             ModelBatchOptions options = {});
 
 struct SchedulerOptions {
   std::int64_t max_sequences = 8;  // KV cache slots: sequences that run at once
