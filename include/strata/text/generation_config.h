@@ -2,8 +2,10 @@
 // generation_config.json: the decoding defaults a model ships with (transformers'
 // GenerationConfig). Read from a model folder; eos/bos/pad fall back to config.json when
 // generation_config.json lacks them (as transformers' GenerationConfig.from_model_config does).
-// Defaults are transformers' GenerationConfig() defaults (recorded in
-// tests/fixtures/engine/sampler_cases.json and checked by the tests).
+// Defaults are transformers' generation defaults (do_sample false, temperature 1, top_k 50,
+// top_p 1, repetition_penalty 1): GenerationConfig() holds them in transformers 4; transformers 5
+// (recorded in tests/fixtures/engine/sampler_cases.json) leaves the fields None there and
+// applies the defaults inside generate().
 
 #include <cstdint>
 #include <filesystem>
