@@ -23,14 +23,24 @@ std::string StreamDecoder::push(std::int64_t id) {
   s.token_string(id);  // validates the id before it joins the window
   ids_.push_back(id);
   std::string text = s.decode(ids_.data(), ids_.size(), skip_special_, at_start_);
-  // Text of a trailing run of pending (byte) tokens may still change: stop before it.
+  // Text of a trailing run of pending (byte) tokens may still change: stop before it. Skipped
+  // special tokens are transparent (the byte group continues across them).
   std::size_t k = ids_.size();
+  bool has_pending = false;
   if (s.decoder) {
-    while (k > 0 && !(skip_special_ && s.is_special(ids_[k - 1])) &&
-           s.decoder->pending(s.token_string(ids_[k - 1]))) {
-      --k;
+    while (k > 0) {
+      std::int64_t last = ids_[k - 1];
+      if (skip_special_ && s.is_special(last)) {
+        --k;
+      } else if (s.decoder->pending(s.token_string(last))) {
+        has_pending = true;
+        --k;
+      } else {
+        break;
+      }
     }
   }
+  if (!has_pending) k = ids_.size();
   std::string stable_text =
       k == ids_.size() ? text : s.decode(ids_.data(), k, skip_special_, at_start_);
   std::size_t stable = std::min(stable_text.size(), text.size());
