@@ -116,8 +116,12 @@ TEST_P(LibParity, MatchesTheRustLibrary) {
     EXPECT_EQ(tok.encode(text, false), as_ids(c.at("ids_plain")));
     EXPECT_EQ(tok.encode(text, true), as_ids(c.at("ids")));
     auto ids = as_ids(c.at("ids"));
-    EXPECT_EQ(tok.decode(ids, false), c.at("decode").get<std::string>());
-    EXPECT_EQ(tok.decode(ids, true), c.at("decode_skip").get<std::string>());
+    // GPT-2's tokenizer_config.json asks transformers for clean_up_tokenization, which the
+    // library does not do: its decodes are compared with transformers' in TransformersParity.
+    if (GetParam() != "gpt2") {
+      EXPECT_EQ(tok.decode(ids, false), c.at("decode").get<std::string>());
+      EXPECT_EQ(tok.decode(ids, true), c.at("decode_skip").get<std::string>());
+    }
     EXPECT_EQ(streamed(tok, ids, false), tok.decode(ids));
   }
 }
