@@ -49,8 +49,9 @@ std::uint32_t top_p_cut(const std::vector<std::uint32_t>& keys,
   for (std::size_t i = 0; i < keys.size(); ++i) {
     if (keys[i] >= floor) total += weights[i];
   }
-  const auto limit =
-      static_cast<std::uint64_t>(static_cast<double>(top_p) * static_cast<double>(total));
+  // At least 1, so the top token stays however small top_p is (as the CUDA kernel).
+  const auto limit = std::max<std::uint64_t>(
+      1, static_cast<std::uint64_t>(static_cast<double>(top_p) * static_cast<double>(total)));
   std::uint32_t prefix = 0, mask = 0;
   std::uint64_t above = 0;
   for (int shift = 24; shift >= 0; shift -= 8) {
