@@ -1,4 +1,5 @@
-// The `strata` command: --version, `selfcheck`, `plan` and `run`. Each subcommand lives in its
+// The `strata` command: --version, `selfcheck`, `plan`, `run`, `generate`, `tokenize`,
+// `detokenize`. Each subcommand lives in its
 // own file (strata_cli_lib), so the tests call it directly.
 
 #include <fmt/format.h>
@@ -6,11 +7,14 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "generate_command.h"
 #include "plan_command.h"
+#include "progress_bar.h"
 #include "run_command.h"
 #include "selfcheck.h"
 #include "strata/core/error.h"
 #include "strata/version.h"
+#include "tokenize_command.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"strata: run neural networks whose weights do not fit on one GPU"};
@@ -26,6 +30,12 @@ int main(int argc, char** argv) {
   CLI::App* plan = strata::cli::add_plan_command(app, plan_args);
   strata::cli::RunArgs run_args;
   CLI::App* run = strata::cli::add_run_command(app, run_args);
+  strata::cli::GenerateArgs generate_args;
+  CLI::App* generate = strata::cli::add_generate_command(app, generate_args);
+  strata::cli::TokenizeArgs tokenize_args;
+  CLI::App* tokenize = strata::cli::add_tokenize_command(app, tokenize_args);
+  strata::cli::DetokenizeArgs detokenize_args;
+  CLI::App* detokenize = strata::cli::add_detokenize_command(app, detokenize_args);
 
   try {
     app.parse(argc, argv);
@@ -39,6 +49,12 @@ int main(int argc, char** argv) {
     }
     if (plan->parsed()) return strata::cli::run_plan(plan_args, std::cout);
     if (run->parsed()) return strata::cli::run_run(run_args, std::cout, std::cerr);
+    if (generate->parsed()) {
+      return strata::cli::run_generate(generate_args, std::cin, std::cout, std::cerr,
+                                       strata::cli::stderr_is_terminal());
+    }
+    if (tokenize->parsed()) return strata::cli::run_tokenize(tokenize_args, std::cout);
+    if (detokenize->parsed()) return strata::cli::run_detokenize(detokenize_args, std::cout);
     std::cout << app.help();
     return 0;
   } catch (const strata::Error& e) {

@@ -1,0 +1,191 @@
+#include "generate_command.h"
+
+#include <fmt/format.h>
+
+#include <istream>
+#include <numeric>
+#include <ostream>
+#include <sstream>
+
+#include "strata/core/error.h"
+#include "strata/engine/generate.h"
+#include "strata/engine/stopping.h"
+#include "strata/io/model_config.h"
+#include "strata/models/config.h"
+#include "strata/text/generation_config.h"
+#include "strata/text/tokenizer.h"
+
+namespace strata::cli {
+namespace {
+
+// When neither the command line nor generation_config.json says how many tokens to generate.
+constexpr std::int64_t kDefaultMaxNewTokens = 256;
+
+std::string read_prompt(const GenerateArgs& args, std::istream& in) {
+  if (args.prompt) return *args.prompt;
+  if (args.prompt_file) return read_user_file(*args.prompt_file, "--prompt-file");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return std::move(text).str();
+}
+
+// generation_config.json's defaults, overridden by the options given.
+engine::SamplingParams sampling_params(const GenerateArgs& args,
+                                       const text::GenerationConfig& config) {
+  engine::SamplingParams params = engine::sampling_params_from(config);
+  const bool sampling_option_given = args.temperature || args.top_k || args.top_p || args.min_p;
+  if (sampling_option_given) params.do_sample = true;
+  if (args.temperature) params.temperature = *args.temperature;
+  if (args.top_k) params.top_k = *args.top_k;
+  if (args.top_p) params.top_p = *args.top_p;
+  if (args.min_p) params.min_p = *args.min_p;
+  if (args.repetition_penalty) params.repetition_penalty = *args.repetition_penalty;
+  if (args.presence_penalty) params.presence_penalty = *args.presence_penalty;
+  if (args.frequency_penalty) params.frequency_penalty = *args.frequency_penalty;
+  params.seed = args.seed;
+  params.validate();
+  return params;
+}
+
+// Decoded text on its way to the output: streaming detokenisation, then the stop strings.
+class TextSink {
+ public:
+  TextSink(const text::Tokenizer& tokenizer, std::vector<std::string> stops, std::ostream& out)
+      : decoder_(tokenizer, /*skip_special_tokens=*/true), matcher_(std::move(stops)), out_(out) {}
+
+  // False once a stop string has appeared (the row must end).
+  bool push(std::int64_t token) {
+    emit(matcher_.feed(decoder_.push(token)));
+    return !matcher_.stopped();
+  }
+  void finish() {
+    if (!matcher_.stopped()) emit(matcher_.feed(decoder_.finish()));
+    if (!matcher_.stopped()) write(matcher_.flush());
+  }
+  bool stopped() const { return matcher_.stopped(); }
+  const std::string& stop() const { return stop_; }
+
+ private:
+  void emit(const engine::StopStringMatcher::Piece& piece) {
+    write(piece.text);
+    if (piece.stopped) stop_ = piece.stop;
+  }
+  void write(const std::string& text) {
+    if (text.empty()) return;
+    out_ << text;
+    out_.flush();  // the user sees each piece as soon as it is final
+  }
+
+  text::StreamDecoder decoder_;
+  engine::StopStringMatcher matcher_;
+  std::ostream& out_;
+  std::string stop_;
+};
+
+double mean(const std::vector<double>& values) {
+  return values.empty() ? 0.0
+                        : std::accumulate(values.begin(), values.end(), 0.0) /
+                              static_cast<double>(values.size());
+}
+
+}  // namespace
+
+CLI::App* add_generate_command(CLI::App& app, GenerateArgs& args) {
+  CLI::App* cmd = app.add_subcommand(
+      "generate", "continue a text prompt, streaming the generated text to stdout");
+  cmd->add_option("model_dir", args.model_dir,
+                  "folder with config.json, tokenizer.json and *.safetensors (default: the "
+                  "built-in stories260K)");
+  CLI::Option* prompt = cmd->add_option("--prompt", args.prompt, "the prompt text");
+  CLI::Option* file =
+      cmd->add_option("--prompt-file", args.prompt_file, "read the prompt from this file");
+  prompt->excludes(file);
+  cmd->add_option("--max-new-tokens", args.max_new_tokens,
+                  "tokens to generate at most (default: generation_config.json, else 256)");
+  cmd->add_option("--temperature", args.temperature,
+                  "0 is greedy (sampling options: default "
+                  "generation_config.json's)");
+  cmd->add_option("--top-k", args.top_k, "keep the k most likely tokens (0: off)");
+  cmd->add_option("--top-p", args.top_p, "nucleus sampling: keep the top tokens up to p");
+  cmd->add_option("--min-p", args.min_p, "keep tokens at least p times as likely as the top one");
+  cmd->add_option("--repetition-penalty", args.repetition_penalty,
+                  "transformers' repetition penalty (1: off)");
+  cmd->add_option("--presence-penalty", args.presence_penalty, "OpenAI's presence penalty");
+  cmd->add_option("--frequency-penalty", args.frequency_penalty, "OpenAI's frequency penalty");
+  cmd->add_option("--seed", args.seed, "makes a sampled run reproducible");
+  cmd->add_option("--stop", args.stop, "stop before this text (repeatable)");
+  cmd->add_flag("--no-special", args.no_special, "do not add BOS/EOS to the prompt");
+  cmd->add_flag("--echo", args.echo, "print the prompt before the generated text");
+  cmd->add_flag("--show-plan", args.show_plan, "print where each module goes before loading");
+  add_placement_options(cmd, args);
+  return cmd;
+}
+
+int run_generate(const GenerateArgs& args, std::istream& in, std::ostream& out, std::ostream& err,
+                 bool err_is_terminal) {
+  // Everything that can be checked is checked before the first weight is read.
+  const std::filesystem::path model_dir =
+      args.model_dir ? std::filesystem::path(*args.model_dir) : builtin_model_dir();
+  STRATA_CHECK_ARG(!args.max_new_tokens || *args.max_new_tokens >= 1,
+                   "--max-new-tokens {}: must be at least 1", *args.max_new_tokens);
+  const std::string prompt_text = read_prompt(args, in);
+  const text::Tokenizer tokenizer = text::Tokenizer::from_folder(model_dir);
+  const text::GenerationConfig generation_config = text::read_generation_config(model_dir);
+  const models::TransformerConfig config =
+      models::parse_transformer_config(io::read_model_config(model_dir / "config.json"));
+
+  engine::GenerateRequest request;
+  request.prompt = tokenizer.encode(prompt_text, /*add_special_tokens=*/!args.no_special);
+  STRATA_CHECK_ARG(!request.prompt.empty(),
+                   "the prompt is empty and the tokenizer adds no BOS token: give a prompt");
+  engine::StopCriteria::check_prompt(static_cast<std::int64_t>(request.prompt.size()),
+                                     config.max_position_embeddings);
+  request.params = sampling_params(args, generation_config);
+  engine::StopStringMatcher check_stops(args.stop);  // refuses empty stop strings now
+
+  engine::GenerateOptions options;
+  options.max_new_tokens =
+      args.max_new_tokens ? *args.max_new_tokens
+                          : engine::max_new_tokens_from(
+                                generation_config, static_cast<std::int64_t>(request.prompt.size()),
+                                kDefaultMaxNewTokens);
+  options.eos_token_ids = generation_config.eos_token_ids;
+
+  LoadReporting reporting;
+  reporting.progress = &err;
+  reporting.progress_is_terminal = err_is_terminal;
+  if (args.show_plan) reporting.plan_table = &err;
+  LoadedModel loaded = load_model(model_dir, args, reporting);
+  options.input_device = loaded.input_device;
+
+  if (args.echo) {
+    out << prompt_text;
+    out.flush();
+  }
+  TextSink sink(tokenizer, args.stop, out);
+  const engine::GenerateOutput result =
+      engine::generate(*loaded.empty.model, std::span(&request, 1), options,
+                       [&](std::int64_t, std::int64_t token) { return sink.push(token); });
+  sink.finish();
+
+  const engine::RowOutput& row = result.rows.front();
+  const double prompt_tokens = static_cast<double>(request.prompt.size());
+  const double per_token = mean(result.step_seconds);
+  err << fmt::format("\nload {:.2f} s: {}\n", loaded.load_seconds,
+                     weights_per_device(loaded.loaded.load.summary));
+  err << fmt::format(
+      "prompt {} tokens in {:.1f} ms ({:.1f} tokens/s), {} new tokens at {:.2f} ms/token "
+      "({:.1f} tokens/s), {}, {}\n",
+      request.prompt.size(), result.prefill_seconds * 1e3,
+      result.prefill_seconds > 0 ? prompt_tokens / result.prefill_seconds : 0.0, row.tokens.size(),
+      per_token * 1e3, per_token > 0 ? 1.0 / per_token : 0.0, loaded.empty.dtype,
+      request.params.describe());
+  if (sink.stopped()) {
+    err << fmt::format("finished (stop): the stop string '{}' appeared\n", sink.stop());
+  } else {
+    err << fmt::format("finished ({}): {}\n", engine::to_string(row.finish), row.message);
+  }
+  return 0;
+}
+
+}  // namespace strata::cli
