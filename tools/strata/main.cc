@@ -12,6 +12,7 @@
 #include "progress_bar.h"
 #include "run_command.h"
 #include "selfcheck.h"
+#include "serve_command.h"
 #include "strata/core/error.h"
 #include "strata/version.h"
 #include "tokenize_command.h"
@@ -36,6 +37,8 @@ int main(int argc, char** argv) {
   CLI::App* tokenize = strata::cli::add_tokenize_command(app, tokenize_args);
   strata::cli::DetokenizeArgs detokenize_args;
   CLI::App* detokenize = strata::cli::add_detokenize_command(app, detokenize_args);
+  strata::cli::ServeArgs serve_args;
+  CLI::App* serve = strata::cli::add_serve_command(app, serve_args);
 
   try {
     app.parse(argc, argv);
@@ -55,6 +58,7 @@ int main(int argc, char** argv) {
     }
     if (tokenize->parsed()) return strata::cli::run_tokenize(tokenize_args, std::cout);
     if (detokenize->parsed()) return strata::cli::run_detokenize(detokenize_args, std::cout);
+    if (serve->parsed()) return strata::cli::run_serve(serve_args, std::cout, std::cerr);
     std::cout << app.help();
     return 0;
   } catch (const strata::Error& e) {
