@@ -1,4 +1,4 @@
-// The `strata` command: --version, `selfcheck`, `plan`, `run`, `generate`, `tokenize`,
+// The `strata` command: --version, `selfcheck`, `plan`, `run`, `generate`, `tokenize`, `serve`,
 // `detokenize`. Each subcommand lives in its
 // own file (strata_cli_lib), so the tests call it directly.
 
