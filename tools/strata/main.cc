@@ -1,6 +1,6 @@
 // The `strata` command: --version, `selfcheck`, `plan`, `run`, `generate`, `tokenize`, `serve`,
-// `detokenize`. Each subcommand lives in its
-// own file (strata_cli_lib), so the tests call it directly.
+// `detokenize`, `template`. Each subcommand lives in its own file (strata_cli_lib), so the
+// tests call it directly.
 
 #include <fmt/format.h>
 
@@ -15,6 +15,7 @@
 #include "serve_command.h"
 #include "strata/core/error.h"
 #include "strata/version.h"
+#include "template_command.h"
 #include "tokenize_command.h"
 
 int main(int argc, char** argv) {
@@ -39,6 +40,8 @@ int main(int argc, char** argv) {
   CLI::App* detokenize = strata::cli::add_detokenize_command(app, detokenize_args);
   strata::cli::ServeArgs serve_args;
   CLI::App* serve = strata::cli::add_serve_command(app, serve_args);
+  strata::cli::TemplateArgs template_args;
+  CLI::App* chat_template = strata::cli::add_template_command(app, template_args);
 
   try {
     app.parse(argc, argv);
@@ -59,6 +62,7 @@ int main(int argc, char** argv) {
     if (tokenize->parsed()) return strata::cli::run_tokenize(tokenize_args, std::cout);
     if (detokenize->parsed()) return strata::cli::run_detokenize(detokenize_args, std::cout);
     if (serve->parsed()) return strata::cli::run_serve(serve_args, std::cout, std::cerr);
+    if (chat_template->parsed()) return strata::cli::run_template(template_args, std::cout);
     std::cout << app.help();
     return 0;
   } catch (const strata::Error& e) {

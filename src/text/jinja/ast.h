@@ -72,6 +72,7 @@ struct Node {
   std::vector<std::string> targets;
   std::string attribute;  // Set of a namespace attribute
   ExprPtr filter;         // For's inline `if`
+  bool uses_loop = true;  // For: whether the body mentions `loop` (else no loop object is built)
   Body body;
   Body else_body;
   std::string name;                                     // Macro

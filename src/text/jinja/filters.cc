@@ -289,7 +289,8 @@ Value apply_filter(const std::string& name, const Value& v, CallArgs& args, cons
   }
   if (name == "first" || name == "last") {
     const List items = iterate(v);
-    if (items.empty()) return Value::undefined("the " + name + " item of an empty sequence");
+    if (items.empty())
+      return Value::undefined("the sequence is empty: it has no " + name + " item");
     return name == "first" ? items.front() : items.back();
   }
   if (name == "list") return Value::from_list(iterate(v));

@@ -187,7 +187,7 @@ class Interpreter {
     for (const auto& [k, v] : globals_) {
       if (k == name) return v;
     }
-    return Value::undefined("'" + name + "'");
+    return Value::undefined("'" + name + "' is undefined");
   }
 
   // --- statements ---------------------------------------------------------------------------
@@ -315,7 +315,7 @@ class Interpreter {
       count_iteration();
       Frame f{&frame, {}};
       assign(f, n.targets, items[i]);
-      f.set("loop", loop_value(items, i));
+      if (n.uses_loop) f.set("loop", loop_value(items, i));
       if (exec_body(n.body, f) == Flow::Break) break;
     }
   }
@@ -373,7 +373,7 @@ class Interpreter {
     for (std::size_t i = 0; i < macro.params.size(); ++i) {
       if (bound[i]) continue;
       const auto& [name, def] = macro.params[i];
-      f.set(name, def ? eval(*def, f) : Value::undefined("'" + name + "'"));
+      f.set(name, def ? eval(*def, f) : Value::undefined("'" + name + "' is undefined"));
     }
     return Value::from_string(capture(macro.body, f));
   }
@@ -442,9 +442,7 @@ class Interpreter {
         const Value callee = eval(*e.children[0], frame);
         CallArgs args = eval_args(e, frame, 1);
         if (callee.is_callable()) return callee.function->call(args);
-        if (callee.is_undefined())
-          fail("{} is undefined (called as a function)",
-               callee.text.empty() ? "a value" : callee.text);
+        if (callee.is_undefined()) fail("{} (calling it as a function)", undefined_reason(callee));
         fail("TypeError: '{}' object is not callable", type_name(callee));
       }
       case K::Filter: {
@@ -487,7 +485,8 @@ class Interpreter {
       }
       case K::Cond:
         if (truthy(eval(*e.children[1], frame))) return eval(*e.children[0], frame);
-        return e.children[2] ? eval(*e.children[2], frame) : Value::undefined("the else branch");
+        return e.children[2] ? eval(*e.children[2], frame)
+                             : Value::undefined("the conditional expression has no else branch");
     }
     fail("unknown expression");
   }

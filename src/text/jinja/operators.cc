@@ -16,7 +16,7 @@ std::int64_t as_int(const Value& v) { return v.kind == Value::Kind::Bool ? v.boo
 [[noreturn]] void unsupported(const std::string& op, const Value& a, const Value& b) {
   if (a.is_undefined() || b.is_undefined()) {
     const Value& u = a.is_undefined() ? a : b;
-    fail("{} is undefined", u.text.empty() ? "a value" : u.text);
+    fail("{}", undefined_reason(u));
   }
   fail("TypeError: unsupported operand type(s) for {}: '{}' and '{}'", op, type_name(a),
        type_name(b));
@@ -173,7 +173,7 @@ Value negate(const Value& v) {
     return Value::from_int(-as_int(v));
   }
   if (v.kind == Value::Kind::Float) return Value::from_float(-v.number);
-  if (v.is_undefined()) fail("{} is undefined", v.text.empty() ? "a value" : v.text);
+  if (v.is_undefined()) fail("{}", undefined_reason(v));
   fail("TypeError: bad operand type for unary -: '{}'", type_name(v));
 }
 
@@ -243,20 +243,17 @@ std::int64_t length_of(const Value& v) {
 }
 
 Value get_attribute(const Value& obj, const std::string& name) {
-  if (obj.is_undefined())
-    fail("{} is undefined (reading attribute '{}')", obj.text.empty() ? "a value" : obj.text, name);
+  if (obj.is_undefined()) fail("{} (reading its attribute '{}')", undefined_reason(obj), name);
   if (auto method = bound_method(obj, name)) return *method;
   if (obj.kind == Value::Kind::Dict || obj.kind == Value::Kind::Namespace) {
     if (const Value* v = dict_find(*obj.entries, name)) return *v;
   }
-  return Value::undefined(
-      fmt::format("'{}' object has no attribute '{}'; it", type_name(obj), name));
+  return Value::undefined(fmt::format("'{}' object has no attribute '{}'", type_name(obj), name));
 }
 
 Value get_item(const Value& obj, const Value& key) {
   if (obj.is_undefined()) {
-    fail("{} is undefined (reading item {})", obj.text.empty() ? "a value" : obj.text,
-         python_repr(key));
+    fail("{} (reading its item {})", undefined_reason(obj), python_repr(key));
   }
   if (obj.kind == Value::Kind::Dict) {
     if (const Value* v = dict_find(*obj.entries, key)) return *v;
@@ -274,7 +271,7 @@ Value get_item(const Value& obj, const Value& key) {
     if (auto method = bound_method(obj, key.text)) return *method;
   }
   return Value::undefined(
-      fmt::format("'{}' object has no item {}; it", type_name(obj), python_repr(key)));
+      fmt::format("'{}' object has no item {}", type_name(obj), python_repr(key)));
 }
 
 Value slice_value(const Value& obj, const Value& start, const Value& stop, const Value& step) {
@@ -294,7 +291,7 @@ Value slice_value(const Value& obj, const Value& start, const Value& stop, const
   } else if (obj.is_sequence()) {
     n = static_cast<std::int64_t>(obj.items->size());
   } else if (obj.is_undefined()) {
-    fail("{} is undefined (slicing it)", obj.text.empty() ? "a value" : obj.text);
+    fail("{} (slicing it)", undefined_reason(obj));
   } else {
     fail("TypeError: '{}' object is not subscriptable", type_name(obj));
   }

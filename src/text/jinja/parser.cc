@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <initializer_list>
 
 #include "strata/text/chat_template.h"
@@ -253,8 +254,13 @@ class Parser {
     expect_block_end();
     ++loop_depth_;
     std::string end;
+    const std::size_t body_start = pos_;
     n->body = parse_body({"else", "endfor"}, end);
     --loop_depth_;
+    n->uses_loop =
+        std::any_of(tokens_.begin() + static_cast<std::ptrdiff_t>(body_start),
+                    tokens_.begin() + static_cast<std::ptrdiff_t>(pos_),
+                    [](const Token& t) { return t.type == TokenType::Name && t.value == "loop"; });
     if (end == "else") {
       expect_block_end();
       n->else_body = parse_body({"endfor"}, end);
@@ -642,8 +648,11 @@ class Parser {
     expect_op(")");
   }
 
+  // A call is reported at its callee, where the reader looks.
   ExprPtr parse_call(ExprPtr node) {
     auto e = make<Expr>(Expr::Kind::Call, cur());
+    e->line = node->line;
+    e->column = node->column;
     e->children.push_back(std::move(node));
     parse_call_args(*e);
     return e;

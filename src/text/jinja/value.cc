@@ -396,6 +396,10 @@ std::string python_repr(const Value& v) {
   return out;
 }
 
+std::string undefined_reason(const Value& v) {
+  return v.text.empty() ? std::string("a value is undefined") : v.text;
+}
+
 std::string python_str(const Value& v) {
   switch (v.kind) {
     case Value::Kind::Undefined:

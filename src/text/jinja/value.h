@@ -88,6 +88,8 @@ const Value* dict_find(const Dict& d, const Value& key);
 const Value* dict_find(const Dict& d, std::string_view key);
 void dict_set(Dict& d, Value key, Value value);
 
+// Why a value is undefined ("'x' is undefined", "'dict' object has no attribute 'y'").
+std::string undefined_reason(const Value& v);
 std::string python_str(const Value& v);   // str(v); undefined prints as ""
 std::string python_repr(const Value& v);  // repr(v)
 std::string float_repr(double d);         // Python's repr of a float: shortest round trip
