@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 artifacts="$build/fuzz-artifacts"
 mkdir -p "$artifacts"
 for target in safetensors_header_fuzz index_fuzz tokenizer_json_fuzz tokenizer_encode_fuzz \
-    serve_request_fuzz; do
+    serve_request_fuzz chat_template_fuzz; do
   corpus_name=${target%_fuzz}
   scratch=$(mktemp -d)
   cp -r "$here/corpus/$corpus_name/." "$scratch/"

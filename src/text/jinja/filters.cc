@@ -1,6 +1,7 @@
 // jinja2's builtin filters that chat templates use, with transformers' tojson, and its tests.
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 
 #include "text/jinja/builtins.h"
@@ -112,8 +113,11 @@ Value attribute_path(const Value& v, const std::string& path) {
     const std::string part =
         path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     const bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
-    cur = numeric ? get_item(cur, Value::from_int(std::stoll(part)))
-                  : get_item(cur, Value::from_string(part));
+    std::int64_t index = 0;
+    const auto parsed = std::from_chars(part.data(), part.data() + part.size(), index);
+    if (numeric && parsed.ec != std::errc())
+      return Value::undefined("index " + part + " is out of range");
+    cur = numeric ? get_item(cur, Value::from_int(index)) : get_item(cur, Value::from_string(part));
     if (dot == std::string::npos) return cur;
     start = dot + 1;
   }

@@ -2,6 +2,7 @@
 // and Python's '%' and str.format formatting.
 
 #include <algorithm>
+#include <charconv>
 
 #include "text/jinja/builtins.h"
 #include "text/jinja/errors.h"
@@ -16,7 +17,9 @@ ArgReader::ArgReader(const char* function, CallArgs& args, std::initializer_list
          args.positional.size());
   }
   for (std::size_t i = 0; i < args.positional.size(); ++i) values_[i] = args.positional[i];
-  for (auto& [key, value] : args.keyword) {
+  for (auto& keyword : args.keyword) {
+    const std::string& key = keyword.first;
+    const Value& value = keyword.second;
     const auto it =
         std::find_if(names_.begin(), names_.end(), [&](const char* n) { return key == n; });
     if (it == names_.end())
@@ -166,7 +169,13 @@ Value string_method(const std::string& s, const std::string& name, CallArgs& arg
           fail("format field '{{{}}}' is not supported", field);
         const Value* v = nullptr;
         if (field.empty() || std::all_of(field.begin(), field.end(), ::isdigit)) {
-          const std::size_t k = field.empty() ? next++ : std::stoul(field);
+          std::size_t k = next;
+          if (field.empty()) {
+            ++next;
+          } else if (std::from_chars(field.data(), field.data() + field.size(), k).ec !=
+                     std::errc()) {
+            fail("IndexError: Replacement index {} out of range", field);
+          }
           if (k >= args.positional.size()) fail("IndexError: Replacement index {} out of range", k);
           v = &args.positional[k];
         } else {
