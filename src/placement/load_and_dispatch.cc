@@ -49,6 +49,7 @@ DevicePlan plan_for_dispatch(nn::Module& model, DeviceMapStrategy strategy,
   infer.offload_buffers = options.offload_buffers;
   // The reference keeps one largest-layer slot; the scheduler's other slots are planned too.
   infer.reserve.staging_slots = std::max(0, options.prefetch.staging_slots - 1);
+  infer.reserve.per_gpu = options.reserve_per_gpu;
   return plan_device_map(model, strategy, infer);
 }
 

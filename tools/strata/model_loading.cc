@@ -79,6 +79,7 @@ LoadedModel load_model(const std::filesystem::path& model_dir, const PlacementAr
   options.device_map = parse_device_map_arg(args.device_map);
   if (args.max_memory) options.max_memory = parse_max_memory(*args.max_memory);
   if (args.offload_folder) options.offload_folder = *args.offload_folder;
+  options.reserve_per_gpu = args.reserve_per_gpu;
 
   LoadedModel out;
   out.empty = build_empty_model(model_dir, args.dtype);

@@ -19,6 +19,9 @@ struct PlacementArgs {
   std::optional<std::string> max_memory;
   std::optional<std::string> offload_folder;
   std::optional<std::string> dtype;  // unset: the checkpoint's torch_dtype, else float32
+  // Set by commands, not an option: bytes held back on every GPU for the runtime (strata serve's
+  // KV cache pool) when the map comes from a strategy.
+  std::int64_t reserve_per_gpu = 0;
 };
 
 void add_placement_options(CLI::App* cmd, PlacementArgs& args);

@@ -6,6 +6,7 @@
 #include <ostream>
 
 #include "cli_options.h"
+#include "serve_command.h"
 #include "strata/placement/module_sizes.h"
 
 namespace strata::cli {
@@ -15,6 +16,7 @@ struct Planned {
   EmptyModel empty;
   placement::InferOptions options;
   placement::DevicePlan plan;
+  std::string kv_note;  // the serve KV cache reserve, when asked
 };
 
 Planned plan_model(const PlanArgs& args) {
@@ -22,10 +24,25 @@ Planned plan_model(const PlanArgs& args) {
   const auto strategy = placement::parse_device_map_strategy(args.strategy);
   std::optional<placement::MaxMemory> max_memory;
   if (args.max_memory) max_memory = parse_max_memory(*args.max_memory);
-  Planned out{build_empty_model(args.model_dir, args.dtype), {}, {}};
+  Planned out{build_empty_model(args.model_dir, args.dtype), {}, {}, {}};
   out.options.max_memory = std::move(max_memory);
   out.options.no_split_module_classes = no_split_classes(*out.empty.model, args.no_split);
   out.options.dtype = out.empty.dtype;
+  if (args.max_sequences || args.ctx_size) {
+    const ServeArgs defaults;
+    const std::int64_t sequences = args.max_sequences.value_or(defaults.max_sequences);
+    std::int64_t ctx = args.ctx_size.value_or(defaults.ctx_size);
+    STRATA_CHECK_ARG(sequences >= 1 && ctx >= 2,
+                     "--max-sequences {} and --ctx-size {}: need at least 1 sequence of 2 tokens",
+                     sequences, ctx);
+    const std::int64_t limit = out.empty.config.max_position_embeddings;
+    if (limit > 0) ctx = std::min(ctx, limit);
+    out.options.reserve.per_gpu = static_cast<std::int64_t>(
+        serve_kv_cache_bytes(out.empty.config, out.empty.dtype, sequences, ctx));
+    out.kv_note = fmt::format(
+        "KV cache pool (strata serve): {} sequences x {} tokens = {} held back on every GPU\n",
+        sequences, ctx, placement::format_bytes(out.options.reserve.per_gpu));
+  }
   out.plan = placement::plan_device_map(*out.empty.model, strategy, out.options);
   return out;
 }
@@ -59,6 +76,11 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& args) {
   cmd->add_option("--no-split", args.no_split,
                   "module classes never split over devices, comma-separated, \"\" for none "
                   "(default: the model's decoder layer)");
+  cmd->add_option("--max-sequences", args.max_sequences,
+                  "plan for strata serve: hold back its KV cache pool of this many sequences "
+                  "on every GPU");
+  cmd->add_option("--ctx-size", args.ctx_size,
+                  "plan for strata serve: tokens per sequence of that pool");
   cmd->add_option("--output", args.output,
                   "also write the device map to this JSON file, {\"module\": device, ...}, for "
                   "strata run --device-map");
@@ -79,6 +101,7 @@ int run_plan(const PlanArgs& args, std::ostream& out) {
                      planned.empty.model->class_name(), planned.empty.dtype, args.strategy,
                      no_split.empty() ? "none" : fmt::format("{}", fmt::join(no_split, ", ")));
   out << placement::explain_table(plan) << "\n";
+  out << planned.kv_note;
   const std::vector<DeviceTotal> totals = device_totals(planned);
   out << "device     weights  budget\n";
   std::int64_t total = 0;

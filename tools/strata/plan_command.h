@@ -18,6 +18,10 @@ struct PlanArgs {
   std::string strategy = "auto";
   std::optional<std::string> no_split;  // "A,B", "" for none; unset: the model's decoder block
   std::optional<std::string> output;    // write the device map here as JSON (strata run reads it)
+  // strata serve's KV cache pool (--max-sequences x --ctx-size tokens), held back on every GPU
+  // when either is given (the other takes serve's default).
+  std::optional<std::int64_t> max_sequences;
+  std::optional<std::int64_t> ctx_size;
 };
 
 CLI::App* add_plan_command(CLI::App& app, PlanArgs& args);

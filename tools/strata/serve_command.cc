@@ -117,14 +117,18 @@ int run_serve(const ServeArgs& args, std::ostream& out, std::ostream& err) {
   StopPipe stop_pipe;
   std::signal(SIGPIPE, SIG_IGN);
 
-  LoadedModel loaded = load_model(dir, args);
-  const models::TransformerConfig& config = loaded.empty.config;
+  // The KV cache pool is part of the memory plan: held back on every GPU before weights are
+  // placed (config only: nothing is loaded yet).
+  const EmptyModel shape = build_empty_model(dir, args.dtype);
   engine::SchedulerOptions scheduling{args.max_sequences, args.max_queue, args.ctx_size};
-  if (config.max_position_embeddings > 0) {
-    scheduling.ctx_size = std::min(scheduling.ctx_size, config.max_position_embeddings);
+  if (shape.config.max_position_embeddings > 0) {
+    scheduling.ctx_size = std::min(scheduling.ctx_size, shape.config.max_position_embeddings);
   }
   const std::uint64_t kv_bytes = serve_kv_cache_bytes(
-      config, loaded.empty.dtype, scheduling.max_sequences, scheduling.ctx_size);
+      shape.config, shape.dtype, scheduling.max_sequences, scheduling.ctx_size);
+  PlacementArgs placement = args;
+  placement.reserve_per_gpu = static_cast<std::int64_t>(kv_bytes);
+  LoadedModel loaded = load_model(dir, placement);
   auto backend = serve::make_model_backend(loaded.empty.model, dir, scheduling);
 
   serve::ServerOptions options;

@@ -30,6 +30,9 @@ struct LoadAndDispatchOptions {
   // Prefetch staging; with a strategy, the planner keeps staging_slots - 1 extra slots free on
   // the first GPU when it offloads anything (one slot is the reference's own reserve).
   PrefetchOptions prefetch;
+  // Bytes the runtime needs on every GPU besides weights (the server's KV cache pool): held back
+  // by the planner with a strategy (RuntimeReserve::per_gpu).
+  std::int64_t reserve_per_gpu = 0;
   // Called after each tensor is placed (the CLI draws a progress bar from it).
   io::ProgressCallback progress;
 };
