@@ -134,7 +134,11 @@ void Scheduler::end_locked(const std::shared_ptr<Sequence>& sequence, SequenceEn
 
 void Scheduler::notify_ended(std::vector<std::shared_ptr<Sequence>>& ended) {
   for (const auto& sequence : ended) {
-    sequence->request.observer->on_end(sequence->end, sequence->message);
+    try {
+      sequence->request.observer->on_end(sequence->end, sequence->message);
+    } catch (const std::exception&) {
+      // The observer's own failure ends nothing else: the sequence is already gone.
+    }
   }
   ended.clear();
 }
@@ -215,7 +219,14 @@ void Scheduler::run_step(std::unique_lock<std::mutex>& lock) {
       continue;
     }
     ++reported;
-    if (!sequence->request.observer->on_token(token)) {
+    bool go_on = true;
+    try {
+      go_on = sequence->request.observer->on_token(token);
+    } catch (const std::exception& e) {  // e.g. a token its detokeniser cannot read
+      finished.push_back({sequence, {SequenceEnd::Failed, e.what()}});
+      continue;
+    }
+    if (!go_on) {
       finished.push_back({sequence, {SequenceEnd::Stop, "stopped by the observer"}});
     } else if (sequence->generated >= sequence->request.max_new_tokens) {
       finished.push_back({sequence, {SequenceEnd::Length, "max_new_tokens reached"}});

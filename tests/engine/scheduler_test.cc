@@ -189,6 +189,27 @@ TEST(Scheduler, ObserverStopEndsWithStop) {
   EXPECT_EQ(c->tokens, alone({1, 2}, 3));
 }
 
+TEST(Scheduler, AnObserverThatThrowsFailsItsSequenceOnly) {
+  class Throwing : public Collector {
+   public:
+    bool on_token(std::int64_t token) override {
+      if (!tokens.empty()) throw std::runtime_error("cannot decode token");
+      return Collector::on_token(token);
+    }
+  };
+  auto model = std::make_shared<FakeModel>();
+  Scheduler scheduler(model, {});
+  auto throwing = std::make_shared<Throwing>();
+  auto fine = std::make_shared<Collector>();
+  scheduler.submit(request({1, 2}, 6, throwing));
+  scheduler.submit(request({3, 4}, 6, fine));
+  const auto [end, message] = throwing->result.get();
+  EXPECT_EQ(end, SequenceEnd::Failed);
+  EXPECT_EQ(message, "cannot decode token");
+  EXPECT_EQ(fine->result.get().first, SequenceEnd::Length);
+  EXPECT_EQ(fine->tokens, alone({3, 4}, 6));
+}
+
 TEST(Scheduler, ConcurrentSequencesShareStepsAndMatchAlone) {
   auto model = std::make_shared<FakeModel>();
   Scheduler scheduler(model, {.max_sequences = 4, .max_queue = 64, .ctx_size = 64});

@@ -45,7 +45,8 @@ enum class SequenceEnd { Stop, Length, Cancelled, Failed };
 const char* to_string(SequenceEnd end);
 
 // Receives a sequence's results on the scheduler thread: keep the callbacks short (queue the
-// token for the HTTP thread). on_token returning false ends the sequence (SequenceEnd::Stop).
+// token for the HTTP thread). on_token returning false ends the sequence (SequenceEnd::Stop);
+// on_token throwing ends it with SequenceEnd::Failed and the exception's message.
 class SequenceObserver {
  public:
   virtual ~SequenceObserver() = default;
