@@ -24,6 +24,12 @@ class SequenceDecoder : public Decoder {
     }
     return false;
   }
+  bool rewrites_end() const override {
+    for (const auto& p : parts_) {
+      if (p->rewrites_end()) return true;
+    }
+    return false;
+  }
 
  private:
   std::vector<std::unique_ptr<Decoder>> parts_;
@@ -153,6 +159,7 @@ class StripDecoder : public Decoder {
       t = t.substr(begin, end - begin);
     }
   }
+  bool rewrites_end() const override { return stop_ > 0; }
 
  private:
   char32_t content_;

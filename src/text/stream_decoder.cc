@@ -54,7 +54,10 @@ std::string StreamDecoder::push(std::int64_t id) {
     out = text.substr(emitted_, stable - emitted_);
     emitted_ = stable;
   }
-  if (k == ids_.size() && emitted_ == text.size() && emitted_ > 0) {
+  // A decoder that strips the text's end (Strip stop > 0) may still drop or restore trailing
+  // characters: such a stream keeps its whole window.
+  bool restartable = !(s.decoder && s.decoder->rewrites_end());
+  if (restartable && k == ids_.size() && emitted_ == text.size() && emitted_ > 0) {
     ids_.clear();
     emitted_ = 0;
     at_start_ = false;

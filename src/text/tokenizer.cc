@@ -81,8 +81,9 @@ std::string TokenizerState::decode(const std::int64_t* ids, std::size_t n, bool 
     decoder->decode_chain(tokens, first);
     for (const auto& t : tokens) out += t;
   } else {
+    // No decoder: tokens joined by spaces, as the reference; a continuation joins on too.
     for (std::size_t i = 0; i < tokens.size(); ++i) {
-      if (i) out += ' ';
+      if (i > 0 || !first) out += ' ';
       out += tokens[i];
     }
   }

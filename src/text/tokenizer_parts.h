@@ -133,6 +133,8 @@ class Decoder {
   virtual void decode_chain(std::vector<std::string>& tokens, bool first) const = 0;
   // Whether text after this token may still change when more tokens follow (byte groups).
   virtual bool pending(std::string_view token) const { return false; }
+  // Whether the end of the text is rewritten (Strip with stop > 0): a stream cannot restart.
+  virtual bool rewrites_end() const { return false; }
 };
 std::unique_ptr<Decoder> make_decoder(const JsonRef& node);
 
