@@ -32,10 +32,7 @@ void TokenizerState::encode_into(std::string_view input, bool add_special, bool 
     }
     std::string piece(text.substr(seg.begin, seg.end - seg.begin));
     bool at_start = seg.begin == 0;
-    if (normalizer) {
-      // transformers' SentencePiece-style tokenizers put the "▁" prefix only at the start.
-      if (!(prefix_only_at_start && !at_start)) normalizer->normalize(piece);
-    }
+    if (normalizer) normalizer->normalize(piece);
     if (!added->any_normalized()) {
       pieces.push_back({std::move(piece), at_start});
       run_model(pieces);

@@ -43,6 +43,35 @@ std::optional<std::string> token_name(const std::optional<JsonRef>& node) {
   return node->at("content").str();
 }
 
+// transformers 5's LlamaTokenizer (the class of Llama 2, Mistral, Phi-3 ... configs) does not
+// run tokenizer.json's normaliser/pre-tokenizer/decoder: it takes the vocabulary and merges and
+// builds its own pipeline, Metaspace(prepend_scheme from add_prefix_space and legacy,
+// split=false) with no normaliser, and Replace/ByteFallback/Fuse(/Strip) to decode. The "▁"
+// prefix then goes only where that scheme says (not after every added token) and a text that
+// starts with a space gets none. Strata follows it for SentencePiece-style files (byte
+// fallback); a byte-level file under that class keeps its own pipeline (transformers would
+// break it, see docs/tokenizers.md).
+std::optional<Json> llama_pipeline(const JsonRef& root, const JsonRef& cfg) {
+  std::string cls = cfg.str_or("tokenizer_class", "");
+  if (cls != "LlamaTokenizer" && cls != "LlamaTokenizerFast") return std::nullopt;
+  if (!root.at("model").bool_or("byte_fallback", false)) return std::nullopt;
+  bool prefix = cfg.bool_or("add_prefix_space", true);
+  bool legacy = cfg.bool_or("legacy", false);
+  const char* scheme = !prefix ? "never" : legacy ? "always" : "first";
+  Json decoders = Json::array();
+  decoders.push_back({{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}});
+  decoders.push_back({{"type", "ByteFallback"}});
+  decoders.push_back({{"type", "Fuse"}});
+  if (prefix) decoders.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
+  Json out = Json::object();
+  out["pre_tokenizer"] = {{"type", "Metaspace"},
+                          {"replacement", "\u2581"},
+                          {"prepend_scheme", scheme},
+                          {"split", false}};
+  out["decoder"] = {{"type", "Sequence"}, {"decoders", decoders}};
+  return out;
+}
+
 }  // namespace
 
 Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view tokenizer_config,
@@ -56,18 +85,6 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
   if (auto trunc = root.get("truncation")) trunc->not_supported("truncation");
   if (auto pad = root.get("padding")) pad->not_supported("padding");
 
-  state->model = detail::BpeModel::load(root.at("model"));
-  state->added = std::make_unique<detail::AddedVocabulary>(load_added_tokens(root));
-  if (auto n = root.get("normalizer")) state->normalizer = detail::make_normalizer(*n);
-  if (auto p = root.get("pre_tokenizer")) state->pre_tokenizer = detail::make_pre_tokenizer(*p);
-  if (auto d = root.get("decoder")) state->decoder = detail::make_decoder(*d);
-  if (auto p = root.get("post_processor")) {
-    state->post = detail::PostProcessor::from_json(*p, *state->added, *state->model);
-  }
-  std::int64_t size = state->model->size();
-  for (const auto& t : state->added->tokens()) size = std::max(size, t.id + 1);
-  state->vocab_size = size;
-
   // The transformers files: optional, each a JSON object.
   Json config = Json::object(), map = Json::object();
   const std::string config_file = file + " (tokenizer_config.json)";
@@ -79,6 +96,25 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
   JsonRef cfg(config, config_file, "$"), stm(map, map_file, "$");
   if (!config.is_object()) cfg.malformed("an object");
   if (!map.is_object()) stm.malformed("an object");
+
+  state->model = detail::BpeModel::load(root.at("model"));
+  state->added = std::make_unique<detail::AddedVocabulary>(load_added_tokens(root));
+  if (auto sp = llama_pipeline(root, cfg)) {
+    state->pre_tokenizer = detail::make_pre_tokenizer(
+        JsonRef(sp->at("pre_tokenizer"), config_file, "LlamaTokenizer.pre_tokenizer"));
+    state->decoder =
+        detail::make_decoder(JsonRef(sp->at("decoder"), config_file, "LlamaTokenizer.decoder"));
+  } else {
+    if (auto n = root.get("normalizer")) state->normalizer = detail::make_normalizer(*n);
+    if (auto p = root.get("pre_tokenizer")) state->pre_tokenizer = detail::make_pre_tokenizer(*p);
+    if (auto d = root.get("decoder")) state->decoder = detail::make_decoder(*d);
+  }
+  if (auto p = root.get("post_processor")) {
+    state->post = detail::PostProcessor::from_json(*p, *state->added, *state->model);
+  }
+  std::int64_t size = state->model->size();
+  for (const auto& t : state->added->tokens()) size = std::max(size, t.id + 1);
+  state->vocab_size = size;
 
   Tokenizer tok(state);
   auto resolve = [&](std::string_view key) -> std::optional<std::int64_t> {

@@ -148,8 +148,6 @@ struct TokenizerState {
   std::unique_ptr<Decoder> decoder;
   std::optional<std::int64_t> bos, eos, pad;
   bool clean_up_spaces = false;
-  // transformers' SentencePiece-style rule: the "▁" prefix only before the text's start.
-  bool prefix_only_at_start = false;
   std::int64_t vocab_size = 0;
 
   void encode_into(std::string_view text, bool add_special, bool skip_special_matching,
