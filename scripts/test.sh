@@ -12,6 +12,9 @@ cmake --preset release >/dev/null
 cmake --build --preset release -j "$jobs"
 ctest --preset release -j "$jobs"
 
+echo "== install, examples against the installed package, Debian package (docs/packaging.md)"
+bash scripts/package-check.sh build/release
+
 echo "== sanitizer build and tests (address, undefined)"
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs"

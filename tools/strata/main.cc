@@ -13,15 +13,19 @@
 #include "run_command.h"
 #include "selfcheck.h"
 #include "serve_command.h"
+#include "strata/build_info.h"
 #include "strata/core/error.h"
-#include "strata/version.h"
 #include "template_command.h"
 #include "tokenize_command.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"strata: run neural networks whose weights do not fit on one GPU"};
-  app.set_version_flag("--version", fmt::format("strata {} (CUDA backend: {})", strata::kVersion,
-                                                strata::kBuiltWithCuda ? "built" : "not built"));
+  // Version, commit, CUDA runtime/driver and the CPU kernels picked (computed only when asked).
+  app.set_version_flag("--version", [] {
+    std::string text = strata::version_report();
+    if (!text.empty() && text.back() == '\n') text.pop_back();  // CLI11 adds the newline
+    return text;
+  });
   app.require_subcommand(0, 1);
 
   std::string dtype_text = "bf16";

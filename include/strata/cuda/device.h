@@ -11,6 +11,10 @@ namespace strata::cuda {
 // Number of usable GPUs; 0 without a driver or without a GPU (never throws).
 int device_count() noexcept;
 bool is_available() noexcept;
+// The CUDA runtime linked in and the installed driver's CUDA version, as 1000 * major +
+// 10 * minor (13000 is 13.0); 0 when unknown (no driver). Never throw.
+int runtime_version() noexcept;
+int driver_version() noexcept;
 
 struct DeviceProperties {
   int index = 0;

@@ -21,6 +21,7 @@
 
 namespace strata::nn {
 
+// What an AlignDevicesHook does (the reference's AlignDevicesHook constructor arguments).
 struct AlignDevicesOptions {
   // Where inputs and weights go for the forward. Unset: inputs are left where they are.
   std::optional<Device> execution_device;
@@ -41,6 +42,9 @@ struct AlignDevicesOptions {
   std::shared_ptr<TiedParamsMap> tied_params_map;
 };
 
+// The reference's AlignDevicesHook: before forward, moves the inputs (and, with offload, the
+// module's weights from weights_map) to the execution device; after forward, sends the weights
+// back to meta placeholders and, with io_same_device, the outputs to the input's device.
 class AlignDevicesHook : public ModelHook {
  public:
   explicit AlignDevicesHook(AlignDevicesOptions options = {});

@@ -19,6 +19,7 @@ namespace strata::nn {
 using AlignHookFactory =
     std::function<std::shared_ptr<AlignDevicesHook>(AlignDevicesOptions options)>;
 
+// The options the attach_* functions share (the reference's keyword arguments).
 struct AttachOptions {
   // The model's weights map; each hook gets a view under its module's dotted name.
   std::shared_ptr<const WeightsMap> weights_map;

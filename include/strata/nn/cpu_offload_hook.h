@@ -19,6 +19,9 @@ Device default_execution_device();
 
 class UserCpuOffloadHook;
 
+// The reference's CpuOffload hook (cpu_offload_with_hook): moves the whole module to the
+// execution device at its forward, and offloads the previous model of a chain (prev_module_hook)
+// back to the cpu first.
 class CpuOffload : public ModelHook {
  public:
   explicit CpuOffload(std::optional<Device> execution_device = std::nullopt,

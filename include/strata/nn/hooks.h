@@ -22,6 +22,8 @@ struct MoveContext {
   std::string_view name;  // the hooked module's dotted name under `model` ("" for itself)
 };
 
+// The base of every hook: each event does nothing unless overridden. Attach one with
+// add_hook_to_module; Module::operator() calls pre_forward and post_forward around forward.
 class ModelHook {
  public:
   ModelHook() = default;

@@ -47,6 +47,8 @@ class InitEmptyWeights : public InitOnDevice {
     std::optional<bool> include_buffers = std::nullopt) {
   return InitEmptyWeights(include_buffers);
 }
+// The seed API's init_on_device: `auto guard = init_on_device(Device::cuda(0));` creates the
+// parameters (and buffers when include_buffers) registered in its scope directly on `device`.
 [[nodiscard]] inline InitOnDevice init_on_device(
     Device device, std::optional<bool> include_buffers = std::nullopt) {
   return InitOnDevice(device, include_buffers);

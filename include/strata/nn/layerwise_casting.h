@@ -59,6 +59,7 @@ class ModulePatterns {
 // input/output projections of diffusion models, stay in their dtype.
 const std::vector<std::string>& default_layerwise_casting_skip_patterns();
 
+// Which layers attach_layerwise_casting_hooks skips, and whether its casts are asynchronous.
 struct LayerwiseCastingOptions {
   // Subtrees whose dotted name matches one of these are skipped. Unset: the defaults above; an
   // empty list skips nothing.

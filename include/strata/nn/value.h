@@ -158,6 +158,7 @@ void send_to_device(Args& args, std::optional<Device> device,
 // The device of the first tensor found depth first (lists in order, dict values in order), or
 // nullopt when there is none.
 std::optional<Device> find_device(const Value& value);
+// The device of the first tensor among the positional arguments, then the keyword values.
 std::optional<Device> find_device(const Args& args);
 
 // ---- template and inline definitions -------------------------------------------------------

@@ -77,6 +77,9 @@ struct DevicePlan {
   std::vector<std::string> warnings;  // also logged
 };
 
+// The reference's infer_auto_device_map, with the reasons and the bytes booked per device:
+// modules in order fill each device of the budgets, a module that does not fit is split into its
+// children unless its class is in no_split_module_classes, and disk takes what is left.
 DevicePlan plan_auto_device_map(nn::Module& model, const InferOptions& options = {});
 // plan_auto_device_map(...).device_map.
 DeviceMap infer_auto_device_map(nn::Module& model, const InferOptions& options = {});

@@ -57,6 +57,9 @@ struct DispatchResult {
   std::shared_ptr<PrefetchScheduler> scheduler;
 };
 
+// The reference's dispatch_model: every module goes to its device of `device_map`; modules mapped
+// to "cpu" or "disk" keep their weights there and get hooks that stream them to the main device
+// for each forward; activations follow the map. A map on a single device just moves the model.
 DispatchResult dispatch_model(nn::Module& model, const DeviceMap& device_map,
                               DispatchOptions options = {});
 

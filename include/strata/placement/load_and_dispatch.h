@@ -48,6 +48,12 @@ struct LoadAndDispatchResult {
 DevicePlan plan_for_dispatch(nn::Module& model, DeviceMapStrategy strategy,
                              const LoadAndDispatchOptions& options);
 
+// The reference's load_checkpoint_and_dispatch: plans the device map (a strategy) or takes the
+// explicit one, loads every tensor of `checkpoint` (a .safetensors file, a sharded index or a
+// folder) straight to its planned place, writes disk-mapped weights to offload_folder when they
+// are not read from the checkpoint itself, then dispatch_model. Bad options, a missing or
+// mismatching tensor and an unknown map entry are errors naming them, before a weight is read
+// wherever they can be.
 LoadAndDispatchResult load_checkpoint_and_dispatch(nn::Module& model,
                                                    const std::filesystem::path& checkpoint,
                                                    const LoadAndDispatchOptions& options = {});

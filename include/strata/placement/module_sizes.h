@@ -48,6 +48,8 @@ class ModuleSizes {
   std::unordered_map<std::string, std::size_t, Hash, std::equal_to<>> index_;
 };
 
+// The reference's compute_module_sizes: the bytes of every module and tensor of `model` (and ""
+// for the whole model), counted as SizeOptions says.
 ModuleSizes compute_module_sizes(nn::Module& model, const SizeOptions& options = {});
 
 // Bytes of every buffer under `model` (persistent or not).
