@@ -3,8 +3,10 @@
 //
 // The device map sends the last two decoder layers to "disk": their weights are written once to
 // the offload folder (Accelerate's format: one .dat file per tensor and an index.json) and read
-// back for each forward of that layer, while the rest stays in memory. On a GPU machine the same
-// map with 0 instead of "cpu" runs the resident layers on the GPU.
+// back for each forward of that layer, while the rest stays in memory. The model runs in bfloat16
+// here, so the float32 checkpoint is cast once while loading; without a cast, disk weights of a
+// safetensors checkpoint are read from the checkpoint itself and the folder holds only
+// index.json. On a GPU machine the same map with 0 instead of "cpu" runs those layers on the GPU.
 //
 // Usage: offload_folder [MODEL_DIR] [OFFLOAD_DIR]
 //   (defaults: the built-in model of the installed package, a folder under the temp directory)
@@ -32,7 +34,7 @@ int main(int argc, char** argv) {
     std::shared_ptr<strata::models::CausalLM> model;
     {
       auto empty = strata::init_empty_weights();
-      model = strata::models::build_causal_lm(config, strata::DType::Float32);
+      model = strata::models::build_causal_lm(config, strata::DType::BFloat16);
     }
 
     // 2. Load the checkpoint straight onto an explicit map; the longest matching prefix wins.
@@ -47,6 +49,7 @@ int main(int argc, char** argv) {
     placement::LoadAndDispatchOptions options;
     options.device_map = map;
     options.offload_folder = offload_dir;
+    options.dtype = strata::DType::BFloat16;
     const placement::LoadAndDispatchResult loaded =
         placement::load_checkpoint_and_dispatch(*model, model_dir, options);
     std::cout << "device map: " << placement::device_map_str(loaded.dispatch->device_map) << "\n";
@@ -54,8 +57,13 @@ int main(int argc, char** argv) {
     for (const auto& [destination, bytes] : loaded.load.summary.bytes_per_destination) {
       std::cout << " " << destination << "=" << bytes;
     }
-    std::cout << "\noffload folder has index.json: "
-              << (fs::exists(offload_dir / "index.json") ? "yes" : "no") << "\n";
+    int dat_files = 0;
+    for (const auto& entry : fs::directory_iterator(offload_dir)) {
+      dat_files += entry.path().extension() == ".dat" ? 1 : 0;
+    }
+    std::cout << "\noffload folder: index.json "
+              << (fs::exists(offload_dir / "index.json") ? "yes" : "no") << ", " << dat_files
+              << " .dat files\n";
 
     // 3. Greedy decoding from the beginning-of-text token (id 1 for this model).
     const Tensor prompt = Tensor::from_vector<std::int64_t>({1}, {1, 1});

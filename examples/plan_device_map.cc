@@ -32,13 +32,13 @@ int main(int argc, char** argv) {
     //    split across devices (the model's no_split_module_classes, as in transformers).
     placement::InferOptions options;
     options.max_memory =
-        placement::MaxMemory{{0, "300KiB"}, {1, "300KiB"}, {"cpu", "200KiB"}, {"disk", "1GiB"}};
+        placement::MaxMemory{{0, "500KiB"}, {1, "400KiB"}, {"cpu", "300KiB"}, {"disk", "1GiB"}};
     options.no_split_module_classes = model->no_split_module_classes();
     const placement::DevicePlan plan =
         placement::plan_device_map(*model, placement::DeviceMapStrategy::Sequential, options);
 
     // 3. The decisions with their reasons, the map itself, and the bytes booked per device.
-    std::cout << placement::explain_table(plan);
+    std::cout << placement::explain_table(plan) << "\n";
     std::cout << "device map: " << placement::device_map_str(plan.device_map) << "\n";
     for (const auto& [device, bytes] : plan.used) {
       std::cout << "  " << device.str() << ": " << placement::format_bytes(bytes) << " of "
