@@ -59,7 +59,7 @@ install(FILES ${PROJECT_BINARY_DIR}/strataConfig.cmake ${PROJECT_BINARY_DIR}/str
 # pkg-config: the prefix is found from the .pc file's own place (${pcfiledir}).
 file(RELATIVE_PATH STRATA_PC_TO_PREFIX /${CMAKE_INSTALL_LIBDIR}/pkgconfig /)
 string(REGEX REPLACE "/$" "" STRATA_PC_TO_PREFIX "${STRATA_PC_TO_PREFIX}")
-set(STRATA_PC_LIBS_PRIVATE "-lopenblas -lonig -lutf8proc")
+set(STRATA_PC_LIBS_PRIVATE "-lopenblas -lonig -lutf8proc -lcpp-httplib")
 if(STRATA_WITH_CUDA)
   string(APPEND STRATA_PC_LIBS_PRIVATE
          " -lstrata_cuda -L${CUDAToolkit_LIBRARY_DIR} -lcublasLt -lcublas -lcudart_static -ldl -lrt")

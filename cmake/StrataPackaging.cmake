@@ -23,13 +23,13 @@ set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 if(STRATA_WITH_CUDA)
   set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS OFF)
   set(CPACK_DEBIAN_PACKAGE_DEPENDS
-      "libc6, libstdc++6, libgcc-s1, libfmt9, libopenblas0, libonig5, libutf8proc2")
+      "libc6, libstdc++6, libgcc-s1, libfmt9, libopenblas0, libonig5, libutf8proc2, libcpp-httplib0.11")
 else()
   set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 endif()
 # What a program built against the headers or the static library needs.
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS
-    "libfmt-dev, nlohmann-json3-dev, libopenblas-dev, libonig-dev, libutf8proc-dev, pkg-config")
+    "libfmt-dev, nlohmann-json3-dev, libopenblas-dev, libonig-dev, libutf8proc-dev, libcpp-httplib-dev, pkg-config")
 # ldconfig runs after install and removal, so libstrata.so is found at once.
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA ${CMAKE_CURRENT_LIST_DIR}/debian/triggers)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
