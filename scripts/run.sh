@@ -14,7 +14,7 @@ model=models/stories260K
 $strata --version
 
 # 1.04 MB of float32 weights: the embedding (128 KiB, tied to the head) and five 177 KiB layers.
-if nvidia-smi -L >/dev/null 2>&1 && $strata --version | grep -q "CUDA backend: built"; then
+if nvidia-smi -L >/dev/null 2>&1 && $strata --version | grep -q "^CUDA: built"; then
   budgets="cuda:0=420KiB,cpu=420KiB"
 else
   budgets="cpu=420KiB"
