@@ -104,15 +104,20 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, TransformersParity,
                                            "qwen2", "gpt2_trained", "gemma3", "metaspace",
                                            "metaspace_split"));
 
+Tokenizer tokenizer_json_alone(const std::string& name) {
+  auto path = name == "stories260K" ? testing::stories_dir() / "tokenizer.json"
+              : std::filesystem::exists(text_fixtures() / "trained" / name)
+                  ? text_fixtures() / "trained" / name / "tokenizer.json"
+                  : text_fixtures() / "tokenizers" / (name + ".tokenizer.json");
+  return Tokenizer::from_json(testing::read_file(path), {}, {}, path.string());
+}
+
 // The tokenizers library's own results on tokenizer.json alone (no tokenizer_config.json, so
 // none of transformers' class-specific pipelines): the component semantics, file by file.
 class LibParity : public ::testing::TestWithParam<std::string> {};
 TEST_P(LibParity, TokenizerJsonAloneMatchesTheRustLibrary) {
   auto expected = read_json(text_fixtures() / "expected_lib" / (GetParam() + ".json"));
-  auto path = GetParam() == "stories260K"
-                  ? testing::stories_dir() / "tokenizer.json"
-                  : text_fixtures() / "tokenizers" / (GetParam() + ".tokenizer.json");
-  Tokenizer tok = Tokenizer::from_json(testing::read_file(path), {}, {}, path.string());
+  Tokenizer tok = tokenizer_json_alone(GetParam());
   for (const auto& c : expected.at("cases")) {
     std::string text = c.at("text");
     SCOPED_TRACE(show(text));
@@ -124,8 +129,25 @@ TEST_P(LibParity, TokenizerJsonAloneMatchesTheRustLibrary) {
     EXPECT_EQ(streamed(tok, ids, false), tok.decode(ids));
   }
 }
+TEST_P(LibParity, OneMegabyteOfMixedTextMatchesTheRustLibrary) {
+  auto expected = read_json(text_fixtures() / "expected_lib" / (GetParam() + ".json")).at("mixed");
+  std::string text = testing::mixed_text(expected.at("seed"), expected.at("bytes"));
+  ASSERT_EQ(testing::hex64(testing::fnv1a64(text.data(), text.size())),
+            expected.at("text_hash").get<std::string>());
+  Tokenizer tok = tokenizer_json_alone(GetParam());
+  auto ids = tok.encode(text, false);
+  EXPECT_EQ(ids.size(), expected.at("n_ids").get<std::size_t>());
+  EXPECT_EQ(testing::hex64(testing::ids_hash(ids)), expected.at("ids_hash").get<std::string>());
+  std::string decoded = tok.decode(ids);
+  EXPECT_EQ(testing::hex64(testing::fnv1a64(decoded.data(), decoded.size())),
+            expected.at("decode_hash").get<std::string>());
+  EXPECT_EQ(streamed(tok, ids, false), decoded);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, LibParity,
-                         ::testing::Values("gpt2", "mistral", "phi3", "stories260K"));
+                         ::testing::Values("gpt2", "mistral", "phi3", "stories260K", "llama3",
+                                           "qwen2", "gpt2_trained", "gemma3", "metaspace",
+                                           "metaspace_split"));
 
 // transformers 5 (AutoTokenizer) on the Mistral and Phi-3 files, as measured on the device
 // machine and stated in the issue: "   " is "▁▁▁" (Mistral: [2287]; tokenizer.json alone gives
