@@ -6,6 +6,7 @@
 #   lib/cmake/strata/                           find_package(strata CONFIG): strata::strata
 #   lib/pkgconfig/strata.pc                     pkg-config --cflags --libs strata
 #   share/strata/models/stories260K/            the built-in model, its LICENSE and PROVENANCE.md
+#   share/man/man1/strata.1                     the man page (the command's --help texts)
 #   share/doc/strata/                           README, CHANGELOG, packaging notes
 # Every path is relative to the prefix, so the tree can be moved (a scratch prefix, a .deb under
 # /usr, a `dpkg -x` root): the CMake package, strata.pc and the command all locate themselves.
@@ -27,6 +28,20 @@ install(TARGETS ${_strata_install_targets} EXPORT strataTargets
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS strata_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+
+# strata(1), written at build time from the command's own --help texts (cmake/StrataManPage.cmake).
+# Not in sanitizer builds, which are never installed (and whose leak checker runs at exit).
+if(NOT STRATA_SANITIZE)
+  set(STRATA_MAN_PAGE ${PROJECT_BINARY_DIR}/strata.1)
+  add_custom_command(
+    OUTPUT ${STRATA_MAN_PAGE}
+    COMMAND ${CMAKE_COMMAND} -DSTRATA=$<TARGET_FILE:strata_cli> -DVERSION=${PROJECT_VERSION}
+            -DOUTPUT=${STRATA_MAN_PAGE} -P ${PROJECT_SOURCE_DIR}/cmake/StrataManPage.cmake
+    DEPENDS strata_cli ${PROJECT_SOURCE_DIR}/cmake/StrataManPage.cmake
+    COMMENT "Writing the strata(1) man page from strata --help")
+  add_custom_target(strata_man_page ALL DEPENDS ${STRATA_MAN_PAGE})
+  install(FILES ${STRATA_MAN_PAGE} DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)
+endif()
 
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/strata DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
         FILES_MATCHING PATTERN "*.h")

@@ -32,7 +32,7 @@ cmake --install "$build" --prefix "$prefix" >"$work/install.log"
 for path in bin/strata lib/libstrata.a lib/libstrata.so include/strata/strata.h \
   include/strata/version.h include/strata/build_info.h lib/cmake/strata/strataConfig.cmake \
   lib/cmake/strata/strataConfigVersion.cmake lib/cmake/strata/strataTargets.cmake \
-  lib/pkgconfig/strata.pc $model_rel/config.json $model_rel/model.safetensors \
+  lib/pkgconfig/strata.pc share/man/man1/strata.1 $model_rel/config.json $model_rel/model.safetensors \
   $model_rel/tokenizer.json $model_rel/LICENSE $model_rel/PROVENANCE.md; do
   [ -e "$prefix/$path" ] || fail "the install has no $path"
 done
@@ -135,7 +135,8 @@ dpkg-deb --info "$deb" >"$work/deb-info.txt"
 grep -q "Package: strata" "$work/deb-info.txt" || fail "the .deb has no control file"
 dpkg-deb --contents "$deb" >"$work/deb-contents.txt"
 for path in ./usr/bin/strata ./usr/lib/libstrata.so ./usr/include/strata/strata.h \
-  ./usr/lib/cmake/strata/strataConfig.cmake ./usr/$model_rel/model.safetensors; do
+  ./usr/lib/cmake/strata/strataConfig.cmake ./usr/share/man/man1/strata.1 \
+  ./usr/$model_rel/model.safetensors; do
   grep -q " $path" "$work/deb-contents.txt" || fail "the .deb has no $path"
 done
 dpkg -x "$deb" "$work/root"
