@@ -50,7 +50,7 @@ struct ChatTemplateOptions {
 };
 
 namespace jinja {
-class Program;
+struct Program;
 }
 
 class ChatTemplate {

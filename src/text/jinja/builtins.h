@@ -10,16 +10,17 @@
 #include <string>
 #include <vector>
 
+#include "text/jinja/errors.h"
 #include "text/jinja/value.h"
 
 namespace strata::text::jinja {
 
 // Guards against pathological templates: each is a clear error, never a hang or a crash.
 struct Limits {
-  std::size_t max_string = std::size_t{16} << 20;  // output and any one string, bytes
-  std::size_t max_items = 1'000'000;               // any one list (range(), repetition)
-  std::int64_t max_iterations = 1'000'000;         // loop iterations in one render, in total
-  int max_depth = 400;                             // nested evaluation (macro recursion included)
+  std::size_t max_string = kMaxStringBytes;  // output and any one string, bytes
+  std::size_t max_items = kMaxListItems;     // any one list (range(), repetition)
+  std::int64_t max_iterations = 1'000'000;   // loop iterations in one render, in total
+  int max_depth = 400;                       // nested evaluation (macro recursion included)
 };
 
 // Binds positional and keyword arguments to parameter names, as Python does for a builtin.

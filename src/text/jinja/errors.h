@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 
@@ -20,9 +21,22 @@ class RaisedError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Caps on what one render may build (docs/chat-templates.md): a template that would go past them
+// gets an error instead of exhausting memory.
+inline constexpr std::size_t kMaxStringBytes = std::size_t{16} << 20;
+inline constexpr std::size_t kMaxListItems = 1'000'000;
+inline constexpr std::size_t kMaxCreatedBytes = std::size_t{1} << 30;  // all strings and lists
+
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {
   throw RenderError(fmt::format(format, std::forward<Args>(args)...));
+}
+
+inline void check_string_size(std::size_t bytes) {
+  if (bytes > kMaxStringBytes) fail("a string would exceed {} bytes", kMaxStringBytes);
+}
+inline void check_list_size(std::size_t items) {
+  if (items > kMaxListItems) fail("a list would exceed {} items", kMaxListItems);
 }
 
 }  // namespace strata::text::jinja

@@ -33,10 +33,11 @@ std::vector<std::string> splitlines(const std::string& s) {
 
 std::string indent(const std::string& text, const Value& width, bool first, bool blank) {
   const std::string pad =
-      width.is_string() ? width.text
+      width.is_string() ? width.text()
                         : std::string(static_cast<std::size_t>(std::max<std::int64_t>(
                                           0, width.kind == Value::Kind::Int ? width.integer : 4)),
                                       ' ');
+  check_string_size(pad.size() * codepoint_count(text));
   std::vector<std::string> lines = splitlines(text + "\n");
   std::string out;
   if (blank) {
@@ -76,7 +77,7 @@ Value int_filter(const Value& v, const Value& fallback, std::int64_t base) {
       }
       return fallback;
     case Value::Kind::String: {
-      const std::string t = strip(v.text, nullptr, true, true);
+      const std::string t = strip(v.text(), nullptr, true, true);
       if (t.empty()) return fallback;
       errno = 0;
       char* end = nullptr;
@@ -96,7 +97,7 @@ Value int_filter(const Value& v, const Value& fallback, std::int64_t base) {
 Value float_filter(const Value& v, const Value& fallback) {
   if (v.is_number()) return Value::from_float(to_double(v));
   if (v.is_string()) {
-    const std::string t = strip(v.text, nullptr, true, true);
+    const std::string t = strip(v.text(), nullptr, true, true);
     char* end = nullptr;
     const double d = std::strtod(t.c_str(), &end);
     if (!t.empty() && end == t.c_str() + t.size()) return Value::from_float(d);
@@ -130,12 +131,12 @@ List select(const Value& seq, CallArgs& args, bool by_attribute, bool keep) {
   if (by_attribute) {
     if (args.positional.empty() || !args.positional[0].is_string())
       fail("selectattr needs an attribute name");
-    attribute = args.positional[next++].text;
+    attribute = args.positional[next++].text();
   }
   std::string test;
   if (next < args.positional.size()) {
     if (!args.positional[next].is_string()) fail("the test name must be a string");
-    test = args.positional[next++].text;
+    test = args.positional[next++].text();
   }
   CallArgs test_args;
   test_args.positional.assign(args.positional.begin() + static_cast<std::ptrdiff_t>(next),
@@ -170,7 +171,7 @@ Value map_filter(const Value& seq, CallArgs& args, const Limits& limits) {
     return Value::from_list(std::move(out));
   }
   if (!args.positional[0].is_string()) fail("map() needs a filter name");
-  const std::string filter = args.positional[0].text;
+  const std::string filter = args.positional[0].text();
   CallArgs rest;
   rest.positional.assign(args.positional.begin() + 1, args.positional.end());
   rest.keyword = args.keyword;
@@ -190,7 +191,7 @@ Value tojson(const Value& v, CallArgs& args) {
     o.indent = std::string(
         static_cast<std::size_t>(std::clamp<std::int64_t>(indent.integer, 0, 1 << 16)), ' ');
   } else if (indent.is_string()) {
-    o.indent = indent.text;
+    o.indent = indent.text();
   } else if (!indent.is_none()) {
     fail("tojson: indent must be an integer or a string, not {}", type_name(indent));
   }
@@ -200,8 +201,8 @@ Value tojson(const Value& v, CallArgs& args) {
     if (seps.items->size() != 2 || !(*seps.items)[0].is_string() || !(*seps.items)[1].is_string()) {
       fail("tojson: separators must be two strings (item, key)");
     }
-    o.item_separator = (*seps.items)[0].text;
-    o.key_separator = (*seps.items)[1].text;
+    o.item_separator = (*seps.items)[0].text();
+    o.key_separator = (*seps.items)[1].text();
   } else if (!seps.is_none()) {
     fail("tojson: separators must be a list of two strings");
   }
@@ -217,7 +218,7 @@ Value sort_filter(const Value& v, CallArgs& args) {
   List items = iterate(v);
   auto key = [&](const Value& x) {
     Value k = attribute.empty() ? x : attribute_path(x, attribute);
-    if (!case_sensitive && k.is_string()) k.text = to_lower(k.text);
+    if (!case_sensitive && k.is_string()) k = Value::from_string(to_lower(k.text()));
     return k;
   };
   std::stable_sort(items.begin(), items.end(), [&](const Value& a, const Value& b) {

@@ -52,6 +52,7 @@ class Interpreter {
   }
 
   std::string run() {
+    CreationBudget budget(kMaxCreatedBytes);
     std::string out;
     out_ = &out;
     Frame root;

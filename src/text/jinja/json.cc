@@ -63,7 +63,7 @@ std::string float_json(double d) {
 std::string key_string(const Value& k) {
   switch (k.kind) {
     case Value::Kind::String:
-      return k.text;
+      return k.text();
     case Value::Kind::Int:
       return std::to_string(k.integer);
     case Value::Kind::Bool:
@@ -83,6 +83,7 @@ class Dumper {
 
   void dump(std::string& out, const Value& v, int level) {
     if (level > 200) fail("ValueError: value nested too deeply for tojson");
+    check_string_size(out.size());
     switch (v.kind) {
       case Value::Kind::None:
         out += "null";
@@ -97,7 +98,7 @@ class Dumper {
         out += float_json(v.number);
         return;
       case Value::Kind::String:
-        dump_string(out, v.text, o_.ensure_ascii);
+        dump_string(out, v.text(), o_.ensure_ascii);
         return;
       case Value::Kind::List:
       case Value::Kind::Tuple: {

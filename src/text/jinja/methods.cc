@@ -45,7 +45,7 @@ std::string ArgReader::string_or(std::size_t i, std::string fallback) const {
     fail("TypeError: {}() argument '{}' must be str, not {}", function_, names_[i],
          type_name(*values_[i]));
   }
-  return values_[i]->text;
+  return values_[i]->text();
 }
 
 std::int64_t ArgReader::int_or(std::size_t i, std::int64_t fallback) const {
@@ -72,7 +72,7 @@ bool affix_match(const std::string& s, const Value& affix, bool prefix) {
     if (!a.is_string())
       fail("TypeError: {}with first arg must be str or a tuple of str, not {}",
            prefix ? "starts" : "ends", type_name(a));
-    return prefix ? s.starts_with(a.text) : s.ends_with(a.text);
+    return prefix ? s.starts_with(a.text()) : s.ends_with(a.text());
   };
   if (affix.kind == Value::Kind::Tuple) {
     return std::any_of(affix.items->begin(), affix.items->end(), one);
@@ -108,7 +108,7 @@ Value string_method(const std::string& s, const std::string& name, CallArgs& arg
     if (!r.get(0).is_string() || !r.get(1).is_string())
       fail("TypeError: replace() arguments must be str");
     return Value::from_string(
-        replace(s, r.get(0).text, r.get(1).text, static_cast<long>(r.int_or(2, -1))));
+        replace(s, r.get(0).text(), r.get(1).text(), static_cast<long>(r.int_or(2, -1))));
   }
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
     ArgReader r(name.c_str(), args, {});
@@ -122,15 +122,15 @@ Value string_method(const std::string& s, const std::string& name, CallArgs& arg
     const Value& sub = r.get(0);
     if (!sub.is_string()) fail("TypeError: must be str, not {}", type_name(sub));
     if (name == "count") {
-      if (sub.text.empty())
+      if (sub.text().empty())
         return Value::from_int(static_cast<std::int64_t>(codepoint_count(s)) + 1);
       std::int64_t n = 0;
-      for (std::size_t at = s.find(sub.text); at != std::string::npos;
-           at = s.find(sub.text, at + sub.text.size()))
+      for (std::size_t at = s.find(sub.text()); at != std::string::npos;
+           at = s.find(sub.text(), at + sub.text().size()))
         ++n;
       return Value::from_int(n);
     }
-    const std::size_t at = name == "rfind" ? s.rfind(sub.text) : s.find(sub.text);
+    const std::size_t at = name == "rfind" ? s.rfind(sub.text()) : s.find(sub.text());
     if (at == std::string::npos) {
       if (name == "index") fail("ValueError: substring not found");
       return Value::from_int(-1);
@@ -146,7 +146,8 @@ Value string_method(const std::string& s, const std::string& name, CallArgs& arg
       if (!v.is_string())
         fail("TypeError: sequence item: expected str instance, {} found", type_name(v));
       if (!first) out += s;
-      out += v.text;
+      out += v.text();
+      check_string_size(out.size());
       first = false;
     }
     return Value::from_string(std::move(out));
@@ -185,6 +186,7 @@ Value string_method(const std::string& s, const std::string& name, CallArgs& arg
           if (!v) fail("KeyError: '{}'", field);
         }
         out += python_str(*v);
+        check_string_size(out.size());
         i = close;
       } else if (s[i] == '}') {
         fail("ValueError: Single '}}' encountered in format string");
@@ -266,7 +268,7 @@ std::optional<Value> bound_method(const Value& obj, const std::string& name) {
                    [&](const char* k) { return name == k; }) != std::end(kMutating);
   const std::string qualified = fmt::format("{}.{}", type_name(obj), name);
   if (obj.is_string() && is_string_method(name)) {
-    const std::string s = obj.text;
+    const std::string s = obj.text();
     return Value::make_function(qualified,
                                 [s, name](CallArgs& a) { return string_method(s, name, a); });
   }
@@ -315,6 +317,7 @@ std::string percent_format(const std::string& format, const Value& args) {
     switch (spec) {
       case 's':
         out += python_str(v);
+        check_string_size(out.size());
         break;
       case 'r':
         out += python_repr(v);

@@ -43,12 +43,12 @@ std::int64_t checked_mul(std::int64_t a, std::int64_t b) {
 Value repeat(const Value& seq, std::int64_t n, const Limits& limits) {
   if (n <= 0) return seq.is_string() ? Value::from_string("") : Value::from_list({});
   if (seq.is_string()) {
-    if (seq.text.size() * static_cast<std::uint64_t>(n) > limits.max_string) {
+    if (seq.text().size() * static_cast<std::uint64_t>(n) > limits.max_string) {
       fail("string repetition would exceed {} bytes", limits.max_string);
     }
     std::string out;
-    out.reserve(seq.text.size() * n);
-    for (std::int64_t i = 0; i < n; ++i) out += seq.text;
+    out.reserve(seq.text().size() * n);
+    for (std::int64_t i = 0; i < n; ++i) out += seq.text();
     return Value::from_string(std::move(out));
   }
   if (seq.items->size() * static_cast<std::uint64_t>(n) > limits.max_items) {
@@ -96,10 +96,10 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, const Lim
     if (ints) return Value::from_int(checked_add(as_int(a), as_int(b)));
     if (numbers) return Value::from_float(to_double(a) + to_double(b));
     if (a.is_string() && b.is_string()) {
-      if (a.text.size() + b.text.size() > limits.max_string) {
+      if (a.text().size() + b.text().size() > limits.max_string) {
         fail("string would exceed {} bytes", limits.max_string);
       }
-      return Value::from_string(a.text + b.text);
+      return Value::from_string(a.text() + b.text());
     }
     if (a.is_sequence() && a.kind == b.kind) {
       if (a.items->size() + b.items->size() > limits.max_items) {
@@ -136,7 +136,7 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, const Lim
     return Value::from_float(to_double(a) / to_double(b));
   }
   if (op == "//" || op == "%") {
-    if (op == "%" && a.is_string()) return Value::from_string(percent_format(a.text, b));
+    if (op == "%" && a.is_string()) return Value::from_string(percent_format(a.text(), b));
     if (!numbers) unsupported(op, a, b);
     if (to_double(b) == 0.0) fail("ZeroDivisionError: integer division or modulo by zero");
     if (ints) {
@@ -183,7 +183,7 @@ bool contains(const Value& container, const Value& item) {
       if (!item.is_string()) {
         fail("TypeError: 'in <string>' requires string as left operand, not {}", type_name(item));
       }
-      return container.text.find(item.text) != std::string::npos;
+      return container.text().find(item.text()) != std::string::npos;
     case Value::Kind::List:
     case Value::Kind::Tuple:
       for (const Value& v : *container.items) {
@@ -211,8 +211,9 @@ List iterate(const Value& v) {
       return keys;
     }
     case Value::Kind::String: {
+      check_list_size(codepoint_count(v.text()));
       List chars;
-      for (const char32_t cp : decode_utf8(v.text)) {
+      for (const char32_t cp : decode_utf8(v.text())) {
         std::string s;
         append_utf8(s, cp);
         chars.push_back(Value::from_string(std::move(s)));
@@ -229,7 +230,7 @@ List iterate(const Value& v) {
 std::int64_t length_of(const Value& v) {
   switch (v.kind) {
     case Value::Kind::String:
-      return static_cast<std::int64_t>(codepoint_count(v.text));
+      return static_cast<std::int64_t>(codepoint_count(v.text()));
     case Value::Kind::List:
     case Value::Kind::Tuple:
       return static_cast<std::int64_t>(v.items->size());
@@ -259,7 +260,7 @@ Value get_item(const Value& obj, const Value& key) {
     if (const Value* v = dict_find(*obj.entries, key)) return *v;
   } else if ((obj.is_sequence() || obj.is_string()) && is_int(key)) {
     if (obj.is_string()) {
-      const std::u32string cps = decode_utf8(obj.text);
+      const std::u32string cps = decode_utf8(obj.text());
       if (auto i = normalize_index(as_int(key), cps.size())) {
         return Value::from_string(encode_utf8(std::u32string_view(&cps[*i], 1)));
       }
@@ -268,7 +269,7 @@ Value get_item(const Value& obj, const Value& key) {
     }
   }
   if (key.is_string()) {
-    if (auto method = bound_method(obj, key.text)) return *method;
+    if (auto method = bound_method(obj, key.text())) return *method;
   }
   return Value::undefined(
       fmt::format("'{}' object has no item {}", type_name(obj), python_repr(key)));
@@ -286,7 +287,7 @@ Value slice_value(const Value& obj, const Value& start, const Value& stop, const
   std::u32string cps;
   std::int64_t n;
   if (obj.is_string()) {
-    cps = decode_utf8(obj.text);
+    cps = decode_utf8(obj.text());
     n = static_cast<std::int64_t>(cps.size());
   } else if (obj.is_sequence()) {
     n = static_cast<std::int64_t>(obj.items->size());

@@ -225,6 +225,7 @@ std::vector<std::string> split(std::string_view s, const std::string* sep, long 
       const std::size_t at = s.find(*sep, start);
       if (at == std::string_view::npos) break;
       parts.emplace_back(s.substr(start, at - start));
+      check_list_size(parts.size());
       start = at + sep->size();
     }
     parts.emplace_back(s.substr(start));
@@ -244,6 +245,7 @@ std::vector<std::string> split(std::string_view s, const std::string* sep, long 
     std::size_t j = i;
     while (j < cps.size() && !python_isspace(cps[j])) ++j;
     parts.push_back(encode_utf8(std::u32string_view(cps).substr(i, j - i)));
+    check_list_size(parts.size());
     i = j;
   }
   return parts;
@@ -260,6 +262,7 @@ std::vector<std::string> rsplit(std::string_view s, const std::string* sep, long
       const std::size_t at = s.rfind(*sep, end - sep->size());
       if (at == std::string_view::npos) break;
       parts.emplace_back(s.substr(at + sep->size(), end - at - sep->size()));
+      check_list_size(parts.size());
       end = at;
     }
     parts.emplace_back(s.substr(0, end));
@@ -280,6 +283,7 @@ std::vector<std::string> rsplit(std::string_view s, const std::string* sep, long
     std::size_t i = j;
     while (i > 0 && !python_isspace(cps[i - 1])) --i;
     parts.push_back(encode_utf8(std::u32string_view(cps).substr(i, j - i)));
+    check_list_size(parts.size());
     j = i;
   }
   std::reverse(parts.begin(), parts.end());
@@ -293,6 +297,7 @@ std::string replace(std::string_view s, std::string_view old, std::string_view w
     long done = 0;
     for (std::size_t i = 0; i < s.size();) {
       if (count < 0 || done < count) out += with, ++done;
+      check_string_size(out.size());
       const std::size_t start = i;
       next_codepoint(s, i);
       out += s.substr(start, i - start);
@@ -307,6 +312,7 @@ std::string replace(std::string_view s, std::string_view old, std::string_view w
     if (at == std::string_view::npos) break;
     out += s.substr(start, at - start);
     out += with;
+    check_string_size(out.size());
     start = at + old.size();
     ++done;
   }

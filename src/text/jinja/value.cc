@@ -8,9 +8,34 @@
 
 namespace strata::text::jinja {
 
+namespace {
+thread_local CreationBudget* current_budget = nullptr;
+}  // namespace
+
+CreationBudget::CreationBudget(std::size_t bytes) : previous_(current_budget), left_(bytes) {
+  current_budget = this;
+}
+CreationBudget::~CreationBudget() { current_budget = previous_; }
+
+void charge_creation(std::size_t bytes) {
+  CreationBudget* b = current_budget;
+  if (!b) return;
+  if (bytes > b->left_) {
+    b->left_ = 0;
+    fail("the template built more than {} MiB of strings and lists in one render",
+         kMaxCreatedBytes >> 20);
+  }
+  b->left_ -= bytes;
+}
+
+const std::string& Value::text() const {
+  static const std::string empty;
+  return shared_text ? *shared_text : empty;
+}
+
 Value Value::undefined(std::string what) {
   Value v;
-  v.text = std::move(what);
+  v.shared_text = std::make_shared<const std::string>(std::move(what));
   return v;
 }
 Value Value::none() {
@@ -39,10 +64,12 @@ Value Value::from_float(double d) {
 Value Value::from_string(std::string s) {
   Value v;
   v.kind = Kind::String;
-  v.text = std::move(s);
+  charge_creation(s.size());
+  v.shared_text = std::make_shared<const std::string>(std::move(s));
   return v;
 }
 Value Value::from_list(List l) {
+  charge_creation(l.size() * sizeof(Value));
   Value v;
   v.kind = Kind::List;
   v.items = std::make_shared<List>(std::move(l));
@@ -147,7 +174,7 @@ bool truthy(const Value& v) {
     case Value::Kind::Float:
       return v.number != 0.0;
     case Value::Kind::String:
-      return !v.text.empty();
+      return !v.text().empty();
     case Value::Kind::List:
     case Value::Kind::Tuple:
       return !v.items->empty();
@@ -198,7 +225,7 @@ bool equals(const Value& a, const Value& b) {
     case Value::Kind::None:
       return true;
     case Value::Kind::String:
-      return a.text == b.text;
+      return a.text() == b.text();
     case Value::Kind::Dict: {
       if (a.entries->size() != b.entries->size()) return false;
       for (const auto& [k, v] : *a.entries) {
@@ -221,7 +248,8 @@ bool less_than(const Value& a, const Value& b) {
     if (is_intlike(a) && is_intlike(b)) return int_of(a) < int_of(b);
     return to_double(a) < to_double(b);
   }
-  if (a.is_string() && b.is_string()) return a.text < b.text;  // UTF-8 bytes order as code points
+  if (a.is_string() && b.is_string())
+    return a.text() < b.text();  // UTF-8 bytes order as code points
   if (a.is_sequence() && a.kind == b.kind) {
     const List& x = *a.items;
     const List& y = *b.items;
@@ -243,7 +271,7 @@ const Value* dict_find(const Dict& d, const Value& key) {
 
 const Value* dict_find(const Dict& d, std::string_view key) {
   for (const auto& [k, v] : d) {
-    if (k.is_string() && k.text == key) return &v;
+    if (k.is_string() && k.text() == key) return &v;
   }
   return nullptr;
 }
@@ -351,6 +379,7 @@ void dict_repr(std::string& out, const Dict& d, int depth) {
 void repr_into(std::string& out, const Value& v, int depth) {
   // Values nest no deeper than the data given; a namespace can hold itself.
   if (depth > 200) fail("RecursionError: value nested too deeply to print");
+  check_string_size(out.size());
   switch (v.kind) {
     case Value::Kind::Undefined:
       out += "";
@@ -368,7 +397,7 @@ void repr_into(std::string& out, const Value& v, int depth) {
       out += float_repr(v.number);
       break;
     case Value::Kind::String:
-      out += string_repr(v.text);
+      out += string_repr(v.text());
       break;
     case Value::Kind::List:
     case Value::Kind::Tuple:
@@ -397,7 +426,7 @@ std::string python_repr(const Value& v) {
 }
 
 std::string undefined_reason(const Value& v) {
-  return v.text.empty() ? std::string("a value is undefined") : v.text;
+  return v.text().empty() ? std::string("a value is undefined") : v.text();
 }
 
 std::string python_str(const Value& v) {
@@ -405,7 +434,7 @@ std::string python_str(const Value& v) {
     case Value::Kind::Undefined:
       return "";
     case Value::Kind::String:
-      return v.text;
+      return v.text();
     default:
       return python_repr(v);
   }

@@ -47,7 +47,8 @@ struct Value {
   bool boolean = false;
   std::int64_t integer = 0;
   double number = 0.0;
-  std::string text;               // String; for Undefined, what was looked up (for error messages)
+  // String: the text, shared (copies of a value never copy its text); Undefined: why (errors).
+  std::shared_ptr<const std::string> shared_text;
   std::shared_ptr<List> items;    // List, Tuple
   std::shared_ptr<Dict> entries;  // Dict, Namespace
   std::shared_ptr<Function> function;
@@ -65,6 +66,7 @@ struct Value {
   static Value make_function(std::string name, std::function<Value(CallArgs&)> fn);
   static Value from_json(const nlohmann::ordered_json& j);
 
+  const std::string& text() const;
   bool is_undefined() const { return kind == Kind::Undefined; }
   bool is_none() const { return kind == Kind::None; }
   bool is_string() const { return kind == Kind::String; }
@@ -73,6 +75,23 @@ struct Value {
   bool is_mapping() const { return kind == Kind::Dict; }
   bool is_callable() const { return kind == Kind::Function; }
 };
+
+// Caps the bytes of strings and list items one render creates in total (so that a template
+// cannot build gigabytes out of small pieces); RAII: active on this thread while it lives. Past
+// the budget, creating a string or list is a RenderError.
+class CreationBudget {
+ public:
+  explicit CreationBudget(std::size_t bytes);
+  ~CreationBudget();
+  CreationBudget(const CreationBudget&) = delete;
+  CreationBudget& operator=(const CreationBudget&) = delete;
+
+ private:
+  CreationBudget* previous_;
+  std::size_t left_;
+  friend void charge_creation(std::size_t bytes);
+};
+void charge_creation(std::size_t bytes);
 
 // Python's name of the value's type, for error messages ('str', 'list', 'NoneType', ...).
 std::string_view type_name(const Value& v);

@@ -97,6 +97,26 @@ TEST(JinjaLimits, PathologicalTemplatesEndInClearErrors) {
   EXPECT_CONTAINS(error_of("{{ 2 ** 64 }}"), "integer overflow");
   EXPECT_CONTAINS(error_of("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}"),
                   "RecursionError");
+  // Quadratic accumulation stops at the budget of bytes one render may create.
+  EXPECT_CONTAINS(error_of("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
+                           "{% set ns.l = ns.l + [i] %}{% endfor %}"),
+                  "built more than 1024 MiB of strings and lists");
+  EXPECT_CONTAINS(error_of("{% set ns = namespace(s='') %}{% for i in range(100000) %}"
+                           "{% set ns.s = ns.s ~ ('x' * 1000) %}{% endfor %}"),
+                  "built more than 1024 MiB of strings and lists");
+  // Builders that could multiply memory stop at the string and list caps.
+  const std::string big = "{% set s = 'x' * 1000000 %}";
+  EXPECT_CONTAINS(error_of(big + "{{ [s] * 1000000 }}"), "a string would exceed 16777216 bytes");
+  EXPECT_CONTAINS(error_of(big + "{{ ([s] * 100)|tojson }}"), "a string would exceed");
+  EXPECT_CONTAINS(error_of(big + "{{ [s] * 100 }}"), "a string would exceed");
+  EXPECT_CONTAINS(error_of("{{ ('x ' * 4000000).split()|length }}"),
+                  "a list would exceed 1000000 items");
+  EXPECT_CONTAINS(error_of("{{ ('x,' * 4000000).split(',')|length }}"), "a list would exceed");
+  EXPECT_CONTAINS(error_of("{{ ('x' * 2000000)|list|length }}"), "a list would exceed");
+  EXPECT_CONTAINS(error_of("{{ 'ab'|replace('', 'x' * 10000000) }}"), "a string would exceed");
+  EXPECT_CONTAINS(error_of("{{ ('a\\n' * 1000)|indent(100000) }}"), "a string would exceed");
+  EXPECT_CONTAINS(error_of("{{ '{}{}'.format('x' * 10000000, 'y' * 10000000) }}"),
+                  "a string would exceed");
 }
 
 TEST(JinjaInputs, BadInputsAreTemplateErrors) {
