@@ -66,11 +66,14 @@ class ChatTemplate {
   ChatTemplate(std::string source, std::map<std::string, std::string> special_tokens,
                std::string origin);
   ~ChatTemplate();
+  ChatTemplate(const ChatTemplate&);  // cheap: the parsed template is shared and immutable
+  ChatTemplate& operator=(const ChatTemplate&);
   ChatTemplate(ChatTemplate&&) noexcept;
   ChatTemplate& operator=(ChatTemplate&&) noexcept;
 
   // The prompt exactly as the model sees it. `messages` is the OpenAI-style list of
   // {"role", "content", ...}. Throws TemplateError (TemplateRaisedError for raise_exception).
+  // Safe to call from several threads at once.
   std::string render(const nlohmann::ordered_json& messages,
                      const ChatTemplateOptions& options) const;
 

@@ -129,6 +129,8 @@ ChatTemplate::ChatTemplate(std::string source, std::map<std::string, std::string
       program_(jinja::parse_template(source_, origin_)) {}
 
 ChatTemplate::~ChatTemplate() = default;
+ChatTemplate::ChatTemplate(const ChatTemplate&) = default;
+ChatTemplate& ChatTemplate::operator=(const ChatTemplate&) = default;
 ChatTemplate::ChatTemplate(ChatTemplate&&) noexcept = default;
 ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;
 

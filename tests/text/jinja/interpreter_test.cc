@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "strata/text/chat_template.h"
 
@@ -152,6 +154,25 @@ TEST(JinjaInputs, StrftimeNowUsesThePinnedTime) {
   o.now.reset();
   EXPECT_EQ(t.render(nlohmann::ordered_json::array(), o).size(),
             std::string("02 Jan 2025 03:00").size());
+}
+
+TEST(JinjaInputs, CopiesRenderTheSameFromSeveralThreads) {
+  const ChatTemplate original(
+      "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + m.content|length %}"
+      "{% endfor %}{{ ns.n }}",
+      {}, "t.jinja");
+  const ChatTemplate copy = original;
+  std::vector<std::string> results(8);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+      for (int k = 0; k <= i; ++k) messages.push_back({{"role", "user"}, {"content", "abc"}});
+      results[i] = (i % 2 ? copy : original).render(messages, {});
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(results[i], std::to_string(3 * (i + 1)));
 }
 
 }  // namespace
