@@ -1,5 +1,5 @@
-// The `strata` command: --version, `selfcheck`, `plan`, `run`, `generate`, `tokenize`, `serve`,
-// `detokenize`, `template`. Each subcommand lives in its own file (strata_cli_lib), so the
+// The `strata` command: --version, `selfcheck`, `plan`, `run`, `generate`, `tokenize`, `chat`,
+// `serve`, `detokenize`, `template`. Each subcommand lives in its own file (strata_cli_lib), so the
 // tests call it directly.
 
 #include <fmt/format.h>
@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "chat_command.h"
 #include "generate_command.h"
 #include "plan_command.h"
 #include "progress_bar.h"
@@ -42,6 +43,8 @@ int main(int argc, char** argv) {
   CLI::App* tokenize = strata::cli::add_tokenize_command(app, tokenize_args);
   strata::cli::DetokenizeArgs detokenize_args;
   CLI::App* detokenize = strata::cli::add_detokenize_command(app, detokenize_args);
+  strata::cli::ChatArgs chat_args;
+  CLI::App* chat = strata::cli::add_chat_command(app, chat_args);
   strata::cli::ServeArgs serve_args;
   CLI::App* serve = strata::cli::add_serve_command(app, serve_args);
   strata::cli::TemplateArgs template_args;
@@ -65,6 +68,7 @@ int main(int argc, char** argv) {
     }
     if (tokenize->parsed()) return strata::cli::run_tokenize(tokenize_args, std::cout);
     if (detokenize->parsed()) return strata::cli::run_detokenize(detokenize_args, std::cout);
+    if (chat->parsed()) return strata::cli::run_chat(chat_args, std::cin, std::cout, std::cerr);
     if (serve->parsed()) return strata::cli::run_serve(serve_args, std::cout, std::cerr);
     if (chat_template->parsed()) return strata::cli::run_template(template_args, std::cout);
     std::cout << app.help();
