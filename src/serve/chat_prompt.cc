@@ -58,9 +58,11 @@ std::vector<std::int64_t> ChatPromptEncoder::encode(const nlohmann::json& messag
 
   std::vector<std::int64_t> ids;
   std::string plain;  // the text run since the last special token
+  // A run after a special token continues the text (as tokenizers encodes each split between
+  // added tokens): only a run at the very start gets start-of-text rules.
   auto flush = [&] {
     if (plain.empty()) return;
-    const std::vector<std::int64_t> run = tokenizer_.encode_plain(plain);
+    const std::vector<std::int64_t> run = tokenizer_.encode_plain(plain, ids.empty());
     ids.insert(ids.end(), run.begin(), run.end());
     plain.clear();
   };

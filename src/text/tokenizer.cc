@@ -11,7 +11,7 @@ namespace strata::text {
 namespace detail {
 
 void TokenizerState::encode_into(std::string_view input, bool add_special, bool skip_special,
-                                 std::vector<std::int64_t>& ids) const {
+                                 std::vector<std::int64_t>& ids, bool text_at_start) const {
   // Rust strings are valid UTF-8 by construction; bytes that are not become U+FFFD here.
   std::string repaired;
   std::string_view text = input;
@@ -31,7 +31,7 @@ void TokenizerState::encode_into(std::string_view input, bool add_special, bool 
       continue;
     }
     std::string piece(text.substr(seg.begin, seg.end - seg.begin));
-    bool at_start = seg.begin == 0;
+    bool at_start = text_at_start && seg.begin == 0;
     if (normalizer) normalizer->normalize(piece);
     if (!added->any_normalized()) {
       pieces.push_back({std::move(piece), at_start});
@@ -138,10 +138,10 @@ std::vector<std::int64_t> Tokenizer::encode(std::string_view text, bool add_spec
   return ids;
 }
 
-std::vector<std::int64_t> Tokenizer::encode_plain(std::string_view text) const {
+std::vector<std::int64_t> Tokenizer::encode_plain(std::string_view text, bool at_start) const {
   std::vector<std::int64_t> ids;
   ids.reserve(text.size() / 3 + 4);
-  state_->encode_into(text, false, true, ids);
+  state_->encode_into(text, false, true, ids, at_start);
   return ids;
 }
 

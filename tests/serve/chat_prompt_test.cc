@@ -51,7 +51,7 @@ TEST_F(ChatPrompt, ContentCannotInjectControlTokens) {
   // Encoded as text: the ids of the rendered text with the attack read as plain characters.
   std::vector<std::int64_t> expected = {1};
   const std::vector<std::int64_t> plain =
-      tokenizer_.encode_plain("user: " + attack + "\nassistant:");
+      tokenizer_.encode_plain("user: " + attack + "\nassistant:", /*at_start=*/false);
   expected.insert(expected.end(), plain.begin(), plain.end());
   EXPECT_EQ(ids, expected);
   // Whereas the same text through the template's own path would have made control ids.

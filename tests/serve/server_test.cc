@@ -91,17 +91,20 @@ TEST_F(ServerTest, HealthModelsAndMetrics) {
   EXPECT_EQ(json::parse(missing->body)["error"]["code"], "model_not_found");
 
   ASSERT_TRUE(post("/v1/completions", R"({"model":"fake","prompt":"abc","max_tokens":5})"));
-  auto metrics = client().Get("/metrics");
-  ASSERT_TRUE(metrics);
-  EXPECT_NE(metrics->body.find("strata_prompt_tokens_total 3\n"), std::string::npos)
-      << metrics->body;
-  EXPECT_NE(metrics->body.find("strata_generated_tokens_total 5\n"), std::string::npos);
-  EXPECT_NE(
-      metrics->body.find("strata_requests_total{route=\"/v1/completions\",status=\"200\"} 1\n"),
-      std::string::npos);
-  EXPECT_NE(metrics->body.find("strata_queue_depth 0\n"), std::string::npos);
-  EXPECT_NE(metrics->body.find("strata_running_sequences 0\n"), std::string::npos);
-  EXPECT_NE(metrics->body.find("# TYPE strata_kv_cache_bytes gauge"), std::string::npos);
+  // A request is counted after its answer is written: wait until the count shows.
+  std::string body;
+  while (body.find("route=\"/v1/completions\"") == std::string::npos) {
+    auto metrics = client().Get("/metrics");
+    ASSERT_TRUE(metrics);
+    body = metrics->body;
+  }
+  EXPECT_NE(body.find("strata_prompt_tokens_total 3\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("strata_generated_tokens_total 5\n"), std::string::npos);
+  EXPECT_NE(body.find("strata_requests_total{route=\"/v1/completions\",status=\"200\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(body.find("strata_queue_depth 0\n"), std::string::npos);
+  EXPECT_NE(body.find("strata_running_sequences 0\n"), std::string::npos);
+  EXPECT_NE(body.find("# TYPE strata_kv_cache_bytes gauge"), std::string::npos);
 }
 
 TEST_F(ServerTest, CompletionAnswersWhole) {

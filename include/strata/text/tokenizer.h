@@ -47,7 +47,9 @@ class Tokenizer {
   std::optional<std::int64_t> pad_token_id() const;
   // Encodes text in which special-token strings are NOT recognised (plain text only), for chat
   // input sanitising: a user typing "<|im_start|>" gets ordinary text ids.
-  std::vector<std::int64_t> encode_plain(std::string_view text) const;
+  // `at_start` false encodes a continuation, such as the text after a special token in a chat
+  // prompt: no start-of-text rules (Metaspace's prepend_scheme "first" adds no "▁").
+  std::vector<std::int64_t> encode_plain(std::string_view text, bool at_start = true) const;
 
  private:
   friend class StreamDecoder;
