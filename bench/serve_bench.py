@@ -6,10 +6,12 @@ Usage (on the GPU machine, with a 7B-shaped checkpoint from bench/reference/make
 
   python3 bench/reference/make_random_llama.py /tmp/llama7b
   python3 bench/serve_bench.py --strata build/tools/strata/strata --model /tmp/llama7b \\
-      --placement gpu= --placement offload=cuda:0=3GiB,cpu=100GiB --output serve_bench.json
+      --placement gpu= --placement offload=cuda:0=5GiB,cpu=100GiB --output serve_bench.json
 
 Each --placement is NAME=MAX_MEMORY (empty: measured budgets, i.e. everything on the GPU when it
-fits). A checkpoint without tokenizer.json (the random one) gets a synthetic one (--write-tokenizer,
+fits). The GPU budget covers the KV cache pool too (--max-sequences x --ctx-size tokens, 512 KiB
+per token for Llama-2-7B in bf16: 64 x 64 tokens = 2 GiB), so "3 GiB of weights on the GPU" is
+cuda:0=5GiB with the defaults. A checkpoint without tokenizer.json (the random one) gets a synthetic one (--write-tokenizer,
 on by default): a BPE vocabulary with one token per model id, so every id decodes; prompts are sent
 as token ids. Greedy decoding (temperature 0) of random weights may end early on an end token:
 tokens/s counts the tokens the server reports (usage.completion_tokens).
@@ -124,13 +126,15 @@ def main():
     parser.add_argument("--placement", action="append", default=[],
                         help="NAME=MAX_MEMORY, e.g. gpu= or offload=cuda:0=3GiB,cpu=100GiB")
     parser.add_argument("--clients", default="1,4,16,64")
-    parser.add_argument("--requests-per-client", type=int, default=2)
-    parser.add_argument("--sequential-requests", type=int, default=4,
+    parser.add_argument("--requests-per-client", type=int, default=1)
+    parser.add_argument("--sequential-requests", type=int, default=2,
                         help="requests run one at a time for the single-stream rate")
     parser.add_argument("--prompt-tokens", type=int, default=32)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--max-sequences", type=int, default=64)
-    parser.add_argument("--ctx-size", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-sequences", type=int,
+                        help="KV cache slots (default: the most clients)")
+    parser.add_argument("--ctx-size", type=int,
+                        help="tokens per sequence (default: prompt + max tokens)")
     parser.add_argument("--no-write-tokenizer", action="store_true")
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args()
@@ -140,6 +144,10 @@ def main():
         vocab = json.load(f)["vocab_size"]
     placements = args.placement or ["default="]
     client_counts = [int(c) for c in args.clients.split(",")]
+    # The KV cache pool (max_sequences x ctx_size tokens) is held back on the GPU before weights
+    # are placed: a GPU budget covers both (strata serve prints the pool's size).
+    args.max_sequences = args.max_sequences or max(client_counts)
+    args.ctx_size = args.ctx_size or args.prompt_tokens + args.max_tokens
     rng = random.Random(0)
 
     def prompts(n):

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <thread>
@@ -378,16 +379,28 @@ Server::~Server() { stop(); }
 
 int Server::bind() {
   const ServerOptions& o = impl_->options;
+  // cpp-httplib 0.11 listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into
+  // Debian's library): many clients connecting at once overflow it and some get reset. The
+  // listening socket is taken when it is made and listen() is called again with the system's
+  // maximum, which Linux applies to a socket that already listens.
+  int socket_fd = -1;
+  impl_->http.set_socket_options([&socket_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    socket_fd = sock;
+  });
+  int port = o.port;
   if (o.port == 0) {
-    const int port = impl_->http.bind_to_any_port(o.host);
+    port = impl_->http.bind_to_any_port(o.host);
     STRATA_CHECK(port > 0, IoError, "cannot listen on {} (any port)", o.host);
-    return port;
+  } else {
+    STRATA_CHECK(impl_->http.bind_to_port(o.host, o.port), IoError,
+                 "cannot listen on {}:{}: is the port taken (--port) or the address not local "
+                 "(--host)?",
+                 o.host, o.port);
   }
-  STRATA_CHECK(impl_->http.bind_to_port(o.host, o.port), IoError,
-               "cannot listen on {}:{}: is the port taken (--port) or the address not local "
-               "(--host)?",
-               o.host, o.port);
-  return o.port;
+  if (socket_fd >= 0) ::listen(socket_fd, SOMAXCONN);
+  impl_->http.set_socket_options(httplib::default_socket_options);  // drops the capture
+  return port;
 }
 
 void Server::run() { impl_->http.listen_after_bind(); }
