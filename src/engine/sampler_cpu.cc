@@ -34,7 +34,9 @@ std::int64_t argmax_row(const std::vector<float>& x) {
 
 // Smallest key kept by top-k: the k-th largest key (ties with it stay).
 std::uint32_t top_k_cut(const std::vector<std::uint32_t>& keys, std::int64_t k) {
-  std::vector<std::uint32_t> sorted = keys;
+  // Reused per thread: a fresh vocabulary-sized allocation per token would fault its pages in.
+  thread_local std::vector<std::uint32_t> sorted;
+  sorted.assign(keys.begin(), keys.end());
   std::nth_element(sorted.begin(), sorted.begin() + (k - 1), sorted.end(), std::greater<>());
   return sorted[static_cast<std::size_t>(k - 1)];
 }
@@ -84,7 +86,10 @@ std::uint32_t top_p_cut(const std::vector<std::uint32_t>& keys,
 template <typename T>
 std::int64_t sample_one(const T* src, std::int64_t vocab, const RowParams& row,
                         std::span<const PenaltyEntry> penalties, float* probs) {
-  std::vector<float> x;
+  // Per-thread scratch rows, reused across calls (see top_k_cut).
+  thread_local std::vector<float> x, e;
+  thread_local std::vector<std::uint32_t> keys;
+  thread_local std::vector<std::uint64_t> w;
   load_row(src, vocab, row, penalties, x);
   const float top = *std::max_element(x.begin(), x.end(), [](float a, float b) { return a < b; });
   if (row.greedy || !std::isfinite(top) ||
@@ -101,9 +106,9 @@ std::int64_t sample_one(const T* src, std::int64_t vocab, const RowParams& row,
     for (float& v : x) v = v / row.temperature;
   }
   const float max = *std::max_element(x.begin(), x.end());
-  std::vector<std::uint32_t> keys(x.size());
-  std::vector<float> e(x.size());
-  std::vector<std::uint64_t> w(x.size());
+  keys.resize(x.size());
+  e.resize(x.size());
+  w.resize(x.size());
   for (std::size_t i = 0; i < x.size(); ++i) {
     keys[i] = order_key(x[i]);
     e[i] = std::exp(x[i] - max);
