@@ -15,6 +15,7 @@ namespace {
 // Nesting deeper than this (parentheses, blocks) is refused: real templates nest a dozen levels,
 // and the interpreter recurses once per level.
 constexpr int kMaxNesting = 100;
+constexpr int kMaxChain = 400;
 
 class Parser {
  public:
@@ -101,6 +102,13 @@ class Parser {
     n->line = at.line;
     n->column = at.column;
     return n;
+  }
+
+  // Left-deep chains (`a + b + c ...`, `x.a.b ...`, `x|f|g ...`) nest the tree without recursion in
+  // the parser; capping each chain keeps evaluation and destruction of the tree shallow.
+  void count_chain(int& n, const Token& at) const {
+    if (++n > kMaxChain)
+      error_at(at, fmt::format("expression chain longer than {} terms", kMaxChain));
   }
 
   struct DepthGuard {
@@ -360,7 +368,9 @@ class Parser {
     DepthGuard guard(*this, cur());
     if (!with_condexpr) return parse_or();
     ExprPtr expr = parse_or();
+    int n = 0;
     while (is_name("if")) {
+      count_chain(n, cur());
       const Token& at = cur();
       advance();
       auto c = make<Expr>(Expr::Kind::Cond, at);
@@ -385,7 +395,9 @@ class Parser {
 
   ExprPtr parse_or() {
     ExprPtr l = parse_and();
+    int n = 0;
     while (is_name("or")) {
+      count_chain(n, cur());
       const Token& at = cur();
       advance();
       l = binary(Expr::Kind::Or, at, std::move(l), parse_and());
@@ -394,7 +406,9 @@ class Parser {
   }
   ExprPtr parse_and() {
     ExprPtr l = parse_not();
+    int n = 0;
     while (is_name("and")) {
+      count_chain(n, cur());
       const Token& at = cur();
       advance();
       l = binary(Expr::Kind::And, at, std::move(l), parse_not());
@@ -415,7 +429,9 @@ class Parser {
     const Token& at = cur();
     ExprPtr first = parse_math1();
     std::unique_ptr<Expr> cmp;
+    int n = 0;
     while (true) {
+      count_chain(n, cur());
       std::string op;
       if (cur().type == TokenType::Op &&
           (is_op("==") || is_op("!=") || is_op("<") || is_op(">") || is_op("<=") || is_op(">="))) {
@@ -442,7 +458,9 @@ class Parser {
   }
   ExprPtr parse_math1() {
     ExprPtr l = parse_concat();
+    int n = 0;
     while (is_op("+") || is_op("-")) {
+      count_chain(n, cur());
       const Token& at = cur();
       std::string op = at.value;
       advance();
@@ -452,7 +470,9 @@ class Parser {
   }
   ExprPtr parse_concat() {
     ExprPtr l = parse_math2();
+    int n = 0;
     while (is_op("~")) {
+      count_chain(n, cur());
       const Token& at = cur();
       advance();
       l = binary(Expr::Kind::Binary, at, std::move(l), parse_math2(), "~");
@@ -461,7 +481,9 @@ class Parser {
   }
   ExprPtr parse_math2() {
     ExprPtr l = parse_pow();
+    int n = 0;
     while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
+      count_chain(n, cur());
       const Token& at = cur();
       std::string op = at.value;
       advance();
@@ -471,7 +493,9 @@ class Parser {
   }
   ExprPtr parse_pow() {
     ExprPtr l = parse_unary(true);
+    int n = 0;
     while (is_op("**")) {
+      count_chain(n, cur());
       const Token& at = cur();
       advance();
       l = binary(Expr::Kind::Binary, at, std::move(l), parse_unary(true), "**");
@@ -574,7 +598,9 @@ class Parser {
   }
 
   ExprPtr parse_postfix(ExprPtr node) {
+    int n = 0;
     while (true) {
+      count_chain(n, cur());
       const Token& at = cur();
       if (is_op(".")) {
         advance();
@@ -660,7 +686,9 @@ class Parser {
 
   // `| name(args) | name ...` onto `node` (null in filter blocks and block sets).
   ExprPtr parse_filters(ExprPtr node, const Token& at, bool start_inline = false) {
+    int n = 0;
     while (start_inline || is_op("|")) {
+      count_chain(n, cur());
       if (!start_inline) advance();
       start_inline = false;
       auto f = make<Expr>(Expr::Kind::Filter, cur());
@@ -677,7 +705,9 @@ class Parser {
   }
 
   ExprPtr parse_filter_expr(ExprPtr node) {
+    int n = 0;
     while (true) {
+      count_chain(n, cur());
       if (is_op("|")) {
         node = parse_filters(std::move(node), cur());
       } else if (is_name("is")) {

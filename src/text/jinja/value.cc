@@ -98,7 +98,8 @@ Value Value::make_function(std::string name, std::function<Value(CallArgs&)> fn)
   return v;
 }
 
-Value Value::from_json(const nlohmann::ordered_json& j) {
+Value Value::from_json(const nlohmann::ordered_json& j, int depth) {
+  if (depth > 256) fail("the input JSON is nested deeper than 256 levels");
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null:
       return none();
@@ -118,14 +119,14 @@ Value Value::from_json(const nlohmann::ordered_json& j) {
     case nlohmann::ordered_json::value_t::array: {
       List l;
       l.reserve(j.size());
-      for (const auto& e : j) l.push_back(from_json(e));
+      for (const auto& e : j) l.push_back(from_json(e, depth + 1));
       return from_list(std::move(l));
     }
     case nlohmann::ordered_json::value_t::object: {
       Dict d;
       d.reserve(j.size());
       for (auto it = j.begin(); it != j.end(); ++it) {
-        d.emplace_back(from_string(it.key()), from_json(it.value()));
+        d.emplace_back(from_string(it.key()), from_json(it.value(), depth + 1));
       }
       return from_dict(std::move(d));
     }

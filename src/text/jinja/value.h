@@ -64,7 +64,9 @@ struct Value {
   static Value from_dict(Dict d);
   static Value make_namespace(Dict d);
   static Value make_function(std::string name, std::function<Value(CallArgs&)> fn);
-  static Value from_json(const nlohmann::ordered_json& j);
+  // Inputs nested deeper than 256 levels are refused (RenderError): no template reads them, and
+  // converting (and later printing) them recursively must not overflow the stack.
+  static Value from_json(const nlohmann::ordered_json& j, int depth = 0);
 
   const std::string& text() const;
   bool is_undefined() const { return kind == Kind::Undefined; }

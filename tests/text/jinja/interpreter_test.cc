@@ -84,6 +84,12 @@ TEST(JinjaLimits, PathologicalTemplatesEndInClearErrors) {
   EXPECT_CONTAINS(error_of("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"), "RecursionError");
   EXPECT_CONTAINS(error_of("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}"),
                   "nested deeper than 100 levels");
+  std::string chain = "{{ 1";
+  for (int i = 0; i < 30000; ++i) chain += "+1";
+  EXPECT_CONTAINS(error_of(chain + " }}"), "expression chain longer than 400 terms");
+  std::string attrs = "{{ x";
+  for (int i = 0; i < 30000; ++i) attrs += ".a";
+  EXPECT_CONTAINS(error_of(attrs + " }}"), "expression chain longer than 400 terms");
   std::string nested_ifs;
   for (int i = 0; i < 300; ++i) nested_ifs += "{% if true %}";
   EXPECT_CONTAINS(error_of(nested_ifs), "nested deeper than 100 levels");
@@ -130,6 +136,14 @@ TEST(JinjaInputs, BadInputsAreTemplateErrors) {
   o.extra = {{"messages", 1}};
   EXPECT_THROW(t.render(nlohmann::ordered_json::array(), o), TemplateError);
   EXPECT_THROW(ChatTemplate(std::string("\xff\xfe"), {}, "bad.jinja"), TemplateError);
+  nlohmann::ordered_json deep = nlohmann::ordered_json::array();
+  for (int i = 0; i < 1000; ++i) deep = nlohmann::ordered_json::array({deep});
+  try {
+    t.render(nlohmann::ordered_json::array({deep}), {});
+    FAIL();
+  } catch (const TemplateError& e) {
+    EXPECT_CONTAINS(e.what(), "nested deeper than 256 levels");
+  }
 }
 
 TEST(JinjaInputs, KeysKeepTheirOrderAndExtraOverridesSpecialTokens) {
