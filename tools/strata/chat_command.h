@@ -14,23 +14,14 @@
 #include <string>
 
 #include "model_loading.h"
+#include "sampling_options.h"
 
 namespace strata::cli {
 
-struct ChatArgs : PlacementArgs {
+struct ChatArgs : PlacementArgs, SamplingArgs {
   std::optional<std::string> model_dir;  // unset: the built-in model (which has no template)
   std::optional<std::string> system;
   std::optional<std::int64_t> max_new_tokens;  // per answer; unset: up to the context
-  // As `strata generate`: unset options take generation_config.json's values; a sampling option
-  // given turns sampling on, unless the temperature is 0 (greedy).
-  std::optional<double> temperature;
-  std::optional<std::int64_t> top_k;
-  std::optional<double> top_p;
-  std::optional<double> min_p;
-  std::optional<double> repetition_penalty;
-  std::optional<double> presence_penalty;
-  std::optional<double> frequency_penalty;
-  std::optional<std::uint64_t> seed;
 };
 
 CLI::App* add_chat_command(CLI::App& app, ChatArgs& args);

@@ -29,24 +29,6 @@ std::string read_prompt(const GenerateArgs& args, std::istream& in) {
   return std::move(text).str();
 }
 
-// generation_config.json's defaults, overridden by the options given.
-engine::SamplingParams sampling_params(const GenerateArgs& args,
-                                       const text::GenerationConfig& config) {
-  engine::SamplingParams params = engine::sampling_params_from(config);
-  const bool sampling_option_given = args.temperature || args.top_k || args.top_p || args.min_p;
-  if (sampling_option_given) params.do_sample = true;
-  if (args.temperature) params.temperature = *args.temperature;
-  if (args.top_k) params.top_k = *args.top_k;
-  if (args.top_p) params.top_p = *args.top_p;
-  if (args.min_p) params.min_p = *args.min_p;
-  if (args.repetition_penalty) params.repetition_penalty = *args.repetition_penalty;
-  if (args.presence_penalty) params.presence_penalty = *args.presence_penalty;
-  if (args.frequency_penalty) params.frequency_penalty = *args.frequency_penalty;
-  params.seed = args.seed;
-  params.validate();
-  return params;
-}
-
 // Decoded text on its way to the output: streaming detokenisation, then the stop strings.
 class TextSink {
  public:
@@ -102,17 +84,7 @@ CLI::App* add_generate_command(CLI::App& app, GenerateArgs& args) {
   prompt->excludes(file);
   cmd->add_option("--max-new-tokens", args.max_new_tokens,
                   "tokens to generate at most (default: generation_config.json, else 256)");
-  cmd->add_option("--temperature", args.temperature,
-                  "0 is greedy (sampling options: default "
-                  "generation_config.json's)");
-  cmd->add_option("--top-k", args.top_k, "keep the k most likely tokens (0: off)");
-  cmd->add_option("--top-p", args.top_p, "nucleus sampling: keep the top tokens up to p");
-  cmd->add_option("--min-p", args.min_p, "keep tokens at least p times as likely as the top one");
-  cmd->add_option("--repetition-penalty", args.repetition_penalty,
-                  "transformers' repetition penalty (1: off)");
-  cmd->add_option("--presence-penalty", args.presence_penalty, "OpenAI's presence penalty");
-  cmd->add_option("--frequency-penalty", args.frequency_penalty, "OpenAI's frequency penalty");
-  cmd->add_option("--seed", args.seed, "makes a sampled run reproducible");
+  add_sampling_options(cmd, args);
   cmd->add_option("--stop", args.stop, "stop before this text (repeatable)");
   cmd->add_flag("--no-special", args.no_special, "do not add BOS/EOS to the prompt");
   cmd->add_flag("--echo", args.echo, "print the prompt before the generated text");

@@ -12,24 +12,15 @@
 #include <vector>
 
 #include "model_loading.h"
+#include "sampling_options.h"
 
 namespace strata::cli {
 
-struct GenerateArgs : PlacementArgs {
+struct GenerateArgs : PlacementArgs, SamplingArgs {
   std::optional<std::string> model_dir;  // unset: the built-in model
   std::optional<std::string> prompt;
   std::optional<std::string> prompt_file;
   std::optional<std::int64_t> max_new_tokens;  // unset: generation_config.json, else 256
-  // Unset options take generation_config.json's values; a sampling option given turns sampling
-  // on (transformers' do_sample), unless the temperature is 0 (greedy).
-  std::optional<double> temperature;
-  std::optional<std::int64_t> top_k;
-  std::optional<double> top_p;
-  std::optional<double> min_p;
-  std::optional<double> repetition_penalty;
-  std::optional<double> presence_penalty;
-  std::optional<double> frequency_penalty;
-  std::optional<std::uint64_t> seed;
   std::vector<std::string> stop;
   bool no_special = false;  // do not add BOS/EOS to the prompt
   bool echo = false;        // print the prompt before the continuation
