@@ -44,44 +44,29 @@ Regex::Regex(std::string_view pattern, std::string_view where) {
 
 Regex::~Regex() { onig_free(static_cast<OnigRegex>(regex_)); }
 
+namespace {
+struct ScanState {
+  std::vector<std::pair<std::size_t, std::size_t>>* out;
+};
+
+int on_match(int, int, OnigRegion* region, void* arg) {
+  auto* state = static_cast<ScanState*>(arg);
+  auto b = static_cast<std::size_t>(region->beg[0]);
+  auto e = static_cast<std::size_t>(region->end[0]);
+  if (e > b) state->out->emplace_back(b, e);  // empty matches are skipped (docs/tokenizers.md)
+  return 0;
+}
+}  // namespace
+
 void Regex::find_all(std::string_view text,
                      std::vector<std::pair<std::size_t, std::size_t>>& out) const {
   thread_local RegionHolder holder;
-  auto reg = static_cast<OnigRegex>(regex_);
   const auto* str = reinterpret_cast<const OnigUChar*>(text.data());
-  const auto* end = str + text.size();
-  std::size_t pos = 0;
-  while (pos <= text.size()) {
-    int r = onig_search(reg, str, end, str + pos, end, holder.region, ONIG_OPTION_NONE);
-    if (r < 0) {
-      if (r == ONIG_MISMATCH) break;
-      // Invalid UTF-8 or a resource limit: treat the rest as unmatched text.
-      break;
-    }
-    auto b = static_cast<std::size_t>(holder.region->beg[0]);
-    auto e = static_cast<std::size_t>(holder.region->end[0]);
-    if (e > b) {
-      out.emplace_back(b, e);
-      pos = e;
-    } else {
-      // Empty match: step over one UTF-8 character.
-      std::size_t step = 1;
-      while (b + step < text.size() &&
-             (static_cast<unsigned char>(text[b + step]) & 0xC0) == 0x80) {
-        ++step;
-      }
-      pos = b + step;
-    }
-  }
-}
-
-std::string escape_regex(std::string_view literal) {
-  std::string out;
-  for (char c : literal) {
-    if (std::string_view("\\^$.|?*+()[]{}-/#").find(c) != std::string_view::npos) out += '\\';
-    out += c;
-  }
-  return out;
+  ScanState state{&out};
+  // One scan over the text (onig_scan steps past empty matches itself); a negative result
+  // (invalid UTF-8 cannot reach here, a retry limit could) leaves the rest unmatched.
+  onig_scan(static_cast<OnigRegex>(regex_), str, str + text.size(), holder.region, ONIG_OPTION_NONE,
+            on_match, &state);
 }
 
 }  // namespace strata::text::detail

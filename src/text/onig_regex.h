@@ -27,7 +27,4 @@ class Regex {
   void* regex_ = nullptr;  // OnigRegex
 };
 
-// The pattern of a literal string, escaped for Oniguruma (Split/Replace with {"String": ...}).
-std::string escape_regex(std::string_view literal);
-
 }  // namespace strata::text::detail
