@@ -1,7 +1,7 @@
 // Streaming detokenisation. The decoded text of a window of ids is emitted up to the point
 // where more ids could still change it: a trailing run of byte-fallback tokens (a UTF-8
-// character or an invalid group still forming), trailing U+FFFD of ByteLevel's incomplete
-// bytes, and a suffix that transformers' clean-up could still rewrite (" ." -> "."). When all of
+// character or an invalid group still forming) and trailing U+FFFD of ByteLevel's incomplete
+// bytes. When all of
 // a window's text is out, the window restarts, decoded from then on as a continuation (no
 // start-of-text rules), so the work per id stays bounded and the concatenation of the pieces
 // equals decode() of all ids.
@@ -47,8 +47,6 @@ std::string StreamDecoder::push(std::int64_t id) {
   while (stable >= 3 && std::string_view(text).substr(stable - 3, 3) == kReplacementChar) {
     stable -= 3;
   }
-  if (s.clean_up_spaces)
-    stable -= detail::clean_up_hold_back(std::string_view(text).substr(0, stable));
   std::string out;
   if (stable > emitted_) {
     out = text.substr(emitted_, stable - emitted_);

@@ -1,5 +1,7 @@
 // The tokenizer pipeline end to end: added tokens, normaliser, pre-tokenizer, BPE, template
-// (encode); token strings, decoder chain, clean-up (decode); and the public facade.
+// (encode); token strings and the decoder chain (decode); and the public facade. No
+// clean_up_tokenization: transformers 5 ignores clean_up_tokenization_spaces for BPE tokenizers
+// (it would strip spaces before punctuation), and only BPE is supported here.
 
 #include "strata/text/tokenizer.h"
 
@@ -84,46 +86,7 @@ std::string TokenizerState::decode(const std::int64_t* ids, std::size_t n, bool 
       out += tokens[i];
     }
   }
-  if (clean_up_spaces) out = clean_up_tokenization(out);
   return out;
-}
-
-namespace {
-// transformers' clean_up_tokenization, in its order.
-constexpr std::pair<std::string_view, std::string_view> kCleanUps[] = {
-    {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
-    {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
-}  // namespace
-
-std::string clean_up_tokenization(std::string_view text) {
-  std::string s(text);
-  for (auto [from, to] : kCleanUps) {
-    if (s.find(from) == std::string::npos) continue;
-    std::string out;
-    std::size_t last = 0;
-    for (auto pos = s.find(from); pos != std::string::npos; pos = s.find(from, pos + from.size())) {
-      out.append(s, last, pos - last);
-      out += to;
-      last = pos + from.size();
-    }
-    out.append(s, last, std::string::npos);
-    s = std::move(out);
-  }
-  return s;
-}
-
-std::size_t clean_up_hold_back(std::string_view text) {
-  // The longest suffix that is a proper prefix of a pattern (every pattern starts with ' ').
-  std::size_t hold = 0;
-  for (auto [from, to] : kCleanUps) {
-    for (std::size_t len = std::min(from.size() - 1, text.size()); len > hold; --len) {
-      if (text.substr(text.size() - len) == from.substr(0, len)) {
-        hold = len;
-        break;
-      }
-    }
-  }
-  return hold;
 }
 
 }  // namespace detail

@@ -1,6 +1,8 @@
 // Loading a tokenizer from a model folder: tokenizer.json (model, added tokens, pipeline) and
 // the transformers files around it (tokenizer_config.json, special_tokens_map.json) for the
-// bos/eos/pad tokens, add_bos_token/add_eos_token and the decode clean-up.
+// bos/eos/pad tokens, add_bos_token/add_eos_token and transformers' LlamaTokenizer pipeline.
+
+#include <algorithm>
 
 #include "strata/core/error.h"
 #include "strata/text/tokenizer.h"
@@ -98,7 +100,40 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
   if (!map.is_object()) stm.malformed("an object");
 
   state->model = detail::BpeModel::load(root.at("model"));
-  state->added = std::make_unique<detail::AddedVocabulary>(load_added_tokens(root));
+  auto added = load_added_tokens(root);
+  // The token named by each special-token key (config first; an explicit null wins over the map).
+  auto named =
+      [&](std::string_view key) -> std::pair<std::optional<std::string>, std::optional<JsonRef>> {
+    std::optional<JsonRef> node = cfg.get(key);
+    if (!node && !config.contains(key)) node = stm.get(key);
+    return {token_name(node), node};
+  };
+  // transformers adds a named special token that the vocabulary lacks as a new special token
+  // (GemmaTokenizer also names "<mask>" by default), in its attribute order.
+  {
+    std::int64_t next = state->model->size();
+    for (const auto& t : added) next = std::max(next, t.id + 1);
+    auto known = [&](const std::string& content) {
+      if (state->model->token_to_id(content)) return true;
+      return std::any_of(added.begin(), added.end(),
+                         [&](const detail::AddedToken& t) { return t.content == content; });
+    };
+    for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
+                            "cls_token", "mask_token"}) {
+      auto name = named(key).first;
+      if (!name && std::string_view(key) == "mask_token" && !config.contains("mask_token") &&
+          cfg.str_or("tokenizer_class", "") == "GemmaTokenizer") {
+        name = "<mask>";
+      }
+      if (!name || name->empty() || known(*name)) continue;
+      detail::AddedToken t;
+      t.id = next++;
+      t.content = *name;
+      t.special = true;
+      added.push_back(std::move(t));
+    }
+  }
+  state->added = std::make_unique<detail::AddedVocabulary>(std::move(added));
   if (auto sp = llama_pipeline(root, cfg)) {
     state->pre_tokenizer = detail::make_pre_tokenizer(
         JsonRef(sp->at("pre_tokenizer"), config_file, "LlamaTokenizer.pre_tokenizer"));
@@ -118,21 +153,16 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
 
   Tokenizer tok(state);
   auto resolve = [&](std::string_view key) -> std::optional<std::int64_t> {
-    std::optional<JsonRef> node = cfg.get(key);
-    if (!node && !config.contains(key)) node = stm.get(key);  // an explicit null wins
-    auto name = token_name(node);
-    if (!name) return std::nullopt;
+    auto [name, node] = named(key);
+    if (!name || name->empty()) return std::nullopt;
     auto id = tok.token_to_id(*name);
-    if (!id) {
-      STRATA_THROW(CheckpointError, "{}: '{}' names the token '{}', which is not in the vocabulary",
-                   node->file(), node->path(), *name);
-    }
+    STRATA_ASSERT(id, "{}: '{}' names '{}', which was added but has no id", node->file(),
+                  node->path(), *name);
     return id;
   };
   state->bos = resolve("bos_token");
   state->eos = resolve("eos_token");
   state->pad = resolve("pad_token");
-  state->clean_up_spaces = cfg.bool_or("clean_up_tokenization_spaces", false);
 
   // transformers rebuilds the template from add_bos_token / add_eos_token when either is given.
   auto add_bos = cfg.get("add_bos_token"), add_eos = cfg.get("add_eos_token");

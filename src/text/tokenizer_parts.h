@@ -147,22 +147,16 @@ struct TokenizerState {
   PostProcessor post;
   std::unique_ptr<Decoder> decoder;
   std::optional<std::int64_t> bos, eos, pad;
-  bool clean_up_spaces = false;
   std::int64_t vocab_size = 0;
 
   // `at_start`: the text begins the input (false for a continuation: no start-of-text rules
   // such as Metaspace's prepend_scheme "first").
   void encode_into(std::string_view text, bool add_special, bool skip_special_matching,
                    std::vector<std::int64_t>& ids, bool at_start = true) const;
-  // Decodes ids; first=false decodes a continuation (no start rules, no clean-up hold).
+  // Decodes ids; first=false decodes a continuation (no start-of-text rules).
   std::string decode(const std::int64_t* ids, std::size_t n, bool skip_special, bool first) const;
   std::string token_string(std::int64_t id) const;  // throws InvalidArgument out of range
   bool is_special(std::int64_t id) const;
 };
-
-// transformers' clean_up_tokenization (" ." -> "." ...), and how many trailing bytes of a text
-// might still be rewritten by it when more text follows.
-std::string clean_up_tokenization(std::string_view text);
-std::size_t clean_up_hold_back(std::string_view text);
 
 }  // namespace strata::text::detail

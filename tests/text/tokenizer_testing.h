@@ -41,6 +41,10 @@ inline Tokenizer load_named(const std::string& name) {
                                 read_file(real / (name + ".tokenizer_config.json")), {},
                                 name + ".tokenizer.json");
   }
+  // "<family>_hf": the same family trained by the tokenizers library on the device machine.
+  if (name.size() > 3 && name.compare(name.size() - 3, 3, "_hf") == 0) {
+    return Tokenizer::from_folder(text_fixtures() / "trained_hf" / name.substr(0, name.size() - 3));
+  }
   return Tokenizer::from_folder(text_fixtures() / "trained" / name);
 }
 
