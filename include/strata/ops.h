@@ -24,6 +24,32 @@ Tensor linear(const Tensor& x, const Tensor& weight,
 // 1-D operands follow numpy (a vector is [1, k] or [k, 1], the added dimension dropped).
 Tensor matmul(const Tensor& a, const Tensor& b);
 
+// A linear layer's weight as a quantized checkpoint stores it (docs/quantization.md): the packed
+// tensors under their checkpoint names, dequantised on the fly by quantized_linear.
+enum class QuantFormat : std::uint8_t {
+  FP8,                // weight [out, in] float8_e4m3fn; scale = weight_scale_inv, per block or 1
+  AWQ,                // qweight [in, out/8] int32 (order 0,2,4,6,1,3,5,7), qzeros, scales f16
+  GPTQ,               // qweight [in*bits/32, out] int32, qzeros (stored minus one), scales, g_idx
+  CompressedTensors,  // weight_packed [out, ceil(in*bits/32)] int32, weight_scale, zero point
+};
+struct QuantizedWeight {
+  QuantFormat format = QuantFormat::FP8;
+  std::int64_t in_features = 0, out_features = 0;
+  int bits = 4;                              // AWQ 4; GPTQ and compressed-tensors 4 or 8 (FP8: 8)
+  std::int64_t group_size = 0;               // inputs per scale group; 0 = one group (per channel)
+  std::int64_t block_out = 0, block_in = 0;  // FP8 block; 0, 0 = per-tensor scale
+  Tensor weight;                             // fp8 weight / qweight / weight_packed
+  Tensor scale;                              // weight_scale_inv / scales / weight_scale
+  std::optional<Tensor> zeros;  // qzeros / weight_zero_point (compressed-tensors: asymmetric)
+  std::optional<Tensor> g_idx;  // GPTQ: group of each input row
+};
+// y = x @ dequantise(weight)^T + bias, dequantising inside the product (the dense weight is
+// never materialised whole). x: [..., in_features] float32/bfloat16/float16; result [..., out] in
+// x's dtype. Shapes and dtypes of the packed tensors are checked against the format
+// (CheckpointError naming the tensor). CPU only for now; another device is NotSupported.
+Tensor quantized_linear(const Tensor& x, const QuantizedWeight& weight,
+                        const std::optional<Tensor>& bias = std::nullopt);
+
 // ---- lookup and normalisation ----------------------------------------------------------
 // Rows of `table` [vocab, dim] (any dtype: rows are copied bit for bit) picked by integer `ids`
 // of any shape -> [..., dim].

@@ -401,7 +401,20 @@ TransformerConfig parse_transformer_config(const io::ModelConfig& config) {
       break;
     default:
       parse_decoder_family(reader, *info, t);
+      t.quantization = parse_quantization_config(config);
+      if (t.quantization && t.num_experts > 0) {
+        STRATA_THROW(NotSupported,
+                     "model config '{}': quantization_config with a mixture of experts ({}) is "
+                     "not supported yet; quantized experts come with the MoE issue",
+                     config.source, config.model_type);
+      }
       return t;
+  }
+  if (parse_quantization_config(config)) {
+    STRATA_THROW(NotSupported,
+                 "model config '{}': quantization_config on a {} model is not supported; Strata "
+                 "loads quantized checkpoints of the Llama family (llama, mistral, qwen2, qwen3)",
+                 config.source, config.model_type);
   }
   // GPT-2 and OPT: multi-head attention, learned positions, no sliding windows.
   t.num_kv_heads = t.num_heads;

@@ -3,6 +3,8 @@
 
 #include "strata/models/decoder.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 
 #include "models/attention.h"
@@ -10,6 +12,7 @@
 #include "models/padding_mask.h"
 #include "strata/core/error.h"
 #include "strata/models/moe.h"
+#include "strata/models/quant_linear.h"
 #include "strata/ops.h"
 
 namespace strata::models {
@@ -24,14 +27,15 @@ DecoderAttention::DecoderAttention(const TransformerConfig& c, std::int64_t laye
       head_dim_(c.head_dim),
       sliding_window_(c.sliding_windows.at(static_cast<std::size_t>(layer_idx))) {
   const std::int64_t q_out = c.num_heads * c.head_dim, kv_out = c.num_kv_heads * c.head_dim;
-  q_proj_ = register_module("q_proj",
-                            std::make_shared<nn::Linear>(c.hidden_size, q_out, c.qkv_bias, dtype));
-  k_proj_ = register_module("k_proj",
-                            std::make_shared<nn::Linear>(c.hidden_size, kv_out, c.qkv_bias, dtype));
-  v_proj_ = register_module("v_proj",
-                            std::make_shared<nn::Linear>(c.hidden_size, kv_out, c.qkv_bias, dtype));
-  o_proj_ = register_module("o_proj",
-                            std::make_shared<nn::Linear>(q_out, c.hidden_size, c.o_bias, dtype));
+  const QuantizationConfig* quant = c.quantization ? &*c.quantization : nullptr;
+  const auto linear = [&](const char* name, std::int64_t in, std::int64_t out, bool bias) {
+    const std::string path = fmt::format("model.layers.{}.self_attn.{}", layer_idx, name);
+    return register_module(name, make_linear(quant, path, in, out, bias, dtype));
+  };
+  q_proj_ = linear("q_proj", c.hidden_size, q_out, c.qkv_bias);
+  k_proj_ = linear("k_proj", c.hidden_size, kv_out, c.qkv_bias);
+  v_proj_ = linear("v_proj", c.hidden_size, kv_out, c.qkv_bias);
+  o_proj_ = linear("o_proj", q_out, c.hidden_size, c.o_bias);
   if (c.qk_norm) {
     const std::string norm = c.class_name("RMSNorm");
     q_norm_ =
@@ -73,20 +77,21 @@ Value DecoderAttention::forward(Args& args) {
 }
 
 GatedMLP::GatedMLP(std::string class_name, Naming naming, std::int64_t hidden,
-                   std::int64_t intermediate, bool bias, Activation activation, DType dtype)
+                   std::int64_t intermediate, bool bias, Activation activation, DType dtype,
+                   const QuantizationConfig* quant, const std::string& path)
     : nn::Module(std::move(class_name)) {
-  const auto linear = [&](std::int64_t in, std::int64_t out) {
-    return std::make_shared<nn::Linear>(in, out, bias, dtype);
+  const auto linear = [&](const char* name, std::int64_t in, std::int64_t out) {
+    return register_module(name, make_linear(quant, path + "." + name, in, out, bias, dtype));
   };
   // Registration order is transformers' (it decides state_dict and device-map order).
   if (naming == Naming::Llama) {
-    gate_ = register_module("gate_proj", linear(hidden, intermediate));
-    up_ = register_module("up_proj", linear(hidden, intermediate));
-    down_ = register_module("down_proj", linear(intermediate, hidden));
+    gate_ = linear("gate_proj", hidden, intermediate);
+    up_ = linear("up_proj", hidden, intermediate);
+    down_ = linear("down_proj", intermediate, hidden);
   } else {
-    gate_ = register_module("w1", linear(hidden, intermediate));
-    down_ = register_module("w2", linear(intermediate, hidden));
-    up_ = register_module("w3", linear(hidden, intermediate));
+    gate_ = linear("w1", hidden, intermediate);
+    down_ = linear("w2", intermediate, hidden);
+    up_ = linear("w3", hidden, intermediate);
   }
   act_ = register_module("act_fn", std::make_shared<ActivationLayer>(activation));
 }
@@ -104,9 +109,11 @@ DecoderLayer::DecoderLayer(const TransformerConfig& c, std::int64_t layer_idx, D
   if (c.num_experts > 0) {
     mlp_ = register_module("block_sparse_moe", std::make_shared<SparseMoeBlock>(c, dtype));
   } else {
-    mlp_ = register_module("mlp", std::make_shared<GatedMLP>(
-                                      c.class_name("MLP"), GatedMLP::Naming::Llama, c.hidden_size,
-                                      c.intermediate_size, c.mlp_bias, c.activation, dtype));
+    mlp_ = register_module(
+        "mlp", std::make_shared<GatedMLP>(
+                   c.class_name("MLP"), GatedMLP::Naming::Llama, c.hidden_size, c.intermediate_size,
+                   c.mlp_bias, c.activation, dtype, c.quantization ? &*c.quantization : nullptr,
+                   fmt::format("model.layers.{}.mlp", layer_idx)));
   }
   const std::string norm = c.class_name("RMSNorm");
   input_layernorm_ = register_module(

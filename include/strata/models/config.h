@@ -12,6 +12,7 @@
 
 #include "strata/core/dtype.h"
 #include "strata/io/model_config.h"
+#include "strata/models/quant_config.h"
 
 namespace strata::models {
 
@@ -84,6 +85,9 @@ struct TransformerConfig {
   bool final_layer_norm = true;
   bool enable_bias = true;
   bool layer_norm_elementwise_affine = true;
+
+  // quantization_config: the checkpoint's linear layers are stored quantized (decoder family).
+  std::optional<QuantizationConfig> quantization;
 
   // transformers' class names and _no_split_modules (the decoder block class).
   std::string class_name(std::string_view suffix) const;

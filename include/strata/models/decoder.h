@@ -36,8 +36,8 @@ class DecoderAttention : public nn::Module {
 
  private:
   std::int64_t layer_idx_, num_heads_, num_kv_heads_, head_dim_, sliding_window_;
-  std::shared_ptr<nn::Linear> q_proj_, k_proj_, v_proj_, o_proj_;
-  std::shared_ptr<RMSNorm> q_norm_, k_norm_;  // Qwen3 only
+  std::shared_ptr<nn::Module> q_proj_, k_proj_, v_proj_, o_proj_;  // Linear or QuantizedLinear
+  std::shared_ptr<RMSNorm> q_norm_, k_norm_;                       // Qwen3 only
 };
 
 // down(act(gate(x)) * up(x)): <P>MLP with gate_proj/up_proj/down_proj, or a Mixtral expert
@@ -45,12 +45,14 @@ class DecoderAttention : public nn::Module {
 class GatedMLP : public nn::Module {
  public:
   enum class Naming { Llama, MixtralExpert };
+  // `quant` and `path` (the module's dotted name) choose quantized projections (quant_linear.h).
   GatedMLP(std::string class_name, Naming naming, std::int64_t hidden, std::int64_t intermediate,
-           bool bias, Activation activation, DType dtype);
+           bool bias, Activation activation, DType dtype, const QuantizationConfig* quant = nullptr,
+           const std::string& path = "");
   Value forward(Args& args) override;
 
  private:
-  std::shared_ptr<nn::Linear> gate_, up_, down_;
+  std::shared_ptr<nn::Module> gate_, up_, down_;
   std::shared_ptr<ActivationLayer> act_;
 };
 

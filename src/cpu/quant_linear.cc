@@ -1,0 +1,118 @@
+// quantized_linear on the CPU: tiles of dequantised weight rows times x.
+//
+// Decode (up to simd::kMaxMatvecRows rows of x): parallel over output features; each chunk
+// dequantises its rows into a small float32 tile (kept in L2) and runs the vectorised matvec
+// kernel on it, so the packed bytes are read once and the dense weight never exists.
+// Prefill: tiles of about kTileFloats are dequantised in parallel and fed to sgemm, whose reuse
+// of each tile over the rows of x hides the dequantisation.
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/float_io.h"
+#include "cpu/quant_kernels.h"
+#include "cpu/simd.h"
+#include "cpu/strided_loop.h"
+#include "strata/core/parallel.h"
+
+namespace strata::cpu {
+namespace {
+
+constexpr std::int64_t kChunkFloats = std::int64_t{64} << 10;  // decode tile: 256 KiB
+constexpr std::int64_t kTileFloats = std::int64_t{1} << 20;    // prefill tile: 4 MiB
+
+using DequantizeFn = void (*)(const ops::QuantizedWeight&, std::int64_t, std::int64_t, float*);
+
+DequantizeFn dequantizer(ops::QuantFormat format) {
+  switch (format) {
+    case ops::QuantFormat::FP8:
+      return dequantize_fp8_rows;
+    case ops::QuantFormat::AWQ:
+      return dequantize_awq_rows;
+    case ops::QuantFormat::GPTQ:
+      return dequantize_gptq_rows;
+    case ops::QuantFormat::CompressedTensors:
+      return dequantize_compressed_rows;
+  }
+  STRATA_THROW(InternalError, "quantized_linear: unknown format {}", static_cast<int>(format));
+}
+
+// out[m, n0 + j] = T(acc[m * cols + j] + bias[n0 + j]).
+template <typename T>
+void store(const float* acc, std::int64_t rows, std::int64_t cols, const std::vector<float>& bias,
+           std::int64_t n0, T* out, std::int64_t n, std::vector<float>& scratch) {
+  scratch.resize(static_cast<std::size_t>(cols));
+  for (std::int64_t m = 0; m < rows; ++m) {
+    const float* src = acc + m * cols;
+    for (std::int64_t j = 0; j < cols; ++j) {
+      scratch[j] = src[j] + (bias.empty() ? 0.0f : bias[n0 + j]);
+    }
+    store_row_from_float(scratch.data(), out + m * n + n0, cols);
+  }
+}
+
+}  // namespace
+
+void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
+                      const std::optional<Tensor>& bias, const Tensor& out) {
+  const std::int64_t m = x.size(0), k = w.in_features, n = w.out_features;
+  if (m == 0 || n == 0) return;
+  const DequantizeFn dequantize = dequantizer(w.format);
+  visit_compute_float(x.dtype(), [&]<typename T>(TypeTag<T>) {
+    std::vector<float> xf(static_cast<std::size_t>(m * k));
+    convert_row_to_float(x.data<T>(), xf.data(), m * k);
+    std::vector<float> bias_f;
+    if (bias) {
+      bias_f.resize(static_cast<std::size_t>(n));
+      convert_row_to_float(bias->data<T>(), bias_f.data(), n);
+    }
+    T* y = out.data<T>();
+    // Chunks of whole 8-column units, so a packed AWQ word is never split between threads'
+    // tiles (the others do not care).
+    const std::int64_t units = (n + 7) / 8;
+    const auto unit_range = [n](std::int64_t b, std::int64_t e) {
+      return std::pair{b * 8, std::min(n, e * 8)};
+    };
+    if (m <= simd::kMaxMatvecRows) {
+      const std::int64_t grain =
+          std::max<std::int64_t>(1, kChunkFloats / std::max<std::int64_t>(k, 1) / 8);
+      parallel_for(units, grain, [&](std::int64_t b, std::int64_t e) {
+        const auto [n0, n1] = unit_range(b, e);
+        std::vector<float> tile, acc, scratch;
+        for (std::int64_t c0 = n0; c0 < n1; c0 += grain * 8) {
+          const std::int64_t c1 = std::min(n1, c0 + grain * 8), cols = c1 - c0;
+          tile.resize(static_cast<std::size_t>(cols * k));
+          acc.resize(static_cast<std::size_t>(m * cols));
+          dequantize(w, c0, c1, tile.data());
+          simd::kernels().matvec_f32(xf.data(), k, m, tile.data(), k, cols, k, acc.data(), cols);
+          store(acc.data(), m, cols, bias_f, c0, y, n, scratch);
+        }
+      });
+      return;
+    }
+    const std::int64_t tile_units =
+        std::max<std::int64_t>(1, kTileFloats / std::max<std::int64_t>(k, 1) / 8);
+    std::vector<float> tile, acc;
+    for (std::int64_t u0 = 0; u0 < units; u0 += tile_units) {
+      const auto [n0, n1] = unit_range(u0, std::min(units, u0 + tile_units));
+      const std::int64_t cols = n1 - n0;
+      tile.resize(static_cast<std::size_t>(cols * k));
+      acc.resize(static_cast<std::size_t>(m * cols));
+      parallel_for((cols + 7) / 8, 1, [&](std::int64_t b, std::int64_t e) {
+        const std::int64_t c0 = n0 + b * 8, c1 = std::min(n1, n0 + e * 8);
+        dequantize(w, c0, c1, tile.data() + (c0 - n0) * k);
+      });
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
+                  static_cast<int>(cols), static_cast<int>(k), 1.0f, xf.data(), static_cast<int>(k),
+                  tile.data(), static_cast<int>(k), 0.0f, acc.data(), static_cast<int>(cols));
+      parallel_for(m, std::max<std::int64_t>(1, 4096 / cols), [&](std::int64_t b, std::int64_t e) {
+        std::vector<float> scratch;
+        store(acc.data() + b * cols, e - b, cols, bias_f, n0, y + b * n, n, scratch);
+      });
+    }
+  });
+}
+
+}  // namespace strata::cpu
