@@ -1,7 +1,8 @@
 #pragma once
 // CPU kernels of quantized_linear (docs/quantization.md). The front end (src/ops/
 // quantized_linear.cc) has checked every shape and dtype, made the packed tensors contiguous and
-// converted the scales to float32; these only compute.
+// converted FP8 scales to float32 (the integer formats' scales keep their float dtype and are
+// widened per tile); these only compute.
 //
 // Each format family fills a tile of dequantised weight rows (output features n0..n1, all K
 // inputs, float32, row-major [n1 - n0, K]); quant_linear.cc multiplies x by such tiles, so the
