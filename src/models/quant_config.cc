@@ -156,6 +156,9 @@ void parse_compressed(const Reader& r, const std::string& source, QuantizationCo
       v && r.string("quantization_status", *v) != "compressed") {
     r.unsupported("quantization_status", *v, "compressed checkpoints (\"compressed\")");
   }
+  if (const Json* v = r.find("kv_cache_scheme")) {
+    r.unsupported("kv_cache_scheme", *v, "an unquantized KV cache (kv_cache_scheme: null)");
+  }
   const Json* groups = r.find("config_groups");
   if (groups == nullptr || !groups->is_object() || groups->empty()) {
     r.malformed("config_groups", "an object with one quantization scheme");
@@ -174,8 +177,10 @@ void parse_compressed(const Reader& r, const std::string& source, QuantizationCo
   if (targets != std::vector<std::string>{"Linear"}) {
     g.unsupported("targets", Json(targets), "[\"Linear\"]");
   }
-  if (const Json* v = g.find("input_activations")) {
-    g.unsupported("input_activations", *v, "weight-only schemes (input_activations: null)");
+  for (const char* key : {"input_activations", "output_activations"}) {
+    if (const Json* v = g.find(key)) {
+      g.unsupported(key, *v, fmt::format("weight-only schemes ({}: null)", key));
+    }
   }
   const Json* weights = g.find("weights");
   if (weights == nullptr || !weights->is_object()) g.malformed("weights", "an object");

@@ -117,6 +117,13 @@ TEST(QuantizationConfig, UnsupportedValuesNameKeyAndValue) {
   ct = kCompressed;
   ct.replace(ct.find(R"("num_bits": 4)"), 13, R"("num_bits": 2)");
   EXPECT_TRUE(bad(ct, {"num_bits", "2"}));
+  ct = kCompressed;
+  ct.replace(ct.find(R"("input_activations": null)"), 25,
+             R"("input_activations": {"num_bits": 8})");
+  EXPECT_TRUE(bad(ct, {"quantization_config.config_groups.group_0.input_activations"}));
+  ct = kCompressed;
+  ct.replace(ct.find(R"("format")"), 8, R"("kv_cache_scheme": {"num_bits": 8}, "format")");
+  EXPECT_TRUE(bad(ct, {"quantization_config.kv_cache_scheme"}));
   // A mixture of experts and GPT-2/OPT with quantization: not yet.
   EXPECT_TRUE(throws_naming<NotSupported>(
       [] {
