@@ -25,13 +25,13 @@ const std::array<float, 256>& fp8_table() {
 }  // namespace
 
 void dequantize_fp8_rows(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
-                         float* dst) {
+                         float* dst, std::int64_t ld) {
   const std::int64_t k_total = w.in_features;
   const float* scale = w.scale.data<float>();
   const bool per_tensor = w.block_out == 0;
   const std::int64_t scale_cols = per_tensor ? 1 : (k_total + w.block_in - 1) / w.block_in;
   for (std::int64_t n = n0; n < n1; ++n) {
-    float* row = dst + (n - n0) * k_total;
+    float* row = dst + (n - n0) * ld;
     if (w.weight.dtype() == DType::Float8E4M3FN) {
       const auto* q = static_cast<const std::uint8_t*>(w.weight.data_ptr()) + n * k_total;
       const std::array<float, 256>& table = fp8_table();

@@ -12,6 +12,7 @@
 //     weight_zero_point (asymmetric) [ceil(N*bits/32), G] packed along N the same way;
 //     w[n, k] = (q - zp) * weight_scale[n, k/g].
 
+#include <algorithm>
 #include <vector>
 
 #include "cpu/float_io.h"
@@ -45,52 +46,79 @@ constexpr int kAwqShift[8] = {0, 16, 4, 20, 8, 24, 12, 28};
 
 }  // namespace
 
-void dequantize_awq_rows(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
-                         float* dst) {
+void dequantize_awq_cols(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
+                         float* dst, std::int64_t ld) {
+  // Per group, a table of the 16 possible values (q - z) * s of each of the tile's columns (the
+  // same single rounding as computing them one by one); then each input row's words are
+  // unpacked into one contiguous tile row by lookups.
   const std::int64_t K = w.in_features, N = w.out_features, words = N / 8, g = w.group_size;
   const std::int32_t* qweight = w.weight.data<std::int32_t>();
   const std::int32_t* qzeros = w.zeros->data<std::int32_t>();
-  const std::int64_t cols = n1 - n0;
+  const std::int64_t cols = n1 - n0, w0 = n0 / 8, w1 = (n1 + 7) / 8;
   const std::vector<float> scales = scale_block(w.scale, N, 0, K / g, n0, cols);
-  for (std::int64_t k = 0; k < K; ++k) {
-    const std::int64_t group = k / g;
+  std::vector<float> table(static_cast<std::size_t>(cols * 16));
+  for (std::int64_t group = 0; group < K / g; ++group) {
     for (std::int64_t n = n0; n < n1; ++n) {
-      const std::int64_t word = n / 8;
-      const int shift = kAwqShift[n % 8];
-      const auto q = static_cast<float>(field(qweight, k * words + word, shift, 0xF));
-      const auto z = static_cast<float>(field(qzeros, group * words + word, shift, 0xF));
-      dst[(n - n0) * K + k] = (q - z) * scales[group * cols + (n - n0)];
+      const auto z =
+          static_cast<float>(field(qzeros, group * words + n / 8, kAwqShift[n % 8], 0xF));
+      const float s = scales[group * cols + (n - n0)];
+      for (int q = 0; q < 16; ++q) table[(n - n0) * 16 + q] = (static_cast<float>(q) - z) * s;
+    }
+    for (std::int64_t k = group * g; k < (group + 1) * g; ++k) {
+      const std::int32_t* row = qweight + k * words;
+      float* out = dst + k * ld;
+      for (std::int64_t c = w0; c < w1; ++c) {
+        const auto word = static_cast<std::uint32_t>(row[c]);
+        const std::int64_t base = c * 8 - n0;
+        const std::int64_t count = std::min<std::int64_t>(8, cols - base);
+        const float* t = table.data() + base * 16;
+        for (std::int64_t j = 0; j < count; ++j)
+          out[base + j] = t[j * 16 + ((word >> kAwqShift[j]) & 0xF)];
+      }
     }
   }
 }
 
-void dequantize_gptq_rows(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
-                          float* dst) {
+void dequantize_gptq_cols(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
+                          float* dst, std::int64_t ld) {
+  // The zeros and scales of every group for the tile's columns once; then each packed row of
+  // `per` inputs (one word per output column) fills `per` tile rows, the group of each input
+  // taken from g_idx.
   const std::int64_t K = w.in_features, N = w.out_features;
   const int per = 32 / w.bits;
   const auto mask = static_cast<std::uint32_t>((1u << w.bits) - 1);
-  const std::int64_t zero_words = N / per;
+  const std::int64_t zero_words = N / per, groups = w.scale.size(0), cols = n1 - n0;
   const std::int32_t* qweight = w.weight.data<std::int32_t>();
   const std::int32_t* qzeros = w.zeros->data<std::int32_t>();
   const std::int32_t* g_idx = w.g_idx->data<std::int32_t>();
-  const std::int64_t cols = n1 - n0;
-  const std::vector<float> scales = scale_block(w.scale, N, 0, w.scale.size(0), n0, cols);
-  for (std::int64_t n = n0; n < n1; ++n) {
-    float* row = dst + (n - n0) * K;
-    const int zshift = static_cast<int>(n % per) * w.bits;
-    for (std::int64_t k = 0; k < K; ++k) {
-      const std::int64_t group = g_idx[k];
-      const auto q = static_cast<float>(
-          field(qweight, (k / per) * N + n, static_cast<int>(k % per) * w.bits, mask));
-      const auto z =
-          static_cast<float>(field(qzeros, group * zero_words + n / per, zshift, mask) + 1);
-      row[k] = (q - z) * scales[group * cols + (n - n0)];
+  const std::vector<float> scales = scale_block(w.scale, N, 0, groups, n0, cols);
+  std::vector<float> zeros(static_cast<std::size_t>(groups * cols));
+  for (std::int64_t gi = 0; gi < groups; ++gi) {
+    for (std::int64_t n = n0; n < n1; ++n) {
+      zeros[gi * cols + (n - n0)] = static_cast<float>(
+          field(qzeros, gi * zero_words + n / per, static_cast<int>(n % per) * w.bits, mask) + 1);
+    }
+  }
+  for (std::int64_t r = 0; r < K / per; ++r) {
+    const std::int32_t* row = qweight + r * N + n0;
+    for (int j = 0; j < per; ++j) {
+      const std::int64_t k = r * per + j;
+      const float* z = zeros.data() + g_idx[k] * cols;
+      const float* s = scales.data() + g_idx[k] * cols;
+      float* out = dst + k * ld;
+      const int shift = w.bits * j;
+      for (std::int64_t c = 0; c < cols; ++c) {
+        const auto q = static_cast<float>((static_cast<std::uint32_t>(row[c]) >> shift) & mask);
+        out[c] = (q - z[c]) * s[c];
+      }
     }
   }
 }
 
 void dequantize_compressed_rows(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
-                                float* dst) {
+                                float* dst, std::int64_t ld) {
+  // Per output row: unpack the words into codes, then subtract the zero point (the stored offset
+  // 2^(bits-1) when symmetric: it cancels in q - zp otherwise) and scale group by group.
   const std::int64_t K = w.in_features;
   const int per = 32 / w.bits;
   const auto mask = static_cast<std::uint32_t>((1u << w.bits) - 1);
@@ -100,20 +128,29 @@ void dequantize_compressed_rows(const ops::QuantizedWeight& w, std::int64_t n0, 
   const std::int32_t* packed = w.weight.data<std::int32_t>();
   const std::int32_t* zp = w.zeros ? w.zeros->data<std::int32_t>() : nullptr;
   const std::vector<float> scales = scale_block(w.scale, groups, n0, n1 - n0, 0, groups);
+  const auto offset = static_cast<float>(1 << (w.bits - 1));
   for (std::int64_t n = n0; n < n1; ++n) {
-    float* row = dst + (n - n0) * K;
-    const int zshift = static_cast<int>(n % per) * w.bits;
-    for (std::int64_t k = 0; k < K; ++k) {
-      const std::int64_t group = k / g;
-      // The stored offset 2^(bits-1) cancels in q - zp when there is a zero point.
-      auto q = static_cast<float>(
-          field(packed, n * packed_cols + k / per, static_cast<int>(k % per) * w.bits, mask));
-      if (zp != nullptr) {
-        q -= static_cast<float>(field(zp, (n / per) * groups + group, zshift, mask));
-      } else {
-        q -= static_cast<float>(1 << (w.bits - 1));
+    float* row = dst + (n - n0) * ld;
+    const std::int32_t* words = packed + n * packed_cols;
+    const std::int64_t whole = K / per;
+    for (std::int64_t c = 0; c < whole; ++c) {
+      const auto word = static_cast<std::uint32_t>(words[c]);
+      for (int i = 0; i < per; ++i) {
+        row[c * per + i] = static_cast<float>((word >> (w.bits * i)) & mask);
       }
-      row[k] = q * scales[(n - n0) * groups + group];
+    }
+    for (std::int64_t k = whole * per; k < K; ++k) {  // the padded last word
+      row[k] =
+          static_cast<float>(field(words, whole, static_cast<int>(k - whole * per) * w.bits, mask));
+    }
+    const int zshift = static_cast<int>(n % per) * w.bits;
+    for (std::int64_t gi = 0; gi < groups; ++gi) {
+      const float z = zp != nullptr
+                          ? static_cast<float>(field(zp, (n / per) * groups + gi, zshift, mask))
+                          : offset;
+      const float s = scales[(n - n0) * groups + gi];
+      const std::int64_t end = std::min(K, (gi + 1) * g);
+      for (std::int64_t k = gi * g; k < end; ++k) row[k] = (row[k] - z) * s;
     }
   }
 }

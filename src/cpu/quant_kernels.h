@@ -4,9 +4,11 @@
 // converted FP8 scales to float32 (the integer formats' scales keep their float dtype and are
 // widened per tile); these only compute.
 //
-// Each format family fills a tile of dequantised weight rows (output features n0..n1, all K
-// inputs, float32, row-major [n1 - n0, K]); quant_linear.cc multiplies x by such tiles, so the
-// dense weight never exists whole.
+// Each format family fills a tile of dequantised weights for output features n0..n1 and all K
+// inputs, in float32, in the layout its packing makes cheap: row-major [n1 - n0, K] (FP8 and
+// compressed-tensors, packed along the inputs: dst[(n - n0) * ld + k]) or input-major
+// [K, n1 - n0] (AWQ and GPTQ, packed along the outputs: dst[k * ld + (n - n0)]). quant_linear.cc
+// multiplies x by such tiles, so the dense weight never exists whole.
 
 #include <cstdint>
 #include <optional>
@@ -19,14 +21,15 @@ namespace strata::cpu {
 // quant_fp8.cc: weight float8_e4m3fn [N, K] (or a compute float, where a loader widened it) times
 // weight_scale_inv per (block_out x block_in) block, or one scale.
 void dequantize_fp8_rows(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
-                         float* dst);
-// quant_int.cc: the packed integer formats.
-void dequantize_awq_rows(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
-                         float* dst);
-void dequantize_gptq_rows(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
-                          float* dst);
+                         float* dst, std::int64_t ld);
+// quant_int.cc: the packed integer formats. AWQ and GPTQ write input-major tiles; n0 is a
+// multiple of 8.
+void dequantize_awq_cols(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
+                         float* dst, std::int64_t ld);
+void dequantize_gptq_cols(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
+                          float* dst, std::int64_t ld);
 void dequantize_compressed_rows(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
-                                float* dst);
+                                float* dst, std::int64_t ld);
 
 // out[M, N] = x[M, K] @ dequantise(w)^T (+ bias[N]); x, bias, out contiguous, one float dtype.
 void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,

@@ -1,14 +1,17 @@
-// quantized_linear on the CPU: tiles of dequantised weight rows times x.
+// quantized_linear on the CPU: tiles of dequantised weights times x.
 //
 // Decode (up to simd::kMaxMatvecRows rows of x): parallel over output features; each chunk
-// dequantises its rows into a small float32 tile (kept in L2) and runs the vectorised matvec
-// kernel on it, so the packed bytes are read once and the dense weight never exists.
+// dequantises its columns into a float32 tile (about 1 MiB) and multiplies x by it: the
+// dispatched SIMD matvec kernel for row-major tiles (FP8, compressed-tensors), a row-by-row
+// accumulation for input-major ones (AWQ, GPTQ). The packed bytes are read once and the dense
+// weight never exists whole.
 // Prefill: tiles of about kTileFloats are dequantised in parallel and fed to sgemm, whose reuse
 // of each tile over the rows of x hides the dequantisation.
 
 #include <cblas.h>
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "cpu/float_io.h"
@@ -20,23 +23,44 @@
 namespace strata::cpu {
 namespace {
 
-constexpr std::int64_t kChunkFloats = std::int64_t{64} << 10;  // decode tile: 256 KiB
-constexpr std::int64_t kTileFloats = std::int64_t{1} << 20;    // prefill tile: 4 MiB
+constexpr std::int64_t kChunkFloats = std::int64_t{256} << 10;  // decode tile: 1 MiB
+constexpr std::int64_t kTileFloats = std::int64_t{1} << 20;     // prefill tile: 4 MiB
 
-using DequantizeFn = void (*)(const ops::QuantizedWeight&, std::int64_t, std::int64_t, float*);
+using DequantizeFn = void (*)(const ops::QuantizedWeight&, std::int64_t, std::int64_t, float*,
+                              std::int64_t);
 
-DequantizeFn dequantizer(ops::QuantFormat format) {
+struct Dequantizer {
+  DequantizeFn fn;
+  bool input_major;  // tile [K, cols] (AWQ, GPTQ) rather than [cols, K]
+};
+
+Dequantizer dequantizer(ops::QuantFormat format) {
   switch (format) {
     case ops::QuantFormat::FP8:
-      return dequantize_fp8_rows;
+      return {dequantize_fp8_rows, false};
     case ops::QuantFormat::AWQ:
-      return dequantize_awq_rows;
+      return {dequantize_awq_cols, true};
     case ops::QuantFormat::GPTQ:
-      return dequantize_gptq_rows;
+      return {dequantize_gptq_cols, true};
     case ops::QuantFormat::CompressedTensors:
-      return dequantize_compressed_rows;
+      return {dequantize_compressed_rows, false};
   }
   STRATA_THROW(InternalError, "quantized_linear: unknown format {}", static_cast<int>(format));
+}
+
+// acc[m, cols] = x[m, K] @ tile[K, cols] for an input-major tile: one pass over the tile, each
+// row added into the m accumulators (the compiler vectorises the inner loop).
+void matvec_input_major(const float* x, std::int64_t m, std::int64_t k, const float* tile,
+                        std::int64_t cols, float* __restrict acc) {
+  std::fill(acc, acc + m * cols, 0.0f);
+  for (std::int64_t i = 0; i < k; ++i) {
+    const float* __restrict t = tile + i * cols;
+    for (std::int64_t r = 0; r < m; ++r) {
+      const float xv = x[r * k + i];
+      float* __restrict a = acc + r * cols;
+      for (std::int64_t j = 0; j < cols; ++j) a[j] += xv * t[j];
+    }
+  }
 }
 
 // out[m, n0 + j] = T(acc[m * cols + j] + bias[n0 + j]).
@@ -59,7 +83,7 @@ void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
                       const std::optional<Tensor>& bias, const Tensor& out) {
   const std::int64_t m = x.size(0), k = w.in_features, n = w.out_features;
   if (m == 0 || n == 0) return;
-  const DequantizeFn dequantize = dequantizer(w.format);
+  const Dequantizer dq = dequantizer(w.format);
   visit_compute_float(x.dtype(), [&]<typename T>(TypeTag<T>) {
     std::vector<float> xf(static_cast<std::size_t>(m * k));
     convert_row_to_float(x.data<T>(), xf.data(), m * k);
@@ -85,8 +109,13 @@ void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
           const std::int64_t c1 = std::min(n1, c0 + grain * 8), cols = c1 - c0;
           tile.resize(static_cast<std::size_t>(cols * k));
           acc.resize(static_cast<std::size_t>(m * cols));
-          dequantize(w, c0, c1, tile.data());
-          simd::kernels().matvec_f32(xf.data(), k, m, tile.data(), k, cols, k, acc.data(), cols);
+          if (dq.input_major) {
+            dq.fn(w, c0, c1, tile.data(), cols);
+            matvec_input_major(xf.data(), m, k, tile.data(), cols, acc.data());
+          } else {
+            dq.fn(w, c0, c1, tile.data(), k);
+            simd::kernels().matvec_f32(xf.data(), k, m, tile.data(), k, cols, k, acc.data(), cols);
+          }
           store(acc.data(), m, cols, bias_f, c0, y, n, scratch);
         }
       });
@@ -102,11 +131,16 @@ void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
       acc.resize(static_cast<std::size_t>(m * cols));
       parallel_for((cols + 7) / 8, 1, [&](std::int64_t b, std::int64_t e) {
         const std::int64_t c0 = n0 + b * 8, c1 = std::min(n1, n0 + e * 8);
-        dequantize(w, c0, c1, tile.data() + (c0 - n0) * k);
+        if (dq.input_major) {
+          dq.fn(w, c0, c1, tile.data() + (c0 - n0), cols);
+        } else {
+          dq.fn(w, c0, c1, tile.data() + (c0 - n0) * k, k);
+        }
       });
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
-                  static_cast<int>(cols), static_cast<int>(k), 1.0f, xf.data(), static_cast<int>(k),
-                  tile.data(), static_cast<int>(k), 0.0f, acc.data(), static_cast<int>(cols));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, dq.input_major ? CblasNoTrans : CblasTrans,
+                  static_cast<int>(m), static_cast<int>(cols), static_cast<int>(k), 1.0f, xf.data(),
+                  static_cast<int>(k), tile.data(), static_cast<int>(dq.input_major ? cols : k),
+                  0.0f, acc.data(), static_cast<int>(cols));
       parallel_for(m, std::max<std::int64_t>(1, 4096 / cols), [&](std::int64_t b, std::int64_t e) {
         std::vector<float> scratch;
         store(acc.data() + b * cols, e - b, cols, bias_f, n0, y + b * n, n, scratch);
