@@ -23,7 +23,9 @@ ChatPromptEncoder::ChatPromptEncoder(const text::ChatTemplate& chat_template,
   for (std::int64_t id = 0; id < tokenizer.vocab_size(); ++id) {
     if (tokenizer.is_special(id)) specials_.emplace_back(tokenizer.id_to_token(id), id);
   }
-  for (const auto& [name, token] : chat_template.special_tokens()) {
+  for (const auto& entry : chat_template.special_tokens()) {
+    const std::string& token = entry.second;  // (a lambda cannot capture a structured binding
+                                              // in clang before 16)
     if (auto id = tokenizer.token_to_id(token); id && !token.empty()) {
       if (std::none_of(specials_.begin(), specials_.end(),
                        [&](const auto& s) { return s.first == token; })) {
