@@ -78,12 +78,22 @@ class Lexer {
     throw TemplateError(fmt::format("{}:{}:{}: {}", origin_, line, col, message));
   }
 
+  // Tokens come in source order: the column counts on from the previous position on the same
+  // line, so a long one-line template costs linear time, not quadratic.
   std::pair<int, int> position(std::size_t offset) const {
     const auto it = std::upper_bound(line_starts_.begin(), line_starts_.end(), offset);
     const std::size_t line = static_cast<std::size_t>(it - line_starts_.begin());
-    const std::size_t start = line_starts_[line - 1];
-    return {static_cast<int>(line),
-            static_cast<int>(codepoint_count(src_.substr(start, offset - start)) + 1)};
+    std::size_t from = line_starts_[line - 1];
+    std::size_t column = 1;
+    if (line == cached_line_ && offset >= cached_offset_) {
+      from = cached_offset_;
+      column = cached_column_;
+    }
+    column += codepoint_count(src_.substr(from, offset - from));
+    cached_line_ = line;
+    cached_offset_ = offset;
+    cached_column_ = column;
+    return {static_cast<int>(line), static_cast<int>(column)};
   }
 
   void set_position(Token& t, std::size_t offset) const {
@@ -386,6 +396,7 @@ class Lexer {
   std::string_view src_;
   const std::string& origin_;
   std::vector<std::size_t> line_starts_;
+  mutable std::size_t cached_line_ = 0, cached_offset_ = 0, cached_column_ = 1;
   std::size_t pos_ = 0;
   std::vector<Token> tokens_;
 };

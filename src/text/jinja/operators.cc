@@ -180,6 +180,7 @@ Value negate(const Value& v) {
 bool contains(const Value& container, const Value& item) {
   switch (container.kind) {
     case Value::Kind::String:
+      charge_creation(container.text().size());  // a scan: counted as work
       if (!item.is_string()) {
         fail("TypeError: 'in <string>' requires string as left operand, not {}", type_name(item));
       }
@@ -230,6 +231,7 @@ List iterate(const Value& v) {
 std::int64_t length_of(const Value& v) {
   switch (v.kind) {
     case Value::Kind::String:
+      charge_creation(v.text().size());
       return static_cast<std::int64_t>(codepoint_count(v.text()));
     case Value::Kind::List:
     case Value::Kind::Tuple:
@@ -260,6 +262,7 @@ Value get_item(const Value& obj, const Value& key) {
     if (const Value* v = dict_find(*obj.entries, key)) return *v;
   } else if ((obj.is_sequence() || obj.is_string()) && is_int(key)) {
     if (obj.is_string()) {
+      charge_creation(obj.text().size());
       const std::u32string cps = decode_utf8(obj.text());
       if (auto i = normalize_index(as_int(key), cps.size())) {
         return Value::from_string(encode_utf8(std::u32string_view(&cps[*i], 1)));
@@ -287,6 +290,7 @@ Value slice_value(const Value& obj, const Value& start, const Value& stop, const
   std::u32string cps;
   std::int64_t n;
   if (obj.is_string()) {
+    charge_creation(obj.text().size());
     cps = decode_utf8(obj.text());
     n = static_cast<std::int64_t>(cps.size());
   } else if (obj.is_sequence()) {

@@ -22,7 +22,7 @@ void charge_creation(std::size_t bytes) {
   if (!b) return;
   if (bytes > b->left_) {
     b->left_ = 0;
-    fail("the template built more than {} MiB of strings and lists in one render",
+    fail("the template built or scanned more than {} MiB of strings and lists in one render",
          kMaxCreatedBytes >> 20);
   }
   b->left_ -= bytes;

@@ -78,9 +78,9 @@ struct Value {
   bool is_callable() const { return kind == Kind::Function; }
 };
 
-// Caps the bytes of strings and list items one render creates in total (so that a template
-// cannot build gigabytes out of small pieces); RAII: active on this thread while it lives. Past
-// the budget, creating a string or list is a RenderError.
+// Caps the bytes of strings and list items one render creates or scans in total (so that a
+// template cannot build gigabytes out of small pieces, nor index a long string a million times);
+// RAII: active on this thread while it lives. Past the budget, a RenderError.
 class CreationBudget {
  public:
   explicit CreationBudget(std::size_t bytes);

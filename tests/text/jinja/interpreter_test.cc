@@ -108,10 +108,13 @@ TEST(JinjaLimits, PathologicalTemplatesEndInClearErrors) {
   // Quadratic accumulation stops at the budget of bytes one render may create.
   EXPECT_CONTAINS(error_of("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
                            "{% set ns.l = ns.l + [i] %}{% endfor %}"),
-                  "built more than 1024 MiB of strings and lists");
+                  "built or scanned more than 1024 MiB of strings and lists");
   EXPECT_CONTAINS(error_of("{% set ns = namespace(s='') %}{% for i in range(100000) %}"
                            "{% set ns.s = ns.s ~ ('x' * 1000) %}{% endfor %}"),
-                  "built more than 1024 MiB of strings and lists");
+                  "built or scanned more than 1024 MiB of strings and lists");
+  EXPECT_CONTAINS(error_of("{% set s = 'x' * 1000000 %}{% for i in range(100000) %}{{ s[i] }}"
+                           "{% endfor %}"),
+                  "built or scanned more than 1024 MiB");
   // Builders that could multiply memory stop at the string and list caps.
   const std::string big = "{% set s = 'x' * 1000000 %}";
   EXPECT_CONTAINS(error_of(big + "{{ [s] * 1000000 }}"), "a string would exceed 16777216 bytes");
