@@ -71,10 +71,14 @@ std::string list_keys(const std::vector<std::string>& keys) {
 bool is_narrow_float(DType dtype) { return is_floating_point(dtype) && dtype_size(dtype) < 4; }
 
 // The dtype a checkpoint tensor is stored in once loaded.
-DType target_dtype(const std::string& name, DType stored, DType module_dtype,
+DType target_dtype(const nn::TensorRef& ref, DType stored, DType module_dtype,
                    const LoadCheckpointOptions& options) {
+  const std::string& name = ref.name;
   if (!is_floating_point(stored)) return options.dtype ? stored : module_dtype;
-  if (!options.dtype) return module_dtype;
+  // A dtype that belongs to a storage format (fp8 weights, quantization scales) is not cast.
+  if (!options.dtype || (ref.owner != nullptr && ref.owner->keeps_tensor_dtype(ref.local_name()))) {
+    return module_dtype;
+  }
   if (is_narrow_float(*options.dtype)) {
     for (const std::string& key : options.keep_in_fp32_modules) {
       if (matches_module_components(name, key)) return DType::Float32;
@@ -166,7 +170,7 @@ LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
     t.file = location.file;
     t.entry = &entry;
     t.slot = ref.slot;
-    t.target = target_dtype(name, entry.dtype, current.dtype(), options);
+    t.target = target_dtype(ref, entry.dtype, current.dtype(), options);
     MapDevice where_to = MapDevice::cpu();
     if (!options.device_map.empty()) {
       const auto mapped = device_for(options.device_map, name);

@@ -192,6 +192,51 @@ TEST_P(QuantizedLlamaTest, CpuAndDiskOffloadLogitsEqualDenseModel) {
   expect_same_model(*quantized, *dense, GetParam().name + " over cpu + disk");
 }
 
+// What the CLI does: build and load in bf16. The packed tensors and scales keep the dtypes their
+// format declares (an fp8 weight stays 1 byte, f16 scales are not rounded to bf16); only the
+// dense layers and the bias follow the load dtype.
+TEST_P(QuantizedLlamaTest, LoadingInBfloat16KeepsTheFormatsDtypes) {
+  const auto ckpt = make_checkpoints(GetParam());
+  std::shared_ptr<models::CausalLM> model;
+  {
+    auto guard = nn::init_empty_weights();
+    model = models::build_causal_lm(io::read_model_config(ckpt->quantized), DType::BFloat16);
+  }
+  std::map<std::string, DType> declared;
+  for (const auto& [name, t] : model->named_parameters()) declared[name] = t.dtype();
+  placement::LoadAndDispatchOptions options = on_cpu();
+  options.dtype = DType::BFloat16;
+  placement::load_checkpoint_and_dispatch(*model, ckpt->quantized / "model.safetensors", options);
+  std::size_t packed = 0;
+  for (const auto& [name, module] : model->named_modules()) {
+    if (dynamic_cast<models::QuantizedLinear*>(module) == nullptr) continue;
+    for (const auto& entry : module->direct_parameters()) {
+      const std::string full = name + "." + entry.name;
+      const DType expected = entry.name == "bias" ? DType::BFloat16 : declared.at(full);
+      EXPECT_EQ(entry.slot->tensor().dtype(), expected) << full;
+      ++packed;
+    }
+  }
+  EXPECT_GT(packed, 0u);
+  EXPECT_EQ(
+      model->get_submodule("model.embed_tokens").direct_parameters().front().slot->tensor().dtype(),
+      DType::BFloat16);
+  const Tensor logits = model->run(prompt()).logits.to(DType::Float32);
+  const Tensor expected = load(ckpt->dense, on_cpu())->run(prompt()).logits;
+  std::shared_ptr<models::CausalLM> dense_bf16;
+  {
+    auto guard = nn::init_empty_weights();
+    dense_bf16 = models::build_causal_lm(io::read_model_config(ckpt->dense), DType::BFloat16);
+  }
+  placement::load_checkpoint_and_dispatch(*dense_bf16, ckpt->dense / "model.safetensors", options);
+  const Tensor bf16_dense = dense_bf16->run(prompt()).logits.to(DType::Float32);
+  // bf16 rounding alone moves these random models' logits (up to half the scale for one seed):
+  // the quantized model in bf16 stays within twice what the dense model in bf16 moves.
+  const double bf16_noise = max_abs_diff(bf16_dense, expected);
+  EXPECT_LE(max_abs_diff(logits, expected), 2 * bf16_noise + 1e-2 * max_abs(expected))
+      << GetParam().name;
+}
+
 TEST_P(QuantizedLlamaTest, PlannerSeesPackedSizes) {
   const auto ckpt = make_checkpoints(GetParam());
   std::shared_ptr<models::CausalLM> model;

@@ -30,6 +30,11 @@ class QuantizedLinear : public nn::Module {
   // The packed tensors as the op takes them (views of the parameters).
   ops::QuantizedWeight quantized_weight() const;
   nn::Value forward(nn::Args& args) override;
+  // The packed tensors and their scales keep their format's dtypes when a model is loaded in
+  // another dtype; only the bias follows it.
+  bool keeps_tensor_dtype(std::string_view local_name) const override {
+    return local_name != "bias";
+  }
 
  private:
   QuantizationConfig config_;

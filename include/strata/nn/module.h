@@ -163,6 +163,9 @@ class Module {
   const std::shared_ptr<ModelHook>& hook_ptr() const { return hook_; }
   // True for layers whose weights LayerwiseCastingHook may store in a low-precision dtype.
   virtual bool supports_layerwise_casting() const { return false; }
+  // True for a tensor whose dtype is part of its storage format (a quantized layer's fp8 weight,
+  // packed codes and scales): loading with a dtype keeps the dtype the module declares for it.
+  virtual bool keeps_tensor_dtype(std::string_view local_name) const { return false; }
   // Recomputes this module's non-persistent buffers (RoPE inv_freq, masks) on `device`; they are
   // not in checkpoints, so after init_empty_weights(include_buffers) they must be rebuilt. The
   // default throws NotSupported naming the buffers.
