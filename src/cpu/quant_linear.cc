@@ -125,7 +125,9 @@ void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
         std::max<std::int64_t>(1, kTileFloats / std::max<std::int64_t>(k, 1) / 8);
     std::vector<float> tile, acc;
     for (std::int64_t u0 = 0; u0 < units; u0 += tile_units) {
-      const auto [n0, n1] = unit_range(u0, std::min(units, u0 + tile_units));
+      // Plain variables, not a structured binding: clang before 16 cannot capture those.
+      const auto range = unit_range(u0, std::min(units, u0 + tile_units));
+      const std::int64_t n0 = range.first, n1 = range.second;
       const std::int64_t cols = n1 - n0;
       tile.resize(static_cast<std::size_t>(cols * k));
       acc.resize(static_cast<std::size_t>(m * cols));
