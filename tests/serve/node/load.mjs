@@ -58,7 +58,13 @@ await main(async () => {
       rss.push(rssKiB(server.pid));
     }
     console.log(`RSS (KiB): after requests alone ${rss[0]}, after loaded rounds ${rss[1]}, ${rss[2]}`);
-    check(rss[2] - rss[1] < 4 * 1024, `resident memory grew by ${rss[2] - rss[1]} KiB in round 2`);
+    if (process.env.STRATA_RSS_CHECK === 'off') {
+      // Sanitizer builds: ASan's quarantine keeps freed memory resident, so RSS says nothing
+      // there; LeakSanitizer checks the server for leaks when it exits instead.
+      console.log('RSS check off (sanitizer build)');
+    } else {
+      check(rss[2] - rss[1] < 4 * 1024, `resident memory grew by ${rss[2] - rss[1]} KiB in round 2`);
+    }
   } finally {
     equal(await stopServer(server), 0, 'exit code');
   }
