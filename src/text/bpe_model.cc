@@ -3,6 +3,8 @@
 // (rank, position) over a linked list of symbols), so ties resolve identically. A bounded,
 // sharded cache keeps the ids of recent words (thread-safe).
 
+#include <fmt/format.h>
+
 #include <array>
 #include <mutex>
 #include <queue>
@@ -77,6 +79,15 @@ std::unique_ptr<BpeModel> BpeModel::load(const JsonRef& model) {
     if (id < 0 || id >= (std::int64_t{1} << 31)) v.malformed("an id in [0, 2^31)");
     m.vocab.emplace(it.key(), id);
     max_id = std::max(max_id, id);
+  }
+  // Ids index a dense id -> token table: a sparse id space (one entry at id 600 million) would
+  // make it gigabytes. Real vocabularies number their tokens 0..n-1; allow generous gaps only.
+  const auto entries = static_cast<std::int64_t>(m.vocab.size());
+  if (max_id >= 2 * entries + 1024) {
+    vocab.malformed(
+        fmt::format("ids numbering the {} tokens densely (the largest id is {}; at "
+                    "most {} is accepted)",
+                    entries, max_id, 2 * entries + 1023));
   }
   bpe->id_to_token_.resize(static_cast<std::size_t>(max_id + 1));
   for (const auto& [token, id] : m.vocab) bpe->id_to_token_[static_cast<std::size_t>(id)] = token;

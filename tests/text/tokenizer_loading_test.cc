@@ -77,6 +77,12 @@ TEST(TokenizerLoading, MalformedFilesNameFileAndPath) {
   j = tiny();
   j["model"]["vocab"]["a"] = -3;
   EXPECT_NE(error_of<CheckpointError>(j).find("[0, 2^31)"), std::string::npos);
+  // A sparse id space would size the id -> token table by its largest id (found by fuzzing).
+  j = tiny();
+  j["model"]["vocab"]["b"] = 663333369;
+  e = error_of<CheckpointError>(j);
+  EXPECT_NE(e.find("$.model.vocab"), std::string::npos) << e;
+  EXPECT_NE(e.find("663333369"), std::string::npos) << e;
   j = tiny();
   j["added_tokens"][0]["id"] = -1;
   EXPECT_NE(error_of<CheckpointError>(j).find("added_tokens[0].id"), std::string::npos);
