@@ -9,4 +9,6 @@
 #include "strata/models/layers.h"
 #include "strata/models/moe.h"
 #include "strata/models/opt.h"
+#include "strata/models/quant_config.h"
+#include "strata/models/quant_linear.h"
 #include "strata/models/rope.h"
