@@ -20,5 +20,5 @@ cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs"
 ctest --preset asan -j "$jobs"
 
-echo "== fuzzing the checkpoint parsers (libFuzzer under ASan + UBSan, 60 s per target)"
+echo "== fuzzing every parser of untrusted input: checkpoints, tokenizers, chat templates, server requests (libFuzzer under ASan + UBSan, 60 s per target)"
 bash fuzz/run_fuzzers.sh build/asan 60
