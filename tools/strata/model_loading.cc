@@ -74,6 +74,11 @@ std::string weights_per_device(const io::LoadSummary& summary) {
 
 LoadedModel load_model(const std::filesystem::path& model_dir, const PlacementArgs& args,
                        const LoadReporting& reporting) {
+  return load_model(build_empty_model(model_dir, args.dtype), model_dir, args, reporting);
+}
+
+LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
+                       const PlacementArgs& args, const LoadReporting& reporting) {
   // Every option is checked before the first weight is read.
   placement::LoadAndDispatchOptions options;
   options.device_map = parse_device_map_arg(args.device_map);
@@ -82,7 +87,7 @@ LoadedModel load_model(const std::filesystem::path& model_dir, const PlacementAr
   options.reserve_per_gpu = args.reserve_per_gpu;
 
   LoadedModel out;
-  out.empty = build_empty_model(model_dir, args.dtype);
+  out.empty = std::move(empty);
   const DType dtype = out.empty.dtype;
   STRATA_CHECK_ARG(dtype == DType::Float32 || dtype == DType::BFloat16 || dtype == DType::Float16,
                    "--dtype {}: models run in f32, bf16 or f16", dtype);

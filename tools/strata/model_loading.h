@@ -43,6 +43,10 @@ struct LoadedModel {
 // asked, loads the checkpoint straight onto the plan and dispatches it.
 LoadedModel load_model(const std::filesystem::path& model_dir, const PlacementArgs& args,
                        const LoadReporting& reporting = {});
+// The same for a model the caller already built on meta from `model_dir` with `args.dtype` (to
+// check its config against other input first without building it twice).
+LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
+                       const PlacementArgs& args, const LoadReporting& reporting = {});
 
 // Where a model's input ids must be placed: its input embedding's device (the cpu while the
 // weight is still on meta, when hooks move inputs themselves).

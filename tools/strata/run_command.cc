@@ -42,13 +42,13 @@ int run_run(const RunArgs& args, std::ostream& out, std::ostream& err) {
   STRATA_CHECK_ARG(args.max_new_tokens >= 1, "--max-new-tokens {}: must be at least 1",
                    args.max_new_tokens);
   // The ids are checked against the config before any weight is read.
-  const EmptyModel config_only = build_empty_model(args.model_dir, args.dtype);
+  EmptyModel empty = build_empty_model(args.model_dir, args.dtype);
   for (const std::int64_t id : ids) {
-    STRATA_CHECK_ARG(id < config_only.config.vocab_size,
+    STRATA_CHECK_ARG(id < empty.config.vocab_size,
                      "--token-ids: {} is out of range (the vocabulary has {} tokens)", id,
-                     config_only.config.vocab_size);
+                     empty.config.vocab_size);
   }
-  LoadedModel loaded_model = load_model(args.model_dir, args);
+  LoadedModel loaded_model = load_model(std::move(empty), args.model_dir, args);
   const auto& loaded = loaded_model.loaded;
   const double load_seconds = loaded_model.load_seconds;
   const DType dtype = loaded_model.empty.dtype;
