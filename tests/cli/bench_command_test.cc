@@ -1,0 +1,106 @@
+// `strata bench` on a fixture checkpoint: the tests it runs (pp per prompt length and batch, tg),
+// what it reports for each (rates consistent with the times, the weights read per step), the
+// JSON form, and its input checks. Timings themselves are not asserted (machines are noisy).
+
+#include "bench_command.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "models/model_testing.h"
+#include "strata/core/error.h"
+
+namespace strata::cli {
+namespace {
+
+BenchArgs fixture_args(const std::string& fixture) {
+  BenchArgs args;
+  args.model_dir = testing::model_fixture_dir(fixture).string();
+  args.max_memory = "cpu=1GiB";  // everything on the cpu, GPU or not
+  args.prompt_tokens = "3,7";
+  args.decode_tokens = 4;
+  args.batch = "1,2";
+  args.repetitions = 2;
+  return args;
+}
+
+nlohmann::json bench_json(BenchArgs args) {
+  args.json = true;
+  std::ostringstream out, err;
+  EXPECT_EQ(run_bench(args, out, err), 0);
+  return nlohmann::json::parse(out.str());
+}
+
+TEST(BenchCommand, RunsEveryTestForEveryBatchAndReportsConsistentRates) {
+  const nlohmann::json report = bench_json(fixture_args("llama"));
+  const auto& tests = report.at("tests");
+  ASSERT_EQ(tests.size(), 6u);  // per batch: pp3, pp7, tg4
+  const char* names[] = {"pp3", "pp7", "tg4"};
+  for (std::size_t i = 0; i < tests.size(); ++i) {
+    const auto& test = tests[i];
+    SCOPED_TRACE(test.dump());
+    EXPECT_EQ(test.at("test"), names[i % 3]);
+    EXPECT_EQ(test.at("batch").get<int>(), i < 3 ? 1 : 2);
+    const double seconds = test.at("seconds").get<double>();
+    ASSERT_GT(seconds, 0.0);
+    EXPECT_LE(test.at("min_seconds").get<double>(), seconds);
+    EXPECT_GE(test.at("max_seconds").get<double>(), seconds);
+    const double tokens = test.at("batch").get<double>() * test.at("tokens").get<double>();
+    EXPECT_NEAR(test.at("tokens_per_second").get<double>(), tokens / seconds,
+                1e-9 * tokens / seconds);
+    if (i % 3 == 2) {
+      EXPECT_EQ(test.at("tokens").get<int>(), 4);
+      const double step = seconds / 4;
+      EXPECT_NEAR(test.at("ms_per_step").get<double>(), step * 1e3, 1e-9 * step * 1e3);
+      EXPECT_NEAR(test.at("weight_read_gb_per_s").get<double>(),
+                  report.at("weight_bytes").get<double>() / step / 1e9, 1e-6);
+    } else {
+      EXPECT_FALSE(test.contains("ms_per_step"));
+    }
+  }
+  EXPECT_GT(report.at("weight_bytes").get<std::uint64_t>(), 0u);
+  EXPECT_EQ(report.at("dtype"), "float32");
+}
+
+TEST(BenchCommand, PrintsATableRowPerTest) {
+  BenchArgs args = fixture_args("gpt2");
+  args.batch = "3";
+  args.prompt_tokens = "0";
+  std::ostringstream out, err;
+  ASSERT_EQ(run_bench(args, out, err), 0);
+  EXPECT_NE(out.str().find("|     tg4 |     3 |"), std::string::npos) << out.str();
+  EXPECT_EQ(out.str().find("pp"), std::string::npos) << out.str();
+}
+
+TEST(BenchCommand, RefusesBadOptionsBeforeLoading) {
+  auto refuses = [](BenchArgs args, const std::string& needle) {
+    std::ostringstream out, err;
+    try {
+      run_bench(args, out, err);
+      ADD_FAILURE() << "accepted; expected an error naming " << needle;
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  BenchArgs args = fixture_args("llama");
+  args.batch = "1,0";
+  refuses(args, "--batch");
+  args = fixture_args("llama");
+  args.prompt_tokens = "12x";
+  refuses(args, "'12x' is not a whole number");
+  args = fixture_args("llama");
+  args.prompt_tokens = "0";
+  args.decode_tokens = 0;
+  refuses(args, "nothing to measure");
+  args = fixture_args("llama");
+  args.prompt_tokens = "100000";
+  refuses(args, "max_position_embeddings");
+  args = fixture_args("llama");
+  args.repetitions = 0;
+  refuses(args, "--repetitions");
+}
+
+}  // namespace
+}  // namespace strata::cli

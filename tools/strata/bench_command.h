@@ -1,0 +1,30 @@
+#pragma once
+// `strata bench MODEL_DIR`: prompt processing and token generation rates of a checkpoint on a
+// placement, in the spirit of llama-bench (pp512, pp2048, tg128), for several batch sizes.
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "model_loading.h"
+
+namespace strata::cli {
+
+struct BenchArgs : PlacementArgs {
+  std::string model_dir;
+  std::string prompt_tokens = "512,2048";  // one pp test per length ("" or "0": none)
+  std::int64_t decode_tokens = 128;        // the tg test's new tokens (0: none)
+  std::string batch = "1";                 // batch sizes, e.g. 1,4,16,64
+  int repetitions = 3;                     // timed runs per test (the median is reported)
+  bool json = false;
+};
+
+CLI::App* add_bench_command(CLI::App& app, BenchArgs& args);
+
+// Loads the model, runs every test (one untimed warm-up each), prints a table (or JSON with
+// --json) to `out`. Returns the exit code; bad input throws strata::Error.
+int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err);
+
+}  // namespace strata::cli
