@@ -1,5 +1,6 @@
 // load_checkpoint_in_model: plan every tensor first (device, dtype, checks), then place them in
-// file order, each read once from the mapped shard into its final memory.
+// file order, each read once from the mapped shard into its final memory (GPU tensors through
+// pinned staging chunks filled by reading threads, staged_load.h).
 
 #include "strata/placement/load_checkpoint.h"
 
@@ -14,6 +15,7 @@
 #include <utility>
 
 #include "io/json_util.h"
+#include "staged_load.h"
 #include "strata/core/backend.h"
 #include "strata/core/error.h"
 #include "strata/core/logging.h"
@@ -203,8 +205,9 @@ LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
 }
 
 // A new tensor on `device` holding the checkpoint tensor cast to `target`: one read of the
-// mapped bytes, straight into the final memory.
-Tensor materialise(const PlannedTensor& t, bool pin) {
+// mapped bytes, straight into the final memory (for a GPU in the stored dtype: through `staged`'s
+// pinned chunks, complete once staged.finish() returns).
+Tensor materialise(const PlannedTensor& t, bool pin, detail::StagedGpuLoad& staged) {
   const io::SafetensorsEntry& e = *t.entry;
   if (t.device.is_cpu()) {
     Tensor out =
@@ -216,6 +219,9 @@ Tensor materialise(const PlannedTensor& t, bool pin) {
       out.copy_(t.file->tensor(e));  // converting copy from the mapping, over the cores
     }
     return out;
+  }
+  if (t.device.is_cuda() && t.target == e.dtype) {
+    if (std::optional<Tensor> out = staged.load(t.file->tensor(e), t.device)) return *out;
   }
   return t.file->tensor(e).to(t.device, t.target);
 }
@@ -285,10 +291,11 @@ LoadCheckpointResult load_checkpoint_in_model(nn::Module& model, const fs::path&
   LoadCheckpointResult result;
   std::optional<io::OffloadFolderWriter> writer;
   if (plan.has_disk && options.offload_folder) writer.emplace(*options.offload_folder);
+  detail::StagedGpuLoad staged;
   for (const PlannedTensor& t : plan.tensors) {
     switch (t.tier) {
       case Tier::Device:
-        t.slot->set(materialise(t, pin));
+        t.slot->set(materialise(t, pin, staged));
         break;
       case Tier::DiskView: {
         io::OffloadEntry view = view_entry(t);
@@ -305,6 +312,7 @@ LoadCheckpointResult load_checkpoint_in_model(nn::Module& model, const fs::path&
     }
     tracker.tensor_done(t.name, t.destination, t.nbytes());
   }
+  staged.finish();  // every GPU copy done (a read error surfaces here, naming the tensor)
   if (writer) {
     writer->commit();  // the data synced, then the merged index.json written last
     result.disk_weights = offload_folder_weights_map(writer->folder());

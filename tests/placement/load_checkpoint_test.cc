@@ -439,6 +439,45 @@ TEST(LoadCheckpoint, GpuMappedWeightsLandOnTheirGpuCastOnce) {
   EXPECT_EQ(result.summary.bytes_per_destination.at("cuda:0"), (12u + 4u) * 2u);
 }
 
+// Tensors kept in their stored dtype go to the GPU through pinned staging chunks read by worker
+// threads (staged_load.h): many small tensors, empty ones, and tensors of several 8 MiB chunks
+// with a partial last chunk must all arrive byte for byte, ordered before compute.
+TEST(LoadCheckpoint, GpuWeightsInTheirStoredDtypeArriveThroughStagingByteForByte) {
+  if (find_backend(DeviceType::CUDA) == nullptr) GTEST_SKIP() << "no CUDA backend";
+  TempDir tmp;
+  ModuleSpecs modules;
+  Specs tensors;
+  const std::vector<std::pair<std::int64_t, std::int64_t>> shapes = {
+      {1, 1}, {3, 7}, {0, 5}, {2049, 1031}, {4096, 1537}, {64, 64}};  // 8.1 MiB, 24 MiB in fp32
+  for (int block = 0; block < 40; ++block) {  // more tensors than are kept in flight
+    const auto [in, out] = shapes[static_cast<std::size_t>(block) % shapes.size()];
+    const std::string name = fmt::format("l{}", block);
+    modules.push_back({name, "Linear"});
+    testing::append(tensors, testing::linear(name, in, out));
+  }
+  auto model = make_tree("Stack", modules, tensors);
+  Tensors source;
+  int seed = 0;
+  for (const auto& [name, t] : model->state_dict()) {
+    const std::int64_t n = t.numel();
+    std::vector<float> values(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i)
+      values[static_cast<std::size_t>(i)] = float(seed * 7919 + i % 104729);
+    source.emplace(name, Tensor::from_vector<float>(values, t.shape()));
+    ++seed;
+  }
+  const fs::path file = write_single(tmp.path(), source);
+  const auto result = load_checkpoint_in_model(*model, file, {.device_map = {{"", 0}}});
+  std::uint64_t bytes = 0;
+  for (const auto& [name, src] : source) {
+    const Tensor& got = tensor_of(*model, name);
+    EXPECT_EQ(got.device(), Device::cuda(0)) << name;
+    expect_same(got.to(Device::cpu()), src, DType::Float32, name);
+    bytes += src.nbytes();
+  }
+  EXPECT_EQ(result.summary.bytes_per_destination.at("cuda:0"), bytes);
+}
+
 // ---- keys --------------------------------------------------------------------------------------
 
 TEST(LoadCheckpoint, UnexpectedKeysAreWarnedOrRefusedWhenStrict) {
