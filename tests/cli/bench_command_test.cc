@@ -9,8 +9,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "load_bench.h"
 #include "models/model_testing.h"
 #include "strata/core/error.h"
+#include "strata/io/safetensors.h"
 
 namespace strata::cli {
 namespace {
@@ -100,6 +102,50 @@ TEST(BenchCommand, RefusesBadOptionsBeforeLoading) {
   args = fixture_args("llama");
   args.repetitions = 0;
   refuses(args, "--repetitions");
+  args = fixture_args("llama");
+  args.cold = true;
+  refuses(args, "--cold needs --load");
+}
+
+TEST(BenchCommand, LoadReportsEachLoadNextToTheLimitsMeasuredInTheSameRun) {
+  BenchArgs args = fixture_args("llama");
+  args.load = true;
+  const nlohmann::json report = bench_json(args);
+  EXPECT_GT(report.at("page_cache_read_gb_s").get<double>(), 0.0);
+  EXPECT_GE(report.at("reading_threads").get<int>(), 1);
+  ASSERT_EQ(report.at("loads").size(), 1u);
+  const auto& load = report.at("loads")[0];
+  EXPECT_EQ(load.at("from"), "page cache");
+  // Every weight of the checkpoint, in its stored dtype (float32 fixture, all on the cpu).
+  std::uint64_t stored = 0;
+  for (const auto& file : shard_files(args.model_dir)) {
+    for (const auto& entry : io::SafetensorsFile::open(file)->entries()) stored += entry.nbytes();
+  }
+  EXPECT_EQ(load.at("bytes").get<std::uint64_t>(), stored);
+  const double rate = load.at("gb_per_s").get<double>();
+  EXPECT_NEAR(rate, static_cast<double>(stored) / load.at("seconds").get<double>() / 1e9,
+              1e-9 * rate);
+  const double limit = report.at("pinned_h2d_gb_s").is_null()
+                           ? report.at("page_cache_read_gb_s").get<double>()
+                           : std::min(report.at("pinned_h2d_gb_s").get<double>(),
+                                      report.at("page_cache_read_gb_s").get<double>());
+  EXPECT_NEAR(load.at("share_of_limit").get<double>(), rate / limit, 1e-9 * rate / limit);
+}
+
+TEST(BenchCommand, ReadRatesCoverEveryShardOrNameWhatFailed) {
+  const auto files = shard_files(testing::model_fixture_dir("llama"));
+  EXPECT_GT(read_rate_gb_s(files, 2, /*direct=*/false), 0.0);
+  try {
+    EXPECT_GT(read_rate_gb_s(files, 2, /*direct=*/true), 0.0);
+  } catch (const IoError& e) {  // tmpfs and some overlays refuse O_DIRECT
+    EXPECT_NE(std::string(e.what()).find("O_DIRECT"), std::string::npos) << e.what();
+  }
+  try {
+    shard_files(testing::model_fixture_dir("llama").parent_path());
+    ADD_FAILURE() << "a folder without shards was accepted";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("safetensors"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <ostream>
 
 #include "cli_options.h"
+#include "load_bench.h"
 #include "strata/core/error.h"
 #include "strata/models/causal_lm.h"
 #include "strata/placement/memory.h"
@@ -126,11 +127,19 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
                   "timed runs of each test after one warm-up; the median is reported")
       ->capture_default_str();
   cmd->add_flag("--json", args.json, "print the results as JSON");
+  cmd->add_flag("--load", args.load,
+                "measure loading the checkpoint onto the placement against the pinned PCIe and "
+                "page-cache read rates measured in the same run");
+  cmd->add_flag("--cold", args.cold,
+                "with --load: also load from the disk (the shards' pages dropped from the page "
+                "cache first) against the disk's O_DIRECT read rate");
   add_placement_options(cmd, args);
   return cmd;
 }
 
 int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
+  STRATA_CHECK_ARG(!args.cold || args.load, "--cold needs --load");
+  if (args.load) return run_load_bench(args.model_dir, args, args.cold, args.json, out, err);
   const std::vector<std::int64_t> prompts = parse_counts(args.prompt_tokens, "--prompt-tokens", 0);
   const std::vector<std::int64_t> batches = parse_counts(args.batch, "--batch", 1);
   STRATA_CHECK_ARG(args.decode_tokens >= 0, "--decode-tokens {}: must not be negative",
