@@ -25,6 +25,7 @@ BenchArgs fixture_args(const std::string& fixture) {
   args.decode_tokens = 4;
   args.batch = "1,2";
   args.repetitions = 2;
+  args.limits = false;  // measured by one test only
   return args;
 }
 
@@ -58,12 +59,32 @@ TEST(BenchCommand, RunsEveryTestForEveryBatchAndReportsConsistentRates) {
       EXPECT_NEAR(test.at("ms_per_step").get<double>(), step * 1e3, 1e-9 * step * 1e3);
       EXPECT_NEAR(test.at("weight_read_gb_per_s").get<double>(),
                   report.at("weight_bytes").get<double>() / step / 1e9, 1e-6);
+      EXPECT_TRUE(test.at("share_of_memory_limit").is_null());  // no limits measured
     } else {
       EXPECT_FALSE(test.contains("ms_per_step"));
+      // Llama fixture: 2 layers of q,k,v,o (64x64, 64x32, 64x32, 64x64) and gate,up,down (64x96)
+      // plus 3 norms of 64: everything but the untied embedding and head (128 x 64 each).
+      const double linear_params = 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 96 + 2 * 64) + 64;
+      EXPECT_NEAR(test.at("linear_tflops").get<double>(),
+                  2 * linear_params * tokens / seconds / 1e12, 1e-9);
     }
   }
   EXPECT_GT(report.at("weight_bytes").get<std::uint64_t>(), 0u);
   EXPECT_EQ(report.at("dtype"), "float32");
+}
+
+TEST(BenchCommand, ComparesGenerationWithTheMemoryLimitMeasuredInTheSameRun) {
+  BenchArgs args = fixture_args("llama");
+  args.limits = true;
+  args.prompt_tokens = "0";
+  const nlohmann::json report = bench_json(args);
+  const double host = report.at("limits").at("host_read_gb_s").get<double>();
+  ASSERT_GT(host, 0.0);
+  for (const auto& test : report.at("tests")) {
+    // Every weight is on the cpu: the host's read rate is the limit.
+    EXPECT_NEAR(test.at("share_of_memory_limit").get<double>(),
+                test.at("weight_read_gb_per_s").get<double>() / host, 1e-9);
+  }
 }
 
 TEST(BenchCommand, PrintsATableRowPerTest) {

@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <ostream>
 
 #include "cli_options.h"
+#include "device_limits.h"
 #include "load_bench.h"
 #include "strata/core/error.h"
 #include "strata/models/causal_lm.h"
@@ -81,16 +83,63 @@ TestResult repeat(std::string name, std::int64_t batch, std::int64_t tokens, int
           *std::max_element(seconds.begin(), seconds.end())};
 }
 
-std::string json_report(const std::string& model_dir, const LoadedModel& loaded, DType dtype,
-                        std::uint64_t weight_bytes, const std::vector<TestResult>& results) {
+// What a run's rates are compared with.
+struct BenchContext {
+  std::uint64_t weight_bytes = 0;  // every weight, read once per generation step
+  double linear_params = 0;        // weights of the decoder's matrix products (no embedding,
+                                   // no head: prefill computes the head for one position)
+  bool all_on_gpu = false;         // the HBM limit applies to the weights' reads
+  bool all_on_cpu = false;         // the host's read limit does
+  std::optional<DeviceLimits> limits;
+};
+
+// A test's rates and their shares of the limits.
+struct Derived {
+  std::optional<double> ms_per_step, weight_gb_s, read_share;  // tg: of HBM or host read
+  std::optional<double> linear_tflops, gemm_share;             // pp
+};
+
+Derived derive(const TestResult& r, const BenchContext& c) {
+  Derived d;
+  if (r.name.starts_with("tg")) {
+    const double step = r.seconds / static_cast<double>(r.tokens);
+    d.ms_per_step = step * 1e3;
+    d.weight_gb_s = static_cast<double>(c.weight_bytes) / step / 1e9;
+    if (c.all_on_gpu && c.limits && c.limits->hbm_gb_s) {
+      d.read_share = *d.weight_gb_s / *c.limits->hbm_gb_s;
+    } else if (c.all_on_cpu && c.limits) {
+      d.read_share = *d.weight_gb_s / c.limits->host_read_gb_s;
+    }
+  } else {
+    d.linear_tflops =
+        2.0 * c.linear_params * static_cast<double>(r.batch * r.tokens) / r.seconds / 1e12;
+    if (c.all_on_gpu && c.limits && c.limits->gemm_tflops) {
+      d.gemm_share = *d.linear_tflops / *c.limits->gemm_tflops;
+    }
+  }
+  return d;
+}
+
+nlohmann::ordered_json optional_json(const std::optional<double>& value) {
+  return value ? nlohmann::ordered_json(*value) : nlohmann::ordered_json(nullptr);
+}
+
+std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
+                        const BenchContext& context, const std::vector<TestResult>& results) {
   nlohmann::ordered_json report;
   report["model"] = model_dir;
-  report["dtype"] = std::string(dtype_name(dtype));
+  report["dtype"] = std::string(dtype_name(loaded.empty.dtype));
   report["weights"] = weights_per_device(loaded.loaded.load.summary);
-  report["weight_bytes"] = weight_bytes;
+  report["weight_bytes"] = context.weight_bytes;
   report["load_seconds"] = loaded.load_seconds;
+  if (context.limits) {
+    report["limits"] = {{"hbm_gb_s", optional_json(context.limits->hbm_gb_s)},
+                        {"gemm_bf16_tflops", optional_json(context.limits->gemm_tflops)},
+                        {"host_read_gb_s", context.limits->host_read_gb_s}};
+  }
   report["tests"] = nlohmann::ordered_json::array();
   for (const TestResult& r : results) {
+    const Derived d = derive(r, context);
     nlohmann::ordered_json test;
     test["test"] = r.name;
     test["batch"] = r.batch;
@@ -99,14 +148,49 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
     test["min_seconds"] = r.min_seconds;
     test["max_seconds"] = r.max_seconds;
     test["tokens_per_second"] = r.tokens_per_second();
-    if (r.name.starts_with("tg")) {
-      const double step = r.seconds / static_cast<double>(r.tokens);
-      test["ms_per_step"] = step * 1e3;
-      test["weight_read_gb_per_s"] = static_cast<double>(weight_bytes) / step / 1e9;
+    if (d.ms_per_step) {
+      test["ms_per_step"] = *d.ms_per_step;
+      test["weight_read_gb_per_s"] = *d.weight_gb_s;
+      // Of the GPU memory bandwidth (all weights on GPUs) or the host's read rate (all on the cpu).
+      test["share_of_memory_limit"] = optional_json(d.read_share);
+    } else {
+      test["linear_tflops"] = *d.linear_tflops;
+      test["share_of_gemm_peak"] = optional_json(d.gemm_share);
     }
     report["tests"].push_back(std::move(test));
   }
   return report.dump(2);
+}
+
+std::string percent(const std::optional<double>& share) {
+  return share ? fmt::format(" ({:.0f}%)", 100.0 * *share) : std::string();
+}
+
+void print_table(const std::string& model_dir, const LoadedModel& loaded,
+                 const BenchContext& context, const std::vector<TestResult>& results,
+                 std::ostream& out) {
+  out << fmt::format("model {} ({}), weights {}\n", model_dir, dtype_name(loaded.empty.dtype),
+                     weights_per_device(loaded.loaded.load.summary));
+  if (context.limits) {
+    const DeviceLimits& l = *context.limits;
+    out << fmt::format("limits measured now: GPU memory {}, bf16 GEMM {}, host read {:.1f} GB/s\n",
+                       l.hbm_gb_s ? fmt::format("{:.0f} GB/s", *l.hbm_gb_s) : "n/a",
+                       l.gemm_tflops ? fmt::format("{:.0f} TFLOP/s", *l.gemm_tflops) : "n/a",
+                       l.host_read_gb_s);
+  }
+  out << fmt::format("| {:>7} | {:>5} | {:>10} | {:>12} | {:>9} | {:>20} |\n", "test", "batch",
+                     "seconds", "tokens/s", "ms/step", "rate (of the limit)");
+  out << "|---------|-------|------------|--------------|-----------|----------------------|\n";
+  for (const TestResult& r : results) {
+    const Derived d = derive(r, context);
+    const std::string rate =
+        d.weight_gb_s ? fmt::format("{:.1f} GB/s{}", *d.weight_gb_s, percent(d.read_share))
+                      : fmt::format("{:.1f} TFLOP/s{}", *d.linear_tflops, percent(d.gemm_share));
+    out << fmt::format("| {:>7} | {:>5} | {:>10.4f} | {:>12.1f} | {:>9} | {:>20} |\n", r.name,
+                       r.batch, r.seconds, r.tokens_per_second(),
+                       d.ms_per_step ? fmt::format("{:.3f}", *d.ms_per_step) : std::string("-"),
+                       rate);
+  }
 }
 
 }  // namespace
@@ -127,6 +211,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
                   "timed runs of each test after one warm-up; the median is reported")
       ->capture_default_str();
   cmd->add_flag("--json", args.json, "print the results as JSON");
+  cmd->add_flag("!--no-limits", args.limits,
+                "do not measure the GPU memory, GEMM and host read limits the rates are compared "
+                "with");
   cmd->add_flag("--load", args.load,
                 "measure loading the checkpoint onto the placement against the pinned PCIe and "
                 "page-cache read rates measured in the same run");
@@ -159,7 +246,21 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
   const std::int64_t vocab = empty.config.vocab_size;
   LoadedModel loaded = load_model(std::move(empty), args.model_dir, args);
   models::CausalLM& model = *loaded.empty.model;
-  const std::uint64_t weight_bytes = loaded.loaded.load.summary.total_bytes();
+  BenchContext context;
+  context.weight_bytes = loaded.loaded.load.summary.total_bytes();
+  {
+    const auto& c = model.config();
+    const double embedding = static_cast<double>(c.vocab_size * c.hidden_size);
+    double params = 0;
+    for (const auto& [name, t] : model.state_dict()) params += static_cast<double>(t.numel());
+    context.linear_params = params - (c.tie_word_embeddings ? 1 : 2) * embedding;
+    const auto& destinations = loaded.loaded.load.summary.bytes_per_destination;
+    context.all_on_gpu = std::all_of(destinations.begin(), destinations.end(),
+                                     [](const auto& d) { return d.first.starts_with("cuda"); });
+    context.all_on_cpu = std::all_of(destinations.begin(), destinations.end(),
+                                     [](const auto& d) { return d.first == "cpu"; });
+  }
+  if (args.limits) context.limits = measure_device_limits();
   err << fmt::format("loaded in {:.2f} s: {}\n", loaded.load_seconds,
                      weights_per_device(loaded.loaded.load.summary));
 
@@ -195,22 +296,9 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
   }
 
   if (args.json) {
-    out << json_report(args.model_dir, loaded, loaded.empty.dtype, weight_bytes, results) << "\n";
-    return 0;
-  }
-  out << fmt::format("model {} ({}), weights {}\n", args.model_dir, dtype_name(loaded.empty.dtype),
-                     weights_per_device(loaded.loaded.load.summary));
-  out << fmt::format("| {:>7} | {:>5} | {:>10} | {:>12} | {:>10} | {:>14} |\n", "test", "batch",
-                     "seconds", "tokens/s", "ms/step", "weights GB/s");
-  out << "|---------|-------|------------|--------------|------------|----------------|\n";
-  for (const TestResult& r : results) {
-    const bool generation = r.name.starts_with("tg");
-    const double step = r.seconds / static_cast<double>(r.tokens);
-    out << fmt::format(
-        "| {:>7} | {:>5} | {:>10.4f} | {:>12.1f} | {:>10} | {:>14} |\n", r.name, r.batch, r.seconds,
-        r.tokens_per_second(), generation ? fmt::format("{:.3f}", step * 1e3) : std::string("-"),
-        generation ? fmt::format("{:.1f}", static_cast<double>(weight_bytes) / step / 1e9)
-                   : std::string("-"));
+    out << json_report(args.model_dir, loaded, context, results) << "\n";
+  } else {
+    print_table(args.model_dir, loaded, context, results, out);
   }
   return 0;
 }

@@ -19,6 +19,7 @@ struct BenchArgs : PlacementArgs {
   std::string batch = "1";                 // batch sizes, e.g. 1,4,16,64
   int repetitions = 3;                     // timed runs per test (the median is reported)
   bool json = false;
+  bool limits = true;  // measure the machine's limits first (device_limits.h)
   bool load = false;  // measure loading instead (load_bench.h)
   bool cold = false;  // ... from the disk too
 };
