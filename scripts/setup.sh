@@ -8,6 +8,7 @@ packages=(
   libopenblas-dev nlohmann-json3-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libonig-dev libutf8proc-dev libcpp-httplib-dev
+  libopenmpi-dev openmpi-bin
   pkg-config dpkg-dev file
 )
 
