@@ -13,13 +13,18 @@
 
 namespace strata::models {
 
-CausalLM::CausalLM(std::string class_name, TransformerConfig config)
-    : nn::Module(std::move(class_name)), config_(std::move(config)) {}
+CausalLM::CausalLM(std::string class_name, TransformerConfig config, TensorParallel tp)
+    : nn::Module(std::move(class_name)), config_(std::move(config)), tp_(std::move(tp)) {}
 
 void CausalLM::finish(std::shared_ptr<nn::Module> base, std::shared_ptr<nn::Embedding> embed_tokens,
                       std::int64_t head_in, DType dtype) {
   base_ = register_module(config_.base_model_prefix(), std::move(base));
   embed_tokens_ = std::move(embed_tokens);
+  if (tp_.active()) {
+    lm_head_ = register_module(
+        "lm_head", std::make_shared<VocabParallelHead>(head_in, config_.vocab_size, dtype, tp_));
+    return;
+  }
   lm_head_ = register_module(
       "lm_head", std::make_shared<nn::Linear>(head_in, config_.vocab_size, false, dtype));
   // One slot under both names: loading or moving either moves both (transformers'
@@ -70,6 +75,12 @@ CausalLM::Output CausalLM::run(const Tensor& input_ids, const std::shared_ptr<KV
 }
 
 std::shared_ptr<CausalLM> build_causal_lm(const TransformerConfig& config, DType dtype) {
+  return build_causal_lm(config, dtype, TensorParallel{});
+}
+
+std::shared_ptr<CausalLM> build_causal_lm(const TransformerConfig& config, DType dtype,
+                                          const TensorParallel& tp) {
+  check_tensor_parallel(config, tp.size);
   STRATA_CHECK_ARG(is_floating_point(dtype),
                    "build_causal_lm: dtype {} is not a floating-point dtype; use float32, "
                    "bfloat16 or float16",
@@ -80,7 +91,7 @@ std::shared_ptr<CausalLM> build_causal_lm(const TransformerConfig& config, DType
     case Architecture::OPT:
       return detail::build_opt(config, dtype);
     default:
-      return detail::build_decoder(config, dtype);
+      return detail::build_decoder(config, dtype, tp);
   }
 }
 

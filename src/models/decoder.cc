@@ -19,7 +19,8 @@ namespace strata::models {
 
 using detail::on_device_of;
 
-DecoderAttention::DecoderAttention(const TransformerConfig& c, std::int64_t layer_idx, DType dtype)
+DecoderAttention::DecoderAttention(const TransformerConfig& c, std::int64_t layer_idx, DType dtype,
+                                   const TensorParallel& tp)
     : nn::Module(c.class_name("Attention")),
       layer_idx_(layer_idx),
       num_heads_(c.num_heads),
@@ -35,7 +36,9 @@ DecoderAttention::DecoderAttention(const TransformerConfig& c, std::int64_t laye
   q_proj_ = linear("q_proj", c.hidden_size, q_out, c.qkv_bias);
   k_proj_ = linear("k_proj", c.hidden_size, kv_out, c.qkv_bias);
   v_proj_ = linear("v_proj", c.hidden_size, kv_out, c.qkv_bias);
-  o_proj_ = linear("o_proj", q_out, c.hidden_size, c.o_bias);
+  o_proj_ = tp.active() ? register_module("o_proj", std::make_shared<RowParallelLinear>(
+                                                        q_out, c.hidden_size, c.o_bias, dtype, tp))
+                        : linear("o_proj", q_out, c.hidden_size, c.o_bias);
   if (c.qk_norm) {
     const std::string norm = c.class_name("RMSNorm");
     q_norm_ =
@@ -78,7 +81,8 @@ Value DecoderAttention::forward(Args& args) {
 
 GatedMLP::GatedMLP(std::string class_name, Naming naming, std::int64_t hidden,
                    std::int64_t intermediate, bool bias, Activation activation, DType dtype,
-                   const QuantizationConfig* quant, const std::string& path)
+                   const QuantizationConfig* quant, const std::string& path,
+                   const TensorParallel& tp)
     : nn::Module(std::move(class_name)) {
   const auto linear = [&](const char* name, std::int64_t in, std::int64_t out) {
     return register_module(name, make_linear(quant, path + "." + name, in, out, bias, dtype));
@@ -87,7 +91,9 @@ GatedMLP::GatedMLP(std::string class_name, Naming naming, std::int64_t hidden,
   if (naming == Naming::Llama) {
     gate_ = linear("gate_proj", hidden, intermediate);
     up_ = linear("up_proj", hidden, intermediate);
-    down_ = linear("down_proj", intermediate, hidden);
+    down_ = tp.active() ? register_module("down_proj", std::make_shared<RowParallelLinear>(
+                                                           intermediate, hidden, bias, dtype, tp))
+                        : linear("down_proj", intermediate, hidden);
   } else {
     gate_ = linear("w1", hidden, intermediate);
     down_ = linear("w2", intermediate, hidden);
@@ -102,18 +108,19 @@ Value GatedMLP::forward(Args& args) {
   return call(*down_, ops::mul(gate, on_device_of(call(*up_, x), gate)));
 }
 
-DecoderLayer::DecoderLayer(const TransformerConfig& c, std::int64_t layer_idx, DType dtype)
+DecoderLayer::DecoderLayer(const TransformerConfig& c, std::int64_t layer_idx, DType dtype,
+                           const TensorParallel& tp)
     : nn::Module(c.class_name("DecoderLayer")) {
   self_attn_ =
-      register_module("self_attn", std::make_shared<DecoderAttention>(c, layer_idx, dtype));
+      register_module("self_attn", std::make_shared<DecoderAttention>(c, layer_idx, dtype, tp));
   if (c.num_experts > 0) {
-    mlp_ = register_module("block_sparse_moe", std::make_shared<SparseMoeBlock>(c, dtype));
+    mlp_ = register_module("block_sparse_moe", std::make_shared<SparseMoeBlock>(c, dtype, tp));
   } else {
     mlp_ = register_module(
         "mlp", std::make_shared<GatedMLP>(
                    c.class_name("MLP"), GatedMLP::Naming::Llama, c.hidden_size, c.intermediate_size,
                    c.mlp_bias, c.activation, dtype, c.quantization ? &*c.quantization : nullptr,
-                   fmt::format("model.layers.{}.mlp", layer_idx)));
+                   fmt::format("model.layers.{}.mlp", layer_idx), tp));
   }
   const std::string norm = c.class_name("RMSNorm");
   input_layernorm_ = register_module(
@@ -132,13 +139,13 @@ Value DecoderLayer::forward(Args& args) {
   return ops::add(hidden, on_device_of(mlp, hidden));
 }
 
-DecoderModel::DecoderModel(const TransformerConfig& c, DType dtype)
+DecoderModel::DecoderModel(const TransformerConfig& c, DType dtype, const TensorParallel& tp)
     : nn::Module(c.class_name("Model")), sliding_windows_(c.sliding_windows) {
   embed_tokens_ = register_module(
       "embed_tokens", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype));
   layers_ = register_module("layers", std::make_shared<nn::ModuleList>());
   for (std::int64_t i = 0; i < c.num_layers; ++i) {
-    layers_->push_back(std::make_shared<DecoderLayer>(c, i, dtype));
+    layers_->push_back(std::make_shared<DecoderLayer>(c, i, dtype, tp));
   }
   norm_ = register_module(
       "norm", std::make_shared<RMSNorm>(c.class_name("RMSNorm"), c.hidden_size, c.norm_eps, dtype));
@@ -172,16 +179,18 @@ Value DecoderModel::forward(Args& args) {
   return call(*norm_, hidden);
 }
 
-DecoderForCausalLM::DecoderForCausalLM(const TransformerConfig& c, DType dtype)
-    : CausalLM(c.class_name("ForCausalLM"), c) {
-  auto base = std::make_shared<DecoderModel>(c, dtype);
+DecoderForCausalLM::DecoderForCausalLM(const TransformerConfig& c, DType dtype,
+                                       const TensorParallel& tp)
+    : CausalLM(c.class_name("ForCausalLM"), c, tp) {
+  auto base = std::make_shared<DecoderModel>(tp.active() ? rank_config(c, tp.size) : c, dtype, tp);
   auto embed = base->embed_tokens();
   finish(std::move(base), std::move(embed), c.hidden_size, dtype);
 }
 
 namespace detail {
-std::shared_ptr<CausalLM> build_decoder(const TransformerConfig& config, DType dtype) {
-  return std::make_shared<DecoderForCausalLM>(config, dtype);
+std::shared_ptr<CausalLM> build_decoder(const TransformerConfig& config, DType dtype,
+                                        const TensorParallel& tp) {
+  return std::make_shared<DecoderForCausalLM>(config, dtype, tp);
 }
 }  // namespace detail
 

@@ -7,7 +7,8 @@
 
 namespace strata::models::detail {
 
-std::shared_ptr<CausalLM> build_decoder(const TransformerConfig& config, DType dtype);
+std::shared_ptr<CausalLM> build_decoder(const TransformerConfig& config, DType dtype,
+                                        const TensorParallel& tp);
 std::shared_ptr<CausalLM> build_gpt2(const TransformerConfig& config, DType dtype);
 std::shared_ptr<CausalLM> build_opt(const TransformerConfig& config, DType dtype);
 

@@ -9,10 +9,11 @@
 
 namespace strata::models {
 
-SparseMoeBlock::SparseMoeBlock(const TransformerConfig& c, DType dtype)
+SparseMoeBlock::SparseMoeBlock(const TransformerConfig& c, DType dtype, const TensorParallel& tp)
     : nn::Module("MixtralSparseMoeBlock"),
       num_experts_(c.num_experts),
-      top_k_(c.num_experts_per_tok) {
+      top_k_(c.num_experts_per_tok),
+      tp_(tp) {
   gate_ = register_module("gate",
                           std::make_shared<nn::Linear>(c.hidden_size, c.num_experts, false, dtype));
   experts_ = register_module("experts", std::make_shared<nn::ModuleList>());
@@ -88,6 +89,13 @@ Value SparseMoeBlock::forward(Args& args) {
     }
     const Tensor part = ops::embedding(Tensor::from_vector(rows).to(device), contributions);
     result = j == 0 ? part : ops::add(result, part);
+  }
+  if (tp_.active()) {
+    // Each rank's experts computed their part of the intermediate size: the weighted sum of the
+    // partial outputs is linear, so one all-reduce per block gives the whole (every rank routed
+    // the same tokens: its input is the same everywhere).
+    result = result.contiguous();
+    detail::forward_communicator(tp_, "MixtralSparseMoeBlock.forward").all_reduce_sum(result);
   }
   return result.view(x.shape());
 }

@@ -65,6 +65,7 @@ LoadAndDispatchResult load_checkpoint_and_dispatch(nn::Module& model,
   load.dtype = options.dtype;
   load.offload_buffers = options.offload_buffers;
   load.strict = options.strict;
+  load.shards = options.shards;
   load.progress = options.progress;
   result.load = load_checkpoint_in_model(model, checkpoint, load);
   if (!map) return result;

@@ -39,10 +39,17 @@ struct PlannedTensor {
   nn::SlotPtr slot;
   DType target = DType::Float32;
   Tier tier = Tier::Device;
-  Device device = Device::cpu();  // Tier::Device only
-  std::string destination;        // "cpu", "cuda:0", "disk", "disk (checkpoint view)"
+  Device device = Device::cpu();         // Tier::Device only
+  std::string destination;               // "cpu", "cuda:0", "disk", "disk (checkpoint view)"
+  Shape shape;                           // as loaded: the entry's, or its shard's
+  std::optional<io::TensorShard> shard;  // tensor parallelism: the rows/columns this rank loads
   std::uint64_t nbytes() const {
-    return static_cast<std::uint64_t>(shape_numel(entry->shape)) * dtype_size(target);
+    return static_cast<std::uint64_t>(shape_numel(shape)) * dtype_size(target);
+  }
+  // The stored tensor (or its shard) as a view of the mapping: nothing is read yet.
+  Tensor stored() const {
+    const Tensor whole = file->tensor(*entry);
+    return shard ? whole.narrow(shard->dim, shard->start, shard->length) : whole;
   }
 };
 
@@ -126,6 +133,24 @@ MapDevice most_resident(MapDevice where, const std::vector<std::string>& tied_na
   return where;
 }
 
+// The shape `name` loads as: the stored shape, or the shard's after checking it lies inside it.
+Shape loaded_shape(const std::string& name, const std::string& stored_name, const Shape& stored,
+                   const io::TensorShard* shard, const std::string& file) {
+  if (shard == nullptr) return stored;
+  const auto rank = static_cast<std::int64_t>(stored.size());
+  STRATA_CHECK(shard->dim >= 0 && shard->dim < rank && shard->start >= 0 && shard->length >= 0 &&
+                   shard->start + shard->length <= stored[static_cast<std::size_t>(shard->dim)],
+               CheckpointError,
+               "checkpoint file '{}': tensor {} has shape {}, which has no shard [{}, {}) along "
+               "dimension {} for {}; the tensor-parallel split was made for another "
+               "configuration: build the model from the checkpoint's config.json",
+               file, printable(stored_name), shape_str(stored), shard->start,
+               shard->start + shard->length, shard->dim, printable(name));
+  Shape shape = stored;
+  shape[static_cast<std::size_t>(shard->dim)] = shard->length;
+  return shape;
+}
+
 LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
                    const LoadCheckpointOptions& options) {
   std::unordered_map<std::string, nn::TensorRef> model_tensors;
@@ -141,7 +166,21 @@ LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
   }
   std::unordered_set<const nn::TensorSlot*> loaded;
   std::unordered_set<int> checked_gpus;
+  // Checkpoint names in file order, then the shards cut from another stored tensor (a tied
+  // head's) for model tensors the checkpoint lacks.
+  std::vector<std::pair<std::string, std::string>> sources;  // model name, stored name
+  std::unordered_set<std::string> stored_names;
   for (const std::string& name : reader.keys()) {
+    sources.emplace_back(name, name);
+    stored_names.insert(name);
+  }
+  for (const auto& [name, shard] : options.shards) {
+    if (!shard.source.empty() && !stored_names.contains(name) &&
+        stored_names.contains(shard.source) && model_tensors.contains(name)) {
+      sources.emplace_back(name, shard.source);
+    }
+  }
+  for (const auto& [name, stored_name] : sources) {
     const auto it = model_tensors.find(name);
     if (it == model_tensors.end()) {
       plan.unexpected.push_back(name);
@@ -150,15 +189,25 @@ LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
     const nn::TensorRef& ref = it->second;
     // A tied slot is loaded under its first name in the file; its other names follow it.
     if (!loaded.insert(ref.slot.get()).second) continue;
-    const auto location = reader.locate(name);
+    const auto location = reader.locate(stored_name);
     const io::SafetensorsEntry& entry = *location.entry;
     const Tensor& current = ref.tensor();
     const char* kind = ref.is_buffer ? "buffer" : "parameter";
-    STRATA_CHECK(entry.shape == current.shape(), CheckpointError,
+    const auto shard_it = options.shards.find(name);
+    const io::TensorShard* shard = shard_it == options.shards.end() ? nullptr : &shard_it->second;
+    const Shape shape =
+        loaded_shape(name, stored_name, entry.shape, shard, location.file->path().string());
+    STRATA_CHECK(shard == nullptr || shape == current.shape(), CheckpointError,
+                 "checkpoint file '{}': this rank's shard of tensor {} has shape {}, but the "
+                 "model's {} {} has shape {}; the model and the shards were made for different "
+                 "tensor-parallel splits: build both from the same TensorParallel",
+                 location.file->path().string(), printable(stored_name), shape_str(shape), kind,
+                 printable(name), shape_str(current.shape()));
+    STRATA_CHECK(shape == current.shape(), CheckpointError,
                  "checkpoint file '{}': tensor '{}' has shape {}, but the model's {} has shape "
                  "{}; the checkpoint was saved from another model or configuration: build the "
                  "model from the checkpoint's config.json",
-                 location.file->path().string(), printable(name), shape_str(entry.shape), kind,
+                 location.file->path().string(), printable(name), shape_str(shape), kind,
                  shape_str(current.shape()));
     STRATA_CHECK(
         is_floating_point(entry.dtype) == is_floating_point(current.dtype()), CheckpointError,
@@ -172,6 +221,8 @@ LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
     t.file = location.file;
     t.entry = &entry;
     t.slot = ref.slot;
+    t.shape = shape;
+    if (shard != nullptr) t.shard = *shard;
     t.target = target_dtype(ref, entry.dtype, current.dtype(), options);
     MapDevice where_to = MapDevice::cpu();
     if (!options.device_map.empty()) {
@@ -189,7 +240,9 @@ LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
     t.device = device_of(where_to, name, checked_gpus);
     if (where_to.is_disk()) {
       plan.has_disk = true;
-      const bool view = t.target == entry.dtype && t.file->is_zero_copy(entry);
+      // A shard (or a tensor cut from another one) is never the stored entry itself.
+      const bool view =
+          t.target == entry.dtype && t.file->is_zero_copy(entry) && !t.shard && stored_name == name;
       t.tier = view ? Tier::DiskView : Tier::DiskCopy;
       t.destination = view ? std::string(kDiskView) : "disk";
       plan.needs_offload_copy = plan.needs_offload_copy || !view;
@@ -206,24 +259,28 @@ LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
 
 // A new tensor on `device` holding the checkpoint tensor cast to `target`: one read of the
 // mapped bytes, straight into the final memory (for a GPU in the stored dtype: through `staged`'s
-// pinned chunks, complete once staged.finish() returns).
+// pinned chunks, complete once staged.finish() returns). A shard is copied from its view of the
+// mapping: only its rows (or columns) are read.
 Tensor materialise(const PlannedTensor& t, bool pin, detail::StagedGpuLoad& staged) {
   const io::SafetensorsEntry& e = *t.entry;
   if (t.device.is_cpu()) {
     Tensor out =
-        Tensor::empty(e.shape, t.target, t.device, pin ? MemoryKind::Pinned : MemoryKind::Pageable);
+        Tensor::empty(t.shape, t.target, t.device, pin ? MemoryKind::Pinned : MemoryKind::Pageable);
     if (out.nbytes() == 0) return out;
-    if (t.target == e.dtype) {
+    if (t.target == e.dtype && !t.shard) {
       t.file->read_into(e, out.data_ptr());  // pread: no page faults on the mapping
     } else {
-      out.copy_(t.file->tensor(e));  // converting copy from the mapping, over the cores
+      out.copy_(t.stored());  // converting copy from the mapping, over the cores
     }
     return out;
   }
+  // A whole tensor, or a shard of rows (contiguous in the file), streams through pinned staging.
   if (t.device.is_cuda() && t.target == e.dtype) {
-    if (std::optional<Tensor> out = staged.load(t.file->tensor(e), t.device)) return *out;
+    if (const Tensor src = t.stored(); src.is_contiguous()) {
+      if (std::optional<Tensor> out = staged.load(src, t.device)) return *out;
+    }
   }
-  return t.file->tensor(e).to(t.device, t.target);
+  return t.stored().to(t.device, t.target);
 }
 
 io::OffloadEntry view_entry(const PlannedTensor& t) {
@@ -301,13 +358,13 @@ LoadCheckpointResult load_checkpoint_in_model(nn::Module& model, const fs::path&
         io::OffloadEntry view = view_entry(t);
         if (writer) writer->add_reference(t.name, view);
         result.offload_index.insert_or_assign(t.name, std::move(view));
-        t.slot->set(Tensor::empty(t.entry->shape, t.target, Device::meta()));
+        t.slot->set(Tensor::empty(t.shape, t.target, Device::meta()));
         break;
       }
       case Tier::DiskCopy:
-        writer->write(t.name, t.file->tensor(*t.entry), t.target);
+        writer->write(t.name, t.stored(), t.target);
         result.offload_index.insert_or_assign(t.name, writer->pending().at(t.name));
-        t.slot->set(Tensor::empty(t.entry->shape, t.target, Device::meta()));
+        t.slot->set(Tensor::empty(t.shape, t.target, Device::meta()));
         break;
     }
     tracker.tensor_done(t.name, t.destination, t.nbytes());

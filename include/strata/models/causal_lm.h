@@ -33,6 +33,7 @@
 #include "strata/io/model_config.h"
 #include "strata/models/config.h"
 #include "strata/models/kv_cache.h"
+#include "strata/models/tensor_parallel.h"
 #include "strata/nn/layers.h"
 #include "strata/nn/module.h"
 
@@ -43,7 +44,10 @@ using nn::Value;
 
 class CausalLM : public nn::Module {
  public:
+  // The whole model's configuration (under tensor parallelism too; rank_config gives a rank's).
   const TransformerConfig& config() const { return config_; }
+  // How this model is split over ranks (size 1: not split).
+  const TensorParallel& tensor_parallel() const { return tp_; }
   std::vector<std::string> no_split_module_classes() const {
     return config_.no_split_module_classes();
   }
@@ -70,14 +74,17 @@ class CausalLM : public nn::Module {
              const std::optional<Tensor>& attention_mask = std::nullopt);
 
  protected:
-  CausalLM(std::string class_name, TransformerConfig config);
+  CausalLM(std::string class_name, TransformerConfig config, TensorParallel tp = {});
   // Registers the base model (under base_model_prefix()) and the head, tying the head to the
-  // embedding when the config says so. `head_in` is the head's input width.
+  // embedding when the config says so. `head_in` is the head's input width. Under tensor
+  // parallelism the head is a VocabParallelHead, never tied (its shard of a tied embedding is
+  // loaded from the embedding's tensor: tensor_parallel_shards).
   void finish(std::shared_ptr<nn::Module> base, std::shared_ptr<nn::Embedding> embed_tokens,
               std::int64_t head_in, DType dtype);
 
  private:
   TransformerConfig config_;
+  TensorParallel tp_;
   std::shared_ptr<nn::Module> base_;
   std::shared_ptr<nn::Embedding> embed_tokens_;
   std::shared_ptr<nn::Linear> lm_head_;
@@ -87,6 +94,11 @@ class CausalLM : public nn::Module {
 // init_empty_weights). Throws as parse_transformer_config.
 std::shared_ptr<CausalLM> build_causal_lm(const TransformerConfig& config,
                                           DType dtype = DType::Float32);
+// Rank `tp.rank`'s part of the model split over `tp.size` ranks (models/tensor_parallel.h);
+// throws as check_tensor_parallel when the model cannot be split so. Load it with
+// tensor_parallel_shards(config, tp) as the loader's shards.
+std::shared_ptr<CausalLM> build_causal_lm(const TransformerConfig& config, DType dtype,
+                                          const TensorParallel& tp);
 std::shared_ptr<CausalLM> build_causal_lm(const io::ModelConfig& config,
                                           DType dtype = DType::Float32);
 

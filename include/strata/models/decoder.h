@@ -19,6 +19,7 @@
 #include "strata/models/config.h"
 #include "strata/models/layers.h"
 #include "strata/models/rope.h"
+#include "strata/models/tensor_parallel.h"
 #include "strata/nn/layers.h"
 
 namespace strata::models {
@@ -27,9 +28,12 @@ namespace strata::models {
 // forward(hidden [batch, seq, hidden]; position_embeddings: [cos, sin] from the rotary module,
 // past_key_values: KVCache or none, attention_mask: a padded batch's additive mask
 // [batch, 1, seq, past + seq] or none) -> [batch, seq, hidden].
+// Under tensor parallelism `config` is the rank's (rank_config: its heads) and o_proj is a
+// RowParallelLinear.
 class DecoderAttention : public nn::Module {
  public:
-  DecoderAttention(const TransformerConfig& config, std::int64_t layer_idx, DType dtype);
+  DecoderAttention(const TransformerConfig& config, std::int64_t layer_idx, DType dtype,
+                   const TensorParallel& tp = {});
   std::int64_t layer_idx() const { return layer_idx_; }
   std::int64_t sliding_window() const { return sliding_window_; }
   Value forward(Args& args) override;
@@ -46,9 +50,10 @@ class GatedMLP : public nn::Module {
  public:
   enum class Naming { Llama, MixtralExpert };
   // `quant` and `path` (the module's dotted name) choose quantized projections (quant_linear.h).
+  // An active `tp` makes down_proj a RowParallelLinear (`intermediate` is then the rank's part).
   GatedMLP(std::string class_name, Naming naming, std::int64_t hidden, std::int64_t intermediate,
            bool bias, Activation activation, DType dtype, const QuantizationConfig* quant = nullptr,
-           const std::string& path = "");
+           const std::string& path = "", const TensorParallel& tp = {});
   Value forward(Args& args) override;
 
  private:
@@ -59,7 +64,8 @@ class GatedMLP : public nn::Module {
 // Pre-norm block: h += attn(norm(h)); h += mlp(norm(h)). Keywords are passed to self_attn.
 class DecoderLayer : public nn::Module {
  public:
-  DecoderLayer(const TransformerConfig& config, std::int64_t layer_idx, DType dtype);
+  DecoderLayer(const TransformerConfig& config, std::int64_t layer_idx, DType dtype,
+               const TensorParallel& tp = {});
   Value forward(Args& args) override;
 
  private:
@@ -73,7 +79,7 @@ class DecoderLayer : public nn::Module {
 // positions and an additive mask per layer kind, passed to the layers as attention_mask).
 class DecoderModel : public nn::Module {
  public:
-  DecoderModel(const TransformerConfig& config, DType dtype);
+  DecoderModel(const TransformerConfig& config, DType dtype, const TensorParallel& tp = {});
   const std::shared_ptr<nn::Embedding>& embed_tokens() const { return embed_tokens_; }
   const std::shared_ptr<nn::ModuleList>& layers() const { return layers_; }
   Value forward(Args& args) override;
@@ -88,7 +94,9 @@ class DecoderModel : public nn::Module {
 
 class DecoderForCausalLM : public CausalLM {
  public:
-  DecoderForCausalLM(const TransformerConfig& config, DType dtype);
+  // `config` is the whole model's; with an active `tp` each rank builds its part
+  // (rank_config) and a vocabulary-parallel head.
+  DecoderForCausalLM(const TransformerConfig& config, DType dtype, const TensorParallel& tp = {});
 };
 
 }  // namespace strata::models

@@ -13,6 +13,7 @@
 
 #include "strata/models/config.h"
 #include "strata/models/layers.h"
+#include "strata/models/tensor_parallel.h"
 #include "strata/nn/layers.h"
 
 namespace strata::models {
@@ -24,13 +25,16 @@ namespace strata::models {
 // that received tokens run.
 class SparseMoeBlock : public nn::Module {
  public:
-  SparseMoeBlock(const TransformerConfig& config, DType dtype);
+  // Under tensor parallelism `config` is the rank's (each expert holds its part of the
+  // intermediate size) and the block's output is all-reduced once.
+  SparseMoeBlock(const TransformerConfig& config, DType dtype, const TensorParallel& tp = {});
   std::int64_t num_experts() const { return num_experts_; }
   std::int64_t top_k() const { return top_k_; }
   Value forward(Args& args) override;
 
  private:
   std::int64_t num_experts_, top_k_;
+  TensorParallel tp_;
   std::shared_ptr<nn::Linear> gate_;
   std::shared_ptr<nn::ModuleList> experts_;
 };

@@ -33,6 +33,8 @@ struct LoadAndDispatchOptions {
   // Bytes the runtime needs on every GPU besides weights (the server's KV cache pool): held back
   // by the planner with a strategy (RuntimeReserve::per_gpu).
   std::int64_t reserve_per_gpu = 0;
+  // Tensor parallelism: this rank's shards (LoadCheckpointOptions::shards).
+  io::TensorShards shards;
   // Called after each tensor is placed (the CLI draws a progress bar from it).
   io::ProgressCallback progress;
 };

@@ -13,6 +13,7 @@
 #include "strata/core/dtype.h"
 #include "strata/io/load_summary.h"
 #include "strata/io/offload.h"
+#include "strata/io/tensor_shard.h"
 #include "strata/nn/module.h"
 #include "strata/nn/weights_map.h"
 #include "strata/placement/map_device.h"
@@ -46,6 +47,10 @@ struct LoadCheckpointOptions {
   // Page-locked memory for cpu-placed weights (fast, async host-to-device copies for offload
   // hooks). Unset: on when a CUDA backend is registered.
   std::optional<bool> pin_cpu_weights;
+  // Tensor parallelism: the tensors of which this rank loads a range of rows or columns (and
+  // nothing else of them), read from the mapped file. The module's tensor has the shard's shape.
+  // A shard with a `source` is cut from that stored tensor when the checkpoint lacks its own.
+  io::TensorShards shards;
   io::ProgressCallback progress;
 };
 
