@@ -29,6 +29,8 @@ namespace {
 constexpr std::int64_t kTileFloats = std::int64_t{1} << 20;
 // Weight bytes per parallel chunk of the matvec kernel, so small layers stay on one thread.
 constexpr std::int64_t kMatvecChunkBytes = std::int64_t{256} << 10;
+// Output features per unit of the matvec partition (whole 64-byte lines of y in every dtype).
+constexpr std::int64_t kRowAlign = 64;
 
 int blas_int(std::int64_t value, const char* op, const char* what) {
   STRATA_CHECK(value <= INT_MAX, NotSupported,
@@ -76,29 +78,56 @@ void linear_sgemm(const float* x, const float* w, const std::vector<float>& bias
               1.0f, x, bk, w, bk, bias.empty() ? 0.0f : 1.0f, y, bn);
 }
 
-// Few rows (decode): stream the weight once through the matvec kernel, in parallel over output
-// features. Also used for float32, where it beats sgemv (measured: docs/cpu-kernels.md).
+// Per-thread scratch reused across calls: decode runs hundreds of linears per token, each cut
+// into a few chunks per thread, and none of them should reach the allocator.
+float* thread_scratch(std::size_t floats) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < floats) buffer.resize(floats);
+  return buffer.data();
+}
+
+// Few rows (decode, small batches): stream the weight once through the matvec kernel, in
+// parallel over output features. Chunks are whole blocks of kRowAlign output features (whole
+// cache lines of y, so no two threads write the same line) and at least kMatvecChunkBytes of
+// weight; parallel_for hands a few per thread, claimed dynamically. bfloat16 uses the AVX-512
+// BF16 kernel on x as it is where the CPU has one; otherwise x is widened once to float32. Also
+// used for float32, where it beats sgemv (measured: docs/cpu-kernels.md).
 template <typename T>
 void linear_matvec(const T* x, const T* w, const std::vector<float>& bias, T* y, std::int64_t m,
                    std::int64_t n, std::int64_t k) {
-  std::vector<float> xf(static_cast<std::size_t>(m * k));
-  convert_row_to_float(x, xf.data(), m * k);
-  const simd::MatvecFn<T> matvec = [] {
+  const simd::Kernels& kernels = simd::kernels();
+  simd::MatvecBf16NativeFn native = nullptr;
+  if constexpr (std::is_same_v<T, BFloat16>) native = kernels.matvec_bf16_native;
+  std::vector<float> xf;
+  if (native == nullptr) {
+    xf.resize(static_cast<std::size_t>(m * k));
+    convert_row_to_float(x, xf.data(), m * k);
+  }
+  const simd::MatvecFn<T> matvec = [&] {
     if constexpr (std::is_same_v<T, float>) {
-      return simd::kernels().matvec_f32;
+      return kernels.matvec_f32;
     } else if constexpr (std::is_same_v<T, BFloat16>) {
-      return simd::kernels().matvec_bf16;
+      return kernels.matvec_bf16;
     } else {
-      return simd::kernels().matvec_f16;
+      return kernels.matvec_f16;
     }
   }();
-  const std::int64_t grain = std::max<std::int64_t>(1, kMatvecChunkBytes / (k * sizeof(T)));
-  parallel_for(n, grain, [&](std::int64_t begin, std::int64_t end) {
-    const std::int64_t cols = end - begin;
-    std::vector<float> acc(static_cast<std::size_t>(m * cols));
-    std::vector<float> scratch(static_cast<std::size_t>(cols));
-    matvec(xf.data(), k, m, w + begin * k, k, cols, k, acc.data(), cols);
-    store_rows(acc.data(), cols, m, cols, bias, begin, y, n, scratch.data());
+  const std::int64_t blocks = (n + kRowAlign - 1) / kRowAlign;
+  const std::int64_t block_bytes = kRowAlign * k * static_cast<std::int64_t>(sizeof(T));
+  const std::int64_t grain = std::max<std::int64_t>(1, kMatvecChunkBytes / block_bytes);
+  parallel_for(blocks, grain, [&](std::int64_t first_block, std::int64_t end_block) {
+    const std::int64_t begin = first_block * kRowAlign;
+    const std::int64_t cols = std::min(n, end_block * kRowAlign) - begin;
+    float* acc = thread_scratch(static_cast<std::size_t>((m + 1) * cols));
+    float* scratch = acc + m * cols;
+    if (native != nullptr) {
+      if constexpr (std::is_same_v<T, BFloat16>) {
+        native(x, k, m, w + begin * k, k, cols, k, acc, cols);
+      }
+    } else {
+      matvec(xf.data(), k, m, w + begin * k, k, cols, k, acc, cols);
+    }
+    store_rows(acc, cols, m, cols, bias, begin, y, n, scratch);
   });
 }
 

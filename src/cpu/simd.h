@@ -12,13 +12,18 @@
 
 namespace strata::cpu::simd {
 
-// Rows of x that the matrix-vector kernels take at once (decode batches); larger M goes to GEMM.
-inline constexpr std::int64_t kMaxMatvecRows = 4;
+// Rows of x that the matrix-vector kernels take at once (decode and small batches); larger M goes
+// to GEMM. Up to this many rows the weight is read from memory once for all of them.
+inline constexpr std::int64_t kMaxMatvecRows = 16;
 
 template <typename T>
 using MatvecFn = void (*)(const float* x, std::int64_t ldx, std::int64_t m, const T* w,
                           std::int64_t ldw, std::int64_t n, std::int64_t k, float* y,
                           std::int64_t ldy);
+// The same with bfloat16 x (no widening of x at all): the AVX-512 BF16 dot-product kernel.
+using MatvecBf16NativeFn = void (*)(const BFloat16* x, std::int64_t ldx, std::int64_t m,
+                                    const BFloat16* w, std::int64_t ldw, std::int64_t n,
+                                    std::int64_t k, float* y, std::int64_t ldy);
 
 struct Kernels {
   const char* name;  // "avx512", "avx2", "generic"
@@ -33,6 +38,9 @@ struct Kernels {
   MatvecFn<float> matvec_f32;
   MatvecFn<BFloat16> matvec_bf16;
   MatvecFn<Half> matvec_f16;
+  // bfloat16 x times bfloat16 w with `vdpbf16ps` (pairs of products added in float32, inputs'
+  // subnormals read as zero); nullptr where the CPU lacks AVX-512 BF16. Same contract as above.
+  MatvecBf16NativeFn matvec_bf16_native = nullptr;
 };
 
 // The best table for the running CPU (chosen once).
@@ -56,7 +64,8 @@ Kernels kernels_of(const char* name) {
                  &Impl::float_to_half,
                  &Impl::template matvec<float>,
                  &Impl::template matvec<BFloat16>,
-                 &Impl::template matvec<Half>};
+                 &Impl::template matvec<Half>,
+                 nullptr};
 }
 
 }  // namespace strata::cpu::simd

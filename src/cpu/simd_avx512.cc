@@ -12,6 +12,9 @@
 #endif
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "cpu/simd_target.h"
 
 namespace strata::cpu::simd {
@@ -61,6 +64,100 @@ struct V {
 
 STRATA_SIMD_TARGET_END
 
+// bfloat16 x bfloat16 with vdpbf16ps: each instruction multiplies 32 pairs and adds them pairwise
+// into 16 float32 lanes, with no widening of either operand, so small batches (up to 16 rows of x
+// against each weight row) stay memory-bound. The K tail is a masked load (no scalar loop).
+STRATA_SIMD_TARGET_BEGIN("avx512f,avx512bw,avx512bf16,avx2,fma,f16c")
+
+inline __m512i load_bf16_pairs(const BFloat16* p) {
+  return _mm512_loadu_si512(reinterpret_cast<const void*>(p));
+}
+inline __m512i load_bf16_pairs(const BFloat16* p, __mmask32 mask) {
+  return _mm512_maskz_loadu_epi16(mask, reinterpret_cast<const void*>(p));
+}
+inline __m512 dot_bf16(__m512 acc, __m512i a, __m512i b) {
+  return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
+}
+
+template <int M, int R>
+inline void dot_tile_bf16(const BFloat16* x, std::int64_t ldx, const BFloat16* w, std::int64_t ldw,
+                          std::int64_t k, float* y, std::int64_t ldy) {
+  __m512 acc[M][R];
+  for (int m = 0; m < M; ++m) {
+    for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_ps();
+  }
+  std::int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    __m512i wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = load_bf16_pairs(w + r * ldw + i);
+    for (int m = 0; m < M; ++m) {
+      const __m512i xv = load_bf16_pairs(x + m * ldx + i);
+      for (int r = 0; r < R; ++r) acc[m][r] = dot_bf16(acc[m][r], xv, wv[r]);
+    }
+  }
+  if (i < k) {  // masked lanes read as +0: they add nothing
+    const __mmask32 mask = _cvtu32_mask32((1u << (k - i)) - 1u);
+    __m512i wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = load_bf16_pairs(w + r * ldw + i, mask);
+    for (int m = 0; m < M; ++m) {
+      const __m512i xv = load_bf16_pairs(x + m * ldx + i, mask);
+      for (int r = 0; r < R; ++r) acc[m][r] = dot_bf16(acc[m][r], xv, wv[r]);
+    }
+  }
+  for (int m = 0; m < M; ++m) {
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(acc[m][r]);
+  }
+}
+
+template <int M>
+void dot_tiles_bf16(const BFloat16* x, std::int64_t ldx, const BFloat16* w, std::int64_t ldw,
+                    std::int64_t j0, std::int64_t j1, std::int64_t k, float* y, std::int64_t ldy) {
+  std::int64_t j = j0;
+  for (; j + 4 <= j1; j += 4) dot_tile_bf16<M, 4>(x, ldx, w + j * ldw, ldw, k, y + j, ldy);
+  for (; j < j1; ++j) dot_tile_bf16<M, 1>(x, ldx, w + j * ldw, ldw, k, y + j, ldy);
+}
+
+// Same blocking as matvec_any (simd_kernels.inc): four x rows per pass over a block of weight
+// rows that stays in L1/L2 for the next group.
+void matvec_bf16_native(const BFloat16* x, std::int64_t ldx, std::int64_t m, const BFloat16* w,
+                        std::int64_t ldw, std::int64_t n, std::int64_t k, float* y,
+                        std::int64_t ldy) {
+  STRATA_ASSERT(m >= 1 && m <= kMaxMatvecRows, "matvec called with {} rows (1..{} supported)", m,
+                kMaxMatvecRows);
+  const std::int64_t block =
+      m <= 4 ? n : std::max<std::int64_t>(4, (std::int64_t{16} << 10) / (2 * k) / 4 * 4);
+  for (std::int64_t j0 = 0; j0 < n; j0 += block) {
+    const std::int64_t j1 = std::min(n, j0 + block);
+    for (std::int64_t i = 0; i < m; i += 4) {
+      const BFloat16* xi = x + i * ldx;
+      float* yi = y + i * ldy;
+      switch (std::min<std::int64_t>(4, m - i)) {
+        case 1:
+          dot_tiles_bf16<1>(xi, ldx, w, ldw, j0, j1, k, yi, ldy);
+          break;
+        case 2:
+          dot_tiles_bf16<2>(xi, ldx, w, ldw, j0, j1, k, yi, ldy);
+          break;
+        case 3:
+          dot_tiles_bf16<3>(xi, ldx, w, ldw, j0, j1, k, yi, ldy);
+          break;
+        default:
+          dot_tiles_bf16<4>(xi, ldx, w, ldw, j0, j1, k, yi, ldy);
+      }
+    }
+  }
+}
+
+STRATA_SIMD_TARGET_END
+
+// AVX-512 BF16: cpuid leaf 7, sub-leaf 1, EAX bit 5 (queried directly: not every compiler's
+// __builtin_cpu_supports knows the name). The OS support for the zmm state is what the avx512f
+// check below already covers.
+bool cpu_has_avx512_bf16() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && (eax & (1u << 5)) != 0;
+}
+
 }  // namespace
 
 const Kernels* avx512_kernels() {
@@ -68,7 +165,14 @@ const Kernels* avx512_kernels() {
     __builtin_cpu_init();
     const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
                     __builtin_cpu_supports("fma") && cpu_has_f16c();
-    static const Kernels k = kernels_of<Impl>("avx512");
+    static const Kernels k = [] {
+      Kernels table = kernels_of<Impl>("avx512");
+      if (cpu_has_avx512_bf16() && std::getenv("STRATA_NO_AVX512_BF16") == nullptr) {
+        table.name = "avx512+bf16";
+        table.matvec_bf16_native = &matvec_bf16_native;
+      }
+      return table;
+    }();
     return ok ? &k : nullptr;
   }();
   return table;

@@ -49,10 +49,12 @@ TEST(BuildInfo, CpuKernelIsaIsTheDispatchedTable) {
   const std::string isa = cpu_kernel_isa();
   EXPECT_EQ(isa, cpu::simd::kernels().name);
   // The dispatch takes the widest table the CPU runs.
-  const char* expected = cpu::simd::avx512_kernels() != nullptr ? "avx512"
+  const char* expected = cpu::simd::avx512_kernels() != nullptr ? cpu::simd::avx512_kernels()->name
                          : cpu::simd::avx2_kernels() != nullptr ? "avx2"
                                                                 : "generic";
   EXPECT_EQ(isa, expected);
+  // "avx512+bf16" exactly when the table carries the AVX-512 BF16 kernel.
+  EXPECT_EQ(isa == "avx512+bf16", cpu::simd::kernels().matvec_bf16_native != nullptr);
 }
 
 TEST(BuildInfo, CudaInfoFollowsTheBuild) {

@@ -1,6 +1,6 @@
-// The vectorised row conversions and matvec kernels: every variant this CPU can run (AVX-512,
-// AVX2, portable) must match the scalar PyTorch-exact conversions bit for bit, and a double
-// reference for the dot products.
+// The vectorised row conversions: every variant this CPU can run (AVX-512, AVX2, portable) must
+// match the scalar PyTorch-exact conversions bit for bit. (The matvec kernels of the same tables:
+// cpu_matvec_test.cc.)
 
 #include "cpu/float_io.h"
 
@@ -10,19 +10,13 @@
 #include <vector>
 
 #include "cpu/simd.h"
+#include "ops/simd_variants.h"
 #include "support/op_testing.h"
 
 namespace strata::testing {
 namespace {
 
 using cpu::simd::Kernels;
-
-std::vector<const Kernels*> runnable_variants() {
-  std::vector<const Kernels*> out = {&cpu::simd::generic_kernels()};
-  if (const Kernels* k = cpu::simd::avx2_kernels()) out.push_back(k);
-  if (const Kernels* k = cpu::simd::avx512_kernels()) out.push_back(k);
-  return out;
-}
 
 std::uint32_t bits_of(float f) {
   std::uint32_t b;
@@ -106,38 +100,6 @@ TEST(FloatIoTest, RowHelpersUseTheBestVariant) {
   for (std::size_t i = 0; i < src.size(); ++i) {
     EXPECT_EQ(h[i].bits, float_to_half_bits(src[i]));
     EXPECT_EQ(back[i], half_bits_to_float(h[i].bits));
-  }
-}
-
-template <typename T>
-void check_matvec(cpu::simd::MatvecFn<T> matvec, DType dtype, std::uint64_t seed) {
-  for (std::int64_t m = 1; m <= cpu::simd::kMaxMatvecRows; ++m) {
-    for (const std::int64_t k : {1, 15, 16, 17, 67}) {
-      const std::int64_t n = 7;  // one 4-row tile (or three 2-row tiles) and leftovers
-      const Tensor x = random_tensor({m, k}, DType::Float32, seed);
-      const Tensor w = random_tensor({n, k + 3}, dtype, seed + 1);  // ldw > k
-      std::vector<float> y(static_cast<std::size_t>(m * (n + 2)), -7.0f);
-      matvec(x.data<float>(), k, m, w.template data<T>(), k + 3, n, k, y.data(), n + 2);
-      const std::vector<double> xv = x.to_doubles(), wv = w.to_doubles();
-      for (std::int64_t i = 0; i < m; ++i) {
-        for (std::int64_t j = 0; j < n; ++j) {
-          double sum = 0.0;
-          for (std::int64_t t = 0; t < k; ++t) sum += xv[i * k + t] * wv[j * (k + 3) + t];
-          // float32 accumulation of at most 67 terms of magnitude <= 1.
-          ASSERT_NEAR(y[i * (n + 2) + j], sum, 1e-5) << "m=" << m << " k=" << k << " j=" << j;
-        }
-        ASSERT_EQ(y[i * (n + 2) + n], -7.0f) << "wrote past n";
-      }
-    }
-  }
-}
-
-TEST(FloatIoTest, MatvecKernelsMatchReference) {
-  for (const Kernels* k : runnable_variants()) {
-    SCOPED_TRACE(k->name);
-    check_matvec<float>(k->matvec_f32, DType::Float32, 1);
-    check_matvec<BFloat16>(k->matvec_bf16, DType::BFloat16, 2);
-    check_matvec<Half>(k->matvec_f16, DType::Float16, 3);
   }
 }
 

@@ -93,12 +93,18 @@ TEST_P(LinearTest, WithAndWithoutBias) {
 }
 
 TEST_P(LinearTest, DecodeRowsUseEveryMatvecShape) {
-  // 1..4 rows take the matvec kernel (its 4- and 2-row tiles plus the leftover rows, and a
-  // k tail past the vector width); 5 rows are the first GEMM case.
-  for (std::int64_t rows = 1; rows <= 5; ++rows) {
+  // 1..16 rows take the matvec kernel (groups of four x rows, 4- and 2-row weight tiles plus the
+  // leftovers, and a k tail past the vector width); 17 rows are the first GEMM case.
+  for (std::int64_t rows = 1; rows <= 17; ++rows) {
     check({rows, 33}, 19, true, 100 + rows);
     check({rows, 70}, 4, false, 200 + rows);
   }
+}
+
+TEST_P(LinearTest, SmallBatchesSplitOverThreads) {
+  // Enough output features for several 64-feature blocks (the unit the threads share), the last
+  // one partial, and k long enough for the vector loop plus a tail.
+  for (const std::int64_t rows : {1, 3, 4, 5, 8, 16}) check({rows, 515}, 1000, rows % 2 == 1, 300);
 }
 
 TEST_P(LinearTest, SingleRowsOfAlignedWidth) {

@@ -1,0 +1,112 @@
+// The CPU matrix-vector / small-batch kernels of every table this machine can run (portable,
+// AVX2, AVX-512, and the AVX-512 BF16 dot-product kernel where the CPU has it) against a naive
+// double-precision reference: every dtype, 1..kMaxMatvecRows rows of x, odd sizes, vector tails,
+// and leading dimensions wider than the rows.
+
+#include <cmath>
+#include <vector>
+
+#include "cpu/simd.h"
+#include "ops/simd_variants.h"
+#include "support/op_testing.h"
+
+namespace strata::testing {
+namespace {
+
+using cpu::simd::kMaxMatvecRows;
+
+struct MatvecCase {
+  std::int64_t m, n, k;
+};
+
+// Sizes around every vector width (8, 16, 32 elements) and the kernels' blocking (4 x rows per
+// pass, 4 weight rows per tile, weight blocks of 16 KiB), plus one long row.
+std::vector<MatvecCase> cases() {
+  std::vector<MatvecCase> out;
+  for (std::int64_t m = 1; m <= kMaxMatvecRows; ++m) {
+    for (const std::int64_t k : {1, 7, 31, 32, 33, 67}) out.push_back({m, 7, k});
+    out.push_back({m, 13, 300});  // several weight blocks when m > 4 (300 floats = 1.2 KiB/row)
+  }
+  out.push_back({1, 5, 4099});
+  out.push_back({kMaxMatvecRows, 6, 2053});
+  out.push_back({3, 1, 16});
+  return out;
+}
+
+// y = x @ w^T in double, from the values the kernel sees (x already rounded to its dtype).
+template <typename X, typename W>
+void expect_matches_reference(const char* what, const MatvecCase& c, const Tensor& x,
+                              const Tensor& w, const std::vector<float>& y, std::int64_t ldx,
+                              std::int64_t ldw, std::int64_t ldy) {
+  const std::vector<double> xv = x.to_doubles(), wv = w.to_doubles();
+  for (std::int64_t i = 0; i < c.m; ++i) {
+    for (std::int64_t j = 0; j < c.n; ++j) {
+      double sum = 0.0, abs_sum = 0.0;
+      for (std::int64_t t = 0; t < c.k; ++t) {
+        sum += xv[i * ldx + t] * wv[j * ldw + t];
+        abs_sum += std::abs(xv[i * ldx + t] * wv[j * ldw + t]);
+      }
+      // float32 accumulation: each addition rounds once (k roundings of at most 2^-24 of the
+      // running magnitude), bounded by k * 2^-24 * sum |x w|; plus the final one.
+      const double tol = (static_cast<double>(c.k) + 2.0) * std::ldexp(1.0, -24) * abs_sum + 1e-30;
+      ASSERT_NEAR(y[i * ldy + j], sum, tol) << what << " m=" << c.m << " n=" << c.n << " k=" << c.k
+                                            << " at [" << i << ", " << j << "]";
+    }
+    for (std::int64_t j = c.n; j < ldy; ++j) {
+      ASSERT_EQ(y[i * ldy + j], -7.0f)
+          << what << ": wrote past n (m=" << c.m << ", k=" << c.k << ")";
+    }
+  }
+}
+
+// One variant's matvec for weight type T: x float32, rows padded (ldx > k, ldw > k, ldy > n).
+template <typename T>
+void check_matvec(const char* what, cpu::simd::MatvecFn<T> matvec, DType dtype,
+                  std::uint64_t seed) {
+  for (const MatvecCase& c : cases()) {
+    const std::int64_t ldx = c.k + 2, ldw = c.k + 3, ldy = c.n + 2;
+    const Tensor x = random_tensor({c.m, ldx}, DType::Float32, seed++);
+    const Tensor w = random_tensor({c.n, ldw}, dtype, seed++);
+    std::vector<float> y(static_cast<std::size_t>(c.m * ldy), -7.0f);
+    matvec(x.data<float>(), ldx, c.m, w.template data<T>(), ldw, c.n, c.k, y.data(), ldy);
+    expect_matches_reference<float, T>(what, c, x, w, y, ldx, ldw, ldy);
+  }
+}
+
+TEST(CpuMatvecTest, EveryVariantEveryDtypeMatchesDoubleReference) {
+  for (const cpu::simd::Kernels* k : runnable_variants()) {
+    SCOPED_TRACE(k->name);
+    check_matvec<float>("f32", k->matvec_f32, DType::Float32, 1000);
+    check_matvec<BFloat16>("bf16", k->matvec_bf16, DType::BFloat16, 2000);
+    check_matvec<Half>("f16", k->matvec_f16, DType::Float16, 3000);
+  }
+}
+
+TEST(CpuMatvecTest, Bf16DotProductKernelMatchesDoubleReference) {
+  const cpu::simd::Kernels* avx512 = cpu::simd::avx512_kernels();
+  if (avx512 == nullptr || avx512->matvec_bf16_native == nullptr) {
+    GTEST_SKIP() << "this CPU has no AVX-512 BF16";
+  }
+  std::uint64_t seed = 4000;
+  for (const MatvecCase& c : cases()) {
+    const std::int64_t ldx = c.k + 5, ldw = c.k + 1, ldy = c.n + 3;
+    const Tensor x = random_tensor({c.m, ldx}, DType::BFloat16, seed++);
+    const Tensor w = random_tensor({c.n, ldw}, DType::BFloat16, seed++);
+    std::vector<float> y(static_cast<std::size_t>(c.m * ldy), -7.0f);
+    avx512->matvec_bf16_native(x.data<BFloat16>(), ldx, c.m, w.data<BFloat16>(), ldw, c.n, c.k,
+                               y.data(), ldy);
+    expect_matches_reference<BFloat16, BFloat16>("bf16 native", c, x, w, y, ldx, ldw, ldy);
+  }
+}
+
+TEST(CpuMatvecTest, Bf16DotProductKernelIsTheDispatchedOneWhereSupported) {
+  const cpu::simd::Kernels* avx512 = cpu::simd::avx512_kernels();
+  if (avx512 == nullptr || avx512->matvec_bf16_native == nullptr) {
+    GTEST_SKIP() << "this CPU has no AVX-512 BF16";
+  }
+  EXPECT_EQ(cpu::simd::kernels().matvec_bf16_native, avx512->matvec_bf16_native);
+  EXPECT_STREQ(cpu::simd::kernels().name, "avx512+bf16");
+}
+
+}  // namespace
+}  // namespace strata::testing
