@@ -49,6 +49,18 @@ simd::MatvecFn<U> matvec_for() {
   }
 }
 
+// The vectorised probabilities-times-V kernel for value rows of type U.
+template <typename U>
+simd::WeightedSumFn<U> weighted_sum_for() {
+  if constexpr (std::is_same_v<U, float>) {
+    return simd::kernels().weighted_sum_f32;
+  } else if constexpr (std::is_same_v<U, BFloat16>) {
+    return simd::kernels().weighted_sum_bf16;
+  } else {
+    return simd::kernels().weighted_sum_f16;
+  }
+}
+
 // Copies n elements `stride` apart into dst as floats.
 template <typename T>
 void gather_floats(const T* p, std::int64_t stride, std::int64_t n, float* dst) {
@@ -275,7 +287,13 @@ class AttentionKernel {
         }
         state.m[r] = new_max;
       }
-      // acc += p @ V for the tile, each value row loaded once for all rows.
+      // acc += p @ V for the tile, each value row loaded once for four rows, widened in
+      // registers (a V with strided head_dim goes row by row through a float copy).
+      if (v_strides_[3] == 1) {
+        weighted_sum_for<T>()(scores, kKeyChunk, rows, v_base + c0 * v_strides_[2], v_strides_[2],
+                              width, v_dim_, state.acc, v_dim_);
+        continue;
+      }
       for (std::int64_t j = 0; j < width; ++j) {
         const float* value =
             load_floats(v_base + (c0 + j) * v_strides_[2], v_strides_[3], v_dim_, scratch.v.data());

@@ -25,6 +25,13 @@ using MatvecBf16NativeFn = void (*)(const BFloat16* x, std::int64_t ldx, std::in
                                     const BFloat16* w, std::int64_t ldw, std::int64_t n,
                                     std::int64_t k, float* y, std::int64_t ldy);
 
+// acc[i * ldacc + t] += sum_j p[i * ldp + j] * v[j * ldv + t] for i < m (any), j < n, t < d:
+// attention's probabilities times V, each V row widened in registers and read once per four rows.
+template <typename T>
+using WeightedSumFn = void (*)(const float* p, std::int64_t ldp, std::int64_t m, const T* v,
+                               std::int64_t ldv, std::int64_t n, std::int64_t d, float* acc,
+                               std::int64_t ldacc);
+
 struct Kernels {
   const char* name;  // "avx512", "avx2", "generic"
   // dst[i] = float(src[i]), i < n (exact).
@@ -41,6 +48,9 @@ struct Kernels {
   // bfloat16 x times bfloat16 w with `vdpbf16ps` (pairs of products added in float32, inputs'
   // subnormals read as zero); nullptr where the CPU lacks AVX-512 BF16. Same contract as above.
   MatvecBf16NativeFn matvec_bf16_native = nullptr;
+  WeightedSumFn<float> weighted_sum_f32 = nullptr;
+  WeightedSumFn<BFloat16> weighted_sum_bf16 = nullptr;
+  WeightedSumFn<Half> weighted_sum_f16 = nullptr;
 };
 
 // The best table for the running CPU (chosen once).
@@ -65,7 +75,10 @@ Kernels kernels_of(const char* name) {
                  &Impl::template matvec<float>,
                  &Impl::template matvec<BFloat16>,
                  &Impl::template matvec<Half>,
-                 nullptr};
+                 nullptr,
+                 &Impl::template weighted_sum<float>,
+                 &Impl::template weighted_sum<BFloat16>,
+                 &Impl::template weighted_sum<Half>};
 }
 
 }  // namespace strata::cpu::simd

@@ -1,4 +1,6 @@
 // AVX2 + FMA + F16C variant of the kernels in simd_kernels.inc (8 floats per register).
+#include <algorithm>
+
 #include "cpu/float_io.h"
 #include "cpu/simd.h"
 #include "strata/core/error.h"
@@ -19,6 +21,7 @@ struct V {
   static constexpr int kWidth = 8;
 
   static Reg zero() { return _mm256_setzero_ps(); }
+  static Reg set1(float f) { return _mm256_set1_ps(f); }
   static Reg load(const float* p) { return _mm256_loadu_ps(p); }
   static Reg load(const BFloat16* p) {
     const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));

@@ -28,6 +28,7 @@ struct V {
   static constexpr int kWidth = 16;
 
   static Reg zero() { return _mm512_setzero_ps(); }
+  static Reg set1(float f) { return _mm512_set1_ps(f); }
   static Reg load(const float* p) { return _mm512_loadu_ps(p); }
   static Reg load(const BFloat16* p) {
     const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));

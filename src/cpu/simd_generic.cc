@@ -1,5 +1,7 @@
 // Portable variant of the kernels in simd_kernels.inc (plain arrays the compiler vectorises with
 // the baseline instruction set), and the runtime choice between the variants.
+#include <algorithm>
+
 #include "cpu/float_io.h"
 #include "cpu/simd.h"
 #include "strata/core/error.h"
@@ -15,6 +17,11 @@ struct V {
   };
 
   static Reg zero() { return Reg{}; }
+  static Reg set1(float f) {
+    Reg r;
+    for (int i = 0; i < kWidth; ++i) r.lane[i] = f;
+    return r;
+  }
   template <typename T>
   static Reg load(const T* p) {
     Reg r;

@@ -108,5 +108,51 @@ TEST(CpuMatvecTest, Bf16DotProductKernelIsTheDispatchedOneWhereSupported) {
   EXPECT_STREQ(cpu::simd::kernels().name, "avx512+bf16");
 }
 
+// acc += p @ v (attention's probabilities times V) for v of type T, against double sums, with
+// acc starting from nonzero values (the kernel accumulates) and padded leading dimensions.
+template <typename T>
+void check_weighted_sum(const char* what, cpu::simd::WeightedSumFn<T> weighted_sum, DType dtype,
+                        std::uint64_t seed) {
+  for (const std::int64_t m : {1, 2, 3, 4, 5, 9}) {
+    for (const std::int64_t d : {1, 7, 16, 63, 64, 65, 128, 130}) {
+      for (const std::int64_t n : {1, 5, 128}) {
+        const std::int64_t ldp = n + 3, ldv = d + 2, ldacc = d + 1;
+        const Tensor p = random_tensor({m, ldp}, DType::Float32, seed++, 0.0, 1.0);
+        const Tensor v = random_tensor({n, ldv}, dtype, seed++);
+        const Tensor acc0 = random_tensor({m, ldacc}, DType::Float32, seed++);
+        std::vector<float> acc(acc0.data<float>(), acc0.data<float>() + m * ldacc);
+        weighted_sum(p.data<float>(), ldp, m, v.template data<T>(), ldv, n, d, acc.data(), ldacc);
+        const std::vector<double> pv = p.to_doubles(), vv = v.to_doubles(), av = acc0.to_doubles();
+        for (std::int64_t i = 0; i < m; ++i) {
+          for (std::int64_t t = 0; t < ldacc; ++t) {
+            if (t >= d) {  // the padding column is left alone
+              ASSERT_EQ(acc[i * ldacc + t], av[i * ldacc + t]) << what << ": wrote past d";
+              continue;
+            }
+            double sum = av[i * ldacc + t], abs_sum = std::abs(sum);
+            for (std::int64_t j = 0; j < n; ++j) {
+              sum += pv[i * ldp + j] * vv[j * ldv + t];
+              abs_sum += std::abs(pv[i * ldp + j] * vv[j * ldv + t]);
+            }
+            const double tol = (static_cast<double>(n) + 2.0) * std::ldexp(1.0, -24) * abs_sum;
+            ASSERT_NEAR(acc[i * ldacc + t], sum, tol)
+                << what << " m=" << m << " n=" << n << " d=" << d << " at [" << i << ", " << t
+                << "]";
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuMatvecTest, WeightedSumEveryVariantEveryDtypeMatchesDoubleReference) {
+  for (const cpu::simd::Kernels* k : runnable_variants()) {
+    SCOPED_TRACE(k->name);
+    check_weighted_sum<float>("f32", k->weighted_sum_f32, DType::Float32, 5000);
+    check_weighted_sum<BFloat16>("bf16", k->weighted_sum_bf16, DType::BFloat16, 6000);
+    check_weighted_sum<Half>("f16", k->weighted_sum_f16, DType::Float16, 7000);
+  }
+}
+
 }  // namespace
 }  // namespace strata::testing
