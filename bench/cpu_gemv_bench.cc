@@ -2,10 +2,12 @@
 //
 //   cpu_gemv_bench [--seconds 0.5] [--cold-mib 2048] [--dtypes bf16] [--batches 1,4,16]
 //                  [--shapes 4096x4096,11008x4096,4096x11008,32000x4096] [--no-attention]
+//                  [--read-only]
 //
 // 1. Host read bandwidth: every pool thread reads its share of a --cold-mib buffer (far larger
 //    than any last-level cache) with glibc's memchr, vectorised for the CPU at hand, looking for
-//    a byte that is not there. Median of several passes.
+//    a byte that is not there. Median of several passes. --read-only stops after this (for
+//    bench/reference/compare_cpu_decode.py).
 // 2. ops::linear (decode: 1..16 rows of x) for Llama-2-7B's shapes ([out, in]: q/k/v/o
 //    4096x4096, gate/up 11008x4096, down 4096x11008, lm_head 32000x4096). Each call uses the
 //    next of several weight matrices cut from one --cold-mib buffer, so every matrix comes from
@@ -48,6 +50,7 @@ struct Options {
   std::vector<std::pair<std::int64_t, std::int64_t>> shapes = {
       {4096, 4096}, {11008, 4096}, {4096, 11008}, {32000, 4096}};
   bool attention = true;
+  bool read_only = false;
 };
 
 std::vector<std::string> split(const std::string& text) {
@@ -67,7 +70,7 @@ std::vector<std::string> split(const std::string& text) {
   std::fprintf(stderr,
                "cpu_gemv_bench: %s\nusage: cpu_gemv_bench [--seconds S] [--cold-mib N] "
                "[--dtypes bf16,f16,f32] [--batches 1,4,16] [--shapes NxK,...] "
-               "[--no-attention]\n",
+               "[--no-attention] [--read-only]\n",
                problem);
   std::exit(2);
 }
@@ -98,6 +101,8 @@ Options parse(int argc, char** argv) {
       }
     } else if (arg == "--no-attention") {
       o.attention = false;
+    } else if (arg == "--read-only") {
+      o.read_only = true;
     } else {
       usage(("unknown argument " + arg).c_str());
     }
@@ -236,6 +241,7 @@ int main(int argc, char** argv) {
   const double read = read_bandwidth(std::max(1.0, o.seconds), cold_bytes, &best_read);
   std::printf("host read bandwidth: %.1f GB/s (median; best pass %.1f), memchr over %lld MiB\n\n",
               read, best_read, static_cast<long long>(o.cold_mib));
+  if (o.read_only) return 0;
   std::printf("%-34s %5s %9s %9s %9s\n", "case", "batch", "ms/call", "GB/s", "of read");
 
   // Batch-1 bf16 times of each shape, for the 7B token estimate.
