@@ -78,6 +78,8 @@ void CheckpointReader::open_shards() {
     }
   }
 
+  split_fused_experts();
+
   // File order: shard by shard, by offset, so that iterating keys() reads sequentially.
   std::map<const SafetensorsFile*, std::size_t> shard_rank;
   for (std::size_t i = 0; i < shards_.size(); ++i) shard_rank.emplace(shards_[i].get(), i);
@@ -93,6 +95,60 @@ void CheckpointReader::open_shards() {
   });
   ordered_keys_.reserve(ordered.size());
   for (const auto& item : ordered) ordered_keys_.push_back(*item.first);
+}
+
+void CheckpointReader::split_fused_experts() {
+  constexpr std::string_view kGateUp = ".experts.gate_up_proj", kDown = ".experts.down_proj";
+  std::vector<std::string> prefixes;  // "<P>.experts"
+  for (const auto& [name, loc] : by_name_) {
+    if (name.size() > kGateUp.size() && name.ends_with(kGateUp)) {
+      prefixes.push_back(name.substr(0, name.size() - kGateUp.size()) + ".experts");
+    }
+  }
+  for (const std::string& prefix : prefixes) {
+    const std::string gate_up_name = prefix + ".gate_up_proj", down_name = prefix + ".down_proj";
+    const auto down_it = by_name_.find(down_name);
+    if (down_it == by_name_.end()) continue;  // not the pair this layout has: left as stored
+    const Location gate_up = by_name_.at(gate_up_name), down = down_it->second;
+    const Shape& gu = gate_up.entry->shape;
+    const Shape& d = down.entry->shape;
+    STRATA_CHECK(
+        gu.size() == 3 && d.size() == 3 && gu[0] == d[0] && gu[1] % 2 == 0 && gu[1] / 2 == d[2] &&
+            gu[2] == d[1] && gate_up.entry->dtype == down.entry->dtype,
+        CheckpointError,
+        "{}: fused experts {} {} {} and {} {} {} do not fit together; expected "
+        "gate_up_proj [experts, 2 x intermediate, hidden] and down_proj [experts, "
+        "hidden, intermediate] of one dtype (transformers' fused layout)",
+        describe(), printable(gate_up_name), shape_str(gu), dtype_name(gate_up.entry->dtype),
+        printable(down_name), shape_str(d), dtype_name(down.entry->dtype));
+    const std::int64_t experts = gu[0], inter = d[2], hidden = d[1];
+    const std::uint64_t elt = dtype_size(gate_up.entry->dtype);
+    const auto matrix = static_cast<std::uint64_t>(inter * hidden) * elt;
+    const auto add = [&](const Location& from, std::string name, std::uint64_t offset,
+                         Shape shape) {
+      SafetensorsEntry& e = split_entries_.emplace_back();
+      e.name = std::move(name);
+      e.dtype = from.entry->dtype;
+      e.shape = std::move(shape);
+      e.begin = from.entry->begin + offset;
+      e.end = e.begin + matrix;
+      by_name_.insert_or_assign(e.name, Location{from.file, &e, true});
+    };
+    for (std::int64_t x = 0; x < experts; ++x) {
+      const std::string p = fmt::format("{}.{}.", prefix, x);
+      const auto ux = static_cast<std::uint64_t>(x);
+      add(gate_up, p + "gate_proj.weight", 2 * ux * matrix, Shape{inter, hidden});
+      add(gate_up, p + "up_proj.weight", (2 * ux + 1) * matrix, Shape{inter, hidden});
+      add(down, p + "down_proj.weight", ux * matrix, Shape{hidden, inter});
+    }
+    by_name_.erase(gate_up_name);
+    by_name_.erase(down_name);
+  }
+}
+
+bool CheckpointReader::is_split_expert(std::string_view name) const {
+  const auto it = by_name_.find(name);
+  return it != by_name_.end() && it->second.split_expert;
 }
 
 CheckpointReader::Location CheckpointReader::locate(std::string_view name) const {

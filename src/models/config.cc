@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "io/json_util.h"
@@ -34,6 +35,8 @@ constexpr TypeInfo kTypes[] = {
     {"mixtral", Architecture::Mixtral, 1e-5, 1000000.0, 4096 * 32, false},
     {"gpt2", Architecture::GPT2, 1e-5, 0.0, 1024, true},
     {"opt", Architecture::OPT, 1e-5, 0.0, 2048, true},
+    {"qwen2_moe", Architecture::Qwen2Moe, 1e-6, 10000.0, 32768, false},
+    {"qwen3_moe", Architecture::Qwen3Moe, 1e-6, 10000.0, 32768, false},
 };
 
 class Reader {
@@ -70,6 +73,7 @@ class Reader {
     return out;
   }
   const io::ModelConfig& config() const { return c_; }
+  const Json* document() const { return &doc_; }
   // A top-level object, or nullptr.
   const Json* object(std::string_view key) const {
     const auto it = doc_.find(std::string(key));
@@ -208,12 +212,75 @@ std::vector<std::int64_t> parse_sliding_windows(const Reader& r, Architecture ar
     return windows;
   }
   if (!window) return windows;
-  const bool every_layer = arch == Architecture::Mistral || arch == Architecture::Mixtral;
+  if (arch == Architecture::Qwen2Moe) {
+    // Qwen2MoeConfig's layer_types rule (v5): even layers below max_window_layers.
+    const std::int64_t below = c.get_int("max_window_layers").value_or(28);
+    for (std::int64_t i = 0; i < std::min(below, layers); i += 2) {
+      windows[static_cast<std::size_t>(i)] = *window;
+    }
+    return windows;
+  }
+  // Qwen3MoeAttention applies the window to every layer.
+  const bool every_layer = arch == Architecture::Mistral || arch == Architecture::Mixtral ||
+                           arch == Architecture::Qwen3Moe;
   const std::int64_t first = every_layer ? 0 : c.get_int("max_window_layers").value_or(28);
   for (std::int64_t i = std::max<std::int64_t>(first, 0); i < layers; ++i) {
     windows[static_cast<std::size_t>(i)] = *window;
   }
   return windows;
+}
+
+// Integers of a list key (mlp_only_layers); absent or null: empty.
+std::vector<std::int64_t> integers(const Reader& r, const Json* doc, std::string_view key) {
+  std::vector<std::int64_t> out;
+  if (doc == nullptr) return out;
+  const auto it = doc->find(std::string(key));
+  if (it == doc->end() || it->is_null()) return out;
+  if (!it->is_array()) r.fail(fmt::format("'{}' must be a list of layer indices", key));
+  for (const Json& v : *it) {
+    if (!v.is_number_integer()) r.fail(fmt::format("'{}' must be a list of layer indices", key));
+    out.push_back(v.get<std::int64_t>());
+  }
+  return out;
+}
+
+// The mixture-of-experts keys: Mixtral (every layer sparse, renormalised top-k), Qwen2-MoE and
+// Qwen3-MoE (decoder_sparse_step, mlp_only_layers, norm_topk_prob; Qwen2-MoE's shared expert).
+void parse_experts(const Reader& r, TransformerConfig& t) {
+  const io::ModelConfig& c = r.config();
+  const bool qwen =
+      t.architecture == Architecture::Qwen2Moe || t.architecture == Architecture::Qwen3Moe;
+  if (t.architecture != Architecture::Mixtral && !qwen) return;
+  const char* experts_key = qwen ? "num_experts" : "num_local_experts";
+  t.num_experts = r.required(c.get_int(experts_key), experts_key);
+  t.num_experts_per_tok = r.required(c.get_int("num_experts_per_tok"), "num_experts_per_tok");
+  if (t.num_experts_per_tok > t.num_experts) {
+    r.fail(fmt::format("num_experts_per_tok {} exceeds {} {}", t.num_experts_per_tok, experts_key,
+                       t.num_experts));
+  }
+  t.sparse_layers.assign(static_cast<std::size_t>(t.num_layers), true);
+  if (!qwen) {
+    t.moe_intermediate_size = t.intermediate_size;
+    t.norm_topk_prob = true;
+    return;
+  }
+  t.moe_intermediate_size = r.required(c.get_int("moe_intermediate_size"), "moe_intermediate_size");
+  t.norm_topk_prob = r.flag("norm_topk_prob", false);
+  if (t.architecture == Architecture::Qwen2Moe) {
+    t.shared_expert_intermediate_size =
+        r.required(c.get_int("shared_expert_intermediate_size"), "shared_expert_intermediate_size");
+  }
+  const std::int64_t step = c.get_int("decoder_sparse_step").value_or(1);
+  if (step <= 0) {
+    r.fail(fmt::format("decoder_sparse_step is {}; it must be positive (1: every layer sparse)",
+                       step));
+  }
+  const std::vector<std::int64_t> dense = integers(r, r.document(), "mlp_only_layers");
+  for (std::int64_t i = 0; i < t.num_layers; ++i) {
+    const bool listed = std::find(dense.begin(), dense.end(), i) != dense.end();
+    t.sparse_layers[static_cast<std::size_t>(i)] = !listed && (i + 1) % step == 0;
+  }
+  // router_aux_loss_coef, output_router_logits and router_jitter_noise act in training only.
 }
 
 void parse_decoder_family(const Reader& r, const TypeInfo& info, TransformerConfig& t) {
@@ -259,22 +326,19 @@ void parse_decoder_family(const Reader& r, const TypeInfo& info, TransformerConf
       t.qkv_bias = true;  // hard-wired in Qwen2Attention
       break;
     case Architecture::Qwen3:
+    case Architecture::Qwen3Moe:
       t.qkv_bias = t.o_bias = attention_bias;
       t.qk_norm = true;
+      break;
+    case Architecture::Qwen2Moe:
+      t.qkv_bias = r.flag("qkv_bias", true);
       break;
     default:
       break;
   }
   t.rope = parse_rope(r, info, t.head_dim, t.max_position_embeddings);
   t.sliding_windows = parse_sliding_windows(r, t.architecture, t.num_layers);
-  if (t.architecture == Architecture::Mixtral) {
-    t.num_experts = r.required(c.get_int("num_local_experts"), "num_local_experts");
-    t.num_experts_per_tok = r.required(c.get_int("num_experts_per_tok"), "num_experts_per_tok");
-    if (t.num_experts_per_tok > t.num_experts) {
-      r.fail(fmt::format("num_experts_per_tok {} exceeds num_local_experts {}",
-                         t.num_experts_per_tok, t.num_experts));
-    }
-  }
+  parse_experts(r, t);
 }
 
 void parse_gpt2(const Reader& r, TransformerConfig& t) {
@@ -340,6 +404,10 @@ std::string_view class_prefix(Architecture architecture) {
       return "GPT2";
     case Architecture::OPT:
       return "OPT";
+    case Architecture::Qwen2Moe:
+      return "Qwen2Moe";
+    case Architecture::Qwen3Moe:
+      return "Qwen3Moe";
   }
   STRATA_ASSERT(false, "unknown architecture {}", static_cast<int>(architecture));
 }

@@ -113,8 +113,9 @@ DecoderLayer::DecoderLayer(const TransformerConfig& c, std::int64_t layer_idx, D
     : nn::Module(c.class_name("DecoderLayer")) {
   self_attn_ =
       register_module("self_attn", std::make_shared<DecoderAttention>(c, layer_idx, dtype, tp));
-  if (c.num_experts > 0) {
-    mlp_ = register_module("block_sparse_moe", std::make_shared<SparseMoeBlock>(c, dtype, tp));
+  if (c.is_sparse_layer(layer_idx)) {
+    const char* name = c.architecture == Architecture::Mixtral ? "block_sparse_moe" : "mlp";
+    mlp_ = register_module(name, std::make_shared<SparseMoeBlock>(c, dtype, tp));
   } else {
     mlp_ = register_module(
         "mlp", std::make_shared<GatedMLP>(

@@ -9,18 +9,42 @@
 
 namespace strata::models {
 
+namespace {
+
+// sigmoid(x) for a [tokens, 1] gate: softmax over [x, 0] (there is no sigmoid op; the linear
+// with weight [[1], [0]] writes x and an exact 0, and softmax([x, 0])[0] = 1 / (1 + e^-x)).
+Tensor sigmoid_column(const Tensor& x) {
+  const Tensor pad =
+      Tensor::from_vector(std::vector<float>{1.0f, 0.0f}, {2, 1}).to(x.device(), x.dtype());
+  return ops::softmax(ops::linear(x, pad), -1).narrow(1, 0, 1).contiguous();
+}
+
+}  // namespace
+
 SparseMoeBlock::SparseMoeBlock(const TransformerConfig& c, DType dtype, const TensorParallel& tp)
-    : nn::Module("MixtralSparseMoeBlock"),
+    : nn::Module(c.class_name("SparseMoeBlock")),
       num_experts_(c.num_experts),
       top_k_(c.num_experts_per_tok),
+      norm_topk_prob_(c.norm_topk_prob),
+      round_weights_(c.architecture != Architecture::Mixtral),
       tp_(tp) {
   gate_ = register_module("gate",
                           std::make_shared<nn::Linear>(c.hidden_size, c.num_experts, false, dtype));
   experts_ = register_module("experts", std::make_shared<nn::ModuleList>());
+  const bool mixtral = c.architecture == Architecture::Mixtral;
   for (std::int64_t e = 0; e < c.num_experts; ++e) {
-    experts_->push_back(
-        std::make_shared<GatedMLP>("MixtralBlockSparseTop2MLP", GatedMLP::Naming::MixtralExpert,
-                                   c.hidden_size, c.intermediate_size, false, c.activation, dtype));
+    experts_->push_back(std::make_shared<GatedMLP>(
+        mixtral ? "MixtralBlockSparseTop2MLP" : c.class_name("MLP"),
+        mixtral ? GatedMLP::Naming::MixtralExpert : GatedMLP::Naming::Llama, c.hidden_size,
+        c.moe_intermediate_size, false, c.activation, dtype));
+  }
+  if (c.shared_expert_intermediate_size > 0) {
+    shared_expert_ = register_module(
+        "shared_expert",
+        std::make_shared<GatedMLP>(c.class_name("MLP"), GatedMLP::Naming::Llama, c.hidden_size,
+                                   c.shared_expert_intermediate_size, false, c.activation, dtype));
+    shared_expert_gate_ = register_module(
+        "shared_expert_gate", std::make_shared<nn::Linear>(c.hidden_size, 1, false, dtype));
   }
 }
 
@@ -45,6 +69,7 @@ Value SparseMoeBlock::forward(Args& args) {
   for (std::int64_t t = 0; t < tokens; ++t) {
     float sum = 0.0f;
     for (std::int64_t s = 0; s < k; ++s) sum += values[static_cast<std::size_t>(t * k + s)];
+    if (!norm_topk_prob_) sum = 1.0f;
     for (std::int64_t s = 0; s < k; ++s) {
       const auto at = static_cast<std::size_t>(t * k + s);
       const auto e = static_cast<std::size_t>(indices[at]);
@@ -65,8 +90,11 @@ Value SparseMoeBlock::forward(Args& args) {
     if (n == 0) continue;
     const Tensor picked = ops::embedding(Tensor::from_vector(routed).to(device), flat);
     Tensor out = detail::on_device_of(call((*experts_)[static_cast<std::size_t>(e)], picked), flat);
-    const Tensor weight =
+    Tensor weight =
         Tensor::from_vector(expert_weights[static_cast<std::size_t>(e)], {n, 1}).to(device);
+    if (round_weights_ && x.dtype() != DType::Float32) {
+      weight = ops::cast(ops::cast(weight, x.dtype()), DType::Float32);  // v5 routers round
+    }
     // transformers multiplies by the float32 weights (type promotion) and rounds once.
     out = out.dtype() == DType::Float32
               ? ops::mul(out, weight)
@@ -95,7 +123,13 @@ Value SparseMoeBlock::forward(Args& args) {
     // partial outputs is linear, so one all-reduce per block gives the whole (every rank routed
     // the same tokens: its input is the same everywhere).
     result = result.contiguous();
-    detail::forward_communicator(tp_, "MixtralSparseMoeBlock.forward").all_reduce_sum(result);
+    detail::forward_communicator(tp_, who).all_reduce_sum(result);
+  }
+  if (shared_expert_) {
+    const Tensor shared = detail::on_device_of(call(*shared_expert_, flat), flat);
+    const Tensor gate =
+        sigmoid_column(detail::on_device_of(call(*shared_expert_gate_, flat), flat));
+    result = ops::add(result, ops::mul(gate, shared));
   }
   return result.view(x.shape());
 }

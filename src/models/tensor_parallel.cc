@@ -91,6 +91,11 @@ void check_tensor_parallel(const TransformerConfig& c, int size) {
                "{}: tensor parallelism of quantized checkpoints is not implemented; run it with "
                "--tensor-parallel 1",
                c.source);
+  STRATA_CHECK(c.architecture != Architecture::Qwen2Moe && c.architecture != Architecture::Qwen3Moe,
+               NotSupported,
+               "{}: tensor parallelism of {} (dense and sparse layers mixed, shared experts) is "
+               "not implemented; run it with --tensor-parallel 1 and a device map",
+               c.source, c.model_type);
   const std::string problem = split_problem(c, size);
   if (problem.empty()) return;
   std::vector<int> sizes;
@@ -110,6 +115,7 @@ TransformerConfig rank_config(const TransformerConfig& config, int size) {
   local.num_heads = split.q.length;
   local.num_kv_heads = split.kv.length;
   local.intermediate_size = config.intermediate_size / size;
+  local.moe_intermediate_size = config.moe_intermediate_size / size;  // Mixtral's experts
   return local;
 }
 

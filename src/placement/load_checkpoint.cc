@@ -240,9 +240,10 @@ LoadPlan plan_load(nn::Module& model, const io::CheckpointReader& reader,
     t.device = device_of(where_to, name, checked_gpus);
     if (where_to.is_disk()) {
       plan.has_disk = true;
-      // A shard (or a tensor cut from another one) is never the stored entry itself.
-      const bool view =
-          t.target == entry.dtype && t.file->is_zero_copy(entry) && !t.shard && stored_name == name;
+      // A shard (or a tensor cut from another one) is never the stored entry itself, nor is a
+      // fused tensor's expert slice (no name in the file): those are copied to the folder.
+      const bool view = t.target == entry.dtype && t.file->is_zero_copy(entry) && !t.shard &&
+                        stored_name == name && !reader.is_split_expert(stored_name);
       t.tier = view ? Tier::DiskView : Tier::DiskCopy;
       t.destination = view ? std::string(kDiskView) : "disk";
       plan.needs_offload_copy = plan.needs_offload_copy || !view;

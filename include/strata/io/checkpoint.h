@@ -4,6 +4,7 @@
 // discover_checkpoint), opened once and checked against each other.
 
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -57,6 +58,15 @@ std::string pytorch_checkpoint_advice(const std::filesystem::path& file);
 // shard does not hold, is a CheckpointError naming the index, the shard and the tensor).
 // Tensors present in a shard but absent from the index are not exposed (the index decides),
 // with one warning. get() returns zero-copy read-only views of the mappings.
+//
+// Fused expert tensors (the layout transformers v5 keeps in memory and some exports store):
+// a pair "<P>.experts.gate_up_proj" [E, 2I, H] (gate rows, then up rows) and
+// "<P>.experts.down_proj" [E, H, I] is exposed as the per-expert tensors
+// "<P>.experts.N.gate_proj.weight" [I, H], "...up_proj.weight" [I, H] and
+// "...down_proj.weight" [H, I]: byte ranges of the fused tensors (row-major slices are
+// contiguous), so they are read, placed and offloaded one expert at a time like any tensor.
+// The fused names themselves are not listed. A pair whose shapes disagree is a CheckpointError
+// naming both tensors.
 class CheckpointReader final : public WeightSource {
  public:
   explicit CheckpointReader(const std::filesystem::path& checkpoint);
@@ -77,20 +87,26 @@ class CheckpointReader final : public WeightSource {
   struct Location {
     const SafetensorsFile* file;
     const SafetensorsEntry* entry;
+    bool split_expert = false;  // one expert's slice of a fused tensor (see above)
   };
   Location locate(std::string_view name) const;
 
   std::size_t size() const { return by_name_.size(); }
+  // True for a per-expert tensor split out of a fused one (not an entry of the file's header:
+  // a disk offload must copy it rather than name it in the file).
+  bool is_split_expert(std::string_view name) const;
   std::uint64_t total_bytes() const { return total_bytes_; }
 
  private:
   void open_shards();
+  void split_fused_experts();
 
   CheckpointLayout layout_;
   std::vector<std::shared_ptr<const SafetensorsFile>> shards_;
   std::map<std::string, Location, std::less<>> by_name_;
   std::vector<std::string> ordered_keys_;
   std::uint64_t total_bytes_ = 0;
+  std::deque<SafetensorsEntry> split_entries_;  // stable addresses for Location::entry
 };
 
 }  // namespace strata::io

@@ -16,11 +16,23 @@
 
 namespace strata::models {
 
-// The model families Strata builds. Llama, Mistral, Qwen2, Qwen3 and Mixtral share one decoder
-// (src/models/decoder.cc) parameterised by the flags below; GPT-2 and OPT have their own.
-enum class Architecture : std::uint8_t { Llama, Mistral, Qwen2, Qwen3, Mixtral, GPT2, OPT };
+// The model families Strata builds. Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2-MoE and
+// Qwen3-MoE share one decoder (src/models/decoder.cc) parameterised by the flags below; GPT-2
+// and OPT have their own. New values go at the end.
+enum class Architecture : std::uint8_t {
+  Llama,
+  Mistral,
+  Qwen2,
+  Qwen3,
+  Mixtral,
+  GPT2,
+  OPT,
+  Qwen2Moe,
+  Qwen3Moe,
+};
 
-// transformers' class-name prefix: "Llama", "Mistral", "Qwen2", "Qwen3", "Mixtral", "GPT2", "OPT".
+// transformers' class-name prefix: "Llama", "Mistral", "Qwen2", "Qwen3", "Mixtral", "GPT2", "OPT",
+// "Qwen2Moe", "Qwen3Moe".
 std::string_view class_prefix(Architecture architecture);
 // The model_type values accepted in config.json, for messages.
 std::vector<std::string> supported_model_types();
@@ -72,8 +84,20 @@ struct TransformerConfig {
   // Per layer: the sliding attention window (a query sees itself and the window - 1 keys
   // before it), 0 for full attention.
   std::vector<std::int64_t> sliding_windows;
-  std::int64_t num_experts = 0;  // > 0: sparse mixture of experts (Mixtral)
+  // Sparse mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE): num_experts > 0.
+  std::int64_t num_experts = 0;
   std::int64_t num_experts_per_tok = 0;
+  std::int64_t moe_intermediate_size = 0;  // each routed expert's (Mixtral: intermediate_size)
+  // Qwen2-MoE's shared expert (every token, scaled by sigmoid(shared_expert_gate)); 0 = none.
+  std::int64_t shared_expert_intermediate_size = 0;
+  bool norm_topk_prob = true;  // the top-k routing weights are renormalised to sum to one
+  // Per layer: a sparse MoE block (true) or the dense MLP of intermediate_size (Qwen MoE's
+  // decoder_sparse_step and mlp_only_layers). Empty when num_experts is 0.
+  std::vector<bool> sparse_layers;
+  bool is_sparse_layer(std::int64_t layer) const {
+    return layer >= 0 && static_cast<std::size_t>(layer) < sparse_layers.size() &&
+           sparse_layers[static_cast<std::size_t>(layer)];
+  }
 
   // GPT-2.
   bool scale_attn_weights = true;
