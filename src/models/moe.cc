@@ -123,7 +123,7 @@ Value SparseMoeBlock::forward(Args& args) {
     // partial outputs is linear, so one all-reduce per block gives the whole (every rank routed
     // the same tokens: its input is the same everywhere).
     result = result.contiguous();
-    detail::forward_communicator(tp_, who).all_reduce_sum(result);
+    detail::forward_communicator(tp_, who.c_str()).all_reduce_sum(result);
   }
   if (shared_expert_) {
     const Tensor shared = detail::on_device_of(call(*shared_expert_, flat), flat);
