@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/amx.h"
 #include "cpu/float_io.h"
 #include "cpu/layer_kernels.h"
 #include "cpu/simd.h"
@@ -31,6 +32,8 @@ constexpr std::int64_t kTileFloats = std::int64_t{1} << 20;
 constexpr std::int64_t kMatvecChunkBytes = std::int64_t{256} << 10;
 // Output features per unit of the matvec partition (whole 64-byte lines of y in every dtype).
 constexpr std::int64_t kRowAlign = 64;
+// Rows of x from which bf16 takes the AMX kernel where there is one.
+constexpr std::int64_t kAmxMinRows = 5;
 
 int blas_int(std::int64_t value, const char* op, const char* what) {
   STRATA_CHECK(value <= INT_MAX, NotSupported,
@@ -98,6 +101,14 @@ void linear_matvec(const T* x, const T* w, const std::vector<float>& bias, T* y,
   const simd::Kernels& kernels = simd::kernels();
   simd::MatvecBf16NativeFn native = nullptr;
   if constexpr (std::is_same_v<T, BFloat16>) native = kernels.matvec_bf16_native;
+  // AMX from 5 rows on (up to 4, the vector kernels are memory-bound already): x packed once.
+  std::vector<std::uint32_t> x_packed;
+  if constexpr (std::is_same_v<T, BFloat16>) {
+    if (kernels.amx_matvec_bf16 != nullptr && m >= kAmxMinRows) {
+      x_packed.resize(static_cast<std::size_t>(amx::packed_words(m, k)));
+      kernels.amx_pack_x(x, k, m, k, x_packed.data());
+    }
+  }
   std::vector<float> xf;
   if (native == nullptr) {
     xf.resize(static_cast<std::size_t>(m * k));
@@ -122,7 +133,11 @@ void linear_matvec(const T* x, const T* w, const std::vector<float>& bias, T* y,
     float* scratch = acc + m * cols;
     if (native != nullptr) {
       if constexpr (std::is_same_v<T, BFloat16>) {
-        native(x, k, m, w + begin * k, k, cols, k, acc, cols);
+        if (!x_packed.empty()) {
+          kernels.amx_matvec_bf16(x_packed.data(), x, k, m, w + begin * k, k, cols, k, acc, cols);
+        } else {
+          native(x, k, m, w + begin * k, k, cols, k, acc, cols);
+        }
       }
     } else {
       matvec(xf.data(), k, m, w + begin * k, k, cols, k, acc, cols);

@@ -1,4 +1,5 @@
 // AVX-512 variant of the kernels in simd_kernels.inc (16 floats per register).
+#include "cpu/amx.h"
 #include "cpu/float_io.h"
 #include "cpu/simd.h"
 #include "strata/core/error.h"
@@ -171,6 +172,12 @@ const Kernels* avx512_kernels() {
       if (cpu_has_avx512_bf16() && std::getenv("STRATA_NO_AVX512_BF16") == nullptr) {
         table.name = "avx512+bf16";
         table.matvec_bf16_native = &matvec_bf16_native;
+        // AMX needs the vector kernel for its tails.
+        if (std::getenv("STRATA_NO_AMX") == nullptr && amx::usable()) {
+          table.name = "avx512+bf16+amx";
+          table.amx_pack_x = &amx::pack_x;
+          table.amx_matvec_bf16 = &amx::matvec_bf16;
+        }
       }
       return table;
     }();

@@ -53,8 +53,10 @@ TEST(BuildInfo, CpuKernelIsaIsTheDispatchedTable) {
                          : cpu::simd::avx2_kernels() != nullptr ? "avx2"
                                                                 : "generic";
   EXPECT_EQ(isa, expected);
-  // "avx512+bf16" exactly when the table carries the AVX-512 BF16 kernel.
-  EXPECT_EQ(isa == "avx512+bf16", cpu::simd::kernels().matvec_bf16_native != nullptr);
+  // "avx512+bf16" exactly when the table carries the AVX-512 BF16 kernel, "+amx" after it exactly
+  // when it carries the AMX one.
+  EXPECT_EQ(isa.rfind("avx512+bf16", 0) == 0, cpu::simd::kernels().matvec_bf16_native != nullptr);
+  EXPECT_EQ(isa == "avx512+bf16+amx", cpu::simd::kernels().amx_matvec_bf16 != nullptr);
 }
 
 TEST(BuildInfo, CudaInfoFollowsTheBuild) {

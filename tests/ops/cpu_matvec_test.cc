@@ -4,8 +4,10 @@
 // and leading dimensions wider than the rows.
 
 #include <cmath>
+#include <string>
 #include <vector>
 
+#include "cpu/amx.h"
 #include "cpu/simd.h"
 #include "ops/simd_variants.h"
 #include "support/op_testing.h"
@@ -105,7 +107,36 @@ TEST(CpuMatvecTest, Bf16DotProductKernelIsTheDispatchedOneWhereSupported) {
     GTEST_SKIP() << "this CPU has no AVX-512 BF16";
   }
   EXPECT_EQ(cpu::simd::kernels().matvec_bf16_native, avx512->matvec_bf16_native);
-  EXPECT_STREQ(cpu::simd::kernels().name, "avx512+bf16");
+  EXPECT_EQ(std::string(cpu::simd::kernels().name).rfind("avx512+bf16", 0), 0u);
+}
+
+TEST(CpuMatvecTest, AmxKernelMatchesDoubleReference) {
+  const cpu::simd::Kernels* avx512 = cpu::simd::avx512_kernels();
+  if (avx512 == nullptr || avx512->amx_matvec_bf16 == nullptr) {
+    GTEST_SKIP() << "this CPU (or OS) offers no AMX-BF16";
+  }
+  EXPECT_STREQ(avx512->name, "avx512+bf16+amx");
+  std::uint64_t seed = 8000;
+  std::vector<MatvecCase> amx_cases = cases();
+  // Whole tiles of 16 and 32 weight rows with and without leftovers, k with and without a tail
+  // past the last block of 32, fewer than 16 rows in all.
+  for (const std::int64_t m : {1, 5, 16}) {
+    for (const std::int64_t n : {15, 16, 32, 48, 77}) {
+      for (const std::int64_t k : {32, 64, 95, 160}) amx_cases.push_back({m, n, k});
+    }
+  }
+  for (const MatvecCase& c : amx_cases) {
+    const std::int64_t ldx = c.k + 5, ldw = c.k + 1, ldy = c.n + 3;
+    const Tensor x = random_tensor({c.m, ldx}, DType::BFloat16, seed++);
+    const Tensor w = random_tensor({c.n, ldw}, DType::BFloat16, seed++);
+    std::vector<std::uint32_t> packed(static_cast<std::size_t>(cpu::amx::packed_words(c.m, c.k)) +
+                                      1);
+    avx512->amx_pack_x(x.data<BFloat16>(), ldx, c.m, c.k, packed.data());
+    std::vector<float> y(static_cast<std::size_t>(c.m * ldy), -7.0f);
+    avx512->amx_matvec_bf16(packed.data(), x.data<BFloat16>(), ldx, c.m, w.data<BFloat16>(), ldw,
+                            c.n, c.k, y.data(), ldy);
+    expect_matches_reference<BFloat16, BFloat16>("bf16 amx", c, x, w, y, ldx, ldw, ldy);
+  }
 }
 
 // acc += p @ v (attention's probabilities times V) for v of type T, against double sums, with
