@@ -42,11 +42,20 @@ struct QuantizedWeight {
   Tensor scale;                              // weight_scale_inv / scales / weight_scale
   std::optional<Tensor> zeros;  // qzeros / weight_zero_point (compressed-tensors: asymmetric)
   std::optional<Tensor> g_idx;  // GPTQ: group of each input row
+  // GPTQ, set by a caller that has checked g_idx's values once (check_gptq_g_idx; QuantizedLinear
+  // does, once per layer): whether g_idx[k] == k / group_size for every k (no act-order), which
+  // lets the GPU kernels hoist zeros and scales per group. Unset on a GPU, quantized_linear checks
+  // g_idx on every call (a device-to-host copy); the CPU path always checks it (a host read).
+  std::optional<bool> g_idx_sequential;
 };
+// Checks the values of w.g_idx (each a group in [0, groups)): a CheckpointError naming the first
+// bad value otherwise. Returns whether g_idx[k] == k / group_size for every k. Reads g_idx on the
+// host (a copy when it is on a GPU).
+bool check_gptq_g_idx(const QuantizedWeight& w);
 // y = x @ dequantise(weight)^T + bias, dequantising inside the product (the dense weight is
 // never materialised whole). x: [..., in_features] float32/bfloat16/float16; result [..., out] in
 // x's dtype. Shapes and dtypes of the packed tensors are checked against the format
-// (CheckpointError naming the tensor). CPU only for now; another device is NotSupported.
+// (CheckpointError naming the tensor). CPU and CUDA.
 Tensor quantized_linear(const Tensor& x, const QuantizedWeight& weight,
                         const std::optional<Tensor>& bias = std::nullopt);
 

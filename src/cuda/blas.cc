@@ -109,6 +109,21 @@ std::int64_t broadcast_batch_stride(const Tensor& t) {
 
 }  // namespace
 
+void gemm_nt(const void* a, std::int64_t lda, const void* b, std::int64_t ldb, void* c,
+             std::int64_t ldc, std::int64_t m, std::int64_t n, std::int64_t k, DType dtype,
+             int device) {
+  if (m == 0 || n == 0 || k == 0) return;
+  DeviceGuard guard(device);
+  const float alpha = 1.0f, beta = 0.0f;
+  const cudaDataType_t t = data_type(dtype);
+  // Column-major view: C^T[n, m] = B[n, k] (stored [n, k] row-major = B^T column-major) A^T.
+  check_cublas(cublasGemmEx(handle_for(device), CUBLAS_OP_T, CUBLAS_OP_N, as_int(n, "n"),
+                            as_int(m, "m"), as_int(k, "k"), &alpha, b, t, as_int(ldb, "ldb"), a, t,
+                            as_int(lda, "lda"), &beta, c, t, as_int(ldc, "ldc"),
+                            compute_type(dtype), CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx", device);
+}
+
 void set_allow_tf32(bool allow) noexcept { g_allow_tf32.store(allow); }
 bool allow_tf32() noexcept { return g_allow_tf32.load(); }
 

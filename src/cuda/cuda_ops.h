@@ -8,6 +8,7 @@
 
 #include "cpu/attention_elementwise.h"
 #include "strata/core/tensor.h"
+#include "strata/ops.h"
 
 namespace strata::cuda {
 
@@ -23,6 +24,15 @@ void topk(const Tensor& x, std::int64_t k, std::int64_t dim, const Tensor& value
 void linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
             const Tensor& out);
 void matmul(const Tensor& a, const Tensor& b, const Tensor& out);
+// Row-major c[m, n] (row stride ldc) = a[m, k] (row stride lda) @ b^T with b [n, k] (row stride
+// ldb), one float dtype, on `device`'s compute stream (src/cuda/blas.cc).
+void gemm_nt(const void* a, std::int64_t lda, const void* b, std::int64_t ldb, void* c,
+             std::int64_t ldc, std::int64_t m, std::int64_t n, std::int64_t k, DType dtype,
+             int device);
+// ops::quantized_linear on a GPU (src/cuda/quant_linear.cc): x, bias, out contiguous of one float
+// dtype; the packed tensors checked and contiguous on x's device.
+void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
+                      const std::optional<Tensor>& bias, const Tensor& out);
 void embedding(const Tensor& ids, const Tensor& table, const Tensor& out);
 void rms_norm(const Tensor& x, const Tensor& weight, double eps, const Tensor& out);
 void layer_norm(const Tensor& x, const std::optional<Tensor>& weight,

@@ -100,6 +100,12 @@ ops::QuantizedWeight QuantizedLinear::quantized_weight() const {
       w.zeros = parameter("qzeros");
       w.scale = parameter("scales");
       if (has_parameter("g_idx")) w.g_idx = parameter("g_idx");
+      // g_idx's values are the checkpoint's: checked once (not on every GPU forward, where it
+      // would be a device-to-host copy and a stream sync per layer).
+      if (w.g_idx && !w.g_idx->is_meta()) {
+        if (!g_idx_sequential_) g_idx_sequential_ = ops::check_gptq_g_idx(w);
+        w.g_idx_sequential = g_idx_sequential_;
+      }
       break;
     case ops::QuantFormat::CompressedTensors: {
       w.weight = parameter("weight_packed");
@@ -107,13 +113,14 @@ ops::QuantizedWeight QuantizedLinear::quantized_weight() const {
       if (has_parameter("weight_zero_point")) w.zeros = parameter("weight_zero_point");
       // weight_shape is [out, in] as saved; a different one is another layer's checkpoint.
       const Tensor& shape = parameter("weight_shape");
-      if (!shape.is_meta()) {
+      if (!shape.is_meta() && !weight_shape_checked_) {  // once: a GPU copy syncs the stream
         const std::vector<std::int64_t> s = shape.to(Device::cpu()).to_vector<std::int64_t>();
         STRATA_CHECK(s == std::vector<std::int64_t>({out_features_, in_features_}), CheckpointError,
                      "CompressedLinear: 'weight_shape' is [{}, {}] but the layer is [{}, {}] "
                      "(out, in); the checkpoint does not belong to this config",
                      s.size() > 0 ? s[0] : -1, s.size() > 1 ? s[1] : -1, out_features_,
                      in_features_);
+        weight_shape_checked_ = true;
       }
       break;
     }

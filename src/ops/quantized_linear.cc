@@ -1,12 +1,13 @@
 // quantized_linear: checks the packed tensors against the format's layout (docs/quantization.md),
 // normalises them for the kernels (contiguous, scales as float32, g_idx as int32) and dispatches.
-// Only the CPU has kernels so far; CUDA kernels are the second part of issue 16.
+// Kernels: src/cpu/quant_*.cc and src/cuda/quant_*.
 
 #include <fmt/format.h>
 
 #include <climits>
 
 #include "cpu/quant_kernels.h"
+#include "cuda/op_dispatch.h"
 #include "ops/op_common.h"
 #include "strata/ops.h"
 
@@ -117,9 +118,10 @@ QuantizedWeight normalised(const QuantizedWeight& w) {
                         (w.g_idx->dtype() == DType::Int32 || w.g_idx->dtype() == DType::Int64),
                     fmt::format("'g_idx' is {}; it must be int32 [{}]", w.g_idx->describe(), K));
       out.g_idx = w.g_idx->to(DType::Int32).contiguous();
-      for (const std::int32_t v : out.g_idx->to_vector<std::int32_t>()) {
-        check.require(v >= 0 && v < groups,
-                      fmt::format("'g_idx' holds group {}; there are {} groups", v, groups));
+      // The CPU kernel indexes by g_idx: always checked there (a host read). A GPU kernel clamps
+      // the values, so a caller that checked them once may skip the device-to-host copy.
+      if (w.weight.device().is_cpu() || !w.g_idx_sequential) {
+        out.g_idx_sequential = check_gptq_g_idx(out);
       }
       break;
     }
@@ -146,6 +148,25 @@ QuantizedWeight normalised(const QuantizedWeight& w) {
 
 }  // namespace
 
+bool check_gptq_g_idx(const QuantizedWeight& w) {
+  const Checker check(w);
+  check.require(w.g_idx.has_value(), "'g_idx' is missing");
+  detail::check_materialized(kOp, "g_idx", *w.g_idx);
+  const std::int64_t g = w.group_size, K = w.in_features;
+  const std::int64_t groups = g > 0 ? ceil_div(K, g) : 1;
+  const std::vector<std::int64_t> values =
+      w.g_idx->to(Device::cpu(), DType::Int64).to_vector<std::int64_t>();
+  bool sequential = true;
+  for (std::size_t k = 0; k < values.size(); ++k) {
+    const std::int64_t v = values[k];
+    check.require(
+        v >= 0 && v < groups,
+        fmt::format("'g_idx' holds group {} at input {}; there are {} groups", v, k, groups));
+    sequential = sequential && v == (g > 0 ? static_cast<std::int64_t>(k) / g : 0);
+  }
+  return sequential;
+}
+
 Tensor quantized_linear(const Tensor& x, const QuantizedWeight& weight,
                         const std::optional<Tensor>& bias) {
   detail::check_materialized(kOp, "x", x);
@@ -164,10 +185,9 @@ Tensor quantized_linear(const Tensor& x, const QuantizedWeight& weight,
   if (weight.weight.defined() && !weight.weight.is_meta()) {
     detail::check_same_device(kOp, {{"x", &x}, {"weight", &weight.weight}});
   }
-  STRATA_CHECK(x.device().is_cpu(), NotSupported,
-               "{}: no kernels for {} yet: quantized weights run on the CPU only (the CUDA "
-               "kernels are the second part of issue 16); place the quantized layers on 'cpu' "
-               "or 'disk' in the device map",
+  STRATA_CHECK(detail::has_kernels(x.device()), NotSupported,
+               "{}: no kernels for {} in this build (quantized weights run on the CPU, and on "
+               "CUDA GPUs in a build with STRATA_CUDA=ON)",
                kOp, x.device());
   const QuantizedWeight w = normalised(weight);
   Shape out_shape = x.shape();
@@ -176,8 +196,9 @@ Tensor quantized_linear(const Tensor& x, const QuantizedWeight& weight,
   const std::int64_t rows = x.numel() / weight.in_features;
   std::optional<Tensor> bias_c;
   if (bias) bias_c = bias->contiguous();
-  cpu::quantized_linear(x.contiguous().view({rows, weight.in_features}), w, bias_c,
-                        out.view({rows, weight.out_features}));
+  STRATA_OP_KERNEL(x.device(), quantized_linear)
+  (x.contiguous().view({rows, weight.in_features}), w, bias_c,
+   out.view({rows, weight.out_features}));
   return out;
 }
 

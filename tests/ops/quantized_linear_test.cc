@@ -28,10 +28,13 @@ std::vector<double> sum_abs_products(const std::vector<double>& x, const std::ve
   return out;
 }
 
-// quantized_linear(x, q) equals the naive product: float32 accumulation over k terms (errors
-// like sqrt(k) * 2^-24 * sum |x w|, 8x margin) plus one rounding to x's dtype.
+// quantized_linear(x, q) on `device` equals the naive product: float32 accumulation over k terms
+// (errors like sqrt(k) * 2^-24 * sum |x w|, 8x margin) plus one rounding to x's dtype. With
+// `weight_rounding` r, each dequantised weight may also be rounded once, relative error r (the
+// GPU's prefill path dequantises into x's dtype for cuBLAS): r * sum |x w| more.
 void expect_matches_naive(const NaiveQuantized& q, std::int64_t m, DType dtype, bool with_bias,
-                          std::uint64_t seed) {
+                          std::uint64_t seed, Device device = Device::cpu(),
+                          double weight_rounding = 0.0) {
   const std::int64_t n = q.weight.out_features, k = q.weight.in_features;
   const Tensor x = random_tensor({m, k}, dtype, seed);
   std::optional<Tensor> bias;
@@ -40,16 +43,19 @@ void expect_matches_naive(const NaiveQuantized& q, std::int64_t m, DType dtype, 
   const std::vector<double> expected =
       naive_linear(xv, q.dense, m, n, k, bias ? bias->to_doubles() : std::vector<double>{});
   const std::vector<double> scale = sum_abs_products(xv, q.dense, m, n, k);
-  const Tensor y = ops::quantized_linear(x, q.weight, bias);
+  std::optional<Tensor> bias_on;
+  if (bias) bias_on = bias->to(device);
+  const Tensor y = ops::quantized_linear(x.to(device), weight_on(q.weight, device), bias_on);
   ASSERT_EQ(y.shape(), (Shape{m, n}));
   ASSERT_EQ(y.dtype(), dtype);
-  const std::vector<double> got = y.to_doubles();
+  ASSERT_EQ(y.device(), device);
+  const std::vector<double> got = y.to(Device::cpu()).to_doubles();
   const double rounding = dtype == DType::Float32    ? 0.0
                           : dtype == DType::BFloat16 ? std::ldexp(1.0, -8)
                                                      : std::ldexp(1.0, -11);
   for (std::size_t i = 0; i < got.size(); ++i) {
     const double tol = 8.0 * std::sqrt(static_cast<double>(k)) * std::ldexp(1.0, -24) * scale[i] +
-                       rounding * std::abs(expected[i]) + 1e-30;
+                       weight_rounding * scale[i] + rounding * std::abs(expected[i]) + 1e-30;
     ASSERT_LE(std::abs(got[i] - expected[i]), tol)
         << "element " << i << ": got " << got[i] << ", expected " << expected[i];
   }
@@ -93,29 +99,72 @@ std::vector<RandomCase> random_cases() {
   };
 }
 
-class QuantizedLinearRandomTest : public ::testing::TestWithParam<RandomCase> {};
+struct RandomDeviceCase {
+  RandomCase format;
+  Device device;
+};
 
+void PrintTo(const RandomDeviceCase& c, std::ostream* os) {
+  *os << c.format.name << " on " << c.device;
+}
+
+std::vector<RandomDeviceCase> random_device_cases() {
+  std::vector<RandomDeviceCase> out;
+  for (const Device device : {Device::cpu(), Device::cuda(0)}) {
+    for (const RandomCase& c : random_cases()) out.push_back({c, device});
+  }
+  return out;
+}
+
+// Every case on the cpu and on cuda:0 (skipped without a GPU).
+class QuantizedLinearRandomTest : public ::testing::TestWithParam<RandomDeviceCase> {
+ protected:
+  void SetUp() override {
+    if (!device_available(device())) GTEST_SKIP() << device() << " is not available here";
+  }
+  Device device() const { return GetParam().device; }
+  NaiveQuantized make(std::uint64_t seed) const {
+    NaiveQuantizer quantizer(seed);
+    return GetParam().format.make(quantizer);
+  }
+};
+
+// Decode rows: 1 and 3 (the GEMV kernels on both devices; the GPU's take up to 8).
 TEST_P(QuantizedLinearRandomTest, DecodeRowsMatchNaive) {
-  NaiveQuantizer quantizer(11);
-  const NaiveQuantized q = GetParam().make(quantizer);
-  for (std::int64_t m : {1, 3}) expect_matches_naive(q, m, DType::Float32, m == 3, 100 + m);
+  const NaiveQuantized q = make(11);
+  for (std::int64_t m : {1, 3}) {
+    expect_matches_naive(q, m, DType::Float32, m == 3, 100 + m, device());
+  }
+  expect_matches_naive(q, 8, DType::Float32, true, 108, device());
 }
 
 TEST_P(QuantizedLinearRandomTest, PrefillRowsMatchNaive) {
-  NaiveQuantizer quantizer(12);
-  const NaiveQuantized q = GetParam().make(quantizer);
-  expect_matches_naive(q, 9, DType::Float32, true, 200);
+  const NaiveQuantized q = make(12);
+  expect_matches_naive(q, 9, DType::Float32, true, 200, device());
 }
 
 TEST_P(QuantizedLinearRandomTest, HalfPrecisionActivations) {
-  NaiveQuantizer quantizer(13);
-  const NaiveQuantized q = GetParam().make(quantizer);
-  expect_matches_naive(q, 2, DType::BFloat16, true, 300);
-  expect_matches_naive(q, 6, DType::Float16, false, 301);
+  const NaiveQuantized q = make(13);
+  expect_matches_naive(q, 2, DType::BFloat16, true, 300, device());
+  expect_matches_naive(q, 6, DType::Float16, false, 301, device());
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, QuantizedLinearRandomTest, ::testing::ValuesIn(random_cases()),
-                         [](const auto& info) { return info.param.name; });
+// Prefill in bf16/f16: the CPU keeps float32 weight tiles; the GPU dequantises into x's dtype
+// for cuBLAS, one more rounding of each weight (docs/quantization.md).
+TEST_P(QuantizedLinearRandomTest, HalfPrecisionPrefill) {
+  const NaiveQuantized q = make(14);
+  const bool gpu = device().is_cuda();
+  expect_matches_naive(q, 12, DType::BFloat16, true, 400, device(),
+                       gpu ? std::ldexp(1.0, -8) : 0.0);
+  expect_matches_naive(q, 17, DType::Float16, false, 401, device(),
+                       gpu ? std::ldexp(1.0, -11) : 0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, QuantizedLinearRandomTest,
+                         ::testing::ValuesIn(random_device_cases()), [](const auto& info) {
+                           return info.param.format.name +
+                                  (info.param.device.is_cuda() ? "_cuda0" : "_cpu");
+                         });
 
 // x = e_0 picks column 0 of the dequantised weight: y[n] = w[n, 0].
 Tensor unit_row(std::int64_t k, std::int64_t hot = 0) {

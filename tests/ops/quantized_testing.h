@@ -247,6 +247,16 @@ class NaiveQuantizer {
   std::mt19937_64 rng_;
 };
 
+// The packed tensors of `w` copied to `device`.
+inline ops::QuantizedWeight weight_on(const ops::QuantizedWeight& w, Device device) {
+  ops::QuantizedWeight out = w;
+  out.weight = w.weight.to(device);
+  out.scale = w.scale.to(device);
+  if (w.zeros) out.zeros = w.zeros->to(device);
+  if (w.g_idx) out.g_idx = w.g_idx->to(device);
+  return out;
+}
+
 // y[m, n] = sum_k x[m, k] * dense[n, k] (+ bias[n]) in double, from float32 values.
 inline std::vector<double> naive_linear(const std::vector<double>& x,
                                         const std::vector<float>& dense, std::int64_t m,

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "strata/models/quant_config.h"
@@ -39,6 +40,10 @@ class QuantizedLinear : public nn::Module {
  private:
   QuantizationConfig config_;
   std::int64_t in_features_, out_features_;
+  // The values of g_idx (GPTQ) and weight_shape (compressed-tensors) are checked the first time
+  // the layer runs with them materialised; they are the checkpoint's and do not change.
+  mutable std::optional<bool> g_idx_sequential_;
+  mutable bool weight_shape_checked_ = false;
 };
 
 // The linear module at `path`: a QuantizedLinear when `quant` is set and converts `path`, else an

@@ -1,0 +1,145 @@
+// ops::quantized_linear on a GPU (docs/quantization.md):
+// - decode (up to kQuantMaxRows rows of x): GEMV kernels that read the packed words and scales in
+//   registers and dequantise on the fly (quant_gemv.cu);
+// - prefill: tiles of output rows dequantised into the activation dtype (quant_dequant.cu), each
+//   multiplied by x with cuBLAS straight into its columns of the output; a tile holds at most
+//   kTileElements weights, so the dense weight never exists whole.
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_ops.h"
+#include "cuda/quant_kernels.h"
+#include "cuda/stream_internal.h"
+#include "strata/cuda/device.h"
+
+namespace strata::cuda {
+namespace {
+
+constexpr std::int64_t kTileElements = std::int64_t{16} << 20;  // 32 MiB in bf16
+
+kernels::QuantKind kind_of(ops::QuantFormat format) {
+  switch (format) {
+    case ops::QuantFormat::FP8:
+      return kernels::QuantKind::FP8;
+    case ops::QuantFormat::AWQ:
+      return kernels::QuantKind::AWQ;
+    case ops::QuantFormat::GPTQ:
+      return kernels::QuantKind::GPTQ;
+    case ops::QuantFormat::CompressedTensors:
+      return kernels::QuantKind::Compressed;
+  }
+  STRATA_THROW(InternalError, "quantized_linear: unknown format {}", static_cast<int>(format));
+}
+
+void require_on(const Tensor& t, const char* name, Device device) {
+  STRATA_CHECK(t.device() == device, InvalidArgument,
+               "quantized_linear: '{}' is on {} but x is on {}; a quantized layer's packed tensors "
+               "must be on the device that computes",
+               name, t.device(), device);
+}
+
+kernels::QuantWeight kernel_weight(const ops::QuantizedWeight& w, Device device) {
+  kernels::QuantWeight q;
+  q.kind = kind_of(w.format);
+  q.n = w.out_features;
+  q.k = w.in_features;
+  q.bits = w.bits;
+  q.group = w.group_size > 0 ? w.group_size : w.in_features;
+  require_on(w.weight, "weight", device);
+  require_on(w.scale, "scale", device);
+  q.weight = w.weight.data_ptr();
+  q.scale = w.scale.data_ptr();
+  q.scale_type = static_cast<kernels::Type>(w.scale.dtype());
+  switch (w.format) {
+    case ops::QuantFormat::FP8:
+      STRATA_CHECK(w.weight.dtype() == DType::Float8E4M3FN, NotSupported,
+                   "quantized_linear on {}: the FP8 weight is {}; the GPU kernels read "
+                   "float8_e4m3fn as stored (load the checkpoint without casting it)",
+                   device, w.weight.describe());
+      q.bits = 8;
+      q.block_out = w.block_out;
+      q.block_in = w.block_in;
+      break;
+    case ops::QuantFormat::AWQ:
+    case ops::QuantFormat::GPTQ:
+      q.groups = w.scale.size(0);
+      break;
+    case ops::QuantFormat::CompressedTensors:
+      q.groups = w.scale.size(1);
+      break;
+  }
+  if (w.zeros) {
+    require_on(*w.zeros, "zeros", device);
+    q.zeros = w.zeros->data<std::int32_t>();
+  }
+  if (w.g_idx) {
+    require_on(*w.g_idx, "g_idx", device);
+    q.g_idx = w.g_idx->data<std::int32_t>();
+    q.g_idx_sequential = w.g_idx_sequential.value_or(false);
+  }
+  return q;
+}
+
+int multiprocessors(int device) {
+  static std::array<std::atomic<int>, 64> counts{};
+  const auto slot = static_cast<std::size_t>(device);
+  if (slot < counts.size()) {
+    if (const int known = counts[slot].load(std::memory_order_relaxed); known > 0) return known;
+  }
+  const int count = device_properties(device).multiprocessor_count;
+  if (slot < counts.size()) counts[slot].store(count, std::memory_order_relaxed);
+  return count;
+}
+
+}  // namespace
+
+void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
+                      const std::optional<Tensor>& bias, const Tensor& out) {
+  const int device = out.device().index();
+  const std::int64_t m = x.size(0), k = w.in_features, n = w.out_features;
+  if (m == 0 || n == 0) return;
+  const kernels::QuantWeight q = kernel_weight(w, x.device());
+  const auto out_type = static_cast<kernels::Type>(out.dtype());
+  const cudaStream_t stream = detail::compute_stream_handle(device);
+  if (m <= kernels::kQuantMaxRows) {
+    // x in float32, zero-padded to whole words and to the kernel's row count.
+    const std::int64_t stride = (k + 31) / 32 * 32;
+    const Tensor xf =
+        Tensor::zeros({kernels::quant_gemv_x_rows(m), stride}, DType::Float32, x.device());
+    xf.narrow(0, 0, m).narrow(1, 0, k).copy_(x);
+    const int sms = multiprocessors(device);
+    const std::int64_t ws_floats = kernels::quant_gemv_workspace_floats(q, m, sms);
+    Tensor ws;
+    if (ws_floats > 0) ws = Tensor::empty({ws_floats}, DType::Float32, x.device());
+    DeviceGuard guard(device);
+    detail::check(kernels::quant_gemv(q, xf.data<float>(), stride, m,
+                                      bias ? bias->data_ptr() : nullptr, out.data_ptr(), out_type,
+                                      ws_floats > 0 ? ws.data<float>() : nullptr, sms, stream),
+                  "quantized_linear (gemv)", device);
+    return;
+  }
+  const std::int64_t rows_per_tile = std::clamp<std::int64_t>(kTileElements / k, 1, n);
+  const Tensor tile = Tensor::empty({rows_per_tile, k}, x.dtype(), x.device());
+  const auto esize = static_cast<std::int64_t>(dtype_size(x.dtype()));
+  for (std::int64_t n0 = 0; n0 < n; n0 += rows_per_tile) {
+    const std::int64_t n1 = std::min(n, n0 + rows_per_tile);
+    {
+      DeviceGuard guard(device);
+      detail::check(kernels::quant_dequantize_rows(q, n0, n1, tile.data_ptr(), out_type, stream),
+                    "quantized_linear (dequantise)", device);
+    }
+    // The next tile's dequantisation queues behind this GEMM on the same stream.
+    gemm_nt(x.data_ptr(), k, tile.data_ptr(), k, static_cast<char*>(out.data_ptr()) + n0 * esize, n,
+            m, n1 - n0, k, x.dtype(), device);
+  }
+  if (bias) {
+    DeviceGuard guard(device);
+    detail::check(kernels::add_bias_rows(out.data_ptr(), bias->data_ptr(), out_type, m, n, stream),
+                  "quantized_linear bias add", device);
+  }
+}
+
+}  // namespace strata::cuda
