@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Issue 15's CPU measurements on the device machine, in one command from the repository root:
+# builds strata, cpu_gemv_bench and ops_tests (scripts/gpu-machine-build.sh), runs the CPU kernel
+# tests, cpu_gemv_bench (bf16 linear at Llama-2-7B's shapes and batch 1/4/16, decode attention,
+# against the host read bandwidth of the same run), then the CPU-only decode of the 7B-shaped
+# random checkpoint with strata run next to transformers on the CPU (compare_cpu_decode.py).
+# Writes its outputs under $OUT (default /tmp/cpu_bench).
+#
+# Usage: bash bench/reference/run_cpu_bench.sh [DEBS_DIR (.dev/debs)] [MODEL_DIR (/tmp/llama7b)]
+set -uo pipefail
+debs=${1:-.dev/debs}
+model=${2:-/tmp/llama7b}
+out=${OUT:-/tmp/cpu_bench}
+mkdir -p "$out"
+start=$(date +%s)
+el() { echo "[$(($(date +%s) - start)) s] $*"; }
+
+if [ ! -f "$model/config.json" ]; then
+  python3 bench/reference/make_random_llama.py "$model" > "$out/make_model.log" 2>&1 &
+  maker=$!
+fi
+bash scripts/gpu-machine-build.sh "$debs" build/gpu strata_cli cpu_gemv_bench ops_tests core_tests \
+  > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
+export LD_LIBRARY_PATH=$(tail -1 "$out/build.log" | sed -n 's/^export LD_LIBRARY_PATH=//p')
+el built
+nproc
+lscpu | grep -E "Model name|^CPU\(s\)|NUMA node\(s\)|L3" || true
+build/gpu/tools/strata/strata --version | grep -i cpu || true
+
+build/gpu/tests/ops_tests --gtest_filter='CpuMatvec*:*Linear*:*Attention*:FloatIo*:BuildInfo*' \
+  > "$out/ops_tests.log" 2>&1
+grep -E "^\[  (PASSED|FAILED)|SKIPPED \] Cpu" "$out/ops_tests.log"
+build/gpu/tests/core_tests --gtest_filter='ParallelFor*' 2>&1 | grep -E "^\[  (PASSED|FAILED)"
+el tests
+
+timeout 300 build/gpu/bench/cpu_gemv_bench --seconds 0.5 --cold-mib 4096 2>&1 | tee "$out/cpu_gemv.txt"
+el gemv
+
+[ -n "${maker:-}" ] && { wait "$maker" || { tail -20 "$out/make_model.log"; exit 1; }; }
+timeout 420 python3 bench/reference/compare_cpu_decode.py build/gpu/tools/strata/strata \
+  build/gpu/bench/cpu_gemv_bench "$model" --strata-tokens 16 --reference-tokens 4 \
+  --json-out "$out/cpu_decode.json" 2>&1 | tee "$out/cpu_decode.txt"
+el done
