@@ -34,6 +34,9 @@ build/gpu/tests/core_tests --gtest_filter='ParallelFor*' 2>&1 | grep -E "^\[  (P
 el tests
 
 timeout 300 build/gpu/bench/cpu_gemv_bench --seconds 0.5 --cold-mib 4096 2>&1 | tee "$out/cpu_gemv.txt"
+# The same small batches without AMX (the AVX-512 BF16 or AVX-512F kernel), for the comparison.
+STRATA_NO_AMX=1 timeout 120 build/gpu/bench/cpu_gemv_bench --seconds 0.5 --cold-mib 4096 \
+  --batches 4,8,16 --shapes 4096x4096,11008x4096 --no-attention 2>&1 | tee "$out/cpu_gemv_no_amx.txt"
 el gemv
 
 [ -n "${maker:-}" ] && { wait "$maker" || { tail -20 "$out/make_model.log"; exit 1; }; }
