@@ -1,6 +1,7 @@
 #include "models/attention.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -23,6 +24,36 @@ Tensor split_heads(const Tensor& x, std::int64_t heads, std::int64_t head_dim) {
 
 Tensor merge_heads(const Tensor& x) {
   return x.transpose(1, 2).contiguous().view({x.size(0), x.size(2), x.size(1) * x.size(3)});
+}
+
+Tensor apply_rotary(const Tensor& x, const Tensor& cos, const Tensor& sin) {
+  const std::int64_t head_dim = x.size(3), rotated = cos.size(-1);
+  if (rotated == head_dim) return ops::rotary_embedding(x, cos, sin);
+  STRATA_CHECK_ARG(rotated > 0 && rotated < head_dim,
+                   "apply_rotary: cos/sin cover {} dimensions but heads have {}; the rotated part "
+                   "must fit in a head",
+                   rotated, head_dim);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  out.narrow(3, 0, rotated).copy_(ops::rotary_embedding(x.narrow(3, 0, rotated), cos, sin));
+  out.narrow(3, rotated, head_dim - rotated).copy_(x.narrow(3, rotated, head_dim - rotated));
+  return out;
+}
+
+Tensor rotate_and_attend(const nn::Args& args, Tensor q, Tensor k, const Tensor& v, bool rope,
+                         std::int64_t layer, std::int64_t sliding_window, std::string_view who) {
+  const std::shared_ptr<KVCache> cache = cache_argument(args, who);
+  if (rope) {
+    const Value* tables = args.keyword("position_embeddings");
+    STRATA_CHECK_ARG(tables != nullptr && tables->is_list() && tables->list().size() == 2,
+                     "{}: position_embeddings must be [cos, sin] from the rotary module", who);
+    const Tensor cos = on_device_of(tables->list()[0].tensor(), q);
+    const Tensor sin = on_device_of(tables->list()[1].tensor(), q);
+    q = apply_rotary(q, cos, sin);
+    k = apply_rotary(k, cos, sin);
+  }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  return merge_heads(causal_attention(q, k, v, cache.get(), layer, scale, sliding_window,
+                                      layer_mask_argument(args, who)));
 }
 
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, KVCache* cache,

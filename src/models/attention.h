@@ -19,6 +19,18 @@ Tensor split_heads(const Tensor& x, std::int64_t heads, std::int64_t head_dim);
 // [batch, heads, seq, head_dim] -> contiguous [batch, seq, heads * head_dim].
 Tensor merge_heads(const Tensor& x);
 
+// RoPE on the first cos.size(-1) dimensions of each head of x [batch, heads, seq, head_dim] (all
+// of them, or fewer under partial rotary: transformers' apply_rotary_pos_emb with q_rot/q_pass),
+// the rest copied through. cos, sin as ops::rotary_embedding takes them.
+Tensor apply_rotary(const Tensor& x, const Tensor& cos, const Tensor& sin);
+
+// The part of a decoder self-attention after its projections, shared by the decoder family:
+// RoPE from the keyword position_embeddings ([cos, sin]) when `rope`, then causal_attention with
+// the keywords past_key_values and attention_mask; returns merged heads [batch, seq, heads * d].
+// q [batch, heads, seq, d], k and v [batch, kv_heads, seq, d]. `who` names the caller.
+Tensor rotate_and_attend(const nn::Args& args, Tensor q, Tensor k, const Tensor& v, bool rope,
+                         std::int64_t layer, std::int64_t sliding_window, std::string_view who);
+
 // Appends k, v to `cache` (when not null) at `layer`, then causal attention of q over all keys,
 // with a sliding window when `sliding_window` > 0 (a query sees itself and the window - 1 keys
 // before it, transformers' sliding_window_overlay). q [batch, heads, q_len, head_dim]; k, v

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/json_util.h"
+#include "models/config_families.h"
 #include "strata/core/error.h"
 
 namespace strata::models {
@@ -37,6 +38,9 @@ constexpr TypeInfo kTypes[] = {
     {"opt", Architecture::OPT, 1e-5, 0.0, 2048, true},
     {"qwen2_moe", Architecture::Qwen2Moe, 1e-6, 10000.0, 32768, false},
     {"qwen3_moe", Architecture::Qwen3Moe, 1e-6, 10000.0, 32768, false},
+    {"phi3", Architecture::Phi3, 1e-5, 10000.0, 4096, false},
+    {"olmo2", Architecture::Olmo2, 1e-5, 10000.0, 2048, false},
+    {"smollm3", Architecture::SmolLM3, 1e-6, 2000000.0, 32768, true},
 };
 
 class Reader {
@@ -103,10 +107,10 @@ RopeConfig parse_rope(const Reader& r, const TypeInfo& info, std::int64_t head_d
   RopeConfig rope;
   rope.theta = c.rope_theta.value_or(info.rope_theta);
   if (rope.theta <= 1.0) r.fail(fmt::format("rope_theta is {}; it must be above 1", rope.theta));
-  rope.dim = head_dim;
   rope.max_position_embeddings = max_positions;
-  // partial_rotary_factor may sit at the top level (v4) or inside rope_parameters (v5).
-  double partial = c.get_double("partial_rotary_factor").value_or(1.0);
+  // partial_rotary_factor may sit inside rope_parameters (v5) or at the top level (v4); the top
+  // level wins, as transformers' standardize_rope_params copies it over the nested one.
+  double partial = 1.0;
   for (const char* key : {"rope_parameters", "rope_scaling"}) {
     const Json* params = r.object(key);
     if (params && params->contains("partial_rotary_factor") &&
@@ -114,18 +118,18 @@ RopeConfig parse_rope(const Reader& r, const TypeInfo& info, std::int64_t head_d
       partial = (*params)["partial_rotary_factor"].get<double>();
     }
   }
+  partial = c.get_double("partial_rotary_factor").value_or(partial);
+  rope.dim = detail::rotary_dim(c, head_dim, partial);
   Json raw = Json::object();
   if (c.rope_scaling) raw = Json::parse(c.rope_scaling->raw_json);
-  if (partial != 1.0) {
-    STRATA_THROW(NotSupported,
-                 "model config '{}': partial_rotary_factor {} is not supported (Strata rotates the "
-                 "whole head_dim)",
-                 c.source, partial);
-  }
   if (!c.rope_scaling) return rope;
 
   const io::RopeScaling& s = *c.rope_scaling;
   rope.type = s.rope_type;
+  // Phi3Config reads the old names "su" and "yarn" as longrope.
+  if (info.architecture == Architecture::Phi3 && (rope.type == "su" || rope.type == "yarn")) {
+    rope.type = "longrope";
+  }
   const auto need = [&](const std::optional<double>& v, std::string_view key) {
     if (!v)
       r.fail(
@@ -160,10 +164,12 @@ RopeConfig parse_rope(const Reader& r, const TypeInfo& info, std::int64_t head_d
     if (raw.contains("truncate") && raw["truncate"].is_boolean()) {
       rope.truncate = raw["truncate"].get<bool>();
     }
+  } else if (rope.type == "longrope") {
+    detail::parse_longrope(c, info.architecture, s, rope);
   } else {
     STRATA_THROW(NotSupported,
                  "model config '{}': rope type '{}' is not supported; Strata implements default, "
-                 "linear, dynamic, yarn and llama3",
+                 "linear, dynamic, yarn, llama3 and longrope",
                  c.source, rope.type);
   }
   if (rope.factor <= 0.0)
@@ -180,6 +186,9 @@ RopeConfig parse_rope(const Reader& r, const TypeInfo& info, std::int64_t head_d
 std::vector<std::int64_t> parse_sliding_windows(const Reader& r, Architecture arch,
                                                 std::int64_t layers) {
   const io::ModelConfig& c = r.config();
+  if (arch == Architecture::Phi3 || arch == Architecture::Olmo2 || arch == Architecture::SmolLM3) {
+    return detail::family_sliding_windows(c, arch, layers);
+  }
   std::optional<std::int64_t> window;
   if (arch == Architecture::Mistral) {
     window = r.present("sliding_window") ? c.get_int("sliding_window") : 4096;
@@ -330,6 +339,18 @@ void parse_decoder_family(const Reader& r, const TypeInfo& info, TransformerConf
       t.qkv_bias = t.o_bias = attention_bias;
       t.qk_norm = true;
       break;
+    case Architecture::Phi3:
+      t.fused_projections = true;  // Phi3Attention and Phi3MLP have no biases
+      break;
+    case Architecture::Olmo2:
+      t.qkv_bias = t.o_bias = attention_bias;
+      t.qk_norm = t.qk_norm_over_projection = t.post_norms = true;
+      break;
+    case Architecture::SmolLM3:
+      t.qkv_bias = t.o_bias = attention_bias;
+      t.mlp_bias = r.flag("mlp_bias", false);
+      t.rope_layers = detail::smollm3_rope_layers(c, t.num_layers);
+      break;
     case Architecture::Qwen2Moe:
       t.qkv_bias = r.flag("qkv_bias", true);
       break;
@@ -408,6 +429,12 @@ std::string_view class_prefix(Architecture architecture) {
       return "Qwen2Moe";
     case Architecture::Qwen3Moe:
       return "Qwen3Moe";
+    case Architecture::Phi3:
+      return "Phi3";
+    case Architecture::Olmo2:
+      return "Olmo2";
+    case Architecture::SmolLM3:
+      return "SmolLM3";
   }
   STRATA_ASSERT(false, "unknown architecture {}", static_cast<int>(architecture));
 }

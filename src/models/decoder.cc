@@ -1,17 +1,17 @@
-// The decoder family (Llama, Mistral, Qwen2, Qwen3, Mixtral): transformers' modeling_llama.py
-// and its copies, with the per-model differences as TransformerConfig flags.
+// The decoder family (Llama, Mistral, Qwen2, Qwen3, Mixtral, Phi-3, OLMo 2, SmolLM3):
+// transformers' modeling_llama.py and its copies, with the per-model differences as
+// TransformerConfig flags.
 
 #include "strata/models/decoder.h"
 
 #include <fmt/format.h>
-
-#include <cmath>
 
 #include "models/attention.h"
 #include "models/families.h"
 #include "models/padding_mask.h"
 #include "strata/core/error.h"
 #include "strata/models/moe.h"
+#include "strata/models/phi3.h"
 #include "strata/models/quant_linear.h"
 #include "strata/ops.h"
 
@@ -26,7 +26,9 @@ DecoderAttention::DecoderAttention(const TransformerConfig& c, std::int64_t laye
       num_heads_(c.num_heads),
       num_kv_heads_(c.num_kv_heads),
       head_dim_(c.head_dim),
-      sliding_window_(c.sliding_windows.at(static_cast<std::size_t>(layer_idx))) {
+      sliding_window_(c.sliding_windows.at(static_cast<std::size_t>(layer_idx))),
+      use_rope_(c.rope_layers.empty() || c.rope_layers.at(static_cast<std::size_t>(layer_idx))),
+      norm_whole_projection_(c.qk_norm_over_projection) {
   const std::int64_t q_out = c.num_heads * c.head_dim, kv_out = c.num_kv_heads * c.head_dim;
   const QuantizationConfig* quant = c.quantization ? &*c.quantization : nullptr;
   const auto linear = [&](const char* name, std::int64_t in, std::int64_t out, bool bias) {
@@ -40,11 +42,12 @@ DecoderAttention::DecoderAttention(const TransformerConfig& c, std::int64_t laye
                                                         q_out, c.hidden_size, c.o_bias, dtype, tp))
                         : linear("o_proj", q_out, c.hidden_size, c.o_bias);
   if (c.qk_norm) {
+    // Qwen3 normalises each head; OLMo 2 the whole projection.
     const std::string norm = c.class_name("RMSNorm");
-    q_norm_ =
-        register_module("q_norm", std::make_shared<RMSNorm>(norm, c.head_dim, c.norm_eps, dtype));
-    k_norm_ =
-        register_module("k_norm", std::make_shared<RMSNorm>(norm, c.head_dim, c.norm_eps, dtype));
+    const std::int64_t q_dim = norm_whole_projection_ ? q_out : c.head_dim;
+    const std::int64_t k_dim = norm_whole_projection_ ? kv_out : c.head_dim;
+    q_norm_ = register_module("q_norm", std::make_shared<RMSNorm>(norm, q_dim, c.norm_eps, dtype));
+    k_norm_ = register_module("k_norm", std::make_shared<RMSNorm>(norm, k_dim, c.norm_eps, dtype));
   }
 }
 
@@ -53,30 +56,26 @@ Value DecoderAttention::forward(Args& args) {
   const Tensor& x = args.tensor(0, who);
   STRATA_CHECK_ARG(x.dim() == 3, "{}: hidden_states must be [batch, seq, hidden], got {}", who,
                    x.describe());
-  const Value* rope = args.keyword("position_embeddings");
-  STRATA_CHECK_ARG(rope != nullptr && rope->is_list() && rope->list().size() == 2,
-                   "{}: position_embeddings must be [cos, sin] from the rotary module", who);
-  const std::shared_ptr<KVCache> cache = detail::cache_argument(args, who);
   const std::int64_t batch = x.size(0), seq = x.size(1);
 
-  Tensor q = call(*q_proj_, x).view({batch, seq, num_heads_, head_dim_});
-  Tensor k = call(*k_proj_, x).view({batch, seq, num_kv_heads_, head_dim_});
-  if (q_norm_) {  // Qwen3: per-head RMSNorm before the rotation
+  Tensor q = call(*q_proj_, x);
+  Tensor k = call(*k_proj_, x);
+  if (q_norm_ && norm_whole_projection_) {  // OLMo 2: RMSNorm over the whole projection
+    q = call(*q_norm_, q);
+    k = call(*k_norm_, k);
+  }
+  q = q.view({batch, seq, num_heads_, head_dim_});
+  k = k.view({batch, seq, num_kv_heads_, head_dim_});
+  if (q_norm_ && !norm_whole_projection_) {  // Qwen3: per-head RMSNorm before the rotation
     q = call(*q_norm_, q);
     k = call(*k_norm_, k);
   }
   q = q.transpose(1, 2);
   k = k.transpose(1, 2);
   const Tensor v = detail::split_heads(call(*v_proj_, x), num_kv_heads_, head_dim_);
-  const Tensor cos = on_device_of(rope->list()[0].tensor(), q);
-  const Tensor sin = on_device_of(rope->list()[1].tensor(), q);
-  q = ops::rotary_embedding(q, cos, sin);
-  k = ops::rotary_embedding(k, cos, sin);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
-  const Tensor attn =
-      detail::causal_attention(q, k, v, cache.get(), layer_idx_, scale, sliding_window_,
-                               detail::layer_mask_argument(args, who));
-  return call(*o_proj_, detail::merge_heads(attn));
+  // SmolLM3's NoPE layers skip the rotation.
+  return call(*o_proj_, detail::rotate_and_attend(args, q, k, v, use_rope_, layer_idx_,
+                                                  sliding_window_, who));
 }
 
 GatedMLP::GatedMLP(std::string class_name, Naming naming, std::int64_t hidden,
@@ -110,29 +109,43 @@ Value GatedMLP::forward(Args& args) {
 
 DecoderLayer::DecoderLayer(const TransformerConfig& c, std::int64_t layer_idx, DType dtype,
                            const TensorParallel& tp)
-    : nn::Module(c.class_name("DecoderLayer")) {
-  self_attn_ =
-      register_module("self_attn", std::make_shared<DecoderAttention>(c, layer_idx, dtype, tp));
-  if (c.is_sparse_layer(layer_idx)) {
-    const char* name = c.architecture == Architecture::Mixtral ? "block_sparse_moe" : "mlp";
-    mlp_ = register_module(name, std::make_shared<SparseMoeBlock>(c, dtype, tp));
+    : nn::Module(c.class_name("DecoderLayer")), post_norms_(c.post_norms) {
+  if (c.fused_projections) {  // Phi-3 (tensor parallelism refuses it: tensor_parallel.cc)
+    self_attn_ = register_module("self_attn", std::make_shared<Phi3Attention>(c, layer_idx, dtype));
+    mlp_ = register_module("mlp", std::make_shared<Phi3MLP>(c, layer_idx, dtype));
   } else {
-    mlp_ = register_module(
-        "mlp", std::make_shared<GatedMLP>(
-                   c.class_name("MLP"), GatedMLP::Naming::Llama, c.hidden_size, c.intermediate_size,
-                   c.mlp_bias, c.activation, dtype, c.quantization ? &*c.quantization : nullptr,
-                   fmt::format("model.layers.{}.mlp", layer_idx), tp));
+    self_attn_ =
+        register_module("self_attn", std::make_shared<DecoderAttention>(c, layer_idx, dtype, tp));
+    if (c.is_sparse_layer(layer_idx)) {
+      const char* name = c.architecture == Architecture::Mixtral ? "block_sparse_moe" : "mlp";
+      mlp_ = register_module(name, std::make_shared<SparseMoeBlock>(c, dtype, tp));
+    } else {
+      mlp_ = register_module(
+          "mlp", std::make_shared<GatedMLP>(c.class_name("MLP"), GatedMLP::Naming::Llama,
+                                            c.hidden_size, c.intermediate_size, c.mlp_bias,
+                                            c.activation, dtype,
+                                            c.quantization ? &*c.quantization : nullptr,
+                                            fmt::format("model.layers.{}.mlp", layer_idx), tp));
+    }
   }
   const std::string norm = c.class_name("RMSNorm");
-  input_layernorm_ = register_module(
-      "input_layernorm", std::make_shared<RMSNorm>(norm, c.hidden_size, c.norm_eps, dtype));
-  post_attention_layernorm_ =
-      register_module("post_attention_layernorm",
-                      std::make_shared<RMSNorm>(norm, c.hidden_size, c.norm_eps, dtype));
+  const auto make_norm = [&](const char* name) {
+    return register_module(name, std::make_shared<RMSNorm>(norm, c.hidden_size, c.norm_eps, dtype));
+  };
+  if (!post_norms_) input_layernorm_ = make_norm("input_layernorm");
+  post_attention_layernorm_ = make_norm("post_attention_layernorm");
+  if (post_norms_) post_feedforward_layernorm_ = make_norm("post_feedforward_layernorm");
 }
 
 Value DecoderLayer::forward(Args& args) {
   Tensor hidden = args.tensor(0, class_name() + ".forward");
+  if (post_norms_) {  // OLMo 2: h += norm(attn(h)); h += norm(mlp(h))
+    Args attn_args({hidden}, std::move(args.keywords));
+    const Tensor attn = (*self_attn_)(std::move(attn_args)).tensor();
+    hidden = ops::add(hidden, on_device_of(call(*post_attention_layernorm_, attn), hidden));
+    const Tensor mlp = call(*post_feedforward_layernorm_, call(*mlp_, hidden));
+    return ops::add(hidden, on_device_of(mlp, hidden));
+  }
   Args attn_args({call(*input_layernorm_, hidden)}, std::move(args.keywords));
   const Tensor attn = (*self_attn_)(std::move(attn_args)).tensor();
   hidden = ops::add(hidden, on_device_of(attn, hidden));

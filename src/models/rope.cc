@@ -110,6 +110,25 @@ RopeFrequencies dynamic(const RopeConfig& r, std::int64_t seq_len) {
   return {default_inv_freq(base, r.dim), 1.0f};
 }
 
+// transformers' _compute_longrope_parameters: 1 / (ext * base ** (arange(0, dim, 2) / dim)) with
+// the long factors for sequences longer than original_max_position_embeddings, the short ones
+// otherwise; cos and sin scaled by the attention factor either way.
+RopeFrequencies longrope(const RopeConfig& r, std::int64_t seq_len) {
+  const bool long_context = seq_len > r.original_max_position_embeddings;
+  const std::vector<double>& ext = long_context ? r.long_factor : r.short_factor;
+  STRATA_CHECK_ARG(static_cast<std::int64_t>(ext.size()) == r.dim / 2,
+                   "compute_rope_frequencies: longrope needs {} {} factors, got {}", r.dim / 2,
+                   long_context ? "long" : "short", ext.size());
+  RopeFrequencies f{std::vector<float>(ext.size()),
+                    static_cast<float>(r.attention_factor.value_or(1.0))};
+  const auto base = static_cast<float>(r.theta);
+  for (std::size_t i = 0; i < ext.size(); ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(r.dim);
+    f.inv_freq[i] = 1.0f / (static_cast<float>(ext[i]) * std::pow(base, exponent));
+  }
+  return f;
+}
+
 }  // namespace
 
 RopeFrequencies compute_rope_frequencies(const RopeConfig& rope, std::int64_t seq_len) {
@@ -129,6 +148,7 @@ RopeFrequencies compute_rope_frequencies(const RopeConfig& rope, std::int64_t se
   }
   if (rope.type == "llama3") return llama3(rope);
   if (rope.type == "yarn") return yarn(rope);
+  if (rope.type == "longrope") return longrope(rope, seq_len);
   STRATA_THROW(NotSupported, "rope type '{}' is not supported", rope.type);
 }
 
@@ -195,6 +215,11 @@ RotaryEmbedding::RotaryEmbedding(std::string class_name, RopeConfig rope)
 
 RopeFrequencies RotaryEmbedding::frequencies(std::int64_t seq_len) const {
   if (rope_.type == "dynamic" && seq_len > rope_.max_position_embeddings) {
+    return compute_rope_frequencies(rope_, seq_len);
+  }
+  // transformers' longrope_frequency_update: the long factors once the sequence passes
+  // original_max_position_embeddings (keys cached before keep the short rotation, as there).
+  if (rope_.type == "longrope" && seq_len > rope_.original_max_position_embeddings) {
     return compute_rope_frequencies(rope_, seq_len);
   }
   return original_;

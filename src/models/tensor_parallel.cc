@@ -96,6 +96,15 @@ void check_tensor_parallel(const TransformerConfig& c, int size) {
                "{}: tensor parallelism of {} (dense and sparse layers mixed, shared experts) is "
                "not implemented; run it with --tensor-parallel 1 and a device map",
                c.source, c.model_type);
+  // Phi-3's fused qkv_proj / gate_up_proj would need their stacked parts split separately, and
+  // OLMo 2's q/k norms span every head (transformers replicates those projections).
+  STRATA_CHECK(c.architecture != Architecture::Phi3 && c.architecture != Architecture::Olmo2,
+               NotSupported,
+               "{}: tensor parallelism of {} ({}) is not implemented; run it with "
+               "--tensor-parallel 1 and a device map",
+               c.source, c.model_type,
+               c.architecture == Architecture::Phi3 ? "fused qkv_proj and gate_up_proj"
+                                                    : "q/k norms over all heads");
   const std::string problem = split_problem(c, size);
   if (problem.empty()) return;
   std::vector<int> sizes;

@@ -120,10 +120,16 @@ TEST(ModelConfig, ErrorsNameTheField) {
       [] { parse(R"({"model_type": "mixtral", )" + kSizes + "}"); }, {"num_local_experts"}));
   EXPECT_TRUE(throws_naming<NotSupported>(
       [] {
+        parse("{" + kLlama + R"(, "rope_parameters": {"rope_type": "proportional",
+               "rope_theta": 10000.0}})");
+      },
+      {"rope type 'proportional'", "longrope"}));
+  EXPECT_TRUE(throws_naming<CheckpointError>(
+      [] {
         parse("{" + kLlama + R"(, "rope_parameters": {"rope_type": "longrope",
                "rope_theta": 10000.0}})");
       },
-      {"rope type 'longrope'"}));
+      {"'short_factor'", "8 numbers"}));
   EXPECT_TRUE(throws_naming<CheckpointError>(
       [] {
         parse("{" + kLlama + R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0,
@@ -132,9 +138,12 @@ TEST(ModelConfig, ErrorsNameTheField) {
       {"low_freq_factor"}));
   EXPECT_TRUE(throws_naming<NotSupported>(
       [] { parse("{" + kLlama + R"(, "hidden_act": "mish"})"); }, {"hidden_act 'mish'"}));
-  EXPECT_TRUE(throws_naming<NotSupported>(
-      [] { parse("{" + kLlama + R"(, "partial_rotary_factor": 0.5})"); },
-      {"partial_rotary_factor"}));
+  EXPECT_TRUE(throws_naming<CheckpointError>(
+      [] { parse("{" + kLlama + R"(, "partial_rotary_factor": 1.5})"); },
+      {"partial_rotary_factor is 1.5", "(0, 1]"}));
+  EXPECT_TRUE(throws_naming<CheckpointError>(
+      [] { parse("{" + kLlama + R"(, "partial_rotary_factor": 0.1})"); },
+      {"partial_rotary_factor 0.1", "rotates 1 dimensions"}));
 }
 
 // Checkpoint keys, class names and no-split classes for every recorded architecture.

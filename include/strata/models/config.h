@@ -16,9 +16,9 @@
 
 namespace strata::models {
 
-// The model families Strata builds. Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2-MoE and
-// Qwen3-MoE share one decoder (src/models/decoder.cc) parameterised by the flags below; GPT-2
-// and OPT have their own. New values go at the end.
+// The model families Strata builds. Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2-MoE, Qwen3-MoE,
+// Phi-3, OLMo 2 and SmolLM3 share one decoder (src/models/decoder.cc) parameterised by the flags
+// below; GPT-2 and OPT have their own. New values go at the end.
 enum class Architecture : std::uint8_t {
   Llama,
   Mistral,
@@ -29,10 +29,13 @@ enum class Architecture : std::uint8_t {
   OPT,
   Qwen2Moe,
   Qwen3Moe,
+  Phi3,
+  Olmo2,
+  SmolLM3,
 };
 
 // transformers' class-name prefix: "Llama", "Mistral", "Qwen2", "Qwen3", "Mixtral", "GPT2", "OPT",
-// "Qwen2Moe", "Qwen3Moe".
+// "Qwen2Moe", "Qwen3Moe", "Phi3", "Olmo2", "SmolLM3".
 std::string_view class_prefix(Architecture architecture);
 // The model_type values accepted in config.json, for messages.
 std::vector<std::string> supported_model_types();
@@ -42,20 +45,25 @@ enum class Activation : std::uint8_t { SiLU, Gelu, GeluTanh, ReLU };
 
 // Rotary position embedding parameters (transformers' rope_parameters / rope_scaling).
 struct RopeConfig {
-  std::string type = "default";  // default, linear, dynamic, yarn, llama3
+  std::string type = "default";  // default, linear, dynamic, yarn, llama3, longrope
   double theta = 10000.0;
-  std::int64_t dim = 0;                               // rotated dimensions (= head_dim)
+  // Rotated dimensions: head_dim * partial_rotary_factor (the first `dim` of each head rotate,
+  // the rest pass through unchanged).
+  std::int64_t dim = 0;
   std::int64_t max_position_embeddings = 0;           // config.max_position_embeddings
-  double factor = 1.0;                                // linear, dynamic, yarn, llama3
-  std::int64_t original_max_position_embeddings = 0;  // yarn, llama3
+  double factor = 1.0;                                // linear, dynamic, yarn, llama3, longrope
+  std::int64_t original_max_position_embeddings = 0;  // yarn, llama3, longrope
   double low_freq_factor = 1.0;                       // llama3
   double high_freq_factor = 4.0;                      // llama3
-  std::optional<double> attention_factor;             // yarn
+  std::optional<double> attention_factor;             // yarn, longrope
   double beta_fast = 32.0;                            // yarn
   double beta_slow = 1.0;                             // yarn
   std::optional<double> mscale;                       // yarn
   std::optional<double> mscale_all_dim;               // yarn
   bool truncate = true;                               // yarn
+  // longrope (Phi-3/4): per-frequency divisors [dim / 2] for sequences up to
+  // original_max_position_embeddings (short) and beyond (long).
+  std::vector<double> short_factor, long_factor;
 };
 
 struct TransformerConfig {
@@ -98,6 +106,15 @@ struct TransformerConfig {
     return layer >= 0 && static_cast<std::size_t>(layer) < sparse_layers.size() &&
            sparse_layers[static_cast<std::size_t>(layer)];
   }
+  // Phi-3: q/k/v in one qkv_proj and gate/up in one gate_up_proj, as its checkpoints store them.
+  bool fused_projections = false;
+  // OLMo 2: q_norm / k_norm normalise the whole projection (heads * head_dim), not each head.
+  bool qk_norm_over_projection = false;
+  // OLMo 2: the block's norms apply to the sublayer outputs (post_attention_layernorm,
+  // post_feedforward_layernorm) instead of their inputs.
+  bool post_norms = false;
+  // SmolLM3: per layer, whether it rotates q and k (false: a NoPE layer). Empty: every layer.
+  std::vector<bool> rope_layers;
 
   // GPT-2.
   bool scale_attn_weights = true;

@@ -1,15 +1,21 @@
 #pragma once
-// The decoder family: Llama, Mistral, Qwen2, Qwen3 and Mixtral are one set of modules whose
-// class names carry the family prefix (LlamaAttention, Qwen3DecoderLayer, ...) and whose
-// differences are TransformerConfig flags: q/k/v/o biases, Qwen3's q/k norms, sliding windows
-// per layer, and a sparse mixture of experts in place of the MLP (Mixtral).
+// The decoder family: Llama, Mistral, Qwen2, Qwen3, Mixtral, Phi-3, OLMo 2 and SmolLM3 are one
+// set of modules whose class names carry the family prefix (LlamaAttention, Qwen3DecoderLayer,
+// ...) and whose differences are TransformerConfig flags: q/k/v/o biases, q/k norms per head
+// (Qwen3) or over the projection (OLMo 2), sliding windows per layer, layers without RoPE
+// (SmolLM3), partial rotary, norms after the sublayers (OLMo 2), fused projections (Phi-3,
+// strata/models/phi3.h) and a sparse mixture of experts in place of the MLP (Mixtral).
 //
 //   <P>ForCausalLM          model, lm_head (tied to model.embed_tokens when configured)
 //   <P>Model                embed_tokens, layers (ModuleList), norm, rotary_emb
 //   <P>DecoderLayer         self_attn, mlp | block_sparse_moe, input_layernorm,
 //                           post_attention_layernorm
+//                           (OLMo 2: self_attn, mlp, post_attention_layernorm,
+//                           post_feedforward_layernorm)
 //   <P>Attention            q_proj, k_proj, v_proj, o_proj (+ q_norm, k_norm)
+//                           (Phi-3: o_proj, qkv_proj)
 //   <P>MLP                  gate_proj, up_proj, down_proj, act_fn
+//                           (Phi-3: gate_up_proj, down_proj, activation_fn)
 
 #include <cstdint>
 #include <memory>
@@ -24,7 +30,8 @@
 
 namespace strata::models {
 
-// Grouped-query self-attention with RoPE.
+// Grouped-query self-attention with RoPE (on the first rope.dim dimensions of each head; none on
+// a NoPE layer).
 // forward(hidden [batch, seq, hidden]; position_embeddings: [cos, sin] from the rotary module,
 // past_key_values: KVCache or none, attention_mask: a padded batch's additive mask
 // [batch, 1, seq, past + seq] or none) -> [batch, seq, hidden].
@@ -40,8 +47,9 @@ class DecoderAttention : public nn::Module {
 
  private:
   std::int64_t layer_idx_, num_heads_, num_kv_heads_, head_dim_, sliding_window_;
+  bool use_rope_, norm_whole_projection_;
   std::shared_ptr<nn::Module> q_proj_, k_proj_, v_proj_, o_proj_;  // Linear or QuantizedLinear
-  std::shared_ptr<RMSNorm> q_norm_, k_norm_;                       // Qwen3 only
+  std::shared_ptr<RMSNorm> q_norm_, k_norm_;                       // Qwen3, OLMo 2
 };
 
 // down(act(gate(x)) * up(x)): <P>MLP with gate_proj/up_proj/down_proj, or a Mixtral expert
@@ -61,7 +69,8 @@ class GatedMLP : public nn::Module {
   std::shared_ptr<ActivationLayer> act_;
 };
 
-// Pre-norm block: h += attn(norm(h)); h += mlp(norm(h)). Keywords are passed to self_attn.
+// Pre-norm block: h += attn(norm(h)); h += mlp(norm(h)); with post_norms (OLMo 2)
+// h += norm(attn(h)); h += norm(mlp(h)). Keywords are passed to self_attn.
 class DecoderLayer : public nn::Module {
  public:
   DecoderLayer(const TransformerConfig& config, std::int64_t layer_idx, DType dtype,
@@ -69,9 +78,11 @@ class DecoderLayer : public nn::Module {
   Value forward(Args& args) override;
 
  private:
-  std::shared_ptr<DecoderAttention> self_attn_;
-  std::shared_ptr<nn::Module> mlp_;  // <P>MLP, or MixtralSparseMoeBlock
+  bool post_norms_;
+  std::shared_ptr<nn::Module> self_attn_;  // <P>Attention or Phi3Attention
+  std::shared_ptr<nn::Module> mlp_;        // <P>MLP, Phi3MLP or MixtralSparseMoeBlock
   std::shared_ptr<RMSNorm> input_layernorm_, post_attention_layernorm_;
+  std::shared_ptr<RMSNorm> post_feedforward_layernorm_;  // OLMo 2
 };
 
 // forward(input_ids; past_key_values, attention_mask) -> final hidden states

@@ -23,8 +23,10 @@ struct RopeFrequencies {
 };
 
 // transformers' ROPE_INIT_FUNCTIONS[rope.type](config, seq_len). `seq_len` only matters for
-// "dynamic": at or below max_position_embeddings it gives the unscaled frequencies, above it the
-// NTK-scaled base for that length.
+// "dynamic" (at or below max_position_embeddings it gives the unscaled frequencies, above it the
+// NTK-scaled base for that length) and "longrope" (the long factors above
+// original_max_position_embeddings, the short ones otherwise). Frequencies cover rope.dim, the
+// rotated part of a head (partial rotary rotates the first rope.dim dimensions only).
 RopeFrequencies compute_rope_frequencies(const RopeConfig& rope, std::int64_t seq_len = 0);
 
 // cos and sin, float32 [1, length, dim] on the cpu, for positions start .. start + length - 1:
@@ -44,6 +46,9 @@ std::pair<Tensor, Tensor> rope_tables(const RopeFrequencies& frequencies,
 // [1, seq, dim] in hidden_states' dtype on its device, for positions past_length ..
 // past_length + seq - 1. With the keyword position_ids (int64 [batch or 1, seq], a padded
 // batch's per-row positions) instead: [batch or 1, seq, dim] for those positions.
+//
+// Longrope switches to the long factors for a call whose length (as above) passes
+// original_max_position_embeddings, as transformers' longrope_frequency_update does per forward.
 //
 // Dynamic NTK: transformers keeps the frequencies of the longest sequence seen so far in module
 // state. Here they are a function of the current length (past_length + seq, or the largest
