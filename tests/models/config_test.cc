@@ -205,13 +205,21 @@ TEST_P(ModuleTreeTest, ClassNamesAreTransformers) {
       break;
     default: {
       const std::string p(models::class_prefix(c.architecture));
+      // OLMo 2 has no input_layernorm: its norms follow the sublayers.
+      const std::string norm = c.post_norms ? "model.layers.0.post_feedforward_layernorm"
+                                            : "model.layers.0.input_layernorm";
       expected = {{"", p + "ForCausalLM"},
                   {"model", p + "Model"},
                   {"model.layers.0", p + "DecoderLayer"},
                   {"model.layers.0.self_attn", p + "Attention"},
-                  {"model.layers.0.input_layernorm", p + "RMSNorm"},
+                  {norm, p + "RMSNorm"},
                   {"model.rotary_emb", p + "RotaryEmbedding"},
                   {"model.embed_tokens", "Embedding"}};
+      if (c.fused_projections) {  // Phi-3
+        expected["model.layers.0.self_attn.qkv_proj"] = "Linear";
+        expected["model.layers.0.mlp.gate_up_proj"] = "Linear";
+        expected["model.layers.0.mlp.activation_fn"] = "SiLUActivation";
+      }
       if (c.num_experts > 0) {
         expected["model.layers.1.block_sparse_moe"] = "MixtralSparseMoeBlock";
         expected["model.layers.1.block_sparse_moe.experts.3"] = "MixtralBlockSparseTop2MLP";

@@ -124,10 +124,11 @@ TEST_P(PaddedBatchTest, LogitsOfEachRowEqualTheRowAlone) {
 
 // (b) Greedy decoding of the padded batch gives each row the tokens it gets alone.
 TEST_P(PaddedBatchTest, GreedyTokensOfEachRowEqualTheRowAlone) {
-  if (fixture_.name == "llama_dynamic") {
-    // Dynamic NTK RoPE takes the batch's longest length (transformers too): once a row passes
-    // the trained positions, the shorter rows are rotated with the longest row's frequencies.
-    GTEST_SKIP() << "dynamic RoPE scales every row by the batch's longest length, by design";
+  if (fixture_.name == "llama_dynamic" || fixture_.name == "phi3") {
+    // Dynamic NTK RoPE and longrope take the batch's longest length (transformers too): once a
+    // row passes the trained positions (phi3: original_max_position_embeddings 16), the shorter
+    // rows are rotated with the longest row's frequencies.
+    GTEST_SKIP() << "dynamic RoPE / longrope use the batch's longest length, by design";
   }
   const auto [ids, mask] = padded_batch();
   models::GenerationOptions options;
