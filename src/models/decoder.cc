@@ -120,12 +120,11 @@ DecoderLayer::DecoderLayer(const TransformerConfig& c, std::int64_t layer_idx, D
       const char* name = c.architecture == Architecture::Mixtral ? "block_sparse_moe" : "mlp";
       mlp_ = register_module(name, std::make_shared<SparseMoeBlock>(c, dtype, tp));
     } else {
-      mlp_ = register_module(
-          "mlp", std::make_shared<GatedMLP>(c.class_name("MLP"), GatedMLP::Naming::Llama,
-                                            c.hidden_size, c.intermediate_size, c.mlp_bias,
-                                            c.activation, dtype,
-                                            c.quantization ? &*c.quantization : nullptr,
-                                            fmt::format("model.layers.{}.mlp", layer_idx), tp));
+      mlp_ = register_module("mlp", std::make_shared<GatedMLP>(
+                                        c.class_name("MLP"), GatedMLP::Naming::Llama, c.hidden_size,
+                                        c.intermediate_size, c.mlp_bias, c.activation, dtype,
+                                        c.quantization ? &*c.quantization : nullptr,
+                                        fmt::format("model.layers.{}.mlp", layer_idx), tp));
     }
   }
   const std::string norm = c.class_name("RMSNorm");
