@@ -90,6 +90,47 @@ TEST(SamplingCuda, SameIdsAndDistributionAsTheCpu) {
   }
 }
 
+// Shapes that take the kernel's other paths: a confident row (most tokens more than 32 nats below
+// the top, in the open-ended bin), a row of massive ties (a boundary bin too large for shared
+// memory), and cuts that fall in those bins (large top_k).
+TEST(SamplingCuda, SkewedAndTiedLogitsMatchTheCpu) {
+  SKIP_WITHOUT_GPU();
+  constexpr std::int64_t kVocab = 152064;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> values(static_cast<std::size_t>(2 * kVocab));
+  for (std::int64_t i = 0; i < kVocab; ++i) {
+    values[i] = i % 150 == 0 ? 20.0f + normal(rng) : -40.0f + normal(rng);  // confident
+    values[kVocab + i] = i % 97 == 0 ? 1.0f + 0.01f * static_cast<float>(i % 7) : 0.0f;  // ties
+  }
+  const Tensor cpu_logits = Tensor::from_vector(values, {2, kVocab});
+  const Tensor gpu_logits = cpu_logits.to(Device::cuda(0));
+  std::vector<SamplingParams> sets(6);
+  sets[0].top_k = 100000;
+  sets[1].top_k = 5000;
+  sets[1].top_p = 0.99;
+  sets[2].top_p = 0.5;
+  sets[3].top_p = 0.999999;
+  sets[4].min_p = 1e-9;
+  sets[5].top_k = 2000;
+  sets[5].temperature = 3.0;
+  // Up to 10 generated tokens: the context holds them (the sampler checks that).
+  const std::vector<std::int64_t> context = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  for (const SamplingParams& p : sets) {
+    for (std::int64_t step = 0; step < 10; ++step) {
+      const SampleRow rows[] = {{&p, context, step, 3}, {&p, context, step, 4}};
+      EXPECT_EQ(sample(gpu_logits, rows), sample(cpu_logits, rows)) << p.describe();
+    }
+    const SampleRow rows[] = {{&p, context, 0, 3}, {&p, context, 0, 4}};
+    const std::vector<float> g =
+        sampling_probabilities(gpu_logits, rows).to(Device::cpu()).to_vector<float>();
+    const std::vector<float> c = sampling_probabilities(cpu_logits, rows).to_vector<float>();
+    std::int64_t mask_diffs = 0;
+    for (std::size_t i = 0; i < g.size(); ++i) mask_diffs += (g[i] > 0.0f) != (c[i] > 0.0f);
+    EXPECT_EQ(mask_diffs, 0) << p.describe();
+  }
+}
+
 TEST(SamplingCuda, RowsDoNotDependOnTheirBatch) {
   SKIP_WITHOUT_GPU();
   const std::vector<SamplingParams> sets = option_sets();
