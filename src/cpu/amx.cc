@@ -126,35 +126,55 @@ bool usable() {
 
 void pack_x(const BFloat16* x, std::int64_t ldx, std::int64_t m, std::int64_t k,
             std::uint32_t* packed) {
-  for (std::int64_t kb = 0; kb < k / 32; ++kb) {
-    for (std::int64_t p = 0; p < 16; ++p) {
-      std::uint32_t* row = packed + (kb * 16 + p) * m;
-      for (std::int64_t i = 0; i < m; ++i) {
-        std::memcpy(row + i, x + i * ldx + kb * 32 + 2 * p, sizeof(std::uint32_t));
+  for (std::int64_t i0 = 0; i0 < m; i0 += 16) {  // blocks of 16 rows, one after the other
+    const std::int64_t mb = std::min<std::int64_t>(16, m - i0);
+    std::uint32_t* block = packed + packed_words(i0, k);
+    for (std::int64_t kb = 0; kb < k / 32; ++kb) {
+      for (std::int64_t p = 0; p < 16; ++p) {
+        std::uint32_t* row = block + (kb * 16 + p) * mb;
+        for (std::int64_t i = 0; i < mb; ++i) {
+          std::memcpy(row + i, x + (i0 + i) * ldx + kb * 32 + 2 * p, sizeof(std::uint32_t));
+        }
       }
     }
   }
 }
 
-void matvec_bf16(const std::uint32_t* packed, const BFloat16* x, std::int64_t ldx, std::int64_t m,
-                 const BFloat16* w, std::int64_t ldw, std::int64_t n, std::int64_t k, float* y,
-                 std::int64_t ldy) {
-  STRATA_ASSERT(m >= 1 && m <= 16, "AMX matvec called with {} rows (1..16 supported)", m);
+namespace {
+
+// One block of mb <= 16 rows of x (its packed words at `packed`).
+void block_product(const std::uint32_t* packed, const BFloat16* x, std::int64_t ldx,
+                   std::int64_t mb, const BFloat16* w, std::int64_t ldw, std::int64_t n,
+                   std::int64_t k, float* y, std::int64_t ldy) {
   const simd::MatvecBf16NativeFn vector_kernel = simd::avx512_kernels()->matvec_bf16_native;
   const std::int64_t n16 = n / 16 * 16, k32 = k / 32 * 32;
   if (k32 > 0 && n16 > 0) {
-    run_tiles(packed, m, w, ldw, n16, k32, y, ldy);
+    run_tiles(packed, mb, w, ldw, n16, k32, y, ldy);
   } else {
-    for (std::int64_t i = 0; i < m; ++i) std::fill(y + i * ldy, y + i * ldy + n16, 0.0f);
+    for (std::int64_t i = 0; i < mb; ++i) std::fill(y + i * ldy, y + i * ldy + n16, 0.0f);
   }
   if (k32 < k && n16 > 0) {  // the columns past the last block of 32, added to the tiles' sums
-    std::vector<float> tail(static_cast<std::size_t>(m * n16));
-    vector_kernel(x + k32, ldx, m, w + k32, ldw, n16, k - k32, tail.data(), n16);
-    for (std::int64_t i = 0; i < m; ++i) {
+    std::vector<float> tail(static_cast<std::size_t>(mb * n16));
+    vector_kernel(x + k32, ldx, mb, w + k32, ldw, n16, k - k32, tail.data(), n16);
+    for (std::int64_t i = 0; i < mb; ++i) {
       for (std::int64_t j = 0; j < n16; ++j) y[i * ldy + j] += tail[i * n16 + j];
     }
   }
-  if (n16 < n) vector_kernel(x, ldx, m, w + n16 * ldw, ldw, n - n16, k, y + n16, ldy);
+  if (n16 < n) vector_kernel(x, ldx, mb, w + n16 * ldw, ldw, n - n16, k, y + n16, ldy);
+}
+
+}  // namespace
+
+void matvec_bf16(const std::uint32_t* packed, const BFloat16* x, std::int64_t ldx, std::int64_t m,
+                 const BFloat16* w, std::int64_t ldw, std::int64_t n, std::int64_t k, float* y,
+                 std::int64_t ldy) {
+  STRATA_ASSERT(m >= 1, "AMX matvec called with {} rows", m);
+  // Blocks of 16 rows of x over the same weight rows: the caller's range of weight rows (a few
+  // hundred KiB) stays in L2 after the first block, so DRAM still sees it once.
+  for (std::int64_t i0 = 0; i0 < m; i0 += 16) {
+    block_product(packed + packed_words(i0, k), x + i0 * ldx, ldx,
+                  std::min<std::int64_t>(16, m - i0), w, ldw, n, k, y + i0 * ldy, ldy);
+  }
 }
 
 }  // namespace strata::cpu::amx

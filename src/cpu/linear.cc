@@ -3,9 +3,12 @@
 // - Up to simd::kMaxMatvecRows rows of x (decode), any dtype: the weight is streamed once by the
 //   vectorised matvec kernel, widened to float32 in registers. This is memory-bound; the goal is
 //   DRAM bandwidth on the weight bytes.
+// - bfloat16 from 5 rows on, where the CPU has AMX: the same partition over output features,
+//   with AMX tiles (cpu/amx.h); x in blocks of 16 rows, each chunk of weight rows read from
+//   DRAM once and from L2 for the further blocks.
 // - More rows (prefill), float32: OpenBLAS sgemm straight on the caller's memory.
-// - More rows, bfloat16 / float16: weight tiles are widened to float32 once and fed to sgemm,
-//   whose O(M) reuse of each tile hides the conversion.
+// - More rows, bfloat16 (without AMX) / float16: weight tiles are widened to float32 once and fed
+//   to sgemm, whose O(M) reuse of each tile hides the conversion.
 // Every path accumulates in float32, adds the bias in float32 and rounds the output once.
 
 #include <cblas.h>
@@ -81,6 +84,14 @@ void linear_sgemm(const float* x, const float* w, const std::vector<float>& bias
               1.0f, x, bk, w, bk, bias.empty() ? 0.0f : 1.0f, y, bn);
 }
 
+// Whether bf16 with m rows of k columns goes to the AMX kernel (where there is one): from
+// kAmxMinRows rows on, and k >= 32 (AMX takes blocks of 32 columns).
+template <typename T>
+bool amx_takes(std::int64_t m, std::int64_t k) {
+  return std::is_same_v<T, BFloat16> && simd::kernels().amx_matvec_bf16 != nullptr &&
+         m >= kAmxMinRows && k >= 32;
+}
+
 // Per-thread scratch reused across calls: decode runs hundreds of linears per token, each cut
 // into a few chunks per thread, and none of them should reach the allocator.
 float* thread_scratch(std::size_t floats) {
@@ -101,12 +112,17 @@ void linear_matvec(const T* x, const T* w, const std::vector<float>& bias, T* y,
   const simd::Kernels& kernels = simd::kernels();
   simd::MatvecBf16NativeFn native = nullptr;
   if constexpr (std::is_same_v<T, BFloat16>) native = kernels.matvec_bf16_native;
-  // AMX from 5 rows on (up to 4, the vector kernels are memory-bound already): x packed once.
+  // AMX from 5 rows on (up to 4, the vector kernels are memory-bound already), also past
+  // kMaxMatvecRows (prefill): x packed once.
   std::vector<std::uint32_t> x_packed;
   if constexpr (std::is_same_v<T, BFloat16>) {
-    if (kernels.amx_matvec_bf16 != nullptr && m >= kAmxMinRows) {
+    if (amx_takes<T>(m, k)) {
       x_packed.resize(static_cast<std::size_t>(amx::packed_words(m, k)));
-      kernels.amx_pack_x(x, k, m, k, x_packed.data());
+      // Blocks of 16 rows pack independently (prefill packs megabytes).
+      parallel_for((m + 15) / 16, 1, [&](std::int64_t b0, std::int64_t b1) {
+        kernels.amx_pack_x(x + b0 * 16 * k, k, std::min(m, b1 * 16) - b0 * 16, k,
+                           x_packed.data() + amx::packed_words(b0 * 16, k));
+      });
     }
   }
   std::vector<float> xf;
@@ -263,7 +279,7 @@ void linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& 
       }
       return;
     }
-    if (m <= simd::kMaxMatvecRows) {
+    if (m <= simd::kMaxMatvecRows || amx_takes<T>(m, k)) {
       linear_matvec(x.data<T>(), weight.data<T>(), bias_f, y, m, n, k);
     } else if constexpr (std::is_same_v<T, float>) {
       linear_sgemm(x.data<float>(), weight.data<float>(), bias_f, y, m, n, k);

@@ -48,9 +48,9 @@ struct Kernels {
   // bfloat16 x times bfloat16 w with `vdpbf16ps` (pairs of products added in float32, inputs'
   // subnormals read as zero); nullptr where the CPU lacks AVX-512 BF16. Same contract as above.
   MatvecBf16NativeFn matvec_bf16_native = nullptr;
-  // AMX (cpu/amx.h) for bf16 with 5..16 rows, where the vector kernels turn compute-bound:
-  // x packed once per call by amx_pack_x, then any range of weight rows. nullptr unless the CPU
-  // has AMX-BF16 and the OS grants the tile state.
+  // AMX (cpu/amx.h) for bf16 from 5 rows on, where the vector kernels turn compute-bound: x
+  // packed once per call by amx_pack_x (any m), then any range of weight rows. nullptr unless the
+  // CPU has AMX-BF16 and the OS grants the tile state.
   void (*amx_pack_x)(const BFloat16* x, std::int64_t ldx, std::int64_t m, std::int64_t k,
                      std::uint32_t* packed) = nullptr;
   void (*amx_matvec_bf16)(const std::uint32_t* packed, const BFloat16* x, std::int64_t ldx,

@@ -119,8 +119,8 @@ TEST(CpuMatvecTest, AmxKernelMatchesDoubleReference) {
   std::uint64_t seed = 8000;
   std::vector<MatvecCase> amx_cases = cases();
   // Whole tiles of 16 and 32 weight rows with and without leftovers, k with and without a tail
-  // past the last block of 32, fewer than 16 rows in all.
-  for (const std::int64_t m : {1, 5, 16}) {
+  // past the last block of 32, fewer and more than 16 rows of x.
+  for (const std::int64_t m : {1, 5, 16, 17, 40}) {  // past 16: blocks of 16 x rows
     for (const std::int64_t n : {15, 16, 32, 48, 77}) {
       for (const std::int64_t k : {32, 64, 95, 160}) amx_cases.push_back({m, n, k});
     }

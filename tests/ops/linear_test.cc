@@ -107,6 +107,15 @@ TEST_P(LinearTest, SmallBatchesSplitOverThreads) {
   for (const std::int64_t rows : {1, 3, 4, 5, 8, 16}) check({rows, 515}, 1000, rows % 2 == 1, 300);
 }
 
+TEST_P(LinearTest, PrefillRowsBeyondTheMatvecKernel) {
+  // More than 16 rows: sgemm for float32/float16, AMX (blocks of 16 x rows, the last one
+  // partial, k and n tails) or the widened sgemm tiles for bfloat16; k < 32 never takes AMX.
+  check({17, 70}, 37, true, 400);
+  check({2, 20, 515}, 130, false, 401);
+  check({33, 31}, 20, true, 402);
+  check({48, 64}, 32, true, 403);
+}
+
 TEST_P(LinearTest, SingleRowsOfAlignedWidth) {
   // One row whose width is a multiple of 16 bytes: the GPU's matrix-vector kernel (16-byte
   // loads), with and without bias, short and long rows.
