@@ -12,6 +12,8 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "strata/core/tensor.h"
 #include "strata/ops.h"
@@ -30,6 +32,17 @@ void dequantize_gptq_cols(const ops::QuantizedWeight& w, std::int64_t n0, std::i
                           float* dst, std::int64_t ld);
 void dequantize_compressed_rows(const ops::QuantizedWeight& w, std::int64_t n0, std::int64_t n1,
                                 float* dst, std::int64_t ld);
+
+// quant_fused.cc: acc[r * N + n] = sum_k x[r * K + k] * w[n, k] for r < m <= kFusedMaxRows, with
+// the packed words unpacked in SIMD registers (parallel over the outputs). Returns false, having
+// done nothing, for layouts without a fused kernel (the caller takes the tile path).
+inline constexpr std::int64_t kFusedMaxRows = 4;
+bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::int64_t m,
+                            float* acc);
+// The fused kernels' instruction-set variants this CPU runs ("avx512", "avx2", "generic"), best
+// first; tests pin each in turn ("" returns to the best). Not thread-safe against running calls.
+std::vector<std::string> fused_kernel_variants();
+void pin_fused_kernel_variant(const std::string& name);
 
 // out[M, N] = x[M, K] @ dequantise(w)^T (+ bias[N]); x, bias, out contiguous, one float dtype.
 void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,

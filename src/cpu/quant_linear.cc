@@ -1,7 +1,9 @@
 // quantized_linear on the CPU: tiles of dequantised weights times x.
 //
-// Decode (up to simd::kMaxMatvecRows rows of x): parallel over output features; each chunk
-// dequantises its columns into a float32 tile (about 1 MiB) and multiplies x by it: the
+// Decode, up to kFusedMaxRows rows of x: the fused kernels of quant_fused.cc where the layout has
+// one (packed words unpacked in SIMD registers, no tile).
+// Decode otherwise (up to simd::kMaxMatvecRows rows of x): parallel over output features; each
+// chunk dequantises its columns into a float32 tile (about 1 MiB) and multiplies x by it: the
 // dispatched SIMD matvec kernel for row-major tiles (FP8, compressed-tensors), a row-by-row
 // accumulation for input-major ones (AWQ, GPTQ). The packed bytes are read once and the dense
 // weight never exists whole.
@@ -99,6 +101,14 @@ void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
     const auto unit_range = [n](std::int64_t b, std::int64_t e) {
       return std::pair{b * 8, std::min(n, e * 8)};
     };
+    if (m <= kFusedMaxRows) {
+      std::vector<float> acc(static_cast<std::size_t>(m * n));
+      if (fused_quantized_decode(w, xf.data(), m, acc.data())) {
+        std::vector<float> scratch;
+        store(acc.data(), m, n, bias_f, 0, y, n, scratch);
+        return;
+      }
+    }
     if (m <= simd::kMaxMatvecRows) {
       const std::int64_t grain =
           std::max<std::int64_t>(1, kChunkFloats / std::max<std::int64_t>(k, 1) / 8);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <functional>
 
+#include "cpu/quant_kernels.h"
 #include "ops/quantized_testing.h"
 #include "ops/throws_naming.h"
 #include "strata/ops.h"
@@ -96,6 +97,17 @@ std::vector<RandomCase> random_cases() {
       {"ct4_channel_asym", [](Q& q) { return q.compressed(19, 72, 4, 0, false); }},
       {"ct8_g32_sym", [](Q& q) { return q.compressed(24, 96, 8, 32, true, DType::Float16); }},
       {"ct8_g32_asym", [](Q& q) { return q.compressed(13, 70, 8, 32, false); }},
+      // Shapes the CPU's fused decode kernels take (whole 16-lane blocks, groups of at least 16
+      // words), with ragged tails where the layout allows them.
+      {"fused_awq_g128", [](Q& q) { return q.awq(256, 256, 128); }},
+      {"fused_awq_g64", [](Q& q) { return q.awq(128, 192, 64); }},
+      {"fused_gptq4_g128_sym", [](Q& q) { return q.gptq(32, 256, 4, 128, false, true); }},
+      {"fused_gptq8_g64_asym", [](Q& q) { return q.gptq(48, 256, 8, 64, false, false); }},
+      {"fused_gptq4_one_group", [](Q& q) { return q.gptq(16, 136, 4, 0, false, false); }},
+      {"fused_ct4_g128_asym_ragged", [](Q& q) { return q.compressed(20, 300, 4, 128, false); }},
+      {"fused_ct8_g128_sym", [](Q& q) { return q.compressed(12, 256, 8, 128, true); }},
+      {"fp8_block16_64_ragged", [](Q& q) { return q.fp8(17, 264, 16, 64); }},
+      {"fp8_per_tensor_wide", [](Q& q) { return q.fp8(24, 516, 0, 0); }},
   };
 }
 
@@ -165,6 +177,27 @@ INSTANTIATE_TEST_SUITE_P(Formats, QuantizedLinearRandomTest,
                            return info.param.format.name +
                                   (info.param.device.is_cuda() ? "_cuda0" : "_cpu");
                          });
+
+// The CPU's fused decode kernels (AWQ, GPTQ, compressed-tensors) in every instruction-set variant
+// this machine runs (AVX-512, AVX2, baseline: the same source compiled three times), on the
+// cases that take them.
+TEST(QuantizedLinearFusedCpu, EveryInstructionSetVariantMatchesNaive) {
+  const std::vector<std::string> variants = cpu::fused_kernel_variants();
+  ASSERT_FALSE(variants.empty());
+  EXPECT_EQ(variants.back(), "generic");
+  for (const std::string& variant : variants) {
+    cpu::pin_fused_kernel_variant(variant);
+    for (const RandomCase& c : random_cases()) {
+      if (c.name.rfind("fused_", 0) != 0) continue;
+      SCOPED_TRACE(variant + " " + c.name);
+      NaiveQuantizer quantizer(15);
+      const NaiveQuantized q = c.make(quantizer);
+      expect_matches_naive(q, 1, DType::Float32, true, 500);
+      expect_matches_naive(q, 4, DType::BFloat16, false, 501);
+    }
+  }
+  cpu::pin_fused_kernel_variant("");
+}
 
 // x = e_0 picks column 0 of the dequantised weight: y[n] = w[n, 0].
 Tensor unit_row(std::int64_t k, std::int64_t hot = 0) {

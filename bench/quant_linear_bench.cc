@@ -1,0 +1,369 @@
+// Quantized linear layers (decode) against the memory they read, measured in the same run.
+//
+//   quant_linear_bench [--device cpu|cuda|all] [--seconds 0.5] [--cold-mib 2048]
+//                      [--formats bf16,fp8,fp8_tensor,awq,gptq4,gptq8,ct4,ct8] [--batches 1,4]
+//                      [--shapes 4096x4096,11008x4096,4096x11008]
+//
+// 1. The limit: on the CPU the host read bandwidth (every pool thread memchr's its share of a
+//    --cold-mib buffer); on cuda:0 the HBM bandwidth of a device-to-device copy of a --cold-mib
+//    buffer (bytes read + written per second, the figure GPU vendors quote).
+// 2. For Llama-2-7B's projection shapes ([out, in]), each format's packed layer (random codes,
+//    group 128, docs/quantization.md) through ops::quantized_linear with `batch` rows of bf16 x,
+//    and the dense bf16 ops::linear beside it. Each call uses the next of several copies of the
+//    layer that together fill --cold-mib, so the packed bytes come from DRAM/HBM as in decoding.
+//    Reported: median time per call, packed bytes (weights + scales + zeros) per second, and that
+//    as a share of the limit.
+// 3. One 7B token (32 x 7 projections at batch 1) per format: ms and the share of the limit.
+//
+// The percentages are the figure of merit (absolute numbers move with the machine's load).
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "strata/core/parallel.h"
+#include "strata/ops.h"
+#ifdef STRATA_WITH_CUDA
+#include "strata/cuda/device.h"
+#include "strata/cuda/stream.h"
+#endif
+
+namespace {
+
+using strata::Device;
+using strata::DType;
+using strata::Tensor;
+using strata::ops::QuantFormat;
+using strata::ops::QuantizedWeight;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::int64_t kGroup = 128;
+
+struct Options {
+  std::vector<std::string> devices = {"cpu", "cuda"};
+  double seconds = 0.5;
+  std::int64_t cold_mib = 2048;
+  std::vector<std::string> formats = {"bf16",  "fp8",   "fp8_tensor", "awq",
+                                      "gptq4", "gptq8", "ct4",        "ct8"};
+  std::vector<std::int64_t> batches = {1};
+  std::vector<std::pair<std::int64_t, std::int64_t>> shapes = {
+      {4096, 4096}, {11008, 4096}, {4096, 11008}};
+};
+
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = text.find(',', start);
+    out.push_back(
+        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+[[noreturn]] void usage(const std::string& problem) {
+  std::fprintf(stderr,
+               "quant_linear_bench: %s\nusage: quant_linear_bench [--device cpu|cuda|all] "
+               "[--seconds S] [--cold-mib N] [--formats bf16,fp8,fp8_tensor,awq,gptq4,gptq8,ct4,"
+               "ct8] [--batches 1,4] [--shapes NxK,...]\n",
+               problem.c_str());
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage("missing value after " + arg);
+      return argv[++i];
+    };
+    if (arg == "--device") {
+      const std::string d = value();
+      o.devices = d == "all" ? std::vector<std::string>{"cpu", "cuda"} : split(d);
+    } else if (arg == "--seconds") {
+      o.seconds = std::atof(value().c_str());
+    } else if (arg == "--cold-mib") {
+      o.cold_mib = std::atoll(value().c_str());
+    } else if (arg == "--formats") {
+      o.formats = split(value());
+    } else if (arg == "--batches") {
+      o.batches.clear();
+      for (const auto& b : split(value())) o.batches.push_back(std::atoll(b.c_str()));
+    } else if (arg == "--shapes") {
+      o.shapes.clear();
+      for (const auto& s : split(value())) {
+        const std::size_t x = s.find('x');
+        if (x == std::string::npos) usage("--shapes: '" + s + "' is not NxK");
+        o.shapes.emplace_back(std::atoll(s.substr(0, x).c_str()), std::atoll(s.c_str() + x + 1));
+      }
+    } else {
+      usage("unknown argument " + arg);
+    }
+  }
+  if (o.seconds <= 0 || o.cold_mib <= 0) usage("--seconds and --cold-mib must be positive");
+  for (const auto& f : o.formats) {
+    static const std::vector<std::string> known = {"bf16",  "fp8",   "fp8_tensor", "awq",
+                                                   "gptq4", "gptq8", "ct4",        "ct8"};
+    if (std::find(known.begin(), known.end(), f) == known.end()) usage("unknown format " + f);
+  }
+  for (const auto& [n, k] : o.shapes) {
+    if (n % 32 != 0 || k % kGroup != 0) usage("shapes need out % 32 == 0 and in % 128 == 0");
+  }
+  return o;
+}
+
+// Pseudo-random 32-bit words (a fast LCG per chunk), filled in parallel: pools are gigabytes.
+Tensor random_words(const strata::Shape& shape, std::uint64_t seed) {
+  Tensor t = Tensor::empty(shape, DType::Int32);
+  auto* p = t.data<std::int32_t>();
+  strata::parallel_for(t.numel(), 1 << 20, [&](std::int64_t begin, std::int64_t end) {
+    std::uint64_t state = (seed + static_cast<std::uint64_t>(begin)) * 6364136223846793005ull;
+    for (std::int64_t i = begin; i < end; ++i) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      p[i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(state >> 32));
+    }
+  });
+  return t;
+}
+
+// Scales near `value` (+-10%) in `dtype`.
+Tensor random_scales(const strata::Shape& shape, double value, DType dtype, std::uint64_t seed) {
+  Tensor w = random_words(shape, seed);
+  Tensor f = Tensor::empty(shape, DType::Float32);
+  const auto* src = w.data<std::int32_t>();
+  auto* dst = f.data<float>();
+  strata::parallel_for(f.numel(), 1 << 20, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) {
+      dst[i] = static_cast<float>(value * (1.0 + 0.1 * (src[i] / 2147483648.0)));
+    }
+  });
+  return f.to(dtype);
+}
+
+// fp8 e4m3 bytes of normal-ish magnitude: random words with every byte's exponent kept below 15
+// (no NaN, no values near 448).
+Tensor random_fp8(std::int64_t n, std::int64_t k, std::uint64_t seed) {
+  Tensor words = random_words({n, k / 4}, seed);
+  auto* p = reinterpret_cast<std::uint8_t*>(words.data_ptr());
+  strata::parallel_for(n * k, 1 << 20, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) p[i] &= 0xEF;  // exponent bit 3 cleared: |v| < 1
+  });
+  return Tensor::from_storage(words.storage(), DType::Float8E4M3FN, {n, k});
+}
+
+// One packed [n, k] layer of `format` on the cpu.
+QuantizedWeight make_layer(const std::string& format, std::int64_t n, std::int64_t k,
+                           std::uint64_t seed) {
+  QuantizedWeight w;
+  w.in_features = k;
+  w.out_features = n;
+  w.group_size = kGroup;
+  const std::int64_t groups = k / kGroup;
+  if (format == "fp8" || format == "fp8_tensor") {
+    w.format = QuantFormat::FP8;
+    w.bits = 8;
+    w.group_size = 0;
+    w.weight = random_fp8(n, k, seed);
+    if (format == "fp8") {
+      w.block_out = w.block_in = 128;
+      w.scale = random_scales({(n + 127) / 128, (k + 127) / 128}, 0.02, DType::Float32, seed + 1);
+    } else {
+      w.scale = random_scales({}, 0.02, DType::Float32, seed + 1);
+    }
+  } else if (format == "awq") {
+    w.format = QuantFormat::AWQ;
+    w.weight = random_words({k, n / 8}, seed);
+    w.zeros = random_words({groups, n / 8}, seed + 1);
+    w.scale = random_scales({groups, n}, 0.003, DType::Float16, seed + 2);
+  } else if (format == "gptq4" || format == "gptq8") {
+    w.format = QuantFormat::GPTQ;
+    w.bits = format == "gptq4" ? 4 : 8;
+    const std::int64_t per = 32 / w.bits;
+    w.weight = random_words({k / per, n}, seed);
+    w.zeros = random_words({groups, n / per}, seed + 1);
+    w.scale = random_scales({groups, n}, 0.003, DType::Float16, seed + 2);
+    std::vector<std::int32_t> g_idx(static_cast<std::size_t>(k));
+    for (std::int64_t i = 0; i < k; ++i) g_idx[i] = static_cast<std::int32_t>(i / kGroup);
+    w.g_idx = Tensor::from_vector(g_idx, {k});
+  } else {  // ct4, ct8: symmetric, group 128
+    w.format = QuantFormat::CompressedTensors;
+    w.bits = format == "ct4" ? 4 : 8;
+    w.weight = random_words({n, k * w.bits / 32}, seed);
+    w.scale = random_scales({n, groups}, 0.004, DType::BFloat16, seed + 1);
+  }
+  return w;
+}
+
+std::int64_t packed_bytes(const QuantizedWeight& w) {
+  std::int64_t bytes = static_cast<std::int64_t>(w.weight.nbytes() + w.scale.nbytes());
+  if (w.zeros) bytes += static_cast<std::int64_t>(w.zeros->nbytes());
+  if (w.g_idx) bytes += static_cast<std::int64_t>(w.g_idx->nbytes());
+  return bytes;
+}
+
+QuantizedWeight on_device(QuantizedWeight w, Device device) {
+  w.weight = w.weight.to(device);
+  w.scale = w.scale.to(device);
+  if (w.zeros) w.zeros = w.zeros->to(device);
+  if (w.g_idx) w.g_idx = w.g_idx->to(device);
+  return w;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Seconds per call of fn(i), i = 0, 1, ...: medians of timed batches of `per_batch` calls (one
+// batch on the CPU is one call; on a GPU the batch is queued back to back between two events, so
+// launch latency overlaps the kernels as in a decode step), until `seconds` have passed.
+double time_calls(Device device, double seconds, const std::function<void(std::int64_t)>& fn) {
+  std::int64_t i = 0;
+  for (; i < 3; ++i) fn(i);  // warm-up
+  std::vector<double> times;
+  const auto start = Clock::now();
+  while (times.size() < 5 ||
+         std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+#ifdef STRATA_WITH_CUDA
+    if (device.is_cuda()) {
+      constexpr int kPerBatch = 20;
+      const auto& stream = strata::cuda::Stream::compute(device.index());
+      strata::cuda::Event begin(device.index(), true), end(device.index(), true);
+      begin.record(stream);
+      for (int c = 0; c < kPerBatch; ++c) fn(i++);
+      end.record(stream);
+      end.synchronize();
+      times.push_back(1e-3 * begin.elapsed_ms(end) / kPerBatch);
+      continue;
+    }
+#endif
+    const auto t0 = Clock::now();
+    fn(i++);
+    times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return median(times);
+}
+
+// The limit of `device` in GB/s (see the header).
+double measure_limit(Device device, const Options& o) {
+  const std::int64_t bytes = o.cold_mib << 20;
+  if (device.is_cpu()) {
+    std::unique_ptr<char[]> buffer(new char[static_cast<std::size_t>(bytes)]);
+    strata::parallel_for(bytes, 1 << 20, [&](std::int64_t b, std::int64_t e) {
+      std::memset(buffer.get() + b, 1, static_cast<std::size_t>(e - b));
+    });
+    const double s = time_calls(device, std::max(1.0, o.seconds), [&](std::int64_t) {
+      strata::parallel_for(bytes, 1 << 20, [&](std::int64_t b, std::int64_t e) {
+        if (std::memchr(buffer.get() + b, 0, static_cast<std::size_t>(e - b)) != nullptr) {
+          std::abort();  // never: keeps the read from being optimised away
+        }
+      });
+    });
+    return 1e-9 * static_cast<double>(bytes) / s;
+  }
+  const Tensor a = Tensor::zeros({bytes / 4}, DType::Float32, device);
+  const Tensor b = Tensor::zeros({bytes / 4}, DType::Float32, device);
+  const double s = time_calls(device, std::max(1.0, o.seconds), [&](std::int64_t) { b.copy_(a); });
+  return 1e-9 * 2.0 * static_cast<double>(bytes) / s;
+}
+
+struct Result {
+  double seconds = 0;
+  double bytes = 0;
+};
+
+Result bench_layer(Device device, const Options& o, const std::string& format, std::int64_t n,
+                   std::int64_t k, std::int64_t batch) {
+  const Tensor x = random_scales({batch, k}, 0.5, DType::BFloat16, 7).to(device);
+  std::vector<QuantizedWeight> layers;
+  std::vector<Tensor> dense;
+  std::int64_t bytes = 0;
+  // Copies until the pool is past --cold-mib (at least two).
+  for (std::uint64_t c = 0; layers.size() + dense.size() < 2 || bytes < (o.cold_mib << 20); ++c) {
+    if (format == "bf16") {
+      Tensor w = random_scales({n, k}, 0.02, DType::BFloat16, 100 + 10 * c).to(device);
+      bytes = static_cast<std::int64_t>(w.nbytes()) * static_cast<std::int64_t>(c + 1);
+      dense.push_back(w);
+    } else {
+      layers.push_back(on_device(make_layer(format, n, k, 100 + 10 * c), device));
+      bytes = packed_bytes(layers.back()) * static_cast<std::int64_t>(c + 1);
+    }
+  }
+  const std::int64_t copies = static_cast<std::int64_t>(std::max(layers.size(), dense.size()));
+  const double seconds = time_calls(device, o.seconds, [&](std::int64_t i) {
+    const std::int64_t c = i % copies;
+    const Tensor y = format == "bf16" ? strata::ops::linear(x, dense[c])
+                                      : strata::ops::quantized_linear(x, layers[c]);
+    if (y.numel() != batch * n) std::abort();
+  });
+  return {seconds, static_cast<double>(bytes) / static_cast<double>(copies)};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  for (const std::string& name : o.devices) {
+    Device device = Device::cpu();
+    if (name == "cuda") {
+#ifdef STRATA_WITH_CUDA
+      if (!strata::cuda::is_available()) {
+        std::printf("cuda: no GPU here, skipped\n");
+        continue;
+      }
+      device = Device::cuda(0);
+#else
+      std::printf("cuda: not built with STRATA_CUDA=ON, skipped\n");
+      continue;
+#endif
+    } else if (name != "cpu") {
+      usage("unknown device " + name);
+    }
+    const double limit = measure_limit(device, o);
+    std::printf("\n== %s: %s %.1f GB/s (threads %d)\n", name.c_str(),
+                device.is_cpu() ? "host read bandwidth" : "HBM copy bandwidth (read + write)",
+                limit, strata::num_threads());
+    std::printf("%-12s %-12s %5s %9s %9s %9s %8s\n", "format", "shape", "batch", "ms/call", "MB",
+                "GB/s", "of limit");
+    std::map<std::string, std::map<std::pair<std::int64_t, std::int64_t>, Result>> batch1;
+    for (const std::string& format : o.formats) {
+      for (const auto& [n, k] : o.shapes) {
+        for (const std::int64_t batch : o.batches) {
+          const Result r = bench_layer(device, o, format, n, k, batch);
+          const double gbps = 1e-9 * r.bytes / r.seconds;
+          std::printf("%-12s %5lldx%-6lld %5lld %9.3f %9.1f %9.1f %7.0f%%\n", format.c_str(),
+                      static_cast<long long>(n), static_cast<long long>(k),
+                      static_cast<long long>(batch), 1e3 * r.seconds, 1e-6 * r.bytes, gbps,
+                      100.0 * gbps / limit);
+          std::fflush(stdout);
+          if (batch == 1) batch1[format][{n, k}] = r;
+        }
+      }
+    }
+    // One 7B token: per layer 4 x (4096x4096), 2 x (11008x4096), 1 x (4096x11008).
+    const std::pair<std::int64_t, std::int64_t> attn{4096, 4096}, up{11008, 4096},
+        down{4096, 11008};
+    for (auto& [format, shapes] : batch1) {
+      if (!shapes.count(attn) || !shapes.count(up) || !shapes.count(down)) continue;
+      const double s =
+          32 * (4 * shapes[attn].seconds + 2 * shapes[up].seconds + shapes[down].seconds);
+      const double bytes =
+          32 * (4 * shapes[attn].bytes + 2 * shapes[up].bytes + shapes[down].bytes);
+      std::printf("7B token, %s projections (batch 1): %.2f ms, %.2f GB at %.1f GB/s = %.0f%%\n",
+                  format.c_str(), 1e3 * s, 1e-9 * bytes, 1e-9 * bytes / s,
+                  100.0 * 1e-9 * bytes / s / limit);
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,213 @@
+// Fused decode kernels of quantized_linear on the CPU (docs/quantization.md, "CPU kernels"): for
+// up to kFusedMaxRows rows of x, the packed words are unpacked, converted and multiplied in SIMD
+// registers (quant_fused_body.inc, compiled for AVX-512, AVX2 and the baseline and picked at run
+// time), so the packed bytes are read once and no float tile is written. Layouts they do not
+// cover (FP8, act-order GPTQ, narrow groups, widths that are not whole 16-lane blocks) return
+// false and take the tile path of quant_linear.cc.
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cpu/float_io.h"
+#include "cpu/quant_kernels.h"
+#include "cpu/simd_target.h"
+#include "strata/core/parallel.h"
+
+namespace strata::cpu {
+namespace {
+
+// Plain arguments of one layer (no Tensor inside the per-ISA code).
+struct FusedArgs {
+  ops::QuantFormat format = ops::QuantFormat::FP8;
+  std::int64_t n = 0, k = 0, m = 0;
+  int bits = 4;
+  std::int64_t group = 0, groups = 1;
+  const void* weight = nullptr;
+  const void* scale = nullptr;  // integer formats: as stored
+  DType scale_dtype = DType::Float32;
+  const std::int32_t* zeros = nullptr;
+  const float* x = nullptr;   // [m, k]
+  const float* xp = nullptr;  // compressed-tensors: x de-interleaved by field
+  std::int64_t xp_stride = 0;
+  float* acc = nullptr;  // [m, n]
+
+  float scale_at(std::int64_t i) const {
+    switch (scale_dtype) {
+      case DType::BFloat16:
+        return load_as_float(static_cast<const BFloat16*>(scale), i);
+      case DType::Float16:
+        return load_as_float(static_cast<const Half*>(scale), i);
+      default:
+        return static_cast<const float*>(scale)[i];
+    }
+  }
+};
+
+using RunUnits = void (*)(const FusedArgs&, std::int64_t, std::int64_t);
+
+}  // namespace
+
+// The body's helpers pass 64-byte vectors by value; they are inlined, internal functions, so
+// GCC's note that such an ABI differs without AVX-512 does not apply (GCC reports it at the
+// end of the file, so the pragma stays on to the end).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+namespace fused_avx512 {
+STRATA_SIMD_TARGET_BEGIN("avx512f,avx512bw,avx512dq,avx512vl,fma")
+#include "cpu/quant_fused_body.inc"
+STRATA_SIMD_TARGET_END
+RunUnits entry() { return &run_units; }
+}  // namespace fused_avx512
+
+namespace fused_avx2 {
+STRATA_SIMD_TARGET_BEGIN("avx2,fma")
+#include "cpu/quant_fused_body.inc"
+STRATA_SIMD_TARGET_END
+RunUnits entry() { return &run_units; }
+}  // namespace fused_avx2
+#endif
+
+namespace fused_generic {
+#include "cpu/quant_fused_body.inc"
+RunUnits entry() { return &run_units; }
+}  // namespace fused_generic
+
+namespace {
+
+struct Variant {
+  const char* name;
+  RunUnits run;
+};
+
+// The variants this CPU can run, best first.
+const std::vector<Variant>& variants() {
+  static const std::vector<Variant> all = [] {
+    std::vector<Variant> out;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+      out.push_back({"avx512", fused_avx512::entry()});
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      out.push_back({"avx2", fused_avx2::entry()});
+    }
+#endif
+    out.push_back({"generic", fused_generic::entry()});
+    return out;
+  }();
+  return all;
+}
+
+std::atomic<RunUnits> g_pinned{nullptr};
+
+RunUnits kernels_in_use() {
+  const RunUnits pinned = g_pinned.load(std::memory_order_relaxed);
+  return pinned != nullptr ? pinned : variants().front().run;
+}
+
+bool sequential_g_idx(const ops::QuantizedWeight& w, std::int64_t group) {
+  if (w.g_idx_sequential) return *w.g_idx_sequential;
+  const std::int32_t* g = w.g_idx->data<std::int32_t>();
+  for (std::int64_t k = 0; k < w.in_features; ++k) {
+    if (g[k] != k / group) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::int64_t m,
+                            float* acc) {
+  if (m < 1 || m > kFusedMaxRows) return false;
+  FusedArgs f;
+  f.format = w.format;
+  f.n = w.out_features;
+  f.k = w.in_features;
+  f.m = m;
+  f.bits = w.bits;
+  f.group = w.group_size > 0 ? w.group_size : w.in_features;
+  f.weight = w.weight.data_ptr();
+  f.x = x;
+  f.acc = acc;
+  const int per = 32 / std::max(1, w.bits);
+  std::int64_t units = 0;
+  std::int64_t bytes_per_unit = 0;
+  std::vector<float> xp;
+  switch (w.format) {
+    case ops::QuantFormat::FP8:
+      // The table lookup of quant_fp8.cc beats an exact vector decode of e4m3 (subnormals need
+      // a select or a denormal-input multiply, which microcode assists make 10x slower).
+      return false;
+    case ops::QuantFormat::CompressedTensors:
+      f.groups = w.scale.size(1);
+      if (f.groups > 1 && (f.group % per != 0 || f.group / per < 16)) return false;
+      units = f.n;
+      bytes_per_unit = (f.k + per - 1) / per * 4;
+      break;
+    case ops::QuantFormat::AWQ:
+      f.groups = w.scale.size(0);
+      if ((f.n / 8) % 16 != 0) return false;
+      units = f.n / 8 / 16;
+      bytes_per_unit = f.k * 16 * 4;
+      break;
+    case ops::QuantFormat::GPTQ:
+      f.groups = w.scale.size(0);
+      if (f.n % 16 != 0 || f.group % per != 0 || !sequential_g_idx(w, f.group)) return false;
+      units = f.n / 16;
+      bytes_per_unit = f.k / per * 16 * 4;
+      break;
+  }
+  if (w.format == ops::QuantFormat::CompressedTensors) {
+    // x de-interleaved: field j of word c multiplies x[c * per + j].
+    const int fields = per;
+    const std::int64_t words = (f.k + fields - 1) / fields;
+    f.xp_stride = words;
+    xp.assign(static_cast<std::size_t>(m * fields * words), 0.0f);
+    for (std::int64_t r = 0; r < m; ++r) {
+      for (std::int64_t kk = 0; kk < f.k; ++kk) {
+        xp[static_cast<std::size_t>((r * fields + kk % fields) * words + kk / fields)] =
+            x[r * f.k + kk];
+      }
+    }
+    f.xp = xp.data();
+  }
+  {
+    f.scale = w.scale.data_ptr();
+    f.scale_dtype = w.scale.dtype();
+    f.zeros = w.zeros ? w.zeros->data<std::int32_t>() : nullptr;
+  }
+  const RunUnits run = kernels_in_use();
+  // Tasks of about 256 KiB of packed bytes.
+  const std::int64_t grain = std::max<std::int64_t>(
+      1, (std::int64_t{256} << 10) / std::max<std::int64_t>(1, bytes_per_unit));
+  parallel_for(units, grain, [&](std::int64_t u0, std::int64_t u1) { run(f, u0, u1); });
+  return true;
+}
+
+std::vector<std::string> fused_kernel_variants() {
+  std::vector<std::string> names;
+  for (const Variant& v : variants()) names.emplace_back(v.name);
+  return names;
+}
+
+void pin_fused_kernel_variant(const std::string& name) {
+  RunUnits run = nullptr;
+  for (const Variant& v : variants()) {
+    if (name == v.name) run = v.run;
+  }
+  STRATA_CHECK_ARG(name.empty() || run != nullptr,
+                   "pin_fused_kernel_variant: '{}' is not a variant this CPU runs", name);
+  g_pinned.store(run, std::memory_order_relaxed);
+}
+
+}  // namespace strata::cpu
