@@ -6,7 +6,6 @@
 // false and take the tile path of quant_linear.cc.
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -53,10 +52,9 @@ using RunUnits = void (*)(const FusedArgs&, std::int64_t, std::int64_t);
 }  // namespace
 
 // The body's helpers pass 64-byte vectors by value; they are inlined, internal functions, so
-// GCC's note that such an ABI differs without AVX-512 does not apply (GCC reports it at the
-// end of the file, so the pragma stays on to the end).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
+// the compilers' note that such an ABI differs without AVX-512 does not apply (GCC reports it at
+// the end of the file, so the pragma stays on to the end).
+#if defined(__GNUC__)  // GCC and Clang
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
