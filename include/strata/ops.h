@@ -106,6 +106,8 @@ Tensor silu(const Tensor& x);
 enum class GeluApproximation { None, Tanh };
 Tensor gelu(const Tensor& x, GeluApproximation approximation = GeluApproximation::None);
 Tensor relu(const Tensor& x);
+// torch.tanh (Gemma's logit soft-capping: cap * tanh(x / cap)).
+Tensor tanh(const Tensor& x);
 // Broadcasting (numpy rules). Both operands must have the same dtype.
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);

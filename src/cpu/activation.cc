@@ -25,6 +25,9 @@ struct GeluTanh {
     return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + kKappa * x * x * x)));
   }
 };
+struct Tanh {
+  float operator()(float x) const { return std::tanh(x); }
+};
 struct Relu {
   // NaN stays NaN, as in PyTorch.
   float operator()(float x) const { return (x > 0.0f || std::isnan(x)) ? x : 0.0f; }
@@ -45,6 +48,8 @@ void unary_float(UnaryKind kind, const Tensor& x, const Tensor& out) {
         return map_as_float<T>(out, inputs, GeluTanh{});
       case UnaryKind::Relu:
         return map_as_float<T>(out, inputs, Relu{});
+      case UnaryKind::Tanh:
+        return map_as_float<T>(out, inputs, Tanh{});
     }
   });
 }

@@ -9,7 +9,7 @@
 
 namespace strata::cpu {
 
-enum class UnaryKind { Silu, GeluErf, GeluTanh, Relu };
+enum class UnaryKind { Silu, GeluErf, GeluTanh, Relu, Tanh };
 enum class BinaryKind { Add, Mul };
 
 // out = f(x); out has x's shape and dtype.

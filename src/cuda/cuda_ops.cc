@@ -92,6 +92,8 @@ kernels::Unary unary_of(cpu::UnaryKind kind) {
       return kernels::Unary::GeluTanh;
     case cpu::UnaryKind::Relu:
       return kernels::Unary::Relu;
+    case cpu::UnaryKind::Tanh:
+      return kernels::Unary::Tanh;
   }
   STRATA_ASSERT(false, "unknown unary kind {}", static_cast<int>(kind));
 }

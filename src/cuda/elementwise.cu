@@ -130,6 +130,8 @@ __device__ __forceinline__ float apply(Unary op, float x) {
       return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
     case Unary::Relu:
       return x > 0.0f ? x : (x == x ? 0.0f : x);  // NaN stays NaN, as torch.relu
+    case Unary::Tanh:
+      return tanhf(x);
   }
   return x;
 }

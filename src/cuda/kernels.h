@@ -40,7 +40,7 @@ struct Strided {
 cudaError_t strided_convert(const Strided& dst, const Strided& src, std::int64_t numel,
                             cudaStream_t stream);
 
-enum class Unary { Silu, GeluErf, GeluTanh, Relu };
+enum class Unary { Silu, GeluErf, GeluTanh, Relu, Tanh };
 enum class Binary { Add, Mul };
 // Contiguous x and out of one float dtype (f32/bf16/f16).
 cudaError_t unary(Unary op, const void* x, void* out, Type type, std::int64_t n,

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "models/attention.h"
+#include "models/capped_attention.h"
 #include "models/families.h"
 #include "models/padding_mask.h"
 #include "strata/core/error.h"
@@ -60,6 +61,10 @@ Value CausalLM::forward(Args& args) {
   const std::int64_t seq = hidden.size(1);
   if (keep > 0 && keep < seq) hidden = hidden.narrow(1, seq - keep, keep);
   Tensor logits = call(*lm_head_, hidden);
+  // Gemma 2: logits = cap * tanh(logits / cap).
+  if (config_.final_logit_softcapping) {
+    logits = detail::soft_cap(logits, *config_.final_logit_softcapping);
+  }
   return nn::ValueDict{{"logits", logits}, {"past_key_values", cache_value}};
 }
 
@@ -90,6 +95,9 @@ std::shared_ptr<CausalLM> build_causal_lm(const TransformerConfig& config, DType
       return detail::build_gpt2(config, dtype);
     case Architecture::OPT:
       return detail::build_opt(config, dtype);
+    case Architecture::Gemma2:
+    case Architecture::Gemma3Text:
+      return detail::build_gemma(config, dtype);
     default:
       return detail::build_decoder(config, dtype, tp);
   }

@@ -11,6 +11,7 @@
 
 #include "io/json_util.h"
 #include "models/config_families.h"
+#include "models/config_parts.h"
 #include "strata/core/error.h"
 
 namespace strata::models {
@@ -41,6 +42,8 @@ constexpr TypeInfo kTypes[] = {
     {"phi3", Architecture::Phi3, 1e-5, 10000.0, 4096, false},
     {"olmo2", Architecture::Olmo2, 1e-5, 10000.0, 2048, false},
     {"smollm3", Architecture::SmolLM3, 1e-6, 2000000.0, 32768, true},
+    {"gemma2", Architecture::Gemma2, 1e-6, 10000.0, 8192, true},
+    {"gemma3_text", Architecture::Gemma3Text, 1e-6, 1000000.0, 131072, true},
 };
 
 class Reader {
@@ -409,6 +412,21 @@ void parse_opt(const Reader& r, TransformerConfig& t) {
 
 }  // namespace
 
+namespace detail {
+
+Activation activation_named(const io::ModelConfig& config, std::string_view key,
+                            std::string_view fallback) {
+  return parse_activation(Reader(config), key, fallback);
+}
+
+RopeConfig rope_from(const io::ModelConfig& config, double default_theta, std::int64_t head_dim,
+                     std::int64_t max_positions) {
+  TypeInfo info{config.model_type, Architecture::Llama, 1e-6, default_theta, max_positions, false};
+  return parse_rope(Reader(config), info, head_dim, max_positions);
+}
+
+}  // namespace detail
+
 std::string_view class_prefix(Architecture architecture) {
   switch (architecture) {
     case Architecture::Llama:
@@ -435,6 +453,10 @@ std::string_view class_prefix(Architecture architecture) {
       return "Olmo2";
     case Architecture::SmolLM3:
       return "SmolLM3";
+    case Architecture::Gemma2:
+      return "Gemma2";
+    case Architecture::Gemma3Text:
+      return "Gemma3";
   }
   STRATA_ASSERT(false, "unknown architecture {}", static_cast<int>(architecture));
 }
@@ -455,6 +477,9 @@ std::vector<std::string> TransformerConfig::no_split_module_classes() const {
       return {"GPT2Block"};
     case Architecture::OPT:
       return {"OPTDecoderLayer"};
+    case Architecture::Gemma3Text:  // Gemma3PreTrainedModel's list (it serves the vision model too)
+      return {"Gemma3DecoderLayer", "SiglipVisionEmbeddings", "SiglipEncoderLayer",
+              "SiglipMultiheadAttentionPoolingHead"};
     default:
       return {class_name("DecoderLayer")};
   }
@@ -494,6 +519,10 @@ TransformerConfig parse_transformer_config(const io::ModelConfig& config) {
     case Architecture::OPT:
       parse_opt(reader, t);
       break;
+    case Architecture::Gemma2:
+    case Architecture::Gemma3Text:
+      detail::parse_gemma_config(config, t);
+      return t;
     default:
       parse_decoder_family(reader, *info, t);
       t.quantization = parse_quantization_config(config);

@@ -11,5 +11,6 @@ std::shared_ptr<CausalLM> build_decoder(const TransformerConfig& config, DType d
                                         const TensorParallel& tp);
 std::shared_ptr<CausalLM> build_gpt2(const TransformerConfig& config, DType dtype);
 std::shared_ptr<CausalLM> build_opt(const TransformerConfig& config, DType dtype);
+std::shared_ptr<CausalLM> build_gemma(const TransformerConfig& config, DType dtype);
 
 }  // namespace strata::models::detail

@@ -20,7 +20,11 @@ Value Linear::forward(Args& args) {
 }
 
 Embedding::Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim, DType dtype)
-    : Module("Embedding") {
+    : Embedding("Embedding", num_embeddings, embedding_dim, dtype) {}
+
+Embedding::Embedding(std::string class_name, std::int64_t num_embeddings,
+                     std::int64_t embedding_dim, DType dtype)
+    : Module(std::move(class_name)) {
   create_parameter("weight", {num_embeddings, embedding_dim}, dtype, 0.0);
 }
 

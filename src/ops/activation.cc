@@ -36,4 +36,6 @@ Tensor gelu(const Tensor& x, GeluApproximation approximation) {
 
 Tensor relu(const Tensor& x) { return activation("relu", cpu::UnaryKind::Relu, x); }
 
+Tensor tanh(const Tensor& x) { return activation("tanh", cpu::UnaryKind::Tanh, x); }
+
 }  // namespace strata::ops

@@ -19,6 +19,7 @@ namespace strata::models {
 // The model families Strata builds. Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2-MoE, Qwen3-MoE,
 // Phi-3, OLMo 2 and SmolLM3 share one decoder (src/models/decoder.cc) parameterised by the flags
 // below; GPT-2 and OPT have their own. New values go at the end.
+// Gemma 2 and Gemma 3 (text) have their own modules (src/models/gemma.cc).
 enum class Architecture : std::uint8_t {
   Llama,
   Mistral,
@@ -32,10 +33,12 @@ enum class Architecture : std::uint8_t {
   Phi3,
   Olmo2,
   SmolLM3,
+  Gemma2,
+  Gemma3Text,
 };
 
 // transformers' class-name prefix: "Llama", "Mistral", "Qwen2", "Qwen3", "Mixtral", "GPT2", "OPT",
-// "Qwen2Moe", "Qwen3Moe", "Phi3", "Olmo2", "SmolLM3".
+// "Qwen2Moe", "Qwen3Moe", "Phi3", "Olmo2", "SmolLM3", "Gemma2", "Gemma3".
 std::string_view class_prefix(Architecture architecture);
 // The model_type values accepted in config.json, for messages.
 std::vector<std::string> supported_model_types();
@@ -129,6 +132,18 @@ struct TransformerConfig {
 
   // quantization_config: the checkpoint's linear layers are stored quantized (decoder family).
   std::optional<QuantizationConfig> quantization;
+
+  // Gemma 2 / Gemma 3 (text): attention scores scaled by query_pre_attn_scalar^-0.5, logits
+  // soft-capped as cap * tanh(x / cap) where set (attention scores before the mask, and the
+  // final logits), Gemma 3's sliding layers rotated with their own rope (rope_local_base_freq;
+  // `rope` is then that of the full-attention layers).
+  double query_pre_attn_scalar = 0.0;
+  std::optional<double> attn_logit_softcapping;
+  std::optional<double> final_logit_softcapping;
+  std::optional<RopeConfig> sliding_rope;
+  // Per layer: its layer_types entry is sliding_attention (Gemma 3 rotates these with
+  // sliding_rope, even when sliding_window is null and the layer attends to everything).
+  std::vector<bool> sliding_layers;
 
   // transformers' class names and _no_split_modules (the decoder block class).
   std::string class_name(std::string_view suffix) const;

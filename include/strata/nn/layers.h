@@ -39,6 +39,11 @@ class Embedding : public Module {
   Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim, DType dtype = DType::Float32);
   const Tensor& weight() const { return parameter("weight"); }
   Value forward(Args& args) override;
+
+ protected:
+  // For model-specific embeddings with their own class name (Gemma3TextScaledWordEmbedding).
+  Embedding(std::string class_name, std::int64_t num_embeddings, std::int64_t embedding_dim,
+            DType dtype);
 };
 
 class LayerNorm : public Module {
