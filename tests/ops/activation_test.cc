@@ -37,6 +37,8 @@ const std::vector<Activation>& activations() {
        }},
       {"relu", "relu", [](const Tensor& x) { return ops::relu(x); },
        [](double x) { return x > 0.0 || std::isnan(x) ? x : 0.0; }},
+      {"tanh", "tanh", [](const Tensor& x) { return ops::tanh(x); },
+       [](double x) { return std::tanh(x); }},
   };
   return list;
 }
