@@ -81,7 +81,9 @@ ShardRange shard_range(std::int64_t n, int rank, int size) {
 void check_tensor_parallel(const TransformerConfig& c, int size) {
   STRATA_CHECK_ARG(size >= 1, "--tensor-parallel {}: it must be at least 1", size);
   if (size == 1) return;
-  STRATA_CHECK(c.architecture != Architecture::GPT2 && c.architecture != Architecture::OPT,
+  STRATA_CHECK(c.architecture != Architecture::GPT2 && c.architecture != Architecture::OPT &&
+                   c.architecture != Architecture::Gemma2 &&
+                   c.architecture != Architecture::Gemma3Text,
                NotSupported,
                "{}: tensor parallelism covers the decoder family (llama, mistral, qwen2, qwen3, "
                "mixtral), not model_type '{}'; run it with --tensor-parallel 1 (a device map "
