@@ -203,6 +203,22 @@ TEST_P(ModuleTreeTest, ClassNamesAreTransformers) {
                   {"model.decoder.layers.0.self_attn", "OPTAttention"},
                   {"model.decoder.layers.0.fc1", "Linear"}};
       break;
+    case Architecture::Gemma2:
+    case Architecture::Gemma3Text: {
+      const bool gemma3 = c.architecture == Architecture::Gemma3Text;
+      const std::string p(models::class_prefix(c.architecture));
+      expected = {{"", p + "ForCausalLM"},
+                  {"model", gemma3 ? "Gemma3TextModel" : "Gemma2Model"},
+                  {"model.embed_tokens", gemma3 ? "Gemma3TextScaledWordEmbedding" : "Embedding"},
+                  {"model.layers.0", p + "DecoderLayer"},
+                  {"model.layers.0.self_attn", p + "Attention"},
+                  {"model.layers.0.mlp", p + "MLP"},
+                  {"model.layers.0.pre_feedforward_layernorm", p + "RMSNorm"},
+                  {"model.layers.0.post_feedforward_layernorm", p + "RMSNorm"},
+                  {"model.rotary_emb", p + "RotaryEmbedding"}};
+      if (gemma3) expected["model.layers.0.self_attn.q_norm"] = "Gemma3RMSNorm";
+      break;
+    }
     default: {
       const std::string p(models::class_prefix(c.architecture));
       // OLMo 2 has no input_layernorm: its norms follow the sublayers.

@@ -125,9 +125,9 @@ TEST(GemmaConfig, UnsupportedOptionsNameTheKey) {
   EXPECT_TRUE(throws_naming<NotSupported>(build(R"("hidden_activation": "gelu_fast")"),
                                           {"hidden_activation", "gelu_fast"}));
   EXPECT_TRUE(throws_naming<NotSupported>(
-      build(R"("rope_parameters": {"full_attention": {"rope_type": "longrope", "rope_theta": 1e4,
-            "short_factor": [1, 1, 1, 1], "long_factor": [1, 1, 1, 1]}})"),
-      {"longrope"}));
+      build(
+          R"("rope_parameters": {"full_attention": {"rope_type": "sliding_ntk", "rope_theta": 1e4}})"),
+      {"sliding_ntk"}));
   EXPECT_TRUE(throws_naming<NotSupported>(
       build(R"("quantization_config": {"quant_method": "fp8"})"), {"quantization_config"}));
   EXPECT_TRUE(throws_naming<CheckpointError>(build(R"("attn_logit_softcapping": -1.0)"),

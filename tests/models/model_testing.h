@@ -43,11 +43,12 @@ inline const std::vector<std::string>& model_fixture_names() {
 struct ModelFixture {
   std::string name;
   io::ModelConfig config;
-  Tensor prompt_ids;                    // int64 [2, S]
-  Tensor logits;                        // float32 [2, S, V]
-  Tensor logits_bf16;                   // float32 [2, S, V]: the bfloat16 model's logits
-  Tensor greedy_ids;                    // int64 [1, 12]
-  std::map<std::string, Tensor> extra;  // inv_freq, attention_scaling, dynamic_* when recorded
+  Tensor prompt_ids;   // int64 [2, S]
+  Tensor logits;       // float32 [2, S, V]
+  Tensor logits_bf16;  // float32 [2, S, V]: the bfloat16 model's logits
+  Tensor greedy_ids;   // int64 [1, 12]
+  // inv_freq, attention_scaling, dynamic_* when recorded; Gemma 3: inv_freq_<layer type>.
+  std::map<std::string, Tensor> extra;
 };
 
 inline ModelFixture load_model_fixture(const std::string& name) {
@@ -62,8 +63,8 @@ inline ModelFixture load_model_fixture(const std::string& name) {
   f.logits_bf16 = ref->tensor("logits_bf16").clone();
   f.greedy_ids = ref->tensor("greedy_ids").clone();
   for (const auto& entry : ref->entries()) {
-    for (const char* key :
-         {"inv_freq", "attention_scaling", "dynamic_inv_freq", "dynamic_seq_len"}) {
+    for (const char* key : {"inv_freq", "attention_scaling", "dynamic_inv_freq", "dynamic_seq_len",
+                            "inv_freq_full_attention", "inv_freq_sliding_attention"}) {
       if (entry.name == key) f.extra[key] = ref->tensor(entry).clone();
     }
   }

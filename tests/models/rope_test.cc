@@ -30,6 +30,14 @@ TEST_P(RopeTest, FrequenciesMatchTransformers) {
   const ModelFixture f = load_model_fixture(GetParam());
   const models::TransformerConfig c = models::parse_transformer_config(f.config);
   ASSERT_TRUE(c.rope.has_value());
+  if (f.extra.contains("inv_freq_full_attention")) {  // Gemma 3: one rope per layer type
+    ASSERT_TRUE(c.sliding_rope.has_value());
+    expect_frequencies(compute_rope_frequencies(*c.rope).inv_freq,
+                       f.extra.at("inv_freq_full_attention"), f.name + " full_attention");
+    expect_frequencies(compute_rope_frequencies(*c.sliding_rope).inv_freq,
+                       f.extra.at("inv_freq_sliding_attention"), f.name + " sliding_attention");
+    return;
+  }
   const RopeFrequencies ours = compute_rope_frequencies(*c.rope);
   expect_frequencies(ours.inv_freq, f.extra.at("inv_freq"), f.name + " inv_freq");
   EXPECT_NEAR(ours.attention_scaling, f.extra.at("attention_scaling").item(), 1e-6) << f.name;
