@@ -33,7 +33,7 @@ using WeightedSumFn = void (*)(const float* p, std::int64_t ldp, std::int64_t m,
                                std::int64_t ldacc);
 
 struct Kernels {
-  const char* name;  // "avx512", "avx2", "generic"
+  const char* name;  // "avx512+bf16+amx", "avx512+bf16", "avx512", "avx2", "generic"
   // dst[i] = float(src[i]), i < n (exact).
   void (*bf16_to_float)(const BFloat16* src, float* dst, std::int64_t n);
   void (*half_to_float)(const Half* src, float* dst, std::int64_t n);
