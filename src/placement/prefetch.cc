@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "prefetch_engine.h"
+#include "prefetch_unit.h"
 #include "staging_chunks.h"
 #include "strata/core/backend.h"
 #include "strata/core/error.h"
@@ -14,17 +15,6 @@ namespace strata::placement {
 
 using nn::AlignDevicesHook;
 using OffloadedTensor = AlignDevicesHook::OffloadedTensor;
-
-struct PrefetchScheduler::Unit {
-  PrefetchHook* hook = nullptr;
-  int position = -1;  // in the recorded order
-  bool issued = false;
-  bool in_use = false;
-  // One per offloaded tensor: the execution-device tensor to bind (undefined: bind `sources`).
-  std::vector<Tensor> targets;
-  std::vector<Tensor> sources;
-  std::unique_ptr<detail::CopyEngine::Ticket> ticket;
-};
 
 PrefetchScheduler::PrefetchScheduler(Device execution_device, PrefetchOptions options)
     : execution_device_(resolve_device(execution_device)), options_(options) {
@@ -92,6 +82,21 @@ void PrefetchScheduler::log(const char* what, const Unit& unit) {
   if (trace_enabled_) trace_.push_back(fmt::format("{} {}", what, unit.position));
 }
 
+Tensor PrefetchScheduler::checked_source(PrefetchHook& hook, const OffloadedTensor& t) {
+  const Tensor& placeholder = t.slot->tensor();
+  Tensor value = hook.stored(t);
+  STRATA_CHECK(
+      value.shape() == placeholder.shape(), CheckpointError,
+      "offloaded tensor '{}' of {}: the stored tensor has shape {} but the module "
+      "expects {}; the offload folder or state dict belongs to another model: rebuild it",
+      t.name, hook.module_class(), shape_str(value.shape()), shape_str(placeholder.shape()));
+  if (value.dtype() != placeholder.dtype() && is_floating_point(placeholder.dtype())) {
+    ++stats_.casts;  // a folder written in another dtype; dispatch stores the model's
+    value = value.to(placeholder.dtype());
+  }
+  return value;
+}
+
 // Resolves the stored tensors and, on a GPU, queues their copies into fresh device memory.
 void PrefetchScheduler::issue(Unit& unit) {
   PrefetchHook& hook = *unit.hook;
@@ -106,17 +111,7 @@ void PrefetchScheduler::issue(Unit& unit) {
       unit.sources.emplace_back();
       continue;
     }
-    const Tensor& placeholder = t.slot->tensor();
-    Tensor value = hook.stored(t);
-    STRATA_CHECK(
-        value.shape() == placeholder.shape(), CheckpointError,
-        "offloaded tensor '{}' of {}: the stored tensor has shape {} but the module "
-        "expects {}; the offload folder or state dict belongs to another model: rebuild it",
-        t.name, hook.module_class(), shape_str(value.shape()), shape_str(placeholder.shape()));
-    if (value.dtype() != placeholder.dtype() && is_floating_point(placeholder.dtype())) {
-      ++stats_.casts;  // a folder written in another dtype; dispatch stores the model's
-      value = value.to(placeholder.dtype());
-    }
+    Tensor value = checked_source(hook, t);
     if (!value.is_cpu() || exec.is_cpu()) {
       unit.targets.push_back(value.to(exec));
       unit.sources.emplace_back();
@@ -152,25 +147,33 @@ void PrefetchScheduler::evict(Unit& unit) {
 }
 
 void PrefetchScheduler::prefetch_after(const Unit& unit) {
+  // The next staging_slots - 1 units that stream in this step; units that compute on the cpu
+  // are never copied, so they neither take a slot nor count.
   const int n = static_cast<int>(order_.size());
-  for (int k = 1; k < options_.staging_slots && k < n; ++k) {
+  int wanted = options_.staging_slots - 1;
+  for (int k = 1; k < n && wanted > 0; ++k) {
     Unit& next = *order_[(unit.position + k) % n];
+    if (decide(next, step_tokens_) == ExecutionPolicy::Cpu) continue;
+    --wanted;
     if (next.issued) continue;
     if (in_flight() >= options_.staging_slots) return;
     issue(next);
   }
 }
 
+void PrefetchScheduler::record_order(Unit& unit) {
+  if (order_complete_) return;
+  if (unit.position < 0) {
+    unit.position = static_cast<int>(order_.size());
+    order_.push_back(&unit);
+  } else {
+    order_complete_ = true;  // a unit runs again: the first forward is over
+  }
+}
+
 void PrefetchScheduler::acquire(PrefetchHook& hook) {
   Unit& unit = unit_of(&hook);
-  if (!order_complete_) {
-    if (unit.position < 0) {
-      unit.position = static_cast<int>(order_.size());
-      order_.push_back(&unit);
-    } else {
-      order_complete_ = true;  // a unit runs again: the first forward is over
-    }
-  }
+  record_order(unit);
   ++stats_.onloads;
   if (unit.issued) {
     ++stats_.prefetched;
@@ -225,6 +228,10 @@ void PrefetchHook::init_hook(nn::Module& module) {
 }
 
 void PrefetchHook::detach_hook(nn::Module& module) {
+  restore_resident();
+  resident_.clear();
+  resident_scanned_ = false;
+  cpu_capable_.reset();
   scheduler_->remove(this);
   AlignDevicesHook::detach_hook(module);
 }

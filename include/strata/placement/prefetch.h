@@ -19,11 +19,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "strata/nn/align_devices_hook.h"
 #include "strata/nn/attach.h"
+#include "strata/placement/execution_policy.h"
 
 namespace strata::placement {
 
@@ -53,6 +55,8 @@ struct PrefetchStats {
   std::int64_t bytes_read = 0;     // bytes read by the workers into pinned staging
   std::int64_t staged_chunks = 0;  // ... in that many chunk copies
   std::int64_t casts = 0;          // stored tensors whose dtype differed from the model's
+  std::int64_t cpu_computes = 0;   // unit forwards computed on the cpu (ExecutionPolicy::Cpu)
+  std::int64_t evicted_for_cpu = 0;  // prefetched units dropped because they computed on the cpu
   int max_in_flight = 0;           // most units holding execution-device copies at once
 };
 
@@ -85,6 +89,15 @@ class PrefetchScheduler {
   // Blocks until every queued copy has finished (the benchmark's end of forward).
   void synchronize();
 
+  // Whether offloaded units stream or compute on the cpu, per step (execution_policy.h).
+  // Default Stream. Auto needs `threshold` (InvalidArgument otherwise); it is asked once per
+  // unit, at the unit's first forward after this call. A unit computes on the cpu only if it can:
+  // no hooked module inside it, and no weight tied to one resident on a GPU.
+  void set_offload_policy(OffloadPolicy policy, CpuTokenThreshold threshold = {});
+  OffloadPolicy offload_policy() const { return policy_; }
+  // The threshold each unit got (in registration order), -1 for units not yet asked.
+  std::vector<std::int64_t> cpu_thresholds() const;
+
  private:
   friend class PrefetchHook;
   struct Unit;
@@ -94,12 +107,23 @@ class PrefetchScheduler {
   void remove(PrefetchHook* hook);
   void acquire(PrefetchHook& hook);
   void release(PrefetchHook& hook);
+  // The policy of `hook`'s unit for a step of `tokens` tokens; `activation_bytes_per_token` and
+  // `cpu_capable` come from the hook (its inputs and its module tree).
+  ExecutionPolicy begin_step(PrefetchHook& hook, std::int64_t tokens,
+                             std::int64_t activation_bytes_per_token, bool cpu_capable);
+  // Binds the stored weights where they are, for a forward on the cpu.
+  void acquire_on_cpu(PrefetchHook& hook);
 
   Unit& unit_of(const PrefetchHook* hook);
   void issue(Unit& unit);
   void evict(Unit& unit);
   void prefetch_after(const Unit& unit);
   void log(const char* what, const Unit& unit);
+  void record_order(Unit& unit);
+  ExecutionPolicy decide(Unit& unit, std::int64_t tokens);
+  UnitProfile profile(const Unit& unit);
+  // The stored value of one offloaded tensor, checked against the module and cast to its dtype.
+  Tensor checked_source(PrefetchHook& hook, const nn::AlignDevicesHook::OffloadedTensor& t);
 
   Device execution_device_;
   PrefetchOptions options_;
@@ -110,6 +134,9 @@ class PrefetchScheduler {
   bool trace_enabled_ = false;
   std::vector<std::string> trace_;
   std::unique_ptr<detail::CopyEngine> engine_;  // null for a cpu execution device
+  OffloadPolicy policy_ = OffloadPolicy::Stream;
+  CpuTokenThreshold threshold_;
+  std::int64_t step_tokens_ = 1;  // tokens of the step in progress (for prefetch decisions)
 };
 
 // An AlignDevicesHook (with offload) whose weights come through a PrefetchScheduler.
@@ -125,14 +152,35 @@ class PrefetchHook final : public nn::AlignDevicesHook {
 
   void init_hook(nn::Module& module) override;
   void detach_hook(nn::Module& module) override;
+  // Ask the scheduler for this step's policy; with ExecutionPolicy::Cpu the inputs go to the
+  // cpu, the stored weights are bound where they are, and the output goes back to the execution
+  // device. Otherwise AlignDevicesHook's behaviour.
+  void pre_forward(nn::Module& module, nn::Args& args) override;
+  void post_forward(nn::Module& module, nn::Value& output) override;
 
  protected:
   void onload(nn::Module& module) override;
   void release(nn::Module& module) override;
 
  private:
+  bool can_compute_on_cpu(nn::Module& module);
+  void swap_resident_to_cpu(nn::Module& module);
+  void restore_resident();
+
   std::shared_ptr<PrefetchScheduler> scheduler_;
   std::string class_name_;
+  std::optional<bool> cpu_capable_;  // decided at the first forward
+  bool cpu_step_ = false;            // the forward in progress runs on the cpu
+  std::optional<Device> return_device_;
+  // Tensors of the unit that stay on the execution device (non-persistent buffers, tensors not
+  // offloaded), with a cpu copy bound during cpu steps (made once: they never change).
+  struct ResidentCopy {
+    nn::SlotPtr slot;
+    Tensor original;
+    Tensor on_cpu;
+  };
+  std::vector<ResidentCopy> resident_;
+  bool resident_scanned_ = false;
 };
 
 // The AttachOptions::make_hook of the placement layer: a PrefetchHook on `scheduler` for every

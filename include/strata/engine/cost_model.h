@@ -1,0 +1,111 @@
+#pragma once
+// The cost model behind the offload policy and `strata plan`'s predictions
+// (docs/hybrid-execution.md). Every prediction is a formula over measured machine constants
+// (machine_constants.h): a unit reads its weights once per step at the rate of where it computes,
+// does 2 FLOPs per parameter and token, and, when it computes on the cpu while the model runs on
+// a GPU, sends its activations down and back over PCIe.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "strata/engine/machine_constants.h"
+#include "strata/placement/execution_policy.h"
+
+namespace strata::engine {
+
+// Where a unit's weights live.
+enum class Tier : std::uint8_t { Gpu, Cpu, Disk };
+std::string_view tier_name(Tier tier);
+
+// One unit's work per token.
+struct UnitWork {
+  std::int64_t bytes = 0;            // weights read once per step
+  std::int64_t flops_per_token = 0;  // 2 x parameters for products; 0 for a lookup (embedding)
+  std::int64_t activation_bytes_per_token = 0;  // entering the unit (the same leave it)
+  Tier tier = Tier::Cpu;
+  bool disk_cached = true;  // a Disk unit's file is in the page cache (else read from the disk)
+};
+
+// Largest token count cpu_token_threshold reports: "always on the cpu".
+inline constexpr std::int64_t kAlwaysCpu = std::int64_t{1} << 40;
+
+class CostModel {
+ public:
+  explicit CostModel(MachineConstants constants);
+  const MachineConstants& constants() const { return constants_; }
+
+  // Seconds for a step of `tokens` tokens through the unit (GB/s and FLOP/s from constants):
+  //   on the GPU, weights resident:  max(bytes / hbm, flops * tokens / gpu_flops)
+  //   streamed to the GPU:           max(bytes / stream_rate(tier), that GPU time)
+  //     stream_rate: Cpu: h2d; Disk: min(h2d, page-cache read) (cached) or min(h2d, disk read)
+  //   on the cpu:                    max(bytes / cpu_rate(tier), flops * tokens / cpu_flops)
+  //                                  + activation_io(tokens)
+  //     cpu_rate: the bf16 matrix-vector rate at the pool's threads (Cpu, cached Disk),
+  //               min(that, disk read) for a Disk unit out of the page cache; a Gpu unit on a
+  //               machine without GPU reads at the Cpu rate
+  //     activation_io: with a GPU, 2 x (tokens x activation bytes / h2d + transfer latency);
+  //               0 without a GPU (everything is on the cpu already)
+  double gpu_seconds(const UnitWork& unit, std::int64_t tokens) const;
+  double stream_seconds(const UnitWork& unit, std::int64_t tokens) const;
+  double cpu_seconds(const UnitWork& unit, std::int64_t tokens) const;
+  // The same with the activation transfer counted or not (a model planned on the cpu alone).
+  double cpu_seconds(const UnitWork& unit, std::int64_t tokens, bool activations_cross_pcie) const;
+  // The faster of the two (ties stream). Without a GPU: Cpu.
+  placement::ExecutionPolicy best_policy(const UnitWork& unit, std::int64_t tokens) const;
+  double best_seconds(const UnitWork& unit, std::int64_t tokens) const;
+  // The largest token count for which the cpu is no slower than streaming (cpu time grows
+  // faster with tokens than streaming's, so this is a threshold): 0 = never, kAlwaysCpu without
+  // a GPU. Searched over [1, 2^20].
+  std::int64_t cpu_token_threshold(const UnitWork& unit) const;
+
+ private:
+  MachineConstants constants_;
+};
+
+// The threshold function the prefetch scheduler asks per unit under OffloadPolicy::Auto: the
+// profile's weights in their tier (file views = Disk, assumed in the page cache), 2 FLOPs per
+// parameter and token.
+placement::CpuTokenThreshold cost_model_threshold(CostModel model);
+UnitWork unit_work_of(const placement::UnitProfile& profile);
+
+// ---- plan predictions ----------------------------------------------------------------------
+
+struct PlannedUnit {
+  std::string name;  // the device map entry
+  UnitWork work;
+};
+
+struct PredictOptions {
+  std::int64_t prefill_tokens = 512;  // per sequence
+  std::int64_t batch = 1;             // sequences in a step
+  std::int64_t checkpoint_bytes = 0;  // read from the checkpoint files at load
+  bool checkpoint_cached = true;      // ... from the page cache
+  bool gpu_main = true;  // the model runs on a GPU (else everything computes on the cpu)
+};
+
+struct UnitPrediction {
+  std::string name;
+  Tier tier = Tier::Gpu;
+  std::int64_t bytes = 0;
+  // Where it computes at prefill and decode under the best policy ("gpu" for resident units).
+  std::string prefill, decode;
+  std::int64_t cpu_max_tokens = 0;  // its threshold (offloaded units with a GPU main device)
+};
+
+struct PlanPrediction {
+  // load: checkpoint_bytes / (page-cache or disk read) + GPU bytes / h2d + cpu bytes / host read
+  double load_seconds = 0;
+  double prefill_seconds_best = 0, prefill_seconds_stream = 0;  // prefill_tokens x batch tokens
+  double decode_seconds_best = 0, decode_seconds_stream = 0;    // one step of batch tokens
+  std::int64_t prefill_tokens = 0;  // prefill_tokens x batch
+  std::vector<UnitPrediction> units;
+  double prefill_tokens_per_second(bool best) const;
+};
+
+// A step's time is the sum of its units' times (units run one after the other; streaming
+// overlaps a unit's copy with the previous unit's compute, which max() inside each unit models).
+PlanPrediction predict_plan(const CostModel& model, const std::vector<PlannedUnit>& units,
+                            const PredictOptions& options);
+
+}  // namespace strata::engine

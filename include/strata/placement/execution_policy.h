@@ -1,0 +1,58 @@
+#pragma once
+// Where an offloaded unit computes in one forward step (docs/hybrid-execution.md).
+//
+// An offloaded unit (any module with an offload hook: a decoder layer, an expert, a tensor of a
+// split block) keeps its weights in cpu RAM or in a mapped file. For each step it either
+//   - streams: the prefetch scheduler copies the weights to the execution device (a GPU), where
+//     the unit computes (what dispatch always did), or
+//   - computes on the cpu: its hook moves the incoming activations to the cpu, binds the stored
+//     weights where they are (pinned RAM, or the file mapping: nothing is copied) and sends the
+//     result back to the execution device.
+// A matrix-vector product is memory bound: at decode the host reads its own memory faster than
+// PCIe can carry the weights; at prefill the GPU's compute wins. The choice follows the tokens in
+// the step through a per-unit threshold that the cost model (strata/engine/cost_model.h)
+// computes. Splitting one unit's rows between cpu and GPU is not done (docs).
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "strata/core/dtype.h"
+
+namespace strata::placement {
+
+// What one unit does in one step.
+enum class ExecutionPolicy : std::uint8_t {
+  Stream,  // weights copied to the execution device, computed there
+  Cpu,     // computed on the cpu where the weights are; activations travel instead
+};
+
+// What the user asks for (--offload-policy).
+enum class OffloadPolicy : std::uint8_t {
+  Auto,    // per unit and step, from the cost model's threshold
+  Stream,  // always stream (the behaviour before this policy existed)
+  Cpu,     // always compute offloaded units on the cpu
+};
+
+// "auto", "stream", "cpu" (InvalidArgument naming the three otherwise).
+OffloadPolicy parse_offload_policy(std::string_view text);
+std::string_view offload_policy_name(OffloadPolicy policy);
+std::string_view execution_policy_name(ExecutionPolicy policy);
+
+// What a scheduler knows about one offloaded unit when it asks for its threshold.
+struct UnitProfile {
+  std::string module_class;
+  std::int64_t bytes = 0;       // stored weight bytes (all its offloaded tensors)
+  std::int64_t file_bytes = 0;  // ... of which are views of mapped files (the disk tier)
+  DType dtype = DType::Float32;  // of its largest weight
+  // Bytes of one token's activation entering the unit (the last dimension of its first input
+  // tensor times its element size); the same leave it.
+  std::int64_t activation_bytes_per_token = 0;
+};
+
+// The largest number of tokens in a step for which the unit computes on the cpu under
+// OffloadPolicy::Auto: 0 = never, a huge value = always.
+using CpuTokenThreshold = std::function<std::int64_t(const UnitProfile&)>;
+
+}  // namespace strata::placement

@@ -1,0 +1,243 @@
+// Measuring the machine constants (machine_constants.h) in about 10 s. Each rate is the best of a
+// few repetitions after a warm-up, over buffers larger than the caches. The cpu products go
+// through ops::linear, so they measure the kernels the model runs, not an idealised loop.
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fmt/format.h>
+#include <ostream>
+#include <vector>
+
+#include "strata/core/error.h"
+#include "strata/core/parallel.h"
+#include "strata/core/tensor.h"
+#include "strata/engine/machine_constants.h"
+#include "strata/ops.h"
+
+#if STRATA_WITH_CUDA
+#include "strata/cuda/device.h"
+#include "strata/cuda/stream.h"
+#endif
+
+namespace strata::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Best seconds of `reps` runs of fn after one warm-up run.
+template <class Fn>
+double best_seconds(int reps, Fn&& fn) {
+  fn();
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const auto start = Clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  return std::max(best, 1e-9);
+}
+
+double gbps(double bytes, double seconds) { return bytes / seconds / 1e9; }
+
+void report(const MeasureOptions& options, const std::string& what, double value,
+            const char* unit) {
+  if (options.progress != nullptr) *options.progress << fmt::format("  {:<34} {:10.2f} {}\n", what, value, unit);
+}
+
+double measure_host_read(std::int64_t bytes) {
+  const std::int64_t words = bytes / 8;
+  std::vector<std::uint64_t> buffer(static_cast<std::size_t>(words), 1);
+  std::atomic<std::uint64_t> sink{0};
+  const double seconds = best_seconds(3, [&] {
+    parallel_for(words, 1 << 16, [&](std::int64_t begin, std::int64_t end) {
+      std::uint64_t sum = 0;
+      for (std::int64_t i = begin; i < end; ++i) sum += buffer[static_cast<std::size_t>(i)];
+      sink.fetch_add(sum, std::memory_order_relaxed);
+    });
+  });
+  return gbps(static_cast<double>(words * 8), seconds);
+}
+
+// The bf16 matrix-vector rate of ops::linear over [rows, 4096] weights, on all threads or
+// (single) on one: run inside one chunk of a parallel loop, where nested loops run serially.
+double measure_gemv(std::int64_t bytes, bool single) {
+  const std::int64_t k = 4096, rows = std::max<std::int64_t>(bytes / (2 * k), 64);
+  const Tensor weight = Tensor::full({rows, k}, 0.01, DType::BFloat16);
+  const Tensor x = Tensor::full({1, k}, 1.0, DType::BFloat16);
+  const auto run = [&] { (void)ops::linear(x, weight); };
+  const double seconds = best_seconds(3, [&] {
+    if (!single) {
+      run();
+      return;
+    }
+    parallel_for(2, 1, [&](std::int64_t begin, std::int64_t) {
+      if (begin == 0) run();
+    });
+  });
+  return gbps(static_cast<double>(weight.nbytes()), seconds);
+}
+
+double measure_cpu_gemm() {
+  const std::int64_t m = 64, k = 4096, n = 4096;
+  const Tensor weight = Tensor::full({n, k}, 0.01, DType::BFloat16);
+  const Tensor x = Tensor::full({m, k}, 1.0, DType::BFloat16);
+  const double seconds = best_seconds(2, [&] { (void)ops::linear(x, weight); });
+  return 2.0 * m * n * k / seconds / 1e9;
+}
+
+struct FileRates {
+  double page_cache = 0;
+  double disk = 0;
+};
+
+// Writes a scratch file, copies it from a mapping (in the page cache, on all threads, as the disk
+// pipeline's workers do), then reads it with O_DIRECT (from the disk). Without O_DIRECT (tmpfs),
+// the disk rate is the page-cache rate.
+FileRates measure_file(const MeasureOptions& options) {
+  const std::filesystem::path dir =
+      options.scratch_dir.empty() ? std::filesystem::temp_directory_path() : options.scratch_dir;
+  const std::filesystem::path path = dir / fmt::format("strata-calibrate-{}.bin", ::getpid());
+  const std::int64_t chunk = std::int64_t{8} << 20;
+  const std::int64_t bytes = std::max(options.file_bytes / chunk, std::int64_t{1}) * chunk;
+  struct Cleanup {
+    std::filesystem::path path;
+    ~Cleanup() {
+      std::error_code ignored;
+      std::filesystem::remove(path, ignored);
+    }
+  } cleanup{path};
+  std::vector<char> block(static_cast<std::size_t>(chunk), 7);
+  {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    STRATA_CHECK(fd >= 0, IoError, "calibrate: cannot create {} ({})", path.string(),
+                 std::strerror(errno));
+    bool ok = true;
+    for (std::int64_t at = 0; at < bytes && ok; at += chunk) {
+      ok = ::write(fd, block.data(), block.size()) == static_cast<ssize_t>(block.size());
+    }
+    ok = ::fsync(fd) == 0 && ok;
+    ::close(fd);
+    STRATA_CHECK(ok, IoError, "calibrate: cannot write {} ({})", path.string(), std::strerror(errno));
+  }
+  FileRates out;
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    STRATA_CHECK(fd >= 0, IoError, "calibrate: cannot open {}", path.string());
+    void* map = ::mmap(nullptr, static_cast<std::size_t>(bytes), PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    STRATA_CHECK(map != MAP_FAILED, IoError, "calibrate: cannot map {}", path.string());
+    std::vector<char> dst(static_cast<std::size_t>(bytes));
+    const char* src = static_cast<const char*>(map);
+    const double seconds = best_seconds(2, [&] {
+      parallel_for(bytes / chunk, 1, [&](std::int64_t begin, std::int64_t end) {
+        std::memcpy(dst.data() + begin * chunk, src + begin * chunk,
+                    static_cast<std::size_t>((end - begin) * chunk));
+      });
+    });
+    ::munmap(map, static_cast<std::size_t>(bytes));
+    out.page_cache = gbps(static_cast<double>(bytes), seconds);
+  }
+  out.disk = out.page_cache;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT);
+  if (fd >= 0) {
+    void* buffer = std::aligned_alloc(4096, static_cast<std::size_t>(chunk));
+    const auto start = Clock::now();
+    std::int64_t read_total = 0;
+    for (std::int64_t at = 0; at < bytes; at += chunk) {
+      const ssize_t got = ::pread(fd, buffer, static_cast<std::size_t>(chunk), at);
+      if (got <= 0) break;
+      read_total += got;
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    std::free(buffer);
+    ::close(fd);
+    if (read_total == bytes) out.disk = gbps(static_cast<double>(bytes), std::max(seconds, 1e-9));
+  }
+  return out;
+}
+
+#if STRATA_WITH_CUDA
+void measure_gpu(MachineConstants& c, const MeasureOptions& options) {
+  const int device = 0;
+  const Device gpu = Device::cuda(device);
+  const cuda::Stream& stream = cuda::Stream::compute(device);
+  const std::int64_t bytes = std::int64_t{256} << 20;
+  const Tensor pinned = Tensor::empty({bytes}, DType::UInt8, Device::cpu(), MemoryKind::Pinned);
+  std::memset(pinned.data_ptr(), 1, static_cast<std::size_t>(bytes));
+  const Tensor on_gpu = Tensor::empty({bytes}, DType::UInt8, gpu);
+  c.h2d_gbps = gbps(static_cast<double>(bytes), best_seconds(3, [&] {
+                      on_gpu.copy_(pinned);
+                      stream.synchronize();
+                    }));
+  report(options, "pinned host -> GPU", c.h2d_gbps, "GB/s");
+
+  const std::int64_t big = std::int64_t{1} << 30;
+  const Tensor a = Tensor::empty({big}, DType::UInt8, gpu);
+  const Tensor b = Tensor::empty({big}, DType::UInt8, gpu);
+  c.gpu_hbm_gbps = gbps(2.0 * static_cast<double>(big), best_seconds(3, [&] {
+                          b.copy_(a);
+                          stream.synchronize();
+                        }));
+  report(options, "GPU memory (copy, read + write)", c.gpu_hbm_gbps, "GB/s");
+
+  const std::int64_t n = 8192;
+  const Tensor m = Tensor::full({n, n}, 0.01, DType::BFloat16, gpu);
+  const double gemm = best_seconds(3, [&] {
+    (void)ops::matmul(m, m);
+    stream.synchronize();
+  });
+  c.gpu_gemm_gflops = 2.0 * n * n * n / gemm / 1e9;
+  report(options, "GPU bf16 GEMM", c.gpu_gemm_gflops, "GFLOP/s");
+
+  const Tensor small_host = Tensor::empty({4096}, DType::UInt8, Device::cpu(), MemoryKind::Pinned);
+  const Tensor small_gpu = Tensor::empty({4096}, DType::UInt8, gpu);
+  const int reps = 50;
+  const double round = best_seconds(1, [&] {
+    for (int i = 0; i < reps; ++i) {
+      small_gpu.copy_(small_host);
+      stream.synchronize();
+      small_host.copy_(small_gpu);
+      stream.synchronize();
+    }
+  });
+  c.transfer_latency_us = round / (2.0 * reps) * 1e6;
+  report(options, "small host <-> GPU copy", c.transfer_latency_us, "us");
+}
+#endif
+
+}  // namespace
+
+MachineConstants measure_machine_constants(const MeasureOptions& options) {
+  MachineConstants c;
+  c.threads = num_threads();
+  c.host_read_gbps = measure_host_read(options.host_bytes);
+  report(options, "host memory read", c.host_read_gbps, "GB/s");
+  if (c.threads > 1) {
+    c.cpu_gemv_gbps.emplace_back(1, measure_gemv(options.host_bytes / 4, /*single=*/true));
+    report(options, "cpu bf16 matrix-vector, 1 thread", c.cpu_gemv_gbps.back().second, "GB/s");
+  }
+  c.cpu_gemv_gbps.emplace_back(c.threads, measure_gemv(options.host_bytes, /*single=*/false));
+  report(options, fmt::format("cpu bf16 matrix-vector, {} threads", c.threads),
+         c.cpu_gemv_gbps.back().second, "GB/s");
+  c.cpu_gemm_gflops = measure_cpu_gemm();
+  report(options, "cpu bf16 product, 64 rows", c.cpu_gemm_gflops, "GFLOP/s");
+  const FileRates file = measure_file(options);
+  c.page_cache_read_gbps = file.page_cache;
+  c.disk_read_gbps = file.disk;
+  report(options, "file in the page cache", c.page_cache_read_gbps, "GB/s");
+  report(options, "file from the disk (O_DIRECT)", c.disk_read_gbps, "GB/s");
+#if STRATA_WITH_CUDA
+  if (cuda::is_available()) measure_gpu(c, options);
+#endif
+  return c;
+}
+
+}  // namespace strata::engine

@@ -1,0 +1,180 @@
+#include "strata/engine/cost_model.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "strata/core/error.h"
+
+namespace strata::engine {
+namespace {
+
+constexpr double kGB = 1e9;
+constexpr double kGFLOP = 1e9;
+
+// bytes / (rate in GB/s); a missing rate makes the path unusable (infinite time).
+double seconds_for(double bytes, double gbps) {
+  if (bytes <= 0) return 0.0;
+  return gbps > 0 ? bytes / (gbps * kGB) : std::numeric_limits<double>::infinity();
+}
+
+double flop_seconds(double flops, double gflops) {
+  if (flops <= 0) return 0.0;
+  return gflops > 0 ? flops / (gflops * kGFLOP) : std::numeric_limits<double>::infinity();
+}
+
+}  // namespace
+
+std::string_view tier_name(Tier tier) {
+  switch (tier) {
+    case Tier::Gpu:
+      return "gpu";
+    case Tier::Cpu:
+      return "cpu";
+    case Tier::Disk:
+      return "disk";
+  }
+  return "?";
+}
+
+CostModel::CostModel(MachineConstants constants) : constants_(std::move(constants)) {}
+
+double CostModel::gpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
+  const double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
+  return std::max(seconds_for(static_cast<double>(unit.bytes), constants_.gpu_hbm_gbps),
+                  flop_seconds(flops, constants_.gpu_gemm_gflops));
+}
+
+double CostModel::stream_seconds(const UnitWork& unit, std::int64_t tokens) const {
+  double rate = constants_.h2d_gbps;
+  if (unit.tier == Tier::Disk) {
+    rate = std::min(rate, unit.disk_cached ? constants_.page_cache_read_gbps
+                                           : constants_.disk_read_gbps);
+  }
+  const double copy = unit.tier == Tier::Gpu ? 0.0 : seconds_for(static_cast<double>(unit.bytes), rate);
+  return std::max(copy, gpu_seconds(unit, tokens));
+}
+
+double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
+  return cpu_seconds(unit, tokens, constants_.has_gpu());
+}
+
+double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens,
+                              bool activations_cross_pcie) const {
+  double rate = constants_.cpu_gemv_rate(constants_.threads);
+  if (unit.tier == Tier::Disk && !unit.disk_cached) rate = std::min(rate, constants_.disk_read_gbps);
+  const double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
+  double seconds = std::max(seconds_for(static_cast<double>(unit.bytes), rate),
+                            flop_seconds(flops, constants_.cpu_gemm_gflops));
+  if (activations_cross_pcie) {
+    const double activations =
+        static_cast<double>(unit.activation_bytes_per_token) * static_cast<double>(tokens);
+    seconds += 2.0 * (seconds_for(activations, constants_.h2d_gbps) +
+                      constants_.transfer_latency_us * 1e-6);
+  }
+  return seconds;
+}
+
+placement::ExecutionPolicy CostModel::best_policy(const UnitWork& unit,
+                                                  std::int64_t tokens) const {
+  if (!constants_.has_gpu()) return placement::ExecutionPolicy::Cpu;
+  return cpu_seconds(unit, tokens) < stream_seconds(unit, tokens) ? placement::ExecutionPolicy::Cpu
+                                                                  : placement::ExecutionPolicy::Stream;
+}
+
+double CostModel::best_seconds(const UnitWork& unit, std::int64_t tokens) const {
+  return best_policy(unit, tokens) == placement::ExecutionPolicy::Cpu ? cpu_seconds(unit, tokens)
+                                                                      : stream_seconds(unit, tokens);
+}
+
+std::int64_t CostModel::cpu_token_threshold(const UnitWork& unit) const {
+  if (!constants_.has_gpu()) return kAlwaysCpu;
+  const auto cpu_wins = [&](std::int64_t n) { return cpu_seconds(unit, n) <= stream_seconds(unit, n); };
+  if (!cpu_wins(1)) return 0;
+  std::int64_t lo = 1, hi = std::int64_t{1} << 20;  // cpu_wins(lo) holds
+  if (cpu_wins(hi)) return hi;
+  while (hi - lo > 1) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    (cpu_wins(mid) ? lo : hi) = mid;
+  }
+  return lo;
+}
+
+UnitWork unit_work_of(const placement::UnitProfile& profile) {
+  UnitWork work;
+  work.bytes = profile.bytes;
+  const auto element = static_cast<std::int64_t>(dtype_size(profile.dtype));
+  work.flops_per_token = element > 0 ? 2 * (profile.bytes / element) : 0;
+  work.activation_bytes_per_token = profile.activation_bytes_per_token;
+  work.tier = profile.file_bytes * 2 > profile.bytes ? Tier::Disk : Tier::Cpu;
+  return work;
+}
+
+placement::CpuTokenThreshold cost_model_threshold(CostModel model) {
+  return [model = std::move(model)](const placement::UnitProfile& profile) {
+    return model.cpu_token_threshold(unit_work_of(profile));
+  };
+}
+
+// ---- plan predictions ----------------------------------------------------------------------
+
+double PlanPrediction::prefill_tokens_per_second(bool best) const {
+  const double seconds = best ? prefill_seconds_best : prefill_seconds_stream;
+  return seconds > 0 ? static_cast<double>(prefill_tokens) / seconds : 0.0;
+}
+
+PlanPrediction predict_plan(const CostModel& model, const std::vector<PlannedUnit>& units,
+                            const PredictOptions& options) {
+  STRATA_CHECK_ARG(options.prefill_tokens >= 1 && options.batch >= 1,
+                   "predict_plan: prefill tokens ({}) and batch ({}) must be at least 1",
+                   options.prefill_tokens, options.batch);
+  const MachineConstants& c = model.constants();
+  const bool gpu = options.gpu_main;
+  STRATA_CHECK_ARG(!gpu || c.has_gpu(),
+                   "predict_plan: the plan runs on a GPU but the machine constants have no GPU "
+                   "rates ({}); calibrate on a machine with the GPU, or pass its constants file",
+                   c.fingerprint.empty() ? "no fingerprint" : c.fingerprint);
+  PlanPrediction out;
+  const std::int64_t prefill = options.prefill_tokens * options.batch;
+  const std::int64_t decode = options.batch;
+  out.prefill_tokens = prefill;
+  std::int64_t gpu_bytes = 0, cpu_bytes = 0;
+  for (const PlannedUnit& unit : units) {
+    const UnitWork& w = unit.work;
+    UnitPrediction row{unit.name, w.tier, w.bytes, "gpu", "gpu", 0};
+    if (w.tier == Tier::Gpu) gpu_bytes += w.bytes;
+    if (w.tier == Tier::Cpu) cpu_bytes += w.bytes;
+    if (!gpu) {  // everything computes on the cpu, where the weights are
+      row.prefill = row.decode = "cpu";
+      row.cpu_max_tokens = kAlwaysCpu;
+      UnitWork on_cpu = w;
+      if (on_cpu.tier == Tier::Gpu) on_cpu.tier = Tier::Cpu;
+      for (auto* best : {&out.prefill_seconds_best, &out.prefill_seconds_stream}) {
+        *best += model.cpu_seconds(on_cpu, prefill, false);
+      }
+      for (auto* best : {&out.decode_seconds_best, &out.decode_seconds_stream}) {
+        *best += model.cpu_seconds(on_cpu, decode, false);
+      }
+    } else if (w.tier == Tier::Gpu) {
+      out.prefill_seconds_best += model.gpu_seconds(w, prefill);
+      out.prefill_seconds_stream += model.gpu_seconds(w, prefill);
+      out.decode_seconds_best += model.gpu_seconds(w, decode);
+      out.decode_seconds_stream += model.gpu_seconds(w, decode);
+    } else {
+      row.cpu_max_tokens = model.cpu_token_threshold(w);
+      row.prefill = std::string(placement::execution_policy_name(model.best_policy(w, prefill)));
+      row.decode = std::string(placement::execution_policy_name(model.best_policy(w, decode)));
+      out.prefill_seconds_best += model.best_seconds(w, prefill);
+      out.prefill_seconds_stream += model.stream_seconds(w, prefill);
+      out.decode_seconds_best += model.best_seconds(w, decode);
+      out.decode_seconds_stream += model.stream_seconds(w, decode);
+    }
+    out.units.push_back(std::move(row));
+  }
+  const double read_rate = options.checkpoint_cached ? c.page_cache_read_gbps : c.disk_read_gbps;
+  out.load_seconds = seconds_for(static_cast<double>(options.checkpoint_bytes), read_rate) +
+                     (gpu ? seconds_for(static_cast<double>(gpu_bytes), c.h2d_gbps) : 0.0) +
+                     seconds_for(static_cast<double>(cpu_bytes), c.host_read_gbps);
+  return out;
+}
+
+}  // namespace strata::engine

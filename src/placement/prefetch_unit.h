@@ -1,0 +1,27 @@
+#pragma once
+// One unit of the prefetch scheduler (private to prefetch.cc and prefetch_policy.cc).
+
+#include <memory>
+#include <vector>
+
+#include "prefetch_engine.h"
+#include "strata/placement/prefetch.h"
+
+namespace strata::placement {
+
+struct PrefetchScheduler::Unit {
+  PrefetchHook* hook = nullptr;
+  int position = -1;  // in the recorded order
+  bool issued = false;
+  bool in_use = false;
+  // One per offloaded tensor: the execution-device tensor to bind (undefined: bind `sources`).
+  std::vector<Tensor> targets;
+  std::vector<Tensor> sources;
+  std::unique_ptr<detail::CopyEngine::Ticket> ticket;
+  // Execution policy (prefetch_policy.cc): what the unit's hook reported, and its threshold.
+  bool cpu_capable = false;
+  std::int64_t activation_bytes_per_token = 0;
+  std::int64_t cpu_threshold = -1;  // -1: not asked yet
+};
+
+}  // namespace strata::placement
