@@ -3,6 +3,7 @@
 // through ops::linear, so they measure the kernels the model runs, not an idealised loop.
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,7 +13,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fmt/format.h>
 #include <ostream>
 #include <vector>
 
@@ -49,7 +49,8 @@ double gbps(double bytes, double seconds) { return bytes / seconds / 1e9; }
 
 void report(const MeasureOptions& options, const std::string& what, double value,
             const char* unit) {
-  if (options.progress != nullptr) *options.progress << fmt::format("  {:<34} {:10.2f} {}\n", what, value, unit);
+  if (options.progress != nullptr)
+    *options.progress << fmt::format("  {:<34} {:10.2f} {}\n", what, value, unit);
 }
 
 double measure_host_read(std::int64_t bytes) {
@@ -125,7 +126,8 @@ FileRates measure_file(const MeasureOptions& options) {
     }
     ok = ::fsync(fd) == 0 && ok;
     ::close(fd);
-    STRATA_CHECK(ok, IoError, "calibrate: cannot write {} ({})", path.string(), std::strerror(errno));
+    STRATA_CHECK(ok, IoError, "calibrate: cannot write {} ({})", path.string(),
+                 std::strerror(errno));
   }
   FileRates out;
   {

@@ -47,10 +47,11 @@ double CostModel::gpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
 double CostModel::stream_seconds(const UnitWork& unit, std::int64_t tokens) const {
   double rate = constants_.h2d_gbps;
   if (unit.tier == Tier::Disk) {
-    rate = std::min(rate, unit.disk_cached ? constants_.page_cache_read_gbps
-                                           : constants_.disk_read_gbps);
+    rate = std::min(rate,
+                    unit.disk_cached ? constants_.page_cache_read_gbps : constants_.disk_read_gbps);
   }
-  const double copy = unit.tier == Tier::Gpu ? 0.0 : seconds_for(static_cast<double>(unit.bytes), rate);
+  const double copy =
+      unit.tier == Tier::Gpu ? 0.0 : seconds_for(static_cast<double>(unit.bytes), rate);
   return std::max(copy, gpu_seconds(unit, tokens));
 }
 
@@ -61,7 +62,8 @@ double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
 double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens,
                               bool activations_cross_pcie) const {
   double rate = constants_.cpu_gemv_rate(constants_.threads);
-  if (unit.tier == Tier::Disk && !unit.disk_cached) rate = std::min(rate, constants_.disk_read_gbps);
+  if (unit.tier == Tier::Disk && !unit.disk_cached)
+    rate = std::min(rate, constants_.disk_read_gbps);
   const double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
   double seconds = std::max(seconds_for(static_cast<double>(unit.bytes), rate),
                             flop_seconds(flops, constants_.cpu_gemm_gflops));
@@ -74,21 +76,24 @@ double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens,
   return seconds;
 }
 
-placement::ExecutionPolicy CostModel::best_policy(const UnitWork& unit,
-                                                  std::int64_t tokens) const {
+placement::ExecutionPolicy CostModel::best_policy(const UnitWork& unit, std::int64_t tokens) const {
   if (!constants_.has_gpu()) return placement::ExecutionPolicy::Cpu;
-  return cpu_seconds(unit, tokens) < stream_seconds(unit, tokens) ? placement::ExecutionPolicy::Cpu
-                                                                  : placement::ExecutionPolicy::Stream;
+  return cpu_seconds(unit, tokens) < stream_seconds(unit, tokens)
+             ? placement::ExecutionPolicy::Cpu
+             : placement::ExecutionPolicy::Stream;
 }
 
 double CostModel::best_seconds(const UnitWork& unit, std::int64_t tokens) const {
-  return best_policy(unit, tokens) == placement::ExecutionPolicy::Cpu ? cpu_seconds(unit, tokens)
-                                                                      : stream_seconds(unit, tokens);
+  return best_policy(unit, tokens) == placement::ExecutionPolicy::Cpu
+             ? cpu_seconds(unit, tokens)
+             : stream_seconds(unit, tokens);
 }
 
 std::int64_t CostModel::cpu_token_threshold(const UnitWork& unit) const {
   if (!constants_.has_gpu()) return kAlwaysCpu;
-  const auto cpu_wins = [&](std::int64_t n) { return cpu_seconds(unit, n) <= stream_seconds(unit, n); };
+  const auto cpu_wins = [&](std::int64_t n) {
+    return cpu_seconds(unit, n) <= stream_seconds(unit, n);
+  };
   if (!cpu_wins(1)) return 0;
   std::int64_t lo = 1, hi = std::int64_t{1} << 20;  // cpu_wins(lo) holds
   if (cpu_wins(hi)) return hi;

@@ -81,10 +81,11 @@ nlohmann::json to_json(const MachineConstants& c) {
 MachineConstants machine_constants_from_json(const nlohmann::json& json, const std::string& what) {
   STRATA_CHECK_ARG(json.is_object(), "{}: expected a JSON object of machine constants", what);
   const auto schema = json.find("schema");
-  STRATA_CHECK_ARG(schema != json.end() && schema->is_string() && *schema == kMachineConstantsSchema,
-                   "{}: 'schema' must be \"{}\" (written by another version? run strata "
-                   "calibrate --force)",
-                   what, kMachineConstantsSchema);
+  STRATA_CHECK_ARG(
+      schema != json.end() && schema->is_string() && *schema == kMachineConstantsSchema,
+      "{}: 'schema' must be \"{}\" (written by another version? run strata "
+      "calibrate --force)",
+      what, kMachineConstantsSchema);
   MachineConstants c;
   const auto number = [&](const char* key) {
     const auto it = json.find(key);
@@ -161,7 +162,8 @@ std::filesystem::path calibration_cache_file(const std::filesystem::path& dir,
 
 Calibration load_or_measure(const CalibrationOptions& options, const Measurer& measure,
                             const std::string& fingerprint) {
-  const std::filesystem::path dir = options.cache_dir ? *options.cache_dir : calibration_cache_dir();
+  const std::filesystem::path dir =
+      options.cache_dir ? *options.cache_dir : calibration_cache_dir();
   Calibration out;
   out.file = calibration_cache_file(dir, fingerprint);
   const auto warn = [&](std::string message) {
@@ -176,9 +178,10 @@ Calibration load_or_measure(const CalibrationOptions& options, const Measurer& m
         out.constants = std::move(cached);
         return out;
       }
-      warn(fmt::format("machine constants {} were measured on other hardware ({}); measuring "
-                       "this machine again",
-                       out.file.string(), cached.fingerprint));
+      warn(
+          fmt::format("machine constants {} were measured on other hardware ({}); measuring "
+                      "this machine again",
+                      out.file.string(), cached.fingerprint));
     } catch (const Error& e) {
       warn(fmt::format("{}; measuring this machine again", e.what()));
     }

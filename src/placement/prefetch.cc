@@ -47,8 +47,8 @@ std::vector<const PrefetchHook*> PrefetchScheduler::order() const {
 }
 
 int PrefetchScheduler::in_flight() const {
-  return static_cast<int>(std::count_if(units_.begin(), units_.end(),
-                                        [](const auto& u) { return u->issued; }));
+  return static_cast<int>(
+      std::count_if(units_.begin(), units_.end(), [](const auto& u) { return u->issued; }));
 }
 
 void PrefetchScheduler::synchronize() {
@@ -85,11 +85,11 @@ void PrefetchScheduler::log(const char* what, const Unit& unit) {
 Tensor PrefetchScheduler::checked_source(PrefetchHook& hook, const OffloadedTensor& t) {
   const Tensor& placeholder = t.slot->tensor();
   Tensor value = hook.stored(t);
-  STRATA_CHECK(
-      value.shape() == placeholder.shape(), CheckpointError,
-      "offloaded tensor '{}' of {}: the stored tensor has shape {} but the module "
-      "expects {}; the offload folder or state dict belongs to another model: rebuild it",
-      t.name, hook.module_class(), shape_str(value.shape()), shape_str(placeholder.shape()));
+  STRATA_CHECK(value.shape() == placeholder.shape(), CheckpointError,
+               "offloaded tensor '{}' of {}: the stored tensor has shape {} but the module "
+               "expects {}; the offload folder or state dict belongs to another model: rebuild it",
+               t.name, hook.module_class(), shape_str(value.shape()),
+               shape_str(placeholder.shape()));
   if (value.dtype() != placeholder.dtype() && is_floating_point(placeholder.dtype())) {
     ++stats_.casts;  // a folder written in another dtype; dispatch stores the model's
     value = value.to(placeholder.dtype());
@@ -211,15 +211,13 @@ PrefetchHook::PrefetchHook(nn::AlignDevicesOptions options,
     : AlignDevicesHook(std::move(options)), scheduler_(std::move(scheduler)) {
   STRATA_CHECK_ARG(scheduler_ != nullptr, "PrefetchHook needs a scheduler");
   STRATA_CHECK_ARG(this->options().offload, "PrefetchHook is for offloaded modules only");
-  STRATA_CHECK_ARG(execution_device() && resolve_device(*execution_device()) ==
-                                             scheduler_->execution_device(),
-                   "PrefetchHook: the hook's execution device must be the scheduler's ({})",
-                   scheduler_->execution_device());
+  STRATA_CHECK_ARG(
+      execution_device() && resolve_device(*execution_device()) == scheduler_->execution_device(),
+      "PrefetchHook: the hook's execution device must be the scheduler's ({})",
+      scheduler_->execution_device());
 }
 
-std::string PrefetchHook::describe() const {
-  return "Prefetch" + AlignDevicesHook::describe();
-}
+std::string PrefetchHook::describe() const { return "Prefetch" + AlignDevicesHook::describe(); }
 
 void PrefetchHook::init_hook(nn::Module& module) {
   class_name_ = module.class_name();

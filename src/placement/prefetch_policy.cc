@@ -86,7 +86,8 @@ UnitProfile PrefetchScheduler::profile(const Unit& unit) {
 ExecutionPolicy PrefetchScheduler::decide(Unit& unit, std::int64_t tokens) {
   if (!unit.cpu_capable || policy_ == OffloadPolicy::Stream) return ExecutionPolicy::Stream;
   if (policy_ == OffloadPolicy::Cpu) return ExecutionPolicy::Cpu;
-  if (unit.cpu_threshold < 0) unit.cpu_threshold = std::max<std::int64_t>(threshold_(profile(unit)), 0);
+  if (unit.cpu_threshold < 0)
+    unit.cpu_threshold = std::max<std::int64_t>(threshold_(profile(unit)), 0);
   return tokens <= unit.cpu_threshold ? ExecutionPolicy::Cpu : ExecutionPolicy::Stream;
 }
 

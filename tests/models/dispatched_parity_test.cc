@@ -25,6 +25,7 @@ using placement::DeviceMap;
 using placement::DeviceMapStrategy;
 using placement::MapDevice;
 using placement::MaxMemory;
+using placement::OffloadPolicy;
 
 // An explicit map: the input embedding on `embedding`; the decoder layers round robin over
 // `layers`, the last layer on the last entry; every other module round robin over `others`. A
@@ -53,6 +54,9 @@ struct Placement {
   // ones (RoPE's inv_freq) are in no checkpoint, so they are rebuilt on the cpu before loading,
   // and stay on the execution device through dispatch.
   bool offload_buffers = false;
+  // How offloaded units compute (execution_policy.h). Auto uses a threshold of one token: the
+  // prompt streams, every decode step computes on the cpu, so one generation runs both.
+  OffloadPolicy policy = OffloadPolicy::Stream;
 };
 
 void PrintTo(const Placement& how, std::ostream* os) { *os << how.name; }
@@ -60,6 +64,8 @@ void PrintTo(const Placement& how, std::ostream* os) { *os << how.name; }
 const std::vector<Placement>& placements() {
   const MapDevice cpu = MapDevice::cpu(), disk = MapDevice::disk(), gpu0 = 0, gpu1 = 1;
   using enum DeviceMapStrategy;
+  constexpr OffloadPolicy Cpu = OffloadPolicy::Cpu;
+  constexpr OffloadPolicy Auto = OffloadPolicy::Auto;
   static const std::vector<Placement> all = {
       {"cpu_disk", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}},
       {"cpu_disk_offload_buffers", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}, true},
@@ -68,6 +74,13 @@ const std::vector<Placement>& placements() {
       {"cuda_cpu_disk_auto", 1, PlannerLayout{Auto, {gpu0, cpu}, false}},
       {"two_gpus_cpu_disk", 2, ExplicitLayout{gpu0, {gpu1, disk}, {cpu, gpu1}}},
       {"two_gpus_cpu_disk_sequential", 2, PlannerLayout{Sequential, {gpu0, gpu1, cpu}, false}},
+      // The cpu execution policy: on a cpu main device the hooks still take the cpu path (the
+      // moves are no-ops); on a GPU the activations go to the cpu and back around each unit.
+      {"cpu_disk_policy_cpu", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}, false, Cpu},
+      {"cpu_disk_policy_auto", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}, false, Auto},
+      {"cuda_cpu_disk_policy_cpu", 1, ExplicitLayout{gpu0, {cpu, disk}, {disk, cpu}}, false, Cpu},
+      {"cuda_cpu_disk_policy_auto", 1, ExplicitLayout{gpu0, {cpu, disk}, {disk, cpu}}, false, Auto},
+      {"cuda_cpu_disk_auto_policy_cpu", 1, PlannerLayout{Auto, {gpu0, cpu}, false}, false, Cpu},
   };
   return all;
 }
@@ -370,6 +383,13 @@ TEST_P(DispatchedParityTest, LogitsAndGreedyMatchTransformers) {
   SCOPED_TRACE(map_text(result.dispatch->device_map));
   expect_placed(*model, resolved, result);
   EXPECT_EQ(result.dispatch->main_device, gpus > 0 ? Device::cuda(0) : Device::cpu());
+  placement::PrefetchScheduler& scheduler = *result.dispatch->scheduler;
+  if (how().policy == OffloadPolicy::Auto) {
+    scheduler.set_offload_policy(OffloadPolicy::Auto,
+                                 [](const placement::UnitProfile&) { return std::int64_t{1}; });
+  } else {
+    scheduler.set_offload_policy(how().policy);
+  }
 
   expect_float32_logits_match(fixture_, model->run(fixture_.prompt_ids).logits);
   expect_greedy_continuation_matches(fixture_, *model);
@@ -378,6 +398,14 @@ TEST_P(DispatchedParityTest, LogitsAndGreedyMatchTransformers) {
   const placement::PrefetchStats& stats = result.dispatch->scheduler->stats();
   EXPECT_GT(stats.onloads, 0);
   EXPECT_EQ(stats.casts, 0);
+  if (how().policy == OffloadPolicy::Stream) {
+    EXPECT_EQ(stats.cpu_computes, 0);
+  } else {
+    EXPECT_GT(stats.cpu_computes, 0) << "no unit computed on the cpu";
+  }
+  if (how().policy == OffloadPolicy::Auto && gpus > 0) {
+    EXPECT_GT(stats.issued, 0) << "the prompts did not stream";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, DispatchedParityTest,

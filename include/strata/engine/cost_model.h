@@ -98,7 +98,7 @@ struct PlanPrediction {
   double load_seconds = 0;
   double prefill_seconds_best = 0, prefill_seconds_stream = 0;  // prefill_tokens x batch tokens
   double decode_seconds_best = 0, decode_seconds_stream = 0;    // one step of batch tokens
-  std::int64_t prefill_tokens = 0;  // prefill_tokens x batch
+  std::int64_t prefill_tokens = 0;                              // prefill_tokens x batch
   std::vector<UnitPrediction> units;
   double prefill_tokens_per_second(bool best) const;
 };

@@ -19,19 +19,19 @@ namespace strata::engine {
 
 // Rates in GB/s (1e9 bytes per second) and FLOP rates in GFLOP/s.
 struct MachineConstants {
-  double h2d_gbps = 0;             // pinned host memory -> GPU copies (0: no GPU)
-  double host_read_gbps = 0;       // reading host memory, all threads
+  double h2d_gbps = 0;        // pinned host memory -> GPU copies (0: no GPU)
+  double host_read_gbps = 0;  // reading host memory, all threads
   // The bf16 matrix-vector product through ops::linear, per thread count: {threads, GB/s of
   // weights read}, ascending threads.
   std::vector<std::pair<int, double>> cpu_gemv_gbps;
-  double cpu_gemm_gflops = 0;      // bf16 products of 64 rows through ops::linear
-  double gpu_hbm_gbps = 0;         // read + write traffic of a device copy (0: no GPU)
-  double gpu_gemm_gflops = 0;      // bf16 GEMM on the GPU (0: no GPU)
-  double disk_read_gbps = 0;       // reading a file not in the page cache (O_DIRECT)
-  double page_cache_read_gbps = 0; // copying from a mapped file in the page cache
-  double transfer_latency_us = 0;  // one small host <-> GPU copy, synchronised
-  int threads = 0;                 // the thread pool's size when measured
-  std::string fingerprint;         // hardware_fingerprint() of the machine measured
+  double cpu_gemm_gflops = 0;       // bf16 products of 64 rows through ops::linear
+  double gpu_hbm_gbps = 0;          // read + write traffic of a device copy (0: no GPU)
+  double gpu_gemm_gflops = 0;       // bf16 GEMM on the GPU (0: no GPU)
+  double disk_read_gbps = 0;        // reading a file not in the page cache (O_DIRECT)
+  double page_cache_read_gbps = 0;  // copying from a mapped file in the page cache
+  double transfer_latency_us = 0;   // one small host <-> GPU copy, synchronised
+  int threads = 0;                  // the thread pool's size when measured
+  std::string fingerprint;          // hardware_fingerprint() of the machine measured
 
   bool has_gpu() const { return h2d_gbps > 0 && gpu_hbm_gbps > 0 && gpu_gemm_gflops > 0; }
   // The matrix-vector rate with `threads` threads: linear between measured counts, the nearest
@@ -68,13 +68,13 @@ struct MeasureOptions {
 MachineConstants measure_machine_constants(const MeasureOptions& options = {});
 
 struct CalibrationOptions {
-  bool force = false;                            // measure even when a valid cache exists
+  bool force = false;                              // measure even when a valid cache exists
   std::optional<std::filesystem::path> cache_dir;  // default: calibration_cache_dir()
 };
 struct Calibration {
   MachineConstants constants;
-  std::filesystem::path file;  // the cache file read or written
-  bool measured = false;       // false: read from the cache
+  std::filesystem::path file;         // the cache file read or written
+  bool measured = false;              // false: read from the cache
   std::vector<std::string> warnings;  // also logged
 };
 using Measurer = std::function<MachineConstants()>;

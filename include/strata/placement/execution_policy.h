@@ -43,8 +43,8 @@ std::string_view execution_policy_name(ExecutionPolicy policy);
 // What a scheduler knows about one offloaded unit when it asks for its threshold.
 struct UnitProfile {
   std::string module_class;
-  std::int64_t bytes = 0;       // stored weight bytes (all its offloaded tensors)
-  std::int64_t file_bytes = 0;  // ... of which are views of mapped files (the disk tier)
+  std::int64_t bytes = 0;        // stored weight bytes (all its offloaded tensors)
+  std::int64_t file_bytes = 0;   // ... of which are views of mapped files (the disk tier)
   DType dtype = DType::Float32;  // of its largest weight
   // Bytes of one token's activation entering the unit (the last dimension of its first input
   // tensor times its element size); the same leave it.

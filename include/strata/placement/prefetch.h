@@ -48,16 +48,16 @@ struct PrefetchOptions {
 
 // Counters for tests and benchmarks (not timing).
 struct PrefetchStats {
-  std::int64_t onloads = 0;        // units made available for a forward
-  std::int64_t prefetched = 0;     // ... whose copies were already issued ahead of time
-  std::int64_t issued = 0;         // units whose copies were issued
-  std::int64_t bytes_copied = 0;   // host-to-device bytes queued
-  std::int64_t bytes_read = 0;     // bytes read by the workers into pinned staging
-  std::int64_t staged_chunks = 0;  // ... in that many chunk copies
-  std::int64_t casts = 0;          // stored tensors whose dtype differed from the model's
-  std::int64_t cpu_computes = 0;   // unit forwards computed on the cpu (ExecutionPolicy::Cpu)
+  std::int64_t onloads = 0;          // units made available for a forward
+  std::int64_t prefetched = 0;       // ... whose copies were already issued ahead of time
+  std::int64_t issued = 0;           // units whose copies were issued
+  std::int64_t bytes_copied = 0;     // host-to-device bytes queued
+  std::int64_t bytes_read = 0;       // bytes read by the workers into pinned staging
+  std::int64_t staged_chunks = 0;    // ... in that many chunk copies
+  std::int64_t casts = 0;            // stored tensors whose dtype differed from the model's
+  std::int64_t cpu_computes = 0;     // unit forwards computed on the cpu (ExecutionPolicy::Cpu)
   std::int64_t evicted_for_cpu = 0;  // prefetched units dropped because they computed on the cpu
-  int max_in_flight = 0;           // most units holding execution-device copies at once
+  int max_in_flight = 0;             // most units holding execution-device copies at once
 };
 
 class PrefetchHook;
