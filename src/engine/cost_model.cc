@@ -38,9 +38,19 @@ std::string_view tier_name(Tier tier) {
 
 CostModel::CostModel(MachineConstants constants) : constants_(std::move(constants)) {}
 
+namespace {
+// Bytes a unit reads to compute a step where its weights are.
+double read_bytes(const UnitWork& unit, std::int64_t tokens) {
+  if (unit.lookup) {
+    return static_cast<double>(unit.activation_bytes_per_token) * static_cast<double>(tokens);
+  }
+  return static_cast<double>(unit.bytes);
+}
+}  // namespace
+
 double CostModel::gpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
   const double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
-  return std::max(seconds_for(static_cast<double>(unit.bytes), constants_.gpu_hbm_gbps),
+  return std::max(seconds_for(read_bytes(unit, tokens), constants_.gpu_hbm_gbps),
                   flop_seconds(flops, constants_.gpu_gemm_gflops));
 }
 
@@ -65,7 +75,7 @@ double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens,
   if (unit.tier == Tier::Disk && !unit.disk_cached)
     rate = std::min(rate, constants_.disk_read_gbps);
   const double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
-  double seconds = std::max(seconds_for(static_cast<double>(unit.bytes), rate),
+  double seconds = std::max(seconds_for(read_bytes(unit, tokens), rate),
                             flop_seconds(flops, constants_.cpu_gemm_gflops));
   if (activations_cross_pcie) {
     const double activations =

@@ -6,6 +6,10 @@
 // and the 12-token greedy continuation must be identical, also for a left-padded batch. The CUDA
 // placements skip themselves without enough GPUs (run the binary on the device machine); without
 // any, their planner budgets are still checked to use every tier.
+//
+// The *_policy_* placements force the offload policy (execution_policy.h): offloaded units compute
+// on the cpu where their weights are (cpu), or stream the prompt and compute every decode step on
+// the cpu (auto with a one-token threshold); the numbers must not change.
 
 #include <fmt/format.h>
 
@@ -64,8 +68,8 @@ void PrintTo(const Placement& how, std::ostream* os) { *os << how.name; }
 const std::vector<Placement>& placements() {
   const MapDevice cpu = MapDevice::cpu(), disk = MapDevice::disk(), gpu0 = 0, gpu1 = 1;
   using enum DeviceMapStrategy;
-  constexpr OffloadPolicy Cpu = OffloadPolicy::Cpu;
-  constexpr OffloadPolicy Auto = OffloadPolicy::Auto;
+  constexpr OffloadPolicy on_cpu = OffloadPolicy::Cpu;
+  constexpr OffloadPolicy per_step = OffloadPolicy::Auto;
   static const std::vector<Placement> all = {
       {"cpu_disk", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}},
       {"cpu_disk_offload_buffers", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}, true},
@@ -76,11 +80,13 @@ const std::vector<Placement>& placements() {
       {"two_gpus_cpu_disk_sequential", 2, PlannerLayout{Sequential, {gpu0, gpu1, cpu}, false}},
       // The cpu execution policy: on a cpu main device the hooks still take the cpu path (the
       // moves are no-ops); on a GPU the activations go to the cpu and back around each unit.
-      {"cpu_disk_policy_cpu", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}, false, Cpu},
-      {"cpu_disk_policy_auto", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}, false, Auto},
-      {"cuda_cpu_disk_policy_cpu", 1, ExplicitLayout{gpu0, {cpu, disk}, {disk, cpu}}, false, Cpu},
-      {"cuda_cpu_disk_policy_auto", 1, ExplicitLayout{gpu0, {cpu, disk}, {disk, cpu}}, false, Auto},
-      {"cuda_cpu_disk_auto_policy_cpu", 1, PlannerLayout{Auto, {gpu0, cpu}, false}, false, Cpu},
+      {"cpu_disk_policy_cpu", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}, false, on_cpu},
+      {"cpu_disk_policy_auto", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}, false, per_step},
+      {"cuda_cpu_disk_policy_cpu", 1, ExplicitLayout{gpu0, {cpu, disk}, {disk, cpu}}, false,
+       on_cpu},
+      {"cuda_cpu_disk_policy_auto", 1, ExplicitLayout{gpu0, {cpu, disk}, {disk, cpu}}, false,
+       per_step},
+      {"cuda_cpu_disk_auto_policy_cpu", 1, PlannerLayout{Auto, {gpu0, cpu}, false}, false, on_cpu},
   };
   return all;
 }

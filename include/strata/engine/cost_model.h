@@ -25,6 +25,9 @@ struct UnitWork {
   std::int64_t activation_bytes_per_token = 0;  // entering the unit (the same leave it)
   Tier tier = Tier::Cpu;
   bool disk_cached = true;  // a Disk unit's file is in the page cache (else read from the disk)
+  // An embedding: computing reads tokens x activation bytes of rows, no FLOPs (streaming still
+  // copies all of its bytes).
+  bool lookup = false;
 };
 
 // Largest token count cpu_token_threshold reports: "always on the cpu".
@@ -37,6 +40,7 @@ class CostModel {
 
   // Seconds for a step of `tokens` tokens through the unit (GB/s and FLOP/s from constants):
   //   on the GPU, weights resident:  max(bytes / hbm, flops * tokens / gpu_flops)
+  //     (a lookup reads tokens x activation bytes instead of bytes, on the GPU and the cpu)
   //   streamed to the GPU:           max(bytes / stream_rate(tier), that GPU time)
   //     stream_rate: Cpu: h2d; Disk: min(h2d, page-cache read) (cached) or min(h2d, disk read)
   //   on the cpu:                    max(bytes / cpu_rate(tier), flops * tokens / cpu_flops)

@@ -1,0 +1,184 @@
+// The cost model's predictions are formulas over the machine constants (cost_model.h): here the
+// constants are injected and every expected value is the formula worked by hand, written out as
+// arithmetic so it can be checked against the header's comments.
+
+#include "strata/engine/cost_model.h"
+
+#include <gtest/gtest.h>
+
+#include "strata/core/error.h"
+
+namespace strata::engine {
+namespace {
+
+using placement::ExecutionPolicy;
+
+// An H100-like host, in round numbers (GB/s, GFLOP/s, us).
+MachineConstants machine() {
+  MachineConstants c;
+  c.h2d_gbps = 50;
+  c.host_read_gbps = 100;
+  c.cpu_gemv_gbps = {{1, 10}, {16, 100}};
+  c.cpu_gemm_gflops = 1000;
+  c.gpu_hbm_gbps = 3000;
+  c.gpu_gemm_gflops = 500000;
+  c.disk_read_gbps = 2;
+  c.page_cache_read_gbps = 20;
+  c.transfer_latency_us = 10;
+  c.threads = 16;
+  return c;
+}
+
+// 400 MB of bf16 weights (200 M parameters: 400 M FLOPs per token), 8 KiB activations per token.
+UnitWork layer(Tier tier) {
+  UnitWork w;
+  w.bytes = 400'000'000;
+  w.flops_per_token = 400'000'000;
+  w.activation_bytes_per_token = 8192;
+  w.tier = tier;
+  return w;
+}
+
+// 2 x (activations / h2d + latency)
+double io(double tokens) { return 2 * (8192 * tokens / 50e9 + 10e-6); }
+
+TEST(CostModel, UnitTimesAreTheFormulas) {
+  const CostModel model(machine());
+  const UnitWork cpu = layer(Tier::Cpu);
+  EXPECT_DOUBLE_EQ(model.gpu_seconds(cpu, 1), 400e6 / 3000e9);
+  EXPECT_DOUBLE_EQ(model.gpu_seconds(cpu, 4096), 400e6 * 4096 / 500000e9);
+  EXPECT_DOUBLE_EQ(model.stream_seconds(cpu, 1), 400e6 / 50e9);
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(cpu, 1), 400e6 / 100e9 + io(1));
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(cpu, 512), 400e6 * 512 / 1000e9 + io(512));
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(cpu, 1, /*activations_cross_pcie=*/false), 400e6 / 100e9);
+  // Disk in the page cache: streaming is bounded by the page-cache read, the cpu reads the
+  // mapping at its matrix-vector rate; out of the cache both read from the disk.
+  const UnitWork cached = layer(Tier::Disk);
+  EXPECT_DOUBLE_EQ(model.stream_seconds(cached, 1), 400e6 / 20e9);
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(cached, 1), 400e6 / 100e9 + io(1));
+  UnitWork cold = layer(Tier::Disk);
+  cold.disk_cached = false;
+  EXPECT_DOUBLE_EQ(model.stream_seconds(cold, 1), 400e6 / 2e9);
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(cold, 1), 400e6 / 2e9 + io(1));
+  // A lookup reads rows only, except when streamed.
+  UnitWork embedding = layer(Tier::Cpu);
+  embedding.lookup = true;
+  embedding.flops_per_token = 0;
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(embedding, 3), 3 * 8192 / 100e9 + io(3));
+  EXPECT_DOUBLE_EQ(model.gpu_seconds(embedding, 3), 3 * 8192 / 3000e9);
+  EXPECT_DOUBLE_EQ(model.stream_seconds(embedding, 3), 400e6 / 50e9);
+}
+
+TEST(CostModel, TheThresholdIsWhereTheCpuStopsWinning) {
+  const CostModel model(machine());
+  const UnitWork w = layer(Tier::Cpu);
+  // For 10 <= n < 10000: cpu(n) = 400e6 n / 1000e9 + io(n), stream(n) = 400e6 / 50e9 = 8 ms, so
+  // the cpu wins while n <= (8e-3 - 2e-5) / (4e-4 + 2 * 8192 / 50e9) = 19.93.
+  const double slope = 400e6 / 1000e9 + 2 * 8192 / 50e9;
+  EXPECT_EQ(model.cpu_token_threshold(w), static_cast<std::int64_t>((8e-3 - 2e-5) / slope));
+  EXPECT_EQ(model.cpu_token_threshold(w), 19);
+  EXPECT_EQ(model.best_policy(w, 1), ExecutionPolicy::Cpu);
+  EXPECT_EQ(model.best_policy(w, 19), ExecutionPolicy::Cpu);
+  EXPECT_EQ(model.best_policy(w, 20), ExecutionPolicy::Stream);
+  EXPECT_DOUBLE_EQ(model.best_seconds(w, 512), 400e6 / 50e9);
+  // A cpu slower than PCIe never wins.
+  MachineConstants slow = machine();
+  slow.cpu_gemv_gbps = {{16, 40}};
+  EXPECT_EQ(CostModel(slow).cpu_token_threshold(w), 0);
+  // Without a GPU everything computes on the cpu, and no activation crosses PCIe.
+  MachineConstants cpu_only = machine();
+  cpu_only.h2d_gbps = cpu_only.gpu_hbm_gbps = cpu_only.gpu_gemm_gflops = 0;
+  const CostModel host(cpu_only);
+  EXPECT_EQ(host.cpu_token_threshold(w), kAlwaysCpu);
+  EXPECT_EQ(host.best_policy(w, 4096), ExecutionPolicy::Cpu);
+  EXPECT_DOUBLE_EQ(host.cpu_seconds(w, 1), 400e6 / 100e9);
+}
+
+TEST(CostModel, TheGemvRateInterpolatesBetweenMeasuredThreadCounts) {
+  const MachineConstants c = machine();
+  EXPECT_DOUBLE_EQ(c.cpu_gemv_rate(1), 10);
+  EXPECT_DOUBLE_EQ(c.cpu_gemv_rate(16), 100);
+  EXPECT_DOUBLE_EQ(c.cpu_gemv_rate(6), 10 + 90.0 * 5 / 15);
+  EXPECT_DOUBLE_EQ(c.cpu_gemv_rate(64), 100);
+  EXPECT_DOUBLE_EQ(MachineConstants{}.cpu_gemv_rate(4), 0);
+}
+
+TEST(CostModel, ProfilesBecomeUnitWork) {
+  placement::UnitProfile profile;
+  profile.bytes = 1000;
+  profile.file_bytes = 600;
+  profile.dtype = DType::BFloat16;
+  profile.activation_bytes_per_token = 64;
+  const UnitWork w = unit_work_of(profile);
+  EXPECT_EQ(w.bytes, 1000);
+  EXPECT_EQ(w.flops_per_token, 2 * 500);
+  EXPECT_EQ(w.tier, Tier::Disk);
+  EXPECT_EQ(w.activation_bytes_per_token, 64);
+  profile.file_bytes = 0;
+  EXPECT_EQ(unit_work_of(profile).tier, Tier::Cpu);
+  const placement::CpuTokenThreshold threshold = cost_model_threshold(CostModel(machine()));
+  profile.bytes = 400'000'000;
+  profile.activation_bytes_per_token = 8192;
+  EXPECT_EQ(threshold(profile), CostModel(machine()).cpu_token_threshold(layer(Tier::Cpu)));
+}
+
+TEST(CostModel, PlanPredictionsSumTheUnits) {
+  const CostModel model(machine());
+  UnitWork resident = layer(Tier::Gpu);
+  resident.bytes = 1'000'000'000;
+  resident.flops_per_token = 1'000'000'000;
+  const std::vector<PlannedUnit> units = {
+      {"model.resident", resident}, {"model.layers.1", layer(Tier::Cpu)},
+      {"model.layers.2", layer(Tier::Disk)}};
+  PredictOptions options;
+  options.prefill_tokens = 512;
+  options.checkpoint_bytes = 1'800'000'000;
+  const PlanPrediction p = predict_plan(model, units, options);
+
+  const double gpu_decode = 1e9 / 3000e9;
+  const double cpu_decode = 400e6 / 100e9 + io(1);
+  EXPECT_DOUBLE_EQ(p.decode_seconds_best, gpu_decode + cpu_decode + cpu_decode);
+  EXPECT_DOUBLE_EQ(p.decode_seconds_stream, gpu_decode + 400e6 / 50e9 + 400e6 / 20e9);
+  const double gpu_prefill = 1e9 * 512 / 500000e9;
+  EXPECT_DOUBLE_EQ(p.prefill_seconds_best, gpu_prefill + 400e6 / 50e9 + 400e6 / 20e9);
+  EXPECT_DOUBLE_EQ(p.prefill_seconds_stream, p.prefill_seconds_best);
+  EXPECT_DOUBLE_EQ(p.prefill_tokens_per_second(true), 512 / p.prefill_seconds_best);
+  EXPECT_DOUBLE_EQ(p.load_seconds, 1.8e9 / 20e9 + 1e9 / 50e9 + 400e6 / 100e9);
+  ASSERT_EQ(p.units.size(), 3u);
+  EXPECT_EQ(p.units[0].decode, "gpu");
+  EXPECT_EQ(p.units[1].decode, "cpu");
+  EXPECT_EQ(p.units[1].prefill, "stream");
+  EXPECT_EQ(p.units[1].cpu_max_tokens, 19);
+  EXPECT_EQ(p.units[2].decode, "cpu");
+  EXPECT_EQ(p.units[2].tier, Tier::Disk);
+
+  // A batch of 4: decode steps carry 4 tokens, prefill 4 x 512.
+  options.batch = 4;
+  const PlanPrediction batched = predict_plan(model, units, options);
+  EXPECT_DOUBLE_EQ(batched.decode_seconds_best, gpu_decode + 2 * (400e6 / 100e9 + io(4)));
+  EXPECT_EQ(batched.prefill_tokens, 2048);
+
+  // On the cpu alone (no GPU main device) every unit computes on the cpu, without PCIe.
+  options.batch = 1;
+  options.gpu_main = false;
+  const PlanPrediction host = predict_plan(model, units, options);
+  EXPECT_DOUBLE_EQ(host.decode_seconds_best, 1e9 / 100e9 + 2 * 400e6 / 100e9);
+  EXPECT_DOUBLE_EQ(host.decode_seconds_stream, host.decode_seconds_best);
+  EXPECT_EQ(host.units[0].decode, "cpu");
+}
+
+TEST(CostModel, APlanOnAGpuNeedsGpuConstants) {
+  MachineConstants cpu_only = machine();
+  cpu_only.gpu_hbm_gbps = 0;
+  cpu_only.fingerprint = "cpu=test";
+  try {
+    predict_plan(CostModel(cpu_only), {{"model", layer(Tier::Gpu)}}, {});
+    FAIL() << "no error";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("cpu=test"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(predict_plan(CostModel(machine()), {}, {.prefill_tokens = 0}), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace strata::engine
