@@ -34,12 +34,19 @@ std::shared_ptr<KVCache> gather_cache_rows(std::span<const CacheRow> rows,
     Tensor values = Tensor::zeros(keys.shape(), first.dtype(), first.device());
     for (std::int64_t i = 0; i < count; ++i) {
       const CacheRow& r = rows[static_cast<std::size_t>(i)];
-      const Tensor k = r.cache->keys(layer);
-      const Tensor v = r.cache->values(layer);
-      STRATA_CHECK_ARG(k.size(1) == first.size(1) && k.size(3) == first.size(3) &&
-                           k.dtype() == first.dtype() && k.device() == first.device(),
-                       "gather_cache_rows: layer {} of row {} is {}; row 0's is {}", layer, i,
-                       k.describe(), first.describe());
+      // A layer's entries live where the layer last computed: a sequence whose prompt streamed
+      // holds them on the GPU while older ones decoded that layer on the cpu (offload policy
+      // auto). They meet on row 0's device.
+      Tensor k = r.cache->keys(layer);
+      Tensor v = r.cache->values(layer);
+      if (k.device() != first.device()) {
+        k = k.to(first.device());
+        v = v.to(first.device());
+      }
+      STRATA_CHECK_ARG(
+          k.size(1) == first.size(1) && k.size(3) == first.size(3) && k.dtype() == first.dtype(),
+          "gather_cache_rows: layer {} of row {} is {}; row 0's is {}", layer, i, k.describe(),
+          first.describe());
       const std::int64_t length = k.size(2);
       keys.narrow(0, i, 1)
           .narrow(2, columns - r.length, r.length)

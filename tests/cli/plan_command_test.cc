@@ -57,6 +57,9 @@ PlanArgs args_for(const std::string& fixture, std::string max_memory, std::strin
   args.model_dir = testing::model_fixture_dir(fixture).string();
   args.max_memory = std::move(max_memory);
   args.dtype = std::move(dtype);
+  // Predictions for a fixed machine (plan_prediction_test.cc checks them), not this one.
+  args.machine =
+      (std::filesystem::path(STRATA_TEST_FIXTURES_DIR) / "machine" / "h100_host.json").string();
   return args;
 }
 

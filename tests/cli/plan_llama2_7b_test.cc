@@ -78,6 +78,7 @@ PlanArgs llama2_args(std::string max_memory, std::string strategy) {
   args.max_memory = std::move(max_memory);
   args.dtype = "f32";  // the recorded tree is float32; the config says float16
   args.strategy = std::move(strategy);
+  args.machine = (kFixtures / "machine" / "h100_host.json").string();
   return args;
 }
 

@@ -127,9 +127,9 @@ TEST(CostModel, PlanPredictionsSumTheUnits) {
   UnitWork resident = layer(Tier::Gpu);
   resident.bytes = 1'000'000'000;
   resident.flops_per_token = 1'000'000'000;
-  const std::vector<PlannedUnit> units = {
-      {"model.resident", resident}, {"model.layers.1", layer(Tier::Cpu)},
-      {"model.layers.2", layer(Tier::Disk)}};
+  const std::vector<PlannedUnit> units = {{"model.resident", resident},
+                                          {"model.layers.1", layer(Tier::Cpu)},
+                                          {"model.layers.2", layer(Tier::Disk)}};
   PredictOptions options;
   options.prefill_tokens = 512;
   options.checkpoint_bytes = 1'800'000'000;

@@ -75,7 +75,8 @@ TEST(MachineConstants, BadJsonNamesTheField) {
 
 TEST(MachineConstants, CacheFileIsKeyedByTheFingerprint) {
   // FNV-1a 64 of "a" is af63dc4c8601ec8c (the published test vector).
-  EXPECT_EQ(calibration_cache_file("/c", "a"), std::filesystem::path("/c/machine-af63dc4c8601ec8c.json"));
+  EXPECT_EQ(calibration_cache_file("/c", "a"),
+            std::filesystem::path("/c/machine-af63dc4c8601ec8c.json"));
   EXPECT_NE(calibration_cache_file("/c", "b"), calibration_cache_file("/c", "a"));
   const std::string fingerprint = hardware_fingerprint();
   EXPECT_TRUE(fingerprint.starts_with("cpu=")) << fingerprint;
@@ -132,8 +133,8 @@ TEST(MachineConstants, MeasuredOnFirstUseThenReadFromTheCache) {
   EXPECT_NE(other.file, first.file);
 
   // --force measures again and replaces the file.
-  const Calibration forced = load_or_measure({.force = true, .cache_dir = options.cache_dir},
-                                             measurer.fn(), "fp-1");
+  const Calibration forced =
+      load_or_measure({.force = true, .cache_dir = options.cache_dir}, measurer.fn(), "fp-1");
   EXPECT_TRUE(forced.measured);
   EXPECT_EQ(read_machine_constants(first.file).host_read_gbps, forced.constants.host_read_gbps);
 }

@@ -1,5 +1,5 @@
 // The `strata` command: --version, `selfcheck`, `plan`, `run`, `generate`, `tokenize`, `chat`,
-// `serve`, `detokenize`, `template`, `bench`. Each subcommand lives in its own file
+// `serve`, `detokenize`, `template`, `bench`, `calibrate`. Each subcommand lives in its own file
 // (strata_cli_lib), so the tests call it directly.
 
 #include <fmt/format.h>
@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "bench_command.h"
+#include "calibrate_command.h"
 #include "chat_command.h"
 #include "generate_command.h"
 #include "plan_command.h"
@@ -50,6 +51,8 @@ int main(int argc, char** argv) {
   CLI::App* serve = strata::cli::add_serve_command(app, serve_args);
   strata::cli::TemplateArgs template_args;
   CLI::App* chat_template = strata::cli::add_template_command(app, template_args);
+  strata::cli::CalibrateArgs calibrate_args;
+  CLI::App* calibrate = strata::cli::add_calibrate_command(app, calibrate_args);
   strata::cli::BenchArgs bench_args;
   CLI::App* bench = strata::cli::add_bench_command(app, bench_args);
 
@@ -74,6 +77,9 @@ int main(int argc, char** argv) {
     if (chat->parsed()) return strata::cli::run_chat(chat_args, std::cin, std::cout, std::cerr);
     if (serve->parsed()) return strata::cli::run_serve(serve_args, std::cout, std::cerr);
     if (chat_template->parsed()) return strata::cli::run_template(template_args, std::cout);
+    if (calibrate->parsed()) {
+      return strata::cli::run_calibrate(calibrate_args, std::cout, std::cerr);
+    }
     if (bench->parsed()) return strata::cli::run_bench(bench_args, std::cout, std::cerr);
     std::cout << app.help();
     return 0;

@@ -9,6 +9,7 @@
 
 #include "progress_bar.h"
 #include "strata/core/error.h"
+#include "strata/engine/cost_model.h"
 #include "strata/placement/memory.h"
 
 namespace strata::cli {
@@ -37,6 +38,25 @@ void add_placement_options(CLI::App* cmd, PlacementArgs& args) {
                   "budgets per device, e.g. cuda:0=10GiB,cpu=30GiB (default: measured)");
   cmd->add_option("--offload-folder", args.offload_folder, "where disk-offloaded weights go");
   cmd->add_option("--dtype", args.dtype, "f32, bf16 or f16 (default: the checkpoint's)");
+  cmd->add_option("--offload-policy", args.offload_policy,
+                  "where offloaded layers compute: auto (per step, from the cost model of this "
+                  "machine), stream (copied to the GPU) or cpu (computed where they are)")
+      ->capture_default_str();
+}
+
+void apply_offload_policy(const placement::LoadAndDispatchResult& loaded,
+                          placement::OffloadPolicy policy) {
+  if (!loaded.dispatch || !loaded.dispatch->scheduler) return;
+  placement::PrefetchScheduler& scheduler = *loaded.dispatch->scheduler;
+  if (policy != placement::OffloadPolicy::Auto) {
+    scheduler.set_offload_policy(policy);
+  } else if (scheduler.execution_device().is_cpu()) {
+    scheduler.set_offload_policy(placement::OffloadPolicy::Stream);
+  } else {
+    const engine::Calibration calibration = engine::load_or_measure();
+    scheduler.set_offload_policy(
+        policy, engine::cost_model_threshold(engine::CostModel(calibration.constants)));
+  }
 }
 
 Device input_device_of(const models::CausalLM& model) {
@@ -85,6 +105,7 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
   if (args.max_memory) options.max_memory = parse_max_memory(*args.max_memory);
   if (args.offload_folder) options.offload_folder = *args.offload_folder;
   options.reserve_per_gpu = args.reserve_per_gpu;
+  const placement::OffloadPolicy policy = placement::parse_offload_policy(args.offload_policy);
 
   LoadedModel out;
   out.empty = std::move(empty);
@@ -119,6 +140,7 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
   out.load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (bar) bar->finish();
+  apply_offload_policy(out.loaded, policy);
   out.input_device = input_device_of(*out.empty.model);
   return out;
 }

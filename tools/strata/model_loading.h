@@ -19,6 +19,9 @@ struct PlacementArgs {
   std::optional<std::string> max_memory;
   std::optional<std::string> offload_folder;
   std::optional<std::string> dtype;  // unset: the checkpoint's torch_dtype, else float32
+  // auto (the cost model chooses per unit and step), stream or cpu: where offloaded units compute
+  // (strata/placement/execution_policy.h).
+  std::string offload_policy = "auto";
   // Set by commands, not an option: bytes held back on every GPU for the runtime (strata serve's
   // KV cache pool) when the map comes from a strategy.
   std::int64_t reserve_per_gpu = 0;
@@ -47,6 +50,13 @@ LoadedModel load_model(const std::filesystem::path& model_dir, const PlacementAr
 // check its config against other input first without building it twice).
 LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
                        const PlacementArgs& args, const LoadReporting& reporting = {});
+
+// Applies --offload-policy to a dispatched model's scheduler (nothing to do without one). auto on
+// a GPU asks the cost model, from this machine's constants (cached; measured on first use); on a
+// cpu execution device every unit already computes where its weights are, so it streams (binds
+// them in place).
+void apply_offload_policy(const placement::LoadAndDispatchResult& loaded,
+                          placement::OffloadPolicy policy);
 
 // Where a model's input ids must be placed: its input embedding's device (the cpu while the
 // weight is still on meta, when hooks move inputs themselves).

@@ -3,45 +3,120 @@
 #include <fmt/format.h>
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <ostream>
 
 #include "cli_options.h"
+#include "plan_prediction.h"
 #include "serve_command.h"
+#include "strata/core/error.h"
+#include "strata/placement/memory.h"
 #include "strata/placement/module_sizes.h"
 
 namespace strata::cli {
 namespace {
 
+// What --batch and --ctx-size hold back: the KV cache of every sequence at full context, and the
+// activations of a prompt that fills it (docs/hybrid-execution.md: an estimate, not a measure).
+struct RuntimeNeed {
+  std::int64_t sequences = 0, ctx = 0;
+  std::int64_t kv_bytes = 0, activation_bytes = 0;
+  std::int64_t total() const { return kv_bytes + activation_bytes; }
+};
+
 struct Planned {
   EmptyModel empty;
   placement::InferOptions options;
   placement::DevicePlan plan;
-  std::string kv_note;  // the serve KV cache reserve, when asked
+  std::string kv_note;  // the KV cache and activation reserve, when asked
+  std::optional<RuntimeNeed> need;
 };
+
+// Per token of a prefill: the residual stream and its normalised copy, q/k/v/o and the MLP's
+// gate, up and product, in the model's dtype, plus the float32 logits row.
+std::int64_t activation_bytes(const models::TransformerConfig& config, DType dtype,
+                              std::int64_t tokens) {
+  const auto element = static_cast<std::int64_t>(dtype_size(dtype));
+  const std::int64_t per_token =
+      (6 * config.hidden_size + 3 * config.intermediate_size) * element + config.vocab_size * 4;
+  return per_token * tokens;
+}
+
+std::optional<RuntimeNeed> runtime_need(const PlanArgs& args, const EmptyModel& empty) {
+  if (!args.max_sequences && !args.ctx_size && !args.batch) return std::nullopt;
+  STRATA_CHECK_ARG(!args.batch || !args.max_sequences || *args.batch == *args.max_sequences,
+                   "--batch {} and --max-sequences {} name the same thing; give one",
+                   args.batch.value_or(0), args.max_sequences.value_or(0));
+  const ServeArgs defaults;
+  RuntimeNeed need;
+  need.sequences = args.batch.value_or(args.max_sequences.value_or(defaults.max_sequences));
+  need.ctx = args.ctx_size.value_or(defaults.ctx_size);
+  STRATA_CHECK_ARG(need.sequences >= 1 && need.ctx >= 2,
+                   "--batch/--max-sequences {} and --ctx-size {}: need at least 1 sequence of 2 "
+                   "tokens",
+                   need.sequences, need.ctx);
+  const std::int64_t limit = empty.config.max_position_embeddings;
+  if (limit > 0) need.ctx = std::min(need.ctx, limit);
+  need.kv_bytes = static_cast<std::int64_t>(
+      serve_kv_cache_bytes(empty.config, empty.dtype, need.sequences, need.ctx));
+  need.activation_bytes = activation_bytes(empty.config, empty.dtype, need.sequences * need.ctx);
+  return need;
+}
+
+// The KV cache and activations live on the main device: every GPU of the budgets holds them back
+// (as serve's pool), or the cpu when there is no GPU. A budget smaller than that is an error now,
+// not an out-of-memory at token 3000.
+void hold_back(const RuntimeNeed& need, const placement::MaxMemory& budgets,
+               placement::InferOptions& options) {
+  bool any_gpu = false;
+  for (const auto& [device, bytes] : budgets) {
+    if (!device.is_gpu()) continue;
+    any_gpu = true;
+    STRATA_CHECK(bytes >= need.total(), OutOfMemory,
+                 "{} has {} but the KV cache of {} sequences x {} tokens ({}) and the "
+                 "activations of their prompts ({}) need {} there; lower --ctx-size or --batch, "
+                 "or give that GPU more (--max-memory)",
+                 device.device()->str(), placement::format_bytes(bytes), need.sequences, need.ctx,
+                 placement::format_bytes(need.kv_bytes),
+                 placement::format_bytes(need.activation_bytes),
+                 placement::format_bytes(need.total()));
+  }
+  if (any_gpu) {
+    options.reserve.per_gpu = need.total();
+    return;
+  }
+  const auto cpu = budgets.find(placement::MapDevice::cpu());
+  STRATA_CHECK(!cpu || *cpu >= need.total(), OutOfMemory,
+               "cpu has {} but the KV cache of {} sequences x {} tokens ({}) and the "
+               "activations of their prompts ({}) need {} there (no GPU: the model runs on the "
+               "cpu); lower --ctx-size or --batch, or raise the cpu budget (--max-memory)",
+               placement::format_bytes(*cpu), need.sequences, need.ctx,
+               placement::format_bytes(need.kv_bytes),
+               placement::format_bytes(need.activation_bytes),
+               placement::format_bytes(need.total()));
+  if (cpu) options.reserve.per_device.set(placement::MapDevice::cpu(), need.total());
+}
 
 Planned plan_model(const PlanArgs& args) {
   // Parse every option before building anything, so a typo fails fast.
   const auto strategy = placement::parse_device_map_strategy(args.strategy);
   std::optional<placement::MaxMemory> max_memory;
   if (args.max_memory) max_memory = parse_max_memory(*args.max_memory);
-  Planned out{build_empty_model(args.model_dir, args.dtype), {}, {}, {}};
-  out.options.max_memory = std::move(max_memory);
+  STRATA_CHECK_ARG(args.prefill_tokens >= 1, "--prefill-tokens {}: must be at least 1",
+                   args.prefill_tokens);
+  Planned out{build_empty_model(args.model_dir, args.dtype), {}, {}, {}, {}};
+  out.options.max_memory = max_memory;
   out.options.no_split_module_classes = no_split_classes(*out.empty.model, args.no_split);
   out.options.dtype = out.empty.dtype;
-  if (args.max_sequences || args.ctx_size) {
-    const ServeArgs defaults;
-    const std::int64_t sequences = args.max_sequences.value_or(defaults.max_sequences);
-    std::int64_t ctx = args.ctx_size.value_or(defaults.ctx_size);
-    STRATA_CHECK_ARG(sequences >= 1 && ctx >= 2,
-                     "--max-sequences {} and --ctx-size {}: need at least 1 sequence of 2 tokens",
-                     sequences, ctx);
-    const std::int64_t limit = out.empty.config.max_position_embeddings;
-    if (limit > 0) ctx = std::min(ctx, limit);
-    out.options.reserve.per_gpu = static_cast<std::int64_t>(
-        serve_kv_cache_bytes(out.empty.config, out.empty.dtype, sequences, ctx));
-    out.kv_note = fmt::format(
-        "KV cache pool (strata serve): {} sequences x {} tokens = {} held back on every GPU\n",
-        sequences, ctx, placement::format_bytes(out.options.reserve.per_gpu));
+  out.need = runtime_need(args, out.empty);
+  if (out.need) {
+    hold_back(*out.need, max_memory ? *max_memory : placement::get_max_memory(), out.options);
+    out.kv_note =
+        fmt::format("KV cache {} sequences x {} tokens = {}, activations {}: {} held back on {}\n",
+                    out.need->sequences, out.need->ctx, placement::format_bytes(out.need->kv_bytes),
+                    placement::format_bytes(out.need->activation_bytes),
+                    placement::format_bytes(out.need->total()),
+                    out.options.reserve.per_gpu > 0 ? "every GPU" : "the cpu");
   }
   out.plan = placement::plan_device_map(*out.empty.model, strategy, out.options);
   return out;
@@ -77,10 +152,20 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& args) {
                   "module classes never split over devices, comma-separated, \"\" for none "
                   "(default: the model's decoder layer)");
   cmd->add_option("--max-sequences", args.max_sequences,
-                  "plan for strata serve: hold back its KV cache pool of this many sequences "
-                  "on every GPU");
-  cmd->add_option("--ctx-size", args.ctx_size,
-                  "plan for strata serve: tokens per sequence of that pool");
+                  "plan for strata serve: hold back the KV cache and activations of this many "
+                  "sequences on every GPU (the same as --batch)");
+  cmd->add_option("--batch", args.batch,
+                  "sequences decoded together: their KV cache and activations are held back on "
+                  "every GPU (the cpu without GPUs), and predictions are per step of that batch");
+  cmd->add_option("--ctx-size", args.ctx_size, "tokens per sequence of that reserve");
+  cmd->add_option("--prefill-tokens", args.prefill_tokens,
+                  "prompt length the prefill prediction is for")
+      ->capture_default_str();
+  cmd->add_option("--machine", args.machine,
+                  "machine constants file (strata calibrate --json) to predict for (default: "
+                  "this machine's, measured on first use)");
+  cmd->add_flag("!--no-predict", args.predict, "print no predictions (no machine constants)");
+  cmd->add_flag("--json", args.json, "print the plan and the predictions as JSON");
   cmd->add_option("--output", args.output,
                   "also write the device map to this JSON file, {\"module\": device, ...}, for "
                   "strata run --device-map");
@@ -93,16 +178,77 @@ std::vector<DeviceTotal> device_totals(const PlanArgs& args) {
   return device_totals(plan_model(args));
 }
 
+namespace {
+
+PredictionInput prediction_input(const PlanArgs& args, const Planned& planned) {
+  PredictionInput input;
+  input.prefill_tokens = args.prefill_tokens;
+  input.batch = planned.need ? planned.need->sequences : 1;
+  input.machine_file = args.machine;
+  return input;
+}
+
+nlohmann::ordered_json plan_json(const PlanArgs& args, const Planned& planned,
+                                 const std::vector<DeviceTotal>& totals,
+                                 const std::optional<PlanForecast>& forecast) {
+  const placement::DevicePlan& plan = planned.plan;
+  nlohmann::ordered_json json;
+  json["schema"] = "strata-plan/1";
+  json["model_dir"] = args.model_dir;
+  json["model_class"] = planned.empty.model->class_name();
+  json["dtype"] = std::string(dtype_name(planned.empty.dtype));
+  json["strategy"] = args.strategy;
+  nlohmann::ordered_json map = nlohmann::ordered_json::object();
+  for (const auto& [name, device] : plan.device_map) map[name] = device.str();
+  json["device_map"] = std::move(map);
+  nlohmann::ordered_json devices = nlohmann::ordered_json::array();
+  std::int64_t total = 0;
+  for (const DeviceTotal& row : totals) {
+    const auto budget = plan.max_memory.find(row.device);
+    devices.push_back({{"device", row.device.str()},
+                       {"weights_bytes", row.bytes},
+                       {"budget_bytes", budget ? nlohmann::ordered_json(*budget) : nullptr}});
+    total += row.bytes;
+  }
+  json["devices"] = std::move(devices);
+  json["total_bytes"] = total;
+  if (planned.need) {
+    json["runtime_reserve"] = {
+        {"sequences", planned.need->sequences},
+        {"ctx_size", planned.need->ctx},
+        {"kv_cache_bytes", planned.need->kv_bytes},
+        {"activation_bytes", planned.need->activation_bytes},
+        {"held_back_on", planned.options.reserve.per_gpu > 0 ? "gpu" : "cpu"}};
+  } else {
+    json["runtime_reserve"] = nullptr;
+  }
+  json["predictions"] =
+      forecast ? forecast_json(*forecast, prediction_input(args, planned)) : nullptr;
+  return json;
+}
+
+}  // namespace
+
 int run_plan(const PlanArgs& args, std::ostream& out) {
   const Planned planned = plan_model(args);
   const placement::DevicePlan& plan = planned.plan;
+  const std::vector<DeviceTotal> totals = device_totals(planned);
+  std::optional<PlanForecast> forecast;
+  if (args.predict) {
+    forecast = forecast_plan(planned.empty, plan.device_map, args.model_dir,
+                             prediction_input(args, planned));
+  }
+  if (args.output) write_device_map_file(*args.output, plan.device_map);
+  if (args.json) {
+    out << plan_json(args, planned, totals, forecast).dump(2) << "\n";
+    return 0;
+  }
   const std::vector<std::string>& no_split = planned.options.no_split_module_classes;
   out << fmt::format("{} ({}), {}, strategy {}, no split: {}\n\n", args.model_dir,
                      planned.empty.model->class_name(), planned.empty.dtype, args.strategy,
                      no_split.empty() ? "none" : fmt::format("{}", fmt::join(no_split, ", ")));
   out << placement::explain_table(plan) << "\n";
   out << planned.kv_note;
-  const std::vector<DeviceTotal> totals = device_totals(planned);
   out << "device     weights  budget\n";
   std::int64_t total = 0;
   for (const DeviceTotal& row : totals) {
@@ -112,8 +258,8 @@ int run_plan(const PlanArgs& args, std::ostream& out) {
     total += row.bytes;
   }
   out << fmt::format("total   {:>10}  ({} bytes)\n", placement::format_bytes(total), total);
+  if (forecast) out << forecast_text(*forecast, prediction_input(args, planned));
   if (args.output) {
-    write_device_map_file(*args.output, plan.device_map);
     out << fmt::format("\ndevice map written to {} (strata run --device-map {})\n", *args.output,
                        *args.output);
   }

@@ -22,6 +22,16 @@ struct PlanArgs {
   // when either is given (the other takes serve's default).
   std::optional<std::int64_t> max_sequences;
   std::optional<std::int64_t> ctx_size;
+  // Sequences decoded together (--batch; the same as --max-sequences, which serve calls it).
+  // With --ctx-size, their KV cache and activations are held back on every GPU (on the cpu
+  // without GPUs) and a budget that cannot hold them is an error.
+  std::optional<std::int64_t> batch;
+  // Predictions (plan_prediction.h): tokens of the prompt, machine constants file (unset: this
+  // machine's, cached), or none at all.
+  std::int64_t prefill_tokens = 512;
+  std::optional<std::string> machine;
+  bool predict = true;
+  bool json = false;  // print the plan as JSON (schema "strata-plan/1")
 };
 
 CLI::App* add_plan_command(CLI::App& app, PlanArgs& args);
@@ -37,8 +47,9 @@ struct DeviceTotal {
 // Bytes of weights per device under the planned map, in planning order (what run_plan prints).
 std::vector<DeviceTotal> device_totals(const PlanArgs& args);
 
-// Prints the explain table and the bytes per device, then the model size; with `output`, writes
-// the device map there too. Returns the exit code.
+// Prints the explain table, the bytes per device, the model size, the KV cache and activation
+// reserve, and the predictions (or all of it as JSON); with `output`, writes the device map there
+// too. Returns the exit code.
 int run_plan(const PlanArgs& args, std::ostream& out);
 
 }  // namespace strata::cli

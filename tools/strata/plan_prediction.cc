@@ -1,0 +1,154 @@
+#include "plan_prediction.h"
+
+#include <fmt/format.h>
+
+#include "strata/core/error.h"
+#include "strata/io/checkpoint.h"
+#include "strata/placement/memory.h"
+#include "strata/placement/module_sizes.h"
+
+namespace strata::cli {
+namespace {
+
+engine::Tier tier_of(const placement::MapDevice& device) {
+  if (device.is_disk()) return engine::Tier::Disk;
+  if (device.is_cpu()) return engine::Tier::Cpu;
+  return engine::Tier::Gpu;
+}
+
+// The checkpoint's shards as the loader finds them; a folder with only config.json (planning
+// ahead of a download) counts the model's size.
+std::int64_t checkpoint_file_bytes(const std::filesystem::path& dir, std::int64_t fallback) {
+  std::int64_t total = 0;
+  try {
+    for (const auto& shard : io::discover_checkpoint(dir).shards) {
+      total += static_cast<std::int64_t>(std::filesystem::file_size(shard));
+    }
+  } catch (const Error&) {
+    return fallback;
+  }
+  return total > 0 ? total : fallback;
+}
+
+std::string name_of(models::CausalLM& model, const nn::Module* target) {
+  for (const auto& [name, module] : model.named_modules()) {
+    if (module == target) return name;
+  }
+  return "";
+}
+
+}  // namespace
+
+PlanForecast forecast_plan(const EmptyModel& empty, const placement::DeviceMap& map,
+                           const std::filesystem::path& model_dir, const PredictionInput& input) {
+  PlanForecast out;
+  engine::MachineConstants constants;
+  if (input.machine_file) {
+    constants = engine::read_machine_constants(*input.machine_file);
+    out.constants_source = *input.machine_file;
+  } else {
+    const engine::Calibration calibration = engine::load_or_measure();
+    constants = calibration.constants;
+    out.constants_source =
+        calibration.file.string() + (calibration.measured ? " (measured now)" : "");
+  }
+  out.fingerprint = constants.fingerprint;
+
+  models::CausalLM& model = *empty.model;
+  const placement::ModuleSizes sizes = placement::compute_module_sizes(model, {empty.dtype, {}});
+  const auto element = static_cast<std::int64_t>(dtype_size(empty.dtype));
+  const std::string embedding = name_of(model, &model.input_embeddings());
+  std::vector<engine::PlannedUnit> units;
+  std::int64_t host_bytes = 0, total = 0;
+  bool gpu_main = false;
+  for (const auto& [name, device] : map) {
+    engine::UnitWork work;
+    work.bytes = sizes[name];
+    work.tier = tier_of(device);
+    work.flops_per_token = 2 * (work.bytes / element);
+    work.activation_bytes_per_token = empty.config.hidden_size * element;
+    work.lookup = name == embedding;
+    if (work.lookup) work.flops_per_token = 0;
+    if (work.tier != engine::Tier::Gpu) host_bytes += work.bytes;
+    gpu_main = gpu_main || work.tier == engine::Tier::Gpu;
+    total += work.bytes;
+    units.push_back({name, work});
+  }
+  const placement::MaxMemory measured = placement::get_max_memory();
+  const std::int64_t available = measured.find(placement::MapDevice::cpu()).value_or(0);
+  for (auto& unit : units) unit.work.disk_cached = host_bytes <= available;
+
+  engine::PredictOptions options;
+  options.prefill_tokens = input.prefill_tokens;
+  options.batch = input.batch;
+  options.checkpoint_bytes = checkpoint_file_bytes(model_dir, total);
+  options.checkpoint_cached = options.checkpoint_bytes <= available;
+  options.gpu_main = gpu_main;
+  try {
+    out.prediction = engine::predict_plan(engine::CostModel(constants), units, options);
+  } catch (const InvalidArgument& e) {
+    out.unavailable = e.what();
+  }
+  return out;
+}
+
+std::string forecast_text(const PlanForecast& f, const PredictionInput& input) {
+  std::string out = fmt::format("\npredictions (machine constants {}):\n", f.constants_source);
+  if (!f.prediction) return out + "  none: " + f.unavailable + "\n";
+  const engine::PlanPrediction& p = *f.prediction;
+  out += fmt::format("  load                      {:10.2f} s\n", p.load_seconds);
+  out += fmt::format(
+      "  prefill {:>5} tokens       {:10.1f} tokens/s best, {:.1f} tokens/s streaming\n",
+      p.prefill_tokens, p.prefill_tokens_per_second(true), p.prefill_tokens_per_second(false));
+  out += fmt::format(
+      "  decode (batch {:>3})         {:10.2f} ms/step best, {:.2f} ms/step streaming\n",
+      input.batch, p.decode_seconds_best * 1e3, p.decode_seconds_stream * 1e3);
+  out +=
+      "\nunit                                      tier          bytes  prefill  decode  cpu up "
+      "to\n";
+  for (const engine::UnitPrediction& u : p.units) {
+    std::string threshold = "-";
+    if (u.tier != engine::Tier::Gpu || u.decode == "cpu") {
+      threshold = u.cpu_max_tokens >= engine::kAlwaysCpu ? "any" : std::to_string(u.cpu_max_tokens);
+    }
+    out +=
+        fmt::format("{:<40}  {:<5} {:>12}  {:<7}  {:<6}  {}\n", u.name, engine::tier_name(u.tier),
+                    placement::format_bytes(u.bytes), u.prefill, u.decode, threshold);
+  }
+  return out;
+}
+
+nlohmann::ordered_json forecast_json(const PlanForecast& f, const PredictionInput& input) {
+  nlohmann::ordered_json out;
+  out["machine_constants"] = f.constants_source;
+  out["fingerprint"] = f.fingerprint;
+  if (!f.prediction) {
+    out["available"] = false;
+    out["reason"] = f.unavailable;
+    return out;
+  }
+  const engine::PlanPrediction& p = *f.prediction;
+  out["available"] = true;
+  out["load_seconds"] = p.load_seconds;
+  out["prefill"] = {{"tokens", p.prefill_tokens},
+                    {"best_tokens_per_second", p.prefill_tokens_per_second(true)},
+                    {"stream_tokens_per_second", p.prefill_tokens_per_second(false)},
+                    {"best_seconds", p.prefill_seconds_best},
+                    {"stream_seconds", p.prefill_seconds_stream}};
+  out["decode"] = {{"batch", input.batch},
+                   {"best_ms_per_step", p.decode_seconds_best * 1e3},
+                   {"stream_ms_per_step", p.decode_seconds_stream * 1e3}};
+  nlohmann::ordered_json units = nlohmann::ordered_json::array();
+  for (const engine::UnitPrediction& u : p.units) {
+    units.push_back({{"name", u.name},
+                     {"tier", engine::tier_name(u.tier)},
+                     {"bytes", u.bytes},
+                     {"prefill", u.prefill},
+                     {"decode", u.decode},
+                     {"cpu_max_tokens", u.cpu_max_tokens}});
+  }
+  out["units"] = std::move(units);
+  return out;
+}
+
+}  // namespace strata::cli
