@@ -162,16 +162,20 @@ std::filesystem::path calibration_cache_file(const std::filesystem::path& dir,
 
 Calibration load_or_measure(const CalibrationOptions& options, const Measurer& measure,
                             const std::string& fingerprint) {
-  const std::filesystem::path dir =
-      options.cache_dir ? *options.cache_dir : calibration_cache_dir();
   Calibration out;
-  out.file = calibration_cache_file(dir, fingerprint);
   const auto warn = [&](std::string message) {
     log_warning(message);
     out.warnings.push_back(std::move(message));
   };
+  std::filesystem::path dir;
+  try {
+    dir = options.cache_dir ? *options.cache_dir : calibration_cache_dir();
+  } catch (const InvalidArgument& e) {  // no HOME: measure every time rather than fail
+    warn(e.what());
+  }
+  if (!dir.empty()) out.file = calibration_cache_file(dir, fingerprint);
   std::error_code error;
-  if (!options.force && std::filesystem::exists(out.file, error)) {
+  if (!options.force && !dir.empty() && std::filesystem::exists(out.file, error)) {
     try {
       MachineConstants cached = read_machine_constants(out.file);
       if (cached.fingerprint == fingerprint) {
@@ -189,6 +193,7 @@ Calibration load_or_measure(const CalibrationOptions& options, const Measurer& m
   out.constants = measure();
   out.constants.fingerprint = fingerprint;
   out.measured = true;
+  if (dir.empty()) return out;
   try {
     std::filesystem::create_directories(dir);
     const std::string text = to_json(out.constants).dump(2) + "\n";

@@ -128,9 +128,10 @@ void PrefetchScheduler::acquire_on_cpu(PrefetchHook& hook) {
 namespace {
 
 // Tokens in the step as the unit sees them: its first tensor input (positional, else keyword)
-// is [..., features]; every leading element is a token. No tensor input: one token.
+// is [..., features]; every leading element is a token. No tensor input: 0 (not a step: an
+// align_module_device asking for the weights on the execution device).
 struct StepInput {
-  std::int64_t tokens = 1;
+  std::int64_t tokens = 0;
   std::int64_t bytes_per_token = 0;
 };
 
@@ -150,7 +151,8 @@ StepInput step_input(const nn::Args& args) {
       }
     }
   }
-  if (first == nullptr || first->dim() == 0 || first->size(-1) == 0) return {};
+  if (first == nullptr) return {};
+  if (first->dim() == 0 || first->size(-1) == 0) return {1, 0};
   const std::int64_t features = first->size(-1);
   return {std::max<std::int64_t>(first->numel() / features, 1),
           features * static_cast<std::int64_t>(first->element_size())};
@@ -203,6 +205,10 @@ void PrefetchHook::pre_forward(nn::Module& module, nn::Args& args) {
     restore_resident();
   }
   const StepInput input = step_input(args);
+  if (input.tokens == 0) {
+    AlignDevicesHook::pre_forward(module, args);
+    return;
+  }
   const ExecutionPolicy policy = scheduler_->begin_step(*this, input.tokens, input.bytes_per_token,
                                                         can_compute_on_cpu(module));
   if (policy != ExecutionPolicy::Cpu) {

@@ -181,6 +181,23 @@ TEST(MachineConstants, AnUnwritableCacheIsAWarning) {
   EXPECT_NE(c.warnings[0].find("could not cache"), std::string::npos) << c.warnings[0];
 }
 
+TEST(MachineConstants, NoCacheDirectoryMeasuresWithAWarning) {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  const std::string saved_xdg = xdg ? xdg : "", saved_home = home ? home : "";
+  ::unsetenv("XDG_CACHE_HOME");
+  ::unsetenv("HOME");
+  EXPECT_THROW(calibration_cache_dir(), InvalidArgument);
+  CountingMeasurer measurer;
+  const Calibration c = load_or_measure({}, measurer.fn(), "fp");
+  if (xdg != nullptr) ::setenv("XDG_CACHE_HOME", saved_xdg.c_str(), 1);
+  if (home != nullptr) ::setenv("HOME", saved_home.c_str(), 1);
+  EXPECT_TRUE(c.measured);
+  EXPECT_TRUE(c.file.empty());
+  ASSERT_EQ(c.warnings.size(), 1u);
+  EXPECT_NE(c.warnings[0].find("XDG_CACHE_HOME"), std::string::npos) << c.warnings[0];
+}
+
 TEST(MachineConstants, AShortMeasurementMeasuresEveryCpuConstant) {
   testing::TempDir tmp;
   MeasureOptions options;

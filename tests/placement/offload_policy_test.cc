@@ -140,6 +140,21 @@ TEST(OffloadPolicy, PrefetchSkipsUnitsThatComputeOnTheCpu) {
   EXPECT_LE(scheduler->stats().max_in_flight, 2);
 }
 
+TEST(OffloadPolicy, AlignModuleDeviceIsNotAStep) {
+  // align_module_device runs the hook with no input: it wants the weights on the execution
+  // device, whatever the policy.
+  auto model = linear_stack(2);
+  auto scheduler = offloaded(*model);
+  scheduler->set_offload_policy(OffloadPolicy::Cpu);
+  {
+    nn::AlignModuleDevice guard(model->get_submodule("1"));
+    EXPECT_FALSE(model->get_submodule("1").parameter("weight").is_meta());
+  }
+  EXPECT_TRUE(model->get_submodule("1").parameter("weight").is_meta());
+  EXPECT_EQ(scheduler->stats().cpu_computes, 0);
+  EXPECT_EQ(scheduler->stats().issued, 1);
+}
+
 TEST(OffloadPolicy, AUnitWithAHookedModuleInsideStreams) {
   auto model = linear_stack(2);
   auto scheduler = std::make_shared<PrefetchScheduler>(Device::cpu());

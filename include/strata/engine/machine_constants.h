@@ -80,7 +80,8 @@ struct Calibration {
 using Measurer = std::function<MachineConstants()>;
 // The constants of this machine: the cache file of `fingerprint` when it is valid and was
 // written for that fingerprint, else measured (with a warning when a file was there but
-// unreadable) and written atomically. A cache that cannot be written is a warning.
+// unreadable) and written atomically. A cache that cannot be written, or no cache directory at
+// all (neither XDG_CACHE_HOME nor HOME), is a warning (then `file` is empty).
 Calibration load_or_measure(const CalibrationOptions& options, const Measurer& measure,
                             const std::string& fingerprint);
 // The same for this machine, measured by measure_machine_constants.
