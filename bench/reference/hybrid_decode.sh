@@ -5,7 +5,7 @@
 # auto and stream, next to `strata plan`'s predictions for the same placements and machine
 # constants; then the cpu alone. Every number comes from one run of this script.
 #
-# Usage: bench/hybrid_decode.sh STRATA_BINARY MODEL_DIR OUT_DIR
+# Usage: bench/reference/hybrid_decode.sh STRATA_BINARY MODEL_DIR OUT_DIR
 #   GPU_GIB (default 3), DECODE_TOKENS (16), PROMPT_TOKENS (512), REPETITIONS (2)
 # Writes OUT_DIR/{machine.json, plan_<tier>.json, map_<tier>.json, bench_<tier>_<policy>.json,
 # summary.txt}. About 3 minutes after the checkpoint exists (make_random_llama.py: 13.5 GB).
