@@ -92,12 +92,16 @@ struct AttentionOptions {
   std::optional<Tensor> mask;
   // Defaults to 1 / sqrt(head_dim).
   std::optional<double> scale;
+  // Attention sinks (gpt-oss): one learned logit per query head, [q_heads] (float32 or the query
+  // dtype), that joins every row's softmax as an extra key whose value is zero. The row's weights
+  // then sum to less than one: out = sum_j exp(s_j) v_j / (sum_j exp(s_j) + exp(sink)).
+  std::optional<Tensor> sinks;
 };
 // softmax(q k^T * scale + mask) v with grouped-query heads.
 // q: [batch, q_heads, q_len, head_dim]; k, v: [batch, kv_heads, k_len, head_dim] with
 // q_heads a multiple of kv_heads (query head h reads kv head h / (q_heads / kv_heads)). v's last
 // dimension may differ from head_dim; the result is [batch, q_heads, q_len, v_dim].
-// Rows whose every key is masked yield zeros (not NaN).
+// Rows whose every key is masked yield zeros (not NaN), with or without sinks.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options = {});
 

@@ -83,11 +83,12 @@ template <typename T, typename M>
 class AttentionKernel {
  public:
   AttentionKernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask,
-                  bool causal, float scale, const Tensor& out)
+                  bool causal, float scale, const Tensor& out, const Tensor* sinks)
       : q_(q.data<T>()),
         k_(k.data<T>()),
         v_(v.data<T>()),
         mask_(mask != nullptr ? mask->data<M>() : nullptr),
+        sinks_(sinks != nullptr ? sinks->data<float>() : nullptr),
         out_(out.data<T>()),
         q_strides_(q.strides()),
         k_strides_(k.strides()),
@@ -319,7 +320,13 @@ class AttentionKernel {
       }
       std::fill(o, o + v_dim_, 0.0f);
       if (max != kNegInf) {  // else every key is masked: the row is zeros, not NaN
+        // A sink is one more key whose value is zero: it only adds to the denominator.
         float sum = 0.0f;
+        if (sinks_ != nullptr) {
+          const float sink = sinks_[row.head];
+          max = max_nan(max, sink);
+          sum = std::exp(sink - max);
+        }
         for (std::int64_t s = 0; s < splits; ++s) {
           const StateView part(states + s * stride, block_rows_, v_dim_);
           if (part.m[r] == kNegInf) continue;
@@ -338,6 +345,7 @@ class AttentionKernel {
   const T* k_;
   const T* v_;
   const M* mask_;
+  const float* sinks_;  // [q_heads] or null
   T* out_;
   Shape q_strides_, k_strides_, v_strides_, mask_strides_;
   bool causal_;
@@ -353,14 +361,15 @@ class AttentionKernel {
 }  // namespace
 
 void scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                  const Tensor* mask, bool causal, float scale, const Tensor& out) {
+                                  const Tensor* mask, bool causal, float scale, const Tensor& out,
+                                  const Tensor* sinks) {
   visit_compute_float(q.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     // The mask is float32 or q's dtype (the front end checked).
     if (mask == nullptr || mask->dtype() == DType::Float32) {
-      AttentionKernel<T, float>(q, k, v, mask, causal, scale, out).run();
+      AttentionKernel<T, float>(q, k, v, mask, causal, scale, out, sinks).run();
     } else {
-      AttentionKernel<T, T>(q, k, v, mask, causal, scale, out).run();
+      AttentionKernel<T, T>(q, k, v, mask, causal, scale, out, sinks).run();
     }
   });
 }

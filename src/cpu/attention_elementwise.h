@@ -22,8 +22,10 @@ void softmax(const Tensor& x, std::int64_t dim, const Tensor& out);
 
 // q [b, hq, lq, d], k [b, hkv, lk, d], v [b, hkv, lk, dv] of one dtype; mask, when given, is a
 // view expanded to [b, hq, lq, lk] (float32 or q's dtype). out is [b, hq, lq, dv] in q's dtype.
+// sinks, when given, is contiguous float32 [hq]: one extra logit per head with a zero value.
 void scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                  const Tensor* mask, bool causal, float scale, const Tensor& out);
+                                  const Tensor* mask, bool causal, float scale, const Tensor& out,
+                                  const Tensor* sinks = nullptr);
 
 // Index of the largest element along `dim` for every other position, written in row-major order
 // of the remaining dimensions into out (int64).

@@ -27,6 +27,15 @@ __host__ __device__ inline std::int64_t part_stride(const Attention& a) {
   return kPartHeader + a.v_dim;
 }
 
+// The softmax denominator of output row `row` ((b, h, i) row-major) once its keys' sum `total`
+// (relative to their max `mx`) is known: an attention sink adds exp(sink - mx). A row that saw no
+// key keeps total 0, so it stays zeros.
+__device__ __forceinline__ float with_sink(const Attention& a, std::int64_t row, float mx,
+                                           float total) {
+  if (a.sinks == nullptr || mx == -INFINITY) return total;
+  return total + expf(a.sinks[(row / a.q_len) % a.q_heads] - mx);
+}
+
 template <typename T, int E>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_kernel(Attention a, int splits, float* workspace) {
@@ -101,6 +110,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int w = 0; w < kWarps; ++w) {
     if (s_m[w] != -INFINITY) total += s_l[w] * expf(s_m[w] - mx);
   }
+  const float denominator = splits == 1 ? with_sink(a, row, mx, total) : total;
   for (int d = threadIdx.x; d < a.v_dim; d += blockDim.x) {
     float sum = 0.0f;
     for (int w = 0; w < kWarps; ++w) {
@@ -108,7 +118,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     if (splits == 1) {
       // A row with every key masked yields zeros, not NaN.
-      static_cast<T*>(a.out)[row * a.v_dim + d] = from_float<T>(total > 0.0f ? sum / total : 0.0f);
+      static_cast<T*>(a.out)[row * a.v_dim + d] =
+          from_float<T>(total > 0.0f ? sum / denominator : 0.0f);
     } else {
       workspace[(row * splits + blockIdx.y) * part_stride(a) + kPartHeader + d] = sum;
     }
@@ -138,7 +149,7 @@ __global__ void merge_splits_kernel(Attention a, int splits, const float* worksp
     weight[s] = ms == -INFINITY ? 0.0f : expf(ms - mx);  // a split that saw no key weighs 0
     total += parts[s * stride + 1] * weight[s];
   }
-  total = block_sum(total, scratch);  // its barriers also publish `weight`
+  total = with_sink(a, row, mx, block_sum(total, scratch));  // barriers publish `weight`
   for (int d = threadIdx.x; d < a.v_dim; d += blockDim.x) {
     float sum = 0.0f;
 #pragma unroll 8
@@ -495,7 +506,7 @@ __global__ void __launch_bounds__((Tile<T, DMAX, R>::kThreads))
       if (mw != -INFINITY) total += l_s[w * R + tid] * expf(mw - mx);
     }
     max_s[tid] = mx;
-    total_s[tid] = total;
+    total_s[tid] = splits == 1 && tid < nrows ? with_sink(a, out_row_s[tid], mx, total) : total;
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -556,7 +567,7 @@ __global__ void __launch_bounds__((Tile<T, DMAX, R>::kThreads))
       total += __ldcg(parts + sp * stride + 1) * w;
     }
     total = warp_sum(total);
-    if (lane == 0) total_s[r] = total;
+    if (lane == 0) total_s[r] = with_sink(a, row_index(r), mx, total);
   }
   __syncthreads();
   // Warp w sums splits w, w + 4, ... of every row, its lanes 4 columns each: many loads in flight.

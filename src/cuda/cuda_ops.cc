@@ -228,7 +228,8 @@ void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) {
 }
 
 void scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                  const Tensor* mask, bool causal, float scale, const Tensor& out) {
+                                  const Tensor* mask, bool causal, float scale, const Tensor& out,
+                                  const Tensor* sinks) {
   const Tensor qc = q.stride(3) == 1 ? q : q.contiguous();
   const Tensor kc = k.stride(3) == 1 ? k : k.contiguous();
   const Tensor vc = v.stride(3) == 1 ? v : v.contiguous();
@@ -257,6 +258,7 @@ void scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor
   }
   a.causal = causal;
   a.scale = scale;
+  if (sinks != nullptr) a.sinks = static_cast<const float*>(sinks->data_ptr());
   STRATA_CHECK(a.head_dim <= 256 && a.v_dim <= 256, NotSupported,
                "scaled_dot_product_attention on {}: head dimensions up to 256 are supported, got "
                "q {} and v {}",

@@ -15,8 +15,10 @@ namespace strata::cuda {
 void unary_float(cpu::UnaryKind kind, const Tensor& x, const Tensor& out);
 void binary_float(cpu::BinaryKind kind, const Tensor& a, const Tensor& b, const Tensor& out);
 void softmax(const Tensor& x, std::int64_t dim, const Tensor& out);
+// sinks, when given, is contiguous float32 [hq] on q's GPU (attention sinks, see ops.h).
 void scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                  const Tensor* mask, bool causal, float scale, const Tensor& out);
+                                  const Tensor* mask, bool causal, float scale, const Tensor& out,
+                                  const Tensor* sinks = nullptr);
 void argmax(const Tensor& x, std::int64_t dim, const Tensor& out);
 void topk(const Tensor& x, std::int64_t k, std::int64_t dim, const Tensor& values,
           const Tensor& indices);

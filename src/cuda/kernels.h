@@ -105,6 +105,7 @@ struct Attention {
   std::int64_t q_strides[4] = {}, k_strides[4] = {}, v_strides[4] = {}, mask_strides[4] = {};
   bool causal = false;
   float scale = 1.0f;
+  const float* sinks = nullptr;  // [hq] float32 attention sinks (a zero-value key), or null
 };
 // Bytes of float workspace the split-key path needs (0: none); the caller allocates it.
 std::size_t attention_workspace_bytes(const Attention& args, int multiprocessors);

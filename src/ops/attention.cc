@@ -66,10 +66,25 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
     STRATA_CHECK_ARG(std::isfinite(scale), "{}: scale is {}; pass a finite number", kOp, scale);
   }
 
+  Tensor sinks;
+  if (options.sinks.has_value()) {
+    const Tensor& s = *options.sinks;
+    detail::check_materialized(kOp, "sinks", s);
+    detail::check_same_device(kOp, {{"q", &q}, {"sinks", &s}});
+    STRATA_CHECK_ARG(s.dim() == 1 && s.size(0) == q_heads,
+                     "{}: sinks {} must hold one logit per query head ([{}])", kOp, s.describe(),
+                     q_heads);
+    STRATA_CHECK_ARG(s.dtype() == DType::Float32 || s.dtype() == q.dtype(),
+                     "{}: sinks have dtype {}; they must be float32 or the query dtype ({})", kOp,
+                     s.dtype(), q.dtype());
+    sinks = s.to(DType::Float32).contiguous();  // the kernels read float32 logits
+  }
+
   Tensor out = Tensor::empty({batch, q_heads, q_len, v.size(3)}, q.dtype(), q.device());
   if (detail::has_kernels(q.device())) {
     STRATA_OP_KERNEL(q.device(), scaled_dot_product_attention)
-    (q, k, v, mask.defined() ? &mask : nullptr, options.causal, static_cast<float>(scale), out);
+    (q, k, v, mask.defined() ? &mask : nullptr, options.causal, static_cast<float>(scale), out,
+     sinks.defined() ? &sinks : nullptr);
     return out;
   }
   detail::unsupported(kOp, q.device(), q.dtype());

@@ -22,7 +22,9 @@ struct Dims {
 };
 
 // Naive attention in double, straight from the definition: every score, the end-aligned causal
-// mask, the broadcast additive mask, a softmax over the visible keys (zeros when none is).
+// mask, the broadcast additive mask, a softmax over the visible keys (zeros when none is) and, with
+// sinks, the head's sink logit as one more term of the denominator (transformers' gpt-oss eager
+// attention: cat the sink to the scores, softmax, drop its column).
 std::vector<double> attention_reference(const Tensor& q, const Tensor& k, const Tensor& v,
                                         const ops::AttentionOptions& options) {
   const Dims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
@@ -41,6 +43,8 @@ std::vector<double> attention_reference(const Tensor& q, const Tensor& k, const 
     return mask[flat];
   };
   const double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(d.head_dim)));
+  const std::vector<double> sinks =
+      options.sinks ? options.sinks->to_doubles() : std::vector<double>{};
   const std::int64_t group = d.q_heads / d.kv_heads;
   std::vector<double> out(d.batch * d.q_heads * d.q_len * d.v_dim, 0.0);
   std::vector<double> scores(d.k_len);
@@ -62,7 +66,8 @@ std::vector<double> attention_reference(const Tensor& q, const Tensor& k, const 
           max = std::max(max, s);
         }
         if (max == -kInf) continue;  // nothing visible: zeros
-        double sum = 0.0;
+        if (!sinks.empty()) max = std::max(max, sinks[h]);
+        double sum = sinks.empty() ? 0.0 : std::exp(sinks[h] - max);
         for (std::int64_t j = 0; j < d.k_len; ++j) sum += std::exp(scores[j] - max);
         double* o = &out[((b * d.q_heads + h) * d.q_len + i) * d.v_dim];
         for (std::int64_t j = 0; j < d.k_len; ++j) {
@@ -91,6 +96,7 @@ class AttentionTest : public testing::OpTest {
   // Runs the op on the device copies of the inputs (and of the mask).
   Tensor run(const Inputs& in, ops::AttentionOptions options) {
     if (options.mask) options.mask = on_device(*options.mask);
+    if (options.sinks) options.sinks = on_device(*options.sinks);
     return ops::scaled_dot_product_attention(on_device(in.q), on_device(in.k), on_device(in.v),
                                              options);
   }
@@ -226,6 +232,30 @@ TEST_P(AttentionTest, EmptyKeysGiveZeros) {
   EXPECT_TRUE(all_close(out, std::vector<double>(24, 0.0), {0.0, 0.0}, "no keys"));
 }
 
+// Attention sinks (gpt-oss): per-head logits that take a share of every row's softmax.
+TEST_P(AttentionTest, SinksJoinEveryRowsSoftmax) {
+  const Tensor sinks = random_tensor({8}, DType::Float32, 30, -3.0, 3.0);
+  // Prefill with grouped heads, causal; a long decode (split keys, merged); a padded batch whose
+  // row 1 sees no key at all (zeros, as without sinks); sinks in the query dtype.
+  check(make({2, 8, 2, 7, 7, 16, 16}, 31), {.causal = true, .sinks = sinks}, "prefill");
+  check(make({1, 8, 2, 1, 1500, 64, 64}, 32), {.sinks = sinks}, "decode, split keys");
+  check(make({1, 8, 4, 1, 9000, 128, 128}, 33), {.causal = true, .sinks = sinks}, "decode 9000");
+  const Dims d{2, 8, 2, 3, 9, 8, 8};
+  std::vector<double> m(2 * 3 * 9, 0.0);
+  for (std::int64_t j = 0; j < 9; ++j) m[(1 * 3 + 1) * 9 + j] = -kInf;
+  const Tensor mask = Tensor::from_doubles(m, {2, 1, 3, 9}, DType::Float32);
+  const Inputs in = make(d, 34);
+  check(in, {.causal = true, .mask = mask, .sinks = sinks}, "masked");
+  const Tensor out = run(in, {.mask = mask, .sinks = sinks}).to(Device::cpu());
+  for (std::int64_t c = 0; c < 8; ++c) EXPECT_EQ(out.value_at({1, 3, 1, c}), 0.0);
+  check(in, {.sinks = sinks.to(dtype())}, "sinks in " + std::string(dtype_name(dtype())));
+  // A sink far above every score takes almost all the weight; far below, none.
+  const Tensor big = Tensor::from_doubles(std::vector<double>(8, 60.0), {8}, DType::Float32);
+  const Tensor small = Tensor::from_doubles(std::vector<double>(8, -60.0), {8}, DType::Float32);
+  check(in, {.causal = true, .sinks = big}, "dominant sink");
+  check(in, {.causal = true, .sinks = small}, "negligible sink");
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, AttentionTest, STRATA_OP_CASES());
 
 TEST(AttentionErrors, RejectsBadInputs) {
@@ -253,6 +283,9 @@ TEST(AttentionErrors, RejectsBadInputs) {
   EXPECT_TRUE(fails(q, k, v, {.mask = t({2, 3}, DType::Bool)}, "mask"));
   EXPECT_TRUE(fails(q, k, v, {.mask = t({2, 3}, DType::BFloat16)}, "mask"));
   EXPECT_TRUE(fails(q, k, v, {.scale = std::numeric_limits<double>::quiet_NaN()}, "scale"));
+  EXPECT_TRUE(fails(q, k, v, {.sinks = t({2})}, "sinks"));  // one per query head: 6
+  EXPECT_TRUE(fails(q, k, v, {.sinks = t({1, 6})}, "sinks"));
+  EXPECT_TRUE(fails(q, k, v, {.sinks = t({6}, DType::Int32)}, "sinks"));
   const Tensor i32 = t({1, 2, 3, 8}, DType::Int32);
   EXPECT_TRUE(throws_naming<NotSupported>([&] { sdpa(i32, i32, i32); }, {op, "int32"}));
 }
