@@ -58,13 +58,14 @@ Tensor rotate_and_attend(const nn::Args& args, Tensor q, Tensor k, const Tensor&
 
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, KVCache* cache,
                         std::int64_t layer, double scale, std::int64_t sliding_window,
-                        const std::optional<Tensor>& mask) {
+                        const std::optional<Tensor>& mask, const std::optional<Tensor>& sinks) {
   Tensor keys = k, values = v;
   if (cache != nullptr) std::tie(keys, values) = cache->update(layer, k, v);
   const std::int64_t q_len = q.size(2), k_len = keys.size(2);
   ops::AttentionOptions options;
   options.causal = true;
   options.scale = scale;
+  if (sinks.has_value()) options.sinks = on_device_of(*sinks, q);
   if (mask.has_value()) {
     // One call over every key: with padding inside a row, a window counted in tokens can reach
     // further back than `window` cache entries, so the key range is not narrowed.

@@ -37,10 +37,12 @@ Tensor rotate_and_attend(const nn::Args& args, Tensor q, Tensor k, const Tensor&
 // [batch, kv_heads, new_len, head_dim]. Returns [batch, heads, q_len, head_dim].
 // `mask`: a padded batch's additive mask [batch, 1, q_len, cache + new_len] (PaddingMask::
 // additive, which already holds the causal rule and this layer's window), moved to q's device
-// when it is elsewhere; the window then is not applied again.
+// when it is elsewhere; the window then is not applied again. `sinks`: gpt-oss attention sinks
+// [heads] (ops::AttentionOptions::sinks), moved to q's device.
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, KVCache* cache,
                         std::int64_t layer, double scale, std::int64_t sliding_window,
-                        const std::optional<Tensor>& mask = std::nullopt);
+                        const std::optional<Tensor>& mask = std::nullopt,
+                        const std::optional<Tensor>& sinks = std::nullopt);
 
 // The keyword "attention_mask" a model passes its layers (a padded batch's additive mask), or
 // nullopt when absent or none.

@@ -98,6 +98,8 @@ std::shared_ptr<CausalLM> build_causal_lm(const TransformerConfig& config, DType
     case Architecture::Gemma2:
     case Architecture::Gemma3Text:
       return detail::build_gemma(config, dtype);
+    case Architecture::GptOss:
+      return detail::build_gpt_oss(config, dtype);
     default:
       return detail::build_decoder(config, dtype, tp);
   }

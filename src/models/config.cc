@@ -12,6 +12,7 @@
 #include "io/json_util.h"
 #include "models/config_families.h"
 #include "models/config_parts.h"
+#include "models/families.h"
 #include "strata/core/error.h"
 
 namespace strata::models {
@@ -44,6 +45,7 @@ constexpr TypeInfo kTypes[] = {
     {"smollm3", Architecture::SmolLM3, 1e-6, 2000000.0, 32768, true},
     {"gemma2", Architecture::Gemma2, 1e-6, 10000.0, 8192, true},
     {"gemma3_text", Architecture::Gemma3Text, 1e-6, 1000000.0, 131072, true},
+    {"gpt_oss", Architecture::GptOss, 1e-5, 150000.0, 131072, false},
 };
 
 class Reader {
@@ -197,6 +199,8 @@ std::vector<std::int64_t> parse_sliding_windows(const Reader& r, Architecture ar
     window = r.present("sliding_window") ? c.get_int("sliding_window") : 4096;
   } else if (arch == Architecture::Mixtral) {
     window = c.get_int("sliding_window");
+  } else if (arch == Architecture::GptOss) {
+    window = r.present("sliding_window") ? c.get_int("sliding_window") : 128;
   } else if (r.flag("use_sliding_window", false)) {
     window = r.present("sliding_window") ? c.get_int("sliding_window") : 4096;
   }
@@ -221,6 +225,11 @@ std::vector<std::int64_t> parse_sliding_windows(const Reader& r, Architecture ar
                      c.source, i, types[i]);
       }
     }
+    return windows;
+  }
+  if (arch == Architecture::GptOss) {  // GptOssConfig: sliding, full, sliding, ... from layer 0
+    for (std::int64_t i = 0; i < layers; i += 2)
+      windows[static_cast<std::size_t>(i)] = window.value_or(0);
     return windows;
   }
   if (!window) return windows;
@@ -262,7 +271,8 @@ void parse_experts(const Reader& r, TransformerConfig& t) {
   const io::ModelConfig& c = r.config();
   const bool qwen =
       t.architecture == Architecture::Qwen2Moe || t.architecture == Architecture::Qwen3Moe;
-  if (t.architecture != Architecture::Mixtral && !qwen) return;
+  const bool gpt_oss = t.architecture == Architecture::GptOss;  // num_local_experts, as Mixtral
+  if (t.architecture != Architecture::Mixtral && !gpt_oss && !qwen) return;
   const char* experts_key = qwen ? "num_experts" : "num_local_experts";
   t.num_experts = r.required(c.get_int(experts_key), experts_key);
   t.num_experts_per_tok = r.required(c.get_int("num_experts_per_tok"), "num_experts_per_tok");
@@ -310,6 +320,8 @@ void parse_decoder_family(const Reader& r, const TypeInfo& info, TransformerConf
     t.head_dim = r.required(c.head_dim, "head_dim");
   } else if (t.architecture == Architecture::Qwen3 && !r.present("head_dim")) {
     t.head_dim = 128;  // Qwen3Config's default, not hidden_size / heads
+  } else if (t.architecture == Architecture::GptOss && !r.present("head_dim")) {
+    t.head_dim = 64;  // GptOssConfig's default
   } else {
     if (t.hidden_size % t.num_heads != 0) {
       r.fail(
@@ -356,6 +368,10 @@ void parse_decoder_family(const Reader& r, const TypeInfo& info, TransformerConf
       break;
     case Architecture::Qwen2Moe:
       t.qkv_bias = r.flag("qkv_bias", true);
+      break;
+    case Architecture::GptOss:
+      t.qkv_bias = t.o_bias = r.flag("attention_bias", true);  // GptOssConfig's default
+      t.attention_sinks = true;
       break;
     default:
       break;
@@ -457,6 +473,8 @@ std::string_view class_prefix(Architecture architecture) {
       return "Gemma2";
     case Architecture::Gemma3Text:
       return "Gemma3";
+    case Architecture::GptOss:
+      return "GptOss";
   }
   STRATA_ASSERT(false, "unknown architecture {}", static_cast<int>(architecture));
 }
@@ -522,6 +540,10 @@ TransformerConfig parse_transformer_config(const io::ModelConfig& config) {
     case Architecture::Gemma2:
     case Architecture::Gemma3Text:
       detail::parse_gemma_config(config, t);
+      return t;
+    case Architecture::GptOss:
+      parse_decoder_family(reader, *info, t);
+      detail::parse_gpt_oss_config(config, t);  // quantization_config (mxfp4), SwiGLU, rope
       return t;
     default:
       parse_decoder_family(reader, *info, t);

@@ -18,7 +18,7 @@ namespace strata::models {
 
 // The model families Strata builds. Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2-MoE, Qwen3-MoE,
 // Phi-3, OLMo 2 and SmolLM3 share one decoder (src/models/decoder.cc) parameterised by the flags
-// below; GPT-2 and OPT have their own. New values go at the end.
+// below; GPT-2, OPT and gpt-oss (src/models/gpt_oss*.cc) have their own. New values go at the end.
 // Gemma 2 and Gemma 3 (text) have their own modules (src/models/gemma.cc).
 enum class Architecture : std::uint8_t {
   Llama,
@@ -35,6 +35,7 @@ enum class Architecture : std::uint8_t {
   SmolLM3,
   Gemma2,
   Gemma3Text,
+  GptOss,
 };
 
 // transformers' class-name prefix: "Llama", "Mistral", "Qwen2", "Qwen3", "Mixtral", "GPT2", "OPT",
@@ -144,6 +145,12 @@ struct TransformerConfig {
   // Per layer: its layer_types entry is sliding_attention (Gemma 3 rotates these with
   // sliding_rope, even when sliding_window is null and the layer attends to everything).
   std::vector<bool> sliding_layers;
+  // gpt-oss (docs/models.md): attention sinks, the experts' clamped SwiGLU, and per layer whether
+  // its experts are stored as MXFP4 (quantization_config quant_method "mxfp4"; empty: none).
+  bool attention_sinks = false;
+  double swiglu_alpha = 1.702;
+  double swiglu_limit = 7.0;
+  std::vector<bool> mxfp4_experts;
 
   // transformers' class names and _no_split_modules (the decoder block class).
   std::string class_name(std::string_view suffix) const;

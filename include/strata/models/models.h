@@ -6,6 +6,7 @@
 #include "strata/models/decoder.h"
 #include "strata/models/gemma.h"
 #include "strata/models/gpt2.h"
+#include "strata/models/gpt_oss.h"
 #include "strata/models/kv_cache.h"
 #include "strata/models/layers.h"
 #include "strata/models/moe.h"
