@@ -119,7 +119,9 @@ double load_pass(const fs::path& dir, strata::MemoryKind memory, Copy how,
   std::vector<Tensor> loaded;
   std::uint64_t bytes = 0;
   for (const auto& name : reader.keys()) {
-    const auto [file, entry] = reader.locate(name);
+    const auto location = reader.locate(name);
+    const auto* file = location.file;
+    const auto* entry = location.entry;
     Tensor dst = staging ? staging->view(entry->shape)
                          : Tensor::empty(entry->shape, entry->dtype, strata::Device::cpu(), memory);
     switch (how) {
