@@ -109,6 +109,9 @@ void CheckpointReader::split_fused_experts() {
     const std::string gate_up_name = prefix + ".gate_up_proj", down_name = prefix + ".down_proj";
     const auto down_it = by_name_.find(down_name);
     if (down_it == by_name_.end()) continue;  // not the pair this layout has: left as stored
+    // gpt-oss keeps its fused experts (with biases, gate/up interleaved, [E, hidden, 2I]): its
+    // modules read the fused tensors as stored.
+    if (by_name_.count(prefix + ".gate_up_proj_bias") != 0) continue;
     const Location gate_up = by_name_.at(gate_up_name), down = down_it->second;
     const Shape& gu = gate_up.entry->shape;
     const Shape& d = down.entry->shape;

@@ -148,10 +148,11 @@ void split_block(models::CausalLM& model, DeviceMap& map, const std::string& uni
   map.emplace_back(target, device);
 }
 
-// The last expert of a mixture-of-experts layer (Mixtral's block_sparse_moe.experts.3), or "".
+// The last expert of a mixture-of-experts layer (Mixtral's block_sparse_moe.experts.3), or ""
+// (also for fused experts, gpt-oss': one module without children).
 std::string last_expert(models::CausalLM& model, const std::string& layer) {
   for (const auto& [name, module] : model.get_submodule(layer).named_modules()) {
-    if (name == "experts" || name.ends_with(".experts")) {
+    if ((name == "experts" || name.ends_with(".experts")) && !module->direct_children().empty()) {
       return layer + "." + name + "." + module->direct_children().back().first;
     }
   }

@@ -7,11 +7,14 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 
+#include "io/json_util.h"
 #include "models/model_testing.h"
 #include "ops/throws_naming.h"
 #include "strata/ops.h"
+#include "strata/placement/module_sizes.h"
 
 namespace strata::testing {
 namespace {
@@ -435,6 +438,49 @@ TEST_P(GptOssNaiveTest, CachedDecodeMatchesFullForward) {
   for (std::int64_t t = prefill; t < n; ++t) {
     const Tensor step = model->run(Tensor::from_vector(ids, {1, n}).narrow(1, t, 1), cache).logits;
     EXPECT_LE(max_abs_diff(step, full.narrow(1, t, 1)), tol) << "position " << t;
+  }
+}
+
+// Planner sizes of the published gpt-oss-20b and gpt-oss-120b configs against transformers' own
+// count (tests/fixtures/models/gpt_oss_sizes.json, record_gpt_oss_fixtures.py: the model built
+// on the meta device in bfloat16). With MXFP4 experts the packed bytes: uint8 blocks and scales,
+// every other tensor bfloat16 (13,761,264,768 bytes for gpt-oss-20b).
+TEST(GptOssPlanSizes, MatchTransformersCount) {
+  const auto path =
+      std::filesystem::path(STRATA_TEST_FIXTURES_DIR) / "models" / "gpt_oss_sizes.json";
+  const auto doc = nlohmann::json::parse(io::detail::read_text_file(path, 1 << 20, "sizes"));
+  for (const char* name : {"gpt-oss-20b", "gpt-oss-120b"}) {
+    SCOPED_TRACE(name);
+    const auto& entry = doc.at(name);
+    for (const bool mxfp4 : {false, true}) {
+      nlohmann::json config = entry.at("config");
+      if (!mxfp4) config.erase("quantization_config");
+      std::shared_ptr<models::CausalLM> model;
+      {
+        auto guard = nn::init_empty_weights();
+        model = models::build_causal_lm(
+            models::parse_transformer_config(io::parse_model_config(config.dump(), path.string())),
+            DType::BFloat16);
+      }
+      std::int64_t params = 0, bytes = 0;
+      for (const auto& [n, t] : model->named_parameters()) {
+        params += t.numel();
+        bytes += t.numel() * static_cast<std::int64_t>(dtype_size(t.dtype()));
+      }
+      std::int64_t buffers = 0;
+      for (const auto& [n, t] : model->named_buffers()) {
+        buffers += t.numel() * static_cast<std::int64_t>(dtype_size(t.dtype()));
+      }
+      const std::int64_t planned = placement::compute_module_sizes(*model).total() - buffers;
+      if (!mxfp4) {
+        EXPECT_EQ(params, entry.at("dense_bf16").at("parameters").get<std::int64_t>());
+        EXPECT_EQ(bytes, entry.at("dense_bf16").at("parameter_bytes").get<std::int64_t>());
+        EXPECT_EQ(planned, bytes);
+      } else {
+        EXPECT_EQ(bytes, entry.at("mxfp4_formula").at("parameter_bytes").get<std::int64_t>());
+        EXPECT_EQ(planned, bytes);
+      }
+    }
   }
 }
 

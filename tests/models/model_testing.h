@@ -34,8 +34,10 @@ inline std::filesystem::path model_fixture_dir(const std::string& name) {
 // Every recorded case (one folder each).
 inline const std::vector<std::string>& model_fixture_names() {
   static const std::vector<std::string> names = {
-      "llama", "llama_linear", "llama_dynamic", "llama_yarn", "llama3", "mistral",
-      "qwen2", "qwen3",        "mixtral",       "gpt2",       "opt",    "opt_350m_style"};
+      "llama", "llama_linear", "llama_dynamic", "llama_yarn", "llama3", "mistral", "qwen2", "qwen3",
+      "mixtral", "gpt2", "opt", "opt_350m_style",
+      // gpt-oss (record_gpt_oss_fixtures.py): dense experts, and MXFP4 experts loaded as stored.
+      "gpt_oss", "gpt_oss_mxfp4"};
   return names;
 }
 

@@ -17,6 +17,13 @@ namespace {
 // stay within 4% of the scale of both transformers' float32 and bfloat16 logits (measured on the
 // cpu: at most 2.1% and 1.9%).
 constexpr double kBFloat16Tolerance = 0.04;
+// gpt-oss fixtures: the experts' clamped SwiGLU runs at large activations (gate and up reach the
+// limit 7, times up + 1), so every bfloat16 rounding weighs more: transformers' own bfloat16 run
+// is 7.5% (dense) and 5.1% (MXFP4) of the scale away from its float32 run (measured here: 6.3%
+// and 6.1%). The bound is 8% for these two fixtures only.
+double bfloat16_tolerance(const std::string& fixture) {
+  return fixture.starts_with("gpt_oss") ? 0.08 : kBFloat16Tolerance;
+}
 
 class ParityTest : public ::testing::TestWithParam<ModelCase> {
  protected:
@@ -64,9 +71,10 @@ TEST_P(ParityTest, BFloat16LogitsWithinTolerance) {
   const double reference_drift = max_abs_diff(fixture_.logits_bf16, fixture_.logits);
   RecordProperty("bf16_vs_float32", fmt::format("{:.4f}", vs_float32 / scale));
   RecordProperty("bf16_vs_transformers_bf16", fmt::format("{:.4f}", vs_reference / scale));
-  EXPECT_LE(vs_float32, kBFloat16Tolerance * scale)
+  const double tolerance = bfloat16_tolerance(fixture_.name);
+  EXPECT_LE(vs_float32, tolerance * scale)
       << fixture_.name << ": transformers' own bf16 drift is " << reference_drift / scale;
-  EXPECT_LE(vs_reference, kBFloat16Tolerance * scale)
+  EXPECT_LE(vs_reference, tolerance * scale)
       << fixture_.name << ": transformers' own bf16 drift is " << reference_drift / scale;
 }
 

@@ -66,7 +66,8 @@ std::string pytorch_checkpoint_advice(const std::filesystem::path& file);
 // "...down_proj.weight" [H, I]: byte ranges of the fused tensors (row-major slices are
 // contiguous), so they are read, placed and offloaded one expert at a time like any tensor.
 // The fused names themselves are not listed. A pair whose shapes disagree is a CheckpointError
-// naming both tensors.
+// naming both tensors. gpt-oss' fused experts (recognised by their "gate_up_proj_bias") are
+// left as stored: its modules hold the fused tensors.
 class CheckpointReader final : public WeightSource {
  public:
   explicit CheckpointReader(const std::filesystem::path& checkpoint);
