@@ -236,7 +236,12 @@ TEST_P(ModuleTreeTest, ClassNamesAreTransformers) {
         expected["model.layers.0.mlp.gate_up_proj"] = "Linear";
         expected["model.layers.0.mlp.activation_fn"] = "SiLUActivation";
       }
-      if (c.num_experts > 0) {
+      if (c.architecture == Architecture::GptOss) {  // fused experts, gpt_oss_test.cc
+        expected["model.layers.1.mlp"] = "GptOssMLP";
+        expected["model.layers.1.mlp.router"] = "GptOssTopKRouter";
+        expected["model.layers.1.mlp.experts"] =
+            c.mxfp4_experts.empty() ? "GptOssExperts" : "Mxfp4GptOssExperts";
+      } else if (c.num_experts > 0) {
         expected["model.layers.1.block_sparse_moe"] = "MixtralSparseMoeBlock";
         expected["model.layers.1.block_sparse_moe.experts.3"] = "MixtralBlockSparseTop2MLP";
         expected["model.layers.1.block_sparse_moe.experts.3.w2"] = "Linear";
