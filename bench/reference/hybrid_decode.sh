@@ -40,7 +40,7 @@ run_tier() {  # tier max_memory [extra placement options...]
 import json, sys
 r = json.load(open(sys.argv[1]))
 for t in r["tests"]:
-    print("   ", t.get("name"), {k: v for k, v in t.items() if k != "name"})
+    print("   ", t.get("test"), {k: v for k, v in t.items() if k != "test"})
 PY
   done
 }
@@ -64,7 +64,7 @@ for tier in ("cpu", "disk", "cpu_only"):
         if not os.path.exists(path):
             continue
         try:
-            tests = {t["name"]: t for t in json.load(open(path))["tests"]}
+            tests = {t["test"]: t for t in json.load(open(path))["tests"]}
         except Exception as e:
             print(tier, policy, "no result:", e); continue
         tg = next((t for n, t in tests.items() if n.startswith("tg")), None)
