@@ -117,6 +117,12 @@ void AlignDevicesHook::init_resident(Module& module) {
   const auto counts = scope_bindings(scope);
   for (const TensorRef& ref : module.tensor_refs(true, true, options_.place_submodules)) {
     const Tensor& t = ref.tensor();
+    const bool left = std::any_of(options_.leave_submodules.begin(),
+                                  options_.leave_submodules.end(), [&](const std::string& sub) {
+                                    return ref.name.size() > sub.size() &&
+                                           ref.name.starts_with(sub) && ref.name[sub.size()] == '.';
+                                  });
+    if (left) continue;
     // A tied weight already placed on another accelerator by another module's hook keeps its
     // place there; this module gets its own copy (the first placement moves the shared tensor).
     if (tied_outside(ref.slot, counts) && !t.is_meta() && !t.is_cpu() && t.device() != exec) {

@@ -69,13 +69,23 @@ void attach_blocks_recursive(Module& module, const PerModule<Device>& execution_
   const std::optional<bool> off =
       offload.is_scalar() && !execution_device.find(name) ? std::nullopt : offload.find(name);
   if (exec && off && !*off) {
+    // Descendants the map offloads keep their tensors for their own hooks (Strata only: the
+    // reference moves them to the execution device first, or fails on disk ones still on meta).
+    std::vector<std::string> apart;
+    for (const auto& [other, offloaded] : offload.entries()) {
+      const bool below = name.empty() ? !other.empty()
+                                      : other.size() > name.size() && other.starts_with(name) &&
+                                            other[name.size()] == '.';
+      if (below && offloaded) apart.push_back(name.empty() ? other : other.substr(name.size() + 1));
+    }
     AlignDevicesOptions hook = hook_options(exec, options.skip_keys, options.tied_params_map);
     hook.io_same_device = name.empty();
     hook.offload_buffers = options.offload_buffers;
     hook.place_submodules = true;
+    hook.leave_submodules = apart;
     add_hook_to_module(module, make_hook(options, std::move(hook)));
     attach_execution_device_hook(module, *exec, options.skip_keys, options.preload_module_classes,
-                                 options.tied_params_map);
+                                 options.tied_params_map, apart);
   } else if (exec && off) {
     attach_align_recursive(module, exec, true, options, name);
     if (module.hook() == nullptr) {
@@ -101,15 +111,24 @@ void attach_blocks_recursive(Module& module, const PerModule<Device>& execution_
 void attach_execution_device_hook(Module& module, Device execution_device,
                                   const std::vector<std::string>& skip_keys,
                                   const std::vector<std::string>& preload_module_classes,
-                                  const std::shared_ptr<TiedParamsMap>& tied_params_map) {
+                                  const std::shared_ptr<TiedParamsMap>& tied_params_map,
+                                  const std::vector<std::string>& leave) {
   if (module.hook() == nullptr && has_state(module)) {
     add_hook_to_module(module,
                        make_hook(hook_options(execution_device, skip_keys, tied_params_map)));
   }
   if (contains(preload_module_classes, module.class_name())) return;
   for (const auto& [child, submodule] : module.direct_children()) {
+    if (contains(leave, child)) continue;
+    // The names below `child`, relative to it.
+    std::vector<std::string> inner;
+    for (const std::string& name : leave) {
+      if (name.size() > child.size() && name.starts_with(child) && name[child.size()] == '.') {
+        inner.push_back(name.substr(child.size() + 1));
+      }
+    }
     attach_execution_device_hook(*submodule, execution_device, skip_keys, preload_module_classes,
-                                 tied_params_map);
+                                 tied_params_map, inner);
   }
 }
 

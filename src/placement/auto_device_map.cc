@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "balanced_memory.h"
+#include "expert_plan.h"
 #include "planner.h"
 #include "strata/core/error.h"
 #include "strata/core/logging.h"
@@ -98,9 +99,21 @@ DevicePlan plan_tree(const PlanTree& tree, const MaxMemory& budgets, const Infer
 
 MaxMemory unchanged(MaxMemory budgets) { return budgets; }
 
+// ExpertPlacement: the runtime reserve comes off the budgets, then the expert-aware fill (no
+// balancing over GPUs: the dense part is small, and experts fill GPUs in order).
+DevicePlan plan_with_experts(nn::Module& model, const InferOptions& options) {
+  MaxMemory reserved;
+  const MaxMemory budgets =
+      take_reserve(get_max_memory(options.max_memory), options.reserve, reserved);
+  DevicePlan plan = detail::plan_experts_after(model, budgets, options);
+  plan.reserved = std::move(reserved);
+  return plan;
+}
+
 }  // namespace
 
 DevicePlan plan_auto_device_map(nn::Module& model, const InferOptions& options) {
+  if (options.experts) return plan_with_experts(model, options);
   const PlanTree tree(model, SizeOptions{options.dtype, options.special_dtypes});
   return plan_tree(tree, get_max_memory(options.max_memory), options, unchanged);
 }
@@ -138,6 +151,7 @@ std::string_view strategy_name(DeviceMapStrategy strategy) {
 
 DevicePlan plan_device_map(nn::Module& model, DeviceMapStrategy strategy,
                            const InferOptions& options) {
+  if (options.experts) return plan_with_experts(model, options);
   const PlanTree tree(model, SizeOptions{options.dtype, options.special_dtypes});
   const MaxMemory budgets = get_max_memory(options.max_memory);
   if (strategy == DeviceMapStrategy::Sequential)

@@ -32,13 +32,54 @@ void check_map_names(nn::Module& model, const DeviceMap& map) {
 DeviceMap resolve_map(nn::Module& model, const std::variant<DeviceMapStrategy, DeviceMap>& choice,
                       const LoadAndDispatchOptions& options) {
   if (const auto* map = std::get_if<DeviceMap>(&choice)) {
-    check_map_names(model, *map);
-    return *map;
+    DeviceMap concrete = expand_device_map_patterns(model, *map);
+    check_map_names(model, concrete);
+    return concrete;
   }
   return plan_for_dispatch(model, std::get<DeviceMapStrategy>(choice), options).device_map;
 }
 
 }  // namespace
+
+DeviceMap expand_device_map_patterns(nn::Module& model, const DeviceMap& map) {
+  const bool any = std::any_of(
+      map.begin(), map.end(), [](const auto& entry) { return is_device_map_pattern(entry.first); });
+  if (!any) return map;
+  std::vector<std::string> names;  // modules, then tensors, in the model's order
+  for (const auto& [name, module] : model.named_modules()) names.push_back(name);
+  for (const auto& [name, t] : model.named_parameters(true, false)) names.push_back(name);
+  for (const auto& [name, t] : model.named_buffers(true, false)) names.push_back(name);
+  std::unordered_set<std::string> explicit_names;
+  for (const auto& [key, device] : map) {
+    if (!is_device_map_pattern(key)) explicit_names.insert(key);
+  }
+  const auto depth = [](std::string_view s) { return std::count(s.begin(), s.end(), '.'); };
+  DeviceMap out;
+  for (const auto& [key, device] : map) {
+    if (!is_device_map_pattern(key)) {
+      out.emplace_back(key, device);
+      continue;
+    }
+    std::size_t matched = 0;
+    for (const std::string& name : names) {
+      if (name.empty() || depth(name) != depth(key) || !device_map_key_covers(key, name)) continue;
+      ++matched;
+      if (!explicit_names.contains(name)) out.emplace_back(name, device);
+    }
+    STRATA_CHECK_ARG(matched > 0,
+                     "device map pattern '{}' matches no module or tensor of {} (a '*' stands for "
+                     "one dotted component, e.g. model.layers.*.mlp.experts); fix the pattern",
+                     key, model.class_name());
+  }
+  // A name two patterns produced keeps the later entry (the one device_for would pick).
+  std::unordered_set<std::string> seen;
+  DeviceMap unique;
+  for (auto it = out.rbegin(); it != out.rend(); ++it) {
+    if (seen.insert(it->first).second) unique.push_back(*it);
+  }
+  std::reverse(unique.begin(), unique.end());
+  return unique;
+}
 
 DevicePlan plan_for_dispatch(nn::Module& model, DeviceMapStrategy strategy,
                              const LoadAndDispatchOptions& options) {
@@ -50,6 +91,7 @@ DevicePlan plan_for_dispatch(nn::Module& model, DeviceMapStrategy strategy,
   // The reference keeps one largest-layer slot; the scheduler's other slots are planned too.
   infer.reserve.staging_slots = std::max(0, options.prefetch.staging_slots - 1);
   infer.reserve.per_gpu = options.reserve_per_gpu;
+  infer.experts = options.experts;
   return plan_device_map(model, strategy, infer);
 }
 

@@ -84,17 +84,65 @@ std::optional<Device> MapDevice::device() const {
 
 std::ostream& operator<<(std::ostream& os, const MapDevice& device) { return os << device.str(); }
 
+namespace {
+
+// The dotted components of a name ("" has none).
+std::vector<std::string_view> components(std::string_view name) {
+  std::vector<std::string_view> out;
+  if (name.empty()) return out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t dot = name.find('.', start);
+    out.push_back(name.substr(start, dot == std::string_view::npos ? dot : dot - start));
+    if (dot == std::string_view::npos) return out;
+    start = dot + 1;
+  }
+}
+
+// Components of a key and how many are "*", without allocating for plain keys.
+std::size_t count_components(std::string_view key) {
+  return key.empty() ? 0 : static_cast<std::size_t>(std::count(key.begin(), key.end(), '.')) + 1;
+}
+std::size_t count_stars(std::string_view key) {
+  if (key.find('*') == std::string_view::npos) return 0;
+  const auto parts = components(key);
+  return static_cast<std::size_t>(std::count(parts.begin(), parts.end(), std::string_view("*")));
+}
+
+}  // namespace
+
+bool is_device_map_pattern(std::string_view key) { return count_stars(key) > 0; }
+
+bool device_map_key_covers(std::string_view key, std::string_view name) {
+  if (key.empty() || name == key) return true;
+  if (!is_device_map_pattern(key)) {
+    return name.size() > key.size() && name.starts_with(key) && name[key.size()] == '.';
+  }
+  const auto k = components(key), n = components(name);
+  if (k.size() > n.size()) return false;
+  for (std::size_t i = 0; i < k.size(); ++i) {
+    if (k[i] != "*" && k[i] != n[i]) return false;
+  }
+  return true;
+}
+
 std::optional<MapDevice> device_for(const DeviceMap& map, std::string_view name) {
-  // Longest covering key: the name itself, then each dotted prefix, then "".
+  // Longest covering key: the name itself, then each dotted prefix, then "". Plain keys compare
+  // by length in characters (as before patterns existed); a pattern by its components.
   std::optional<MapDevice> best;
-  std::size_t best_length = 0;
+  std::size_t best_parts = 0, best_length = 0, best_stars = 0;
   for (const auto& [key, device] : map) {
-    const bool covers =
-        key.empty() || name == key ||
-        (name.size() > key.size() && name.starts_with(key) && name[key.size()] == '.');
-    if (covers && (!best || key.size() >= best_length)) {
+    if (!device_map_key_covers(key, name)) continue;
+    const std::size_t parts = count_components(key), stars = count_stars(key);
+    const bool better =
+        !best || parts > best_parts ||
+        (parts == best_parts &&
+         (stars < best_stars || (stars == best_stars && key.size() >= best_length)));
+    if (better) {
       best = device;
+      best_parts = parts;
       best_length = key.size();
+      best_stars = stars;
     }
   }
   return best;

@@ -36,6 +36,10 @@ struct AlignDevicesOptions {
   bool offload_buffers = false;
   // Manage the tensors of the whole subtree, not just the module's own.
   bool place_submodules = false;
+  // With place_submodules and no offload: submodules (dotted names relative to the hooked module)
+  // whose tensors stay where they are, because a hook of their own offloads them (a device map
+  // that sends a block's experts to cpu or disk while the block is resident).
+  std::vector<std::string> leave_submodules;
   // Keyword arguments (and dict entries) never moved between devices.
   std::vector<std::string> skip_keys;
   // Shared between hooks so tied weights are copied once per device.

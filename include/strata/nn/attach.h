@@ -38,11 +38,13 @@ struct AttachOptions {
 };
 
 // Gives every module that has no hook yet and holds state (parameters or persistent buffers in
-// its subtree) an AlignDevicesHook(execution_device); does not descend into preload classes.
+// its subtree) an AlignDevicesHook(execution_device); does not descend into preload classes nor
+// into `leave` (dotted names relative to `module`: submodules offloaded by hooks of their own).
 void attach_execution_device_hook(Module& module, Device execution_device,
                                   const std::vector<std::string>& skip_keys = {},
                                   const std::vector<std::string>& preload_module_classes = {},
-                                  const std::shared_ptr<TiedParamsMap>& tied_params_map = nullptr);
+                                  const std::shared_ptr<TiedParamsMap>& tied_params_map = nullptr,
+                                  const std::vector<std::string>& leave = {});
 
 // Appends an AlignDevicesHook to every module with direct parameters or buffers. With offload,
 // an instance of a preload class gets one hook with place_submodules and its subtree no hooks.
@@ -58,6 +60,8 @@ class PerModule {
   PerModule(std::initializer_list<std::pair<const std::string, T>> values) : values_(values) {}
 
   bool is_scalar() const { return scalar_.has_value(); }
+  // The named entries (none for a scalar).
+  const std::unordered_map<std::string, T>& entries() const { return values_; }
   // The scalar, or the entry for `name`; nullopt when a map has no such entry.
   std::optional<T> find(const std::string& name) const {
     if (scalar_) return scalar_;

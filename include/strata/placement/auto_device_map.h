@@ -35,6 +35,18 @@ struct RuntimeReserve {
   int staging_slots = 0;
 };
 
+// Mixture-of-experts placement by tensor role: the routed experts (modules named "experts"
+// inside a no-split block, e.g. model.layers.N.mlp.experts) are planned after everything else.
+// The rest of the model (attention, norms, routers, shared experts, dense MLPs, embeddings, head)
+// fills the devices first, block by block, GPUs then cpu then disk; then each block's experts,
+// in layer order, take the first device with room: a GPU unless kept off it, else the cpu, else
+// disk. Dense parts are small next to experts (Qwen3-30B-A3B: 1.4 of 61 GB), so they stay on the
+// GPU and the experts that do not fit go to host memory.
+struct ExpertPlacement {
+  bool keep_off_gpu = false;   // --experts cpu: no routed expert on a GPU
+  std::int64_t n_cpu_moe = 0;  // llama.cpp's --n-cpu-moe: the first N MoE blocks' experts off GPUs
+};
+
 struct InferOptions {
   // Budgets per device; unset measures the machine (get_max_memory). Devices are visited in
   // order: GPUs, mps, cpu (only when listed), then disk, which takes whatever is left.
@@ -54,6 +66,9 @@ struct InferOptions {
   // When a module does not fit on an empty device, look ahead for one that does.
   bool fallback_allocation = false;
   RuntimeReserve reserve;
+  // Set: plan the routed experts after the rest (ExpertPlacement) instead of the reference's
+  // module-order fill. Needs no_split_module_classes (the blocks holding experts).
+  std::optional<ExpertPlacement> experts;
 };
 
 // One placement decision: a module (or tensor) and where it went, with why.
@@ -83,6 +98,11 @@ struct DevicePlan {
 DevicePlan plan_auto_device_map(nn::Module& model, const InferOptions& options = {});
 // plan_auto_device_map(...).device_map.
 DeviceMap infer_auto_device_map(nn::Module& model, const InferOptions& options = {});
+
+// The routed-expert modules of `model` in module order: modules named "experts" (last
+// component) inside a module of one of `no_split` classes.
+std::vector<std::string> routed_expert_modules(nn::Module& model,
+                                               const std::vector<std::string>& no_split);
 
 // The explain rows as an aligned text table (module, size, device, reason), for the CLI.
 std::string explain_table(const DevicePlan& plan);

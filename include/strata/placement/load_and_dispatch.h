@@ -33,6 +33,8 @@ struct LoadAndDispatchOptions {
   // Bytes the runtime needs on every GPU besides weights (the server's KV cache pool): held back
   // by the planner with a strategy (RuntimeReserve::per_gpu).
   std::int64_t reserve_per_gpu = 0;
+  // With a strategy: plan the routed experts after the rest of the model (InferOptions::experts).
+  std::optional<ExpertPlacement> experts;
   // Tensor parallelism: this rank's shards (LoadCheckpointOptions::shards).
   io::TensorShards shards;
   // Called after each tensor is placed (the CLI draws a progress bar from it).
@@ -43,6 +45,13 @@ struct LoadAndDispatchResult {
   LoadCheckpointResult load;
   std::optional<DispatchResult> dispatch;  // unset without a device map
 };
+
+// An explicit map with pattern keys ("model.layers.*.mlp.experts": a "*" component matches any
+// one component, see device_for) made concrete for `model`: each pattern is replaced, where it
+// stands, by every module or tensor name of the same depth it matches, except names the map
+// also gives explicitly (those win). A pattern that matches nothing is an InvalidArgument naming
+// it. load_checkpoint_and_dispatch does this before checking and dispatching an explicit map.
+DeviceMap expand_device_map_patterns(nn::Module& model, const DeviceMap& map);
 
 // The plan load_checkpoint_and_dispatch makes for a strategy (budgets, no-split classes, dtype and
 // the prefetch staging reserve from `options`). A caller that shows the plan before loading passes

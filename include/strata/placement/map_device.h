@@ -69,7 +69,17 @@ using DeviceMap = std::vector<std::pair<std::string, MapDevice>>;
 
 // The device of tensor (or module) `name` under `map`: the entry equal to it or to its longest
 // dotted prefix ("" matches everything); nullopt when no entry covers it.
+//
+// A key may be a pattern: a component "*" matches any one component, so
+// "model.layers.*.mlp.experts" covers every layer's experts (placement by tensor role). Among
+// covering keys the one with more components wins, then the one with fewer "*", then the later
+// entry: "model.layers.*.mlp.experts" -> cpu beats "model.layers.3" -> 0 for layer 3's experts.
 std::optional<MapDevice> device_for(const DeviceMap& map, std::string_view name);
+
+// True when a device-map key holds a "*" component.
+bool is_device_map_pattern(std::string_view key);
+// Whether `key` (a name or a pattern) covers `name` (the name itself or a module above it).
+bool device_map_key_covers(std::string_view key, std::string_view name);
 
 // Same content, any order (what the reference's tests compare).
 bool same_device_map(const DeviceMap& a, const DeviceMap& b);
