@@ -136,6 +136,39 @@ TEST(PlanCommand, PrintsTheHeaderAndBudgets) {
   EXPECT_EQ(p.totals.at("total"), model_bytes("gpt2", DType::BFloat16));
 }
 
+// --experts cpu on a Qwen3-MoE fixture: every routed expert on the cpu, the rest on GPU 0, and the
+// totals still add up to the model size (map entries nest: a layer on 0, its experts on the cpu).
+TEST(PlanCommand, ExpertsCpuKeepsRoutedExpertsOffTheGpu) {
+  PlanArgs args = args_for("qwen3_moe", "0=1GiB,cpu=1GiB");
+  args.experts = "cpu";
+  const auto model = meta_model("qwen3_moe", DType::Float32);
+  const placement::ModuleSizes sizes =
+      placement::compute_module_sizes(*model, {DType::Float32, {}});
+  const std::int64_t experts =
+      sizes["model.layers.0.mlp.experts"] + sizes["model.layers.1.mlp.experts"];
+  const auto totals = device_totals(args);
+  ASSERT_EQ(totals.size(), 2u);
+  EXPECT_EQ(totals[0].device, MapDevice(0));
+  EXPECT_EQ(totals[1].device, MapDevice::cpu());
+  EXPECT_EQ(totals[1].bytes, experts);
+  EXPECT_EQ(totals[0].bytes + totals[1].bytes, model_bytes("qwen3_moe", DType::Float32));
+  const Printed p = print_plan(args);
+  EXPECT_NE(p.text.find("routed experts, kept off the GPUs (--experts cpu)"), std::string::npos)
+      << p.text;
+  // --n-cpu-moe 1: only the first MoE block's experts leave the GPU.
+  args.experts.reset();
+  args.n_cpu_moe = 1;
+  const auto first = device_totals(args);
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_EQ(first[1].bytes, sizes["model.layers.0.mlp.experts"]);
+  std::ostringstream out;
+  args.experts = "sometimes";
+  EXPECT_THROW(run_plan(args, out), InvalidArgument);
+  args.experts.reset();
+  args.n_cpu_moe = -1;
+  EXPECT_THROW(run_plan(args, out), InvalidArgument);
+}
+
 TEST(PlanCommand, BadInputsAreErrors) {
   std::ostringstream out;
   EXPECT_THROW(run_plan(args_for("no_such_model", "cpu=1GiB"), out), InvalidArgument);

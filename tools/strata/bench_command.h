@@ -20,8 +20,8 @@ struct BenchArgs : PlacementArgs {
   int repetitions = 3;                     // timed runs per test (the median is reported)
   bool json = false;
   bool limits = true;  // measure the machine's limits first (device_limits.h)
-  bool load = false;  // measure loading instead (load_bench.h)
-  bool cold = false;  // ... from the disk too
+  bool load = false;   // measure loading instead (load_bench.h)
+  bool cold = false;   // ... from the disk too
 };
 
 CLI::App* add_bench_command(CLI::App& app, BenchArgs& args);

@@ -84,6 +84,24 @@ std::vector<std::int64_t> parse_token_ids(std::string_view text) {
   return ids;
 }
 
+std::optional<placement::ExpertPlacement> parse_expert_placement(
+    const std::optional<std::string>& experts, const std::optional<std::int64_t>& n_cpu_moe) {
+  if (!experts && !n_cpu_moe) return std::nullopt;
+  placement::ExpertPlacement out;
+  if (experts) {
+    STRATA_CHECK_ARG(*experts == "auto" || *experts == "cpu",
+                     "--experts {}: choose auto (routed experts placed after the rest of the "
+                     "model, on a GPU where room is left) or cpu (never on a GPU)",
+                     *experts);
+    out.keep_off_gpu = *experts == "cpu";
+  }
+  if (n_cpu_moe) {
+    STRATA_CHECK_ARG(*n_cpu_moe >= 0, "--n-cpu-moe {}: must not be negative", *n_cpu_moe);
+    out.n_cpu_moe = *n_cpu_moe;
+  }
+  return out;
+}
+
 placement::DeviceMap read_device_map_file(const std::filesystem::path& path) {
   std::ifstream in(path);
   STRATA_CHECK(in.good(), IoError, "cannot read device map file {}", path.string());

@@ -13,6 +13,7 @@
 #include "strata/core/dtype.h"
 #include "strata/models/causal_lm.h"
 #include "strata/models/config.h"
+#include "strata/placement/auto_device_map.h"
 #include "strata/placement/map_device.h"
 #include "strata/placement/memory.h"
 
@@ -22,6 +23,13 @@ namespace strata::cli {
 // parse_memory_size reads them, or a plain integer byte count: "0=1347683123,cpu=0"). Throws
 // InvalidArgument naming the bad entry.
 placement::MaxMemory parse_max_memory(std::string_view text);
+
+// --experts (auto: routed experts planned after the rest, on a GPU where room is left; cpu: never
+// on a GPU) and --n-cpu-moe N (the first N MoE blocks' experts off the GPUs, llama.cpp's
+// option). Neither given: nullopt (the reference's module-order planning). A bad value or a
+// negative count is InvalidArgument naming the option.
+std::optional<placement::ExpertPlacement> parse_expert_placement(
+    const std::optional<std::string>& experts, const std::optional<std::int64_t>& n_cpu_moe);
 
 // "a, b,c" -> {"a", "b", "c"}; empty items are InvalidArgument naming `what`.
 std::vector<std::string> split_list(std::string_view text, std::string_view what);

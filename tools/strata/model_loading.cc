@@ -42,6 +42,11 @@ void add_placement_options(CLI::App* cmd, PlacementArgs& args) {
                   "where offloaded layers compute: auto (per step, from the cost model of this "
                   "machine), stream (copied to the GPU) or cpu (computed where they are)")
       ->capture_default_str();
+  cmd->add_option("--experts", args.experts,
+                  "mixture of experts: auto (routed experts placed after the rest, on the GPU "
+                  "where room is left) or cpu (never on a GPU)");
+  cmd->add_option("--n-cpu-moe", args.n_cpu_moe,
+                  "mixture of experts: the routed experts of the first N MoE blocks off the GPUs");
 }
 
 void apply_offload_policy(const placement::LoadAndDispatchResult& loaded,
@@ -106,6 +111,11 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
   if (args.offload_folder) options.offload_folder = *args.offload_folder;
   options.reserve_per_gpu = args.reserve_per_gpu;
   const placement::OffloadPolicy policy = placement::parse_offload_policy(args.offload_policy);
+  options.experts = parse_expert_placement(args.experts, args.n_cpu_moe);
+  STRATA_CHECK_ARG(
+      !options.experts || std::holds_alternative<placement::DeviceMapStrategy>(*options.device_map),
+      "--experts and --n-cpu-moe plan with a strategy; with a device map file, "
+      "place the experts in the file (e.g. \"model.layers.*.mlp.experts\": \"cpu\")");
 
   LoadedModel out;
   out.empty = std::move(empty);

@@ -22,6 +22,9 @@ struct PlacementArgs {
   // auto (the cost model chooses per unit and step), stream or cpu: where offloaded units compute
   // (strata/placement/execution_policy.h).
   std::string offload_policy = "auto";
+  // Mixture of experts with a strategy: --experts auto|cpu, --n-cpu-moe N.
+  std::optional<std::string> experts;
+  std::optional<std::int64_t> n_cpu_moe;
   // Set by commands, not an option: bytes held back on every GPU for the runtime (strata serve's
   // KV cache pool) when the map comes from a strategy.
   std::int64_t reserve_per_gpu = 0;

@@ -108,6 +108,7 @@ Planned plan_model(const PlanArgs& args) {
   out.options.max_memory = max_memory;
   out.options.no_split_module_classes = no_split_classes(*out.empty.model, args.no_split);
   out.options.dtype = out.empty.dtype;
+  out.options.experts = parse_expert_placement(args.experts, args.n_cpu_moe);
   out.need = runtime_need(args, out.empty);
   if (out.need) {
     hold_back(*out.need, max_memory ? *max_memory : placement::get_max_memory(), out.options);
@@ -123,13 +124,19 @@ Planned plan_model(const PlanArgs& args) {
 }
 
 // Bytes per device of the final map, from the model's own sizes (not the planner's bookkeeping):
-// the cleaned map's entries are disjoint and cover every tensor, so the totals add up to the model
-// size. A tied parameter counts once, under its first name.
+// each tensor counts on the device the map gives it (entries may nest: a block on a GPU, its
+// experts on the cpu), so the totals add up to the model size. A tied parameter counts once.
 std::vector<DeviceTotal> device_totals(const Planned& planned) {
+  nn::Module& model = *planned.empty.model;
   const placement::ModuleSizes sizes =
-      placement::compute_module_sizes(*planned.empty.model, {planned.empty.dtype, {}});
+      placement::compute_module_sizes(model, {planned.empty.dtype, {}});
   std::map<placement::MapDevice, std::int64_t> bytes;
-  for (const auto& [name, device] : planned.plan.device_map) bytes[device] += sizes[name];
+  const auto add = [&](const std::string& name) {
+    const auto device = placement::device_for(planned.plan.device_map, name);
+    if (device) bytes[*device] += sizes[name];
+  };
+  for (const auto& [name, t] : model.named_parameters()) add(name);
+  for (const auto& [name, t] : model.named_buffers()) add(name);
   std::vector<DeviceTotal> out;
   for (const auto& [device, total] : bytes) out.push_back({device, total});
   return out;
@@ -166,6 +173,12 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& args) {
                   "this machine's, measured on first use)");
   cmd->add_flag("!--no-predict", args.predict, "print no predictions (no machine constants)");
   cmd->add_flag("--json", args.json, "print the plan and the predictions as JSON");
+  cmd->add_option("--experts", args.experts,
+                  "mixture of experts: auto (routed experts placed after the rest of the model, "
+                  "on the GPU where room is left) or cpu (never on a GPU)");
+  cmd->add_option("--n-cpu-moe", args.n_cpu_moe,
+                  "mixture of experts: keep the routed experts of the first N MoE blocks off the "
+                  "GPUs (the rest as --experts auto)");
   cmd->add_option("--output", args.output,
                   "also write the device map to this JSON file, {\"module\": device, ...}, for "
                   "strata run --device-map");

@@ -32,6 +32,9 @@ struct PlanArgs {
   std::optional<std::string> machine;
   bool predict = true;
   bool json = false;  // print the plan as JSON (schema "strata-plan/1")
+  // Mixture of experts: --experts auto|cpu, --n-cpu-moe N (parse_expert_placement).
+  std::optional<std::string> experts;
+  std::optional<std::int64_t> n_cpu_moe;
 };
 
 CLI::App* add_plan_command(CLI::App& app, PlanArgs& args);
