@@ -274,7 +274,11 @@ void parse_experts(const Reader& r, TransformerConfig& t) {
   const bool gpt_oss = t.architecture == Architecture::GptOss;  // num_local_experts, as Mixtral
   if (t.architecture != Architecture::Mixtral && !gpt_oss && !qwen) return;
   const char* experts_key = qwen ? "num_experts" : "num_local_experts";
-  t.num_experts = r.required(c.get_int(experts_key), experts_key);
+  // transformers 5.17's Qwen3MoeConfig saves num_experts as num_local_experts (attribute_map);
+  // released Qwen checkpoints spell it num_experts. Either is read.
+  const std::optional<std::int64_t> experts =
+      qwen && !r.has("num_experts") ? c.get_int("num_local_experts") : c.get_int(experts_key);
+  t.num_experts = r.required(experts, experts_key);
   t.num_experts_per_tok = r.required(c.get_int("num_experts_per_tok"), "num_experts_per_tok");
   if (t.num_experts_per_tok > t.num_experts) {
     r.fail(fmt::format("num_experts_per_tok {} exceeds {} {}", t.num_experts_per_tok, experts_key,

@@ -241,6 +241,21 @@ TEST_P(ModuleTreeTest, ClassNamesAreTransformers) {
         expected["model.layers.1.mlp.router"] = "GptOssTopKRouter";
         expected["model.layers.1.mlp.experts"] =
             c.mxfp4_experts.empty() ? "GptOssExperts" : "Mxfp4GptOssExperts";
+      } else if (c.architecture == Architecture::Qwen2Moe ||
+                 c.architecture == Architecture::Qwen3Moe) {
+        const auto sparse = static_cast<std::size_t>(
+            std::find(c.sparse_layers.begin(), c.sparse_layers.end(), true) -
+            c.sparse_layers.begin());
+        const std::string block = fmt::format("model.layers.{}.mlp", sparse);
+        expected[block] = p + "SparseMoeBlock";
+        expected[block + ".gate"] = "Linear";
+        expected[block + ".experts.3"] = p + "MLP";
+        expected[block + ".experts.3.down_proj"] = "Linear";
+        if (c.shared_expert_intermediate_size > 0) expected[block + ".shared_expert"] = p + "MLP";
+        const auto dense = std::find(c.sparse_layers.begin(), c.sparse_layers.end(), false);
+        if (dense != c.sparse_layers.end()) {
+          expected[fmt::format("model.layers.{}.mlp", dense - c.sparse_layers.begin())] = p + "MLP";
+        }
       } else if (c.num_experts > 0) {
         expected["model.layers.1.block_sparse_moe"] = "MixtralSparseMoeBlock";
         expected["model.layers.1.block_sparse_moe.experts.3"] = "MixtralBlockSparseTop2MLP";

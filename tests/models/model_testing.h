@@ -37,7 +37,9 @@ inline const std::vector<std::string>& model_fixture_names() {
       "llama", "llama_linear", "llama_dynamic", "llama_yarn", "llama3", "mistral", "qwen2", "qwen3",
       "mixtral", "gpt2", "opt", "opt_350m_style",
       // gpt-oss (record_gpt_oss_fixtures.py): dense experts, and MXFP4 experts loaded as stored.
-      "gpt_oss", "gpt_oss_mxfp4"};
+      "gpt_oss", "gpt_oss_mxfp4",
+      // Qwen MoE (record_moe_fixtures.py); qwen3_moe_fused stores transformers' fused experts.
+      "qwen2_moe", "qwen3_moe", "qwen3_moe_fused"};
   return names;
 }
 
