@@ -499,9 +499,8 @@ std::vector<std::string> TransformerConfig::no_split_module_classes() const {
       return {"GPT2Block"};
     case Architecture::OPT:
       return {"OPTDecoderLayer"};
-    case Architecture::Gemma3Text:  // Gemma3PreTrainedModel's list (it serves the vision model too)
-      return {"Gemma3DecoderLayer", "SiglipVisionEmbeddings", "SiglipEncoderLayer",
-              "SiglipMultiheadAttentionPoolingHead"};
+    case Architecture::Gemma3Text:  // Gemma3ForCausalLM's own (not the multimodal model's list)
+      return {"Gemma3DecoderLayer"};
     default:
       return {class_name("DecoderLayer")};
   }

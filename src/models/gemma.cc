@@ -57,9 +57,9 @@ Value GemmaRMSNorm::forward(Args& args) {
   return ops::cast(normed, x.dtype());
 }
 
-GemmaScaledEmbedding::GemmaScaledEmbedding(std::int64_t num_embeddings, std::int64_t embedding_dim,
-                                           DType dtype)
-    : nn::Embedding("Gemma3TextScaledWordEmbedding", num_embeddings, embedding_dim, dtype),
+GemmaScaledEmbedding::GemmaScaledEmbedding(std::string class_name, std::int64_t num_embeddings,
+                                           std::int64_t embedding_dim, DType dtype)
+    : nn::Embedding(std::move(class_name), num_embeddings, embedding_dim, dtype),
       scale_(embedding_scale(embedding_dim)) {
   register_buffer("embed_scale", Tensor::full({}, scale_, DType::Float32), /*persistent=*/false);
 }
@@ -78,10 +78,10 @@ GemmaDualRotaryEmbedding::GemmaDualRotaryEmbedding(std::string class_name, const
     : nn::Module(std::move(class_name)),
       full_("Gemma3RotaryEmbedding", full),
       sliding_("Gemma3RotaryEmbedding", sliding) {
-  // transformers registers the sliding type's buffers first (layer types in config order are
-  // sliding first in every published pattern); the order only affects the module's listing.
+  // In the order transformers 5.17 listed them (it iterates a set of the layer types); the
+  // order only affects the module's listing.
   for (const auto& [type, rope] :
-       {std::pair<const char*, const RotaryEmbedding*>{kSliding, &sliding_}, {kFull, &full_}}) {
+       {std::pair<const char*, const RotaryEmbedding*>{kFull, &full_}, {kSliding, &sliding_}}) {
     std::vector<Tensor> buffers = frequency_buffers(*rope);
     register_buffer(fmt::format("{}_inv_freq", type), buffers[0], /*persistent=*/false);
     register_buffer(fmt::format("{}_original_inv_freq", type), buffers[1], /*persistent=*/false);
@@ -198,18 +198,12 @@ Value GemmaDecoderLayer::forward(Args& args) {
 GemmaModel::GemmaModel(const TransformerConfig& c, DType dtype)
     : nn::Module(c.architecture == Architecture::Gemma3Text ? "Gemma3TextModel"
                                                             : c.class_name("Model")),
-      scale_in_model_(c.architecture == Architecture::Gemma2),
-      hidden_size_(static_cast<double>(c.hidden_size)),
       softcap_(c.attn_logit_softcapping),
       sliding_windows_(c.sliding_windows),
       sliding_layers_(c.sliding_layers) {
-  if (scale_in_model_) {
-    embed_tokens_ = register_module(
-        "embed_tokens", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype));
-  } else {
-    embed_tokens_ = register_module(
-        "embed_tokens", std::make_shared<GemmaScaledEmbedding>(c.vocab_size, c.hidden_size, dtype));
-  }
+  embed_tokens_ = register_module("embed_tokens", std::make_shared<GemmaScaledEmbedding>(
+                                                      c.class_name("TextScaledWordEmbedding"),
+                                                      c.vocab_size, c.hidden_size, dtype));
   layers_ = register_module("layers", std::make_shared<nn::ModuleList>());
   for (std::int64_t i = 0; i < c.num_layers; ++i) {
     layers_->push_back(std::make_shared<GemmaDecoderLayer>(c, i, dtype));
@@ -236,7 +230,6 @@ Value GemmaModel::forward(Args& args) {
   auto padding = detail::PaddingMask::from_args(args, ids.size(0), ids.size(1), past, who);
 
   Tensor hidden = call(*embed_tokens_, ids);
-  if (scale_in_model_) hidden = scale_in_dtype(hidden, embedding_scale(hidden.size(-1)));
   const bool dual = dynamic_cast<GemmaDualRotaryEmbedding*>(rotary_emb_.get()) != nullptr;
   // One [cos, sin] per layer type, computed once per forward.
   std::map<bool, Value> ropes;

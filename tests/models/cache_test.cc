@@ -137,7 +137,8 @@ TEST_P(OffloadedModelTest, CachePassesThroughOffloadHooks) {
 std::vector<ModelCase> offload_cases() {
   std::vector<ModelCase> out;
   for (const Device device : {Device::cpu(), Device::cuda(0)}) {
-    for (const char* name : {"llama", "qwen3", "mixtral", "gpt2", "opt_350m_style"}) {
+    for (const char* name :
+         {"llama", "qwen3", "mixtral", "gpt2", "opt_350m_style", "gemma2", "gemma3_text"}) {
       out.push_back({name, device});
     }
   }

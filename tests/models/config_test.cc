@@ -210,7 +210,7 @@ TEST_P(ModuleTreeTest, ClassNamesAreTransformers) {
       const std::string p(models::class_prefix(c.architecture));
       expected = {{"", p + "ForCausalLM"},
                   {"model", gemma3 ? "Gemma3TextModel" : "Gemma2Model"},
-                  {"model.embed_tokens", gemma3 ? "Gemma3TextScaledWordEmbedding" : "Embedding"},
+                  {"model.embed_tokens", p + "TextScaledWordEmbedding"},
                   {"model.layers.0", p + "DecoderLayer"},
                   {"model.layers.0.self_attn", p + "Attention"},
                   {"model.layers.0.mlp", p + "MLP"},

@@ -103,7 +103,8 @@ TEST(GemmaConfig, Gemma3RopeParametersPerLayerType) {
   EXPECT_EQ(legacy.rope->type, "default");
   EXPECT_EQ(legacy.sliding_rope->theta, 300.0);
   EXPECT_EQ(legacy.sliding_windows, (std::vector<std::int64_t>{7, 7, 0}));
-  EXPECT_EQ(legacy.attn_logit_softcapping, 20.0);
+  // transformers' Gemma 3 ignores attn_logit_softcapping (see config_gemma.cc).
+  EXPECT_FALSE(legacy.attn_logit_softcapping.has_value());
   EXPECT_FALSE(legacy.final_logit_softcapping.has_value());
   // Gemma 2 with soft-caps null: none.
   const TransformerConfig g2 = parse(R"({"model_type": "gemma2", "num_hidden_layers": 2,

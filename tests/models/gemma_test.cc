@@ -236,7 +236,7 @@ TEST(Gemma, ModuleTreeHasTransformersNames) {
   EXPECT_EQ(g3->get_submodule("model.embed_tokens").class_name(), "Gemma3TextScaledWordEmbedding");
   EXPECT_EQ(g3->get_submodule("model.rotary_emb").class_name(), "Gemma3RotaryEmbedding");
   EXPECT_EQ(g3->get_submodule("model.layers.1.self_attn.q_norm").class_name(), "Gemma3RMSNorm");
-  EXPECT_EQ(g3->no_split_module_classes().front(), "Gemma3DecoderLayer");
+  EXPECT_EQ(g3->no_split_module_classes(), std::vector<std::string>{"Gemma3DecoderLayer"});
 }
 
 // Prefill, then one token at a time: each step's logits equal the full forward's (capped

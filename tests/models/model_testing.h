@@ -39,7 +39,9 @@ inline const std::vector<std::string>& model_fixture_names() {
       // gpt-oss (record_gpt_oss_fixtures.py): dense experts, and MXFP4 experts loaded as stored.
       "gpt_oss", "gpt_oss_mxfp4",
       // Qwen MoE (record_moe_fixtures.py); qwen3_moe_fused stores transformers' fused experts.
-      "qwen2_moe", "qwen3_moe", "qwen3_moe_fused"};
+      "qwen2_moe", "qwen3_moe", "qwen3_moe_fused",
+      // Gemma (record_gemma_fixtures.py).
+      "gemma2", "gemma3_text", "gemma3_text_softcap"};
   return names;
 }
 

@@ -2,12 +2,12 @@
 // Gemma 2 and Gemma 3 (text): transformers' modeling_gemma2.py / modeling_gemma3.py module trees.
 //
 //   Gemma2ForCausalLM       model (Gemma2Model), lm_head (tied to model.embed_tokens by default)
-//   Gemma2Model             embed_tokens (Embedding; the model multiplies its output by
-//                           sqrt(hidden_size) in the embedding dtype), layers, norm, rotary_emb
+//   Gemma2Model             embed_tokens (Gemma2TextScaledWordEmbedding: rows times
+//                           sqrt(hidden_size) in the embedding dtype, buffer embed_scale), layers,
+//                           norm, rotary_emb
 //   Gemma3ForCausalLM       model (Gemma3TextModel), lm_head
-//   Gemma3TextModel         embed_tokens (Gemma3TextScaledWordEmbedding: the scale inside, buffer
-//                           embed_scale), layers, norm, rotary_emb (Gemma3RotaryEmbedding: one
-//                           rope per layer type)
+//   Gemma3TextModel         embed_tokens (Gemma3TextScaledWordEmbedding), layers, norm,
+//                           rotary_emb (Gemma3RotaryEmbedding: one rope per layer type)
 //   <P>DecoderLayer         self_attn, mlp, input_layernorm, post_attention_layernorm,
 //                           pre_feedforward_layernorm, post_feedforward_layernorm (pre- and
 //                           post-norms around attention and MLP)
@@ -43,11 +43,12 @@ class GemmaRMSNorm : public nn::Module {
   double eps_;
 };
 
-// Gemma3TextScaledWordEmbedding: the rows times embed_scale (sqrt(hidden_size), a float32
+// <P>TextScaledWordEmbedding: the rows times embed_scale (sqrt(hidden_size), a float32
 // non-persistent buffer as in transformers) cast to the weight's dtype.
 class GemmaScaledEmbedding : public nn::Embedding {
  public:
-  GemmaScaledEmbedding(std::int64_t num_embeddings, std::int64_t embedding_dim, DType dtype);
+  GemmaScaledEmbedding(std::string class_name, std::int64_t num_embeddings,
+                       std::int64_t embedding_dim, DType dtype);
   Value forward(Args& args) override;
   void reset_non_persistent_buffers(Device device) override;
 
@@ -107,8 +108,6 @@ class GemmaModel : public nn::Module {
   Value forward(Args& args) override;
 
  private:
-  bool scale_in_model_;  // Gemma 2: the model scales the embedding output
-  double hidden_size_;
   std::optional<double> softcap_;
   std::shared_ptr<nn::Embedding> embed_tokens_;
   std::shared_ptr<nn::ModuleList> layers_;
