@@ -14,7 +14,16 @@ lib="$prefix/usr/lib/x86_64-linux-gnu"
 # dpkg -x does not run the alternatives that make libopenblas.so visible: point at it directly.
 openblas=$(find "$lib" -name 'libopenblas*.so' -path '*pthread*' | head -1)
 export LD_LIBRARY_PATH="$lib:$(dirname "$openblas")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-cmake -S "$(dirname "$0")/.." -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+# Open MPI among the .debs (for --tensor-parallel and NCCL): it finds its unpacked self through
+# OPAL_PREFIX, and CMake finds it through its compiler wrapper (no alternatives ran).
+mpi_args=()
+if [ -x "$prefix/usr/bin/mpicxx.openmpi" ]; then
+  export OPAL_PREFIX="$prefix/usr"
+  export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$lib/openmpi/lib"
+  mpi_args=(-DMPI_CXX_COMPILER="$prefix/usr/bin/mpicxx.openmpi"
+            -DMPIEXEC_EXECUTABLE="$prefix/usr/bin/mpirun.openmpi")
+fi
+cmake -S "$(dirname "$0")/.." -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${mpi_args[@]}" \
   -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${STRATA_CUDA_ARCHS:-90}" \
   -DCMAKE_PREFIX_PATH="$prefix/usr" -DBLAS_LIBRARIES="$openblas" \
   -DSTRATA_CBLAS_INCLUDE_DIR="$prefix/usr/include/x86_64-linux-gnu/openblas-pthread" >/dev/null
@@ -23,3 +32,4 @@ targets=()
 [ "${STRATA_CONFIGURE_ONLY:-0}" = 1 ] && exit 0
 cmake --build "$build" -j "$(nproc)" "${targets[@]}"
 echo "export LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+[ -n "${OPAL_PREFIX:-}" ] && echo "export OPAL_PREFIX=$OPAL_PREFIX"

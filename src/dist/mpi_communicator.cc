@@ -69,12 +69,9 @@ void check_mpi(int rc, const char* call) {
 // MPI counts are ints: the largest number of elements sent in one call.
 constexpr std::int64_t kMaxCount = INT_MAX / 2;
 
-void check_cpu(const Tensor& tensor, std::string_view op) {
-  STRATA_CHECK(tensor.device().is_cpu(), NotSupported,
-               "{}: {} is on {}; the MPI communicator moves cpu tensors (use the NCCL "
-               "communicator for GPU tensors, or .to(cpu))",
-               op, tensor.describe(), tensor.device());
-}
+// MPI moves host memory: a tensor elsewhere (a GPU rank without NCCL) is staged through a host
+// copy.
+bool on_host(const Tensor& tensor) { return tensor.device().is_cpu(); }
 
 int checked_count(std::size_t bytes, std::string_view op) {
   STRATA_CHECK(bytes <= static_cast<std::size_t>(INT_MAX), NotSupported,
@@ -104,7 +101,12 @@ class MpiCommunicator final : public Communicator {
 
   void all_reduce_sum(Tensor& tensor) override {
     detail::check_reducible(tensor, "all_reduce_sum");
-    check_cpu(tensor, "all_reduce_sum");
+    if (!on_host(tensor)) {
+      Tensor host = tensor.to(Device::cpu());
+      all_reduce_sum(host);
+      tensor.copy_(host);
+      return;
+    }
     if (size_ == 1 || tensor.numel() == 0) return;
     if (tensor.dtype() == DType::Float32) {
       auto* data = static_cast<float*>(tensor.data_ptr());
@@ -129,9 +131,9 @@ class MpiCommunicator final : public Communicator {
   }
 
   Tensor all_gather(const Tensor& input) override {
-    check_cpu(input, "all_gather");
     STRATA_CHECK_ARG(!input.is_meta(), "all_gather: {} is a meta tensor (no data)",
                      input.describe());
+    if (!on_host(input)) return all_gather(input.to(Device::cpu())).to(input.device());
     const Tensor local = input.contiguous();
     Shape shape = local.shape();
     shape.insert(shape.begin(), size_);
@@ -147,7 +149,7 @@ class MpiCommunicator final : public Communicator {
 
   void send(const Tensor& tensor, int peer) override {
     detail::check_transferable(tensor, "send");
-    check_cpu(tensor, "send");
+    if (!on_host(tensor)) return send(tensor.to(Device::cpu()), peer);
     detail::check_rank(peer, size_, "send: peer");
     check_mpi(MPI_Send(tensor.data_ptr(), checked_count(tensor.nbytes(), "send"), MPI_BYTE, peer,
                        kTag, MPI_COMM_WORLD),
@@ -156,7 +158,12 @@ class MpiCommunicator final : public Communicator {
 
   void recv(Tensor& tensor, int peer) override {
     detail::check_transferable(tensor, "recv");
-    check_cpu(tensor, "recv");
+    if (!on_host(tensor)) {
+      Tensor host = tensor.to(Device::cpu());
+      recv(host, peer);
+      tensor.copy_(host);
+      return;
+    }
     detail::check_rank(peer, size_, "recv: peer");
     MPI_Status status;
     const int bytes = checked_count(tensor.nbytes(), "recv");
@@ -177,7 +184,12 @@ class MpiCommunicator final : public Communicator {
 
   void broadcast(Tensor& tensor, int root) override {
     detail::check_transferable(tensor, "broadcast");
-    check_cpu(tensor, "broadcast");
+    if (!on_host(tensor)) {
+      Tensor host = tensor.to(Device::cpu());
+      broadcast(host, root);
+      tensor.copy_(host);
+      return;
+    }
     detail::check_rank(root, size_, "broadcast: root");
     check_mpi(MPI_Bcast(tensor.data_ptr(), checked_count(tensor.nbytes(), "broadcast"), MPI_BYTE,
                         root, MPI_COMM_WORLD),

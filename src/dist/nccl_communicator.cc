@@ -54,7 +54,9 @@ class NcclCommunicator final : public Communicator {
     size_ = mpi_->size();
     int count = 0;
     check_cuda(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
-    STRATA_CHECK(device_ >= 0 && device_ < count, DeviceError,
+    STRATA_CHECK(count > 0, DeviceError, "nccl rank {}: this host has no usable GPU", rank_);
+    if (device_ < 0) device_ = detail::mpi_local_rank() % count;  // one GPU per local process
+    STRATA_CHECK(device_ < count, DeviceError,
                  "nccl rank {}: GPU {} does not exist (this host has {}); start at most one "
                  "process per GPU on each host",
                  rank_, device_, count);
@@ -79,7 +81,9 @@ class NcclCommunicator final : public Communicator {
     return fmt::format("nccl rank {} of {} (cuda:{})", rank_, size_, device_);
   }
 
+  // CPU tensors (a rank whose plan keeps a layer on the cpu) go through MPI.
   void all_reduce_sum(Tensor& tensor) override {
+    if (tensor.device().is_cpu()) return mpi_->all_reduce_sum(tensor);
     detail::check_reducible(tensor, "all_reduce_sum");
     check_here(tensor, "all_reduce_sum");
     check_nccl(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(),
@@ -89,6 +93,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   Tensor all_gather(const Tensor& input) override {
+    if (input.device().is_cpu()) return mpi_->all_gather(input);
     check_here(input, "all_gather");
     const Tensor local = input.contiguous();
     Shape shape = local.shape();
@@ -101,6 +106,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   void send(const Tensor& tensor, int peer) override {
+    if (tensor.device().is_cpu()) return mpi_->send(tensor, peer);
     detail::check_transferable(tensor, "send");
     check_here(tensor, "send");
     detail::check_rank(peer, size_, "send: peer");
@@ -109,6 +115,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   void recv(Tensor& tensor, int peer) override {
+    if (tensor.device().is_cpu()) return mpi_->recv(tensor, peer);
     detail::check_transferable(tensor, "recv");
     check_here(tensor, "recv");
     detail::check_rank(peer, size_, "recv: peer");
@@ -117,6 +124,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   void broadcast(Tensor& tensor, int root) override {
+    if (tensor.device().is_cpu()) return mpi_->broadcast(tensor, root);
     detail::check_transferable(tensor, "broadcast");
     check_here(tensor, "broadcast");
     detail::check_rank(root, size_, "broadcast: root");
@@ -151,7 +159,6 @@ bool nccl_built() { return true; }
 
 std::shared_ptr<Communicator> nccl_communicator(int device) {
   std::shared_ptr<Communicator> mpi = mpi_communicator();
-  if (device < 0) device = detail::mpi_local_rank();
   return std::make_shared<NcclCommunicator>(std::move(mpi), device);
 }
 

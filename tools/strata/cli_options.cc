@@ -156,7 +156,8 @@ std::string read_user_file(const std::filesystem::path& path, std::string_view w
 }
 
 EmptyModel build_empty_model(const std::filesystem::path& model_dir,
-                             const std::optional<std::string>& dtype_text) {
+                             const std::optional<std::string>& dtype_text,
+                             const models::TensorParallel& tp) {
   STRATA_CHECK_ARG(std::filesystem::is_directory(model_dir),
                    "model folder {} does not exist (expected a folder with config.json and "
                    "*.safetensors)",
@@ -170,7 +171,7 @@ EmptyModel build_empty_model(const std::filesystem::path& model_dir,
   STRATA_CHECK_ARG(is_floating_point(out.dtype), "--dtype {}: models run in a floating-point dtype",
                    out.dtype);
   auto guard = nn::init_empty_weights();
-  out.model = models::build_causal_lm(out.config, out.dtype);
+  out.model = models::build_causal_lm(out.config, out.dtype, tp);
   return out;
 }
 

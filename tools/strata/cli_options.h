@@ -13,6 +13,7 @@
 #include "strata/core/dtype.h"
 #include "strata/models/causal_lm.h"
 #include "strata/models/config.h"
+#include "strata/models/tensor_parallel.h"
 #include "strata/placement/auto_device_map.h"
 #include "strata/placement/map_device.h"
 #include "strata/placement/memory.h"
@@ -57,9 +58,11 @@ struct EmptyModel {
 };
 
 // `dtype_text` unset: the checkpoint's torch_dtype, else float32. Throws InvalidArgument for a
-// missing folder, as parse_transformer_config for a bad config.
+// missing folder, as parse_transformer_config for a bad config. With an active `tp`, the rank's
+// part of the model (models/tensor_parallel.h); `config` stays the whole model's.
 EmptyModel build_empty_model(const std::filesystem::path& model_dir,
-                             const std::optional<std::string>& dtype_text);
+                             const std::optional<std::string>& dtype_text,
+                             const models::TensorParallel& tp = {});
 
 // Classes never split over devices: `text` ("A,B") when given ("" for none: any module may be
 // split), else the model's decoder block.

@@ -5,6 +5,7 @@
 #include <istream>
 #include <numeric>
 #include <ostream>
+#include <random>
 #include <sstream>
 
 #include "strata/core/error.h"
@@ -129,12 +130,24 @@ int run_generate(const GenerateArgs& args, std::istream& in, std::ostream& out, 
   if (args.show_plan) reporting.plan_table = &err;
   LoadedModel loaded = load_model(model_dir, args, reporting);
   options.input_device = loaded.input_device;
+  const models::TensorParallel& tp = loaded.empty.model->tensor_parallel();
+  if (tp.active() && !request.params.seed) {
+    // Every rank must draw the same tokens: rank 0's random seed is everyone's.
+    Tensor seed = Tensor::from_vector(
+        std::vector<std::int64_t>{static_cast<std::int64_t>(std::random_device{}() & 0x7fffffff)});
+    tp.comm->broadcast(seed, 0);
+    request.params.seed = static_cast<std::uint64_t>(seed.to_vector<std::int64_t>()[0]);
+  }
+  // Under tensor parallelism only rank 0 writes.
+  std::ostream quiet(nullptr);
+  std::ostream& text_out = tp.rank == 0 ? out : quiet;
+  std::ostream& log = tp.rank == 0 ? err : quiet;
 
   if (args.echo) {
-    out << prompt_text;
-    out.flush();
+    text_out << prompt_text;
+    text_out.flush();
   }
-  TextSink sink(tokenizer, args.stop, out);
+  TextSink sink(tokenizer, args.stop, text_out);
   const engine::GenerateOutput result =
       engine::generate(*loaded.empty.model, std::span(&request, 1), options,
                        [&](std::int64_t, std::int64_t token) { return sink.push(token); });
@@ -143,9 +156,9 @@ int run_generate(const GenerateArgs& args, std::istream& in, std::ostream& out, 
   const engine::RowOutput& row = result.rows.front();
   const double prompt_tokens = static_cast<double>(request.prompt.size());
   const double per_token = mean(result.step_seconds);
-  err << fmt::format("\nload {:.2f} s: {}\n", loaded.load_seconds,
+  log << fmt::format("\nload {:.2f} s: {}\n", loaded.load_seconds,
                      weights_per_device(loaded.loaded.load.summary));
-  err << fmt::format(
+  log << fmt::format(
       "prompt {} tokens in {:.1f} ms ({:.1f} tokens/s), {} new tokens at {:.2f} ms/token "
       "({:.1f} tokens/s), {}, {}\n",
       request.prompt.size(), result.prefill_seconds * 1e3,
@@ -153,9 +166,9 @@ int run_generate(const GenerateArgs& args, std::istream& in, std::ostream& out, 
       per_token * 1e3, per_token > 0 ? 1.0 / per_token : 0.0, loaded.empty.dtype,
       request.params.describe());
   if (sink.stopped()) {
-    err << fmt::format("finished (stop): the stop string '{}' appeared\n", sink.stop());
+    log << fmt::format("finished (stop): the stop string '{}' appeared\n", sink.stop());
   } else {
-    err << fmt::format("finished ({}): {}\n", engine::to_string(row.finish), row.message);
+    log << fmt::format("finished ({}): {}\n", engine::to_string(row.finish), row.message);
   }
   return 0;
 }

@@ -3,12 +3,15 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <ostream>
 #include <variant>
 #include <vector>
 
 #include "progress_bar.h"
+#include "strata/core/backend.h"
 #include "strata/core/error.h"
+#include "strata/dist/communicator.h"
 #include "strata/engine/cost_model.h"
 #include "strata/placement/memory.h"
 
@@ -26,6 +29,18 @@ std::variant<placement::DeviceMapStrategy, placement::DeviceMap> parse_device_ma
                    "nor an existing JSON file",
                    text);
   return read_device_map_file(text);
+}
+
+// NVIDIA GPUs of this host, counted without starting CUDA (which would fix the visible devices
+// before each rank picks its own): the driver lists one folder per GPU.
+int host_gpu_count() {
+  std::error_code error;
+  int count = 0;
+  for (std::filesystem::directory_iterator it("/proc/driver/nvidia/gpus", error), end;
+       !error && it != end; it.increment(error)) {
+    ++count;
+  }
+  return count;
 }
 
 }  // namespace
@@ -47,6 +62,10 @@ void add_placement_options(CLI::App* cmd, PlacementArgs& args) {
                   "where room is left) or cpu (never on a GPU)");
   cmd->add_option("--n-cpu-moe", args.n_cpu_moe,
                   "mixture of experts: the routed experts of the first N MoE blocks off the GPUs");
+  cmd->add_option("--tensor-parallel", args.tensor_parallel,
+                  "split the model over N ranks started with mpirun -np N (decoder family); "
+                  "each rank loads its shard under the budgets above")
+      ->capture_default_str();
 }
 
 void apply_offload_policy(const placement::LoadAndDispatchResult& loaded,
@@ -63,6 +82,34 @@ void apply_offload_policy(const placement::LoadAndDispatchResult& loaded,
         policy, engine::cost_model_threshold(engine::CostModel(calibration.constants)));
   }
 }
+
+models::TensorParallel tensor_parallel_for(const PlacementArgs& args) {
+  STRATA_CHECK_ARG(args.tensor_parallel >= 1, "--tensor-parallel {}: it must be at least 1",
+                   args.tensor_parallel);
+  if (args.tensor_parallel == 1 && !dist::launched_by_mpirun()) return {};
+  // One GPU per rank: the rank's index on its host picks it, before CUDA starts; a rank beyond
+  // the host's GPUs sees none (set CUDA_VISIBLE_DEVICES per rank to choose otherwise).
+  if (std::getenv("CUDA_VISIBLE_DEVICES") == nullptr) {
+    for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
+      if (const char* local = std::getenv(name)) {
+        const bool has_gpu = std::atoi(local) < host_gpu_count();
+        setenv("CUDA_VISIBLE_DEVICES", has_gpu ? local : "", 0);
+        break;
+      }
+    }
+  }
+  // NCCL only when every rank has a GPU (all ranks must pick the same back end); otherwise MPI,
+  // which stages GPU tensors through the host.
+  bool gpus = dist::nccl_built() && find_backend(DeviceType::CUDA) != nullptr;
+  if (dist::mpi_built() && dist::launched_by_mpirun()) {
+    const Tensor all = dist::mpi_communicator()->all_gather(
+        Tensor::from_vector(std::vector<std::int64_t>{gpus ? 1 : 0}));
+    for (const std::int64_t flag : all.to_vector<std::int64_t>()) gpus = gpus && flag == 1;
+  }
+  return models::TensorParallel::over(dist::communicator_for(args.tensor_parallel, gpus));
+}
+
+bool prints_results(const models::CausalLM& model) { return model.tensor_parallel().rank == 0; }
 
 Device input_device_of(const models::CausalLM& model) {
   const Tensor& weight = model.input_embeddings().weight();
@@ -99,7 +146,8 @@ std::string weights_per_device(const io::LoadSummary& summary) {
 
 LoadedModel load_model(const std::filesystem::path& model_dir, const PlacementArgs& args,
                        const LoadReporting& reporting) {
-  return load_model(build_empty_model(model_dir, args.dtype), model_dir, args, reporting);
+  return load_model(build_empty_model(model_dir, args.dtype, tensor_parallel_for(args)), model_dir,
+                    args, reporting);
 }
 
 LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
@@ -109,6 +157,11 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
   options.device_map = parse_device_map_arg(args.device_map);
   if (args.max_memory) options.max_memory = parse_max_memory(*args.max_memory);
   if (args.offload_folder) options.offload_folder = *args.offload_folder;
+  // Ranks hold different shards under the same names: each offloads into its own folder.
+  if (const models::TensorParallel& tp = empty.model->tensor_parallel();
+      tp.active() && options.offload_folder) {
+    options.offload_folder = *options.offload_folder / fmt::format("rank{}", tp.rank);
+  }
   options.reserve_per_gpu = args.reserve_per_gpu;
   const placement::OffloadPolicy policy = placement::parse_offload_policy(args.offload_policy);
   options.experts = parse_expert_placement(args.experts, args.n_cpu_moe);
@@ -124,9 +177,14 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
                    "--dtype {}: models run in f32, bf16 or f16", dtype);
   options.dtype = dtype;
   options.no_split_module_classes = out.empty.model->no_split_module_classes();
+  // Tensor parallelism: this rank reads its rows/columns of each split tensor, nothing more.
+  options.shards =
+      models::tensor_parallel_shards(out.empty.config, out.empty.model->tensor_parallel());
 
+  // Under tensor parallelism only rank 0 reports (every rank plans and loads alike).
+  const bool reports = prints_results(*out.empty.model);
   std::optional<ProgressBar> bar;
-  if (reporting.progress != nullptr) {
+  if (reporting.progress != nullptr && reports) {
     bar.emplace(*reporting.progress, reporting.progress_is_terminal);
     options.progress = bar->callback();
   }
@@ -135,9 +193,9 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
     if (const auto* strategy = std::get_if<placement::DeviceMapStrategy>(&*options.device_map)) {
       const placement::DevicePlan plan =
           placement::plan_for_dispatch(*out.empty.model, *strategy, options);
-      *reporting.plan_table << placement::explain_table(plan) << "\n";
+      if (reports) *reporting.plan_table << placement::explain_table(plan) << "\n";
       options.device_map = plan.device_map;
-    } else {
+    } else if (reports) {
       *reporting.plan_table << "device map: "
                             << placement::device_map_str(
                                    std::get<placement::DeviceMap>(*options.device_map))

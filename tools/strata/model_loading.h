@@ -25,12 +25,24 @@ struct PlacementArgs {
   // Mixture of experts with a strategy: --experts auto|cpu, --n-cpu-moe N.
   std::optional<std::string> experts;
   std::optional<std::int64_t> n_cpu_moe;
+  // Ranks the model is split over (tensor parallelism): one process each, started by
+  // `mpirun -np N`; every rank plans and loads its shard under the budgets above.
+  int tensor_parallel = 1;
   // Set by commands, not an option: bytes held back on every GPU for the runtime (strata serve's
   // KV cache pool) when the map comes from a strategy.
   std::int64_t reserve_per_gpu = 0;
 };
 
 void add_placement_options(CLI::App* cmd, PlacementArgs& args);
+
+// The split --tensor-parallel asks for, with its communicator: local for 1, else the MPI job
+// (NCCL when this build has it and a GPU is present; each rank is first pinned to the GPU of its
+// local index through CUDA_VISIBLE_DEVICES unless that is set). Throws InvalidArgument when the
+// job's size differs from N (naming the mpirun command).
+models::TensorParallel tensor_parallel_for(const PlacementArgs& args);
+
+// True on the rank that prints results (rank 0, or the only one).
+bool prints_results(const models::CausalLM& model);
 
 struct LoadReporting {
   std::ostream* progress = nullptr;    // progress bar / lines while loading (none when null)

@@ -57,8 +57,12 @@ std::optional<RuntimeNeed> runtime_need(const PlanArgs& args, const EmptyModel& 
                    need.sequences, need.ctx);
   const std::int64_t limit = empty.config.max_position_embeddings;
   if (limit > 0) need.ctx = std::min(need.ctx, limit);
+  // Under tensor parallelism a rank caches its own KV heads only.
+  const models::TensorParallel& tp = empty.model->tensor_parallel();
+  const models::TransformerConfig kv_config =
+      tp.active() ? models::rank_config(empty.config, tp.size) : empty.config;
   need.kv_bytes = static_cast<std::int64_t>(
-      serve_kv_cache_bytes(empty.config, empty.dtype, need.sequences, need.ctx));
+      serve_kv_cache_bytes(kv_config, empty.dtype, need.sequences, need.ctx));
   need.activation_bytes = activation_bytes(empty.config, empty.dtype, need.sequences * need.ctx);
   return need;
 }
@@ -104,7 +108,11 @@ Planned plan_model(const PlanArgs& args) {
   if (args.max_memory) max_memory = parse_max_memory(*args.max_memory);
   STRATA_CHECK_ARG(args.prefill_tokens >= 1, "--prefill-tokens {}: must be at least 1",
                    args.prefill_tokens);
-  Planned out{build_empty_model(args.model_dir, args.dtype), {}, {}, {}, {}};
+  STRATA_CHECK_ARG(args.tensor_parallel >= 1, "--tensor-parallel {}: it must be at least 1",
+                   args.tensor_parallel);
+  // Rank 0 holds the largest shards (an uneven vocabulary gives the first ranks one more row).
+  const models::TensorParallel rank0{0, args.tensor_parallel, nullptr};
+  Planned out{build_empty_model(args.model_dir, args.dtype, rank0), {}, {}, {}, {}};
   out.options.max_memory = max_memory;
   out.options.no_split_module_classes = no_split_classes(*out.empty.model, args.no_split);
   out.options.dtype = out.empty.dtype;
@@ -179,6 +187,10 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& args) {
   cmd->add_option("--n-cpu-moe", args.n_cpu_moe,
                   "mixture of experts: keep the routed experts of the first N MoE blocks off the "
                   "GPUs (the rest as --experts auto)");
+  cmd->add_option("--tensor-parallel", args.tensor_parallel,
+                  "plan one rank of the model split over N tensor-parallel ranks (each rank "
+                  "plans its shard under the budgets given)")
+      ->capture_default_str();
   cmd->add_option("--output", args.output,
                   "also write the device map to this JSON file, {\"module\": device, ...}, for "
                   "strata run --device-map");
@@ -260,6 +272,34 @@ int run_plan(const PlanArgs& args, std::ostream& out) {
   out << fmt::format("{} ({}), {}, strategy {}, no split: {}\n\n", args.model_dir,
                      planned.empty.model->class_name(), planned.empty.dtype, args.strategy,
                      no_split.empty() ? "none" : fmt::format("{}", fmt::join(no_split, ", ")));
+  if (args.tensor_parallel > 1) {
+    const EmptyModel whole = build_empty_model(args.model_dir, args.dtype);
+    const std::int64_t whole_bytes =
+        placement::compute_module_sizes(*whole.model, {whole.dtype, {}}).total();
+    const std::int64_t rank_bytes =
+        placement::compute_module_sizes(*planned.empty.model, {planned.empty.dtype, {}}).total();
+    out << fmt::format(
+        "tensor parallel over {} ranks (mpirun -np {}): the plan of rank 0, whose shard is the "
+        "largest: {} of the model's {} (embeddings and norms are on every rank); each rank plans "
+        "its shard alike under these budgets\n",
+        args.tensor_parallel, args.tensor_parallel, placement::format_bytes(rank_bytes),
+        placement::format_bytes(whole_bytes));
+    // Predicted decode speed: a decode step is bound by the weight bytes read, and the embedding
+    // is only looked up (unless it is the tied head of the whole model).
+    const models::TransformerConfig& c = whole.config;
+    const auto element = static_cast<std::int64_t>(dtype_size(whole.dtype));
+    const std::int64_t embed = c.vocab_size * c.hidden_size * element;
+    const std::int64_t rank_read = rank_bytes - embed;
+    const std::int64_t whole_read = whole_bytes - (c.tie_word_embeddings ? 0 : embed);
+    const std::int64_t reduce = c.hidden_size * element;
+    out << fmt::format(
+        "predicted decode: a rank reads {} of weights per token against {} on one device, so "
+        "about {:.2f}x the single-device time per token at the same memory bandwidth, plus {} "
+        "all-reduces of {} per token (2 per layer) and one all-gather of the logits\n\n",
+        placement::format_bytes(rank_read), placement::format_bytes(whole_read),
+        static_cast<double>(rank_read) / static_cast<double>(whole_read), 2 * c.num_layers,
+        placement::format_bytes(reduce));
+  }
   out << placement::explain_table(plan) << "\n";
   out << planned.kv_note;
   out << "device     weights  budget\n";
@@ -270,7 +310,8 @@ int run_plan(const PlanArgs& args, std::ostream& out) {
                        budget ? placement::format_bytes(*budget) : "-");
     total += row.bytes;
   }
-  out << fmt::format("total   {:>10}  ({} bytes)\n", placement::format_bytes(total), total);
+  out << fmt::format("total   {:>10}  ({} bytes){}\n", placement::format_bytes(total), total,
+                     args.tensor_parallel > 1 ? " per rank" : "");
   if (forecast) out << forecast_text(*forecast, prediction_input(args, planned));
   if (args.output) {
     out << fmt::format("\ndevice map written to {} (strata run --device-map {})\n", *args.output,

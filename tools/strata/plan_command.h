@@ -35,6 +35,9 @@ struct PlanArgs {
   // Mixture of experts: --experts auto|cpu, --n-cpu-moe N (parse_expert_placement).
   std::optional<std::string> experts;
   std::optional<std::int64_t> n_cpu_moe;
+  // Plan one rank of a model split over this many tensor-parallel ranks (rank 0, whose
+  // vocabulary shard is the largest): the memory each rank needs under the budgets above.
+  int tensor_parallel = 1;
 };
 
 CLI::App* add_plan_command(CLI::App& app, PlanArgs& args);

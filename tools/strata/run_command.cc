@@ -16,6 +16,7 @@ namespace {
 
 void dump_logits(models::CausalLM& model, const Tensor& prompt, const std::string& path) {
   const Tensor logits = model.run(prompt.to(input_device_of(model))).logits;  // [1, seq, vocab]
+  if (!prints_results(model)) return;  // every rank runs the forward; rank 0 writes
   const Tensor rows = logits.to(Device::cpu(), DType::Float32).select(0, 0).contiguous();
   io::save_safetensors(path, {{"logits", rows}});
 }
@@ -42,7 +43,7 @@ int run_run(const RunArgs& args, std::ostream& out, std::ostream& err) {
   STRATA_CHECK_ARG(args.max_new_tokens >= 1, "--max-new-tokens {}: must be at least 1",
                    args.max_new_tokens);
   // The ids are checked against the config before any weight is read.
-  EmptyModel empty = build_empty_model(args.model_dir, args.dtype);
+  EmptyModel empty = build_empty_model(args.model_dir, args.dtype, tensor_parallel_for(args));
   for (const std::int64_t id : ids) {
     STRATA_CHECK_ARG(id < empty.config.vocab_size,
                      "--token-ids: {} is out of range (the vocabulary has {} tokens)", id,
@@ -60,6 +61,7 @@ int run_run(const RunArgs& args, std::ostream& out, std::ostream& err) {
   models::GenerationOptions generation;
   generation.max_new_tokens = args.max_new_tokens;
   const auto result = models::generate_greedy(model, prompt, generation);
+  if (!prints_results(model)) return 0;  // tensor parallelism: rank 0 reports
   out << fmt::format("{}\n", fmt::join(result.tokens.to_vector<std::int64_t>(), ","));
 
   const auto& steps = result.step_seconds;
@@ -68,9 +70,12 @@ int run_run(const RunArgs& args, std::ostream& out, std::ostream& err) {
   err << fmt::format("load {:.1f} ms ({}), {}\n", load_seconds * 1e3, loaded.load.summary.str(),
                      loaded.dispatch ? placement::device_map_str(loaded.dispatch->device_map)
                                      : std::string("not dispatched"));
-  err << fmt::format("prefill {:.2f} ms ({} tokens), per token {:.2f} ms ({} steps), {}\n",
-                     result.prefill_seconds * 1e3, ids.size(), per_token * 1e3, steps.size(),
-                     dtype);
+  err << fmt::format(
+      "prefill {:.2f} ms ({} tokens), per token {:.2f} ms ({} steps), {}{}\n",
+      result.prefill_seconds * 1e3, ids.size(), per_token * 1e3, steps.size(), dtype,
+      model.tensor_parallel().active()
+          ? fmt::format(", tensor parallel over {} ranks", model.tensor_parallel().size)
+          : std::string());
   return 0;
 }
 

@@ -3,8 +3,8 @@
 // back ends (docs/distributed.md):
 //   LocalCommunicator  one process (size 1): every collective is the identity, so code written
 //                      for several ranks runs unchanged without MPI.
-//   MPI                CPU tensors, one process per rank, launched by `mpirun` (Open MPI): ranks
-//                      on one host or on several.
+//   MPI                CPU tensors (others staged through a host copy), one process per rank,
+//                      launched by `mpirun` (Open MPI): ranks on one host or on several.
 //   NCCL               CUDA tensors, one process per GPU; the NCCL unique id travels through MPI
 //                      (CUDA builds with NCCL; mpirun is still the launcher).
 //
@@ -80,9 +80,11 @@ std::shared_ptr<Communicator> mpi_communicator();
 // True when this library was built with NCCL (CUDA builds that found nccl.h and libnccl).
 bool nccl_built();
 // A NCCL communicator over the MPI job: one rank per process, on GPU `device` (by default the
-// rank's index among the processes of its host, so `mpirun -np 2` on a 2-GPU host uses cuda:0
-// and cuda:1). Rank 0 creates the NCCL unique id and broadcasts it through MPI. Throws
-// NotSupported without NCCL or MPI, DeviceError when the GPU is missing or NCCL fails.
+// rank's index among the processes of its host modulo the visible GPUs, so `mpirun -np 2` on a
+// 2-GPU host uses cuda:0 and cuda:1, and a rank that sees one GPU (CUDA_VISIBLE_DEVICES) uses
+// it). Rank 0 creates the NCCL unique id and broadcasts it through MPI. CPU tensors go through
+// MPI (a rank that keeps some layers on the cpu). Throws NotSupported without NCCL or MPI,
+// DeviceError when the GPU is missing or NCCL fails.
 std::shared_ptr<Communicator> nccl_communicator(int device = -1);
 
 // The communicator `--tensor-parallel N` runs on: local for N = 1; otherwise MPI (CPU) or NCCL
