@@ -83,7 +83,8 @@ void check_tensor_parallel(const TransformerConfig& c, int size) {
   if (size == 1) return;
   STRATA_CHECK(c.architecture != Architecture::GPT2 && c.architecture != Architecture::OPT &&
                    c.architecture != Architecture::Gemma2 &&
-                   c.architecture != Architecture::Gemma3Text,
+                   c.architecture != Architecture::Gemma3Text &&
+                   c.architecture != Architecture::GptOss,
                NotSupported,
                "{}: tensor parallelism covers the decoder family (llama, mistral, qwen2, qwen3, "
                "mixtral), not model_type '{}'; run it with --tensor-parallel 1 (a device map "

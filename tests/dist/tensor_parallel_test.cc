@@ -223,6 +223,10 @@ TEST(TensorParallelSplit, Gpt2AndQuantizedModelsAreNotSplit) {
   const auto gpt2 = models::parse_transformer_config(load_model_fixture("gpt2").config);
   EXPECT_THROW(models::check_tensor_parallel(gpt2, 2), NotSupported);
   EXPECT_NO_THROW(models::check_tensor_parallel(gpt2, 1));
+  // gpt-oss is built by its own builder, without the split: refused rather than run unsplit.
+  models::TransformerConfig gpt_oss = llama_config();
+  gpt_oss.architecture = models::Architecture::GptOss;
+  EXPECT_THROW(models::check_tensor_parallel(gpt_oss, 2), NotSupported);
 }
 
 TEST(TensorParallelSplit, AModelBuiltForPlanningCannotRun) {
