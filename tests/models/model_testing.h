@@ -41,7 +41,9 @@ inline const std::vector<std::string>& model_fixture_names() {
       // Qwen MoE (record_moe_fixtures.py); qwen3_moe_fused stores transformers' fused experts.
       "qwen2_moe", "qwen3_moe", "qwen3_moe_fused",
       // Gemma (record_gemma_fixtures.py).
-      "gemma2", "gemma3_text", "gemma3_text_softcap"};
+      "gemma2", "gemma3_text", "gemma3_text_softcap",
+      // OLMo 2 (record_phi_olmo_smollm_fixtures.py).
+      "olmo2"};
   return names;
 }
 
@@ -53,7 +55,8 @@ struct ModelFixture {
   Tensor logits;       // float32 [2, S, V]
   Tensor logits_bf16;  // float32 [2, S, V]: the bfloat16 model's logits
   Tensor greedy_ids;   // int64 [1, 12]
-  // inv_freq, attention_scaling, dynamic_* when recorded; Gemma 3: inv_freq_<layer type>.
+  // inv_freq, attention_scaling, dynamic_*, long_* (longrope) when recorded; Gemma 3:
+  // inv_freq_<layer type>.
   std::map<std::string, Tensor> extra;
 };
 
@@ -70,7 +73,8 @@ inline ModelFixture load_model_fixture(const std::string& name) {
   f.greedy_ids = ref->tensor("greedy_ids").clone();
   for (const auto& entry : ref->entries()) {
     for (const char* key : {"inv_freq", "attention_scaling", "dynamic_inv_freq", "dynamic_seq_len",
-                            "inv_freq_full_attention", "inv_freq_sliding_attention"}) {
+                            "inv_freq_full_attention", "inv_freq_sliding_attention",
+                            "long_inv_freq", "long_attention_scaling"}) {
       if (entry.name == key) f.extra[key] = ref->tensor(entry).clone();
     }
   }

@@ -48,6 +48,13 @@ TEST_P(RopeTest, FrequenciesMatchTransformers) {
     expect_frequencies(compute_rope_frequencies(*c.rope, seq_len).inv_freq,
                        f.extra.at("dynamic_inv_freq"), f.name + " dynamic");
   }
+  if (f.extra.contains("long_inv_freq")) {
+    // longrope past original_max_position_embeddings: transformers' long factors.
+    const RopeFrequencies long_ours =
+        compute_rope_frequencies(*c.rope, c.rope->original_max_position_embeddings + 1);
+    expect_frequencies(long_ours.inv_freq, f.extra.at("long_inv_freq"), f.name + " long");
+    EXPECT_NEAR(long_ours.attention_scaling, f.extra.at("long_attention_scaling").item(), 1e-6);
+  }
 }
 
 std::vector<std::string> rope_fixtures() {
