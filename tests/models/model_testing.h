@@ -42,8 +42,9 @@ inline const std::vector<std::string>& model_fixture_names() {
       "qwen2_moe", "qwen3_moe", "qwen3_moe_fused",
       // Gemma (record_gemma_fixtures.py).
       "gemma2", "gemma3_text", "gemma3_text_softcap",
-      // OLMo 2 (record_phi_olmo_smollm_fixtures.py).
-      "olmo2"};
+      // OLMo 2, Phi-3 (longrope past original_max_position_embeddings, and within it) and SmolLM3
+      // (record_phi_olmo_smollm_fixtures.py).
+      "olmo2", "phi3", "phi3_short", "smollm3"};
   return names;
 }
 
