@@ -23,8 +23,10 @@ std::atomic<bool> g_allow_tf32{false};
 void check_cublas(cublasStatus_t status, const char* what, int device) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
   if (status == CUBLAS_STATUS_ALLOC_FAILED) {
-    STRATA_THROW(OutOfMemory, "{} failed on cuda:{}: cuBLAS could not allocate its workspace; free "
-                 "tensors or lower the memory budget of this device", what, device);
+    STRATA_THROW(OutOfMemory,
+                 "{} failed on cuda:{}: cuBLAS could not allocate its workspace; free "
+                 "tensors or lower the memory budget of this device",
+                 what, device);
   }
   STRATA_THROW(DeviceError, "{} failed on cuda:{}: {} ({})", what, device,
                cublasGetStatusString(status), static_cast<int>(status));
@@ -41,16 +43,27 @@ cublasHandle_t handle_for(int device) {
     check_cublas(cublasCreate(&h), "cublasCreate", device);
     check_cublas(cublasSetStream(h, detail::compute_stream_handle(device)), "cublasSetStream",
                  device);
+    // Half-precision products accumulate in float32, split-K partial sums included: by default
+    // cuBLAS may reduce those partials in the output's half precision (an extra rounding per
+    // split, seen as f16 errors beyond one output rounding at 16 x 515 x 1000 on the H100).
+    check_cublas(cublasSetMathMode(h, static_cast<cublasMath_t>(
+                                          CUBLAS_DEFAULT_MATH |
+                                          CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
+                 "cublasSetMathMode", device);
   }
   return h;
 }
 
 cudaDataType_t data_type(DType dtype) {
   switch (dtype) {
-    case DType::Float32: return CUDA_R_32F;
-    case DType::BFloat16: return CUDA_R_16BF;
-    case DType::Float16: return CUDA_R_16F;
-    default: break;
+    case DType::Float32:
+      return CUDA_R_32F;
+    case DType::BFloat16:
+      return CUDA_R_16BF;
+    case DType::Float16:
+      return CUDA_R_16F;
+    default:
+      break;
   }
   STRATA_THROW(NotSupported, "matrix products on CUDA take float32, bfloat16 or float16, not {}",
                dtype);
@@ -89,11 +102,11 @@ void gemm(const void* a, std::int64_t stride_a, const void* b, std::int64_t stri
                   "cudaMemsetAsync", device);
     return;
   }
-  check_cublas(cublasGemmStridedBatchedEx(h, op_b, CUBLAS_OP_N, ni, mi, ki, &alpha, b, t, ldb,
-                                          stride_b, a, t, ki, stride_a, &beta, c, t, ni, stride_c,
-                                          as_int(batch, "batch"), compute_type(dtype),
-                                          CUBLAS_GEMM_DEFAULT),
-               "cublasGemmStridedBatchedEx", device);
+  check_cublas(
+      cublasGemmStridedBatchedEx(h, op_b, CUBLAS_OP_N, ni, mi, ki, &alpha, b, t, ldb, stride_b, a,
+                                 t, ki, stride_a, &beta, c, t, ni, stride_c, as_int(batch, "batch"),
+                                 compute_type(dtype), CUBLAS_GEMM_DEFAULT),
+      "cublasGemmStridedBatchedEx", device);
 }
 
 // The element stride between batches when every batch dimension is broadcast (stride 0) and
@@ -117,11 +130,11 @@ void gemm_nt(const void* a, std::int64_t lda, const void* b, std::int64_t ldb, v
   const float alpha = 1.0f, beta = 0.0f;
   const cudaDataType_t t = data_type(dtype);
   // Column-major view: C^T[n, m] = B[n, k] (stored [n, k] row-major = B^T column-major) A^T.
-  check_cublas(cublasGemmEx(handle_for(device), CUBLAS_OP_T, CUBLAS_OP_N, as_int(n, "n"),
-                            as_int(m, "m"), as_int(k, "k"), &alpha, b, t, as_int(ldb, "ldb"), a, t,
-                            as_int(lda, "lda"), &beta, c, t, as_int(ldc, "ldc"),
-                            compute_type(dtype), CUBLAS_GEMM_DEFAULT),
-               "cublasGemmEx", device);
+  check_cublas(
+      cublasGemmEx(handle_for(device), CUBLAS_OP_T, CUBLAS_OP_N, as_int(n, "n"), as_int(m, "m"),
+                   as_int(k, "k"), &alpha, b, t, as_int(ldb, "ldb"), a, t, as_int(lda, "lda"),
+                   &beta, c, t, as_int(ldc, "ldc"), compute_type(dtype), CUBLAS_GEMM_DEFAULT),
+      "cublasGemmEx", device);
 }
 
 void set_allow_tf32(bool allow) noexcept { g_allow_tf32.store(allow); }
@@ -135,15 +148,15 @@ void linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& 
   if (m == 1 && k % 8 == 0 && aligned(x.data_ptr()) && aligned(weight.data_ptr())) {
     // Decode: one row, bound by streaming the weight; the bias joins before the one rounding.
     DeviceGuard guard(device);
-    detail::check(kernels::matvec(weight.data_ptr(), x.data_ptr(),
-                                  bias ? bias->data_ptr() : nullptr, out.data_ptr(),
-                                  static_cast<kernels::Type>(out.dtype()), n, k,
-                                  detail::compute_stream_handle(device)),
-                  "linear (matvec)", device);
+    detail::check(
+        kernels::matvec(weight.data_ptr(), x.data_ptr(), bias ? bias->data_ptr() : nullptr,
+                        out.data_ptr(), static_cast<kernels::Type>(out.dtype()), n, k,
+                        detail::compute_stream_handle(device)),
+        "linear (matvec)", device);
     return;
   }
-  gemm(x.data_ptr(), 0, weight.data_ptr(), 0, /*b_transposed=*/true, out.data_ptr(), 0, 1, m, n,
-       k, x.dtype(), device);
+  gemm(x.data_ptr(), 0, weight.data_ptr(), 0, /*b_transposed=*/true, out.data_ptr(), 0, 1, m, n, k,
+       x.dtype(), device);
   if (bias) {
     DeviceGuard guard(device);
     detail::check(kernels::add_bias_rows(out.data_ptr(), bias->data_ptr(),
@@ -164,8 +177,8 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
   const Tensor bc = stride_b == 0 ? b : b.contiguous();
   if (stride_a != 0) stride_a = m * k;
   if (stride_b != 0) stride_b = k * n;
-  gemm(ac.data_ptr(), stride_a, bc.data_ptr(), stride_b, false, out.data_ptr(), m * n, batch, m,
-       n, k, out.dtype(), out.device().index());
+  gemm(ac.data_ptr(), stride_a, bc.data_ptr(), stride_b, false, out.data_ptr(), m * n, batch, m, n,
+       k, out.dtype(), out.device().index());
 }
 
 }  // namespace strata::cuda
