@@ -40,7 +40,7 @@ done
 version=$(sed -n 's/^project(strata VERSION \([0-9.]*\).*/\1/p' "$src/CMakeLists.txt")
 grep -q "^strata $version (git " "$work/version.txt" || fail "--version does not name $version"
 grep -q "^CUDA: " "$work/version.txt" || fail "--version does not say whether CUDA is built"
-grep -q "^CPU kernels: \(avx512\|avx2\|generic\)$" "$work/version.txt" ||
+grep -q "^CPU kernels: \(avx512\(+bf16\(+amx\)\?\)\?\|avx2\|generic\)$" "$work/version.txt" ||
   fail "--version does not name the CPU kernels"
 
 # The installed command, all weights in memory: the ids the offload example must reproduce.
