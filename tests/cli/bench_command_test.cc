@@ -140,7 +140,8 @@ TEST(BenchCommand, LoadReportsEachLoadNextToTheLimitsMeasuredInTheSameRun) {
   // Every weight of the checkpoint, in its stored dtype (float32 fixture, all on the cpu).
   std::uint64_t stored = 0;
   for (const auto& file : shard_files(args.model_dir)) {
-    for (const auto& entry : io::SafetensorsFile::open(file)->entries()) stored += entry.nbytes();
+    const auto shard = io::SafetensorsFile::open(file);  // alive for the whole loop
+    for (const auto& entry : shard->entries()) stored += entry.nbytes();
   }
   EXPECT_EQ(load.at("bytes").get<std::uint64_t>(), stored);
   const double rate = load.at("gb_per_s").get<double>();
