@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -93,7 +94,7 @@ TEST(BenchCommand, PrintsATableRowPerTest) {
   args.prompt_tokens = "0";
   std::ostringstream out, err;
   ASSERT_EQ(run_bench(args, out, err), 0);
-  EXPECT_NE(out.str().find("|     tg4 |     3 |"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("|         tg4 |     3 |"), std::string::npos) << out.str();
   EXPECT_EQ(out.str().find("pp"), std::string::npos) << out.str();
 }
 
@@ -126,6 +127,26 @@ TEST(BenchCommand, RefusesBadOptionsBeforeLoading) {
   args = fixture_args("llama");
   args.cold = true;
   refuses(args, "--cold needs --load");
+  args = fixture_args("llama");
+  args.depth = -1;
+  refuses(args, "--depth");
+}
+
+TEST(BenchCommand, DecodesAfterAPrefilledContextOfTheGivenDepth) {
+  BenchArgs args = fixture_args("llama");
+  args.prompt_tokens = "0";
+  args.batch = "2";
+  args.depth = 9;
+  const nlohmann::json report = bench_json(args);
+  ASSERT_EQ(report.at("tests").size(), 1u);
+  EXPECT_EQ(report.at("tests")[0].at("test"), "tg4@d9");
+  EXPECT_EQ(report.at("tests")[0].at("tokens").get<int>(), 4);
+  // The context counts against the model's positions: depth + new tokens past the limit fail.
+  const auto config =
+      nlohmann::json::parse(std::ifstream(testing::model_fixture_dir("llama") / "config.json"));
+  args.depth = config.at("max_position_embeddings").get<std::int64_t>() - 2;
+  std::ostringstream out, err;
+  EXPECT_THROW(run_bench(args, out, err), InvalidArgument);
 }
 
 TEST(BenchCommand, LoadReportsEachLoadNextToTheLimitsMeasuredInTheSameRun) {

@@ -178,15 +178,15 @@ void print_table(const std::string& model_dir, const LoadedModel& loaded,
                        l.gemm_tflops ? fmt::format("{:.0f} TFLOP/s", *l.gemm_tflops) : "n/a",
                        l.host_read_gb_s);
   }
-  out << fmt::format("| {:>7} | {:>5} | {:>10} | {:>12} | {:>9} | {:>20} |\n", "test", "batch",
+  out << fmt::format("| {:>11} | {:>5} | {:>10} | {:>12} | {:>9} | {:>20} |\n", "test", "batch",
                      "seconds", "tokens/s", "ms/step", "rate (of the limit)");
-  out << "|---------|-------|------------|--------------|-----------|----------------------|\n";
+  out << "|-------------|-------|------------|--------------|-----------|----------------------|\n";
   for (const TestResult& r : results) {
     const Derived d = derive(r, context);
     const std::string rate =
         d.weight_gb_s ? fmt::format("{:.1f} GB/s{}", *d.weight_gb_s, percent(d.read_share))
                       : fmt::format("{:.1f} TFLOP/s{}", *d.linear_tflops, percent(d.gemm_share));
-    out << fmt::format("| {:>7} | {:>5} | {:>10.4f} | {:>12.1f} | {:>9} | {:>20} |\n", r.name,
+    out << fmt::format("| {:>11} | {:>5} | {:>10.4f} | {:>12.1f} | {:>9} | {:>20} |\n", r.name,
                        r.batch, r.seconds, r.tokens_per_second(),
                        d.ms_per_step ? fmt::format("{:.3f}", *d.ms_per_step) : std::string("-"),
                        rate);
@@ -205,6 +205,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
       ->capture_default_str();
   cmd->add_option("-n,--decode-tokens", args.decode_tokens,
                   "tokens generated one at a time in the generation test (tg); 0: none")
+      ->capture_default_str();
+  cmd->add_option("-d,--depth", args.depth,
+                  "context tokens in the KV cache before the generation test starts (prefilled, "
+                  "not timed), e.g. 1024 for decode over a 1k-token context")
       ->capture_default_str();
   cmd->add_option("-b,--batch", args.batch, "batch sizes, e.g. 1,4,16,64")->capture_default_str();
   cmd->add_option("-r,--repetitions", args.repetitions,
@@ -231,17 +235,18 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
   const std::vector<std::int64_t> batches = parse_counts(args.batch, "--batch", 1);
   STRATA_CHECK_ARG(args.decode_tokens >= 0, "--decode-tokens {}: must not be negative",
                    args.decode_tokens);
+  STRATA_CHECK_ARG(args.depth >= 0, "--depth {}: must not be negative", args.depth);
   STRATA_CHECK_ARG(args.repetitions >= 1, "--repetitions {}: must be at least 1", args.repetitions);
   STRATA_CHECK_ARG(!prompts.empty() || args.decode_tokens > 0,
                    "nothing to measure: --prompt-tokens and --decode-tokens are both 0");
   EmptyModel empty = build_empty_model(args.model_dir, args.dtype);
   const std::int64_t longest =
       std::max(prompts.empty() ? 0 : *std::max_element(prompts.begin(), prompts.end()),
-               args.decode_tokens + 1);
+               std::max<std::int64_t>(args.depth, 1) + args.decode_tokens);
   STRATA_CHECK_ARG(
       longest <= empty.config.max_position_embeddings || empty.config.max_position_embeddings <= 0,
       "a test needs {} positions but the model has max_position_embeddings {}; "
-      "lower --prompt-tokens or --decode-tokens",
+      "lower --prompt-tokens, --decode-tokens or --depth",
       longest, empty.config.max_position_embeddings);
   const std::int64_t vocab = empty.config.vocab_size;
   LoadedModel loaded = load_model(std::move(empty), args.model_dir, args);
@@ -280,17 +285,18 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
                          results.back().tokens_per_second());
     }
     if (args.decode_tokens > 0) {
-      // Token generation: one token of context, then decode_tokens single-token steps, each
-      // waiting for its argmax as generation does.
+      // Token generation: a prompt of `depth` tokens (at least one; its prefill is not timed),
+      // then decode_tokens single-token steps, each waiting for its argmax as generation does.
       options.max_new_tokens = args.decode_tokens + 1;
-      const Tensor ids = random_ids(batch, 1, vocab, 1);
-      results.push_back(repeat(fmt::format("tg{}", args.decode_tokens), batch, args.decode_tokens,
-                               args.repetitions, [&] {
-                                 const auto steps =
-                                     models::generate_greedy(model, ids, options).step_seconds;
-                                 return std::accumulate(steps.begin(), steps.end(), 0.0);
-                               }));
-      err << fmt::format("  tg{} batch {}: {:.1f} tokens/s\n", args.decode_tokens, batch,
+      const Tensor ids = random_ids(batch, std::max<std::int64_t>(args.depth, 1), vocab, 1);
+      const std::string name = args.depth > 0
+                                   ? fmt::format("tg{}@d{}", args.decode_tokens, args.depth)
+                                   : fmt::format("tg{}", args.decode_tokens);
+      results.push_back(repeat(name, batch, args.decode_tokens, args.repetitions, [&] {
+        const auto steps = models::generate_greedy(model, ids, options).step_seconds;
+        return std::accumulate(steps.begin(), steps.end(), 0.0);
+      }));
+      err << fmt::format("  {} batch {}: {:.1f} tokens/s\n", name, batch,
                          results.back().tokens_per_second());
     }
   }

@@ -16,6 +16,7 @@ struct BenchArgs : PlacementArgs {
   std::string model_dir;
   std::string prompt_tokens = "512,2048";  // one pp test per length ("" or "0": none)
   std::int64_t decode_tokens = 128;        // the tg test's new tokens (0: none)
+  std::int64_t depth = 0;                  // tokens already in the cache when tg starts
   std::string batch = "1";                 // batch sizes, e.g. 1,4,16,64
   int repetitions = 3;                     // timed runs per test (the median is reported)
   bool json = false;
