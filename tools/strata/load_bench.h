@@ -16,7 +16,8 @@ namespace strata::cli {
 struct LoadLimits {
   std::optional<double> pinned_h2d_gb_s;  // GPU 0; none without CUDA
   double page_cache_read_gb_s = 0.0;      // the shards read with pread, in parallel
-  std::optional<double> disk_read_gb_s;   // O_DIRECT reads after dropping the files' pages
+  std::optional<double> disk_read_gb_s;   // O_DIRECT reads, best of two queue depths, measured
+                                          // before and after the cold load
 };
 
 struct LoadMeasurement {
