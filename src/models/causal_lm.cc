@@ -9,6 +9,7 @@
 #include "models/families.h"
 #include "models/padding_mask.h"
 #include "strata/core/error.h"
+#include "strata/models/base_model.h"
 #include "strata/models/layers.h"
 #include "strata/ops.h"
 
@@ -33,6 +34,11 @@ void CausalLM::finish(std::shared_ptr<nn::Module> base, std::shared_ptr<nn::Embe
   if (config_.tie_word_embeddings) {
     lm_head_->bind_tensor("weight", embed_tokens_->parameter_slot("weight"));
   }
+}
+
+void CausalLM::finish(std::shared_ptr<BaseModel> base, DType dtype) {
+  std::shared_ptr<nn::Embedding> embed = base->embed_tokens();
+  finish(std::move(base), std::move(embed), config_.hidden_size, dtype);
 }
 
 std::shared_ptr<KVCache> CausalLM::make_cache(std::int64_t reserve_tokens) const {

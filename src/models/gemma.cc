@@ -5,12 +5,10 @@
 #include <fmt/format.h>
 
 #include <cmath>
-#include <map>
 
 #include "models/attention.h"
 #include "models/capped_attention.h"
 #include "models/families.h"
-#include "models/padding_mask.h"
 #include "strata/core/error.h"
 #include "strata/ops.h"
 
@@ -195,81 +193,42 @@ Value GemmaDecoderLayer::forward(Args& args) {
   return ops::add(hidden, on_device_of(call(*post_feedforward_layernorm_, mlp), hidden));
 }
 
-GemmaModel::GemmaModel(const TransformerConfig& c, DType dtype)
-    : nn::Module(c.architecture == Architecture::Gemma3Text ? "Gemma3TextModel"
-                                                            : c.class_name("Model")),
-      softcap_(c.attn_logit_softcapping),
-      sliding_windows_(c.sliding_windows),
-      sliding_layers_(c.sliding_layers) {
-  embed_tokens_ = register_module("embed_tokens", std::make_shared<GemmaScaledEmbedding>(
-                                                      c.class_name("TextScaledWordEmbedding"),
-                                                      c.vocab_size, c.hidden_size, dtype));
-  layers_ = register_module("layers", std::make_shared<nn::ModuleList>());
-  for (std::int64_t i = 0; i < c.num_layers; ++i) {
-    layers_->push_back(std::make_shared<GemmaDecoderLayer>(c, i, dtype));
-  }
-  norm_ = register_module("norm", std::make_shared<GemmaRMSNorm>(c.class_name("RMSNorm"),
-                                                                 c.hidden_size, c.norm_eps, dtype));
+namespace {
+
+BaseModel::Parts gemma_parts(const TransformerConfig& c, DType dtype) {
   STRATA_ASSERT(c.rope.has_value(), "Gemma config without rope parameters");
-  if (c.sliding_rope) {
-    rotary_emb_ = register_module(
-        "rotary_emb", std::make_shared<GemmaDualRotaryEmbedding>(c.class_name("RotaryEmbedding"),
-                                                                 *c.rope, *c.sliding_rope));
-  } else {
-    rotary_emb_ = register_module(
-        "rotary_emb", std::make_shared<RotaryEmbedding>(c.class_name("RotaryEmbedding"), *c.rope));
-  }
-}
-
-Value GemmaModel::forward(Args& args) {
-  const std::string who = class_name() + ".forward";
-  const Tensor& ids = args.tensor(0, who);
-  const std::shared_ptr<KVCache> cache = detail::cache_argument(args, who);
-  const std::int64_t past = cache ? cache->seq_length(0) : 0;
-  const Value cache_value = cache ? Value(cache) : Value();
-  auto padding = detail::PaddingMask::from_args(args, ids.size(0), ids.size(1), past, who);
-
-  Tensor hidden = call(*embed_tokens_, ids);
-  const bool dual = dynamic_cast<GemmaDualRotaryEmbedding*>(rotary_emb_.get()) != nullptr;
-  // One [cos, sin] per layer type, computed once per forward.
-  std::map<bool, Value> ropes;
-  const auto rope_for = [&](bool sliding) -> const Value& {
-    auto it = ropes.find(sliding && dual);
-    if (it != ropes.end()) return it->second;
-    Args rope_args({hidden});
-    if (padding) {
-      rope_args.keywords.set("position_ids", padding->position_ids(Device::cpu()));
-    } else {
-      rope_args.keywords.set("past_length", past);
-    }
-    if (dual) rope_args.keywords.set("layer_type", std::string(sliding ? kSliding : kFull));
-    return ropes.emplace(sliding && dual, (*rotary_emb_)(std::move(rope_args))).first->second;
+  BaseModel::Parts parts;
+  parts.embed_tokens = std::make_shared<GemmaScaledEmbedding>(
+      c.class_name("TextScaledWordEmbedding"), c.vocab_size, c.hidden_size, dtype);
+  parts.make_layer = [&c, dtype](std::int64_t i) -> std::shared_ptr<nn::Module> {
+    return std::make_shared<GemmaDecoderLayer>(c, i, dtype);
   };
+  parts.norm =
+      std::make_shared<GemmaRMSNorm>(c.class_name("RMSNorm"), c.hidden_size, c.norm_eps, dtype);
   // Padded batches: soft-capped layers take the mask with finite entries (capped_attention.h).
-  std::map<std::int64_t, Tensor> finite;
-  for (std::size_t i = 0; i < layers_->size(); ++i) {
-    const std::int64_t window = sliding_windows_.at(i);
-    Args layer_args({hidden}, {{"position_embeddings", rope_for(sliding_layers_.at(i))},
-                               {"past_key_values", cache_value}});
-    if (padding) {
-      Tensor mask = padding->additive(window, hidden.device());
-      if (softcap_) {
-        auto it = finite.find(window);
-        if (it == finite.end()) it = finite.emplace(window, detail::finite_mask(mask)).first;
-        mask = it->second;
-      }
-      layer_args.keywords.set("attention_mask", mask);
+  parts.finite_masks = c.attn_logit_softcapping.has_value();
+  if (c.sliding_rope) {  // Gemma 3: one rope per layer type
+    parts.rotary_emb = std::make_shared<GemmaDualRotaryEmbedding>(c.class_name("RotaryEmbedding"),
+                                                                  *c.rope, *c.sliding_rope);
+    for (const bool sliding : c.sliding_layers) {
+      parts.rope_layer_types.emplace_back(sliding ? kSliding : kFull);
     }
-    hidden = (*layers_)[i](std::move(layer_args)).tensor();
+  } else {
+    parts.rotary_emb = std::make_shared<RotaryEmbedding>(c.class_name("RotaryEmbedding"), *c.rope);
   }
-  return call(*norm_, hidden);
+  return parts;
 }
+
+}  // namespace
+
+GemmaModel::GemmaModel(const TransformerConfig& c, DType dtype)
+    : BaseModel(
+          c.architecture == Architecture::Gemma3Text ? "Gemma3TextModel" : c.class_name("Model"), c,
+          gemma_parts(c, dtype)) {}
 
 GemmaForCausalLM::GemmaForCausalLM(const TransformerConfig& c, DType dtype)
     : CausalLM(c.class_name("ForCausalLM"), c) {
-  auto base = std::make_shared<GemmaModel>(c, dtype);
-  auto embed = base->embed_tokens();
-  finish(std::move(base), std::move(embed), c.hidden_size, dtype);
+  finish(std::make_shared<GemmaModel>(c, dtype), dtype);
 }
 
 namespace detail {

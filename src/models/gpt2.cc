@@ -4,7 +4,7 @@
 
 #include "models/attention.h"
 #include "models/families.h"
-#include "models/padding_mask.h"
+#include "models/forward_inputs.h"
 #include "strata/core/error.h"
 #include "strata/ops.h"
 
@@ -86,12 +86,7 @@ GPT2Model::GPT2Model(const TransformerConfig& c, DType dtype)
 
 Value GPT2Model::forward(Args& args) {
   const std::string who = "GPT2Model.forward";
-  const Tensor& ids = args.tensor(0, who);
-  const std::shared_ptr<KVCache> cache = detail::cache_argument(args, who);
-  const std::int64_t past = cache ? cache->seq_length(0) : 0;
-  const Value cache_value = cache ? Value(cache) : Value();
-
-  auto padding = detail::PaddingMask::from_args(args, ids.size(0), ids.size(1), past, who);
+  auto [ids, cache, past, cache_value, padding] = detail::forward_inputs(args, who);
   if (padding) padding->check_position_limit(max_positions_, who);
 
   const Tensor inputs = call(*wte_, ids);

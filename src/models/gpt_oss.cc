@@ -9,7 +9,6 @@
 
 #include "models/attention.h"
 #include "models/families.h"
-#include "models/padding_mask.h"
 #include "strata/core/error.h"
 #include "strata/ops.h"
 
@@ -84,53 +83,28 @@ Value GptOssDecoderLayer::forward(Args& args) {
   return ops::add(hidden, on_device_of(mlp, hidden));
 }
 
-GptOssModel::GptOssModel(const TransformerConfig& c, DType dtype)
-    : nn::Module(c.class_name("Model")), sliding_windows_(c.sliding_windows) {
-  embed_tokens_ = register_module(
-      "embed_tokens", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype));
-  layers_ = register_module("layers", std::make_shared<nn::ModuleList>());
-  for (std::int64_t i = 0; i < c.num_layers; ++i) {
-    layers_->push_back(std::make_shared<GptOssDecoderLayer>(c, i, dtype));
-  }
-  norm_ = register_module(
-      "norm", std::make_shared<RMSNorm>(c.class_name("RMSNorm"), c.hidden_size, c.norm_eps, dtype));
+namespace {
+
+BaseModel::Parts gpt_oss_parts(const TransformerConfig& c, DType dtype) {
   STRATA_ASSERT(c.rope.has_value(), "gpt_oss config without rope parameters");
-  rotary_emb_ = register_module(
-      "rotary_emb", std::make_shared<RotaryEmbedding>(c.class_name("RotaryEmbedding"), *c.rope));
+  BaseModel::Parts parts;
+  parts.embed_tokens = std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype);
+  parts.make_layer = [&c, dtype](std::int64_t i) -> std::shared_ptr<nn::Module> {
+    return std::make_shared<GptOssDecoderLayer>(c, i, dtype);
+  };
+  parts.norm = std::make_shared<RMSNorm>(c.class_name("RMSNorm"), c.hidden_size, c.norm_eps, dtype);
+  parts.rotary_emb = std::make_shared<RotaryEmbedding>(c.class_name("RotaryEmbedding"), *c.rope);
+  return parts;
 }
 
-Value GptOssModel::forward(Args& args) {
-  const std::string who = class_name() + ".forward";
-  const Tensor& ids = args.tensor(0, who);
-  const std::shared_ptr<KVCache> cache = detail::cache_argument(args, who);
-  const std::int64_t past = cache ? cache->seq_length(0) : 0;
-  const Value cache_value = cache ? Value(cache) : Value();
-  auto padding = detail::PaddingMask::from_args(args, ids.size(0), ids.size(1), past, who);
+}  // namespace
 
-  Tensor hidden = call(*embed_tokens_, ids);
-  Args rope_args({hidden});
-  if (padding) {
-    rope_args.keywords.set("position_ids", padding->position_ids(Device::cpu()));
-  } else {
-    rope_args.keywords.set("past_length", past);
-  }
-  const Value rope = (*rotary_emb_)(std::move(rope_args));
-  for (std::size_t i = 0; i < layers_->size(); ++i) {
-    Args layer_args({hidden}, {{"position_embeddings", rope}, {"past_key_values", cache_value}});
-    if (padding) {
-      layer_args.keywords.set("attention_mask",
-                              padding->additive(sliding_windows_.at(i), hidden.device()));
-    }
-    hidden = (*layers_)[i](std::move(layer_args)).tensor();
-  }
-  return call(*norm_, hidden);
-}
+GptOssModel::GptOssModel(const TransformerConfig& c, DType dtype)
+    : BaseModel(c.class_name("Model"), c, gpt_oss_parts(c, dtype)) {}
 
 GptOssForCausalLM::GptOssForCausalLM(const TransformerConfig& c, DType dtype)
     : CausalLM(c.class_name("ForCausalLM"), c) {
-  auto base = std::make_shared<GptOssModel>(c, dtype);
-  auto embed = base->embed_tokens();
-  finish(std::move(base), std::move(embed), c.hidden_size, dtype);
+  finish(std::make_shared<GptOssModel>(c, dtype), dtype);
 }
 
 namespace detail {

@@ -4,7 +4,7 @@
 
 #include "models/attention.h"
 #include "models/families.h"
-#include "models/padding_mask.h"
+#include "models/forward_inputs.h"
 #include "strata/core/error.h"
 #include "strata/ops.h"
 
@@ -134,12 +134,7 @@ OPTDecoder::OPTDecoder(const TransformerConfig& c, DType dtype) : nn::Module("OP
 
 Value OPTDecoder::forward(Args& args) {
   const std::string who = "OPTDecoder.forward";
-  const Tensor& ids = args.tensor(0, who);
-  const std::shared_ptr<KVCache> cache = detail::cache_argument(args, who);
-  const std::int64_t past = cache ? cache->seq_length(0) : 0;
-  const Value cache_value = cache ? Value(cache) : Value();
-
-  auto padding = detail::PaddingMask::from_args(args, ids.size(0), ids.size(1), past, who);
+  auto [ids, cache, past, cache_value, padding] = detail::forward_inputs(args, who);
   // Unpadded rows: transformers' cumsum(attention_mask) - 1 is past .. past + seq - 1.
   const Tensor positions =
       padding ? (*embed_positions_)(Args({Value()}, {{"attention_mask", padding->tensor()},

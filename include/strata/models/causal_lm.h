@@ -42,6 +42,8 @@ namespace strata::models {
 using nn::Args;
 using nn::Value;
 
+class BaseModel;
+
 class CausalLM : public nn::Module {
  public:
   // The whole model's configuration (under tensor parallelism too; rank_config gives a rank's).
@@ -81,6 +83,8 @@ class CausalLM : public nn::Module {
   // loaded from the embedding's tensor: tensor_parallel_shards).
   void finish(std::shared_ptr<nn::Module> base, std::shared_ptr<nn::Embedding> embed_tokens,
               std::int64_t head_in, DType dtype);
+  // finish for a BaseModel: its embed_tokens, a head over config().hidden_size.
+  void finish(std::shared_ptr<BaseModel> base, DType dtype);
 
  private:
   TransformerConfig config_;

@@ -21,6 +21,7 @@
 #include <memory>
 #include <vector>
 
+#include "strata/models/base_model.h"
 #include "strata/models/causal_lm.h"
 #include "strata/models/config.h"
 #include "strata/models/layers.h"
@@ -85,22 +86,10 @@ class DecoderLayer : public nn::Module {
   std::shared_ptr<RMSNorm> post_feedforward_layernorm_;  // OLMo 2
 };
 
-// forward(input_ids; past_key_values, attention_mask) -> final hidden states
-// [batch, seq, hidden]. attention_mask: 0/1 [batch, past + seq] for a padded batch (per-row
-// positions and an additive mask per layer kind, passed to the layers as attention_mask).
-class DecoderModel : public nn::Module {
+// <P>Model: BaseModel (strata/models/base_model.h) with DecoderLayers, RMSNorm and RoPE.
+class DecoderModel : public BaseModel {
  public:
   DecoderModel(const TransformerConfig& config, DType dtype, const TensorParallel& tp = {});
-  const std::shared_ptr<nn::Embedding>& embed_tokens() const { return embed_tokens_; }
-  const std::shared_ptr<nn::ModuleList>& layers() const { return layers_; }
-  Value forward(Args& args) override;
-
- private:
-  std::shared_ptr<nn::Embedding> embed_tokens_;
-  std::shared_ptr<nn::ModuleList> layers_;
-  std::shared_ptr<RMSNorm> norm_;
-  std::shared_ptr<RotaryEmbedding> rotary_emb_;
-  std::vector<std::int64_t> sliding_windows_;  // per layer, 0 = full attention
 };
 
 class DecoderForCausalLM : public CausalLM {

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "strata/models/base_model.h"
 #include "strata/models/causal_lm.h"
 #include "strata/models/config.h"
 #include "strata/models/decoder.h"
@@ -100,21 +101,12 @@ class GemmaDecoderLayer : public nn::Module {
       pre_feedforward_layernorm_, post_feedforward_layernorm_;
 };
 
-// forward(input_ids; past_key_values, attention_mask) -> final hidden states, as DecoderModel.
-class GemmaModel : public nn::Module {
+// <P>Model / Gemma3TextModel: BaseModel (strata/models/base_model.h) with the scaled embedding,
+// GemmaDecoderLayers, GemmaRMSNorm, a rope per layer type (Gemma 3) and finite padding masks for
+// soft-capped attention.
+class GemmaModel : public BaseModel {
  public:
   GemmaModel(const TransformerConfig& config, DType dtype);
-  const std::shared_ptr<nn::Embedding>& embed_tokens() const { return embed_tokens_; }
-  Value forward(Args& args) override;
-
- private:
-  std::optional<double> softcap_;
-  std::shared_ptr<nn::Embedding> embed_tokens_;
-  std::shared_ptr<nn::ModuleList> layers_;
-  std::shared_ptr<GemmaRMSNorm> norm_;
-  std::shared_ptr<nn::Module> rotary_emb_;
-  std::vector<std::int64_t> sliding_windows_;
-  std::vector<bool> sliding_layers_;  // layer type sliding_attention (Gemma 3: its own rope)
 };
 
 class GemmaForCausalLM : public CausalLM {

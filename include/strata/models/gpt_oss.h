@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "strata/models/base_model.h"
 #include "strata/models/causal_lm.h"
 #include "strata/models/config.h"
 #include "strata/models/layers.h"
@@ -107,19 +108,11 @@ class GptOssDecoderLayer : public nn::Module {
   std::shared_ptr<RMSNorm> input_layernorm_, post_attention_layernorm_;
 };
 
-// forward(input_ids; past_key_values, attention_mask) -> final hidden states, as DecoderModel.
-class GptOssModel : public nn::Module {
+// GptOssModel: BaseModel (strata/models/base_model.h) with GptOssDecoderLayers, RMSNorm and
+// (YaRN) RoPE.
+class GptOssModel : public BaseModel {
  public:
   GptOssModel(const TransformerConfig& config, DType dtype);
-  const std::shared_ptr<nn::Embedding>& embed_tokens() const { return embed_tokens_; }
-  Value forward(Args& args) override;
-
- private:
-  std::shared_ptr<nn::Embedding> embed_tokens_;
-  std::shared_ptr<nn::ModuleList> layers_;
-  std::shared_ptr<RMSNorm> norm_;
-  std::shared_ptr<RotaryEmbedding> rotary_emb_;
-  std::vector<std::int64_t> sliding_windows_;
 };
 
 class GptOssForCausalLM : public CausalLM {

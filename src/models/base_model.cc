@@ -1,0 +1,87 @@
+// The base model loop shared by the rotary decoder families (strata/models/base_model.h).
+
+#include "strata/models/base_model.h"
+
+#include <map>
+#include <utility>
+
+#include "models/attention.h"
+#include "models/capped_attention.h"
+#include "models/forward_inputs.h"
+#include "strata/core/error.h"
+#include "strata/models/layers.h"
+
+namespace strata::models {
+
+namespace detail {
+
+ForwardInputs forward_inputs(const nn::Args& args, std::string_view who) {
+  ForwardInputs in;
+  in.ids = args.tensor(0, who);
+  in.cache = cache_argument(args, who);
+  in.past = in.cache ? in.cache->seq_length(0) : 0;
+  in.cache_value = in.cache ? Value(in.cache) : Value();
+  in.padding = PaddingMask::from_args(args, in.ids.size(0), in.ids.size(1), in.past, who);
+  return in;
+}
+
+}  // namespace detail
+
+BaseModel::BaseModel(std::string class_name, const TransformerConfig& c, Parts parts)
+    : nn::Module(std::move(class_name)),
+      sliding_windows_(c.sliding_windows),
+      rope_layer_types_(std::move(parts.rope_layer_types)),
+      finite_masks_(parts.finite_masks) {
+  STRATA_ASSERT(parts.embed_tokens && parts.make_layer && parts.norm && parts.rotary_emb,
+                "{}: base model parts missing", this->class_name());
+  STRATA_ASSERT(rope_layer_types_.empty() ||
+                    rope_layer_types_.size() == static_cast<std::size_t>(c.num_layers),
+                "{}: {} rope layer types for {} layers", this->class_name(),
+                rope_layer_types_.size(), c.num_layers);
+  embed_tokens_ = register_module("embed_tokens", std::move(parts.embed_tokens));
+  layers_ = register_module("layers", std::make_shared<nn::ModuleList>());
+  for (std::int64_t i = 0; i < c.num_layers; ++i) layers_->push_back(parts.make_layer(i));
+  norm_ = register_module("norm", std::move(parts.norm));
+  rotary_emb_ = register_module("rotary_emb", std::move(parts.rotary_emb));
+}
+
+Value BaseModel::forward(Args& args) {
+  const std::string who = class_name() + ".forward";
+  detail::ForwardInputs in = detail::forward_inputs(args, who);
+
+  Tensor hidden = call(*embed_tokens_, in.ids);
+  // One [cos, sin] per rope (per layer type where they differ), computed when first needed.
+  std::map<std::string, Value> ropes;
+  const auto rope_for = [&](std::size_t layer) -> const Value& {
+    const std::string type = rope_layer_types_.empty() ? "" : rope_layer_types_.at(layer);
+    auto it = ropes.find(type);
+    if (it != ropes.end()) return it->second;
+    Args rope_args({hidden});
+    if (in.padding) {
+      rope_args.keywords.set("position_ids", in.padding->position_ids(Device::cpu()));
+    } else {
+      rope_args.keywords.set("past_length", in.past);
+    }
+    if (!type.empty()) rope_args.keywords.set("layer_type", type);
+    return ropes.emplace(type, (*rotary_emb_)(std::move(rope_args))).first->second;
+  };
+  std::map<std::int64_t, Tensor> finite;  // per window, for soft-capped attention
+  for (std::size_t i = 0; i < layers_->size(); ++i) {
+    const std::int64_t window = sliding_windows_.at(i);
+    Args layer_args({hidden},
+                    {{"position_embeddings", rope_for(i)}, {"past_key_values", in.cache_value}});
+    if (in.padding) {
+      Tensor mask = in.padding->additive(window, hidden.device());
+      if (finite_masks_) {
+        auto it = finite.find(window);
+        if (it == finite.end()) it = finite.emplace(window, detail::finite_mask(mask)).first;
+        mask = it->second;
+      }
+      layer_args.keywords.set("attention_mask", mask);
+    }
+    hidden = (*layers_)[i](std::move(layer_args)).tensor();
+  }
+  return call(*norm_, hidden);
+}
+
+}  // namespace strata::models
