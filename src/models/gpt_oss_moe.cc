@@ -11,11 +11,15 @@
 #include <vector>
 
 #include "models/attention.h"
+#include "models/expert_routing.h"
 #include "strata/core/error.h"
 #include "strata/models/gpt_oss.h"
 #include "strata/ops.h"
 
 namespace strata::models {
+
+using detail::ExpertRouting;
+
 namespace {
 
 // e2m1 values of codes 0..15 (bit 3 = sign), transformers' FP4_VALUES.
@@ -170,61 +174,13 @@ Value GptOssExperts::forward(Args& args) {
       indices_t.dim() == 2 && indices_t.size(0) == tokens && weights_t.shape() == indices_t.shape(),
       "{}: router_indices {} and routing_weights {} must both be [{}, k]", who,
       indices_t.describe(), weights_t.describe(), tokens);
-  const std::int64_t k = indices_t.size(1);
-  // The routing is tiny; the host decides which experts run (transformers syncs too).
-  const std::vector<std::int64_t> indices =
-      indices_t.to(Device::cpu(), DType::Int64).to_vector<std::int64_t>();
-  const std::vector<double> weights = weights_t.to(Device::cpu()).to_doubles();
-  std::vector<std::vector<std::int64_t>> expert_tokens(static_cast<std::size_t>(num_experts_));
-  std::vector<std::vector<double>> expert_weights(static_cast<std::size_t>(num_experts_));
-  for (std::int64_t t = 0; t < tokens; ++t) {
-    for (std::int64_t s = 0; s < k; ++s) {
-      const auto at = static_cast<std::size_t>(t * k + s);
-      const std::int64_t e = indices[at];
-      STRATA_CHECK_ARG(e >= 0 && e < num_experts_, "{}: router index {} outside [0, {})", who, e,
-                       num_experts_);
-      expert_tokens[static_cast<std::size_t>(e)].push_back(t);
-      expert_weights[static_cast<std::size_t>(e)].push_back(weights[at]);
-    }
-  }
-
-  // Expert outputs times their weights fill consecutive rows; rows_of[t] lists token t's rows in
-  // increasing expert order, the order index_add_ adds them in.
-  const Device device = x.device();
-  Tensor contributions = Tensor::empty({tokens * k, hidden_}, x.dtype(), device);
-  std::vector<std::vector<std::int64_t>> rows_of(static_cast<std::size_t>(tokens));
-  std::int64_t offset = 0;
-  for (std::int64_t e = 0; e < num_experts_; ++e) {
-    const std::vector<std::int64_t>& routed = expert_tokens[static_cast<std::size_t>(e)];
-    const auto n = static_cast<std::int64_t>(routed.size());
-    if (n == 0) continue;
-    const Tensor picked = ops::embedding(Tensor::from_vector(routed).to(device), x);
-    const Tensor act = clamped_swiglu(project(picked, e, true), alpha_, limit_);
-    Tensor out = project(act, e, false);
-    // out * routing_weights with PyTorch's promotion, rounded once to the hidden dtype.
-    const Tensor w =
-        Tensor::from_doubles(expert_weights[static_cast<std::size_t>(e)], {n, 1}, weights_t.dtype())
-            .to(device);
-    out = w.dtype() == out.dtype()
-              ? ops::mul(out, w)
-              : ops::mul(out.to(DType::Float32), w.to(DType::Float32)).to(x.dtype());
-    contributions.narrow(0, offset, n).copy_(out);
-    for (std::int64_t r = 0; r < n; ++r) {
-      rows_of[static_cast<std::size_t>(routed[static_cast<std::size_t>(r)])].push_back(offset + r);
-    }
-    offset += n;
-  }
-  Tensor result;
-  std::vector<std::int64_t> rows(static_cast<std::size_t>(tokens));
-  for (std::int64_t j = 0; j < k; ++j) {
-    for (std::int64_t t = 0; t < tokens; ++t) {
-      rows[static_cast<std::size_t>(t)] =
-          rows_of[static_cast<std::size_t>(t)][static_cast<std::size_t>(j)];
-    }
-    const Tensor part = ops::embedding(Tensor::from_vector(rows).to(device), contributions);
-    result = j == 0 ? part : ops::add(result, part);
-  }
-  return result;
+  const ExpertRouting routing =
+      detail::route_tokens(indices_t, weights_t, num_experts_, /*normalize_top_k=*/false, who);
+  // An MXFP4 expert's weights are dequantised here, only for experts with tokens.
+  return detail::combine_experts(
+      x, routing, weights_t.dtype(), [&](std::int64_t e, const Tensor& rows) {
+        return project(clamped_swiglu(project(rows, e, true), alpha_, limit_), e, false);
+      });
 }
 
 GptOssMLP::GptOssMLP(const TransformerConfig& c, std::int64_t layer_idx, DType dtype)

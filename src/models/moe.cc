@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "models/attention.h"
+#include "models/expert_routing.h"
 #include "strata/core/error.h"
 #include "strata/models/decoder.h"
 #include "strata/ops.h"
@@ -56,68 +57,18 @@ Value SparseMoeBlock::forward(Args& args) {
   const std::int64_t tokens = x.size(0) * x.size(1), hidden = x.size(2), k = top_k_;
   const Tensor flat = x.reshape({tokens, hidden});
 
-  // Routing is tiny ([tokens, k]); it is decided on the host, which also tells which experts
-  // have work (transformers syncs for the same reason: expert_hit.nonzero()).
+  // Softmax over every expert in float32, then the top-k (renormalised with norm_topk_prob).
   const Tensor logits = call(*gate_, flat);
   const Tensor probs = ops::softmax(ops::cast(logits, DType::Float32), -1);
   auto [top_values, top_indices] = ops::topk(probs, k, -1);
-  const std::vector<float> values = top_values.to(Device::cpu()).to_vector<float>();
-  const std::vector<std::int64_t> indices = top_indices.to(Device::cpu()).to_vector<std::int64_t>();
-
-  std::vector<std::vector<std::int64_t>> expert_tokens(static_cast<std::size_t>(num_experts_));
-  std::vector<std::vector<float>> expert_weights(static_cast<std::size_t>(num_experts_));
-  for (std::int64_t t = 0; t < tokens; ++t) {
-    float sum = 0.0f;
-    for (std::int64_t s = 0; s < k; ++s) sum += values[static_cast<std::size_t>(t * k + s)];
-    if (!norm_topk_prob_) sum = 1.0f;
-    for (std::int64_t s = 0; s < k; ++s) {
-      const auto at = static_cast<std::size_t>(t * k + s);
-      const auto e = static_cast<std::size_t>(indices[at]);
-      expert_tokens[e].push_back(t);
-      expert_weights[e].push_back(values[at] / sum);
-    }
-  }
-
-  // Each expert's weighted outputs go to consecutive rows of `contributions`; rows_of[t] lists
-  // token t's rows in increasing expert order.
-  const Device device = flat.device();
-  Tensor contributions = Tensor::empty({tokens * k, hidden}, x.dtype(), device);
-  std::vector<std::vector<std::int64_t>> rows_of(static_cast<std::size_t>(tokens));
-  std::int64_t offset = 0;
-  for (std::int64_t e = 0; e < num_experts_; ++e) {
-    const std::vector<std::int64_t>& routed = expert_tokens[static_cast<std::size_t>(e)];
-    const auto n = static_cast<std::int64_t>(routed.size());
-    if (n == 0) continue;
-    const Tensor picked = ops::embedding(Tensor::from_vector(routed).to(device), flat);
-    Tensor out = detail::on_device_of(call((*experts_)[static_cast<std::size_t>(e)], picked), flat);
-    Tensor weight =
-        Tensor::from_vector(expert_weights[static_cast<std::size_t>(e)], {n, 1}).to(device);
-    if (round_weights_ && x.dtype() != DType::Float32) {
-      weight = ops::cast(ops::cast(weight, x.dtype()), DType::Float32);  // v5 routers round
-    }
-    // transformers multiplies by the float32 weights (type promotion) and rounds once.
-    out = out.dtype() == DType::Float32
-              ? ops::mul(out, weight)
-              : ops::cast(ops::mul(ops::cast(out, DType::Float32), weight), out.dtype());
-    contributions.narrow(0, offset, n).copy_(out);
-    for (std::int64_t r = 0; r < n; ++r) {
-      rows_of[static_cast<std::size_t>(routed[static_cast<std::size_t>(r)])].push_back(offset + r);
-    }
-    offset += n;
-  }
-  STRATA_ASSERT(offset == tokens * k, "MoE routed {} rows for {} tokens x top-{}", offset, tokens,
-                k);
-
-  Tensor result;
-  std::vector<std::int64_t> rows(static_cast<std::size_t>(tokens));
-  for (std::int64_t j = 0; j < k; ++j) {
-    for (std::int64_t t = 0; t < tokens; ++t) {
-      rows[static_cast<std::size_t>(t)] =
-          rows_of[static_cast<std::size_t>(t)][static_cast<std::size_t>(j)];
-    }
-    const Tensor part = ops::embedding(Tensor::from_vector(rows).to(device), contributions);
-    result = j == 0 ? part : ops::add(result, part);
-  }
+  const detail::ExpertRouting routing =
+      detail::route_tokens(top_indices, top_values, num_experts_, norm_topk_prob_, who);
+  // transformers v5 routers round the weights to the hidden dtype; Mixtral keeps float32.
+  const DType weight_dtype = round_weights_ ? x.dtype() : DType::Float32;
+  Tensor result =
+      detail::combine_experts(flat, routing, weight_dtype, [&](std::int64_t e, const Tensor& rows) {
+        return call((*experts_)[static_cast<std::size_t>(e)], rows);
+      });
   if (tp_.active()) {
     // Each rank's experts computed their part of the intermediate size: the weighted sum of the
     // partial outputs is linear, so one all-reduce per block gives the whole (every rank routed

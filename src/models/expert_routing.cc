@@ -1,0 +1,92 @@
+// Shared mixture-of-experts routing (models/expert_routing.h).
+
+#include "models/expert_routing.h"
+
+#include "models/attention.h"
+#include "strata/core/error.h"
+#include "strata/ops.h"
+
+namespace strata::models::detail {
+
+ExpertRouting route_tokens(const Tensor& indices_t, const Tensor& weights_t,
+                           std::int64_t num_experts, bool normalize_top_k, std::string_view who) {
+  STRATA_CHECK_ARG(indices_t.dim() == 2 && weights_t.shape() == indices_t.shape(),
+                   "{}: router_indices {} and routing_weights {} must both be [tokens, k]", who,
+                   indices_t.describe(), weights_t.describe());
+  ExpertRouting r;
+  r.tokens = indices_t.size(0);
+  r.top_k = indices_t.size(1);
+  const std::int64_t k = r.top_k;
+  const std::vector<std::int64_t> indices =
+      indices_t.to(Device::cpu(), DType::Int64).to_vector<std::int64_t>();
+  const std::vector<double> weights = weights_t.to(Device::cpu()).to_doubles();
+  r.expert_tokens.resize(static_cast<std::size_t>(num_experts));
+  r.expert_weights.resize(static_cast<std::size_t>(num_experts));
+  for (std::int64_t t = 0; t < r.tokens; ++t) {
+    float sum = 1.0f;
+    if (normalize_top_k) {  // in float32, as the router's float32 probabilities are summed
+      sum = 0.0f;
+      for (std::int64_t s = 0; s < k; ++s) {
+        sum += static_cast<float>(weights[static_cast<std::size_t>(t * k + s)]);
+      }
+    }
+    for (std::int64_t s = 0; s < k; ++s) {
+      const auto at = static_cast<std::size_t>(t * k + s);
+      const std::int64_t e = indices[at];
+      STRATA_CHECK_ARG(e >= 0 && e < num_experts, "{}: router index {} outside [0, {})", who, e,
+                       num_experts);
+      r.expert_tokens[static_cast<std::size_t>(e)].push_back(t);
+      r.expert_weights[static_cast<std::size_t>(e)].push_back(
+          normalize_top_k ? static_cast<double>(static_cast<float>(weights[at]) / sum)
+                          : weights[at]);
+    }
+  }
+  return r;
+}
+
+Tensor combine_experts(
+    const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
+    const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert) {
+  const std::int64_t tokens = routing.tokens, k = routing.top_k, hidden = x.size(1);
+  // Each expert's weighted outputs go to consecutive rows of `contributions`; rows_of[t] lists
+  // token t's rows in increasing expert order.
+  const Device device = x.device();
+  Tensor contributions = Tensor::empty({tokens * k, hidden}, x.dtype(), device);
+  std::vector<std::vector<std::int64_t>> rows_of(static_cast<std::size_t>(tokens));
+  std::int64_t offset = 0;
+  for (std::size_t e = 0; e < routing.expert_tokens.size(); ++e) {
+    const std::vector<std::int64_t>& routed = routing.expert_tokens[e];
+    const auto n = static_cast<std::int64_t>(routed.size());
+    if (n == 0) continue;
+    const Tensor picked = ops::embedding(Tensor::from_vector(routed).to(device), x);
+    Tensor out = on_device_of(expert(static_cast<std::int64_t>(e), picked), x);
+    const Tensor weight =
+        Tensor::from_doubles(routing.expert_weights[e], {n, 1}, weight_dtype).to(device);
+    out =
+        out.dtype() == DType::Float32 && weight.dtype() == DType::Float32
+            ? ops::mul(out, weight)
+            : ops::cast(ops::mul(ops::cast(out, DType::Float32), ops::cast(weight, DType::Float32)),
+                        out.dtype());
+    contributions.narrow(0, offset, n).copy_(out);
+    for (std::int64_t r = 0; r < n; ++r) {
+      rows_of[static_cast<std::size_t>(routed[static_cast<std::size_t>(r)])].push_back(offset + r);
+    }
+    offset += n;
+  }
+  STRATA_ASSERT(offset == tokens * k, "MoE routed {} rows for {} tokens x top-{}", offset, tokens,
+                k);
+
+  Tensor result;
+  std::vector<std::int64_t> rows(static_cast<std::size_t>(tokens));
+  for (std::int64_t j = 0; j < k; ++j) {
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      rows[static_cast<std::size_t>(t)] =
+          rows_of[static_cast<std::size_t>(t)][static_cast<std::size_t>(j)];
+    }
+    const Tensor part = ops::embedding(Tensor::from_vector(rows).to(device), contributions);
+    result = j == 0 ? part : ops::add(result, part);
+  }
+  return result;
+}
+
+}  // namespace strata::models::detail
