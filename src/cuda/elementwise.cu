@@ -95,29 +95,92 @@ __device__ __forceinline__ D convert_value(S s) {
 template <typename F>
 cudaError_t dispatch_any(Type type, F&& f) {
   switch (type) {
-    case Type::Bool: return f(BoolByte{});
-    case Type::UInt8: return f(std::uint8_t{});
-    case Type::Int8: return f(std::int8_t{});
-    case Type::Int16: return f(std::int16_t{});
-    case Type::Int32: return f(std::int32_t{});
-    case Type::Int64: return f(std::int64_t{});
-    case Type::Float16: return f(HalfBits{});
-    case Type::BFloat16: return f(BF16Bits{});
-    case Type::Float32: return f(float{});
-    case Type::Float64: return f(double{});
-    case Type::Float8E4M3FN: return f(E4M3Bits{});
-    case Type::Float8E5M2: return f(E5M2Bits{});
+    case Type::Bool:
+      return f(BoolByte{});
+    case Type::UInt8:
+      return f(std::uint8_t{});
+    case Type::Int8:
+      return f(std::int8_t{});
+    case Type::Int16:
+      return f(std::int16_t{});
+    case Type::Int32:
+      return f(std::int32_t{});
+    case Type::Int64:
+      return f(std::int64_t{});
+    case Type::Float16:
+      return f(HalfBits{});
+    case Type::BFloat16:
+      return f(BF16Bits{});
+    case Type::Float32:
+      return f(float{});
+    case Type::Float64:
+      return f(double{});
+    case Type::Float8E4M3FN:
+      return f(E4M3Bits{});
+    case Type::Float8E5M2:
+      return f(E5M2Bits{});
   }
   return cudaErrorInvalidValue;
 }
 
-template <typename D, typename S>
+// kIndex32: offsets with 32-bit arithmetic (fits_32bit holds for both views).
+template <typename D, typename S, bool kIndex32>
 __global__ void strided_convert_kernel(Strided dst, Strided src, std::int64_t n) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const S s = static_cast<const S*>(src.data)[strided_offset(src, i)];
-    static_cast<D*>(dst.data)[strided_offset(dst, i)] = convert_value<D>(s);
+    const std::int64_t from =
+        kIndex32 ? strided_offset32(src, static_cast<std::uint32_t>(i)) : strided_offset(src, i);
+    const std::int64_t to =
+        kIndex32 ? strided_offset32(dst, static_cast<std::uint32_t>(i)) : strided_offset(dst, i);
+    static_cast<D*>(dst.data)[to] = convert_value<D>(static_cast<const S*>(src.data)[from]);
   }
+}
+
+template <typename D, typename S>
+__global__ void dense_convert_kernel(D* dst, const S* src, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    dst[i] = convert_value<D>(src[i]);
+  }
+}
+
+int dispatch_bytes(Type type) {
+  int bytes = 0;
+  dispatch_any(type, [&](auto tag) {
+    bytes = static_cast<int>(sizeof(tag));
+    return cudaSuccess;
+  });
+  return bytes;
+}
+
+template <typename D, typename S>
+cudaError_t launch_strided_convert(Strided dst, Strided src, std::int64_t n, cudaStream_t stream) {
+  if (fits_32bit(dst) && fits_32bit(src)) {
+    strided_convert_kernel<D, S, true><<<grid_for(n), kThreads, 0, stream>>>(dst, src, n);
+  } else {
+    strided_convert_kernel<D, S, false><<<grid_for(n), kThreads, 0, stream>>>(dst, src, n);
+  }
+  return launched();
+}
+
+// A same-dtype copy whose innermost dimension is contiguous on both sides moves 16 bytes per
+// element when the rows allow it: the views are rewritten over 16-byte packs (a transpose of
+// heads [B, H, S, D] -> [B, S, H, D] copies D/8 packs per row instead of D bf16 values).
+bool as_packs(Strided& dst, Strided& src, int element_bytes) {
+  const int last = dst.rank - 1;
+  const std::int64_t per_pack = 16 / element_bytes;
+  if (16 % element_bytes != 0 || dst.strides[last] != 1 || src.strides[last] != 1 ||
+      dst.sizes[last] % per_pack != 0 || !aligned16(dst.data) || !aligned16(src.data)) {
+    return false;
+  }
+  for (int d = 0; d < last; ++d) {
+    if (dst.strides[d] % per_pack != 0 || src.strides[d] % per_pack != 0) return false;
+  }
+  for (Strided* s : {&dst, &src}) {
+    s->sizes[last] /= per_pack;
+    for (int d = 0; d < last; ++d) s->strides[d] /= per_pack;
+  }
+  return true;
 }
 
 __device__ __forceinline__ float apply(Unary op, float x) {
@@ -137,7 +200,31 @@ __device__ __forceinline__ float apply(Unary op, float x) {
 }
 
 template <typename T>
+__device__ __forceinline__ T binary_value(Binary op, T a, T b) {
+  const float x = to_float(a), y = to_float(b);
+  return from_float<T>(op == Binary::Add ? x + y : x * y);
+}
+
+// Dense, 16-byte aligned operands: Pack<T> at a time, then the tail one by one.
+template <typename T>
 __global__ void unary_kernel(Unary op, const T* x, T* out, std::int64_t n) {
+  const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  constexpr int kCount = Pack<T>::kCount;
+  const std::int64_t packs = n / kCount;
+  for (std::int64_t p = first; p < packs; p += step) {
+    Pack<T> v = reinterpret_cast<const Pack<T>*>(x)[p];
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) v.v[k] = from_float<T>(apply(op, to_float(v.v[k])));
+    reinterpret_cast<Pack<T>*>(out)[p] = v;
+  }
+  for (std::int64_t i = packs * kCount + first; i < n; i += step) {
+    out[i] = from_float<T>(apply(op, to_float(x[i])));
+  }
+}
+
+template <typename T>
+__global__ void unary_scalar_kernel(Unary op, const T* x, T* out, std::int64_t n) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     out[i] = from_float<T>(apply(op, to_float(x[i])));
@@ -145,14 +232,34 @@ __global__ void unary_kernel(Unary op, const T* x, T* out, std::int64_t n) {
 }
 
 template <typename T>
+__global__ void binary_dense_kernel(Binary op, const T* a, const T* b, T* out, std::int64_t n) {
+  const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  constexpr int kCount = Pack<T>::kCount;
+  const std::int64_t packs = n / kCount;
+  for (std::int64_t p = first; p < packs; p += step) {
+    const Pack<T> x = reinterpret_cast<const Pack<T>*>(a)[p];
+    const Pack<T> y = reinterpret_cast<const Pack<T>*>(b)[p];
+    Pack<T> r;
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) r.v[k] = binary_value(op, x.v[k], y.v[k]);
+    reinterpret_cast<Pack<T>*>(out)[p] = r;
+  }
+  for (std::int64_t i = packs * kCount + first; i < n; i += step) {
+    out[i] = binary_value(op, a[i], b[i]);
+  }
+}
+
+template <typename T, bool kIndex32>
 __global__ void binary_kernel(Binary op, Strided a, Strided b, T* out, std::int64_t n) {
   const T* pa = static_cast<const T*>(a.data);
   const T* pb = static_cast<const T*>(b.data);
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const float x = to_float(pa[strided_offset(a, i)]);
-    const float y = to_float(pb[strided_offset(b, i)]);
-    out[i] = from_float<T>(op == Binary::Add ? x + y : x * y);
+    const auto index = static_cast<std::uint32_t>(i);
+    const std::int64_t ia = kIndex32 ? strided_offset32(a, index) : strided_offset(a, i);
+    const std::int64_t ib = kIndex32 ? strided_offset32(b, index) : strided_offset(b, i);
+    out[i] = binary_value(op, pa[ia], pb[ib]);
   }
 }
 
@@ -161,12 +268,29 @@ __global__ void binary_kernel(Binary op, Strided a, Strided b, T* out, std::int6
 cudaError_t strided_convert(const Strided& dst, const Strided& src, std::int64_t numel,
                             cudaStream_t stream) {
   if (numel == 0) return cudaSuccess;
-  return dispatch_any(dst.type, [&](auto d) {
-    return dispatch_any(src.type, [&](auto s) {
-      using D = decltype(d);
-      using S = decltype(s);
-      strided_convert_kernel<D, S><<<grid_for(numel), kThreads, 0, stream>>>(dst, src, numel);
-      return launched();
+  Strided d = dst, s = src;
+  Strided* views[] = {&d, &s};
+  coalesce(views, 2);
+  if (d.type == s.type) {
+    const int bytes = dispatch_bytes(d.type);
+    if (is_dense(d) && is_dense(s)) {
+      return cudaMemcpyAsync(d.data, s.data, static_cast<std::size_t>(numel) * bytes,
+                             cudaMemcpyDeviceToDevice, stream);
+    }
+    if (as_packs(d, s, bytes)) {
+      return launch_strided_convert<uint4, uint4>(d, s, numel / (16 / bytes), stream);
+    }
+  }
+  return dispatch_any(d.type, [&](auto dt) {
+    return dispatch_any(s.type, [&](auto st) {
+      using D = decltype(dt);
+      using S = decltype(st);
+      if (is_dense(d) && is_dense(s)) {
+        dense_convert_kernel<D, S><<<grid_for(numel), kThreads, 0, stream>>>(
+            static_cast<D*>(d.data), static_cast<const S*>(s.data), numel);
+        return launched();
+      }
+      return launch_strided_convert<D, S>(d, s, numel, stream);
     });
   });
 }
@@ -176,8 +300,13 @@ cudaError_t unary(Unary op, const void* x, void* out, Type type, std::int64_t n,
   if (n == 0) return cudaSuccess;
   return dispatch_float(type, [&](auto tag) {
     using T = decltype(tag);
-    unary_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(op, static_cast<const T*>(x),
-                                                           static_cast<T*>(out), n);
+    const auto* in = static_cast<const T*>(x);
+    auto* o = static_cast<T*>(out);
+    if (aligned16(x) && aligned16(out)) {
+      unary_kernel<T><<<grid_for(n / Pack<T>::kCount + 1), kThreads, 0, stream>>>(op, in, o, n);
+    } else {
+      unary_scalar_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(op, in, o, n);
+    }
     return launched();
   });
 }
@@ -185,9 +314,29 @@ cudaError_t unary(Unary op, const void* x, void* out, Type type, std::int64_t n,
 cudaError_t binary(Binary op, const Strided& a, const Strided& b, void* out, std::int64_t n,
                    cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
+  Strided va = a, vb = b, vo = a;  // out: dense over the same shape
+  vo.data = out;
+  std::int64_t stride = 1;
+  for (int d = vo.rank - 1; d >= 0; --d) {
+    vo.strides[d] = stride;
+    stride *= vo.sizes[d];
+  }
+  Strided* views[] = {&va, &vb, &vo};
+  coalesce(views, 3);
   return dispatch_float(a.type, [&](auto tag) {
     using T = decltype(tag);
-    binary_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(op, a, b, static_cast<T*>(out), n);
+    if (is_dense(va) && is_dense(vb) && is_dense(vo) && aligned16(va.data) && aligned16(vb.data) &&
+        aligned16(out)) {
+      binary_dense_kernel<T><<<grid_for(n / Pack<T>::kCount + 1), kThreads, 0, stream>>>(
+          op, static_cast<const T*>(va.data), static_cast<const T*>(vb.data), static_cast<T*>(out),
+          n);
+    } else if (fits_32bit(va) && fits_32bit(vb)) {
+      binary_kernel<T, true>
+          <<<grid_for(n), kThreads, 0, stream>>>(op, va, vb, static_cast<T*>(out), n);
+    } else {
+      binary_kernel<T, false>
+          <<<grid_for(n), kThreads, 0, stream>>>(op, va, vb, static_cast<T*>(out), n);
+    }
     return launched();
   });
 }

@@ -43,6 +43,84 @@ __device__ __forceinline__ std::int64_t strided_offset(const Strided& s, std::in
   return offset;
 }
 
+// The same element offset with 32-bit arithmetic (64-bit division is many instructions on the
+// GPU): valid when the view's element count and every offset fit in 31 bits (fits_32bit).
+__device__ __forceinline__ std::int64_t strided_offset32(const Strided& s, std::uint32_t i) {
+  std::uint32_t offset = 0;
+  for (int d = s.rank - 1; d > 0; --d) {
+    const auto size = static_cast<std::uint32_t>(s.sizes[d]);
+    offset += (i % size) * static_cast<std::uint32_t>(s.strides[d]);
+    i /= size;
+  }
+  return static_cast<std::int64_t>(offset + i * static_cast<std::uint32_t>(s.strides[0]));
+}
+
+// Host side: true when the view's elements and offsets are all below 2^31 and its strides are
+// not negative, so strided_offset32 gives the same offsets.
+inline bool fits_32bit(const Strided& s) {
+  std::int64_t count = 1, last = 0;
+  for (int d = 0; d < s.rank; ++d) {
+    if (s.strides[d] < 0) return false;
+    count *= s.sizes[d];
+    last += (s.sizes[d] - 1) * s.strides[d];
+  }
+  constexpr std::int64_t kLimit = std::int64_t{1} << 31;
+  return count < kLimit && last < kLimit;
+}
+
+// Host side: rewrites views of one shape (`count` of them) to the fewest dimensions that walk
+// the same elements in the same order: dimensions of size 1 go, and a dimension merges into the
+// next one when, in every view, stepping it equals stepping the next one size-many times. Views
+// of different shapes are left as they are.
+inline void coalesce(Strided* const* views, int count) {
+  Strided& first = *views[0];
+  for (int v = 1; v < count; ++v) {
+    if (views[v]->rank != first.rank) return;
+    for (int d = 0; d < first.rank; ++d) {
+      if (views[v]->sizes[d] != first.sizes[d]) return;
+    }
+  }
+  int rank = 0;
+  for (int d = 0; d < first.rank; ++d) {
+    if (first.sizes[d] == 1 && first.rank > 1) continue;
+    bool merges = rank > 0;
+    for (int v = 0; v < count && merges; ++v) {
+      const Strided& s = *views[v];
+      merges = s.strides[rank - 1] == s.strides[d] * s.sizes[d];
+    }
+    for (int v = 0; v < count; ++v) {
+      Strided& s = *views[v];
+      if (merges) {
+        s.sizes[rank - 1] *= s.sizes[d];
+        s.strides[rank - 1] = s.strides[d];
+      } else {
+        s.sizes[rank] = s.sizes[d];
+        s.strides[rank] = s.strides[d];
+      }
+    }
+    if (!merges) ++rank;
+  }
+  if (rank == 0) {  // every dimension had size 1: one element
+    for (int v = 0; v < count; ++v) {
+      views[v]->sizes[0] = 1;
+      views[v]->strides[0] = 1;
+    }
+    rank = 1;
+  }
+  for (int v = 0; v < count; ++v) views[v]->rank = rank;
+}
+
+inline bool is_dense(const Strided& s) { return s.rank == 1 && s.strides[0] == 1; }
+
+inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+// Sixteen bytes of T: what one vector load or store moves (dense kernels over aligned data).
+template <typename T>
+struct alignas(16) Pack {
+  static constexpr int kCount = 16 / static_cast<int>(sizeof(T));
+  T v[kCount];
+};
+
 // Warp and block sums / maxima (blockDim.x a multiple of 32, at most 1024).
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);

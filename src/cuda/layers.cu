@@ -8,34 +8,40 @@
 namespace strata::cuda::kernels {
 namespace {
 
-// Element offset of row r (row-major over [B, H, S]) in a [B, H, S, D] view.
-__device__ __forceinline__ std::int64_t row_offset(const Strided& t, std::int64_t r) {
-  const std::int64_t s = r % t.sizes[2];
-  const std::int64_t h = (r / t.sizes[2]) % t.sizes[1];
-  const std::int64_t b = r / (t.sizes[2] * t.sizes[1]);
-  return b * t.strides[0] + h * t.strides[1] + s * t.strides[2];
+// Element offset of row r (row-major over [B, H, S]) in a [B, H, S, D] view; Index is 32-bit
+// when every offset fits (64-bit division costs many instructions on the GPU).
+template <typename Index>
+__device__ __forceinline__ std::int64_t row_offset(const Strided& t, Index r) {
+  const auto heads = static_cast<Index>(t.sizes[1]), positions = static_cast<Index>(t.sizes[2]);
+  const Index s = r % positions, h = (r / positions) % heads, b = r / (positions * heads);
+  return static_cast<std::int64_t>(b * static_cast<Index>(t.strides[0]) +
+                                   h * static_cast<Index>(t.strides[1]) +
+                                   s * static_cast<Index>(t.strides[2]));
 }
 
-template <typename T, typename C>
-__global__ void rotary_kernel(Strided x, Strided cos, Strided sin, T* out, std::int64_t n) {
-  const std::int64_t dim = x.sizes[3], half = dim / 2;
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+// One thread per pair (c, c + half) of a row: rotate_half(x) = cat(-x[half:], x[:half]).
+template <typename T, typename C, typename Index>
+__global__ void rotary_kernel(Strided x, Strided cos, Strided sin, T* out, std::int64_t pairs) {
+  const auto dim = static_cast<Index>(x.sizes[3]), half = dim / 2;
+  const auto* pc = static_cast<const C*>(cos.data);
+  const auto* ps = static_cast<const C*>(sin.data);
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < pairs;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t r = i / dim, c = i % dim;
+    const auto pair = static_cast<Index>(i);
+    const Index r = pair / half, c = pair % half;
     const T* xr = static_cast<const T*>(x.data) + row_offset(x, r);
-    const float cv = to_float(static_cast<const C*>(cos.data)[row_offset(cos, r) + c]);
-    const float sv = to_float(static_cast<const C*>(sin.data)[row_offset(sin, r) + c]);
-    const float xv = to_float(xr[c]);
-    // rotate_half(x) = cat(-x[half:], x[:half])
-    const float rot = c < half ? -to_float(xr[c + half]) : to_float(xr[c - half]);
-    out[i] = from_float<T>(xv * cv + rot * sv);
+    const std::int64_t cr = row_offset(cos, r), sr = row_offset(sin, r);
+    const float lo = to_float(xr[c]), hi = to_float(xr[c + half]);
+    T* o = out + static_cast<std::int64_t>(r) * dim;
+    o[c] = from_float<T>(lo * to_float(pc[cr + c]) + -hi * to_float(ps[sr + c]));
+    o[c + half] =
+        from_float<T>(hi * to_float(pc[cr + c + half]) + lo * to_float(ps[sr + c + half]));
   }
 }
 
 template <typename I>
-__global__ void embedding_kernel(Strided ids, std::int64_t n, const char* table,
-                                 std::int64_t vocab, std::int64_t row_bytes, char* out,
-                                 unsigned long long* bad) {
+__global__ void embedding_kernel(Strided ids, std::int64_t n, const char* table, std::int64_t vocab,
+                                 std::int64_t row_bytes, char* out, unsigned long long* bad) {
   // One block per id; rows are copied as bytes (any dtype), 16 bytes at a time when aligned.
   for (std::int64_t r = blockIdx.x; r < n; r += gridDim.x) {
     const auto id =
@@ -71,6 +77,8 @@ cudaError_t rotary(const Strided& x, const Strided& cos, const Strided& sin, voi
                    cudaStream_t stream) {
   const std::int64_t n = x.sizes[0] * x.sizes[1] * x.sizes[2] * x.sizes[3];
   if (n == 0) return cudaSuccess;
+  if (x.sizes[3] % 2 != 0) return cudaErrorInvalidValue;  // rotate_half needs two halves
+  const bool small = fits_32bit(x) && fits_32bit(cos) && fits_32bit(sin);
   return dispatch_float(x.type, [&](auto xt) {
     return dispatch_float(cos.type, [&](auto ct) {
       using T = decltype(xt);
@@ -78,8 +86,14 @@ cudaError_t rotary(const Strided& x, const Strided& cos, const Strided& sin, voi
       if constexpr (!std::is_same_v<C, T> && !std::is_same_v<C, float>) {
         return cudaErrorInvalidValue;
       } else {
-        rotary_kernel<T, C><<<grid_for(n), kThreads, 0, stream>>>(x, cos, sin,
-                                                                  static_cast<T*>(out), n);
+        auto* o = static_cast<T*>(out);
+        if (small) {
+          rotary_kernel<T, C, std::uint32_t>
+              <<<grid_for(n / 2), kThreads, 0, stream>>>(x, cos, sin, o, n / 2);
+        } else {
+          rotary_kernel<T, C, std::int64_t>
+              <<<grid_for(n / 2), kThreads, 0, stream>>>(x, cos, sin, o, n / 2);
+        }
         return launched();
       }
     });
@@ -114,7 +128,8 @@ cudaError_t embedding(const Strided& ids, std::int64_t n, const void* table, std
       embedding_kernel<std::int64_t>
           <<<blocks, 128, 0, stream>>>(ids, n, t, vocab, row_bytes, o, bad);
       break;
-    default: return cudaErrorInvalidValue;
+    default:
+      return cudaErrorInvalidValue;
   }
   return launched();
 }
@@ -125,8 +140,8 @@ cudaError_t add_bias_rows(void* out, const void* bias, Type type, std::int64_t r
   if (n == 0) return cudaSuccess;
   return dispatch_float(type, [&](auto tag) {
     using T = decltype(tag);
-    add_bias_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
-        static_cast<T*>(out), static_cast<const T*>(bias), cols, n);
+    add_bias_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(static_cast<T*>(out),
+                                                             static_cast<const T*>(bias), cols, n);
     return launched();
   });
 }
