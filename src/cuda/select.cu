@@ -102,27 +102,93 @@ __global__ void select_kernel(const T* x, std::int64_t dim, std::int64_t inner, 
   }
 }
 
+// argmax of contiguous float rows (inner == 1), one block of kArgmaxThreads per row: the row is
+// read in 16-byte packs when aligned, many loads in flight per thread, and compared as floats
+// (exact for bf16, f16 and f32). A decode step's argmax over a 32k-152k vocabulary is one row,
+// so the general select_kernel's one-element-per-load loop left it latency-bound.
+constexpr int kArgmaxThreads = 1024;
+
+struct FloatCandidate {
+  float value;
+  std::int64_t index;  // -1: none
+};
+
+__device__ __forceinline__ bool float_before(const FloatCandidate& a, const FloatCandidate& b) {
+  if (a.index < 0) return false;
+  if (b.index < 0) return true;
+  const bool an = a.value != a.value, bn = b.value != b.value;
+  if (an != bn) return an;
+  if (!an && a.value != b.value) return a.value > b.value;
+  return a.index < b.index;
+}
+
+template <typename T>
+__global__ void argmax_rows_kernel(const T* x, std::int64_t dim, std::int64_t* out) {
+  __shared__ FloatCandidate scratch[kArgmaxThreads / 32];
+  const T* row = x + blockIdx.x * dim;
+  FloatCandidate best{0.0f, -1};
+  constexpr int kCount = Pack<T>::kCount;
+  const bool packed = reinterpret_cast<std::uintptr_t>(row) % 16 == 0;
+  const std::int64_t packs = packed ? dim / kCount : 0;
+  for (std::int64_t p = threadIdx.x; p < packs; p += blockDim.x) {
+    const Pack<T> v = reinterpret_cast<const Pack<T>*>(row)[p];
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) {
+      const FloatCandidate c{to_float(v.v[k]), p * kCount + k};
+      if (float_before(c, best)) best = c;
+    }
+  }
+  for (std::int64_t i = packs * kCount + threadIdx.x; i < dim; i += blockDim.x) {
+    const FloatCandidate c{to_float(row[i]), i};
+    if (float_before(c, best)) best = c;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    FloatCandidate other;
+    other.value = __shfl_xor_sync(0xFFFFFFFFu, best.value, o);
+    other.index = __shfl_xor_sync(0xFFFFFFFFu, best.index, o);
+    if (float_before(other, best)) best = other;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) scratch[warp] = best;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < static_cast<int>(blockDim.x >> 5); ++w) {
+      if (float_before(scratch[w], best)) best = scratch[w];
+    }
+    out[blockIdx.x] = best.index;
+  }
+}
+
 template <typename F>
 cudaError_t dispatch_selectable(Type type, F&& f) {
   switch (type) {
-    case Type::Float32: return f(float{});
-    case Type::BFloat16: return f(BF16Bits{});
-    case Type::Float16: return f(HalfBits{});
-    case Type::Float64: return f(double{});
-    case Type::UInt8: return f(std::uint8_t{});
-    case Type::Int8: return f(std::int8_t{});
-    case Type::Int16: return f(std::int16_t{});
-    case Type::Int32: return f(std::int32_t{});
-    case Type::Int64: return f(std::int64_t{});
-    default: return cudaErrorInvalidValue;
+    case Type::Float32:
+      return f(float{});
+    case Type::BFloat16:
+      return f(BF16Bits{});
+    case Type::Float16:
+      return f(HalfBits{});
+    case Type::Float64:
+      return f(double{});
+    case Type::UInt8:
+      return f(std::uint8_t{});
+    case Type::Int8:
+      return f(std::int8_t{});
+    case Type::Int16:
+      return f(std::int16_t{});
+    case Type::Int32:
+      return f(std::int32_t{});
+    case Type::Int64:
+      return f(std::int64_t{});
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 
 }  // namespace
 
-cudaError_t topk(const void* x, Type type, std::int64_t outer, std::int64_t dim,
-                 std::int64_t inner, std::int64_t k, void* values, std::int64_t* indices,
-                 cudaStream_t stream) {
+cudaError_t topk(const void* x, Type type, std::int64_t outer, std::int64_t dim, std::int64_t inner,
+                 std::int64_t k, void* values, std::int64_t* indices, cudaStream_t stream) {
   if (outer * inner == 0 || k == 0) return cudaSuccess;
   return dispatch_selectable(type, [&](auto tag) {
     using T = decltype(tag);
@@ -134,7 +200,16 @@ cudaError_t topk(const void* x, Type type, std::int64_t outer, std::int64_t dim,
 
 cudaError_t argmax(const void* x, Type type, std::int64_t outer, std::int64_t dim,
                    std::int64_t inner, std::int64_t* out, cudaStream_t stream) {
-  return topk(x, type, outer, dim, inner, 1, nullptr, out, stream);
+  const bool float_rows =
+      inner == 1 && dim > 0 &&
+      (type == Type::BFloat16 || type == Type::Float16 || type == Type::Float32);
+  if (!float_rows || outer == 0) return topk(x, type, outer, dim, inner, 1, nullptr, out, stream);
+  return dispatch_float(type, [&](auto tag) {
+    using T = decltype(tag);
+    argmax_rows_kernel<T><<<static_cast<unsigned>(outer), kArgmaxThreads, 0, stream>>>(
+        static_cast<const T*>(x), dim, out);
+    return launched();
+  });
 }
 
 }  // namespace strata::cuda::kernels

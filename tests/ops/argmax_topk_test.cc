@@ -127,6 +127,10 @@ TEST_P(SelectionTest, ArgmaxOddSizesAndDims) {
   for (std::int64_t dim : {0, 1, 2, -2}) check_argmax(x, dim, "dim " + std::to_string(dim));
   check_argmax(input({}, 5), 0, "rank 0");
   check_argmax(input({700, 33}, 6), -1, "many rows");
+  // Vocabulary-sized rows (a decode step's argmax): one long row read in packs, and rows whose
+  // starts are not 16-byte aligned.
+  check_argmax(input({1, 152064}, 8), -1, "one long row");
+  check_argmax(input({3, 32003}, 9), -1, "unaligned long rows");
 }
 
 TEST_P(SelectionTest, ArgmaxNonContiguous) {
