@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_cli.h"
 #include "cpu/simd.h"
 #include "strata/core/parallel.h"
 #include "strata/ops.h"
@@ -47,72 +48,29 @@ struct Options {
   std::int64_t cold_mib = 2048;
   std::vector<std::string> dtypes = {"bf16"};
   std::vector<std::int64_t> batches = {1, 4, 16};
-  std::vector<std::pair<std::int64_t, std::int64_t>> shapes = {
+  std::vector<strata::bench::MatrixShape> shapes = {
       {4096, 4096}, {11008, 4096}, {4096, 11008}, {32000, 4096}};
   bool attention = true;
   bool read_only = false;
 };
 
-std::vector<std::string> split(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = text.find(',', start);
-    out.push_back(
-        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
-[[noreturn]] void usage(const char* problem) {
-  std::fprintf(stderr,
-               "cpu_gemv_bench: %s\nusage: cpu_gemv_bench [--seconds S] [--cold-mib N] "
-               "[--dtypes bf16,f16,f32] [--batches 1,4,16] [--shapes NxK,...] "
-               "[--no-attention] [--read-only]\n",
-               problem);
-  std::exit(2);
-}
-
+// Exits (CLI11's message and code) on --help or bad arguments.
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value after " + arg).c_str());
-      return argv[++i];
-    };
-    if (arg == "--seconds") {
-      o.seconds = std::atof(value().c_str());
-    } else if (arg == "--cold-mib") {
-      o.cold_mib = std::atoll(value().c_str());
-    } else if (arg == "--dtypes") {
-      o.dtypes = split(value());
-    } else if (arg == "--batches") {
-      o.batches.clear();
-      for (const auto& b : split(value())) o.batches.push_back(std::atoll(b.c_str()));
-    } else if (arg == "--shapes") {
-      o.shapes.clear();
-      for (const auto& s : split(value())) {
-        const std::size_t x = s.find('x');
-        if (x == std::string::npos) usage(("--shapes: '" + s + "' is not NxK").c_str());
-        o.shapes.emplace_back(std::atoll(s.substr(0, x).c_str()), std::atoll(s.c_str() + x + 1));
-      }
-    } else if (arg == "--no-attention") {
-      o.attention = false;
-    } else if (arg == "--read-only") {
-      o.read_only = true;
-    } else {
-      usage(("unknown argument " + arg).c_str());
-    }
-  }
-  if (o.seconds <= 0 || o.cold_mib <= 0) usage("--seconds and --cold-mib must be positive");
-  for (const auto& d : o.dtypes) {
-    if (d != "bf16" && d != "f16" && d != "f32") usage(("--dtypes: unknown '" + d + "'").c_str());
-  }
-  for (const auto b : o.batches) {
-    if (b < 1) usage("--batches must be >= 1");
+  CLI::App app("CPU decode kernels (linear, attention) against the host read bandwidth");
+  strata::bench::add_timing_options(app, o.seconds, o.cold_mib);
+  app.add_option("--dtypes", o.dtypes, "weight dtypes (comma list)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"bf16", "f16", "f32"}))
+      ->capture_default_str();
+  strata::bench::add_batches_option(app, o.batches);
+  strata::bench::add_shapes_option(app, o.shapes);
+  app.add_flag("--no-attention{false}", o.attention, "skip decode attention");
+  app.add_flag("--read-only", o.read_only, "stop after the host read bandwidth");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
   }
   return o;
 }

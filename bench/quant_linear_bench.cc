@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_cli.h"
 #include "strata/core/parallel.h"
 #include "strata/ops.h"
 #ifdef STRATA_WITH_CUDA
@@ -54,71 +55,36 @@ struct Options {
   std::vector<std::string> formats = {"bf16",  "fp8",   "fp8_tensor", "awq",
                                       "gptq4", "gptq8", "ct4",        "ct8"};
   std::vector<std::int64_t> batches = {1};
-  std::vector<std::pair<std::int64_t, std::int64_t>> shapes = {
-      {4096, 4096}, {11008, 4096}, {4096, 11008}};
+  std::vector<strata::bench::MatrixShape> shapes = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
 };
 
-std::vector<std::string> split(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = text.find(',', start);
-    out.push_back(
-        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
-[[noreturn]] void usage(const std::string& problem) {
-  std::fprintf(stderr,
-               "quant_linear_bench: %s\nusage: quant_linear_bench [--device cpu|cuda|all] "
-               "[--seconds S] [--cold-mib N] [--formats bf16,fp8,fp8_tensor,awq,gptq4,gptq8,ct4,"
-               "ct8] [--batches 1,4] [--shapes NxK,...]\n",
-               problem.c_str());
-  std::exit(2);
-}
-
+// Exits (CLI11's message and code) on --help or bad arguments.
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage("missing value after " + arg);
-      return argv[++i];
-    };
-    if (arg == "--device") {
-      const std::string d = value();
-      o.devices = d == "all" ? std::vector<std::string>{"cpu", "cuda"} : split(d);
-    } else if (arg == "--seconds") {
-      o.seconds = std::atof(value().c_str());
-    } else if (arg == "--cold-mib") {
-      o.cold_mib = std::atoll(value().c_str());
-    } else if (arg == "--formats") {
-      o.formats = split(value());
-    } else if (arg == "--batches") {
-      o.batches.clear();
-      for (const auto& b : split(value())) o.batches.push_back(std::atoll(b.c_str()));
-    } else if (arg == "--shapes") {
-      o.shapes.clear();
-      for (const auto& s : split(value())) {
-        const std::size_t x = s.find('x');
-        if (x == std::string::npos) usage("--shapes: '" + s + "' is not NxK");
-        o.shapes.emplace_back(std::atoll(s.substr(0, x).c_str()), std::atoll(s.c_str() + x + 1));
+  CLI::App app("Quantized linear layers (decode) against the memory they read");
+  app.add_option("--device", o.devices, "cpu, cuda or all (comma list)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"cpu", "cuda", "all"}))
+      ->capture_default_str();
+  strata::bench::add_timing_options(app, o.seconds, o.cold_mib);
+  app.add_option("--formats", o.formats, "packed formats (comma list)")
+      ->delimiter(',')
+      ->check(CLI::IsMember(Options().formats))
+      ->capture_default_str();
+  strata::bench::add_batches_option(app, o.batches);
+  strata::bench::add_shapes_option(app, o.shapes);
+  try {
+    app.parse(argc, argv);
+    for (const auto& [n, k] : o.shapes) {
+      if (n % 32 != 0 || k % kGroup != 0) {
+        throw CLI::ValidationError("--shapes", "shapes need out % 32 == 0 and in % 128 == 0");
       }
-    } else {
-      usage("unknown argument " + arg);
     }
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
   }
-  if (o.seconds <= 0 || o.cold_mib <= 0) usage("--seconds and --cold-mib must be positive");
-  for (const auto& f : o.formats) {
-    static const std::vector<std::string> known = {"bf16",  "fp8",   "fp8_tensor", "awq",
-                                                   "gptq4", "gptq8", "ct4",        "ct8"};
-    if (std::find(known.begin(), known.end(), f) == known.end()) usage("unknown format " + f);
-  }
-  for (const auto& [n, k] : o.shapes) {
-    if (n % 32 != 0 || k % kGroup != 0) usage("shapes need out % 32 == 0 and in % 128 == 0");
+  if (std::find(o.devices.begin(), o.devices.end(), "all") != o.devices.end()) {
+    o.devices = {"cpu", "cuda"};
   }
   return o;
 }
@@ -327,8 +293,6 @@ int main(int argc, char** argv) {
       std::printf("cuda: not built with STRATA_CUDA=ON, skipped\n");
       continue;
 #endif
-    } else if (name != "cpu") {
-      usage("unknown device " + name);
     }
     const double limit = measure_limit(device, o);
     std::printf("\n== %s: %s %.1f GB/s (threads %d)\n", name.c_str(),
