@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "cuda/flash_common.cuh"
 #include "cuda/kernel_common.cuh"
 
 namespace strata::cuda::kernels {
@@ -205,17 +206,9 @@ struct Tile {
   static_assert(kKvBytes >= (R * kMaxSplits + kWarps * R * DMAX) * sizeof(float), "merge");
 };
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const auto address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
+using flash::cp_async16;
+using flash::cp_async_commit;
+using flash::cp_async_wait;
 
 // One hardware conversion for float16 (exact, like the bit-level one, which casts need for NaN
 // payloads; here only values matter).
@@ -740,9 +733,71 @@ cudaError_t launch_tiled(const Attention& a, const TilePlan& plan, float* ws, cu
   return launched();
 }
 
+// Which kernel takes a call: flash decoding for a few query positions, the tensor-core flash
+// kernel for longer ones (both bf16/f16 with 16-byte aligned K/V rows and head dims that are
+// multiples of 8), and the tiled or per-row kernels above for everything else (float32, odd
+// head dims, unaligned rows).
+enum class Route { FlashDecode, FlashPrefill, Tiled, PerRow };
+
+bool fits_int(const Attention& a) {
+  constexpr std::int64_t kMax = 0x7FFFFFFF;
+  return a.batch <= kMax && a.q_heads <= kMax && a.kv_heads <= kMax && a.q_len <= kMax &&
+         a.k_len <= kMax && a.batch * a.kv_heads <= 65535;
+}
+
+FlashDecodeArgs decode_args(const Attention& a, int multiprocessors) {
+  FlashDecodeArgs d;
+  d.q = a.q;
+  d.k = a.k;
+  d.v = a.v;
+  d.out = a.out;
+  d.type = a.type;
+  d.batch = static_cast<int>(a.batch);
+  d.q_heads = static_cast<int>(a.q_heads);
+  d.kv_heads = static_cast<int>(a.kv_heads);
+  d.q_len = static_cast<int>(a.q_len);
+  d.head_dim = static_cast<int>(a.head_dim);
+  d.v_dim = static_cast<int>(a.v_dim);
+  for (int i = 0; i < 3; ++i) {
+    d.q_strides[i] = a.q_strides[i];
+    d.k_strides[i] = a.k_strides[i];
+    d.v_strides[i] = a.v_strides[i];
+  }
+  d.out_strides[0] = a.q_heads * a.q_len * a.v_dim;  // contiguous [b, hq, lq, dv]
+  d.out_strides[1] = a.q_len * a.v_dim;
+  d.out_strides[2] = a.v_dim;
+  d.max_kv_len = static_cast<int>(a.k_len);
+  d.mask = a.mask;
+  d.mask_type = a.mask_type;
+  for (int i = 0; i < 4; ++i) d.mask_strides[i] = a.mask_strides[i];
+  d.causal = a.causal;
+  d.scale = a.scale;
+  d.sinks = a.sinks;
+  d.splits = flash_decode_splits(d, multiprocessors);
+  return d;
+}
+
+Route route_of(const Attention& a, int multiprocessors) {
+  if (fits_int(a) && a.q_len <= kFlashDecodeMaxQ &&
+      flash_decode_supported(decode_args(a, multiprocessors))) {
+    return Route::FlashDecode;
+  }
+  if (a.q_len > kFlashDecodeMaxQ && flash_prefill_supported(a)) return Route::FlashPrefill;
+  return tile_plan(a, multiprocessors).variant != nullptr ? Route::Tiled : Route::PerRow;
+}
+
 }  // namespace
 
 std::size_t attention_workspace_bytes(const Attention& a, int multiprocessors) {
+  switch (route_of(a, multiprocessors)) {
+    case Route::FlashDecode:
+      return flash_decode_scratch_bytes(decode_args(a, multiprocessors));
+    case Route::FlashPrefill:
+      return 0;
+    case Route::Tiled:
+    case Route::PerRow:
+      break;
+  }
   const TilePlan plan = tile_plan(a, multiprocessors);
   const int splits = plan.variant != nullptr ? plan.splits : split_count(a, multiprocessors);
   if (splits == 1) return 0;
@@ -755,6 +810,13 @@ cudaError_t attention(const Attention& a, void* workspace, int multiprocessors,
   const std::int64_t rows = a.batch * a.q_heads * a.q_len;
   if (rows == 0 || a.v_dim == 0) return cudaSuccess;
   if (a.head_dim > kMaxHeadDim || a.v_dim > kMaxHeadDim) return cudaErrorInvalidValue;
+  const Route route = route_of(a, multiprocessors);
+  if (route == Route::FlashDecode) {
+    FlashDecodeArgs d = decode_args(a, multiprocessors);
+    d.scratch = static_cast<float*>(workspace);
+    return launch_flash_decode(d, stream);
+  }
+  if (route == Route::FlashPrefill) return launch_flash_prefill(a, stream);
   const TilePlan plan = tile_plan(a, multiprocessors);
   const int splits = plan.variant != nullptr ? plan.splits : split_count(a, multiprocessors);
   auto* ws = static_cast<float*>(workspace);

@@ -112,4 +112,62 @@ std::size_t attention_workspace_bytes(const Attention& args, int multiprocessors
 cudaError_t attention(const Attention& args, void* workspace, int multiprocessors,
                       cudaStream_t stream);
 
+// ---- Flash decoding (src/cuda/flash_decode.cu) -------------------------------------------
+// Attention of a few query positions per sequence (decode: q_len 1..kFlashDecodeMaxQ) against a
+// KV cache, bfloat16 or float16, float32 softmax and accumulation. The keys of each (batch, kv
+// head) are cut into `splits` equal chunks, one block each, which also covers every query head of
+// the kv head's group (K and V are read from HBM once); each block leaves a partial (max, sum,
+// unnormalised output) in float32 in `scratch`, and a small combine kernel merges them. With
+// splits == 1 the block writes the output itself and no combine runs.
+//
+// Layout (src/models/kv_cache.cc): a layer's cache is k/v [batch, kv_heads, capacity, head_dim]
+// (v: v_dim), contiguous, filled for tokens [0, length); pass the cache base pointers and its
+// strides (token stride = head_dim, head stride = capacity * head_dim, ...), not a narrowed copy.
+// Rows of K and V must be 16-byte aligned (pointers and strides * element size multiples of 16)
+// and head_dim, v_dim multiples of 8 up to 256: flash_decode_supported() says whether they are.
+//
+// CUDA-graph use: the number of valid keys is read on the device from kv_len[b * kv_len_stride]
+// (kv_len_stride 0: one length for every sequence), at most max_kv_len; `splits` is fixed when
+// the graph is captured (flash_decode_splits for max_kv_len) and each launch spreads the real
+// length over them (chunks of at least kFlashDecodeMinChunk keys; splits past the length exit at
+// once and the combine skips them). The launcher neither allocates nor synchronises; its only
+// host work is choosing the kernel instantiation. kv_len null: max_kv_len keys (the op's path).
+// `causal`: query position i of q_len sees keys [0, length - q_len + i] (speculative decoding).
+inline constexpr int kFlashDecodeMaxQ = 8;
+inline constexpr int kFlashDecodeMinChunk = 64;
+struct FlashDecodeArgs {
+  const void* q = nullptr;     // [batch, q_heads, q_len, head_dim]: q_strides (unit stride in d)
+  const void* k = nullptr;     // [batch, kv_heads, >= max_kv_len, head_dim]: k_strides
+  const void* v = nullptr;     // [batch, kv_heads, >= max_kv_len, v_dim]: v_strides
+  void* out = nullptr;         // [batch, q_heads, q_len, v_dim]: out_strides (unit stride in d)
+  Type type = Type::BFloat16;  // BFloat16 or Float16 (q, k, v and out)
+  int batch = 0, q_heads = 0, kv_heads = 0, q_len = 0, head_dim = 0, v_dim = 0;
+  std::int64_t q_strides[3] = {}, k_strides[3] = {}, v_strides[3] = {}, out_strides[3] = {};
+  const std::int32_t* kv_len = nullptr;  // device; null: max_kv_len
+  int kv_len_stride = 0;                 // elements between two sequences' lengths (0: shared)
+  int max_kv_len = 0;
+  const void* mask = nullptr;      // additive, [b, hq, lq, key] with mask_strides (0: broadcast)
+  Type mask_type = Type::Float32;  // Float32 or `type`
+  std::int64_t mask_strides[4] = {};
+  bool causal = false;
+  float scale = 1.0f;
+  const float* sinks = nullptr;  // [q_heads] float32 attention sinks, or null
+  int splits = 1;                // flash_decode_splits(); fixed for a captured graph
+  float* scratch = nullptr;      // flash_decode_scratch_bytes() bytes, 16-byte aligned
+};
+// Whether the kernel takes these shapes, dtypes and alignments (else use attention()).
+bool flash_decode_supported(const FlashDecodeArgs& args);
+// Splits that fill `multiprocessors` SMs for args.max_kv_len keys (args.splits is ignored).
+int flash_decode_splits(const FlashDecodeArgs& args, int multiprocessors);
+// Scratch for args.splits splits (0 when splits == 1).
+std::size_t flash_decode_scratch_bytes(const FlashDecodeArgs& args);
+cudaError_t launch_flash_decode(const FlashDecodeArgs& args, cudaStream_t stream);
+
+// ---- Flash attention for prefill (src/cuda/flash_prefill.cu) --------------------------------
+// Tensor-core (mma.sync m16n8k16) attention with online softmax, bf16/f16 (the other fields of
+// Attention as attention() takes them: causal aligned to the end of the keys, additive mask,
+// sinks, GQA). Needs head_dim and v_dim multiples of 8 up to 256 and 16-byte aligned K/V rows.
+bool flash_prefill_supported(const Attention& args);
+cudaError_t launch_flash_prefill(const Attention& args, cudaStream_t stream);
+
 }  // namespace strata::cuda::kernels

@@ -1,0 +1,261 @@
+// Attention kernels at their limits (docs/cuda-backend.md, "Attention"), next to the rates they
+// are bound by, measured in the same run on cuda:0:
+//  - decode (launch_flash_decode, the kernel-level entry a CUDA graph calls): K+V bytes read per
+//    second against a device-to-device copy (bytes read + written per second);
+//  - prefill (ops::scaled_dot_product_attention, routed to the tensor-core flash kernel): TFLOP/s
+//    against a cuBLAS bf16 GEMM.
+// Decode rotates over enough KV caches that each call reads HBM, not the 50 MB L2. Times are
+// medians of cudaEvent-timed runs; "pipelined" runs 20 calls between two events (a decode loop).
+// Named cuda_*_bench so bench/CMakeLists.txt builds it only with the CUDA backend.
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "cuda/kernels.h"
+#include "strata/cuda/device.h"
+#include "strata/cuda/stream.h"
+#include "strata/ops.h"
+
+namespace {
+
+using strata::Device;
+using strata::DType;
+using strata::Tensor;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Median over `reps` of the milliseconds per call of `calls` back-to-back calls on `stream`.
+double time_ms(cudaStream_t stream, const std::function<void()>& f, int reps, int calls) {
+  cudaEvent_t start, end;
+  cudaEventCreate(&start);
+  cudaEventCreate(&end);
+  for (int i = 0; i < 2; ++i) f();  // warm-up (first-launch setup, the allocator's caches)
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    cudaEventRecord(start, stream);
+    for (int i = 0; i < calls; ++i) f();
+    cudaEventRecord(end, stream);
+    cudaEventSynchronize(end);
+    float ms = 0.0f;
+    cudaEventElapsedTime(&ms, start, end);
+    t.push_back(ms / calls);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(end);
+  return median(t);
+}
+
+void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) {
+    std::printf("%s: %s\n", what, cudaGetErrorString(status));
+    std::exit(1);
+  }
+}
+
+// Fills n bytes of device memory with copies of `pattern` (bf16 values in [-1, 1)).
+void fill(void* ptr, std::size_t n, const Tensor& pattern) {
+  const std::size_t block = pattern.nbytes();
+  for (std::size_t at = 0; at < n; at += block) {
+    check(cudaMemcpy(static_cast<char*>(ptr) + at, pattern.data_ptr(), std::min(block, n - at),
+                     cudaMemcpyDeviceToDevice),
+          "fill");
+  }
+}
+
+struct Buffer {
+  void* ptr = nullptr;
+  Buffer(std::size_t n, const Tensor& pattern) {
+    check(cudaMalloc(&ptr, n), "cudaMalloc");
+    fill(ptr, n, pattern);
+  }
+  ~Buffer() { cudaFree(ptr); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+};
+
+Tensor random_pattern(std::int64_t n, std::uint64_t seed) {
+  Tensor host = Tensor::empty({n}, DType::Float32);
+  std::uint64_t state = 0x9E3779B97F4A7C15ull * (seed + 1);
+  float* p = host.data<float>();
+  for (std::int64_t i = 0; i < n; ++i) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    p[i] = static_cast<float>(state >> 40) * 0x1p-23f - 1.0f;
+  }
+  return host.to(Device::cuda(0), DType::BFloat16);
+}
+
+struct DecodeCase {
+  int batch, q_heads, kv_heads, head_dim, keys;
+  bool sinks;
+};
+
+void decode_row(const DecodeCase& c, const Tensor& pattern, int sms, double copy_gbs,
+                cudaStream_t stream) {
+  // Bytes of K (and of V): bf16.
+  const std::size_t kv_bytes =
+      std::size_t{2} * c.batch * c.kv_heads * static_cast<std::size_t>(c.keys) * c.head_dim;
+  // Enough caches in turn that they exceed the L2 three times over.
+  const int sets = static_cast<int>(
+      std::clamp<std::size_t>((std::size_t{150} << 20) / (2 * kv_bytes) + 1, 2, 64));
+  std::vector<std::unique_ptr<Buffer>> ks, vs;
+  for (int s = 0; s < sets; ++s) {
+    ks.push_back(std::make_unique<Buffer>(kv_bytes, pattern));
+    vs.push_back(std::make_unique<Buffer>(kv_bytes, pattern));
+  }
+  Buffer q(std::size_t{2} * c.batch * c.q_heads * c.head_dim, pattern);
+  Buffer out(std::size_t{2} * c.batch * c.q_heads * c.head_dim, pattern);
+  std::vector<float> sink_values(c.q_heads, 0.5f);
+  float* sinks = nullptr;
+  if (c.sinks) {
+    check(cudaMalloc(&sinks, c.q_heads * sizeof(float)), "sinks");
+    cudaMemcpy(sinks, sink_values.data(), c.q_heads * sizeof(float), cudaMemcpyHostToDevice);
+  }
+  strata::cuda::kernels::FlashDecodeArgs a;
+  a.type = strata::cuda::kernels::Type::BFloat16;
+  a.batch = c.batch;
+  a.q_heads = c.q_heads;
+  a.kv_heads = c.kv_heads;
+  a.q_len = 1;
+  a.head_dim = a.v_dim = c.head_dim;
+  a.q_strides[0] = std::int64_t{c.q_heads} * c.head_dim;
+  a.q_strides[1] = a.q_strides[2] = c.head_dim;
+  for (std::int64_t* s : {a.k_strides, a.v_strides}) {
+    s[0] = std::int64_t{c.kv_heads} * c.keys * c.head_dim;
+    s[1] = std::int64_t{c.keys} * c.head_dim;
+    s[2] = c.head_dim;
+  }
+  for (int d = 0; d < 3; ++d) a.out_strides[d] = a.q_strides[d];
+  a.max_kv_len = c.keys;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  a.sinks = sinks;
+  a.q = q.ptr;
+  a.out = out.ptr;
+  a.splits = strata::cuda::kernels::flash_decode_splits(a, sms);
+  void* scratch = nullptr;
+  const std::size_t scratch_bytes = strata::cuda::kernels::flash_decode_scratch_bytes(a);
+  if (scratch_bytes > 0) check(cudaMalloc(&scratch, scratch_bytes), "scratch");
+  a.scratch = static_cast<float*>(scratch);
+  int next = 0;
+  const auto call = [&] {
+    a.k = ks[next]->ptr;
+    a.v = vs[next]->ptr;
+    next = (next + 1) % sets;
+    check(strata::cuda::kernels::launch_flash_decode(a, stream), "launch_flash_decode");
+  };
+  const double piped = time_ms(stream, call, 15, 20);
+  const double one = time_ms(stream, call, 30, 1);
+  char what[120];
+  std::snprintf(what, sizeof what, "decode b%d %dk hq%d/hkv%d d%d%s (%d splits)", c.batch,
+                c.keys / 1024, c.q_heads, c.kv_heads, c.head_dim, c.sinks ? " sinks" : "",
+                a.splits);
+  const double gbs = 2.0 * static_cast<double>(kv_bytes) / piped / 1e6;  // K and V
+  std::printf("%-52s %9.1f %9.1f %6.1f%% %9.1f us (one call %.1f us)\n", what, gbs, copy_gbs,
+              100.0 * gbs / copy_gbs, piped * 1e3, one * 1e3);
+  cudaFree(scratch);
+  cudaFree(sinks);
+}
+
+}  // namespace
+
+int main() {
+  if (!strata::cuda::is_available()) {
+    std::printf("no CUDA GPU: nothing to measure\n");
+    return 0;
+  }
+  check(cudaSetDevice(0), "cudaSetDevice");
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  std::printf("device: %s, %d SMs\n", strata::cuda::device_properties(0).name.c_str(), sms);
+  cudaStream_t stream;
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  const Tensor pattern = random_pattern(std::int64_t{1} << 22, 1);
+
+  // The copy rate: 256 MiB device to device, bytes read + written.
+  const std::size_t bytes = std::size_t{1} << 28;
+  double copy_gbs = 0.0;
+  {
+    Buffer from(bytes, pattern), to(bytes, pattern);
+    const double ms = time_ms(
+        stream, [&] { cudaMemcpyAsync(to.ptr, from.ptr, bytes, cudaMemcpyDeviceToDevice, stream); },
+        20, 1);
+    copy_gbs = 2.0 * static_cast<double>(bytes) / ms / 1e6;
+  }
+  // The GEMM rate: cuBLAS bf16 4096^3, float32 accumulation.
+  double gemm_tflops = 0.0;
+  {
+    const int n = 4096;
+    Buffer a(std::size_t{2} * n * n, pattern), b(std::size_t{2} * n * n, pattern),
+        c(std::size_t{2} * n * n, pattern);
+    cublasHandle_t h;
+    cublasCreate(&h);
+    cublasSetStream(h, stream);
+    const float alpha = 1.0f, beta = 0.0f;
+    const double ms = time_ms(
+        stream,
+        [&] {
+          cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, b.ptr, CUDA_R_16BF, n, a.ptr,
+                       CUDA_R_16BF, n, &beta, c.ptr, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT);
+        },
+        10, 5);
+    gemm_tflops = 2.0 * n * n * static_cast<double>(n) / ms / 1e9;
+    cublasDestroy(h);
+  }
+  std::printf("%-52s %9s %9s %7s\n", "decode, bf16 (K+V GB/s vs D2D copy)", "GB/s", "copy",
+              "ratio");
+  for (const DecodeCase& c : std::vector<DecodeCase>{{1, 32, 8, 128, 1024, false},
+                                                     {1, 32, 8, 128, 8192, false},
+                                                     {1, 32, 8, 128, 32768, false},
+                                                     {4, 32, 8, 128, 8192, false},
+                                                     {4, 32, 8, 128, 1024, false},
+                                                     {16, 32, 8, 128, 1024, false},
+                                                     {64, 32, 8, 128, 1024, false},
+                                                     {1, 32, 32, 128, 8192, false},
+                                                     {1, 64, 8, 64, 8192, true},
+                                                     {1, 16, 8, 256, 8192, false}}) {
+    decode_row(c, pattern, sms, copy_gbs, stream);
+  }
+
+  // Prefill of a 7B model's attention (Llama-2-7B: 32 heads, head_dim 128, MHA), causal, bf16,
+  // through the op (the tensor-core flash kernel), and Llama-3-8B's GQA 32/8.
+  std::printf("%-52s %9s %9s %7s\n", "prefill, bf16 causal (TFLOP/s vs cuBLAS GEMM)", "TFLOP/s",
+              "GEMM", "ratio");
+  for (const std::int64_t kv_heads : {32, 8}) {
+    for (const std::int64_t s : {512, 2048, 8192}) {
+      Tensor qt = Tensor::empty({1, 32, s, 128}, DType::BFloat16, Device::cuda(0));
+      Tensor kt = Tensor::empty({1, kv_heads, s, 128}, DType::BFloat16, Device::cuda(0));
+      Tensor vt = Tensor::empty({1, kv_heads, s, 128}, DType::BFloat16, Device::cuda(0));
+      for (Tensor* t : {&qt, &kt, &vt}) fill(t->data_ptr(), t->nbytes(), pattern);
+      strata::ops::AttentionOptions causal;
+      causal.causal = true;
+      const auto& compute = strata::cuda::Stream::compute(0);
+      const cudaStream_t op_stream = static_cast<cudaStream_t>(compute.native_handle());
+      const double ms = time_ms(
+          op_stream, [&] { (void)strata::ops::scaled_dot_product_attention(qt, kt, vt, causal); },
+          10, 3);
+      const double flops = 4.0 * 32 * static_cast<double>(s) * s * 128 / 2;  // causal half
+      char what[120];
+      std::snprintf(what, sizeof what, "prefill %lld tokens hq32/hkv%lld d128 causal",
+                    static_cast<long long>(s), static_cast<long long>(kv_heads));
+      const double tflops = flops / ms / 1e9;
+      std::printf("%-52s %9.1f %9.1f %6.1f%% %9.1f us\n", what, tflops, gemm_tflops,
+                  100.0 * tflops / gemm_tflops, ms * 1e3);
+    }
+  }
+  cudaStreamDestroy(stream);
+  return 0;
+}
