@@ -22,7 +22,6 @@
 
 #include "cuda/kernels.h"
 #include "strata/cuda/device.h"
-#include "strata/cuda/stream.h"
 #include "strata/ops.h"
 
 namespace {
@@ -101,6 +100,7 @@ Tensor random_pattern(std::int64_t n, std::uint64_t seed) {
 struct DecodeCase {
   int batch, q_heads, kv_heads, head_dim, keys;
   bool sinks;
+  bool sweep = false;  // also time half and twice the chosen split count
 };
 
 void decode_row(const DecodeCase& c, const Tensor& pattern, int sms, double copy_gbs,
@@ -145,9 +145,11 @@ void decode_row(const DecodeCase& c, const Tensor& pattern, int sms, double copy
   a.q = q.ptr;
   a.out = out.ptr;
   a.splits = strata::cuda::kernels::flash_decode_splits(a, sms);
+  // Scratch for the most splits the sweep below tries.
+  const int chosen = a.splits;
+  a.splits = 128;
   void* scratch = nullptr;
-  const std::size_t scratch_bytes = strata::cuda::kernels::flash_decode_scratch_bytes(a);
-  if (scratch_bytes > 0) check(cudaMalloc(&scratch, scratch_bytes), "scratch");
+  check(cudaMalloc(&scratch, strata::cuda::kernels::flash_decode_scratch_bytes(a)), "scratch");
   a.scratch = static_cast<float*>(scratch);
   int next = 0;
   const auto call = [&] {
@@ -156,15 +158,24 @@ void decode_row(const DecodeCase& c, const Tensor& pattern, int sms, double copy
     next = (next + 1) % sets;
     check(strata::cuda::kernels::launch_flash_decode(a, stream), "launch_flash_decode");
   };
-  const double piped = time_ms(stream, call, 15, 20);
-  const double one = time_ms(stream, call, 30, 1);
-  char what[120];
-  std::snprintf(what, sizeof what, "decode b%d %dk hq%d/hkv%d d%d%s (%d splits)", c.batch,
-                c.keys / 1024, c.q_heads, c.kv_heads, c.head_dim, c.sinks ? " sinks" : "",
-                a.splits);
-  const double gbs = 2.0 * static_cast<double>(kv_bytes) / piped / 1e6;  // K and V
-  std::printf("%-52s %9.1f %9.1f %6.1f%% %9.1f us (one call %.1f us)\n", what, gbs, copy_gbs,
-              100.0 * gbs / copy_gbs, piped * 1e3, one * 1e3);
+  // The chosen split count, then (for tuning the choice) half and twice as many.
+  std::vector<int> tries = {chosen};
+  if (c.sweep) {
+    if (chosen > 1) tries.push_back(chosen / 2);
+    if (chosen * 2 <= 128) tries.push_back(chosen * 2);
+  }
+  for (const int splits : tries) {
+    a.splits = splits;
+    const double piped = time_ms(stream, call, 15, 20);
+    const double one = time_ms(stream, call, 30, 1);
+    char what[120];
+    std::snprintf(what, sizeof what, "decode b%d %dk hq%d/hkv%d d%d%s (%d splits%s)", c.batch,
+                  c.keys / 1024, c.q_heads, c.kv_heads, c.head_dim, c.sinks ? " sinks" : "", splits,
+                  splits == chosen ? "" : ", tuning");
+    const double gbs = 2.0 * static_cast<double>(kv_bytes) / piped / 1e6;  // K and V
+    std::printf("%-52s %9.1f %9.1f %6.1f%% %9.1f us (one call %.1f us)\n", what, gbs, copy_gbs,
+                100.0 * gbs / copy_gbs, piped * 1e3, one * 1e3);
+  }
   cudaFree(scratch);
   cudaFree(sinks);
 }
@@ -218,8 +229,8 @@ int main() {
   std::printf("%-52s %9s %9s %7s\n", "decode, bf16 (K+V GB/s vs D2D copy)", "GB/s", "copy",
               "ratio");
   for (const DecodeCase& c : std::vector<DecodeCase>{{1, 32, 8, 128, 1024, false},
-                                                     {1, 32, 8, 128, 8192, false},
-                                                     {1, 32, 8, 128, 32768, false},
+                                                     {1, 32, 8, 128, 8192, false, true},
+                                                     {1, 32, 8, 128, 32768, false, true},
                                                      {4, 32, 8, 128, 8192, false},
                                                      {4, 32, 8, 128, 1024, false},
                                                      {16, 32, 8, 128, 1024, false},
@@ -230,30 +241,48 @@ int main() {
     decode_row(c, pattern, sms, copy_gbs, stream);
   }
 
-  // Prefill of a 7B model's attention (Llama-2-7B: 32 heads, head_dim 128, MHA), causal, bf16,
-  // through the op (the tensor-core flash kernel), and Llama-3-8B's GQA 32/8.
+  // Prefill of a 7B model's attention (Llama-2-7B: 32 heads, head_dim 128, MHA; Llama-3-8B: GQA
+  // 32/8), causal, bf16, through launch_flash_prefill with 16 and 32 query rows per warp.
   std::printf("%-52s %9s %9s %7s\n", "prefill, bf16 causal (TFLOP/s vs cuBLAS GEMM)", "TFLOP/s",
               "GEMM", "ratio");
-  for (const std::int64_t kv_heads : {32, 8}) {
-    for (const std::int64_t s : {512, 2048, 8192}) {
-      Tensor qt = Tensor::empty({1, 32, s, 128}, DType::BFloat16, Device::cuda(0));
-      Tensor kt = Tensor::empty({1, kv_heads, s, 128}, DType::BFloat16, Device::cuda(0));
-      Tensor vt = Tensor::empty({1, kv_heads, s, 128}, DType::BFloat16, Device::cuda(0));
-      for (Tensor* t : {&qt, &kt, &vt}) fill(t->data_ptr(), t->nbytes(), pattern);
-      strata::ops::AttentionOptions causal;
-      causal.causal = true;
-      const auto& compute = strata::cuda::Stream::compute(0);
-      const cudaStream_t op_stream = static_cast<cudaStream_t>(compute.native_handle());
-      const double ms = time_ms(
-          op_stream, [&] { (void)strata::ops::scaled_dot_product_attention(qt, kt, vt, causal); },
-          10, 3);
+  for (const int kv_heads : {32, 8}) {
+    for (const int s : {512, 2048, 8192}) {
+      const std::size_t q_bytes = std::size_t{2} * 32 * s * 128;
+      const std::size_t kv_bytes = std::size_t{2} * kv_heads * s * 128;
+      Buffer q(q_bytes, pattern), k(kv_bytes, pattern), v(kv_bytes, pattern), out(q_bytes, pattern);
+      strata::cuda::kernels::Attention a;
+      a.q = q.ptr;
+      a.k = k.ptr;
+      a.v = v.ptr;
+      a.out = out.ptr;
+      a.type = strata::cuda::kernels::Type::BFloat16;
+      a.batch = 1;
+      a.q_heads = 32;
+      a.kv_heads = kv_heads;
+      a.q_len = a.k_len = s;
+      a.head_dim = a.v_dim = 128;
+      const std::int64_t q_strides[4] = {32LL * s * 128, std::int64_t{s} * 128, 128, 1};
+      const std::int64_t kv_strides[4] = {std::int64_t{kv_heads} * s * 128, std::int64_t{s} * 128,
+                                          128, 1};
+      for (int d = 0; d < 4; ++d) {
+        a.q_strides[d] = q_strides[d];
+        a.k_strides[d] = a.v_strides[d] = kv_strides[d];
+      }
+      a.causal = true;
+      a.scale = 1.0f / std::sqrt(128.0f);
       const double flops = 4.0 * 32 * static_cast<double>(s) * s * 128 / 2;  // causal half
-      char what[120];
-      std::snprintf(what, sizeof what, "prefill %lld tokens hq32/hkv%lld d128 causal",
-                    static_cast<long long>(s), static_cast<long long>(kv_heads));
-      const double tflops = flops / ms / 1e9;
-      std::printf("%-52s %9.1f %9.1f %6.1f%% %9.1f us\n", what, tflops, gemm_tflops,
-                  100.0 * tflops / gemm_tflops, ms * 1e3);
+      for (const int rows : {16, 32}) {
+        const double ms = time_ms(
+            stream,
+            [&] { check(strata::cuda::kernels::launch_flash_prefill(a, stream, rows), "prefill"); },
+            10, 3);
+        char what[120];
+        std::snprintf(what, sizeof what, "prefill %d tokens hq32/hkv%d d128 causal, %d rows/warp",
+                      s, kv_heads, rows);
+        const double tflops = flops / ms / 1e9;
+        std::printf("%-52s %9.1f %9.1f %6.1f%% %9.1f us\n", what, tflops, gemm_tflops,
+                    100.0 * tflops / gemm_tflops, ms * 1e3);
+      }
     }
   }
   cudaStreamDestroy(stream);

@@ -316,6 +316,56 @@ TEST_P(FlashDecodeAttentionLauncher, RefusesWhatItCannotTake) {
   EXPECT_FALSE(cuda::kernels::flash_decode_supported(a));
 }
 
+// Both prefill variants (16 and 32 query rows per warp; the op uses one) through the launcher,
+// causal over a ragged length with GQA, sinks and a mask, against the CPU op.
+TEST_P(FlashDecodeAttentionLauncher, PrefillBothRowsPerWarp) {
+  const DType dtype = GetParam();
+  for (const std::int64_t d : {64, 96, 128}) {
+    const Shape4 s{2, 8, 2, 203, 250, d};
+    const Inputs in = make(s, dtype, 800 + d);
+    ops::AttentionOptions options;
+    options.causal = true;
+    options.sinks = random_tensor({8}, DType::Float32, 801, -1.0, 2.0);
+    options.mask = random_tensor({2, 1, 203, 250}, DType::Float32, 802, -2.0, 0.5);
+    const Tensor expected = ops::scaled_dot_product_attention(in.q, in.k, in.v, options);
+    const Tensor q = on_gpu(in.q), k = on_gpu(in.k), v = on_gpu(in.v);
+    const Tensor sinks = on_gpu(*options.sinks), mask = on_gpu(*options.mask);
+    cuda::kernels::Attention a;
+    a.q = q.data_ptr();
+    a.k = k.data_ptr();
+    a.v = v.data_ptr();
+    a.type = static_cast<cuda::kernels::Type>(dtype);
+    a.batch = s.batch;
+    a.q_heads = s.q_heads;
+    a.kv_heads = s.kv_heads;
+    a.q_len = s.q_len;
+    a.k_len = s.k_len;
+    a.head_dim = a.v_dim = d;
+    for (int i = 0; i < 4; ++i) {
+      a.q_strides[i] = q.stride(i);
+      a.k_strides[i] = k.stride(i);
+      a.v_strides[i] = v.stride(i);
+      a.mask_strides[i] = i == 1 ? 0 : mask.stride(i);
+    }
+    a.mask = mask.data_ptr();
+    a.mask_type = cuda::kernels::Type::Float32;
+    a.causal = true;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(d));
+    a.sinks = static_cast<const float*>(sinks.data_ptr());
+    ASSERT_TRUE(cuda::kernels::flash_prefill_supported(a));
+    for (const int rows : {16, 32}) {
+      const Tensor out = Tensor::zeros({s.batch, s.q_heads, s.q_len, d}, dtype, Device::cuda(0));
+      a.out = out.data_ptr();
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      ASSERT_EQ(cuda::kernels::launch_flash_prefill(a, nullptr, rows), cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_TRUE(all_close(out, expected.to_doubles(), tolerance_for(dtype),
+                            describe(s, dtype, " rows per warp " + std::to_string(rows))));
+    }
+    EXPECT_EQ(cuda::kernels::launch_flash_prefill(a, nullptr, 24), cudaErrorInvalidValue);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, FlashDecodeAttentionLauncher,
                          ::testing::Values(DType::BFloat16, DType::Float16),
                          [](const auto& info) { return testing::dtype_test_name(info.param); });
