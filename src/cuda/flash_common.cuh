@@ -65,6 +65,24 @@ __device__ __forceinline__ void unpack2<HalfBits>(std::uint32_t w, float& lo, fl
   asm("cvt.f32.f16 %0, %1;" : "=f"(hi) : "h"(h));
 }
 
+// Eight 16-bit values of a 16-byte load widened.
+template <typename T>
+__device__ __forceinline__ void unpack8(const uint4& w, float (&out)[8]) {
+  unpack2<T>(w.x, out[0], out[1]);
+  unpack2<T>(w.y, out[2], out[3]);
+  unpack2<T>(w.z, out[4], out[5]);
+  unpack2<T>(w.w, out[6], out[7]);
+}
+
+// 2^x by the special-function unit alone (ex2.approx.ftz: about 2 ulp, results below 2^-126
+// flushed to zero, 2^-inf = 0), without exp2f's rescaling for subnormal results: softmax weights
+// that small do not change a float32 sum.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // d += a (16x16, row major) * b (16x8, column major), float32 accumulators. Fragment layouts are
 // PTX's for mma.m16n8k16 (a: 4 registers, b: 2, c/d: 4).
 template <typename T>

@@ -132,10 +132,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       float kf[8];
-      flash::unpack2<T>(kr[u].x, kf[0], kf[1]);
-      flash::unpack2<T>(kr[u].y, kf[2], kf[3]);
-      flash::unpack2<T>(kr[u].z, kf[4], kf[5]);
-      flash::unpack2<T>(kr[u].w, kf[6], kf[7]);
+      flash::unpack8<T>(kr[u], kf);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         float dot = 0.0f;
@@ -163,11 +160,11 @@ __global__ void __launch_bounds__(kDecodeThreads)
         for (int u = 0; u < kU; ++u) s[u][r] = 0.0f;
         continue;
       }
-      const float corr = exp2f(m[r] - mx);  // 0 when m was -inf
+      const float corr = flash::fast_exp2(m[r] - mx);  // 0 when m was -inf
       float sum = 0.0f;
 #pragma unroll
       for (int u = 0; u < kU; ++u) {
-        s[u][r] = exp2f(s[u][r] - mx);  // -inf (masked) gives 0
+        s[u][r] = flash::fast_exp2(s[u][r] - mx);  // -inf (masked) gives 0
         sum += s[u][r];
       }
       l[r] = l[r] * corr + sum;
@@ -178,10 +175,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       float vf[8];
-      flash::unpack2<T>(vr[u].x, vf[0], vf[1]);
-      flash::unpack2<T>(vr[u].y, vf[2], vf[3]);
-      flash::unpack2<T>(vr[u].z, vf[4], vf[5]);
-      flash::unpack2<T>(vr[u].w, vf[6], vf[7]);
+      flash::unpack8<T>(vr[u], vf);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
 #pragma unroll
@@ -214,14 +208,15 @@ __global__ void __launch_bounds__(kDecodeThreads)
     if (mx != -INFINITY) {
 #pragma unroll
       for (int g = 0; g < S::kBlockGroups; ++g) {
-        const float w = exp2f(s_m[g][r] - mx);  // 0 for a group that saw no key
+        const float w = flash::fast_exp2(s_m[g][r] - mx);  // 0 for a group that saw no key
         sum = fmaf(s_acc[g][r][d], w, sum);
         total = fmaf(s_l[g][r], w, total);
       }
     }
     const RowAt at = row_at(a, kvh, first + r);
     if (a.splits == 1) {
-      if (a.sinks != nullptr && mx != -INFINITY) total += exp2f(a.sinks[at.h] * kLog2e - mx);
+      if (a.sinks != nullptr && mx != -INFINITY)
+        total += flash::fast_exp2(a.sinks[at.h] * kLog2e - mx);
       // A row with every key masked yields zeros, not NaN.
       static_cast<T*>(
           a.out)[b * a.out_strides[0] + at.h * a.out_strides[1] + at.i * a.out_strides[2] + d] =
@@ -261,12 +256,13 @@ __global__ void __launch_bounds__(kDecodeThreads) flash_decode_combine(FlashDeco
   float total = 0.0f;
   for (int s = threadIdx.x; s < active; s += kDecodeThreads) {
     const float ms = parts_ml[2 * s];
-    const float w = mx == -INFINITY ? 0.0f : exp2f(ms - mx);  // a split with no key weighs 0
+    const float w =
+        mx == -INFINITY ? 0.0f : flash::fast_exp2(ms - mx);  // a split with no key weighs 0
     weight[s] = w;
     total += parts_ml[2 * s + 1] * w;
   }
   total = block_sum(total, reduce);  // its barriers publish `weight`
-  if (a.sinks != nullptr && mx != -INFINITY) total += exp2f(a.sinks[h] * kLog2e - mx);
+  if (a.sinks != nullptr && mx != -INFINITY) total += flash::fast_exp2(a.sinks[h] * kLog2e - mx);
   T* out =
       static_cast<T*>(a.out) + b * a.out_strides[0] + h * a.out_strides[1] + i * a.out_strides[2];
   for (int d = threadIdx.x; d < a.v_dim; d += kDecodeThreads) {

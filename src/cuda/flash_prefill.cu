@@ -208,13 +208,13 @@ __global__ void __launch_bounds__(kPrefillThreads) flash_prefill_kernel(Attentio
         mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 2));
         // A row that has seen no key yet keeps max -inf: subtract 0 instead (every p is then 0).
         const float base = mx == -INFINITY ? 0.0f : mx;
-        const float corr = exp2f(m_run[mt][hf] - base);  // 0 while the max was -inf
+        const float corr = flash::fast_exp2(m_run[mt][hf] - base);  // 0 while the max was -inf
         m_run[mt][hf] = mx;
         float sum = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < P::kNTiles; ++nt) {
-          s[mt][nt][2 * hf] = exp2f(s[mt][nt][2 * hf] - base);
-          s[mt][nt][2 * hf + 1] = exp2f(s[mt][nt][2 * hf + 1] - base);
+          s[mt][nt][2 * hf] = flash::fast_exp2(s[mt][nt][2 * hf] - base);
+          s[mt][nt][2 * hf + 1] = flash::fast_exp2(s[mt][nt][2 * hf + 1] - base);
           sum += s[mt][nt][2 * hf] + s[mt][nt][2 * hf + 1];
         }
         l_run[mt][hf] = l_run[mt][hf] * corr + sum;
@@ -264,7 +264,7 @@ __global__ void __launch_bounds__(kPrefillThreads) flash_prefill_kernel(Attentio
       l += __shfl_xor_sync(0xFFFFFFFFu, l, 1);
       l += __shfl_xor_sync(0xFFFFFFFFu, l, 2);
       const float m = m_run[mt][hf];
-      if (a.sinks != nullptr && m != -INFINITY) l += exp2f(a.sinks[h] * kLog2e - m);
+      if (a.sinks != nullptr && m != -INFINITY) l += flash::fast_exp2(a.sinks[h] * kLog2e - m);
       const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // every key masked: zeros
       const int row = row_of(mt, hf);
       if (row >= q_len) continue;
