@@ -98,6 +98,14 @@ class PrefetchScheduler {
   // The threshold each unit got (in registration order), -1 for units not yet asked.
   std::vector<std::int64_t> cpu_thresholds() const;
 
+  // For a module that runs offloaded units itself instead of calling them (a mixture-of-experts
+  // block computing the experts it selected with their stored weights, moe-execution.md): the
+  // policy `hook`'s unit gets for a step of `tokens` tokens under the offload policy, as its
+  // own forward would get it (counted in cpu_computes when Cpu). The caller moves nothing through
+  // the hook: it reads PrefetchHook::stored and computes where it chose.
+  ExecutionPolicy policy_for(PrefetchHook& hook, std::int64_t tokens,
+                             std::int64_t activation_bytes_per_token);
+
  private:
   friend class PrefetchHook;
   struct Unit;
