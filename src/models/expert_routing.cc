@@ -44,37 +44,53 @@ ExpertRouting route_tokens(const Tensor& indices_t, const Tensor& weights_t,
   return r;
 }
 
-Tensor combine_experts(
-    const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
-    const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert) {
+Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
+                       const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert,
+                       const std::function<bool(std::int64_t expert)>& on_cpu) {
   const std::int64_t tokens = routing.tokens, k = routing.top_k, hidden = x.size(1);
-  // Each expert's weighted outputs go to consecutive rows of `contributions`; rows_of[t] lists
-  // token t's rows in increasing expert order.
   const Device device = x.device();
+  const auto cpu_expert = [&](std::size_t e) {
+    return on_cpu && on_cpu(static_cast<std::int64_t>(e));
+  };
+  // Each expert's weighted outputs go to consecutive rows of `contributions`, the cpu experts'
+  // first (one block to copy back); rows_of[t] lists token t's rows in increasing expert order.
+  std::int64_t cpu_rows = 0;
+  for (std::size_t e = 0; e < routing.expert_tokens.size(); ++e) {
+    if (cpu_expert(e)) cpu_rows += static_cast<std::int64_t>(routing.expert_tokens[e].size());
+  }
   Tensor contributions = Tensor::empty({tokens * k, hidden}, x.dtype(), device);
+  const bool cpu_apart = cpu_rows > 0 && !device.is_cpu();
+  const Tensor x_cpu = cpu_apart ? x.to(Device::cpu()) : x;
+  const Tensor out_cpu =
+      cpu_apart ? Tensor::empty({cpu_rows, hidden}, x.dtype(), Device::cpu()) : contributions;
   std::vector<std::vector<std::int64_t>> rows_of(static_cast<std::size_t>(tokens));
-  std::int64_t offset = 0;
+  std::int64_t cpu_offset = 0, offset = cpu_rows;
   for (std::size_t e = 0; e < routing.expert_tokens.size(); ++e) {
     const std::vector<std::int64_t>& routed = routing.expert_tokens[e];
     const auto n = static_cast<std::int64_t>(routed.size());
     if (n == 0) continue;
-    const Tensor picked = ops::embedding(Tensor::from_vector(routed).to(device), x);
-    Tensor out = on_device_of(expert(static_cast<std::int64_t>(e), picked), x);
+    const bool here = cpu_expert(e);
+    const Tensor& source = here ? x_cpu : x;
+    const Device at = source.device();
+    const Tensor picked = ops::embedding(Tensor::from_vector(routed).to(at), source);
+    Tensor out = on_device_of(expert(static_cast<std::int64_t>(e), picked), source);
     const Tensor weight =
-        Tensor::from_doubles(routing.expert_weights[e], {n, 1}, weight_dtype).to(device);
+        Tensor::from_doubles(routing.expert_weights[e], {n, 1}, weight_dtype).to(at);
     out =
         out.dtype() == DType::Float32 && weight.dtype() == DType::Float32
             ? ops::mul(out, weight)
             : ops::cast(ops::mul(ops::cast(out, DType::Float32), ops::cast(weight, DType::Float32)),
                         out.dtype());
-    contributions.narrow(0, offset, n).copy_(out);
+    std::int64_t& next = here ? cpu_offset : offset;
+    (here ? out_cpu : contributions).narrow(0, next, n).copy_(out);
     for (std::int64_t r = 0; r < n; ++r) {
-      rows_of[static_cast<std::size_t>(routed[static_cast<std::size_t>(r)])].push_back(offset + r);
+      rows_of[static_cast<std::size_t>(routed[static_cast<std::size_t>(r)])].push_back(next + r);
     }
-    offset += n;
+    next += n;
   }
-  STRATA_ASSERT(offset == tokens * k, "MoE routed {} rows for {} tokens x top-{}", offset, tokens,
-                k);
+  STRATA_ASSERT(offset == tokens * k && cpu_offset == cpu_rows,
+                "MoE routed {} rows for {} tokens x top-{}", offset, tokens, k);
+  if (cpu_apart) contributions.narrow(0, 0, cpu_rows).copy_(out_cpu);
 
   Tensor result;
   std::vector<std::int64_t> rows(static_cast<std::size_t>(tokens));

@@ -37,8 +37,11 @@ ExpertRouting route_tokens(const Tensor& indices, const Tensor& weights, std::in
 // increasing expert order. The weights are rounded to `weight_dtype` (the router's), then the
 // product is formed in float32 and rounded once to the output's dtype (transformers' type
 // promotion of `out * routing_weights`).
-Tensor combine_experts(
-    const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
-    const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert);
+// Experts for which `on_cpu(e)` holds compute on the cpu (their weights live there,
+// docs/moe-execution.md): x goes to the cpu once, their rows are picked, computed and weighted
+// there, and all their outputs come back in one copy, whatever their number.
+Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
+                       const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert,
+                       const std::function<bool(std::int64_t expert)>& on_cpu = {});
 
 }  // namespace strata::models::detail

@@ -15,15 +15,35 @@
 // (io::CheckpointReader, docs/models.md), the arithmetic is the same.
 
 #include <memory>
+#include <vector>
 
 #include "strata/models/config.h"
 #include "strata/models/layers.h"
 #include "strata/models/tensor_parallel.h"
 #include "strata/nn/layers.h"
+#include "strata/placement/expert_cache.h"
 
 namespace strata::models {
 
 class GatedMLP;
+namespace detail {
+struct ExpertRouting;
+}
+
+// How the routed experts of the sparse blocks computed (docs/moe-execution.md). One count per
+// (expert, step) that received tokens.
+struct ExpertExecutionStats {
+  std::int64_t resident = 0;   // weights on the block's device or not offloaded: called as is
+  std::int64_t cpu = 0;        // offloaded, computed on the cpu where the weights are stored
+  std::int64_t streamed = 0;   // offloaded, this expert's weights copied to the execution device
+  std::int64_t cached = 0;     // offloaded, found in the expert cache
+  std::int64_t cpu_bytes = 0;  // stored weight bytes the cpu read
+  std::int64_t streamed_bytes = 0;  // weight bytes copied to the execution device
+  // Block steps with cpu experts: each moved the block's activations to the cpu once and the
+  // experts' weighted outputs back once, whatever the number of experts.
+  std::int64_t cpu_batches = 0;
+  ExpertExecutionStats& operator+=(const ExpertExecutionStats& o);
+};
 
 // forward(hidden [batch, seq, hidden]) -> [batch, seq, hidden]. Routing follows transformers:
 // softmax of the router logits in float32, top-k, weights renormalised to sum to one when
@@ -40,14 +60,41 @@ class SparseMoeBlock : public nn::Module {
   std::int64_t top_k() const { return top_k_; }
   Value forward(Args& args) override;
 
+  // The cache consulted before the cpu and streaming for offloaded experts (shared by the blocks
+  // of a model; `block_index` tells this block's experts apart), or null.
+  void set_expert_cache(std::shared_ptr<placement::ExpertCache> cache, std::int64_t block_index);
+  const ExpertExecutionStats& execution_stats() const { return stats_; }
+  void reset_execution_stats() { stats_ = {}; }
+
  private:
+  // The routed experts' weighted sum for every token, each expert computed where it is chosen
+  // to (moe-execution.md).
+  Tensor run_experts(const Tensor& flat, const detail::ExpertRouting& routing, DType weight_dtype);
+
   std::int64_t num_experts_, top_k_;
   bool norm_topk_prob_, round_weights_;
+  bool mixtral_naming_;
+  Activation activation_;
+  std::shared_ptr<placement::ExpertCache> cache_;
+  std::int64_t block_index_ = 0;
+  ExpertExecutionStats stats_;
   TensorParallel tp_;
   std::shared_ptr<nn::Linear> gate_;
   std::shared_ptr<nn::ModuleList> experts_;
   std::shared_ptr<GatedMLP> shared_expert_;         // Qwen2-MoE only
   std::shared_ptr<nn::Linear> shared_expert_gate_;  // Qwen2-MoE only
 };
+
+// The sparse blocks of `model` in module order.
+std::vector<SparseMoeBlock*> sparse_moe_blocks(nn::Module& model);
+// Their execution counts, summed.
+ExpertExecutionStats expert_execution_stats(nn::Module& model);
+
+// Gives every sparse block of a dispatched `model` one expert cache of `capacity_bytes` on the
+// execution device of its prefetch scheduler and returns it; null (and the blocks keep none) when
+// nothing is offloaded or the capacity is 0.
+std::shared_ptr<placement::ExpertCache> attach_expert_cache(
+    nn::Module& model, std::int64_t capacity_bytes,
+    placement::ExpertCachePolicy policy = placement::ExpertCachePolicy::Lru);
 
 }  // namespace strata::models

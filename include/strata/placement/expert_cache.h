@@ -1,0 +1,123 @@
+#pragma once
+// A byte-budgeted cache of routed experts' weights on the execution device (issue 17,
+// docs/moe-execution.md). Routing reuses experts over short spans of tokens; an expert that a
+// mixture-of-experts block found here computes at GPU speed instead of being read on the cpu or
+// streamed over PCIe again. The block asks the cache first, then chooses between the cpu and
+// streaming for a miss (a streamed expert is kept when it fits).
+//
+// ExpertCacheIndex is the bookkeeping alone (which keys are resident, which one goes next), so
+// the policies are testable without tensors; ExpertCache holds the device copies.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "strata/core/device.h"
+#include "strata/core/tensor.h"
+
+namespace strata::placement {
+
+// One expert of one block: (block index in module order, expert index).
+using ExpertKey = std::uint64_t;
+constexpr ExpertKey expert_key(std::int64_t block, std::int64_t expert) {
+  return (static_cast<std::uint64_t>(block) << 32) | static_cast<std::uint32_t>(expert);
+}
+
+enum class ExpertCachePolicy : std::uint8_t {
+  Lru,  // evict the least recently used
+  Lfu,  // evict the least frequently used (ties: least recent); counts halve every aging period
+};
+
+// "lru" or "lfu" (InvalidArgument naming both otherwise).
+ExpertCachePolicy parse_expert_cache_policy(std::string_view text);
+std::string_view expert_cache_policy_name(ExpertCachePolicy policy);
+
+struct ExpertCacheStats {
+  std::int64_t hits = 0;
+  std::int64_t misses = 0;
+  std::int64_t insertions = 0;
+  std::int64_t evictions = 0;
+  std::int64_t rejected = 0;  // entries larger than the whole budget (never kept)
+  std::int64_t bytes = 0;     // held now
+  std::int64_t capacity_bytes = 0;
+  std::int64_t entries = 0;
+  // hits / (hits + misses), 0 before any lookup.
+  double hit_rate() const {
+    const std::int64_t lookups = hits + misses;
+    return lookups == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(lookups);
+  }
+};
+
+class ExpertCacheIndex {
+ public:
+  // `aging_period`: LFU halves every count after that many lookups (0: never).
+  ExpertCacheIndex(std::int64_t capacity_bytes, ExpertCachePolicy policy,
+                   std::int64_t aging_period = 4096);
+
+  // Whether `key` is resident; a hit counts as a use.
+  bool lookup(ExpertKey key);
+  // Makes `key` (of `bytes`) resident, evicting by the policy until it fits; returns the evicted
+  // keys in eviction order, or nullopt when `bytes` exceeds the whole budget (nothing changes).
+  // Inserting a resident key is an internal error (look it up first).
+  std::optional<std::vector<ExpertKey>> insert(ExpertKey key, std::int64_t bytes);
+  bool contains(ExpertKey key) const { return entries_.contains(key); }
+  const ExpertCacheStats& stats() const { return stats_; }
+  ExpertCachePolicy policy() const { return policy_; }
+
+ private:
+  struct Entry {
+    std::int64_t bytes = 0;
+    std::int64_t count = 0;     // uses while resident (LFU; halved by aging)
+    std::int64_t last_use = 0;  // the clock at the last use
+  };
+  // Eviction order: the smallest (count, last_use) first; LRU keeps count at 0.
+  using Rank = std::pair<std::int64_t, std::int64_t>;
+  Rank rank(const Entry& e) const {
+    return {policy_ == ExpertCachePolicy::Lfu ? e.count : 0, e.last_use};
+  }
+  void use(ExpertKey key, Entry& entry);
+  void age();
+
+  ExpertCachePolicy policy_;
+  std::int64_t aging_period_;
+  std::int64_t clock_ = 0;
+  std::int64_t lookups_since_aging_ = 0;
+  std::unordered_map<ExpertKey, Entry> entries_;
+  std::map<Rank, ExpertKey> order_;  // ranks are unique: last_use is a strictly rising clock
+  ExpertCacheStats stats_;
+};
+
+class ExpertCache {
+ public:
+  ExpertCache(Device device, std::int64_t capacity_bytes,
+              ExpertCachePolicy policy = ExpertCachePolicy::Lru);
+  ExpertCache(const ExpertCache&) = delete;
+  ExpertCache& operator=(const ExpertCache&) = delete;
+
+  Device device() const { return device_; }
+  // The device copies of `key`'s tensors (a hit), or nullptr (a miss); counted either way.
+  const std::vector<Tensor>* find(ExpertKey key);
+  // Copies `stored` to the device (asynchronously where the source is pinned) and keeps the
+  // copies when they fit the budget, evicting others; returns the copies either way.
+  std::vector<Tensor> load(ExpertKey key, const std::vector<Tensor>& stored);
+  ExpertCacheStats stats() const { return index_.stats(); }
+  // Whether `bytes` more fit without evicting anything (a cpu-computed miss is then copied in
+  // too: filling free room costs one copy per expert, evicting for every miss would thrash).
+  bool has_room(std::int64_t bytes) const {
+    const ExpertCacheStats& s = index_.stats();
+    return s.bytes + bytes <= s.capacity_bytes;
+  }
+
+ private:
+  Device device_;
+  ExpertCacheIndex index_;
+  std::unordered_map<ExpertKey, std::vector<Tensor>> tensors_;
+};
+
+// A copy of `t` on `device` that owns its memory (a view of a mapped file becomes RAM on the cpu).
+Tensor owned_copy(const Tensor& t, Device device);
+
+}  // namespace strata::placement

@@ -1,0 +1,145 @@
+// Execution of offloaded routed experts (issue 17, docs/moe-execution.md): the block computes
+// only the selected experts, on the cpu where they are stored (one activation transfer per block
+// step) or streamed to the execution device, through an optional expert cache. Every mode must
+// keep transformers' numbers (the recorded float32 logits and 12 greedy tokens of the MoE
+// fixtures), and the counts must show which path ran. CUDA modes skip without a GPU; on the cpu
+// the cache is a cpu-device cache (the mechanism is device-generic).
+
+#include "io/io_testing.h"
+#include "models/model_testing.h"
+#include "strata/models/moe.h"
+#include "strata/placement/auto_device_map.h"
+#include "strata/placement/load_and_dispatch.h"
+
+namespace strata::testing {
+namespace {
+
+using placement::MapDevice;
+using placement::OffloadPolicy;
+
+struct Mode {
+  std::string name;
+  bool gpu = false;                           // execution device cuda:0, else the cpu
+  const char* experts = "disk";               // where the routed experts live
+  OffloadPolicy policy = OffloadPolicy::Cpu;  // Auto: a one-token threshold
+  std::int64_t cache_experts = 0;  // cache budget in experts (of the largest size); 0: none
+};
+
+void PrintTo(const Mode& m, std::ostream* os) { *os << m.name; }
+
+const std::vector<Mode>& modes() {
+  static const std::vector<Mode> all = {
+      {"cpu_disk_policy_cpu", false, "disk", OffloadPolicy::Cpu, 0},
+      {"cpu_disk_stream", false, "disk", OffloadPolicy::Stream, 0},
+      {"cpu_disk_auto", false, "disk", OffloadPolicy::Auto, 0},
+      {"cpu_disk_policy_cpu_cache", false, "disk", OffloadPolicy::Cpu, 1000},
+      {"cpu_disk_stream_small_cache", false, "disk", OffloadPolicy::Stream, 3},
+      {"cuda_cpu_policy_cpu", true, "cpu", OffloadPolicy::Cpu, 0},
+      {"cuda_cpu_stream", true, "cpu", OffloadPolicy::Stream, 0},
+      {"cuda_cpu_auto", true, "cpu", OffloadPolicy::Auto, 0},
+      {"cuda_disk_policy_cpu", true, "disk", OffloadPolicy::Cpu, 0},
+      {"cuda_cpu_policy_cpu_cache", true, "cpu", OffloadPolicy::Cpu, 1000},
+      {"cuda_cpu_stream_small_cache", true, "cpu", OffloadPolicy::Stream, 3},
+  };
+  return all;
+}
+
+const std::vector<std::string>& moe_fixtures() {
+  static const std::vector<std::string> names = {"qwen3_moe", "qwen2_moe", "mixtral",
+                                                 "qwen3_moe_fused"};
+  return names;
+}
+
+using Case = std::tuple<std::string, Mode>;
+
+class MoeExecutionTest : public ::testing::TestWithParam<Case> {
+ protected:
+  const Mode& mode() const { return std::get<1>(GetParam()); }
+};
+
+TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
+  const Mode& m = mode();
+  if (m.gpu && !device_available(Device::cuda(0))) GTEST_SKIP() << "no CUDA device";
+  const ModelFixture f = load_model_fixture(std::get<0>(GetParam()));
+  auto model = empty_fixture_model(f);
+  placement::DeviceMap map = {{"", m.gpu ? MapDevice(0) : MapDevice::cpu()}};
+  for (const std::string& experts :
+       placement::routed_expert_modules(*model, model->no_split_module_classes())) {
+    map.emplace_back(experts, MapDevice(m.experts));
+  }
+  TempDir tmp;
+  placement::LoadAndDispatchOptions options;
+  options.device_map = map;
+  options.offload_folder = tmp.path() / "offload";
+  const auto result = placement::load_checkpoint_and_dispatch(
+      *model, model_fixture_dir(f.name) / "model.safetensors", options);
+  ASSERT_TRUE(result.dispatch.has_value() && result.dispatch->scheduler);
+  placement::PrefetchScheduler& scheduler = *result.dispatch->scheduler;
+  if (m.policy == OffloadPolicy::Auto) {
+    scheduler.set_offload_policy(OffloadPolicy::Auto,
+                                 [](const placement::UnitProfile&) { return std::int64_t{1}; });
+  } else {
+    scheduler.set_offload_policy(m.policy);
+  }
+  const std::vector<models::SparseMoeBlock*> blocks = models::sparse_moe_blocks(*model);
+  ASSERT_FALSE(blocks.empty());
+  const std::int64_t top_k = blocks.front()->top_k();
+  const auto expert_bytes = static_cast<std::int64_t>(3 * model->config().hidden_size *
+                                                      model->config().moe_intermediate_size * 4);
+  std::shared_ptr<placement::ExpertCache> cache;
+  if (m.cache_experts > 0) {
+    cache = models::attach_expert_cache(*model, m.cache_experts * expert_bytes);
+    ASSERT_NE(cache, nullptr);
+    EXPECT_EQ(cache->device(), m.gpu ? Device::cuda(0) : Device::cpu());
+  }
+
+  // One token: exactly top_k experts per block compute, each on the path the policy says, and
+  // only those experts' weights are read.
+  const auto blocks_n = static_cast<std::int64_t>(blocks.size());
+  model->run(f.prompt_ids.narrow(0, 0, 1).narrow(1, 0, 1));
+  const models::ExpertExecutionStats one = models::expert_execution_stats(*model);
+  EXPECT_EQ(one.resident, 0);
+  EXPECT_EQ(one.cpu + one.streamed + one.cached, blocks_n * top_k);
+  if (m.policy == OffloadPolicy::Stream) {
+    EXPECT_EQ(one.cpu, 0);
+    EXPECT_EQ(one.cpu_batches, 0);
+    EXPECT_EQ(one.streamed_bytes, one.streamed * expert_bytes);
+  } else {  // cpu, and auto at one token
+    EXPECT_EQ(one.cpu, blocks_n * top_k);
+    EXPECT_EQ(one.cpu_bytes, one.cpu * expert_bytes);
+    EXPECT_EQ(one.cpu_batches, blocks_n) << "one activation transfer per block, not per expert";
+  }
+
+  expect_float32_logits_match(f, model->run(f.prompt_ids).logits);
+  expect_greedy_continuation_matches(f, *model);
+  const models::ExpertExecutionStats all = models::expert_execution_stats(*model);
+  if (m.policy == OffloadPolicy::Auto) {
+    EXPECT_GT(all.streamed, 0) << "the prompts did not stream their experts";
+    EXPECT_GT(all.cpu, blocks_n * top_k) << "the decode steps did not compute on the cpu";
+  }
+  if (cache) {
+    const placement::ExpertCacheStats s = cache->stats();
+    EXPECT_EQ(s.hits, all.cached);
+    EXPECT_GT(s.hits, 0);
+    EXPECT_LE(s.bytes, m.cache_experts * expert_bytes);
+    // It never holds more than its budget: every insertion past that many experts evicted one.
+    EXPECT_EQ(s.entries, s.insertions - s.evictions);
+    EXPECT_GE(s.evictions, s.insertions - m.cache_experts);
+    // A second pass over the prompts finds its experts (the big cache holds them all).
+    if (m.cache_experts >= 1000) {
+      const std::int64_t before = cache->stats().misses;
+      expect_float32_logits_match(f, model->run(f.prompt_ids).logits);
+      EXPECT_EQ(cache->stats().misses, before);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Moe, MoeExecutionTest,
+                         ::testing::Combine(::testing::ValuesIn(moe_fixtures()),
+                                            ::testing::ValuesIn(modes())),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::get<0>(info.param) + "_" + std::get<1>(info.param).name;
+                         });
+
+}  // namespace
+}  // namespace strata::testing
