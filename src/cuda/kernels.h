@@ -123,6 +123,8 @@ cudaError_t attention(const Attention& args, void* workspace, int multiprocessor
 // Layout (src/models/kv_cache.cc): a layer's cache is k/v [batch, kv_heads, capacity, head_dim]
 // (v: v_dim), contiguous, filled for tokens [0, length); pass the cache base pointers and its
 // strides (token stride = head_dim, head stride = capacity * head_dim, ...), not a narrowed copy.
+// A captured graph keeps the pointers: reserve the capacity first (KVCache's reserve_tokens) so
+// the cache never regrows under it.
 // Rows of K and V must be 16-byte aligned (pointers and strides * element size multiples of 16)
 // and head_dim, v_dim multiples of 8 up to 256: flash_decode_supported() says whether they are.
 //
@@ -131,7 +133,9 @@ cudaError_t attention(const Attention& args, void* workspace, int multiprocessor
 // the graph is captured (flash_decode_splits for max_kv_len) and each launch spreads the real
 // length over them (chunks of at least kFlashDecodeMinChunk keys; splits past the length exit at
 // once and the combine skips them). The launcher neither allocates nor synchronises; its only
-// host work is choosing the kernel instantiation. kv_len null: max_kv_len keys (the op's path).
+// host work is choosing the kernel instantiation. Call flash_decode_splits before capturing: it
+// also sizes the scratch and loads the kernels (an occupancy query, made once per instantiation).
+// kv_len null: max_kv_len keys (the op's path).
 // `causal`: query position i of q_len sees keys [0, length - q_len + i] (speculative decoding).
 inline constexpr int kFlashDecodeMaxQ = 8;
 inline constexpr int kFlashDecodeMinChunk = 64;
