@@ -162,6 +162,9 @@ QuantizedWeight make_layer(const std::string& format, std::int64_t n, std::int64
     std::vector<std::int32_t> g_idx(static_cast<std::size_t>(k));
     for (std::int64_t i = 0; i < k; ++i) g_idx[i] = static_cast<std::int32_t>(i / kGroup);
     w.g_idx = Tensor::from_vector(g_idx, {k});
+    // As QuantizedLinear does once per layer: without it every GPU call would copy g_idx to the
+    // host to check it (a stream sync per call).
+    w.g_idx_sequential = true;
   } else {  // ct4, ct8: symmetric, group 128
     w.format = QuantFormat::CompressedTensors;
     w.bits = format == "ct4" ? 4 : 8;

@@ -1,18 +1,26 @@
-// Decode-time quantized GEMV (up to kQuantMaxRows rows of x): the packed words and scales are read
-// once, in registers, and dequantised on the fly; accumulation in float32, one rounding to the
-// output dtype (docs/quantization.md).
+// Decode-time quantized GEMV (up to kQuantMaxRows rows of x): one kernel launch per call that
+// reads x in its own dtype, the packed words with 16-byte loads and the scales/zeros once per
+// group, dequantises in registers and accumulates in float32 with one rounding to the output
+// dtype (docs/quantization.md, "CUDA kernels").
 //
-// - FP8 and compressed-tensors store each output's inputs contiguously: one warp per output row,
-//   lanes stride along the row (16-byte loads for fp8, 4-byte words for int4/int8).
-// - AWQ and GPTQ pack along the outputs: one thread per output word column (AWQ: 8 outputs) or
-//   output (GPTQ); the 8 warps of a block and a grid dimension split the inputs by scale group,
-//   partial sums go through shared memory and a float32 workspace, reduced in a fixed order.
+// - FP8 and compressed-tensors store each output's inputs contiguously: a warp computes
+// kRowsPerWarp
+//   outputs, its lanes striding along the rows with uint4 loads (16 fp8 bytes / 4 packed words);
+//   every chunk of x is loaded once for those outputs.
+// - AWQ and GPTQ pack along the outputs: a thread owns V consecutive words (AWQ: 8V outputs,
+//   GPTQ: V outputs), a warp 32V words, the 8 warps of a block split the block's inputs in units
+//   that never straddle a scale group (zero and scale hoisted per unit); partial sums meet in
+//   shared memory, and when the inputs are split over several blocks (grid.y) each block leaves
+//   its sums in a float32 workspace and the last block of a column tile to finish (an atomic
+//   ticket) adds them in split order: deterministic, and no second launch.
+// - Shapes or alignments outside these layouts take a generic warp-per-output kernel.
 // Integer codes become floats by the exponent trick: the bits of 2^23 + q, minus 2^23 + z, is
 // exactly q - z (no int-to-float conversion, which is slow on the GPU).
 
 #include <cuda_fp8.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/quant_common.cuh"
 
@@ -20,6 +28,7 @@ namespace strata::cuda::kernels {
 namespace {
 
 constexpr int kWarps = 8;             // warps per block
+constexpr int kRowsPerWarp = 2;       // row kernels: outputs per warp
 constexpr float kMagic = 8388608.0f;  // 2^23
 constexpr std::uint32_t kMagicBits = 0x4B000000u;
 
@@ -27,143 +36,233 @@ __device__ __forceinline__ float code_minus(std::uint32_t code, float magic_plus
   return __uint_as_float(kMagicBits | code) - magic_plus_zero;
 }
 
-__device__ __forceinline__ void store_out(void* out, Type type, std::int64_t i, float v) {
-  switch (type) {
-    case Type::BFloat16:
-      static_cast<BF16Bits*>(out)[i] = from_float<BF16Bits>(v);
-      break;
-    case Type::Float16:
-      static_cast<HalfBits*>(out)[i] = from_float<HalfBits>(v);
-      break;
-    default:
-      static_cast<float*>(out)[i] = v;
-      break;
+// ---- x in its own dtype -------------------------------------------------------------------------
+__device__ __forceinline__ float bf16_lo(std::uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf16_hi(std::uint32_t u) {
+  return __uint_as_float(u & 0xFFFF0000u);
+}
+__device__ __forceinline__ float f16_lo(std::uint32_t u) {
+  return fp32_from_fp16(static_cast<std::uint16_t>(u & 0xFFFFu));
+}
+__device__ __forceinline__ float f16_hi(std::uint32_t u) {
+  return fp32_from_fp16(static_cast<std::uint16_t>(u >> 16));
+}
+
+template <typename T>
+__device__ __forceinline__ void widen_pairs(const std::uint32_t* u, int pairs, float* o) {
+  for (int i = 0; i < pairs; ++i) {
+    if constexpr (sizeof(T) == 2 && std::is_same_v<T, BF16Bits>) {
+      o[2 * i] = bf16_lo(u[i]);
+      o[2 * i + 1] = bf16_hi(u[i]);
+    } else {
+      o[2 * i] = f16_lo(u[i]);
+      o[2 * i + 1] = f16_hi(u[i]);
+    }
   }
 }
 
-template <int R>
-__device__ __forceinline__ void warp_reduce_store(float (&acc)[R], const QuantWeight& w,
-                                                  std::int64_t n, std::int64_t rows,
-                                                  const void* bias, void* out, Type out_type) {
+// N (4, 8 or 16) consecutive elements of x as float32; p is aligned to N elements' bytes (up to
+// 16) -- the launcher checks the base pointer and the row length.
+template <int N, typename T>
+__device__ __forceinline__ void load_x(const T* p, float (&o)[N]) {
+  if constexpr (std::is_same_v<T, float>) {
 #pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
-  if ((threadIdx.x & 31) != 0) return;
-  const float b = bias != nullptr ? load_scale(bias, out_type, n) : 0.0f;
+    for (int i = 0; i < N / 4; ++i) {
+      const float4 v = __ldg(reinterpret_cast<const float4*>(p) + i);
+      o[4 * i] = v.x;
+      o[4 * i + 1] = v.y;
+      o[4 * i + 2] = v.z;
+      o[4 * i + 3] = v.w;
+    }
+  } else if constexpr (N == 4) {
+    const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+    const std::uint32_t u[2] = {v.x, v.y};
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    if (r < rows) store_out(out, out_type, r * w.n + n, acc[r] + b);
+    for (int i = 0; i < 2; ++i) {
+      float pair[2];
+      widen_pairs<T>(u + i, 1, pair);
+      o[2 * i] = pair[0];
+      o[2 * i + 1] = pair[1];
+    }
+  } else {
+#pragma unroll
+    for (int h = 0; h < N / 8; ++h) {
+      const uint4 v = __ldg(reinterpret_cast<const uint4*>(p) + h);
+      const std::uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float pair[2];
+        widen_pairs<T>(u + i, 1, pair);
+        o[8 * h + 2 * i] = pair[0];
+        o[8 * h + 2 * i + 1] = pair[1];
+      }
+    }
   }
 }
 
-// ---- FP8: warp per output row -----------------------------------------------------------------
-template <int R>
+template <typename T>
+__device__ __forceinline__ float bias_of(const T* bias, std::int64_t n) {
+  return bias != nullptr ? to_float(bias[n]) : 0.0f;
+}
+
+// Rows of x past `rows` read row 0 (valid memory) and are never stored.
+__device__ __forceinline__ std::int64_t x_row(int r, std::int64_t rows) { return r < rows ? r : 0; }
+
+// ---- FP8: kRowsPerWarp outputs per warp, 16 bytes per lane step --------------------------------
+// Needs k % 16 == 0 and block_in % 16 == 0 (every 16 inputs share a scale).
+template <int R, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
-    fp8_gemv_kernel(QuantWeight w, const float* __restrict__ x, std::int64_t xs, std::int64_t rows,
-                    const void* bias, void* out, Type out_type, bool vector_path) {
+    fp8_gemv_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows,
+                    const T* __restrict__ bias, T* __restrict__ out) {
   const int lane = threadIdx.x & 31;
-  const std::int64_t n = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (n >= w.n) return;
-  float acc[R] = {};
-  const auto* bytes = static_cast<const std::uint8_t*>(w.weight) + n * w.k;
-  if (vector_path) {
-    // k % 16 == 0 and every 16 inputs share one block scale (block_in % 16 == 0).
-    const auto* row = reinterpret_cast<const uint4*>(bytes);
-    const auto* scale = static_cast<const float*>(w.scale);
-    const std::int64_t chunks = w.k / 16;
-    const std::int64_t scale_cols = w.block_out ? (w.k + w.block_in - 1) / w.block_in : 0;
-    const float* srow = w.block_out ? scale + (n / w.block_out) * scale_cols : scale;
+  const std::int64_t first =
+      (static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * kRowsPerWarp;
+  if (first >= w.n) return;
+  const std::int64_t chunks = w.k / 16;
+  const auto* scale = static_cast<const float*>(w.scale);
+  const std::int64_t scale_cols = w.block_out ? (w.k + w.block_in - 1) / w.block_in : 0;
+  const uint4* wrow[kRowsPerWarp];
+  const float* srow[kRowsPerWarp];
+#pragma unroll
+  for (int i = 0; i < kRowsPerWarp; ++i) {
+    const std::int64_t n = first + i < w.n ? first + i : w.n - 1;
+    wrow[i] = reinterpret_cast<const uint4*>(static_cast<const std::uint8_t*>(w.weight) + n * w.k);
+    srow[i] = w.block_out ? scale + (n / w.block_out) * scale_cols : scale;
+  }
+  float acc[kRowsPerWarp][R] = {};
 #pragma unroll 2
-    for (std::int64_t c = lane; c < chunks; c += 32) {
-      const uint4 v = __ldg(row + c);
-      const float s = w.block_out ? __ldg(srow + (c * 16) / w.block_in) : 1.0f;
-      float wv[16];
-      const std::uint32_t parts[4] = {v.x, v.y, v.z, v.w};
+  for (std::int64_t c = lane; c < chunks; c += 32) {
+    uint4 v[kRowsPerWarp];
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) v[i] = __ldg(wrow[i] + c);
+    float wv[kRowsPerWarp][16];
+    float s[kRowsPerWarp];
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+      s[i] = w.block_out ? __ldg(srow[i] + (c * 16) / w.block_in) : 1.0f;
+      const std::uint32_t parts[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
 #pragma unroll
       for (int p = 0; p < 4; ++p) {
         const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(
             static_cast<__nv_fp8x2_storage_t>(parts[p] & 0xFFFFu), __NV_E4M3);
         const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(
             static_cast<__nv_fp8x2_storage_t>(parts[p] >> 16), __NV_E4M3);
-        wv[4 * p + 0] = fp32_from_fp16(lo.x);
-        wv[4 * p + 1] = fp32_from_fp16(lo.y);
-        wv[4 * p + 2] = fp32_from_fp16(hi.x);
-        wv[4 * p + 3] = fp32_from_fp16(hi.y);
+        wv[i][4 * p + 0] = fp32_from_fp16(lo.x);
+        wv[i][4 * p + 1] = fp32_from_fp16(lo.y);
+        wv[i][4 * p + 2] = fp32_from_fp16(hi.x);
+        wv[i][4 * p + 3] = fp32_from_fp16(hi.y);
       }
+    }
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const auto* xp = reinterpret_cast<const float4*>(x + r * xs + c * 16);
+    for (int r = 0; r < R; ++r) {
+      float xv[16];
+      load_x<16>(x + x_row(r, rows) * w.k + c * 16, xv);
+#pragma unroll
+      for (int i = 0; i < kRowsPerWarp; ++i) {
         float part = 0.0f;
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const float4 xv = __ldg(xp + q);
-          part = fmaf(wv[4 * q + 0], xv.x, part);
-          part = fmaf(wv[4 * q + 1], xv.y, part);
-          part = fmaf(wv[4 * q + 2], xv.z, part);
-          part = fmaf(wv[4 * q + 3], xv.w, part);
-        }
-        acc[r] = fmaf(part, s, acc[r]);
+        for (int j = 0; j < 16; ++j) part = fmaf(wv[i][j], xv[j], part);
+        acc[i][r] = fmaf(part, s[i], acc[i][r]);
       }
     }
-    if (!w.block_out) {
-      const float s = __ldg(scale);
+  }
+  const float tensor_scale = w.block_out ? 1.0f : __ldg(scale);
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[r] *= s;
-    }
-  } else {
-    for (std::int64_t kk = lane; kk < w.k; kk += 32) {
-      const float v = dequantize_one(w, n, kk);
+  for (int i = 0; i < kRowsPerWarp; ++i) {
+    const std::int64_t n = first + i;
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[r] = fmaf(v, __ldg(x + r * xs + kk), acc[r]);
+    for (int r = 0; r < R; ++r) {
+      const float sum = warp_sum(acc[i][r]);
+      if (lane == 0 && n < w.n && r < rows) {
+        out[r * w.n + n] = from_float<T>(sum * tensor_scale + bias_of(bias, n));
+      }
     }
   }
-  warp_reduce_store<R>(acc, w, n, rows, bias, out, out_type);
 }
 
-// ---- compressed-tensors: warp per output row, one word per lane step ---------------------------
-template <int R, int BITS>
+// ---- compressed-tensors: kRowsPerWarp outputs per warp, 4 packed words per lane step -----------
+// Needs k % (4 * 32/BITS) == 0 (no padded word) and the group a multiple of 4 words (or one group).
+template <int R, int BITS, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
-    compressed_gemv_kernel(QuantWeight w, const float* __restrict__ x, std::int64_t xs,
-                           std::int64_t rows, const void* bias, void* out, Type out_type) {
+    compressed_gemv_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows,
+                           const T* __restrict__ bias, T* __restrict__ out) {
   constexpr int kPer = 32 / BITS;
   constexpr std::uint32_t kMask = (1u << BITS) - 1;
   const int lane = threadIdx.x & 31;
-  const std::int64_t n = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (n >= w.n) return;
-  float acc[R] = {};
-  const std::int64_t packed_cols = (w.k + kPer - 1) / kPer;
-  const auto* row = static_cast<const std::int32_t*>(w.weight) + n * packed_cols;
-  const int zshift = static_cast<int>(n % kPer) * BITS;
-  // The host routes here only when no word straddles two groups (group % kPer == 0 or one group).
-#pragma unroll 4
-  for (std::int64_t c = lane; c < packed_cols; c += 32) {
-    const auto word = static_cast<std::uint32_t>(__ldg(row + c));
-    const std::int64_t gi = w.groups == 1 ? 0 : (c * kPer) / w.group;
-    const float z =
-        w.zeros != nullptr
-            ? static_cast<float>(field_of(w.zeros, (n / kPer) * w.groups + gi, zshift, kMask))
-            : static_cast<float>(1u << (BITS - 1));
-    const float s = load_scale(w.scale, w.scale_type, n * w.groups + gi);
-    const float mz = kMagic + z;
-    float t[kPer];
+  const std::int64_t first =
+      (static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * kRowsPerWarp;
+  if (first >= w.n) return;
+  const std::int64_t packed_cols = w.k / kPer, chunks = packed_cols / 4;
+  const uint4* wrow[kRowsPerWarp];
+  std::int64_t nrow[kRowsPerWarp];
 #pragma unroll
-    for (int j = 0; j < kPer; ++j) t[j] = code_minus((word >> (BITS * j)) & kMask, mz);
+  for (int i = 0; i < kRowsPerWarp; ++i) {
+    nrow[i] = first + i < w.n ? first + i : w.n - 1;
+    wrow[i] = reinterpret_cast<const uint4*>(static_cast<const std::int32_t*>(w.weight) +
+                                             nrow[i] * packed_cols);
+  }
+  float acc[kRowsPerWarp][R] = {};
+#pragma unroll 2
+  for (std::int64_t c = lane; c < chunks; c += 32) {
+    uint4 v[kRowsPerWarp];
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const float* xp = x + r * xs + c * kPer;  // zero past k: padded codes add nothing
-      float part = 0.0f;
+    for (int i = 0; i < kRowsPerWarp; ++i) v[i] = __ldg(wrow[i] + c);
+    const std::int64_t gi = w.groups == 1 ? 0 : (c * 4 * kPer) / w.group;
+    float mz[kRowsPerWarp], s[kRowsPerWarp];
 #pragma unroll
-      for (int j = 0; j < kPer; ++j) part = fmaf(t[j], __ldg(xp + j), part);
-      acc[r] = fmaf(part, s, acc[r]);
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+      const float z =
+          w.zeros != nullptr
+              ? static_cast<float>(field_of(w.zeros, (nrow[i] / kPer) * w.groups + gi,
+                                            static_cast<int>(nrow[i] % kPer) * BITS, kMask))
+              : static_cast<float>(1u << (BITS - 1));
+      mz[i] = kMagic + z;
+      s[i] = load_scale(w.scale, w.scale_type, nrow[i] * w.groups + gi);
+    }
+    float part[kRowsPerWarp][R] = {};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      float t[kRowsPerWarp][kPer];
+#pragma unroll
+      for (int i = 0; i < kRowsPerWarp; ++i) {
+        const std::uint32_t word = q == 0 ? v[i].x : q == 1 ? v[i].y : q == 2 ? v[i].z : v[i].w;
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) t[i][j] = code_minus((word >> (BITS * j)) & kMask, mz[i]);
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float xv[kPer];
+        load_x<kPer>(x + x_row(r, rows) * w.k + (c * 4 + q) * kPer, xv);
+#pragma unroll
+        for (int i = 0; i < kRowsPerWarp; ++i) {
+#pragma unroll
+          for (int j = 0; j < kPer; ++j) part[i][r] = fmaf(t[i][j], xv[j], part[i][r]);
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[i][r] = fmaf(part[i][r], s[i], acc[i][r]);
     }
   }
-  warp_reduce_store<R>(acc, w, n, rows, bias, out, out_type);
+#pragma unroll
+  for (int i = 0; i < kRowsPerWarp; ++i) {
+    const std::int64_t n = first + i;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float sum = warp_sum(acc[i][r]);
+      if (lane == 0 && n < w.n && r < rows)
+        out[r * w.n + n] = from_float<T>(sum + bias_of(bias, n));
+    }
+  }
 }
 
-// Generic row kernel (any format, any shape): the slow path for layouts the fast kernels skip.
-template <int R>
+// Generic warp-per-output kernel (any format, shape and alignment): the slow path.
+template <int R, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
-    generic_gemv_kernel(QuantWeight w, const float* __restrict__ x, std::int64_t xs,
-                        std::int64_t rows, const void* bias, void* out, Type out_type) {
+    generic_gemv_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows,
+                        const T* __restrict__ bias, T* __restrict__ out) {
   const int lane = threadIdx.x & 31;
   const std::int64_t n = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (n >= w.n) return;
@@ -171,243 +270,390 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (std::int64_t kk = lane; kk < w.k; kk += 32) {
     const float v = dequantize_one(w, n, kk);
 #pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] = fmaf(v, __ldg(x + r * xs + kk), acc[r]);
+    for (int r = 0; r < R; ++r) acc[r] = fmaf(v, to_float(x[x_row(r, rows) * w.k + kk]), acc[r]);
   }
-  warp_reduce_store<R>(acc, w, n, rows, bias, out, out_type);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float sum = warp_sum(acc[r]);
+    if (lane == 0 && r < rows) out[r * w.n + n] = from_float<T>(sum + bias_of(bias, n));
+  }
 }
 
-// ---- AWQ: thread per word column (8 outputs), blocks of 32 columns x 8 group slices ------------
-// Partial sums of output `col` for row r of split s go to ws[(s * rows + r) * n + col].
-template <int R, int COLS>
-__device__ __forceinline__ void block_reduce_to_workspace(float (&acc)[R][COLS], std::int64_t col0,
-                                                          std::int64_t n, std::int64_t rows,
-                                                          float* ws) {
-  __shared__ float red[kWarps][32 * COLS];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int t = ty * 32 + tx;
-  // Unrolled with a uniform test, so acc stays in registers (a runtime-bounded loop would index
-  // it dynamically and put it in local memory).
+// ---- column kernels (AWQ, GPTQ): split-K inside the block and over grid.y ----------------------
+// Each thread holds acc[R][C] (C consecutive outputs starting at col0 + threadIdx.x * C). The 8
+// warps' sums are added in shared memory; with one split the block stores the outputs, else it
+// writes its sums to ws[split][r][col] and the last block of the column tile (ticket) reduces.
+template <int R, int C, typename T>
+__device__ __forceinline__ void finish_columns(float (&acc)[R][C], std::int64_t col0,
+                                               std::int64_t n, std::int64_t rows, const T* bias,
+                                               T* out, float* ws, unsigned* tickets) {
+  constexpr int kTile = 32 * C;
+  __shared__ float red[kWarps][kTile];
+  __shared__ bool last;
+  const int tx = threadIdx.x, ty = threadIdx.y, t = ty * 32 + tx;
+  const bool split = gridDim.y > 1;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r >= rows) break;
 #pragma unroll
-    for (int j = 0; j < COLS; ++j) red[ty][tx * COLS + j] = acc[r][j];
+    for (int j = 0; j < C; ++j) red[ty][tx * C + j] = acc[r][j];
     __syncthreads();
-    for (int o = t; o < 32 * COLS; o += 32 * kWarps) {
+    for (int o = t; o < kTile; o += 32 * kWarps) {
       float sum = 0.0f;
 #pragma unroll
       for (int y = 0; y < kWarps; ++y) sum += red[y][o];
       const std::int64_t col = col0 + o;
-      if (col < n) ws[(static_cast<std::int64_t>(blockIdx.y) * rows + r) * n + col] = sum;
+      if (col < n) {
+        if (split) {
+          ws[(static_cast<std::int64_t>(blockIdx.y) * rows + r) * n + col] = sum;
+        } else {
+          out[r * n + col] = from_float<T>(sum + bias_of(bias, col));
+        }
+      }
     }
     __syncthreads();
   }
+  if (!split) return;
+  __threadfence();
+  __syncthreads();
+  if (t == 0) {
+    const unsigned ticket = atomicAdd(tickets + blockIdx.x, 1u);
+    last = ticket == gridDim.y - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const std::int64_t splits = gridDim.y;
+  for (int o = t; o < rows * kTile; o += 32 * kWarps) {
+    const std::int64_t r = o / kTile, col = col0 + o % kTile;
+    if (col >= n) continue;
+    float sum = 0.0f;
+    for (std::int64_t s = 0; s < splits; ++s) sum += __ldcg(ws + (s * rows + r) * n + col);
+    out[r * n + col] = from_float<T>(sum + bias_of(bias, col));
+  }
+  if (t == 0) tickets[blockIdx.x] = 0;  // ready for the next launch on this stream
 }
 
-template <int R>
+// Units of inputs (a thread's serial stretch) never straddle a scale group.
+struct Units {
+  std::int64_t per_group;  // units in one scale group (sequential layouts)
+  std::int64_t length;     // inputs (AWQ) or packed rows (GPTQ) per unit
+  std::int64_t count;
+};
+
+// AWQ: qweight [k, n/8]; a thread owns V words (8V outputs), a warp 32V words.
+template <int R, int V, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
-    awq_gemv_kernel(QuantWeight w, const float* __restrict__ x, std::int64_t xs, std::int64_t rows,
-                    float* ws) {
+    awq_gemv_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows, Units units,
+                    const T* __restrict__ bias, T* __restrict__ out, float* ws, unsigned* tickets) {
   const std::int64_t words = w.n / 8;
-  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * 32 + threadIdx.x;
-  float acc[R][8] = {};
+  const std::int64_t c = (static_cast<std::int64_t>(blockIdx.x) * 32 + threadIdx.x) * V;
+  float acc[R][8 * V] = {};
   if (c < words) {
     const auto* qweight = static_cast<const std::int32_t*>(w.weight);
     for (std::int64_t u = static_cast<std::int64_t>(blockIdx.y) * kWarps + threadIdx.y;
-         u < w.groups; u += static_cast<std::int64_t>(gridDim.y) * kWarps) {
-      const auto zw = static_cast<std::uint32_t>(__ldg(w.zeros + u * words + c));
-      float mz[8], s[8];
+         u < units.count; u += static_cast<std::int64_t>(gridDim.y) * kWarps) {
+      const std::int64_t gi = u / units.per_group;
+      const std::int64_t k0 = gi * w.group + (u % units.per_group) * units.length;
+      float mz[8 * V], s[8 * V];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        mz[j] = kMagic + static_cast<float>((zw >> awq_shift(j)) & 0xFu);
-        s[j] = load_scale(w.scale, w.scale_type, u * w.n + c * 8 + j);
+      for (int v = 0; v < V; ++v) {
+        const auto zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * words + c + v));
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          mz[8 * v + j] = kMagic + static_cast<float>((zw >> awq_shift(j)) & 0xFu);
+          s[8 * v + j] = load_scale(w.scale, w.scale_type, gi * w.n + (c + v) * 8 + j);
+        }
       }
-      float part[R][8] = {};
-      const std::int64_t k0 = u * w.group;
+      float part[R][8 * V] = {};
 #pragma unroll 4
-      for (std::int64_t kk = k0; kk < k0 + w.group; ++kk) {
-        const auto word = static_cast<std::uint32_t>(__ldg(qweight + kk * words + c));
-        float t[8];
+      for (std::int64_t kk = k0; kk < k0 + units.length; ++kk) {
+        std::uint32_t word[V];
+        if constexpr (V == 4) {
+          const uint4 q = __ldg(reinterpret_cast<const uint4*>(qweight + kk * words + c));
+          word[0] = q.x, word[1] = q.y, word[2] = q.z, word[3] = q.w;
+        } else if constexpr (V == 2) {
+          const uint2 q = __ldg(reinterpret_cast<const uint2*>(qweight + kk * words + c));
+          word[0] = q.x, word[1] = q.y;
+        } else {
+          word[0] = static_cast<std::uint32_t>(__ldg(qweight + kk * words + c));
+        }
+        float tq[8 * V];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) t[j] = code_minus((word >> awq_shift(j)) & 0xFu, mz[j]);
+        for (int v = 0; v < V; ++v) {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            tq[8 * v + j] = code_minus((word[v] >> awq_shift(j)) & 0xFu, mz[8 * v + j]);
+          }
+        }
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-          const float xv = __ldg(x + r * xs + kk);
+          const float xv = to_float(x[x_row(r, rows) * w.k + kk]);
 #pragma unroll
-          for (int j = 0; j < 8; ++j) part[r][j] = fmaf(t[j], xv, part[r][j]);
+          for (int j = 0; j < 8 * V; ++j) part[r][j] = fmaf(tq[j], xv, part[r][j]);
         }
       }
 #pragma unroll
       for (int r = 0; r < R; ++r) {
 #pragma unroll
-        for (int j = 0; j < 8; ++j) acc[r][j] = fmaf(part[r][j], s[j], acc[r][j]);
+        for (int j = 0; j < 8 * V; ++j) acc[r][j] = fmaf(part[r][j], s[j], acc[r][j]);
       }
     }
   }
-  block_reduce_to_workspace<R, 8>(acc, static_cast<std::int64_t>(blockIdx.x) * 256, w.n, rows, ws);
+  finish_columns<R, 8 * V, T>(acc, static_cast<std::int64_t>(blockIdx.x) * 256 * V, w.n, rows, bias,
+                              out, ws, tickets);
 }
 
-// ---- GPTQ: thread per output column, 8 slices of groups (or packed rows) per block -------------
-template <int R, int BITS>
+// GPTQ: qweight [k/per, n]; a thread owns V consecutive outputs (one uint4/uint2/word per packed
+// row). Sequential g_idx: units are stretches of packed rows inside one group (zero and scale
+// hoisted); act-order: each input reads its own group.
+template <int R, int BITS, int V, bool ACT, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
-    gptq_gemv_kernel(QuantWeight w, const float* __restrict__ x, std::int64_t xs, std::int64_t rows,
-                     float* ws) {
+    gptq_gemv_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows, Units units,
+                     const T* __restrict__ bias, T* __restrict__ out, float* ws,
+                     unsigned* tickets) {
   constexpr int kPer = 32 / BITS;
   constexpr std::uint32_t kMask = (1u << BITS) - 1;
-  const std::int64_t n = static_cast<std::int64_t>(blockIdx.x) * 32 + threadIdx.x;
-  float acc[R][1] = {};
-  if (n < w.n) {
+  const std::int64_t n0 = (static_cast<std::int64_t>(blockIdx.x) * 32 + threadIdx.x) * V;
+  float acc[R][V] = {};
+  if (n0 < w.n) {
     const auto* qweight = static_cast<const std::int32_t*>(w.weight);
-    const std::int64_t packed_rows = w.k / kPer, zero_words = w.n / kPer;
-    const int zshift = static_cast<int>(n % kPer) * BITS;
-    const std::int64_t first = static_cast<std::int64_t>(blockIdx.y) * kWarps + threadIdx.y;
-    const std::int64_t step = static_cast<std::int64_t>(gridDim.y) * kWarps;
-    if (w.g_idx_sequential) {
-      // Units are groups (group % kPer == 0, checked by the host): zero and scale hoisted.
-      const std::int64_t rows_per_group = w.group / kPer;
-      for (std::int64_t u = first; u < w.groups; u += step) {
-        const float z =
-            static_cast<float>(field_of(w.zeros, u * zero_words + n / kPer, zshift, kMask) + 1);
-        const float s = load_scale(w.scale, w.scale_type, u * w.n + n);
-        const float mz = kMagic + z;
-        float part[R] = {};
-        const std::int64_t r0 = u * rows_per_group;
-        const std::int64_t r1 =
-            r0 + rows_per_group < packed_rows ? r0 + rows_per_group : packed_rows;
+    const std::int64_t zero_words = w.n / kPer;
+    for (std::int64_t u = static_cast<std::int64_t>(blockIdx.y) * kWarps + threadIdx.y;
+         u < units.count; u += static_cast<std::int64_t>(gridDim.y) * kWarps) {
+      const std::int64_t gi = ACT ? 0 : u / units.per_group;
+      const std::int64_t pr0 =
+          ACT ? u * units.length : gi * (w.group / kPer) + (u % units.per_group) * units.length;
+      float mz[V], s[V];
+      if constexpr (!ACT) {
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+          const std::int64_t n = n0 + v;
+          mz[v] = kMagic + static_cast<float>(field_of(w.zeros, gi * zero_words + n / kPer,
+                                                       static_cast<int>(n % kPer) * BITS, kMask) +
+                                              1);
+          s[v] = load_scale(w.scale, w.scale_type, gi * w.n + n);
+        }
+      }
+      float part[R][V] = {};
 #pragma unroll 4
-        for (std::int64_t pr = r0; pr < r1; ++pr) {
-          const auto word = static_cast<std::uint32_t>(__ldg(qweight + pr * w.n + n));
+      for (std::int64_t pr = pr0; pr < pr0 + units.length; ++pr) {
+        std::uint32_t word[V];
+        if constexpr (V == 4) {
+          const uint4 q = __ldg(reinterpret_cast<const uint4*>(qweight + pr * w.n + n0));
+          word[0] = q.x, word[1] = q.y, word[2] = q.z, word[3] = q.w;
+        } else if constexpr (V == 2) {
+          const uint2 q = __ldg(reinterpret_cast<const uint2*>(qweight + pr * w.n + n0));
+          word[0] = q.x, word[1] = q.y;
+        } else {
+          word[0] = static_cast<std::uint32_t>(__ldg(qweight + pr * w.n + n0));
+        }
+        float xv[R][kPer];
+#pragma unroll
+        for (int r = 0; r < R; ++r) load_x<kPer>(x + x_row(r, rows) * w.k + pr * kPer, xv[r]);
+        if constexpr (ACT) {
 #pragma unroll
           for (int j = 0; j < kPer; ++j) {
-            const float t = code_minus((word >> (BITS * j)) & kMask, mz);
+            const std::int64_t g = gptq_group(w, pr * kPer + j);
 #pragma unroll
-            for (int r = 0; r < R; ++r)
-              part[r] = fmaf(t, __ldg(x + r * xs + pr * kPer + j), part[r]);
+            for (int v = 0; v < V; ++v) {
+              const std::int64_t n = n0 + v;
+              const float z =
+                  static_cast<float>(field_of(w.zeros, g * zero_words + n / kPer,
+                                              static_cast<int>(n % kPer) * BITS, kMask) +
+                                     1);
+              const float wv = code_minus((word[v] >> (BITS * j)) & kMask, kMagic + z) *
+                               load_scale(w.scale, w.scale_type, g * w.n + n);
+#pragma unroll
+              for (int r = 0; r < R; ++r) acc[r][v] = fmaf(wv, xv[r][j], acc[r][v]);
+            }
+          }
+        } else {
+#pragma unroll
+          for (int v = 0; v < V; ++v) {
+#pragma unroll
+            for (int j = 0; j < kPer; ++j) {
+              const float t = code_minus((word[v] >> (BITS * j)) & kMask, mz[v]);
+#pragma unroll
+              for (int r = 0; r < R; ++r) part[r][v] = fmaf(t, xv[r][j], part[r][v]);
+            }
           }
         }
-#pragma unroll
-        for (int r = 0; r < R; ++r) acc[r][0] = fmaf(part[r], s, acc[r][0]);
       }
-    } else {
-      // Act-order g_idx: each input has its own group; units are packed rows.
-      for (std::int64_t pr = first; pr < packed_rows; pr += step) {
-        const auto word = static_cast<std::uint32_t>(__ldg(qweight + pr * w.n + n));
+      if constexpr (!ACT) {
 #pragma unroll
-        for (int j = 0; j < kPer; ++j) {
-          const std::int64_t kk = pr * kPer + j;
-          const std::int64_t gi = gptq_group(w, kk);
-          const float z =
-              static_cast<float>(field_of(w.zeros, gi * zero_words + n / kPer, zshift, kMask) + 1);
-          const float v = code_minus((word >> (BITS * j)) & kMask, kMagic + z) *
-                          load_scale(w.scale, w.scale_type, gi * w.n + n);
+        for (int r = 0; r < R; ++r) {
 #pragma unroll
-          for (int r = 0; r < R; ++r) acc[r][0] = fmaf(v, __ldg(x + r * xs + kk), acc[r][0]);
+          for (int v = 0; v < V; ++v) acc[r][v] = fmaf(part[r][v], s[v], acc[r][v]);
         }
       }
     }
   }
-  block_reduce_to_workspace<R, 1>(acc, static_cast<std::int64_t>(blockIdx.x) * 32, w.n, rows, ws);
+  finish_columns<R, V, T>(acc, static_cast<std::int64_t>(blockIdx.x) * 32 * V, w.n, rows, bias, out,
+                          ws, tickets);
 }
 
-template <typename T>
-__global__ void reduce_splits_kernel(const float* __restrict__ ws, std::int64_t splits,
-                                     std::int64_t rows, std::int64_t n, const T* bias, T* out) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= rows * n) return;
-  const std::int64_t col = i % n;
-  float sum = 0.0f;
-  for (std::int64_t s = 0; s < splits; ++s) sum += ws[s * rows * n + i];
-  out[i] = from_float<T>(bias != nullptr ? sum + to_float(bias[col]) : sum);
+// ---- host side
+// ------------------------------------------------------------------------------------
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+// Words (AWQ) or outputs (GPTQ) per thread: as wide a load as the accumulators allow (AWQ
+// keeps 8 sums per word and row, GPTQ one per output and row).
+int column_vector(const QuantWeight& w, std::int64_t rows) {
+  if (w.kind == QuantKind::AWQ) return rows == 1 && (w.n / 8) % 2 == 0 ? 2 : 1;
+  return rows <= 4 ? 4 : 2;
 }
 
-// Kernel families and their split of the inputs.
-bool column_kernel(const QuantWeight& w) {
-  if (w.kind == QuantKind::AWQ) return true;
-  return w.kind == QuantKind::GPTQ && (!w.g_idx_sequential || w.group % (32 / w.bits) == 0);
-}
-
-std::int64_t column_blocks(const QuantWeight& w) {
+std::int64_t column_tiles(const QuantWeight& w, int v) {
   const std::int64_t cols = w.kind == QuantKind::AWQ ? w.n / 8 : w.n;
-  return (cols + 31) / 32;
+  return (cols + 32 * v - 1) / (32 * v);
 }
 
-std::int64_t column_splits(const QuantWeight& w, int sms) {
-  const std::int64_t units =
-      w.kind == QuantKind::GPTQ && !w.g_idx_sequential ? w.k / (32 / w.bits) : w.groups;
-  const std::int64_t max_splits = (units + kWarps - 1) / kWarps;
-  const std::int64_t want =
-      (4 * static_cast<std::int64_t>(sms) + column_blocks(w) - 1) / column_blocks(w);
+Units column_units(const QuantWeight& w) {
+  if (w.kind == QuantKind::AWQ) {
+    const std::int64_t len = w.group % 16 == 0 ? 16 : w.group;
+    return {w.group / len, len, w.groups * (w.group / len)};
+  }
+  const int per = 32 / w.bits;
+  const std::int64_t packed_rows = w.k / per;
+  if (!w.g_idx_sequential) return {1, 2, packed_rows / 2};  // act-order: 2 packed rows a unit
+  const std::int64_t rows_per_group = w.group / per;
+  const std::int64_t len = rows_per_group % 4 == 0 ? 4 : rows_per_group;
+  return {rows_per_group / len, len, w.groups * (rows_per_group / len)};
+}
+
+// The layouts the column kernels take (others go generic).
+bool column_kernel(const QuantWeight& w) {
+  if (!aligned16(w.weight)) return false;
+  if (w.kind == QuantKind::AWQ) return w.k % w.group == 0;
+  if (w.kind != QuantKind::GPTQ) return false;
+  const int per = 32 / w.bits;
+  if (!w.g_idx_sequential) return (w.k / per) % 2 == 0;
+  return w.group % per == 0 && w.k % w.group == 0;
+}
+
+std::int64_t column_splits(const QuantWeight& w, int v, int sms) {
+  const std::int64_t tiles = column_tiles(w, v);
+  const std::int64_t max_splits = (column_units(w).count + kWarps - 1) / kWarps;
+  const std::int64_t want = (4 * static_cast<std::int64_t>(sms) + tiles - 1) / tiles;
   return want < 1 ? 1 : (want > max_splits ? max_splits : want);
 }
 
-template <int R>
-cudaError_t launch(const QuantWeight& w, const float* x, std::int64_t xs, std::int64_t rows,
-                   const void* bias, void* out, Type out_type, float* ws, int sms,
-                   cudaStream_t stream) {
-  const auto row_blocks = static_cast<unsigned>((w.n + kWarps - 1) / kWarps);
-  const dim3 row_threads(kWarps * 32);
-  if (!column_kernel(w)) {
+bool x_vector_ok(const void* x, std::int64_t k, Type type) {
+  const std::int64_t esize = type == Type::Float32 ? 4 : 2;
+  return aligned16(x) && (k * esize) % 16 == 0;
+}
+
+template <int R, typename T>
+cudaError_t launch_rows(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias, T* out,
+                        Type x_type, cudaStream_t stream) {
+  const dim3 threads(kWarps * 32);
+  const auto row_blocks =
+      static_cast<unsigned>((w.n + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp));
+  const bool x_ok = x_vector_ok(x, w.k, x_type) && aligned16(w.weight);
+  if (w.kind == QuantKind::FP8 && x_ok && w.k % 16 == 0 &&
+      (w.block_out == 0 || w.block_in % 16 == 0)) {
+    fp8_gemv_kernel<R, T><<<row_blocks, threads, 0, stream>>>(w, x, rows, bias, out);
+    return launched();
+  }
+  if (w.kind == QuantKind::Compressed && x_ok) {
     const int per = 32 / w.bits;
-    if (w.kind == QuantKind::FP8) {
-      const bool vector_path = w.k % 16 == 0 && (w.block_out == 0 || w.block_in % 16 == 0) &&
-                               reinterpret_cast<std::uintptr_t>(w.weight) % 16 == 0;
-      fp8_gemv_kernel<R><<<row_blocks, row_threads, 0, stream>>>(w, x, xs, rows, bias, out,
-                                                                 out_type, vector_path);
-    } else if (w.kind == QuantKind::Compressed && (w.groups == 1 || w.group % per == 0)) {
+    if (w.k % (4 * per) == 0 && (w.groups == 1 || w.group % (4 * per) == 0)) {
       if (w.bits == 4) {
-        compressed_gemv_kernel<R, 4>
-            <<<row_blocks, row_threads, 0, stream>>>(w, x, xs, rows, bias, out, out_type);
+        compressed_gemv_kernel<R, 4, T><<<row_blocks, threads, 0, stream>>>(w, x, rows, bias, out);
       } else {
-        compressed_gemv_kernel<R, 8>
-            <<<row_blocks, row_threads, 0, stream>>>(w, x, xs, rows, bias, out, out_type);
+        compressed_gemv_kernel<R, 8, T><<<row_blocks, threads, 0, stream>>>(w, x, rows, bias, out);
       }
-    } else {
-      generic_gemv_kernel<R>
-          <<<row_blocks, row_threads, 0, stream>>>(w, x, xs, rows, bias, out, out_type);
+      return launched();
     }
-    return launched();
   }
-  const std::int64_t splits = column_splits(w, sms);
-  const dim3 grid(static_cast<unsigned>(column_blocks(w)), static_cast<unsigned>(splits));
+  const auto blocks = static_cast<unsigned>((w.n + kWarps - 1) / kWarps);
+  generic_gemv_kernel<R, T><<<blocks, threads, 0, stream>>>(w, x, rows, bias, out);
+  return launched();
+}
+
+template <int R, int V, typename T>
+cudaError_t launch_awq(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias, T* out,
+                       float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(column_tiles(w, V)),
+                  static_cast<unsigned>(column_splits(w, V, sms)));
+  awq_gemv_kernel<R, V, T>
+      <<<grid, dim3(32, kWarps), 0, stream>>>(w, x, rows, column_units(w), bias, out, ws, tickets);
+  return launched();
+}
+
+template <int R, typename T>
+cudaError_t launch_gptq(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias, T* out,
+                        float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
+  constexpr int kV = R <= 4 ? 4 : 2;
+  const dim3 grid(static_cast<unsigned>(column_tiles(w, kV)),
+                  static_cast<unsigned>(column_splits(w, kV, sms)));
   const dim3 threads(32, kWarps);
-  if (w.kind == QuantKind::AWQ) {
-    awq_gemv_kernel<R><<<grid, threads, 0, stream>>>(w, x, xs, rows, ws);
+  const Units units = column_units(w);
+  if (!w.g_idx_sequential) {
+    if (w.bits == 4) {
+      gptq_gemv_kernel<R, 4, kV, true, T>
+          <<<grid, threads, 0, stream>>>(w, x, rows, units, bias, out, ws, tickets);
+    } else {
+      gptq_gemv_kernel<R, 8, kV, true, T>
+          <<<grid, threads, 0, stream>>>(w, x, rows, units, bias, out, ws, tickets);
+    }
   } else if (w.bits == 4) {
-    gptq_gemv_kernel<R, 4><<<grid, threads, 0, stream>>>(w, x, xs, rows, ws);
+    gptq_gemv_kernel<R, 4, kV, false, T>
+        <<<grid, threads, 0, stream>>>(w, x, rows, units, bias, out, ws, tickets);
   } else {
-    gptq_gemv_kernel<R, 8><<<grid, threads, 0, stream>>>(w, x, xs, rows, ws);
+    gptq_gemv_kernel<R, 8, kV, false, T>
+        <<<grid, threads, 0, stream>>>(w, x, rows, units, bias, out, ws, tickets);
   }
-  if (const cudaError_t status = launched(); status != cudaSuccess) return status;
-  return dispatch_float(out_type, [&](auto tag) {
-    using T = decltype(tag);
-    reduce_splits_kernel<T><<<grid_for(rows * w.n), kThreads, 0, stream>>>(
-        ws, splits, rows, w.n, static_cast<const T*>(bias), static_cast<T*>(out));
-    return launched();
-  });
+  return launched();
+}
+
+template <int R, typename T>
+cudaError_t launch(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias, T* out,
+                   Type x_type, float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
+  if (column_kernel(w) && w.kind == QuantKind::AWQ) {
+    if constexpr (R == 1) {
+      if (column_vector(w, rows) == 2) {
+        return launch_awq<R, 2, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+      }
+    }
+    return launch_awq<R, 1, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+  }
+  if (column_kernel(w) && x_vector_ok(x, w.k, x_type)) {
+    return launch_gptq<R, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+  }
+  return launch_rows<R, T>(w, x, rows, bias, out, x_type, stream);
 }
 
 }  // namespace
 
-std::int64_t quant_gemv_workspace_floats(const QuantWeight& w, std::int64_t rows, int sms) {
-  if (!column_kernel(w)) return 0;
-  return column_splits(w, sms) * rows * w.n;
+QuantGemvScratch quant_gemv_scratch(const QuantWeight& w, std::int64_t rows, int sms) {
+  if (!column_kernel(w)) return {};
+  const int v = column_vector(w, rows);
+  const std::int64_t splits = column_splits(w, v, sms);
+  if (splits <= 1) return {};
+  return {splits * rows * w.n, column_tiles(w, v)};
 }
 
-cudaError_t quant_gemv(const QuantWeight& w, const float* x, std::int64_t x_stride,
-                       std::int64_t rows, const void* bias, void* out, Type out_type,
-                       float* workspace, int sms, cudaStream_t stream) {
+cudaError_t quant_gemv(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows,
+                       const void* bias, void* out, float* workspace, unsigned* tickets, int sms,
+                       cudaStream_t stream) {
   if (rows <= 0 || w.n == 0) return cudaSuccess;
   if (w.bits != 4 && w.bits != 8 && w.kind != QuantKind::FP8) return cudaErrorInvalidValue;
-  if (rows <= 1)
-    return launch<1>(w, x, x_stride, rows, bias, out, out_type, workspace, sms, stream);
-  if (rows <= 2)
-    return launch<2>(w, x, x_stride, rows, bias, out, out_type, workspace, sms, stream);
-  if (rows <= 4)
-    return launch<4>(w, x, x_stride, rows, bias, out, out_type, workspace, sms, stream);
-  if (rows <= kQuantMaxRows) {
-    return launch<kQuantMaxRows>(w, x, x_stride, rows, bias, out, out_type, workspace, sms, stream);
-  }
-  return cudaErrorInvalidValue;
+  if (rows > kQuantMaxRows) return cudaErrorInvalidValue;
+  return dispatch_float(x_type, [&](auto tag) {
+    using T = decltype(tag);
+    const auto* xt = static_cast<const T*>(x);
+    const auto* bt = static_cast<const T*>(bias);
+    auto* ot = static_cast<T*>(out);
+    if (rows <= 1)
+      return launch<1, T>(w, xt, rows, bt, ot, x_type, workspace, tickets, sms, stream);
+    if (rows <= 2)
+      return launch<2, T>(w, xt, rows, bt, ot, x_type, workspace, tickets, sms, stream);
+    if (rows <= 4)
+      return launch<4, T>(w, xt, rows, bt, ot, x_type, workspace, tickets, sms, stream);
+    return launch<kQuantMaxRows, T>(w, xt, rows, bt, ot, x_type, workspace, tickets, sms, stream);
+  });
 }
 
 }  // namespace strata::cuda::kernels

@@ -32,21 +32,22 @@ struct QuantWeight {
 // Decode: rows of x up to this many go through the GEMV kernels.
 inline constexpr int kQuantMaxRows = 8;
 
-// Rows of x the GEMV reads for `rows` rows: 1, 2, 4 or 8 (the rows past `rows` must be zero).
-inline std::int64_t quant_gemv_x_rows(std::int64_t rows) {
-  return rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : kQuantMaxRows;
-}
+// Scratch of one quant_gemv call: float32 partial sums of the blocks that split the inputs and one
+// ticket per column tile (zero before the call; the kernel leaves them zero). None for layouts
+// that finish in one block.
+struct QuantGemvScratch {
+  std::int64_t floats = 0;
+  std::int64_t tickets = 0;
+};
+QuantGemvScratch quant_gemv_scratch(const QuantWeight& w, std::int64_t rows, int sms);
 
-// Floats of workspace quant_gemv needs for `rows` rows on a GPU with `sms` multiprocessors.
-std::int64_t quant_gemv_workspace_floats(const QuantWeight& w, std::int64_t rows, int sms);
-
-// out[r, n] = sum_k x[r, k] * w[n, k] (+ bias[n]) for r < rows <= kQuantMaxRows, accumulated in
-// float32 and rounded once to out_type. x: float32 [quant_gemv_x_rows(rows), x_stride], zero
-// beyond k up to x_stride = round_up(k, 32) and in the padding rows (packed words may cover a few
-// inputs past k); bias and out of out_type; workspace: quant_gemv_workspace_floats floats.
-cudaError_t quant_gemv(const QuantWeight& w, const float* x, std::int64_t x_stride,
-                       std::int64_t rows, const void* bias, void* out, Type out_type,
-                       float* workspace, int sms, cudaStream_t stream);
+// out[r, n] = sum_k x[r, k] * w[n, k] (+ bias[n]) for r < rows <= kQuantMaxRows, in one launch:
+// x [rows, k] contiguous, bias [n] and out [rows, n] all of x_type (float32, bfloat16, float16),
+// accumulated in float32 and rounded once; workspace and tickets as quant_gemv_scratch says (the
+// tickets are shared by calls queued on one stream, never by two streams at once).
+cudaError_t quant_gemv(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows,
+                       const void* bias, void* out, float* workspace, unsigned* tickets, int sms,
+                       cudaStream_t stream);
 
 // dst[(n - n0) * k + kk] = w[n, kk] in `type` (float32, bfloat16, float16) for n in [n0, n1):
 // a row-major tile of the dequantised weight for a GEMM.

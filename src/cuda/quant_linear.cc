@@ -1,6 +1,7 @@
 // ops::quantized_linear on a GPU (docs/quantization.md):
-// - decode (up to kQuantMaxRows rows of x): GEMV kernels that read the packed words and scales in
-//   registers and dequantise on the fly (quant_gemv.cu);
+// - decode (up to kQuantMaxRows rows of x): one GEMV launch that reads x in its dtype and the
+// packed
+//   words and scales in registers, dequantising on the fly (quant_gemv.cu);
 // - prefill: tiles of output rows dequantised into the activation dtype (quant_dequant.cu), each
 //   multiplied by x with cuBLAS straight into its columns of the output; a tile holds at most
 //   kTileElements weights, so the dense weight never exists whole.
@@ -8,6 +9,8 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <mutex>
+#include <vector>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_ops.h"
@@ -94,6 +97,37 @@ int multiprocessors(int device) {
   return count;
 }
 
+// The GEMV's split-K scratch of one GPU, kept between calls so a decode step allocates nothing and
+// launches one kernel per layer. Only the device's compute stream uses it (calls queued there run
+// one after another); a buffer outgrown is retired, not freed, since queued kernels may still read
+// it.
+struct GemvScratch {
+  std::mutex mutex;
+  Tensor floats, tickets;
+  std::vector<Tensor> retired;
+};
+
+std::pair<float*, unsigned*> gemv_scratch(int device, const kernels::QuantGemvScratch& need) {
+  static std::array<GemvScratch, 64> scratch;
+  STRATA_CHECK(device >= 0 && device < static_cast<int>(scratch.size()), InternalError,
+               "quantized_linear: cuda:{} is past the {} GPUs the scratch covers", device,
+               scratch.size());
+  if (need.floats == 0) return {nullptr, nullptr};
+  GemvScratch& s = scratch[static_cast<std::size_t>(device)];
+  const std::lock_guard lock(s.mutex);
+  if (!s.floats.defined() || s.floats.numel() < need.floats) {
+    if (s.floats.defined()) s.retired.push_back(s.floats);
+    s.floats = Tensor::empty({std::max<std::int64_t>(need.floats, 1 << 20)}, DType::Float32,
+                             Device::cuda(device));
+  }
+  if (!s.tickets.defined() || s.tickets.numel() < need.tickets) {
+    if (s.tickets.defined()) s.retired.push_back(s.tickets);
+    s.tickets = Tensor::zeros({std::max<std::int64_t>(need.tickets, 4096)}, DType::Int32,
+                              Device::cuda(device));
+  }
+  return {s.floats.data<float>(), static_cast<unsigned*>(s.tickets.data_ptr())};
+}
+
 }  // namespace
 
 void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
@@ -105,20 +139,13 @@ void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
   const auto out_type = static_cast<kernels::Type>(out.dtype());
   const cudaStream_t stream = detail::compute_stream_handle(device);
   if (m <= kernels::kQuantMaxRows) {
-    // x in float32, zero-padded to whole words and to the kernel's row count.
-    const std::int64_t stride = (k + 31) / 32 * 32;
-    const Tensor xf =
-        Tensor::zeros({kernels::quant_gemv_x_rows(m), stride}, DType::Float32, x.device());
-    xf.narrow(0, 0, m).narrow(1, 0, k).copy_(x);
     const int sms = multiprocessors(device);
-    const std::int64_t ws_floats = kernels::quant_gemv_workspace_floats(q, m, sms);
-    Tensor ws;
-    if (ws_floats > 0) ws = Tensor::empty({ws_floats}, DType::Float32, x.device());
+    const auto [ws, tickets] = gemv_scratch(device, kernels::quant_gemv_scratch(q, m, sms));
     DeviceGuard guard(device);
-    detail::check(kernels::quant_gemv(q, xf.data<float>(), stride, m,
-                                      bias ? bias->data_ptr() : nullptr, out.data_ptr(), out_type,
-                                      ws_floats > 0 ? ws.data<float>() : nullptr, sms, stream),
-                  "quantized_linear (gemv)", device);
+    detail::check(
+        kernels::quant_gemv(q, x.data_ptr(), out_type, m, bias ? bias->data_ptr() : nullptr,
+                            out.data_ptr(), ws, tickets, sms, stream),
+        "quantized_linear (gemv)", device);
     return;
   }
   const std::int64_t rows_per_tile = std::clamp<std::int64_t>(kTileElements / k, 1, n);

@@ -1,0 +1,136 @@
+// The GPU's one-launch quantized GEMV (src/cuda/quant_gemv.cu) against the naive quantizer's
+// dense weight (tests/ops/quantized_testing.h, packed with the producers' loops) and a double
+// matmul: every kernel path of every format -- the vector kernels (FP8 and compressed-tensors rows,
+// AWQ 8- and 4-byte words, GPTQ 4/8-bit sequential and act-order g_idx), split-K over one block and
+// over many (the ticketed last-block reduction), and the generic fallback (odd shapes, narrow
+// groups, misaligned x) -- at every row count 1..8, for float32, bfloat16 and float16 x.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+
+#include "ops/quantized_testing.h"
+#include "strata/cuda/device.h"
+#include "strata/ops.h"
+#include "support/op_testing.h"
+
+namespace strata::testing {
+namespace {
+
+struct GemvCase {
+  std::string name;
+  std::function<NaiveQuantized(NaiveQuantizer&)> make;
+};
+
+void PrintTo(const GemvCase& c, std::ostream* os) { *os << c.name; }
+
+std::vector<GemvCase> gemv_cases() {
+  using Q = NaiveQuantizer;
+  return {
+      // FP8 rows: 16-byte path (128x128 blocks, per tensor, 16x16 blocks, odd row count), generic
+      // path (k not a multiple of 16, blocks of 8 inputs).
+      {"fp8_block128", [](Q& q) { return q.fp8(258, 1024, 128, 128); }},
+      {"fp8_per_tensor", [](Q& q) { return q.fp8(77, 512, 0, 0); }},
+      {"fp8_block16", [](Q& q) { return q.fp8(48, 256, 16, 16, DType::BFloat16); }},
+      {"fp8_generic_k", [](Q& q) { return q.fp8(37, 200, 128, 128); }},
+      {"fp8_generic_block8", [](Q& q) { return q.fp8(20, 64, 8, 8); }},
+      // compressed-tensors rows: int4/int8 groups and channel, packed zero points, and the
+      // generic path (group of 8 inputs, padded last word).
+      {"ct4_g128_sym", [](Q& q) { return q.compressed(131, 1024, 4, 128, true); }},
+      {"ct4_g32_asym", [](Q& q) { return q.compressed(64, 512, 4, 32, false); }},
+      {"ct8_g64_asym", [](Q& q) { return q.compressed(70, 512, 8, 64, false); }},
+      {"ct8_channel_sym", [](Q& q) { return q.compressed(33, 768, 8, 0, true); }},
+      {"ct4_generic_g8", [](Q& q) { return q.compressed(24, 256, 4, 8, false); }},
+      {"ct4_generic_padded", [](Q& q) { return q.compressed(40, 100, 4, 0, true); }},
+      // AWQ columns: 8-byte words (even word count), 4-byte words (odd), one split and many.
+      {"awq_g128_wide", [](Q& q) { return q.awq(1024, 4096, 128); }},
+      {"awq_g128_odd_words", [](Q& q) { return q.awq(8 * 37, 1024, 128); }},
+      {"awq_g32_one_split", [](Q& q) { return q.awq(256, 128, 32); }},
+      {"awq_g64", [](Q& q) { return q.awq(512, 2048, 64); }},
+      // GPTQ columns: sequential 4/8-bit (groups of 4 packed rows and of 2), one group, act-order
+      // g_idx (4 and 8-bit), and the generic path (a ragged last group).
+      {"gptq4_g128_sym", [](Q& q) { return q.gptq(1032, 4096, 4, 128, false, true); }},
+      {"gptq4_g16_asym", [](Q& q) { return q.gptq(64, 512, 4, 16, false, false); }},
+      {"gptq8_g128_asym", [](Q& q) { return q.gptq(260, 2048, 8, 128, false, false); }},
+      {"gptq4_one_group", [](Q& q) { return q.gptq(128, 1024, 4, 0, false, true); }},
+      {"gptq4_desc_act", [](Q& q) { return q.gptq(256, 2048, 4, 128, true, false); }},
+      {"gptq8_desc_act", [](Q& q) { return q.gptq(96, 512, 8, 64, true, true); }},
+      {"gptq4_generic_ragged", [](Q& q) { return q.gptq(64, 200, 4, 64, false, false); }},
+  };
+}
+
+class QuantGemvCudaTest : public ::testing::TestWithParam<GemvCase> {
+ protected:
+  void SetUp() override {
+    if (!cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine";
+  }
+};
+
+// GPU y = x W^T + b against the double product with the naive dense weight: float32 accumulation
+// errors (8 sqrt(k) 2^-24 sum |x w|) plus one rounding of the output to x's dtype. `x_offset`
+// elements in front of x make its data pointer misaligned for the vector loads.
+void expect_gemv_matches_naive(const NaiveQuantized& q, std::int64_t m, DType dtype,
+                               std::uint64_t seed, std::int64_t x_offset = 0) {
+  const std::int64_t n = q.weight.out_features, k = q.weight.in_features;
+  const Tensor x = random_tensor({m, k}, dtype, seed);
+  const Tensor bias = random_tensor({n}, dtype, seed + 1);
+  const std::vector<double> xv = x.to_doubles();
+  const std::vector<double> expected = naive_linear(xv, q.dense, m, n, k, bias.to_doubles());
+  Tensor x_gpu = x.to(Device::cuda(0));
+  if (x_offset > 0) {
+    const Tensor big = Tensor::zeros({m * k + x_offset}, dtype, Device::cuda(0));
+    big.narrow(0, x_offset, m * k).copy_(x_gpu.view({m * k}));
+    x_gpu = big.narrow(0, x_offset, m * k).view({m, k});
+  }
+  const ops::QuantizedWeight w = weight_on(q.weight, Device::cuda(0));
+  const Tensor y = ops::quantized_linear(x_gpu, w, bias.to(Device::cuda(0)));
+  ASSERT_EQ(y.shape(), (Shape{m, n}));
+  const std::vector<double> got = y.to(Device::cpu()).to_doubles();
+  // Deterministic: a second call (the split-K tickets reset by the first) gives the same bits.
+  const std::vector<double> again =
+      ops::quantized_linear(x_gpu, w, bias.to(Device::cuda(0))).to(Device::cpu()).to_doubles();
+  const double rounding = dtype == DType::Float32    ? 0.0
+                          : dtype == DType::BFloat16 ? std::ldexp(1.0, -8)
+                                                     : std::ldexp(1.0, -11);
+  for (std::int64_t i = 0; i < m; ++i) {
+    for (std::int64_t j = 0; j < n; ++j) {
+      double sum_abs = 0.0;
+      for (std::int64_t t = 0; t < k; ++t) sum_abs += std::abs(xv[i * k + t] * q.dense[j * k + t]);
+      const std::size_t e = static_cast<std::size_t>(i * n + j);
+      const double tol = 8.0 * std::sqrt(static_cast<double>(k)) * std::ldexp(1.0, -24) * sum_abs +
+                         rounding * std::abs(expected[e]) + 1e-30;
+      ASSERT_LE(std::abs(got[e] - expected[e]), tol)
+          << "rows " << m << ", row " << i << ", output " << j << ": got " << got[e]
+          << ", expected " << expected[e];
+      ASSERT_EQ(got[e], again[e]) << "rows " << m << ", row " << i << ", output " << j;
+    }
+  }
+}
+
+TEST_P(QuantGemvCudaTest, EveryRowCountFloat32) {
+  NaiveQuantizer quantizer(31);
+  const NaiveQuantized q = GetParam().make(quantizer);
+  for (std::int64_t m = 1; m <= 8; ++m) expect_gemv_matches_naive(q, m, DType::Float32, 10 + m);
+}
+
+TEST_P(QuantGemvCudaTest, HalfPrecisionActivations) {
+  NaiveQuantizer quantizer(32);
+  const NaiveQuantized q = GetParam().make(quantizer);
+  for (std::int64_t m : {1, 2, 4, 7}) expect_gemv_matches_naive(q, m, DType::BFloat16, 20 + m);
+  for (std::int64_t m : {1, 3, 8}) expect_gemv_matches_naive(q, m, DType::Float16, 30 + m);
+}
+
+// x whose data pointer is not 16-byte aligned takes the generic kernel (AWQ reads x by element).
+TEST_P(QuantGemvCudaTest, MisalignedActivations) {
+  NaiveQuantizer quantizer(33);
+  const NaiveQuantized q = GetParam().make(quantizer);
+  expect_gemv_matches_naive(q, 1, DType::BFloat16, 40, 1);
+  expect_gemv_matches_naive(q, 5, DType::Float32, 41, 3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, QuantGemvCudaTest, ::testing::ValuesIn(gemv_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace strata::testing
