@@ -106,6 +106,9 @@ std::shared_ptr<CausalLM> build_causal_lm(const TransformerConfig& config, DType
       return detail::build_gemma(config, dtype);
     case Architecture::GptOss:
       return detail::build_gpt_oss(config, dtype);
+    case Architecture::DeepseekV2:
+    case Architecture::DeepseekV3:
+      return detail::build_deepseek(config, dtype);
     default:
       return detail::build_decoder(config, dtype, tp);
   }

@@ -46,6 +46,8 @@ constexpr TypeInfo kTypes[] = {
     {"gemma2", Architecture::Gemma2, 1e-6, 10000.0, 8192, true},
     {"gemma3_text", Architecture::Gemma3Text, 1e-6, 1000000.0, 131072, true},
     {"gpt_oss", Architecture::GptOss, 1e-5, 150000.0, 131072, false},
+    {"deepseek_v2", Architecture::DeepseekV2, 1e-6, 10000.0, 2048, false},
+    {"deepseek_v3", Architecture::DeepseekV3, 1e-6, 10000.0, 4096, false},
 };
 
 class Reader {
@@ -479,6 +481,10 @@ std::string_view class_prefix(Architecture architecture) {
       return "Gemma3";
     case Architecture::GptOss:
       return "GptOss";
+    case Architecture::DeepseekV2:
+      return "DeepseekV2";
+    case Architecture::DeepseekV3:
+      return "DeepseekV3";
   }
   STRATA_ASSERT(false, "unknown architecture {}", static_cast<int>(architecture));
 }
@@ -511,6 +517,11 @@ std::string TransformerConfig::base_model_prefix() const {
 }
 
 std::uint64_t TransformerConfig::kv_cache_bytes_per_token(DType dtype) const {
+  if (deepseek) {  // the compressed cache (docs/models.md "DeepSeek")
+    return static_cast<std::uint64_t>(num_layers) *
+           static_cast<std::uint64_t>(deepseek->kv_lora_rank + deepseek->qk_rope_head_dim) *
+           dtype_size(dtype);
+  }
   return 2ull * static_cast<std::uint64_t>(num_layers) * static_cast<std::uint64_t>(num_kv_heads) *
          static_cast<std::uint64_t>(head_dim) * dtype_size(dtype);
 }
@@ -547,6 +558,10 @@ TransformerConfig parse_transformer_config(const io::ModelConfig& config) {
     case Architecture::GptOss:
       parse_decoder_family(reader, *info, t);
       detail::parse_gpt_oss_config(config, t);  // quantization_config (mxfp4), SwiGLU, rope
+      return t;
+    case Architecture::DeepseekV2:
+    case Architecture::DeepseekV3:
+      detail::parse_deepseek_config(config, t);  // src/models/config_deepseek.cc
       return t;
     default:
       parse_decoder_family(reader, *info, t);

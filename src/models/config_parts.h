@@ -24,4 +24,9 @@ RopeConfig rope_from(const io::ModelConfig& config, double default_theta, std::i
 // source and tie_word_embeddings already set) with Gemma's config-class defaults for absent keys.
 void parse_gemma_config(const io::ModelConfig& config, TransformerConfig& t);
 
+// DeepSeek-V2 / V3 (src/models/config_deepseek.cc): fills `t` (architecture, model_type, source
+// and tie_word_embeddings already set), with DeepseekV2Config / DeepseekV3Config's defaults for
+// the optional keys; NotSupported naming the key for a routing option Strata does not implement.
+void parse_deepseek_config(const io::ModelConfig& config, TransformerConfig& t);
+
 }  // namespace strata::models::detail

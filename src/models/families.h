@@ -13,6 +13,7 @@ std::shared_ptr<CausalLM> build_gpt2(const TransformerConfig& config, DType dtyp
 std::shared_ptr<CausalLM> build_opt(const TransformerConfig& config, DType dtype);
 std::shared_ptr<CausalLM> build_gemma(const TransformerConfig& config, DType dtype);
 std::shared_ptr<CausalLM> build_gpt_oss(const TransformerConfig& config, DType dtype);
+std::shared_ptr<CausalLM> build_deepseek(const TransformerConfig& config, DType dtype);
 
 // gpt-oss keys parse_transformer_config leaves to src/models/gpt_oss_config.cc: the MXFP4
 // quantization_config, swiglu_limit/alpha, and GptOssConfig's YaRN default when no rope is given.

@@ -44,7 +44,10 @@ inline const std::vector<std::string>& model_fixture_names() {
       "gemma2", "gemma3_text", "gemma3_text_softcap",
       // OLMo 2, Phi-3 (longrope past original_max_position_embeddings, and within it) and SmolLM3
       // (record_phi_olmo_smollm_fixtures.py).
-      "olmo2", "phi3", "phi3_short", "smollm3"};
+      "olmo2", "phi3", "phi3_short", "smollm3",
+      // DeepSeek (record_moe_fixtures.py): V3 (MLA with q_lora_rank, sigmoid routing, yarn), V3
+      // with fp8 block weights (reference: the dequantised model), V2 (q_proj, softmax routing).
+      "deepseek_v3", "deepseek_v3_fp8", "deepseek_v2"};
   return names;
 }
 
@@ -54,7 +57,7 @@ struct ModelFixture {
   io::ModelConfig config;
   Tensor prompt_ids;   // int64 [2, S]
   Tensor logits;       // float32 [2, S, V]
-  Tensor logits_bf16;  // float32 [2, S, V]: the bfloat16 model's logits
+  Tensor logits_bf16;  // float32 [2, S, V]: the bfloat16 model's logits (undefined: not recorded)
   Tensor greedy_ids;   // int64 [1, 12]
   // inv_freq, attention_scaling, dynamic_*, long_* (longrope) when recorded; Gemma 3:
   // inv_freq_<layer type>.
@@ -70,12 +73,13 @@ inline ModelFixture load_model_fixture(const std::string& name) {
   // clone(): own the bytes rather than keep views of the mapping.
   f.prompt_ids = ref->tensor("prompt_ids").clone();
   f.logits = ref->tensor("logits").clone();
-  f.logits_bf16 = ref->tensor("logits_bf16").clone();
+  // fp8 fixtures record no bfloat16 run (their reference is the dequantised float32 model).
+  if (ref->contains("logits_bf16")) f.logits_bf16 = ref->tensor("logits_bf16").clone();
   f.greedy_ids = ref->tensor("greedy_ids").clone();
   for (const auto& entry : ref->entries()) {
     for (const char* key : {"inv_freq", "attention_scaling", "dynamic_inv_freq", "dynamic_seq_len",
                             "inv_freq_full_attention", "inv_freq_sliding_attention",
-                            "long_inv_freq", "long_attention_scaling"}) {
+                            "long_inv_freq", "long_attention_scaling", "router_margin_bf16"}) {
       if (entry.name == key) f.extra[key] = ref->tensor(entry).clone();
     }
   }

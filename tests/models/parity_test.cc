@@ -62,6 +62,24 @@ TEST_P(ParityTest, PaddedBatchMatchesTransformers) {
 }
 
 TEST_P(ParityTest, BFloat16LogitsWithinTolerance) {
+  if (!fixture_.logits_bf16.defined()) {
+    GTEST_SKIP() << fixture_.name
+                 << ": no bfloat16 reference (fp8 weights: the reference is the "
+                    "dequantised float32 model)";
+  }
+  if (const auto margin = fixture_.extra.find("router_margin_bf16");
+      margin != fixture_.extra.end()) {
+    // DeepSeek's sigmoid/softmax routing scores tie within a few bfloat16 ulps on these tiny
+    // random models: when transformers' own bfloat16 run already strays past the bound from its
+    // float32 run, its routing flipped in bfloat16 and either run's experts are a coin toss.
+    const double scale = max_abs(fixture_.logits);
+    const double drift = max_abs_diff(fixture_.logits_bf16, fixture_.logits) / scale;
+    if (drift > bfloat16_tolerance(fixture_.name)) {
+      GTEST_SKIP() << fixture_.name << ": transformers' bfloat16 logits are " << drift
+                   << " of the scale from its float32 ones (bfloat16 router margin "
+                   << margin->second.to_vector<float>().at(0) << "): routing flipped";
+    }
+  }
   auto model = load_fixture_model(fixture_, device(), DType::BFloat16);
   const Tensor logits = model->run(prompt()).logits;
   EXPECT_EQ(logits.dtype(), DType::BFloat16);

@@ -36,10 +36,13 @@ enum class Architecture : std::uint8_t {
   Gemma2,
   Gemma3Text,
   GptOss,
+  DeepseekV2,
+  DeepseekV3,
 };
 
 // transformers' class-name prefix: "Llama", "Mistral", "Qwen2", "Qwen3", "Mixtral", "GPT2", "OPT",
-// "Qwen2Moe", "Qwen3Moe", "Phi3", "Olmo2", "SmolLM3", "Gemma2", "Gemma3".
+// "Qwen2Moe", "Qwen3Moe", "Phi3", "Olmo2", "SmolLM3", "Gemma2", "Gemma3", "GptOss", "DeepseekV2",
+// "DeepseekV3".
 std::string_view class_prefix(Architecture architecture);
 // The model_type values accepted in config.json, for messages.
 std::vector<std::string> supported_model_types();
@@ -68,6 +71,31 @@ struct RopeConfig {
   // longrope (Phi-3/4): per-frequency divisors [dim / 2] for sequences up to
   // original_max_position_embeddings (short) and beyond (long).
   std::vector<double> short_factor, long_factor;
+};
+
+// DeepSeek-V2 / V3 (src/models/config_deepseek.cc, docs/models.md "DeepSeek"): multi-head latent
+// attention and the routing of their mixture of experts.
+struct DeepseekConfig {
+  // How the router scores experts and picks the top-k (transformers' topk_method/scoring_func):
+  // V2 softmax, then top-k over all experts (Greedy) or within the topk_group groups of the
+  // highest expert score (GroupLimitedGreedy); V3 sigmoid, then top-k within the topk_group
+  // groups of the highest sum of their two best scores, both plus e_score_correction_bias
+  // (NoAuxTc; the bias decides the choice, not the weights).
+  enum class TopkMethod : std::uint8_t { Greedy, GroupLimitedGreedy, NoAuxTc };
+  std::int64_t q_lora_rank = 0;  // 0: q_proj (q_lora_rank null), else q_a_proj -> q_b_proj
+  std::int64_t kv_lora_rank = 0;
+  std::int64_t qk_nope_head_dim = 0;
+  std::int64_t qk_rope_head_dim = 0;
+  std::int64_t v_head_dim = 0;
+  bool rope_interleave = true;  // V2 always (complex pairs); V3 rope_interleave
+  double softmax_scale = 0.0;   // qk_head_dim^-0.5, times mscale^2 under V3's yarn
+  TopkMethod topk_method = TopkMethod::NoAuxTc;
+  std::int64_t n_group = 1;
+  std::int64_t topk_group = 1;
+  double routed_scaling_factor = 1.0;
+  std::int64_t n_shared_experts = 0;  // shared_experts: one MLP of n x moe_intermediate_size
+  std::int64_t first_k_dense_replace = 0;
+  std::int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
 };
 
 struct TransformerConfig {
@@ -151,6 +179,9 @@ struct TransformerConfig {
   double swiglu_alpha = 1.702;
   double swiglu_limit = 7.0;
   std::vector<bool> mxfp4_experts;
+  // DeepSeek-V2 / V3 (num_experts, num_experts_per_tok, moe_intermediate_size, norm_topk_prob and
+  // sparse_layers hold their n_routed_experts, ...; head_dim is qk_head_dim).
+  std::optional<DeepseekConfig> deepseek;
 
   // transformers' class names and _no_split_modules (the decoder block class).
   std::string class_name(std::string_view suffix) const;
@@ -158,6 +189,7 @@ struct TransformerConfig {
   // Where transformers' base model lives: "model" (Llama family, OPT) or "transformer" (GPT-2).
   std::string base_model_prefix() const;
   // Bytes of KV cache one token takes over all layers (keys and values), for memory planning.
+  // DeepSeek caches the compressed kv and the rotated key part: kv_lora_rank + qk_rope_head_dim.
   std::uint64_t kv_cache_bytes_per_token(DType dtype) const;
 };
 

@@ -4,6 +4,7 @@
 #include "strata/models/causal_lm.h"
 #include "strata/models/config.h"
 #include "strata/models/decoder.h"
+#include "strata/models/deepseek.h"
 #include "strata/models/gemma.h"
 #include "strata/models/gpt2.h"
 #include "strata/models/gpt_oss.h"
