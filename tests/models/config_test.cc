@@ -257,6 +257,15 @@ TEST_P(ModuleTreeTest, ClassNamesAreTransformers) {
         if (dense != c.sparse_layers.end()) {
           expected[fmt::format("model.layers.{}.mlp", dense - c.sparse_layers.begin())] = p + "MLP";
         }
+      } else if (c.deepseek) {  // deepseek_test.cc checks the attention's tree
+        const bool v3 = c.architecture == Architecture::DeepseekV3;
+        expected["model.layers.0.mlp"] = p + "MLP";
+        expected["model.layers.1.mlp"] = v3 ? "DeepseekV3MoE" : "DeepseekV2Moe";
+        expected["model.layers.1.mlp.gate"] = v3 ? "DeepseekV3TopkRouter" : "Linear";
+        expected["model.layers.1.mlp.experts.3"] = p + "MLP";
+        expected["model.layers.1.mlp.shared_experts"] = p + "MLP";
+        expected["model.layers.1.self_attn.kv_a_layernorm"] = p + "RMSNorm";
+        expected["model.layers.1.self_attn.kv_b_proj"] = c.quantization ? "FP8Linear" : "Linear";
       } else if (c.num_experts > 0) {
         expected["model.layers.1.block_sparse_moe"] = "MixtralSparseMoeBlock";
         expected["model.layers.1.block_sparse_moe.experts.3"] = "MixtralBlockSparseTop2MLP";
