@@ -86,8 +86,8 @@ Value DeepseekAttention::forward(Args& args) {
 
   const Tensor q_flat =
       q_proj_ ? call(*q_proj_, x) : call(*q_b_proj_, call(*q_a_layernorm_, call(*q_a_proj_, x)));
-  const Tensor q = detail::split_heads(q_flat, heads, nope + rot);  // [b, h, s, qk]
-  const Tensor compressed = call(*kv_a_proj_, x);                   // [b, s, rank + rot]
+  const Tensor q = detail::split_heads(q_flat, heads, nope + rot).contiguous();  // [b, h, s, qk]
+  const Tensor compressed = call(*kv_a_proj_, x);  // [b, s, rank + rot]
   const Tensor latent = call(*kv_a_layernorm_, compressed.narrow(2, 0, rank).contiguous());
   const Tensor cos = on_device_of(rope->list()[0].tensor(), q);
   const Tensor sin = on_device_of(rope->list()[1].tensor(), q);
@@ -99,9 +99,30 @@ Value DeepseekAttention::forward(Args& args) {
   Tensor all_latent = latent.view({batch, 1, seq, rank});
   if (cache) std::tie(all_latent, k_rot) = cache->update(layer_idx_, all_latent, k_rot);
   const std::int64_t total = all_latent.size(2);
+  const std::optional<Tensor> mask = detail::layer_mask_argument(args, who);
+  // Decoding over a longer past: attend in the latent space instead of expanding every cached
+  // token through kv_b_proj (absorbed_kv_b: the layer's dequantised weight, when at hand).
+  if (total > seq) {
+    if (const std::optional<Tensor> w = absorbed_kv_b(q); w.has_value()) {
+      const Tensor w_heads = w->view({heads, nope + v_dim, rank});
+      // q_nope . k_nope = (q_nope W_k) . c, and sum_j p_j v_j = W_v (sum_j p_j c_j).
+      Tensor q_latent = Tensor::empty({batch, heads, seq, rank + rot}, q.dtype(), q.device());
+      q_latent.narrow(3, 0, rank)
+          .copy_(ops::matmul(q.narrow(3, 0, nope).contiguous(),
+                             w_heads.narrow(1, 0, nope).contiguous()));
+      q_latent.narrow(3, rank, rot).copy_(q_rot);
+      Tensor key = Tensor::empty({batch, 1, total, rank + rot}, q.dtype(), q.device());
+      key.narrow(3, 0, rank).copy_(on_device_of(all_latent, q));
+      key.narrow(3, rank, rot).copy_(on_device_of(k_rot, q));
+      const Tensor latent_out = detail::causal_attention(
+          q_latent, key, key.narrow(3, 0, rank).contiguous(), nullptr, layer_idx_,
+          mla_.softmax_scale, sliding_window_, mask);  // [b, h, s, rank]
+      const Tensor w_v = w_heads.narrow(1, nope, v_dim).transpose(1, 2).contiguous();
+      return call(*o_proj_, detail::merge_heads(ops::matmul(latent_out, w_v)));
+    }
+  }
   const Tensor expanded = call(*kv_b_proj_, all_latent.reshape({batch, total, rank}));
   const Tensor kv = detail::split_heads(on_device_of(expanded, q), heads, nope + v_dim);
-
   Tensor query = Tensor::empty({batch, heads, seq, nope + rot}, q.dtype(), q.device());
   query.narrow(3, 0, nope).copy_(q.narrow(3, 0, nope));
   query.narrow(3, nope, rot).copy_(q_rot);
@@ -109,10 +130,39 @@ Value DeepseekAttention::forward(Args& args) {
   key.narrow(3, 0, nope).copy_(kv.narrow(3, 0, nope));
   key.narrow(3, nope, rot).copy_(on_device_of(k_rot, q).expand({batch, heads, total, rot}));
   const Tensor value = kv.narrow(3, nope, v_dim).contiguous();
-  const Tensor attn =
-      detail::causal_attention(query, key, value, nullptr, layer_idx_, mla_.softmax_scale,
-                               sliding_window_, detail::layer_mask_argument(args, who));
+  const Tensor attn = detail::causal_attention(query, key, value, nullptr, layer_idx_,
+                                               mla_.softmax_scale, sliding_window_, mask);
   return call(*o_proj_, detail::merge_heads(attn));
+}
+
+std::optional<Tensor> DeepseekAttention::absorbed_kv_b(const Tensor& like) const {
+  // The fused attention kernel of the GPU takes heads up to 256 wide; the latent heads are
+  // kv_lora_rank + qk_rope_head_dim (576 for DeepSeek-V3), so off the CPU only small ones absorb.
+  if (!like.device().is_cpu() && mla_.kv_lora_rank + mla_.qk_rope_head_dim > 256) {
+    return std::nullopt;
+  }
+  const auto usable = [&](const Tensor& t) { return !t.is_meta() && t.device() == like.device(); };
+  if (const auto* dense = dynamic_cast<const nn::Linear*>(kv_b_proj_.get())) {
+    const Tensor& w = dense->parameter("weight");
+    if (!usable(w)) return std::nullopt;
+    return w.dtype() == like.dtype() ? w : ops::cast(w, like.dtype());
+  }
+  const auto* quantized = dynamic_cast<const QuantizedLinear*>(kv_b_proj_.get());
+  if (quantized == nullptr) return std::nullopt;
+  const ops::QuantizedWeight qw = quantized->quantized_weight();
+  if (qw.format != ops::QuantFormat::FP8 || !usable(qw.weight) || !usable(qw.scale)) {
+    return std::nullopt;
+  }
+  // fp8 blocks: w[i, j] * scale[i / bo, j / bi] (whole blocks only; otherwise expand).
+  const std::int64_t n = qw.out_features, k = qw.in_features;
+  const std::int64_t bo = qw.block_out > 0 ? qw.block_out : n;
+  const std::int64_t bi = qw.block_in > 0 ? qw.block_in : k;
+  if (n % bo != 0 || k % bi != 0) return std::nullopt;
+  const Tensor scale =
+      qw.scale.dim() == 0 ? qw.scale.view({1, 1, 1, 1}) : qw.scale.view({n / bo, 1, k / bi, 1});
+  const Tensor w = ops::mul(ops::cast(qw.weight, DType::Float32).view({n / bo, bo, k / bi, bi}),
+                            ops::cast(scale, DType::Float32));
+  return ops::cast(w.view({n, k}), like.dtype());
 }
 
 DeepseekDecoderLayer::DeepseekDecoderLayer(const TransformerConfig& c, std::int64_t layer_idx,

@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "strata/models/base_model.h"
@@ -46,6 +47,9 @@ class GatedMLP;
 //   values (the compressed cache); [k_nope | v] per head = kv_b_proj(c) over all T cached tokens
 //   attention of [q_nope | q_rope] over [k_nope | k_rope] with softmax_scale, values v
 //   (v_head_dim), then o_proj.
+//   With a past longer than the new tokens (decode) and kv_b_proj's weight at hand, the same
+//   attention runs absorbed in the latent space: queries [q_nope W_k | q_rope] over the one shared
+//   head [c | k_rope] with values c, then each head's output times W_v (no per-token expansion).
 class DeepseekAttention : public nn::Module {
  public:
   DeepseekAttention(const TransformerConfig& config, std::int64_t layer_idx, DType dtype);
@@ -53,6 +57,10 @@ class DeepseekAttention : public nn::Module {
 
  private:
   Tensor rotate(const Tensor& x, const Tensor& cos, const Tensor& sin) const;
+  // kv_b_proj's weight [heads * (nope + v), kv_lora_rank] in `like`'s dtype (fp8 dequantised),
+  // when its tensors are materialised on `like`'s device and the latent attention can run there;
+  // nullopt otherwise (the caller expands the cached latents through the module instead).
+  std::optional<Tensor> absorbed_kv_b(const Tensor& like) const;
 
   std::int64_t layer_idx_, num_heads_, sliding_window_;
   DeepseekConfig mla_;
