@@ -495,7 +495,6 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // ---- host side
 // ------------------------------------------------------------------------------------
-bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 // Words (AWQ) or outputs (GPTQ) per thread: as wide a load as the accumulators allow (AWQ
 // keeps 8 sums per word and row, GPTQ one per output and row).
