@@ -1,6 +1,7 @@
 #include "strata/core/logging.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 
 namespace strata {
@@ -13,8 +14,12 @@ std::mutex& sink_mutex() {
 
 LogSink& current_sink() {
   static LogSink sink = [](LogLevel level, const std::string& message) {
-    std::fprintf(stderr, "strata %s: %s\n", level == LogLevel::Warning ? "warning" : "info",
-                 message.c_str());
+    static const bool debug = std::getenv("STRATA_DEBUG") != nullptr;
+    if (level == LogLevel::Debug && !debug) return;
+    const char* name = level == LogLevel::Warning ? "warning"
+                       : level == LogLevel::Debug ? "debug"
+                                                  : "info";
+    std::fprintf(stderr, "strata %s: %s\n", name, message.c_str());
   };
   return sink;
 }

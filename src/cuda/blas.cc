@@ -145,14 +145,21 @@ void linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& 
   const int device = out.device().index();
   const std::int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
   const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
-  if (m == 1 && k % 8 == 0 && aligned(x.data_ptr()) && aligned(weight.data_ptr())) {
-    // Decode: one row, bound by streaming the weight; the bias joins before the one rounding.
+  const auto per16 = static_cast<std::int64_t>(16 / dtype_size(x.dtype()));
+  if (m >= 1 && m <= kernels::kMaxGemvBatch && k % per16 == 0 && aligned(x.data_ptr()) &&
+      aligned(weight.data_ptr()) && aligned(out.data_ptr())) {
+    // Decode (1..8 rows): bound by streaming the weight once for all rows; the bias joins before
+    // the one rounding. cuBLAS reads the weight at well under the HBM rate for so few rows.
+    kernels::Gemv g;
+    g.type = static_cast<kernels::Type>(out.dtype());
+    g.batch = m;
+    g.k = k;
+    g.x = x.data_ptr();
+    g.ldx = k;
+    g.groups[0] = kernels::GemvGroup{weight.data_ptr(), bias ? bias->data_ptr() : nullptr,
+                                     out.data_ptr(), n, n};
     DeviceGuard guard(device);
-    detail::check(
-        kernels::matvec(weight.data_ptr(), x.data_ptr(), bias ? bias->data_ptr() : nullptr,
-                        out.data_ptr(), static_cast<kernels::Type>(out.dtype()), n, k,
-                        detail::compute_stream_handle(device)),
-        "linear (matvec)", device);
+    detail::check(kernels::gemv(g, detail::compute_stream_handle(device)), "linear (gemv)", device);
     return;
   }
   gemm(x.data_ptr(), 0, weight.data_ptr(), 0, /*b_transposed=*/true, out.data_ptr(), 0, 1, m, n, k,

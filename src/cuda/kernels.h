@@ -80,9 +80,36 @@ cudaError_t topk(const void* x, Type type, std::int64_t outer, std::int64_t dim,
 cudaError_t add_bias_rows(void* out, const void* bias, Type type, std::int64_t rows,
                           std::int64_t cols, cudaStream_t stream);
 
-// out[n] = dot(weight[n, :], x) (+ bias[n]) for one input row: weight [n_out, k] contiguous,
-// k a multiple of 8 and 16-byte aligned pointers (the caller checks). One warp per output, 16-byte
-// loads, so the weight streams at HBM speed (what decode's linear layers are bound by).
+// Skinny products for decode: out[b, n] = dot(weight[n, :], x[b, :]) (+ bias[n]) for 1..8 input
+// rows, reading each weight once for all of them (src/cuda/matvec.cu). k a multiple of 16 bytes'
+// worth of elements and every pointer 16-byte aligned (the caller checks); float32 accumulation,
+// one rounding to the output type, then the epilogue:
+//   Store        out = y
+//   AddResidual  out = residual + y (each rounded as separate ops would; out may be residual)
+//   SiluMul      groups[0] is the gate, groups[1] the up projection (same n):
+//                groups[0].out = silu(gate) * up
+inline constexpr int kMaxGemvBatch = 8;
+inline constexpr int kMaxGemvGroups = 3;
+enum class GemvEpilogue : std::uint8_t { Store, AddResidual, SiluMul };
+struct GemvGroup {
+  const void* weight = nullptr;  // [n, k] row-major
+  const void* bias = nullptr;    // [n] or null
+  void* out = nullptr;           // [batch, ldo]
+  std::int64_t n = 0;
+  std::int64_t ldo = 0;  // elements between output rows
+};
+struct Gemv {
+  Type type = Type::BFloat16;  // of x, weights, biases and outputs
+  std::int64_t batch = 1, k = 0;
+  const void* x = nullptr;  // [batch, ldx]
+  std::int64_t ldx = 0;
+  GemvGroup groups[kMaxGemvGroups];  // several weights over the same x in one launch (q/k/v)
+  int group_count = 1;
+  GemvEpilogue epilogue = GemvEpilogue::Store;
+  const void* residual = nullptr;  // AddResidual: [batch, groups[0].ldo]
+};
+cudaError_t gemv(const Gemv& args, cudaStream_t stream);
+// gemv for one row and one weight.
 cudaError_t matvec(const void* weight, const void* x, const void* bias, void* out, Type type,
                    std::int64_t n_out, std::int64_t k, cudaStream_t stream);
 
@@ -177,5 +204,55 @@ cudaError_t launch_flash_decode(const FlashDecodeArgs& args, cudaStream_t stream
 inline constexpr int kFlashPrefillRowsPerWarp = 32;
 bool flash_prefill_supported(const Attention& args);
 cudaError_t launch_flash_prefill(const Attention& args, cudaStream_t stream, int rows_per_warp = 0);
+
+// The fused decode step (src/cuda/decode_step.cu). Both read `past`, the tokens cached before
+// this step (one device word), so a CUDA graph replays them unchanged from token to token. The
+// cache is KVCache's layout: [batch, kv_heads, capacity, head_dim] contiguous, one dtype.
+//
+// rope_kv_write: for each (row, head) of q [batch, ldq] and k [batch, ldk] (heads of head_dim
+// side by side), an optional per-head RMSNorm (q_norm / k_norm weights [head_dim], Qwen3), then
+// the rotation of the first rotary_dim dimensions with the tables cos/sin [positions, rotary_dim]
+// (x's dtype, row `past`; null: no rotation) as rotate_half does. q goes to q_out [batch, q_heads,
+// head_dim]; k, and v [batch, ldv] unchanged, go to the caches at position `past`.
+struct RopeKvWrite {
+  Type type = Type::BFloat16;
+  std::int64_t batch = 1, q_heads = 0, kv_heads = 0, head_dim = 0, rotary_dim = 0, capacity = 0;
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  std::int64_t ldq = 0, ldk = 0, ldv = 0;
+  const void* q_norm = nullptr;
+  const void* k_norm = nullptr;
+  float eps = 1e-6f;
+  const void* cos = nullptr;
+  const void* sin = nullptr;
+  const std::int64_t* past = nullptr;
+  void* q_out = nullptr;
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+};
+cudaError_t rope_kv_write(const RopeKvWrite& args, cudaStream_t stream);
+
+// Attention of one query token per row over the cache's first past + 1 keys (the last `window`
+// of them when window > 0), every split of `chunk` keys in its own block, then a combine that
+// rounds once: out [batch, q_heads, head_dim]. partial_*: float workspaces of batch * q_heads *
+// splits (* head_dim for acc), splits = decode_attention_splits(capacity, chunk) so any length up
+// to the capacity is covered; splits past the live keys exit at once.
+struct DecodeAttention {
+  Type type = Type::BFloat16;
+  std::int64_t batch = 1, q_heads = 0, kv_heads = 0, head_dim = 0, capacity = 0;
+  std::int64_t window = 0, chunk = 128, splits = 0;
+  float scale = 1.0f;
+  const void* q = nullptr;  // [batch, q_heads, head_dim]
+  const void* k_cache = nullptr;
+  const void* v_cache = nullptr;
+  const std::int64_t* past = nullptr;
+  float* partial_acc = nullptr;
+  float* partial_max = nullptr;
+  float* partial_sum = nullptr;
+  void* out = nullptr;
+};
+std::int64_t decode_attention_splits(std::int64_t capacity, std::int64_t chunk);
+cudaError_t decode_attention(const DecodeAttention& args, cudaStream_t stream);
 
 }  // namespace strata::cuda::kernels

@@ -1,4 +1,15 @@
-// Matrix-vector product for single-row linear layers (decode): bound by reading the weight once.
+// Matrix-vector products for the linear layers of decode (1..8 input rows): bound by reading the
+// weight once, so the kernel is built around keeping HBM busy.
+//
+//  - Each warp owns kRows weight rows and computes them for every input row: the weight is read
+//    once whatever the batch, the input rows (a few KB, L1/L2 resident) are reread per warp.
+//  - 16-byte loads, kUnroll of them per weight row in flight per lane before the first use.
+//  - Small blocks (4 warps) so the grid spreads evenly over the SMs even for 1024-row matrices.
+//  - Up to three weights in one launch (q/k/v), and two epilogues that save a kernel each:
+//    residual add (o_proj, down_proj) and SiLU(gate) * up (gate/up as one launch).
+// Every product accumulates in float32 and is rounded once to T, then each epilogue rounds where
+// the unfused ops round (so the fused step and the module path agree bit for bit in the
+// epilogues: SiLU result, product and residual sum are each rounded to T, as the separate ops do).
 
 #include <cstdint>
 
@@ -7,10 +18,10 @@
 namespace strata::cuda::kernels {
 namespace {
 
-constexpr int kWarpsPerBlock = 8;
-constexpr int kUnroll = 4;
+constexpr int kWarps = 4;   // warps per block
+constexpr int kRows = 2;    // weight rows per warp
+constexpr int kUnroll = 4;  // 16-byte loads per weight row in flight per lane
 
-// 16 bytes of T widened and multiplied into `acc`.
 template <typename T>
 __device__ __forceinline__ float dot16(const uint4& w, const uint4& x) {
   constexpr int kPer = 16 / sizeof(T);
@@ -18,52 +29,201 @@ __device__ __forceinline__ float dot16(const uint4& w, const uint4& x) {
   const T* xp = reinterpret_cast<const T*>(&x);
   float acc = 0.0f;
 #pragma unroll
-  for (int e = 0; e < kPer; ++e) acc += to_float(wp[e]) * to_float(xp[e]);
+  for (int e = 0; e < kPer; ++e) acc = fmaf(to_float(wp[e]), to_float(xp[e]), acc);
   return acc;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    matvec_kernel(const T* weight, const T* x, const T* bias, T* out, std::int64_t n_out,
-                  std::int64_t k) {
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+
+// What one warp computes: rows `row .. row + kRows - 1` of group `group` (SiluMul: row `row` of
+// the gate (group 0) and of the up projection (group 1)).
+struct Task {
+  int group;
+  std::int64_t row;
+};
+
+__device__ __forceinline__ Task task_of(const Gemv& g, std::int64_t warp) {
+  if (g.epilogue == GemvEpilogue::SiluMul) return {0, warp};
+  for (int i = 0; i < g.group_count; ++i) {
+    const std::int64_t tasks = (g.groups[i].n + kRows - 1) / kRows;
+    if (warp < tasks) return {i, warp * kRows};
+    warp -= tasks;
+  }
+  return {-1, 0};
+}
+
+template <typename T, int B>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
   const int lane = threadIdx.x & 31;
-  const std::int64_t row =
-      static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (row >= n_out) return;
-  const auto* w = reinterpret_cast<const uint4*>(weight + row * k);
-  const auto* xv = reinterpret_cast<const uint4*>(x);
-  const std::int64_t chunks = k * static_cast<std::int64_t>(sizeof(T)) / 16;
-  float acc = 0.0f;
-  std::int64_t c = lane;
-  // Several independent 16-byte loads in flight per lane before the first use.
-  for (; c + 32 * (kUnroll - 1) < chunks; c += 32 * kUnroll) {
-    uint4 wr[kUnroll], xr[kUnroll];
+  const std::int64_t warp = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const Task task = task_of(g, warp);
+  if (task.group < 0) return;
+  const bool gated = g.epilogue == GemvEpilogue::SiluMul;
+  const GemvGroup& first = g.groups[task.group];
+  if (task.row >= first.n) return;
+  // The warp's weight rows; a row past the end rereads the last one and stores nothing.
+  const uint4* w[kRows];
+  bool valid[kRows];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      wr[u] = __ldg(w + c + 32 * u);
-      xr[u] = __ldg(xv + c + 32 * u);
+  for (int r = 0; r < kRows; ++r) {
+    const GemvGroup& grp = gated ? g.groups[r] : first;
+    const std::int64_t row = gated ? task.row : task.row + r;
+    valid[r] = row < grp.n;
+    const std::int64_t safe = valid[r] ? row : grp.n - 1;
+    w[r] = reinterpret_cast<const uint4*>(static_cast<const T*>(grp.weight) + safe * g.k);
+  }
+  const uint4* x[B];
+#pragma unroll
+  for (int b = 0; b < B; ++b) {
+    x[b] = reinterpret_cast<const uint4*>(static_cast<const T*>(g.x) + b * g.ldx);
+  }
+  const std::int64_t chunks = g.k * static_cast<std::int64_t>(sizeof(T)) / 16;
+  float acc[kRows][B];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int b = 0; b < B; ++b) acc[r][b] = 0.0f;
+  }
+  std::int64_t c = lane;
+  for (; c + 32 * (kUnroll - 1) < chunks; c += 32 * kUnroll) {
+    uint4 wr[kRows][kUnroll];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) wr[r][u] = __ldcs(w[r] + c + 32 * u);  // streamed once
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) acc += dot16<T>(wr[u], xr[u]);
+    for (int b = 0; b < B; ++b) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const uint4 xv = __ldg(x[b] + c + 32 * u);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) acc[r][b] += dot16<T>(wr[r][u], xv);
+      }
+    }
   }
-  for (; c < chunks; c += 32) acc += dot16<T>(__ldg(w + c), __ldg(xv + c));
-  acc = warp_sum(acc);
-  if (lane == 0) out[row] = from_float<T>(bias != nullptr ? acc + to_float(bias[row]) : acc);
+  for (; c < chunks; c += 32) {
+    uint4 wr[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) wr[r] = __ldcs(w[r] + c);
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+      const uint4 xv = __ldg(x[b] + c);
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) acc[r][b] += dot16<T>(wr[r], xv);
+    }
+  }
+  // Every lane ends with every sum; lane r * B + b stores (row r, input row b).
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int b = 0; b < B; ++b) acc[r][b] = warp_sum(acc[r][b]);
+  }
+  float mine[kRows] = {};
+  int my_b = 0;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+      if (gated ? lane == b : lane == r * B + b) {
+        mine[r] = acc[r][b];
+        my_b = b;
+      }
+    }
+  }
+  if (gated) {
+    if (lane >= B) return;
+    const std::int64_t n = task.row;
+    const GemvGroup& up = g.groups[1];
+    float gate = mine[0], upv = mine[1];
+    if (first.bias != nullptr) gate += to_float(static_cast<const T*>(first.bias)[n]);
+    if (up.bias != nullptr) upv += to_float(static_cast<const T*>(up.bias)[n]);
+    // act(gate) and up rounded as the separate ops leave them, then their product.
+    const float act = to_float(from_float<T>(silu(to_float(from_float<T>(gate)))));
+    static_cast<T*>(first.out)[my_b * first.ldo + n] =
+        from_float<T>(act * to_float(from_float<T>(upv)));
+    return;
+  }
+  if (lane >= kRows * B) return;
+  const int r = lane / B;
+  float v = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    if (i == r) v = mine[i];
+  }
+  const std::int64_t n = task.row + r;
+  if (n >= first.n) return;
+  if (first.bias != nullptr) v += to_float(static_cast<const T*>(first.bias)[n]);
+  T* out = static_cast<T*>(first.out) + my_b * first.ldo + n;
+  if (g.epilogue == GemvEpilogue::AddResidual) {
+    const T* res = static_cast<const T*>(g.residual) + my_b * first.ldo + n;
+    *out = from_float<T>(to_float(*res) + to_float(from_float<T>(v)));
+  } else {
+    *out = from_float<T>(v);
+  }
+}
+
+template <typename T, int B>
+cudaError_t launch_batch(const Gemv& g, unsigned blocks, cudaStream_t stream) {
+  gemv_kernel<T, B><<<blocks, kWarps * 32, 0, stream>>>(g);
+  return launched();
+}
+
+template <typename T>
+cudaError_t launch_typed(const Gemv& g, unsigned blocks, cudaStream_t stream) {
+  switch (g.batch) {
+    case 1:
+      return launch_batch<T, 1>(g, blocks, stream);
+    case 2:
+      return launch_batch<T, 2>(g, blocks, stream);
+    case 3:
+      return launch_batch<T, 3>(g, blocks, stream);
+    case 4:
+      return launch_batch<T, 4>(g, blocks, stream);
+    case 5:
+      return launch_batch<T, 5>(g, blocks, stream);
+    case 6:
+      return launch_batch<T, 6>(g, blocks, stream);
+    case 7:
+      return launch_batch<T, 7>(g, blocks, stream);
+    case 8:
+      return launch_batch<T, 8>(g, blocks, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
 }
 
 }  // namespace
 
+cudaError_t gemv(const Gemv& g, cudaStream_t stream) {
+  if (g.batch < 1 || g.batch > kMaxGemvBatch || g.group_count < 1 ||
+      g.group_count > kMaxGemvGroups) {
+    return cudaErrorInvalidValue;
+  }
+  std::int64_t warps = 0;
+  if (g.epilogue == GemvEpilogue::SiluMul) {
+    if (g.group_count != 2 || g.groups[0].n != g.groups[1].n) return cudaErrorInvalidValue;
+    warps = g.groups[0].n;
+  } else {
+    if (g.epilogue == GemvEpilogue::AddResidual && g.group_count != 1) return cudaErrorInvalidValue;
+    for (int i = 0; i < g.group_count; ++i) warps += (g.groups[i].n + kRows - 1) / kRows;
+  }
+  if (warps == 0) return cudaSuccess;
+  const auto blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
+  return dispatch_float(g.type, [&](auto tag) { return launch_typed<decltype(tag)>(g, blocks, stream); });
+}
+
 cudaError_t matvec(const void* weight, const void* x, const void* bias, void* out, Type type,
                    std::int64_t n_out, std::int64_t k, cudaStream_t stream) {
-  if (n_out == 0) return cudaSuccess;
-  return dispatch_float(type, [&](auto tag) {
-    using T = decltype(tag);
-    const auto blocks = static_cast<unsigned>((n_out + kWarpsPerBlock - 1) / kWarpsPerBlock);
-    matvec_kernel<T><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
-        static_cast<const T*>(weight), static_cast<const T*>(x), static_cast<const T*>(bias),
-        static_cast<T*>(out), n_out, k);
-    return launched();
-  });
+  Gemv g;
+  g.type = type;
+  g.batch = 1;
+  g.k = k;
+  g.x = x;
+  g.ldx = k;
+  g.group_count = 1;
+  g.groups[0] = GemvGroup{weight, bias, out, n_out, n_out};
+  return gemv(g, stream);
 }
 
 }  // namespace strata::cuda::kernels

@@ -9,6 +9,7 @@
 #include <chrono>
 
 #include "strata/core/error.h"
+#include "strata/models/decode_graph.h"
 
 namespace strata::engine {
 namespace {
@@ -34,12 +35,13 @@ struct Batch {
 class BatchRunner {
  public:
   BatchRunner(models::CausalLM& model, std::span<const GenerateRequest> requests,
-              const StopCriteria& stop, Device device, const TokenCallback& on_token,
-              GenerateOutput& out)
+              const StopCriteria& stop, Device device, bool decode_graph,
+              const TokenCallback& on_token, GenerateOutput& out)
       : model_(model),
         requests_(requests),
         stop_(stop),
         device_(device),
+        decode_graph_(decode_graph),
         on_token_(on_token),
         out_(out) {}
 
@@ -75,10 +77,20 @@ class BatchRunner {
     std::vector<bool> active(static_cast<std::size_t>(rows), true);
     auto cache = model_.make_cache(length + stop_.max_new_tokens());
     Tensor input = prompt.to(device_);
+    // Unpadded decode steps may take the fused CUDA graph (it refuses what it cannot run).
+    std::unique_ptr<models::DecodeGraphRunner> fast;
+    if (decode_graph_ && !padded && stop_.max_new_tokens() > 1) {
+      fast = std::make_unique<models::DecodeGraphRunner>(model_);
+    }
+    Tensor host_next;
     std::vector<SampleRow> sample_rows(static_cast<std::size_t>(rows));
     for (std::int64_t step = 0;; ++step) {
       const auto start = Clock::now();
-      const Tensor logits = model_.run(input, cache, 1, mask_for(step)).logits;  // [rows, 1, V]
+      std::optional<Tensor> fast_logits;
+      if (fast && step > 0) fast_logits = fast->step(host_next, *cache);
+      if (!fast_logits && step > 0) input = host_next.to(device_);
+      const Tensor logits = fast_logits ? *fast_logits
+                                        : model_.run(input, cache, 1, mask_for(step)).logits;
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::size_t i = batch.requests[static_cast<std::size_t>(r)];
         const auto& context = contexts[static_cast<std::size_t>(r)];
@@ -118,7 +130,7 @@ class BatchRunner {
         }
       }
       if (!any_active) break;
-      input = Tensor::from_vector(next, {rows, 1}).to(device_);
+      host_next = Tensor::from_vector(next, {rows, 1});
     }
   }
 
@@ -127,6 +139,7 @@ class BatchRunner {
   std::span<const GenerateRequest> requests_;
   const StopCriteria& stop_;
   Device device_;
+  bool decode_graph_;
   const TokenCallback& on_token_;
   GenerateOutput& out_;
 };
@@ -158,7 +171,8 @@ GenerateOutput generate(models::CausalLM& model, std::span<const GenerateRequest
         std::max(batch.prompt_length, static_cast<std::int64_t>(request.prompt.size()));
     batch.requests.push_back(i);
   }
-  BatchRunner runner(model, requests, stop, input_device_of(model, options), on_token, out);
+  BatchRunner runner(model, requests, stop, input_device_of(model, options), options.decode_graph,
+                     on_token, out);
   if (!batch.requests.empty()) runner.run(batch);
   return out;
 }

@@ -10,6 +10,7 @@
 #include "models/padding_mask.h"
 #include "strata/core/error.h"
 #include "strata/models/base_model.h"
+#include "strata/models/decode_graph.h"
 #include "strata/models/layers.h"
 #include "strata/ops.h"
 
@@ -183,16 +184,26 @@ GenerationResult generate_greedy(CausalLM& model, const Tensor& prompt_ids,
   };
 
   Tensor input = prompt_ids.to(device, DType::Int64);
+  // Unpadded decode steps may take the fused CUDA graph (it refuses what it cannot run).
+  std::unique_ptr<DecodeGraphRunner> fast;
+  if (options.decode_graph && mask.empty() && new_tokens > 1) {
+    fast = std::make_unique<DecodeGraphRunner>(model);
+  }
+  Tensor host_next;
   for (std::int64_t step = 0; step < new_tokens; ++step) {
     const auto start = Clock::now();
+    std::optional<Tensor> fast_logits;
+    if (fast && step > 0) fast_logits = fast->step(host_next, *cache);
+    if (!fast_logits && step > 0) input = host_next.to(device);
     const std::optional<Tensor> step_mask = mask_until(prompt_len + step);
-    const Tensor logits = model.run(input, cache, 1, step_mask).logits;  // [batch, 1, vocab]
+    const Tensor logits = fast_logits ? *fast_logits
+                                      : model.run(input, cache, 1, step_mask).logits;  // [b, 1, V]
     // The copy to the cpu waits for the device, so the time covers the whole step.
     const Tensor next = ops::argmax(logits, -1).to(Device::cpu());  // [batch, 1]
     const auto end = Clock::now();
     (step == 0 ? result.prefill_seconds : result.step_seconds.emplace_back()) = seconds(start, end);
     tokens.narrow(1, step, 1).copy_(next);
-    input = next.to(device);
+    host_next = next;
   }
   result.tokens = tokens;
   return result;

@@ -65,17 +65,43 @@ std::pair<Tensor, Tensor> KVCache::update(std::int64_t layer, const Tensor& key,
     }
   }
   const std::int64_t needed = entry.length + added;
-  const std::int64_t capacity = entry.keys.defined() ? entry.keys.size(2) : 0;
-  if (needed > capacity) {
-    const std::int64_t next =
-        std::max({needed, reserve_, 2 * capacity, capacity == 0 ? kMinCapacity : 0});
-    entry.keys = grown(entry.keys, entry.length, next, key);
-    entry.values = grown(entry.values, entry.length, next, value);
-  }
+  make_room(entry, needed, key, value);
   entry.keys.narrow(2, entry.length, added).copy_(key);
   entry.values.narrow(2, entry.length, added).copy_(value);
   entry.length = needed;
   return {entry.keys.narrow(2, 0, needed), entry.values.narrow(2, 0, needed)};
+}
+
+void KVCache::make_room(Layer& entry, std::int64_t needed, const Tensor& key_like,
+                        const Tensor& value_like) const {
+  const std::int64_t capacity = entry.keys.defined() ? entry.keys.size(2) : 0;
+  if (needed <= capacity) return;
+  const std::int64_t next =
+      std::max({needed, reserve_, 2 * capacity, capacity == 0 ? kMinCapacity : 0});
+  entry.keys = grown(entry.keys, entry.length, next, key_like);
+  entry.values = grown(entry.values, entry.length, next, value_like);
+}
+
+std::pair<Tensor, Tensor> KVCache::storage_for_append(std::int64_t layer, std::int64_t tokens) {
+  at(layer, "storage_for_append");
+  Layer& entry = layers_[static_cast<std::size_t>(layer)];
+  STRATA_CHECK_ARG(entry.keys.defined() && tokens >= 0,
+                   "KVCache::storage_for_append (layer {}): the layer must hold entries (run the "
+                   "prompt through the model first) and tokens ({}) must be >= 0",
+                   layer, tokens);
+  make_room(entry, entry.length + tokens, entry.keys, entry.values);
+  return {entry.keys, entry.values};
+}
+
+void KVCache::commit_append(std::int64_t layer, std::int64_t tokens) {
+  at(layer, "commit_append");
+  Layer& entry = layers_[static_cast<std::size_t>(layer)];
+  STRATA_CHECK_ARG(entry.keys.defined() && tokens >= 0 &&
+                       entry.length + tokens <= entry.keys.size(2),
+                   "KVCache::commit_append (layer {}): {} tokens past the {} cached do not fit "
+                   "the capacity; call storage_for_append first",
+                   layer, tokens, entry.length);
+  entry.length += tokens;
 }
 
 Tensor KVCache::keys(std::int64_t layer) const {

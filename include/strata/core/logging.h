@@ -7,7 +7,9 @@
 
 namespace strata {
 
-enum class LogLevel { Info, Warning };
+// Debug messages (why a fast path was not taken) reach the default sink only when STRATA_DEBUG
+// is set in the environment; a replaced sink gets them all.
+enum class LogLevel { Info, Warning, Debug };
 
 using LogSink = std::function<void(LogLevel, const std::string&)>;
 

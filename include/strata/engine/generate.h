@@ -32,6 +32,9 @@ struct GenerateOptions {
   // Where the input ids go: by default the input embedding's device when materialised, else the
   // cpu (a hook moves them), as models::generate_greedy.
   std::optional<Device> input_device;
+  // Unpadded decode steps of up to 8 rows through the fused CUDA graph when the model allows it
+  // (strata/models/decode_graph.h; STRATA_DECODE_GRAPH=0 also turns it off).
+  bool decode_graph = true;
 };
 
 // Called once per new token of a running row, in step order; an end-of-sequence token is not

@@ -115,6 +115,9 @@ struct GenerationOptions {
   // padded on the left (every row must end with a token); each step extends it by a column of
   // ones. Absent: every row is a token.
   std::optional<Tensor> attention_mask;
+  // Decode steps through the fused CUDA graph (strata/models/decode_graph.h) when the model and
+  // the step allow it (STRATA_DECODE_GRAPH=0 also turns it off); the module path otherwise.
+  bool decode_graph = true;
 };
 
 struct GenerationResult {

@@ -35,6 +35,12 @@ class KVCache final : public nn::Object {
   // The batch, heads, head_dim and dtype must match what the layer holds (InvalidArgument
   // otherwise); a different device moves the layer's entries there first.
   std::pair<Tensor, Tensor> update(std::int64_t layer, const Tensor& key, const Tensor& value);
+  // For kernels that write the cache in place (the decode graph, strata/models/decode_graph.h):
+  // makes room for `tokens` more entries in `layer` (growing as update() does; the layer must
+  // hold entries) and returns its whole storage [batch, kv_heads, capacity, head_dim], keys and
+  // values, to be written at seq_length(layer). commit_append then counts the written tokens.
+  std::pair<Tensor, Tensor> storage_for_append(std::int64_t layer, std::int64_t tokens);
+  void commit_append(std::int64_t layer, std::int64_t tokens);
   // The cached keys / values of `layer` (undefined tensors before its first update).
   Tensor keys(std::int64_t layer) const;
   Tensor values(std::int64_t layer) const;
@@ -54,6 +60,9 @@ class KVCache final : public nn::Object {
     std::int64_t length = 0;
   };
   const Layer& at(std::int64_t layer, const char* who) const;
+  // Grows `entry` to hold `needed` tokens (geometrically; the reserve for a first allocation).
+  void make_room(Layer& entry, std::int64_t needed, const Tensor& key_like,
+                 const Tensor& value_like) const;
 
   std::vector<Layer> layers_;
   std::int64_t reserve_ = 0;

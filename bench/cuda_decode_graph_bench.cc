@@ -1,0 +1,103 @@
+// Decode of a Llama-2-7B-shaped bf16 model held on cuda:0 (issue 14's acceptance shape), with the
+// fused CUDA-graph step (strata/models/decode_graph.h) and with the module path
+// (decode_graph = false), through generate_greedy as `strata bench` drives it: ms per token, the
+// weight read rate that implies, and that rate next to a device-to-device copy measured in the
+// same run. The weights are zeros placed straight on the GPU (no checkpoint: the rate does not
+// depend on their values). Usage: cuda_decode_graph_bench [layers (32)] [tokens (32)].
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "strata/cuda/device.h"
+#include "strata/cuda/stream.h"
+#include "strata/io/model_config.h"
+#include "strata/models/models.h"
+#include "strata/nn/init.h"
+#include "strata/nn/tensor_placement.h"
+
+namespace {
+
+using strata::Device;
+using strata::DType;
+using strata::Tensor;
+
+double copy_gbs() {
+  const std::int64_t bytes = std::int64_t{1} << 30;
+  Tensor a = Tensor::empty({bytes}, DType::UInt8, Device::cuda(0));
+  Tensor b = Tensor::empty({bytes}, DType::UInt8, Device::cuda(0));
+  auto s = static_cast<cudaStream_t>(strata::cuda::Stream::compute(0).native_handle());
+  cudaEvent_t start, end;
+  cudaEventCreate(&start);
+  cudaEventCreate(&end);
+  cudaMemcpyAsync(b.data_ptr(), a.data_ptr(), bytes, cudaMemcpyDeviceToDevice, s);
+  cudaEventRecord(start, s);
+  for (int i = 0; i < 5; ++i) {
+    cudaMemcpyAsync(b.data_ptr(), a.data_ptr(), bytes, cudaMemcpyDeviceToDevice, s);
+  }
+  cudaEventRecord(end, s);
+  cudaEventSynchronize(end);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, start, end);
+  return 2.0 * bytes * 5 / ms / 1e6;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!strata::cuda::is_available()) {
+    std::printf("no CUDA GPU: nothing to measure\n");
+    return 0;
+  }
+  const int layers = argc > 1 ? std::atoi(argv[1]) : 32;
+  const int tokens = argc > 2 ? std::atoi(argv[2]) : 32;
+  const std::string config = R"({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32,
+    "num_key_value_heads": 32, "num_hidden_layers": )" +
+                             std::to_string(layers) + R"(, "vocab_size": 32000,
+    "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+    "tie_word_embeddings": false, "hidden_act": "silu"})";
+  std::shared_ptr<strata::models::CausalLM> model;
+  {
+    auto guard = strata::nn::init_empty_weights();
+    model = strata::models::build_causal_lm(strata::io::parse_model_config(config, "7b-shape"),
+                                            DType::BFloat16);
+  }
+  std::uint64_t weight_bytes = 0;
+  for (const auto& [name, t] : model->named_parameters()) {
+    strata::nn::set_module_tensor_to_device(*model, name, Device::cuda(0),
+                                            Tensor::zeros(t.shape(), t.dtype(), Device::cuda(0)));
+    weight_bytes += t.nbytes();
+  }
+  strata::nn::materialize_non_persistent_buffers(*model, Device::cuda(0));
+  const double copy = copy_gbs();
+  std::printf("device: %s; %d layers, %.2f GB of bf16 weights; copy (read + write) %.0f GB/s\n",
+              strata::cuda::device_properties(0).name.c_str(), layers, weight_bytes / 1e9, copy);
+  std::printf("%-12s %5s %9s %9s %8s\n", "path", "batch", "ms/token", "GB/s", "of copy");
+  for (const std::int64_t batch : {1, 4, 8}) {
+    for (const bool graph : {true, false}) {
+      strata::models::GenerationOptions options;
+      options.max_new_tokens = tokens + 1;
+      options.decode_graph = graph;
+      const Tensor ids = Tensor::zeros({batch, 1}, DType::Int64);
+      strata::models::generate_greedy(*model, ids, options);  // warm-up (allocator, capture)
+      std::vector<double> runs;
+      for (int r = 0; r < 3; ++r) {
+        const auto steps = strata::models::generate_greedy(*model, ids, options).step_seconds;
+        runs.push_back(std::accumulate(steps.begin(), steps.end(), 0.0) / steps.size());
+      }
+      std::sort(runs.begin(), runs.end());
+      const double s = runs[1];
+      std::printf("%-12s %5lld %9.3f %9.0f %7.1f%%\n", graph ? "decode graph" : "module path",
+                  static_cast<long long>(batch), s * 1e3, weight_bytes / s / 1e9,
+                  100.0 * weight_bytes / s / 1e9 / copy);
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,159 @@
+// The decode GEMV (src/cuda/matvec.cu) on the linear-layer shapes of the supported architectures
+// (hidden 2k-8k, intermediate up to 28k, vocabulary heads 32k-152k rows), batch 1-8, bf16: the
+// weight's read rate in GB/s next to a device-to-device copy measured in the same run (counted
+// as bytes read + written, the usual "copy bandwidth"). Weights rotate through copies totalling
+// over 512 MiB so no launch finds its matrix in the 50 MB L2. Named cuda_* so bench/CMakeLists.txt
+// builds it only with the CUDA backend (issue 14 calls it gemv_bench).
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cuda/kernels.h"
+#include "strata/cuda/device.h"
+#include "strata/cuda/stream.h"
+#include "strata/ops.h"
+
+namespace {
+
+using strata::Device;
+using strata::DType;
+using strata::Tensor;
+namespace k = strata::cuda::kernels;
+
+cudaStream_t stream() {
+  return static_cast<cudaStream_t>(strata::cuda::Stream::compute(0).native_handle());
+}
+
+// Median milliseconds per call of `calls` back-to-back calls, over `reps` timings.
+double time_ms(const std::function<void(int)>& f, int calls = 20, int reps = 5) {
+  cudaEvent_t start, end;
+  cudaEventCreate(&start);
+  cudaEventCreate(&end);
+  for (int i = 0; i < 3; ++i) f(i);
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    cudaEventRecord(start, stream());
+    for (int i = 0; i < calls; ++i) f(i);
+    cudaEventRecord(end, stream());
+    cudaEventSynchronize(end);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, end);
+    t.push_back(ms / calls);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(end);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+struct Case {
+  const char* model;
+  const char* layer;
+  std::int64_t n, k;
+  int groups;  // 1: one weight; 2: gate/up with SiLU(gate) * up (n each); 3: q/k/v (n = q rows)
+  std::int64_t kv_rows = 0;
+};
+
+}  // namespace
+
+int main() {
+  if (!strata::cuda::is_available()) {
+    std::printf("no CUDA GPU: nothing to measure\n");
+    return 0;
+  }
+  std::printf("device: %s\n", strata::cuda::device_properties(0).name.c_str());
+  const std::int64_t copy_bytes = std::int64_t{1} << 30;
+  Tensor a = Tensor::empty({copy_bytes}, DType::UInt8, Device::cuda(0));
+  Tensor b = Tensor::empty({copy_bytes}, DType::UInt8, Device::cuda(0));
+  const double copy_ms = time_ms(
+      [&](int) {
+        cudaMemcpyAsync(b.data_ptr(), a.data_ptr(), copy_bytes, cudaMemcpyDeviceToDevice, stream());
+      },
+      5, 5);
+  const double copy_gbs = 2.0 * copy_bytes / copy_ms / 1e6;
+  std::printf("copy (read + write) 1 GiB: %.0f GB/s\n", copy_gbs);
+  a = Tensor();
+  b = Tensor();
+
+  const Case cases[] = {
+      {"llama-2-7b", "qkv (3 in 1)", 4096, 4096, 3, 4096},
+      {"llama-2-7b", "o_proj", 4096, 4096, 1},
+      {"llama-2-7b", "gate/up+silu", 11008, 4096, 2},
+      {"llama-2-7b", "down_proj", 4096, 11008, 1},
+      {"llama-2-7b", "lm_head", 32000, 4096, 1},
+      {"llama-3-8b", "qkv (3 in 1)", 4096, 4096, 3, 1024},
+      {"llama-3-8b", "gate/up+silu", 14336, 4096, 2},
+      {"llama-3-8b", "down_proj", 4096, 14336, 1},
+      {"llama-3-8b", "lm_head", 128256, 4096, 1},
+      {"qwen2.5-7b", "qkv (3 in 1)", 3584, 3584, 3, 512},
+      {"qwen2.5-7b", "gate/up+silu", 18944, 3584, 2},
+      {"qwen2.5-7b", "down_proj", 3584, 18944, 1},
+      {"qwen2.5-7b", "lm_head", 152064, 3584, 1},
+      {"smollm3-3b", "qkv (3 in 1)", 2048, 2048, 3, 512},
+      {"smollm3-3b", "down_proj", 2048, 11008, 1},
+      {"70b-shape", "gate/up+silu", 28672, 8192, 2},
+      {"70b-shape", "down_proj", 8192, 28672, 1},
+  };
+  std::printf("%-11s %-13s %7s %6s %5s %9s %8s %7s\n", "model", "layer", "n", "k", "batch",
+              "us", "GB/s", "of copy");
+  const DType t = DType::BFloat16;
+  for (const Case& c : cases) {
+    const std::int64_t rows_total =
+        c.groups == 2 ? 2 * c.n : c.groups == 3 ? c.n + 2 * c.kv_rows : c.n;
+    const std::int64_t weight_bytes = rows_total * c.k * 2;
+    // Enough copies that the set exceeds 512 MiB (several times the L2).
+    const int copies = static_cast<int>(std::max<std::int64_t>(2, (std::int64_t{512} << 20) / weight_bytes + 1));
+    std::vector<Tensor> weights;
+    for (int i = 0; i < copies; ++i) {
+      weights.push_back(Tensor::zeros({rows_total, c.k}, t, Device::cuda(0)));
+    }
+    const Tensor x = Tensor::zeros({8, c.k}, t, Device::cuda(0));
+    const Tensor out = Tensor::empty({8, rows_total}, t, Device::cuda(0));
+    for (std::int64_t batch : {1, 2, 4, 8}) {
+      const auto launch = [&](int i) {
+        const Tensor& w = weights[static_cast<std::size_t>(i % copies)];
+        auto* wp = static_cast<const char*>(w.data_ptr());
+        auto* op = static_cast<char*>(out.data_ptr());
+        k::Gemv g;
+        g.type = k::Type::BFloat16;
+        g.batch = batch;
+        g.k = c.k;
+        g.x = x.data_ptr();
+        g.ldx = c.k;
+        if (c.groups == 2) {
+          g.group_count = 2;
+          g.groups[0] = {wp, nullptr, op, c.n, c.n};
+          g.groups[1] = {wp + c.n * c.k * 2, nullptr, nullptr, c.n, c.n};
+          g.epilogue = k::GemvEpilogue::SiluMul;
+        } else if (c.groups == 3) {
+          g.group_count = 3;
+          g.groups[0] = {wp, nullptr, op, c.n, rows_total};
+          g.groups[1] = {wp + c.n * c.k * 2, nullptr, op + c.n * 2, c.kv_rows, rows_total};
+          g.groups[2] = {wp + (c.n + c.kv_rows) * c.k * 2, nullptr, op + (c.n + c.kv_rows) * 2,
+                         c.kv_rows, rows_total};
+        } else {
+          g.groups[0] = {wp, nullptr, op, c.n, c.n};
+        }
+        k::gemv(g, stream());
+      };
+      const double ms = time_ms(launch);
+      const double gbs = weight_bytes / ms / 1e6;
+      std::printf("%-11s %-13s %7lld %6lld %5lld %9.1f %8.0f %6.1f%%\n", c.model, c.layer,
+                  static_cast<long long>(rows_total), static_cast<long long>(c.k),
+                  static_cast<long long>(batch), ms * 1e3, gbs, 100.0 * gbs / copy_gbs);
+    }
+  }
+  // cuBLAS for the same 7B down_proj at batch 8, through ops::linear's fallback shape (9 rows).
+  const Tensor w = Tensor::zeros({4096, 11008}, t, Device::cuda(0));
+  const Tensor x9 = Tensor::zeros({9, 11008}, t, Device::cuda(0));
+  const double ms = time_ms([&](int) { strata::ops::linear(x9, w); });
+  std::printf("cuBLAS 9 rows, llama-2-7b down_proj (L2-warm): %.1f us, %.0f GB/s\n", ms * 1e3,
+              4096.0 * 11008 * 2 / ms / 1e6);
+  return 0;
+}

@@ -1,0 +1,58 @@
+#pragma once
+// The decode fast path (docs/decode-graph.md): one token per row for a decoder-family model
+// (Llama, Mistral, Qwen2, Qwen3, SmolLM3) whose every weight sits on one CUDA GPU, as fused
+// kernels captured once into a CUDA graph and replayed each step. Anything else (other families,
+// offloaded or split placements, quantized weights, hooks that would not run, padded batches,
+// more than 8 rows) keeps the module path: step() returns nullopt and reason() says why (logged
+// once at debug level). STRATA_DECODE_GRAPH=0 in the environment turns the path off.
+//
+// The step reads the model's weight tensors (resolved once from the module tree, so offload and
+// device maps still see the checkpoint's tensors) and writes the new keys and values into the
+// KVCache in place; its logits equal the module path's within the rounding of a different
+// summation order.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "strata/core/tensor.h"
+#include "strata/models/causal_lm.h"
+#include "strata/models/kv_cache.h"
+
+namespace strata::models {
+
+// False when STRATA_DECODE_GRAPH is set to 0 (or "off", "false").
+bool decode_graph_allowed_by_environment();
+
+class DecodeGraphRunner {
+ public:
+  // Checks once whether `model` can take the fused step. `use_graph` false launches the fused
+  // kernels each step without capturing them (tests compare the two).
+  explicit DecodeGraphRunner(CausalLM& model, bool use_graph = true);
+  ~DecodeGraphRunner();
+  DecodeGraphRunner(const DecodeGraphRunner&) = delete;
+  DecodeGraphRunner& operator=(const DecodeGraphRunner&) = delete;
+
+  // Whether the model takes the fused step at all (reason() says why not).
+  bool usable() const { return reason_.empty(); }
+  // Why the last refused model or step takes the module path ("" when none was refused).
+  const std::string& reason() const { return reason_.empty() ? step_reason_ : reason_; }
+
+  // One decode step: `input_ids` int64 [batch, 1] (any device; the cpu saves a copy) extending
+  // `cache` (every layer filled to the same length on the model's GPU, batch rows, no padding).
+  // Returns the logits [batch, 1, vocab] on the GPU with the cache one token longer, or nullopt
+  // (nothing run, the cache untouched) when this step must take the module path.
+  std::optional<Tensor> step(const Tensor& input_ids, KVCache& cache);
+
+  // How many times the step was captured into a graph (0 without CUDA).
+  int captures() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+  std::string reason_;       // why the model is refused
+  std::string step_reason_;  // why the last step was refused
+};
+
+}  // namespace strata::models

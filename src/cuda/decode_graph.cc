@@ -1,0 +1,383 @@
+// The fused decode step and its CUDA graph (decode_graph.h).
+
+#include "cuda/decode_graph.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <string>
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels.h"
+#include "cuda/stream_internal.h"
+#include "strata/core/error.h"
+#include "strata/cuda/device.h"
+
+namespace strata::cuda {
+namespace {
+
+using kernels::Type;
+
+// Keys per split of the decode attention: enough splits to fill the GPU at short lengths, few
+// enough partials to combine at long ones.
+constexpr std::int64_t kAttentionChunk = 128;
+
+Type type_of(DType dtype) { return static_cast<Type>(dtype); }
+
+const void* ptr_or_null(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+
+void check_tensor(const Tensor& t, const Shape& shape, DType dtype, Device device,
+                  const std::string& name) {
+  STRATA_CHECK_ARG(t.defined() && t.shape() == shape && t.dtype() == dtype &&
+                       t.device() == device && t.is_contiguous() &&
+                       reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0,
+                   "decode graph: {} is {}; expected a contiguous, 16-byte aligned {} tensor of "
+                   "shape {} on {}",
+                   name, t.defined() ? t.describe() : std::string("undefined"), dtype,
+                   shape_str(shape), device);
+}
+
+void check_optional(const Tensor& t, const Shape& shape, DType dtype, Device device,
+                    const std::string& name) {
+  if (t.defined()) check_tensor(t, shape, dtype, device, name);
+}
+
+}  // namespace
+
+struct DecodeGraph::Impl {
+  DecodeWeights w;
+  bool use_graph = true;
+  DType dtype;
+  Device device;
+  int gpu = 0;
+  std::int64_t hidden = 0, vocab = 0, intermediate = 0, q_out = 0, kv_out = 0;
+
+  // What the captured graph baked in; a change re-captures.
+  std::int64_t batch = 0, capacity = 0;
+  std::vector<const void*> bound;
+  int captures = 0;
+
+  Tensor ids_past, host_ids_past, bad;
+  Tensor hidden_buf, normed, qkv, q_rot, attn, act, logits, partial_acc, partial_max,
+      partial_sum;
+  std::vector<Tensor> keys, values;
+  Tensor cos, sin;
+
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  cudaEvent_t copied = nullptr;
+
+  ~Impl() {
+    DeviceGuard guard(gpu);
+    release_graph();
+    if (copied != nullptr) cudaEventDestroy(copied);
+  }
+
+  void release_graph() {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    exec = nullptr;
+    graph = nullptr;
+  }
+
+  void allocate(std::int64_t rows, std::int64_t cap) {
+    const std::int64_t splits = kernels::decode_attention_splits(cap, kAttentionChunk);
+    if (rows != batch) {
+      ids_past = Tensor::empty({rows + 1}, DType::Int64, device);
+      host_ids_past = Tensor::empty({rows + 1}, DType::Int64, Device::cpu(), MemoryKind::Pinned);
+      hidden_buf = Tensor::empty({rows, hidden}, dtype, device);
+      normed = Tensor::empty({rows, hidden}, dtype, device);
+      qkv = Tensor::empty({rows, q_out + 2 * kv_out}, dtype, device);
+      q_rot = Tensor::empty({rows, q_out}, dtype, device);
+      attn = Tensor::empty({rows, q_out}, dtype, device);
+      act = Tensor::empty({rows, intermediate}, dtype, device);
+      logits = Tensor::empty({rows, vocab}, dtype, device);
+    }
+    if (rows != batch || cap != capacity) {
+      const std::int64_t heads = rows * w.q_heads * splits;
+      partial_acc = Tensor::empty({heads * w.head_dim}, DType::Float32, device);
+      partial_max = Tensor::empty({heads}, DType::Float32, device);
+      partial_sum = Tensor::empty({heads}, DType::Float32, device);
+    }
+    batch = rows;
+    capacity = cap;
+  }
+
+  kernels::Gemv gemv(const void* x, std::int64_t k) const {
+    kernels::Gemv g;
+    g.type = type_of(dtype);
+    g.batch = batch;
+    g.k = k;
+    g.x = x;
+    g.ldx = k;
+    return g;
+  }
+
+  // Every kernel of one step on `stream` (captured, or run as is).
+  void record(cudaStream_t stream) {
+    const Type type = type_of(dtype);
+    const auto check = [&](cudaError_t status, const char* what) {
+      detail::check(status, what, gpu);
+    };
+    const auto eps = static_cast<float>(w.norm_eps);
+    auto* ids = static_cast<std::int64_t*>(ids_past.data_ptr());
+    const std::int64_t* past = ids + batch;
+    kernels::Strided id_view;
+    id_view.data = ids;
+    id_view.type = Type::Int64;
+    id_view.rank = 1;
+    id_view.sizes[0] = batch;
+    id_view.strides[0] = 1;
+    check(kernels::embedding(id_view, batch, w.embed.data_ptr(), vocab,
+                             hidden * static_cast<std::int64_t>(dtype_size(dtype)),
+                             hidden_buf.data_ptr(), static_cast<unsigned long long*>(bad.data_ptr()),
+                             stream),
+          "decode graph: embedding");
+    const std::int64_t qkv_width = q_out + 2 * kv_out;
+    auto* qkv_base = static_cast<char*>(qkv.data_ptr());
+    const auto elem = static_cast<std::int64_t>(dtype_size(dtype));
+    for (std::size_t l = 0; l < w.layers.size(); ++l) {
+      const DecodeLayer& layer = w.layers[l];
+      check(kernels::rms_norm(hidden_buf.data_ptr(), layer.input_norm.data_ptr(), normed.data_ptr(),
+                              type, batch, hidden, eps, stream),
+            "decode graph: input_layernorm");
+      kernels::Gemv proj = gemv(normed.data_ptr(), hidden);
+      proj.group_count = 3;
+      proj.groups[0] = {layer.q.data_ptr(), ptr_or_null(layer.q_bias), qkv_base, q_out, qkv_width};
+      proj.groups[1] = {layer.k.data_ptr(), ptr_or_null(layer.k_bias), qkv_base + q_out * elem,
+                        kv_out, qkv_width};
+      proj.groups[2] = {layer.v.data_ptr(), ptr_or_null(layer.v_bias),
+                        qkv_base + (q_out + kv_out) * elem, kv_out, qkv_width};
+      check(kernels::gemv(proj, stream), "decode graph: q/k/v projections");
+
+      kernels::RopeKvWrite rope;
+      rope.type = type;
+      rope.batch = batch;
+      rope.q_heads = w.q_heads;
+      rope.kv_heads = w.kv_heads;
+      rope.head_dim = w.head_dim;
+      rope.rotary_dim = w.rotary_dim;
+      rope.capacity = capacity;
+      rope.q = qkv_base;
+      rope.k = qkv_base + q_out * elem;
+      rope.v = qkv_base + (q_out + kv_out) * elem;
+      rope.ldq = rope.ldk = rope.ldv = qkv_width;
+      rope.q_norm = ptr_or_null(layer.q_norm);
+      rope.k_norm = ptr_or_null(layer.k_norm);
+      rope.eps = eps;
+      rope.cos = layer.rope ? cos.data_ptr() : nullptr;
+      rope.sin = layer.rope ? sin.data_ptr() : nullptr;
+      rope.past = past;
+      rope.q_out = q_rot.data_ptr();
+      rope.k_cache = keys[l].data_ptr();
+      rope.v_cache = values[l].data_ptr();
+      check(kernels::rope_kv_write(rope, stream), "decode graph: rotary and cache write");
+
+      kernels::DecodeAttention at;
+      at.type = type;
+      at.batch = batch;
+      at.q_heads = w.q_heads;
+      at.kv_heads = w.kv_heads;
+      at.head_dim = w.head_dim;
+      at.capacity = capacity;
+      at.window = layer.window;
+      at.chunk = kAttentionChunk;
+      at.splits = kernels::decode_attention_splits(capacity, kAttentionChunk);
+      at.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(w.head_dim)));
+      at.q = q_rot.data_ptr();
+      at.k_cache = keys[l].data_ptr();
+      at.v_cache = values[l].data_ptr();
+      at.past = past;
+      at.partial_acc = partial_acc.data<float>();
+      at.partial_max = partial_max.data<float>();
+      at.partial_sum = partial_sum.data<float>();
+      at.out = attn.data_ptr();
+      check(kernels::decode_attention(at, stream), "decode graph: attention");
+
+      kernels::Gemv o = gemv(attn.data_ptr(), q_out);
+      o.groups[0] = {layer.o.data_ptr(), ptr_or_null(layer.o_bias), hidden_buf.data_ptr(), hidden,
+                     hidden};
+      o.epilogue = kernels::GemvEpilogue::AddResidual;
+      o.residual = hidden_buf.data_ptr();
+      check(kernels::gemv(o, stream), "decode graph: o_proj");
+
+      check(kernels::rms_norm(hidden_buf.data_ptr(), layer.post_norm.data_ptr(), normed.data_ptr(),
+                              type, batch, hidden, eps, stream),
+            "decode graph: post_attention_layernorm");
+      kernels::Gemv gate_up = gemv(normed.data_ptr(), hidden);
+      gate_up.group_count = 2;
+      gate_up.groups[0] = {layer.gate.data_ptr(), ptr_or_null(layer.gate_bias), act.data_ptr(),
+                           intermediate, intermediate};
+      gate_up.groups[1] = {layer.up.data_ptr(), ptr_or_null(layer.up_bias), nullptr, intermediate,
+                           intermediate};
+      gate_up.epilogue = kernels::GemvEpilogue::SiluMul;
+      check(kernels::gemv(gate_up, stream), "decode graph: gate/up projections");
+
+      kernels::Gemv down = gemv(act.data_ptr(), intermediate);
+      down.groups[0] = {layer.down.data_ptr(), ptr_or_null(layer.down_bias), hidden_buf.data_ptr(),
+                        hidden, hidden};
+      down.epilogue = kernels::GemvEpilogue::AddResidual;
+      down.residual = hidden_buf.data_ptr();
+      check(kernels::gemv(down, stream), "decode graph: down_proj");
+    }
+    check(kernels::rms_norm(hidden_buf.data_ptr(), w.final_norm.data_ptr(), normed.data_ptr(), type,
+                            batch, hidden, eps, stream),
+          "decode graph: final norm");
+    kernels::Gemv head = gemv(normed.data_ptr(), hidden);
+    head.groups[0] = {w.lm_head.data_ptr(), nullptr, logits.data_ptr(), vocab, vocab};
+    check(kernels::gemv(head, stream), "decode graph: lm_head");
+  }
+
+  void capture(cudaStream_t stream) {
+    release_graph();
+    detail::check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+                  "cudaStreamBeginCapture", gpu);
+    try {
+      record(stream);
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(stream, &broken);
+      if (broken != nullptr) cudaGraphDestroy(broken);
+      throw;
+    }
+    detail::check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture", gpu);
+    detail::check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate", gpu);
+    ++captures;
+  }
+};
+
+DecodeGraph::DecodeGraph(DecodeWeights weights, bool use_graph) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.w = std::move(weights);
+  m.use_graph = use_graph;
+  const DecodeWeights& w = m.w;
+  STRATA_CHECK_ARG(w.embed.defined() && w.embed.dim() == 2 && w.embed.is_cuda(),
+                   "decode graph: the embedding must be a [vocab, hidden] tensor on a GPU, got {}",
+                   w.embed.defined() ? w.embed.describe() : std::string("undefined"));
+  m.dtype = w.embed.dtype();
+  STRATA_CHECK_ARG(m.dtype == DType::BFloat16 || m.dtype == DType::Float16 ||
+                       m.dtype == DType::Float32,
+                   "decode graph: weights in {}; it takes bfloat16, float16 or float32", m.dtype);
+  m.device = w.embed.device();
+  m.gpu = m.device.index();
+  m.vocab = w.embed.size(0);
+  m.hidden = w.embed.size(1);
+  STRATA_CHECK_ARG(!w.layers.empty() && w.q_heads > 0 && w.kv_heads > 0 &&
+                       w.q_heads % w.kv_heads == 0 && w.head_dim > 0 && w.head_dim <= 256 &&
+                       w.rotary_dim >= 0 && w.rotary_dim <= w.head_dim && w.rotary_dim % 2 == 0,
+                   "decode graph: {} layers, {} query heads over {} key/value heads of {} "
+                   "dimensions ({} rotated) are not a shape it runs",
+                   w.layers.size(), w.q_heads, w.kv_heads, w.head_dim, w.rotary_dim);
+  m.q_out = w.q_heads * w.head_dim;
+  m.kv_out = w.kv_heads * w.head_dim;
+  m.intermediate = w.layers[0].gate.defined() ? w.layers[0].gate.size(0) : 0;
+  const std::int64_t per16 = 16 / static_cast<std::int64_t>(dtype_size(m.dtype));
+  STRATA_CHECK_ARG(m.hidden % per16 == 0 && m.q_out % per16 == 0 && m.intermediate % per16 == 0,
+                   "decode graph: hidden {}, attention width {} and intermediate {} must be "
+                   "multiples of {} elements (16-byte loads)",
+                   m.hidden, m.q_out, m.intermediate, per16);
+  const DType t = m.dtype;
+  const Device d = m.device;
+  const std::int64_t h = m.hidden, in = m.intermediate;
+  for (std::size_t i = 0; i < w.layers.size(); ++i) {
+    const DecodeLayer& l = w.layers[i];
+    const auto name = [&](const char* what) { return "layer " + std::to_string(i) + " " + what; };
+    check_tensor(l.input_norm, {h}, t, d, name("input_layernorm"));
+    check_tensor(l.post_norm, {h}, t, d, name("post_attention_layernorm"));
+    check_tensor(l.q, {m.q_out, h}, t, d, name("q_proj"));
+    check_tensor(l.k, {m.kv_out, h}, t, d, name("k_proj"));
+    check_tensor(l.v, {m.kv_out, h}, t, d, name("v_proj"));
+    check_tensor(l.o, {h, m.q_out}, t, d, name("o_proj"));
+    check_optional(l.q_bias, {m.q_out}, t, d, name("q_proj bias"));
+    check_optional(l.k_bias, {m.kv_out}, t, d, name("k_proj bias"));
+    check_optional(l.v_bias, {m.kv_out}, t, d, name("v_proj bias"));
+    check_optional(l.o_bias, {h}, t, d, name("o_proj bias"));
+    check_optional(l.q_norm, {w.head_dim}, t, d, name("q_norm"));
+    check_optional(l.k_norm, {w.head_dim}, t, d, name("k_norm"));
+    check_tensor(l.gate, {in, h}, t, d, name("gate_proj"));
+    check_tensor(l.up, {in, h}, t, d, name("up_proj"));
+    check_tensor(l.down, {h, in}, t, d, name("down_proj"));
+    check_optional(l.gate_bias, {in}, t, d, name("gate_proj bias"));
+    check_optional(l.up_bias, {in}, t, d, name("up_proj bias"));
+    check_optional(l.down_bias, {h}, t, d, name("down_proj bias"));
+  }
+  check_tensor(w.embed, {m.vocab, h}, t, d, "embed_tokens");
+  check_tensor(w.final_norm, {h}, t, d, "norm");
+  check_tensor(w.lm_head, {m.vocab, h}, t, d, "lm_head");
+  m.bad = Tensor::zeros({1}, DType::Int64, d);
+  DeviceGuard guard(m.gpu);
+  detail::check(cudaEventCreateWithFlags(&m.copied, cudaEventDisableTiming), "cudaEventCreate",
+                m.gpu);
+}
+
+DecodeGraph::~DecodeGraph() = default;
+
+int DecodeGraph::captures() const { return impl_->captures; }
+
+Tensor DecodeGraph::step(std::span<const std::int64_t> ids, std::int64_t past,
+                         std::span<const Tensor> keys, std::span<const Tensor> values,
+                         const Tensor& cos, const Tensor& sin) {
+  Impl& m = *impl_;
+  const auto rows = static_cast<std::int64_t>(ids.size());
+  STRATA_CHECK_ARG(rows >= 1 && rows <= kernels::kMaxGemvBatch,
+                   "decode graph: {} rows; it runs 1 to {}", rows, kernels::kMaxGemvBatch);
+  STRATA_CHECK_ARG(keys.size() == m.w.layers.size() && values.size() == m.w.layers.size(),
+                   "decode graph: {} key and {} value caches for {} layers", keys.size(),
+                   values.size(), m.w.layers.size());
+  const std::int64_t cap = keys[0].defined() && keys[0].dim() == 4 ? keys[0].size(2) : 0;
+  STRATA_CHECK_ARG(past >= 0 && past < cap, "decode graph: {} cached tokens in a capacity of {}",
+                   past, cap);
+  const Shape cache_shape{rows, m.w.kv_heads, cap, m.w.head_dim};
+  for (std::size_t l = 0; l < keys.size(); ++l) {
+    check_tensor(keys[l], cache_shape, m.dtype, m.device, "key cache " + std::to_string(l));
+    check_tensor(values[l], cache_shape, m.dtype, m.device, "value cache " + std::to_string(l));
+  }
+  const Shape table{cos.defined() ? cos.size(0) : 0, m.w.rotary_dim};
+  STRATA_CHECK_ARG(table[0] >= cap, "decode graph: rope tables of {} positions for a capacity of {}",
+                   table[0], cap);
+  check_tensor(cos, table, m.dtype, m.device, "rope cos table");
+  check_tensor(sin, table, m.dtype, m.device, "rope sin table");
+
+  std::vector<const void*> bound;
+  bound.reserve(2 * keys.size() + 2);
+  for (std::size_t l = 0; l < keys.size(); ++l) {
+    bound.push_back(keys[l].data_ptr());
+    bound.push_back(values[l].data_ptr());
+  }
+  bound.push_back(cos.data_ptr());
+  bound.push_back(sin.data_ptr());
+
+  DeviceGuard guard(m.gpu);
+  cudaStream_t stream = detail::compute_stream_handle(m.gpu);
+  const bool rebind = rows != m.batch || cap != m.capacity || bound != m.bound;
+  if (rebind) {
+    m.allocate(rows, cap);
+    m.keys.assign(keys.begin(), keys.end());
+    m.values.assign(values.begin(), values.end());
+    m.cos = cos;
+    m.sin = sin;
+    m.bound = std::move(bound);
+    m.release_graph();
+  }
+  // The previous step's copy must have read the pinned words before they are rewritten.
+  detail::check(cudaEventSynchronize(m.copied), "cudaEventSynchronize", m.gpu);
+  auto* host = m.host_ids_past.data<std::int64_t>();
+  for (std::int64_t r = 0; r < rows; ++r) host[r] = ids[static_cast<std::size_t>(r)];
+  host[rows] = past;
+  detail::check(cudaMemcpyAsync(m.ids_past.data_ptr(), host,
+                                static_cast<std::size_t>(rows + 1) * sizeof(std::int64_t),
+                                cudaMemcpyHostToDevice, stream),
+                "decode graph: cudaMemcpyAsync of the token ids", m.gpu);
+  detail::check(cudaEventRecord(m.copied, stream), "cudaEventRecord", m.gpu);
+  if (m.use_graph) {
+    if (m.exec == nullptr) m.capture(stream);
+    detail::check(cudaGraphLaunch(m.exec, stream), "cudaGraphLaunch", m.gpu);
+  } else {
+    m.record(stream);
+  }
+  Tensor out = Tensor::empty({rows, m.vocab}, m.dtype, m.device);
+  out.copy_(m.logits);
+  return out;
+}
+
+}  // namespace strata::cuda

@@ -1,0 +1,74 @@
+#pragma once
+// The decode step of a decoder-family model as fused CUDA kernels, captured once into a CUDA
+// graph and replayed every token (src/cuda/decode_graph.cc). Backend-internal: the models layer
+// (src/models/decode_graph.cc) resolves the weights from the module tree and drives it; this
+// header has no CUDA types so that layer compiles without the CUDA headers.
+//
+// One step, rows 1..8 of one token each, all tensors on one GPU in one float dtype:
+//   hidden = embed[ids]
+//   per layer: x = rms_norm(hidden); q|k|v = one grouped GEMV (three weights, one launch);
+//              per-head norm + rotary + K/V cache write at `past` (one kernel);
+//              split-key attention over past + 1 keys; hidden += o_proj(attn) (GEMV epilogue);
+//              x = rms_norm(hidden); act = silu(gate(x)) * up(x) (one launch);
+//              hidden += down(act) (GEMV epilogue)
+//   logits = lm_head(rms_norm(hidden))
+// The token ids and `past` are copied into fixed device words before each replay; everything
+// else the graph touches has a fixed address until the caches reallocate, the batch changes or
+// the rope table is rebuilt, which re-capture.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "strata/core/tensor.h"
+
+namespace strata::cuda {
+
+struct DecodeLayer {
+  Tensor input_norm, post_norm;           // [hidden]
+  Tensor q, k, v, o;                      // [out, in]
+  Tensor q_bias, k_bias, v_bias, o_bias;  // [out] or undefined
+  Tensor q_norm, k_norm;                  // [head_dim] (Qwen3) or undefined
+  Tensor gate, up, down;
+  Tensor gate_bias, up_bias, down_bias;
+  bool rope = true;          // false: a NoPE layer (SmolLM3)
+  std::int64_t window = 0;   // sliding window, 0: full attention
+};
+
+struct DecodeWeights {
+  Tensor embed;  // [vocab, hidden]
+  std::vector<DecodeLayer> layers;
+  Tensor final_norm;  // [hidden]
+  Tensor lm_head;     // [vocab, hidden]
+  std::int64_t q_heads = 0, kv_heads = 0, head_dim = 0, rotary_dim = 0;
+  double norm_eps = 1e-6;
+};
+
+class DecodeGraph {
+ public:
+  // Checks that every tensor is contiguous, on the embedding's GPU, in its dtype (f32/bf16/f16),
+  // with the shapes the dimensions imply (InvalidArgument naming the tensor otherwise).
+  // `use_graph` false launches the kernels every step instead (the same work, for tests).
+  explicit DecodeGraph(DecodeWeights weights, bool use_graph = true);
+  ~DecodeGraph();
+  DecodeGraph(const DecodeGraph&) = delete;
+  DecodeGraph& operator=(const DecodeGraph&) = delete;
+
+  // One token per row: ids [batch] (1..8, inside the vocabulary), `past` tokens already cached;
+  // keys/values: each layer's whole cache storage [batch, kv_heads, capacity, head_dim] with
+  // capacity > past; cos/sin: [positions >= capacity, rotary_dim] in the model dtype on the GPU.
+  // Writes the new keys and values at `past` and returns the logits [batch, vocab] (a fresh
+  // tensor), queued on the compute stream.
+  Tensor step(std::span<const std::int64_t> ids, std::int64_t past, std::span<const Tensor> keys,
+              std::span<const Tensor> values, const Tensor& cos, const Tensor& sin);
+
+  // How many times the step was captured (tests: re-capture on a reallocated cache).
+  int captures() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace strata::cuda

@@ -1,0 +1,252 @@
+// The decode fast path's model side (strata/models/decode_graph.h): decides whether a model can
+// take the fused step, resolves its weight tensors from the module tree once, keeps the rope
+// tables, and moves the KVCache's length around each replay. The kernels and the graph are the
+// CUDA backend's (src/cuda/decode_graph.cc).
+
+#include "strata/models/decode_graph.h"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "strata/core/error.h"
+#include "strata/core/logging.h"
+#include "strata/models/decoder.h"
+#include "strata/models/rope.h"
+#include "strata/nn/align_devices_hook.h"
+
+#ifdef STRATA_WITH_CUDA
+#include "cuda/decode_graph.h"
+#endif
+
+namespace strata::models {
+
+bool decode_graph_allowed_by_environment() {
+  const char* value = std::getenv("STRATA_DECODE_GRAPH");
+  if (value == nullptr) return true;
+  return std::strcmp(value, "0") != 0 && std::strcmp(value, "off") != 0 &&
+         std::strcmp(value, "false") != 0;
+}
+
+namespace {
+
+// Why `config` is outside what the fused step computes ("" when inside).
+std::string config_refusal(const TransformerConfig& c) {
+  switch (c.architecture) {
+    case Architecture::Llama:
+    case Architecture::Mistral:
+    case Architecture::Qwen2:
+    case Architecture::Qwen3:
+    case Architecture::SmolLM3:
+      break;
+    default:
+      return fmt::format("the {} family has no fused decode step", class_prefix(c.architecture));
+  }
+  if (c.fused_projections || c.post_norms || c.qk_norm_over_projection) {
+    return "fused projections, post-norms or whole-projection q/k norms";
+  }
+  if (c.num_experts > 0) return "a mixture of experts";
+  if (c.quantization) return "quantized linear layers";
+  if (c.activation != Activation::SiLU) return "an MLP activation other than SiLU";
+  if (c.attn_logit_softcapping || c.final_logit_softcapping) return "logit soft-capping";
+  if (!c.rope) return "no rope parameters";
+  if (c.rope->type == "dynamic" || c.rope->type == "longrope") {
+    return fmt::format("{} rope (its frequencies follow the sequence length)", c.rope->type);
+  }
+  return "";
+}
+
+// The hook attached to any module that the fused step would skip ("" when none would matter):
+// an AlignDevicesHook without offload only moves inputs, which already are where it would put
+// them.
+std::string hook_refusal(CausalLM& model) {
+  for (auto& [name, module] : model.named_modules()) {
+    nn::ModelHook* hook = module->hook();
+    if (hook == nullptr) continue;
+    const auto* align = dynamic_cast<const nn::AlignDevicesHook*>(hook);
+    if (align != nullptr && !align->offload()) continue;
+    return fmt::format("the hook {} on '{}' would not run", hook->describe(),
+                       name.empty() ? model.class_name() : name);
+  }
+  return "";
+}
+
+}  // namespace
+
+struct DecodeGraphRunner::State {
+  CausalLM* model = nullptr;
+  Device device = Device::cpu();
+  DType dtype = DType::Float32;
+  std::int64_t layers = 0;
+  RopeFrequencies frequencies;
+  std::int64_t rotary_dim = 0;
+  Tensor cos, sin;  // [positions, rotary_dim] on the GPU in the model dtype
+#ifdef STRATA_WITH_CUDA
+  std::unique_ptr<cuda::DecodeGraph> graph;
+#endif
+  std::vector<Tensor> keys, values;
+
+  // The tables for positions [0, positions), rebuilt larger when the cache outgrows them.
+  void ensure_tables(std::int64_t positions) {
+    if (cos.defined() && cos.size(0) >= positions) return;
+    auto [c, s] = rope_tables(frequencies, 0, positions);  // float32 [1, positions, dim]
+    // As the rotary module hands them to the layers: in the hidden states' dtype.
+    cos = c.view({positions, rotary_dim}).to(device, dtype);
+    sin = s.view({positions, rotary_dim}).to(device, dtype);
+  }
+};
+
+DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, bool use_graph)
+    : state_(std::make_unique<State>()) {
+  State& st = *state_;
+  st.model = &model;
+  const TransformerConfig& c = model.config();
+  st.layers = c.num_layers;
+  if (!decode_graph_allowed_by_environment()) {
+    reason_ = "STRATA_DECODE_GRAPH=0";
+  } else if (dynamic_cast<DecoderForCausalLM*>(&model) == nullptr) {
+    reason_ = fmt::format("{} is not a decoder-family model", model.class_name());
+  } else if (std::string why = config_refusal(c); !why.empty()) {
+    reason_ = std::move(why);
+  } else if (model.tensor_parallel().active()) {
+    reason_ = "the model is split over ranks (tensor parallelism)";
+  }
+#ifndef STRATA_WITH_CUDA
+  if (reason_.empty()) reason_ = "this build has no CUDA backend";
+#endif
+  if (reason_.empty()) {
+    const Tensor& embed = model.input_embeddings().weight();
+    st.device = embed.device();
+    st.dtype = embed.dtype();
+    if (!st.device.is_cuda()) reason_ = fmt::format("the embedding is on {}, not a GPU", st.device);
+    for (const auto& [name, t] : model.named_parameters()) {
+      if (!reason_.empty()) break;
+      if (t.device() != st.device || t.dtype() != st.dtype) {
+        reason_ = fmt::format("{} is {}; every weight must be {} on {} (offloaded, split or "
+                              "cast placements take the module path)",
+                              name, t.describe(), st.dtype, st.device);
+      }
+    }
+  }
+  if (reason_.empty()) reason_ = hook_refusal(model);
+#ifdef STRATA_WITH_CUDA
+  if (reason_.empty()) {
+    const std::string base = model.base_model_prefix();
+    const auto module = [&](const std::string& path) -> nn::Module& {
+      return model.get_submodule(base + "." + path);
+    };
+    const auto linear = [&](const std::string& path, Tensor& weight, Tensor& bias) {
+      auto* l = dynamic_cast<nn::Linear*>(&module(path));
+      STRATA_CHECK(l != nullptr, NotSupported, "decode graph: {}.{} is not a Linear", base, path);
+      weight = l->weight();
+      if (l->has_bias()) bias = l->parameter("bias");
+    };
+    const auto norm = [&](const std::string& path) { return module(path).parameter("weight"); };
+    cuda::DecodeWeights w;
+    w.embed = model.input_embeddings().weight();
+    w.lm_head = model.lm_head().weight();
+    w.final_norm = norm("norm");
+    w.q_heads = c.num_heads;
+    w.kv_heads = c.num_kv_heads;
+    w.head_dim = c.head_dim;
+    w.rotary_dim = c.rope->dim;
+    w.norm_eps = c.norm_eps;
+    try {
+      for (std::int64_t i = 0; i < c.num_layers; ++i) {
+        const std::string p = fmt::format("layers.{}.", i);
+        cuda::DecodeLayer l;
+        l.input_norm = norm(p + "input_layernorm");
+        l.post_norm = norm(p + "post_attention_layernorm");
+        linear(p + "self_attn.q_proj", l.q, l.q_bias);
+        linear(p + "self_attn.k_proj", l.k, l.k_bias);
+        linear(p + "self_attn.v_proj", l.v, l.v_bias);
+        linear(p + "self_attn.o_proj", l.o, l.o_bias);
+        if (c.qk_norm) {
+          l.q_norm = norm(p + "self_attn.q_norm");
+          l.k_norm = norm(p + "self_attn.k_norm");
+        }
+        linear(p + "mlp.gate_proj", l.gate, l.gate_bias);
+        linear(p + "mlp.up_proj", l.up, l.up_bias);
+        linear(p + "mlp.down_proj", l.down, l.down_bias);
+        const auto layer = static_cast<std::size_t>(i);
+        l.rope = c.rope_layers.empty() || c.rope_layers.at(layer);
+        l.window = c.sliding_windows.at(layer);
+        w.layers.push_back(std::move(l));
+      }
+      auto* rotary = dynamic_cast<RotaryEmbedding*>(&module("rotary_emb"));
+      STRATA_CHECK(rotary != nullptr, NotSupported, "decode graph: {}.rotary_emb is not a "
+                   "RotaryEmbedding", base);
+      st.frequencies = rotary->frequencies(0);
+      st.rotary_dim = static_cast<std::int64_t>(st.frequencies.inv_freq.size()) * 2;
+      STRATA_CHECK(st.rotary_dim == w.rotary_dim, NotSupported,
+                   "decode graph: the rotary module covers {} dimensions, the config {}",
+                   st.rotary_dim, w.rotary_dim);
+      st.graph = std::make_unique<cuda::DecodeGraph>(std::move(w), use_graph);
+    } catch (const Error& e) {
+      reason_ = e.what();
+    }
+  }
+#endif
+  if (!reason_.empty()) log_message(LogLevel::Debug, "decode graph off: " + reason_);
+}
+
+DecodeGraphRunner::~DecodeGraphRunner() = default;
+
+int DecodeGraphRunner::captures() const {
+#ifdef STRATA_WITH_CUDA
+  if (state_->graph) return state_->graph->captures();
+#endif
+  return 0;
+}
+
+std::optional<Tensor> DecodeGraphRunner::step(const Tensor& input_ids, KVCache& cache) {
+  if (!usable()) return std::nullopt;
+#ifndef STRATA_WITH_CUDA
+  (void)input_ids;
+  (void)cache;
+  return std::nullopt;
+#else
+  State& st = *state_;
+  const auto refuse = [&](std::string why) -> std::optional<Tensor> {
+    if (why != step_reason_) log_message(LogLevel::Debug, "decode graph step refused: " + why);
+    step_reason_ = std::move(why);
+    return std::nullopt;
+  };
+  if (input_ids.dim() != 2 || input_ids.size(1) != 1 || input_ids.size(0) < 1 ||
+      input_ids.size(0) > 8 || input_ids.dtype() != DType::Int64) {
+    return refuse(fmt::format("input_ids {} is not int64 [1..8, 1]", input_ids.describe()));
+  }
+  const std::int64_t batch = input_ids.size(0);
+  if (cache.num_layers() != st.layers) return refuse("the cache belongs to another model");
+  const std::int64_t past = cache.seq_length(0);
+  for (std::int64_t l = 0; l < st.layers; ++l) {
+    const Tensor k = cache.keys(l);
+    if (!k.defined() || cache.seq_length(l) != past || k.device() != st.device ||
+        k.dtype() != st.dtype || k.size(0) != batch) {
+      return refuse(fmt::format("layer {} of the cache is not {} rows of {} tokens in {} on {}", l,
+                                batch, past, st.dtype, st.device));
+    }
+  }
+  const std::vector<std::int64_t> ids = input_ids.to(Device::cpu()).contiguous().to_vector<std::int64_t>();
+  const std::int64_t vocab = st.model->input_embeddings().weight().size(0);
+  for (const std::int64_t id : ids) {
+    // The module path reports it as an error naming the id.
+    if (id < 0 || id >= vocab) return refuse(fmt::format("token id {} is outside the vocabulary", id));
+  }
+  st.keys.resize(static_cast<std::size_t>(st.layers));
+  st.values.resize(static_cast<std::size_t>(st.layers));
+  for (std::int64_t l = 0; l < st.layers; ++l) {
+    std::tie(st.keys[static_cast<std::size_t>(l)], st.values[static_cast<std::size_t>(l)]) =
+        cache.storage_for_append(l, 1);
+  }
+  st.ensure_tables(st.keys[0].size(2));
+  Tensor logits = st.graph->step(ids, past, st.keys, st.values, st.cos, st.sin);
+  for (std::int64_t l = 0; l < st.layers; ++l) cache.commit_append(l, 1);
+  step_reason_.clear();
+  return logits.view({batch, 1, logits.size(1)});
+#endif
+}
+
+}  // namespace strata::models

@@ -1,0 +1,189 @@
+// The decode fast path (strata/models/decode_graph.h) against the module path on the recorded
+// fixtures (tests/fixtures/models: llama, qwen3 with per-head q/k norms, mistral with an 8-token
+// sliding window, qwen2 with q/k/v biases, smollm3 with NoPE layers and a tied head): the same
+// prefill, then 24 steps fed the module path's greedy tokens, logits compared at every step while
+// the cache grows twice (16 -> 32 -> 64 entries, each a re-capture), batch 1 and 3.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "models/model_testing.h"
+#include "strata/cuda/device.h"
+#include "strata/models/decode_graph.h"
+#include "strata/ops.h"
+
+namespace strata {
+namespace {
+
+using testing::load_fixture_model;
+using testing::load_model_fixture;
+using testing::max_abs;
+using testing::max_abs_diff;
+
+constexpr std::int64_t kSteps = 24;
+
+struct GraphCase {
+  std::string fixture;
+  DType dtype;
+  std::int64_t batch;
+};
+
+// bfloat16: each path rounds every intermediate to bfloat16 but sums in another order (GEMV vs
+// the module path's kernels, split-key vs whole-row attention), so they drift apart by a few
+// bfloat16 roundings; 4% of the logit scale is the bound the bf16 parity tests hold against
+// transformers (tests/models/parity_test.cc). float32: 1e-4 of the scale (kFloat32Tolerance).
+double tolerance(DType dtype) { return dtype == DType::Float32 ? 1e-4 : 0.04; }
+
+class DecodeGraphTest : public ::testing::TestWithParam<GraphCase> {
+ protected:
+  void SetUp() override {
+    if (!cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine";
+  }
+  // Rows 0, 1, 0 of the fixture's prompts.
+  static Tensor prompt(const testing::ModelFixture& f, std::int64_t batch) {
+    Tensor ids = Tensor::empty({batch, f.prompt_ids.size(1)}, DType::Int64);
+    for (std::int64_t r = 0; r < batch; ++r) ids.narrow(0, r, 1).copy_(f.prompt_ids.narrow(0, r % 2, 1));
+    return ids;
+  }
+};
+
+// Greedy ids [batch, 1] of logits [batch, 1, vocab] on the cpu.
+Tensor argmax_ids(const Tensor& logits) { return ops::argmax(logits, -1).to(Device::cpu()); }
+
+// The largest gap between the best and second-best logit over the rows' smallest such gap: a
+// token may flip only where the two paths' difference can bridge it.
+double smallest_margin(const Tensor& logits) {
+  const Tensor f = logits.to(Device::cpu()).to(DType::Float32).contiguous();
+  const std::int64_t rows = f.size(0), vocab = f.size(2);
+  const std::vector<double> v = f.to_doubles();
+  double margin = INFINITY;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    double first = -INFINITY, second = -INFINITY;
+    for (std::int64_t i = 0; i < vocab; ++i) {
+      const double x = v[static_cast<std::size_t>(r * vocab + i)];
+      if (x > first) {
+        second = first;
+        first = x;
+      } else if (x > second) {
+        second = x;
+      }
+    }
+    margin = std::min(margin, first - second);
+  }
+  return margin;
+}
+
+TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
+  const GraphCase c = GetParam();
+  const auto f = load_model_fixture(c.fixture);
+  const Device gpu = Device::cuda(0);
+  auto model = load_fixture_model(f, gpu, c.dtype);
+  models::DecodeGraphRunner runner(*model);
+  ASSERT_TRUE(runner.usable()) << runner.reason();
+  models::DecodeGraphRunner eager(*model, /*use_graph=*/false);
+  ASSERT_TRUE(eager.usable()) << eager.reason();
+
+  const Tensor ids = prompt(f, c.batch).to(gpu);
+  auto module_cache = model->make_cache();
+  auto graph_cache = model->make_cache();
+  auto eager_cache = model->make_cache();
+  Tensor next = argmax_ids(model->run(ids, module_cache, 1).logits);
+  model->run(ids, graph_cache, 1);
+  model->run(ids, eager_cache, 1);
+  const double tol = tolerance(c.dtype);
+  std::int64_t compared_tokens = 0;
+  for (std::int64_t step = 0; step < kSteps; ++step) {
+    const Tensor expected = model->run(next.to(gpu), module_cache, 1).logits;
+    const std::optional<Tensor> fast = runner.step(next, *graph_cache);
+    ASSERT_TRUE(fast.has_value()) << "step " << step << ": " << runner.reason();
+    const std::optional<Tensor> unfused = eager.step(next, *eager_cache);
+    ASSERT_TRUE(unfused.has_value()) << eager.reason();
+    ASSERT_EQ(fast->shape(), expected.shape());
+    const double scale = max_abs(expected), diff = max_abs_diff(*fast, expected);
+    EXPECT_LE(diff, tol * scale) << "step " << step << ": max |diff| " << diff << " at scale "
+                                 << scale;
+    // The graph replays exactly the kernels the eager run launches.
+    EXPECT_EQ(max_abs_diff(*fast, *unfused), 0.0) << "step " << step;
+    // Greedy tokens agree wherever the module path's choice is not a near tie.
+    if (smallest_margin(expected) > 2 * tol * scale) {
+      EXPECT_EQ(argmax_ids(*fast).to_vector<std::int64_t>(),
+                argmax_ids(expected).to_vector<std::int64_t>())
+          << "step " << step;
+      ++compared_tokens;
+    }
+    next = argmax_ids(expected);
+  }
+  EXPECT_GT(compared_tokens, kSteps / 2) << "too many near ties to compare tokens";
+  // 10 prompt tokens + 24: the cache grew from 16 to 32 and 64 entries, a capture for each.
+  EXPECT_EQ(graph_cache->seq_length(0), module_cache->seq_length(0));
+  EXPECT_EQ(runner.captures(), 3);
+  EXPECT_EQ(eager.captures(), 0);
+  for (std::int64_t l = 0; l < model->config().num_layers; ++l) {
+    const Tensor k = module_cache->keys(l), v = module_cache->values(l);
+    EXPECT_LE(max_abs_diff(graph_cache->keys(l), k), tol * std::max(1.0, max_abs(k))) << l;
+    EXPECT_LE(max_abs_diff(graph_cache->values(l), v), tol * std::max(1.0, max_abs(v))) << l;
+  }
+}
+
+// generate_greedy takes the fast path by default: in float32 its tokens equal the module path's
+// (options.decode_graph = false) and transformers' recorded continuation.
+TEST_P(DecodeGraphTest, GenerateGreedyTokensEqualTheModulePath) {
+  const GraphCase c = GetParam();
+  if (c.dtype != DType::Float32) GTEST_SKIP() << "token equality is asserted in float32";
+  const auto f = load_model_fixture(c.fixture);
+  auto model = load_fixture_model(f, Device::cuda(0), c.dtype);
+  models::GenerationOptions options;
+  options.max_new_tokens = kSteps;
+  const Tensor ids = prompt(f, c.batch);
+  const auto fast = models::generate_greedy(*model, ids, options);
+  options.decode_graph = false;
+  const auto slow = models::generate_greedy(*model, ids, options);
+  EXPECT_EQ(fast.tokens.to_vector<std::int64_t>(), slow.tokens.to_vector<std::int64_t>());
+  const std::int64_t recorded = f.greedy_ids.size(1);
+  EXPECT_EQ(fast.tokens.narrow(0, 0, 1).narrow(1, 0, recorded).contiguous().to_vector<std::int64_t>(),
+            f.greedy_ids.to_vector<std::int64_t>());
+}
+
+std::vector<GraphCase> cases() {
+  std::vector<GraphCase> out;
+  for (const char* fixture : {"llama", "qwen3", "mistral", "qwen2", "smollm3"}) {
+    for (DType dtype : {DType::BFloat16, DType::Float32}) {
+      for (std::int64_t batch : {1, 3}) out.push_back({fixture, dtype, batch});
+    }
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, DecodeGraphTest, ::testing::ValuesIn(cases()),
+                         [](const auto& info) {
+                           const GraphCase& c = info.param;
+                           return c.fixture + "_" + testing::dtype_test_name(c.dtype) + "_b" +
+                                  std::to_string(c.batch);
+                         });
+
+// Refusals keep the module path: a padded step's batch differs from the cache's, more than 8
+// rows, and an id outside the vocabulary (which the module path reports as an error).
+TEST(DecodeGraphRefusal, StepsItCannotRunLeaveTheCacheAlone) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine";
+  const auto f = load_model_fixture("llama");
+  auto model = load_fixture_model(f, Device::cuda(0), DType::BFloat16);
+  models::DecodeGraphRunner runner(*model);
+  ASSERT_TRUE(runner.usable()) << runner.reason();
+  auto cache = model->make_cache();
+  model->run(f.prompt_ids.to(Device::cuda(0)), cache, 1);
+  const std::int64_t before = cache->seq_length(0);
+  EXPECT_FALSE(runner.step(Tensor::zeros({1, 1}, DType::Int64), *cache).has_value());
+  EXPECT_NE(runner.reason().find("layer 0"), std::string::npos) << runner.reason();
+  EXPECT_FALSE(runner.step(Tensor::zeros({9, 1}, DType::Int64), *cache).has_value());
+  EXPECT_FALSE(runner.step(Tensor::full({2, 1}, 128.0, DType::Int64), *cache).has_value());
+  EXPECT_NE(runner.reason().find("vocabulary"), std::string::npos) << runner.reason();
+  EXPECT_EQ(cache->seq_length(0), before);
+  EXPECT_TRUE(runner.step(Tensor::zeros({2, 1}, DType::Int64), *cache).has_value());
+  EXPECT_EQ(cache->seq_length(0), before + 1);
+}
+
+}  // namespace
+}  // namespace strata
