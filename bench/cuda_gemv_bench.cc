@@ -100,15 +100,17 @@ int main() {
       {"70b-shape", "gate/up+silu", 28672, 8192, 2},
       {"70b-shape", "down_proj", 8192, 28672, 1},
   };
-  std::printf("%-11s %-13s %7s %6s %5s %9s %8s %7s\n", "model", "layer", "n", "k", "batch",
-              "us", "GB/s", "of copy");
+  std::printf("%-11s %-13s %7s %6s %5s %9s %8s %7s\n", "model", "layer", "n", "k", "batch", "us",
+              "GB/s", "of copy");
   const DType t = DType::BFloat16;
   for (const Case& c : cases) {
-    const std::int64_t rows_total =
-        c.groups == 2 ? 2 * c.n : c.groups == 3 ? c.n + 2 * c.kv_rows : c.n;
+    const std::int64_t rows_total = c.groups == 2   ? 2 * c.n
+                                    : c.groups == 3 ? c.n + 2 * c.kv_rows
+                                                    : c.n;
     const std::int64_t weight_bytes = rows_total * c.k * 2;
     // Enough copies that the set exceeds 512 MiB (several times the L2).
-    const int copies = static_cast<int>(std::max<std::int64_t>(2, (std::int64_t{512} << 20) / weight_bytes + 1));
+    const int copies =
+        static_cast<int>(std::max<std::int64_t>(2, (std::int64_t{512} << 20) / weight_bytes + 1));
     std::vector<Tensor> weights;
     for (int i = 0; i < copies; ++i) {
       weights.push_back(Tensor::zeros({rows_total, c.k}, t, Device::cuda(0)));

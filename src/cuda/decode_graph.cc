@@ -4,7 +4,9 @@
 
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "cuda/cuda_check.h"
@@ -28,13 +30,12 @@ const void* ptr_or_null(const Tensor& t) { return t.defined() ? t.data_ptr() : n
 
 void check_tensor(const Tensor& t, const Shape& shape, DType dtype, Device device,
                   const std::string& name) {
-  STRATA_CHECK_ARG(t.defined() && t.shape() == shape && t.dtype() == dtype &&
-                       t.device() == device && t.is_contiguous() &&
-                       reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0,
-                   "decode graph: {} is {}; expected a contiguous, 16-byte aligned {} tensor of "
-                   "shape {} on {}",
-                   name, t.defined() ? t.describe() : std::string("undefined"), dtype,
-                   shape_str(shape), device);
+  STRATA_CHECK_ARG(
+      t.defined() && t.shape() == shape && t.dtype() == dtype && t.device() == device &&
+          t.is_contiguous() && reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0,
+      "decode graph: {} is {}; expected a contiguous, 16-byte aligned {} tensor of "
+      "shape {} on {}",
+      name, t.defined() ? t.describe() : std::string("undefined"), dtype, shape_str(shape), device);
 }
 
 void check_optional(const Tensor& t, const Shape& shape, DType dtype, Device device,
@@ -54,12 +55,13 @@ struct DecodeGraph::Impl {
 
   // What the captured graph baked in; a change re-captures.
   std::int64_t batch = 0, capacity = 0;
+  int multiprocessors = 0;
+  Tensor flash_scratch;  // launch_flash_decode's partials for the bound capacity
   std::vector<const void*> bound;
   int captures = 0;
 
   Tensor ids_past, host_ids_past, bad;
-  Tensor hidden_buf, normed, qkv, q_rot, attn, act, logits, partial_acc, partial_max,
-      partial_sum;
+  Tensor hidden_buf, normed, qkv, q_rot, attn, act, logits, partial_acc, partial_max, partial_sum;
   std::vector<Tensor> keys, values;
   Tensor cos, sin;
 
@@ -80,11 +82,44 @@ struct DecodeGraph::Impl {
     graph = nullptr;
   }
 
+  // launch_flash_decode's arguments for `layer` (its attention) at the bound batch and capacity.
+  kernels::FlashDecodeArgs flash_args(std::size_t layer) const {
+    kernels::FlashDecodeArgs f;
+    const std::int64_t d = w.head_dim;
+    f.q = q_rot.data_ptr();
+    f.k = keys[layer].data_ptr();
+    f.v = values[layer].data_ptr();
+    f.out = attn.data_ptr();
+    f.type = type_of(dtype);
+    f.batch = static_cast<int>(batch);
+    f.q_heads = static_cast<int>(w.q_heads);
+    f.kv_heads = static_cast<int>(w.kv_heads);
+    f.q_len = 1;
+    f.head_dim = f.v_dim = static_cast<int>(d);
+    const std::int64_t q_strides[3] = {w.q_heads * d, d, d};
+    const std::int64_t kv_strides[3] = {w.kv_heads * capacity * d, capacity * d, d};
+    for (int i = 0; i < 3; ++i) {
+      f.q_strides[i] = f.out_strides[i] = q_strides[i];
+      f.k_strides[i] = f.v_strides[i] = kv_strides[i];
+    }
+    // The key count lives after the ids and `past` (see step()).
+    f.kv_len = reinterpret_cast<const std::int32_t*>(ids_past.data<std::int64_t>() + batch + 1);
+    f.max_kv_len = static_cast<int>(capacity);
+    f.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+    return f;
+  }
+
+  bool flash_for(std::size_t layer) const {
+    if (!w.flash_decode || w.layers[layer].window > 0 || capacity > INT32_MAX) return false;
+    return kernels::flash_decode_supported(flash_args(layer));
+  }
+
   void allocate(std::int64_t rows, std::int64_t cap) {
     const std::int64_t splits = kernels::decode_attention_splits(cap, kAttentionChunk);
     if (rows != batch) {
-      ids_past = Tensor::empty({rows + 1}, DType::Int64, device);
-      host_ids_past = Tensor::empty({rows + 1}, DType::Int64, Device::cpu(), MemoryKind::Pinned);
+      // ids [rows], past, then the key count as int32 (launch_flash_decode's kv_len).
+      ids_past = Tensor::empty({rows + 2}, DType::Int64, device);
+      host_ids_past = Tensor::empty({rows + 2}, DType::Int64, Device::cpu(), MemoryKind::Pinned);
       hidden_buf = Tensor::empty({rows, hidden}, dtype, device);
       normed = Tensor::empty({rows, hidden}, dtype, device);
       qkv = Tensor::empty({rows, q_out + 2 * kv_out}, dtype, device);
@@ -101,7 +136,29 @@ struct DecodeGraph::Impl {
     }
     batch = rows;
     capacity = cap;
+    flash_scratch = Tensor();
   }
+
+  // Scratch for the flash decode kernel's splits at this capacity (the same for every layer).
+  void prepare_flash() {
+    if (multiprocessors == 0) {
+      detail::check(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, gpu),
+                    "cudaDeviceGetAttribute", gpu);
+    }
+    for (std::size_t l = 0; l < w.layers.size(); ++l) {
+      if (!flash_for(l)) continue;
+      kernels::FlashDecodeArgs f = flash_args(l);
+      f.splits = kernels::flash_decode_splits(f, multiprocessors);
+      const std::size_t bytes = kernels::flash_decode_scratch_bytes(f);
+      flash_splits = f.splits;
+      if (bytes > 0) {
+        flash_scratch = Tensor::empty({static_cast<std::int64_t>((bytes + 15) / 16) * 4},
+                                      DType::Float32, device);
+      }
+      return;
+    }
+  }
+  int flash_splits = 1;
 
   kernels::Gemv gemv(const void* x, std::int64_t k) const {
     kernels::Gemv g;
@@ -111,6 +168,32 @@ struct DecodeGraph::Impl {
     g.x = x;
     g.ldx = k;
     return g;
+  }
+
+  // decode_attention (decode_step.cu) for `layer`: windows, float32, or flash decode refused.
+  void record_own_attention(std::size_t l, const std::int64_t* past, cudaStream_t stream) {
+    const DecodeLayer& layer = w.layers[l];
+    const Type type = type_of(dtype);
+    kernels::DecodeAttention at;
+    at.type = type;
+    at.batch = batch;
+    at.q_heads = w.q_heads;
+    at.kv_heads = w.kv_heads;
+    at.head_dim = w.head_dim;
+    at.capacity = capacity;
+    at.window = layer.window;
+    at.chunk = kAttentionChunk;
+    at.splits = kernels::decode_attention_splits(capacity, kAttentionChunk);
+    at.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(w.head_dim)));
+    at.q = q_rot.data_ptr();
+    at.k_cache = keys[l].data_ptr();
+    at.v_cache = values[l].data_ptr();
+    at.past = past;
+    at.partial_acc = partial_acc.data<float>();
+    at.partial_max = partial_max.data<float>();
+    at.partial_sum = partial_sum.data<float>();
+    at.out = attn.data_ptr();
+    detail::check(kernels::decode_attention(at, stream), "decode graph: attention", gpu);
   }
 
   // Every kernel of one step on `stream` (captured, or run as is).
@@ -130,8 +213,8 @@ struct DecodeGraph::Impl {
     id_view.strides[0] = 1;
     check(kernels::embedding(id_view, batch, w.embed.data_ptr(), vocab,
                              hidden * static_cast<std::int64_t>(dtype_size(dtype)),
-                             hidden_buf.data_ptr(), static_cast<unsigned long long*>(bad.data_ptr()),
-                             stream),
+                             hidden_buf.data_ptr(),
+                             static_cast<unsigned long long*>(bad.data_ptr()), stream),
           "decode graph: embedding");
     const std::int64_t qkv_width = q_out + 2 * kv_out;
     auto* qkv_base = static_cast<char*>(qkv.data_ptr());
@@ -173,26 +256,14 @@ struct DecodeGraph::Impl {
       rope.v_cache = values[l].data_ptr();
       check(kernels::rope_kv_write(rope, stream), "decode graph: rotary and cache write");
 
-      kernels::DecodeAttention at;
-      at.type = type;
-      at.batch = batch;
-      at.q_heads = w.q_heads;
-      at.kv_heads = w.kv_heads;
-      at.head_dim = w.head_dim;
-      at.capacity = capacity;
-      at.window = layer.window;
-      at.chunk = kAttentionChunk;
-      at.splits = kernels::decode_attention_splits(capacity, kAttentionChunk);
-      at.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(w.head_dim)));
-      at.q = q_rot.data_ptr();
-      at.k_cache = keys[l].data_ptr();
-      at.v_cache = values[l].data_ptr();
-      at.past = past;
-      at.partial_acc = partial_acc.data<float>();
-      at.partial_max = partial_max.data<float>();
-      at.partial_sum = partial_sum.data<float>();
-      at.out = attn.data_ptr();
-      check(kernels::decode_attention(at, stream), "decode graph: attention");
+      if (flash_for(l)) {
+        kernels::FlashDecodeArgs f = flash_args(l);
+        f.splits = flash_splits;
+        f.scratch = flash_scratch.defined() ? flash_scratch.data<float>() : nullptr;
+        check(kernels::launch_flash_decode(f, stream), "decode graph: flash decode attention");
+      } else {
+        record_own_attention(l, past, stream);
+      }
 
       kernels::Gemv o = gemv(attn.data_ptr(), q_out);
       o.groups[0] = {layer.o.data_ptr(), ptr_or_null(layer.o_bias), hidden_buf.data_ptr(), hidden,
@@ -255,9 +326,9 @@ DecodeGraph::DecodeGraph(DecodeWeights weights, bool use_graph) : impl_(std::mak
                    "decode graph: the embedding must be a [vocab, hidden] tensor on a GPU, got {}",
                    w.embed.defined() ? w.embed.describe() : std::string("undefined"));
   m.dtype = w.embed.dtype();
-  STRATA_CHECK_ARG(m.dtype == DType::BFloat16 || m.dtype == DType::Float16 ||
-                       m.dtype == DType::Float32,
-                   "decode graph: weights in {}; it takes bfloat16, float16 or float32", m.dtype);
+  STRATA_CHECK_ARG(
+      m.dtype == DType::BFloat16 || m.dtype == DType::Float16 || m.dtype == DType::Float32,
+      "decode graph: weights in {}; it takes bfloat16, float16 or float32", m.dtype);
   m.device = w.embed.device();
   m.gpu = m.device.index();
   m.vocab = w.embed.size(0);
@@ -333,8 +404,8 @@ Tensor DecodeGraph::step(std::span<const std::int64_t> ids, std::int64_t past,
     check_tensor(values[l], cache_shape, m.dtype, m.device, "value cache " + std::to_string(l));
   }
   const Shape table{cos.defined() ? cos.size(0) : 0, m.w.rotary_dim};
-  STRATA_CHECK_ARG(table[0] >= cap, "decode graph: rope tables of {} positions for a capacity of {}",
-                   table[0], cap);
+  STRATA_CHECK_ARG(table[0] >= cap,
+                   "decode graph: rope tables of {} positions for a capacity of {}", table[0], cap);
   check_tensor(cos, table, m.dtype, m.device, "rope cos table");
   check_tensor(sin, table, m.dtype, m.device, "rope sin table");
 
@@ -358,14 +429,17 @@ Tensor DecodeGraph::step(std::span<const std::int64_t> ids, std::int64_t past,
     m.sin = sin;
     m.bound = std::move(bound);
     m.release_graph();
+    m.prepare_flash();
   }
   // The previous step's copy must have read the pinned words before they are rewritten.
   detail::check(cudaEventSynchronize(m.copied), "cudaEventSynchronize", m.gpu);
   auto* host = m.host_ids_past.data<std::int64_t>();
   for (std::int64_t r = 0; r < rows; ++r) host[r] = ids[static_cast<std::size_t>(r)];
   host[rows] = past;
+  const auto keys_now = static_cast<std::int32_t>(past + 1);
+  std::memcpy(host + rows + 1, &keys_now, sizeof keys_now);  // flash decode's int32 kv_len
   detail::check(cudaMemcpyAsync(m.ids_past.data_ptr(), host,
-                                static_cast<std::size_t>(rows + 1) * sizeof(std::int64_t),
+                                static_cast<std::size_t>(rows + 2) * sizeof(std::int64_t),
                                 cudaMemcpyHostToDevice, stream),
                 "decode graph: cudaMemcpyAsync of the token ids", m.gpu);
   detail::check(cudaEventRecord(m.copied, stream), "cudaEventRecord", m.gpu);

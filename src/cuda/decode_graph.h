@@ -32,8 +32,8 @@ struct DecodeLayer {
   Tensor q_norm, k_norm;                  // [head_dim] (Qwen3) or undefined
   Tensor gate, up, down;
   Tensor gate_bias, up_bias, down_bias;
-  bool rope = true;          // false: a NoPE layer (SmolLM3)
-  std::int64_t window = 0;   // sliding window, 0: full attention
+  bool rope = true;         // false: a NoPE layer (SmolLM3)
+  std::int64_t window = 0;  // sliding window, 0: full attention
 };
 
 struct DecodeWeights {
@@ -43,6 +43,9 @@ struct DecodeWeights {
   Tensor lm_head;     // [vocab, hidden]
   std::int64_t q_heads = 0, kv_heads = 0, head_dim = 0, rotary_dim = 0;
   double norm_eps = 1e-6;
+  // Attention of full-attention layers through launch_flash_decode (src/cuda/flash_decode.cu)
+  // where it takes the shapes (bf16/f16); false, windowed layers and float32 use decode_attention.
+  bool flash_decode = true;
 };
 
 class DecodeGraph {

@@ -88,8 +88,8 @@ __global__ void __launch_bounds__(kAttnThreads) decode_attention_kernel(DecodeAt
   const std::int64_t group = a.q_heads / a.kv_heads, d = a.head_dim;
   const int per_row = static_cast<int>(d / kVec);  // threads per key row (16 bytes each)
   const int rows_per_pass = kAttnThreads / per_row;
-  float* q = shared;                  // [group, d]
-  float* scores = q + group * d;      // [group, chunk]
+  float* q = shared;                       // [group, d]
+  float* scores = q + group * d;           // [group, chunk]
   float* sums = scores + group * a.chunk;  // [rows_per_pass, d]
   const std::int64_t bg = blockIdx.y;
   const std::int64_t b = bg / a.kv_heads, g = bg % a.kv_heads;
@@ -182,7 +182,8 @@ __global__ void __launch_bounds__(kAttnThreads) decode_combine_kernel(DecodeAtte
   for (std::int64_t dd = threadIdx.x; dd < a.head_dim; dd += blockDim.x) {
     float acc = 0.0f;
     for (std::int64_t s = 0; s < a.splits; ++s) {
-      if (mx[s] != -INFINITY) acc += expf(mx[s] - m) * a.partial_acc[(bh * a.splits + s) * a.head_dim + dd];
+      if (mx[s] != -INFINITY)
+        acc += expf(mx[s] - m) * a.partial_acc[(bh * a.splits + s) * a.head_dim + dd];
     }
     static_cast<T*>(a.out)[bh * a.head_dim + dd] = from_float<T>(acc / total);
   }
@@ -219,9 +220,9 @@ cudaError_t decode_attention(const DecodeAttention& a, cudaStream_t stream) {
       return cudaErrorInvalidValue;
     }
     const std::int64_t rows_per_pass = kAttnThreads / (a.head_dim / kVec);
-    const std::size_t smem = static_cast<std::size_t>(group * (a.head_dim + a.chunk) +
-                                                      rows_per_pass * a.head_dim) *
-                             sizeof(float);
+    const std::size_t smem =
+        static_cast<std::size_t>(group * (a.head_dim + a.chunk) + rows_per_pass * a.head_dim) *
+        sizeof(float);
     if (smem > 48 * 1024) return cudaErrorInvalidValue;
     const dim3 grid(static_cast<unsigned>(a.splits), static_cast<unsigned>(a.batch * a.kv_heads));
     decode_attention_kernel<T><<<grid, kAttnThreads, smem, stream>>>(a);

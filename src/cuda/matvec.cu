@@ -1,8 +1,9 @@
 // Matrix-vector products for the linear layers of decode (1..8 input rows): bound by reading the
 // weight once, so the kernel is built around keeping HBM busy.
 //
-//  - Each warp owns kRows weight rows and computes them for every input row: the weight is read
-//    once whatever the batch, the input rows (a few KB, L1/L2 resident) are reread per warp.
+//  - Each warp owns 2 (batch 1-2) or 4 weight rows and computes them for every input row: the
+//    weight is read once whatever the batch, the input rows (a few KB, L1/L2 resident) are
+//    reread per warp.
 //  - 16-byte loads, kUnroll of them per weight row in flight per lane before the first use.
 //  - Small blocks (4 warps) so the grid spreads evenly over the SMs even for 1024-row matrices.
 //  - Up to three weights in one launch (q/k/v), and two epilogues that save a kernel each:
@@ -19,8 +20,15 @@ namespace strata::cuda::kernels {
 namespace {
 
 constexpr int kWarps = 4;   // warps per block
-constexpr int kRows = 2;    // weight rows per warp
 constexpr int kUnroll = 4;  // 16-byte loads per weight row in flight per lane
+
+// Weight rows per warp: every input chunk a lane loads serves all of them, so more rows cut the
+// (L1) input traffic per weight byte, which grows with the batch; two keep small matrices spread.
+template <int B>
+constexpr int rows_for() {
+  return B <= 2 ? 2 : 4;
+}
+int rows_for_batch(std::int64_t batch) { return batch <= 2 ? 2 : 4; }
 
 template <typename T>
 __device__ __forceinline__ float dot16(const uint4& w, const uint4& x) {
@@ -35,18 +43,23 @@ __device__ __forceinline__ float dot16(const uint4& w, const uint4& x) {
 
 __device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
 
-// What one warp computes: rows `row .. row + kRows - 1` of group `group` (SiluMul: row `row` of
-// the gate (group 0) and of the up projection (group 1)).
+// Rows per warp task in `g`: R of one group, or (SiluMul) R / 2 outputs, each a gate row and an
+// up row.
+__host__ __device__ __forceinline__ std::int64_t outputs_per_task(const Gemv& g, int rows) {
+  return g.epilogue == GemvEpilogue::SiluMul ? rows / 2 : rows;
+}
+
 struct Task {
   int group;
-  std::int64_t row;
+  std::int64_t row;  // first output row
 };
 
+template <int R>
 __device__ __forceinline__ Task task_of(const Gemv& g, std::int64_t warp) {
-  if (g.epilogue == GemvEpilogue::SiluMul) return {0, warp};
+  if (g.epilogue == GemvEpilogue::SiluMul) return {0, warp * (R / 2)};
   for (int i = 0; i < g.group_count; ++i) {
-    const std::int64_t tasks = (g.groups[i].n + kRows - 1) / kRows;
-    if (warp < tasks) return {i, warp * kRows};
+    const std::int64_t tasks = (g.groups[i].n + R - 1) / R;
+    if (warp < tasks) return {i, warp * R};
     warp -= tasks;
   }
   return {-1, 0};
@@ -54,22 +67,22 @@ __device__ __forceinline__ Task task_of(const Gemv& g, std::int64_t warp) {
 
 template <typename T, int B>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
+  constexpr int R = rows_for<B>();
   const int lane = threadIdx.x & 31;
   const std::int64_t warp = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  const Task task = task_of(g, warp);
+  const Task task = task_of<R>(g, warp);
   if (task.group < 0) return;
   const bool gated = g.epilogue == GemvEpilogue::SiluMul;
   const GemvGroup& first = g.groups[task.group];
   if (task.row >= first.n) return;
-  // The warp's weight rows; a row past the end rereads the last one and stores nothing.
-  const uint4* w[kRows];
-  bool valid[kRows];
+  // The warp's weight rows (SiluMul: gate, up, gate, up, ... of consecutive outputs); a row past
+  // the end rereads the last one and stores nothing.
+  const uint4* w[R];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const GemvGroup& grp = gated ? g.groups[r] : first;
-    const std::int64_t row = gated ? task.row : task.row + r;
-    valid[r] = row < grp.n;
-    const std::int64_t safe = valid[r] ? row : grp.n - 1;
+  for (int r = 0; r < R; ++r) {
+    const GemvGroup& grp = gated ? g.groups[r % 2] : first;
+    const std::int64_t row = gated ? task.row + r / 2 : task.row + r;
+    const std::int64_t safe = row < grp.n ? row : grp.n - 1;
     w[r] = reinterpret_cast<const uint4*>(static_cast<const T*>(grp.weight) + safe * g.k);
   }
   const uint4* x[B];
@@ -78,17 +91,17 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
     x[b] = reinterpret_cast<const uint4*>(static_cast<const T*>(g.x) + b * g.ldx);
   }
   const std::int64_t chunks = g.k * static_cast<std::int64_t>(sizeof(T)) / 16;
-  float acc[kRows][B];
+  float acc[R][B];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
+  for (int r = 0; r < R; ++r) {
 #pragma unroll
     for (int b = 0; b < B; ++b) acc[r][b] = 0.0f;
   }
   std::int64_t c = lane;
   for (; c + 32 * (kUnroll - 1) < chunks; c += 32 * kUnroll) {
-    uint4 wr[kRows][kUnroll];
+    uint4 wr[R][kUnroll];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
+    for (int r = 0; r < R; ++r) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) wr[r][u] = __ldcs(w[r] + c + 32 * u);  // streamed once
     }
@@ -98,64 +111,58 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
       for (int u = 0; u < kUnroll; ++u) {
         const uint4 xv = __ldg(x[b] + c + 32 * u);
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) acc[r][b] += dot16<T>(wr[r][u], xv);
+        for (int r = 0; r < R; ++r) acc[r][b] += dot16<T>(wr[r][u], xv);
       }
     }
   }
   for (; c < chunks; c += 32) {
-    uint4 wr[kRows];
+    uint4 wr[R];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) wr[r] = __ldcs(w[r] + c);
+    for (int r = 0; r < R; ++r) wr[r] = __ldcs(w[r] + c);
 #pragma unroll
     for (int b = 0; b < B; ++b) {
       const uint4 xv = __ldg(x[b] + c);
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) acc[r][b] += dot16<T>(wr[r], xv);
+      for (int r = 0; r < R; ++r) acc[r][b] += dot16<T>(wr[r], xv);
     }
   }
-  // Every lane ends with every sum; lane r * B + b stores (row r, input row b).
+  // Every lane ends with every sum; lane o * B + b stores (output o of the task, input row b).
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
+  for (int r = 0; r < R; ++r) {
 #pragma unroll
     for (int b = 0; b < B; ++b) acc[r][b] = warp_sum(acc[r][b]);
   }
-  float mine[kRows] = {};
-  int my_b = 0;
+  constexpr int kOutputs = R;  // at most; SiluMul uses R / 2
+  const int outputs = gated ? R / 2 : R;
+  if (lane >= outputs * B) return;
+  const int o = lane / B, my_b = lane % B;
+  float v = 0.0f, up = 0.0f;
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
+  for (int i = 0; i < kOutputs; ++i) {
 #pragma unroll
     for (int b = 0; b < B; ++b) {
-      if (gated ? lane == b : lane == r * B + b) {
-        mine[r] = acc[r][b];
-        my_b = b;
+      if (b != my_b) continue;
+      if (gated) {
+        if (2 * i + 1 < R && i == o) {
+          v = acc[2 * i][b];
+          up = acc[2 * i + 1][b];
+        }
+      } else if (i == o) {
+        v = acc[i][b];
       }
     }
   }
-  if (gated) {
-    if (lane >= B) return;
-    const std::int64_t n = task.row;
-    const GemvGroup& up = g.groups[1];
-    float gate = mine[0], upv = mine[1];
-    if (first.bias != nullptr) gate += to_float(static_cast<const T*>(first.bias)[n]);
-    if (up.bias != nullptr) upv += to_float(static_cast<const T*>(up.bias)[n]);
-    // act(gate) and up rounded as the separate ops leave them, then their product.
-    const float act = to_float(from_float<T>(silu(to_float(from_float<T>(gate)))));
-    static_cast<T*>(first.out)[my_b * first.ldo + n] =
-        from_float<T>(act * to_float(from_float<T>(upv)));
-    return;
-  }
-  if (lane >= kRows * B) return;
-  const int r = lane / B;
-  float v = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    if (i == r) v = mine[i];
-  }
-  const std::int64_t n = task.row + r;
+  const std::int64_t n = task.row + o;
   if (n >= first.n) return;
   if (first.bias != nullptr) v += to_float(static_cast<const T*>(first.bias)[n]);
   T* out = static_cast<T*>(first.out) + my_b * first.ldo + n;
-  if (g.epilogue == GemvEpilogue::AddResidual) {
+  if (gated) {
+    const GemvGroup& up_group = g.groups[1];
+    if (up_group.bias != nullptr) up += to_float(static_cast<const T*>(up_group.bias)[n]);
+    // act(gate) and up rounded as the separate ops leave them, then their product.
+    const float act = to_float(from_float<T>(silu(to_float(from_float<T>(v)))));
+    *out = from_float<T>(act * to_float(from_float<T>(up)));
+  } else if (g.epilogue == GemvEpilogue::AddResidual) {
     const T* res = static_cast<const T*>(g.residual) + my_b * first.ldo + n;
     *out = from_float<T>(to_float(*res) + to_float(from_float<T>(v)));
   } else {
@@ -200,17 +207,19 @@ cudaError_t gemv(const Gemv& g, cudaStream_t stream) {
       g.group_count > kMaxGemvGroups) {
     return cudaErrorInvalidValue;
   }
+  const std::int64_t per_task = outputs_per_task(g, rows_for_batch(g.batch));
   std::int64_t warps = 0;
   if (g.epilogue == GemvEpilogue::SiluMul) {
     if (g.group_count != 2 || g.groups[0].n != g.groups[1].n) return cudaErrorInvalidValue;
-    warps = g.groups[0].n;
+    warps = (g.groups[0].n + per_task - 1) / per_task;
   } else {
     if (g.epilogue == GemvEpilogue::AddResidual && g.group_count != 1) return cudaErrorInvalidValue;
-    for (int i = 0; i < g.group_count; ++i) warps += (g.groups[i].n + kRows - 1) / kRows;
+    for (int i = 0; i < g.group_count; ++i) warps += (g.groups[i].n + per_task - 1) / per_task;
   }
   if (warps == 0) return cudaSuccess;
   const auto blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
-  return dispatch_float(g.type, [&](auto tag) { return launch_typed<decltype(tag)>(g, blocks, stream); });
+  return dispatch_float(g.type,
+                        [&](auto tag) { return launch_typed<decltype(tag)>(g, blocks, stream); });
 }
 
 cudaError_t matvec(const void* weight, const void* x, const void* bias, void* out, Type type,

@@ -89,8 +89,8 @@ class BatchRunner {
       std::optional<Tensor> fast_logits;
       if (fast && step > 0) fast_logits = fast->step(host_next, *cache);
       if (!fast_logits && step > 0) input = host_next.to(device_);
-      const Tensor logits = fast_logits ? *fast_logits
-                                        : model_.run(input, cache, 1, mask_for(step)).logits;
+      const Tensor logits =
+          fast_logits ? *fast_logits : model_.run(input, cache, 1, mask_for(step)).logits;
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::size_t i = batch.requests[static_cast<std::size_t>(r)];
         const auto& context = contexts[static_cast<std::size_t>(r)];

@@ -196,8 +196,8 @@ GenerationResult generate_greedy(CausalLM& model, const Tensor& prompt_ids,
     if (fast && step > 0) fast_logits = fast->step(host_next, *cache);
     if (!fast_logits && step > 0) input = host_next.to(device);
     const std::optional<Tensor> step_mask = mask_until(prompt_len + step);
-    const Tensor logits = fast_logits ? *fast_logits
-                                      : model.run(input, cache, 1, step_mask).logits;  // [b, 1, V]
+    const Tensor logits =
+        fast_logits ? *fast_logits : model.run(input, cache, 1, step_mask).logits;  // [b, 1, V]
     // The copy to the cpu waits for the device, so the time covers the whole step.
     const Tensor next = ops::argmax(logits, -1).to(Device::cpu());  // [batch, 1]
     const auto end = Clock::now();

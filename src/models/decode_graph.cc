@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "strata/models/decoder.h"
 #include "strata/models/rope.h"
 #include "strata/nn/align_devices_hook.h"
+#include "strata/nn/hooks.h"
 
 #ifdef STRATA_WITH_CUDA
 #include "cuda/decode_graph.h"
@@ -61,12 +63,19 @@ std::string config_refusal(const TransformerConfig& c) {
 // The hook attached to any module that the fused step would skip ("" when none would matter):
 // an AlignDevicesHook without offload only moves inputs, which already are where it would put
 // them.
+bool harmless(const nn::ModelHook& hook) {
+  if (const auto* seq = dynamic_cast<const nn::SequentialHook*>(&hook)) {
+    return std::all_of(seq->hooks().begin(), seq->hooks().end(),
+                       [](const auto& h) { return h != nullptr && harmless(*h); });
+  }
+  const auto* align = dynamic_cast<const nn::AlignDevicesHook*>(&hook);
+  return align != nullptr && !align->offload();
+}
+
 std::string hook_refusal(CausalLM& model) {
   for (auto& [name, module] : model.named_modules()) {
-    nn::ModelHook* hook = module->hook();
-    if (hook == nullptr) continue;
-    const auto* align = dynamic_cast<const nn::AlignDevicesHook*>(hook);
-    if (align != nullptr && !align->offload()) continue;
+    const nn::ModelHook* hook = module->hook();
+    if (hook == nullptr || harmless(*hook)) continue;
     return fmt::format("the hook {} on '{}' would not run", hook->describe(),
                        name.empty() ? model.class_name() : name);
   }
@@ -98,7 +107,7 @@ struct DecodeGraphRunner::State {
   }
 };
 
-DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, bool use_graph)
+DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, bool use_graph, bool flash_decode)
     : state_(std::make_unique<State>()) {
   State& st = *state_;
   st.model = &model;
@@ -124,9 +133,10 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, bool use_graph)
     for (const auto& [name, t] : model.named_parameters()) {
       if (!reason_.empty()) break;
       if (t.device() != st.device || t.dtype() != st.dtype) {
-        reason_ = fmt::format("{} is {}; every weight must be {} on {} (offloaded, split or "
-                              "cast placements take the module path)",
-                              name, t.describe(), st.dtype, st.device);
+        reason_ = fmt::format(
+            "{} is {}; every weight must be {} on {} (offloaded, split or "
+            "cast placements take the module path)",
+            name, t.describe(), st.dtype, st.device);
       }
     }
   }
@@ -153,6 +163,8 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, bool use_graph)
     w.head_dim = c.head_dim;
     w.rotary_dim = c.rope->dim;
     w.norm_eps = c.norm_eps;
+    const char* attention = std::getenv("STRATA_DECODE_ATTENTION");
+    w.flash_decode = flash_decode && (attention == nullptr || std::strcmp(attention, "own") != 0);
     try {
       for (std::int64_t i = 0; i < c.num_layers; ++i) {
         const std::string p = fmt::format("layers.{}.", i);
@@ -176,8 +188,10 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, bool use_graph)
         w.layers.push_back(std::move(l));
       }
       auto* rotary = dynamic_cast<RotaryEmbedding*>(&module("rotary_emb"));
-      STRATA_CHECK(rotary != nullptr, NotSupported, "decode graph: {}.rotary_emb is not a "
-                   "RotaryEmbedding", base);
+      STRATA_CHECK(rotary != nullptr, NotSupported,
+                   "decode graph: {}.rotary_emb is not a "
+                   "RotaryEmbedding",
+                   base);
       st.frequencies = rotary->frequencies(0);
       st.rotary_dim = static_cast<std::int64_t>(st.frequencies.inv_freq.size()) * 2;
       STRATA_CHECK(st.rotary_dim == w.rotary_dim, NotSupported,
@@ -229,11 +243,13 @@ std::optional<Tensor> DecodeGraphRunner::step(const Tensor& input_ids, KVCache& 
                                 batch, past, st.dtype, st.device));
     }
   }
-  const std::vector<std::int64_t> ids = input_ids.to(Device::cpu()).contiguous().to_vector<std::int64_t>();
+  const std::vector<std::int64_t> ids =
+      input_ids.to(Device::cpu()).contiguous().to_vector<std::int64_t>();
   const std::int64_t vocab = st.model->input_embeddings().weight().size(0);
   for (const std::int64_t id : ids) {
     // The module path reports it as an error naming the id.
-    if (id < 0 || id >= vocab) return refuse(fmt::format("token id {} is outside the vocabulary", id));
+    if (id < 0 || id >= vocab)
+      return refuse(fmt::format("token id {} is outside the vocabulary", id));
   }
   st.keys.resize(static_cast<std::size_t>(st.layers));
   st.values.resize(static_cast<std::size_t>(st.layers));

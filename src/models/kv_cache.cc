@@ -96,11 +96,11 @@ std::pair<Tensor, Tensor> KVCache::storage_for_append(std::int64_t layer, std::i
 void KVCache::commit_append(std::int64_t layer, std::int64_t tokens) {
   at(layer, "commit_append");
   Layer& entry = layers_[static_cast<std::size_t>(layer)];
-  STRATA_CHECK_ARG(entry.keys.defined() && tokens >= 0 &&
-                       entry.length + tokens <= entry.keys.size(2),
-                   "KVCache::commit_append (layer {}): {} tokens past the {} cached do not fit "
-                   "the capacity; call storage_for_append first",
-                   layer, tokens, entry.length);
+  STRATA_CHECK_ARG(
+      entry.keys.defined() && tokens >= 0 && entry.length + tokens <= entry.keys.size(2),
+      "KVCache::commit_append (layer {}): {} tokens past the {} cached do not fit "
+      "the capacity; call storage_for_append first",
+      layer, tokens, entry.length);
   entry.length += tokens;
 }
 

@@ -30,6 +30,15 @@ Type type_of(DType d) { return static_cast<Type>(d); }
 Tensor gpu(const Tensor& t) { return t.to(Device::cuda(0)); }
 Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
 
+// Parameterised kernel tests, skipped where no GPU is usable.
+template <typename P>
+class GpuTest : public ::testing::TestWithParam<P> {
+ protected:
+  void SetUp() override {
+    if (!cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine";
+  }
+};
+
 // One rounding of T in the GPU sum and the reference, plus float32 summation order.
 double tolerance(DType d) {
   return d == DType::Float32 ? 1e-5 : d == DType::Float16 ? 2e-3 : 1.6e-2;
@@ -52,12 +61,7 @@ Tensor cpu_linear(const Tensor& x, const Tensor& w, const Tensor* b, DType t) {
   return ops::linear(x.to(DType::Float32), w.to(DType::Float32), bias).to(t);
 }
 
-class GemvTest : public ::testing::TestWithParam<DType> {
- protected:
-  void SetUp() override {
-    if (!cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine";
-  }
-};
+using GemvTest = GpuTest<DType>;
 
 // Shapes cover the unrolled loop, its remainder, an odd row count and every batch 1..8.
 struct Shape2 {
@@ -185,12 +189,7 @@ struct RopeCase {
   bool norm;
 };
 
-class RopeKvTest : public ::testing::TestWithParam<RopeCase> {
- protected:
-  void SetUp() override {
-    if (!cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine";
-  }
-};
+using RopeKvTest = GpuTest<RopeCase>;
 
 // q/k normed per head (Qwen3) or not, rotated on all or the first rotary_dim dimensions, k and v
 // written at position `past` of the cache and nothing else touched.
@@ -257,27 +256,24 @@ TEST_P(RopeKvTest, EqualsNormThenApplyRotaryThenCacheUpdate) {
   EXPECT_EQ(host(vc).to_doubles(), v_expected.to_doubles());
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cases, RopeKvTest,
-    ::testing::Values(RopeCase{DType::BFloat16, 24, 24, true}, RopeCase{DType::BFloat16, 64, 32, false},
-                      RopeCase{DType::Float32, 16, 16, false}, RopeCase{DType::Float16, 128, 128, true}),
-    [](const auto& info) {
-      const RopeCase& c = info.param;
-      return testing::dtype_test_name(c.dtype) + "_d" + std::to_string(c.head_dim) + "_rot" +
-             std::to_string(c.rotary_dim) + (c.norm ? "_norm" : "");
-    });
+INSTANTIATE_TEST_SUITE_P(Cases, RopeKvTest,
+                         ::testing::Values(RopeCase{DType::BFloat16, 24, 24, true},
+                                           RopeCase{DType::BFloat16, 64, 32, false},
+                                           RopeCase{DType::Float32, 16, 16, false},
+                                           RopeCase{DType::Float16, 128, 128, true}),
+                         [](const auto& info) {
+                           const RopeCase& c = info.param;
+                           return testing::dtype_test_name(c.dtype) + "_d" +
+                                  std::to_string(c.head_dim) + "_rot" +
+                                  std::to_string(c.rotary_dim) + (c.norm ? "_norm" : "");
+                         });
 
 struct AttentionCase {
   DType dtype;
   std::int64_t batch, q_heads, kv_heads, head_dim, capacity, past, window;
 };
 
-class DecodeAttentionTest : public ::testing::TestWithParam<AttentionCase> {
- protected:
-  void SetUp() override {
-    if (!cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine";
-  }
-};
+using DecodeAttentionTest = GpuTest<AttentionCase>;
 
 // The split-key kernel equals the CPU attention op over the live keys (the last `window` with a
 // window), computed in float32 from the same T values and rounded once.
@@ -321,12 +317,11 @@ TEST_P(DecodeAttentionTest, EqualsCpuAttentionOverTheLiveKeys) {
   const std::int64_t begin = c.window > 0 && length > c.window ? length - c.window : 0;
   const auto f32 = [](const Tensor& x) { return x.to(DType::Float32); };
   const Tensor expected =
-      ops::scaled_dot_product_attention(
-          f32(q).view({c.batch, c.q_heads, 1, c.head_dim}),
-          f32(kc.narrow(2, begin, length - begin)), f32(vc.narrow(2, begin, length - begin)))
+      ops::scaled_dot_product_attention(f32(q).view({c.batch, c.q_heads, 1, c.head_dim}),
+                                        f32(kc.narrow(2, begin, length - begin)),
+                                        f32(vc.narrow(2, begin, length - begin)))
           .to(t);
-  expect_close(out.view({c.batch, c.q_heads, 1, c.head_dim}), expected, tolerance(t),
-               "attention");
+  expect_close(out.view({c.batch, c.q_heads, 1, c.head_dim}), expected, tolerance(t), "attention");
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -4,6 +4,8 @@
 // prefill, then 24 steps fed the module path's greedy tokens, logits compared at every step while
 // the cache grows twice (16 -> 32 -> 64 entries, each a re-capture), batch 1 and 3.
 
+#include "strata/models/decode_graph.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,7 +14,6 @@
 
 #include "models/model_testing.h"
 #include "strata/cuda/device.h"
-#include "strata/models/decode_graph.h"
 #include "strata/ops.h"
 
 namespace strata {
@@ -45,7 +46,8 @@ class DecodeGraphTest : public ::testing::TestWithParam<GraphCase> {
   // Rows 0, 1, 0 of the fixture's prompts.
   static Tensor prompt(const testing::ModelFixture& f, std::int64_t batch) {
     Tensor ids = Tensor::empty({batch, f.prompt_ids.size(1)}, DType::Int64);
-    for (std::int64_t r = 0; r < batch; ++r) ids.narrow(0, r, 1).copy_(f.prompt_ids.narrow(0, r % 2, 1));
+    for (std::int64_t r = 0; r < batch; ++r)
+      ids.narrow(0, r, 1).copy_(f.prompt_ids.narrow(0, r % 2, 1));
     return ids;
   }
 };
@@ -85,14 +87,19 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   ASSERT_TRUE(runner.usable()) << runner.reason();
   models::DecodeGraphRunner eager(*model, /*use_graph=*/false);
   ASSERT_TRUE(eager.usable()) << eager.reason();
+  // The step's own split-key attention in every layer instead of launch_flash_decode.
+  models::DecodeGraphRunner own(*model, /*use_graph=*/true, /*flash_decode=*/false);
+  ASSERT_TRUE(own.usable()) << own.reason();
 
   const Tensor ids = prompt(f, c.batch).to(gpu);
   auto module_cache = model->make_cache();
   auto graph_cache = model->make_cache();
   auto eager_cache = model->make_cache();
+  auto own_cache = model->make_cache();
   Tensor next = argmax_ids(model->run(ids, module_cache, 1).logits);
   model->run(ids, graph_cache, 1);
   model->run(ids, eager_cache, 1);
+  model->run(ids, own_cache, 1);
   const double tol = tolerance(c.dtype);
   std::int64_t compared_tokens = 0;
   for (std::int64_t step = 0; step < kSteps; ++step) {
@@ -107,6 +114,10 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
                                  << scale;
     // The graph replays exactly the kernels the eager run launches.
     EXPECT_EQ(max_abs_diff(*fast, *unfused), 0.0) << "step " << step;
+    const std::optional<Tensor> own_attention = own.step(next, *own_cache);
+    ASSERT_TRUE(own_attention.has_value()) << own.reason();
+    EXPECT_LE(max_abs_diff(*own_attention, expected), tol * scale)
+        << "own attention, step " << step;
     // Greedy tokens agree wherever the module path's choice is not a near tie.
     if (smallest_margin(expected) > 2 * tol * scale) {
       EXPECT_EQ(argmax_ids(*fast).to_vector<std::int64_t>(),
@@ -143,8 +154,9 @@ TEST_P(DecodeGraphTest, GenerateGreedyTokensEqualTheModulePath) {
   const auto slow = models::generate_greedy(*model, ids, options);
   EXPECT_EQ(fast.tokens.to_vector<std::int64_t>(), slow.tokens.to_vector<std::int64_t>());
   const std::int64_t recorded = f.greedy_ids.size(1);
-  EXPECT_EQ(fast.tokens.narrow(0, 0, 1).narrow(1, 0, recorded).contiguous().to_vector<std::int64_t>(),
-            f.greedy_ids.to_vector<std::int64_t>());
+  EXPECT_EQ(
+      fast.tokens.narrow(0, 0, 1).narrow(1, 0, recorded).contiguous().to_vector<std::int64_t>(),
+      f.greedy_ids.to_vector<std::int64_t>());
 }
 
 std::vector<GraphCase> cases() {

@@ -2,12 +2,13 @@
 // a model on the cpu, a family without a fused step and STRATA_DECODE_GRAPH=0 keep the module
 // path, and generate_greedy gives the same tokens with the option on or off.
 
+#include "strata/models/decode_graph.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 
 #include "models/model_testing.h"
-#include "strata/models/decode_graph.h"
 
 namespace strata {
 namespace {

@@ -28,8 +28,10 @@ bool decode_graph_allowed_by_environment();
 class DecodeGraphRunner {
  public:
   // Checks once whether `model` can take the fused step. `use_graph` false launches the fused
-  // kernels each step without capturing them (tests compare the two).
-  explicit DecodeGraphRunner(CausalLM& model, bool use_graph = true);
+  // kernels each step without capturing them (tests compare the two). `flash_decode` false (or
+  // STRATA_DECODE_ATTENTION=own) keeps every layer on the step's own split-key attention kernel
+  // instead of launch_flash_decode.
+  explicit DecodeGraphRunner(CausalLM& model, bool use_graph = true, bool flash_decode = true);
   ~DecodeGraphRunner();
   DecodeGraphRunner(const DecodeGraphRunner&) = delete;
   DecodeGraphRunner& operator=(const DecodeGraphRunner&) = delete;
