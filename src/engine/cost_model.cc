@@ -1,6 +1,7 @@
 #include "strata/engine/cost_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "strata/core/error.h"
@@ -55,13 +56,9 @@ double CostModel::gpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
 }
 
 double CostModel::stream_seconds(const UnitWork& unit, std::int64_t tokens) const {
-  double rate = constants_.h2d_gbps;
-  if (unit.tier == Tier::Disk) {
-    rate = std::min(rate,
-                    unit.disk_cached ? constants_.page_cache_read_gbps : constants_.disk_read_gbps);
-  }
-  const double copy =
-      unit.tier == Tier::Gpu ? 0.0 : seconds_for(static_cast<double>(unit.bytes), rate);
+  const double copy = unit.tier == Tier::Gpu
+                          ? 0.0
+                          : seconds_for(static_cast<double>(unit.bytes), stream_rate(unit));
   return std::max(copy, gpu_seconds(unit, tokens));
 }
 
@@ -71,11 +68,8 @@ double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
 
 double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens,
                               bool activations_cross_pcie) const {
-  double rate = constants_.cpu_gemv_rate(constants_.threads);
-  if (unit.tier == Tier::Disk && !unit.disk_cached)
-    rate = std::min(rate, constants_.disk_read_gbps);
   const double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
-  double seconds = std::max(seconds_for(read_bytes(unit, tokens), rate),
+  double seconds = std::max(seconds_for(read_bytes(unit, tokens), cpu_rate(unit)),
                             flop_seconds(flops, constants_.cpu_gemm_gflops));
   if (activations_cross_pcie) {
     const double activations =
@@ -86,17 +80,65 @@ double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens,
   return seconds;
 }
 
+double CostModel::stream_rate(const UnitWork& unit) const {
+  double rate = constants_.h2d_gbps;
+  if (unit.tier == Tier::Disk) {
+    rate = std::min(rate,
+                    unit.disk_cached ? constants_.page_cache_read_gbps : constants_.disk_read_gbps);
+  }
+  return rate;
+}
+
+double CostModel::cpu_rate(const UnitWork& unit) const {
+  double rate = constants_.cpu_gemv_rate(constants_.threads);
+  if (unit.tier == Tier::Disk && !unit.disk_cached)
+    rate = std::min(rate, constants_.disk_read_gbps);
+  return rate;
+}
+
+double CostModel::split_fraction(const UnitWork& unit) const {
+  if (!constants_.has_gpu()) return 0.0;
+  const double cpu = cpu_rate(unit), copy = stream_rate(unit);
+  return cpu + copy > 0 ? cpu / (cpu + copy) : 0.0;
+}
+
+double CostModel::split_seconds(const UnitWork& unit, std::int64_t tokens, double fraction) const {
+  if (!constants_.has_gpu() || unit.split_linears <= 0 || unit.tier == Tier::Gpu || unit.lookup ||
+      fraction <= 0.0 || fraction >= 1.0) {
+    return std::numeric_limits<double>::infinity();
+  }
+  const double bytes = static_cast<double>(unit.bytes);
+  const double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
+  const double on_cpu = std::max(seconds_for(fraction * bytes, cpu_rate(unit)),
+                                 flop_seconds(fraction * flops, constants_.cpu_gemm_gflops));
+  const double copied = seconds_for((1.0 - fraction) * bytes, stream_rate(unit));
+  const double activations =
+      static_cast<double>(unit.activation_bytes_per_token) * static_cast<double>(tokens);
+  const double round_trips =
+      static_cast<double>(unit.split_linears) * 2.0 *
+      (seconds_for(activations, constants_.h2d_gbps) + constants_.transfer_latency_us * 1e-6);
+  return std::max({on_cpu, copied, gpu_seconds(unit, tokens)}) + round_trips;
+}
+
 placement::ExecutionPolicy CostModel::best_policy(const UnitWork& unit, std::int64_t tokens) const {
   if (!constants_.has_gpu()) return placement::ExecutionPolicy::Cpu;
-  return cpu_seconds(unit, tokens) < stream_seconds(unit, tokens)
-             ? placement::ExecutionPolicy::Cpu
-             : placement::ExecutionPolicy::Stream;
+  const double stream = stream_seconds(unit, tokens);
+  const double cpu = cpu_seconds(unit, tokens);
+  const double split = split_seconds(unit, tokens, split_fraction(unit));
+  if (split < stream && split < cpu) return placement::ExecutionPolicy::Split;
+  return cpu < stream ? placement::ExecutionPolicy::Cpu : placement::ExecutionPolicy::Stream;
 }
 
 double CostModel::best_seconds(const UnitWork& unit, std::int64_t tokens) const {
-  return best_policy(unit, tokens) == placement::ExecutionPolicy::Cpu
-             ? cpu_seconds(unit, tokens)
-             : stream_seconds(unit, tokens);
+  switch (best_policy(unit, tokens)) {
+    case placement::ExecutionPolicy::Cpu:
+      return cpu_seconds(unit, tokens);
+    case placement::ExecutionPolicy::Split:
+      return split_seconds(unit, tokens, split_fraction(unit));
+    case placement::ExecutionPolicy::Stream:
+      break;
+  }
+  return stream_seconds(unit, tokens);
 }
 
 std::int64_t CostModel::cpu_token_threshold(const UnitWork& unit) const {
@@ -114,6 +156,22 @@ std::int64_t CostModel::cpu_token_threshold(const UnitWork& unit) const {
   return lo;
 }
 
+std::int64_t CostModel::split_token_threshold(const UnitWork& unit) const {
+  const double fraction = split_fraction(unit);
+  const auto split_wins = [&](std::int64_t n) {
+    const double split = split_seconds(unit, n, fraction);
+    return split <= stream_seconds(unit, n) && split <= cpu_seconds(unit, n);
+  };
+  if (!constants_.has_gpu() || unit.split_linears <= 0 || !split_wins(1)) return 0;
+  std::int64_t lo = 1, hi = std::int64_t{1} << 20;  // split_wins(lo) holds
+  if (split_wins(hi)) return hi;
+  while (hi - lo > 1) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    (split_wins(mid) ? lo : hi) = mid;
+  }
+  return lo;
+}
+
 UnitWork unit_work_of(const placement::UnitProfile& profile) {
   UnitWork work;
   work.bytes = profile.bytes;
@@ -121,7 +179,20 @@ UnitWork unit_work_of(const placement::UnitProfile& profile) {
   work.flops_per_token = element > 0 ? 2 * (profile.bytes / element) : 0;
   work.activation_bytes_per_token = profile.activation_bytes_per_token;
   work.tier = profile.file_bytes * 2 > profile.bytes ? Tier::Disk : Tier::Cpu;
+  work.split_linears = profile.split_linears;
   return work;
+}
+
+placement::UnitPlanner cost_model_planner(CostModel model) {
+  return [model = std::move(model)](const placement::UnitProfile& profile) {
+    const UnitWork work = unit_work_of(profile);
+    placement::UnitPlan plan;
+    plan.cpu_max_tokens = model.cpu_token_threshold(work);
+    plan.split_max_tokens = model.split_token_threshold(work);
+    const double fraction = model.split_fraction(work);
+    if (fraction > 0.0 && fraction < 1.0) plan.split_fraction = fraction;
+    return plan;
+  };
 }
 
 placement::CpuTokenThreshold cost_model_threshold(CostModel model) {
@@ -166,7 +237,8 @@ PlanPrediction predict_plan(const CostModel& model, const std::vector<PlannedUni
       for (auto* best : {&out.prefill_seconds_best, &out.prefill_seconds_stream}) {
         *best += model.cpu_seconds(on_cpu, prefill, false);
       }
-      for (auto* best : {&out.decode_seconds_best, &out.decode_seconds_stream}) {
+      for (auto* best : {&out.decode_seconds_best, &out.decode_seconds_stream,
+                         &out.decode_seconds_cpu, &out.decode_seconds_split}) {
         *best += model.cpu_seconds(on_cpu, decode, false);
       }
     } else if (w.tier == Tier::Gpu) {
@@ -174,14 +246,20 @@ PlanPrediction predict_plan(const CostModel& model, const std::vector<PlannedUni
       out.prefill_seconds_stream += model.gpu_seconds(w, prefill);
       out.decode_seconds_best += model.gpu_seconds(w, decode);
       out.decode_seconds_stream += model.gpu_seconds(w, decode);
+      out.decode_seconds_cpu += model.gpu_seconds(w, decode);
+      out.decode_seconds_split += model.gpu_seconds(w, decode);
     } else {
       row.cpu_max_tokens = model.cpu_token_threshold(w);
+      row.split_max_tokens = model.split_token_threshold(w);
       row.prefill = std::string(placement::execution_policy_name(model.best_policy(w, prefill)));
       row.decode = std::string(placement::execution_policy_name(model.best_policy(w, decode)));
       out.prefill_seconds_best += model.best_seconds(w, prefill);
       out.prefill_seconds_stream += model.stream_seconds(w, prefill);
       out.decode_seconds_best += model.best_seconds(w, decode);
       out.decode_seconds_stream += model.stream_seconds(w, decode);
+      out.decode_seconds_cpu += model.cpu_seconds(w, decode);
+      const double split = model.split_seconds(w, decode, model.split_fraction(w));
+      out.decode_seconds_split += std::isfinite(split) ? split : model.stream_seconds(w, decode);
     }
     out.units.push_back(std::move(row));
   }

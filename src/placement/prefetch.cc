@@ -97,21 +97,30 @@ Tensor PrefetchScheduler::checked_source(PrefetchHook& hook, const OffloadedTens
   return value;
 }
 
-// Resolves the stored tensors and, on a GPU, queues their copies into fresh device memory.
-void PrefetchScheduler::issue(Unit& unit) {
+// Resolves the stored tensors and, on a GPU, queues their copies into fresh device memory. For a
+// split step only the rows [r, n) of a split tensor travel (the cpu computes [0, r) in place).
+void PrefetchScheduler::issue(Unit& unit, ExecutionPolicy as) {
   PrefetchHook& hook = *unit.hook;
   const Device exec = execution_device_;
   unit.targets.clear();
   unit.sources.clear();
   std::vector<Tensor> dsts;
   std::vector<Tensor> srcs;
-  for (const OffloadedTensor& t : hook.offloaded_tensors()) {
+  const std::vector<std::int64_t>* rows =
+      as == ExecutionPolicy::Split ? &split_rows(unit) : nullptr;
+  const auto& tensors = hook.offloaded_tensors();
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const OffloadedTensor& t = tensors[i];
     if (t.shared && t.shared->tensor().device() == exec) {  // tied weight resident here already
       unit.targets.push_back(t.shared->tensor());
       unit.sources.emplace_back();
       continue;
     }
     Tensor value = checked_source(hook, t);
+    if (rows != nullptr && (*rows)[i] > 0) {
+      const std::int64_t r = (*rows)[i];
+      value = value.narrow(0, r, value.size(0) - r);
+    }
     if (!value.is_cpu() || exec.is_cpu()) {
       unit.targets.push_back(value.to(exec));
       unit.sources.emplace_back();
@@ -132,6 +141,7 @@ void PrefetchScheduler::issue(Unit& unit) {
     unit.ticket = engine_->start(dsts, srcs, stats_);
   }
   unit.issued = true;
+  unit.issued_as = as;
   ++stats_.issued;
   stats_.max_in_flight = std::max(stats_.max_in_flight, in_flight());
   log("issue", unit);
@@ -153,11 +163,12 @@ void PrefetchScheduler::prefetch_after(const Unit& unit) {
   int wanted = options_.staging_slots - 1;
   for (int k = 1; k < n && wanted > 0; ++k) {
     Unit& next = *order_[(unit.position + k) % n];
-    if (decide(next, step_tokens_) == ExecutionPolicy::Cpu) continue;
+    const ExecutionPolicy policy = decide(next, step_tokens_);
+    if (policy == ExecutionPolicy::Cpu) continue;
     --wanted;
     if (next.issued) continue;
     if (in_flight() >= options_.staging_slots) return;
-    issue(next);
+    issue(next, policy);
   }
 }
 
@@ -175,6 +186,8 @@ void PrefetchScheduler::acquire(PrefetchHook& hook) {
   Unit& unit = unit_of(&hook);
   record_order(unit);
   ++stats_.onloads;
+  const ExecutionPolicy policy = unit.step_policy;
+  if (unit.issued && unit.issued_as != policy) evict(unit);  // prefetched for another policy
   if (unit.issued) {
     ++stats_.prefetched;
   } else {
@@ -183,11 +196,17 @@ void PrefetchScheduler::acquire(PrefetchHook& hook) {
       if (in_flight() < options_.staging_slots) break;
       if (other->issued && !other->in_use) evict(*other);
     }
-    issue(unit);
+    issue(unit, policy);
   }
   if (unit.ticket) engine_->wait(*unit.ticket);
   log("wait", unit);
   const auto& tensors = hook.offloaded_tensors();
+  // A split step binds rows [r, n): keep the full placeholders to put back at release.
+  if (policy == ExecutionPolicy::Split) {
+    bind_split_cpu_parts(unit);  // checks the stored tensors against the full placeholders
+    unit.placeholders.clear();
+    for (const OffloadedTensor& t : tensors) unit.placeholders.push_back(t.slot->tensor());
+  }
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     tensors[i].slot->set(unit.targets[i].defined() ? unit.targets[i] : unit.sources[i]);
   }
@@ -197,11 +216,20 @@ void PrefetchScheduler::acquire(PrefetchHook& hook) {
 
 void PrefetchScheduler::release(PrefetchHook& hook) {
   Unit& unit = unit_of(&hook);
-  for (const OffloadedTensor& t : hook.offloaded_tensors()) {
-    t.slot->set(t.slot->tensor().to(Device::meta()));
+  const auto& tensors = hook.offloaded_tensors();
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const nn::SlotPtr& slot = tensors[i].slot;
+    if (i < unit.placeholders.size() && unit.placeholders[i].is_meta()) {
+      slot->set(unit.placeholders[i]);
+    } else {
+      slot->set(slot->tensor().to(Device::meta()));
+    }
   }
+  unit.placeholders.clear();
   log("release", unit);
   evict(unit);
+  unit.step_policy = ExecutionPolicy::Stream;  // a forward without a step (no input) streams
+  unit.cpu_parts.clear();
 }
 
 // ---- PrefetchHook ----------------------------------------------------------------------------
@@ -221,11 +249,13 @@ std::string PrefetchHook::describe() const { return "Prefetch" + AlignDevicesHoo
 
 void PrefetchHook::init_hook(nn::Module& module) {
   class_name_ = module.class_name();
+  module_ = &module;
   AlignDevicesHook::init_hook(module);
   scheduler_->add(this);
 }
 
 void PrefetchHook::detach_hook(nn::Module& module) {
+  detach_split_hooks();
   restore_resident();
   resident_.clear();
   resident_scanned_ = false;

@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "prefetch_unit.h"
+#include "split_linear.h"
 #include "strata/core/error.h"
 #include "strata/nn/hooks.h"
 #include "strata/placement/prefetch.h"
@@ -22,9 +23,11 @@ OffloadPolicy parse_offload_policy(std::string_view text) {
   if (text == "auto") return OffloadPolicy::Auto;
   if (text == "stream") return OffloadPolicy::Stream;
   if (text == "cpu") return OffloadPolicy::Cpu;
+  if (text == "split") return OffloadPolicy::Split;
   STRATA_THROW(InvalidArgument,
                "offload policy '{}': expected auto (chosen per step by the cost model), stream "
-               "(copy offloaded weights to the GPU) or cpu (compute offloaded units on the cpu)",
+               "(copy offloaded weights to the GPU), cpu (compute offloaded units on the cpu) or "
+               "split (divide offloaded linear layers' rows between the cpu and the GPU)",
                text);
 }
 
@@ -36,12 +39,22 @@ std::string_view offload_policy_name(OffloadPolicy policy) {
       return "stream";
     case OffloadPolicy::Cpu:
       return "cpu";
+    case OffloadPolicy::Split:
+      return "split";
   }
   return "?";
 }
 
 std::string_view execution_policy_name(ExecutionPolicy policy) {
-  return policy == ExecutionPolicy::Cpu ? "cpu" : "stream";
+  switch (policy) {
+    case ExecutionPolicy::Stream:
+      return "stream";
+    case ExecutionPolicy::Cpu:
+      return "cpu";
+    case ExecutionPolicy::Split:
+      return "split";
+  }
+  return "?";
 }
 
 // ---- scheduler side --------------------------------------------------------------------------
@@ -49,15 +62,39 @@ std::string_view execution_policy_name(ExecutionPolicy policy) {
 void PrefetchScheduler::set_offload_policy(OffloadPolicy policy, CpuTokenThreshold threshold) {
   STRATA_CHECK_ARG(policy != OffloadPolicy::Auto || threshold != nullptr,
                    "offload policy auto needs a threshold function (the cost model's "
-                   "cpu_token_threshold); pass one, or choose stream or cpu");
+                   "cpu_token_threshold); pass one, or choose stream, cpu or split");
+  UnitPlanner planner;
+  if (threshold) {
+    planner = [threshold = std::move(threshold)](const UnitProfile& profile) {
+      return UnitPlan{.cpu_max_tokens = threshold(profile)};
+    };
+  }
+  set_offload_planner(policy, std::move(planner));
+}
+
+void PrefetchScheduler::set_offload_planner(OffloadPolicy policy, UnitPlanner planner) {
+  STRATA_CHECK_ARG(policy != OffloadPolicy::Auto || planner != nullptr,
+                   "offload policy auto needs a unit planner (the cost model's "
+                   "cost_model_planner); pass one, or choose stream, cpu or split");
   policy_ = policy;
-  threshold_ = std::move(threshold);
-  for (auto& unit : units_) unit->cpu_threshold = -1;  // asked again under the new function
+  planner_ = std::move(planner);
+  for (auto& unit : units_) {                         // asked again under the new function
+    if (unit->issued && !unit->in_use) evict(*unit);  // its split rows may change
+    unit->cpu_threshold = -1;
+    unit->plan = {};
+    unit->rows_known = false;
+  }
 }
 
 std::vector<std::int64_t> PrefetchScheduler::cpu_thresholds() const {
   std::vector<std::int64_t> out;
   for (const auto& unit : units_) out.push_back(unit->cpu_threshold);
+  return out;
+}
+
+std::vector<UnitPlan> PrefetchScheduler::unit_plans() const {
+  std::vector<UnitPlan> out;
+  for (const auto& unit : units_) out.push_back(unit->plan);
   return out;
 }
 
@@ -80,15 +117,88 @@ UnitProfile PrefetchScheduler::profile(const Unit& unit) {
       out.file_bytes += bytes;
     }
   }
+  const auto& tensors = unit.hook->offloaded_tensors();
+  for (const PrefetchHook::SplitLinear& linear : unit.hook->split_linears()) {
+    ++out.split_linears;
+    for (const int index : {linear.weight, linear.bias}) {
+      if (index >= 0)
+        out.split_bytes += static_cast<std::int64_t>(tensors[index].slot->tensor().nbytes());
+    }
+  }
   return out;
 }
 
+const UnitPlan& PrefetchScheduler::plan_of(Unit& unit) {
+  if (unit.cpu_threshold < 0) {
+    unit.plan = planner_ ? planner_(profile(unit)) : UnitPlan{};
+    unit.plan.cpu_max_tokens = std::max<std::int64_t>(unit.plan.cpu_max_tokens, 0);
+    unit.plan.split_max_tokens = std::max<std::int64_t>(unit.plan.split_max_tokens, 0);
+    STRATA_CHECK_ARG(unit.plan.split_fraction > 0.0 && unit.plan.split_fraction < 1.0,
+                     "unit planner: split fraction {} for {}: it must be strictly between 0 and 1 "
+                     "(the cpu's share of a split linear's rows)",
+                     unit.plan.split_fraction, unit.hook->module_class());
+    unit.cpu_threshold = unit.plan.cpu_max_tokens;
+  }
+  return unit.plan;
+}
+
 ExecutionPolicy PrefetchScheduler::decide(Unit& unit, std::int64_t tokens) {
-  if (!unit.cpu_capable || policy_ == OffloadPolicy::Stream) return ExecutionPolicy::Stream;
-  if (policy_ == OffloadPolicy::Cpu) return ExecutionPolicy::Cpu;
-  if (unit.cpu_threshold < 0)
-    unit.cpu_threshold = std::max<std::int64_t>(threshold_(profile(unit)), 0);
-  return tokens <= unit.cpu_threshold ? ExecutionPolicy::Cpu : ExecutionPolicy::Stream;
+  switch (policy_) {
+    case OffloadPolicy::Stream:
+      return ExecutionPolicy::Stream;
+    case OffloadPolicy::Cpu:
+      return unit.cpu_capable ? ExecutionPolicy::Cpu : ExecutionPolicy::Stream;
+    case OffloadPolicy::Split:
+      return unit.hook->split_linears().empty() ? ExecutionPolicy::Stream : ExecutionPolicy::Split;
+    case OffloadPolicy::Auto:
+      break;
+  }
+  const UnitPlan& plan = plan_of(unit);
+  if (tokens <= plan.split_max_tokens && !unit.hook->split_linears().empty()) {
+    return ExecutionPolicy::Split;
+  }
+  if (unit.cpu_capable && tokens <= plan.cpu_max_tokens) return ExecutionPolicy::Cpu;
+  return ExecutionPolicy::Stream;
+}
+
+const std::vector<std::int64_t>& PrefetchScheduler::split_rows(Unit& unit) {
+  if (!unit.rows_known) {
+    const double fraction = plan_of(unit).split_fraction;
+    unit.cpu_rows.assign(unit.hook->offloaded_tensors().size(), 0);
+    for (const PrefetchHook::SplitLinear& linear : unit.hook->split_linears()) {
+      const std::int64_t r = split_cpu_rows(linear.rows, fraction);
+      for (const int index : {linear.weight, linear.bias}) {
+        if (index >= 0) unit.cpu_rows[static_cast<std::size_t>(index)] = r;
+      }
+    }
+    unit.rows_known = true;
+  }
+  return unit.cpu_rows;
+}
+
+// The cpu halves of a split step: rows [0, r) of the stored tensors, read where they are (pinned
+// memory or the file mapping; a tensor stored elsewhere or in another dtype is converted).
+void PrefetchScheduler::bind_split_cpu_parts(Unit& unit) {
+  PrefetchHook& hook = *unit.hook;
+  const std::vector<std::int64_t>& rows = split_rows(unit);
+  const auto& tensors = hook.offloaded_tensors();
+  unit.cpu_parts.assign(tensors.size(), Tensor());
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    if (rows[i] <= 0) continue;
+    Tensor value = checked_source(hook, tensors[i]);
+    if (!value.is_cpu()) value = value.to(Device::cpu());
+    unit.cpu_parts[i] = value.narrow(0, 0, rows[i]);
+  }
+  ++stats_.split_computes;
+  log("split", unit);
+}
+
+const Tensor& PrefetchScheduler::split_cpu_part(const PrefetchHook& hook, std::size_t index) {
+  Unit& unit = unit_of(&hook);
+  STRATA_CHECK(index < unit.cpu_parts.size() && unit.cpu_parts[index].defined(), InternalError,
+               "split step of {}: offloaded tensor {} has no cpu rows bound", hook.module_class(),
+               index);
+  return unit.cpu_parts[index];
 }
 
 ExecutionPolicy PrefetchScheduler::begin_step(PrefetchHook& hook, std::int64_t tokens,
@@ -98,7 +208,8 @@ ExecutionPolicy PrefetchScheduler::begin_step(PrefetchHook& hook, std::int64_t t
   unit.cpu_capable = cpu_capable;
   if (activation_bytes_per_token > 0) unit.activation_bytes_per_token = activation_bytes_per_token;
   step_tokens_ = tokens;
-  return decide(unit, tokens);
+  unit.step_policy = decide(unit, tokens);
+  return unit.step_policy;
 }
 
 void PrefetchScheduler::acquire_on_cpu(PrefetchHook& hook) {
@@ -165,7 +276,9 @@ bool PrefetchHook::can_compute_on_cpu(nn::Module& module) {
   bool capable = true;
   // A hooked module inside would move activations to its own execution device mid-forward.
   for (const auto& [name, child] : module.named_modules()) {
-    if (!name.empty() && child->hook() != nullptr) capable = false;
+    if (!name.empty() && child->hook() != nullptr && !is_split_linear_hook(*child)) {
+      capable = false;
+    }
   }
   // A weight tied to a copy resident on a GPU would be copied back every step: stream instead.
   for (const OffloadedTensor& t : offloaded_tensors()) {
@@ -204,6 +317,7 @@ void PrefetchHook::pre_forward(nn::Module& module, nn::Args& args) {
     scheduler_->release(*this);
     restore_resident();
   }
+  clear_split_step();  // the last split forward threw: its inputs are stale
   const StepInput input = step_input(args);
   if (input.tokens == 0) {
     AlignDevicesHook::pre_forward(module, args);
@@ -211,6 +325,17 @@ void PrefetchHook::pre_forward(nn::Module& module, nn::Args& args) {
   }
   const ExecutionPolicy policy = scheduler_->begin_step(*this, input.tokens, input.bytes_per_token,
                                                         can_compute_on_cpu(module));
+  if (policy == ExecutionPolicy::Split) {
+    // The unit computes on the execution device with rows [r, n) of its split linears bound
+    // (acquire); their SplitLinearHooks add the cpu rows. The unit itself may be the linear.
+    AlignDevicesHook::pre_forward(module, args);
+    split_step_ = true;
+    const auto& linears = split_linears();
+    for (std::size_t i = 0; i < linears.size(); ++i) {
+      if (linears[i].module == &module) split_begin(i, args);
+    }
+    return;
+  }
   if (policy != ExecutionPolicy::Cpu) {
     AlignDevicesHook::pre_forward(module, args);
     return;
@@ -233,6 +358,15 @@ void PrefetchHook::pre_forward(nn::Module& module, nn::Args& args) {
 }
 
 void PrefetchHook::post_forward(nn::Module& module, nn::Value& output) {
+  if (split_step_) {
+    const auto& linears = split_linears();
+    for (std::size_t i = 0; i < linears.size(); ++i) {
+      if (linears[i].module == &module) split_end(i, output);
+    }
+    clear_split_step();  // before the release drops the cpu rows
+    AlignDevicesHook::post_forward(module, output);
+    return;
+  }
   if (!cpu_step_) {
     AlignDevicesHook::post_forward(module, output);
     return;

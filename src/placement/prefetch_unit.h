@@ -21,7 +21,14 @@ struct PrefetchScheduler::Unit {
   // Execution policy (prefetch_policy.cc): what the unit's hook reported, and its threshold.
   bool cpu_capable = false;
   std::int64_t activation_bytes_per_token = 0;
-  std::int64_t cpu_threshold = -1;  // -1: not asked yet
+  std::int64_t cpu_threshold = -1;                        // -1: not asked yet
+  UnitPlan plan;                                          // valid once cpu_threshold >= 0
+  ExecutionPolicy step_policy = ExecutionPolicy::Stream;  // of the step in progress
+  ExecutionPolicy issued_as = ExecutionPolicy::Stream;    // what the issued copies hold
+  std::vector<std::int64_t> cpu_rows;                     // split rows per tensor (split_rows)
+  bool rows_known = false;
+  std::vector<Tensor> cpu_parts;     // per tensor, in a split step: the cpu rows
+  std::vector<Tensor> placeholders;  // ... and the meta placeholders to put back at release
 };
 
 }  // namespace strata::placement

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "strata/core/error.h"
 
 namespace strata::engine {
@@ -178,6 +180,81 @@ TEST(CostModel, APlanOnAGpuNeedsGpuConstants) {
     EXPECT_NE(std::string(e.what()).find("cpu=test"), std::string::npos) << e.what();
   }
   EXPECT_THROW(predict_plan(CostModel(machine()), {}, {.prefill_tokens = 0}), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace strata::engine
+
+namespace strata::engine {
+namespace {
+
+// The split term (cost_model.h): the cpu reads its fraction, the copy the rest, at once; each
+// split linear adds two activation transfers.
+TEST(CostModelSplit, SplitTimeIsTheFormula) {
+  const CostModel model(machine());
+  UnitWork w = layer(Tier::Cpu);
+  EXPECT_TRUE(std::isinf(model.split_seconds(w, 1, 0.5)));  // no linear to split
+  w.split_linears = 7;
+  // Balanced rates: cpu 100 GB/s, h2d 50 -> fraction 2/3.
+  EXPECT_DOUBLE_EQ(model.split_fraction(w), 100.0 / 150.0);
+  const double trips = 7 * 2 * (8192.0 / 50e9 + 10e-6);
+  // fraction 0.5: the copy of 200 MB at 50 GB/s (4 ms) is slower than the cpu's 200 MB at 100.
+  EXPECT_DOUBLE_EQ(model.split_seconds(w, 1, 0.5), 200e6 / 50e9 + trips);
+  // fraction 0.8: the cpu's 320 MB at 100 GB/s (3.2 ms) beats the copy's 80 MB (1.6 ms).
+  EXPECT_DOUBLE_EQ(model.split_seconds(w, 1, 0.8), 0.8 * 400e6 / 100e9 + trips);
+  // At 4096 tokens the GPU's compute (400 M x 4096 FLOPs at 500 TFLOP/s) and the cpu's share of
+  // the FLOPs (0.5 x 400 M x 4096 at 1 TFLOP/s) bound it.
+  const double trips_4096 = 7 * 2 * (8192.0 * 4096 / 50e9 + 10e-6);
+  EXPECT_DOUBLE_EQ(model.split_seconds(w, 4096, 0.5), 0.5 * 400e6 * 4096 / 1000e9 + trips_4096);
+  // Disk tier in the page cache: the copy reads at 20 GB/s -> fraction 100 / 120.
+  UnitWork disk = w;
+  disk.tier = Tier::Disk;
+  EXPECT_DOUBLE_EQ(model.split_fraction(disk), 100.0 / 120.0);
+  EXPECT_TRUE(std::isinf(model.split_seconds(disk, 1, 1.0)));  // not a split
+  // No GPU: never.
+  MachineConstants cpu_only = machine();
+  cpu_only.h2d_gbps = 0;
+  EXPECT_TRUE(std::isinf(CostModel(cpu_only).split_seconds(w, 1, 0.5)));
+  EXPECT_EQ(CostModel(cpu_only).split_fraction(w), 0.0);
+}
+
+TEST(CostModelSplit, AutoPicksSplitAtDecodeAndStreamsThePrompt) {
+  const CostModel model(machine());
+  UnitWork w = layer(Tier::Cpu);
+  w.split_linears = 7;
+  // Decode: split 400 MB / 150 GB/s ~ 2.67 ms + trips, cpu 4 ms, stream 8 ms.
+  EXPECT_EQ(model.best_policy(w, 1), ExecutionPolicy::Split);
+  EXPECT_DOUBLE_EQ(model.best_seconds(w, 1), model.split_seconds(w, 1, 100.0 / 150.0));
+  EXPECT_EQ(model.best_policy(w, 4096), ExecutionPolicy::Stream);
+  // Split wins while (2/3 x 400 M x n) / 1e12 FLOP/s of the cpu's rows stays under the 8 ms of
+  // streaming (and under the cpu's time, always longer): n <= 30 (30.0 exactly at 8 ms, minus the
+  // transfers of 7 linears).
+  const std::int64_t split_max = model.split_token_threshold(w);
+  EXPECT_GE(split_max, 1);
+  const double fraction = 100.0 / 150.0;
+  const auto split_at = [&](std::int64_t n) { return model.split_seconds(w, n, fraction); };
+  EXPECT_LE(split_at(split_max), model.stream_seconds(w, split_max));
+  EXPECT_GT(split_at(split_max + 1), model.stream_seconds(w, split_max + 1));
+  EXPECT_EQ(split_max, 29);
+  UnitWork unsplittable = layer(Tier::Cpu);
+  EXPECT_EQ(model.split_token_threshold(unsplittable), 0);
+  EXPECT_NE(model.best_policy(unsplittable, 1), ExecutionPolicy::Split);
+}
+
+TEST(CostModelSplit, ThePlannerCarriesBothThresholdsAndTheFraction) {
+  placement::UnitProfile profile;
+  profile.bytes = 400'000'000;
+  profile.dtype = DType::BFloat16;
+  profile.activation_bytes_per_token = 8192;
+  profile.split_linears = 7;
+  profile.split_bytes = 400'000'000;
+  const CostModel model(machine());
+  const placement::UnitPlan plan = cost_model_planner(model)(profile);
+  const UnitWork work = unit_work_of(profile);
+  EXPECT_EQ(work.split_linears, 7);
+  EXPECT_EQ(plan.cpu_max_tokens, model.cpu_token_threshold(work));
+  EXPECT_EQ(plan.split_max_tokens, model.split_token_threshold(work));
+  EXPECT_DOUBLE_EQ(plan.split_fraction, 100.0 / 150.0);
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "io/io_testing.h"
 #include "models/model_testing.h"
 #include "strata/io/offload.h"
+#include "strata/nn/layers.h"
 #include "strata/placement/load_and_dispatch.h"
 #include "strata/placement/module_sizes.h"
 
@@ -70,6 +71,7 @@ const std::vector<Placement>& placements() {
   using enum DeviceMapStrategy;
   constexpr OffloadPolicy on_cpu = OffloadPolicy::Cpu;
   constexpr OffloadPolicy per_step = OffloadPolicy::Auto;
+  constexpr OffloadPolicy split = OffloadPolicy::Split;
   static const std::vector<Placement> all = {
       {"cpu_disk", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}},
       {"cpu_disk_offload_buffers", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}, true},
@@ -87,6 +89,11 @@ const std::vector<Placement>& placements() {
       {"cuda_cpu_disk_policy_auto", 1, ExplicitLayout{gpu0, {cpu, disk}, {disk, cpu}}, false,
        per_step},
       {"cuda_cpu_disk_auto_policy_cpu", 1, PlannerLayout{Auto, {gpu0, cpu}, false}, false, on_cpu},
+      // The split policy: every offloaded linear's rows [0, r) on the cpu, [r, n) streamed to
+      // the execution device (on a cpu main device a view of the stored rows).
+      {"cpu_disk_policy_split", 0, ExplicitLayout{cpu, {cpu, disk}, {disk}}, false, split},
+      {"cuda_cpu_disk_policy_split", 1, ExplicitLayout{gpu0, {cpu, disk}, {disk, cpu}}, false,
+       split},
   };
   return all;
 }
@@ -407,6 +414,21 @@ TEST_P(DispatchedParityTest, LogitsAndGreedyMatchTransformers) {
   EXPECT_EQ(stats.casts, 0);
   if (how().policy == OffloadPolicy::Stream) {
     EXPECT_EQ(stats.cpu_computes, 0);
+  } else if (how().policy == OffloadPolicy::Split) {
+    EXPECT_EQ(stats.cpu_computes, 0);
+    // GPT-2's projections are Conv1D ([in, out] weights, not rows to divide): its layers stream.
+    bool layers_have_linears = false;
+    for (const std::string& layer : decoder_layer_names(*model)) {
+      for (const auto& [name, module] : model->get_submodule(layer).named_modules()) {
+        layers_have_linears |= dynamic_cast<const nn::Linear*>(module) != nullptr;
+      }
+    }
+    if (layers_have_linears) {
+      EXPECT_GT(stats.split_computes, 0) << "no unit was split";
+      EXPECT_GT(stats.split_linears, 0);
+    } else {
+      EXPECT_EQ(stats.split_computes, 0);
+    }
   } else {
     EXPECT_GT(stats.cpu_computes, 0) << "no unit computed on the cpu";
   }

@@ -11,6 +11,7 @@
 #include "strata/core/error.h"
 #include "strata/nn/hooks.h"
 #include "strata/nn/layers.h"
+#include "strata/ops.h"
 #include "strata/placement/offload.h"
 #include "strata/placement/prefetch.h"
 #include "support/op_testing.h"
@@ -55,8 +56,56 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() && std::memcmp(a.data_ptr(), b.data_ptr(), a.nbytes()) == 0;
 }
 
+void expect_close(const Tensor& actual, const Tensor& expected) {
+  ASSERT_EQ(actual.shape(), expected.shape());
+  const std::vector<double> a = actual.to_doubles(), e = expected.to_doubles();
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], e[i], 1e-5) << "element " << i;
+}
+
+// One unit with three linear layers inside: a and b read the same input, c reads their sum.
+class ThreeLinears : public nn::Module {
+ public:
+  ThreeLinears() : nn::Module("ThreeLinears") {
+    a_ = register_module("a", std::make_shared<nn::Linear>(8, 8));
+    b_ = register_module("b", std::make_shared<nn::Linear>(8, 6, /*bias=*/false));
+    c_ = register_module("c", std::make_shared<nn::Linear>(6, 5));
+    std::uint64_t seed = 300;
+    for (nn::Linear* linear : {a_.get(), b_.get(), c_.get()}) {
+      const Tensor& w = linear->weight();
+      linear->parameter_slot("weight")->set(
+          strata::testing::random_tensor(w.shape(), DType::Float32, ++seed));
+      if (linear->has_bias()) {
+        linear->parameter_slot("bias")->set(
+            strata::testing::random_tensor({w.size(0)}, DType::Float32, ++seed));
+      }
+    }
+  }
+  nn::Value forward(nn::Args& args) override {
+    const Tensor& x = args.tensor(0, "ThreeLinears.forward");
+    const Tensor a = (*a_)(x).tensor().narrow(-1, 0, 6);
+    return (*c_)(ops::add(a, (*b_)(x).tensor()));
+  }
+
+ private:
+  std::shared_ptr<nn::Linear> a_, b_, c_;
+};
+
+std::shared_ptr<PrefetchScheduler> offloaded_as_one_unit(nn::Module& model) {
+  auto scheduler = std::make_shared<PrefetchScheduler>(Device::cpu());
+  scheduler->set_trace(true);
+  nn::AlignDevicesOptions options;
+  options.execution_device = Device::cpu();
+  options.offload = true;
+  options.place_submodules = true;
+  nn::add_hook_to_module(model, std::make_shared<PrefetchHook>(options, scheduler));
+  return scheduler;
+}
+
 TEST(OffloadPolicy, NamesParseAndBadOnesAreRefused) {
   EXPECT_EQ(parse_offload_policy("auto"), OffloadPolicy::Auto);
+  EXPECT_EQ(parse_offload_policy("split"), OffloadPolicy::Split);
+  EXPECT_EQ(offload_policy_name(OffloadPolicy::Split), "split");
+  EXPECT_EQ(execution_policy_name(ExecutionPolicy::Split), "split");
   EXPECT_EQ(parse_offload_policy("stream"), OffloadPolicy::Stream);
   EXPECT_EQ(parse_offload_policy("cpu"), OffloadPolicy::Cpu);
   EXPECT_EQ(offload_policy_name(OffloadPolicy::Cpu), "cpu");
@@ -168,6 +217,108 @@ TEST(OffloadPolicy, AUnitWithAHookedModuleInsideStreams) {
   scheduler->set_offload_policy(OffloadPolicy::Cpu);
   EXPECT_EQ(forward_trace(*model, *scheduler), (Trace{"issue 0", "wait 0", "release 0"}));
   EXPECT_EQ(scheduler->stats().cpu_computes, 0);
+}
+
+TEST(SplitPolicy, CpuRowsFollowTheFractionInWholeBlocks) {
+  EXPECT_EQ(split_cpu_rows(8, 0.5), 4);
+  EXPECT_EQ(split_cpu_rows(8, 0.3), 2);   // 2.4 rounded
+  EXPECT_EQ(split_cpu_rows(2, 0.01), 1);  // at least one row each side
+  EXPECT_EQ(split_cpu_rows(2, 0.99), 1);
+  EXPECT_EQ(split_cpu_rows(1, 0.5), 0);  // nothing to split
+  EXPECT_EQ(split_cpu_rows(63, 0.999), 62);
+  EXPECT_EQ(split_cpu_rows(4096, 0.676), 2768);  // 2768.9 -> 173 blocks of 16
+  EXPECT_EQ(split_cpu_rows(64, 0.1), 16);        // 6.4 rows: at least one block
+  EXPECT_EQ(split_cpu_rows(100, 0.95), 80);      // 95 -> 96, at most 100 - 16 in blocks
+}
+
+TEST(SplitPolicy, ForcedSplitGivesTheStreamedResultFromBothHalves) {
+  auto reference = linear_stack(3);
+  const Tensor expected = (*reference)(input(2)).tensor();
+  auto model = linear_stack(3);
+  auto scheduler = offloaded(*model);
+  scheduler->set_offload_policy(OffloadPolicy::Split);
+  EXPECT_EQ(forward_trace(*model, *scheduler),
+            (Trace{"issue 0", "wait 0", "split 0", "release 0", "issue 1", "wait 1", "split 1",
+                   "release 1", "issue 2", "wait 2", "split 2", "release 2"}));
+  expect_close((*model)(input(2)).tensor(), expected);
+  const PrefetchStats& stats = scheduler->stats();
+  EXPECT_EQ(stats.split_computes, 6);
+  EXPECT_EQ(stats.split_linears, 6);  // each unit is one linear
+  EXPECT_EQ(stats.cpu_computes, 0);
+  EXPECT_EQ(scheduler->unit_plans()[0].split_fraction, 0.5);  // no planner: half the rows
+  EXPECT_TRUE(model->get_submodule("1").parameter("weight").is_meta());
+}
+
+TEST(SplitPolicy, LinearsInsideAUnitSplitAndShareTheirInputCopy) {
+  ThreeLinears reference;
+  const Tensor expected = reference(input(3)).tensor();
+  ThreeLinears model;
+  auto scheduler = offloaded_as_one_unit(model);
+  scheduler->set_offload_planner(OffloadPolicy::Split, [](const UnitProfile& profile) {
+    EXPECT_EQ(profile.split_linears, 3);
+    EXPECT_EQ(profile.split_bytes, (8 * 8 + 8 + 6 * 8 + 5 * 6 + 5) * 4);
+    return UnitPlan{.split_fraction = 0.25};
+  });
+  for (int step = 0; step < 2; ++step) expect_close(model(input(3)).tensor(), expected);
+  const PrefetchStats& stats = scheduler->stats();
+  EXPECT_EQ(stats.split_computes, 2);
+  EXPECT_EQ(stats.split_linears, 6);
+  EXPECT_EQ(stats.split_inputs_copied, 4);  // a and b share x; c reads its own
+  // Outside split steps the linear hooks do nothing: streaming gives the same result.
+  scheduler->set_offload_policy(OffloadPolicy::Stream);
+  expect_close(model(input(3)).tensor(), expected);
+  EXPECT_EQ(scheduler->stats().split_linears, 6);
+  // Removing the unit's hook removes the linears' hooks it placed.
+  nn::remove_hook_from_module(model);
+  for (const char* name : {"a", "b", "c"}) {
+    EXPECT_EQ(model.get_submodule(name).hook(), nullptr) << name;
+  }
+}
+
+TEST(SplitPolicy, AutoSplitsCpusOrStreamsByTheTokensOfTheStep) {
+  auto reference = linear_stack(2);
+  auto model = linear_stack(2);
+  auto scheduler = offloaded(*model);
+  scheduler->set_offload_planner(OffloadPolicy::Auto, [](const UnitProfile&) {
+    return UnitPlan{.cpu_max_tokens = 4, .split_max_tokens = 1, .split_fraction = 0.75};
+  });
+  EXPECT_EQ(forward_trace(*model, *scheduler, 1),
+            (Trace{"issue 0", "wait 0", "split 0", "release 0", "issue 1", "wait 1", "split 1",
+                   "release 1"}));
+  EXPECT_EQ(forward_trace(*model, *scheduler, 3),
+            (Trace{"cpu 0", "release 0", "cpu 1", "release 1"}));
+  EXPECT_EQ(forward_trace(*model, *scheduler, 5),
+            (Trace{"issue 0", "wait 0", "issue 1", "release 0", "wait 1", "issue 0", "release 1"}));
+  // Unit 0 was prefetched whole for 5 tokens; a split step drops those copies and issues its rows.
+  EXPECT_EQ(forward_trace(*model, *scheduler, 1),
+            (Trace{"issue 0", "wait 0", "split 0", "issue 1", "release 0", "wait 1", "split 1",
+                   "issue 0", "release 1"}));
+  for (const std::int64_t tokens : {1, 3, 5}) {
+    expect_close((*model)(input(tokens)).tensor(), (*reference)(input(tokens)).tensor());
+  }
+  EXPECT_EQ(scheduler->cpu_thresholds(), (std::vector<std::int64_t>{4, 4}));
+  EXPECT_EQ(scheduler->unit_plans()[1].split_max_tokens, 1);
+}
+
+TEST(SplitPolicy, BadFractionsAndUnitsWithoutLinearsAreHandled) {
+  auto model = linear_stack(1);
+  auto scheduler = offloaded(*model);
+  scheduler->set_offload_planner(
+      OffloadPolicy::Split, [](const UnitProfile&) { return UnitPlan{.split_fraction = 1.0}; });
+  try {
+    (*model)(input(1));
+    FAIL() << "no error";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("split fraction 1"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(scheduler->set_offload_planner(OffloadPolicy::Auto, nullptr), InvalidArgument);
+  // A unit with no linear layer (a norm) streams under split.
+  auto norm = std::make_shared<nn::Sequential>(
+      std::vector<std::shared_ptr<nn::Module>>{std::make_shared<nn::LayerNorm>(8)});
+  auto norm_scheduler = offloaded(*norm);
+  norm_scheduler->set_offload_policy(OffloadPolicy::Split);
+  EXPECT_EQ(forward_trace(*norm, *norm_scheduler), (Trace{"issue 0", "wait 0", "release 0"}));
+  EXPECT_EQ(norm_scheduler->stats().split_computes, 0);
 }
 
 }  // namespace

@@ -55,7 +55,9 @@ void add_placement_options(CLI::App* cmd, PlacementArgs& args) {
   cmd->add_option("--dtype", args.dtype, "f32, bf16 or f16 (default: the checkpoint's)");
   cmd->add_option("--offload-policy", args.offload_policy,
                   "where offloaded layers compute: auto (per step, from the cost model of this "
-                  "machine), stream (copied to the GPU) or cpu (computed where they are)")
+                  "machine), stream (copied to the GPU), cpu (computed where they are) or split "
+                  "(each linear's rows divided: the cpu computes its share while the rest streams "
+                  "to the GPU)")
       ->capture_default_str();
   cmd->add_option("--experts", args.experts,
                   "mixture of experts: auto (routed experts placed after the rest, on the GPU "
@@ -72,14 +74,19 @@ void apply_offload_policy(const placement::LoadAndDispatchResult& loaded,
                           placement::OffloadPolicy policy) {
   if (!loaded.dispatch || !loaded.dispatch->scheduler) return;
   placement::PrefetchScheduler& scheduler = *loaded.dispatch->scheduler;
-  if (policy != placement::OffloadPolicy::Auto) {
+  const bool planned =
+      policy == placement::OffloadPolicy::Auto || policy == placement::OffloadPolicy::Split;
+  if (!planned) {
     scheduler.set_offload_policy(policy);
   } else if (scheduler.execution_device().is_cpu()) {
-    scheduler.set_offload_policy(placement::OffloadPolicy::Stream);
-  } else {
-    const engine::Calibration calibration = engine::load_or_measure();
+    // Nothing to balance on the cpu alone: auto streams (the same work), split halves the rows.
     scheduler.set_offload_policy(
-        policy, engine::cost_model_threshold(engine::CostModel(calibration.constants)));
+        policy == placement::OffloadPolicy::Auto ? placement::OffloadPolicy::Stream : policy);
+  } else {
+    // The cost model's thresholds and each unit's split fraction (from this machine's rates).
+    const engine::Calibration calibration = engine::load_or_measure();
+    scheduler.set_offload_planner(
+        policy, engine::cost_model_planner(engine::CostModel(calibration.constants)));
   }
 }
 

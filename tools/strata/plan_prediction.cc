@@ -4,6 +4,7 @@
 
 #include "strata/core/error.h"
 #include "strata/io/checkpoint.h"
+#include "strata/nn/layers.h"
 #include "strata/placement/memory.h"
 #include "strata/placement/module_sizes.h"
 
@@ -69,6 +70,11 @@ PlanForecast forecast_plan(const EmptyModel& empty, const placement::DeviceMap& 
     work.activation_bytes_per_token = empty.config.hidden_size * element;
     work.lookup = name == embedding;
     if (work.lookup) work.flops_per_token = 0;
+    if (work.tier != engine::Tier::Gpu && !work.lookup) {  // what a split step would divide
+      for (const auto& [child_name, child] : model.get_submodule(name).named_modules()) {
+        if (dynamic_cast<const nn::Linear*>(child) != nullptr) ++work.split_linears;
+      }
+    }
     if (work.tier != engine::Tier::Gpu) host_bytes += work.bytes;
     gpu_main = gpu_main || work.tier == engine::Tier::Gpu;
     total += work.bytes;
@@ -101,8 +107,10 @@ std::string forecast_text(const PlanForecast& f, const PredictionInput& input) {
       "  prefill {:>5} tokens       {:10.1f} tokens/s best, {:.1f} tokens/s streaming\n",
       p.prefill_tokens, p.prefill_tokens_per_second(true), p.prefill_tokens_per_second(false));
   out += fmt::format(
-      "  decode (batch {:>3})         {:10.2f} ms/step best, {:.2f} ms/step streaming\n",
-      input.batch, p.decode_seconds_best * 1e3, p.decode_seconds_stream * 1e3);
+      "  decode (batch {:>3})         {:10.2f} ms/step best, {:.2f} ms/step streaming, {:.2f} "
+      "cpu, {:.2f} split\n",
+      input.batch, p.decode_seconds_best * 1e3, p.decode_seconds_stream * 1e3,
+      p.decode_seconds_cpu * 1e3, p.decode_seconds_split * 1e3);
   out +=
       "\nunit                                      tier          bytes  prefill  decode  cpu up "
       "to\n";
@@ -137,7 +145,9 @@ nlohmann::ordered_json forecast_json(const PlanForecast& f, const PredictionInpu
                     {"stream_seconds", p.prefill_seconds_stream}};
   out["decode"] = {{"batch", input.batch},
                    {"best_ms_per_step", p.decode_seconds_best * 1e3},
-                   {"stream_ms_per_step", p.decode_seconds_stream * 1e3}};
+                   {"stream_ms_per_step", p.decode_seconds_stream * 1e3},
+                   {"cpu_ms_per_step", p.decode_seconds_cpu * 1e3},
+                   {"split_ms_per_step", p.decode_seconds_split * 1e3}};
   nlohmann::ordered_json units = nlohmann::ordered_json::array();
   for (const engine::UnitPrediction& u : p.units) {
     units.push_back({{"name", u.name},
@@ -145,7 +155,8 @@ nlohmann::ordered_json forecast_json(const PlanForecast& f, const PredictionInpu
                      {"bytes", u.bytes},
                      {"prefill", u.prefill},
                      {"decode", u.decode},
-                     {"cpu_max_tokens", u.cpu_max_tokens}});
+                     {"cpu_max_tokens", u.cpu_max_tokens},
+                     {"split_max_tokens", u.split_max_tokens}});
   }
   out["units"] = std::move(units);
   return out;

@@ -28,6 +28,9 @@ struct UnitWork {
   // An embedding: computing reads tokens x activation bytes of rows, no FLOPs (streaming still
   // copies all of its bytes).
   bool lookup = false;
+  // Linear layers a split step divides (0: the unit cannot split). Each costs two small
+  // host <-> GPU transfers per split step (its input down, its cpu rows back).
+  std::int64_t split_linears = 0;
 };
 
 // Largest token count cpu_token_threshold reports: "always on the cpu".
@@ -55,15 +58,30 @@ class CostModel {
   double cpu_seconds(const UnitWork& unit, std::int64_t tokens) const;
   // The same with the activation transfer counted or not (a model planned on the cpu alone).
   double cpu_seconds(const UnitWork& unit, std::int64_t tokens, bool activations_cross_pcie) const;
-  // The faster of the two (ties stream). Without a GPU: Cpu.
+  // Split (a unit with split_linears > 0, on a machine with a GPU): the cpu reads `fraction` of
+  // the weights where they are while the rest streams to the GPU, at once:
+  //   max(fraction x cpu time of the weights, (1 - fraction) x copy time, GPU compute time)
+  //   + split_linears x 2 x (tokens x activation bytes / h2d + transfer latency)
+  // Infinite when the unit cannot split or there is no GPU.
+  double split_seconds(const UnitWork& unit, std::int64_t tokens, double fraction) const;
+  // The fraction that balances the cpu's read time with the copy's: cpu_rate / (cpu_rate +
+  // stream_rate), each the unit's tier rate (0 when there is no GPU).
+  double split_fraction(const UnitWork& unit) const;
+  // The fastest of stream, cpu and split (split at split_fraction; ties: stream, then cpu).
+  // Without a GPU: Cpu.
   placement::ExecutionPolicy best_policy(const UnitWork& unit, std::int64_t tokens) const;
   double best_seconds(const UnitWork& unit, std::int64_t tokens) const;
   // The largest token count for which the cpu is no slower than streaming (cpu time grows
   // faster with tokens than streaming's, so this is a threshold): 0 = never, kAlwaysCpu without
   // a GPU. Searched over [1, 2^20].
   std::int64_t cpu_token_threshold(const UnitWork& unit) const;
+  // The largest token count for which split is no slower than both cpu and streaming, searched
+  // the same way: 0 = never (no GPU, nothing to split, or it never wins).
+  std::int64_t split_token_threshold(const UnitWork& unit) const;
 
  private:
+  double stream_rate(const UnitWork& unit) const;  // GB/s of a copy to the GPU from its tier
+  double cpu_rate(const UnitWork& unit) const;     // GB/s of the cpu reading it where it is
   MachineConstants constants_;
 };
 
@@ -71,6 +89,8 @@ class CostModel {
 // profile's weights in their tier (file views = Disk, assumed in the page cache), 2 FLOPs per
 // parameter and token.
 placement::CpuTokenThreshold cost_model_threshold(CostModel model);
+// The full per-unit plan (cpu and split thresholds, split fraction) for set_offload_planner.
+placement::UnitPlanner cost_model_planner(CostModel model);
 UnitWork unit_work_of(const placement::UnitProfile& profile);
 
 // ---- plan predictions ----------------------------------------------------------------------
@@ -94,7 +114,8 @@ struct UnitPrediction {
   std::int64_t bytes = 0;
   // Where it computes at prefill and decode under the best policy ("gpu" for resident units).
   std::string prefill, decode;
-  std::int64_t cpu_max_tokens = 0;  // its threshold (offloaded units with a GPU main device)
+  std::int64_t cpu_max_tokens = 0;    // its threshold (offloaded units with a GPU main device)
+  std::int64_t split_max_tokens = 0;  // ... and its split threshold
 };
 
 struct PlanPrediction {
@@ -102,7 +123,10 @@ struct PlanPrediction {
   double load_seconds = 0;
   double prefill_seconds_best = 0, prefill_seconds_stream = 0;  // prefill_tokens x batch tokens
   double decode_seconds_best = 0, decode_seconds_stream = 0;    // one step of batch tokens
-  std::int64_t prefill_tokens = 0;                              // prefill_tokens x batch
+  // The decode step with every offloaded unit forced to the cpu (--offload-policy cpu), or split
+  // where it can (--offload-policy split; the others stream).
+  double decode_seconds_cpu = 0, decode_seconds_split = 0;
+  std::int64_t prefill_tokens = 0;  // prefill_tokens x batch
   std::vector<UnitPrediction> units;
   double prefill_tokens_per_second(bool best) const;
 };

@@ -11,7 +11,9 @@
 // A matrix-vector product is memory bound: at decode the host reads its own memory faster than
 // PCIe can carry the weights; at prefill the GPU's compute wins. The choice follows the tokens in
 // the step through a per-unit threshold that the cost model (strata/engine/cost_model.h)
-// computes. Splitting one unit's rows between cpu and GPU is not done (docs).
+// computes. Or it splits: every linear layer of the unit divides its output rows, the cpu
+// computes rows [0, r) from the stored weights while the execution device streams and computes
+// rows [r, n); the halves join on the execution device (both bandwidths at work).
 
 #include <cstdint>
 #include <functional>
@@ -26,6 +28,7 @@ namespace strata::placement {
 enum class ExecutionPolicy : std::uint8_t {
   Stream,  // weights copied to the execution device, computed there
   Cpu,     // computed on the cpu where the weights are; activations travel instead
+  Split,   // linear layers' rows divided between the cpu (stored) and the execution device
 };
 
 // What the user asks for (--offload-policy).
@@ -33,9 +36,10 @@ enum class OffloadPolicy : std::uint8_t {
   Auto,    // per unit and step, from the cost model's threshold
   Stream,  // always stream (the behaviour before this policy existed)
   Cpu,     // always compute offloaded units on the cpu
+  Split,   // always split offloaded units' linear layers between the cpu and the GPU
 };
 
-// "auto", "stream", "cpu" (InvalidArgument naming the three otherwise).
+// "auto", "stream", "cpu", "split" (InvalidArgument naming them otherwise).
 OffloadPolicy parse_offload_policy(std::string_view text);
 std::string_view offload_policy_name(OffloadPolicy policy);
 std::string_view execution_policy_name(ExecutionPolicy policy);
@@ -49,10 +53,31 @@ struct UnitProfile {
   // Bytes of one token's activation entering the unit (the last dimension of its first input
   // tensor times its element size); the same leave it.
   std::int64_t activation_bytes_per_token = 0;
+  // Linear layers a split step divides (nn::Linear modules with an offloaded weight that is not
+  // tied) and their weight + bias bytes: per split step each one's input crosses to the cpu
+  // (once per distinct input: q/k/v share one) and its cpu rows come back.
+  std::int64_t split_linears = 0;
+  std::int64_t split_bytes = 0;
 };
 
 // The largest number of tokens in a step for which the unit computes on the cpu under
 // OffloadPolicy::Auto: 0 = never, a huge value = always.
 using CpuTokenThreshold = std::function<std::int64_t(const UnitProfile&)>;
+
+// The full decision for one unit under OffloadPolicy::Auto (the cost model's
+// engine::cost_model_planner): a step of n tokens splits when n <= split_max_tokens, else
+// computes on the cpu when n <= cpu_max_tokens, else streams. `split_fraction` is the share of a
+// split linear's output rows the cpu computes (also used under OffloadPolicy::Split).
+struct UnitPlan {
+  std::int64_t cpu_max_tokens = 0;
+  std::int64_t split_max_tokens = 0;
+  double split_fraction = 0.5;
+};
+using UnitPlanner = std::function<UnitPlan(const UnitProfile&)>;
+
+// The cpu rows of a split linear of `rows` output rows: fraction x rows rounded; when rows >= 64
+// to a multiple of 16 (whole kernel blocks) in [16, rows - 16 rounded down to 16], else in
+// [1, rows - 1]; 0 when rows < 2 (nothing to split).
+std::int64_t split_cpu_rows(std::int64_t rows, double fraction);
 
 }  // namespace strata::placement

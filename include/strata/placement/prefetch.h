@@ -57,7 +57,10 @@ struct PrefetchStats {
   std::int64_t casts = 0;            // stored tensors whose dtype differed from the model's
   std::int64_t cpu_computes = 0;     // unit forwards computed on the cpu (ExecutionPolicy::Cpu)
   std::int64_t evicted_for_cpu = 0;  // prefetched units dropped because they computed on the cpu
-  int max_in_flight = 0;             // most units holding execution-device copies at once
+  std::int64_t split_computes = 0;   // unit forwards split between cpu and execution device
+  std::int64_t split_linears = 0;    // linear forwards whose rows were split
+  std::int64_t split_inputs_copied = 0;  // ... inputs copied to the cpu for them (shared ones once)
+  int max_in_flight = 0;                 // most units holding execution-device copies at once
 };
 
 class PrefetchHook;
@@ -94,9 +97,15 @@ class PrefetchScheduler {
   // unit, at the unit's first forward after this call. A unit computes on the cpu only if it can:
   // no hooked module inside it, and no weight tied to one resident on a GPU.
   void set_offload_policy(OffloadPolicy policy, CpuTokenThreshold threshold = {});
+  // The same with the full per-unit decision (cpu and split thresholds, split fraction), asked
+  // once per unit. Auto needs `planner`; under Split it gives each unit's fraction (0.5 without
+  // one); Stream and Cpu ignore it.
+  void set_offload_planner(OffloadPolicy policy, UnitPlanner planner);
   OffloadPolicy offload_policy() const { return policy_; }
   // The threshold each unit got (in registration order), -1 for units not yet asked.
   std::vector<std::int64_t> cpu_thresholds() const;
+  // The plan each unit got (registration order); units not asked yet have the default plan.
+  std::vector<UnitPlan> unit_plans() const;
 
   // For a module that runs offloaded units itself instead of calling them (a mixture-of-experts
   // block computing the experts it selected with their stored weights, moe-execution.md): the
@@ -121,14 +130,21 @@ class PrefetchScheduler {
                              std::int64_t activation_bytes_per_token, bool cpu_capable);
   // Binds the stored weights where they are, for a forward on the cpu.
   void acquire_on_cpu(PrefetchHook& hook);
+  // The cpu rows [0, r) of offloaded tensor `index` of a unit in a split step (undefined for a
+  // tensor that is not split).
+  const Tensor& split_cpu_part(const PrefetchHook& hook, std::size_t index);
 
   Unit& unit_of(const PrefetchHook* hook);
-  void issue(Unit& unit);
+  void issue(Unit& unit, ExecutionPolicy as);
   void evict(Unit& unit);
   void prefetch_after(const Unit& unit);
   void log(const char* what, const Unit& unit);
   void record_order(Unit& unit);
   ExecutionPolicy decide(Unit& unit, std::int64_t tokens);
+  const UnitPlan& plan_of(Unit& unit);
+  // Per offloaded tensor of a split unit: its cpu rows (0: not split), from the unit's fraction.
+  const std::vector<std::int64_t>& split_rows(Unit& unit);
+  void bind_split_cpu_parts(Unit& unit);
   UnitProfile profile(const Unit& unit);
   // The stored value of one offloaded tensor, checked against the module and cast to its dtype.
   Tensor checked_source(PrefetchHook& hook, const nn::AlignDevicesHook::OffloadedTensor& t);
@@ -143,7 +159,7 @@ class PrefetchScheduler {
   std::vector<std::string> trace_;
   std::unique_ptr<detail::CopyEngine> engine_;  // null for a cpu execution device
   OffloadPolicy policy_ = OffloadPolicy::Stream;
-  CpuTokenThreshold threshold_;
+  UnitPlanner planner_;
   std::int64_t step_tokens_ = 1;  // tokens of the step in progress (for prefetch decisions)
 };
 
@@ -159,6 +175,22 @@ class PrefetchHook final : public nn::AlignDevicesHook {
   std::string describe() const override;
 
   void init_hook(nn::Module& module) override;
+  // The linear layers of this unit that a split step divides (nn::Linear modules, the unit itself
+  // included, without a hook of their own, whose weight (and bias) are offloaded here and not
+  // tied); found at the first call, when the children get a SplitLinearHook.
+  struct SplitLinear {
+    nn::Module* module = nullptr;
+    int weight = -1;  // index into offloaded_tensors()
+    int bias = -1;    // ... or -1 without a bias
+    std::int64_t rows = 0;
+  };
+  const std::vector<SplitLinear>& split_linears();
+  // Called around a split linear's forward (by its SplitLinearHook, or this hook for the unit
+  // itself): the input goes to the cpu before, the cpu rows are computed after the execution
+  // device's rows and joined in front of them.
+  void split_begin(std::size_t linear, const nn::Args& args);
+  void split_end(std::size_t linear, nn::Value& output);
+  bool split_step() const { return split_step_; }
   void detach_hook(nn::Module& module) override;
   // Ask the scheduler for this step's policy; with ExecutionPolicy::Cpu the inputs go to the
   // cpu, the stored weights are bound where they are, and the output goes back to the execution
@@ -172,6 +204,8 @@ class PrefetchHook final : public nn::AlignDevicesHook {
 
  private:
   bool can_compute_on_cpu(nn::Module& module);
+  void detach_split_hooks();
+  void clear_split_step();
   void swap_resident_to_cpu(nn::Module& module);
   void restore_resident();
 
@@ -179,6 +213,13 @@ class PrefetchHook final : public nn::AlignDevicesHook {
   std::string class_name_;
   std::optional<bool> cpu_capable_;  // decided at the first forward
   bool cpu_step_ = false;            // the forward in progress runs on the cpu
+  bool split_step_ = false;          // ... splits its linear layers
+  nn::Module* module_ = nullptr;     // the hooked module (init_hook)
+  std::optional<std::vector<SplitLinear>> split_linears_;
+  // Per split step: the cpu copy of each split linear's input, and the inputs already copied
+  // (kept referenced so their memory cannot be reused for another tensor within the step).
+  std::vector<Tensor> split_pending_;
+  std::vector<std::pair<Tensor, Tensor>> split_copied_;
   std::optional<Device> return_device_;
   // Tensors of the unit that stay on the execution device (non-persistent buffers, tensors not
   // offloaded), with a cpu copy bound during cpu steps (made once: they never change).
