@@ -86,6 +86,38 @@ double measure_gemv(std::int64_t bytes, bool single) {
   return gbps(static_cast<double>(weight.nbytes()), seconds);
 }
 
+// The same over the shapes a decoder layer runs: eight [4096, 4096] bf16 weights (256 MiB, out of
+// the caches) as eight separate products, so each op's start and its tail are in the rate, as in
+// a 7B-class layer's q/k/v/o projections.
+double measure_gemv_layers(std::int64_t bytes) {
+  const std::int64_t k = 4096;
+  const std::int64_t count = std::max<std::int64_t>(bytes / (2 * k * k), 1);
+  std::vector<Tensor> weights;
+  for (std::int64_t i = 0; i < count; ++i)
+    weights.push_back(Tensor::full({k, k}, 0.01, DType::BFloat16));
+  const Tensor x = Tensor::full({1, k}, 1.0, DType::BFloat16);
+  const double seconds = best_seconds(3, [&] {
+    for (const Tensor& w : weights) (void)ops::linear(x, w);
+  });
+  return gbps(static_cast<double>(count * k * k * 2), seconds);
+}
+
+// The fixed cost of one small cpu op (argument checks, allocation, the thread pool's dispatch and
+// wake-up): a [1, 4096] x [16, 4096] product and a 4096-element add, timed back to back.
+double measure_cpu_op_us() {
+  const Tensor w = Tensor::full({16, 4096}, 0.01, DType::BFloat16);
+  const Tensor x = Tensor::full({1, 4096}, 1.0, DType::BFloat16);
+  const Tensor a = Tensor::full({4096}, 1.0, DType::Float32);
+  constexpr int kReps = 1000;
+  const double seconds = best_seconds(2, [&] {
+    for (int i = 0; i < kReps; ++i) {
+      (void)ops::linear(x, w);
+      (void)ops::add(a, a);
+    }
+  });
+  return seconds / (2.0 * kReps) * 1e6;
+}
+
 double measure_cpu_gemm() {
   const std::int64_t m = 64, k = 4096, n = 4096;
   const Tensor weight = Tensor::full({n, k}, 0.01, DType::BFloat16);
@@ -136,12 +168,20 @@ FileRates measure_file(const MeasureOptions& options) {
     void* map = ::mmap(nullptr, static_cast<std::size_t>(bytes), PROT_READ, MAP_SHARED, fd, 0);
     ::close(fd);
     STRATA_CHECK(map != MAP_FAILED, IoError, "calibrate: cannot map {}", path.string());
-    std::vector<char> dst(static_cast<std::size_t>(bytes));
+    // As the disk workers read (prefetch.h): half the cores, at most 8 threads, each copying its
+    // share chunk by chunk into two staging chunks of its own that it reuses.
+    const std::int64_t workers = std::clamp<std::int64_t>(num_threads() / 2, 1, 8);
+    const std::int64_t chunks = bytes / chunk;
+    std::vector<char> staging(static_cast<std::size_t>(workers * 2 * chunk));
     const char* src = static_cast<const char*>(map);
     const double seconds = best_seconds(2, [&] {
-      parallel_for(bytes / chunk, 1, [&](std::int64_t begin, std::int64_t end) {
-        std::memcpy(dst.data() + begin * chunk, src + begin * chunk,
-                    static_cast<std::size_t>((end - begin) * chunk));
+      parallel_for(workers, 1, [&](std::int64_t begin, std::int64_t end) {
+        for (std::int64_t w = begin; w < end; ++w) {
+          for (std::int64_t c = w, n = 0; c < chunks; c += workers, ++n) {
+            char* dst = staging.data() + (w * 2 + n % 2) * chunk;
+            std::memcpy(dst, src + c * chunk, static_cast<std::size_t>(chunk));
+          }
+        }
       });
     });
     ::munmap(map, static_cast<std::size_t>(bytes));
@@ -167,6 +207,41 @@ FileRates measure_file(const MeasureOptions& options) {
 }
 
 #if STRATA_WITH_CUDA
+// A split step reads host memory twice at once: the cpu's matrix-vector products and the copy
+// engine's DMA of the streamed rows. Each rate is measured while the other runs: the cpu's
+// products (all threads) under a queue of pinned copies, then the copies under products.
+void measure_split_rates(MachineConstants& c, const MeasureOptions& options, const Tensor& pinned,
+                         const Tensor& on_gpu, const cuda::Stream& stream) {
+  const std::int64_t k = 4096, rows = std::max<std::int64_t>(options.host_bytes / (2 * k), 64);
+  const Tensor weight = Tensor::full({rows, k}, 0.01, DType::BFloat16);
+  const Tensor x = Tensor::full({1, k}, 1.0, DType::BFloat16);
+  (void)ops::linear(x, weight);
+  double cpu_best = 0, copy_best = 0;
+  for (int rep = 0; rep < 2; ++rep) {
+    // Enough copies to outlast three products: the products run under copies throughout.
+    auto start = Clock::now();
+    for (int i = 0; i < 8; ++i) on_gpu.copy_(pinned, /*non_blocking=*/true);
+    int products = 0;
+    for (; products < 3; ++products) (void)ops::linear(x, weight);
+    const double cpu_s = std::chrono::duration<double>(Clock::now() - start).count();
+    const bool overlapped = !stream.query();
+    stream.synchronize();
+    if (overlapped) {
+      cpu_best = std::max(cpu_best, gbps(static_cast<double>(products) * weight.nbytes(), cpu_s));
+    }
+    // Two copies with products running until they are done.
+    start = Clock::now();
+    for (int i = 0; i < 2; ++i) on_gpu.copy_(pinned, /*non_blocking=*/true);
+    while (!stream.query()) (void)ops::linear(x, weight);
+    const double copy_s = std::chrono::duration<double>(Clock::now() - start).count();
+    copy_best = std::max(copy_best, gbps(2.0 * static_cast<double>(pinned.nbytes()), copy_s));
+  }
+  c.split_cpu_gemv_gbps = cpu_best;
+  c.split_h2d_gbps = copy_best;
+  report(options, "cpu matrix-vector under H2D copies", c.split_cpu_gemv_gbps, "GB/s");
+  report(options, "pinned H2D under cpu products", c.split_h2d_gbps, "GB/s");
+}
+
 void measure_gpu(MachineConstants& c, const MeasureOptions& options) {
   const int device = 0;
   const Device gpu = Device::cuda(device);
@@ -212,6 +287,18 @@ void measure_gpu(MachineConstants& c, const MeasureOptions& options) {
   });
   c.transfer_latency_us = round / (2.0 * reps) * 1e6;
   report(options, "small host <-> GPU copy", c.transfer_latency_us, "us");
+
+  // Back-to-back small GPU ops: what each kernel launch of a decode step costs.
+  const Tensor tiny = Tensor::full({4096}, 1.0, DType::Float32, gpu);
+  constexpr int kLaunches = 2000;
+  const double launches = best_seconds(2, [&] {
+    for (int i = 0; i < kLaunches; ++i) (void)ops::add(tiny, tiny);
+    stream.synchronize();
+  });
+  c.gpu_launch_us = launches / kLaunches * 1e6;
+  report(options, "GPU op launch", c.gpu_launch_us, "us");
+
+  measure_split_rates(c, options, pinned, on_gpu, stream);
 }
 #endif
 
@@ -229,6 +316,10 @@ MachineConstants measure_machine_constants(const MeasureOptions& options) {
   c.cpu_gemv_gbps.emplace_back(c.threads, measure_gemv(options.host_bytes, /*single=*/false));
   report(options, fmt::format("cpu bf16 matrix-vector, {} threads", c.threads),
          c.cpu_gemv_gbps.back().second, "GB/s");
+  c.cpu_gemv_layer_gbps = measure_gemv_layers(options.host_bytes);
+  report(options, "cpu bf16 matrix-vector, layer shapes", c.cpu_gemv_layer_gbps, "GB/s");
+  c.cpu_op_us = measure_cpu_op_us();
+  report(options, "cpu small op", c.cpu_op_us, "us");
   c.cpu_gemm_gflops = measure_cpu_gemm();
   report(options, "cpu bf16 product, 64 rows", c.cpu_gemm_gflops, "GFLOP/s");
   const FileRates file = measure_file(options);

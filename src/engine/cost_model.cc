@@ -40,19 +40,24 @@ std::string_view tier_name(Tier tier) {
 CostModel::CostModel(MachineConstants constants) : constants_(std::move(constants)) {}
 
 namespace {
-// Bytes a unit reads to compute a step where its weights are.
+// Bytes a unit reads to compute a step where its weights are: its weights (a lookup: the rows
+// of the step's tokens) and the KV cache its attention reads.
 double read_bytes(const UnitWork& unit, std::int64_t tokens) {
+  const double kv = static_cast<double>(unit.kv_read_bytes);
   if (unit.lookup) {
-    return static_cast<double>(unit.activation_bytes_per_token) * static_cast<double>(tokens);
+    return static_cast<double>(unit.activation_bytes_per_token) * static_cast<double>(tokens) + kv;
   }
-  return static_cast<double>(unit.bytes);
+  return static_cast<double>(unit.bytes) + kv;
 }
+
+double micros(double us, std::int64_t count) { return us * 1e-6 * static_cast<double>(count); }
 }  // namespace
 
 double CostModel::gpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
   const double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
   return std::max(seconds_for(read_bytes(unit, tokens), constants_.gpu_hbm_gbps),
-                  flop_seconds(flops, constants_.gpu_gemm_gflops));
+                  flop_seconds(flops, constants_.gpu_gemm_gflops)) +
+         micros(constants_.gpu_launch_us, unit.ops);
 }
 
 double CostModel::stream_seconds(const UnitWork& unit, std::int64_t tokens) const {
@@ -70,7 +75,8 @@ double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens,
                               bool activations_cross_pcie) const {
   const double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
   double seconds = std::max(seconds_for(read_bytes(unit, tokens), cpu_rate(unit)),
-                            flop_seconds(flops, constants_.cpu_gemm_gflops));
+                            flop_seconds(flops, constants_.cpu_gemm_gflops)) +
+                   micros(constants_.cpu_op_us, unit.ops);
   if (activations_cross_pcie) {
     const double activations =
         static_cast<double>(unit.activation_bytes_per_token) * static_cast<double>(tokens);
@@ -89,16 +95,24 @@ double CostModel::stream_rate(const UnitWork& unit) const {
   return rate;
 }
 
-double CostModel::cpu_rate(const UnitWork& unit) const {
-  double rate = constants_.cpu_gemv_rate(constants_.threads);
+double CostModel::cpu_rate(const UnitWork& unit, bool under_copies) const {
+  double rate = constants_.cpu_gemv_layer_gbps > 0 ? constants_.cpu_gemv_layer_gbps
+                                                   : constants_.cpu_gemv_rate(constants_.threads);
+  if (under_copies && constants_.split_cpu_gemv_gbps > 0) rate = constants_.split_cpu_gemv_gbps;
   if (unit.tier == Tier::Disk && !unit.disk_cached)
     rate = std::min(rate, constants_.disk_read_gbps);
   return rate;
 }
 
+double CostModel::split_copy_rate(const UnitWork& unit) const {
+  double rate = stream_rate(unit);
+  if (constants_.split_h2d_gbps > 0) rate = std::min(rate, constants_.split_h2d_gbps);
+  return rate;
+}
+
 double CostModel::split_fraction(const UnitWork& unit) const {
   if (!constants_.has_gpu()) return 0.0;
-  const double cpu = cpu_rate(unit), copy = stream_rate(unit);
+  const double cpu = cpu_rate(unit, true), copy = split_copy_rate(unit);
   return cpu + copy > 0 ? cpu / (cpu + copy) : 0.0;
 }
 
@@ -109,15 +123,19 @@ double CostModel::split_seconds(const UnitWork& unit, std::int64_t tokens, doubl
   }
   const double bytes = static_cast<double>(unit.bytes);
   const double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
-  const double on_cpu = std::max(seconds_for(fraction * bytes, cpu_rate(unit)),
-                                 flop_seconds(fraction * flops, constants_.cpu_gemm_gflops));
-  const double copied = seconds_for((1.0 - fraction) * bytes, stream_rate(unit));
   const double activations =
       static_cast<double>(unit.activation_bytes_per_token) * static_cast<double>(tokens);
   const double round_trips =
       static_cast<double>(unit.split_linears) * 2.0 *
       (seconds_for(activations, constants_.h2d_gbps) + constants_.transfer_latency_us * 1e-6);
-  return std::max({on_cpu, copied, gpu_seconds(unit, tokens)}) + round_trips;
+  // One host thread runs, in order, the transfers, the GPU launches and the cpu's rows; the copy
+  // engine streams the device's rows meanwhile, and the GPU computes them.
+  const double host = std::max(seconds_for(fraction * bytes, cpu_rate(unit, true)),
+                               flop_seconds(fraction * flops, constants_.cpu_gemm_gflops)) +
+                      round_trips + micros(constants_.cpu_op_us, unit.split_linears) +
+                      micros(constants_.gpu_launch_us, unit.ops);
+  const double copied = seconds_for((1.0 - fraction) * bytes, split_copy_rate(unit));
+  return std::max({host, copied, gpu_seconds(unit, tokens)});
 }
 
 placement::ExecutionPolicy CostModel::best_policy(const UnitWork& unit, std::int64_t tokens) const {
@@ -172,6 +190,8 @@ std::int64_t CostModel::split_token_threshold(const UnitWork& unit) const {
   return lo;
 }
 
+std::int64_t ops_of_modules(std::int64_t modules) { return (3 * modules + 1) / 2; }
+
 UnitWork unit_work_of(const placement::UnitProfile& profile) {
   UnitWork work;
   work.bytes = profile.bytes;
@@ -180,6 +200,7 @@ UnitWork unit_work_of(const placement::UnitProfile& profile) {
   work.activation_bytes_per_token = profile.activation_bytes_per_token;
   work.tier = profile.file_bytes * 2 > profile.bytes ? Tier::Disk : Tier::Cpu;
   work.split_linears = profile.split_linears;
+  work.ops = ops_of_modules(profile.modules);
   return work;
 }
 
@@ -226,6 +247,9 @@ PlanPrediction predict_plan(const CostModel& model, const std::vector<PlannedUni
   std::int64_t gpu_bytes = 0, cpu_bytes = 0;
   for (const PlannedUnit& unit : units) {
     const UnitWork& w = unit.work;
+    // A decode step also reads the KV cache of its context (the prompt) where the layer computes.
+    UnitWork d = w;
+    d.kv_read_bytes = w.kv_bytes_per_context_token * options.decode_context * options.batch;
     UnitPrediction row{unit.name, w.tier, w.bytes, "gpu", "gpu", 0};
     if (w.tier == Tier::Gpu) gpu_bytes += w.bytes;
     if (w.tier == Tier::Cpu) cpu_bytes += w.bytes;
@@ -237,6 +261,7 @@ PlanPrediction predict_plan(const CostModel& model, const std::vector<PlannedUni
       for (auto* best : {&out.prefill_seconds_best, &out.prefill_seconds_stream}) {
         *best += model.cpu_seconds(on_cpu, prefill, false);
       }
+      on_cpu.kv_read_bytes = d.kv_read_bytes;
       for (auto* best : {&out.decode_seconds_best, &out.decode_seconds_stream,
                          &out.decode_seconds_cpu, &out.decode_seconds_split}) {
         *best += model.cpu_seconds(on_cpu, decode, false);
@@ -244,22 +269,22 @@ PlanPrediction predict_plan(const CostModel& model, const std::vector<PlannedUni
     } else if (w.tier == Tier::Gpu) {
       out.prefill_seconds_best += model.gpu_seconds(w, prefill);
       out.prefill_seconds_stream += model.gpu_seconds(w, prefill);
-      out.decode_seconds_best += model.gpu_seconds(w, decode);
-      out.decode_seconds_stream += model.gpu_seconds(w, decode);
-      out.decode_seconds_cpu += model.gpu_seconds(w, decode);
-      out.decode_seconds_split += model.gpu_seconds(w, decode);
+      for (auto* sum : {&out.decode_seconds_best, &out.decode_seconds_stream,
+                        &out.decode_seconds_cpu, &out.decode_seconds_split}) {
+        *sum += model.gpu_seconds(d, decode);
+      }
     } else {
       row.cpu_max_tokens = model.cpu_token_threshold(w);
       row.split_max_tokens = model.split_token_threshold(w);
       row.prefill = std::string(placement::execution_policy_name(model.best_policy(w, prefill)));
-      row.decode = std::string(placement::execution_policy_name(model.best_policy(w, decode)));
+      row.decode = std::string(placement::execution_policy_name(model.best_policy(d, decode)));
       out.prefill_seconds_best += model.best_seconds(w, prefill);
       out.prefill_seconds_stream += model.stream_seconds(w, prefill);
-      out.decode_seconds_best += model.best_seconds(w, decode);
-      out.decode_seconds_stream += model.stream_seconds(w, decode);
-      out.decode_seconds_cpu += model.cpu_seconds(w, decode);
-      const double split = model.split_seconds(w, decode, model.split_fraction(w));
-      out.decode_seconds_split += std::isfinite(split) ? split : model.stream_seconds(w, decode);
+      out.decode_seconds_best += model.best_seconds(d, decode);
+      out.decode_seconds_stream += model.stream_seconds(d, decode);
+      out.decode_seconds_cpu += model.cpu_seconds(d, decode);
+      const double split = model.split_seconds(d, decode, model.split_fraction(d));
+      out.decode_seconds_split += std::isfinite(split) ? split : model.stream_seconds(d, decode);
     }
     out.units.push_back(std::move(row));
   }

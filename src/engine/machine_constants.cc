@@ -37,6 +37,14 @@ constexpr RateField kRates[] = {
     {"page_cache_read_gbps", &MachineConstants::page_cache_read_gbps},
     {"transfer_latency_us", &MachineConstants::transfer_latency_us},
 };
+// Rates added later: a file without them is still valid (they read as 0, "not measured").
+constexpr RateField kOptionalRates[] = {
+    {"cpu_gemv_layer_gbps", &MachineConstants::cpu_gemv_layer_gbps},
+    {"cpu_op_us", &MachineConstants::cpu_op_us},
+    {"gpu_launch_us", &MachineConstants::gpu_launch_us},
+    {"split_cpu_gemv_gbps", &MachineConstants::split_cpu_gemv_gbps},
+    {"split_h2d_gbps", &MachineConstants::split_h2d_gbps},
+};
 
 std::string cpu_model_name() {
   std::ifstream in("/proc/cpuinfo");
@@ -72,6 +80,7 @@ nlohmann::json to_json(const MachineConstants& c) {
   json["fingerprint"] = c.fingerprint;
   json["threads"] = c.threads;
   for (const RateField& f : kRates) json[f.key] = c.*f.member;
+  for (const RateField& f : kOptionalRates) json[f.key] = c.*f.member;
   nlohmann::ordered_json gemv = nlohmann::ordered_json::object();
   for (const auto& [threads, rate] : c.cpu_gemv_gbps) gemv[std::to_string(threads)] = rate;
   json["cpu_gemv_gbps"] = gemv;
@@ -94,6 +103,9 @@ MachineConstants machine_constants_from_json(const nlohmann::json& json, const s
     return it->get<double>();
   };
   for (const RateField& f : kRates) c.*f.member = number(f.key);
+  for (const RateField& f : kOptionalRates) {
+    if (json.contains(f.key)) c.*f.member = number(f.key);
+  }
   c.threads = static_cast<int>(number("threads"));
   const auto fp = json.find("fingerprint");
   STRATA_CHECK_ARG(fp != json.end() && fp->is_string(), "{}: 'fingerprint' must be a string", what);

@@ -254,6 +254,10 @@ void PrefetchHook::init_hook(nn::Module& module) {
   scheduler_->add(this);
 }
 
+std::int64_t PrefetchHook::module_count() const {
+  return module_ == nullptr ? 0 : static_cast<std::int64_t>(module_->named_modules().size());
+}
+
 void PrefetchHook::detach_hook(nn::Module& module) {
   detach_split_hooks();
   restore_resident();

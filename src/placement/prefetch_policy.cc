@@ -101,6 +101,7 @@ std::vector<UnitPlan> PrefetchScheduler::unit_plans() const {
 UnitProfile PrefetchScheduler::profile(const Unit& unit) {
   UnitProfile out;
   out.module_class = unit.hook->module_class();
+  out.modules = unit.hook->module_count();
   out.activation_bytes_per_token = unit.activation_bytes_per_token;
   std::int64_t largest = -1;
   for (const OffloadedTensor& t : unit.hook->offloaded_tensors()) {
@@ -234,6 +235,42 @@ void PrefetchScheduler::acquire_on_cpu(PrefetchHook& hook) {
   if (order_complete_ && unit.position >= 0) prefetch_after(unit);
 }
 
+namespace {
+
+constexpr std::size_t kCpuInputsKept = 8;  // a step's keyword tensors: cos, sin, masks, ids
+
+}  // namespace
+
+void PrefetchScheduler::inputs_to_cpu(nn::Args& args, std::span<const std::string> skip_keys) {
+  for (nn::Value& value : args.positional)
+    value = nn::send_to_device(std::move(value), Device::cpu());
+  const auto cached = [&](const auto& self, nn::Value& value) -> void {
+    if (value.is_tensor()) {
+      Tensor& t = value.tensor();
+      if (!t.defined() || t.is_cpu()) return;
+      for (const auto& [source, copy] : cpu_inputs_) {
+        if (same_view(source, t)) {
+          t = copy;
+          ++stats_.cpu_inputs_reused;
+          return;
+        }
+      }
+      Tensor copy = t.to(Device::cpu());
+      if (cpu_inputs_.size() == kCpuInputsKept) cpu_inputs_.erase(cpu_inputs_.begin());
+      cpu_inputs_.emplace_back(t, copy);
+      t = std::move(copy);
+    } else if (value.kind() == nn::Value::Kind::List) {
+      for (nn::Value& item : value.list()) self(self, item);
+    } else {
+      value = nn::send_to_device(std::move(value), Device::cpu(), skip_keys);
+    }
+  };
+  for (auto& [key, value] : args.keywords) {
+    if (std::find(skip_keys.begin(), skip_keys.end(), key) == skip_keys.end())
+      cached(cached, value);
+  }
+}
+
 // ---- hook side -------------------------------------------------------------------------------
 
 namespace {
@@ -354,7 +391,7 @@ void PrefetchHook::pre_forward(nn::Module& module, nn::Args& args) {
     throw;
   }
   cpu_step_ = true;
-  nn::send_to_device(args, Device::cpu(), options().skip_keys);
+  scheduler_->inputs_to_cpu(args, options().skip_keys);
 }
 
 void PrefetchHook::post_forward(nn::Module& module, nn::Value& output) {

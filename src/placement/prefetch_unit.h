@@ -9,6 +9,13 @@
 
 namespace strata::placement {
 
+// Whether two tensors are the same view of the same memory (a copy made of one serves the other).
+inline bool same_view(const Tensor& a, const Tensor& b) {
+  return a.defined() && b.defined() && a.storage().defined() && b.storage().defined() &&
+         a.data_ptr() == b.data_ptr() && a.shape() == b.shape() && a.strides() == b.strides() &&
+         a.dtype() == b.dtype() && a.device() == b.device();
+}
+
 struct PrefetchScheduler::Unit {
   PrefetchHook* hook = nullptr;
   int position = -1;  // in the recorded order

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "prefetch_unit.h"
 #include "strata/core/error.h"
 #include "strata/nn/layers.h"
 #include "strata/ops.h"
@@ -54,12 +55,6 @@ const Tensor& first_tensor(const nn::Args& args) {
     if (v.is_tensor()) return v.tensor();
   }
   STRATA_THROW(InternalError, "split linear: the forward has no tensor input");
-}
-
-bool same_tensor(const Tensor& a, const Tensor& b) {
-  return a.storage().defined() && b.storage().defined() && a.data_ptr() == b.data_ptr() &&
-         a.shape() == b.shape() && a.strides() == b.strides() && a.dtype() == b.dtype() &&
-         a.device() == b.device();
 }
 
 }  // namespace
@@ -117,7 +112,7 @@ void PrefetchHook::split_begin(std::size_t linear, const nn::Args& args) {
   const Tensor& x = first_tensor(args);
   Tensor on_cpu;
   for (const auto& [device_input, copy] : split_copied_) {
-    if (same_tensor(device_input, x)) on_cpu = copy;
+    if (same_view(device_input, x)) on_cpu = copy;
   }
   if (!on_cpu.defined()) {
     on_cpu = x.to(Device::cpu());

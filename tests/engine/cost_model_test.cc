@@ -116,6 +116,9 @@ TEST(CostModel, ProfilesBecomeUnitWork) {
   EXPECT_EQ(w.flops_per_token, 2 * 500);
   EXPECT_EQ(w.tier, Tier::Disk);
   EXPECT_EQ(w.activation_bytes_per_token, 64);
+  EXPECT_EQ(w.ops, 0);
+  profile.modules = 13;
+  EXPECT_EQ(unit_work_of(profile).ops, ops_of_modules(13));
   profile.file_bytes = 0;
   EXPECT_EQ(unit_work_of(profile).tier, Tier::Cpu);
   const placement::CpuTokenThreshold threshold = cost_model_threshold(CostModel(machine()));
@@ -198,8 +201,9 @@ TEST(CostModelSplit, SplitTimeIsTheFormula) {
   // Balanced rates: cpu 100 GB/s, h2d 50 -> fraction 2/3.
   EXPECT_DOUBLE_EQ(model.split_fraction(w), 100.0 / 150.0);
   const double trips = 7 * 2 * (8192.0 / 50e9 + 10e-6);
-  // fraction 0.5: the copy of 200 MB at 50 GB/s (4 ms) is slower than the cpu's 200 MB at 100.
-  EXPECT_DOUBLE_EQ(model.split_seconds(w, 1, 0.5), 200e6 / 50e9 + trips);
+  // fraction 0.5: the copy of 200 MB at 50 GB/s (4 ms) is slower than the cpu's 200 MB at 100
+  // plus the transfers the host thread runs (2 ms + 0.37 ms).
+  EXPECT_DOUBLE_EQ(model.split_seconds(w, 1, 0.5), 200e6 / 50e9);
   // fraction 0.8: the cpu's 320 MB at 100 GB/s (3.2 ms) beats the copy's 80 MB (1.6 ms).
   EXPECT_DOUBLE_EQ(model.split_seconds(w, 1, 0.8), 0.8 * 400e6 / 100e9 + trips);
   // At 4096 tokens the GPU's compute (400 M x 4096 FLOPs at 500 TFLOP/s) and the cpu's share of
@@ -255,6 +259,71 @@ TEST(CostModelSplit, ThePlannerCarriesBothThresholdsAndTheFraction) {
   EXPECT_EQ(plan.cpu_max_tokens, model.cpu_token_threshold(work));
   EXPECT_EQ(plan.split_max_tokens, model.split_token_threshold(work));
   EXPECT_DOUBLE_EQ(plan.split_fraction, 100.0 / 150.0);
+}
+
+// The overhead terms (cost_model.h): per-op costs, the matrix-vector rate over layer shapes, the
+// concurrent rates of a split step and the KV cache a decode step reads.
+MachineConstants with_overheads() {
+  MachineConstants c = machine();
+  c.cpu_gemv_layer_gbps = 80;
+  c.cpu_op_us = 20;
+  c.gpu_launch_us = 5;
+  c.split_cpu_gemv_gbps = 70;
+  c.split_h2d_gbps = 40;
+  return c;
+}
+
+TEST(CostModelOverheads, OpsCostALaunchOnTheGpuAndADispatchOnTheCpu) {
+  EXPECT_EQ(ops_of_modules(13), 20);  // a Llama decoder layer
+  EXPECT_EQ(ops_of_modules(1), 2);
+  EXPECT_EQ(ops_of_modules(0), 0);
+  const CostModel model(with_overheads());
+  UnitWork w = layer(Tier::Cpu);
+  w.ops = 20;
+  EXPECT_DOUBLE_EQ(model.gpu_seconds(w, 1), 400e6 / 3000e9 + 20 * 5e-6);
+  EXPECT_DOUBLE_EQ(model.stream_seconds(w, 1), 400e6 / 50e9);  // the copy hides the launches
+  // The cpu reads at the layer-shape rate (80, not the 100 of one large product).
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(w, 1), 400e6 / 80e9 + 20 * 20e-6 + io(1));
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(w, 1, false), 400e6 / 80e9 + 20 * 20e-6);
+  // A cold disk unit still reads at the disk's rate.
+  UnitWork cold = layer(Tier::Disk);
+  cold.disk_cached = false;
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(cold, 1, false), 400e6 / 2e9);
+}
+
+TEST(CostModelOverheads, SplitUsesTheRatesMeasuredUnderEachOther) {
+  const CostModel model(with_overheads());
+  UnitWork w = layer(Tier::Cpu);
+  w.ops = 20;
+  w.split_linears = 7;
+  const double f = 70.0 / (70.0 + 40.0);
+  EXPECT_DOUBLE_EQ(model.split_fraction(w), f);
+  const double trips = 7 * 2 * (8192.0 / 50e9 + 10e-6);
+  const double host = f * 400e6 / 70e9 + trips + 7 * 20e-6 + 20 * 5e-6;
+  const double copy = (1 - f) * 400e6 / 40e9;
+  EXPECT_DOUBLE_EQ(model.split_seconds(w, 1, f), std::max(host, copy));
+  // The disk tier's copies are bounded by the page cache (20 GB/s) below the 40 measured.
+  UnitWork disk = w;
+  disk.tier = Tier::Disk;
+  EXPECT_DOUBLE_EQ(model.split_fraction(disk), 70.0 / 90.0);
+}
+
+TEST(CostModelOverheads, TheKvCacheIsReadWhereTheLayerComputes) {
+  const CostModel model(machine());
+  UnitWork w = layer(Tier::Cpu);
+  w.kv_read_bytes = 8'000'000;
+  EXPECT_DOUBLE_EQ(model.gpu_seconds(w, 1), 408e6 / 3000e9);
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(w, 1, false), 408e6 / 100e9);
+  EXPECT_DOUBLE_EQ(model.stream_seconds(w, 1), 400e6 / 50e9);  // the cache is not copied
+  // predict_plan: kv bytes per context token x decode context x batch, at decode only.
+  UnitWork resident = layer(Tier::Gpu);
+  resident.kv_bytes_per_context_token = 16384;
+  PredictOptions options;
+  options.decode_context = 500;
+  options.batch = 2;
+  const PlanPrediction p = predict_plan(model, {{"layer", resident}}, options);
+  EXPECT_DOUBLE_EQ(p.decode_seconds_best, (400e6 + 16384.0 * 500 * 2) / 3000e9);
+  EXPECT_DOUBLE_EQ(p.prefill_seconds_best, model.gpu_seconds(resident, 1024));
 }
 
 }  // namespace

@@ -54,6 +54,39 @@ TEST(MachineConstants, JsonRoundTrip) {
   EXPECT_FALSE(MachineConstants{}.has_gpu());
 }
 
+TEST(MachineConstants, TheLaterRatesRoundTripAndMayBeAbsent) {
+  MachineConstants c = sample();
+  c.cpu_gemv_layer_gbps = 91;
+  c.cpu_op_us = 12.5;
+  c.gpu_launch_us = 4.5;
+  c.split_cpu_gemv_gbps = 80;
+  c.split_h2d_gbps = 45;
+  nlohmann::json json = to_json(c);
+  const MachineConstants back = machine_constants_from_json(json, "test");
+  EXPECT_EQ(back.cpu_gemv_layer_gbps, 91);
+  EXPECT_EQ(back.cpu_op_us, 12.5);
+  EXPECT_EQ(back.gpu_launch_us, 4.5);
+  EXPECT_EQ(back.split_cpu_gemv_gbps, 80);
+  EXPECT_EQ(back.split_h2d_gbps, 45);
+  // A file written before them is still valid: they read as "not measured".
+  for (const char* key : {"cpu_gemv_layer_gbps", "cpu_op_us", "gpu_launch_us",
+                          "split_cpu_gemv_gbps", "split_h2d_gbps"}) {
+    json.erase(key);
+  }
+  const MachineConstants old = machine_constants_from_json(json, "old.json");
+  EXPECT_EQ(old.cpu_gemv_layer_gbps, 0);
+  EXPECT_EQ(old.split_h2d_gbps, 0);
+  EXPECT_EQ(old.h2d_gbps, 52.5);
+  // Present, they must be numbers.
+  json["cpu_op_us"] = "fast";
+  try {
+    machine_constants_from_json(json, "constants.json");
+    FAIL() << "no error";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("cpu_op_us"), std::string::npos) << e.what();
+  }
+}
+
 TEST(MachineConstants, BadJsonNamesTheField) {
   nlohmann::json json = to_json(sample());
   json.erase("h2d_gbps");
@@ -210,6 +243,8 @@ TEST(MachineConstants, AShortMeasurementMeasuresEveryCpuConstant) {
   EXPECT_EQ(c.cpu_gemv_gbps.back().first, c.threads);
   EXPECT_GT(c.cpu_gemv_rate(c.threads), 0);
   EXPECT_GT(c.cpu_gemm_gflops, 0);
+  EXPECT_GT(c.cpu_gemv_layer_gbps, 0);
+  EXPECT_GT(c.cpu_op_us, 0);
   EXPECT_GT(c.page_cache_read_gbps, 0);
   EXPECT_GT(c.disk_read_gbps, 0);
   EXPECT_TRUE(std::filesystem::is_empty(tmp.path())) << "the scratch file was left behind";

@@ -163,6 +163,8 @@ TEST(OffloadPolicy, AutoFollowsTheTokensOfTheStepThroughTheThreshold) {
   EXPECT_EQ(asked[0].file_bytes, 0);
   EXPECT_EQ(asked[0].dtype, DType::Float32);
   EXPECT_EQ(asked[0].activation_bytes_per_token, 8 * 4);
+  EXPECT_EQ(asked[0].modules, 1);
+  EXPECT_EQ(asked[0].split_linears, 1);  // the unit is a linear layer
   EXPECT_EQ(scheduler->cpu_thresholds(), (std::vector<std::int64_t>{4, 4}));
 }
 
@@ -256,6 +258,7 @@ TEST(SplitPolicy, LinearsInsideAUnitSplitAndShareTheirInputCopy) {
   auto scheduler = offloaded_as_one_unit(model);
   scheduler->set_offload_planner(OffloadPolicy::Split, [](const UnitProfile& profile) {
     EXPECT_EQ(profile.split_linears, 3);
+    EXPECT_EQ(profile.modules, 4);
     EXPECT_EQ(profile.split_bytes, (8 * 8 + 8 + 6 * 8 + 5 * 6 + 5) * 4);
     return UnitPlan{.split_fraction = 0.25};
   });

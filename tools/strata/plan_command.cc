@@ -108,6 +108,8 @@ Planned plan_model(const PlanArgs& args) {
   if (args.max_memory) max_memory = parse_max_memory(*args.max_memory);
   STRATA_CHECK_ARG(args.prefill_tokens >= 1, "--prefill-tokens {}: must be at least 1",
                    args.prefill_tokens);
+  STRATA_CHECK_ARG(args.decode_context >= 0, "--decode-context {}: must not be negative",
+                   args.decode_context);
   STRATA_CHECK_ARG(args.tensor_parallel >= 1, "--tensor-parallel {}: it must be at least 1",
                    args.tensor_parallel);
   // Rank 0 holds the largest shards (an uneven vocabulary gives the first ranks one more row).
@@ -176,6 +178,10 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& args) {
   cmd->add_option("--prefill-tokens", args.prefill_tokens,
                   "prompt length the prefill prediction is for")
       ->capture_default_str();
+  cmd->add_option("--decode-context", args.decode_context,
+                  "tokens already in the cache at the decode step predicted (their KV is read); "
+                  "0: right after a short prompt, as strata bench's tg test measures")
+      ->capture_default_str();
   cmd->add_option("--machine", args.machine,
                   "machine constants file (strata calibrate --json) to predict for (default: "
                   "this machine's, measured on first use)");
@@ -208,6 +214,7 @@ namespace {
 PredictionInput prediction_input(const PlanArgs& args, const Planned& planned) {
   PredictionInput input;
   input.prefill_tokens = args.prefill_tokens;
+  input.decode_context = args.decode_context;
   input.batch = planned.need ? planned.need->sequences : 1;
   input.machine_file = args.machine;
   return input;

@@ -29,6 +29,7 @@ struct PlanArgs {
   // Predictions (plan_prediction.h): tokens of the prompt, machine constants file (unset: this
   // machine's, cached), or none at all.
   std::int64_t prefill_tokens = 512;
+  std::int64_t decode_context = 0;  // tokens in the cache at the decode step predicted
   std::optional<std::string> machine;
   bool predict = true;
   bool json = false;  // print the plan as JSON (schema "strata-plan/1")

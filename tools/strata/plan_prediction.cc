@@ -59,6 +59,9 @@ PlanForecast forecast_plan(const EmptyModel& empty, const placement::DeviceMap& 
   const placement::ModuleSizes sizes = placement::compute_module_sizes(model, {empty.dtype, {}});
   const auto element = static_cast<std::int64_t>(dtype_size(empty.dtype));
   const std::string embedding = name_of(model, &model.input_embeddings());
+  const auto kv_per_layer = static_cast<std::int64_t>(
+      empty.config.kv_cache_bytes_per_token(empty.dtype) /
+      static_cast<std::uint64_t>(std::max<std::int64_t>(empty.config.num_layers, 1)));
   std::vector<engine::PlannedUnit> units;
   std::int64_t host_bytes = 0, total = 0;
   bool gpu_main = false;
@@ -70,11 +73,18 @@ PlanForecast forecast_plan(const EmptyModel& empty, const placement::DeviceMap& 
     work.activation_bytes_per_token = empty.config.hidden_size * element;
     work.lookup = name == embedding;
     if (work.lookup) work.flops_per_token = 0;
-    if (work.tier != engine::Tier::Gpu && !work.lookup) {  // what a split step would divide
-      for (const auto& [child_name, child] : model.get_submodule(name).named_modules()) {
-        if (dynamic_cast<const nn::Linear*>(child) != nullptr) ++work.split_linears;
+    // Per module of the unit: its ops, the linears a split step would divide (offloaded units)
+    // and the KV cache an attention module reads per token of context.
+    std::int64_t modules = 0;
+    for (const auto& [child_name, child] : model.get_submodule(name).named_modules()) {
+      ++modules;
+      const bool offloaded = work.tier != engine::Tier::Gpu && !work.lookup;
+      if (offloaded && dynamic_cast<const nn::Linear*>(child) != nullptr) ++work.split_linears;
+      if (child->class_name().find("Attention") != std::string::npos) {
+        work.kv_bytes_per_context_token += kv_per_layer;
       }
     }
+    work.ops = engine::ops_of_modules(modules);
     if (work.tier != engine::Tier::Gpu) host_bytes += work.bytes;
     gpu_main = gpu_main || work.tier == engine::Tier::Gpu;
     total += work.bytes;
@@ -87,6 +97,7 @@ PlanForecast forecast_plan(const EmptyModel& empty, const placement::DeviceMap& 
   engine::PredictOptions options;
   options.prefill_tokens = input.prefill_tokens;
   options.batch = input.batch;
+  options.decode_context = input.decode_context;
   options.checkpoint_bytes = checkpoint_file_bytes(model_dir, total);
   options.checkpoint_cached = options.checkpoint_bytes <= available;
   options.gpu_main = gpu_main;

@@ -18,6 +18,7 @@ namespace strata::cli {
 struct PredictionInput {
   std::int64_t prefill_tokens = 512;
   std::int64_t batch = 1;
+  std::int64_t decode_context = 0;  // tokens in the cache at the decode step
   // Machine constants from this file; unset: this machine's (cached, measured when absent).
   std::optional<std::string> machine_file;
 };

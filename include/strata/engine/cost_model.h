@@ -31,7 +31,21 @@ struct UnitWork {
   // Linear layers a split step divides (0: the unit cannot split). Each costs two small
   // host <-> GPU transfers per split step (its input down, its cpu rows back).
   std::int64_t split_linears = 0;
+  // Ops (kernel launches on a GPU, op dispatches on the cpu) a step runs through the unit; each
+  // costs gpu_launch_us or cpu_op_us. ops_of_modules estimates it from the unit's module count.
+  std::int64_t ops = 0;
+  // KV cache bytes per token of context (a decoder layer: 2 x kv heads x head dim x element) and
+  // the bytes of KV the step reads (predict_plan: that x decode context x batch), read where the
+  // unit computes, at the rate of its weights.
+  std::int64_t kv_bytes_per_context_token = 0;
+  std::int64_t kv_read_bytes = 0;
 };
+
+// Ops a step runs through a unit of `modules` modules (its tree, itself included): 3/2 per module,
+// rounded up (a Llama decoder layer: 13 modules, about 20 ops at decode: two norms, seven
+// products, two rotary embeddings, two cache writes, attention, the activation, a product and two
+// residual adds).
+std::int64_t ops_of_modules(std::int64_t modules);
 
 // Largest token count cpu_token_threshold reports: "always on the cpu".
 inline constexpr std::int64_t kAlwaysCpu = std::int64_t{1} << 40;
@@ -41,16 +55,19 @@ class CostModel {
   explicit CostModel(MachineConstants constants);
   const MachineConstants& constants() const { return constants_; }
 
-  // Seconds for a step of `tokens` tokens through the unit (GB/s and FLOP/s from constants):
-  //   on the GPU, weights resident:  max(bytes / hbm, flops * tokens / gpu_flops)
+  // Seconds for a step of `tokens` tokens through the unit (GB/s and FLOP/s from constants;
+  // `read` is bytes + kv_read_bytes):
+  //   on the GPU, weights resident:  max(read / hbm, flops * tokens / gpu_flops)
+  //                                  + ops x gpu_launch_us
   //     (a lookup reads tokens x activation bytes instead of bytes, on the GPU and the cpu)
   //   streamed to the GPU:           max(bytes / stream_rate(tier), that GPU time)
   //     stream_rate: Cpu: h2d; Disk: min(h2d, page-cache read) (cached) or min(h2d, disk read)
-  //   on the cpu:                    max(bytes / cpu_rate(tier), flops * tokens / cpu_flops)
-  //                                  + activation_io(tokens)
-  //     cpu_rate: the bf16 matrix-vector rate at the pool's threads (Cpu, cached Disk),
-  //               min(that, disk read) for a Disk unit out of the page cache; a Gpu unit on a
-  //               machine without GPU reads at the Cpu rate
+  //   on the cpu:                    max(read / cpu_rate(tier), flops * tokens / cpu_flops)
+  //                                  + ops x cpu_op_us + activation_io(tokens)
+  //     cpu_rate: the bf16 matrix-vector rate over layer shapes (cpu_gemv_layer_gbps; without
+  //               it the rate at the pool's threads) for Cpu and cached Disk, min(that, disk
+  //               read) for a Disk unit out of the page cache; a Gpu unit on a machine without
+  //               GPU reads at the Cpu rate
   //     activation_io: with a GPU, 2 x (tokens x activation bytes / h2d + transfer latency);
   //               0 without a GPU (everything is on the cpu already)
   double gpu_seconds(const UnitWork& unit, std::int64_t tokens) const;
@@ -59,13 +76,19 @@ class CostModel {
   // The same with the activation transfer counted or not (a model planned on the cpu alone).
   double cpu_seconds(const UnitWork& unit, std::int64_t tokens, bool activations_cross_pcie) const;
   // Split (a unit with split_linears > 0, on a machine with a GPU): the cpu reads `fraction` of
-  // the weights where they are while the rest streams to the GPU, at once:
-  //   max(fraction x cpu time of the weights, (1 - fraction) x copy time, GPU compute time)
-  //   + split_linears x 2 x (tokens x activation bytes / h2d + transfer latency)
+  // the weights where they are while the rest streams to the GPU, at once. One host thread runs
+  // the transfers, the launches and the cpu's rows in turn; the copy engine and the GPU work
+  // beside it:
+  //   max(host, (1 - fraction) x bytes / split copy rate, GPU time)
+  //   host = max(fraction x bytes / split cpu rate, fraction x flops x tokens / cpu_flops)
+  //          + split_linears x (2 x (tokens x activation bytes / h2d + latency) + cpu_op_us)
+  //          + ops x gpu_launch_us
+  //   split cpu rate: split_cpu_gemv_gbps (measured under copies) when known, else cpu_rate;
+  //   split copy rate: min(stream_rate, split_h2d_gbps (measured under products) when known).
   // Infinite when the unit cannot split or there is no GPU.
   double split_seconds(const UnitWork& unit, std::int64_t tokens, double fraction) const;
-  // The fraction that balances the cpu's read time with the copy's: cpu_rate / (cpu_rate +
-  // stream_rate), each the unit's tier rate (0 when there is no GPU).
+  // The fraction that balances the cpu's read time with the copy's: split cpu rate / (split cpu
+  // rate + split copy rate) (0 when there is no GPU).
   double split_fraction(const UnitWork& unit) const;
   // The fastest of stream, cpu and split (split at split_fraction; ties: stream, then cpu).
   // Without a GPU: Cpu.
@@ -81,7 +104,9 @@ class CostModel {
 
  private:
   double stream_rate(const UnitWork& unit) const;  // GB/s of a copy to the GPU from its tier
-  double cpu_rate(const UnitWork& unit) const;     // GB/s of the cpu reading it where it is
+  // GB/s of the cpu reading it where it is (under_copies: while a split step's copies run).
+  double cpu_rate(const UnitWork& unit, bool under_copies = false) const;
+  double split_copy_rate(const UnitWork& unit) const;  // GB/s of a split step's copies
   MachineConstants constants_;
 };
 
@@ -106,6 +131,9 @@ struct PredictOptions {
   std::int64_t checkpoint_bytes = 0;  // read from the checkpoint files at load
   bool checkpoint_cached = true;      // ... from the page cache
   bool gpu_main = true;  // the model runs on a GPU (else everything computes on the cpu)
+  // Tokens already in the cache at the decode step (its attention reads their KV): 0 predicts a
+  // step right after a short prompt, as `strata bench`'s tg test measures.
+  std::int64_t decode_context = 0;
 };
 
 struct UnitPrediction {

@@ -30,8 +30,15 @@ struct MachineConstants {
   double disk_read_gbps = 0;        // reading a file not in the page cache (O_DIRECT)
   double page_cache_read_gbps = 0;  // copying from a mapped file in the page cache
   double transfer_latency_us = 0;   // one small host <-> GPU copy, synchronised
-  int threads = 0;                  // the thread pool's size when measured
-  std::string fingerprint;          // hardware_fingerprint() of the machine measured
+  // Optional (0 when a cache file written before them lacks them; the cost model then falls back
+  // to the rates above and leaves the overhead terms out):
+  double cpu_gemv_layer_gbps = 0;  // all threads over eight [4096, 4096] bf16 products in a row
+  double cpu_op_us = 0;            // one small cpu op (checks, allocation, pool dispatch)
+  double gpu_launch_us = 0;        // one small GPU op, back to back (0: no GPU)
+  double split_cpu_gemv_gbps = 0;  // the cpu's matrix-vector rate while pinned H2D copies run
+  double split_h2d_gbps = 0;       // pinned H2D while the cpu runs matrix-vector products
+  int threads = 0;                 // the thread pool's size when measured
+  std::string fingerprint;         // hardware_fingerprint() of the machine measured
 
   bool has_gpu() const { return h2d_gbps > 0 && gpu_hbm_gbps > 0 && gpu_gemm_gflops > 0; }
   // The matrix-vector rate with `threads` threads: linear between measured counts, the nearest

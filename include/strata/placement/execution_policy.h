@@ -58,6 +58,7 @@ struct UnitProfile {
   // (once per distinct input: q/k/v share one) and its cpu rows come back.
   std::int64_t split_linears = 0;
   std::int64_t split_bytes = 0;
+  std::int64_t modules = 0;  // in the unit's tree, itself included (the cost model's op count)
 };
 
 // The largest number of tokens in a step for which the unit computes on the cpu under

@@ -60,6 +60,8 @@ struct PrefetchStats {
   std::int64_t split_computes = 0;   // unit forwards split between cpu and execution device
   std::int64_t split_linears = 0;    // linear forwards whose rows were split
   std::int64_t split_inputs_copied = 0;  // ... inputs copied to the cpu for them (shared ones once)
+  std::int64_t cpu_inputs_reused = 0;    // keyword inputs of a cpu step already on the cpu from an
+                                         // earlier unit of the step (rotary cos/sin, masks)
   int max_in_flight = 0;                 // most units holding execution-device copies at once
 };
 
@@ -130,6 +132,9 @@ class PrefetchScheduler {
                              std::int64_t activation_bytes_per_token, bool cpu_capable);
   // Binds the stored weights where they are, for a forward on the cpu.
   void acquire_on_cpu(PrefetchHook& hook);
+  // Moves a cpu step's inputs to the cpu. Keyword tensors (rotary cos/sin, masks: the same for
+  // every unit of a step) are copied once and reused by the next units.
+  void inputs_to_cpu(nn::Args& args, std::span<const std::string> skip_keys);
   // The cpu rows [0, r) of offloaded tensor `index` of a unit in a split step (undefined for a
   // tensor that is not split).
   const Tensor& split_cpu_part(const PrefetchHook& hook, std::size_t index);
@@ -160,6 +165,9 @@ class PrefetchScheduler {
   std::unique_ptr<detail::CopyEngine> engine_;  // null for a cpu execution device
   OffloadPolicy policy_ = OffloadPolicy::Stream;
   UnitPlanner planner_;
+  // The last keyword inputs copied to the cpu, with their sources (kept referenced, so a source's
+  // memory cannot be reused by another tensor while its entry is here).
+  std::vector<std::pair<Tensor, Tensor>> cpu_inputs_;
   std::int64_t step_tokens_ = 1;  // tokens of the step in progress (for prefetch decisions)
 };
 
@@ -172,6 +180,8 @@ class PrefetchHook final : public nn::AlignDevicesHook {
   // The stored value of an offloaded tensor (the weights-map lookup).
   Tensor stored(const OffloadedTensor& tensor) { return fetch(tensor); }
   const std::string& module_class() const { return class_name_; }
+  // Modules in the hooked module's tree, itself included (0 before init_hook).
+  std::int64_t module_count() const;
   std::string describe() const override;
 
   void init_hook(nn::Module& module) override;
