@@ -138,7 +138,12 @@ void PrefetchHook::split_end(std::size_t linear, nn::Value& output) {
   const std::int64_t r = cpu_rows.size(-1);
   shape.back() += r;
   Tensor joined = Tensor::empty(shape, device_rows.dtype(), device_rows.device());
-  joined.narrow(-1, 0, r).copy_(cpu_rows.to(device_rows.device(), device_rows.dtype()));
+  const Tensor front = joined.narrow(-1, 0, r);
+  if (front.is_contiguous()) {  // one token (decode): one host-to-device copy into place
+    front.copy_(cpu_rows.to(device_rows.dtype()));
+  } else {
+    front.copy_(cpu_rows.to(device_rows.device(), device_rows.dtype()));
+  }
   joined.narrow(-1, r, device_rows.size(-1)).copy_(device_rows);
   output = nn::Value(std::move(joined));
   ++scheduler_->stats_.split_linears;
