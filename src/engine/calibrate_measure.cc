@@ -20,6 +20,7 @@
 #include "strata/core/parallel.h"
 #include "strata/core/tensor.h"
 #include "strata/engine/machine_constants.h"
+#include "strata/engine/machine_rates.h"
 #include "strata/ops.h"
 
 #if STRATA_WITH_CUDA
@@ -51,20 +52,6 @@ void report(const MeasureOptions& options, const std::string& what, double value
             const char* unit) {
   if (options.progress != nullptr)
     *options.progress << fmt::format("  {:<34} {:10.2f} {}\n", what, value, unit);
-}
-
-double measure_host_read(std::int64_t bytes) {
-  const std::int64_t words = bytes / 8;
-  std::vector<std::uint64_t> buffer(static_cast<std::size_t>(words), 1);
-  std::atomic<std::uint64_t> sink{0};
-  const double seconds = best_seconds(3, [&] {
-    parallel_for(words, 1 << 16, [&](std::int64_t begin, std::int64_t end) {
-      std::uint64_t sum = 0;
-      for (std::int64_t i = begin; i < end; ++i) sum += buffer[static_cast<std::size_t>(i)];
-      sink.fetch_add(sum, std::memory_order_relaxed);
-    });
-  });
-  return gbps(static_cast<double>(words * 8), seconds);
 }
 
 // The bf16 matrix-vector rate of ops::linear over [rows, 4096] weights, on all threads or
@@ -207,6 +194,26 @@ FileRates measure_file(const MeasureOptions& options) {
 }
 
 #if STRATA_WITH_CUDA
+// GB/s of `traffic` bytes per copy of src into dst on GPU 0's compute stream.
+double copy_gbps(const Tensor& dst, const Tensor& src, double traffic) {
+  const cuda::Stream& stream = cuda::Stream::compute(0);
+  return gbps(traffic, best_seconds(3, [&] {
+                dst.copy_(src);
+                stream.synchronize();
+              }));
+}
+
+// Pinned host memory and a GPU buffer of `bytes` each, for host -> GPU copies.
+struct H2dBuffers {
+  Tensor pinned, on_gpu;
+};
+H2dBuffers h2d_buffers(std::int64_t bytes) {
+  H2dBuffers b{Tensor::empty({bytes}, DType::UInt8, Device::cpu(), MemoryKind::Pinned),
+               Tensor::empty({bytes}, DType::UInt8, Device::cuda(0))};
+  std::memset(b.pinned.data_ptr(), 1, static_cast<std::size_t>(bytes));
+  return b;
+}
+
 // A split step reads host memory twice at once: the cpu's matrix-vector products and the copy
 // engine's DMA of the streamed rows. Each rate is measured while the other runs: the cpu's
 // products (all threads) under a queue of pinned copies, then the copies under products.
@@ -247,31 +254,12 @@ void measure_gpu(MachineConstants& c, const MeasureOptions& options) {
   const Device gpu = Device::cuda(device);
   const cuda::Stream& stream = cuda::Stream::compute(device);
   const std::int64_t bytes = std::int64_t{256} << 20;
-  const Tensor pinned = Tensor::empty({bytes}, DType::UInt8, Device::cpu(), MemoryKind::Pinned);
-  std::memset(pinned.data_ptr(), 1, static_cast<std::size_t>(bytes));
-  const Tensor on_gpu = Tensor::empty({bytes}, DType::UInt8, gpu);
-  c.h2d_gbps = gbps(static_cast<double>(bytes), best_seconds(3, [&] {
-                      on_gpu.copy_(pinned);
-                      stream.synchronize();
-                    }));
+  const auto [pinned, on_gpu] = h2d_buffers(bytes);  // kept for the split rates below
+  c.h2d_gbps = copy_gbps(on_gpu, pinned, static_cast<double>(bytes));
   report(options, "pinned host -> GPU", c.h2d_gbps, "GB/s");
-
-  const std::int64_t big = std::int64_t{1} << 30;
-  const Tensor a = Tensor::empty({big}, DType::UInt8, gpu);
-  const Tensor b = Tensor::empty({big}, DType::UInt8, gpu);
-  c.gpu_hbm_gbps = gbps(2.0 * static_cast<double>(big), best_seconds(3, [&] {
-                          b.copy_(a);
-                          stream.synchronize();
-                        }));
+  c.gpu_hbm_gbps = *measure_gpu_hbm_gbps(std::int64_t{1} << 30);
   report(options, "GPU memory (copy, read + write)", c.gpu_hbm_gbps, "GB/s");
-
-  const std::int64_t n = 8192;
-  const Tensor m = Tensor::full({n, n}, 0.01, DType::BFloat16, gpu);
-  const double gemm = best_seconds(3, [&] {
-    (void)ops::matmul(m, m);
-    stream.synchronize();
-  });
-  c.gpu_gemm_gflops = 2.0 * n * n * n / gemm / 1e9;
+  c.gpu_gemm_gflops = *measure_gpu_gemm_gflops(8192);
   report(options, "GPU bf16 GEMM", c.gpu_gemm_gflops, "GFLOP/s");
 
   const Tensor small_host = Tensor::empty({4096}, DType::UInt8, Device::cpu(), MemoryKind::Pinned);
@@ -304,10 +292,65 @@ void measure_gpu(MachineConstants& c, const MeasureOptions& options) {
 
 }  // namespace
 
+double measure_host_read_gbps(std::int64_t bytes) {
+  const std::int64_t words = bytes / 8;
+  std::vector<std::uint64_t> buffer(static_cast<std::size_t>(words), 1);
+  std::atomic<std::uint64_t> sink{0};
+  const double seconds = best_seconds(3, [&] {
+    parallel_for(words, 1 << 16, [&](std::int64_t begin, std::int64_t end) {
+      std::uint64_t sum = 0;
+      for (std::int64_t i = begin; i < end; ++i) sum += buffer[static_cast<std::size_t>(i)];
+      sink.fetch_add(sum, std::memory_order_relaxed);
+    });
+  });
+  return gbps(static_cast<double>(words * 8), seconds);
+}
+
+std::optional<double> measure_h2d_gbps(std::int64_t bytes) {
+#if STRATA_WITH_CUDA
+  if (!cuda::is_available()) return std::nullopt;
+  const auto [pinned, on_gpu] = h2d_buffers(bytes);
+  return copy_gbps(on_gpu, pinned, static_cast<double>(bytes));
+#else
+  (void)bytes;
+  return std::nullopt;
+#endif
+}
+
+std::optional<double> measure_gpu_hbm_gbps(std::int64_t bytes) {
+#if STRATA_WITH_CUDA
+  if (!cuda::is_available()) return std::nullopt;
+  const Tensor a = Tensor::empty({bytes}, DType::UInt8, Device::cuda(0));
+  const Tensor b = Tensor::empty({bytes}, DType::UInt8, Device::cuda(0));
+  return copy_gbps(b, a, 2.0 * static_cast<double>(bytes));  // read + write
+#else
+  (void)bytes;
+  return std::nullopt;
+#endif
+}
+
+std::optional<double> measure_gpu_gemm_gflops(std::int64_t n) {
+#if STRATA_WITH_CUDA
+  if (!cuda::is_available()) return std::nullopt;
+  const int device = 0;
+  const cuda::Stream& stream = cuda::Stream::compute(device);
+  const Tensor m = Tensor::full({n, n}, 0.01, DType::BFloat16, Device::cuda(device));
+  const double seconds = best_seconds(3, [&] {
+    (void)ops::matmul(m, m);
+    stream.synchronize();
+  });
+  return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / seconds /
+         1e9;
+#else
+  (void)n;
+  return std::nullopt;
+#endif
+}
+
 MachineConstants measure_machine_constants(const MeasureOptions& options) {
   MachineConstants c;
   c.threads = num_threads();
-  c.host_read_gbps = measure_host_read(options.host_bytes);
+  c.host_read_gbps = measure_host_read_gbps(options.host_bytes);
   report(options, "host memory read", c.host_read_gbps, "GB/s");
   if (c.threads > 1) {
     c.cpu_gemv_gbps.emplace_back(1, measure_gemv(options.host_bytes / 4, /*single=*/true));

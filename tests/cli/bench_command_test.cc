@@ -13,6 +13,7 @@
 #include "load_bench.h"
 #include "models/model_testing.h"
 #include "strata/core/error.h"
+#include "strata/engine/machine_rates.h"
 #include "strata/io/safetensors.h"
 
 namespace strata::cli {
@@ -177,9 +178,9 @@ TEST(BenchCommand, LoadReportsEachLoadNextToTheLimitsMeasuredInTheSameRun) {
 
 TEST(BenchCommand, ReadRatesCoverEveryShardOrNameWhatFailed) {
   const auto files = shard_files(testing::model_fixture_dir("llama"));
-  EXPECT_GT(read_rate_gb_s(files, 2, /*direct=*/false), 0.0);
+  EXPECT_GT(engine::measure_file_read_gbps(files, 2, /*direct=*/false), 0.0);
   try {
-    EXPECT_GT(read_rate_gb_s(files, 2, /*direct=*/true), 0.0);
+    EXPECT_GT(engine::measure_file_read_gbps(files, 2, /*direct=*/true), 0.0);
   } catch (const IoError& e) {  // tmpfs and some overlays refuse O_DIRECT
     EXPECT_NE(std::string(e.what()).find("O_DIRECT"), std::string::npos) << e.what();
   }

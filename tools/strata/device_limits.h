@@ -1,5 +1,6 @@
 #pragma once
-// The physical limits `strata bench` reports its rates against, measured in the same run: GPU 0's
+// The physical limits `strata bench` reports its rates against, measured in the same run with the
+// engine's measuring functions (engine/machine_rates.h, those of `strata calibrate`): GPU 0's
 // memory bandwidth (a device-to-device copy, bytes read + written) and bf16 tensor-core GEMM
 // rate, and the host's memory read rate over the cores.
 

@@ -5,48 +5,28 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <chrono>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <thread>
 
-#include "strata/core/backend.h"
 #include "strata/core/error.h"
+#include "strata/engine/machine_rates.h"
 #include "strata/io/checkpoint.h"
 
 namespace strata::cli {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
-
-constexpr std::size_t kBlock = std::size_t{8} << 20;  // as the loader's staging chunks
-constexpr std::size_t kDirectAlign = 4096;            // O_DIRECT buffer and offset alignment
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
+// Drops the pages of one file (its descriptor closed on every path).
+void drop_file(const fs::path& file) {
+  const int fd = ::open(file.c_str(), O_RDONLY);
+  STRATA_CHECK(fd >= 0, IoError, "cannot open '{}': {}", file.string(), std::strerror(errno));
+  ::fdatasync(fd);  // dirty pages cannot be dropped
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
 }
-
-struct FileDescriptor {
-  int fd = -1;
-  FileDescriptor(const fs::path& path, int flags) : fd(::open(path.c_str(), flags)) {
-    STRATA_CHECK(fd >= 0, IoError, "cannot open '{}'{}: {}{}", path.string(),
-                 (flags & O_DIRECT) ? " with O_DIRECT" : "", std::strerror(errno),
-                 errno == EINVAL ? " (the file system does not support O_DIRECT; put the "
-                                   "checkpoint on a disk to measure cold loads)"
-                                 : "");
-  }
-  ~FileDescriptor() {
-    if (fd >= 0) ::close(fd);
-  }
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-};
 
 int reading_threads() {
   // As the loader: half the cores, at most 8.
@@ -61,83 +41,7 @@ std::vector<fs::path> shard_files(const fs::path& model_dir) {
 }
 
 void drop_from_page_cache(const std::vector<fs::path>& files) {
-  for (const fs::path& file : files) {
-    FileDescriptor f(file, O_RDONLY);
-    ::fdatasync(f.fd);  // dirty pages cannot be dropped
-    ::posix_fadvise(f.fd, 0, 0, POSIX_FADV_DONTNEED);
-  }
-}
-
-double read_rate_gb_s(const std::vector<fs::path>& files, int threads, bool direct) {
-  // Every (file, block) is one job; threads take the next job until none is left.
-  struct Job {
-    std::size_t file;
-    std::uint64_t offset;
-    std::size_t bytes;
-  };
-  std::vector<Job> jobs;
-  std::uint64_t total = 0;
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    const std::uint64_t size = fs::file_size(files[i]);
-    for (std::uint64_t offset = 0; offset < size; offset += kBlock) {
-      jobs.push_back(
-          {i, offset, static_cast<std::size_t>(std::min<std::uint64_t>(kBlock, size - offset))});
-    }
-    total += size;
-  }
-  std::vector<std::unique_ptr<FileDescriptor>> fds;
-  for (const fs::path& file : files) {
-    fds.push_back(std::make_unique<FileDescriptor>(file, O_RDONLY | (direct ? O_DIRECT : 0)));
-  }
-  std::atomic<std::size_t> next{0};
-  std::atomic<bool> failed{false};
-  std::atomic<int> error{0};  // errno of the first failed read (errno is per thread)
-  const Clock::time_point start = Clock::now();
-  std::vector<std::thread> workers;
-  for (int t = 0; t < threads; ++t) {
-    workers.emplace_back([&] {
-      void* raw = std::aligned_alloc(kDirectAlign, kBlock);
-      if (raw == nullptr) {
-        int expected = 0;
-        error.compare_exchange_strong(expected, ENOMEM);
-        failed = true;
-        return;
-      }
-      std::unique_ptr<void, decltype(&std::free)> buffer(raw, &std::free);
-      for (std::size_t j = next++; j < jobs.size() && !failed; j = next++) {
-        const Job& job = jobs[j];
-        // O_DIRECT reads whole aligned blocks; the file's last one may come back short.
-        const std::size_t want =
-            direct ? (job.bytes + kDirectAlign - 1) / kDirectAlign * kDirectAlign : job.bytes;
-        const ssize_t got =
-            ::pread(fds[job.file]->fd, buffer.get(), want, static_cast<off_t>(job.offset));
-        if (got < static_cast<ssize_t>(job.bytes)) {
-          int expected = 0;
-          error.compare_exchange_strong(expected, got < 0 ? errno : EIO);
-          failed = true;
-        }
-      }
-    });
-  }
-  for (std::thread& worker : workers) worker.join();
-  const double seconds = seconds_since(start);
-  STRATA_CHECK(!failed, IoError, "reading the checkpoint's shards{} failed: {}",
-               direct ? " with O_DIRECT" : "", std::strerror(error.load()));
-  return static_cast<double>(total) / seconds / 1e9;
-}
-
-std::optional<double> pinned_h2d_gb_s(std::int64_t bytes) {
-  if (find_backend(DeviceType::CUDA) == nullptr) return std::nullopt;
-  const Tensor host = Tensor::empty({bytes}, DType::UInt8, Device::cpu(), MemoryKind::Pinned);
-  const Tensor device = Tensor::empty({bytes}, DType::UInt8, Device::cuda(0));
-  device.copy_(host);  // first use: the driver maps the pinned pages
-  double best = 0.0;
-  for (int i = 0; i < 5; ++i) {
-    const Clock::time_point start = Clock::now();
-    device.copy_(host);
-    best = std::max(best, static_cast<double>(bytes) / seconds_since(start) / 1e9);
-  }
-  return best;
+  for (const fs::path& file : files) drop_file(file);
 }
 
 int run_load_bench(const fs::path& model_dir, const PlacementArgs& args, bool cold, bool json,
@@ -145,9 +49,9 @@ int run_load_bench(const fs::path& model_dir, const PlacementArgs& args, bool co
   const std::vector<fs::path> files = shard_files(model_dir);
   const int threads = reading_threads();
   LoadLimits limits;
-  limits.pinned_h2d_gb_s = pinned_h2d_gb_s();
-  read_rate_gb_s(files, threads, false);  // brings the shards into the page cache
-  limits.page_cache_read_gb_s = read_rate_gb_s(files, threads, false);
+  limits.pinned_h2d_gb_s = engine::measure_h2d_gbps(std::int64_t{1} << 30);
+  engine::measure_file_read_gbps(files, threads, false);  // brings the shards into the page cache
+  limits.page_cache_read_gb_s = engine::measure_file_read_gbps(files, threads, false);
 
   std::vector<LoadMeasurement> loads;
   auto measure = [&](bool from_disk) {
@@ -164,10 +68,11 @@ int run_load_bench(const fs::path& model_dir, const PlacementArgs& args, bool co
     // after the cold load, so the load's share is never flattered by a low limit.
     const int deeper = std::min(4 * threads, 32);
     drop_from_page_cache(files);
-    limits.disk_read_gb_s =
-        std::max(read_rate_gb_s(files, threads, true), read_rate_gb_s(files, deeper, true));
+    limits.disk_read_gb_s = std::max(engine::measure_file_read_gbps(files, threads, true),
+                                     engine::measure_file_read_gbps(files, deeper, true));
     measure(true);
-    limits.disk_read_gb_s = std::max(*limits.disk_read_gb_s, read_rate_gb_s(files, deeper, true));
+    limits.disk_read_gb_s =
+        std::max(*limits.disk_read_gb_s, engine::measure_file_read_gbps(files, deeper, true));
   }
 
   // A load from the page cache can go no faster than reading the pages or than PCIe; from the

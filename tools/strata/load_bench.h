@@ -1,6 +1,7 @@
 #pragma once
 // `strata bench --load`: how fast a checkpoint reaches its placement, next to the limits measured
-// in the same run: pinned host-to-GPU copies, reading the shards from the page cache, and (with
+// in the same run with the engine's measuring functions (engine/machine_rates.h, as `strata
+// calibrate`): pinned host-to-GPU copies, reading the shards from the page cache, and (with
 // --cold) reading them from the disk with O_DIRECT, the page cache dropped for those files first.
 
 #include <cstdint>
@@ -34,12 +35,6 @@ std::vector<std::filesystem::path> shard_files(const std::filesystem::path& mode
 // Asks the kernel to drop the files' pages from the page cache (posix_fadvise DONTNEED after a
 // sync, which needs no privileges). Returns false when a file kept pages it could not drop.
 void drop_from_page_cache(const std::vector<std::filesystem::path>& files);
-// Bytes per second reading the files in 8 MiB blocks over `threads` threads, through the page
-// cache or with O_DIRECT (bypassing it).
-double read_rate_gb_s(const std::vector<std::filesystem::path>& files, int threads, bool direct);
-// Pinned host memory to GPU 0, `bytes` per copy, best of a few.
-std::optional<double> pinned_h2d_gb_s(std::int64_t bytes = std::int64_t{1} << 30);
-
 // Measures the limits, then loads the model (from the page cache, then from the cold disk when
 // `cold`), and prints each load next to its limit; JSON when `json`.
 int run_load_bench(const std::filesystem::path& model_dir, const PlacementArgs& args, bool cold,
