@@ -7,6 +7,12 @@
 #                                                   # awq, gptq, ct (about 33 GB under $OUT)
 #   bash bench/reference/run_quant_bench.sh decode  # strata bench on each: GPU-resident, then
 #                                                   # 1 GiB on the GPU and the rest on the cpu
+#   bash bench/reference/run_quant_bench.sh formats # all of it in one device call (< 5 min):
+#       per format (bf16 first), make the 7B-shaped checkpoint, bench it GPU-resident and with
+#       1 GiB on the GPU (streamed over PCIe, and computed by the cpu), delete it; then a table
+#       of ms/token, GB/s of the packed bytes against the HBM copy rate, and the offloaded runs
+#       against the PCIe bound on the bytes streamed (pinned host-to-GPU rate measured here).
+#       Needs BUILD=build/gpu (the device build) and ~15 GB free under OUT.
 #
 # OUT (default /tmp/quant7b) holds the checkpoints; BUILD (default build/cuda) the CUDA build.
 set -euo pipefail
@@ -39,8 +45,42 @@ case "$stage" in
         --max-memory cuda:0=1GiB,cpu=200GiB
     done
     ;;
+  formats)
+    S="$BUILD/tools/strata/strata"
+    [ -x "$S" ] || build strata_cli
+    mkdir -p "$OUT/json"
+    python3 - "$OUT/json/pcie.json" <<'PY'
+import json, sys, time, torch
+host = torch.empty(1 << 30, dtype=torch.uint8, pin_memory=True)
+dev = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+dev.copy_(host, non_blocking=True); torch.cuda.synchronize()
+t = time.perf_counter()
+for _ in range(5): dev.copy_(host, non_blocking=True)
+torch.cuda.synchronize()
+json.dump({"pinned_h2d_gb_s": 5 * (1 << 30) / (time.perf_counter() - t) / 1e9}, open(sys.argv[1], "w"))
+PY
+    for f in ${FORMATS:-bf16 fp8 awq gptq ct}; do
+      t0=$(date +%s)
+      if [ "$f" = bf16 ]; then
+        python3 bench/reference/make_random_llama.py "$OUT/bf16" > /dev/null
+      else
+        python3 bench/reference/make_random_quantized.py "$OUT" --formats "$f" > /dev/null
+      fi
+      t1=$(date +%s)
+      "$S" bench "$OUT/$f" -p 0 -n 32 -b 1 -r 2 --dtype bf16 --json \
+        --max-memory cuda:0=70GiB,cpu=0GiB > "$OUT/json/$f.gpu.json" || true
+      for policy in stream cpu; do
+        "$S" bench "$OUT/$f" -p 0 -n 4 -b 1 -r 2 --dtype bf16 --json --no-limits \
+          --offload-policy "$policy" --max-memory cuda:0=1GiB,cpu=200GiB \
+          > "$OUT/json/$f.offload_$policy.json" || true
+      done
+      rm -rf "${OUT:?}/$f"
+      echo "== $f: checkpoint $((t1 - t0)) s, benches $(( $(date +%s) - t1 )) s"
+    done
+    python3 bench/reference/quant_bench_table.py "$OUT/json"
+    ;;
   *)
-    echo "unknown stage $stage (micro, ckpt, decode)" >&2
+    echo "unknown stage $stage (micro, ckpt, decode, formats)" >&2
     exit 2
     ;;
 esac

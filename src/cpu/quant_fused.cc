@@ -35,6 +35,18 @@ struct FusedArgs {
   std::int64_t xp_stride = 0;
   float* acc = nullptr;  // [m, n]
 
+  // dst[j] = scale[i + j] for j < count (vector conversions, not one switch per element).
+  void scales_to_float(std::int64_t i, std::int64_t count, float* dst) const {
+    switch (scale_dtype) {
+      case DType::BFloat16:
+        return convert_row_to_float(static_cast<const BFloat16*>(scale) + i, dst, count);
+      case DType::Float16:
+        return convert_row_to_float(static_cast<const Half*>(scale) + i, dst, count);
+      default:
+        return convert_row_to_float(static_cast<const float*>(scale) + i, dst, count);
+    }
+  }
+
   float scale_at(std::int64_t i) const {
     switch (scale_dtype) {
       case DType::BFloat16:
@@ -113,6 +125,14 @@ RunUnits kernels_in_use() {
   return pinned != nullptr ? pinned : variants().front().run;
 }
 
+const char* active_variant_name() {
+  const RunUnits run = kernels_in_use();
+  for (const Variant& v : variants()) {
+    if (v.run == run) return v.name;
+  }
+  return "";
+}
+
 bool sequential_g_idx(const ops::QuantizedWeight& w, std::int64_t group) {
   if (w.g_idx_sequential) return *w.g_idx_sequential;
   const std::int32_t* g = w.g_idx->data<std::int32_t>();
@@ -143,9 +163,11 @@ bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::
   std::vector<float> xp;
   switch (w.format) {
     case ops::QuantFormat::FP8:
-      // The table lookup of quant_fp8.cc beats an exact vector decode of e4m3 (subnormals need
-      // a select or a denormal-input multiply, which microcode assists make 10x slower).
-      return false;
+      // AVX-512 widens e4m3 through half precision (quant_fp8_fused.cc); elsewhere the table
+      // lookup of quant_fp8.cc (an exact vector decode in float32 needs a select for subnormals
+      // or a denormal-input multiply, which microcode assists make 10x slower).
+      return std::string(active_variant_name()) == "avx512" &&
+             fused_fp8_decode_avx512(w, x, m, acc);
     case ops::QuantFormat::CompressedTensors:
       f.groups = w.scale.size(1);
       if (f.groups > 1 && (f.group % per != 0 || f.group / per < 16)) return false;

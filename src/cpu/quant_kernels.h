@@ -39,6 +39,10 @@ void dequantize_compressed_rows(const ops::QuantizedWeight& w, std::int64_t n0, 
 inline constexpr std::int64_t kFusedMaxRows = 4;
 bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::int64_t m,
                             float* acc);
+// quant_fp8_fused.cc: the same for float8_e4m3fn weights with float32 scales, on AVX-512 only
+// (false elsewhere, and for weights a loader widened).
+bool fused_fp8_decode_avx512(const ops::QuantizedWeight& w, const float* x, std::int64_t m,
+                             float* acc);
 // The fused kernels' instruction-set variants this CPU runs ("avx512", "avx2", "generic"), best
 // first; tests pin each in turn ("" returns to the best). Not thread-safe against running calls.
 std::vector<std::string> fused_kernel_variants();

@@ -54,4 +54,11 @@ cudaError_t quant_gemv(const QuantWeight& w, const void* x, Type x_type, std::in
 cudaError_t quant_dequantize_rows(const QuantWeight& w, std::int64_t n0, std::int64_t n1, void* dst,
                                   Type type, cudaStream_t stream);
 
+// x [m, k] (float32/bf16/f16, contiguous) -> codes [m, k] float8_e4m3fn and float32 scales with
+// x ~= code * scale: one scale (per_block false; amax_scratch: one unsigned of device memory) or
+// one per 128 inputs of a row, row-major [m, k / 128] (k % 128 == 0).
+cudaError_t quant_fp8_activations(const void* x, Type type, std::int64_t m, std::int64_t k,
+                                  bool per_block, std::uint8_t* codes, float* scales,
+                                  unsigned* amax_scratch, cudaStream_t stream);
+
 }  // namespace strata::cuda::kernels

@@ -14,6 +14,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_ops.h"
+#include "cuda/quant_fp8_gemm.h"
 #include "cuda/quant_kernels.h"
 #include "cuda/stream_internal.h"
 #include "strata/cuda/device.h"
@@ -146,6 +147,17 @@ void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
         kernels::quant_gemv(q, x.data_ptr(), out_type, m, bias ? bias->data_ptr() : nullptr,
                             out.data_ptr(), ws, tickets, sms, stream),
         "quantized_linear (gemv)", device);
+    return;
+  }
+  const bool lt_done = q.kind == kernels::QuantKind::FP8 && fp8_prefill_cublaslt_enabled() &&
+                       fp8_prefill_cublaslt(x, q, out);
+  if (lt_done) {
+    if (bias) {
+      DeviceGuard guard(device);
+      detail::check(
+          kernels::add_bias_rows(out.data_ptr(), bias->data_ptr(), out_type, m, n, stream),
+          "quantized_linear bias add", device);
+    }
     return;
   }
   const std::int64_t rows_per_tile = std::clamp<std::int64_t>(kTileElements / k, 1, n);

@@ -8,8 +8,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 
+#include "cuda/quant_fp8_gemm.h"
 #include "ops/quantized_testing.h"
 #include "strata/cuda/device.h"
 #include "strata/ops.h"
@@ -127,6 +129,58 @@ TEST_P(QuantGemvCudaTest, MisalignedActivations) {
   const NaiveQuantized q = GetParam().make(quantizer);
   expect_gemv_matches_naive(q, 1, DType::BFloat16, 40, 1);
   expect_gemv_matches_naive(q, 5, DType::Float32, 41, 3);
+}
+
+// The opt-in cuBLASLt FP8 prefill (STRATA_FP8_PREFILL=cublaslt): per-tensor and 128 x 128 block
+// weights against the naive product; the activations are rounded to fp8 (e4m3: relative error
+// up to 2^-4), so the bound is 2^-4 sum |x w| on top of the bf16 output rounding.
+TEST(QuantFp8PrefillCuda, CublasLtMatchesNaiveWithinActivationRounding) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine";
+  NaiveQuantizer quantizer(34);
+  for (const std::int64_t block : {0, 128}) {
+    const NaiveQuantized q = quantizer.fp8(256, 512, block, block, DType::Float32, 14);
+    const std::int64_t m = 40, n = 256, k = 512;
+    const Tensor x = random_tensor({m, k}, DType::BFloat16, 90 + block);
+    const std::vector<double> xv = x.to_doubles();
+    const std::vector<double> expected = naive_linear(xv, q.dense, m, n, k);
+    const ops::QuantizedWeight w = weight_on(q.weight, Device::cuda(0));
+    ::setenv("STRATA_FP8_PREFILL", "cublaslt", 1);
+    const Tensor x_gpu = x.to(Device::cuda(0));
+    const Tensor direct = Tensor::empty({m, n}, DType::BFloat16, Device::cuda(0));
+    ops::QuantizedWeight wf = w;
+    wf.scale = w.scale.to(DType::Float32);
+    cuda::kernels::QuantWeight kw;
+    kw.kind = cuda::kernels::QuantKind::FP8;
+    kw.n = n;
+    kw.k = k;
+    kw.bits = 8;
+    kw.block_out = kw.block_in = block;
+    kw.weight = wf.weight.data_ptr();
+    kw.scale = wf.scale.data_ptr();
+    const bool ran = cuda::fp8_prefill_cublaslt(x_gpu, kw, direct);
+    const std::vector<double> got = ops::quantized_linear(x_gpu, w).to(Device::cpu()).to_doubles();
+    ::unsetenv("STRATA_FP8_PREFILL");
+    std::printf("fp8 block %lld: cuBLASLt %s\n", static_cast<long long>(block),
+                ran ? "ran" : "has no algorithm (the dequantise path ran)");
+    const std::vector<double> direct_v = direct.to(Device::cpu()).to_doubles();
+    for (std::int64_t i = 0; i < m; ++i) {
+      for (std::int64_t j = 0; j < n; ++j) {
+        double sum_abs = 0.0;
+        for (std::int64_t t = 0; t < k; ++t) {
+          sum_abs += std::abs(xv[i * k + t] * q.dense[j * k + t]);
+        }
+        const std::size_t e = static_cast<std::size_t>(i * n + j);
+        const double tol =
+            std::ldexp(1.0, -4) * sum_abs + std::ldexp(1.0, -8) * std::abs(expected[e]);
+        ASSERT_LE(std::abs(got[e] - expected[e]), tol)
+            << "block " << block << " row " << i << " out " << j;
+        if (ran) {
+          ASSERT_LE(std::abs(direct_v[e] - expected[e]), tol)
+              << "block " << block << " row " << i << " out " << j;
+        }
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, QuantGemvCudaTest, ::testing::ValuesIn(gemv_cases()),

@@ -104,6 +104,9 @@ std::vector<RandomCase> random_cases() {
       {"fused_gptq4_g128_sym", [](Q& q) { return q.gptq(32, 256, 4, 128, false, true); }},
       {"fused_gptq8_g64_asym", [](Q& q) { return q.gptq(48, 256, 8, 64, false, false); }},
       {"fused_gptq4_one_group", [](Q& q) { return q.gptq(16, 136, 4, 0, false, false); }},
+      // GPTQ strips of 4 and 2 blocks of 16 outputs and single blocks after them.
+      {"fused_gptq4_strips", [](Q& q) { return q.gptq(176, 256, 4, 64, false, false); }},
+      {"fused_gptq8_strips", [](Q& q) { return q.gptq(80, 128, 8, 32, false, true); }},
       {"fused_ct4_g128_asym_ragged", [](Q& q) { return q.compressed(20, 300, 4, 128, false); }},
       {"fused_ct8_g128_sym", [](Q& q) { return q.compressed(12, 256, 8, 128, true); }},
       {"fp8_block16_64_ragged", [](Q& q) { return q.fp8(17, 264, 16, 64); }},
