@@ -29,9 +29,12 @@ std::shared_ptr<KVCache> gather_cache_rows(std::span<const CacheRow> rows,
   auto out = std::make_shared<KVCache>(layers, std::max(reserve_tokens, columns));
   for (std::int64_t layer = 0; layer < layers; ++layer) {
     const Tensor first = rows.front().cache->keys(layer);
+    const Tensor first_values = rows.front().cache->values(layer);
     Tensor keys = Tensor::zeros({count, first.size(1), columns, first.size(3)}, first.dtype(),
                                 first.device());
-    Tensor values = Tensor::zeros(keys.shape(), first.dtype(), first.device());
+    // Values may be narrower than keys (DeepSeek's compressed cache: latent keys, rope values).
+    Tensor values = Tensor::zeros({count, first.size(1), columns, first_values.size(3)},
+                                  first.dtype(), first.device());
     for (std::int64_t i = 0; i < count; ++i) {
       const CacheRow& r = rows[static_cast<std::size_t>(i)];
       // A layer's entries live where the layer last computed: a sequence whose prompt streamed
@@ -43,10 +46,10 @@ std::shared_ptr<KVCache> gather_cache_rows(std::span<const CacheRow> rows,
         k = k.to(first.device());
         v = v.to(first.device());
       }
-      STRATA_CHECK_ARG(
-          k.size(1) == first.size(1) && k.size(3) == first.size(3) && k.dtype() == first.dtype(),
-          "gather_cache_rows: layer {} of row {} is {}; row 0's is {}", layer, i, k.describe(),
-          first.describe());
+      STRATA_CHECK_ARG(k.size(1) == first.size(1) && k.size(3) == first.size(3) &&
+                           v.size(3) == first_values.size(3) && k.dtype() == first.dtype(),
+                       "gather_cache_rows: layer {} of row {} is {}; row 0's is {}", layer, i,
+                       k.describe(), first.describe());
       const std::int64_t length = k.size(2);
       keys.narrow(0, i, 1)
           .narrow(2, columns - r.length, r.length)

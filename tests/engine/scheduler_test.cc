@@ -371,8 +371,8 @@ class JoiningModel : public BatchModel {
   std::size_t steps_ = 0;
 };
 
-TEST(ModelBatch, SequencesJoiningAndLeavingMatchEachAlone) {
-  const testing::ModelFixture fixture = testing::load_model_fixture("llama");
+void expect_joining_and_leaving_match_each_alone(const std::string& fixture_name) {
+  const testing::ModelFixture fixture = testing::load_model_fixture(fixture_name);
   auto model = testing::load_fixture_model(fixture, Device::cpu());
   const std::vector<std::int64_t> base = fixture.prompt_ids.select(0, 0).to_vector<std::int64_t>();
 
@@ -435,6 +435,16 @@ TEST(ModelBatch, SequencesJoiningAndLeavingMatchEachAlone) {
   EXPECT_GE(joining->max_rows_, 3u);
   scheduler.shutdown();
   EXPECT_EQ(joining->cache_bytes(), 0u);
+}
+
+TEST(ModelBatch, SequencesJoiningAndLeavingMatchEachAlone) {
+  expect_joining_and_leaving_match_each_alone("llama");
+}
+
+// DeepSeek's compressed cache (latent keys, narrower rope values) through the batch cache
+// rebuilds (gather_cache_rows), and its absorbed decode over left-padded rows.
+TEST(ModelBatch, DeepseekSequencesJoiningAndLeavingMatchEachAlone) {
+  expect_joining_and_leaving_match_each_alone("deepseek_v3");
 }
 
 }  // namespace
