@@ -426,7 +426,9 @@ TEST_P(DispatchedParityTest, LogitsAndGreedyMatchTransformers) {
     if (layers_have_linears) {
       EXPECT_GT(stats.split_computes, 0) << "no unit was split";
       EXPECT_GT(stats.split_linears, 0);
-    } else {
+    } else if (model->config().tie_word_embeddings) {
+      // No Linear to split anywhere (an untied lm_head is one: deepseek_v3_fp8's layers hold
+      // only fp8 FP8Linears, its head still splits).
       EXPECT_EQ(stats.split_computes, 0);
     }
   } else {
