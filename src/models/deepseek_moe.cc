@@ -61,12 +61,26 @@ DeepseekRouting deepseek_route(const std::vector<float>& logits, std::int64_t nu
                                bool norm_topk_prob, const DeepseekConfig& c) {
   const bool v3 = c.topk_method == TopkMethod::NoAuxTc;
   const auto E = static_cast<std::size_t>(num_experts);
-  STRATA_ASSERT(E > 0 && logits.size() % E == 0, "deepseek routing: {} logits for {} experts",
-                logits.size(), E);
-  STRATA_ASSERT(bias.empty() || bias.size() == E, "deepseek routing: {} biases for {} experts",
-                bias.size(), E);
+  STRATA_CHECK_ARG(num_experts > 0 && logits.size() % E == 0,
+                   "deepseek_route: {} logits are not rows of {} experts", logits.size(), E);
+  STRATA_CHECK_ARG(bias.empty() || bias.size() == E,
+                   "deepseek_route: {} correction biases for {} experts", bias.size(), E);
+  STRATA_CHECK_ARG(top_k > 0 && top_k <= num_experts,
+                   "deepseek_route: top-{} of {} experts; k must be in [1, experts]", top_k, E);
+  if (c.topk_method != TopkMethod::Greedy) {
+    const std::int64_t per = c.n_group > 0 ? num_experts / c.n_group : 0;
+    STRATA_CHECK_ARG(c.n_group > 0 && num_experts % c.n_group == 0 && per >= (v3 ? 2 : 1) &&
+                         c.topk_group > 0 && c.topk_group <= c.n_group &&
+                         c.topk_group * per >= top_k,
+                     "deepseek_route: {} experts in n_group {} (topk_group {}) cannot give a "
+                     "group-limited top-{}",
+                     E, c.n_group, c.topk_group, top_k);
+  }
   const std::size_t tokens = logits.size() / E, k = static_cast<std::size_t>(top_k);
-  const std::size_t groups = static_cast<std::size_t>(c.n_group), per_group = E / groups;
+  // Greedy ignores the groups (n_group may be anything there).
+  const std::size_t groups =
+      c.topk_method == TopkMethod::Greedy ? 1 : static_cast<std::size_t>(c.n_group);
+  const std::size_t per_group = E / groups;
   const auto scale = static_cast<float>(c.routed_scaling_factor);
   DeepseekRouting routing;
   routing.indices.reserve(tokens * k);

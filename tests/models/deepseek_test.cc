@@ -186,6 +186,21 @@ TEST(DeepseekRoute, V2SoftmaxGreedyAndGroupLimited) {
   EXPECT_NEAR(limited.weights[1], 0.1 * 1.5, 1e-6);
 }
 
+TEST(DeepseekRoute, BadArgumentsAreInvalid) {
+  DeepseekConfig d;
+  d.n_group = 2;
+  d.topk_group = 1;
+  const std::vector<float> logits(8, 0.0f);
+  EXPECT_THROW(models::deepseek_route({1.0f, 2.0f, 3.0f}, 2, {}, 1, false, d), InvalidArgument);
+  EXPECT_THROW(models::deepseek_route(logits, 4, {0.0f}, 2, false, d), InvalidArgument);
+  EXPECT_THROW(models::deepseek_route(logits, 4, {}, 5, false, d), InvalidArgument);
+  EXPECT_THROW(models::deepseek_route(logits, 4, {}, 3, false, d), InvalidArgument);  // 1 x 2 < 3
+  d.n_group = 0;
+  EXPECT_THROW(models::deepseek_route(logits, 4, {}, 2, false, d), InvalidArgument);
+  d.topk_method = DeepseekConfig::TopkMethod::Greedy;  // groups unused
+  EXPECT_EQ(models::deepseek_route(logits, 4, {}, 2, false, d).indices.size(), 4u);
+}
+
 // The cache holds the compressed latent and the rotated key part, not per-head keys and values.
 TEST(DeepseekCache, HoldsTheCompressedLatent) {
   const ModelFixture f = load_model_fixture("deepseek_v3");
