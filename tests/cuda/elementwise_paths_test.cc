@@ -98,10 +98,10 @@ TEST_P(CudaElementwisePaths, AddAndMulMatchTheCpuOnEveryPath) {
   // Broadcasting: a row against a matrix, and a transposed operand.
   const Tensor m = random_tensor({37, 64}, dtype, 7), r = random_tensor({64}, dtype, 8);
   expect_same_bytes(ops::add(m.to(gpu), r.to(gpu)), ops::add(m, r), "broadcast add");
-  const Tensor sq = random_tensor({48, 48}, dtype, 9);
-  expect_same_bytes(
-      ops::mul(sq.to(gpu).transpose(0, 1), m.narrow(0, 0, 48).narrow(1, 0, 48).to(gpu)),
-      ops::mul(sq.transpose(0, 1), m.narrow(0, 0, 48).narrow(1, 0, 48)), "transposed mul");
+  const Tensor sq = random_tensor({48, 48}, dtype, 9), wide = random_tensor({48, 64}, dtype, 10);
+  const Tensor left = wide.narrow(1, 0, 48);  // rows of 48 out of 64: not dense
+  expect_same_bytes(ops::mul(sq.to(gpu).transpose(0, 1), wide.to(gpu).narrow(1, 0, 48)),
+                    ops::mul(sq.transpose(0, 1), left), "transposed mul");
 }
 
 TEST_P(CudaElementwisePaths, SiluMatchesTheCpuPackedAndNot) {
