@@ -39,6 +39,51 @@ __global__ void rotary_kernel(Strided x, Strided cos, Strided sin, T* out, std::
   }
 }
 
+// The same for rows whose halves are whole 16-byte packs (cos/sin in x's dtype, every row start
+// aligned): one thread per pack of the low half and its partner in the high half.
+template <typename T, typename Index>
+__global__ void rotary_packed_kernel(Strided x, Strided cos, Strided sin, T* out,
+                                     std::int64_t packs) {
+  constexpr int kCount = Pack<T>::kCount;
+  const auto dim = static_cast<Index>(x.sizes[3]), half = dim / 2, per_row = half / kCount;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < packs;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const auto pack = static_cast<Index>(i);
+    const Index r = pack / per_row, c = (pack % per_row) * kCount;
+    const T* xr = static_cast<const T*>(x.data) + row_offset(x, r);
+    const T* cr = static_cast<const T*>(cos.data) + row_offset(cos, r);
+    const T* sr = static_cast<const T*>(sin.data) + row_offset(sin, r);
+    const auto load = [](const T* p) { return *reinterpret_cast<const Pack<T>*>(p); };
+    const Pack<T> lo = load(xr + c), hi = load(xr + c + half);
+    const Pack<T> cos_lo = load(cr + c), cos_hi = load(cr + c + half);
+    const Pack<T> sin_lo = load(sr + c), sin_hi = load(sr + c + half);
+    Pack<T> out_lo, out_hi;
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) {
+      const float l = to_float(lo.v[k]), h = to_float(hi.v[k]);
+      out_lo.v[k] = from_float<T>(l * to_float(cos_lo.v[k]) + -h * to_float(sin_lo.v[k]));
+      out_hi.v[k] = from_float<T>(h * to_float(cos_hi.v[k]) + l * to_float(sin_hi.v[k]));
+    }
+    T* o = out + static_cast<std::int64_t>(r) * dim;
+    *reinterpret_cast<Pack<T>*>(o + c) = out_lo;
+    *reinterpret_cast<Pack<T>*>(o + c + half) = out_hi;
+  }
+}
+
+// Host side: the packed kernel applies (innermost dimension contiguous, every other stride and
+// every pointer a whole number of packs).
+bool rotary_packs(const Strided& x, const Strided& cos, const Strided& sin, const void* out,
+                  int per_pack) {
+  if ((x.sizes[3] / 2) % per_pack != 0 || !aligned16(out)) return false;
+  for (const Strided* s : {&x, &cos, &sin}) {
+    if (s->strides[3] != 1 || !aligned16(s->data)) return false;
+    for (int d = 0; d < 3; ++d) {
+      if (s->strides[d] % per_pack != 0) return false;
+    }
+  }
+  return true;
+}
+
 template <typename I>
 __global__ void embedding_kernel(Strided ids, std::int64_t n, const char* table, std::int64_t vocab,
                                  std::int64_t row_bytes, char* out, unsigned long long* bad) {
@@ -87,6 +132,15 @@ cudaError_t rotary(const Strided& x, const Strided& cos, const Strided& sin, voi
         return cudaErrorInvalidValue;
       } else {
         auto* o = static_cast<T*>(out);
+        if constexpr (std::is_same_v<C, T>) {
+          constexpr int kCount = Pack<T>::kCount;
+          if (small && rotary_packs(x, cos, sin, out, kCount)) {
+            const std::int64_t packs = n / (2 * kCount);
+            rotary_packed_kernel<T, std::uint32_t>
+                <<<grid_for(packs), kThreads, 0, stream>>>(x, cos, sin, o, packs);
+            return launched();
+          }
+        }
         if (small) {
           rotary_kernel<T, C, std::uint32_t>
               <<<grid_for(n / 2), kThreads, 0, stream>>>(x, cos, sin, o, n / 2);

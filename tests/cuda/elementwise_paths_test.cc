@@ -129,13 +129,17 @@ TEST_P(CudaElementwisePaths, RmsNormMatchesTheCpuForPackedAndOddRows) {
 TEST_P(CudaElementwisePaths, RotaryMatchesTheCpuOnStridedHeads) {
   const DType dtype = GetParam();
   const Device gpu = Device::cuda(0);
-  // q as the projections give it: [B, S, H, D] viewed as [B, H, S, D].
-  const Tensor q = random_tensor({2, 7, 4, 64}, dtype, 13).transpose(1, 2);
-  const Tensor cos = random_tensor({2, 1, 7, 64}, dtype, 14);
-  const Tensor sin = random_tensor({2, 1, 7, 64}, dtype, 15);
-  const Tensor cos_heads = cos.expand({2, 4, 7, 64}), sin_heads = sin.expand({2, 4, 7, 64});
-  expect_close(ops::rotary_embedding(q.to(gpu), cos_heads.to(gpu), sin_heads.to(gpu)),
-               ops::rotary_embedding(q, cos_heads, sin_heads), 1e-2, "rotary");
+  // q as the projections give it: [B, S, H, D] viewed as [B, H, S, D]. Head dims whose halves are
+  // and are not whole 16-byte packs; tables in x's dtype and in float32 (the scalar kernel).
+  for (std::int64_t head_dim : {64, 24, 6}) {
+    for (DType table_dtype : {dtype, DType::Float32}) {
+      const Tensor q = random_tensor({2, 7, 4, head_dim}, dtype, 13).transpose(1, 2);
+      const Tensor cos = random_tensor({2, 1, 7, head_dim}, table_dtype, 14);
+      const Tensor sin = random_tensor({2, 1, 7, head_dim}, table_dtype, 15);
+      expect_close(ops::rotary_embedding(q.to(gpu), cos.to(gpu), sin.to(gpu)),
+                   ops::rotary_embedding(q, cos, sin), 1e-2, "rotary");
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaElementwisePaths,
