@@ -87,7 +87,8 @@ Tensor capped_causal_attention(const Tensor& q, const Tensor& k, const Tensor& v
     const Tensor qb =
         q32.narrow(2, i0, rows).contiguous().view({batch, kv_heads, groups, rows, dim});
     Tensor scores = ops::matmul(qb, k_t.narrow(4, begin, span));  // [b, kvh, g, rows, span]
-    scores = soft_cap(ops::mul(scores, scale_t), cap);
+    scores = ops::mul(scores, scale_t);
+    if (cap > 0.0) scores = soft_cap(scores, cap);
     const Tensor probs = ops::softmax(ops::add(scores, additive), -1);
     const Tensor part = ops::matmul(probs, v32.narrow(3, begin, span));  // [b, kvh, g, rows, dv]
     out.narrow(2, i0, rows).copy_(part.view({batch, heads, rows, v_dim}));

@@ -25,7 +25,9 @@ Tensor finite_mask(const Tensor& additive);
 // `sliding_window` when > 0, or under `mask` (a finite_mask of the padded batch, which already
 // holds the causal rule and the window). q [batch, heads, q_len, head_dim]; k, v [batch,
 // kv_heads, new_len, head_dim]. Returns [batch, heads, q_len, head_dim] in q's dtype. Queries
-// are taken in blocks, so the scores never exceed [batch, heads, block, keys].
+// are taken in blocks, so the scores never exceed [batch, heads, block, keys]. `cap` 0: no
+// soft-cap (the composed attention of heads wider than the fused kernels take: DeepSeek's latent
+// attention).
 Tensor capped_causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, KVCache* cache,
                                std::int64_t layer, double scale, double cap,
                                std::int64_t sliding_window,

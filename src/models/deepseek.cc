@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "models/attention.h"
+#include "models/capped_attention.h"
 #include "models/families.h"
 #include "strata/core/error.h"
 #include "strata/models/decoder.h"
@@ -22,6 +23,9 @@ namespace {
 // DeepseekV{2,3}RMSNorm of the LoRA bottlenecks: built with the class default eps (1e-6), not
 // rms_norm_eps.
 constexpr double kLoraNormEps = 1e-6;
+// The widest head ops::scaled_dot_product_attention takes on every device (the CUDA kernels'
+// kMaxHeadDim).
+constexpr std::int64_t kFusedHeadLimit = 256;
 
 }  // namespace
 
@@ -114,9 +118,17 @@ Value DeepseekAttention::forward(Args& args) {
       Tensor key = Tensor::empty({batch, 1, total, rank + rot}, q.dtype(), q.device());
       key.narrow(3, 0, rank).copy_(on_device_of(all_latent, q));
       key.narrow(3, rank, rot).copy_(on_device_of(k_rot, q));
-      const Tensor latent_out = detail::causal_attention(
-          q_latent, key, key.narrow(3, 0, rank).contiguous(), nullptr, layer_idx_,
-          mla_.softmax_scale, sliding_window_, mask);  // [b, h, s, rank]
+      const Tensor latent_value = key.narrow(3, 0, rank).contiguous();
+      // [b, h, s, rank]. The fused attention kernels take heads up to kFusedHeadLimit wide;
+      // wider latent heads (DeepSeek-V3: 576) attend through the composed float32 attention.
+      const Tensor latent_out =
+          rank + rot <= kFusedHeadLimit
+              ? detail::causal_attention(q_latent, key, latent_value, nullptr, layer_idx_,
+                                         mla_.softmax_scale, sliding_window_, mask)
+              : detail::capped_causal_attention(
+                    q_latent, key, latent_value, nullptr, layer_idx_, mla_.softmax_scale,
+                    /*cap=*/0.0, sliding_window_,
+                    mask ? std::optional<Tensor>(detail::finite_mask(*mask)) : std::nullopt);
       const Tensor w_v = w_heads.narrow(1, nope, v_dim).transpose(1, 2).contiguous();
       return call(*o_proj_, detail::merge_heads(ops::matmul(latent_out, w_v)));
     }
@@ -136,11 +148,6 @@ Value DeepseekAttention::forward(Args& args) {
 }
 
 std::optional<Tensor> DeepseekAttention::absorbed_kv_b(const Tensor& like) const {
-  // The fused attention kernel of the GPU takes heads up to 256 wide; the latent heads are
-  // kv_lora_rank + qk_rope_head_dim (576 for DeepSeek-V3), so off the CPU only small ones absorb.
-  if (!like.device().is_cpu() && mla_.kv_lora_rank + mla_.qk_rope_head_dim > 256) {
-    return std::nullopt;
-  }
   const auto usable = [&](const Tensor& t) { return !t.is_meta() && t.device() == like.device(); };
   if (const auto* dense = dynamic_cast<const nn::Linear*>(kv_b_proj_.get())) {
     const Tensor& w = dense->parameter("weight");

@@ -7,9 +7,11 @@
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "models/model_testing.h"
 #include "ops/throws_naming.h"
+#include "strata/nn/tensor_placement.h"
 
 namespace strata::testing {
 namespace {
@@ -215,6 +217,57 @@ TEST(DeepseekCache, HoldsTheCompressedLatent) {
   // The planner's figure per token, for 2 rows of 16 tokens.
   EXPECT_EQ(cache->allocated_bytes(),
             2u * 16u * model->config().kv_cache_bytes_per_token(DType::Float32));
+}
+
+// Latent heads wider than the fused attention kernels take (kv_lora_rank + qk_rope_head_dim >
+// 256, as DeepSeek-V3's 576) decode through the composed attention: a random model's cached
+// decode (absorbed, composed) equals its full forward (expanded, fused), also for a left-padded
+// row against the row alone.
+TEST(DeepseekCache, WideLatentHeadsDecodeLikeTheFullForward) {
+  const TransformerConfig c = parse(with(with(v3(), "kv_lora_rank", 256), "num_hidden_layers", 2));
+  auto model = models::build_causal_lm(c, DType::Float32);
+  std::mt19937 gen(17);
+  for (const auto& [name, p] : model->named_parameters()) {
+    const bool norm = name.find("norm") != std::string::npos;
+    std::normal_distribution<float> dist(norm ? 1.0f : 0.0f, norm ? 0.1f : 0.15f);
+    std::vector<float> values(static_cast<std::size_t>(p.numel()));
+    for (float& v : values) v = dist(gen);
+    nn::set_module_tensor_to_device(*model, name, Device::cpu(),
+                                    Tensor::from_vector(values, p.shape()));
+  }
+  const std::int64_t len = 10, prompt = 6;
+  std::vector<std::int64_t> ids(2 * len);
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    ids[i] = static_cast<std::int64_t>((i * 37 + 5) % 96);
+  const Tensor sequence = Tensor::from_vector(ids, {2, len});
+  const Tensor full = model->run(sequence).logits;
+  const double tolerance = kFloat32Tolerance * max_abs(full);
+  auto cache = model->make_cache();
+  EXPECT_LE(max_abs_diff(model->run(sequence.narrow(1, 0, prompt), cache).logits,
+                         full.narrow(1, 0, prompt)),
+            tolerance);
+  for (std::int64_t at = prompt; at < len; ++at) {
+    EXPECT_LE(
+        max_abs_diff(model->run(sequence.narrow(1, at, 1), cache).logits, full.narrow(1, at, 1)),
+        tolerance)
+        << "position " << at;
+  }
+  // Row 1 left-padded by 3 beside row 0: its greedy continuation equals its own.
+  Tensor padded = sequence.narrow(1, 0, prompt).clone();
+  Tensor mask = Tensor::ones({2, prompt}, DType::Int64);
+  padded.select(0, 1)
+      .narrow(0, 3, prompt - 3)
+      .copy_(sequence.select(0, 1).narrow(0, 0, prompt - 3));
+  mask.select(0, 1).narrow(0, 0, 3).copy_(Tensor::zeros({3}, DType::Int64));
+  models::GenerationOptions options;
+  options.max_new_tokens = 6;
+  options.attention_mask = mask;
+  const auto batch = models::generate_greedy(*model, padded, options);
+  options.attention_mask.reset();
+  const auto alone =
+      models::generate_greedy(*model, sequence.narrow(0, 1, 1).narrow(1, 0, prompt - 3), options);
+  EXPECT_EQ(batch.tokens.narrow(0, 1, 1).to_vector<std::int64_t>(),
+            alone.tokens.to_vector<std::int64_t>());
 }
 
 TEST(DeepseekTree, AttentionModulesInTransformersOrder) {

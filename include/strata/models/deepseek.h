@@ -58,8 +58,8 @@ class DeepseekAttention : public nn::Module {
  private:
   Tensor rotate(const Tensor& x, const Tensor& cos, const Tensor& sin) const;
   // kv_b_proj's weight [heads * (nope + v), kv_lora_rank] in `like`'s dtype (fp8 dequantised),
-  // when its tensors are materialised on `like`'s device and the latent attention can run there;
-  // nullopt otherwise (the caller expands the cached latents through the module instead).
+  // when its tensors are materialised on `like`'s device; nullopt otherwise (the caller expands
+  // the cached latents through the module instead).
   std::optional<Tensor> absorbed_kv_b(const Tensor& like) const;
 
   std::int64_t layer_idx_, num_heads_, sliding_window_;
