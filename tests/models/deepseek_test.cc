@@ -223,7 +223,11 @@ TEST(DeepseekCache, HoldsTheCompressedLatent) {
 // 256, as DeepSeek-V3's 576) decode through the composed attention: a random model's cached
 // decode (absorbed, composed) equals its full forward (expanded, fused), also for a left-padded
 // row against the row alone.
-TEST(DeepseekCache, WideLatentHeadsDecodeLikeTheFullForward) {
+class DeepseekWideLatent : public ::testing::TestWithParam<Device> {};
+
+TEST_P(DeepseekWideLatent, DecodesLikeTheFullForward) {
+  const Device device = GetParam();
+  if (!device_available(device)) GTEST_SKIP() << device << " is not available here";
   const TransformerConfig c = parse(with(with(v3(), "kv_lora_rank", 256), "num_hidden_layers", 2));
   auto model = models::build_causal_lm(c, DType::Float32);
   std::mt19937 gen(17);
@@ -232,14 +236,14 @@ TEST(DeepseekCache, WideLatentHeadsDecodeLikeTheFullForward) {
     std::normal_distribution<float> dist(norm ? 1.0f : 0.0f, norm ? 0.1f : 0.15f);
     std::vector<float> values(static_cast<std::size_t>(p.numel()));
     for (float& v : values) v = dist(gen);
-    nn::set_module_tensor_to_device(*model, name, Device::cpu(),
-                                    Tensor::from_vector(values, p.shape()));
+    nn::set_module_tensor_to_device(*model, name, device, Tensor::from_vector(values, p.shape()));
   }
+  model->to(device);  // the rotary buffers
   const std::int64_t len = 10, prompt = 6;
   std::vector<std::int64_t> ids(2 * len);
   for (std::size_t i = 0; i < ids.size(); ++i)
     ids[i] = static_cast<std::int64_t>((i * 37 + 5) % 96);
-  const Tensor sequence = Tensor::from_vector(ids, {2, len});
+  const Tensor sequence = Tensor::from_vector(ids, {2, len}).to(device);
   const Tensor full = model->run(sequence).logits;
   const double tolerance = kFloat32Tolerance * max_abs(full);
   auto cache = model->make_cache();
@@ -255,12 +259,14 @@ TEST(DeepseekCache, WideLatentHeadsDecodeLikeTheFullForward) {
   // Row 1 left-padded by 3 beside row 0: its greedy continuation equals its own.
   Tensor padded = sequence.narrow(1, 0, prompt).clone();
   Tensor mask = Tensor::ones({2, prompt}, DType::Int64);
+  padded = padded.to(Device::cpu());
   padded.select(0, 1)
       .narrow(0, 3, prompt - 3)
       .copy_(sequence.select(0, 1).narrow(0, 0, prompt - 3));
   mask.select(0, 1).narrow(0, 0, 3).copy_(Tensor::zeros({3}, DType::Int64));
   models::GenerationOptions options;
   options.max_new_tokens = 6;
+  options.input_device = device;
   options.attention_mask = mask;
   const auto batch = models::generate_greedy(*model, padded, options);
   options.attention_mask.reset();
@@ -269,6 +275,12 @@ TEST(DeepseekCache, WideLatentHeadsDecodeLikeTheFullForward) {
   EXPECT_EQ(batch.tokens.narrow(0, 1, 1).to_vector<std::int64_t>(),
             alone.tokens.to_vector<std::int64_t>());
 }
+
+INSTANTIATE_TEST_SUITE_P(Devices, DeepseekWideLatent,
+                         ::testing::Values(Device::cpu(), Device::cuda(0)),
+                         [](const ::testing::TestParamInfo<Device>& info) {
+                           return std::string(info.param.is_cuda() ? "cuda0" : "cpu");
+                         });
 
 TEST(DeepseekTree, AttentionModulesInTransformersOrder) {
   const ModelFixture v3_fixture = load_model_fixture("deepseek_v3");
