@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "io/io_testing.h"
 #include "models/model_testing.h"
 #include "ops/throws_naming.h"
 #include "strata/nn/tensor_placement.h"
@@ -281,6 +282,44 @@ INSTANTIATE_TEST_SUITE_P(Devices, DeepseekWideLatent,
                          [](const ::testing::TestParamInfo<Device>& info) {
                            return std::string(info.param.is_cuda() ? "cuda0" : "cpu");
                          });
+
+// The fused 3-D experts of newer exports (transformers v5's in-memory names: experts.gate_up_proj
+// [E, 2I, H], gate rows then up rows, and experts.down_proj [E, H, I]) read as the per-expert
+// modules: the deepseek_v3 fixture rewritten that way gives transformers' logits.
+TEST(DeepseekCheckpoint, FusedExpertsReadAsPerExpertModules) {
+  const ModelFixture f = load_model_fixture("deepseek_v3");
+  const auto file = io::SafetensorsFile::open(model_fixture_dir(f.name) / "model.safetensors");
+  const TransformerConfig c = models::parse_transformer_config(f.config);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const auto& entry : file->entries()) {
+    if (entry.name.find(".mlp.experts.") == std::string::npos) {
+      tensors.emplace_back(entry.name, file->tensor(entry.name).clone());
+    }
+  }
+  const std::int64_t E = c.num_experts, I = c.moe_intermediate_size, H = c.hidden_size;
+  int fused_layers = 0;
+  for (std::int64_t layer = 0; layer < c.num_layers; ++layer) {
+    if (!c.is_sparse_layer(layer)) continue;
+    const std::string prefix = "model.layers." + std::to_string(layer) + ".mlp.experts";
+    Tensor gate_up = Tensor::empty({E, 2 * I, H}, DType::Float32);
+    Tensor down = Tensor::empty({E, H, I}, DType::Float32);
+    for (std::int64_t e = 0; e < E; ++e) {
+      const std::string expert = prefix + "." + std::to_string(e);
+      gate_up.select(0, e).narrow(0, 0, I).copy_(file->tensor(expert + ".gate_proj.weight"));
+      gate_up.select(0, e).narrow(0, I, I).copy_(file->tensor(expert + ".up_proj.weight"));
+      down.select(0, e).copy_(file->tensor(expert + ".down_proj.weight"));
+    }
+    tensors.emplace_back(prefix + ".gate_up_proj", gate_up);
+    tensors.emplace_back(prefix + ".down_proj", down);
+    ++fused_layers;
+  }
+  ASSERT_EQ(fused_layers, 2);
+  const TempDir dir;
+  io::save_safetensors(dir / "model.safetensors", tensors);
+  auto model = models::build_causal_lm(f.config);
+  load_safetensors_into(*model, dir / "model.safetensors", Device::cpu());
+  expect_float32_logits_match(f, model->run(f.prompt_ids).logits);
+}
 
 TEST(DeepseekTree, AttentionModulesInTransformersOrder) {
   const ModelFixture v3_fixture = load_model_fixture("deepseek_v3");
