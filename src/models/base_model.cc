@@ -2,10 +2,10 @@
 
 #include "strata/models/base_model.h"
 
-#include <map>
 #include <utility>
 
 #include "models/attention.h"
+#include "models/base_model_pass.h"
 #include "models/capped_attention.h"
 #include "models/forward_inputs.h"
 #include "strata/core/error.h"
@@ -46,42 +46,58 @@ BaseModel::BaseModel(std::string class_name, const TransformerConfig& c, Parts p
 }
 
 Value BaseModel::forward(Args& args) {
-  const std::string who = class_name() + ".forward";
-  detail::ForwardInputs in = detail::forward_inputs(args, who);
+  const std::shared_ptr<Pass> pass = begin(args);
+  run_layers(*pass, 0, layers_->size());
+  return finish(*pass);
+}
 
-  Tensor hidden = call(*embed_tokens_, in.ids);
-  // One [cos, sin] per rope (per layer type where they differ), computed when first needed.
-  std::map<std::string, Value> ropes;
-  const auto rope_for = [&](std::size_t layer) -> const Value& {
-    const std::string type = rope_layer_types_.empty() ? "" : rope_layer_types_.at(layer);
-    auto it = ropes.find(type);
-    if (it != ropes.end()) return it->second;
-    Args rope_args({hidden});
-    if (in.padding) {
-      rope_args.keywords.set("position_ids", in.padding->position_ids(Device::cpu()));
-    } else {
-      rope_args.keywords.set("past_length", in.past);
-    }
-    if (!type.empty()) rope_args.keywords.set("layer_type", type);
-    return ropes.emplace(type, (*rotary_emb_)(std::move(rope_args))).first->second;
-  };
-  std::map<std::int64_t, Tensor> finite;  // per window, for soft-capped attention
-  for (std::size_t i = 0; i < layers_->size(); ++i) {
+std::shared_ptr<BaseModel::Pass> BaseModel::begin(Args& args, bool all_ropes) {
+  auto pass = std::make_shared<Pass>();
+  pass->in = detail::forward_inputs(args, class_name() + ".forward");
+  pass->hidden = call(*embed_tokens_, pass->in.ids);
+  if (all_ropes) {
+    for (std::size_t i = 0; i < layers_->size(); ++i) rope_for(*pass, i);
+  }
+  return pass;
+}
+
+// One [cos, sin] per rope (per layer type where they differ), computed when first needed.
+const Value& BaseModel::rope_for(Pass& pass, std::size_t layer) {
+  const std::string type = rope_layer_types_.empty() ? "" : rope_layer_types_.at(layer);
+  auto it = pass.ropes.find(type);
+  if (it != pass.ropes.end()) return it->second;
+  Args rope_args({pass.hidden});
+  if (pass.in.padding) {
+    rope_args.keywords.set("position_ids", pass.in.padding->position_ids(Device::cpu()));
+  } else {
+    rope_args.keywords.set("past_length", pass.in.past);
+  }
+  if (!type.empty()) rope_args.keywords.set("layer_type", type);
+  return pass.ropes.emplace(type, (*rotary_emb_)(std::move(rope_args))).first->second;
+}
+
+void BaseModel::run_layers(Pass& pass, std::size_t first, std::size_t end) {
+  STRATA_ASSERT(first <= end && end <= layers_->size(), "{}: layers [{}, {}) of {}", class_name(),
+                first, end, layers_->size());
+  for (std::size_t i = first; i < end; ++i) {
     const std::int64_t window = sliding_windows_.at(i);
-    Args layer_args({hidden},
-                    {{"position_embeddings", rope_for(i)}, {"past_key_values", in.cache_value}});
-    if (in.padding) {
-      Tensor mask = in.padding->additive(window, hidden.device());
-      if (finite_masks_) {
-        auto it = finite.find(window);
-        if (it == finite.end()) it = finite.emplace(window, detail::finite_mask(mask)).first;
+    Args layer_args({pass.hidden}, {{"position_embeddings", rope_for(pass, i)},
+                                    {"past_key_values", pass.in.cache_value}});
+    if (pass.in.padding) {
+      Tensor mask = pass.in.padding->additive(window, pass.hidden.device());
+      if (finite_masks_) {  // soft-capped attention
+        auto it = pass.finite.find(window);
+        if (it == pass.finite.end()) {
+          it = pass.finite.emplace(window, detail::finite_mask(mask)).first;
+        }
         mask = it->second;
       }
       layer_args.keywords.set("attention_mask", mask);
     }
-    hidden = (*layers_)[i](std::move(layer_args)).tensor();
+    pass.hidden = (*layers_)[i](std::move(layer_args)).tensor();
   }
-  return call(*norm_, hidden);
 }
+
+Tensor BaseModel::finish(Pass& pass) { return call(*norm_, pass.hidden); }
 
 }  // namespace strata::models

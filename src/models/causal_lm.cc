@@ -64,15 +64,21 @@ Value CausalLM::forward(Args& args) {
   if (const Value* mask = args.keyword("attention_mask"); mask != nullptr && !mask->is_none()) {
     base_args.keywords.set("attention_mask", *mask);
   }
-  Tensor hidden = (*base_)(std::move(base_args)).tensor();
+  const Tensor logits = head((*base_)(std::move(base_args)).tensor(), keep);
+  return nn::ValueDict{{"logits", logits}, {"past_key_values", cache_value}};
+}
+
+Tensor CausalLM::head(Tensor hidden, std::int64_t logits_to_keep) {
   const std::int64_t seq = hidden.size(1);
-  if (keep > 0 && keep < seq) hidden = hidden.narrow(1, seq - keep, keep);
+  if (logits_to_keep > 0 && logits_to_keep < seq) {
+    hidden = hidden.narrow(1, seq - logits_to_keep, logits_to_keep);
+  }
   Tensor logits = call(*lm_head_, hidden);
   // Gemma 2: logits = cap * tanh(logits / cap).
   if (config_.final_logit_softcapping) {
     logits = detail::soft_cap(logits, *config_.final_logit_softcapping);
   }
-  return nn::ValueDict{{"logits", logits}, {"past_key_values", cache_value}};
+  return logits;
 }
 
 CausalLM::Output CausalLM::run(const Tensor& input_ids, const std::shared_ptr<KVCache>& cache,

@@ -57,6 +57,16 @@ class BaseModel : public nn::Module {
   const std::shared_ptr<nn::ModuleList>& layers() const { return layers_; }
   Value forward(Args& args) override;
 
+  // forward in three steps, for callers that run the layers in stages (models/pipeline.h):
+  // begin reads the arguments and embeds the tokens (with `all_ropes`, every rope is computed
+  // now rather than when a layer first needs it), run_layers runs layers [first, end), finish
+  // applies the final norm. forward is begin, run_layers over every layer, finish. A Pass
+  // (defined in src/models/base_model_pass.h) holds one forward's state.
+  struct Pass;
+  std::shared_ptr<Pass> begin(Args& args, bool all_ropes = false);
+  void run_layers(Pass& pass, std::size_t first, std::size_t end);
+  Tensor finish(Pass& pass);
+
  private:
   std::shared_ptr<nn::Embedding> embed_tokens_;
   std::shared_ptr<nn::ModuleList> layers_;
@@ -65,6 +75,8 @@ class BaseModel : public nn::Module {
   std::vector<std::int64_t> sliding_windows_;  // per layer, 0 = full attention
   std::vector<std::string> rope_layer_types_;
   bool finite_masks_;
+
+  const Value& rope_for(Pass& pass, std::size_t layer);
 };
 
 }  // namespace strata::models

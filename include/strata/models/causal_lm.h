@@ -64,6 +64,9 @@ class CausalLM : public nn::Module {
   std::shared_ptr<KVCache> make_cache(std::int64_t reserve_tokens = 0) const;
 
   Value forward(Args& args) final;
+  // The head over the base model's final hidden states [batch, seq, hidden]: the last
+  // `logits_to_keep` positions (0 = all), lm_head, Gemma 2's final soft-cap. forward ends so.
+  Tensor head(Tensor hidden, std::int64_t logits_to_keep);
 
   struct Output {
     Tensor logits;
