@@ -20,6 +20,12 @@ namespace {
 
 constexpr int kTile = 64;  // AWQ/GPTQ tiles: 64 outputs x 64 inputs
 
+// Index arithmetic in 32 bits (tiles hold at most 16 Mi weights; n, k < 2^31): a 64-bit division
+// costs ~100 instructions, several per 8 weights made these kernels compute-bound.
+__device__ __forceinline__ unsigned udiv(std::int64_t a, std::int64_t b) {
+  return static_cast<unsigned>(a) / static_cast<unsigned>(b);
+}
+
 template <typename T>
 __device__ __forceinline__ void store8(T* p, const float (&v)[8]) {
   if constexpr (std::is_same_v<T, float>) {
@@ -52,10 +58,16 @@ __global__ void fp8_rows_kernel(QuantWeight w, std::int64_t n0, std::int64_t row
   const std::int64_t per_row = w.k / 8;
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * per_row) return;
-  const std::int64_t n = n0 + i / per_row, kk = (i % per_row) * 8;
+  const unsigned row = udiv(i, per_row);
+  const std::int64_t n = n0 + row, kk = (i - static_cast<std::int64_t>(row) * per_row) * 8;
   const uint2 b = __ldg(
       reinterpret_cast<const uint2*>(static_cast<const std::uint8_t*>(w.weight) + n * w.k + kk));
-  const float s = fp8_scale(w, n, kk);
+  const auto* scale = static_cast<const float*>(w.scale);
+  const float s = w.block_out == 0 ? __ldg(scale)
+                                   : __ldg(scale +
+                                           static_cast<std::int64_t>(udiv(n, w.block_out)) *
+                                               udiv(w.k + w.block_in - 1, w.block_in) +
+                                           udiv(kk, w.block_in));
   float v[8];
   const std::uint32_t parts[2] = {b.x, b.y};
 #pragma unroll
@@ -81,12 +93,13 @@ __global__ void compressed_rows_kernel(QuantWeight w, std::int64_t n0, std::int6
   const std::int64_t per_row = w.k / 8, packed_cols = w.k / kPer;
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * per_row) return;
-  const std::int64_t n = n0 + i / per_row, kk = (i % per_row) * 8;
+  const unsigned row = udiv(i, per_row);
+  const std::int64_t n = n0 + row, kk = (i - static_cast<std::int64_t>(row) * per_row) * 8;
   const auto* words = static_cast<const std::int32_t*>(w.weight) + n * packed_cols + kk / kPer;
   float v[8];
 #pragma unroll
   for (int h = 0; h < 8 / kPer; ++h) {
-    const std::int64_t gi = w.groups == 1 ? 0 : (kk + h * kPer) / w.group;
+    const std::int64_t gi = w.groups == 1 ? 0 : udiv(kk + h * kPer, w.group);
     const float z = w.zeros != nullptr
                         ? static_cast<float>(field_of(w.zeros, (n / kPer) * w.groups + gi,
                                                       static_cast<int>(n % kPer) * BITS, kMask))
@@ -131,7 +144,7 @@ __global__ void __launch_bounds__(256)
     const int lw = e % 8, lk = e / 8;
     const std::int64_t kk = tk + lk, c = tn / 8 + lw;
     if (kk >= w.k || c * 8 >= n1) continue;
-    const std::int64_t gi = kk / w.group;
+    const std::int64_t gi = udiv(kk, w.group);
     const auto word = static_cast<std::uint32_t>(__ldg(qweight + kk * words + c));
     const auto zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * words + c));
 #pragma unroll
@@ -164,7 +177,8 @@ __global__ void __launch_bounds__(256)
     const auto word = static_cast<std::uint32_t>(__ldg(qweight + pr * w.n + n));
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
-      const std::int64_t gi = gptq_group(w, pr * kPer + j);
+      const std::int64_t gi =
+          w.g_idx_sequential ? udiv(pr * kPer + j, w.group) : gptq_group(w, pr * kPer + j);
       const float z = static_cast<float>(
           field_of(w.zeros, gi * zero_words + n / kPer, static_cast<int>(n % kPer) * BITS, kMask) +
           1);
@@ -175,7 +189,6 @@ __global__ void __launch_bounds__(256)
   __syncthreads();
   write_tile<T>(tile, n0, tn, tk, n1, w.k, dst);
 }
-
 
 template <typename T>
 cudaError_t dequantize(const QuantWeight& w, std::int64_t n0, std::int64_t n1, T* dst,

@@ -108,12 +108,35 @@ __device__ __forceinline__ float bias_of(const T* bias, std::int64_t n) {
 // Rows of x past `rows` read row 0 (valid memory) and are never stored.
 __device__ __forceinline__ std::int64_t x_row(int r, std::int64_t rows) { return r < rows ? r : 0; }
 
+// Chunk index -> scale column for the row kernels: a shift when the chunks per scale column are
+// a power of two (the usual 128-input blocks and groups), else a 32-bit division. A 64-bit
+// division per chunk (~100 instructions) was the FP8 and compressed-tensors kernels' bottleneck.
+struct ChunkDiv {
+  int shift = -1;        // log2(chunks per column), or -1
+  unsigned divisor = 1;  // chunks per column
+};
+
+__device__ __forceinline__ std::int64_t column_of(std::int64_t chunk, ChunkDiv d) {
+  return d.shift >= 0 ? chunk >> d.shift
+                      : static_cast<std::int64_t>(static_cast<unsigned>(chunk) / d.divisor);
+}
+
+ChunkDiv chunk_div(std::int64_t chunks_per_column) {
+  ChunkDiv d;
+  d.divisor = static_cast<unsigned>(chunks_per_column);
+  if ((chunks_per_column & (chunks_per_column - 1)) == 0) {
+    d.shift = 0;
+    while ((std::int64_t{1} << d.shift) < chunks_per_column) ++d.shift;
+  }
+  return d;
+}
+
 // ---- FP8: kRowsPerWarp outputs per warp, 16 bytes per lane step --------------------------------
 // Needs k % 16 == 0 and block_in % 16 == 0 (every 16 inputs share a scale).
 template <int R, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
     fp8_gemv_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows,
-                    const T* __restrict__ bias, T* __restrict__ out) {
+                    const T* __restrict__ bias, T* __restrict__ out, ChunkDiv per_scale) {
   const int lane = threadIdx.x & 31;
   const std::int64_t first =
       (static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * kRowsPerWarp;
@@ -139,7 +162,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     float s[kRowsPerWarp];
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
-      s[i] = w.block_out ? __ldg(srow[i] + (c * 16) / w.block_in) : 1.0f;
+      s[i] = w.block_out ? __ldg(srow[i] + column_of(c, per_scale)) : 1.0f;
       const std::uint32_t parts[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
 #pragma unroll
       for (int p = 0; p < 4; ++p) {
@@ -185,7 +208,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 template <int R, int BITS, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
     compressed_gemv_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows,
-                           const T* __restrict__ bias, T* __restrict__ out) {
+                           const T* __restrict__ bias, T* __restrict__ out, ChunkDiv per_group) {
   constexpr int kPer = 32 / BITS;
   constexpr std::uint32_t kMask = (1u << BITS) - 1;
   const int lane = threadIdx.x & 31;
@@ -207,7 +230,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     uint4 v[kRowsPerWarp];
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) v[i] = __ldg(wrow[i] + c);
-    const std::int64_t gi = w.groups == 1 ? 0 : (c * 4 * kPer) / w.group;
+    const std::int64_t gi = w.groups == 1 ? 0 : column_of(c, per_group);
     float mz[kRowsPerWarp], s[kRowsPerWarp];
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
@@ -328,6 +351,7 @@ __device__ __forceinline__ void finish_columns(float (&acc)[R][C], std::int64_t 
     const std::int64_t r = o / kTile, col = col0 + o % kTile;
     if (col >= n) continue;
     float sum = 0.0f;
+#pragma unroll 8
     for (std::int64_t s = 0; s < splits; ++s) sum += __ldcg(ws + (s * rows + r) * n + col);
     out[r * n + col] = from_float<T>(sum + bias_of(bias, col));
   }
@@ -353,8 +377,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     const auto* qweight = static_cast<const std::int32_t*>(w.weight);
     for (std::int64_t u = static_cast<std::int64_t>(blockIdx.y) * kWarps + threadIdx.y;
          u < units.count; u += static_cast<std::int64_t>(gridDim.y) * kWarps) {
-      const std::int64_t gi = u / units.per_group;
-      const std::int64_t k0 = gi * w.group + (u % units.per_group) * units.length;
+      const auto uu = static_cast<unsigned>(u), upg = static_cast<unsigned>(units.per_group);
+      const std::int64_t gi = uu / upg;
+      const std::int64_t k0 = gi * w.group + static_cast<std::int64_t>(uu % upg) * units.length;
       float mz[8 * V], s[8 * V];
 #pragma unroll
       for (int v = 0; v < V; ++v) {
@@ -421,9 +446,11 @@ __global__ void __launch_bounds__(kWarps * 32)
     const std::int64_t zero_words = w.n / kPer;
     for (std::int64_t u = static_cast<std::int64_t>(blockIdx.y) * kWarps + threadIdx.y;
          u < units.count; u += static_cast<std::int64_t>(gridDim.y) * kWarps) {
-      const std::int64_t gi = ACT ? 0 : u / units.per_group;
+      const auto uu = static_cast<unsigned>(u), upg = static_cast<unsigned>(units.per_group);
+      const std::int64_t gi = ACT ? 0 : uu / upg;
       const std::int64_t pr0 =
-          ACT ? u * units.length : gi * (w.group / kPer) + (u % units.per_group) * units.length;
+          ACT ? u * units.length
+              : gi * (w.group / kPer) + static_cast<std::int64_t>(uu % upg) * units.length;
       float mz[V], s[V];
       if constexpr (!ACT) {
 #pragma unroll
@@ -510,14 +537,16 @@ std::int64_t column_tiles(const QuantWeight& w, int v) {
 
 Units column_units(const QuantWeight& w) {
   if (w.kind == QuantKind::AWQ) {
-    const std::int64_t len = w.group % 16 == 0 ? 16 : w.group;
+    const std::int64_t len = w.group % 32 == 0 ? 32 : w.group % 16 == 0 ? 16 : w.group;
     return {w.group / len, len, w.groups * (w.group / len)};
   }
   const int per = 32 / w.bits;
   const std::int64_t packed_rows = w.k / per;
   if (!w.g_idx_sequential) return {1, 2, packed_rows / 2};  // act-order: 2 packed rows a unit
   const std::int64_t rows_per_group = w.group / per;
-  const std::int64_t len = rows_per_group % 4 == 0 ? 4 : rows_per_group;
+  const std::int64_t len = rows_per_group % 8 == 0   ? 8
+                           : rows_per_group % 4 == 0 ? 4
+                                                     : rows_per_group;
   return {rows_per_group / len, len, w.groups * (rows_per_group / len)};
 }
 
@@ -534,7 +563,8 @@ bool column_kernel(const QuantWeight& w) {
 std::int64_t column_splits(const QuantWeight& w, int v, int sms) {
   const std::int64_t tiles = column_tiles(w, v);
   const std::int64_t max_splits = (column_units(w).count + kWarps - 1) / kWarps;
-  const std::int64_t want = (4 * static_cast<std::int64_t>(sms) + tiles - 1) / tiles;
+  // About 2 blocks per SM: every split adds a round trip of rows x n partial sums through L2.
+  const std::int64_t want = (2 * static_cast<std::int64_t>(sms) + tiles - 1) / tiles;
   return want < 1 ? 1 : (want > max_splits ? max_splits : want);
 }
 
@@ -552,16 +582,20 @@ cudaError_t launch_rows(const QuantWeight& w, const T* x, std::int64_t rows, con
   const bool x_ok = x_vector_ok(x, w.k, x_type) && aligned16(w.weight);
   if (w.kind == QuantKind::FP8 && x_ok && w.k % 16 == 0 &&
       (w.block_out == 0 || w.block_in % 16 == 0)) {
-    fp8_gemv_kernel<R, T><<<row_blocks, threads, 0, stream>>>(w, x, rows, bias, out);
+    fp8_gemv_kernel<R, T><<<row_blocks, threads, 0, stream>>>(
+        w, x, rows, bias, out, chunk_div(w.block_out ? w.block_in / 16 : 1));
     return launched();
   }
   if (w.kind == QuantKind::Compressed && x_ok) {
     const int per = 32 / w.bits;
     if (w.k % (4 * per) == 0 && (w.groups == 1 || w.group % (4 * per) == 0)) {
+      const ChunkDiv per_group = chunk_div(w.groups == 1 ? 1 : w.group / (4 * per));
       if (w.bits == 4) {
-        compressed_gemv_kernel<R, 4, T><<<row_blocks, threads, 0, stream>>>(w, x, rows, bias, out);
+        compressed_gemv_kernel<R, 4, T>
+            <<<row_blocks, threads, 0, stream>>>(w, x, rows, bias, out, per_group);
       } else {
-        compressed_gemv_kernel<R, 8, T><<<row_blocks, threads, 0, stream>>>(w, x, rows, bias, out);
+        compressed_gemv_kernel<R, 8, T>
+            <<<row_blocks, threads, 0, stream>>>(w, x, rows, bias, out, per_group);
       }
       return launched();
     }
