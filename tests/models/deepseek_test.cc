@@ -339,6 +339,14 @@ TEST(DeepseekTree, AttentionModulesInTransformersOrder) {
   EXPECT_EQ(names, (std::vector<std::string>{"experts", "gate", "shared_experts"}));
   const nn::Module& gate = model->get_submodule("model.layers.1.mlp.gate");
   EXPECT_EQ(gate.buffer("e_score_correction_bias").dtype(), DType::Float32);
+  // A bfloat16 model keeps the correction bias in float32 through loading
+  // (_keep_in_fp32_modules_strict): bfloat16 would round the sigmoid choices' bias.
+  auto bf16 = load_fixture_model(v3_fixture, Device::cpu(), DType::BFloat16);
+  EXPECT_EQ(
+      bf16->get_submodule("model.layers.1.mlp.gate").buffer("e_score_correction_bias").dtype(),
+      DType::Float32);
+  EXPECT_EQ(bf16->get_submodule("model.layers.1.mlp.gate").parameter("weight").dtype(),
+            DType::BFloat16);
   auto v2_model = models::build_causal_lm(load_model_fixture("deepseek_v2").config);
   EXPECT_TRUE(v2_model->get_submodule("model.layers.0.self_attn").has_child("q_proj"));
 }
