@@ -30,7 +30,7 @@ template <int DMAX, int R>
 struct DecodeShape {
   static constexpr int kLanesPerKey = DMAX / 8;  // 16-byte chunks of a row
   static constexpr int kGroups = 32 / kLanesPerKey;
-  static constexpr int kUnroll = R <= 2 ? 8 : 4;               // keys of a lane group per step
+  static constexpr int kUnroll = R <= 4 ? 4 : 2;  // keys of a lane group per step (x2 in flight)
   static constexpr int kBlockGroups = kDecodeWarps * kGroups;  // lane groups of a block
   static constexpr int kStep = kBlockGroups * kUnroll;         // keys of a block per step
 };
@@ -117,17 +117,31 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const T* v_base =
       static_cast<const T*>(a.v) + b * a.v_strides[0] + kvh * a.v_strides[1] + part * 8;
 
-  for (int base = begin; base < end; base += S::kStep) {
-    uint4 kr[kU], vr[kU];
+  // The step's K and V rows (zeros past `end`): 2U 16-byte loads per lane.
+  const auto load_step = [&](int step_base, uint4(&kr)[kU], uint4(&vr)[kU]) {
 #pragma unroll
-    for (int u = 0; u < kU; ++u) {  // all loads first: 2U 16-byte loads in flight per lane
-      const int key = base + u * S::kBlockGroups + group;
+    for (int u = 0; u < kU; ++u) {
+      const int key = step_base + u * S::kBlockGroups + group;
       const bool in = key < end;
       kr[u] = in && k_part ? __ldg(reinterpret_cast<const uint4*>(k_base + key * a.k_strides[2]))
                            : make_uint4(0, 0, 0, 0);
       vr[u] = in && v_part ? __ldg(reinterpret_cast<const uint4*>(v_base + key * a.v_strides[2]))
                            : make_uint4(0, 0, 0, 0);
     }
+  };
+  // Software pipelining: the next step's loads are issued before this step's arithmetic, so the
+  // memory system always has this warp's requests in flight (the blocks of a wave run in near
+  // lockstep: without it every step would drain HBM's queue for one full latency).
+  uint4 k_next[kU], v_next[kU];
+  load_step(begin, k_next, v_next);
+  for (int base = begin; base < end; base += S::kStep) {
+    uint4 kr[kU], vr[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      kr[u] = k_next[u];
+      vr[u] = v_next[u];
+    }
+    load_step(base + S::kStep, k_next, v_next);  // zeros (no loads) past `end`
     float s[kU][R];
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
@@ -266,8 +280,18 @@ __global__ void __launch_bounds__(kDecodeThreads) flash_decode_combine(FlashDeco
   T* out =
       static_cast<T*>(a.out) + b * a.out_strides[0] + h * a.out_strides[1] + i * a.out_strides[2];
   for (int d = threadIdx.x; d < a.v_dim; d += kDecodeThreads) {
-    float sum = 0.0f;
-    for (int s = 0; s < active; ++s) sum = fmaf(parts_o[s * a.v_dim + d], weight[s], sum);
+    // Four independent sums: four splits' partials are read at once, not one after another.
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    const std::int64_t stride = a.v_dim;
+    int s = 0;
+    for (; s + 4 <= active; s += 4) {
+      s0 = fmaf(parts_o[s * stride + d], weight[s], s0);
+      s1 = fmaf(parts_o[(s + 1) * stride + d], weight[s + 1], s1);
+      s2 = fmaf(parts_o[(s + 2) * stride + d], weight[s + 2], s2);
+      s3 = fmaf(parts_o[(s + 3) * stride + d], weight[s + 3], s3);
+    }
+    for (; s < active; ++s) s0 = fmaf(parts_o[s * stride + d], weight[s], s0);
+    const float sum = (s0 + s1) + (s2 + s3);
     out[d] = from_float<T>(total > 0.0f ? sum / total : 0.0f);  // all masked: zeros
   }
 }

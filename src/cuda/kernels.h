@@ -198,10 +198,10 @@ cudaError_t launch_flash_decode(const FlashDecodeArgs& args, cudaStream_t stream
 // Tensor-core (mma.sync m16n8k16) attention with online softmax, bf16/f16 (the other fields of
 // Attention as attention() takes them: causal aligned to the end of the keys, additive mask,
 // sinks, GQA). Needs head_dim and v_dim multiples of 8 up to 256 and 16-byte aligned K/V rows.
-// rows_per_warp: query rows each warp owns, 16 or 32 (0: kFlashPrefillRowsPerWarp; the bench
-// times both); 32 halves shared-memory reads per flop, 16 needs fewer registers. Head dims over
-// 128 always use 16.
-inline constexpr int kFlashPrefillRowsPerWarp = 32;
+// rows_per_warp: query rows each warp owns, 16 or 32 (0: kFlashPrefillRowsPerWarp, which measured
+// faster on H100; the bench times both); 32 halves shared-memory reads per flop but halves the keys
+// per tile and the blocks per SM. Head dims over 128 always use 16.
+inline constexpr int kFlashPrefillRowsPerWarp = 16;
 bool flash_prefill_supported(const Attention& args);
 cudaError_t launch_flash_prefill(const Attention& args, cudaStream_t stream, int rows_per_warp = 0);
 
