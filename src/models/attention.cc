@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "strata/core/error.h"
+#include "strata/models/layers.h"
 #include "strata/ops.h"
 
 namespace strata::models::detail {
@@ -136,6 +137,15 @@ Tensor position_ids(std::int64_t start, std::int64_t length, std::int64_t limit,
   std::vector<std::int64_t> ids(static_cast<std::size_t>(length));
   std::iota(ids.begin(), ids.end(), start);
   return Tensor::from_vector(ids, {1, length}).to(device);
+}
+
+Tensor pre_norm_block(const Tensor& hidden, nn::Args& args, nn::Module& input_norm,
+                      nn::Module& attn, nn::Module& post_norm, nn::Module& mlp) {
+  nn::Args attn_args({call(input_norm, hidden)}, std::move(args.keywords));
+  const Tensor a = attn(std::move(attn_args)).tensor();
+  const Tensor h = ops::add(hidden, on_device_of(a, hidden));
+  const Tensor m = call(mlp, call(post_norm, h));
+  return ops::add(h, on_device_of(m, h));
 }
 
 Tensor on_device_of(const Tensor& t, const Tensor& like) {

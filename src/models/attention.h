@@ -7,6 +7,7 @@
 
 #include "strata/core/tensor.h"
 #include "strata/models/kv_cache.h"
+#include "strata/nn/module.h"
 #include "strata/nn/value.h"
 
 namespace strata::models::detail {
@@ -56,6 +57,11 @@ std::shared_ptr<KVCache> cache_argument(const nn::Args& args, std::string_view w
 // of a learned position table: running past it is an error naming the limit, not a bad read.
 Tensor position_ids(std::int64_t start, std::int64_t length, std::int64_t limit, Device device,
                     std::string_view who);
+
+// The pre-norm block of Llama-shaped decoder layers: h += attn(input_norm(h)) (the layer's keywords
+// go to attn); h += mlp(post_norm(h)).
+Tensor pre_norm_block(const Tensor& hidden, nn::Args& args, nn::Module& input_norm,
+                      nn::Module& attn, nn::Module& post_norm, nn::Module& mlp);
 
 // `t` on `like`'s device (a no-op when it already is): results of submodules that a device map
 // placed elsewhere come back to the device of the residual stream.

@@ -10,6 +10,7 @@
 #include "models/forward_inputs.h"
 #include "strata/core/error.h"
 #include "strata/models/layers.h"
+#include "strata/models/rope.h"
 
 namespace strata::models {
 
@@ -43,6 +44,18 @@ BaseModel::BaseModel(std::string class_name, const TransformerConfig& c, Parts p
   for (std::int64_t i = 0; i < c.num_layers; ++i) layers_->push_back(parts.make_layer(i));
   norm_ = register_module("norm", std::move(parts.norm));
   rotary_emb_ = register_module("rotary_emb", std::move(parts.rotary_emb));
+}
+
+BaseModel::Parts BaseModel::llama_parts(
+    const TransformerConfig& c, DType dtype,
+    std::function<std::shared_ptr<nn::Module>(std::int64_t)> make_layer) {
+  STRATA_ASSERT(c.rope.has_value(), "{}: config without rope parameters", c.class_name("Model"));
+  Parts parts;
+  parts.embed_tokens = std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype);
+  parts.make_layer = std::move(make_layer);
+  parts.norm = std::make_shared<RMSNorm>(c.class_name("RMSNorm"), c.hidden_size, c.norm_eps, dtype);
+  parts.rotary_emb = std::make_shared<RotaryEmbedding>(c.class_name("RotaryEmbedding"), *c.rope);
+  return parts;
 }
 
 Value BaseModel::forward(Args& args) {

@@ -144,25 +144,17 @@ Value DecoderLayer::forward(Args& args) {
     const Tensor mlp = call(*post_feedforward_layernorm_, call(*mlp_, hidden));
     return ops::add(hidden, on_device_of(mlp, hidden));
   }
-  Args attn_args({call(*input_layernorm_, hidden)}, std::move(args.keywords));
-  const Tensor attn = (*self_attn_)(std::move(attn_args)).tensor();
-  hidden = ops::add(hidden, on_device_of(attn, hidden));
-  const Tensor mlp = call(*mlp_, call(*post_attention_layernorm_, hidden));
-  return ops::add(hidden, on_device_of(mlp, hidden));
+  return detail::pre_norm_block(hidden, args, *input_layernorm_, *self_attn_,
+                                *post_attention_layernorm_, *mlp_);
 }
 
 namespace {
 
 BaseModel::Parts decoder_parts(const TransformerConfig& c, DType dtype, const TensorParallel& tp) {
-  STRATA_ASSERT(c.rope.has_value(), "decoder config without rope parameters");
-  BaseModel::Parts parts;
-  parts.embed_tokens = std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype);
-  parts.make_layer = [&c, dtype, &tp](std::int64_t i) -> std::shared_ptr<nn::Module> {
-    return std::make_shared<DecoderLayer>(c, i, dtype, tp);
-  };
-  parts.norm = std::make_shared<RMSNorm>(c.class_name("RMSNorm"), c.hidden_size, c.norm_eps, dtype);
-  parts.rotary_emb = std::make_shared<RotaryEmbedding>(c.class_name("RotaryEmbedding"), *c.rope);
-  return parts;
+  return BaseModel::llama_parts(c, dtype,
+                                [&c, dtype, &tp](std::int64_t i) -> std::shared_ptr<nn::Module> {
+                                  return std::make_shared<DecoderLayer>(c, i, dtype, tp);
+                                });
 }
 
 }  // namespace

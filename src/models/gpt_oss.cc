@@ -76,25 +76,17 @@ GptOssDecoderLayer::GptOssDecoderLayer(const TransformerConfig& c, std::int64_t 
 
 Value GptOssDecoderLayer::forward(Args& args) {
   Tensor hidden = args.tensor(0, class_name() + ".forward");
-  Args attn_args({call(*input_layernorm_, hidden)}, std::move(args.keywords));
-  const Tensor attn = (*self_attn_)(std::move(attn_args)).tensor();
-  hidden = ops::add(hidden, on_device_of(attn, hidden));
-  const Tensor mlp = call(*mlp_, call(*post_attention_layernorm_, hidden));
-  return ops::add(hidden, on_device_of(mlp, hidden));
+  return detail::pre_norm_block(hidden, args, *input_layernorm_, *self_attn_,
+                                *post_attention_layernorm_, *mlp_);
 }
 
 namespace {
 
 BaseModel::Parts gpt_oss_parts(const TransformerConfig& c, DType dtype) {
-  STRATA_ASSERT(c.rope.has_value(), "gpt_oss config without rope parameters");
-  BaseModel::Parts parts;
-  parts.embed_tokens = std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype);
-  parts.make_layer = [&c, dtype](std::int64_t i) -> std::shared_ptr<nn::Module> {
-    return std::make_shared<GptOssDecoderLayer>(c, i, dtype);
-  };
-  parts.norm = std::make_shared<RMSNorm>(c.class_name("RMSNorm"), c.hidden_size, c.norm_eps, dtype);
-  parts.rotary_emb = std::make_shared<RotaryEmbedding>(c.class_name("RotaryEmbedding"), *c.rope);
-  return parts;
+  return BaseModel::llama_parts(c, dtype,
+                                [&c, dtype](std::int64_t i) -> std::shared_ptr<nn::Module> {
+                                  return std::make_shared<GptOssDecoderLayer>(c, i, dtype);
+                                });
 }
 
 }  // namespace

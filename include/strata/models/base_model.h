@@ -53,6 +53,11 @@ class BaseModel : public nn::Module {
   // `config` gives the layer count and the sliding window of each layer (0 = full attention).
   BaseModel(std::string class_name, const TransformerConfig& config, Parts parts);
 
+  // The Llama-shaped parts (nn::Embedding, <P>RMSNorm, <P>RotaryEmbedding of config.rope) with
+  // `make_layer`'s layers: the decoder family, gpt-oss, DeepSeek.
+  static Parts llama_parts(const TransformerConfig& config, DType dtype,
+                           std::function<std::shared_ptr<nn::Module>(std::int64_t)> make_layer);
+
   const std::shared_ptr<nn::Embedding>& embed_tokens() const { return embed_tokens_; }
   const std::shared_ptr<nn::ModuleList>& layers() const { return layers_; }
   Value forward(Args& args) override;

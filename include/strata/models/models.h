@@ -13,6 +13,7 @@
 #include "strata/models/moe.h"
 #include "strata/models/opt.h"
 #include "strata/models/phi3.h"
+#include "strata/models/pipeline.h"
 #include "strata/models/quant_config.h"
 #include "strata/models/quant_linear.h"
 #include "strata/models/rope.h"
