@@ -1,11 +1,14 @@
 // The BatchModel of a CausalLM: a batch KV cache whose rows are the running sequences (left
 // padded to the longest, hidden by the attention mask), rebuilt when sequences join or leave.
 #include <algorithm>
+#include <memory>
+#include <optional>
 #include <unordered_map>
 
 #include "strata/engine/sampling.h"
 #include "strata/engine/scheduler.h"
 #include "strata/models/causal_lm.h"
+#include "strata/models/decode_graph.h"
 #include "strata/models/kv_cache_rows.h"
 
 namespace strata::engine {
@@ -103,7 +106,15 @@ class ModelBatch final : public BatchModel {
       for (std::int64_t r = 0; r < n; ++r)
         std::fill_n(m + r * (columns + 1), columns - lengths_[r], 0);
     }
-    const Tensor logits = model_->run(input.to(input_device()), batch_, 1, mask).logits;
+    // Rows of one length (no padding) may take the fused CUDA-graph step (it refuses, and the
+    // module path runs, for anything it cannot take; STRATA_DECODE_GRAPH=0 turns it off).
+    std::optional<Tensor> fast_logits;
+    if (!padded) {
+      if (!fast_) fast_ = std::make_unique<models::DecodeGraphRunner>(*model_);
+      fast_logits = fast_->step(input, *batch_);
+    }
+    const Tensor logits =
+        fast_logits ? *fast_logits : model_->run(input.to(input_device()), batch_, 1, mask).logits;
     const std::vector<std::int64_t> next = draw(logits, rows, decode);
     for (std::size_t r = 0; r < decode.size(); ++r) {
       out[decode[r]] = next[r];
@@ -193,6 +204,7 @@ class ModelBatch final : public BatchModel {
 
   std::shared_ptr<models::CausalLM> model_;
   ModelBatchOptions options_;
+  std::unique_ptr<models::DecodeGraphRunner> fast_;  // made on the first unpadded decode step
   std::shared_ptr<models::KVCache> batch_;
   std::vector<SequenceId> members_;          // the sequence of each live row
   std::vector<std::int64_t> lengths_;        // its cached tokens

@@ -127,7 +127,13 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
     }
     next = argmax_ids(expected);
   }
-  EXPECT_GT(compared_tokens, kSteps / 2) << "too many near ties to compare tokens";
+  // float32: the two paths differ by ~1e-6 of the scale, so nearly every step is compared. bf16
+  // on these tiny random models: the top two logits are within 8% of the scale in most steps
+  // (the device run compared 0 to 12 of 24), so only the logit bound above and the tokens of
+  // clear steps are asserted; generate_greedy's tokens are compared in float32 below.
+  if (c.dtype == DType::Float32) {
+    EXPECT_GT(compared_tokens, kSteps / 2) << "too many near ties to compare tokens";
+  }
   // 10 prompt tokens + 24: the cache grew from 16 to 32 and 64 entries, a capture for each.
   EXPECT_EQ(graph_cache->seq_length(0), module_cache->seq_length(0));
   EXPECT_EQ(runner.captures(), 3);
