@@ -181,6 +181,10 @@ ExpertExecutionStats expert_execution_stats(nn::Module& model) {
   return total;
 }
 
+void reset_expert_execution_stats(nn::Module& model) {
+  for (SparseMoeBlock* block : sparse_moe_blocks(model)) block->reset_execution_stats();
+}
+
 std::shared_ptr<placement::ExpertCache> attach_expert_cache(nn::Module& model,
                                                             std::int64_t capacity_bytes,
                                                             placement::ExpertCachePolicy policy) {

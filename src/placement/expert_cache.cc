@@ -3,6 +3,8 @@
 
 #include "strata/placement/expert_cache.h"
 
+#include <algorithm>
+
 #include "strata/core/error.h"
 
 namespace strata::placement {
@@ -48,6 +50,10 @@ void ExpertCacheIndex::age() {
   }
 }
 
+void ExpertCacheIndex::reset_counters() {
+  stats_.hits = stats_.misses = stats_.insertions = stats_.evictions = stats_.rejected = 0;
+}
+
 bool ExpertCacheIndex::lookup(ExpertKey key) {
   if (policy_ == ExpertCachePolicy::Lfu && aging_period_ > 0 &&
       ++lookups_since_aging_ >= aging_period_) {
@@ -91,6 +97,11 @@ std::optional<std::vector<ExpertKey>> ExpertCacheIndex::insert(ExpertKey key, st
   ++stats_.insertions;
   stats_.entries = static_cast<std::int64_t>(entries_.size());
   return evicted;
+}
+
+std::int64_t spare_for_expert_cache(std::int64_t gpu_budget, std::int64_t gpu_weights) {
+  const std::int64_t margin = std::max<std::int64_t>(std::int64_t{1} << 30, gpu_budget / 20);
+  return std::max<std::int64_t>(gpu_budget - gpu_weights - margin, 0);
 }
 
 // ---- cache -----------------------------------------------------------------------------------

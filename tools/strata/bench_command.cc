@@ -11,6 +11,7 @@
 #include "cli_options.h"
 #include "device_limits.h"
 #include "load_bench.h"
+#include "model_loading.h"
 #include "strata/core/error.h"
 #include "strata/models/causal_lm.h"
 #include "strata/placement/memory.h"
@@ -27,6 +28,10 @@ struct TestResult {
   double max_seconds = 0.0;
 
   double tokens_per_second() const { return static_cast<double>(batch * tokens) / seconds; }
+  // Routed experts offloaded (moe-execution.md): where they computed during the test (warm-up
+  // included) and the expert cache's counters over the same runs.
+  std::optional<models::ExpertExecutionStats> experts;
+  std::optional<placement::ExpertCacheStats> expert_cache;
 };
 
 std::vector<std::int64_t> parse_counts(const std::string& text, std::string_view option,
@@ -148,6 +153,25 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
     test["min_seconds"] = r.min_seconds;
     test["max_seconds"] = r.max_seconds;
     test["tokens_per_second"] = r.tokens_per_second();
+    if (r.experts) {
+      const models::ExpertExecutionStats& e = *r.experts;
+      test["experts"] = {{"cpu", e.cpu},
+                         {"streamed", e.streamed},
+                         {"cached", e.cached},
+                         {"resident", e.resident},
+                         {"cpu_bytes", e.cpu_bytes},
+                         {"streamed_bytes", e.streamed_bytes},
+                         {"cpu_batches", e.cpu_batches}};
+      if (r.expert_cache) {
+        const placement::ExpertCacheStats& c = *r.expert_cache;
+        test["experts"]["cache"] = {
+            {"hit_rate", c.hit_rate()},          {"hits", c.hits},   {"misses", c.misses},
+            {"evictions", c.evictions},          {"bytes", c.bytes}, {"entries", c.entries},
+            {"capacity_bytes", c.capacity_bytes}};
+      } else {
+        test["experts"]["cache"] = nullptr;
+      }
+    }
     if (d.ms_per_step) {
       test["ms_per_step"] = *d.ms_per_step;
       test["weight_read_gb_per_s"] = *d.weight_gb_s;
@@ -272,13 +296,28 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
   models::GenerationOptions options;
   options.input_device = loaded.input_device;
   std::vector<TestResult> results;
+  // Each test's expert counts start from zero (the cache keeps its contents).
+  const auto start_test = [&] {
+    models::reset_expert_execution_stats(model);
+    if (loaded.expert_cache) loaded.expert_cache->reset_counters();
+  };
+  const auto finish_test = [&](TestResult result) {
+    const models::ExpertExecutionStats e = models::expert_execution_stats(model);
+    if (e.cpu + e.streamed + e.cached > 0) {
+      result.experts = e;
+      if (loaded.expert_cache) result.expert_cache = loaded.expert_cache->stats();
+      err << "    " << expert_summary(model, loaded.expert_cache.get()) << "\n";
+    }
+    results.push_back(std::move(result));
+  };
   for (const std::int64_t batch : batches) {
     for (const std::int64_t length : prompts) {
       // Prompt processing: one forward over [batch, length] (the prefill of generate_greedy,
       // which keeps only the last position's logits).
       options.max_new_tokens = 1;
       const Tensor ids = random_ids(batch, length, vocab, static_cast<std::uint64_t>(length));
-      results.push_back(repeat(fmt::format("pp{}", length), batch, length, args.repetitions, [&] {
+      start_test();
+      finish_test(repeat(fmt::format("pp{}", length), batch, length, args.repetitions, [&] {
         return models::generate_greedy(model, ids, options).prefill_seconds;
       }));
       err << fmt::format("  pp{} batch {}: {:.1f} tokens/s\n", length, batch,
@@ -292,7 +331,8 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
       const std::string name = args.depth > 0
                                    ? fmt::format("tg{}@d{}", args.decode_tokens, args.depth)
                                    : fmt::format("tg{}", args.decode_tokens);
-      results.push_back(repeat(name, batch, args.decode_tokens, args.repetitions, [&] {
+      start_test();
+      finish_test(repeat(name, batch, args.decode_tokens, args.repetitions, [&] {
         const auto steps = models::generate_greedy(model, ids, options).step_seconds;
         return std::accumulate(steps.begin(), steps.end(), 0.0);
       }));

@@ -165,6 +165,10 @@ int run_generate(const GenerateArgs& args, std::istream& in, std::ostream& out, 
       result.prefill_seconds > 0 ? prompt_tokens / result.prefill_seconds : 0.0, row.tokens.size(),
       per_token * 1e3, per_token > 0 ? 1.0 / per_token : 0.0, loaded.empty.dtype,
       request.params.describe());
+  if (const std::string experts = expert_summary(*loaded.empty.model, loaded.expert_cache.get());
+      !experts.empty()) {
+    log << experts << "\n";
+  }
   if (sink.stopped()) {
     log << fmt::format("finished (stop): the stop string '{}' appeared\n", sink.stop());
   } else {

@@ -64,6 +64,13 @@ void add_placement_options(CLI::App* cmd, PlacementArgs& args) {
                   "where room is left) or cpu (never on a GPU)");
   cmd->add_option("--n-cpu-moe", args.n_cpu_moe,
                   "mixture of experts: the routed experts of the first N MoE blocks off the GPUs");
+  cmd->add_option("--expert-cache", args.expert_cache,
+                  "mixture of experts: GPU cache of recently used routed experts, a size "
+                  "(e.g. 8GiB), off, or auto (the GPU budget left by the weights)")
+      ->capture_default_str();
+  cmd->add_option("--expert-cache-policy", args.expert_cache_policy,
+                  "lru or lfu (least frequently used, with aging)")
+      ->capture_default_str();
   cmd->add_option("--tensor-parallel", args.tensor_parallel,
                   "split the model over N ranks started with mpirun -np N (decoder family); "
                   "each rank loads its shard under the budgets above")
@@ -177,6 +184,18 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
       "--experts and --n-cpu-moe plan with a strategy; with a device map file, "
       "place the experts in the file (e.g. \"model.layers.*.mlp.experts\": \"cpu\")");
 
+  const placement::ExpertCachePolicy cache_policy =
+      placement::parse_expert_cache_policy(args.expert_cache_policy);
+  if (args.expert_cache != "auto" && args.expert_cache != "off") {
+    try {
+      STRATA_CHECK_ARG(placement::parse_memory_size(args.expert_cache) >= 0, "negative");
+    } catch (const InvalidArgument& e) {
+      STRATA_THROW(InvalidArgument,
+                   "--expert-cache {}: expected a size (e.g. 8GiB), off or auto ({})",
+                   args.expert_cache, e.what());
+    }
+  }
+
   LoadedModel out;
   out.empty = std::move(empty);
   const DType dtype = out.empty.dtype;
@@ -217,7 +236,61 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
   if (bar) bar->finish();
   apply_offload_policy(out.loaded, policy);
   out.input_device = input_device_of(*out.empty.model);
+  const std::int64_t cache_bytes = expert_cache_bytes(args, out);
+  if (cache_bytes > 0) {
+    out.expert_cache = models::attach_expert_cache(*out.empty.model, cache_bytes, cache_policy);
+  }
   return out;
+}
+
+std::int64_t expert_cache_bytes(const PlacementArgs& args, const LoadedModel& loaded) {
+  const std::string& text = args.expert_cache;
+  if (text == "off" || text == "0") return 0;
+  if (text != "auto") {
+    const std::int64_t bytes = placement::parse_memory_size(text);
+    STRATA_CHECK_ARG(bytes >= 0, "--expert-cache {}: must not be negative", text);
+    return bytes;
+  }
+  // auto: only where routed experts are offloaded behind a GPU.
+  const auto& dispatch = loaded.loaded.dispatch;
+  if (!dispatch || !dispatch->scheduler || !dispatch->main_device.is_cuda()) return 0;
+  bool offloaded_experts = false;
+  for (const auto& [name, device] : dispatch->device_map) {
+    const bool experts = name.ends_with(".experts") || name.find(".experts.") != std::string::npos;
+    if (experts && (device.is_cpu() || device.is_disk())) offloaded_experts = true;
+  }
+  if (!offloaded_experts) return 0;
+  const Device gpu = dispatch->main_device;
+  const std::string key = fmt::format("cuda:{}", gpu.index());
+  std::int64_t used = 0;
+  for (const auto& [destination, bytes] : loaded.loaded.load.summary.bytes_per_destination) {
+    if (destination == key) used += static_cast<std::int64_t>(bytes);
+  }
+  // The user's budget holds the weights; without one, the memory free now (after loading) does
+  // not.
+  const std::optional<placement::MaxMemory> given =
+      args.max_memory ? std::optional(parse_max_memory(*args.max_memory)) : std::nullopt;
+  for (const auto& [device, bytes] : given ? *given : placement::get_max_memory()) {
+    if (device.is_gpu() && *device.device() == gpu) {
+      return given ? placement::spare_for_expert_cache(bytes, used)
+                   : placement::spare_for_expert_cache(bytes + used, used);
+    }
+  }
+  return 0;
+}
+
+std::string expert_summary(models::CausalLM& model, const placement::ExpertCache* cache) {
+  const models::ExpertExecutionStats s = models::expert_execution_stats(model);
+  if (s.cpu + s.streamed + s.cached == 0) return "";
+  std::string text = fmt::format("experts: {} cpu, {} streamed, {} cached, {} resident", s.cpu,
+                                 s.streamed, s.cached, s.resident);
+  if (cache != nullptr) {
+    const placement::ExpertCacheStats c = cache->stats();
+    text +=
+        fmt::format(" (cache hit rate {:.1f}%, {} of {})", 100.0 * c.hit_rate(),
+                    placement::format_bytes(c.bytes), placement::format_bytes(c.capacity_bytes));
+  }
+  return text;
 }
 
 }  // namespace strata::cli

@@ -10,6 +10,7 @@
 #include "plan_prediction.h"
 #include "serve_command.h"
 #include "strata/core/error.h"
+#include "strata/placement/expert_cache.h"
 #include "strata/placement/memory.h"
 #include "strata/placement/module_sizes.h"
 
@@ -193,6 +194,10 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& args) {
   cmd->add_option("--n-cpu-moe", args.n_cpu_moe,
                   "mixture of experts: keep the routed experts of the first N MoE blocks off the "
                   "GPUs (the rest as --experts auto)");
+  cmd->add_option("--expert-cache", args.expert_cache,
+                  "mixture of experts: the GPU expert cache the predictions assume, a size, off, "
+                  "or auto (the GPU budget left by the weights, as strata run sizes it)")
+      ->capture_default_str();
   cmd->add_option("--tensor-parallel", args.tensor_parallel,
                   "plan one rank of the model split over N tensor-parallel ranks (each rank "
                   "plans its shard under the budgets given)")
@@ -217,6 +222,20 @@ PredictionInput prediction_input(const PlanArgs& args, const Planned& planned) {
   input.decode_context = args.decode_context;
   input.batch = planned.need ? planned.need->sequences : 1;
   input.machine_file = args.machine;
+  if (args.expert_cache == "off") {
+    input.expert_cache_bytes = 0;
+  } else if (args.expert_cache != "auto") {
+    input.expert_cache_bytes = placement::parse_memory_size(args.expert_cache);
+  } else {
+    // The first GPU's budget less the weights the plan puts there.
+    const placement::DevicePlan& plan = planned.plan;
+    for (const auto& [device, budget] : plan.max_memory) {
+      if (!device.is_gpu()) continue;
+      const auto used = plan.used.find(device);
+      input.expert_cache_bytes = placement::spare_for_expert_cache(budget, used.value_or(0));
+      break;
+    }
+  }
   return input;
 }
 

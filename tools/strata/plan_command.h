@@ -36,6 +36,9 @@ struct PlanArgs {
   // Mixture of experts: --experts auto|cpu, --n-cpu-moe N (parse_expert_placement).
   std::optional<std::string> experts;
   std::optional<std::int64_t> n_cpu_moe;
+  // The GPU expert cache the prediction assumes (--expert-cache: auto = the first GPU's budget
+  // left by its weights, off, or a size), as the loading commands size it.
+  std::string expert_cache = "auto";
   // Plan one rank of a model split over this many tensor-parallel ranks (rank 0, whose
   // vocabulary shard is the largest): the memory each rank needs under the budgets above.
   int tensor_parallel = 1;

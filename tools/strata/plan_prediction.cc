@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "strata/core/error.h"
 #include "strata/io/checkpoint.h"
 #include "strata/nn/layers.h"
@@ -63,7 +65,7 @@ PlanForecast forecast_plan(const EmptyModel& empty, const placement::DeviceMap& 
       empty.config.kv_cache_bytes_per_token(empty.dtype) /
       static_cast<std::uint64_t>(std::max<std::int64_t>(empty.config.num_layers, 1)));
   std::vector<engine::PlannedUnit> units;
-  std::int64_t host_bytes = 0, total = 0;
+  std::int64_t host_bytes = 0, total = 0, offloaded_experts = 0;
   bool gpu_main = false;
   for (const auto& [name, device] : map) {
     engine::UnitWork work;
@@ -85,6 +87,12 @@ PlanForecast forecast_plan(const EmptyModel& empty, const placement::DeviceMap& 
       }
     }
     work.ops = engine::ops_of_modules(modules);
+    // A block's routed experts (moe-execution.md): a step reads only those its tokens selected.
+    if ((name == "experts" || name.ends_with(".experts")) && empty.config.num_experts > 0) {
+      work.experts = empty.config.num_experts;
+      work.top_k = empty.config.num_experts_per_tok;
+      if (work.tier != engine::Tier::Gpu) offloaded_experts += work.bytes;
+    }
     if (work.tier != engine::Tier::Gpu) host_bytes += work.bytes;
     gpu_main = gpu_main || work.tier == engine::Tier::Gpu;
     total += work.bytes;
@@ -93,6 +101,19 @@ PlanForecast forecast_plan(const EmptyModel& empty, const placement::DeviceMap& 
   const placement::MaxMemory measured = placement::get_max_memory();
   const std::int64_t available = measured.find(placement::MapDevice::cpu()).value_or(0);
   for (auto& unit : units) unit.work.disk_cached = host_bytes <= available;
+  // The expert cache holds its share of the offloaded experts; routing spread over them (a
+  // random router; a trained one repeats itself more) hits in that proportion.
+  out.expert_cache_bytes = gpu_main ? input.expert_cache_bytes : 0;
+  out.offloaded_expert_bytes = offloaded_experts;
+  if (offloaded_experts > 0 && out.expert_cache_bytes > 0) {
+    out.expert_hit_rate = std::min(
+        1.0, static_cast<double>(out.expert_cache_bytes) / static_cast<double>(offloaded_experts));
+  }
+  for (auto& unit : units) {
+    if (unit.work.experts > 0 && unit.work.tier != engine::Tier::Gpu) {
+      unit.work.cache_hit_rate = out.expert_hit_rate;
+    }
+  }
 
   engine::PredictOptions options;
   options.prefill_tokens = input.prefill_tokens;
@@ -122,6 +143,16 @@ std::string forecast_text(const PlanForecast& f, const PredictionInput& input) {
       "cpu, {:.2f} split\n",
       input.batch, p.decode_seconds_best * 1e3, p.decode_seconds_stream * 1e3,
       p.decode_seconds_cpu * 1e3, p.decode_seconds_split * 1e3);
+  if (f.offloaded_expert_bytes > 0) {
+    std::int64_t read = 0;
+    for (const engine::UnitPrediction& u : p.units) read += u.decode_expert_bytes;
+    out += fmt::format(
+        "  routed experts offloaded  {:>10}, expert cache {} (expected hit rate {:.1f}%): a "
+        "decode step reads {} of experts outside the cache\n",
+        placement::format_bytes(f.offloaded_expert_bytes),
+        placement::format_bytes(f.expert_cache_bytes), 100.0 * f.expert_hit_rate,
+        placement::format_bytes(read));
+  }
   out +=
       "\nunit                                      tier          bytes  prefill  decode  cpu up "
       "to\n";
@@ -159,6 +190,12 @@ nlohmann::ordered_json forecast_json(const PlanForecast& f, const PredictionInpu
                    {"stream_ms_per_step", p.decode_seconds_stream * 1e3},
                    {"cpu_ms_per_step", p.decode_seconds_cpu * 1e3},
                    {"split_ms_per_step", p.decode_seconds_split * 1e3}};
+  std::int64_t expert_read = 0;
+  for (const engine::UnitPrediction& u : p.units) expert_read += u.decode_expert_bytes;
+  out["experts"] = {{"offloaded_bytes", f.offloaded_expert_bytes},
+                    {"cache_bytes", f.expert_cache_bytes},
+                    {"expected_hit_rate", f.expert_hit_rate},
+                    {"decode_bytes_outside_cache", expert_read}};
   nlohmann::ordered_json units = nlohmann::ordered_json::array();
   for (const engine::UnitPrediction& u : p.units) {
     units.push_back({{"name", u.name},

@@ -21,6 +21,9 @@ struct PredictionInput {
   std::int64_t decode_context = 0;  // tokens in the cache at the decode step
   // Machine constants from this file; unset: this machine's (cached, measured when absent).
   std::optional<std::string> machine_file;
+  // The GPU expert cache: the share of the offloaded routed experts it can hold is the expected
+  // hit rate (uniform routing).
+  std::int64_t expert_cache_bytes = 0;
 };
 
 struct PlanForecast {
@@ -28,6 +31,9 @@ struct PlanForecast {
   std::string fingerprint;
   std::optional<engine::PlanPrediction> prediction;
   std::string unavailable;  // why there is no prediction (constants without a GPU, ...)
+  // Routed experts off the GPU, the expert cache assumed, its expected hit rate.
+  std::int64_t offloaded_expert_bytes = 0, expert_cache_bytes = 0;
+  double expert_hit_rate = 0.0;
 };
 
 // The units are the device map's entries: a unit's bytes are its weights in the plan's dtype, 2

@@ -89,6 +89,7 @@ class SparseMoeBlock : public nn::Module {
 std::vector<SparseMoeBlock*> sparse_moe_blocks(nn::Module& model);
 // Their execution counts, summed.
 ExpertExecutionStats expert_execution_stats(nn::Module& model);
+void reset_expert_execution_stats(nn::Module& model);
 
 // Gives every sparse block of a dispatched `model` one expert cache of `capacity_bytes` on the
 // execution device of its prefetch scheduler and returns it; null (and the blocks keep none) when

@@ -65,6 +65,8 @@ class ExpertCacheIndex {
   std::optional<std::vector<ExpertKey>> insert(ExpertKey key, std::int64_t bytes);
   bool contains(ExpertKey key) const { return entries_.contains(key); }
   const ExpertCacheStats& stats() const { return stats_; }
+  // Zeroes the counters (hits, misses, insertions, evictions, rejected), keeping the entries.
+  void reset_counters();
   ExpertCachePolicy policy() const { return policy_; }
 
  private:
@@ -104,6 +106,7 @@ class ExpertCache {
   // copies when they fit the budget, evicting others; returns the copies either way.
   std::vector<Tensor> load(ExpertKey key, const std::vector<Tensor>& stored);
   ExpertCacheStats stats() const { return index_.stats(); }
+  void reset_counters() { index_.reset_counters(); }
   // Whether `bytes` more fit without evicting anything (a cpu-computed miss is then copied in
   // too: filling free room costs one copy per expert, evicting for every miss would thrash).
   bool has_room(std::int64_t bytes) const {
@@ -116,6 +119,10 @@ class ExpertCache {
   ExpertCacheIndex index_;
   std::unordered_map<ExpertKey, std::vector<Tensor>> tensors_;
 };
+
+// The default expert cache budget (--expert-cache auto): what a GPU's budget leaves after its
+// weights, less a margin of max(1 GiB, 5% of the budget) for activations and the runtime.
+std::int64_t spare_for_expert_cache(std::int64_t gpu_budget, std::int64_t gpu_weights);
 
 // A copy of `t` on `device` that owns its memory (a view of a mapped file becomes RAM on the cpu).
 Tensor owned_copy(const Tensor& t, Device device);

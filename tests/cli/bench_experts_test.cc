@@ -1,0 +1,96 @@
+// `strata bench` on a mixture-of-experts fixture whose routed experts are offloaded (to disk, the
+// cpu being the execution device here): each test reports where the selected experts computed
+// and the expert cache's hit rate (--expert-cache), consistently with its own counters; the cache
+// options are checked by name.
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "bench_command.h"
+#include "io/io_testing.h"
+#include "models/model_testing.h"
+#include "ops/throws_naming.h"
+#include "strata/core/error.h"
+
+namespace strata::cli {
+namespace {
+
+BenchArgs offloaded_experts_args(const testing::TempDir& tmp) {
+  const auto map = tmp.path() / "map.json";
+  std::ofstream(map) << R"({"": "cpu", "model.layers.*.mlp.experts": "disk"})";
+  BenchArgs args;
+  args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
+  args.device_map = map.string();
+  args.offload_folder = (tmp.path() / "offload").string();
+  args.prompt_tokens = "5";
+  args.decode_tokens = 4;
+  args.batch = "1";
+  args.repetitions = 2;
+  args.limits = false;
+  args.json = true;
+  return args;
+}
+
+TEST(BenchExperts, ReportsWhereSelectedExpertsComputedAndTheCacheHitRate) {
+  testing::TempDir tmp;
+  BenchArgs args = offloaded_experts_args(tmp);
+  args.expert_cache = "1MiB";  // holds every expert of the fixture
+  args.expert_cache_policy = "lfu";
+  std::ostringstream out, err;
+  ASSERT_EQ(run_bench(args, out, err), 0);
+  const nlohmann::json report = nlohmann::json::parse(out.str());
+  ASSERT_EQ(report.at("tests").size(), 2u);
+  for (const auto& test : report.at("tests")) {
+    SCOPED_TRACE(test.dump());
+    const auto& experts = test.at("experts");
+    const auto& cache = experts.at("cache");
+    const auto hits = cache.at("hits").get<std::int64_t>();
+    const auto misses = cache.at("misses").get<std::int64_t>();
+    // Every offloaded expert is looked up in the cache first: hits computed from the cache,
+    // misses streamed (a cpu execution device streams under auto).
+    EXPECT_EQ(experts.at("cached").get<std::int64_t>(), hits);
+    EXPECT_EQ(experts.at("streamed").get<std::int64_t>(), misses);
+    EXPECT_EQ(experts.at("cpu").get<std::int64_t>(), 0);
+    EXPECT_EQ(experts.at("resident").get<std::int64_t>(), 0);
+    EXPECT_GT(hits, 0) << "warm-up and repetitions reuse the prompt's experts";
+    EXPECT_DOUBLE_EQ(cache.at("hit_rate").get<double>(),
+                     static_cast<double>(hits) / static_cast<double>(hits + misses));
+    EXPECT_EQ(cache.at("capacity_bytes").get<std::int64_t>(), std::int64_t{1} << 20);
+    EXPECT_LE(cache.at("bytes").get<std::int64_t>(), std::int64_t{1} << 20);
+  }
+  EXPECT_NE(err.str().find("cache hit rate"), std::string::npos) << err.str();
+}
+
+TEST(BenchExperts, WithoutACacheEveryMissStreamsAndOptionsAreChecked) {
+  testing::TempDir tmp;
+  BenchArgs args = offloaded_experts_args(tmp);
+  args.expert_cache = "off";
+  std::ostringstream out, err;
+  ASSERT_EQ(run_bench(args, out, err), 0);
+  const nlohmann::json report = nlohmann::json::parse(out.str());
+  for (const auto& test : report.at("tests")) {
+    EXPECT_TRUE(test.at("experts").at("cache").is_null());
+    EXPECT_GT(test.at("experts").at("streamed").get<std::int64_t>(), 0);
+  }
+  args.expert_cache_policy = "arc";
+  EXPECT_TRUE(testing::throws_naming<InvalidArgument>(
+      [&] {
+        std::ostringstream o, e;
+        run_bench(args, o, e);
+      },
+      {"arc", "lru", "lfu"}));
+  args.expert_cache_policy = "lru";
+  args.expert_cache = "plenty";
+  EXPECT_TRUE(testing::throws_naming<InvalidArgument>(
+      [&] {
+        std::ostringstream o, e;
+        run_bench(args, o, e);
+      },
+      {"plenty"}));
+}
+
+}  // namespace
+}  // namespace strata::cli
