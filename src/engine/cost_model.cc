@@ -39,22 +39,38 @@ std::string_view tier_name(Tier tier) {
 
 CostModel::CostModel(MachineConstants constants) : constants_(std::move(constants)) {}
 
+double selected_fraction(const UnitWork& unit, std::int64_t tokens) {
+  if (unit.experts <= 0 || unit.top_k <= 0 || unit.top_k >= unit.experts) return 1.0;
+  const double miss = 1.0 - static_cast<double>(unit.top_k) / static_cast<double>(unit.experts);
+  return 1.0 - std::pow(miss, static_cast<double>(std::max<std::int64_t>(tokens, 1)));
+}
+
 namespace {
 // Bytes a unit reads to compute a step where its weights are: its weights (a lookup: the rows
-// of the step's tokens) and the KV cache its attention reads.
+// of the step's tokens; routed experts: those its tokens selected) and the KV cache its attention
+// reads.
 double read_bytes(const UnitWork& unit, std::int64_t tokens) {
   const double kv = static_cast<double>(unit.kv_read_bytes);
   if (unit.lookup) {
     return static_cast<double>(unit.activation_bytes_per_token) * static_cast<double>(tokens) + kv;
   }
-  return static_cast<double>(unit.bytes) + kv;
+  return static_cast<double>(unit.bytes) * selected_fraction(unit, tokens) + kv;
+}
+
+// FLOPs of a step: every token goes through top_k of a block's experts.
+double step_flops(const UnitWork& unit, std::int64_t tokens) {
+  double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
+  if (unit.experts > 0 && unit.top_k > 0 && unit.top_k < unit.experts) {
+    flops *= static_cast<double>(unit.top_k) / static_cast<double>(unit.experts);
+  }
+  return flops;
 }
 
 double micros(double us, std::int64_t count) { return us * 1e-6 * static_cast<double>(count); }
 }  // namespace
 
 double CostModel::gpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
-  const double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
+  const double flops = step_flops(unit, tokens);
   return std::max(seconds_for(read_bytes(unit, tokens), constants_.gpu_hbm_gbps),
                   flop_seconds(flops, constants_.gpu_gemm_gflops)) +
          micros(constants_.gpu_launch_us, unit.ops);
@@ -63,7 +79,9 @@ double CostModel::gpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
 double CostModel::stream_seconds(const UnitWork& unit, std::int64_t tokens) const {
   const double copy = unit.tier == Tier::Gpu
                           ? 0.0
-                          : seconds_for(static_cast<double>(unit.bytes), stream_rate(unit));
+                          : seconds_for(static_cast<double>(unit.bytes) *
+                                            (unit.lookup ? 1.0 : selected_fraction(unit, tokens)),
+                                        stream_rate(unit));
   return std::max(copy, gpu_seconds(unit, tokens));
 }
 
@@ -73,7 +91,7 @@ double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
 
 double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens,
                               bool activations_cross_pcie) const {
-  const double flops = static_cast<double>(unit.flops_per_token) * static_cast<double>(tokens);
+  const double flops = step_flops(unit, tokens);
   double seconds = std::max(seconds_for(read_bytes(unit, tokens), cpu_rate(unit)),
                             flop_seconds(flops, constants_.cpu_gemm_gflops)) +
                    micros(constants_.cpu_op_us, unit.ops);
@@ -278,13 +296,23 @@ PlanPrediction predict_plan(const CostModel& model, const std::vector<PlannedUni
       row.split_max_tokens = model.split_token_threshold(w);
       row.prefill = std::string(placement::execution_policy_name(model.best_policy(w, prefill)));
       row.decode = std::string(placement::execution_policy_name(model.best_policy(d, decode)));
-      out.prefill_seconds_best += model.best_seconds(w, prefill);
-      out.prefill_seconds_stream += model.stream_seconds(w, prefill);
-      out.decode_seconds_best += model.best_seconds(d, decode);
-      out.decode_seconds_stream += model.stream_seconds(d, decode);
-      out.decode_seconds_cpu += model.cpu_seconds(d, decode);
+      // Routed experts found in the expert cache compute on the GPU; the others as the unit.
+      const double hit = std::clamp(w.experts > 0 ? w.cache_hit_rate : 0.0, 0.0, 1.0);
+      const auto cached = [&](const UnitWork& u, double seconds, std::int64_t tokens) {
+        return hit * model.gpu_seconds(u, tokens) + (1.0 - hit) * seconds;
+      };
+      out.prefill_seconds_best += cached(w, model.best_seconds(w, prefill), prefill);
+      out.prefill_seconds_stream += cached(w, model.stream_seconds(w, prefill), prefill);
+      out.decode_seconds_best += cached(d, model.best_seconds(d, decode), decode);
+      out.decode_seconds_stream += cached(d, model.stream_seconds(d, decode), decode);
+      out.decode_seconds_cpu += cached(d, model.cpu_seconds(d, decode), decode);
       const double split = model.split_seconds(d, decode, model.split_fraction(d));
-      out.decode_seconds_split += std::isfinite(split) ? split : model.stream_seconds(d, decode);
+      out.decode_seconds_split +=
+          cached(d, std::isfinite(split) ? split : model.stream_seconds(d, decode), decode);
+      if (w.experts > 0) {
+        row.decode_expert_bytes = static_cast<std::int64_t>(
+            static_cast<double>(w.bytes) * selected_fraction(w, decode) * (1.0 - hit));
+      }
     }
     out.units.push_back(std::move(row));
   }

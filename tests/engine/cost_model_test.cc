@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "strata/core/error.h"
@@ -170,6 +171,44 @@ TEST(CostModel, PlanPredictionsSumTheUnits) {
   EXPECT_DOUBLE_EQ(host.decode_seconds_best, 1e9 / 100e9 + 2 * 400e6 / 100e9);
   EXPECT_DOUBLE_EQ(host.decode_seconds_stream, host.decode_seconds_best);
   EXPECT_EQ(host.units[0].decode, "cpu");
+}
+
+// A block's routed experts: 128 experts of 9.375 MB (1.2 GB), 8 selected per token.
+UnitWork routed_experts(Tier tier) {
+  UnitWork w = layer(tier);
+  w.bytes = 1'200'000'000;
+  w.flops_per_token = 1'200'000'000;
+  w.experts = 128;
+  w.top_k = 8;
+  return w;
+}
+
+TEST(CostModel, RoutedExpertsReadOnlyTheSelectedExperts) {
+  const CostModel model(machine());
+  const UnitWork w = routed_experts(Tier::Cpu);
+  // One token reads k/E of the bytes; n tokens E x (1 - (1 - k/E)^n) experts (uniform routing).
+  EXPECT_DOUBLE_EQ(selected_fraction(w, 1), 8.0 / 128);
+  EXPECT_DOUBLE_EQ(selected_fraction(w, 3), 1 - (120.0 / 128) * (120.0 / 128) * (120.0 / 128));
+  EXPECT_DOUBLE_EQ(selected_fraction(layer(Tier::Cpu), 5), 1.0);
+  const double one = 1.2e9 * 8 / 128;  // bytes one token reads
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(w, 1), one / 100e9 + io(1));
+  EXPECT_DOUBLE_EQ(model.stream_seconds(w, 1), one / 50e9);
+  EXPECT_DOUBLE_EQ(model.gpu_seconds(w, 1), one / 3000e9);
+  // FLOPs: each token through k of the E experts.
+  const double f512 = 1 - std::pow(120.0 / 128, 512);
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(w, 512, false),
+                   std::max(1.2e9 * f512 / 100e9, 1.2e9 * 512 * 8 / 128 / 1000e9));
+
+  // A plan: a quarter of the selected experts come from the GPU cache, the rest on the cpu.
+  UnitWork cached = w;
+  cached.cache_hit_rate = 0.25;
+  PredictOptions options;
+  const PlanPrediction p = predict_plan(model, {{"model.layers.0.mlp.experts", cached}}, options);
+  EXPECT_DOUBLE_EQ(p.decode_seconds_best, 0.25 * (one / 3000e9) + 0.75 * (one / 100e9 + io(1)));
+  EXPECT_DOUBLE_EQ(p.decode_seconds_stream, 0.25 * (one / 3000e9) + 0.75 * (one / 50e9));
+  ASSERT_EQ(p.units.size(), 1u);
+  EXPECT_EQ(p.units[0].decode_expert_bytes, static_cast<std::int64_t>(one * 0.75));
+  EXPECT_EQ(p.units[0].decode, "cpu");
 }
 
 TEST(CostModel, APlanOnAGpuNeedsGpuConstants) {

@@ -39,6 +39,14 @@ struct UnitWork {
   // unit computes, at the rate of its weights.
   std::int64_t kv_bytes_per_context_token = 0;
   std::int64_t kv_read_bytes = 0;
+  // Routed experts (a sparse block's `experts`, moe-execution.md): `experts` experts of equal
+  // size of which each token selects `top_k`; a step of n tokens reads only the experts its
+  // tokens selected, E x (1 - (1 - k/E)^n) of them under uniform routing (k/E of the bytes at
+  // one token), and does k/E of the FLOPs per token. 0: not routed experts.
+  std::int64_t experts = 0, top_k = 0;
+  // The share of the selected experts' reads that the GPU expert cache serves (they compute on
+  // the GPU from the cache); the rest compute under the unit's policy.
+  double cache_hit_rate = 0.0;
 };
 
 // Ops a step runs through a unit of `modules` modules (its tree, itself included): 3/2 per module,
@@ -46,6 +54,9 @@ struct UnitWork {
 // products, two rotary embeddings, two cache writes, attention, the activation, a product and two
 // residual adds).
 std::int64_t ops_of_modules(std::int64_t modules);
+
+// The share of a unit's bytes a step of `tokens` tokens reads (1 unless routed experts).
+double selected_fraction(const UnitWork& unit, std::int64_t tokens);
 
 // Largest token count cpu_token_threshold reports: "always on the cpu".
 inline constexpr std::int64_t kAlwaysCpu = std::int64_t{1} << 40;
@@ -144,6 +155,9 @@ struct UnitPrediction {
   std::string prefill, decode;
   std::int64_t cpu_max_tokens = 0;    // its threshold (offloaded units with a GPU main device)
   std::int64_t split_max_tokens = 0;  // ... and its split threshold
+  // Routed experts: weight bytes a decode step reads outside the expert cache (on the cpu or
+  // over PCIe), 0 for other units.
+  std::int64_t decode_expert_bytes = 0;
 };
 
 struct PlanPrediction {
