@@ -1,53 +1,117 @@
 #!/usr/bin/env bash
-# Issue 17's MoE benchmark on the device machine, from the repository root: a Qwen3-30B-A3B-shaped
-# random bf16 checkpoint (make_random_qwen3_moe.py, 61 GB with 48 layers: LAYERS=24 halves it
-# where the disk is small), 24 GiB GPU budget, experts planned after the rest (--experts auto) and
-# kept off the GPU (--experts cpu): strata plan, then strata bench (prefill and decode tokens/s),
-# then transformers + Accelerate with device_map="auto" and the same budgets.
-# Steps (STEPS, default "build model plan bench hf") can run in separate calls (10-minute limit).
+# Issue 17's MoE benchmark on the device machine, from the repository root (after the GPU build:
+# build/gpu/tools/strata/strata): a Qwen3-30B-A3B-shaped random bf16 checkpoint
+# (make_random_qwen3_moe.py: 61 GB with 48 layers; LAYERS=24 writes half, for the one-GPU
+# machine's 64 GiB disk), a 24 GiB GPU budget (scaled with LAYERS < 48 so the GPU holds the same
+# share of the experts as 24 GiB does for 48 layers; GPU_GIB overrides), then in one command:
+#   strata plan (predicted decode ms/step and prefill tokens/s, expected expert cache hit rate),
+#   strata bench --experts cpu (every routed expert in cpu RAM: selected experts computed on the
+#     cpu at decode, streamed alone at prefill, the GPU expert cache in the spare budget),
+#   strata bench --experts auto (the experts the budget holds stay on the GPU, the rest as above),
+#   transformers + Accelerate (device_map="auto", the same budgets: hf_moe_decode.py),
+# and a summary of decode/prefill tokens/s, cache hit rate and plan-vs-measured. Steps and their
+# time caps keep the whole under 8 minutes (about 470 s of steps).
 #
-# Usage: bash bench/reference/run_moe_bench.sh [DEBS_DIR (.dev/debs)] [MODEL_DIR (/tmp/qwen3moe)]
-#   GPU_GIB (24), CPU_GIB (100), PROMPT_TOKENS (512), DECODE_TOKENS (16), LAYERS (48), OUT
+# Usage: LAYERS=24 bash bench/reference/run_moe_bench.sh [MODEL_DIR (/tmp/qwen3moe)]
+#   LAYERS (48), GPU_GIB (24 scaled), CPU_GIB (100), PROMPT_TOKENS (512), DECODE_TOKENS (16),
+#   STEPS ("model plan bench hf"), OUT (/tmp/moe_bench), EXPERT_CACHE (auto), CACHE_POLICY (lru)
 set -uo pipefail
-debs=${1:-.dev/debs}
-model=${2:-/tmp/qwen3moe}
+model=${1:-/tmp/qwen3moe}
 out=${OUT:-/tmp/moe_bench}
-steps=${STEPS:-build model plan bench hf}
-gpu=${GPU_GIB:-24} cpu=${CPU_GIB:-100} prompt=${PROMPT_TOKENS:-512} decode=${DECODE_TOKENS:-16}
+steps=${STEPS:-model plan bench hf}
+layers=${LAYERS:-48}
+cpu=${CPU_GIB:-100} prompt=${PROMPT_TOKENS:-512} decode=${DECODE_TOKENS:-16}
+cache=${EXPERT_CACHE:-auto} policy=${CACHE_POLICY:-lru}
+# The GPU budget holding the same share of the experts as 24 GiB for the 48-layer model:
+# embeddings + head 1.245 GB, 38.3 MB of attention and router per layer, 1.208 GB of experts.
+gpu=${GPU_GIB:-$(python3 -c "
+L=$layers; emb=2*151936*2048*2; dense=38.3e6; exp=128*3*768*2048*2
+share=(24*2**30-emb-48*dense)/(48*exp)
+print(round((emb+L*dense+share*L*exp)/2**30,1))")}
 mkdir -p "$out"
 budget="cuda:0=${gpu}GiB,cpu=${cpu}GiB"
 has() { [[ " $steps " == *" $1 "* ]]; }
-strata=build/gpu/tools/strata/strata
+strata=${STRATA:-build/gpu/tools/strata/strata}
+start=$(date +%s)
+left() { local l=$(( 470 - ($(date +%s) - start) )); echo $(( l < $1 ? l : $1 )); }
+echo "== Qwen3-30B-A3B shape, $layers of 48 layers, budget $budget (24 GiB for 48 layers)"
 
-if has build; then
-  bash scripts/gpu-machine-build.sh "$debs" build/gpu strata_cli models_tests placement_tests \
-    >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
-  build/gpu/tests/models_tests --gtest_filter='*moe*:*Moe*:*Expert*' >"$out/tests.log" 2>&1
-  grep -E "^\[  (PASSED|FAILED)|FAILED  \]" "$out/tests.log" | head -20
-fi
-export LD_LIBRARY_PATH=$(tail -1 "$out/build.log" 2>/dev/null | sed -n 's/^export LD_LIBRARY_PATH=//p')
 if has model && [ ! -f "$model/config.json" ]; then
-  python3 bench/reference/make_random_qwen3_moe.py "$model" --layers "${LAYERS:-48}" \
-    >"$out/make_model.log" 2>&1 || { tail -20 "$out/make_model.log"; exit 1; }
-  tail -1 "$out/make_model.log"
+  timeout "$(left 110)" python3 bench/reference/make_random_qwen3_moe.py "$model" --layers "$layers" \
+    >"$out/make_model.log" 2>&1 || { tail -5 "$out/make_model.log"; exit 1; }
+  echo "model: $(tail -1 "$out/make_model.log") in $(( $(date +%s) - start )) s"
 fi
-for mode in auto cpu; do
-  if has plan; then
-    echo "== strata plan --experts $mode --max-memory $budget"
-    "$strata" plan "$model" --max-memory "$budget" --experts "$mode" --dtype bf16 \
-      --prefill-tokens "$prompt" >"$out/plan_$mode.txt" 2>&1
-    grep -E "^(device|cuda|cpu|disk|total)|predict|decode|prefill" "$out/plan_$mode.txt" | head -20
-  fi
-  if has bench; then
-    echo "== strata bench --experts $mode --max-memory $budget"
-    timeout 500 "$strata" bench "$model" --max-memory "$budget" --experts "$mode" --dtype bf16 \
-      -p "$prompt" -n "$decode" -b 1 -r 2 --json >"$out/bench_$mode.json" 2>"$out/bench_$mode.err"
-    echo "rc $?"; cat "$out/bench_$mode.json"; tail -5 "$out/bench_$mode.err"
-  fi
-done
+if has plan; then
+  timeout "$(left 30)" "$strata" calibrate >"$out/calibrate.txt" 2>&1
+  for mode in cpu auto; do
+    timeout "$(left 20)" "$strata" plan "$model" --max-memory "$budget" --experts "$mode" \
+      --dtype bf16 --prefill-tokens "$prompt" --expert-cache "$cache" --json \
+      >"$out/plan_$mode.json" 2>"$out/plan_$mode.err"
+    timeout "$(left 20)" "$strata" plan "$model" --max-memory "$budget" --experts "$mode" \
+      --dtype bf16 --prefill-tokens "$prompt" --expert-cache "$cache" >"$out/plan_$mode.txt" 2>&1
+    echo "== strata plan --experts $mode"
+    grep -E "^(device|cuda|cpu|disk|total)|prefill|decode|routed experts" "$out/plan_$mode.txt" | head -12
+  done
+fi
+if has bench; then
+  for mode in cpu auto; do
+    t=$(left 130); [ "$t" -lt 20 ] && { echo "no time left for bench --experts $mode"; continue; }
+    timeout "$t" "$strata" bench "$model" --max-memory "$budget" --experts "$mode" --dtype bf16 \
+      --expert-cache "$cache" --expert-cache-policy "$policy" -p "$prompt" -n "$decode" -b 1 -r 1 \
+      --json >"$out/bench_$mode.json" 2>"$out/bench_$mode.err"
+    echo "== strata bench --experts $mode: rc $? after $(( $(date +%s) - start )) s"
+    grep -E "experts:|tokens/s|loaded" "$out/bench_$mode.err" | head -8
+  done
+fi
 if has hf; then
-  echo "== transformers + Accelerate, device_map=auto, max_memory {0: ${gpu}GiB, cpu: ${cpu}GiB}"
-  timeout 580 python3 bench/reference/hf_moe_decode.py "$model" --gpu-gib "$gpu" --cpu-gib "$cpu" \
-    --prompt "$prompt" --decode 4 2>"$out/hf.err" | tee "$out/hf.json"
-  tail -3 "$out/hf.err"
+  t=$(left 170)
+  if [ "$t" -lt 40 ]; then
+    echo "no time left for transformers"
+  else
+    echo "== transformers + Accelerate, device_map=auto, max_memory {0: ${gpu}GiB, cpu: ${cpu}GiB}"
+    timeout "$t" python3 bench/reference/hf_moe_decode.py "$model" --gpu-gib "$gpu" \
+      --cpu-gib "$cpu" --prompt "$prompt" --decode 4 2>"$out/hf.err" | tee "$out/hf.json"
+    tail -2 "$out/hf.err"
+  fi
 fi
+python3 - "$out" "$layers" <<'PY'
+import json, os, sys
+out, layers = sys.argv[1], int(sys.argv[2])
+def load(name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return json.loads(f.read().strip().splitlines()[-1] if name == "hf.json" else f.read())
+    except Exception:
+        return None
+print(f"== summary ({layers} layers; a 48-layer model reads twice the experts per token)")
+for mode in ("cpu", "auto"):
+    bench, plan = load(f"bench_{mode}.json"), load(f"plan_{mode}.json")
+    if not bench:
+        print(f"--experts {mode}: no bench result"); continue
+    for t in bench["tests"]:
+        e = t.get("experts") or {}
+        c = e.get("cache") or {}
+        hit = f", cache hit rate {100 * c['hit_rate']:.1f}%" if c else ""
+        print(f"--experts {mode} {t['test']}: {t['tokens_per_second']:.2f} tokens/s"
+              f" (experts cpu {e.get('cpu', 0)}, streamed {e.get('streamed', 0)},"
+              f" cached {e.get('cached', 0)}{hit})")
+    p = (plan or {}).get("predictions") or {}
+    if p.get("available"):
+        tg = [t for t in bench["tests"] if t["test"].startswith("tg")]
+        pp = [t for t in bench["tests"] if t["test"].startswith("pp")]
+        line = f"  plan: decode {p['decode']['best_ms_per_step']:.1f} ms/step"
+        if tg:
+            line += f" vs measured {tg[0]['ms_per_step']:.1f} ({tg[0]['ms_per_step'] / p['decode']['best_ms_per_step']:.2f}x)"
+        line += f"; prefill {p['prefill']['best_tokens_per_second']:.0f} tokens/s"
+        if pp:
+            line += f" vs measured {pp[0]['tokens_per_second']:.0f}"
+        ex = p.get("experts") or {}
+        if ex:
+            line += f"; expected cache hit rate {100 * ex['expected_hit_rate']:.1f}%"
+        print(line)
+hf = load("hf.json")
+if hf:
+    print(f"transformers+accelerate: prefill {hf['prefill_tokens_per_s']} tokens/s, decode "
+          f"{hf['decode_tokens_per_s']} tokens/s, load {hf['load_s']} s")
+PY
+echo "total $(( $(date +%s) - start )) s"
