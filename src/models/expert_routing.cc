@@ -4,6 +4,7 @@
 
 #include "models/attention.h"
 #include "strata/core/error.h"
+#include "strata/core/parallel.h"
 #include "strata/ops.h"
 
 namespace strata::models::detail {
@@ -63,24 +64,46 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
   const Tensor x_cpu = cpu_apart ? x.to(Device::cpu()) : x;
   const Tensor out_cpu =
       cpu_apart ? Tensor::empty({cpu_rows, hidden}, x.dtype(), Device::cpu()) : contributions;
+  // Expert e on its rows of `source`, times the routing weights.
+  const auto weighted_output = [&](std::size_t e, const Tensor& source) {
+    const std::vector<std::int64_t>& routed = routing.expert_tokens[e];
+    const auto n = static_cast<std::int64_t>(routed.size());
+    const Device at = source.device();
+    const Tensor picked = ops::embedding(Tensor::from_vector(routed).to(at), source);
+    const Tensor out = on_device_of(expert(static_cast<std::int64_t>(e), picked), source);
+    const Tensor weight =
+        Tensor::from_doubles(routing.expert_weights[e], {n, 1}, weight_dtype).to(at);
+    return out.dtype() == DType::Float32 && weight.dtype() == DType::Float32
+               ? ops::mul(out, weight)
+               : ops::cast(
+                     ops::mul(ops::cast(out, DType::Float32), ops::cast(weight, DType::Float32)),
+                     out.dtype());
+  };
+  // The cpu experts compute in parallel, one expert per task whose ops run on its thread: a
+  // decode step's products are a few MB each, too small to pay for spreading every op over the
+  // pool (measured on the H100 host: 12 GB/s that way for 8 experts of 9.4 MB).
+  std::vector<std::size_t> cpu_experts;
+  for (std::size_t e = 0; e < routing.expert_tokens.size(); ++e) {
+    if (!routing.expert_tokens[e].empty() && cpu_expert(e)) cpu_experts.push_back(e);
+  }
+  std::vector<Tensor> cpu_outputs(cpu_experts.size());
+  parallel_for(static_cast<std::int64_t>(cpu_experts.size()), 1,
+               [&](std::int64_t begin, std::int64_t end) {
+                 for (std::int64_t i = begin; i < end; ++i) {
+                   const auto at = static_cast<std::size_t>(i);
+                   cpu_outputs[at] = weighted_output(cpu_experts[at], x_cpu);
+                 }
+               });
+
   std::vector<std::vector<std::int64_t>> rows_of(static_cast<std::size_t>(tokens));
   std::int64_t cpu_offset = 0, offset = cpu_rows;
+  std::size_t next_cpu = 0;
   for (std::size_t e = 0; e < routing.expert_tokens.size(); ++e) {
     const std::vector<std::int64_t>& routed = routing.expert_tokens[e];
     const auto n = static_cast<std::int64_t>(routed.size());
     if (n == 0) continue;
     const bool here = cpu_expert(e);
-    const Tensor& source = here ? x_cpu : x;
-    const Device at = source.device();
-    const Tensor picked = ops::embedding(Tensor::from_vector(routed).to(at), source);
-    Tensor out = on_device_of(expert(static_cast<std::int64_t>(e), picked), source);
-    const Tensor weight =
-        Tensor::from_doubles(routing.expert_weights[e], {n, 1}, weight_dtype).to(at);
-    out =
-        out.dtype() == DType::Float32 && weight.dtype() == DType::Float32
-            ? ops::mul(out, weight)
-            : ops::cast(ops::mul(ops::cast(out, DType::Float32), ops::cast(weight, DType::Float32)),
-                        out.dtype());
+    const Tensor out = here ? cpu_outputs[next_cpu++] : weighted_output(e, x);
     std::int64_t& next = here ? cpu_offset : offset;
     (here ? out_cpu : contributions).narrow(0, next, n).copy_(out);
     for (std::int64_t r = 0; r < n; ++r) {

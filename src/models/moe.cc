@@ -92,6 +92,7 @@ Tensor SparseMoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouti
   const std::int64_t activation_bytes =
       flat.size(1) * static_cast<std::int64_t>(flat.element_size());
   const bool cache_here = cache_ && cache_->device() == device;
+  if (!sources_) sources_ = std::make_shared<detail::ExpertSources>();
 
   // Where each expert with tokens computes. The cache first (GPU speed, nothing read again),
   // then the offload policy of the expert's unit for its tokens: the cpu reads only this
@@ -108,8 +109,8 @@ Tensor SparseMoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouti
         static_cast<std::int64_t>(routing.expert_tokens[static_cast<std::size_t>(e)].size());
     if (n == 0) continue;
     Job& job = jobs[static_cast<std::size_t>(e)];
-    detail::ExpertSource source =
-        detail::expert_source((*experts_)[static_cast<std::size_t>(e)], mixtral_naming_);
+    const detail::ExpertSource& source =
+        sources_->get(e, (*experts_)[static_cast<std::size_t>(e)], mixtral_naming_);
     const placement::ExpertKey key = placement::expert_key(block_index_, e);
     if (!source.offloaded) {
       ++stats_.resident;
@@ -122,7 +123,7 @@ Tensor SparseMoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouti
       job.where = Where::Cpu;
       // Free room in the cache: copy the expert in (asynchronously) for the next steps.
       if (cache_here && cache_->has_room(source.bytes)) cache_->load(key, source.stored);
-      job.weights = std::move(source.stored);
+      job.weights = source.stored;
       any_cpu = true;
       ++stats_.cpu;
       stats_.cpu_bytes += source.bytes;

@@ -14,6 +14,7 @@
 #include "model_loading.h"
 #include "strata/core/error.h"
 #include "strata/models/causal_lm.h"
+#include "strata/models/moe.h"
 #include "strata/placement/memory.h"
 
 namespace strata::cli {

@@ -13,6 +13,7 @@
 #include "strata/core/error.h"
 #include "strata/dist/communicator.h"
 #include "strata/engine/cost_model.h"
+#include "strata/models/moe.h"
 #include "strata/placement/memory.h"
 
 namespace strata::cli {

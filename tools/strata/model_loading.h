@@ -10,7 +10,6 @@
 #include <string>
 
 #include "cli_options.h"
-#include "strata/models/moe.h"
 #include "strata/placement/expert_cache.h"
 #include "strata/placement/load_and_dispatch.h"
 

@@ -28,7 +28,8 @@ namespace strata::models {
 class GatedMLP;
 namespace detail {
 struct ExpertRouting;
-}
+class ExpertSources;
+}  // namespace detail
 
 // How the routed experts of the sparse blocks computed (docs/moe-execution.md). One count per
 // (expert, step) that received tokens.
@@ -76,6 +77,7 @@ class SparseMoeBlock : public nn::Module {
   bool mixtral_naming_;
   Activation activation_;
   std::shared_ptr<placement::ExpertCache> cache_;
+  std::shared_ptr<detail::ExpertSources> sources_;  // created at the first forward
   std::int64_t block_index_ = 0;
   ExpertExecutionStats stats_;
   TensorParallel tp_;
