@@ -7,6 +7,7 @@
 #   strata plan (predicted decode ms/step and prefill tokens/s, expected expert cache hit rate),
 #   strata bench --experts cpu (every routed expert in cpu RAM: selected experts computed on the
 #     cpu at decode, streamed alone at prefill, the GPU expert cache in the spare budget),
+#     (under --offload-policy auto, then forced to cpu),
 #   strata bench --experts auto (the experts the budget holds stay on the GPU, the rest as above),
 #   transformers + Accelerate (device_map="auto", the same budgets: hf_moe_decode.py),
 # and a summary of decode/prefill tokens/s, cache hit rate and plan-vs-measured. Steps and their
@@ -54,13 +55,16 @@ if has plan; then
   done
 fi
 if has bench; then
-  for mode in cpu auto; do
-    t=$(left 130); [ "$t" -lt 20 ] && { echo "no time left for bench --experts $mode"; continue; }
+  # --experts cpu under the default policy (auto: the cost model picks cpu or streaming per
+  # expert and step) and forced to the cpu; --experts auto (experts filling the GPU budget).
+  for run in cpu:auto cpu:cpu auto:auto; do
+    mode=${run%%:*} offload=${run##*:} name=${run/:/_}
+    t=$(left 100); [ "$t" -lt 20 ] && { echo "no time left for bench $name"; continue; }
     timeout "$t" "$strata" bench "$model" --max-memory "$budget" --experts "$mode" --dtype bf16 \
-      --expert-cache "$cache" --expert-cache-policy "$policy" -p "$prompt" -n "$decode" -b 1 -r 1 \
-      --json >"$out/bench_$mode.json" 2>"$out/bench_$mode.err"
-    echo "== strata bench --experts $mode: rc $? after $(( $(date +%s) - start )) s"
-    grep -E "experts:|tokens/s|loaded" "$out/bench_$mode.err" | head -8
+      --offload-policy "$offload" --expert-cache "$cache" --expert-cache-policy "$policy" \
+      -p "$prompt" -n "$decode" -b 1 -r 1 --json >"$out/bench_$name.json" 2>"$out/bench_$name.err"
+    echo "== strata bench --experts $mode --offload-policy $offload: rc $? after $(( $(date +%s) - start )) s"
+    grep -E "experts:|tokens/s|loaded" "$out/bench_$name.err" | head -8
   done
 fi
 if has hf; then
@@ -84,8 +88,10 @@ def load(name):
     except Exception:
         return None
 print(f"== summary ({layers} layers; a 48-layer model reads twice the experts per token)")
-for mode in ("cpu", "auto"):
-    bench, plan = load(f"bench_{mode}.json"), load(f"plan_{mode}.json")
+for name in ("cpu_auto", "cpu_cpu", "auto_auto"):
+    mode = name.split("_")[0]
+    bench, plan = load(f"bench_{name}.json"), load(f"plan_{mode}.json")
+    mode = f"{mode} --offload-policy {name.split('_')[1]}"
     if not bench:
         print(f"--experts {mode}: no bench result"); continue
     for t in bench["tests"]:
