@@ -155,15 +155,18 @@ std::string forecast_text(const PlanForecast& f, const PredictionInput& input) {
   }
   out +=
       "\nunit                                      tier          bytes  prefill  decode  cpu up "
-      "to\n";
+      "to  split up to\n";
   for (const engine::UnitPrediction& u : p.units) {
-    std::string threshold = "-";
+    std::string threshold = "-", split = "-";
     if (u.tier != engine::Tier::Gpu || u.decode == "cpu") {
       threshold = u.cpu_max_tokens >= engine::kAlwaysCpu ? "any" : std::to_string(u.cpu_max_tokens);
     }
-    out +=
-        fmt::format("{:<40}  {:<5} {:>12}  {:<7}  {:<6}  {}\n", u.name, engine::tier_name(u.tier),
-                    placement::format_bytes(u.bytes), u.prefill, u.decode, threshold);
+    if (u.tier != engine::Tier::Gpu && u.split_max_tokens > 0) {
+      split = std::to_string(u.split_max_tokens);
+    }
+    out += fmt::format("{:<40}  {:<5} {:>12}  {:<7}  {:<6}  {:<9}  {}\n", u.name,
+                       engine::tier_name(u.tier), placement::format_bytes(u.bytes), u.prefill,
+                       u.decode, threshold, split);
   }
   return out;
 }
