@@ -186,6 +186,12 @@ void PrefetchScheduler::acquire(PrefetchHook& hook) {
   Unit& unit = unit_of(&hook);
   record_order(unit);
   ++stats_.onloads;
+  // A split forward that threw never released: put its full placeholders back first.
+  const auto& bound = hook.offloaded_tensors();
+  for (std::size_t i = 0; i < unit.placeholders.size() && i < bound.size(); ++i) {
+    bound[i].slot->set(unit.placeholders[i]);
+  }
+  unit.placeholders.clear();
   const ExecutionPolicy policy = unit.step_policy;
   if (unit.issued && unit.issued_as != policy) evict(unit);  // prefetched for another policy
   if (unit.issued) {

@@ -42,6 +42,13 @@ void SplitLinearHook::post_forward(nn::Module&, nn::Value& output) {
 
 namespace {
 
+// Linear layers whose weight their parent also reads directly, outside their forward: a split
+// step binds only the device's rows, so these stay whole. DeepSeek's MLA absorbs kv_b_proj's
+// weight into the query and output (DeepseekAttention::absorbed_kv_b).
+bool weight_read_directly(std::string_view name) {
+  return name == "kv_b_proj" || name.ends_with(".kv_b_proj");
+}
+
 int offloaded_index(const std::vector<nn::AlignDevicesHook::OffloadedTensor>& tensors,
                     const nn::TensorSlot* slot) {
   for (std::size_t i = 0; i < tensors.size(); ++i) {
@@ -68,6 +75,7 @@ const std::vector<PrefetchHook::SplitLinear>& PrefetchHook::split_linears() {
     auto* linear = dynamic_cast<nn::Linear*>(module);
     if (linear == nullptr) continue;
     if (!name.empty() && module->hook() != nullptr) continue;  // its own hook places it
+    if (weight_read_directly(name)) continue;
     SplitLinear entry;
     entry.module = module;
     entry.weight = offloaded_index(tensors, linear->parameter_slot("weight").get());

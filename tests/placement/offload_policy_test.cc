@@ -83,8 +83,10 @@ class ThreeLinears : public nn::Module {
   nn::Value forward(nn::Args& args) override {
     const Tensor& x = args.tensor(0, "ThreeLinears.forward");
     const Tensor a = (*a_)(x).tensor().narrow(-1, 0, 6);
+    STRATA_CHECK_ARG(!fail, "ThreeLinears: failing on purpose after a");
     return (*c_)(ops::add(a, (*b_)(x).tensor()));
   }
+  bool fail = false;
 
  private:
   std::shared_ptr<nn::Linear> a_, b_, c_;
@@ -221,6 +223,54 @@ TEST(OffloadPolicy, AUnitWithAHookedModuleInsideStreams) {
   EXPECT_EQ(scheduler->stats().cpu_computes, 0);
 }
 
+// x @ weight^T times a keyword tensor `scale` (the shape of a layer that takes rotary cos/sin).
+class KeywordScaled : public nn::Module {
+ public:
+  explicit KeywordScaled(std::uint64_t seed) : nn::Module("KeywordScaled") {
+    create_parameter("weight", {8, 8}, DType::Float32, 0.0);
+    parameter_slot("weight")->set(strata::testing::random_tensor({8, 8}, DType::Float32, seed));
+  }
+  nn::Value forward(nn::Args& args) override {
+    const Tensor& scale = args.keyword("scale")->tensor();
+    return ops::mul(ops::linear(args.tensor(0, "KeywordScaled"), parameter("weight")), scale);
+  }
+};
+
+class TwoScaled : public nn::Module {
+ public:
+  TwoScaled() : nn::Module("TwoScaled") {
+    a_ = register_module("a", std::make_shared<KeywordScaled>(11));
+    b_ = register_module("b", std::make_shared<KeywordScaled>(12));
+  }
+  nn::Value forward(nn::Args& args) override {
+    const nn::Value scale = *args.keyword("scale");
+    const Tensor y = (*a_)(nn::Args({args.positional[0]}, {{"scale", scale}})).tensor();
+    return (*b_)(nn::Args({y}, {{"scale", scale}}));
+  }
+
+ private:
+  std::shared_ptr<KeywordScaled> a_, b_;
+};
+
+TEST(OffloadPolicy, KeywordInputsCrossToTheCpuOncePerStep) {
+  if (!strata::testing::device_available(Device::cuda(0))) GTEST_SKIP() << "needs a CUDA device";
+  TwoScaled reference;
+  const Tensor x = input(2);
+  const Tensor scale = strata::testing::random_tensor({8}, DType::Float32, 13);
+  const Tensor expected = reference(nn::Args({x}, {{"scale", scale}})).tensor();
+  TwoScaled model;
+  cpu_offload(model, {.execution_device = Device::cuda(0)});
+  auto scheduler = find_scheduler(model);
+  scheduler->set_offload_policy(OffloadPolicy::Cpu);
+  const Tensor on_gpu = scale.to(Device::cuda(0));
+  for (int step = 0; step < 2; ++step) {
+    const Tensor out = model(nn::Args({x.to(Device::cuda(0))}, {{"scale", on_gpu}})).tensor();
+    expect_close(out.to(Device::cpu()), expected);
+  }
+  EXPECT_EQ(scheduler->stats().cpu_computes, 4);
+  EXPECT_EQ(scheduler->stats().cpu_inputs_reused, 2);  // b reuses a's copy of scale, each step
+}
+
 TEST(SplitPolicy, CpuRowsFollowTheFractionInWholeBlocks) {
   EXPECT_EQ(split_cpu_rows(8, 0.5), 4);
   EXPECT_EQ(split_cpu_rows(8, 0.3), 2);   // 2.4 rounded
@@ -271,6 +321,14 @@ TEST(SplitPolicy, LinearsInsideAUnitSplitAndShareTheirInputCopy) {
   scheduler->set_offload_policy(OffloadPolicy::Stream);
   expect_close(model(input(3)).tensor(), expected);
   EXPECT_EQ(scheduler->stats().split_linears, 6);
+  // A split forward that throws leaves nothing half bound: the next one gives the result.
+  scheduler->set_offload_policy(OffloadPolicy::Split);
+  model.fail = true;
+  EXPECT_THROW(model(input(3)), InvalidArgument);
+  model.fail = false;
+  expect_close(model(input(3)).tensor(), expected);
+  EXPECT_EQ(model.get_submodule("a").parameter("weight").shape(), (Shape{8, 8}));
+  EXPECT_TRUE(model.get_submodule("a").parameter("weight").is_meta());
   // Removing the unit's hook removes the linears' hooks it placed.
   nn::remove_hook_from_module(model);
   for (const char* name : {"a", "b", "c"}) {

@@ -60,6 +60,13 @@ void add_placement_options(CLI::App* cmd, PlacementArgs& args) {
                   "(each linear's rows divided: the cpu computes its share while the rest streams "
                   "to the GPU)")
       ->capture_default_str();
+  cmd->add_option("--offload-unit", args.offload_unit,
+                  "what an offloaded unit is: module (each module with weights) or layer (each "
+                  "decoder layer: one activation round trip per layer under the cpu policy)")
+      ->capture_default_str();
+  cmd->add_option("--split-fraction", args.split_fraction,
+                  "the cpu's share of each split linear's rows, in (0, 1) (default: from the cost "
+                  "model of this machine, per unit)");
   cmd->add_option("--experts", args.experts,
                   "mixture of experts: auto (routed experts placed after the rest, on the GPU "
                   "where room is left) or cpu (never on a GPU)");
@@ -79,7 +86,7 @@ void add_placement_options(CLI::App* cmd, PlacementArgs& args) {
 }
 
 void apply_offload_policy(const placement::LoadAndDispatchResult& loaded,
-                          placement::OffloadPolicy policy) {
+                          placement::OffloadPolicy policy, double split_fraction) {
   if (!loaded.dispatch || !loaded.dispatch->scheduler) return;
   placement::PrefetchScheduler& scheduler = *loaded.dispatch->scheduler;
   const bool planned =
@@ -88,13 +95,27 @@ void apply_offload_policy(const placement::LoadAndDispatchResult& loaded,
     scheduler.set_offload_policy(policy);
   } else if (scheduler.execution_device().is_cpu()) {
     // Nothing to balance on the cpu alone: auto streams (the same work), split halves the rows.
-    scheduler.set_offload_policy(
-        policy == placement::OffloadPolicy::Auto ? placement::OffloadPolicy::Stream : policy);
+    if (policy == placement::OffloadPolicy::Auto) {
+      scheduler.set_offload_policy(placement::OffloadPolicy::Stream);
+    } else {
+      const double fraction = split_fraction > 0 ? split_fraction : 0.5;
+      scheduler.set_offload_planner(policy, [fraction](const placement::UnitProfile&) {
+        return placement::UnitPlan{.split_fraction = fraction};
+      });
+    }
   } else {
     // The cost model's thresholds and each unit's split fraction (from this machine's rates).
     const engine::Calibration calibration = engine::load_or_measure();
-    scheduler.set_offload_planner(
-        policy, engine::cost_model_planner(engine::CostModel(calibration.constants)));
+    placement::UnitPlanner planner =
+        engine::cost_model_planner(engine::CostModel(calibration.constants));
+    if (split_fraction > 0) {
+      planner = [planner = std::move(planner), split_fraction](const placement::UnitProfile& p) {
+        placement::UnitPlan plan = planner(p);
+        plan.split_fraction = split_fraction;
+        return plan;
+      };
+    }
+    scheduler.set_offload_planner(policy, std::move(planner));
   }
 }
 
@@ -179,6 +200,10 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
   }
   options.reserve_per_gpu = args.reserve_per_gpu;
   const placement::OffloadPolicy policy = placement::parse_offload_policy(args.offload_policy);
+  STRATA_CHECK_ARG(args.split_fraction == 0 || (args.split_fraction > 0 && args.split_fraction < 1),
+                   "--split-fraction {}: the cpu's share of a split linear's rows must be "
+                   "strictly between 0 and 1 (or 0: from the cost model)",
+                   args.split_fraction);
   options.experts = parse_expert_placement(args.experts, args.n_cpu_moe);
   STRATA_CHECK_ARG(
       !options.experts || std::holds_alternative<placement::DeviceMapStrategy>(*options.device_map),
@@ -204,6 +229,12 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
                    "--dtype {}: models run in f32, bf16 or f16", dtype);
   options.dtype = dtype;
   options.no_split_module_classes = out.empty.model->no_split_module_classes();
+  STRATA_CHECK_ARG(args.offload_unit == "module" || args.offload_unit == "layer",
+                   "--offload-unit {}: expected module (each module with weights) or layer (each "
+                   "decoder layer)",
+                   args.offload_unit);
+  if (args.offload_unit == "layer")
+    options.preload_module_classes = options.no_split_module_classes;
   // Tensor parallelism: this rank reads its rows/columns of each split tensor, nothing more.
   options.shards =
       models::tensor_parallel_shards(out.empty.config, out.empty.model->tensor_parallel());
@@ -235,7 +266,7 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
   out.load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (bar) bar->finish();
-  apply_offload_policy(out.loaded, policy);
+  apply_offload_policy(out.loaded, policy, args.split_fraction);
   out.input_device = input_device_of(*out.empty.model);
   const std::int64_t cache_bytes = expert_cache_bytes(args, out);
   if (cache_bytes > 0) {

@@ -20,9 +20,16 @@ struct PlacementArgs {
   std::optional<std::string> max_memory;
   std::optional<std::string> offload_folder;
   std::optional<std::string> dtype;  // unset: the checkpoint's torch_dtype, else float32
-  // auto (the cost model chooses per unit and step), stream or cpu: where offloaded units compute
-  // (strata/placement/execution_policy.h).
+  // auto (the cost model chooses per unit and step), stream, cpu or split: where offloaded units
+  // compute (strata/placement/execution_policy.h).
   std::string offload_policy = "auto";
+  // The cpu's share of a split linear's rows, in (0, 1); 0: each unit's from the cost model.
+  double split_fraction = 0;
+  // What an offloaded unit is: "module" (every module holding weights: each linear and norm of an
+  // offloaded layer is its own unit) or "layer" (each decoder layer, the model's no-split class,
+  // is one unit: one activation round trip per layer under the cpu policy, attention and its KV
+  // cache on the cpu with it).
+  std::string offload_unit = "module";
   // Mixture of experts with a strategy: --experts auto|cpu, --n-cpu-moe N.
   std::optional<std::string> experts;
   std::optional<std::int64_t> n_cpu_moe;
@@ -86,8 +93,9 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
 // a GPU asks the cost model, from this machine's constants (cached; measured on first use); on a
 // cpu execution device every unit already computes where its weights are, so it streams (binds
 // them in place).
+// split_fraction > 0 replaces the cost model's fraction of every unit (--split-fraction).
 void apply_offload_policy(const placement::LoadAndDispatchResult& loaded,
-                          placement::OffloadPolicy policy);
+                          placement::OffloadPolicy policy, double split_fraction = 0);
 
 // Where a model's input ids must be placed: its input embedding's device (the cpu while the
 // weight is still on meta, when hooks move inputs themselves).
