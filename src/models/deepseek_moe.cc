@@ -1,6 +1,6 @@
 // DeepSeek's mixture of experts: the router (float32 logits, V3's correction bias), the
 // group-limited routing (transformers' route_tokens_to_experts of DeepseekV2Moe / DeepseekV3MoE)
-// and the block, a SparseMoeBlock with that routing and shared experts.
+// and the block, a MoeBlock with that routing and shared experts.
 
 #include <fmt/format.h>
 
@@ -134,9 +134,8 @@ DeepseekRouting deepseek_route(const std::vector<float>& logits, std::int64_t nu
 }
 
 DeepseekMoE::DeepseekMoE(const TransformerConfig& c, std::int64_t layer_idx, DType dtype)
-    : nn::Module(c.architecture == Architecture::DeepseekV3 ? "DeepseekV3MoE" : "DeepseekV2Moe"),
-      num_experts_(c.num_experts),
-      top_k_(c.num_experts_per_tok),
+    : MoeBlock(c.architecture == Architecture::DeepseekV3 ? "DeepseekV3MoE" : "DeepseekV2Moe",
+               c.num_experts, c.num_experts_per_tok, c.activation, false),
       config_(*c.deepseek),
       norm_topk_prob_(c.norm_topk_prob) {
   const QuantizationConfig* quant = c.quantization ? &*c.quantization : nullptr;
@@ -164,7 +163,7 @@ Value DeepseekMoE::forward(Args& args) {
   const Tensor& x = args.tensor(0, who);
   STRATA_CHECK_ARG(x.dim() == 3, "{}: hidden_states must be [batch, seq, hidden], got {}", who,
                    x.describe());
-  const std::int64_t tokens = x.size(0) * x.size(1), hidden = x.size(2), k = top_k_;
+  const std::int64_t tokens = x.size(0) * x.size(1), hidden = x.size(2), k = top_k();
   const Tensor flat = x.reshape({tokens, hidden});
 
   // The router's float32 logits [tokens, E] (and V3's bias) come to the host, where the
@@ -175,16 +174,13 @@ Value DeepseekMoE::forward(Args& args) {
   std::vector<float> bias;
   if (parts.size() > 1) bias = parts[1].tensor().to(Device::cpu()).to_vector<float>();
   const DeepseekRouting chosen =
-      deepseek_route(logits.to(Device::cpu()).contiguous().to_vector<float>(), num_experts_, bias,
+      deepseek_route(logits.to(Device::cpu()).contiguous().to_vector<float>(), num_experts(), bias,
                      k, norm_topk_prob_, config_);
   const detail::ExpertRouting routing = detail::route_tokens(
       Tensor::from_vector(chosen.indices, {tokens, k}),
-      Tensor::from_vector(chosen.weights, {tokens, k}), num_experts_, false, who);
+      Tensor::from_vector(chosen.weights, {tokens, k}), num_experts(), false, who);
   // The float32 weights multiply the experts' outputs unrounded (DeepseekV{2,3}Experts).
-  Tensor result = detail::combine_experts(
-      flat, routing, DType::Float32, [&](std::int64_t e, const Tensor& rows) {
-        return call((*experts_)[static_cast<std::size_t>(e)], rows);
-      });
+  Tensor result = run_experts(flat, routing, DType::Float32);
   if (shared_experts_) {
     result = ops::add(result, detail::on_device_of(call(*shared_experts_, flat), result));
   }

@@ -1,11 +1,15 @@
 #pragma once
-// How a SparseMoeBlock reaches and computes its routed experts (docs/moe-execution.md; private to
-// src/models). An expert whose projections carry offload hooks (PrefetchHook: weights in pinned
-// cpu memory or a mapped file) is not called through those hooks: the block reads the stored
-// weights and computes the expert where it chose -- on the cpu where they are, or on the
-// execution device from the expert cache or a copy of only this expert.
+// How a mixture-of-experts block (MoeBlock) reaches and computes its routed experts
+// (docs/moe-execution.md; private to src/models). An expert whose projections carry offload
+// hooks (PrefetchHook: tensors in pinned cpu memory or a mapped file) is not called through those
+// hooks: the block reads the stored tensors and computes the expert where it chose -- on the cpu
+// where they are, or on the execution device from the expert cache or a copy of only this expert.
+// A projection is a plain linear (weight, optional bias) or an fp8 / AWQ QuantizedLinear (its
+// packed tensors as stored: DeepSeek-V3's fp8 blocks are read at one byte per weight).
 
 #include <array>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "strata/core/tensor.h"
@@ -16,15 +20,28 @@ namespace strata::placement {
 class PrefetchHook;
 }
 
+namespace strata::models {
+class QuantizedLinear;
+}
+
 namespace strata::models::detail {
 
+// One projection's part of an expert's stored tensors.
+struct ProjectionSource {
+  const QuantizedLinear* quantized = nullptr;  // null: a plain linear
+  std::vector<std::string> names;              // module-local names of its tensors, in order
+  std::size_t first = 0;                       // index of its first tensor in the expert's list
+};
+
 struct ExpertSource {
-  // The projections' weights are offloaded behind PrefetchHooks; false: resident (call the expert).
+  // Every tensor of the projections is offloaded behind PrefetchHooks; false: resident (call
+  // the expert).
   bool offloaded = false;
   placement::PrefetchHook* hook = nullptr;  // the gate projection's: asked for the step's policy
-  std::vector<Tensor> stored;               // gate, up, down weights as stored, in the model dtype
+  std::array<ProjectionSource, 3> projections;  // gate, up, down
+  std::vector<Tensor> stored;  // the projections' tensors as stored (cast to the module's dtypes)
   std::int64_t bytes = 0;
-  bool cast = false;  // the stored dtype differed: `stored` holds cast copies
+  bool cast = false;  // a stored dtype differed: `stored` holds cast copies
 };
 
 // `expert` is a GatedMLP (Llama names gate/up/down_proj, or Mixtral's w1/w3/w2).
@@ -33,23 +50,24 @@ ExpertSource expert_source(nn::Module& expert, bool mixtral_naming);
 // A block's expert sources, resolved once per set of hooks (the weights-map lookups are not
 // repeated for every expert of every step); an expert whose projections got other hooks since
 // (attached, removed) is resolved again. Sources whose stored dtype differed are not kept (the
-// cast copy would double the expert's memory).
+// cast copy would double the expert's memory): each step casts again.
 class ExpertSources {
  public:
-  const ExpertSource& get(std::int64_t index, nn::Module& expert, bool mixtral_naming);
+  std::shared_ptr<const ExpertSource> get(std::int64_t index, nn::Module& expert,
+                                          bool mixtral_naming);
 
  private:
   struct Entry {
     std::array<const nn::ModelHook*, 3> hooks{};
-    ExpertSource source;
-    bool kept = false;
+    std::shared_ptr<const ExpertSource> source;  // null: not kept
   };
   std::vector<Entry> entries_;
-  ExpertSource last_;  // a source not kept
 };
 
-// GatedMLP's forward with the weights given ({gate, up, down}): down(act(gate x) * up x), the same
-// ops in the same order, so the numbers equal a call of the module.
-Tensor expert_forward(const std::vector<Tensor>& weights, Activation activation, const Tensor& x);
+// GatedMLP's forward with the expert's tensors given (`tensors`: `source.stored` or copies of it
+// in the same order, on x's device): down(act(gate x) * up x), the same ops in the same order as
+// the projections' own forwards, so the numbers equal a call of the module.
+Tensor expert_forward(const ExpertSource& source, const std::vector<Tensor>& tensors,
+                      Activation activation, const Tensor& x);
 
 }  // namespace strata::models::detail

@@ -80,7 +80,8 @@ QuantizedLinear::QuantizedLinear(const QuantizationConfig& config, std::int64_t 
   if (bias) create_parameter("bias", {N}, dtype, 0.0);
 }
 
-ops::QuantizedWeight QuantizedLinear::quantized_weight() const {
+ops::QuantizedWeight QuantizedLinear::quantized_weight(
+    const std::function<Tensor(const std::string& name)>& tensor) const {
   ops::QuantizedWeight w;
   w.format = config_.format;
   w.in_features = in_features_;
@@ -91,38 +92,44 @@ ops::QuantizedWeight QuantizedLinear::quantized_weight() const {
     case ops::QuantFormat::FP8:
       w.block_out = config_.block_out;
       w.block_in = config_.block_in;
-      w.weight = parameter("weight");
-      w.scale = parameter("weight_scale_inv");
+      w.weight = tensor("weight");
+      w.scale = tensor("weight_scale_inv");
       break;
     case ops::QuantFormat::AWQ:
     case ops::QuantFormat::GPTQ:
-      w.weight = parameter("qweight");
-      w.zeros = parameter("qzeros");
-      w.scale = parameter("scales");
-      if (has_parameter("g_idx")) w.g_idx = parameter("g_idx");
-      // g_idx's values are the checkpoint's: checked once (not on every GPU forward, where it
-      // would be a device-to-host copy and a stream sync per layer).
-      if (w.g_idx && !w.g_idx->is_meta()) {
-        if (!g_idx_sequential_) g_idx_sequential_ = ops::check_gptq_g_idx(w);
-        w.g_idx_sequential = g_idx_sequential_;
-      }
+      w.weight = tensor("qweight");
+      w.zeros = tensor("qzeros");
+      w.scale = tensor("scales");
+      if (has_parameter("g_idx")) w.g_idx = tensor("g_idx");
       break;
-    case ops::QuantFormat::CompressedTensors: {
-      w.weight = parameter("weight_packed");
-      w.scale = parameter("weight_scale");
-      if (has_parameter("weight_zero_point")) w.zeros = parameter("weight_zero_point");
-      // weight_shape is [out, in] as saved; a different one is another layer's checkpoint.
-      const Tensor& shape = parameter("weight_shape");
-      if (!shape.is_meta() && !weight_shape_checked_) {  // once: a GPU copy syncs the stream
-        const std::vector<std::int64_t> s = shape.to(Device::cpu()).to_vector<std::int64_t>();
-        STRATA_CHECK(s == std::vector<std::int64_t>({out_features_, in_features_}), CheckpointError,
-                     "CompressedLinear: 'weight_shape' is [{}, {}] but the layer is [{}, {}] "
-                     "(out, in); the checkpoint does not belong to this config",
-                     s.size() > 0 ? s[0] : -1, s.size() > 1 ? s[1] : -1, out_features_,
-                     in_features_);
-        weight_shape_checked_ = true;
-      }
+    case ops::QuantFormat::CompressedTensors:
+      w.weight = tensor("weight_packed");
+      w.scale = tensor("weight_scale");
+      if (has_parameter("weight_zero_point")) w.zeros = tensor("weight_zero_point");
       break;
+  }
+  return w;
+}
+
+ops::QuantizedWeight QuantizedLinear::quantized_weight() const {
+  ops::QuantizedWeight w =
+      quantized_weight([this](const std::string& name) { return parameter(name); });
+  // g_idx's values are the checkpoint's: checked once (not on every GPU forward, where it would
+  // be a device-to-host copy and a stream sync per layer).
+  if (w.g_idx && !w.g_idx->is_meta()) {
+    if (!g_idx_sequential_) g_idx_sequential_ = ops::check_gptq_g_idx(w);
+    w.g_idx_sequential = g_idx_sequential_;
+  }
+  if (config_.format == ops::QuantFormat::CompressedTensors) {
+    // weight_shape is [out, in] as saved; a different one is another layer's checkpoint.
+    const Tensor& shape = parameter("weight_shape");
+    if (!shape.is_meta() && !weight_shape_checked_) {  // once: a GPU copy syncs the stream
+      const std::vector<std::int64_t> s = shape.to(Device::cpu()).to_vector<std::int64_t>();
+      STRATA_CHECK(s == std::vector<std::int64_t>({out_features_, in_features_}), CheckpointError,
+                   "CompressedLinear: 'weight_shape' is [{}, {}] but the layer is [{}, {}] "
+                   "(out, in); the checkpoint does not belong to this config",
+                   s.size() > 0 ? s[0] : -1, s.size() > 1 ? s[1] : -1, out_features_, in_features_);
+      weight_shape_checked_ = true;
     }
   }
   return w;

@@ -7,6 +7,7 @@
 
 #include "io/io_testing.h"
 #include "models/model_testing.h"
+#include "strata/io/checkpoint.h"
 #include "strata/models/moe.h"
 #include "strata/placement/auto_device_map.h"
 #include "strata/placement/load_and_dispatch.h"
@@ -14,15 +15,21 @@
 namespace strata::testing {
 namespace {
 
+namespace fs = std::filesystem;
 using placement::MapDevice;
 using placement::OffloadPolicy;
+
+constexpr std::int64_t kStepPlusOne = -1;
 
 struct Mode {
   std::string name;
   bool gpu = false;                           // execution device cuda:0, else the cpu
   const char* experts = "disk";               // where the routed experts live
   OffloadPolicy policy = OffloadPolicy::Cpu;  // Auto: a one-token threshold
-  std::int64_t cache_experts = 0;  // cache budget in experts (of the largest size); 0: none
+  // Cache budget in experts; 0: none; kStepPlusOne: one decode step's experts (blocks x top_k)
+  // plus one. A smaller LRU cache can never hit at decode when a block's routing repeats itself
+  // (the step's other experts evict the next step's first one), a larger one could hold them all.
+  std::int64_t cache_experts = 0;
 };
 
 void PrintTo(const Mode& m, std::ostream* os) { *os << m.name; }
@@ -33,21 +40,42 @@ const std::vector<Mode>& modes() {
       {"cpu_disk_stream", false, "disk", OffloadPolicy::Stream, 0},
       {"cpu_disk_auto", false, "disk", OffloadPolicy::Auto, 0},
       {"cpu_disk_policy_cpu_cache", false, "disk", OffloadPolicy::Cpu, 1000},
-      {"cpu_disk_stream_small_cache", false, "disk", OffloadPolicy::Stream, 3},
+      {"cpu_disk_stream_small_cache", false, "disk", OffloadPolicy::Stream, kStepPlusOne},
       {"cuda_cpu_policy_cpu", true, "cpu", OffloadPolicy::Cpu, 0},
       {"cuda_cpu_stream", true, "cpu", OffloadPolicy::Stream, 0},
       {"cuda_cpu_auto", true, "cpu", OffloadPolicy::Auto, 0},
       {"cuda_disk_policy_cpu", true, "disk", OffloadPolicy::Cpu, 0},
       {"cuda_cpu_policy_cpu_cache", true, "cpu", OffloadPolicy::Cpu, 1000},
-      {"cuda_cpu_stream_small_cache", true, "cpu", OffloadPolicy::Stream, 3},
+      {"cuda_cpu_stream_small_cache", true, "cpu", OffloadPolicy::Stream, kStepPlusOne},
   };
   return all;
 }
 
 const std::vector<std::string>& moe_fixtures() {
-  static const std::vector<std::string> names = {"qwen3_moe", "qwen2_moe", "mixtral",
-                                                 "qwen3_moe_fused"};
+  // DeepSeek's blocks run the same mechanism (MoeBlock): V2 (softmax, greedy), V3 (sigmoid,
+  // group-limited, the correction bias) and V3 with fp8 block weights (its experts' fp8 tensors
+  // and scales read as stored, against transformers' dequantised reference).
+  static const std::vector<std::string> names = {"qwen3_moe",       "qwen2_moe",   "mixtral",
+                                                 "qwen3_moe_fused", "deepseek_v2", "deepseek_v3",
+                                                 "deepseek_v3_fp8"};
   return names;
+}
+
+// The bytes of one routed expert as the checkpoint stores them (every expert of the fixtures has
+// the same shapes and dtypes): the tensors of `model.layers.L.mlp.experts.0.` of the first layer
+// that has them (float32 weights; fp8 weights and their float32 scales).
+std::int64_t stored_expert_bytes(const fs::path& dir) {
+  const io::CheckpointReader reader(dir / "model.safetensors");
+  std::int64_t bytes = 0;
+  std::string prefix;
+  for (const std::string& name : reader.keys()) {
+    const std::size_t at = name.find(".experts.0.");
+    if (at == std::string::npos || name.find("shared") != std::string::npos) continue;
+    if (prefix.empty()) prefix = name.substr(0, at + 11);
+    if (name.starts_with(prefix)) bytes += static_cast<std::int64_t>(reader.meta(name).nbytes());
+  }
+  EXPECT_GT(bytes, 0) << "no routed expert in " << dir;
+  return bytes;
 }
 
 using Case = std::tuple<std::string, Mode>;
@@ -81,21 +109,22 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
   } else {
     scheduler.set_offload_policy(m.policy);
   }
-  const std::vector<models::SparseMoeBlock*> blocks = models::sparse_moe_blocks(*model);
+  const std::vector<models::MoeBlock*> blocks = models::moe_blocks(*model);
   ASSERT_FALSE(blocks.empty());
   const std::int64_t top_k = blocks.front()->top_k();
-  const auto expert_bytes = static_cast<std::int64_t>(3 * model->config().hidden_size *
-                                                      model->config().moe_intermediate_size * 4);
+  const std::int64_t expert_bytes = stored_expert_bytes(model_fixture_dir(f.name));
   std::shared_ptr<placement::ExpertCache> cache;
-  if (m.cache_experts > 0) {
-    cache = models::attach_expert_cache(*model, m.cache_experts * expert_bytes);
+  const auto blocks_n = static_cast<std::int64_t>(blocks.size());
+  const std::int64_t cache_experts =
+      m.cache_experts == kStepPlusOne ? blocks_n * top_k + 1 : m.cache_experts;
+  if (cache_experts > 0) {
+    cache = models::attach_expert_cache(*model, cache_experts * expert_bytes);
     ASSERT_NE(cache, nullptr);
     EXPECT_EQ(cache->device(), m.gpu ? Device::cuda(0) : Device::cpu());
   }
 
   // One token: exactly top_k experts per block compute, each on the path the policy says, and
   // only those experts' weights are read.
-  const auto blocks_n = static_cast<std::int64_t>(blocks.size());
   model->run(f.prompt_ids.narrow(0, 0, 1).narrow(1, 0, 1));
   const models::ExpertExecutionStats one = models::expert_execution_stats(*model);
   EXPECT_EQ(one.resident, 0);
@@ -121,12 +150,12 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
     const placement::ExpertCacheStats s = cache->stats();
     EXPECT_EQ(s.hits, all.cached);
     EXPECT_GT(s.hits, 0);
-    EXPECT_LE(s.bytes, m.cache_experts * expert_bytes);
+    EXPECT_LE(s.bytes, cache_experts * expert_bytes);
     // It never holds more than its budget: every insertion past that many experts evicted one.
     EXPECT_EQ(s.entries, s.insertions - s.evictions);
-    EXPECT_GE(s.evictions, s.insertions - m.cache_experts);
+    EXPECT_GE(s.evictions, s.insertions - cache_experts);
     // A second pass over the prompts finds its experts (the big cache holds them all).
-    if (m.cache_experts >= 1000) {
+    if (cache_experts >= 1000) {
       const std::int64_t before = cache->stats().misses;
       expect_float32_logits_match(f, model->run(f.prompt_ids).logits);
       EXPECT_EQ(cache->stats().misses, before);

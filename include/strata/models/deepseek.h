@@ -16,10 +16,11 @@
 //                       e_score_correction_bias [E] float32); V2: Linear (weight [E, hidden])
 //
 // The routed experts are separate modules (the checkpoints' per-expert names; transformers v5
-// fuses them in memory), so device maps and `--experts cpu` place them like Qwen's; the block
-// runs them through the expert loop every mixture of experts shares (models/expert_routing.h)
-// with DeepSeek's routing function. With an fp8 quantization_config
-// every Linear of the decoder layers is an FP8Linear (QuantizedLinear), the routers stay dense.
+// fuses them in memory), so device maps and `--experts cpu` place them like Qwen's; the block is
+// a MoeBlock (strata/models/moe.h) with DeepSeek's routing function: its offloaded experts run
+// like Qwen's (cpu where stored, streamed alone, the expert cache; docs/moe-execution.md). With an
+// fp8 quantization_config every Linear of the decoder layers is an FP8Linear (QuantizedLinear), the
+// routers stay dense.
 
 #include <cstdint>
 #include <memory>
@@ -30,6 +31,7 @@
 #include "strata/models/causal_lm.h"
 #include "strata/models/config.h"
 #include "strata/models/layers.h"
+#include "strata/models/moe.h"
 #include "strata/models/rope.h"
 #include "strata/nn/layers.h"
 
@@ -102,18 +104,14 @@ DeepseekRouting deepseek_route(const std::vector<float>& logits, std::int64_t nu
 // the routed experts (deepseek_route, then the shared expert loop of every mixture of experts:
 // only experts with tokens run, each output times its float32 weight, a token's contributions
 // added in increasing expert order) plus the shared experts, unscaled.
-class DeepseekMoE : public nn::Module {
+class DeepseekMoE : public MoeBlock {
  public:
   DeepseekMoE(const TransformerConfig& config, std::int64_t layer_idx, DType dtype);
-  std::int64_t num_experts() const { return num_experts_; }
-  std::int64_t top_k() const { return top_k_; }
   Value forward(Args& args) override;
 
  private:
-  std::int64_t num_experts_, top_k_;
   DeepseekConfig config_;
   bool norm_topk_prob_;
-  std::shared_ptr<nn::ModuleList> experts_;
   std::shared_ptr<DeepseekRouter> gate_;
   std::shared_ptr<GatedMLP> shared_experts_;
 };

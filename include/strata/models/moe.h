@@ -46,20 +46,16 @@ struct ExpertExecutionStats {
   ExpertExecutionStats& operator+=(const ExpertExecutionStats& o);
 };
 
-// forward(hidden [batch, seq, hidden]) -> [batch, seq, hidden]. Routing follows transformers:
-// softmax of the router logits in float32, top-k, weights renormalised to sum to one when
-// norm_topk_prob (Mixtral always), each expert's output times its weight (Mixtral: the float32
-// weight, rounded once; Qwen: the weight rounded to the model dtype first, as v5's router
-// does), and the contributions of a token summed in increasing expert order (index_add_'s
-// order). Only experts that received tokens run.
-class SparseMoeBlock : public nn::Module {
+// A mixture-of-experts block: its routed experts (`experts.N`, GatedMLPs) and the one mechanism
+// every family runs them through (docs/moe-execution.md). A subclass routes (its own router and
+// routing function) and calls run_experts: only the experts with tokens run, each where it is
+// chosen to (resident; offloaded ones on the cpu where they are stored, streamed alone, or from
+// the expert cache), and a token's weighted outputs are added in increasing expert order.
+// SparseMoeBlock (Mixtral, Qwen2-MoE, Qwen3-MoE) and DeepseekMoE (DeepSeek-V2/V3) are the two.
+class MoeBlock : public nn::Module {
  public:
-  // Under tensor parallelism `config` is the rank's (each expert holds its part of the
-  // intermediate size) and the block's output is all-reduced once.
-  SparseMoeBlock(const TransformerConfig& config, DType dtype, const TensorParallel& tp = {});
   std::int64_t num_experts() const { return num_experts_; }
   std::int64_t top_k() const { return top_k_; }
-  Value forward(Args& args) override;
 
   // The cache consulted before the cpu and streaming for offloaded experts (shared by the blocks
   // of a model; `block_index` tells this block's experts apart), or null.
@@ -67,35 +63,57 @@ class SparseMoeBlock : public nn::Module {
   const ExpertExecutionStats& execution_stats() const { return stats_; }
   void reset_execution_stats() { stats_ = {}; }
 
- private:
-  // The routed experts' weighted sum for every token, each expert computed where it is chosen
-  // to (moe-execution.md).
+ protected:
+  // `mixtral_naming`: the experts' projections are w1/w3/w2 (else gate/up/down_proj).
+  MoeBlock(std::string class_name, std::int64_t num_experts, std::int64_t top_k,
+           Activation activation, bool mixtral_naming);
+  // The routed experts' weighted sum [tokens, hidden] for every token of `flat` [tokens, hidden]
+  // (weights rounded to `weight_dtype` first, combine_experts in models/expert_routing.h). The
+  // subclass registers `experts_` (in its checkpoint's registration order).
   Tensor run_experts(const Tensor& flat, const detail::ExpertRouting& routing, DType weight_dtype);
 
+  std::shared_ptr<nn::ModuleList> experts_;
+
+ private:
   std::int64_t num_experts_, top_k_;
-  bool norm_topk_prob_, round_weights_;
-  bool mixtral_naming_;
   Activation activation_;
+  bool mixtral_naming_;
   std::shared_ptr<placement::ExpertCache> cache_;
   std::shared_ptr<detail::ExpertSources> sources_;  // created at the first forward
   std::int64_t block_index_ = 0;
   ExpertExecutionStats stats_;
+};
+
+// forward(hidden [batch, seq, hidden]) -> [batch, seq, hidden]. Routing follows transformers:
+// softmax of the router logits in float32, top-k, weights renormalised to sum to one when
+// norm_topk_prob (Mixtral always), each expert's output times its weight (Mixtral: the float32
+// weight, rounded once; Qwen: the weight rounded to the model dtype first, as v5's router
+// does), and the contributions of a token summed in increasing expert order (index_add_'s
+// order). Only experts that received tokens run.
+class SparseMoeBlock : public MoeBlock {
+ public:
+  // Under tensor parallelism `config` is the rank's (each expert holds its part of the
+  // intermediate size) and the block's output is all-reduced once.
+  SparseMoeBlock(const TransformerConfig& config, DType dtype, const TensorParallel& tp = {});
+  Value forward(Args& args) override;
+
+ private:
+  bool norm_topk_prob_, round_weights_;
   TensorParallel tp_;
   std::shared_ptr<nn::Linear> gate_;
-  std::shared_ptr<nn::ModuleList> experts_;
   std::shared_ptr<GatedMLP> shared_expert_;         // Qwen2-MoE only
   std::shared_ptr<nn::Linear> shared_expert_gate_;  // Qwen2-MoE only
 };
 
-// The sparse blocks of `model` in module order.
-std::vector<SparseMoeBlock*> sparse_moe_blocks(nn::Module& model);
+// The mixture-of-experts blocks of `model` (every family) in module order.
+std::vector<MoeBlock*> moe_blocks(nn::Module& model);
 // Their execution counts, summed.
 ExpertExecutionStats expert_execution_stats(nn::Module& model);
 void reset_expert_execution_stats(nn::Module& model);
 
-// Gives every sparse block of a dispatched `model` one expert cache of `capacity_bytes` on the
-// execution device of its prefetch scheduler and returns it; null (and the blocks keep none) when
-// nothing is offloaded or the capacity is 0.
+// Gives every mixture-of-experts block of a dispatched `model` one expert cache of `capacity_bytes`
+// on the execution device of its prefetch scheduler and returns it; null (and the blocks keep none)
+// when nothing is offloaded or the capacity is 0.
 std::shared_ptr<placement::ExpertCache> attach_expert_cache(
     nn::Module& model, std::int64_t capacity_bytes,
     placement::ExpertCachePolicy policy = placement::ExpertCachePolicy::Lru);

@@ -13,6 +13,7 @@
 // plus bias [out] in the model dtype when the layer has one.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +31,12 @@ class QuantizedLinear : public nn::Module {
   std::int64_t out_features() const { return out_features_; }
   // The packed tensors as the op takes them (views of the parameters).
   ops::QuantizedWeight quantized_weight() const;
+  // The same with each tensor given by `tensor(local name)` instead of the parameter (a routed
+  // expert's stored copies, docs/moe-execution.md). The values are not checked here (GPTQ's g_idx,
+  // compressed-tensors' weight_shape): quantized_weight() checks them once per layer.
+  ops::QuantizedWeight quantized_weight(
+      const std::function<Tensor(const std::string& name)>& tensor) const;
+  const QuantizationConfig& config() const { return config_; }
   nn::Value forward(nn::Args& args) override;
   // The packed tensors and their scales keep their format's dtypes when a model is loaded in
   // another dtype; only the bias follows it.

@@ -1,0 +1,140 @@
+// The mechanism every mixture-of-experts block runs its routed experts through
+// (docs/moe-execution.md): resident experts are called, offloaded ones compute on the cpu where
+// they are stored, stream alone to the execution device, or come from the expert cache.
+
+#include <vector>
+
+#include "models/expert_routing.h"
+#include "models/moe_experts.h"
+#include "strata/core/error.h"
+#include "strata/models/moe.h"
+#include "strata/placement/prefetch.h"
+
+namespace strata::models {
+
+MoeBlock::MoeBlock(std::string class_name, std::int64_t num_experts, std::int64_t top_k,
+                   Activation activation, bool mixtral_naming)
+    : nn::Module(std::move(class_name)),
+      num_experts_(num_experts),
+      top_k_(top_k),
+      activation_(activation),
+      mixtral_naming_(mixtral_naming) {}
+
+Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& routing,
+                             DType weight_dtype) {
+  const Device device = flat.device();
+  const std::int64_t activation_bytes =
+      flat.size(1) * static_cast<std::int64_t>(flat.element_size());
+  const bool cache_here = cache_ && cache_->device() == device;
+  if (!sources_) sources_ = std::make_shared<detail::ExpertSources>();
+
+  // Where each expert with tokens computes. The cache first (GPU speed, nothing read again),
+  // then the offload policy of the expert's unit for its tokens: the cpu reads only this
+  // expert's stored weights; streaming copies only this expert (kept by the cache if it fits).
+  enum class Where : std::uint8_t { Resident, Cpu, Device };
+  struct Job {
+    Where where = Where::Resident;
+    std::shared_ptr<const detail::ExpertSource> source;
+    std::vector<Tensor> weights;  // Cpu: as stored; Device: on `device`
+  };
+  std::vector<Job> jobs(static_cast<std::size_t>(num_experts_));
+  bool any_cpu = false;
+  for (std::int64_t e = 0; e < num_experts_; ++e) {
+    const auto n =
+        static_cast<std::int64_t>(routing.expert_tokens[static_cast<std::size_t>(e)].size());
+    if (n == 0) continue;
+    Job& job = jobs[static_cast<std::size_t>(e)];
+    job.source = sources_->get(e, (*experts_)[static_cast<std::size_t>(e)], mixtral_naming_);
+    const detail::ExpertSource& source = *job.source;
+    const placement::ExpertKey key = placement::expert_key(block_index_, e);
+    if (!source.offloaded) {
+      ++stats_.resident;
+    } else if (const std::vector<Tensor>* hit = cache_here ? cache_->find(key) : nullptr) {
+      job.where = Where::Device;
+      job.weights = *hit;
+      ++stats_.cached;
+    } else if (source.hook->scheduler()->policy_for(*source.hook, n, activation_bytes) ==
+               placement::ExecutionPolicy::Cpu) {
+      job.where = Where::Cpu;
+      // Free room in the cache: copy the expert in (asynchronously) for the next steps.
+      if (cache_here && cache_->has_room(source.bytes)) cache_->load(key, source.stored);
+      job.weights = source.stored;
+      any_cpu = true;
+      ++stats_.cpu;
+      stats_.cpu_bytes += source.bytes;
+    } else {
+      job.where = Where::Device;
+      if (cache_here) {
+        job.weights = cache_->load(key, source.stored);
+      } else {
+        for (const Tensor& w : source.stored)
+          job.weights.push_back(placement::owned_copy(w, device));
+      }
+      ++stats_.streamed;
+      stats_.streamed_bytes += source.bytes;
+    }
+  }
+  if (any_cpu) ++stats_.cpu_batches;
+  return detail::combine_experts(
+      flat, routing, weight_dtype,
+      [&](std::int64_t e, const Tensor& rows) {
+        const Job& job = jobs[static_cast<std::size_t>(e)];
+        if (job.where == Where::Resident)
+          return call((*experts_)[static_cast<std::size_t>(e)], rows);
+        return detail::expert_forward(*job.source, job.weights, activation_, rows);
+      },
+      [&](std::int64_t e) { return jobs[static_cast<std::size_t>(e)].where == Where::Cpu; });
+}
+
+void MoeBlock::set_expert_cache(std::shared_ptr<placement::ExpertCache> cache,
+                                std::int64_t block_index) {
+  cache_ = std::move(cache);
+  block_index_ = block_index;
+}
+
+ExpertExecutionStats& ExpertExecutionStats::operator+=(const ExpertExecutionStats& o) {
+  resident += o.resident;
+  cpu += o.cpu;
+  streamed += o.streamed;
+  cached += o.cached;
+  cpu_bytes += o.cpu_bytes;
+  streamed_bytes += o.streamed_bytes;
+  cpu_batches += o.cpu_batches;
+  return *this;
+}
+
+std::vector<MoeBlock*> moe_blocks(nn::Module& model) {
+  std::vector<MoeBlock*> out;
+  for (const auto& [name, module] : model.named_modules()) {
+    if (auto* block = dynamic_cast<MoeBlock*>(module)) out.push_back(block);
+  }
+  return out;
+}
+
+ExpertExecutionStats expert_execution_stats(nn::Module& model) {
+  ExpertExecutionStats total;
+  for (const MoeBlock* block : moe_blocks(model)) total += block->execution_stats();
+  return total;
+}
+
+void reset_expert_execution_stats(nn::Module& model) {
+  for (MoeBlock* block : moe_blocks(model)) block->reset_execution_stats();
+}
+
+std::shared_ptr<placement::ExpertCache> attach_expert_cache(nn::Module& model,
+                                                            std::int64_t capacity_bytes,
+                                                            placement::ExpertCachePolicy policy) {
+  STRATA_CHECK_ARG(capacity_bytes >= 0, "expert cache of {} bytes: must not be negative",
+                   capacity_bytes);
+  const auto scheduler = placement::find_scheduler(model);
+  std::shared_ptr<placement::ExpertCache> cache;
+  if (scheduler && capacity_bytes > 0) {
+    cache = std::make_shared<placement::ExpertCache>(scheduler->execution_device(), capacity_bytes,
+                                                     policy);
+  }
+  std::int64_t index = 0;
+  for (MoeBlock* block : moe_blocks(model)) block->set_expert_cache(cache, index++);
+  return cache;
+}
+
+}  // namespace strata::models
