@@ -17,15 +17,15 @@ from transformers import AutoModelForCausalLM
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("model_dir")
-    parser.add_argument("--gpu-gib", type=int, default=24)
-    parser.add_argument("--cpu-gib", type=int, default=100)
+    parser.add_argument("--gpu-gib", type=float, default=24)
+    parser.add_argument("--cpu-gib", type=float, default=100)
     parser.add_argument("--prompt", type=int, default=512)
     parser.add_argument("--decode", type=int, default=8)
     args = parser.parse_args()
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(
         args.model_dir, dtype=torch.bfloat16, device_map="auto",
-        max_memory={0: f"{args.gpu_gib}GiB", "cpu": f"{args.cpu_gib}GiB"}).eval()
+        max_memory={0: int(args.gpu_gib * 2**30), "cpu": int(args.cpu_gib * 2**30)}).eval()
     load_s = time.perf_counter() - start
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (1, args.prompt), generator=gen).cuda()

@@ -10,18 +10,24 @@
 #     (under --offload-policy auto, then forced to cpu),
 #   strata bench --experts auto (the experts the budget holds stay on the GPU, the rest as above),
 #   transformers + Accelerate (device_map="auto", the same budgets: hf_moe_decode.py),
-# and a summary of decode/prefill tokens/s, cache hit rate and plan-vs-measured. Steps and their
-# time caps keep the whole under 8 minutes (about 470 s of steps).
+# and a summary of decode/prefill tokens/s, cache hit rate and plan-vs-measured, with the decode
+# rate extrapolated to 48 layers (every layer has the same shapes and the same share of its
+# experts on the GPU, so a step's time is a fixed part plus the layers times one layer's:
+# 48 / LAYERS times the measured step is an upper bound of the 48-layer step). Each step has a
+# time cap and no step starts after TOTAL_S seconds (default 290: the whole fits a 5-minute slot;
+# LAYERS=16, 21 GB, is the size meant for it).
 #
-# Usage: LAYERS=24 bash bench/reference/run_moe_bench.sh [MODEL_DIR (/tmp/qwen3moe)]
-#   LAYERS (48), GPU_GIB (24 scaled), CPU_GIB (100), PROMPT_TOKENS (512), DECODE_TOKENS (16),
-#   STEPS ("model plan bench hf"), OUT (/tmp/moe_bench), EXPERT_CACHE (auto), CACHE_POLICY (lru)
+# Usage: LAYERS=16 bash bench/reference/run_moe_bench.sh [MODEL_DIR (/tmp/qwen3moe)]
+#   LAYERS (48), GPU_GIB (24 scaled), CPU_GIB (100), PROMPT_TOKENS (512), DECODE_TOKENS (32),
+#   STEPS ("model plan bench hf"), OUT (/tmp/moe_bench), EXPERT_CACHE (auto), CACHE_POLICY (lru),
+#   TOTAL_S (290)
 set -uo pipefail
 model=${1:-/tmp/qwen3moe}
 out=${OUT:-/tmp/moe_bench}
 steps=${STEPS:-model plan bench hf}
 layers=${LAYERS:-48}
-cpu=${CPU_GIB:-100} prompt=${PROMPT_TOKENS:-512} decode=${DECODE_TOKENS:-16}
+cpu=${CPU_GIB:-100} prompt=${PROMPT_TOKENS:-512} decode=${DECODE_TOKENS:-32}
+total=${TOTAL_S:-290}
 cache=${EXPERT_CACHE:-auto} policy=${CACHE_POLICY:-lru}
 # The GPU budget holding the same share of the experts as 24 GiB for the 48-layer model:
 # embeddings + head 1.245 GB, 38.3 MB of attention and router per layer, 1.208 GB of experts.
@@ -34,11 +40,11 @@ budget="cuda:0=${gpu}GiB,cpu=${cpu}GiB"
 has() { [[ " $steps " == *" $1 "* ]]; }
 strata=${STRATA:-build/gpu/tools/strata/strata}
 start=$(date +%s)
-left() { local l=$(( 470 - ($(date +%s) - start) )); echo $(( l < $1 ? l : $1 )); }
+left() { local l=$(( total - ($(date +%s) - start) )); echo $(( l < 1 ? 1 : (l < $1 ? l : $1) )); }
 echo "== Qwen3-30B-A3B shape, $layers of 48 layers, budget $budget (24 GiB for 48 layers)"
 
 if has model && [ ! -f "$model/config.json" ]; then
-  timeout "$(left 110)" python3 bench/reference/make_random_qwen3_moe.py "$model" --layers "$layers" \
+  timeout "$(left 120)" python3 bench/reference/make_random_qwen3_moe.py "$model" --layers "$layers" \
     >"$out/make_model.log" 2>&1 || { tail -5 "$out/make_model.log"; exit 1; }
   echo "model: $(tail -1 "$out/make_model.log") in $(( $(date +%s) - start )) s"
 fi
@@ -57,18 +63,21 @@ fi
 if has bench; then
   # --experts cpu under the default policy (auto: the cost model picks cpu or streaming per
   # expert and step) and forced to the cpu; --experts auto (experts filling the GPU budget).
+  # The first run also measures the limits the rates are compared with (host read, PCIe, HBM).
+  limits=""
   for run in cpu:auto cpu:cpu auto:auto; do
     mode=${run%%:*} offload=${run##*:} name=${run/:/_}
-    t=$(left 100); [ "$t" -lt 20 ] && { echo "no time left for bench $name"; continue; }
+    t=$(left 70); [ "$t" -lt 20 ] && { echo "no time left for bench $name"; continue; }
     timeout "$t" "$strata" bench "$model" --max-memory "$budget" --experts "$mode" --dtype bf16 \
       --offload-policy "$offload" --expert-cache "$cache" --expert-cache-policy "$policy" \
-      -p "$prompt" -n "$decode" -b 1 -r 1 --json >"$out/bench_$name.json" 2>"$out/bench_$name.err"
+      -p "$prompt" -n "$decode" -b 1 -r 1 $limits --json >"$out/bench_$name.json" 2>"$out/bench_$name.err"
+    limits="--no-limits"
     echo "== strata bench --experts $mode --offload-policy $offload: rc $? after $(( $(date +%s) - start )) s"
     grep -E "experts:|tokens/s|loaded" "$out/bench_$name.err" | head -8
   done
 fi
 if has hf; then
-  t=$(left 170)
+  t=$(left 150)
   if [ "$t" -lt 40 ]; then
     echo "no time left for transformers"
   else
@@ -98,9 +107,12 @@ for name in ("cpu_auto", "cpu_cpu", "auto_auto"):
         e = t.get("experts") or {}
         c = e.get("cache") or {}
         hit = f", cache hit rate {100 * c['hit_rate']:.1f}%" if c else ""
+        at48 = ""
+        if t["test"].startswith("tg") and t.get("ms_per_step") and layers < 48:
+            at48 = f"; 48 layers >= {1000 / (t['ms_per_step'] * 48 / layers):.2f} tokens/s"
         print(f"--experts {mode} {t['test']}: {t['tokens_per_second']:.2f} tokens/s"
               f" (experts cpu {e.get('cpu', 0)}, streamed {e.get('streamed', 0)},"
-              f" cached {e.get('cached', 0)}{hit})")
+              f" cached {e.get('cached', 0)}{hit}{at48})")
     p = (plan or {}).get("predictions") or {}
     if p.get("available"):
         tg = [t for t in bench["tests"] if t["test"].startswith("tg")]
