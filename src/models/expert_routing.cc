@@ -47,7 +47,8 @@ ExpertRouting route_tokens(const Tensor& indices_t, const Tensor& weights_t,
 
 Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
                        const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert,
-                       const std::function<bool(std::int64_t expert)>& on_cpu) {
+                       const std::function<bool(std::int64_t expert)>& on_cpu,
+                       const CpuExpertsFn& cpu_batch) {
   const std::int64_t tokens = routing.tokens, k = routing.top_k, hidden = x.size(1);
   const Device device = x.device();
   const std::size_t experts = routing.expert_tokens.size();
@@ -102,33 +103,58 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
   const Tensor x_cpu = cpu_apart ? x.to(Device::cpu()) : x;
   const Tensor out_cpu =
       cpu_apart ? Tensor::empty({cpu_rows, hidden}, x.dtype(), Device::cpu()) : contributions;
-  // Expert e on its rows of `source`, times the routing weights, into its rows of `into`.
+  // Expert e's rows of `source`; its output `out` times the routing weights into its rows of
+  // `into`.
+  const auto pick = [&](std::size_t e, const Tensor& source, const Tensor& token_at) {
+    return ops::embedding(token_at.narrow(0, first_row[e], routed(e)), source);
+  };
+  const auto weigh_into = [&](std::size_t e, const Tensor& out, const Tensor& weight_at,
+                              const Tensor& into, std::int64_t at) {
+    const Tensor weight = weight_at.narrow(0, first_row[e], routed(e));
+    into.narrow(0, at, routed(e))
+        .copy_(out.dtype() == DType::Float32 && weight.dtype() == DType::Float32
+                   ? ops::mul(out, weight)
+                   : ops::cast(ops::mul(ops::cast(out, DType::Float32),
+                                        ops::cast(weight, DType::Float32)),
+                               out.dtype()));
+  };
   const auto weighted_output = [&](std::size_t e, const Tensor& source, const Tensor& token_at,
                                    const Tensor& weight_at, const Tensor& into, std::int64_t at) {
-    const std::int64_t n = routed(e);
-    const Tensor picked = ops::embedding(token_at.narrow(0, first_row[e], n), source);
-    const Tensor out = on_device_of(expert(static_cast<std::int64_t>(e), picked), source);
-    const Tensor weight = weight_at.narrow(0, first_row[e], n);
-    into.narrow(0, at, n).copy_(
-        out.dtype() == DType::Float32 && weight.dtype() == DType::Float32
-            ? ops::mul(out, weight)
-            : ops::cast(ops::mul(ops::cast(out, DType::Float32), ops::cast(weight, DType::Float32)),
-                        out.dtype()));
+    const Tensor out = expert(static_cast<std::int64_t>(e), pick(e, source, token_at));
+    weigh_into(e, on_device_of(out, source), weight_at, into, at);
   };
-  // The cpu experts compute in parallel, one expert per task whose ops run on its thread: a
-  // decode step's products are a few MB each, too small to pay for spreading every op over the
-  // pool (measured on the H100 host: 12 GB/s that way for 8 experts of 9.4 MB).
   std::vector<std::size_t> cpu_experts;
   for (std::size_t e = 0; e < experts; ++e) {
     if (cpu_expert[e]) cpu_experts.push_back(e);
   }
-  parallel_for(static_cast<std::int64_t>(cpu_experts.size()), 1,
-               [&](std::int64_t begin, std::int64_t end) {
-                 for (std::int64_t i = begin; i < end; ++i) {
-                   const std::size_t e = cpu_experts[static_cast<std::size_t>(i)];
-                   weighted_output(e, x_cpu, token_host, weight_host, out_cpu, first_row[e]);
-                 }
-               });
+  const auto cpu_count = static_cast<std::int64_t>(cpu_experts.size());
+  if (cpu_batch && cpu_count > 0) {
+    std::vector<std::int64_t> ids;
+    std::vector<Tensor> picked;
+    for (const std::size_t e : cpu_experts) {
+      ids.push_back(static_cast<std::int64_t>(e));
+      picked.push_back(pick(e, x_cpu, token_host));
+    }
+    const std::vector<Tensor> outs = cpu_batch(ids, picked);
+    STRATA_ASSERT(outs.size() == cpu_experts.size(), "{} outputs for {} cpu experts", outs.size(),
+                  cpu_experts.size());
+    parallel_for(cpu_count, 1, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t i = begin; i < end; ++i) {
+        const std::size_t e = cpu_experts[static_cast<std::size_t>(i)];
+        weigh_into(e, outs[static_cast<std::size_t>(i)], weight_host, out_cpu, first_row[e]);
+      }
+    });
+  } else {
+    // The cpu experts compute in parallel, one expert per task whose ops run on its thread: a
+    // decode step's products are a few MB each, too small to pay for spreading every op over
+    // the pool (measured on the H100 host: 12 GB/s that way for 8 experts of 9.4 MB).
+    parallel_for(cpu_count, 1, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t i = begin; i < end; ++i) {
+        const std::size_t e = cpu_experts[static_cast<std::size_t>(i)];
+        weighted_output(e, x_cpu, token_host, weight_host, out_cpu, first_row[e]);
+      }
+    });
+  }
   for (std::size_t e = 0; e < experts; ++e) {
     if (routed(e) > 0 && !cpu_expert[e]) {
       weighted_output(e, x, token_here, weight_here, contributions, first_row[e]);

@@ -40,8 +40,15 @@ ExpertRouting route_tokens(const Tensor& indices, const Tensor& weights, std::in
 // Experts for which `on_cpu(e)` holds compute on the cpu (their weights live there,
 // docs/moe-execution.md): x goes to the cpu once, their rows are picked, computed and weighted
 // there, and all their outputs come back in one copy, whatever their number.
+// `cpu_batch`, when given, computes all the cpu experts of the step at once (their ids in
+// increasing order and their rows, on the cpu; it returns their outputs in that order): the
+// caller can then spread few experts over every core. Without it each cpu expert runs
+// expert(e, rows) in a task of its own.
+using CpuExpertsFn = std::function<std::vector<Tensor>(const std::vector<std::int64_t>& experts,
+                                                       const std::vector<Tensor>& rows)>;
 Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
                        const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert,
-                       const std::function<bool(std::int64_t expert)>& on_cpu = {});
+                       const std::function<bool(std::int64_t expert)>& on_cpu = {},
+                       const CpuExpertsFn& cpu_batch = {});
 
 }  // namespace strata::models::detail

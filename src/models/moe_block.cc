@@ -83,7 +83,17 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
           return call((*experts_)[static_cast<std::size_t>(e)], rows);
         return detail::expert_forward(*job.source, job.weights, activation_, rows);
       },
-      [&](std::int64_t e) { return jobs[static_cast<std::size_t>(e)].where == Where::Cpu; });
+      [&](std::int64_t e) { return jobs[static_cast<std::size_t>(e)].where == Where::Cpu; },
+      [&](const std::vector<std::int64_t>& ids, const std::vector<Tensor>& rows) {
+        std::vector<const detail::ExpertSource*> sources;
+        std::vector<const std::vector<Tensor>*> tensors;
+        for (const std::int64_t e : ids) {
+          const Job& job = jobs[static_cast<std::size_t>(e)];
+          sources.push_back(job.source.get());
+          tensors.push_back(&job.weights);
+        }
+        return detail::cpu_experts_forward(sources, tensors, activation_, rows);
+      });
 }
 
 void MoeBlock::set_expert_cache(std::shared_ptr<placement::ExpertCache> cache,

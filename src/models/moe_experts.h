@@ -70,4 +70,20 @@ class ExpertSources {
 Tensor expert_forward(const ExpertSource& source, const std::vector<Tensor>& tensors,
                       Activation activation, const Tensor& x);
 
+// The cpu experts of a step: expert i (`sources[i]`, its tensors `tensors[i]` as stored on the
+// cpu) on `rows[i]`, all on the cpu, with every core. A decode step has fewer experts than
+// threads (8 for 16 on the H100 host) and one row each: then each projection's output features
+// are cut into slices of whole 64-feature blocks computed in parallel (gate and up, then down),
+// which gives the numbers of one product (every output is its own dot product over the same
+// inputs; moe_experts_test.cc checks the equality). Otherwise, or with STRATA_MOE_SPLIT=0, one
+// expert per task.
+// `threads`: the cores to spread over (num_threads() by default; tests pass more to force slices).
+std::vector<Tensor> cpu_experts_forward(const std::vector<const ExpertSource*>& sources,
+                                        const std::vector<const std::vector<Tensor>*>& tensors,
+                                        Activation activation, const std::vector<Tensor>& rows,
+                                        std::int64_t threads = 0);
+// Whether cpu_experts_forward cuts these experts into slices for `threads` threads.
+bool cpu_experts_split(const std::vector<const ExpertSource*>& sources,
+                       const std::vector<Tensor>& rows, std::int64_t threads);
+
 }  // namespace strata::models::detail
