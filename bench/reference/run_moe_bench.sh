@@ -96,7 +96,7 @@ def load(name):
             return json.loads(f.read().strip().splitlines()[-1] if name == "hf.json" else f.read())
     except Exception:
         return None
-print(f"== summary ({layers} layers; a 48-layer model reads twice the experts per token)")
+print(f"== summary ({layers} of 48 layers; a 48-layer model reads {48 / layers:g}x the experts per token)")
 for name in ("cpu_auto", "cpu_cpu", "auto_auto"):
     mode = name.split("_")[0]
     bench, plan = load(f"bench_{name}.json"), load(f"plan_{mode}.json")
