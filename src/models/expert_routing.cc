@@ -105,7 +105,11 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
       cpu_apart ? Tensor::empty({cpu_rows, hidden}, x.dtype(), Device::cpu()) : contributions;
   // Expert e's rows of `source`; its output `out` times the routing weights into its rows of
   // `into`.
+  // One row (every expert of a decode step) is a view of it: no gather to launch.
   const auto pick = [&](std::size_t e, const Tensor& source, const Tensor& token_at) {
+    if (routed(e) == 1) {
+      return source.narrow(0, token_of[static_cast<std::size_t>(first_row[e])], 1);
+    }
     return ops::embedding(token_at.narrow(0, first_row[e], routed(e)), source);
   };
   const auto weigh_into = [&](std::size_t e, const Tensor& out, const Tensor& weight_at,
@@ -162,8 +166,17 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
   }
   if (cpu_apart) contributions.narrow(0, 0, cpu_rows).copy_(out_cpu);
 
-  const Tensor gather_here = Tensor::from_vector(gather).to(device);
+  // One token (decode): its contributions are rows of `contributions`, added as views in its
+  // expert order (no table to copy, no gather to launch); the same adds as the gathers below.
   Tensor result;
+  if (tokens == 1) {
+    for (std::int64_t j = 0; j < k; ++j) {
+      const Tensor part = contributions.narrow(0, gather[static_cast<std::size_t>(j)], 1);
+      result = j == 0 ? part.contiguous() : ops::add(result, part);
+    }
+    return result;
+  }
+  const Tensor gather_here = Tensor::from_vector(gather).to(device);
   for (std::int64_t j = 0; j < k; ++j) {
     const Tensor part = ops::embedding(gather_here.narrow(0, j * tokens, tokens), contributions);
     result = j == 0 ? part : ops::add(result, part);
