@@ -95,7 +95,8 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
   const Tensor token_host = Tensor::from_vector(token_of);
   const Tensor weight_host = Tensor::from_doubles(weight_of, {rows, 1}, weight_dtype);
   const bool any_here = rows > cpu_rows;
-  const Tensor token_here = any_here ? token_host.to(device) : token_host;
+  // (One token: every expert picks a view of its row, the token table is not read.)
+  const Tensor token_here = any_here && tokens > 1 ? token_host.to(device) : token_host;
   const Tensor weight_here = any_here ? weight_host.to(device) : weight_host;
 
   Tensor contributions = Tensor::empty({rows, hidden}, x.dtype(), device);
