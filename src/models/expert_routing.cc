@@ -93,7 +93,9 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
     }
   }
   const Tensor token_host = Tensor::from_vector(token_of);
-  const Tensor weight_host = Tensor::from_doubles(weight_of, {rows, 1}, weight_dtype);
+  // The weights rounded to weight_dtype, then held as float32 (exact), the dtype of the products.
+  const Tensor weight_host =
+      Tensor::from_doubles(weight_of, {rows, 1}, weight_dtype).to(Device::cpu(), DType::Float32);
   const bool any_here = rows > cpu_rows;
   // (One token: every expert picks a view of its row, the token table is not read.)
   const Tensor token_here = any_here && tokens > 1 ? token_host.to(device) : token_host;
@@ -104,9 +106,8 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
   const Tensor x_cpu = cpu_apart ? x.to(Device::cpu()) : x;
   const Tensor out_cpu =
       cpu_apart ? Tensor::empty({cpu_rows, hidden}, x.dtype(), Device::cpu()) : contributions;
-  // Expert e's rows of `source`; its output `out` times the routing weights into its rows of
-  // `into`.
-  // One row (every expert of a decode step) is a view of it: no gather to launch.
+  // Expert e's rows of `source` (one row, every expert of a decode step, is a view of it: no
+  // gather to launch); its output `out` times the routing weights into its rows of `into`.
   const auto pick = [&](std::size_t e, const Tensor& source, const Tensor& token_at) {
     if (routed(e) == 1) {
       return source.narrow(0, token_of[static_cast<std::size_t>(first_row[e])], 1);
@@ -117,11 +118,9 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
                               const Tensor& into, std::int64_t at) {
     const Tensor weight = weight_at.narrow(0, first_row[e], routed(e));
     into.narrow(0, at, routed(e))
-        .copy_(out.dtype() == DType::Float32 && weight.dtype() == DType::Float32
+        .copy_(out.dtype() == DType::Float32
                    ? ops::mul(out, weight)
-                   : ops::cast(ops::mul(ops::cast(out, DType::Float32),
-                                        ops::cast(weight, DType::Float32)),
-                               out.dtype()));
+                   : ops::cast(ops::mul(ops::cast(out, DType::Float32), weight), out.dtype()));
   };
   const auto weighted_output = [&](std::size_t e, const Tensor& source, const Tensor& token_at,
                                    const Tensor& weight_at, const Tensor& into, std::int64_t at) {
