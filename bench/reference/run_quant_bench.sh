@@ -14,11 +14,21 @@
 #       against the PCIe bound on the bytes streamed (pinned host-to-GPU rate measured here).
 #       Needs BUILD=build/gpu (the device build) and ~15 GB free under OUT.
 #
-# OUT (default /tmp/quant7b) holds the checkpoints; BUILD (default build/cuda) the CUDA build.
+#       A variant that fits ~150 s (one helper slot): fewer formats and decoder layers, e.g.
+#         OUT=/tmp/q7 BUILD=build/gpu FORMATS="bf16 awq fp8" LAYERS=16 OFFLOAD_TOKENS=3 \
+#           bash bench/reference/run_quant_bench.sh formats
+#       (the table's GB/s and its PCIe bound are per byte, so they stay comparable with 32 layers;
+#       ms/token scale with the layers).
+#
+# OUT (default /tmp/quant7b) holds the checkpoints; BUILD (default build/cuda) the CUDA build;
+# FORMATS, LAYERS (32), GPU_TOKENS (32), OFFLOAD_TOKENS (4) shape the `formats` stage.
 set -euo pipefail
 stage=${1:?usage: run_quant_bench.sh micro|ckpt|decode}
 OUT=${OUT:-/tmp/quant7b}
 BUILD=${BUILD:-build/cuda}
+LAYERS=${LAYERS:-32}
+GPU_TOKENS=${GPU_TOKENS:-32}
+OFFLOAD_TOKENS=${OFFLOAD_TOKENS:-4}
 build() {
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DSTRATA_BUILD_BENCH=ON > /dev/null
@@ -62,15 +72,16 @@ PY
     for f in ${FORMATS:-bf16 fp8 awq gptq ct}; do
       t0=$(date +%s)
       if [ "$f" = bf16 ]; then
-        python3 bench/reference/make_random_llama.py "$OUT/bf16" > /dev/null
+        python3 bench/reference/make_random_llama.py "$OUT/bf16" --layers "$LAYERS" > /dev/null
       else
-        python3 bench/reference/make_random_quantized.py "$OUT" --formats "$f" > /dev/null
+        python3 bench/reference/make_random_quantized.py "$OUT" --formats "$f" --layers "$LAYERS" \
+          > /dev/null
       fi
       t1=$(date +%s)
-      "$S" bench "$OUT/$f" -p 0 -n 32 -b 1 -r 2 --dtype bf16 --json \
+      "$S" bench "$OUT/$f" -p 0 -n "$GPU_TOKENS" -b 1 -r 2 --dtype bf16 --json \
         --max-memory cuda:0=70GiB,cpu=0GiB > "$OUT/json/$f.gpu.json" || true
       for policy in stream cpu; do
-        "$S" bench "$OUT/$f" -p 0 -n 4 -b 1 -r 2 --dtype bf16 --json --no-limits \
+        "$S" bench "$OUT/$f" -p 0 -n "$OFFLOAD_TOKENS" -b 1 -r 2 --dtype bf16 --json --no-limits \
           --offload-policy "$policy" --max-memory cuda:0=1GiB,cpu=200GiB \
           > "$OUT/json/$f.offload_$policy.json" || true
       done

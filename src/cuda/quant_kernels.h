@@ -49,6 +49,14 @@ cudaError_t quant_gemv(const QuantWeight& w, const void* x, Type x_type, std::in
                        const void* bias, void* out, float* workspace, unsigned* tickets, int sms,
                        cudaStream_t stream);
 
+// The streaming GEMV of 1-2 rows (quant_gemv_stream.cu) that quant_gemv tries first: false when
+// it does not take this layout (or STRATA_QUANT_GEMV=v1); else *error is the launch's result.
+// Its scratch is counted by quant_gemv_scratch.
+QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t rows, int sms);
+bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows,
+                       const void* bias, void* out, float* workspace, unsigned* tickets, int sms,
+                       cudaStream_t stream, cudaError_t* error);
+
 // dst[(n - n0) * k + kk] = w[n, kk] in `type` (float32, bfloat16, float16) for n in [n0, n1):
 // a row-major tile of the dequantised weight for a GEMM.
 cudaError_t quant_dequantize_rows(const QuantWeight& w, std::int64_t n0, std::int64_t n1, void* dst,

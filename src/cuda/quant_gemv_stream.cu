@@ -1,0 +1,671 @@
+// Decode GEMV for 1-2 rows of x built to stream the packed weights at the HBM rate (issue 16):
+// the quant_gemv.cu kernels of session 5 measured 23-59% of the copy rate, bound by instructions
+// per weight (a conversion-pipe cvt per fp8 weight, shift + and + or + sub per integer code) and by
+// few bytes in flight (one 16-byte load per output row per lane step). Here:
+//  - every lane issues U 16-byte loads per output row (O rows per warp) before the first use, as
+//    the bf16 matvec.cu does (8 in flight per lane reach 80-84% there);
+//  - FP8 e4m3 bytes become float32 with shifts and one LOP3 each, no conversion instruction: the
+//    bits sign << 31 | (e4m3 & 0x7F) << 20 are the float e4m3 * 2^-120 exactly (subnormals
+//    become float denormals, which the FMA handles at full rate: no flush to zero in this
+//    library), and x is pre-multiplied by 2^32 so no product falls near the denormal range;
+//    the 2^88 is put back once per 16 inputs. (The NaN code 0x7F is read as 480: checkpoints
+//    never hold NaN weights.)
+//  - integer codes are read in place: code j of a word, masked where it lies (bits BITS*j..) and
+//    OR-ed with the bits of 2^23, is the float 2^23 + q * 2^(BITS*j) while it stays below bit 23
+//    (one LOP3, no shift); the upper codes take one shift per word. Subtracting 2^23 + z *
+//    2^(BITS*j) leaves (q - z) * 2^(BITS*j) exactly, so each position keeps its own partial sum,
+//    scaled by 2^-(BITS*j) once per chunk (row kernels) or folded into the group's scale (column
+//    kernels).
+// Per int4 weight: ~1.1 LOP3, 1 FSUB, 1 FFMA (was ~4 + FFMA); per fp8 weight ~2.75 + 1 FFMA.
+// The variants (outputs per warp, loads in flight, words per thread) are picked at run time from
+// STRATA_QUANT_GEMV (the benchmark sweeps them; "v1" selects the quant_gemv.cu kernels).
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
+#include "cuda/quant_gemv_common.cuh"
+
+namespace strata::cuda::kernels {
+namespace {
+
+constexpr int kRowWarps = 4;  // row kernels: 4-warp blocks (matvec.cu)
+
+// N consecutive elements of x as float32 times `mul` (a power of two, exact); p aligned to 16
+// bytes when N * sizeof(T) >= 16 (else to N * sizeof(T)).
+template <int N, typename T>
+__device__ __forceinline__ void load_xs(const T* p, float mul, float (&o)[N]) {
+  if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+    for (int i = 0; i < N / 4; ++i) {
+      const float4 v = __ldg(reinterpret_cast<const float4*>(p) + i);
+      o[4 * i] = v.x * mul;
+      o[4 * i + 1] = v.y * mul;
+      o[4 * i + 2] = v.z * mul;
+      o[4 * i + 3] = v.w * mul;
+    }
+  } else {
+    constexpr int kWords = N / 2;
+    std::uint32_t u[kWords];
+    if constexpr (kWords >= 4) {
+#pragma unroll
+      for (int i = 0; i < kWords / 4; ++i) {
+        const uint4 v = __ldg(reinterpret_cast<const uint4*>(p) + i);
+        u[4 * i] = v.x, u[4 * i + 1] = v.y, u[4 * i + 2] = v.z, u[4 * i + 3] = v.w;
+      }
+    } else {
+      const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+      u[0] = v.x, u[1] = v.y;
+    }
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) {
+      if constexpr (std::is_same_v<T, BF16Bits>) {
+        o[2 * i] = bf16_lo(u[i]) * mul;
+        o[2 * i + 1] = bf16_hi(u[i]) * mul;
+      } else {
+        __half2 h;
+        std::memcpy(&h, &u[i], 4);
+        const float2 f = __half22float2(h);  // exact
+        o[2 * i] = f.x * mul;
+        o[2 * i + 1] = f.y * mul;
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ std::uint32_t part_of(const uint4& v, int q) {
+  return q == 0 ? v.x : q == 1 ? v.y : q == 2 ? v.z : v.w;
+}
+
+// e4m3 byte i (0..3) of `w` as a float32 equal to its value times 2^-120 (header comment).
+template <int I>
+__device__ __forceinline__ float fp8_scaled(std::uint32_t w) {
+  constexpr int kUp = 24 - 8 * I;  // moves the byte's sign bit to bit 31
+  const std::uint32_t sign = (w << kUp) & 0x80000000u;
+  std::uint32_t mag;
+  if constexpr (I == 3) {
+    mag = (w >> 4) & 0x07F00000u;
+  } else {
+    mag = (w << (kUp - 4)) & 0x07F00000u;
+  }
+  return __uint_as_float(sign | mag);
+}
+
+// Integer code layout of the in-place trick: codes 0..kInPlace-1 of a word are read where they
+// lie; codes kInPlace.. are read from word >> kShift at position j - kShift / BITS.
+template <int BITS>
+struct Codes {
+  static constexpr int kPer = 32 / BITS;
+  static constexpr int kInPlace = BITS == 4 ? 5 : 2;
+  static constexpr int kShift = BITS == 4 ? 12 : 16;
+  static constexpr std::uint32_t kMask = (1u << BITS) - 1;
+  // Position (0..kInPlace-1) of code j.
+  __host__ __device__ static constexpr int pos(int j) {
+    return j < kInPlace ? j : j - kShift / BITS;
+  }
+  // Code j of (word, word >> kShift) as 2^23 + q * 2^(BITS * pos(j)), minus mz[pos(j)].
+  __device__ __forceinline__ static float minus(std::uint32_t word, std::uint32_t hi, int j,
+                                                const float* mz) {
+    const std::uint32_t src = j < kInPlace ? word : hi;
+    return __uint_as_float((src & (kMask << (BITS * pos(j)))) | kMagicBits) - mz[pos(j)];
+  }
+  // mz[p] = 2^23 + z * 2^(BITS * p) (exact: below 2^24).
+  __device__ __forceinline__ static void magic_zero(float z, float (&mz)[kInPlace]) {
+#pragma unroll
+    for (int p = 0; p < kInPlace; ++p)
+      mz[p] = fmaf(z, static_cast<float>(1u << (BITS * p)), kMagic);
+  }
+  // sum_p part[p] * 2^(-BITS * p) (powers of two: one rounding per step).
+  __device__ __forceinline__ static float combine(const float (&part)[kInPlace]) {
+    float s = part[kInPlace - 1];
+#pragma unroll
+    for (int p = kInPlace - 2; p >= 0; --p)
+      s = fmaf(s, 1.0f / static_cast<float>(1u << BITS), part[p]);
+    return s;
+  }
+};
+
+// ---- FP8 rows: O outputs per warp, U 16-byte loads per output in flight per lane ----------------
+// Needs k % 16 == 0, block_in % 16 == 0, 16-byte aligned weight and x rows.
+template <int R, int O, int U, typename T>
+__global__ void __launch_bounds__(kRowWarps * 32)
+    fp8_rows_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows,
+                    const T* __restrict__ bias, T* __restrict__ out, ChunkDiv per_scale) {
+  const int lane = threadIdx.x & 31;
+  const std::int64_t first =
+      (static_cast<std::int64_t>(blockIdx.x) * kRowWarps + (threadIdx.x >> 5)) * O;
+  if (first >= w.n) return;
+  const int chunks = static_cast<int>(w.k / 16);
+  const auto* scale = static_cast<const float*>(w.scale);
+  const bool blocked = w.block_out != 0;
+  const std::int64_t scale_cols = blocked ? (w.k + w.block_in - 1) / w.block_in : 0;
+  const uint4* wrow[O];
+  const float* srow[O];
+#pragma unroll
+  for (int o = 0; o < O; ++o) {
+    const std::int64_t n = first + o < w.n ? first + o : w.n - 1;
+    wrow[o] = reinterpret_cast<const uint4*>(static_cast<const std::uint8_t*>(w.weight) + n * w.k);
+    srow[o] = blocked ? scale + (n / w.block_out) * scale_cols : scale;
+  }
+  float acc[O][R] = {};
+  for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+    uint4 v[O][U];
+#pragma unroll
+    for (int o = 0; o < O; ++o) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = c0 + 32 * u;
+        v[o][u] = c < chunks ? __ldcs(wrow[o] + c) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + 32 * u;
+      if (c >= chunks) break;
+      float xs[R][16];
+#pragma unroll
+      for (int r = 0; r < R; ++r) load_xs<16>(x + x_row(r, rows) * w.k + c * 16, 0x1p32f, xs[r]);
+#pragma unroll
+      for (int o = 0; o < O; ++o) {
+        const float s = blocked ? __ldg(srow[o] + column_of(c, per_scale)) : 1.0f;
+        float part[R] = {};
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const std::uint32_t word = part_of(v[o][u], q);
+          const float f[4] = {fp8_scaled<0>(word), fp8_scaled<1>(word), fp8_scaled<2>(word),
+                              fp8_scaled<3>(word)};
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+#pragma unroll
+            for (int r = 0; r < R; ++r) part[r] = fmaf(f[i], xs[r][4 * q + i], part[r]);
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[o][r] = fmaf(part[r] * 0x1p88f, s, acc[o][r]);
+      }
+    }
+  }
+  const float tensor_scale = blocked ? 1.0f : __ldg(scale);
+#pragma unroll
+  for (int o = 0; o < O; ++o) {
+    const std::int64_t n = first + o;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float sum = warp_sum(acc[o][r]);
+      if (lane == 0 && n < w.n && r < rows) {
+        out[r * w.n + n] = from_float<T>(sum * tensor_scale + bias_of(bias, n));
+      }
+    }
+  }
+}
+
+// ---- compressed-tensors rows: O outputs per warp, U chunks of 4 words in flight per lane -------
+// Needs k % (4 * 32/BITS) == 0, the group a multiple of 4 words (or one group), aligned rows.
+template <int R, int O, int U, int BITS, typename T>
+__global__ void __launch_bounds__(kRowWarps * 32)
+    ct_rows_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows,
+                   const T* __restrict__ bias, T* __restrict__ out, ChunkDiv per_group) {
+  using C = Codes<BITS>;
+  constexpr int kIn = 4 * C::kPer;  // inputs per chunk
+  const int lane = threadIdx.x & 31;
+  const std::int64_t first =
+      (static_cast<std::int64_t>(blockIdx.x) * kRowWarps + (threadIdx.x >> 5)) * O;
+  if (first >= w.n) return;
+  const std::int64_t packed_cols = w.k / C::kPer;
+  const int chunks = static_cast<int>(packed_cols / 4);
+  const uint4* wrow[O];
+  std::int64_t nrow[O];
+#pragma unroll
+  for (int o = 0; o < O; ++o) {
+    nrow[o] = first + o < w.n ? first + o : w.n - 1;
+    wrow[o] = reinterpret_cast<const uint4*>(static_cast<const std::int32_t*>(w.weight) +
+                                             nrow[o] * packed_cols);
+  }
+  float acc[O][R] = {};
+  for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+    uint4 v[O][U];
+#pragma unroll
+    for (int o = 0; o < O; ++o) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = c0 + 32 * u;
+        v[o][u] = c < chunks ? __ldcs(wrow[o] + c) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + 32 * u;
+      if (c >= chunks) break;
+      const std::int64_t gi = w.groups == 1 ? 0 : column_of(c, per_group);
+      float xs[R][kIn];
+#pragma unroll
+      for (int r = 0; r < R; ++r) load_xs<kIn>(x + x_row(r, rows) * w.k + c * kIn, 1.0f, xs[r]);
+#pragma unroll
+      for (int o = 0; o < O; ++o) {
+        const float z =
+            w.zeros != nullptr
+                ? static_cast<float>(field_of(w.zeros, (nrow[o] / C::kPer) * w.groups + gi,
+                                              static_cast<int>(nrow[o] % C::kPer) * BITS, C::kMask))
+                : static_cast<float>(1u << (BITS - 1));
+        float mz[C::kInPlace];
+        C::magic_zero(z, mz);
+        const float s = load_scale(w.scale, w.scale_type, nrow[o] * w.groups + gi);
+        float part[R][C::kInPlace] = {};
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const std::uint32_t word = part_of(v[o][u], q), hi = word >> C::kShift;
+#pragma unroll
+          for (int j = 0; j < C::kPer; ++j) {
+            const float t = C::minus(word, hi, j, mz);
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+              part[r][C::pos(j)] = fmaf(t, xs[r][q * C::kPer + j], part[r][C::pos(j)]);
+            }
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[o][r] = fmaf(C::combine(part[r]), s, acc[o][r]);
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 0; o < O; ++o) {
+    const std::int64_t n = first + o;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float sum = warp_sum(acc[o][r]);
+      if (lane == 0 && n < w.n && r < rows) {
+        out[r * w.n + n] = from_float<T>(sum + bias_of(bias, n));
+      }
+    }
+  }
+}
+
+// ---- AWQ columns: a thread owns V words (8V outputs); U rows of words in flight
+// ------------------ Units as quant_gemv.cu (stretches of inputs inside one group), the same
+// split-K finish.
+template <int R, int V, int U, typename T>
+__global__ void __launch_bounds__(kWarps * 32)
+    awq_cols_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows, Units units,
+                    const T* __restrict__ bias, T* __restrict__ out, float* ws, unsigned* tickets) {
+  using C = Codes<4>;
+  constexpr int kOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};  // nibble i holds output 8c + kOrder[i]
+  const std::int64_t words = w.n / 8;
+  const std::int64_t c = (static_cast<std::int64_t>(blockIdx.x) * 32 + threadIdx.x) * V;
+  float acc[R][8 * V] = {};
+  if (c < words) {
+    const auto* qweight = static_cast<const std::int32_t*>(w.weight);
+    for (std::int64_t u = static_cast<std::int64_t>(blockIdx.y) * kWarps + threadIdx.y;
+         u < units.count; u += static_cast<std::int64_t>(gridDim.y) * kWarps) {
+      const auto uu = static_cast<unsigned>(u), upg = static_cast<unsigned>(units.per_group);
+      const std::int64_t gi = uu / upg;
+      const std::int64_t k0 = gi * w.group + static_cast<std::int64_t>(uu % upg) * units.length;
+      float mz[V][8], s[V][8];
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        const auto zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * words + c + v));
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const int p = C::pos(i);
+          mz[v][i] = fmaf(static_cast<float>((zw >> (4 * i)) & 0xFu),
+                          static_cast<float>(1u << (4 * p)), kMagic);
+          s[v][i] = load_scale(w.scale, w.scale_type, gi * w.n + (c + v) * 8 + kOrder[i]) *
+                    (1.0f / static_cast<float>(1u << (4 * p)));
+        }
+      }
+      float part[R][V][8] = {};
+      for (std::int64_t k1 = k0; k1 < k0 + units.length; k1 += U) {
+        std::uint32_t word[U][V];
+#pragma unroll
+        for (int e = 0; e < U; ++e) {
+          const std::int64_t kk = k1 + e < k0 + units.length ? k1 + e : k0;
+          const std::int32_t* p = qweight + kk * words + c;
+          if constexpr (V == 4) {
+            const uint4 q = __ldcs(reinterpret_cast<const uint4*>(p));
+            word[e][0] = q.x, word[e][1] = q.y, word[e][2] = q.z, word[e][3] = q.w;
+          } else if constexpr (V == 2) {
+            const uint2 q = __ldcs(reinterpret_cast<const uint2*>(p));
+            word[e][0] = q.x, word[e][1] = q.y;
+          } else {
+            word[e][0] = static_cast<std::uint32_t>(__ldcs(p));
+          }
+        }
+#pragma unroll
+        for (int e = 0; e < U; ++e) {
+          if (k1 + e >= k0 + units.length) break;
+          float xv[R];
+#pragma unroll
+          for (int r = 0; r < R; ++r) xv[r] = to_float(x[x_row(r, rows) * w.k + k1 + e]);
+#pragma unroll
+          for (int v = 0; v < V; ++v) {
+            const std::uint32_t hi = word[e][v] >> C::kShift;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+              const float t = C::minus(word[e][v], hi, i, mz[v]);
+#pragma unroll
+              for (int r = 0; r < R; ++r) part[r][v][i] = fmaf(t, xv[r], part[r][v][i]);
+            }
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            acc[r][8 * v + kOrder[i]] = fmaf(part[r][v][i], s[v][i], acc[r][8 * v + kOrder[i]]);
+          }
+        }
+      }
+    }
+  }
+  finish_columns<R, 8 * V, T>(acc, static_cast<std::int64_t>(blockIdx.x) * 256 * V, w.n, rows, bias,
+                              out, ws, tickets);
+}
+
+// ---- GPTQ columns (sequential g_idx): a thread owns V outputs; U packed rows in flight ----------
+template <int R, int BITS, int V, int U, typename T>
+__global__ void __launch_bounds__(kWarps * 32)
+    gptq_cols_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows, Units units,
+                     const T* __restrict__ bias, T* __restrict__ out, float* ws,
+                     unsigned* tickets) {
+  using C = Codes<BITS>;
+  const std::int64_t n0 = (static_cast<std::int64_t>(blockIdx.x) * 32 + threadIdx.x) * V;
+  float acc[R][V] = {};
+  if (n0 < w.n) {
+    const auto* qweight = static_cast<const std::int32_t*>(w.weight);
+    const std::int64_t zero_words = w.n / C::kPer;
+    for (std::int64_t u = static_cast<std::int64_t>(blockIdx.y) * kWarps + threadIdx.y;
+         u < units.count; u += static_cast<std::int64_t>(gridDim.y) * kWarps) {
+      const auto uu = static_cast<unsigned>(u), upg = static_cast<unsigned>(units.per_group);
+      const std::int64_t gi = uu / upg;
+      const std::int64_t pr0 =
+          gi * (w.group / C::kPer) + static_cast<std::int64_t>(uu % upg) * units.length;
+      float mz[V][C::kInPlace], s[V];
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        const std::int64_t n = n0 + v;
+        const float z =
+            static_cast<float>(field_of(w.zeros, gi * zero_words + n / C::kPer,
+                                        static_cast<int>(n % C::kPer) * BITS, C::kMask) +
+                               1);
+        C::magic_zero(z, mz[v]);
+        s[v] = load_scale(w.scale, w.scale_type, gi * w.n + n);
+      }
+      float part[R][V][C::kInPlace] = {};
+      for (std::int64_t p1 = pr0; p1 < pr0 + units.length; p1 += U) {
+        std::uint32_t word[U][V];
+#pragma unroll
+        for (int e = 0; e < U; ++e) {
+          const std::int64_t pr = p1 + e < pr0 + units.length ? p1 + e : pr0;
+          const std::int32_t* p = qweight + pr * w.n + n0;
+          if constexpr (V == 4) {
+            const uint4 q = __ldcs(reinterpret_cast<const uint4*>(p));
+            word[e][0] = q.x, word[e][1] = q.y, word[e][2] = q.z, word[e][3] = q.w;
+          } else if constexpr (V == 2) {
+            const uint2 q = __ldcs(reinterpret_cast<const uint2*>(p));
+            word[e][0] = q.x, word[e][1] = q.y;
+          } else {
+            word[e][0] = static_cast<std::uint32_t>(__ldcs(p));
+          }
+        }
+#pragma unroll
+        for (int e = 0; e < U; ++e) {
+          if (p1 + e >= pr0 + units.length) break;
+          float xv[R][C::kPer];
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            load_xs<C::kPer>(x + x_row(r, rows) * w.k + (p1 + e) * C::kPer, 1.0f, xv[r]);
+          }
+#pragma unroll
+          for (int v = 0; v < V; ++v) {
+            const std::uint32_t hi = word[e][v] >> C::kShift;
+#pragma unroll
+            for (int j = 0; j < C::kPer; ++j) {
+              const float t = C::minus(word[e][v], hi, j, mz[v]);
+#pragma unroll
+              for (int r = 0; r < R; ++r) {
+                part[r][v][C::pos(j)] = fmaf(t, xv[r][j], part[r][v][C::pos(j)]);
+              }
+            }
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[r][v] = fmaf(C::combine(part[r][v]), s[v], acc[r][v]);
+      }
+    }
+  }
+  finish_columns<R, V, T>(acc, static_cast<std::int64_t>(blockIdx.x) * 32 * V, w.n, rows, bias, out,
+                          ws, tickets);
+}
+
+// ---- host side
+// ------------------------------------------------------------------------------------
+
+// The variant in use: STRATA_QUANT_GEMV = "v1" (quant_gemv.cu's kernels) or a comma list of
+// ro=O, ru=U (row kernels), av=V, au=U (AWQ), gv=V, gu=U (GPTQ), bps=B (column kernels: blocks
+// per SM to aim for); unknown values fall back to the defaults below.
+struct StreamConfig {
+  bool enabled = true;
+  int row_o = 2, row_u = 4;
+  int awq_v = 1, awq_u = 8, awq_len = 32;
+  int gptq_v = 4, gptq_u = 8;
+  int blocks_per_sm = 2;
+};
+
+StreamConfig read_config() {
+  StreamConfig c;
+  const char* env = std::getenv("STRATA_QUANT_GEMV");
+  if (env == nullptr || *env == '\0') return c;
+  if (std::strcmp(env, "v1") == 0) {
+    c.enabled = false;
+    return c;
+  }
+  const char* p = env;
+  while (*p != '\0') {
+    const char* eq = std::strchr(p, '=');
+    if (eq == nullptr) break;
+    const int value = std::atoi(eq + 1);
+    const auto key = [&](const char* k) {
+      return static_cast<std::size_t>(eq - p) == std::strlen(k) && std::strncmp(p, k, eq - p) == 0;
+    };
+    if (key("ro") && (value == 2 || value == 4)) c.row_o = value;
+    if (key("ru") && (value == 2 || value == 4)) c.row_u = value;
+    if (key("av") && (value == 1 || value == 2)) c.awq_v = value;
+    if (key("au") && (value == 4 || value == 8 || value == 16)) c.awq_u = value;
+    if (key("al") && (value == 16 || value == 32)) c.awq_len = value;
+    if (key("gv") && (value == 2 || value == 4)) c.gptq_v = value;
+    if (key("gu") && (value == 4 || value == 8)) c.gptq_u = value;
+    if (key("bps") && value >= 1 && value <= 8) c.blocks_per_sm = value;
+    const char* comma = std::strchr(eq, ',');
+    if (comma == nullptr) break;
+    p = comma + 1;
+  }
+  return c;
+}
+
+const StreamConfig& config() {
+  static const StreamConfig c = read_config();
+  return c;
+}
+
+bool row_layout(const QuantWeight& w) {
+  if (!aligned16(w.weight)) return false;
+  if (w.kind == QuantKind::FP8) return w.k % 16 == 0 && (w.block_out == 0 || w.block_in % 16 == 0);
+  if (w.kind != QuantKind::Compressed) return false;
+  const int per = 32 / w.bits;
+  return w.k % (4 * per) == 0 && (w.groups == 1 || w.group % (4 * per) == 0);
+}
+
+bool column_layout(const QuantWeight& w, int v) {
+  if (!aligned16(w.weight)) return false;
+  if (w.kind == QuantKind::AWQ) return w.k % w.group == 0 && (w.n / 8) % v == 0;
+  if (w.kind != QuantKind::GPTQ || !w.g_idx_sequential) return false;
+  const int per = 32 / w.bits;
+  return w.group % per == 0 && w.k % w.group == 0 && w.n % v == 0;
+}
+
+// column_units, with the AWQ stretch from the variant (shorter: more blocks, more partial sums).
+Units stream_units(const QuantWeight& w) {
+  const std::int64_t len = config().awq_len;
+  if (w.kind != QuantKind::AWQ || w.group % len != 0) return column_units(w);
+  return {w.group / len, len, w.groups * (w.group / len)};
+}
+
+int column_v(const QuantWeight& w) {
+  return w.kind == QuantKind::AWQ ? config().awq_v : config().gptq_v;
+}
+
+std::int64_t stream_tiles(const QuantWeight& w) {
+  const std::int64_t cols = w.kind == QuantKind::AWQ ? w.n / 8 : w.n;
+  const std::int64_t per_tile = 32 * static_cast<std::int64_t>(column_v(w));
+  return (cols + per_tile - 1) / per_tile;
+}
+
+std::int64_t stream_splits(const QuantWeight& w, int sms) {
+  const std::int64_t tiles = stream_tiles(w);
+  const std::int64_t max_splits = (stream_units(w).count + kWarps - 1) / kWarps;
+  const std::int64_t want =
+      (static_cast<std::int64_t>(config().blocks_per_sm) * sms + tiles - 1) / tiles;
+  return want < 1 ? 1 : (want > max_splits ? max_splits : want);
+}
+
+template <int R, int O, int U, typename T>
+cudaError_t launch_rows_ou(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias,
+                           T* out, cudaStream_t stream) {
+  const auto blocks = static_cast<unsigned>((w.n + kRowWarps * O - 1) / (kRowWarps * O));
+  const dim3 threads(kRowWarps * 32);
+  if (w.kind == QuantKind::FP8) {
+    fp8_rows_kernel<R, O, U, T><<<blocks, threads, 0, stream>>>(
+        w, x, rows, bias, out, chunk_div(w.block_out ? w.block_in / 16 : 1));
+  } else {
+    const int per = 32 / w.bits;
+    const ChunkDiv per_group = chunk_div(w.groups == 1 ? 1 : w.group / (4 * per));
+    if (w.bits == 4) {
+      ct_rows_kernel<R, O, U, 4, T>
+          <<<blocks, threads, 0, stream>>>(w, x, rows, bias, out, per_group);
+    } else {
+      ct_rows_kernel<R, O, U, 8, T>
+          <<<blocks, threads, 0, stream>>>(w, x, rows, bias, out, per_group);
+    }
+  }
+  return launched();
+}
+
+// Only bf16 x gets the sweep's other variants (the benchmark's dtype); float32 and f16 x take the
+// defaults, so the instantiations stay few.
+template <int R, typename T>
+cudaError_t launch_rows(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias, T* out,
+                        cudaStream_t stream) {
+  const StreamConfig& c = config();
+  if constexpr (std::is_same_v<T, BF16Bits>) {
+    if (c.row_o == 4 && c.row_u == 4)
+      return launch_rows_ou<R, 4, 4, T>(w, x, rows, bias, out, stream);
+    if (c.row_o == 4 && c.row_u == 2)
+      return launch_rows_ou<R, 4, 2, T>(w, x, rows, bias, out, stream);
+    if (c.row_o == 2 && c.row_u == 2)
+      return launch_rows_ou<R, 2, 2, T>(w, x, rows, bias, out, stream);
+  }
+  return launch_rows_ou<R, 2, 4, T>(w, x, rows, bias, out, stream);
+}
+
+template <int R, int V, int U, typename T>
+cudaError_t launch_awq_vu(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias,
+                          T* out, float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(stream_tiles(w)),
+                  static_cast<unsigned>(stream_splits(w, sms)));
+  awq_cols_kernel<R, V, U, T>
+      <<<grid, dim3(32, kWarps), 0, stream>>>(w, x, rows, stream_units(w), bias, out, ws, tickets);
+  return launched();
+}
+
+template <int R, int V, int U, typename T>
+cudaError_t launch_gptq_vu(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias,
+                           T* out, float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(stream_tiles(w)),
+                  static_cast<unsigned>(stream_splits(w, sms)));
+  const dim3 threads(32, kWarps);
+  const Units units = stream_units(w);
+  if (w.bits == 4) {
+    gptq_cols_kernel<R, 4, V, U, T>
+        <<<grid, threads, 0, stream>>>(w, x, rows, units, bias, out, ws, tickets);
+  } else {
+    gptq_cols_kernel<R, 8, V, U, T>
+        <<<grid, threads, 0, stream>>>(w, x, rows, units, bias, out, ws, tickets);
+  }
+  return launched();
+}
+
+template <int R, typename T>
+cudaError_t launch_cols(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias, T* out,
+                        float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
+  const StreamConfig& c = config();
+  if (w.kind == QuantKind::AWQ) {
+    if constexpr (std::is_same_v<T, BF16Bits>) {
+      if (c.awq_v == 2 && c.awq_u == 8)
+        return launch_awq_vu<R, 2, 8, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+      if (c.awq_v == 1 && c.awq_u == 4)
+        return launch_awq_vu<R, 1, 4, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+      if (c.awq_v == 2 && c.awq_u == 4)
+        return launch_awq_vu<R, 2, 4, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+      if (c.awq_v == 1 && c.awq_u == 16)
+        return launch_awq_vu<R, 1, 16, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+    }
+    return launch_awq_vu<R, 1, 8, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+  }
+  if constexpr (std::is_same_v<T, BF16Bits>) {
+    if (c.gptq_v == 2 && c.gptq_u == 8)
+      return launch_gptq_vu<R, 2, 8, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+    if (c.gptq_v == 4 && c.gptq_u == 4)
+      return launch_gptq_vu<R, 4, 4, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+  }
+  return launch_gptq_vu<R, 4, 8, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+}
+
+// The layer and call this file takes (else quant_gemv.cu's kernels run).
+bool takes(const QuantWeight& w, std::int64_t rows, const void* x, Type x_type) {
+  if (!config().enabled || rows < 1 || rows > 2 || !x_vector_ok(x, w.k, x_type)) return false;
+  if (w.kind == QuantKind::FP8 || w.kind == QuantKind::Compressed) return row_layout(w);
+  if (w.kind == QuantKind::AWQ && config().awq_v > 2) return false;
+  return column_layout(w, column_v(w));
+}
+
+}  // namespace
+
+QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t rows, int sms) {
+  if (!config().enabled || rows < 1 || rows > 2) return {};
+  if (w.kind != QuantKind::AWQ && w.kind != QuantKind::GPTQ) return {};
+  if (!column_layout(w, column_v(w))) return {};
+  const std::int64_t splits = stream_splits(w, sms);
+  if (splits <= 1) return {};
+  return {splits * rows * w.n, stream_tiles(w)};
+}
+
+bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows,
+                       const void* bias, void* out, float* workspace, unsigned* tickets, int sms,
+                       cudaStream_t stream, cudaError_t* error) {
+  if (!takes(w, rows, x, x_type)) return false;
+  *error = dispatch_float(x_type, [&](auto tag) {
+    using T = decltype(tag);
+    const auto* xt = static_cast<const T*>(x);
+    const auto* bt = static_cast<const T*>(bias);
+    auto* ot = static_cast<T*>(out);
+    const bool rows_kernel = w.kind == QuantKind::FP8 || w.kind == QuantKind::Compressed;
+    if (rows == 1) {
+      return rows_kernel ? launch_rows<1, T>(w, xt, rows, bt, ot, stream)
+                         : launch_cols<1, T>(w, xt, rows, bt, ot, workspace, tickets, sms, stream);
+    }
+    return rows_kernel ? launch_rows<2, T>(w, xt, rows, bt, ot, stream)
+                       : launch_cols<2, T>(w, xt, rows, bt, ot, workspace, tickets, sms, stream);
+  });
+  return true;
+}
+
+}  // namespace strata::cuda::kernels
