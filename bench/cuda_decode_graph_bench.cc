@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/kernels.h"
 #include "strata/cuda/device.h"
 #include "strata/cuda/stream.h"
 #include "strata/io/model_config.h"
@@ -80,23 +81,64 @@ int main(int argc, char** argv) {
   std::printf("device: %s; %d layers, %.2f GB of bf16 weights; copy (read + write) %.0f GB/s\n",
               strata::cuda::device_properties(0).name.c_str(), layers, weight_bytes / 1e9, copy);
   std::printf("%-12s %5s %9s %9s %8s\n", "path", "batch", "ms/token", "GB/s", "of copy");
+  // Median ms/token of three generations after a warm-up (allocator, capture).
+  const auto measure = [&](std::int64_t batch, bool graph, const std::string& name) {
+    strata::models::GenerationOptions options;
+    options.max_new_tokens = tokens + 1;
+    options.decode_graph = graph;
+    const Tensor ids = Tensor::zeros({batch, 1}, DType::Int64);
+    strata::models::generate_greedy(*model, ids, options);
+    std::vector<double> runs;
+    for (int r = 0; r < 3; ++r) {
+      const auto steps = strata::models::generate_greedy(*model, ids, options).step_seconds;
+      runs.push_back(std::accumulate(steps.begin(), steps.end(), 0.0) / steps.size());
+    }
+    std::sort(runs.begin(), runs.end());
+    const double s = runs[1];
+    std::printf("%-12s %5lld %9.3f %9.0f %7.1f%%\n", name.c_str(), static_cast<long long>(batch),
+                s * 1e3, weight_bytes / s / 1e9, 100.0 * weight_bytes / s / 1e9 / copy);
+    std::fflush(stdout);
+  };
+  if (argc > 3 && std::string(argv[3]) == "--sweep") {
+    // The decode graph's variants, switched through the environment the runner reads when
+    // generate builds it: programmatic dependent launch, the fused norms, the GEMV shapes.
+    struct Variant {
+      const char* name;
+      const char* pdl;
+      const char* norm;
+      const char* shape;  // STRATA_GEMV_SHAPE or null
+    };
+    const Variant variants[] = {
+        {"pdl+norm", "1", "1", nullptr},     {"pdl", "1", "0", nullptr},
+        {"norm", "0", "1", nullptr},         {"neither", "0", "0", nullptr},
+        {"pdl+norm 1x16", "1", "1", "1x16"}, {"pdl+norm 2x16", "1", "1", "2x16"},
+        {"pdl+norm 1x8", "1", "1", "1x8"},   {"pdl+norm 4x8", "1", "1", "4x8"},
+        {"pdl+norm 2x4", "1", "1", "2x4"},   {"pdl+norm 4x4", "1", "1", "4x4"},
+        {"pdl+norm 4x2", "1", "1", "4x2"},   {"pdl+norm 8x2", "1", "1", "8x2"},
+    };
+    for (const std::int64_t batch : {1, 2, 4, 8}) {
+      for (const Variant& v : variants) {
+        if (v.shape != nullptr) {
+          int rows = 0, unroll = 0;
+          std::sscanf(v.shape, "%dx%d", &rows, &unroll);
+          namespace k = strata::cuda::kernels;
+          if (!k::gemv_shape_built(k::Type::BFloat16, batch, rows, unroll)) continue;
+        }
+        setenv("STRATA_DECODE_PDL", v.pdl, 1);
+        setenv("STRATA_DECODE_FUSED_NORM", v.norm, 1);
+        if (v.shape != nullptr) {
+          setenv("STRATA_GEMV_SHAPE", v.shape, 1);
+        } else {
+          unsetenv("STRATA_GEMV_SHAPE");
+        }
+        measure(batch, true, v.name);
+      }
+    }
+    return 0;
+  }
   for (const std::int64_t batch : {1, 4, 8}) {
     for (const bool graph : {true, false}) {
-      strata::models::GenerationOptions options;
-      options.max_new_tokens = tokens + 1;
-      options.decode_graph = graph;
-      const Tensor ids = Tensor::zeros({batch, 1}, DType::Int64);
-      strata::models::generate_greedy(*model, ids, options);  // warm-up (allocator, capture)
-      std::vector<double> runs;
-      for (int r = 0; r < 3; ++r) {
-        const auto steps = strata::models::generate_greedy(*model, ids, options).step_seconds;
-        runs.push_back(std::accumulate(steps.begin(), steps.end(), 0.0) / steps.size());
-      }
-      std::sort(runs.begin(), runs.end());
-      const double s = runs[1];
-      std::printf("%-12s %5lld %9.3f %9.0f %7.1f%%\n", graph ? "decode graph" : "module path",
-                  static_cast<long long>(batch), s * 1e3, weight_bytes / s / 1e9,
-                  100.0 * weight_bytes / s / 1e9 / copy);
+      measure(batch, graph, graph ? "decode graph" : "module path");
     }
   }
   return 0;

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/kernels.h"
@@ -60,9 +61,20 @@ struct Case {
   std::int64_t kv_rows = 0;
 };
 
+struct Variant {
+  const char* name;
+  bool pdl, norm;
+  int rows, unroll;  // 0: the default shape
+};
+
+// The shapes matvec_sweep.cu builds (rows per warp x loads in flight); each applies to the
+// batches it was built for (gemv_shape_built).
+const std::pair<int, int> kSweepShapes[] = {{1, 8}, {1, 16}, {2, 16}, {4, 8},
+                                            {2, 4}, {4, 4},  {8, 2},  {4, 2}};
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   if (!strata::cuda::is_available()) {
     std::printf("no CUDA GPU: nothing to measure\n");
     return 0;
@@ -103,7 +115,9 @@ int main() {
   std::printf("%-11s %-13s %7s %6s %5s %9s %8s %7s\n", "model", "layer", "n", "k", "batch", "us",
               "GB/s", "of copy");
   const DType t = DType::BFloat16;
+  const bool sweep = argc > 1 && std::string(argv[1]) == "--sweep";
   for (const Case& c : cases) {
+    if (sweep && std::string(c.model) != "llama-2-7b") continue;
     const std::int64_t rows_total = c.groups == 2   ? 2 * c.n
                                     : c.groups == 3 ? c.n + 2 * c.kv_rows
                                                     : c.n;
@@ -116,41 +130,69 @@ int main() {
       weights.push_back(Tensor::zeros({rows_total, c.k}, t, Device::cuda(0)));
     }
     const Tensor x = Tensor::zeros({8, c.k}, t, Device::cuda(0));
+    const Tensor gamma = Tensor::zeros({c.k}, t, Device::cuda(0));
     const Tensor out = Tensor::empty({8, rows_total}, t, Device::cuda(0));
+    // --sweep: every variant of the 7B shapes (programmatic dependent launch between the
+    // back-to-back calls, the RMSNorm in the prologue where the layer has one before it, and the
+    // sweep's rows x unroll shapes); otherwise the default shape with ordinary launches.
+    std::vector<Variant> variants = {{"default", false, false, 0, 0}};
+    if (sweep) {
+      const bool normed = c.groups != 1 || std::string(c.layer) == "lm_head";
+      variants.push_back({"pdl", true, false, 0, 0});
+      if (normed) variants.push_back({"pdl+norm", true, true, 0, 0});
+      for (const auto& [rows, unroll] : kSweepShapes) {
+        variants.push_back({"pdl", true, normed, rows, unroll});
+      }
+    }
     for (std::int64_t batch : {1, 2, 4, 8}) {
-      const auto launch = [&](int i) {
-        const Tensor& w = weights[static_cast<std::size_t>(i % copies)];
-        auto* wp = static_cast<const char*>(w.data_ptr());
-        auto* op = static_cast<char*>(out.data_ptr());
-        k::Gemv g;
-        g.type = k::Type::BFloat16;
-        g.batch = batch;
-        g.k = c.k;
-        g.x = x.data_ptr();
-        g.ldx = c.k;
-        if (c.groups == 2) {
-          g.group_count = 2;
-          g.groups[0] = {wp, nullptr, op, c.n, c.n};
-          g.groups[1] = {wp + c.n * c.k * 2, nullptr, nullptr, c.n, c.n};
-          g.epilogue = k::GemvEpilogue::SiluMul;
-        } else if (c.groups == 3) {
-          g.group_count = 3;
-          g.groups[0] = {wp, nullptr, op, c.n, rows_total};
-          g.groups[1] = {wp + c.n * c.k * 2, nullptr, op + c.n * 2, c.kv_rows, rows_total};
-          g.groups[2] = {wp + (c.n + c.kv_rows) * c.k * 2, nullptr, op + (c.n + c.kv_rows) * 2,
-                         c.kv_rows, rows_total};
-        } else {
-          g.groups[0] = {wp, nullptr, op, c.n, c.n};
-        }
-        k::gemv(g, stream());
-      };
-      const double ms = time_ms(launch);
-      const double gbs = weight_bytes / ms / 1e6;
-      std::printf("%-11s %-13s %7lld %6lld %5lld %9.1f %8.0f %6.1f%%\n", c.model, c.layer,
-                  static_cast<long long>(rows_total), static_cast<long long>(c.k),
-                  static_cast<long long>(batch), ms * 1e3, gbs, 100.0 * gbs / copy_gbs);
+      for (const Variant& v : variants) {
+        if (v.rows > 0 && !k::gemv_shape_built(k::Type::BFloat16, batch, v.rows, v.unroll))
+          continue;
+        if (v.rows > 0 && c.groups == 2 && v.rows % 2 != 0) continue;
+        const bool norm = v.norm && k::gemv_fused_norm_fits(k::Type::BFloat16, batch, c.k);
+        if (v.norm && !norm && v.rows == 0) continue;
+        const auto launch = [&](int i) {
+          const Tensor& w = weights[static_cast<std::size_t>(i % copies)];
+          auto* wp = static_cast<const char*>(w.data_ptr());
+          auto* op = static_cast<char*>(out.data_ptr());
+          k::Gemv g;
+          g.type = k::Type::BFloat16;
+          g.batch = batch;
+          g.k = c.k;
+          g.x = x.data_ptr();
+          g.ldx = c.k;
+          if (c.groups == 2) {
+            g.group_count = 2;
+            g.groups[0] = {wp, nullptr, op, c.n, c.n};
+            g.groups[1] = {wp + c.n * c.k * 2, nullptr, nullptr, c.n, c.n};
+            g.epilogue = k::GemvEpilogue::SiluMul;
+          } else if (c.groups == 3) {
+            g.group_count = 3;
+            g.groups[0] = {wp, nullptr, op, c.n, rows_total};
+            g.groups[1] = {wp + c.n * c.k * 2, nullptr, op + c.n * 2, c.kv_rows, rows_total};
+            g.groups[2] = {wp + (c.n + c.kv_rows) * c.k * 2, nullptr, op + (c.n + c.kv_rows) * 2,
+                           c.kv_rows, rows_total};
+          } else {
+            g.groups[0] = {wp, nullptr, op, c.n, c.n};
+          }
+          g.pdl = v.pdl;
+          g.rows = v.rows;
+          g.unroll = v.unroll;
+          if (norm) g.norm_weight = gamma.data_ptr();
+          if (k::gemv(g, stream()) != cudaSuccess) std::printf("gemv refused the launch\n");
+        };
+        const double ms = time_ms(launch);
+        const double gbs = weight_bytes / ms / 1e6;
+        std::string name = std::string(v.name) + (norm && v.rows > 0 ? "+norm" : "");
+        if (v.rows > 0) name += " " + std::to_string(v.rows) + "x" + std::to_string(v.unroll);
+        std::printf("%-11s %-13s %7lld %6lld %5lld %9.1f %8.0f %6.1f%%  %s\n", c.model, c.layer,
+                    static_cast<long long>(rows_total), static_cast<long long>(c.k),
+                    static_cast<long long>(batch), ms * 1e3, gbs, 100.0 * gbs / copy_gbs,
+                    name.c_str());
+      }
     }
   }
+  if (sweep) return 0;
   // cuBLAS for the same 7B down_proj at batch 8, through ops::linear's fallback shape (9 rows).
   const Tensor w = Tensor::zeros({4096, 11008}, t, Device::cuda(0));
   const Tensor x9 = Tensor::zeros({9, 11008}, t, Device::cuda(0));

@@ -48,6 +48,7 @@ void check_optional(const Tensor& t, const Shape& shape, DType dtype, Device dev
 struct DecodeGraph::Impl {
   DecodeWeights w;
   bool use_graph = true;
+  bool pdl = false;  // w.pdl on a GPU that has it
   DType dtype;
   Device device;
   int gpu = 0;
@@ -167,7 +168,30 @@ struct DecodeGraph::Impl {
     g.k = k;
     g.x = x;
     g.ldx = k;
+    g.pdl = pdl;
+    g.rows = w.gemv_rows;
+    g.unroll = w.gemv_unroll;
     return g;
+  }
+
+  // A GEMV of rms_norm(hidden_buf, gamma): the norm in the GEMV's prologue where it fits, else
+  // the rms_norm kernel into `normed` first.
+  kernels::Gemv normed_gemv(const Tensor& gamma, cudaStream_t stream, const char* what) {
+    if (fuse_norm()) {
+      kernels::Gemv g = gemv(hidden_buf.data_ptr(), hidden);
+      g.norm_weight = gamma.data_ptr();
+      g.norm_eps = static_cast<float>(w.norm_eps);
+      return g;
+    }
+    detail::check(
+        kernels::rms_norm(hidden_buf.data_ptr(), gamma.data_ptr(), normed.data_ptr(),
+                          type_of(dtype), batch, hidden, static_cast<float>(w.norm_eps), stream),
+        what, gpu);
+    return gemv(normed.data_ptr(), hidden);
+  }
+
+  bool fuse_norm() const {
+    return w.fused_norm && kernels::gemv_fused_norm_fits(type_of(dtype), batch, hidden);
   }
 
   // decode_attention (decode_step.cu) for `layer`: windows, float32, or flash decode refused.
@@ -221,10 +245,7 @@ struct DecodeGraph::Impl {
     const auto elem = static_cast<std::int64_t>(dtype_size(dtype));
     for (std::size_t l = 0; l < w.layers.size(); ++l) {
       const DecodeLayer& layer = w.layers[l];
-      check(kernels::rms_norm(hidden_buf.data_ptr(), layer.input_norm.data_ptr(), normed.data_ptr(),
-                              type, batch, hidden, eps, stream),
-            "decode graph: input_layernorm");
-      kernels::Gemv proj = gemv(normed.data_ptr(), hidden);
+      kernels::Gemv proj = normed_gemv(layer.input_norm, stream, "decode graph: input_layernorm");
       proj.group_count = 3;
       proj.groups[0] = {layer.q.data_ptr(), ptr_or_null(layer.q_bias), qkv_base, q_out, qkv_width};
       proj.groups[1] = {layer.k.data_ptr(), ptr_or_null(layer.k_bias), qkv_base + q_out * elem,
@@ -272,10 +293,8 @@ struct DecodeGraph::Impl {
       o.residual = hidden_buf.data_ptr();
       check(kernels::gemv(o, stream), "decode graph: o_proj");
 
-      check(kernels::rms_norm(hidden_buf.data_ptr(), layer.post_norm.data_ptr(), normed.data_ptr(),
-                              type, batch, hidden, eps, stream),
-            "decode graph: post_attention_layernorm");
-      kernels::Gemv gate_up = gemv(normed.data_ptr(), hidden);
+      kernels::Gemv gate_up =
+          normed_gemv(layer.post_norm, stream, "decode graph: post_attention_layernorm");
       gate_up.group_count = 2;
       gate_up.groups[0] = {layer.gate.data_ptr(), ptr_or_null(layer.gate_bias), act.data_ptr(),
                            intermediate, intermediate};
@@ -291,10 +310,7 @@ struct DecodeGraph::Impl {
       down.residual = hidden_buf.data_ptr();
       check(kernels::gemv(down, stream), "decode graph: down_proj");
     }
-    check(kernels::rms_norm(hidden_buf.data_ptr(), w.final_norm.data_ptr(), normed.data_ptr(), type,
-                            batch, hidden, eps, stream),
-          "decode graph: final norm");
-    kernels::Gemv head = gemv(normed.data_ptr(), hidden);
+    kernels::Gemv head = normed_gemv(w.final_norm, stream, "decode graph: final norm");
     head.groups[0] = {w.lm_head.data_ptr(), nullptr, logits.data_ptr(), vocab, vocab};
     check(kernels::gemv(head, stream), "decode graph: lm_head");
   }
@@ -379,6 +395,11 @@ DecodeGraph::DecodeGraph(DecodeWeights weights, bool use_graph) : impl_(std::mak
   DeviceGuard guard(m.gpu);
   detail::check(cudaEventCreateWithFlags(&m.copied, cudaEventDisableTiming), "cudaEventCreate",
                 m.gpu);
+  // Programmatic dependent launch needs sm_90; before it the attribute would be refused.
+  int major = 0;
+  detail::check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, m.gpu),
+                "cudaDeviceGetAttribute", m.gpu);
+  m.pdl = w.pdl && major >= 9;
 }
 
 DecodeGraph::~DecodeGraph() = default;

@@ -6,10 +6,11 @@
 //
 // One step, rows 1..8 of one token each, all tensors on one GPU in one float dtype:
 //   hidden = embed[ids]
-//   per layer: x = rms_norm(hidden); q|k|v = one grouped GEMV (three weights, one launch);
+//   per layer: q|k|v = one grouped GEMV of rms_norm(hidden) (three weights, the norm in its
+//              prologue, one launch);
 //              per-head norm + rotary + K/V cache write at `past` (one kernel);
 //              split-key attention over past + 1 keys; hidden += o_proj(attn) (GEMV epilogue);
-//              x = rms_norm(hidden); act = silu(gate(x)) * up(x) (one launch);
+//              act = silu(gate(x)) * up(x) with x = rms_norm(hidden) (one launch);
 //              hidden += down(act) (GEMV epilogue)
 //   logits = lm_head(rms_norm(hidden))
 // The token ids and `past` are copied into fixed device words before each replay; everything
@@ -46,6 +47,16 @@ struct DecodeWeights {
   // Attention of full-attention layers through launch_flash_decode (src/cuda/flash_decode.cu)
   // where it takes the shapes (bf16/f16); false, windowed layers and float32 use decode_attention.
   bool flash_decode = true;
+  // Programmatic dependent launch of the GEMVs (sm_90 and newer; ignored before): each starts
+  // streaming its weight while the previous kernel drains.
+  bool pdl = true;
+  // The RMSNorms before q/k/v, gate/up and the head computed in those GEMVs' prologue (the same
+  // bits) where the rows fit its shared memory (kernels::gemv_fused_norm_fits); false: separate
+  // rms_norm kernels.
+  bool fused_norm = true;
+  // Tuning sweep: the GEMVs' rows per warp and loads in flight (kernels::Gemv::rows / unroll;
+  // 0 = the defaults; a shape not built for the batch takes the default).
+  int gemv_rows = 0, gemv_unroll = 0;
 };
 
 class DecodeGraph {

@@ -121,6 +121,16 @@ struct alignas(16) Pack {
   T v[kCount];
 };
 
+// RMSNorm's rounding (`weight * hidden.to(input_dtype)`): round the normalised value, then the
+// product. Shared by rms_norm (norm.cu) and the GEMV's fused-norm prologue (matvec.cuh), which
+// must give the same bits.
+template <typename T>
+__device__ __forceinline__ T rms_value(T x, T w, float inv_rms) {
+  return from_float<T>(to_float(from_float<T>(to_float(x) * inv_rms)) * to_float(w));
+}
+// Threads of rms_norm's block: the fused prologue replays its summation order.
+inline constexpr int kRmsNormThreads = 256;
+
 // Warp and block sums / maxima (blockDim.x a multiple of 32, at most 1024).
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);

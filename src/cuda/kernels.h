@@ -107,8 +107,27 @@ struct Gemv {
   int group_count = 1;
   GemvEpilogue epilogue = GemvEpilogue::Store;
   const void* residual = nullptr;  // AddResidual: [batch, groups[0].ldo]
+  // Fused RMSNorm: x is the raw hidden state and each block first computes rms_norm(x,
+  // norm_weight [k], norm_eps) into shared memory with rms_norm's exact summation order and
+  // rounding (the same bits), so the norm kernel before the product goes away. Needs
+  // batch * k * sizeof(type) bytes of shared memory and bf16/f16 (gemv_fused_norm_fits).
+  const void* norm_weight = nullptr;
+  float norm_eps = 1e-6f;
+  // Programmatic dependent launch (sm_90): launched with programmatic stream serialization, the
+  // kernel issues its first weight loads (weights do not depend on the previous kernel), then
+  // waits for the previous kernel (griddepcontrol.wait) before it reads x or the residual or
+  // writes anything, so its start overlaps the previous kernel's tail. Off: an ordinary launch.
+  bool pdl = false;
+  // Tuning sweep (bench): weight rows per warp and 16-byte loads in flight per row; 0 takes the
+  // default for the batch. A shape not built (gemv_shape_built) falls back to the default.
+  int rows = 0, unroll = 0;
 };
 cudaError_t gemv(const Gemv& args, cudaStream_t stream);
+// True when the (type, batch, rows, unroll) override of the tuning sweep has a kernel.
+bool gemv_shape_built(Type type, std::int64_t batch, int rows, int unroll);
+// True when a fused-norm gemv of this type, batch and k is built (bf16/f16) and fits the 48 KB
+// of shared memory a block takes without opting in.
+bool gemv_fused_norm_fits(Type type, std::int64_t batch, std::int64_t k);
 // gemv for one row and one weight.
 cudaError_t matvec(const void* weight, const void* x, const void* bias, void* out, Type type,
                    std::int64_t n_out, std::int64_t k, cudaStream_t stream);

@@ -1,233 +1,151 @@
-// Matrix-vector products for the linear layers of decode (1..8 input rows): bound by reading the
-// weight once, so the kernel is built around keeping HBM busy.
-//
-//  - Each warp owns 2 (batch 1-2) or 4 weight rows and computes them for every input row: the
-//    weight is read once whatever the batch, the input rows (a few KB, L1/L2 resident) are
-//    reread per warp.
-//  - 16-byte loads, kUnroll of them per weight row in flight per lane before the first use.
-//  - Small blocks (4 warps) so the grid spreads evenly over the SMs even for 1024-row matrices.
-//  - Up to three weights in one launch (q/k/v), and two epilogues that save a kernel each:
-//    residual add (o_proj, down_proj) and SiLU(gate) * up (gate/up as one launch).
-// Every product accumulates in float32 and is rounded once to T, then each epilogue rounds where
-// the unfused ops round (so the fused step and the module path agree bit for bit in the
-// epilogues: SiLU result, product and residual sum are each rounded to T, as the separate ops do).
+// Matrix-vector products for the linear layers of decode (1..8 input rows): checks the request,
+// sizes the grid and picks the kernel instantiation. The kernel is in matvec.cuh; its
+// instantiations are spread over matvec_b1.cu .. matvec_b8.cu (defaults, one batch each) and
+// matvec_sweep.cu (the tuning sweep's shapes) so they compile in parallel.
 
 #include <cstdint>
+#include <type_traits>
 
-#include "cuda/kernel_common.cuh"
+#include "cuda/matvec.cuh"
 
 namespace strata::cuda::kernels {
+namespace gemv_detail {
+
+#define STRATA_GEMV_DECLARE_DEFAULT(B)                                 \
+  STRATA_GEMV_DECLARE(float, B, default_rows(B), default_unroll(B))    \
+  STRATA_GEMV_DECLARE(BF16Bits, B, default_rows(B), default_unroll(B)) \
+  STRATA_GEMV_DECLARE(HalfBits, B, default_rows(B), default_unroll(B))
+STRATA_GEMV_DECLARE_DEFAULT(1)
+STRATA_GEMV_DECLARE_DEFAULT(2)
+STRATA_GEMV_DECLARE_DEFAULT(3)
+STRATA_GEMV_DECLARE_DEFAULT(4)
+STRATA_GEMV_DECLARE_DEFAULT(5)
+STRATA_GEMV_DECLARE_DEFAULT(6)
+STRATA_GEMV_DECLARE_DEFAULT(7)
+STRATA_GEMV_DECLARE_DEFAULT(8)
+#undef STRATA_GEMV_DECLARE_DEFAULT
+
+STRATA_GEMV_DECLARE(BF16Bits, 1, 1, 8)
+STRATA_GEMV_DECLARE(BF16Bits, 1, 1, 16)
+STRATA_GEMV_DECLARE(BF16Bits, 1, 2, 16)
+STRATA_GEMV_DECLARE(BF16Bits, 1, 4, 8)
+STRATA_GEMV_DECLARE(BF16Bits, 2, 2, 4)
+STRATA_GEMV_DECLARE(BF16Bits, 2, 4, 4)
+STRATA_GEMV_DECLARE(BF16Bits, 4, 8, 2)
+STRATA_GEMV_DECLARE(BF16Bits, 4, 2, 4)
+STRATA_GEMV_DECLARE(BF16Bits, 8, 4, 2)
+STRATA_GEMV_DECLARE(BF16Bits, 8, 2, 4)
+
 namespace {
 
-constexpr int kWarps = 4;  // warps per block
+using Launcher = cudaError_t (*)(const Gemv&, unsigned, cudaStream_t);
 
-// 16-byte loads per weight row in flight per lane: at batch 1-2 a warp does little arithmetic
-// per byte, so 8 halve the round trips to HBM of a row (the H100 bench read 7B's o_proj at 68%
-// and down_proj at 77% of the copy rate with 4); larger batches keep 4 for registers.
-template <int B>
-constexpr int unroll_for() {
-  return B <= 2 ? 8 : 4;
-}
-
-// Weight rows per warp: every input chunk a lane loads serves all of them, so more rows cut the
-// (L1) input traffic per weight byte, which grows with the batch; two keep small matrices spread.
-template <int B>
-constexpr int rows_for() {
-  return B <= 2 ? 2 : 4;
-}
-int rows_for_batch(std::int64_t batch) { return batch <= 2 ? 2 : 4; }
-
-template <typename T>
-__device__ __forceinline__ float dot16(const uint4& w, const uint4& x) {
-  constexpr int kPer = 16 / sizeof(T);
-  const T* wp = reinterpret_cast<const T*>(&w);
-  const T* xp = reinterpret_cast<const T*>(&x);
-  float acc = 0.0f;
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) acc = fmaf(to_float(wp[e]), to_float(xp[e]), acc);
-  return acc;
-}
-
-__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
-
-// Rows per warp task in `g`: R of one group, or (SiluMul) R / 2 outputs, each a gate row and an
-// up row.
-__host__ __device__ __forceinline__ std::int64_t outputs_per_task(const Gemv& g, int rows) {
-  return g.epilogue == GemvEpilogue::SiluMul ? rows / 2 : rows;
-}
-
-struct Task {
-  int group;
-  std::int64_t row;  // first output row
+struct Shape {
+  int batch, rows, unroll;
+  Launcher plain, norm;
 };
 
-template <int R>
-__device__ __forceinline__ Task task_of(const Gemv& g, std::int64_t warp) {
-  if (g.epilogue == GemvEpilogue::SiluMul) return {0, warp * (R / 2)};
-  for (int i = 0; i < g.group_count; ++i) {
-    const std::int64_t tasks = (g.groups[i].n + R - 1) / R;
-    if (warp < tasks) return {i, warp * R};
-    warp -= tasks;
+#define STRATA_GEMV_SHAPE(B, R, U) \
+  Shape { B, R, U, &launch<BF16Bits, B, R, U, false>, &launch<BF16Bits, B, R, U, true> }
+const Shape kSweep[] = {
+    STRATA_GEMV_SHAPE(1, 1, 8), STRATA_GEMV_SHAPE(1, 1, 16), STRATA_GEMV_SHAPE(1, 2, 16),
+    STRATA_GEMV_SHAPE(1, 4, 8), STRATA_GEMV_SHAPE(2, 2, 4),  STRATA_GEMV_SHAPE(2, 4, 4),
+    STRATA_GEMV_SHAPE(4, 8, 2), STRATA_GEMV_SHAPE(4, 2, 4),  STRATA_GEMV_SHAPE(8, 4, 2),
+    STRATA_GEMV_SHAPE(8, 2, 4),
+};
+#undef STRATA_GEMV_SHAPE
+
+const Shape* sweep_shape(Type type, std::int64_t batch, int rows, int unroll) {
+  if (type != Type::BFloat16) return nullptr;
+  for (const Shape& s : kSweep) {
+    if (s.batch == batch && s.rows == rows && s.unroll == unroll) return &s;
   }
-  return {-1, 0};
+  return nullptr;
 }
 
 template <typename T, int B>
-__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
-  constexpr int R = rows_for<B>();
-  constexpr int kUnroll = unroll_for<B>();
-  const int lane = threadIdx.x & 31;
-  const std::int64_t warp = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  const Task task = task_of<R>(g, warp);
-  if (task.group < 0) return;
-  const bool gated = g.epilogue == GemvEpilogue::SiluMul;
-  const GemvGroup& first = g.groups[task.group];
-  if (task.row >= first.n) return;
-  // The warp's weight rows (SiluMul: gate, up, gate, up, ... of consecutive outputs); a row past
-  // the end rereads the last one and stores nothing.
-  const uint4* w[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const GemvGroup& grp = gated ? g.groups[r % 2] : first;
-    const std::int64_t row = gated ? task.row + r / 2 : task.row + r;
-    const std::int64_t safe = row < grp.n ? row : grp.n - 1;
-    w[r] = reinterpret_cast<const uint4*>(static_cast<const T*>(grp.weight) + safe * g.k);
-  }
-  const uint4* x[B];
-#pragma unroll
-  for (int b = 0; b < B; ++b) {
-    x[b] = reinterpret_cast<const uint4*>(static_cast<const T*>(g.x) + b * g.ldx);
-  }
-  const std::int64_t chunks = g.k * static_cast<std::int64_t>(sizeof(T)) / 16;
-  float acc[R][B];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int b = 0; b < B; ++b) acc[r][b] = 0.0f;
-  }
-  std::int64_t c = lane;
-  for (; c + 32 * (kUnroll - 1) < chunks; c += 32 * kUnroll) {
-    uint4 wr[R][kUnroll];
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) wr[r][u] = __ldcs(w[r] + c + 32 * u);  // streamed once
-    }
-#pragma unroll
-    for (int b = 0; b < B; ++b) {
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const uint4 xv = __ldg(x[b] + c + 32 * u);
-#pragma unroll
-        for (int r = 0; r < R; ++r) acc[r][b] += dot16<T>(wr[r][u], xv);
-      }
-    }
-  }
-  // The rest (fewer than kUnroll chunks per lane): one predicated pass, every load in flight.
-  if (c < chunks) {
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    uint4 wr[R][kUnroll];
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        wr[r][u] = c + 32 * u < chunks ? __ldcs(w[r] + c + 32 * u) : zero;
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < B; ++b) {
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const uint4 xv = c + 32 * u < chunks ? __ldg(x[b] + c + 32 * u) : zero;
-#pragma unroll
-        for (int r = 0; r < R; ++r) acc[r][b] += dot16<T>(wr[r][u], xv);
-      }
-    }
-  }
-  // Every lane ends with every sum; lane o * B + b stores (output o of the task, input row b).
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int b = 0; b < B; ++b) acc[r][b] = warp_sum(acc[r][b]);
-  }
-  constexpr int kOutputs = R;  // at most; SiluMul uses R / 2
-  const int outputs = gated ? R / 2 : R;
-  if (lane >= outputs * B) return;
-  const int o = lane / B, my_b = lane % B;
-  float v = 0.0f, up = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kOutputs; ++i) {
-#pragma unroll
-    for (int b = 0; b < B; ++b) {
-      if (b != my_b) continue;
-      if (gated) {
-        if (2 * i + 1 < R && i == o) {
-          v = acc[2 * i][b];
-          up = acc[2 * i + 1][b];
-        }
-      } else if (i == o) {
-        v = acc[i][b];
-      }
-    }
-  }
-  const std::int64_t n = task.row + o;
-  if (n >= first.n) return;
-  if (first.bias != nullptr) v += to_float(static_cast<const T*>(first.bias)[n]);
-  T* out = static_cast<T*>(first.out) + my_b * first.ldo + n;
-  if (gated) {
-    const GemvGroup& up_group = g.groups[1];
-    if (up_group.bias != nullptr) up += to_float(static_cast<const T*>(up_group.bias)[n]);
-    // act(gate) and up rounded as the separate ops leave them, then their product.
-    const float act = to_float(from_float<T>(silu(to_float(from_float<T>(v)))));
-    *out = from_float<T>(act * to_float(from_float<T>(up)));
-  } else if (g.epilogue == GemvEpilogue::AddResidual) {
-    const T* res = static_cast<const T*>(g.residual) + my_b * first.ldo + n;
-    *out = from_float<T>(to_float(*res) + to_float(from_float<T>(v)));
+Launcher default_launcher(bool norm) {
+  constexpr int R = default_rows(B), U = default_unroll(B);
+  if constexpr (std::is_same_v<T, float>) {
+    return norm ? nullptr : &launch<T, B, R, U, false>;  // no fused norm in float32
   } else {
-    *out = from_float<T>(v);
+    return norm ? &launch<T, B, R, U, true> : &launch<T, B, R, U, false>;
   }
-}
-
-template <typename T, int B>
-cudaError_t launch_batch(const Gemv& g, unsigned blocks, cudaStream_t stream) {
-  gemv_kernel<T, B><<<blocks, kWarps * 32, 0, stream>>>(g);
-  return launched();
 }
 
 template <typename T>
-cudaError_t launch_typed(const Gemv& g, unsigned blocks, cudaStream_t stream) {
-  switch (g.batch) {
+Launcher default_typed(std::int64_t batch, bool norm) {
+  switch (batch) {
     case 1:
-      return launch_batch<T, 1>(g, blocks, stream);
+      return default_launcher<T, 1>(norm);
     case 2:
-      return launch_batch<T, 2>(g, blocks, stream);
+      return default_launcher<T, 2>(norm);
     case 3:
-      return launch_batch<T, 3>(g, blocks, stream);
+      return default_launcher<T, 3>(norm);
     case 4:
-      return launch_batch<T, 4>(g, blocks, stream);
+      return default_launcher<T, 4>(norm);
     case 5:
-      return launch_batch<T, 5>(g, blocks, stream);
+      return default_launcher<T, 5>(norm);
     case 6:
-      return launch_batch<T, 6>(g, blocks, stream);
+      return default_launcher<T, 6>(norm);
     case 7:
-      return launch_batch<T, 7>(g, blocks, stream);
+      return default_launcher<T, 7>(norm);
     case 8:
-      return launch_batch<T, 8>(g, blocks, stream);
+      return default_launcher<T, 8>(norm);
     default:
-      return cudaErrorInvalidValue;
+      return nullptr;
   }
 }
 
+Launcher default_for(Type type, std::int64_t batch, bool norm) {
+  switch (type) {
+    case Type::Float32:
+      return default_typed<float>(batch, norm);
+    case Type::BFloat16:
+      return default_typed<BF16Bits>(batch, norm);
+    case Type::Float16:
+      return default_typed<HalfBits>(batch, norm);
+    default:
+      return nullptr;
+  }
+}
+
+std::size_t type_bytes(Type type) { return type == Type::Float32 ? 4 : 2; }
+
 }  // namespace
+}  // namespace gemv_detail
+
+bool gemv_shape_built(Type type, std::int64_t batch, int rows, int unroll) {
+  return gemv_detail::sweep_shape(type, batch, rows, unroll) != nullptr;
+}
+
+bool gemv_fused_norm_fits(Type type, std::int64_t batch, std::int64_t k) {
+  return type != Type::Float32 && batch >= 1 && k >= 0 &&
+         static_cast<std::size_t>(batch * k) * gemv_detail::type_bytes(type) <=
+             gemv_detail::kMaxNormBytes;
+}
 
 cudaError_t gemv(const Gemv& g, cudaStream_t stream) {
+  using namespace gemv_detail;
   if (g.batch < 1 || g.batch > kMaxGemvBatch || g.group_count < 1 ||
       g.group_count > kMaxGemvGroups) {
     return cudaErrorInvalidValue;
   }
-  const std::int64_t per_task = outputs_per_task(g, rows_for_batch(g.batch));
+  const bool norm = g.norm_weight != nullptr;
+  if (norm && !gemv_fused_norm_fits(g.type, g.batch, g.k)) return cudaErrorInvalidValue;
+  const bool gated = g.epilogue == GemvEpilogue::SiluMul;
+  int rows = default_rows(static_cast<int>(g.batch));
+  Launcher launcher = default_for(g.type, g.batch, norm);
+  if (launcher == nullptr) return cudaErrorInvalidValue;
+  // A sweep shape where one is built (SiluMul needs an even row count: gate and up pairs).
+  if (const Shape* s = sweep_shape(g.type, g.batch, g.rows, g.unroll);
+      s != nullptr && (!gated || s->rows % 2 == 0)) {
+    rows = s->rows;
+    launcher = norm ? s->norm : s->plain;
+  }
+  const std::int64_t per_task = gated ? rows / 2 : rows;
   std::int64_t warps = 0;
-  if (g.epilogue == GemvEpilogue::SiluMul) {
+  if (gated) {
     if (g.group_count != 2 || g.groups[0].n != g.groups[1].n) return cudaErrorInvalidValue;
     warps = (g.groups[0].n + per_task - 1) / per_task;
   } else {
@@ -236,8 +154,7 @@ cudaError_t gemv(const Gemv& g, cudaStream_t stream) {
   }
   if (warps == 0) return cudaSuccess;
   const auto blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
-  return dispatch_float(g.type,
-                        [&](auto tag) { return launch_typed<decltype(tag)>(g, blocks, stream); });
+  return launcher(g, blocks, stream);
 }
 
 cudaError_t matvec(const void* weight, const void* x, const void* bias, void* out, Type type,

@@ -8,13 +8,7 @@
 namespace strata::cuda::kernels {
 namespace {
 
-constexpr int kRowThreads = 256;
-
-// `weight * hidden.to(input_dtype)`: round the normalised value, then the product.
-template <typename T>
-__device__ __forceinline__ T rms_value(T x, T w, float inv_rms) {
-  return from_float<T>(to_float(from_float<T>(to_float(x) * inv_rms)) * to_float(w));
-}
+constexpr int kRowThreads = kRmsNormThreads;
 
 // One block per row. Rows whose length is a whole number of 16-byte packs, with every pointer
 // aligned, are read a pack per load (a decode step's single row is latency-bound: few wide

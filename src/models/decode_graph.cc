@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -25,12 +26,18 @@
 
 namespace strata::models {
 
-bool decode_graph_allowed_by_environment() {
-  const char* value = std::getenv("STRATA_DECODE_GRAPH");
-  if (value == nullptr) return true;
-  return std::strcmp(value, "0") != 0 && std::strcmp(value, "off") != 0 &&
-         std::strcmp(value, "false") != 0;
+namespace {
+
+// True when the variable is set to 0, "off" or "false".
+bool environment_off(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr && (std::strcmp(value, "0") == 0 || std::strcmp(value, "off") == 0 ||
+                              std::strcmp(value, "false") == 0);
 }
+
+}  // namespace
+
+bool decode_graph_allowed_by_environment() { return !environment_off("STRATA_DECODE_GRAPH"); }
 
 namespace {
 
@@ -108,7 +115,11 @@ struct DecodeGraphRunner::State {
 };
 
 DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, bool use_graph, bool flash_decode)
+    : DecodeGraphRunner(model, DecodeGraphOptions{use_graph, flash_decode}) {}
+
+DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& options)
     : state_(std::make_unique<State>()) {
+  const bool use_graph = options.use_graph;
   State& st = *state_;
   st.model = &model;
   const TransformerConfig& c = model.config();
@@ -164,7 +175,16 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, bool use_graph, bool flash
     w.rotary_dim = c.rope->dim;
     w.norm_eps = c.norm_eps;
     const char* attention = std::getenv("STRATA_DECODE_ATTENTION");
-    w.flash_decode = flash_decode && (attention == nullptr || std::strcmp(attention, "own") != 0);
+    w.flash_decode =
+        options.flash_decode && (attention == nullptr || std::strcmp(attention, "own") != 0);
+    w.pdl = options.pdl && !environment_off("STRATA_DECODE_PDL");
+    w.fused_norm = options.fused_norm && !environment_off("STRATA_DECODE_FUSED_NORM");
+    if (const char* shape = std::getenv("STRATA_GEMV_SHAPE"); shape != nullptr) {
+      // "RxU" (rows per warp x loads in flight); anything else keeps the defaults.
+      if (std::sscanf(shape, "%dx%d", &w.gemv_rows, &w.gemv_unroll) != 2) {
+        w.gemv_rows = w.gemv_unroll = 0;
+      }
+    }
     try {
       for (std::int64_t i = 0; i < c.num_layers; ++i) {
         const std::string p = fmt::format("layers.{}.", i);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cuda/kernels.h"
+#include "kernel_testing.h"
 #include "models/attention.h"
 #include "strata/cuda/device.h"
 #include "strata/cuda/stream.h"
@@ -23,10 +24,8 @@ namespace {
 using cuda::kernels::Type;
 using testing::random_tensor;
 
-cudaStream_t stream() {
-  return static_cast<cudaStream_t>(cuda::Stream::compute(0).native_handle());
-}
-Type type_of(DType d) { return static_cast<Type>(d); }
+cudaStream_t stream() { return testing::kernel_stream(); }
+Type type_of(DType d) { return testing::kernel_type(d); }
 Tensor gpu(const Tensor& t) { return t.to(Device::cuda(0)); }
 Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
 

@@ -90,16 +90,25 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   // The step's own split-key attention in every layer instead of launch_flash_decode.
   models::DecodeGraphRunner own(*model, /*use_graph=*/true, /*flash_decode=*/false);
   ASSERT_TRUE(own.usable()) << own.reason();
+  // Without programmatic dependent launch, and with separate rms_norm kernels: the same bits.
+  models::DecodeGraphOptions serial_options;
+  serial_options.pdl = false;
+  models::DecodeGraphRunner serial(*model, serial_options);
+  models::DecodeGraphOptions unfused_options;
+  unfused_options.fused_norm = false;
+  models::DecodeGraphRunner separate_norms(*model, unfused_options);
 
   const Tensor ids = prompt(f, c.batch).to(gpu);
   auto module_cache = model->make_cache();
   auto graph_cache = model->make_cache();
   auto eager_cache = model->make_cache();
   auto own_cache = model->make_cache();
+  auto serial_cache = model->make_cache();
+  auto norms_cache = model->make_cache();
   Tensor next = argmax_ids(model->run(ids, module_cache, 1).logits);
-  model->run(ids, graph_cache, 1);
-  model->run(ids, eager_cache, 1);
-  model->run(ids, own_cache, 1);
+  for (auto* cache : {&graph_cache, &eager_cache, &own_cache, &serial_cache, &norms_cache}) {
+    model->run(ids, *cache, 1);
+  }
   const double tol = tolerance(c.dtype);
   std::int64_t compared_tokens = 0;
   for (std::int64_t step = 0; step < kSteps; ++step) {
@@ -114,6 +123,12 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
                                  << scale;
     // The graph replays exactly the kernels the eager run launches.
     EXPECT_EQ(max_abs_diff(*fast, *unfused), 0.0) << "step " << step;
+    const std::optional<Tensor> without_pdl = serial.step(next, *serial_cache);
+    ASSERT_TRUE(without_pdl.has_value()) << serial.reason();
+    EXPECT_EQ(max_abs_diff(*fast, *without_pdl), 0.0) << "PDL off, step " << step;
+    const std::optional<Tensor> norm_kernels = separate_norms.step(next, *norms_cache);
+    ASSERT_TRUE(norm_kernels.has_value()) << separate_norms.reason();
+    EXPECT_EQ(max_abs_diff(*fast, *norm_kernels), 0.0) << "separate norms, step " << step;
     const std::optional<Tensor> own_attention = own.step(next, *own_cache);
     ASSERT_TRUE(own_attention.has_value()) << own.reason();
     EXPECT_LE(max_abs_diff(*own_attention, expected), tol * scale)

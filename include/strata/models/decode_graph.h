@@ -25,8 +25,21 @@ namespace strata::models {
 // False when STRATA_DECODE_GRAPH is set to 0 (or "off", "false").
 bool decode_graph_allowed_by_environment();
 
+// How the fused step runs (tests compare the variants; each gives the same tokens).
+struct DecodeGraphOptions {
+  bool use_graph = true;     // false: launch the fused kernels each step without capturing them
+  bool flash_decode = true;  // false (or STRATA_DECODE_ATTENTION=own): the step's own attention
+  // Programmatic dependent launch of the GEMVs on sm_90+ (STRATA_DECODE_PDL=0 turns it off).
+  bool pdl = true;
+  // RMSNorm inside the following GEMV (STRATA_DECODE_FUSED_NORM=0 turns it off).
+  bool fused_norm = true;
+};
+
 class DecodeGraphRunner {
  public:
+  // The same with every option (environment variables still turn features off; the tuning
+  // sweep's STRATA_GEMV_SHAPE=RxU picks the GEMVs' rows per warp and loads in flight).
+  DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& options);
   // Checks once whether `model` can take the fused step. `use_graph` false launches the fused
   // kernels each step without capturing them (tests compare the two). `flash_decode` false (or
   // STRATA_DECODE_ATTENTION=own) keeps every layer on the step's own split-key attention kernel

@@ -1,0 +1,318 @@
+#pragma once
+// The decode GEMV kernel (kernels::gemv, kernels.h), shared by the translation units that
+// instantiate it: matvec.cu dispatches, matvec_b*.cu instantiate one batch group each and
+// matvec_sweep.cu the tuning-sweep shapes, so a parallel build compiles them side by side
+// instead of one file holding every unrolled instantiation.
+//
+// Bound by reading the weight once, so the kernel is built around keeping HBM busy:
+//  - Each warp owns R weight rows and computes them for every input row: the weight is read once
+//    whatever the batch, the input rows (a few KB, L1/L2 resident) are reread per warp.
+//  - 16-byte loads, U of them per weight row in flight per lane before the first use.
+//  - Small blocks (4 warps) so the grid spreads evenly over the SMs even for 1024-row matrices.
+//  - Up to three weights in one launch (q/k/v), and two epilogues that save a kernel each:
+//    residual add (o_proj, down_proj) and SiLU(gate) * up (gate/up as one launch).
+//  - Optionally the RMSNorm of x in the prologue (Norm) and programmatic dependent launch: the
+//    first weight lines are fetched into L2 before waiting for the kernel that produces x.
+// Every product accumulates in float32 and is rounded once to T, then each epilogue rounds where
+// the unfused ops round (so the fused step and the module path agree bit for bit in the
+// epilogues: SiLU result, product and residual sum are each rounded to T, as the separate ops do).
+
+#include <cstdint>
+
+#include "cuda/kernel_common.cuh"
+
+namespace strata::cuda::kernels::gemv_detail {
+
+inline constexpr int kWarps = 4;  // warps per block
+
+// Defaults. 16-byte loads per weight row in flight per lane: at batch 1-2 a warp does little
+// arithmetic per byte, so 8 halve the round trips to HBM of a row (the H100 bench read 7B's
+// o_proj at 68% and down_proj at 77% of the copy rate with 4); larger batches keep 4 for
+// registers. Weight rows per warp: every input chunk a lane loads serves all of them, so more
+// rows cut the (L1) input traffic per weight byte, which grows with the batch; two keep small
+// matrices spread.
+__host__ __device__ constexpr int default_unroll(int batch) { return batch <= 2 ? 8 : 4; }
+__host__ __device__ constexpr int default_rows(int batch) { return batch <= 2 ? 2 : 4; }
+
+// Programmatic dependent launch, device side (no-ops before sm_90 and when the kernel was not
+// launched with programmatic stream serialization).
+__device__ __forceinline__ void wait_for_producer() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Weight passes per lane fetched into L2 before the wait (for a 4096-wide bf16 row at batch 1,
+// two passes of 8 loads are the whole row).
+inline constexpr int kPrefetchPasses = 2;
+
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+template <typename T>
+__device__ __forceinline__ float dot16(const uint4& w, const uint4& x) {
+  constexpr int kPer = 16 / sizeof(T);
+  const T* wp = reinterpret_cast<const T*>(&w);
+  const T* xp = reinterpret_cast<const T*>(&x);
+  float acc = 0.0f;
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) acc = fmaf(to_float(wp[e]), to_float(xp[e]), acc);
+  return acc;
+}
+
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+
+struct Task {
+  int group;
+  std::int64_t row;  // first output row
+};
+
+template <int R>
+__device__ __forceinline__ Task task_of(const Gemv& g, std::int64_t warp) {
+  if (g.epilogue == GemvEpilogue::SiluMul) return {0, warp * (R / 2)};
+  for (int i = 0; i < g.group_count; ++i) {
+    const std::int64_t tasks = (g.groups[i].n + R - 1) / R;
+    if (warp < tasks) return {i, warp * R};
+    warp -= tasks;
+  }
+  return {-1, 0};
+}
+
+// rms_norm(x) of the B rows into `dst` ([B, k] packs in shared memory), every thread of the
+// block taking part. The sum of squares replays rms_norm_kernel (norm.cu): its kRmsNormThreads
+// threads each sum the packs p = t, t + kRmsNormThreads, ... in order, then warp sums, then the
+// first warp sums the warps' results; here each of the kWarps * 32 threads plays
+// kRmsNormThreads / (kWarps * 32) of those threads, so every partial and the total are the same.
+template <typename T, int B>
+__device__ __forceinline__ void norm_prologue(const Gemv& g, uint4* dst) {
+  constexpr int kThreads = kWarps * 32;
+  constexpr int kPlays = kRmsNormThreads / kThreads;
+  static_assert(kRmsNormThreads % kThreads == 0 && kRmsNormThreads / 32 <= 32);
+  constexpr int kPer = 16 / static_cast<int>(sizeof(T));
+  __shared__ float scratch[kRmsNormThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const std::int64_t packs = g.k / kPer;
+  const auto* gamma = static_cast<const uint4*>(g.norm_weight);
+#pragma unroll 1
+  for (int b = 0; b < B; ++b) {
+    const auto* row = reinterpret_cast<const uint4*>(static_cast<const T*>(g.x) + b * g.ldx);
+#pragma unroll
+    for (int i = 0; i < kPlays; ++i) {
+      float sq = 0.0f;
+      for (std::int64_t p = threadIdx.x + i * kThreads; p < packs; p += kRmsNormThreads) {
+        const uint4 raw = row[p];
+        const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) sq += to_float(v[e]) * to_float(v[e]);
+      }
+      sq = warp_sum(sq);
+      if (lane == 0) scratch[warp + i * kWarps] = sq;
+    }
+    __syncthreads();
+    float total = lane < kRmsNormThreads / 32 ? scratch[lane] : 0.0f;
+    total = warp_sum(total);
+    const float inv_rms = 1.0f / sqrtf(total / static_cast<float>(g.k) + g.norm_eps);
+    for (std::int64_t p = threadIdx.x; p < packs; p += kThreads) {
+      const uint4 raw = row[p], gw = gamma[p];
+      const T* v = reinterpret_cast<const T*>(&raw);
+      const T* w = reinterpret_cast<const T*>(&gw);
+      uint4 out;
+      T* o = reinterpret_cast<T*>(&out);
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) o[e] = rms_value(v[e], w[e], inv_rms);
+      dst[b * packs + p] = out;
+    }
+    __syncthreads();  // scratch is rewritten by the next row; dst is read after the loop
+  }
+}
+
+template <bool Norm>
+__device__ __forceinline__ uint4 load_x(const uint4* p) {
+  if constexpr (Norm) {
+    return *p;  // shared memory
+  } else {
+    return __ldg(p);
+  }
+}
+
+template <typename T, int B, int R, int U, bool Norm>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
+  static_assert(R * B <= 32, "one lane stores each (output row, input row) of a warp");
+  extern __shared__ uint4 normed[];  // Norm: [B, k] of T
+  const int lane = threadIdx.x & 31;
+  const std::int64_t warp = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const Task task = task_of<R>(g, warp);
+  const bool gated = g.epilogue == GemvEpilogue::SiluMul;
+  // A warp past the last task still waits for the producer and helps with the norm.
+  const bool active = task.group >= 0 && task.row < g.groups[task.group].n;
+  const GemvGroup& first = g.groups[active ? task.group : 0];
+  // The warp's weight rows (SiluMul: gate, up, gate, up, ... of consecutive outputs); a row past
+  // the end rereads the last one and stores nothing.
+  const uint4* w[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const GemvGroup& grp = gated ? g.groups[r % 2] : first;
+    const std::int64_t row = gated ? task.row + r / 2 : task.row + r;
+    const std::int64_t safe = row < grp.n ? row : grp.n - 1;
+    w[r] = reinterpret_cast<const uint4*>(static_cast<const T*>(grp.weight) + safe * g.k);
+  }
+  const std::int64_t chunks = g.k * static_cast<std::int64_t>(sizeof(T)) / 16;
+  float acc[R][B];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int b = 0; b < B; ++b) acc[r][b] = 0.0f;
+  }
+  // Before waiting for the previous kernel, the first passes of the warp's weight rows are
+  // fetched into L2 (the weights do not depend on it), so HBM is busy while it drains; the loop
+  // below then finds them there. Prefetches leave the sums and their order untouched.
+  std::int64_t c = lane;
+  if (active) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+      for (int u = 0; u < kPrefetchPasses * U; ++u) {
+        if (c + 32 * u < chunks) prefetch_l2(w[r] + c + 32 * u);
+      }
+    }
+  }
+  wait_for_producer();
+  allow_dependents();
+  const uint4* x[B];
+  if constexpr (Norm) {
+    norm_prologue<T, B>(g, normed);
+#pragma unroll
+    for (int b = 0; b < B; ++b) x[b] = normed + b * chunks;
+  } else {
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+      x[b] = reinterpret_cast<const uint4*>(static_cast<const T*>(g.x) + b * g.ldx);
+    }
+  }
+  if (!active) return;
+  for (; c + 32 * (U - 1) < chunks; c += 32 * U) {
+    uint4 wr[R][U];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) wr[r][u] = __ldcs(w[r] + c + 32 * u);  // streamed once
+    }
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const uint4 xv = load_x<Norm>(x[b] + c + 32 * u);
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r][b] += dot16<T>(wr[r][u], xv);
+      }
+    }
+  }
+  // The rest (fewer than U chunks per lane): one predicated pass, every load in flight.
+  if (c < chunks) {
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    uint4 wr[R][U];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        wr[r][u] = c + 32 * u < chunks ? __ldcs(w[r] + c + 32 * u) : zero;
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const uint4 xv = c + 32 * u < chunks ? load_x<Norm>(x[b] + c + 32 * u) : zero;
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r][b] += dot16<T>(wr[r][u], xv);
+      }
+    }
+  }
+  // Every lane ends with every sum; lane o * B + b stores (output o of the task, input row b).
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int b = 0; b < B; ++b) acc[r][b] = warp_sum(acc[r][b]);
+  }
+  const int outputs = gated ? R / 2 : R;
+  if (lane >= outputs * B) return;
+  const int o = lane / B, my_b = lane % B;
+  float v = 0.0f, up = 0.0f;
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+      if (b != my_b) continue;
+      if (gated) {
+        if (2 * i + 1 < R && i == o) {
+          v = acc[2 * i][b];
+          up = acc[2 * i + 1][b];
+        }
+      } else if (i == o) {
+        v = acc[i][b];
+      }
+    }
+  }
+  const std::int64_t n = task.row + o;
+  if (n >= first.n) return;
+  if (first.bias != nullptr) v += to_float(static_cast<const T*>(first.bias)[n]);
+  T* out = static_cast<T*>(first.out) + my_b * first.ldo + n;
+  if (gated) {
+    const GemvGroup& up_group = g.groups[1];
+    if (up_group.bias != nullptr) up += to_float(static_cast<const T*>(up_group.bias)[n]);
+    // act(gate) and up rounded as the separate ops leave them, then their product.
+    const float act = to_float(from_float<T>(silu(to_float(from_float<T>(v)))));
+    *out = from_float<T>(act * to_float(from_float<T>(up)));
+  } else if (g.epilogue == GemvEpilogue::AddResidual) {
+    const T* res = static_cast<const T*>(g.residual) + my_b * first.ldo + n;
+    *out = from_float<T>(to_float(*res) + to_float(from_float<T>(v)));
+  } else {
+    *out = from_float<T>(v);
+  }
+}
+
+// Launches gemv_kernel<T, B, R, U, Norm> over `blocks` blocks (host side; explicitly
+// instantiated by the matvec_*.cu files).
+template <typename T, int B, int R, int U, bool Norm>
+cudaError_t launch(const Gemv& g, unsigned blocks, cudaStream_t stream) {
+  const auto kernel = gemv_kernel<T, B, R, U, Norm>;
+  // gemv() checked that this fits the 48 KB every block may take without opting in.
+  const std::size_t smem = Norm ? static_cast<std::size_t>(B * g.k) * sizeof(T) : 0;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(blocks);
+  config.blockDim = dim3(kWarps * 32);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = g.pdl ? 1 : 0;
+  const cudaError_t status = cudaLaunchKernelEx(&config, kernel, g);
+  return status != cudaSuccess ? status : launched();
+}
+
+inline constexpr std::size_t kMaxNormBytes = 48 * 1024;
+
+// One shape's kernels, both Norm variants (_PLAIN: without the norm, float32, whose decode step
+// keeps the norm kernel: half the compile time of its instantiations): declared where they are
+// dispatched (matvec.cu), instantiated in one of the matvec_*.cu files.
+#define STRATA_GEMV_DECLARE(T, B, R, U)                                                       \
+  extern template cudaError_t launch<T, B, R, U, false>(const Gemv&, unsigned, cudaStream_t); \
+  extern template cudaError_t launch<T, B, R, U, true>(const Gemv&, unsigned, cudaStream_t);
+#define STRATA_GEMV_INSTANTIATE(T, B, R, U)                                            \
+  template cudaError_t launch<T, B, R, U, false>(const Gemv&, unsigned, cudaStream_t); \
+  template cudaError_t launch<T, B, R, U, true>(const Gemv&, unsigned, cudaStream_t);
+
+#define STRATA_GEMV_DECLARE_PLAIN(T, B, R, U) \
+  extern template cudaError_t launch<T, B, R, U, false>(const Gemv&, unsigned, cudaStream_t);
+#define STRATA_GEMV_INSTANTIATE_PLAIN(T, B, R, U) \
+  template cudaError_t launch<T, B, R, U, false>(const Gemv&, unsigned, cudaStream_t);
+
+}  // namespace strata::cuda::kernels::gemv_detail

@@ -1,0 +1,12 @@
+// The decode GEMV's default-shape kernels for 1 input row, every float type (matvec.cuh: one
+// translation unit per batch so a parallel build compiles them side by side).
+
+#include "cuda/matvec.cuh"
+
+namespace strata::cuda::kernels::gemv_detail {
+
+STRATA_GEMV_INSTANTIATE_PLAIN(float, 1, 2, 8)
+STRATA_GEMV_INSTANTIATE(BF16Bits, 1, 2, 8)
+STRATA_GEMV_INSTANTIATE(HalfBits, 1, 2, 8)
+
+}  // namespace strata::cuda::kernels::gemv_detail
