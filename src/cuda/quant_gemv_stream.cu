@@ -106,6 +106,11 @@ struct Codes {
   __host__ __device__ static constexpr int pos(int j) {
     return j < kInPlace ? j : j - kShift / BITS;
   }
+  // Code j of (word, word >> kShift) as the float 2^23 + q * 2^(BITS * pos(j)).
+  __device__ __forceinline__ static float raw(std::uint32_t word, std::uint32_t hi, int j) {
+    const std::uint32_t src = j < kInPlace ? word : hi;
+    return __uint_as_float((src & (kMask << (BITS * pos(j)))) | kMagicBits);
+  }
   // Code j of (word, word >> kShift) as 2^23 + q * 2^(BITS * pos(j)), minus mz[pos(j)].
   __device__ __forceinline__ static float minus(std::uint32_t word, std::uint32_t hi, int j,
                                                 const float* mz) {
@@ -344,7 +349,7 @@ __global__ void __launch_bounds__(kWarps * 32)
             const std::uint32_t hi = word[e][v] >> C::kShift;
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
-              const float t = C::minus(word[e][v], hi, i, mz[v]);
+              const float t = C::raw(word[e][v], hi, i) - mz[v][i];  // each nibble its own output
 #pragma unroll
               for (int r = 0; r < R; ++r) part[r][v][i] = fmaf(t, xv[r], part[r][v][i]);
             }
@@ -477,7 +482,7 @@ StreamConfig read_config() {
       return static_cast<std::size_t>(eq - p) == std::strlen(k) && std::strncmp(p, k, eq - p) == 0;
     };
     if (key("ro") && (value == 2 || value == 4)) c.row_o = value;
-    if (key("ru") && (value == 2 || value == 4)) c.row_u = value;
+    if (key("ru") && (value == 2 || value == 4 || value == 8)) c.row_u = value;
     if (key("av") && (value == 1 || value == 2)) c.awq_v = value;
     if (key("au") && (value == 4 || value == 8 || value == 16)) c.awq_u = value;
     if (key("al") && (value == 16 || value == 32)) c.awq_len = value;
@@ -572,6 +577,8 @@ cudaError_t launch_rows(const QuantWeight& w, const T* x, std::int64_t rows, con
       return launch_rows_ou<R, 4, 2, T>(w, x, rows, bias, out, stream);
     if (c.row_o == 2 && c.row_u == 2)
       return launch_rows_ou<R, 2, 2, T>(w, x, rows, bias, out, stream);
+    if (c.row_o == 2 && c.row_u == 8)
+      return launch_rows_ou<R, 2, 8, T>(w, x, rows, bias, out, stream);
   }
   return launch_rows_ou<R, 2, 4, T>(w, x, rows, bias, out, stream);
 }
