@@ -85,6 +85,15 @@ void MappedFile::populate(std::uint64_t offset, std::uint64_t length) const {
             MADV_POPULATE_READ);
 }
 
+void populate_pages(const void* data, std::uint64_t nbytes) {
+  if (data == nullptr || nbytes == 0) return;
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(data) / page * page;
+  const auto end = reinterpret_cast<std::uintptr_t>(data) + nbytes;
+  ::madvise(reinterpret_cast<void*>(begin), static_cast<std::size_t>(end - begin),
+            MADV_POPULATE_READ);
+}
+
 void MappedFile::read(std::uint64_t offset, void* dst, std::uint64_t nbytes) const {
   STRATA_CHECK_ARG(offset <= size_ && nbytes <= size_ - offset,
                    "read of [{}, {}) from '{}', which has {} bytes", offset, offset + nbytes,

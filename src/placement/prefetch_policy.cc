@@ -12,6 +12,7 @@
 #include "prefetch_unit.h"
 #include "split_linear.h"
 #include "strata/core/error.h"
+#include "strata/io/mapped_file.h"
 #include "strata/nn/hooks.h"
 #include "strata/placement/prefetch.h"
 
@@ -143,6 +144,23 @@ const UnitPlan& PrefetchScheduler::plan_of(Unit& unit) {
   return unit.plan;
 }
 
+// A unit's tokens differ from its forward's when the model hands it part of the step: a prefill's
+// head computes the last position only (one token per sequence). What a unit saw in its last
+// forward of more than one token (a decode step of one token tells nothing) predicts its next
+// step: a unit that saw its forward's tokens sees this forward's, one that saw fewer sees as many
+// again (at most this forward's). A unit never seen in such a forward is expected to see the
+// current step's tokens later in this forward, and the tokens this forward began with in the
+// next one (a prefill is followed by a prefill in a benchmark, a decode step by a decode step).
+// Without this, the head's single token made the next prefill's layers look like cpu units: they
+// were not prefetched, and every prefill under auto waited for its first streamed layers.
+std::int64_t PrefetchScheduler::expected_tokens(const Unit& unit, bool wraps) const {
+  if (unit.seen_forward > 0) {
+    if (unit.seen_tokens == unit.seen_forward) return forward_tokens_;
+    return std::min(unit.seen_tokens, forward_tokens_);
+  }
+  return wraps ? forward_tokens_ : step_tokens_;
+}
+
 ExecutionPolicy PrefetchScheduler::decide(Unit& unit, std::int64_t tokens) {
   switch (policy_) {
     case OffloadPolicy::Stream:
@@ -209,6 +227,11 @@ ExecutionPolicy PrefetchScheduler::begin_step(PrefetchHook& hook, std::int64_t t
   unit.cpu_capable = cpu_capable;
   if (activation_bytes_per_token > 0) unit.activation_bytes_per_token = activation_bytes_per_token;
   step_tokens_ = tokens;
+  if (order_.empty() || order_.front() == &unit) forward_tokens_ = tokens;
+  if (forward_tokens_ > 1) {
+    unit.seen_forward = forward_tokens_;
+    unit.seen_tokens = tokens;
+  }
   unit.step_policy = decide(unit, tokens);
   return unit.step_policy;
 }
@@ -229,8 +252,15 @@ void PrefetchScheduler::acquire_on_cpu(PrefetchHook& hook) {
       continue;
     }
     const Tensor value = checked_source(hook, t);
+    // A view of a mapped file (the disk tier): its pages mapped in one call the first time, not
+    // faulted in one at a time by the kernels' threads.
+    if (!unit.pages_populated && value.is_cpu() && value.storage().defined() &&
+        !value.storage().owns_memory()) {
+      io::populate_pages(value.data_ptr(), value.nbytes());
+    }
     t.slot->set(value.is_cpu() ? value : value.to(Device::cpu()));
   }
+  unit.pages_populated = true;
   // The streamed units after this one keep coming while it computes.
   if (order_complete_ && unit.position >= 0) prefetch_after(unit);
 }

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/io_testing.h"
 #include "load_bench.h"
 #include "models/model_testing.h"
 #include "strata/core/error.h"
@@ -87,6 +88,38 @@ TEST(BenchCommand, ComparesGenerationWithTheMemoryLimitMeasuredInTheSameRun) {
     EXPECT_NEAR(test.at("share_of_memory_limit").get<double>(),
                 test.at("weight_read_gb_per_s").get<double>() / host, 1e-9);
   }
+}
+
+TEST(BenchCommand, ReportsWhereOffloadedUnitsComputedAndTheTimedRunsPageFaults) {
+  // The layers on disk (views of the checkpoint), one unit per layer, forced to the cpu: every
+  // onload of a test's runs (warm-up included) is a cpu compute, nothing is copied.
+  testing::TempDir tmp;
+  const auto map = tmp.path() / "map.json";
+  std::ofstream(map) << R"({"": "cpu", "model.layers": "disk"})";
+  BenchArgs args = fixture_args("llama");
+  args.max_memory.reset();
+  args.device_map = map.string();
+  args.offload_folder = (tmp.path() / "offload").string();
+  args.offload_policy = "cpu";
+  args.offload_unit = "layer";
+  args.prompt_tokens = "3";
+  args.batch = "1";
+  const nlohmann::json report = bench_json(args);
+  ASSERT_EQ(report.at("tests").size(), 2u);
+  for (const auto& test : report.at("tests")) {
+    SCOPED_TRACE(test.dump());
+    const auto& units = test.at("offloaded_units");
+    // pp3: warm-up + 2 runs of one forward over 2 layers; tg4: 3 x (prefill + 4 steps) x 2.
+    const int forwards = test.at("test") == "pp3" ? 3 : 3 * 5;
+    EXPECT_EQ(units.at("onloads").get<int>(), 2 * forwards);
+    EXPECT_EQ(units.at("cpu_computes").get<int>(), 2 * forwards);
+    EXPECT_EQ(units.at("issued").get<int>(), 0);
+    EXPECT_EQ(units.at("bytes_copied").get<int>(), 0);
+    EXPECT_GE(test.at("minor_faults").get<std::int64_t>(), 0);
+  }
+  // Nothing offloaded: no unit counters.
+  const nlohmann::json resident = bench_json(fixture_args("llama"));
+  EXPECT_FALSE(resident.at("tests")[0].contains("offloaded_units"));
 }
 
 TEST(BenchCommand, PrintsATableRowPerTest) {

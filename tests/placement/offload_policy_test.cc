@@ -21,16 +21,17 @@ namespace {
 
 using Trace = std::vector<std::string>;
 
+std::shared_ptr<nn::Linear> seeded_linear(int i) {
+  auto linear = std::make_shared<nn::Linear>(8, 8);
+  linear->parameter_slot("weight")->set(
+      strata::testing::random_tensor({8, 8}, DType::Float32, 100 + i));
+  linear->parameter_slot("bias")->set(strata::testing::random_tensor({8}, DType::Float32, 50 + i));
+  return linear;
+}
+
 std::shared_ptr<nn::Sequential> linear_stack(int n) {
   std::vector<std::shared_ptr<nn::Module>> layers;
-  for (int i = 0; i < n; ++i) {
-    auto linear = std::make_shared<nn::Linear>(8, 8);
-    linear->parameter_slot("weight")->set(
-        strata::testing::random_tensor({8, 8}, DType::Float32, 100 + i));
-    linear->parameter_slot("bias")->set(
-        strata::testing::random_tensor({8}, DType::Float32, 50 + i));
-    layers.push_back(linear);
-  }
+  for (int i = 0; i < n; ++i) layers.push_back(seeded_linear(i));
   return std::make_shared<nn::Sequential>(layers);
 }
 
@@ -191,6 +192,54 @@ TEST(OffloadPolicy, PrefetchSkipsUnitsThatComputeOnTheCpu) {
                    "wait 3", "issue 1", "release 3"}));
   EXPECT_TRUE(same_bytes((*model)(input(2)).tensor(), expected));
   EXPECT_LE(scheduler->stats().max_in_flight, 2);
+}
+
+// The last row of its input (a causal LM's prefill computes its head at the last position only).
+class LastRow : public nn::Module {
+ public:
+  LastRow() : nn::Module("LastRow") {}
+  nn::Value forward(nn::Args& args) override {
+    const Tensor& x = args.tensor(0, "LastRow");
+    return x.narrow(0, x.size(0) - 1, 1).contiguous();
+  }
+};
+
+TEST(OffloadPolicy, APrefillsHeadOnTheCpuLeavesTheNextPrefillPrefetched) {
+  // Two streamed layers, then a head that sees one token of the five: under auto the head
+  // computes on the cpu, and the next prefill's first layer is still issued ahead of it (the
+  // prediction follows what each unit saw in a forward of this size, not the head's one token).
+  const auto build = [] {
+    return std::make_shared<nn::Sequential>(std::vector<std::shared_ptr<nn::Module>>{
+        seeded_linear(0), seeded_linear(1), std::make_shared<LastRow>(), seeded_linear(2)});
+  };
+  auto reference = build();
+  const Tensor expected = (*reference)(input(5)).tensor();
+  auto model = build();
+  auto scheduler = offloaded(*model);
+  scheduler->set_offload_policy(OffloadPolicy::Auto,
+                                [](const UnitProfile&) { return std::int64_t{2}; });
+  EXPECT_EQ(forward_trace(*model, *scheduler, 5),
+            (Trace{"issue 0", "wait 0", "release 0", "issue 1", "wait 1", "release 1", "cpu 2",
+                   "release 2"}));
+  EXPECT_EQ(forward_trace(*model, *scheduler, 5),
+            (Trace{"issue 0", "wait 0", "issue 1", "release 0", "wait 1", "issue 0", "release 1",
+                   "cpu 2", "release 2"}));
+  EXPECT_EQ(forward_trace(*model, *scheduler, 5),
+            (Trace{"wait 0", "issue 1", "release 0", "wait 1", "issue 0", "release 1", "cpu 2",
+                   "release 2"}));
+  EXPECT_EQ(scheduler->stats().evicted_for_cpu, 0);  // the head was never copied
+  // Decode steps compute everything on the cpu: the copy issued for a next prefill is dropped
+  // once, and nothing is issued after it.
+  for (int step = 0; step < 2; ++step) {
+    EXPECT_EQ(forward_trace(*model, *scheduler, 1),
+              (Trace{"cpu 0", "release 0", "cpu 1", "release 1", "cpu 2", "release 2"}));
+  }
+  EXPECT_EQ(scheduler->stats().evicted_for_cpu, 1);
+  // A prefill after decode steps streams again, each layer issued ahead of the next.
+  EXPECT_EQ(forward_trace(*model, *scheduler, 5),
+            (Trace{"issue 0", "wait 0", "issue 1", "release 0", "wait 1", "issue 0", "release 1",
+                   "cpu 2", "release 2"}));
+  EXPECT_TRUE(same_bytes((*model)(input(5)).tensor(), expected));
 }
 
 TEST(OffloadPolicy, AlignModuleDeviceIsNotAStep) {

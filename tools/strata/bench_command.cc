@@ -1,6 +1,7 @@
 #include "bench_command.h"
 
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 #include "strata/models/causal_lm.h"
 #include "strata/models/moe.h"
 #include "strata/placement/memory.h"
+#include "strata/placement/prefetch.h"
 
 namespace strata::cli {
 namespace {
@@ -33,7 +35,31 @@ struct TestResult {
   // included) and the expert cache's counters over the same runs.
   std::optional<models::ExpertExecutionStats> experts;
   std::optional<placement::ExpertCacheStats> expert_cache;
+  // Offloaded units (hybrid-execution.md): where they computed and how their copies were issued
+  // during the test (warm-up included), when the model has offloaded units.
+  std::optional<placement::PrefetchStats> prefetch;
+  std::int64_t minor_faults = 0;  // during the timed runs (minor_faults())
 };
+
+// `after` minus `before`, counter by counter (max_in_flight: the later value).
+placement::PrefetchStats prefetch_delta(const placement::PrefetchStats& after,
+                                        const placement::PrefetchStats& before) {
+  placement::PrefetchStats d = after;
+  d.onloads -= before.onloads;
+  d.prefetched -= before.prefetched;
+  d.issued -= before.issued;
+  d.bytes_copied -= before.bytes_copied;
+  d.bytes_read -= before.bytes_read;
+  d.staged_chunks -= before.staged_chunks;
+  d.casts -= before.casts;
+  d.cpu_computes -= before.cpu_computes;
+  d.evicted_for_cpu -= before.evicted_for_cpu;
+  d.split_computes -= before.split_computes;
+  d.split_linears -= before.split_linears;
+  d.split_inputs_copied -= before.split_inputs_copied;
+  d.cpu_inputs_reused -= before.cpu_inputs_reused;
+  return d;
+}
 
 std::vector<std::int64_t> parse_counts(const std::string& text, std::string_view option,
                                        std::int64_t at_least) {
@@ -68,6 +94,13 @@ Tensor random_ids(std::int64_t batch, std::int64_t length, std::int64_t vocab, s
   return Tensor::from_vector<std::int64_t>(ids, {batch, length});
 }
 
+// Page faults this process took without reading the disk (a mapped weight touched for the first
+// time, or again after the kernel unmapped it): the timed runs of a test should take none.
+std::int64_t minor_faults() {
+  rusage usage{};
+  return ::getrusage(RUSAGE_SELF, &usage) == 0 ? static_cast<std::int64_t>(usage.ru_minflt) : 0;
+}
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t n = values.size();
@@ -79,14 +112,17 @@ template <typename Measure>
 TestResult repeat(std::string name, std::int64_t batch, std::int64_t tokens, int repetitions,
                   Measure measure) {
   measure();  // warm-up: first-use allocations, kernels' lazy set-up, the page cache
+  const std::int64_t faults_before = minor_faults();
   std::vector<double> seconds;
   for (int i = 0; i < repetitions; ++i) seconds.push_back(measure());
-  return {std::move(name),
-          batch,
-          tokens,
-          median(seconds),
-          *std::min_element(seconds.begin(), seconds.end()),
-          *std::max_element(seconds.begin(), seconds.end())};
+  TestResult result{std::move(name),
+                    batch,
+                    tokens,
+                    median(seconds),
+                    *std::min_element(seconds.begin(), seconds.end()),
+                    *std::max_element(seconds.begin(), seconds.end())};
+  result.minor_faults = minor_faults() - faults_before;
+  return result;
 }
 
 // What a run's rates are compared with.
@@ -154,6 +190,7 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
     test["min_seconds"] = r.min_seconds;
     test["max_seconds"] = r.max_seconds;
     test["tokens_per_second"] = r.tokens_per_second();
+    test["minor_faults"] = r.minor_faults;
     if (r.experts) {
       const models::ExpertExecutionStats& e = *r.experts;
       test["experts"] = {{"cpu", e.cpu},
@@ -172,6 +209,18 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
       } else {
         test["experts"]["cache"] = nullptr;
       }
+    }
+    if (r.prefetch) {
+      const placement::PrefetchStats& p = *r.prefetch;
+      test["offloaded_units"] = {{"onloads", p.onloads},
+                                 {"prefetched", p.prefetched},
+                                 {"issued", p.issued},
+                                 {"bytes_copied", p.bytes_copied},
+                                 {"bytes_read", p.bytes_read},
+                                 {"cpu_computes", p.cpu_computes},
+                                 {"evicted_for_cpu", p.evicted_for_cpu},
+                                 {"split_computes", p.split_computes},
+                                 {"casts", p.casts}};
     }
     if (d.ms_per_step) {
       test["ms_per_step"] = *d.ms_per_step;
@@ -298,11 +347,15 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
   options.input_device = loaded.input_device;
   std::vector<TestResult> results;
   // Each test's expert counts start from zero (the cache keeps its contents).
+  const std::shared_ptr<placement::PrefetchScheduler> scheduler = placement::find_scheduler(model);
+  placement::PrefetchStats prefetch_before;
   const auto start_test = [&] {
     models::reset_expert_execution_stats(model);
     if (loaded.expert_cache) loaded.expert_cache->reset_counters();
+    if (scheduler) prefetch_before = scheduler->stats();
   };
   const auto finish_test = [&](TestResult result) {
+    if (scheduler) result.prefetch = prefetch_delta(scheduler->stats(), prefetch_before);
     const models::ExpertExecutionStats e = models::expert_execution_stats(model);
     if (e.cpu + e.streamed + e.cached > 0) {
       result.experts = e;
