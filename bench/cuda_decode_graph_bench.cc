@@ -106,15 +106,24 @@ int main(int argc, char** argv) {
       const char* name;
       const char* pdl;
       const char* norm;
-      const char* shape;  // STRATA_GEMV_SHAPE or null
+      const char* shape;               // STRATA_GEMV_SHAPE or null
+      const char* prefetch = nullptr;  // STRATA_GEMV_PREFETCH or null
     };
     const Variant variants[] = {
-        {"pdl+norm", "1", "1", nullptr},     {"pdl", "1", "0", nullptr},
-        {"norm", "0", "1", nullptr},         {"neither", "0", "0", nullptr},
-        {"pdl+norm 1x16", "1", "1", "1x16"}, {"pdl+norm 2x16", "1", "1", "2x16"},
-        {"pdl+norm 1x8", "1", "1", "1x8"},   {"pdl+norm 4x8", "1", "1", "4x8"},
-        {"pdl+norm 2x4", "1", "1", "2x4"},   {"pdl+norm 4x4", "1", "1", "4x4"},
-        {"pdl+norm 4x2", "1", "1", "4x2"},   {"pdl+norm 8x2", "1", "1", "8x2"},
+        {"pdl+norm", "1", "1", nullptr},
+        {"pdl", "1", "0", nullptr},
+        {"norm", "0", "1", nullptr},
+        {"neither", "0", "0", nullptr},
+        {"pdl+norm pf0", "1", "1", nullptr, "0"},
+        {"pdl+norm pf4", "1", "1", nullptr, "4"},
+        {"pdl+norm 1x16", "1", "1", "1x16"},
+        {"pdl+norm 2x16", "1", "1", "2x16"},
+        {"pdl+norm 1x8", "1", "1", "1x8"},
+        {"pdl+norm 4x8", "1", "1", "4x8"},
+        {"pdl+norm 2x4", "1", "1", "2x4"},
+        {"pdl+norm 4x4", "1", "1", "4x4"},
+        {"pdl+norm 8x2", "1", "1", "8x2"},
+        {"pdl+norm 4x2", "1", "1", "4x2"},
     };
     for (const std::int64_t batch : {1, 2, 4, 8}) {
       for (const Variant& v : variants) {
@@ -126,6 +135,12 @@ int main(int argc, char** argv) {
         }
         setenv("STRATA_DECODE_PDL", v.pdl, 1);
         setenv("STRATA_DECODE_FUSED_NORM", v.norm, 1);
+        if (v.prefetch != nullptr) {
+          if (batch != 1) continue;  // the prefetch depth is swept at batch 1 only
+          setenv("STRATA_GEMV_PREFETCH", v.prefetch, 1);
+        } else {
+          unsetenv("STRATA_GEMV_PREFETCH");
+        }
         if (v.shape != nullptr) {
           setenv("STRATA_GEMV_SHAPE", v.shape, 1);
         } else {

@@ -64,7 +64,8 @@ struct Case {
 struct Variant {
   const char* name;
   bool pdl, norm;
-  int rows, unroll;  // 0: the default shape
+  int rows, unroll;   // 0: the default shape
+  int prefetch = -1;  // Gemv::prefetch_passes
 };
 
 // The shapes matvec_sweep.cu builds (rows per warp x loads in flight); each applies to the
@@ -139,6 +140,9 @@ int main(int argc, char** argv) {
     if (sweep) {
       const bool normed = c.groups != 1 || std::string(c.layer) == "lm_head";
       variants.push_back({"pdl", true, false, 0, 0});
+      variants.push_back({"pdl prefetch0", true, false, 0, 0, 0});
+      variants.push_back({"pdl prefetch1", true, false, 0, 0, 1});
+      variants.push_back({"pdl prefetch4", true, false, 0, 0, 4});
       if (normed) variants.push_back({"pdl+norm", true, true, 0, 0});
       for (const auto& [rows, unroll] : kSweepShapes) {
         variants.push_back({"pdl", true, normed, rows, unroll});
@@ -178,6 +182,7 @@ int main(int argc, char** argv) {
           g.pdl = v.pdl;
           g.rows = v.rows;
           g.unroll = v.unroll;
+          g.prefetch_passes = v.prefetch;
           if (norm) g.norm_weight = gamma.data_ptr();
           if (k::gemv(g, stream()) != cudaSuccess) std::printf("gemv refused the launch\n");
         };

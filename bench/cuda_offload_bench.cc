@@ -50,8 +50,8 @@ std::shared_ptr<nn::Sequential> make_stack(const Settings& s) {
 }
 
 double pinned_h2d_gbps(std::size_t bytes) {
-  const Tensor host = Tensor::empty({static_cast<std::int64_t>(bytes)}, DType::UInt8,
-                                    Device::cpu(), MemoryKind::Pinned);
+  const Tensor host = Tensor::empty({static_cast<std::int64_t>(bytes)}, DType::UInt8, Device::cpu(),
+                                    MemoryKind::Pinned);
   const Tensor device = Tensor::empty(host.shape(), DType::UInt8, Device::cuda(0));
   cuda::Stream stream(0);
   cuda::Event start(0, true), stop(0, true);
@@ -139,8 +139,8 @@ int main(int argc, char** argv) {
 
   for (int slots : {1, 2}) {  // 1 = no prefetch, for contrast
     auto model = make_stack(s);
-    placement::cpu_offload(*model, {.execution_device = Device::cuda(0),
-                                    .prefetch = {.staging_slots = slots}});
+    placement::cpu_offload(
+        *model, {.execution_device = Device::cuda(0), .prefetch = {.staging_slots = slots}});
     report(slots == 2 ? "a_cpu_offload" : "a_cpu_offload_no_prefetch",
            fmt::format("(a) cpu_offload, {} staging slot(s)", slots),
            time_forwards(*model, input, s.forwards), weight_bytes);
@@ -148,8 +148,8 @@ int main(int argc, char** argv) {
   {
     auto model = make_stack(s);
     placement::dispatch_model(*model, resident_then(s.blocks, resident, "cpu"));
-    report("b_gpu_plus_cpu", fmt::format("(b) {} blocks on GPU, {} on cpu", resident,
-                                         s.blocks - resident),
+    report("b_gpu_plus_cpu",
+           fmt::format("(b) {} blocks on GPU, {} on cpu", resident, s.blocks - resident),
            time_forwards(*model, input, s.forwards), streamed_bytes);
   }
   {
@@ -157,8 +157,8 @@ int main(int argc, char** argv) {
     auto model = make_stack(s);
     placement::dispatch_model(*model, resident_then(s.blocks, resident, "disk"),
                               {.offload_dir = s.offload_dir});
-    report("c_gpu_plus_disk", fmt::format("(c) {} blocks on GPU, {} on disk", resident,
-                                          s.blocks - resident),
+    report("c_gpu_plus_disk",
+           fmt::format("(c) {} blocks on GPU, {} on disk", resident, s.blocks - resident),
            time_forwards(*model, input, s.forwards), streamed_bytes);
   }
   std::filesystem::remove_all(s.offload_dir);

@@ -171,6 +171,7 @@ struct DecodeGraph::Impl {
     g.pdl = pdl;
     g.rows = w.gemv_rows;
     g.unroll = w.gemv_unroll;
+    g.prefetch_passes = w.gemv_prefetch;
     return g;
   }
 

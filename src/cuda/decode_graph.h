@@ -57,6 +57,7 @@ struct DecodeWeights {
   // Tuning sweep: the GEMVs' rows per warp and loads in flight (kernels::Gemv::rows / unroll;
   // 0 = the defaults; a shape not built for the batch takes the default).
   int gemv_rows = 0, gemv_unroll = 0;
+  int gemv_prefetch = -1;  // kernels::Gemv::prefetch_passes (-1: the default)
 };
 
 class DecodeGraph {

@@ -118,6 +118,9 @@ struct Gemv {
   // waits for the previous kernel (griddepcontrol.wait) before it reads x or the residual or
   // writes anything, so its start overlaps the previous kernel's tail. Off: an ordinary launch.
   bool pdl = false;
+  // Passes of the weight rows (each `unroll` 16-byte loads per lane) fetched into L2 before the
+  // wait; -1: the default (2). Only useful with pdl; a tuning knob of the sweep.
+  int prefetch_passes = -1;
   // Tuning sweep (bench): weight rows per warp and 16-byte loads in flight per row; 0 takes the
   // default for the batch. A shape not built (gemv_shape_built) falls back to the default.
   int rows = 0, unroll = 0;

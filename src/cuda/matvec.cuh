@@ -47,8 +47,8 @@ __device__ __forceinline__ void allow_dependents() {
 #endif
 }
 
-// Weight passes per lane fetched into L2 before the wait (for a 4096-wide bf16 row at batch 1,
-// two passes of 8 loads are the whole row).
+// Weight passes per lane fetched into L2 before the wait by default (Gemv::prefetch_passes; for a
+// 4096-wide bf16 row at batch 1, two passes of 8 loads are the whole row).
 inline constexpr int kPrefetchPasses = 2;
 
 __device__ __forceinline__ void prefetch_l2(const void* p) {
@@ -174,10 +174,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
   // below then finds them there. Prefetches leave the sums and their order untouched.
   std::int64_t c = lane;
   if (active) {
+    const int ahead = (g.prefetch_passes < 0 ? kPrefetchPasses : g.prefetch_passes) * U;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-#pragma unroll
-      for (int u = 0; u < kPrefetchPasses * U; ++u) {
+#pragma unroll 4
+      for (int u = 0; u < ahead; ++u) {
         if (c + 32 * u < chunks) prefetch_l2(w[r] + c + 32 * u);
       }
     }

@@ -179,6 +179,9 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
         options.flash_decode && (attention == nullptr || std::strcmp(attention, "own") != 0);
     w.pdl = options.pdl && !environment_off("STRATA_DECODE_PDL");
     w.fused_norm = options.fused_norm && !environment_off("STRATA_DECODE_FUSED_NORM");
+    if (const char* passes = std::getenv("STRATA_GEMV_PREFETCH"); passes != nullptr) {
+      w.gemv_prefetch = std::atoi(passes);  // weight passes fetched into L2 before the wait
+    }
     if (const char* shape = std::getenv("STRATA_GEMV_SHAPE"); shape != nullptr) {
       // "RxU" (rows per warp x loads in flight); anything else keeps the defaults.
       if (std::sscanf(shape, "%dx%d", &w.gemv_rows, &w.gemv_unroll) != 2) {
