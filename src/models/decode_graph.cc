@@ -119,7 +119,6 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, bool use_graph, bool flash
 
 DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& options)
     : state_(std::make_unique<State>()) {
-  const bool use_graph = options.use_graph;
   State& st = *state_;
   st.model = &model;
   const TransformerConfig& c = model.config();
@@ -220,7 +219,7 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
       STRATA_CHECK(st.rotary_dim == w.rotary_dim, NotSupported,
                    "decode graph: the rotary module covers {} dimensions, the config {}",
                    st.rotary_dim, w.rotary_dim);
-      st.graph = std::make_unique<cuda::DecodeGraph>(std::move(w), use_graph);
+      st.graph = std::make_unique<cuda::DecodeGraph>(std::move(w), options.use_graph);
     } catch (const Error& e) {
       reason_ = e.what();
     }
