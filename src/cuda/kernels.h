@@ -119,7 +119,8 @@ struct Gemv {
   // writes anything, so its start overlaps the previous kernel's tail. Off: an ordinary launch.
   bool pdl = false;
   // Passes of the weight rows (each `unroll` 16-byte loads per lane) fetched into L2 before the
-  // wait; -1: the default (2). Only useful with pdl; a tuning knob of the sweep.
+  // wait; -1: the default (2 with pdl, none without: there is nothing to wait for). A tuning
+  // knob of the sweep.
   int prefetch_passes = -1;
   // Tuning sweep (bench): weight rows per warp and 16-byte loads in flight per row; 0 takes the
   // default for the batch. A shape not built (gemv_shape_built) falls back to the default.

@@ -174,7 +174,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
   // below then finds them there. Prefetches leave the sums and their order untouched.
   std::int64_t c = lane;
   if (active) {
-    const int ahead = (g.prefetch_passes < 0 ? kPrefetchPasses : g.prefetch_passes) * U;
+    const int passes = g.prefetch_passes >= 0 ? g.prefetch_passes : g.pdl ? kPrefetchPasses : 0;
+    const int ahead = passes * U;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
 #pragma unroll 4
