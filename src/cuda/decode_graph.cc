@@ -276,6 +276,7 @@ struct DecodeGraph::Impl {
       rope.q_out = q_rot.data_ptr();
       rope.k_cache = keys[l].data_ptr();
       rope.v_cache = values[l].data_ptr();
+      rope.pdl = pdl;
       check(kernels::rope_kv_write(rope, stream), "decode graph: rotary and cache write");
 
       if (flash_for(l)) {

@@ -18,6 +18,7 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) rope_kv_kernel(RopeKvWrit
   const int lane = threadIdx.x & 31, slot = threadIdx.x >> 5;
   const std::int64_t heads = a.q_heads + a.kv_heads;
   const std::int64_t task = static_cast<std::int64_t>(blockIdx.x) * kHeadsPerBlock + slot;
+  wait_for_producer();  // a.pdl: q/k/v come from the GEMV launched before
   if (task >= a.batch * heads) return;
   const std::int64_t b = task / heads, h = task % heads;
   const bool is_q = h < a.q_heads;
@@ -199,8 +200,8 @@ cudaError_t rope_kv_write(const RopeKvWrite& a, cudaStream_t stream) {
   if (tasks == 0) return cudaSuccess;
   const auto blocks = static_cast<unsigned>((tasks + kHeadsPerBlock - 1) / kHeadsPerBlock);
   return dispatch_float(a.type, [&](auto tag) {
-    rope_kv_kernel<decltype(tag)><<<blocks, kHeadsPerBlock * 32, 0, stream>>>(a);
-    return launched();
+    return launch_maybe_pdl(rope_kv_kernel<decltype(tag)>, blocks, kHeadsPerBlock * 32, 0, stream,
+                            a.pdl, a);
   });
 }
 

@@ -1,7 +1,9 @@
 #pragma once
 // Helpers shared by the .cu files: launch geometry, dtype dispatch, strided indexing.
 
+#include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "cuda/float_convert.cuh"
 #include "cuda/kernels.h"
@@ -120,6 +122,39 @@ struct alignas(16) Pack {
   static constexpr int kCount = 16 / static_cast<int>(sizeof(T));
   T v[kCount];
 };
+
+// Programmatic dependent launch, device side (no-ops before sm_90 and when the kernel was not
+// launched with programmatic stream serialization): wait until the previous kernel has finished
+// and its writes are visible; let the next kernel start launching.
+__device__ __forceinline__ void wait_for_producer() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Launches `kernel` on `grid` x `threads` with programmatic stream serialization when `pdl`
+// (the kernel must call wait_for_producer before touching what earlier kernels write).
+template <typename... Params, typename... Args>
+cudaError_t launch_maybe_pdl(void (*kernel)(Params...), unsigned grid, unsigned threads,
+                             std::size_t smem, cudaStream_t stream, bool pdl, Args&&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(grid);
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = pdl ? 1 : 0;
+  const cudaError_t status = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  return status != cudaSuccess ? status : launched();
+}
 
 // RMSNorm's rounding (`weight * hidden.to(input_dtype)`): round the normalised value, then the
 // product. Shared by rms_norm (norm.cu) and the GEMV's fused-norm prologue (matvec.cuh), which

@@ -253,6 +253,7 @@ struct RopeKvWrite {
   void* q_out = nullptr;
   void* k_cache = nullptr;
   void* v_cache = nullptr;
+  bool pdl = false;  // programmatic dependent launch (Gemv::pdl): waits before reading anything
 };
 cudaError_t rope_kv_write(const RopeKvWrite& args, cudaStream_t stream);
 

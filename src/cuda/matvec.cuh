@@ -34,19 +34,6 @@ inline constexpr int kWarps = 4;  // warps per block
 __host__ __device__ constexpr int default_unroll(int batch) { return batch <= 2 ? 8 : 4; }
 __host__ __device__ constexpr int default_rows(int batch) { return batch <= 2 ? 2 : 4; }
 
-// Programmatic dependent launch, device side (no-ops before sm_90 and when the kernel was not
-// launched with programmatic stream serialization).
-__device__ __forceinline__ void wait_for_producer() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void allow_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 // Weight passes per lane fetched into L2 before the wait by default (Gemv::prefetch_passes; for a
 // 4096-wide bf16 row at batch 1, two passes of 8 loads are the whole row).
 inline constexpr int kPrefetchPasses = 2;
@@ -286,18 +273,7 @@ cudaError_t launch(const Gemv& g, unsigned blocks, cudaStream_t stream) {
   const auto kernel = gemv_kernel<T, B, R, U, Norm>;
   // gemv() checked that this fits the 48 KB every block may take without opting in.
   const std::size_t smem = Norm ? static_cast<std::size_t>(B * g.k) * sizeof(T) : 0;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(blocks);
-  config.blockDim = dim3(kWarps * 32);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = g.pdl ? 1 : 0;
-  const cudaError_t status = cudaLaunchKernelEx(&config, kernel, g);
-  return status != cudaSuccess ? status : launched();
+  return launch_maybe_pdl(kernel, blocks, kWarps * 32, smem, stream, g.pdl, g);
 }
 
 inline constexpr std::size_t kMaxNormBytes = 48 * 1024;
