@@ -30,6 +30,10 @@ cmake -S "$(dirname "$0")/.." -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "$
 targets=()
 [ $# -gt 0 ] && targets=(--target "$@")
 [ "${STRATA_CONFIGURE_ONLY:-0}" = 1 ] && exit 0
-cmake --build "$build" -j "$(nproc)" "${targets[@]}"
+# STRATA_KEEP_GOING=1: build every target that can be built even when one fails (a device call
+# then still runs what compiled).
+keep=()
+[ "${STRATA_KEEP_GOING:-0}" = 1 ] && keep=(-- -k 0)
+cmake --build "$build" -j "$(nproc)" "${targets[@]}" "${keep[@]}"
 echo "export LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 [ -n "${OPAL_PREFIX:-}" ] && echo "export OPAL_PREFIX=$OPAL_PREFIX"
