@@ -455,14 +455,17 @@ __global__ void __launch_bounds__(kWarps * 32)
 // ------------------------------------------------------------------------------------
 
 // The variant in use: STRATA_QUANT_GEMV = "v1" (quant_gemv.cu's kernels) or a comma list of
-// ro=O, ru=U (row kernels), av=V, au=U (AWQ), gv=V, gu=U (GPTQ), bps=B (column kernels: blocks
-// per SM to aim for); unknown values fall back to the defaults below.
+// ro=O, ru=U (row kernels), av=V, au=U, al=L (AWQ), gv=V, gu=U (GPTQ), bps=B (column kernels:
+// blocks per SM to aim for), ctm=1 / gm=1 (compressed-tensors int4 / GPTQ 4-bit on the tensor
+// cores, quant_gemv_mma.cu); unknown values fall back to the defaults below.
 struct StreamConfig {
   bool enabled = true;
   int row_o = 2, row_u = 4;
   int awq_v = 1, awq_u = 8, awq_len = 32;
   int gptq_v = 4, gptq_u = 8;
   int blocks_per_sm = 2;
+  bool ct_mma = false;    // compressed-tensors int4 on the tensor cores (quant_gemv_mma.cu)
+  bool gptq_mma = false;  // GPTQ 4-bit (sequential) on the tensor cores
 };
 
 StreamConfig read_config() {
@@ -489,6 +492,8 @@ StreamConfig read_config() {
     if (key("gv") && (value == 2 || value == 4)) c.gptq_v = value;
     if (key("gu") && (value == 4 || value == 8)) c.gptq_u = value;
     if (key("bps") && value >= 1 && value <= 8) c.blocks_per_sm = value;
+    if (key("ctm")) c.ct_mma = value == 1;
+    if (key("gm")) c.gptq_mma = value == 1;
     const char* comma = std::strchr(eq, ',');
     if (comma == nullptr) break;
     p = comma + 1;
@@ -659,6 +664,14 @@ bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::in
                        const void* bias, void* out, float* workspace, unsigned* tickets, int sms,
                        cudaStream_t stream, cudaError_t* error) {
   if (!takes(w, rows, x, x_type)) return false;
+  if (config().ct_mma && ct4_mma_takes(w, x, x_type)) {
+    *error = ct4_mma_gemv(w, x, rows, bias, out, stream);
+    return true;
+  }
+  if (config().gptq_mma && gptq4_mma_takes(w, x, x_type)) {
+    *error = gptq4_mma_gemv(w, x, rows, bias, out, stream);
+    return true;
+  }
   *error = dispatch_float(x_type, [&](auto tag) {
     using T = decltype(tag);
     const auto* xt = static_cast<const T*>(x);

@@ -57,6 +57,16 @@ bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::in
                        const void* bias, void* out, float* workspace, unsigned* tickets, int sms,
                        cudaStream_t stream, cudaError_t* error);
 
+// The tensor-core trial of compressed-tensors int4 decode (quant_gemv_mma.cu; bf16 x, 1-8 rows,
+// groups of 128k or per channel), tried by quant_gemv_stream under STRATA_QUANT_GEMV=...,ctm=1.
+bool ct4_mma_takes(const QuantWeight& w, const void* x, Type x_type);
+cudaError_t ct4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
+                         void* out, cudaStream_t stream);
+// The same for GPTQ 4-bit with sequential g_idx (n % 32 == 0, groups of 32k), under gm=1.
+bool gptq4_mma_takes(const QuantWeight& w, const void* x, Type x_type);
+cudaError_t gptq4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
+                           void* out, cudaStream_t stream);
+
 // dst[(n - n0) * k + kk] = w[n, kk] in `type` (float32, bfloat16, float16) for n in [n0, n1):
 // a row-major tile of the dequantised weight for a GEMM.
 cudaError_t quant_dequantize_rows(const QuantWeight& w, std::int64_t n0, std::int64_t n1, void* dst,

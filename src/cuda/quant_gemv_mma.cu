@@ -1,0 +1,254 @@
+// compressed-tensors int4 decode GEMV on the tensor cores (bf16 x, 1-8 rows): a trial variant of
+// quant_gemv_stream.cu (STRATA_QUANT_GEMV=...,ctm=1) that moves the multiply-adds to mma.sync so
+// the SIMT pipes only dequantise, two codes per instruction:
+//  - (word >> 4s) & 0x000F000F | 0x43004300 is the bf16 pair (128 + q_s, 128 + q_{s+4}); one
+//    bf16x2 subtraction of (128 + z) leaves (q - z) exactly (small integers are exact in bf16).
+//  - m16n8k16: A = 16 weight rows x 16 inputs, B = 16 inputs x 8 rows of x (bf16, exact), C in
+//    float32. The inputs of one mma need not be consecutive: thread (g, c) = (lane / 4, lane % 4)
+//    holds inputs 32c.. of a 128-input chunk for rows g and g + 8, and the pairs (j, j + 4) the
+//    LOP3 makes are matched by the same pairs of x (one PRMT each).
+//  - One chunk of 128 inputs is one scale group (group % 128 == 0, or per channel): its mma sums
+//    are scaled into float32 accumulators per chunk.
+//  - A block is 4 warps on the same 16 rows, splitting the chunks; their sums meet in shared
+//    memory. U chunks are loaded before use.
+// The products are exact; the tensor cores' float32 accumulation is not IEEE sequential (it
+// aligns the partial products to the largest), within the tests' bf16 tolerance.
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "cuda/quant_gemv_common.cuh"
+
+namespace strata::cuda::kernels {
+namespace {
+
+constexpr int kMmaWarps = 4;
+
+__device__ __forceinline__ std::uint32_t part_of_uint4(const uint4& v, int q) {
+  return q == 0 ? v.x : q == 1 ? v.y : q == 2 ? v.z : v.w;
+}
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], std::uint32_t a0, std::uint32_t a1,
+                                         std::uint32_t a2, std::uint32_t a3, std::uint32_t b0,
+                                         std::uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// bf16 pair (q_s - z, q_{s+4} - z) of word w; zz = the bf16 pair (128 + z, 128 + z).
+__device__ __forceinline__ std::uint32_t pair_minus(std::uint32_t w, int s, std::uint32_t zz) {
+  const std::uint32_t p = ((w >> (4 * s)) & 0x000F000Fu) | 0x43004300u;
+  __nv_bfloat162 a, b;
+  static_assert(sizeof(a) == 4);
+  a = *reinterpret_cast<const __nv_bfloat162*>(&p);
+  b = *reinterpret_cast<const __nv_bfloat162*>(&zz);
+  const __nv_bfloat162 d = __hsub2(a, b);
+  return *reinterpret_cast<const std::uint32_t*>(&d);
+}
+
+template <int U>
+__global__ void __launch_bounds__(kMmaWarps * 32)
+    ct4_mma_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
+                   const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out,
+                   ChunkDiv per_group) {
+  __shared__ float red[kMmaWarps][32][4];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, c = lane & 3;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * 16;
+  const std::int64_t packed_cols = w.k / 8;
+  const int chunks = static_cast<int>(w.k / 128);
+  std::int64_t nrow[2];
+  const uint4* wrow[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const std::int64_t n = first + g + 8 * h;
+    nrow[h] = n < w.n ? n : w.n - 1;
+    wrow[h] = reinterpret_cast<const uint4*>(static_cast<const std::int32_t*>(w.weight) +
+                                             nrow[h] * packed_cols) +
+              c;  // this thread's 32 inputs of each chunk
+  }
+  const BF16Bits* xr = x + x_row(g, rows) * w.k + 32 * c;
+  float acc[4] = {};  // (row g, x rows 2c, 2c+1), (row g + 8, x rows 2c, 2c+1)
+  for (int k0 = warp; k0 < chunks; k0 += kMmaWarps * U) {
+    uint4 v[U][2];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int kc = k0 + kMmaWarps * u;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        v[u][h] = kc < chunks ? __ldcs(wrow[h] + 4 * kc) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int kc = k0 + kMmaWarps * u;
+      if (kc >= chunks) break;
+      const std::int64_t gi = w.groups == 1 ? 0 : column_of(kc, per_group);
+      std::uint32_t zz[2];
+      float s[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const std::uint32_t z = w.zeros != nullptr
+                                    ? field_of(w.zeros, (nrow[h] / 8) * w.groups + gi,
+                                               static_cast<int>(nrow[h] % 8) * 4, 0xFu)
+                                    : 8u;
+        zz[h] = (0x4300u | z) * 0x00010001u;
+        s[h] = load_scale(w.scale, w.scale_type, nrow[h] * w.groups + gi);
+      }
+      const uint4* xp = reinterpret_cast<const uint4*>(xr + 128 * static_cast<std::int64_t>(kc));
+      float d[4] = {};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {  // word q: inputs 32c + 8q .. + 7
+        const uint4 xv = __ldg(xp + q);
+        // x pairs (j, j + 4) of the 8 inputs: (0,4), (1,5), (2,6), (3,7).
+        const std::uint32_t xb[4] = {
+            __byte_perm(xv.x, xv.z, 0x5410), __byte_perm(xv.x, xv.z, 0x7632),
+            __byte_perm(xv.y, xv.w, 0x5410), __byte_perm(xv.y, xv.w, 0x7632)};
+        const std::uint32_t w0 = part_of_uint4(v[u][0], q), w1 = part_of_uint4(v[u][1], q);
+#pragma unroll
+        for (int m = 0; m < 2; ++m) {  // pairs 2m and 2m + 1 of the word
+          mma_bf16(d, pair_minus(w0, 2 * m, zz[0]), pair_minus(w1, 2 * m, zz[1]),
+                   pair_minus(w0, 2 * m + 1, zz[0]), pair_minus(w1, 2 * m + 1, zz[1]), xb[2 * m],
+                   xb[2 * m + 1]);
+        }
+      }
+      acc[0] = fmaf(d[0], s[0], acc[0]);
+      acc[1] = fmaf(d[1], s[0], acc[1]);
+      acc[2] = fmaf(d[2], s[1], acc[2]);
+      acc[3] = fmaf(d[3], s[1], acc[3]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) red[warp][lane][i] = acc[i];
+  __syncthreads();
+  if (warp != 0) return;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float sum = 0.0f;
+#pragma unroll
+    for (int y = 0; y < kMmaWarps; ++y) sum += red[y][lane][i];
+    const std::int64_t n = first + g + 8 * (i >> 1);
+    const int r = 2 * c + (i & 1);
+    if (n < w.n && r < rows) out[r * w.n + n] = from_float<BF16Bits>(sum + bias_of(bias, n));
+  }
+}
+
+// GPTQ 4-bit (sequential g_idx): qweight [k/8, n]. A thread (g, c) loads the uint4 of outputs
+// n0 + 4g .. + 3 at packed row r0 + c: words 0, 1 are the rows g, g + 8 of mma set 0, words 2, 3
+// those of set 1 (so set s, row g is output n0 + 4g + 2s and row g + 8 output n0 + 4g + 2s + 1;
+// the C rows of a thread are the same outputs, whose scales it loads). One step is 4 packed rows
+// (32 inputs) for 32 outputs; the 8 warps of a block split the steps; sums meet in shared memory.
+template <int U>
+__global__ void __launch_bounds__(8 * 32)
+    gptq4_mma_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
+                     const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out) {
+  constexpr int kW = 8;
+  __shared__ float red[kW][32][8];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, c = lane & 3;
+  const std::int64_t n0 = static_cast<std::int64_t>(blockIdx.x) * 32 + 4 * g;  // w.n % 32 == 0
+  const int steps = static_cast<int>(w.k / 32);
+  const int steps_per_group = static_cast<int>(w.group / 32);
+  const auto* qweight = static_cast<const std::int32_t*>(w.weight);
+  const BF16Bits* xr = x + x_row(g, rows) * w.k + 8 * c;
+  float acc[2][4] = {};
+  for (int t0 = warp; t0 < steps; t0 += kW * U) {
+    uint4 v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int t = t0 + kW * u;
+      v[u] = t < steps ? __ldcs(reinterpret_cast<const uint4*>(
+                             qweight + (4 * static_cast<std::int64_t>(t) + c) * w.n + n0))
+                       : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int t = t0 + kW * u;
+      if (t >= steps) break;
+      const std::int64_t gi = t / steps_per_group;
+      const auto zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * (w.n / 8) + n0 / 8));
+      std::uint32_t zz[4];
+      float s[4];
+#pragma unroll
+      for (int o = 0; o < 4; ++o) {
+        const std::uint32_t z = ((zw >> (4 * ((n0 + o) % 8))) & 0xFu) + 1;  // stored minus one
+        zz[o] = (0x4300u + z) * 0x00010001u;                                // 128 + z (z <= 16)
+        s[o] = load_scale(w.scale, w.scale_type, gi * w.n + n0 + o);
+      }
+      const uint4 xv =
+          __ldg(reinterpret_cast<const uint4*>(xr + 32 * static_cast<std::int64_t>(t)));
+      const std::uint32_t xb[4] = {__byte_perm(xv.x, xv.z, 0x5410), __byte_perm(xv.x, xv.z, 0x7632),
+                                   __byte_perm(xv.y, xv.w, 0x5410),
+                                   __byte_perm(xv.y, xv.w, 0x7632)};
+#pragma unroll
+      for (int set = 0; set < 2; ++set) {
+        const std::uint32_t wa = part_of_uint4(v[u], 2 * set),
+                            wb = part_of_uint4(v[u], 2 * set + 1);
+        float d[4] = {};
+#pragma unroll
+        for (int m = 0; m < 2; ++m) {
+          mma_bf16(d, pair_minus(wa, 2 * m, zz[2 * set]), pair_minus(wb, 2 * m, zz[2 * set + 1]),
+                   pair_minus(wa, 2 * m + 1, zz[2 * set]),
+                   pair_minus(wb, 2 * m + 1, zz[2 * set + 1]), xb[2 * m], xb[2 * m + 1]);
+        }
+        acc[set][0] = fmaf(d[0], s[2 * set], acc[set][0]);
+        acc[set][1] = fmaf(d[1], s[2 * set], acc[set][1]);
+        acc[set][2] = fmaf(d[2], s[2 * set + 1], acc[set][2]);
+        acc[set][3] = fmaf(d[3], s[2 * set + 1], acc[set][3]);
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) red[warp][lane][i] = acc[i >> 2][i & 3];
+  __syncthreads();
+  if (warp != 0) return;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    float sum = 0.0f;
+#pragma unroll
+    for (int y = 0; y < kW; ++y) sum += red[y][lane][i];
+    const int set = i >> 2, e = i & 3;
+    const std::int64_t n = n0 + 2 * set + (e >> 1);
+    const int r = 2 * c + (e & 1);
+    if (r < rows) out[r * w.n + n] = from_float<BF16Bits>(sum + bias_of(bias, n));
+  }
+}
+
+}  // namespace
+
+bool gptq4_mma_takes(const QuantWeight& w, const void* x, Type x_type) {
+  return w.kind == QuantKind::GPTQ && w.bits == 4 && w.g_idx_sequential &&
+         x_type == Type::BFloat16 && aligned16(w.weight) && x_vector_ok(x, w.k, x_type) &&
+         w.n % 32 == 0 && w.k % 32 == 0 && w.group % 32 == 0 && w.k % w.group == 0;
+}
+
+cudaError_t gptq4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
+                           void* out, cudaStream_t stream) {
+  if (rows < 1 || rows > 8) return cudaErrorInvalidValue;
+  gptq4_mma_kernel<8><<<static_cast<unsigned>(w.n / 32), 8 * 32, 0, stream>>>(
+      w, static_cast<const BF16Bits*>(x), rows, static_cast<const BF16Bits*>(bias),
+      static_cast<BF16Bits*>(out));
+  return launched();
+}
+
+bool ct4_mma_takes(const QuantWeight& w, const void* x, Type x_type) {
+  return w.kind == QuantKind::Compressed && w.bits == 4 && x_type == Type::BFloat16 &&
+         aligned16(w.weight) && x_vector_ok(x, w.k, x_type) && w.k % 128 == 0 &&
+         (w.groups == 1 || w.group % 128 == 0);
+}
+
+cudaError_t ct4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
+                         void* out, cudaStream_t stream) {
+  if (rows < 1 || rows > 8) return cudaErrorInvalidValue;
+  const auto blocks = static_cast<unsigned>((w.n + 15) / 16);
+  ct4_mma_kernel<4><<<blocks, kMmaWarps * 32, 0, stream>>>(
+      w, static_cast<const BF16Bits*>(x), rows, static_cast<const BF16Bits*>(bias),
+      static_cast<BF16Bits*>(out), chunk_div(w.groups == 1 ? 1 : w.group / 128));
+  return launched();
+}
+
+}  // namespace strata::cuda::kernels
