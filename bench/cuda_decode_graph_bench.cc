@@ -108,6 +108,7 @@ int main(int argc, char** argv) {
       const char* norm;
       const char* shape;               // STRATA_GEMV_SHAPE or null
       const char* prefetch = nullptr;  // STRATA_GEMV_PREFETCH or null
+      const char* grid = nullptr;      // STRATA_GEMV_GRID or null
     };
     const Variant variants[] = {
         {"pdl+norm", "1", "1", nullptr},
@@ -116,6 +117,9 @@ int main(int argc, char** argv) {
         {"neither", "0", "0", nullptr},
         {"pdl+norm pf0", "1", "1", nullptr, "0"},
         {"pdl+norm pf4", "1", "1", nullptr, "4"},
+        {"pdl+norm grid528", "1", "1", nullptr, nullptr, "528"},
+        {"pdl+norm grid1056", "1", "1", nullptr, nullptr, "1056"},
+        {"pdl+norm grid2112", "1", "1", nullptr, nullptr, "2112"},
         {"pdl+norm 1x16", "1", "1", "1x16"},
         {"pdl+norm 2x16", "1", "1", "2x16"},
         {"pdl+norm 1x8", "1", "1", "1x8"},
@@ -135,11 +139,17 @@ int main(int argc, char** argv) {
         }
         setenv("STRATA_DECODE_PDL", v.pdl, 1);
         setenv("STRATA_DECODE_FUSED_NORM", v.norm, 1);
+        // The prefetch depth and the grid-stride GEMV are swept at batch 1 only.
+        if ((v.prefetch != nullptr || v.grid != nullptr) && batch != 1) continue;
         if (v.prefetch != nullptr) {
-          if (batch != 1) continue;  // the prefetch depth is swept at batch 1 only
           setenv("STRATA_GEMV_PREFETCH", v.prefetch, 1);
         } else {
           unsetenv("STRATA_GEMV_PREFETCH");
+        }
+        if (v.grid != nullptr) {
+          setenv("STRATA_GEMV_GRID", v.grid, 1);
+        } else {
+          unsetenv("STRATA_GEMV_GRID");
         }
         if (v.shape != nullptr) {
           setenv("STRATA_GEMV_SHAPE", v.shape, 1);

@@ -66,6 +66,7 @@ struct Variant {
   bool pdl, norm;
   int rows, unroll;   // 0: the default shape
   int prefetch = -1;  // Gemv::prefetch_passes
+  int grid = 0;       // Gemv::grid_blocks, in blocks per SM
 };
 
 // The shapes matvec_sweep.cu builds (rows per warp x loads in flight); each applies to the
@@ -81,6 +82,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::printf("device: %s\n", strata::cuda::device_properties(0).name.c_str());
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
   const std::int64_t copy_bytes = std::int64_t{1} << 30;
   Tensor a = Tensor::empty({copy_bytes}, DType::UInt8, Device::cuda(0));
   Tensor b = Tensor::empty({copy_bytes}, DType::UInt8, Device::cuda(0));
@@ -144,6 +147,9 @@ int main(int argc, char** argv) {
       variants.push_back({"pdl prefetch1", true, false, 0, 0, 1});
       variants.push_back({"pdl prefetch4", true, false, 0, 0, 4});
       if (normed) variants.push_back({"pdl+norm", true, true, 0, 0});
+      for (const int per_sm : {4, 8, 16}) {
+        variants.push_back({"pdl grid", true, normed, 0, 0, -1, per_sm});
+      }
       for (const auto& [rows, unroll] : kSweepShapes) {
         variants.push_back({"pdl", true, normed, rows, unroll});
       }
@@ -183,6 +189,7 @@ int main(int argc, char** argv) {
           g.rows = v.rows;
           g.unroll = v.unroll;
           g.prefetch_passes = v.prefetch;
+          g.grid_blocks = v.grid * sms;
           if (norm) g.norm_weight = gamma.data_ptr();
           if (k::gemv(g, stream()) != cudaSuccess) std::printf("gemv refused the launch\n");
         };
@@ -190,6 +197,7 @@ int main(int argc, char** argv) {
         const double gbs = weight_bytes / ms / 1e6;
         std::string name = std::string(v.name) + (norm && v.rows > 0 ? "+norm" : "");
         if (v.rows > 0) name += " " + std::to_string(v.rows) + "x" + std::to_string(v.unroll);
+        if (v.grid > 0) name += (norm ? "+norm " : " ") + std::to_string(v.grid) + "/SM";
         std::printf("%-11s %-13s %7lld %6lld %5lld %9.1f %8.0f %6.1f%%  %s\n", c.model, c.layer,
                     static_cast<long long>(rows_total), static_cast<long long>(c.k),
                     static_cast<long long>(batch), ms * 1e3, gbs, 100.0 * gbs / copy_gbs,

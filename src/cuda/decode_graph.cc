@@ -172,6 +172,7 @@ struct DecodeGraph::Impl {
     g.rows = w.gemv_rows;
     g.unroll = w.gemv_unroll;
     g.prefetch_passes = w.gemv_prefetch;
+    g.grid_blocks = w.gemv_grid;
     return g;
   }
 

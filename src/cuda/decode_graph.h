@@ -58,6 +58,7 @@ struct DecodeWeights {
   // 0 = the defaults; a shape not built for the batch takes the default).
   int gemv_rows = 0, gemv_unroll = 0;
   int gemv_prefetch = -1;  // kernels::Gemv::prefetch_passes (-1: the default)
+  int gemv_grid = 0;       // kernels::Gemv::grid_blocks (0: a warp per task)
 };
 
 class DecodeGraph {

@@ -122,6 +122,9 @@ struct Gemv {
   // wait; -1: the default (2 with pdl, none without: there is nothing to wait for). A tuning
   // knob of the sweep.
   int prefetch_passes = -1;
+  // At most this many blocks, each warp looping over tasks (grid stride), so the fused norm's
+  // prologue and the block start are paid once per block, not per task; 0: a warp per task.
+  int grid_blocks = 0;
   // Tuning sweep (bench): weight rows per warp and 16-byte loads in flight per row; 0 takes the
   // default for the batch. A shape not built (gemv_shape_built) falls back to the default.
   int rows = 0, unroll = 0;

@@ -153,8 +153,9 @@ cudaError_t gemv(const Gemv& g, cudaStream_t stream) {
     for (int i = 0; i < g.group_count; ++i) warps += (g.groups[i].n + per_task - 1) / per_task;
   }
   if (warps == 0) return cudaSuccess;
-  const auto blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
-  return launcher(g, blocks, stream);
+  std::int64_t blocks = (warps + kWarps - 1) / kWarps;
+  if (g.grid_blocks > 0 && blocks > g.grid_blocks) blocks = g.grid_blocks;
+  return launcher(g, static_cast<unsigned>(blocks), stream);
 }
 
 cudaError_t matvec(const void* weight, const void* x, const void* bias, void* out, Type type,

@@ -128,20 +128,16 @@ __device__ __forceinline__ uint4 load_x(const uint4* p) {
   }
 }
 
-template <typename T, int B, int R, int U, bool Norm>
-__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
-  static_assert(R * B <= 32, "one lane stores each (output row, input row) of a warp");
-  extern __shared__ uint4 normed[];  // Norm: [B, k] of T
-  const int lane = threadIdx.x & 31;
-  const std::int64_t warp = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  const Task task = task_of<R>(g, warp);
+__device__ __forceinline__ bool task_active(const Gemv& g, const Task& task) {
+  return task.group >= 0 && task.row < g.groups[task.group].n;
+}
+
+// The task's weight rows (SiluMul: gate, up, gate, up, ... of consecutive outputs); a row past
+// the end rereads the last one and stores nothing.
+template <typename T, int R>
+__device__ __forceinline__ void weight_rows(const Gemv& g, const Task& task, const uint4* (&w)[R]) {
   const bool gated = g.epilogue == GemvEpilogue::SiluMul;
-  // A warp past the last task still waits for the producer and helps with the norm.
-  const bool active = task.group >= 0 && task.row < g.groups[task.group].n;
-  const GemvGroup& first = g.groups[active ? task.group : 0];
-  // The warp's weight rows (SiluMul: gate, up, gate, up, ... of consecutive outputs); a row past
-  // the end rereads the last one and stores nothing.
-  const uint4* w[R];
+  const GemvGroup& first = g.groups[task.group];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const GemvGroup& grp = gated ? g.groups[r % 2] : first;
@@ -149,6 +145,16 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
     const std::int64_t safe = row < grp.n ? row : grp.n - 1;
     w[r] = reinterpret_cast<const uint4*>(static_cast<const T*>(grp.weight) + safe * g.k);
   }
+}
+
+// One warp task: R weight rows against the B input rows `x`, then the epilogue's stores.
+template <typename T, int B, int R, int U, bool Norm>
+__device__ __forceinline__ void gemv_task(const Gemv& g, const Task& task,
+                                          const uint4* const (&x)[B], int lane) {
+  const bool gated = g.epilogue == GemvEpilogue::SiluMul;
+  const GemvGroup& first = g.groups[task.group];
+  const uint4* w[R];
+  weight_rows<T, R>(g, task, w);
   const std::int64_t chunks = g.k * static_cast<std::int64_t>(sizeof(T)) / 16;
   float acc[R][B];
 #pragma unroll
@@ -156,35 +162,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
 #pragma unroll
     for (int b = 0; b < B; ++b) acc[r][b] = 0.0f;
   }
-  // Before waiting for the previous kernel, the first passes of the warp's weight rows are
-  // fetched into L2 (the weights do not depend on it), so HBM is busy while it drains; the loop
-  // below then finds them there. Prefetches leave the sums and their order untouched.
   std::int64_t c = lane;
-  if (active) {
-    const int passes = g.prefetch_passes >= 0 ? g.prefetch_passes : g.pdl ? kPrefetchPasses : 0;
-    const int ahead = passes * U;
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-#pragma unroll 4
-      for (int u = 0; u < ahead; ++u) {
-        if (c + 32 * u < chunks) prefetch_l2(w[r] + c + 32 * u);
-      }
-    }
-  }
-  wait_for_producer();
-  allow_dependents();
-  const uint4* x[B];
-  if constexpr (Norm) {
-    norm_prologue<T, B>(g, normed);
-#pragma unroll
-    for (int b = 0; b < B; ++b) x[b] = normed + b * chunks;
-  } else {
-#pragma unroll
-    for (int b = 0; b < B; ++b) {
-      x[b] = reinterpret_cast<const uint4*>(static_cast<const T*>(g.x) + b * g.ldx);
-    }
-  }
-  if (!active) return;
   for (; c + 32 * (U - 1) < chunks; c += 32 * U) {
     uint4 wr[R][U];
 #pragma unroll
@@ -263,6 +241,53 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
     *out = from_float<T>(to_float(*res) + to_float(from_float<T>(v)));
   } else {
     *out = from_float<T>(v);
+  }
+}
+
+template <typename T, int B, int R, int U, bool Norm>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
+  static_assert(R * B <= 32, "one lane stores each (output row, input row) of a warp");
+  extern __shared__ uint4 normed[];  // Norm: [B, k] of T
+  const int lane = threadIdx.x & 31;
+  const std::int64_t warp = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const std::int64_t chunks = g.k * static_cast<std::int64_t>(sizeof(T)) / 16;
+  // Before waiting for the previous kernel, the first passes of the warp's first task's weight
+  // rows are fetched into L2 (the weights do not depend on it), so HBM is busy while it drains;
+  // the loop then finds them there. Prefetches leave the sums and their order untouched. A warp
+  // with no task still waits for the producer and helps with the norm.
+  if (const Task task = task_of<R>(g, warp); task_active(g, task)) {
+    const uint4* w[R];
+    weight_rows<T, R>(g, task, w);
+    const int passes = g.prefetch_passes >= 0 ? g.prefetch_passes : g.pdl ? kPrefetchPasses : 0;
+    const int ahead = passes * U;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll 4
+      for (int u = 0; u < ahead; ++u) {
+        if (lane + 32 * u < chunks) prefetch_l2(w[r] + lane + 32 * u);
+      }
+    }
+  }
+  wait_for_producer();
+  allow_dependents();
+  const uint4* x[B];
+  if constexpr (Norm) {
+    norm_prologue<T, B>(g, normed);
+#pragma unroll
+    for (int b = 0; b < B; ++b) x[b] = normed + b * chunks;
+  } else {
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+      x[b] = reinterpret_cast<const uint4*>(static_cast<const T*>(g.x) + b * g.ldx);
+    }
+  }
+  // One task per warp, or (Gemv::grid_blocks) a grid-stride loop over them: the tasks come in
+  // row order, so the first one past the end ends the warp.
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarps;
+  for (std::int64_t t = warp;; t += stride) {
+    const Task task = task_of<R>(g, t);
+    if (!task_active(g, task)) return;
+    gemv_task<T, B, R, U, Norm>(g, task, x, lane);
   }
 }
 

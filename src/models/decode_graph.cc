@@ -181,6 +181,9 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
     if (const char* passes = std::getenv("STRATA_GEMV_PREFETCH"); passes != nullptr) {
       w.gemv_prefetch = std::atoi(passes);  // weight passes fetched into L2 before the wait
     }
+    if (const char* grid = std::getenv("STRATA_GEMV_GRID"); grid != nullptr) {
+      w.gemv_grid = std::atoi(grid);  // blocks of a grid-stride GEMV (0: a warp per task)
+    }
     if (const char* shape = std::getenv("STRATA_GEMV_SHAPE"); shape != nullptr) {
       // "RxU" (rows per warp x loads in flight); anything else keeps the defaults.
       if (std::sscanf(shape, "%dx%d", &w.gemv_rows, &w.gemv_unroll) != 2) {

@@ -234,6 +234,42 @@ TEST_P(GemvVariantTest, SweepShapesGiveTheDefaultShapesBits) {
   }
 }
 
+// A grid-stride GEMV (Gemv::grid_blocks: fewer blocks than warp tasks, each warp looping) computes
+// every task as one warp per task does, with and without the fused norm and over three groups.
+TEST_P(GemvVariantTest, GridStrideGivesTheWarpPerTaskBits) {
+  const DType t = GetParam();
+  const std::int64_t k = 2056, nq = 96, nkv = 40, width = nq + 2 * nkv;
+  for (const std::int64_t batch : {1, 3, 8}) {
+    const Tensor x = gpu(random_tensor({batch, k}, t, 400 + batch));
+    const Tensor gamma = gpu(random_tensor({k}, t, 401, 0.5, 1.5));
+    const Tensor w = gpu(random_tensor({width, k}, t, 402));
+    const auto* wp = static_cast<const char*>(w.data_ptr());
+    const std::int64_t row_bytes = k * static_cast<std::int64_t>(dtype_size(t));
+    for (const bool norm : {false, true}) {
+      if (norm && !cuda::kernels::gemv_fused_norm_fits(type_of(t), batch, k)) continue;
+      Tensor results[2];
+      for (const int grid : {0, 3}) {
+        const Tensor out = Tensor::empty({batch, width}, t, Device::cuda(0));
+        auto* op = static_cast<char*>(out.data_ptr());
+        const auto elem = static_cast<std::int64_t>(dtype_size(t));
+        Gemv g = base(t, batch, k, x);
+        g.group_count = 3;
+        g.groups[0] = {wp, nullptr, op, nq, width};
+        g.groups[1] = {wp + nq * row_bytes, nullptr, op + nq * elem, nkv, width};
+        g.groups[2] = {wp + (nq + nkv) * row_bytes, nullptr, op + (nq + nkv) * elem, nkv, width};
+        if (norm) g.norm_weight = gamma.data_ptr();
+        g.grid_blocks = grid;
+        g.pdl = grid > 0;
+        ASSERT_EQ(cuda::kernels::gemv(g, stream()), cudaSuccess);
+        results[grid > 0 ? 1 : 0] = out;
+      }
+      EXPECT_TRUE(bits_equal(results[1], results[0]))
+          << "batch " << batch << (norm ? " norm" : "") << ": max |diff| "
+          << max_diff(results[1], results[0]);
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, GemvVariantTest,
                          ::testing::Values(DType::Float32, DType::BFloat16, DType::Float16),
                          [](const auto& info) { return testing::dtype_test_name(info.param); });
