@@ -12,6 +12,7 @@
 
 #include "io/io_testing.h"
 #include "load_bench.h"
+#include "model_loading.h"
 #include "models/model_testing.h"
 #include "strata/core/error.h"
 #include "strata/engine/machine_rates.h"
@@ -120,6 +121,31 @@ TEST(BenchCommand, ReportsWhereOffloadedUnitsComputedAndTheTimedRunsPageFaults) 
   // Nothing offloaded: no unit counters.
   const nlohmann::json resident = bench_json(fixture_args("llama"));
   EXPECT_FALSE(resident.at("tests")[0].contains("offloaded_units"));
+  // Module units: each layer's 7 linears and 2 norms are units of their own.
+  args.offload_unit = "module";
+  const nlohmann::json modules = bench_json(args);
+  EXPECT_EQ(modules.at("tests")[0].at("offloaded_units").at("onloads").get<int>(), 3 * 2 * 9);
+  // The default (auto) is one unit per layer for a dense model.
+  args.offload_unit = PlacementArgs{}.offload_unit;
+  const nlohmann::json by_default = bench_json(args);
+  EXPECT_EQ(by_default.at("tests")[0].at("offloaded_units").at("onloads").get<int>(), 3 * 2);
+}
+
+TEST(BenchCommand, OffloadUnitAutoIsALayerUnlessTheModelRoutesExperts) {
+  EXPECT_EQ(PlacementArgs{}.offload_unit, "auto");
+  const auto config = [](const std::string& fixture) {
+    return build_empty_model(testing::model_fixture_dir(fixture).string(), std::nullopt).config;
+  };
+  EXPECT_EQ(offload_unit_for("auto", config("llama")), "layer");
+  EXPECT_EQ(offload_unit_for("auto", config("qwen3_moe")), "module");
+  EXPECT_EQ(offload_unit_for("module", config("llama")), "module");
+  EXPECT_EQ(offload_unit_for("layer", config("qwen3_moe")), "layer");
+  try {
+    offload_unit_for("block", config("llama"));
+    FAIL() << "no error";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("--offload-unit block"), std::string::npos) << e.what();
+  }
 }
 
 TEST(BenchCommand, PrintsATableRowPerTest) {

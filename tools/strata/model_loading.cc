@@ -46,6 +46,15 @@ int host_gpu_count() {
 
 }  // namespace
 
+std::string offload_unit_for(const std::string& option, const models::TransformerConfig& config) {
+  STRATA_CHECK_ARG(option == "auto" || option == "module" || option == "layer",
+                   "--offload-unit {}: expected auto (layer, or module for a model with routed "
+                   "experts), module (each module with weights) or layer (each decoder layer)",
+                   option);
+  if (option != "auto") return option;
+  return config.num_experts > 0 ? "module" : "layer";
+}
+
 void add_placement_options(CLI::App* cmd, PlacementArgs& args) {
   cmd->add_option("--device-map", args.device_map,
                   "auto, balanced, balanced_low_0, sequential, or a JSON file")
@@ -61,8 +70,9 @@ void add_placement_options(CLI::App* cmd, PlacementArgs& args) {
                   "to the GPU)")
       ->capture_default_str();
   cmd->add_option("--offload-unit", args.offload_unit,
-                  "what an offloaded unit is: module (each module with weights) or layer (each "
-                  "decoder layer: one activation round trip per layer under the cpu policy)")
+                  "what an offloaded unit is: module (each module with weights), layer (each "
+                  "decoder layer: one activation round trip per layer under the cpu policy) or "
+                  "auto (layer; module for a model with routed experts)")
       ->capture_default_str();
   cmd->add_option("--split-fraction", args.split_fraction,
                   "the cpu's share of each split linear's rows, in (0, 1) (default: from the cost "
@@ -229,11 +239,7 @@ LoadedModel load_model(EmptyModel empty, const std::filesystem::path& model_dir,
                    "--dtype {}: models run in f32, bf16 or f16", dtype);
   options.dtype = dtype;
   options.no_split_module_classes = out.empty.model->no_split_module_classes();
-  STRATA_CHECK_ARG(args.offload_unit == "module" || args.offload_unit == "layer",
-                   "--offload-unit {}: expected module (each module with weights) or layer (each "
-                   "decoder layer)",
-                   args.offload_unit);
-  if (args.offload_unit == "layer")
+  if (offload_unit_for(args.offload_unit, out.empty.config) == "layer")
     options.preload_module_classes = options.no_split_module_classes;
   // Tensor parallelism: this rank reads its rows/columns of each split tensor, nothing more.
   options.shards =
