@@ -18,10 +18,12 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "cuda/kernels.h"
 #include "strata/cuda/device.h"
+#include "strata/engine/machine_rates.h"
 #include "strata/ops.h"
 
 namespace {
@@ -100,11 +102,46 @@ Tensor random_pattern(std::int64_t n, std::uint64_t seed) {
 struct DecodeCase {
   int batch, q_heads, kv_heads, head_dim, keys;
   bool sinks;
-  bool sweep = false;  // also time half and twice the chosen split count
+  bool sweep = false;  // also time other split counts (blocks per SM 1-4, half, twice)
 };
 
-void decode_row(const DecodeCase& c, const Tensor& pattern, int sms, double copy_gbs,
-                cudaStream_t stream) {
+// Kernels timed per case (FlashDecodeArgs::variant): 1 the split-K kernel + combine kernel, 2-5
+// the one-kernel tile configurations (0 is the default one, already among them).
+constexpr int kVariants[] = {1, 2, 3, 4, 5};
+const char* variant_name(int v) {
+  switch (v) {
+    case 1:
+      return "split-K+combine";
+    case 2:
+      return "fused tile32x3";
+    case 3:
+      return "fused tile16x4";
+    case 4:
+      return "fused tile32x3 w2";
+    default:
+      return "fused tile64x2";
+  }
+}
+
+// Milliseconds per call of `calls` calls captured in one CUDA graph (as the decode graph runs
+// them: no host launch cost), median of `reps` replays.
+double graph_ms(cudaStream_t stream, const std::function<void()>& f, int reps, int calls) {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
+  for (int i = 0; i < calls; ++i) f();
+  check(cudaStreamEndCapture(stream, &graph), "end capture");
+  check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  const double ms = time_ms(
+                        stream, [&] { cudaGraphLaunch(exec, stream); }, reps, 1) /
+                    calls;
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  return ms;
+}
+
+void decode_case(const DecodeCase& c, const Tensor& pattern, int sms, double copy_gbs,
+                 cudaStream_t stream) {
   // Bytes of K (and of V): bf16.
   const std::size_t kv_bytes =
       std::size_t{2} * c.batch * c.kv_heads * static_cast<std::size_t>(c.keys) * c.head_dim;
@@ -124,8 +161,9 @@ void decode_row(const DecodeCase& c, const Tensor& pattern, int sms, double copy
     check(cudaMalloc(&sinks, c.q_heads * sizeof(float)), "sinks");
     cudaMemcpy(sinks, sink_values.data(), c.q_heads * sizeof(float), cudaMemcpyHostToDevice);
   }
-  strata::cuda::kernels::FlashDecodeArgs a;
-  a.type = strata::cuda::kernels::Type::BFloat16;
+  namespace k = strata::cuda::kernels;
+  k::FlashDecodeArgs a;
+  a.type = k::Type::BFloat16;
   a.batch = c.batch;
   a.q_heads = c.q_heads;
   a.kv_heads = c.kv_heads;
@@ -144,37 +182,48 @@ void decode_row(const DecodeCase& c, const Tensor& pattern, int sms, double copy
   a.sinks = sinks;
   a.q = q.ptr;
   a.out = out.ptr;
-  a.splits = strata::cuda::kernels::flash_decode_splits(a, sms);
-  // Scratch for the most splits the sweep below tries.
-  const int chosen = a.splits;
-  a.splits = 128;
+  // Scratch for the most splits any try below uses, its counters zeroed once.
+  a.splits = k::kFlashDecodeMaxSplits;
   void* scratch = nullptr;
-  check(cudaMalloc(&scratch, strata::cuda::kernels::flash_decode_scratch_bytes(a)), "scratch");
+  check(cudaMalloc(&scratch, k::flash_decode_scratch_bytes(a)), "scratch");
+  check(cudaMemset(scratch, 0, k::flash_decode_scratch_bytes(a)), "scratch zeros");
   a.scratch = static_cast<float*>(scratch);
   int next = 0;
   const auto call = [&] {
     a.k = ks[next]->ptr;
     a.v = vs[next]->ptr;
     next = (next + 1) % sets;
-    check(strata::cuda::kernels::launch_flash_decode(a, stream), "launch_flash_decode");
+    check(k::launch_flash_decode(a, stream), "launch_flash_decode");
   };
-  // The chosen split count, then (for tuning the choice) half and twice as many.
-  std::vector<int> tries = {chosen};
-  if (c.sweep) {
-    if (chosen > 1) tries.push_back(chosen / 2);
-    if (chosen * 2 <= 128) tries.push_back(chosen * 2);
-  }
-  for (const int splits : tries) {
-    a.splits = splits;
-    const double piped = time_ms(stream, call, 15, 20);
-    const double one = time_ms(stream, call, 30, 1);
-    char what[120];
-    std::snprintf(what, sizeof what, "decode b%d %dk hq%d/hkv%d d%d%s (%d splits%s)", c.batch,
-                  c.keys / 1024, c.q_heads, c.kv_heads, c.head_dim, c.sinks ? " sinks" : "", splits,
-                  splits == chosen ? "" : ", tuning");
-    const double gbs = 2.0 * static_cast<double>(kv_bytes) / piped / 1e6;  // K and V
-    std::printf("%-52s %9.1f %9.1f %6.1f%% %9.1f us (one call %.1f us)\n", what, gbs, copy_gbs,
-                100.0 * gbs / copy_gbs, piped * 1e3, one * 1e3);
+  // Fewer repetitions where a call moves gigabytes (the whole run stays under a minute).
+  const bool big = 2 * kv_bytes > (std::size_t{1} << 30);
+  const int reps = big ? 3 : 10, calls = big ? 4 : 20;
+  const int heads = c.batch * c.kv_heads;  // blocks per split (one row chunk at these ratios)
+  for (const int variant : kVariants) {
+    a.variant = variant;
+    const int chosen = k::flash_decode_splits(a, sms);
+    std::vector<int> tries = {chosen};
+    if (c.sweep) {
+      for (const int per_sm : {1, 2, 3, 4}) tries.push_back((sms * per_sm + heads - 1) / heads);
+      tries.push_back(chosen / 2);
+      tries.push_back(chosen * 2);
+    }
+    std::vector<int> done;
+    for (int splits : tries) {
+      splits = std::clamp(splits, 1, k::kFlashDecodeMaxSplits);
+      if (std::find(done.begin(), done.end(), splits) != done.end()) continue;
+      done.push_back(splits);
+      a.splits = splits;
+      const double graphed = graph_ms(stream, call, reps, calls);
+      const double one = time_ms(stream, call, reps, 1);
+      char what[160];
+      std::snprintf(what, sizeof what, "decode b%d %dk hq%d/hkv%d d%d%s %s (%d splits%s)", c.batch,
+                    c.keys / 1024, c.q_heads, c.kv_heads, c.head_dim, c.sinks ? " sinks" : "",
+                    variant_name(variant), splits, splits == chosen ? "" : ", tuning");
+      const double gbs = 2.0 * static_cast<double>(kv_bytes) / graphed / 1e6;  // K and V
+      std::printf("%-72s %9.1f %9.1f %6.1f%% %9.1f us (one launch %.1f us)\n", what, gbs, copy_gbs,
+                  100.0 * gbs / copy_gbs, graphed * 1e3, one * 1e3);
+    }
   }
   cudaFree(scratch);
   cudaFree(sinks);
@@ -182,7 +231,9 @@ void decode_row(const DecodeCase& c, const Tensor& pattern, int sms, double copy
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // --decode: the decode rows only (the device run's sweep).
+  const bool decode_only = argc > 1 && std::string(argv[1]) == "--decode";
   if (!strata::cuda::is_available()) {
     std::printf("no CUDA GPU: nothing to measure\n");
     return 0;
@@ -195,19 +246,11 @@ int main() {
   check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   const Tensor pattern = random_pattern(std::int64_t{1} << 22, 1);
 
-  // The copy rate: 256 MiB device to device, bytes read + written.
-  const std::size_t bytes = std::size_t{1} << 28;
-  double copy_gbs = 0.0;
-  {
-    Buffer from(bytes, pattern), to(bytes, pattern);
-    const double ms = time_ms(
-        stream, [&] { cudaMemcpyAsync(to.ptr, from.ptr, bytes, cudaMemcpyDeviceToDevice, stream); },
-        20, 1);
-    copy_gbs = 2.0 * static_cast<double>(bytes) / ms / 1e6;
-  }
+  // The copy rate: 256 MiB device to device, bytes read + written (strata bench's measurement).
+  const double copy_gbs = strata::engine::measure_gpu_hbm_gbps(std::int64_t{1} << 28).value_or(0.0);
   // The GEMM rate: cuBLAS bf16 4096^3, float32 accumulation.
   double gemm_tflops = 0.0;
-  {
+  if (!decode_only) {
     const int n = 4096;
     Buffer a(std::size_t{2} * n * n, pattern), b(std::size_t{2} * n * n, pattern),
         c(std::size_t{2} * n * n, pattern);
@@ -226,19 +269,22 @@ int main() {
     gemm_tflops = 2.0 * n * n * static_cast<double>(n) / ms / 1e9;
     cublasDestroy(h);
   }
-  std::printf("%-52s %9s %9s %7s\n", "decode, bf16 (K+V GB/s vs D2D copy)", "GB/s", "copy",
-              "ratio");
-  for (const DecodeCase& c : std::vector<DecodeCase>{{1, 32, 8, 128, 1024, false},
-                                                     {1, 32, 8, 128, 8192, false, true},
-                                                     {1, 32, 8, 128, 32768, false, true},
-                                                     {4, 32, 8, 128, 8192, false},
-                                                     {4, 32, 8, 128, 1024, false},
-                                                     {16, 32, 8, 128, 1024, false},
-                                                     {64, 32, 8, 128, 1024, false},
-                                                     {1, 32, 32, 128, 8192, false},
-                                                     {1, 64, 8, 64, 8192, true},
-                                                     {1, 16, 8, 256, 8192, false}}) {
-    decode_row(c, pattern, sms, copy_gbs, stream);
+  std::printf("%-72s %9s %9s %7s\n", "decode, bf16 (K+V GB/s vs D2D copy, graph-replayed)", "GB/s",
+              "copy", "ratio");
+  std::vector<DecodeCase> cases;
+  for (const int keys : {1024, 8192, 32768}) {
+    for (const int batch : {1, 4, 16, 64}) {
+      cases.push_back({batch, 32, 8, 128, keys, false, batch == 1 && keys > 1024});
+    }
+  }
+  cases.push_back({1, 32, 32, 128, 8192, false});
+  cases.push_back({1, 64, 8, 64, 8192, true});
+  cases.push_back({1, 16, 8, 256, 8192, false});
+  cases.push_back({1, 28, 4, 128, 8192, false});  // Qwen2.5-7B's ratio 7
+  for (const DecodeCase& c : cases) decode_case(c, pattern, sms, copy_gbs, stream);
+  if (decode_only) {
+    cudaStreamDestroy(stream);
+    return 0;
   }
 
   // Prefill of a 7B model's attention (Llama-2-7B: 32 heads, head_dim 128, MHA; Llama-3-8B: GQA

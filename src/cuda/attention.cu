@@ -814,7 +814,9 @@ cudaError_t attention(const Attention& a, void* workspace, int multiprocessors,
   if (route == Route::FlashDecode) {
     FlashDecodeArgs d = decode_args(a, multiprocessors);
     d.scratch = static_cast<float*>(workspace);
-    return launch_flash_decode(d, stream);
+    // A fresh workspace each call: its ticket counters start at zero here.
+    const cudaError_t cleared = flash_decode_clear_scratch(d, stream);
+    return cleared != cudaSuccess ? cleared : launch_flash_decode(d, stream);
   }
   if (route == Route::FlashPrefill) return launch_flash_prefill(a, stream);
   const TilePlan plan = tile_plan(a, multiprocessors);

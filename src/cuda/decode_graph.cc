@@ -153,7 +153,8 @@ struct DecodeGraph::Impl {
       const std::size_t bytes = kernels::flash_decode_scratch_bytes(f);
       flash_splits = f.splits;
       if (bytes > 0) {
-        flash_scratch = Tensor::empty({static_cast<std::int64_t>((bytes + 15) / 16) * 4},
+        // Zeros: the flash kernel's ticket counters must start at zero (each launch leaves them so).
+        flash_scratch = Tensor::zeros({static_cast<std::int64_t>((bytes + 15) / 16) * 4},
                                       DType::Float32, device);
       }
       return;

@@ -15,16 +15,25 @@
 #include <cstdint>
 
 #include "cuda/flash_common.cuh"
+#include "cuda/flash_decode_common.cuh"
+#include "cuda/flash_decode_fused.h"
 #include "cuda/kernel_common.cuh"
 
 namespace strata::cuda::kernels {
 namespace {
 
+using flash::chunk_keys;
 using flash::kLog2e;
+using flash::length_of;
+using flash::mask_at;
+using flash::row_at;
+using flash::RowAt;
+using fused_decode::row_chunks_of;
+using fused_decode::rows_per_block;
 
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeThreads = 32 * kDecodeWarps;
-constexpr int kMaxSplits = 128;
+constexpr int kMaxSplits = kFlashDecodeMaxSplits;
 
 template <int DMAX, int R>
 struct DecodeShape {
@@ -34,34 +43,6 @@ struct DecodeShape {
   static constexpr int kBlockGroups = kDecodeWarps * kGroups;  // lane groups of a block
   static constexpr int kStep = kBlockGroups * kUnroll;         // keys of a block per step
 };
-
-__device__ __forceinline__ int length_of(const FlashDecodeArgs& a, int b) {
-  if (a.kv_len == nullptr) return a.max_kv_len;
-  const int n = a.kv_len[static_cast<std::int64_t>(b) * a.kv_len_stride];
-  return n < 0 ? 0 : (n > a.max_kv_len ? a.max_kv_len : n);
-}
-
-// Keys per split for a sequence of `length` keys; the host's choice of `splits` and every block
-// agree on it, and so does the combine (which skips the splits past the length).
-__host__ __device__ __forceinline__ int chunk_keys(int length, int splits) {
-  const int even = (length + splits - 1) / splits;
-  return even > kFlashDecodeMinChunk ? even : kFlashDecodeMinChunk;
-}
-
-// Query row `rho` of a kv head's group ((head in group, position) row-major).
-struct RowAt {
-  int h, i;
-};
-__device__ __forceinline__ RowAt row_at(const FlashDecodeArgs& a, int kvh, int rho) {
-  const int per_kv = a.q_heads / a.kv_heads;
-  return {kvh * per_kv + rho / a.q_len, rho % a.q_len};
-}
-
-__device__ __forceinline__ float mask_at(const FlashDecodeArgs& a, std::int64_t off) {
-  if (a.mask_type == Type::Float32) return static_cast<const float*>(a.mask)[off];
-  if (a.mask_type == Type::BFloat16) return to_float(static_cast<const BF16Bits*>(a.mask)[off]);
-  return to_float(static_cast<const HalfBits*>(a.mask)[off]);
-}
 
 template <typename T, int DMAX, int R>
 __global__ void __launch_bounds__(kDecodeThreads)
@@ -296,16 +277,6 @@ __global__ void __launch_bounds__(kDecodeThreads) flash_decode_combine(FlashDeco
   }
 }
 
-int rows_per_block(const FlashDecodeArgs& a) {
-  const int group_rows = a.q_heads / a.kv_heads * a.q_len;
-  return group_rows <= 1 ? 1 : group_rows <= 2 ? 2 : group_rows <= 4 ? 4 : 8;
-}
-
-int row_chunks_of(const FlashDecodeArgs& a) {
-  const int rows = rows_per_block(a);
-  return (a.q_heads / a.kv_heads * a.q_len + rows - 1) / rows;
-}
-
 bool aligned16(const void* p, const std::int64_t* strides, int n) {
   if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return false;
   for (int d = 0; d < n; ++d) {
@@ -363,6 +334,7 @@ const DecodeVariant& variant_of(const FlashDecodeArgs& a) {
 
 bool flash_decode_supported(const FlashDecodeArgs& a) {
   if (a.type != Type::BFloat16 && a.type != Type::Float16) return false;
+  if (a.variant < 0 || a.variant > 5) return false;
   if (a.mask != nullptr && a.mask_type != Type::Float32 && a.mask_type != a.type) return false;
   if (a.batch < 0 || a.q_len < 1 || a.q_len > kFlashDecodeMaxQ || a.kv_heads < 1 ||
       a.q_heads < a.kv_heads || a.q_heads % a.kv_heads != 0 || a.max_kv_len < 0) {
@@ -382,8 +354,9 @@ int flash_decode_splits(const FlashDecodeArgs& a, int multiprocessors) {
   // best), each split at least kFlashDecodeMinChunk keys.
   const std::int64_t blocks =
       std::max<std::int64_t>(1, std::int64_t{a.batch} * a.kv_heads * row_chunks_of(a));
-  const std::int64_t slots =
-      std::int64_t{variant_of(a).blocks_per_sm} * std::max(multiprocessors, 1);
+  const int per_sm =
+      a.variant == 1 ? variant_of(a).blocks_per_sm : fused_decode::blocks_per_sm(a);
+  const std::int64_t slots = std::int64_t{per_sm} * std::max(multiprocessors, 1);
   const std::int64_t most = std::clamp<std::int64_t>(
       (a.max_kv_len + kFlashDecodeMinChunk - 1) / kFlashDecodeMinChunk, 1, kMaxSplits);
   int best = 1;
@@ -402,8 +375,14 @@ int flash_decode_splits(const FlashDecodeArgs& a, int multiprocessors) {
 
 std::size_t flash_decode_scratch_bytes(const FlashDecodeArgs& a) {
   if (a.splits <= 1) return 0;
-  const std::size_t rows = static_cast<std::size_t>(a.batch) * a.q_heads * a.q_len;
-  return rows * a.splits * (a.v_dim + 2) * sizeof(float);
+  return fused_decode::counters_offset(a) + fused_decode::counters_bytes(a);
+}
+
+cudaError_t flash_decode_clear_scratch(const FlashDecodeArgs& a, cudaStream_t stream) {
+  if (a.splits <= 1) return cudaSuccess;
+  if (a.scratch == nullptr) return cudaErrorInvalidValue;
+  return cudaMemsetAsync(reinterpret_cast<char*>(a.scratch) + fused_decode::counters_offset(a), 0,
+                         fused_decode::counters_bytes(a), stream);
 }
 
 cudaError_t launch_flash_decode(const FlashDecodeArgs& a, cudaStream_t stream) {
@@ -413,6 +392,7 @@ cudaError_t launch_flash_decode(const FlashDecodeArgs& a, cudaStream_t stream) {
   }
   const std::int64_t rows = std::int64_t{a.batch} * a.q_heads * a.q_len;
   if (rows == 0) return cudaSuccess;
+  if (a.variant != 1) return fused_decode::launch(a, stream);
   const int row_chunks = row_chunks_of(a);
   const dim3 grid(static_cast<unsigned>(a.splits * row_chunks),
                   static_cast<unsigned>(a.batch * a.kv_heads));

@@ -192,6 +192,7 @@ cudaError_t attention(const Attention& args, void* workspace, int multiprocessor
 // `causal`: query position i of q_len sees keys [0, length - q_len + i] (speculative decoding).
 inline constexpr int kFlashDecodeMaxQ = 8;
 inline constexpr int kFlashDecodeMinChunk = 64;
+inline constexpr int kFlashDecodeMaxSplits = 128;
 struct FlashDecodeArgs {
   const void* q = nullptr;     // [batch, q_heads, q_len, head_dim]: q_strides (unit stride in d)
   const void* k = nullptr;     // [batch, kv_heads, >= max_kv_len, head_dim]: k_strides
@@ -211,13 +212,19 @@ struct FlashDecodeArgs {
   const float* sinks = nullptr;  // [q_heads] float32 attention sinks, or null
   int splits = 1;                // flash_decode_splits(); fixed for a captured graph
   float* scratch = nullptr;      // flash_decode_scratch_bytes() bytes, 16-byte aligned
+  // Which kernel: 0 the default (the one-kernel flash decoding), 1 the split-K kernel with its
+  // combine kernel, 2-5 the one-kernel's tile configurations (cuda_attention_bench sweeps them).
+  int variant = 0;
 };
 // Whether the kernel takes these shapes, dtypes and alignments (else use attention()).
 bool flash_decode_supported(const FlashDecodeArgs& args);
 // Splits that fill `multiprocessors` SMs for args.max_kv_len keys (args.splits is ignored).
 int flash_decode_splits(const FlashDecodeArgs& args, int multiprocessors);
-// Scratch for args.splits splits (0 when splits == 1).
+// Scratch for args.splits splits (0 when splits == 1). It ends with the one-kernel variant's
+// ticket counters, which must be zero before the first launch (flash_decode_clear_scratch, once
+// after allocating it); every launch leaves them zero again, so a captured graph replays.
 std::size_t flash_decode_scratch_bytes(const FlashDecodeArgs& args);
+cudaError_t flash_decode_clear_scratch(const FlashDecodeArgs& args, cudaStream_t stream);
 cudaError_t launch_flash_decode(const FlashDecodeArgs& args, cudaStream_t stream);
 
 // ---- Flash attention for prefill (src/cuda/flash_prefill.cu) --------------------------------

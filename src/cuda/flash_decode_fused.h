@@ -1,0 +1,25 @@
+#pragma once
+// The one-kernel flash decoding (flash_decode_fused.cu) as flash_decode.cu's launcher calls it,
+// and the layout both kernels share: a block covers `rows_per_block` query rows of a kv head's
+// group; the scratch holds the partials, then (fused kernel) one ticket counter per (batch, kv
+// head, row chunk).
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "cuda/kernels.h"
+
+namespace strata::cuda::kernels::fused_decode {
+
+int rows_per_block(const FlashDecodeArgs& a);
+int row_chunks_of(const FlashDecodeArgs& a);
+// Blocks of a.variant's instantiation resident per SM (an occupancy query, made once).
+int blocks_per_sm(const FlashDecodeArgs& a);
+// Where the counters start in the scratch, and their bytes (for a.splits > 1).
+std::size_t counters_offset(const FlashDecodeArgs& a);
+std::size_t counters_bytes(const FlashDecodeArgs& a);
+// Callers have checked flash_decode_supported and a.splits <= kFlashDecodeMaxSplits.
+cudaError_t launch(const FlashDecodeArgs& a, cudaStream_t stream);
+
+}  // namespace strata::cuda::kernels::fused_decode

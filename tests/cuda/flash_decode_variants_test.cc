@@ -1,0 +1,250 @@
+// Every flash-decoding kernel behind launch_flash_decode (FlashDecodeArgs::variant: 0 the default
+// one-kernel decode, 1 split-K + combine, 2-5 the one-kernel's tile configurations) against the
+// CPU attention op, the independent reference (same inputs, tolerance of one rounding to the dtype,
+// tests/support/op_testing.h). Covered: head dims 64/80/96/128/256, GQA ratios 1-8, key lengths
+// that are not multiples of any tile (1, 100, 1000, 4099) with 1, the chosen and the most splits
+// (so the last block of a head merges 1 to 128 partials), key lengths read on the device with a
+// sequence of length 0, causal speculative rows, masks, sinks, and a CUDA graph replayed many
+// times (the ticket counters must come back to zero after every launch).
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cuda/kernels.h"
+#include "strata/cuda/device.h"
+#include "strata/ops.h"
+#include "support/op_testing.h"
+
+namespace strata {
+namespace {
+
+namespace k = cuda::kernels;
+using testing::all_close;
+using testing::random_tensor;
+using testing::tolerance_for;
+
+constexpr int kVariants[] = {0, 1, 2, 3, 4, 5};
+
+Tensor on_gpu(const Tensor& t) { return t.to(Device::cuda(0)); }
+
+struct Scratch {
+  void* ptr = nullptr;
+  explicit Scratch(std::size_t bytes) {
+    // cudaMalloc's memory is not zero: the counters are cleared through the API.
+    if (bytes > 0) EXPECT_EQ(cudaMalloc(&ptr, bytes), cudaSuccess);
+  }
+  ~Scratch() { cudaFree(ptr); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
+// Launcher arguments over GPU copies of q [b, hq, lq, d], k/v [b, hkv, cap, d] and out.
+struct Problem {
+  Tensor q, k, v, q_gpu, k_gpu, v_gpu, out;
+  std::optional<Tensor> mask, mask_gpu, sinks, sinks_gpu;
+  k::FlashDecodeArgs args;
+
+  Problem(DType dtype, std::int64_t batch, std::int64_t hq, std::int64_t hkv, std::int64_t lq,
+          std::int64_t cap, std::int64_t d, std::uint64_t seed) {
+    q = random_tensor({batch, hq, lq, d}, dtype, seed, -2.0, 2.0);
+    k = random_tensor({batch, hkv, cap, d}, dtype, seed + 1, -2.0, 2.0);
+    v = random_tensor({batch, hkv, cap, d}, dtype, seed + 2);
+    q_gpu = on_gpu(q);
+    k_gpu = on_gpu(k);
+    v_gpu = on_gpu(v);
+    out = Tensor::zeros({batch, hq, lq, d}, dtype, Device::cuda(0));
+    k::FlashDecodeArgs& a = args;
+    a.q = q_gpu.data_ptr();
+    a.k = k_gpu.data_ptr();
+    a.v = v_gpu.data_ptr();
+    a.out = out.data_ptr();
+    a.type = static_cast<k::Type>(dtype);
+    a.batch = static_cast<int>(batch);
+    a.q_heads = static_cast<int>(hq);
+    a.kv_heads = static_cast<int>(hkv);
+    a.q_len = static_cast<int>(lq);
+    a.head_dim = a.v_dim = static_cast<int>(d);
+    for (int i = 0; i < 3; ++i) {
+      a.q_strides[i] = q_gpu.stride(i);
+      a.k_strides[i] = k_gpu.stride(i);
+      a.v_strides[i] = v_gpu.stride(i);
+      a.out_strides[i] = out.stride(i);
+    }
+    a.max_kv_len = static_cast<int>(cap);
+    a.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  }
+
+  void set_mask(const Tensor& m) {  // [b, hq, lq, cap] float32
+    mask = m;
+    mask_gpu = on_gpu(m);
+    args.mask = mask_gpu->data_ptr();
+    args.mask_type = k::Type::Float32;
+    for (int i = 0; i < 4; ++i) args.mask_strides[i] = mask_gpu->stride(i);
+  }
+  void set_sinks(const Tensor& s) {
+    sinks = s;
+    sinks_gpu = on_gpu(s);
+    args.sinks = static_cast<const float*>(sinks_gpu->data_ptr());
+  }
+
+  // The CPU op on sequence b's first n keys.
+  Tensor expected(std::int64_t b, std::int64_t n) const {
+    ops::AttentionOptions o;
+    o.causal = args.causal;
+    o.scale = args.scale;
+    if (sinks) o.sinks = *sinks;
+    if (mask) o.mask = mask->narrow(0, b, 1).narrow(3, 0, n);
+    return ops::scaled_dot_product_attention(q.narrow(0, b, 1), k.narrow(0, b, 1).narrow(2, 0, n),
+                                             v.narrow(0, b, 1).narrow(2, 0, n), o);
+  }
+};
+
+std::string variant_name(int variant, int splits) {
+  return " variant " + std::to_string(variant) + ", " + std::to_string(splits) + " splits";
+}
+
+class FlashDecodeVariants : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    if (!cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine";
+    ASSERT_EQ(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  }
+  int sms_ = 0;
+};
+
+// One sequence, the key length on the host (kv_len null): every variant, head dim, GQA ratio and
+// split count matches the CPU op.
+TEST_P(FlashDecodeVariants, EveryHeadDimRatioLengthAndSplitCount) {
+  const DType dtype = GetParam();
+  std::uint64_t seed = 1000;
+  for (const std::int64_t d : {64, 80, 96, 128, 256}) {
+    for (std::int64_t ratio = 1; ratio <= 8; ++ratio) {
+      for (const std::int64_t n : {1, 100, 1000, 4099}) {
+        Problem p(dtype, 1, 2 * ratio, 2, 1, n, d, seed += 3);
+        const Tensor expected = p.expected(0, n);
+        const std::string what = "d" + std::to_string(d) + " ratio " + std::to_string(ratio) +
+                                 " keys " + std::to_string(n) + " " +
+                                 testing::dtype_test_name(dtype);
+        for (const int variant : kVariants) {
+          p.args.variant = variant;
+          ASSERT_TRUE(k::flash_decode_supported(p.args)) << what;
+          const int chosen = k::flash_decode_splits(p.args, sms_);
+          for (const int splits : {1, chosen, k::kFlashDecodeMaxSplits}) {
+            p.args.splits = splits;
+            Scratch scratch(k::flash_decode_scratch_bytes(p.args));
+            p.args.scratch = static_cast<float*>(scratch.ptr);
+            ASSERT_EQ(cudaMemset(p.out.data_ptr(), 0, p.out.nbytes()), cudaSuccess);
+            ASSERT_EQ(k::flash_decode_clear_scratch(p.args, nullptr), cudaSuccess);
+            ASSERT_EQ(k::launch_flash_decode(p.args, nullptr), cudaSuccess);
+            ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+            EXPECT_TRUE(all_close(p.out, expected.to_doubles(), tolerance_for(dtype),
+                                  what + variant_name(variant, splits)));
+          }
+        }
+      }
+    }
+  }
+}
+
+// Batch 3 with lengths read on the device (one of them 0: zeros), three causal query positions
+// (speculative decoding), a float32 mask and sinks; captured once per variant and replayed with
+// new lengths eight times: a counter left non-zero by one launch would break the next.
+TEST_P(FlashDecodeVariants, DeviceLengthsCausalMaskSinksAndGraphReplays) {
+  const DType dtype = GetParam();
+  constexpr std::int64_t kBatch = 3, kHq = 12, kHkv = 2, kLq = 3, kCap = 3000, kD = 128;
+  Problem p(dtype, kBatch, kHq, kHkv, kLq, kCap, kD, 77);
+  p.args.causal = true;
+  p.set_mask(random_tensor({kBatch, kHq, kLq, kCap}, DType::Float32, 80, -3.0, 1.0));
+  p.set_sinks(random_tensor({kHq}, DType::Float32, 81, -1.0, 2.0));
+  Scratch lengths(kBatch * sizeof(std::int32_t));
+  p.args.kv_len = static_cast<const std::int32_t*>(lengths.ptr);
+  p.args.kv_len_stride = 1;
+  // Expected outputs per sequence and length, computed once.
+  const std::vector<std::vector<std::int32_t>> rounds = {
+      {3000, 1, 700}, {5, 2999, 0}, {64, 65, 1023}, {1, 2, 3}, {2048, 100, 2500}};
+  std::vector<std::vector<Tensor>> expected;
+  for (const auto& n : rounds) {
+    expected.emplace_back();
+    for (std::int64_t b = 0; b < kBatch; ++b) expected.back().push_back(p.expected(b, n[b]));
+  }
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  for (const int variant : kVariants) {
+    p.args.variant = variant;
+    ASSERT_TRUE(k::flash_decode_supported(p.args));
+    p.args.splits = std::max(2, k::flash_decode_splits(p.args, sms_));
+    Scratch scratch(k::flash_decode_scratch_bytes(p.args));
+    p.args.scratch = static_cast<float*>(scratch.ptr);
+    ASSERT_EQ(k::flash_decode_clear_scratch(p.args, stream), cudaSuccess);
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    const cudaError_t launched = k::launch_flash_decode(p.args, stream);
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(launched, cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int replay = 0; replay < 8; ++replay) {
+      const std::size_t r = static_cast<std::size_t>(replay) % rounds.size();
+      ASSERT_EQ(cudaMemcpy(lengths.ptr, rounds[r].data(), kBatch * 4, cudaMemcpyHostToDevice),
+                cudaSuccess);
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      for (std::int64_t b = 0; b < kBatch; ++b) {
+        EXPECT_TRUE(all_close(
+            p.out.narrow(0, b, 1), expected[r][b].to_doubles(), tolerance_for(dtype),
+            "replay " + std::to_string(replay) + " sequence " + std::to_string(b) + " length " +
+                std::to_string(rounds[r][b]) + variant_name(variant, p.args.splits)));
+      }
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+  cudaStreamDestroy(stream);
+}
+
+// Sixteen query rows per kv head (ratio 8, two positions): the rows take two blocks' row chunks,
+// each with its own counter.
+TEST_P(FlashDecodeVariants, RowChunksOfALargeGroup) {
+  const DType dtype = GetParam();
+  Problem p(dtype, 2, 16, 2, 2, 1500, 96, 90);
+  for (const int variant : kVariants) {
+    p.args.variant = variant;
+    p.args.splits = k::flash_decode_splits(p.args, sms_);
+    Scratch scratch(k::flash_decode_scratch_bytes(p.args));
+    p.args.scratch = static_cast<float*>(scratch.ptr);
+    ASSERT_EQ(k::flash_decode_clear_scratch(p.args, nullptr), cudaSuccess);
+    for (int repeat = 0; repeat < 3; ++repeat) {
+      ASSERT_EQ(cudaMemset(p.out.data_ptr(), 0, p.out.nbytes()), cudaSuccess);
+      ASSERT_EQ(k::launch_flash_decode(p.args, nullptr), cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      for (std::int64_t b = 0; b < 2; ++b) {
+        EXPECT_TRUE(all_close(p.out.narrow(0, b, 1), p.expected(b, 1500).to_doubles(),
+                              tolerance_for(dtype),
+                              "sequence " + std::to_string(b) + " repeat " +
+                                  std::to_string(repeat) + variant_name(variant, p.args.splits)));
+      }
+    }
+  }
+}
+
+// Variants outside 0-5 are refused.
+TEST_P(FlashDecodeVariants, RefusesAnUnknownVariant) {
+  Problem p(GetParam(), 1, 4, 2, 1, 64, 64, 95);
+  p.args.variant = 6;
+  EXPECT_FALSE(k::flash_decode_supported(p.args));
+  EXPECT_EQ(k::launch_flash_decode(p.args, nullptr), cudaErrorInvalidValue);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, FlashDecodeVariants,
+                         ::testing::Values(DType::BFloat16, DType::Float16),
+                         [](const auto& info) { return testing::dtype_test_name(info.param); });
+
+}  // namespace
+}  // namespace strata
