@@ -170,8 +170,9 @@ cudaError_t attention(const Attention& args, void* workspace, int multiprocessor
 // KV cache, bfloat16 or float16, float32 softmax and accumulation. The keys of each (batch, kv
 // head) are cut into `splits` equal chunks, one block each, which also covers every query head of
 // the kv head's group (K and V are read from HBM once); each block leaves a partial (max, sum,
-// unnormalised output) in float32 in `scratch`, and a small combine kernel merges them. With
-// splits == 1 the block writes the output itself and no combine runs.
+// unnormalised output) in float32 in `scratch`, and the last block of each head to finish merges
+// them (variant 0, flash_decode_fused.cu; variant 1: a small combine kernel). With splits == 1
+// the block writes the output itself.
 //
 // Layout (src/models/kv_cache.cc): a layer's cache is k/v [batch, kv_heads, capacity, head_dim]
 // (v: v_dim), contiguous, filled for tokens [0, length); pass the cache base pointers and its
