@@ -218,7 +218,149 @@ __global__ void __launch_bounds__(8 * 32)
   }
 }
 
+// AWQ (qweight [k, n/8], nibble i of word (k, c) = output 8c + order[i]): a warp covers 8 word
+// columns (64 outputs) as 4 mma tiles; thread (g, c) loads column cb + g at rows k0 + 4c .. + 3.
+// __byte_perm of the words of rows k, k + 1 puts their low (high) halves side by side, so
+// (u >> 4T) & 0x000F000F is the pair (q[k], q[k + 1]) of nibble T (T + 4): tile T's rows g and
+// g + 8 are the outputs of nibbles T and T + 4 of column cb + g, its inputs (2c, 2c + 1) the rows
+// k0 + 4c, + 1 and (2c + 8, 2c + 9) the rows k0 + 4c + 2, + 3, which are also the x pairs as
+// stored (one 8-byte load). Steps of 16 rows never straddle a group (group % 16 == 0); the mma
+// sums are scaled per step. The 8 warps split the steps, grid.y the inputs (ticket finish).
+template <int U>
+__global__ void __launch_bounds__(8 * 32)
+    awq_mma_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
+                   const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
+                   unsigned* tickets) {
+  constexpr int kW = 8;
+  constexpr int kOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+  __shared__ float red[kW][64][8];
+  __shared__ bool last;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, c = lane & 3;
+  const std::int64_t words = w.n / 8;
+  const std::int64_t col = static_cast<std::int64_t>(blockIdx.x) * 8 + g;  // words % 8 == 0
+  const int steps = static_cast<int>(w.k / 16);
+  const int steps_per_group = static_cast<int>(w.group / 16);
+  // This block's stretch of steps.
+  const int per_split = (steps + static_cast<int>(gridDim.y) - 1) / static_cast<int>(gridDim.y);
+  const int s_begin = static_cast<int>(blockIdx.y) * per_split;
+  const int s_end = s_begin + per_split < steps ? s_begin + per_split : steps;
+  const auto* qweight = static_cast<const std::int32_t*>(w.weight);
+  const BF16Bits* xr = x + x_row(g, rows) * w.k + 4 * c;
+  float acc[4][4] = {};  // tile T: (nibble T, x rows 2c, 2c+1), (nibble T + 4, x rows 2c, 2c+1)
+  for (int t0 = s_begin + warp; t0 < s_end; t0 += kW * U) {
+    std::uint32_t v[U][4];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int t = t0 + kW * u;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        v[u][e] =
+            t < s_end
+                ? static_cast<std::uint32_t>(__ldcs(
+                      qweight + (16 * static_cast<std::int64_t>(t) + 4 * c + e) * words + col))
+                : 0u;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int t = t0 + kW * u;
+      if (t >= s_end) break;
+      const std::int64_t gi = t / steps_per_group;
+      const auto zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * words + col));
+      const uint2 xv =
+          __ldg(reinterpret_cast<const uint2*>(xr + 16 * static_cast<std::int64_t>(t)));
+      const std::uint32_t lo01 = __byte_perm(v[u][0], v[u][1], 0x5410),
+                          hi01 = __byte_perm(v[u][0], v[u][1], 0x7632),
+                          lo23 = __byte_perm(v[u][2], v[u][3], 0x5410),
+                          hi23 = __byte_perm(v[u][2], v[u][3], 0x7632);
+#pragma unroll
+      for (int T = 0; T < 4; ++T) {
+        const std::uint32_t za = (0x4300u | ((zw >> (4 * T)) & 0xFu)) * 0x00010001u;
+        const std::uint32_t zb = (0x4300u | ((zw >> (4 * T + 16)) & 0xFu)) * 0x00010001u;
+        float d[4] = {};
+        mma_bf16(d, pair_minus(lo01, T, za), pair_minus(hi01, T, zb), pair_minus(lo23, T, za),
+                 pair_minus(hi23, T, zb), xv.x, xv.y);
+        const float sa = load_scale(w.scale, w.scale_type, gi * w.n + 8 * col + kOrder[T]);
+        const float sb = load_scale(w.scale, w.scale_type, gi * w.n + 8 * col + kOrder[T + 4]);
+        acc[T][0] = fmaf(d[0], sa, acc[T][0]);
+        acc[T][1] = fmaf(d[1], sa, acc[T][1]);
+        acc[T][2] = fmaf(d[2], sb, acc[T][2]);
+        acc[T][3] = fmaf(d[3], sb, acc[T][3]);
+      }
+    }
+  }
+  // red[warp][output within the block's 64][x row]: output 8g + order[nibble].
+#pragma unroll
+  for (int T = 0; T < 4; ++T) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int nib = T + 4 * (e >> 1), r = 2 * c + (e & 1);
+      red[warp][8 * g + kOrder[nib]][r] = acc[T][e];
+    }
+  }
+  __syncthreads();
+  const int t = threadIdx.x;
+  const std::int64_t n0 = static_cast<std::int64_t>(blockIdx.x) * 64;
+  const bool split = gridDim.y > 1;
+  for (int i = t; i < 64 * rows; i += kW * 32) {
+    const int o = i & 63, r = i >> 6;
+    float sum = 0.0f;
+#pragma unroll
+    for (int y = 0; y < kW; ++y) sum += red[y][o][r];
+    if (split) {
+      ws[(static_cast<std::int64_t>(blockIdx.y) * rows + r) * w.n + n0 + o] = sum;
+    } else {
+      out[r * w.n + n0 + o] = from_float<BF16Bits>(sum + bias_of(bias, n0 + o));
+    }
+  }
+  if (!split) return;
+  __threadfence();
+  __syncthreads();
+  if (t == 0) last = atomicAdd(tickets + blockIdx.x, 1u) == gridDim.y - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = t; i < 64 * rows; i += kW * 32) {
+    const int o = i & 63, r = i >> 6;
+    float sum = 0.0f;
+    for (unsigned y = 0; y < gridDim.y; ++y) sum += __ldcg(ws + (y * rows + r) * w.n + n0 + o);
+    out[r * w.n + n0 + o] = from_float<BF16Bits>(sum + bias_of(bias, n0 + o));
+  }
+  if (t == 0) tickets[blockIdx.x] = 0;
+}
+
 }  // namespace
+
+bool awq_mma_takes(const QuantWeight& w, const void* x, Type x_type) {
+  return w.kind == QuantKind::AWQ && x_type == Type::BFloat16 && x_vector_ok(x, w.k, x_type) &&
+         (w.n / 8) % 8 == 0 && w.k % 16 == 0 && w.group % 16 == 0 && w.k % w.group == 0;
+}
+
+// Splits of the inputs: about 2 blocks per SM, each at least 4 steps per warp.
+std::int64_t awq_mma_splits(const QuantWeight& w, int sms) {
+  const std::int64_t blocks = w.n / 64, steps = w.k / 16;
+  std::int64_t s = (2 * static_cast<std::int64_t>(sms) + blocks - 1) / blocks;
+  const std::int64_t most = steps / (8 * 4);
+  if (s > most) s = most;
+  return s < 1 ? 1 : s;
+}
+
+QuantGemvScratch awq_mma_scratch(const QuantWeight& w, std::int64_t rows, int sms) {
+  const std::int64_t s = awq_mma_splits(w, sms);
+  if (s <= 1) return {};
+  return {s * rows * w.n, w.n / 64};
+}
+
+cudaError_t awq_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
+                         void* out, float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
+  if (rows < 1 || rows > 8) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(w.n / 64), static_cast<unsigned>(awq_mma_splits(w, sms)));
+  awq_mma_kernel<8><<<grid, 8 * 32, 0, stream>>>(w, static_cast<const BF16Bits*>(x), rows,
+                                                 static_cast<const BF16Bits*>(bias),
+                                                 static_cast<BF16Bits*>(out), ws, tickets);
+  return launched();
+}
 
 bool gptq4_mma_takes(const QuantWeight& w, const void* x, Type x_type) {
   return w.kind == QuantKind::GPTQ && w.bits == 4 && w.g_idx_sequential &&

@@ -457,7 +457,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 // The variant in use: STRATA_QUANT_GEMV = "v1" (quant_gemv.cu's kernels) or a comma list of
 // ro=O, ru=U (row kernels), av=V, au=U, al=L (AWQ), gv=V, gu=U (GPTQ), bps=B (column kernels:
 // blocks per SM to aim for), ctm=1 / gm=1 (compressed-tensors int4 / GPTQ 4-bit on the tensor
-// cores, quant_gemv_mma.cu); unknown values fall back to the defaults below.
+// cores, quant_gemv_mma.cu), am=1 (AWQ on the tensor cores); unknown values fall back to the
+// defaults below.
 struct StreamConfig {
   bool enabled = true;
   int row_o = 2, row_u = 4;
@@ -466,6 +467,7 @@ struct StreamConfig {
   int blocks_per_sm = 2;
   bool ct_mma = false;    // compressed-tensors int4 on the tensor cores (quant_gemv_mma.cu)
   bool gptq_mma = false;  // GPTQ 4-bit (sequential) on the tensor cores
+  bool awq_mma = false;   // AWQ on the tensor cores
 };
 
 StreamConfig read_config() {
@@ -494,6 +496,7 @@ StreamConfig read_config() {
     if (key("bps") && value >= 1 && value <= 8) c.blocks_per_sm = value;
     if (key("ctm")) c.ct_mma = value == 1;
     if (key("gm")) c.gptq_mma = value == 1;
+    if (key("am")) c.awq_mma = value == 1;
     const char* comma = std::strchr(eq, ',');
     if (comma == nullptr) break;
     p = comma + 1;
@@ -652,6 +655,10 @@ bool takes(const QuantWeight& w, std::int64_t rows, const void* x, Type x_type) 
 }  // namespace
 
 QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t rows, int sms) {
+  if (config().enabled && config().awq_mma && w.kind == QuantKind::AWQ && rows >= 1 && rows <= 8 &&
+      (w.n / 8) % 8 == 0 && w.k % 16 == 0 && w.group % 16 == 0) {
+    return awq_mma_scratch(w, rows, sms);
+  }
   if (!config().enabled || rows < 1 || rows > 2) return {};
   if (w.kind != QuantKind::AWQ && w.kind != QuantKind::GPTQ) return {};
   if (!column_layout(w, column_v(w))) return {};
@@ -667,6 +674,10 @@ bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::in
   if (config().enabled && rows >= 1 && rows <= 8) {
     if (config().ct_mma && ct4_mma_takes(w, x, x_type)) {
       *error = ct4_mma_gemv(w, x, rows, bias, out, stream);
+      return true;
+    }
+    if (config().awq_mma && awq_mma_takes(w, x, x_type)) {
+      *error = awq_mma_gemv(w, x, rows, bias, out, workspace, tickets, sms, stream);
       return true;
     }
     if (config().gptq_mma && gptq4_mma_takes(w, x, x_type)) {

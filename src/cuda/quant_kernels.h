@@ -62,6 +62,12 @@ bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::in
 bool ct4_mma_takes(const QuantWeight& w, const void* x, Type x_type);
 cudaError_t ct4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
                          void* out, cudaStream_t stream);
+// The same for AWQ (n % 64 == 0, groups of 16k), under am=1; its split-K scratch is
+// awq_mma_scratch.
+bool awq_mma_takes(const QuantWeight& w, const void* x, Type x_type);
+QuantGemvScratch awq_mma_scratch(const QuantWeight& w, std::int64_t rows, int sms);
+cudaError_t awq_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
+                         void* out, float* ws, unsigned* tickets, int sms, cudaStream_t stream);
 // The same for GPTQ 4-bit with sequential g_idx (n % 32 == 0, groups of 32k), under gm=1.
 bool gptq4_mma_takes(const QuantWeight& w, const void* x, Type x_type);
 cudaError_t gptq4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
