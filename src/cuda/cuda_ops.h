@@ -35,6 +35,9 @@ void gemm_nt(const void* a, std::int64_t lda, const void* b, std::int64_t ldb, v
 // dtype; the packed tensors checked and contiguous on x's device.
 void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
                       const std::optional<Tensor>& bias, const Tensor& out);
+// Grows the per-GPU scratch of quantized_linear's decode GEMV to what `rows` rows of x need on
+// w's GPU, so that a later call (inside a CUDA graph capture) allocates nothing.
+void reserve_quantized_gemv(const ops::QuantizedWeight& w, std::int64_t rows);
 void embedding(const Tensor& ids, const Tensor& table, const Tensor& out);
 void rms_norm(const Tensor& x, const Tensor& weight, double eps, const Tensor& out);
 void layer_norm(const Tensor& x, const std::optional<Tensor>& weight,

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cuda/cuda_check.h"
+#include "cuda/cuda_ops.h"
 #include "cuda/kernels.h"
 #include "cuda/stream_internal.h"
 #include "strata/core/error.h"
@@ -43,6 +44,33 @@ void check_optional(const Tensor& t, const Shape& shape, DType dtype, Device dev
   if (t.defined()) check_tensor(t, shape, dtype, device, name);
 }
 
+// A projection: the dense weight [out, in], or the quantized layer's packed tensors (contiguous,
+// on the GPU, of the layer's shape; their formats were checked when the checkpoint loaded).
+void check_projection(const Tensor& dense, const std::optional<ops::QuantizedWeight>& quant,
+                      std::int64_t out, std::int64_t in, DType dtype, Device device,
+                      const std::string& name) {
+  if (!quant) {
+    check_tensor(dense, {out, in}, dtype, device, name);
+    return;
+  }
+  STRATA_CHECK_ARG(quant->out_features == out && quant->in_features == in,
+                   "decode graph: {} is a quantized [{}, {}] layer; expected [{}, {}]", name,
+                   quant->out_features, quant->in_features, out, in);
+  const auto on_gpu = [&](const Tensor& t, const char* what) {
+    STRATA_CHECK_ARG(t.defined() && t.device() == device && t.is_contiguous(),
+                     "decode graph: {} {} is {}; expected a contiguous tensor on {}", name, what,
+                     t.defined() ? t.describe() : std::string("undefined"), device);
+  };
+  on_gpu(quant->weight, "packed weight");
+  on_gpu(quant->scale, "scale");
+  if (quant->zeros) on_gpu(*quant->zeros, "zeros");
+  if (quant->g_idx) on_gpu(*quant->g_idx, "g_idx");
+}
+
+std::optional<Tensor> optional_of(const Tensor& t) {
+  return t.defined() ? std::optional<Tensor>(t) : std::nullopt;
+}
+
 }  // namespace
 
 struct DecodeGraph::Impl {
@@ -63,6 +91,9 @@ struct DecodeGraph::Impl {
 
   Tensor ids_past, host_ids_past, bad;
   Tensor hidden_buf, normed, qkv, q_rot, attn, act, logits, partial_acc, partial_max, partial_sum;
+  // Quantized layers: the projections' outputs ([rows, n] each) and the residual branch.
+  bool quantized = false;
+  Tensor q_buf, k_buf, v_buf, gate_buf, up_buf, branch;
   std::vector<Tensor> keys, values;
   Tensor cos, sin;
 
@@ -128,6 +159,21 @@ struct DecodeGraph::Impl {
       attn = Tensor::empty({rows, q_out}, dtype, device);
       act = Tensor::empty({rows, intermediate}, dtype, device);
       logits = Tensor::empty({rows, vocab}, dtype, device);
+      if (quantized) {
+        q_buf = Tensor::empty({rows, q_out}, dtype, device);
+        k_buf = Tensor::empty({rows, kv_out}, dtype, device);
+        v_buf = Tensor::empty({rows, kv_out}, dtype, device);
+        gate_buf = Tensor::empty({rows, intermediate}, dtype, device);
+        up_buf = Tensor::empty({rows, intermediate}, dtype, device);
+        branch = Tensor::empty({rows, hidden}, dtype, device);
+        // The GEMVs' split-K scratch, sized before a capture allocates nothing.
+        for (const DecodeLayer& l : w.layers) {
+          for (const auto* q : {&l.q_quant, &l.k_quant, &l.v_quant, &l.o_quant, &l.gate_quant,
+                                &l.up_quant, &l.down_quant}) {
+            if (*q) reserve_quantized_gemv(**q, rows);
+          }
+        }
+      }
     }
     if (rows != batch || cap != capacity) {
       const std::int64_t heads = rows * w.q_heads * splits;
@@ -153,7 +199,8 @@ struct DecodeGraph::Impl {
       const std::size_t bytes = kernels::flash_decode_scratch_bytes(f);
       flash_splits = f.splits;
       if (bytes > 0) {
-        // Zeros: the flash kernel's ticket counters must start at zero (each launch leaves them so).
+        // Zeros: the flash kernel's ticket counters must start at zero (each launch leaves them
+        // so).
         flash_scratch = Tensor::zeros({static_cast<std::int64_t>((bytes + 15) / 16) * 4},
                                       DType::Float32, device);
       }
@@ -223,6 +270,54 @@ struct DecodeGraph::Impl {
     detail::check(kernels::decode_attention(at, stream), "decode graph: attention", gpu);
   }
 
+  // ---- quantized layers: the quantized GEMV, then the ops the dense epilogues fuse ----
+  static kernels::Strided flat(const Tensor& t) {
+    kernels::Strided v;
+    v.data = t.data_ptr();
+    v.type = type_of(t.dtype());
+    v.rank = 1;
+    v.sizes[0] = t.numel();
+    v.strides[0] = 1;
+    return v;
+  }
+
+  // rms_norm(hidden_buf, gamma) -> normed.
+  void norm_into_normed(const Tensor& gamma, cudaStream_t stream, const char* what) {
+    detail::check(
+        kernels::rms_norm(hidden_buf.data_ptr(), gamma.data_ptr(), normed.data_ptr(),
+                          type_of(dtype), batch, hidden, static_cast<float>(w.norm_eps), stream),
+        what, gpu);
+  }
+
+  // hidden_buf += branch (rounded once, as the AddResidual epilogue and the module path's add).
+  void add_branch(cudaStream_t stream, const char* what) {
+    detail::check(kernels::binary(kernels::Binary::Add, flat(hidden_buf), flat(branch),
+                                  hidden_buf.data_ptr(), hidden_buf.numel(), stream),
+                  what, gpu);
+  }
+
+  // q, k, v of a quantized layer into q_buf, k_buf, v_buf.
+  void quantized_qkv(const DecodeLayer& layer, cudaStream_t stream) {
+    norm_into_normed(layer.input_norm, stream, "decode graph: input_layernorm");
+    quantized_linear(normed, *layer.q_quant, optional_of(layer.q_bias), q_buf);
+    quantized_linear(normed, *layer.k_quant, optional_of(layer.k_bias), k_buf);
+    quantized_linear(normed, *layer.v_quant, optional_of(layer.v_bias), v_buf);
+  }
+
+  // act = silu(gate(x)) * up(x), x = rms_norm(hidden_buf), for a quantized layer.
+  void quantized_gate_up(const DecodeLayer& layer, cudaStream_t stream) {
+    norm_into_normed(layer.post_norm, stream, "decode graph: post_attention_layernorm");
+    quantized_linear(normed, *layer.gate_quant, optional_of(layer.gate_bias), gate_buf);
+    quantized_linear(normed, *layer.up_quant, optional_of(layer.up_bias), up_buf);
+    const Type type = type_of(dtype);
+    detail::check(kernels::unary(kernels::Unary::Silu, gate_buf.data_ptr(), gate_buf.data_ptr(),
+                                 type, gate_buf.numel(), stream),
+                  "decode graph: SiLU", gpu);
+    detail::check(kernels::binary(kernels::Binary::Mul, flat(gate_buf), flat(up_buf),
+                                  act.data_ptr(), act.numel(), stream),
+                  "decode graph: SiLU(gate) * up", gpu);
+  }
+
   // Every kernel of one step on `stream` (captured, or run as is).
   void record(cudaStream_t stream) {
     const Type type = type_of(dtype);
@@ -248,14 +343,19 @@ struct DecodeGraph::Impl {
     const auto elem = static_cast<std::int64_t>(dtype_size(dtype));
     for (std::size_t l = 0; l < w.layers.size(); ++l) {
       const DecodeLayer& layer = w.layers[l];
-      kernels::Gemv proj = normed_gemv(layer.input_norm, stream, "decode graph: input_layernorm");
-      proj.group_count = 3;
-      proj.groups[0] = {layer.q.data_ptr(), ptr_or_null(layer.q_bias), qkv_base, q_out, qkv_width};
-      proj.groups[1] = {layer.k.data_ptr(), ptr_or_null(layer.k_bias), qkv_base + q_out * elem,
-                        kv_out, qkv_width};
-      proj.groups[2] = {layer.v.data_ptr(), ptr_or_null(layer.v_bias),
-                        qkv_base + (q_out + kv_out) * elem, kv_out, qkv_width};
-      check(kernels::gemv(proj, stream), "decode graph: q/k/v projections");
+      if (layer.q_quant) {
+        quantized_qkv(layer, stream);
+      } else {
+        kernels::Gemv proj = normed_gemv(layer.input_norm, stream, "decode graph: input_layernorm");
+        proj.group_count = 3;
+        proj.groups[0] = {layer.q.data_ptr(), ptr_or_null(layer.q_bias), qkv_base, q_out,
+                          qkv_width};
+        proj.groups[1] = {layer.k.data_ptr(), ptr_or_null(layer.k_bias), qkv_base + q_out * elem,
+                          kv_out, qkv_width};
+        proj.groups[2] = {layer.v.data_ptr(), ptr_or_null(layer.v_bias),
+                          qkv_base + (q_out + kv_out) * elem, kv_out, qkv_width};
+        check(kernels::gemv(proj, stream), "decode graph: q/k/v projections");
+      }
 
       kernels::RopeKvWrite rope;
       rope.type = type;
@@ -269,6 +369,13 @@ struct DecodeGraph::Impl {
       rope.k = qkv_base + q_out * elem;
       rope.v = qkv_base + (q_out + kv_out) * elem;
       rope.ldq = rope.ldk = rope.ldv = qkv_width;
+      if (layer.q_quant) {  // the quantized GEMVs wrote q, k, v apart
+        rope.q = q_buf.data_ptr();
+        rope.k = k_buf.data_ptr();
+        rope.v = v_buf.data_ptr();
+        rope.ldq = q_out;
+        rope.ldk = rope.ldv = kv_out;
+      }
       rope.q_norm = ptr_or_null(layer.q_norm);
       rope.k_norm = ptr_or_null(layer.k_norm);
       rope.eps = eps;
@@ -290,29 +397,43 @@ struct DecodeGraph::Impl {
         record_own_attention(l, past, stream);
       }
 
-      kernels::Gemv o = gemv(attn.data_ptr(), q_out);
-      o.groups[0] = {layer.o.data_ptr(), ptr_or_null(layer.o_bias), hidden_buf.data_ptr(), hidden,
-                     hidden};
-      o.epilogue = kernels::GemvEpilogue::AddResidual;
-      o.residual = hidden_buf.data_ptr();
-      check(kernels::gemv(o, stream), "decode graph: o_proj");
+      if (layer.o_quant) {
+        quantized_linear(attn, *layer.o_quant, optional_of(layer.o_bias), branch);
+        add_branch(stream, "decode graph: o_proj residual");
+      } else {
+        kernels::Gemv o = gemv(attn.data_ptr(), q_out);
+        o.groups[0] = {layer.o.data_ptr(), ptr_or_null(layer.o_bias), hidden_buf.data_ptr(), hidden,
+                       hidden};
+        o.epilogue = kernels::GemvEpilogue::AddResidual;
+        o.residual = hidden_buf.data_ptr();
+        check(kernels::gemv(o, stream), "decode graph: o_proj");
+      }
 
-      kernels::Gemv gate_up =
-          normed_gemv(layer.post_norm, stream, "decode graph: post_attention_layernorm");
-      gate_up.group_count = 2;
-      gate_up.groups[0] = {layer.gate.data_ptr(), ptr_or_null(layer.gate_bias), act.data_ptr(),
-                           intermediate, intermediate};
-      gate_up.groups[1] = {layer.up.data_ptr(), ptr_or_null(layer.up_bias), nullptr, intermediate,
-                           intermediate};
-      gate_up.epilogue = kernels::GemvEpilogue::SiluMul;
-      check(kernels::gemv(gate_up, stream), "decode graph: gate/up projections");
+      if (layer.gate_quant) {
+        quantized_gate_up(layer, stream);
+      } else {
+        kernels::Gemv gate_up =
+            normed_gemv(layer.post_norm, stream, "decode graph: post_attention_layernorm");
+        gate_up.group_count = 2;
+        gate_up.groups[0] = {layer.gate.data_ptr(), ptr_or_null(layer.gate_bias), act.data_ptr(),
+                             intermediate, intermediate};
+        gate_up.groups[1] = {layer.up.data_ptr(), ptr_or_null(layer.up_bias), nullptr, intermediate,
+                             intermediate};
+        gate_up.epilogue = kernels::GemvEpilogue::SiluMul;
+        check(kernels::gemv(gate_up, stream), "decode graph: gate/up projections");
+      }
 
-      kernels::Gemv down = gemv(act.data_ptr(), intermediate);
-      down.groups[0] = {layer.down.data_ptr(), ptr_or_null(layer.down_bias), hidden_buf.data_ptr(),
-                        hidden, hidden};
-      down.epilogue = kernels::GemvEpilogue::AddResidual;
-      down.residual = hidden_buf.data_ptr();
-      check(kernels::gemv(down, stream), "decode graph: down_proj");
+      if (layer.down_quant) {
+        quantized_linear(act, *layer.down_quant, optional_of(layer.down_bias), branch);
+        add_branch(stream, "decode graph: down_proj residual");
+      } else {
+        kernels::Gemv down = gemv(act.data_ptr(), intermediate);
+        down.groups[0] = {layer.down.data_ptr(), ptr_or_null(layer.down_bias),
+                          hidden_buf.data_ptr(), hidden, hidden};
+        down.epilogue = kernels::GemvEpilogue::AddResidual;
+        down.residual = hidden_buf.data_ptr();
+        check(kernels::gemv(down, stream), "decode graph: down_proj");
+      }
     }
     kernels::Gemv head = normed_gemv(w.final_norm, stream, "decode graph: final norm");
     head.groups[0] = {w.lm_head.data_ptr(), nullptr, logits.data_ptr(), vocab, vocab};
@@ -361,7 +482,10 @@ DecodeGraph::DecodeGraph(DecodeWeights weights, bool use_graph) : impl_(std::mak
                    w.layers.size(), w.q_heads, w.kv_heads, w.head_dim, w.rotary_dim);
   m.q_out = w.q_heads * w.head_dim;
   m.kv_out = w.kv_heads * w.head_dim;
-  m.intermediate = w.layers[0].gate.defined() ? w.layers[0].gate.size(0) : 0;
+  const DecodeLayer& first = w.layers[0];
+  m.intermediate = first.gate.defined() ? first.gate.size(0)
+                   : first.gate_quant   ? first.gate_quant->out_features
+                                        : 0;
   const std::int64_t per16 = 16 / static_cast<std::int64_t>(dtype_size(m.dtype));
   STRATA_CHECK_ARG(m.hidden % per16 == 0 && m.q_out % per16 == 0 && m.intermediate % per16 == 0,
                    "decode graph: hidden {}, attention width {} and intermediate {} must be "
@@ -375,19 +499,24 @@ DecodeGraph::DecodeGraph(DecodeWeights weights, bool use_graph) : impl_(std::mak
     const auto name = [&](const char* what) { return "layer " + std::to_string(i) + " " + what; };
     check_tensor(l.input_norm, {h}, t, d, name("input_layernorm"));
     check_tensor(l.post_norm, {h}, t, d, name("post_attention_layernorm"));
-    check_tensor(l.q, {m.q_out, h}, t, d, name("q_proj"));
-    check_tensor(l.k, {m.kv_out, h}, t, d, name("k_proj"));
-    check_tensor(l.v, {m.kv_out, h}, t, d, name("v_proj"));
-    check_tensor(l.o, {h, m.q_out}, t, d, name("o_proj"));
+    STRATA_CHECK_ARG(l.q_quant.has_value() == l.k_quant.has_value() &&
+                         l.q_quant.has_value() == l.v_quant.has_value() &&
+                         l.gate_quant.has_value() == l.up_quant.has_value(),
+                     "decode graph: layer {} quantizes only some of q/k/v or gate/up", i);
+    m.quantized = m.quantized || l.q_quant || l.o_quant || l.gate_quant || l.down_quant;
+    check_projection(l.q, l.q_quant, m.q_out, h, t, d, name("q_proj"));
+    check_projection(l.k, l.k_quant, m.kv_out, h, t, d, name("k_proj"));
+    check_projection(l.v, l.v_quant, m.kv_out, h, t, d, name("v_proj"));
+    check_projection(l.o, l.o_quant, h, m.q_out, t, d, name("o_proj"));
     check_optional(l.q_bias, {m.q_out}, t, d, name("q_proj bias"));
     check_optional(l.k_bias, {m.kv_out}, t, d, name("k_proj bias"));
     check_optional(l.v_bias, {m.kv_out}, t, d, name("v_proj bias"));
     check_optional(l.o_bias, {h}, t, d, name("o_proj bias"));
     check_optional(l.q_norm, {w.head_dim}, t, d, name("q_norm"));
     check_optional(l.k_norm, {w.head_dim}, t, d, name("k_norm"));
-    check_tensor(l.gate, {in, h}, t, d, name("gate_proj"));
-    check_tensor(l.up, {in, h}, t, d, name("up_proj"));
-    check_tensor(l.down, {h, in}, t, d, name("down_proj"));
+    check_projection(l.gate, l.gate_quant, in, h, t, d, name("gate_proj"));
+    check_projection(l.up, l.up_quant, in, h, t, d, name("up_proj"));
+    check_projection(l.down, l.down_quant, h, in, t, d, name("down_proj"));
     check_optional(l.gate_bias, {in}, t, d, name("gate_proj bias"));
     check_optional(l.up_bias, {in}, t, d, name("up_proj bias"));
     check_optional(l.down_bias, {h}, t, d, name("down_proj bias"));

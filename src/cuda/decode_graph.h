@@ -19,10 +19,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "strata/core/tensor.h"
+#include "strata/ops.h"
 
 namespace strata::cuda {
 
@@ -33,6 +35,12 @@ struct DecodeLayer {
   Tensor q_norm, k_norm;                  // [head_dim] (Qwen3) or undefined
   Tensor gate, up, down;
   Tensor gate_bias, up_bias, down_bias;
+  // Quantized projections (models::QuantizedLinear, docs/quantization.md): where set, the dense
+  // tensor of that name stays undefined (its bias is used as is) and the step runs the quantized
+  // GEMV (cuda::quantized_linear) plus the separate norm / SiLU / multiply / residual-add kernels
+  // the fused GEMV epilogues do for dense weights. q/k/v and gate/up are quantized together.
+  std::optional<ops::QuantizedWeight> q_quant, k_quant, v_quant, o_quant;
+  std::optional<ops::QuantizedWeight> gate_quant, up_quant, down_quant;
   bool rope = true;         // false: a NoPE layer (SmolLM3)
   std::int64_t window = 0;  // sliding window, 0: full attention
 };

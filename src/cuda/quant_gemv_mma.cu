@@ -75,29 +75,32 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
   float acc[4] = {};  // (row g, x rows 2c, 2c+1), (row g + 8, x rows 2c, 2c+1)
   for (int k0 = warp; k0 < chunks; k0 += kMmaWarps * U) {
     uint4 v[U][2];
+    std::uint32_t zv[U][2];
+    float sv[U][2];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < U; ++u) {  // weights, zeros and scales requested together
       const int kc = k0 + kMmaWarps * u;
+      const bool in = kc < chunks;
+      const std::int64_t gi = w.groups == 1 || !in ? 0 : column_of(kc, per_group);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        v[u][h] = kc < chunks ? __ldcs(wrow[h] + 4 * kc) : make_uint4(0, 0, 0, 0);
+        v[u][h] = in ? __ldcs(wrow[h] + 4 * kc) : make_uint4(0, 0, 0, 0);
+        zv[u][h] = w.zeros != nullptr && in ? field_of(w.zeros, (nrow[h] / 8) * w.groups + gi,
+                                                       static_cast<int>(nrow[h] % 8) * 4, 0xFu)
+                                            : 8u;
+        sv[u][h] = in ? load_scale(w.scale, w.scale_type, nrow[h] * w.groups + gi) : 0.0f;
       }
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int kc = k0 + kMmaWarps * u;
       if (kc >= chunks) break;
-      const std::int64_t gi = w.groups == 1 ? 0 : column_of(kc, per_group);
       std::uint32_t zz[2];
       float s[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const std::uint32_t z = w.zeros != nullptr
-                                    ? field_of(w.zeros, (nrow[h] / 8) * w.groups + gi,
-                                               static_cast<int>(nrow[h] % 8) * 4, 0xFu)
-                                    : 8u;
-        zz[h] = (0x4300u | z) * 0x00010001u;
-        s[h] = load_scale(w.scale, w.scale_type, nrow[h] * w.groups + gi);
+        zz[h] = (0x4300u | zv[u][h]) * 0x00010001u;
+        s[h] = sv[u][h];
       }
       const uint4* xp = reinterpret_cast<const uint4*>(xr + 128 * static_cast<std::int64_t>(kc));
       float d[4] = {};
@@ -158,26 +161,34 @@ __global__ void __launch_bounds__(8 * 32)
   float acc[2][4] = {};
   for (int t0 = warp; t0 < steps; t0 += kW * U) {
     uint4 v[U];
+    std::uint32_t zwv[U];
+    float sv[U][4];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < U; ++u) {  // weights, zeros and scales requested together
       const int t = t0 + kW * u;
-      v[u] = t < steps ? __ldcs(reinterpret_cast<const uint4*>(
-                             qweight + (4 * static_cast<std::int64_t>(t) + c) * w.n + n0))
-                       : make_uint4(0, 0, 0, 0);
+      const bool in = t < steps;
+      const std::int64_t gi = in ? t / steps_per_group : 0;
+      v[u] = in ? __ldcs(reinterpret_cast<const uint4*>(
+                      qweight + (4 * static_cast<std::int64_t>(t) + c) * w.n + n0))
+                : make_uint4(0, 0, 0, 0);
+      zwv[u] = in ? static_cast<std::uint32_t>(__ldg(w.zeros + gi * (w.n / 8) + n0 / 8)) : 0u;
+#pragma unroll
+      for (int o = 0; o < 4; ++o) {
+        sv[u][o] = in ? load_scale(w.scale, w.scale_type, gi * w.n + n0 + o) : 0.0f;
+      }
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int t = t0 + kW * u;
       if (t >= steps) break;
-      const std::int64_t gi = t / steps_per_group;
-      const auto zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * (w.n / 8) + n0 / 8));
+      const std::uint32_t zw = zwv[u];
       std::uint32_t zz[4];
       float s[4];
 #pragma unroll
       for (int o = 0; o < 4; ++o) {
         const std::uint32_t z = ((zw >> (4 * ((n0 + o) % 8))) & 0xFu) + 1;  // stored minus one
         zz[o] = (0x4300u + z) * 0x00010001u;                                // 128 + z (z <= 16)
-        s[o] = load_scale(w.scale, w.scale_type, gi * w.n + n0 + o);
+        s[o] = sv[u][o];
       }
       const uint4 xv =
           __ldg(reinterpret_cast<const uint4*>(xr + 32 * static_cast<std::int64_t>(t)));

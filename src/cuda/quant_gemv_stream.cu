@@ -22,6 +22,7 @@
 
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -157,13 +158,17 @@ __global__ void __launch_bounds__(kRowWarps * 32)
   }
   float acc[O][R] = {};
   for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+    // The weights and their block scales are requested together: a scale read after the weights
+    // arrived was a second round trip per step (session 6, call 1).
     uint4 v[O][U];
+    float sv[O][U];
 #pragma unroll
     for (int o = 0; o < O; ++o) {
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const int c = c0 + 32 * u;
         v[o][u] = c < chunks ? __ldcs(wrow[o] + c) : make_uint4(0, 0, 0, 0);
+        sv[o][u] = blocked && c < chunks ? __ldg(srow[o] + column_of(c, per_scale)) : 1.0f;
       }
     }
 #pragma unroll
@@ -175,7 +180,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
       for (int r = 0; r < R; ++r) load_xs<16>(x + x_row(r, rows) * w.k + c * 16, 0x1p32f, xs[r]);
 #pragma unroll
       for (int o = 0; o < O; ++o) {
-        const float s = blocked ? __ldg(srow[o] + column_of(c, per_scale)) : 1.0f;
+        const float s = sv[o][u];
         float part[R] = {};
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
@@ -231,33 +236,37 @@ __global__ void __launch_bounds__(kRowWarps * 32)
   }
   float acc[O][R] = {};
   for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+    // Weights, scales and zero points requested together (one round trip per step).
     uint4 v[O][U];
+    float sv[O][U], zv[O][U];
 #pragma unroll
     for (int o = 0; o < O; ++o) {
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const int c = c0 + 32 * u;
-        v[o][u] = c < chunks ? __ldcs(wrow[o] + c) : make_uint4(0, 0, 0, 0);
+        const bool in = c < chunks;
+        const std::int64_t gi = w.groups == 1 || !in ? 0 : column_of(c, per_group);
+        v[o][u] = in ? __ldcs(wrow[o] + c) : make_uint4(0, 0, 0, 0);
+        sv[o][u] = in ? load_scale(w.scale, w.scale_type, nrow[o] * w.groups + gi) : 0.0f;
+        zv[o][u] =
+            w.zeros != nullptr && in
+                ? static_cast<float>(field_of(w.zeros, (nrow[o] / C::kPer) * w.groups + gi,
+                                              static_cast<int>(nrow[o] % C::kPer) * BITS, C::kMask))
+                : static_cast<float>(1u << (BITS - 1));
       }
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = c0 + 32 * u;
       if (c >= chunks) break;
-      const std::int64_t gi = w.groups == 1 ? 0 : column_of(c, per_group);
       float xs[R][kIn];
 #pragma unroll
       for (int r = 0; r < R; ++r) load_xs<kIn>(x + x_row(r, rows) * w.k + c * kIn, 1.0f, xs[r]);
 #pragma unroll
       for (int o = 0; o < O; ++o) {
-        const float z =
-            w.zeros != nullptr
-                ? static_cast<float>(field_of(w.zeros, (nrow[o] / C::kPer) * w.groups + gi,
-                                              static_cast<int>(nrow[o] % C::kPer) * BITS, C::kMask))
-                : static_cast<float>(1u << (BITS - 1));
         float mz[C::kInPlace];
-        C::magic_zero(z, mz);
-        const float s = load_scale(w.scale, w.scale_type, nrow[o] * w.groups + gi);
+        C::magic_zero(zv[o][u], mz);
+        const float s = sv[o][u];
         float part[R][C::kInPlace] = {};
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
@@ -308,19 +317,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       const auto uu = static_cast<unsigned>(u), upg = static_cast<unsigned>(units.per_group);
       const std::int64_t gi = uu / upg;
       const std::int64_t k0 = gi * w.group + static_cast<std::int64_t>(uu % upg) * units.length;
-      float mz[V][8], s[V][8];
-#pragma unroll
-      for (int v = 0; v < V; ++v) {
-        const auto zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * words + c + v));
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int p = C::pos(i);
-          mz[v][i] = fmaf(static_cast<float>((zw >> (4 * i)) & 0xFu),
-                          static_cast<float>(1u << (4 * p)), kMagic);
-          s[v][i] = load_scale(w.scale, w.scale_type, gi * w.n + (c + v) * 8 + kOrder[i]) *
-                    (1.0f / static_cast<float>(1u << (4 * p)));
-        }
-      }
+      float mz[V][8] = {}, s[V][8] = {};
       float part[R][V][8] = {};
       for (std::int64_t k1 = k0; k1 < k0 + units.length; k1 += U) {
         std::uint32_t word[U][V];
@@ -336,6 +333,20 @@ __global__ void __launch_bounds__(kWarps * 32)
             word[e][0] = q.x, word[e][1] = q.y;
           } else {
             word[e][0] = static_cast<std::uint32_t>(__ldcs(p));
+          }
+        }
+        if (k1 == k0) {  // the unit's zeros and scales, in flight with its first words
+#pragma unroll
+          for (int v = 0; v < V; ++v) {
+            const auto zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * words + c + v));
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+              const int p = C::pos(i);
+              mz[v][i] = fmaf(static_cast<float>((zw >> (4 * i)) & 0xFu),
+                              static_cast<float>(1u << (4 * p)), kMagic);
+              s[v][i] = load_scale(w.scale, w.scale_type, gi * w.n + (c + v) * 8 + kOrder[i]) *
+                        (1.0f / static_cast<float>(1u << (4 * p)));
+            }
           }
         }
 #pragma unroll
@@ -390,17 +401,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       const std::int64_t gi = uu / upg;
       const std::int64_t pr0 =
           gi * (w.group / C::kPer) + static_cast<std::int64_t>(uu % upg) * units.length;
-      float mz[V][C::kInPlace], s[V];
-#pragma unroll
-      for (int v = 0; v < V; ++v) {
-        const std::int64_t n = n0 + v;
-        const float z =
-            static_cast<float>(field_of(w.zeros, gi * zero_words + n / C::kPer,
-                                        static_cast<int>(n % C::kPer) * BITS, C::kMask) +
-                               1);
-        C::magic_zero(z, mz[v]);
-        s[v] = load_scale(w.scale, w.scale_type, gi * w.n + n);
-      }
+      float mz[V][C::kInPlace] = {}, s[V] = {};
       float part[R][V][C::kInPlace] = {};
       for (std::int64_t p1 = pr0; p1 < pr0 + units.length; p1 += U) {
         std::uint32_t word[U][V];
@@ -416,6 +417,18 @@ __global__ void __launch_bounds__(kWarps * 32)
             word[e][0] = q.x, word[e][1] = q.y;
           } else {
             word[e][0] = static_cast<std::uint32_t>(__ldcs(p));
+          }
+        }
+        if (p1 == pr0) {  // the unit's zeros and scales, in flight with its first words
+#pragma unroll
+          for (int v = 0; v < V; ++v) {
+            const std::int64_t n = n0 + v;
+            const float z =
+                static_cast<float>(field_of(w.zeros, gi * zero_words + n / C::kPer,
+                                            static_cast<int>(n % C::kPer) * BITS, C::kMask) +
+                                   1);
+            C::magic_zero(z, mz[v]);
+            s[v] = load_scale(w.scale, w.scale_type, gi * w.n + n);
           }
         }
 #pragma unroll
@@ -462,9 +475,11 @@ __global__ void __launch_bounds__(kWarps * 32)
 struct StreamConfig {
   bool enabled = true;
   int row_o = 2, row_u = 4;
-  int awq_v = 1, awq_u = 8, awq_len = 32;
+  int awq_v = 1, awq_u = 32, awq_len = 32;
   int gptq_v = 4, gptq_u = 8;
   int blocks_per_sm = 2;
+  // Which formats take this file's kernels (f8=0, ct=0, aw=0, gq=0: quant_gemv.cu's instead).
+  bool fp8 = true, compressed = true, awq = true, gptq = true;
   bool ct_mma = false;    // compressed-tensors int4 on the tensor cores (quant_gemv_mma.cu)
   bool gptq_mma = false;  // GPTQ 4-bit (sequential) on the tensor cores
   bool awq_mma = false;   // AWQ on the tensor cores
@@ -489,7 +504,11 @@ StreamConfig read_config() {
     if (key("ro") && (value == 2 || value == 4)) c.row_o = value;
     if (key("ru") && (value == 2 || value == 4 || value == 8)) c.row_u = value;
     if (key("av") && (value == 1 || value == 2)) c.awq_v = value;
-    if (key("au") && (value == 4 || value == 8 || value == 16)) c.awq_u = value;
+    if (key("au") && (value == 4 || value == 8 || value == 16 || value == 32)) c.awq_u = value;
+    if (key("f8")) c.fp8 = value != 0;
+    if (key("ct")) c.compressed = value != 0;
+    if (key("aw")) c.awq = value != 0;
+    if (key("gq")) c.gptq = value != 0;
     if (key("al") && (value == 16 || value == 32)) c.awq_len = value;
     if (key("gv") && (value == 2 || value == 4)) c.gptq_v = value;
     if (key("gu") && (value == 4 || value == 8)) c.gptq_u = value;
@@ -532,18 +551,22 @@ Units stream_units(const QuantWeight& w) {
   return {w.group / len, len, w.groups * (w.group / len)};
 }
 
-int column_v(const QuantWeight& w) {
-  return w.kind == QuantKind::AWQ ? config().awq_v : config().gptq_v;
+// Words (AWQ) or outputs (GPTQ) per thread: the variant's for bf16 x, the default otherwise (the
+// only instantiations there).
+int column_v(const QuantWeight& w, bool bf16) {
+  const StreamConfig d;
+  if (w.kind == QuantKind::AWQ) return bf16 ? config().awq_v : d.awq_v;
+  return bf16 ? config().gptq_v : d.gptq_v;
 }
 
-std::int64_t stream_tiles(const QuantWeight& w) {
+std::int64_t stream_tiles(const QuantWeight& w, int v) {
   const std::int64_t cols = w.kind == QuantKind::AWQ ? w.n / 8 : w.n;
-  const std::int64_t per_tile = 32 * static_cast<std::int64_t>(column_v(w));
+  const std::int64_t per_tile = 32 * static_cast<std::int64_t>(v);
   return (cols + per_tile - 1) / per_tile;
 }
 
-std::int64_t stream_splits(const QuantWeight& w, int sms) {
-  const std::int64_t tiles = stream_tiles(w);
+std::int64_t stream_splits(const QuantWeight& w, int v, int sms) {
+  const std::int64_t tiles = stream_tiles(w, v);
   const std::int64_t max_splits = (stream_units(w).count + kWarps - 1) / kWarps;
   const std::int64_t want =
       (static_cast<std::int64_t>(config().blocks_per_sm) * sms + tiles - 1) / tiles;
@@ -594,8 +617,8 @@ cudaError_t launch_rows(const QuantWeight& w, const T* x, std::int64_t rows, con
 template <int R, int V, int U, typename T>
 cudaError_t launch_awq_vu(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias,
                           T* out, float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(stream_tiles(w)),
-                  static_cast<unsigned>(stream_splits(w, sms)));
+  const dim3 grid(static_cast<unsigned>(stream_tiles(w, V)),
+                  static_cast<unsigned>(stream_splits(w, V, sms)));
   awq_cols_kernel<R, V, U, T>
       <<<grid, dim3(32, kWarps), 0, stream>>>(w, x, rows, stream_units(w), bias, out, ws, tickets);
   return launched();
@@ -604,8 +627,8 @@ cudaError_t launch_awq_vu(const QuantWeight& w, const T* x, std::int64_t rows, c
 template <int R, int V, int U, typename T>
 cudaError_t launch_gptq_vu(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias,
                            T* out, float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(stream_tiles(w)),
-                  static_cast<unsigned>(stream_splits(w, sms)));
+  const dim3 grid(static_cast<unsigned>(stream_tiles(w, V)),
+                  static_cast<unsigned>(stream_splits(w, V, sms)));
   const dim3 threads(32, kWarps);
   const Units units = stream_units(w);
   if (w.bits == 4) {
@@ -632,8 +655,10 @@ cudaError_t launch_cols(const QuantWeight& w, const T* x, std::int64_t rows, con
         return launch_awq_vu<R, 2, 4, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
       if (c.awq_v == 1 && c.awq_u == 16)
         return launch_awq_vu<R, 1, 16, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+      if (c.awq_v == 1 && c.awq_u == 8)
+        return launch_awq_vu<R, 1, 8, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
     }
-    return launch_awq_vu<R, 1, 8, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
+    return launch_awq_vu<R, 1, 32, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
   }
   if constexpr (std::is_same_v<T, BF16Bits>) {
     if (c.gptq_v == 2 && c.gptq_u == 8)
@@ -645,11 +670,27 @@ cudaError_t launch_cols(const QuantWeight& w, const T* x, std::int64_t rows, con
 }
 
 // The layer and call this file takes (else quant_gemv.cu's kernels run).
+bool format_on(const QuantWeight& w) {
+  const StreamConfig& c = config();
+  switch (w.kind) {
+    case QuantKind::FP8:
+      return c.fp8;
+    case QuantKind::Compressed:
+      return c.compressed;
+    case QuantKind::AWQ:
+      return c.awq;
+    case QuantKind::GPTQ:
+      return c.gptq;
+  }
+  return false;
+}
+
 bool takes(const QuantWeight& w, std::int64_t rows, const void* x, Type x_type) {
-  if (!config().enabled || rows < 1 || rows > 2 || !x_vector_ok(x, w.k, x_type)) return false;
+  if (!config().enabled || !format_on(w) || rows < 1 || rows > 2 || !x_vector_ok(x, w.k, x_type)) {
+    return false;
+  }
   if (w.kind == QuantKind::FP8 || w.kind == QuantKind::Compressed) return row_layout(w);
-  if (w.kind == QuantKind::AWQ && config().awq_v > 2) return false;
-  return column_layout(w, column_v(w));
+  return column_layout(w, column_v(w, x_type == Type::BFloat16));
 }
 
 }  // namespace
@@ -659,12 +700,19 @@ QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t ro
       (w.n / 8) % 8 == 0 && w.k % 16 == 0 && w.group % 16 == 0) {
     return awq_mma_scratch(w, rows, sms);
   }
-  if (!config().enabled || rows < 1 || rows > 2) return {};
+  if (!config().enabled || !format_on(w) || rows < 1 || rows > 2) return {};
   if (w.kind != QuantKind::AWQ && w.kind != QuantKind::GPTQ) return {};
-  if (!column_layout(w, column_v(w))) return {};
-  const std::int64_t splits = stream_splits(w, sms);
-  if (splits <= 1) return {};
-  return {splits * rows * w.n, stream_tiles(w)};
+  // x's dtype is not known here: room for the bf16 variant and the default alike.
+  QuantGemvScratch need;
+  for (const bool bf16 : {true, false}) {
+    const int v = column_v(w, bf16);
+    if (!column_layout(w, v)) continue;
+    const std::int64_t splits = stream_splits(w, v, sms);
+    if (splits <= 1) continue;
+    need.floats = std::max(need.floats, splits * rows * w.n);
+    need.tickets = std::max(need.tickets, stream_tiles(w, v));
+  }
+  return need;
 }
 
 bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows,

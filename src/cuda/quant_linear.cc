@@ -131,6 +131,15 @@ std::pair<float*, unsigned*> gemv_scratch(int device, const kernels::QuantGemvSc
 
 }  // namespace
 
+void reserve_quantized_gemv(const ops::QuantizedWeight& w, std::int64_t rows) {
+  const Device device = w.weight.device();
+  STRATA_CHECK(device.is_cuda(), InternalError, "reserve_quantized_gemv: the weight is on {}",
+               device);
+  const int gpu = device.index();
+  const kernels::QuantWeight q = kernel_weight(w, device);
+  gemv_scratch(gpu, kernels::quant_gemv_scratch(q, rows, multiprocessors(gpu)));
+}
+
 void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
                       const std::optional<Tensor>& bias, const Tensor& out) {
   const int device = out.device().index();

@@ -11,11 +11,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <unordered_set>
 #include <vector>
 
 #include "strata/core/error.h"
 #include "strata/core/logging.h"
 #include "strata/models/decoder.h"
+#include "strata/models/quant_linear.h"
 #include "strata/models/rope.h"
 #include "strata/nn/align_devices_hook.h"
 #include "strata/nn/hooks.h"
@@ -57,7 +60,6 @@ std::string config_refusal(const TransformerConfig& c) {
     return "fused projections, post-norms or whole-projection q/k norms";
   }
   if (c.num_experts > 0) return "a mixture of experts";
-  if (c.quantization) return "quantized linear layers";
   if (c.activation != Activation::SiLU) return "an MLP activation other than SiLU";
   if (c.attn_logit_softcapping || c.final_logit_softcapping) return "logit soft-capping";
   if (!c.rope) return "no rope parameters";
@@ -140,9 +142,17 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
     st.device = embed.device();
     st.dtype = embed.dtype();
     if (!st.device.is_cuda()) reason_ = fmt::format("the embedding is on {}, not a GPU", st.device);
+    // A quantized layer's packed tensors keep their formats' dtypes (its bias follows the model).
+    std::unordered_set<std::string> packed;
+    for (const auto& [name, module] : model.named_modules()) {
+      if (dynamic_cast<const QuantizedLinear*>(module) == nullptr) continue;
+      for (const auto& [local, t] : module->named_parameters()) {
+        if (local != "bias") packed.insert(name.empty() ? local : name + "." + local);
+      }
+    }
     for (const auto& [name, t] : model.named_parameters()) {
       if (!reason_.empty()) break;
-      if (t.device() != st.device || t.dtype() != st.dtype) {
+      if (t.device() != st.device || (t.dtype() != st.dtype && packed.count(name) == 0)) {
         reason_ = fmt::format(
             "{} is {}; every weight must be {} on {} (offloaded, split or "
             "cast placements take the module path)",
@@ -157,7 +167,13 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
     const auto module = [&](const std::string& path) -> nn::Module& {
       return model.get_submodule(base + "." + path);
     };
-    const auto linear = [&](const std::string& path, Tensor& weight, Tensor& bias) {
+    const auto linear = [&](const std::string& path, Tensor& weight, Tensor& bias,
+                            std::optional<ops::QuantizedWeight>& quant) {
+      if (auto* q = dynamic_cast<QuantizedLinear*>(&module(path)); q != nullptr) {
+        quant = q->quantized_weight();  // checks g_idx / weight_shape once, before any capture
+        if (q->has_parameter("bias")) bias = q->parameter("bias");
+        return;
+      }
       auto* l = dynamic_cast<nn::Linear*>(&module(path));
       STRATA_CHECK(l != nullptr, NotSupported, "decode graph: {}.{} is not a Linear", base, path);
       weight = l->weight();
@@ -196,17 +212,17 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
         cuda::DecodeLayer l;
         l.input_norm = norm(p + "input_layernorm");
         l.post_norm = norm(p + "post_attention_layernorm");
-        linear(p + "self_attn.q_proj", l.q, l.q_bias);
-        linear(p + "self_attn.k_proj", l.k, l.k_bias);
-        linear(p + "self_attn.v_proj", l.v, l.v_bias);
-        linear(p + "self_attn.o_proj", l.o, l.o_bias);
+        linear(p + "self_attn.q_proj", l.q, l.q_bias, l.q_quant);
+        linear(p + "self_attn.k_proj", l.k, l.k_bias, l.k_quant);
+        linear(p + "self_attn.v_proj", l.v, l.v_bias, l.v_quant);
+        linear(p + "self_attn.o_proj", l.o, l.o_bias, l.o_quant);
         if (c.qk_norm) {
           l.q_norm = norm(p + "self_attn.q_norm");
           l.k_norm = norm(p + "self_attn.k_norm");
         }
-        linear(p + "mlp.gate_proj", l.gate, l.gate_bias);
-        linear(p + "mlp.up_proj", l.up, l.up_bias);
-        linear(p + "mlp.down_proj", l.down, l.down_bias);
+        linear(p + "mlp.gate_proj", l.gate, l.gate_bias, l.gate_quant);
+        linear(p + "mlp.up_proj", l.up, l.up_bias, l.up_quant);
+        linear(p + "mlp.down_proj", l.down, l.down_bias, l.down_quant);
         const auto layer = static_cast<std::size_t>(i);
         l.rope = c.rope_layers.empty() || c.rope_layers.at(layer);
         l.window = c.sliding_windows.at(layer);

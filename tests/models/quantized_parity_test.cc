@@ -13,6 +13,7 @@
 
 #include "io/io_testing.h"
 #include "models/model_testing.h"
+#include "strata/models/decode_graph.h"
 #include "strata/models/quant_linear.h"
 #include "strata/placement/load_and_dispatch.h"
 
@@ -163,6 +164,25 @@ TEST_P(QuantizedParityTest, GreedyContinuationMatchesReference) {
   const auto result =
       models::generate_greedy(*model_, fixture_.prompt_ids.narrow(0, 0, 1), options);
   EXPECT_EQ(result.tokens.to_vector<std::int64_t>(), fixture_.greedy_ids.to_vector<std::int64_t>())
+      << fixture_.name;
+}
+
+// All on cuda:0, decode steps take the fused CUDA graph with the quantized GEMVs inside it
+// (src/cuda/decode_graph.cc): it must accept the model and continue as the module path does.
+TEST_P(QuantizedParityTest, DecodeGraphRunsQuantizedLayersLikeTheModulePath) {
+  if (GetParam().where != Where::Cuda) GTEST_SKIP() << "the fused decode step needs one GPU";
+  {
+    models::DecodeGraphRunner runner(*model_);
+    ASSERT_TRUE(runner.usable()) << fixture_.name << ": " << runner.reason();
+  }
+  models::GenerationOptions options;
+  options.max_new_tokens = fixture_.greedy_ids.size(1);
+  options.input_device = input_device();
+  const Tensor prompt = fixture_.prompt_ids.narrow(0, 0, 1);
+  const auto graph = models::generate_greedy(*model_, prompt, options);
+  options.decode_graph = false;
+  const auto modules = models::generate_greedy(*model_, prompt, options);
+  EXPECT_EQ(graph.tokens.to_vector<std::int64_t>(), modules.tokens.to_vector<std::int64_t>())
       << fixture_.name;
 }
 
