@@ -60,8 +60,9 @@ struct DecodeWeights {
   bool pdl = true;
   // The RMSNorms before q/k/v, gate/up and the head computed in those GEMVs' prologue (the same
   // bits) where the rows fit its shared memory (kernels::gemv_fused_norm_fits); false: separate
-  // rms_norm kernels.
-  bool fused_norm = true;
+  // rms_norm kernels. Off by default: every block's prologue cost more than the kernel it saves
+  // (H100: 7B step 5.66 ms with it, 5.52 ms without, docs/decode-graph.md).
+  bool fused_norm = false;
   // Tuning sweep: the GEMVs' rows per warp and loads in flight (kernels::Gemv::rows / unroll;
   // 0 = the defaults; a shape not built for the batch takes the default).
   int gemv_rows = 0, gemv_unroll = 0;

@@ -153,7 +153,11 @@ cudaError_t launch_maybe_pdl(void (*kernel)(Params...), unsigned grid, unsigned 
   config.attrs = attribute;
   config.numAttrs = pdl ? 1 : 0;
   const cudaError_t status = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
-  return status != cudaSuccess ? status : launched();
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // a refused launch must not surface again at the next launch's check
+    return status;
+  }
+  return launched();
 }
 
 // RMSNorm's rounding (`weight * hidden.to(input_dtype)`): round the normalised value, then the

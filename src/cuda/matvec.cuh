@@ -25,18 +25,22 @@ namespace strata::cuda::kernels::gemv_detail {
 
 inline constexpr int kWarps = 4;  // warps per block
 
-// Defaults. 16-byte loads per weight row in flight per lane: at batch 1-2 a warp does little
-// arithmetic per byte, so 8 halve the round trips to HBM of a row (the H100 bench read 7B's
-// o_proj at 68% and down_proj at 77% of the copy rate with 4); larger batches keep 4 for
-// registers. Weight rows per warp: every input chunk a lane loads serves all of them, so more
-// rows cut the (L1) input traffic per weight byte, which grows with the batch; two keep small
-// matrices spread.
-__host__ __device__ constexpr int default_unroll(int batch) { return batch <= 2 ? 8 : 4; }
+// Defaults, from the H100 sweep of device call 1 (cuda_gemv_bench --sweep, docs/decode-graph.md).
+// Rows per warp: every input chunk a lane loads serves all of them, so more rows cut the (L1)
+// input traffic per weight byte, which grows with the batch; two keep small matrices spread.
+// 16-byte loads per weight row in flight per lane: 8 at batch 1; at batch 2 four read 7B's
+// o_proj at 85% of the copy rate (65% with 8) and down_proj at 88% (77%); from batch 5 two
+// (the accumulators take the registers: batch 8 q/k/v read at 76% with two, 62% with four).
+__host__ __device__ constexpr int default_unroll(int batch) {
+  return batch == 1 ? 8 : batch <= 4 ? 4 : 2;
+}
 __host__ __device__ constexpr int default_rows(int batch) { return batch <= 2 ? 2 : 4; }
-
-// Weight passes per lane fetched into L2 before the wait by default (Gemv::prefetch_passes; for a
-// 4096-wide bf16 row at batch 1, two passes of 8 loads are the whole row).
-inline constexpr int kPrefetchPasses = 2;
+// Weight passes fetched into L2 before the PDL wait: fetching ahead slowed batch 1 (7B o_proj
+// 66% with two passes, 76% with none: the lines compete with the running kernel's stream and
+// are evicted before use), one pass helped batch 2 a little, two batches 4-8.
+__host__ __device__ constexpr int default_prefetch(int batch) {
+  return batch == 1 ? 0 : batch == 2 ? 1 : 2;
+}
 
 __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
@@ -274,7 +278,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
   if (const Task task = task_of<R>(g, warp); task_active(g, task)) {
     const uint4* w[R];
     weight_rows<T, R>(g, task, w);
-    const int passes = g.prefetch_passes >= 0 ? g.prefetch_passes : g.pdl ? kPrefetchPasses : 0;
+    const int passes = g.prefetch_passes >= 0 ? g.prefetch_passes : g.pdl ? default_prefetch(B) : 0;
     const int ahead = passes * U;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -317,7 +321,9 @@ cudaError_t launch(const Gemv& g, unsigned blocks, cudaStream_t stream) {
   return launch_maybe_pdl(kernel, blocks, kWarps * 32, smem, stream, g.pdl, g);
 }
 
-inline constexpr std::size_t kMaxNormBytes = 48 * 1024;
+// The rows in dynamic shared memory, beside the prologue's own static scratch, within the 48 KB a
+// block takes without opting in.
+inline constexpr std::size_t kMaxNormBytes = 47 * 1024;
 
 // One shape's kernels, both Norm variants (_PLAIN: without the norm, float32, whose decode step
 // keeps the norm kernel: half the compile time of its instantiations): declared where they are

@@ -5,8 +5,8 @@
 
 namespace strata::cuda::kernels::gemv_detail {
 
-STRATA_GEMV_INSTANTIATE_PLAIN(float, 2, 2, 8)
-STRATA_GEMV_INSTANTIATE(BF16Bits, 2, 2, 8)
-STRATA_GEMV_INSTANTIATE(HalfBits, 2, 2, 8)
+STRATA_GEMV_INSTANTIATE_PLAIN(float, 2, 2, 4)
+STRATA_GEMV_INSTANTIATE(BF16Bits, 2, 2, 4)
+STRATA_GEMV_INSTANTIATE(HalfBits, 2, 2, 4)
 
 }  // namespace strata::cuda::kernels::gemv_detail

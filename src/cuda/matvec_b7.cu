@@ -5,8 +5,8 @@
 
 namespace strata::cuda::kernels::gemv_detail {
 
-STRATA_GEMV_INSTANTIATE_PLAIN(float, 7, 4, 4)
-STRATA_GEMV_INSTANTIATE(BF16Bits, 7, 4, 4)
-STRATA_GEMV_INSTANTIATE(HalfBits, 7, 4, 4)
+STRATA_GEMV_INSTANTIATE_PLAIN(float, 7, 4, 2)
+STRATA_GEMV_INSTANTIATE(BF16Bits, 7, 4, 2)
+STRATA_GEMV_INSTANTIATE(HalfBits, 7, 4, 2)
 
 }  // namespace strata::cuda::kernels::gemv_detail

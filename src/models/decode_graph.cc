@@ -193,7 +193,10 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
     w.flash_decode =
         options.flash_decode && (attention == nullptr || std::strcmp(attention, "own") != 0);
     w.pdl = options.pdl && !environment_off("STRATA_DECODE_PDL");
-    w.fused_norm = options.fused_norm && !environment_off("STRATA_DECODE_FUSED_NORM");
+    w.fused_norm = options.fused_norm;
+    if (std::getenv("STRATA_DECODE_FUSED_NORM") != nullptr) {
+      w.fused_norm = !environment_off("STRATA_DECODE_FUSED_NORM");
+    }
     if (const char* passes = std::getenv("STRATA_GEMV_PREFETCH"); passes != nullptr) {
       w.gemv_prefetch = std::atoi(passes);  // weight passes fetched into L2 before the wait
     }

@@ -90,13 +90,13 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   // The step's own split-key attention in every layer instead of launch_flash_decode.
   models::DecodeGraphRunner own(*model, /*use_graph=*/true, /*flash_decode=*/false);
   ASSERT_TRUE(own.usable()) << own.reason();
-  // Without programmatic dependent launch, and with separate rms_norm kernels: the same bits.
+  // Without programmatic dependent launch, and with the norms in the GEMVs: the same bits.
   models::DecodeGraphOptions serial_options;
   serial_options.pdl = false;
   models::DecodeGraphRunner serial(*model, serial_options);
-  models::DecodeGraphOptions unfused_options;
-  unfused_options.fused_norm = false;
-  models::DecodeGraphRunner separate_norms(*model, unfused_options);
+  models::DecodeGraphOptions fused_options;
+  fused_options.fused_norm = true;
+  models::DecodeGraphRunner fused_norms(*model, fused_options);
 
   const Tensor ids = prompt(f, c.batch).to(gpu);
   auto module_cache = model->make_cache();
@@ -126,9 +126,9 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
     const std::optional<Tensor> without_pdl = serial.step(next, *serial_cache);
     ASSERT_TRUE(without_pdl.has_value()) << serial.reason();
     EXPECT_EQ(max_abs_diff(*fast, *without_pdl), 0.0) << "PDL off, step " << step;
-    const std::optional<Tensor> norm_kernels = separate_norms.step(next, *norms_cache);
-    ASSERT_TRUE(norm_kernels.has_value()) << separate_norms.reason();
-    EXPECT_EQ(max_abs_diff(*fast, *norm_kernels), 0.0) << "separate norms, step " << step;
+    const std::optional<Tensor> norms_in_gemvs = fused_norms.step(next, *norms_cache);
+    ASSERT_TRUE(norms_in_gemvs.has_value()) << fused_norms.reason();
+    EXPECT_EQ(max_abs_diff(*fast, *norms_in_gemvs), 0.0) << "fused norms, step " << step;
     const std::optional<Tensor> own_attention = own.step(next, *own_cache);
     ASSERT_TRUE(own_attention.has_value()) << own.reason();
     EXPECT_LE(max_abs_diff(*own_attention, expected), tol * scale)

@@ -122,13 +122,15 @@ TEST_P(GemvVariantTest, FusedNormEqualsRmsNormKernelThenGemv) {
           << "k " << k << " batch " << batch;
     }
   }
-  // float32 keeps the separate norm kernel (no fused instantiation); bf16/f16 fit up to 6 rows of
-  // 4096 and every batch of the shorter rows.
-  EXPECT_EQ(tested, t == DType::Float32 ? 0 : 8 + 8 + 6);
+  // float32 keeps the separate norm kernel (no fused instantiation); bf16/f16 fit up to 5 rows of
+  // 4096 (47 KB) and every batch of the shorter rows.
+  EXPECT_EQ(tested, t == DType::Float32 ? 0 : 8 + 8 + 5);
 }
 
 TEST_P(GemvVariantTest, FusedNormRefusesRowsBeyondItsSharedMemory) {
   const DType t = GetParam();
+  // 6 rows of 4096 in bf16 are 48 KB: with the prologue's static scratch, one launch too many.
+  EXPECT_FALSE(cuda::kernels::gemv_fused_norm_fits(type_of(t), 6, 4096));
   const std::int64_t k = 8192;  // 8 rows of 8192 in any float type pass 48 KB
   ASSERT_FALSE(cuda::kernels::gemv_fused_norm_fits(type_of(t), 8, k));
   const Tensor x = Tensor::zeros({8, k}, t, Device::cuda(0));

@@ -31,8 +31,9 @@ struct DecodeGraphOptions {
   bool flash_decode = true;  // false (or STRATA_DECODE_ATTENTION=own): the step's own attention
   // Programmatic dependent launch of the GEMVs on sm_90+ (STRATA_DECODE_PDL=0 turns it off).
   bool pdl = true;
-  // RMSNorm inside the following GEMV (STRATA_DECODE_FUSED_NORM=0 turns it off).
-  bool fused_norm = true;
+  // RMSNorm inside the following GEMV (off: measured slower; STRATA_DECODE_FUSED_NORM=1 or 0
+  // overrides this).
+  bool fused_norm = false;
 };
 
 class DecodeGraphRunner {
