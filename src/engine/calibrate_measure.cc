@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <ostream>
 #include <vector>
 
@@ -223,8 +224,10 @@ H2dBuffers h2d_buffers(std::int64_t bytes) {
 // about the same time, under each other throughout. Median of five runs: the rates under
 // contention vary from run to run, and the best of a few overstated them (session 5's plan picked
 // split on this host's best run, where split measured slower than the cpu).
-void measure_split_rates(MachineConstants& c, const MeasureOptions& options, const Tensor& pinned,
-                         const Tensor& on_gpu, const cuda::Stream& stream) {
+void measure_split_rates(MachineConstants& c, const MeasureOptions& options,
+                         const cuda::Stream& stream) {
+  // Weights and pinned source out of the cache, as a layer's are.
+  const auto [pinned, on_gpu] = h2d_buffers(options.host_bytes);
   const std::int64_t k = 4096, bytes = static_cast<std::int64_t>(pinned.nbytes());
   const std::int64_t total_rows = std::max<std::int64_t>(bytes / (2 * k), 256);
   const Tensor weight = Tensor::full({total_rows, k}, 0.01, DType::BFloat16);
@@ -271,7 +274,7 @@ void measure_gpu(MachineConstants& c, const MeasureOptions& options) {
   const Device gpu = Device::cuda(device);
   const cuda::Stream& stream = cuda::Stream::compute(device);
   const std::int64_t bytes = std::int64_t{256} << 20;
-  const auto [pinned, on_gpu] = h2d_buffers(bytes);  // kept for the split rates below
+  const auto [pinned, on_gpu] = h2d_buffers(bytes);
   c.h2d_gbps = copy_gbps(on_gpu, pinned, static_cast<double>(bytes));
   report(options, "pinned host -> GPU", c.h2d_gbps, "GB/s");
   c.gpu_hbm_gbps = *measure_gpu_hbm_gbps(std::int64_t{1} << 30);
@@ -303,7 +306,7 @@ void measure_gpu(MachineConstants& c, const MeasureOptions& options) {
   c.gpu_launch_us = launches / kLaunches * 1e6;
   report(options, "GPU op launch", c.gpu_launch_us, "us");
 
-  measure_split_rates(c, options, pinned, on_gpu, stream);
+  measure_split_rates(c, options, stream);
 }
 #endif
 
@@ -364,7 +367,39 @@ std::optional<double> measure_gpu_gemm_gflops(std::int64_t n) {
 #endif
 }
 
-MachineConstants measure_machine_constants(const MeasureOptions& options) {
+namespace {
+
+// The last-level cache's size in bytes (0 when the system does not say).
+std::int64_t last_level_cache_bytes() {
+  std::int64_t bytes = 0;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+  bytes = std::max<std::int64_t>(bytes, ::sysconf(_SC_LEVEL3_CACHE_SIZE));
+#endif
+  for (int index = 0; index < 8; ++index) {  // cpu0's caches; sizes like "300M", "32768K"
+    std::ifstream in(fmt::format("/sys/devices/system/cpu/cpu0/cache/index{}/size", index));
+    std::int64_t value = 0;
+    char unit = 0;
+    if (!(in >> value)) continue;
+    in >> unit;
+    const std::int64_t scale = unit == 'K'   ? 1 << 10
+                               : unit == 'M' ? 1 << 20
+                               : unit == 'G' ? 1 << 30
+                                             : 1;
+    bytes = std::max(bytes, value * scale);
+  }
+  return bytes;
+}
+
+}  // namespace
+
+std::int64_t host_buffer_bytes() {
+  constexpr std::int64_t kMin = std::int64_t{256} << 20, kMax = std::int64_t{4} << 30;
+  return std::clamp(4 * last_level_cache_bytes(), kMin, kMax);
+}
+
+MachineConstants measure_machine_constants(const MeasureOptions& given) {
+  MeasureOptions options = given;
+  if (options.host_bytes <= 0) options.host_bytes = host_buffer_bytes();
   MachineConstants c;
   c.threads = num_threads();
   c.host_read_gbps = measure_host_read_gbps(options.host_bytes);

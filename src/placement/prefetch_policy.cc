@@ -227,7 +227,12 @@ ExecutionPolicy PrefetchScheduler::begin_step(PrefetchHook& hook, std::int64_t t
   unit.cpu_capable = cpu_capable;
   if (activation_bytes_per_token > 0) unit.activation_bytes_per_token = activation_bytes_per_token;
   step_tokens_ = tokens;
-  if (order_.empty() || order_.front() == &unit) forward_tokens_ = tokens;
+  if (order_.empty() || order_.front() == &unit) {  // a new forward
+    forward_tokens_ = tokens;
+    // Keyword inputs are reused within a forward only: a caller may update a tensor in place
+    // between forwards (a static buffer of a captured graph), so a copy made last step is stale.
+    cpu_inputs_.clear();
+  }
   if (forward_tokens_ > 1) {
     unit.seen_forward = forward_tokens_;
     unit.seen_tokens = tokens;

@@ -83,9 +83,7 @@ int expect_formulas(const json& plan, double element, double hidden) {
       EXPECT_EQ(u.at("decode"), "gpu");
       continue;
     }
-    // A disk unit streams through staging: the page cache, then PCIe, both over host memory.
-    const double copy_rate = tier == "disk" ? 1 / (1 / kPageCache + 1 / kH2d) : kH2d;
-    const double copy = bytes / copy_rate;
+    const double copy = bytes / (tier == "disk" ? kPageCache : kH2d);
     const double stream = std::max(copy, gpu(1));
     const double cpu = (lookup ? activation / kGemv : std::max(bytes / kGemv, flops / kCpuFlops)) +
                        2 * (activation / kH2d + kLatency);
@@ -93,6 +91,7 @@ int expect_formulas(const json& plan, double element, double hidden) {
     // activation transfers per linear on the host's side. The fixture's constants predate the
     // op-overhead and concurrent rates: those terms are absent.
     const double linears = split_linears(name);
+    const double copy_rate = tier == "disk" ? kPageCache : kH2d;
     const double share = kGemv / (kGemv + copy_rate);
     const double host = std::max(share * bytes / kGemv, share * flops / kCpuFlops) +
                         linears * 2 * (activation / kH2d + kLatency);

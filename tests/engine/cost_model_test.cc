@@ -54,11 +54,11 @@ TEST(CostModel, UnitTimesAreTheFormulas) {
   EXPECT_DOUBLE_EQ(model.cpu_seconds(cpu, 1), 400e6 / 100e9 + io(1));
   EXPECT_DOUBLE_EQ(model.cpu_seconds(cpu, 512), 400e6 * 512 / 1000e9 + io(512));
   EXPECT_DOUBLE_EQ(model.cpu_seconds(cpu, 1, /*activations_cross_pcie=*/false), 400e6 / 100e9);
-  // Disk in the page cache: streaming makes two passes over host memory (the page cache into
-  // staging at 20 GB/s, staging over PCIe at 50: 1 / (1/20 + 1/50) = 100/7 GB/s), the cpu reads
-  // the mapping at its matrix-vector rate; out of the cache both read from the disk.
+  // Disk in the page cache: streaming is bounded by the page-cache read (the disk workers' copy
+  // into staging overlaps the PCIe copy), the cpu reads the mapping at its matrix-vector rate;
+  // out of the cache both read from the disk.
   const UnitWork cached = layer(Tier::Disk);
-  EXPECT_DOUBLE_EQ(model.stream_seconds(cached, 1), 400e6 / (100.0 / 7.0 * 1e9));
+  EXPECT_DOUBLE_EQ(model.stream_seconds(cached, 1), 400e6 / 20e9);
   EXPECT_DOUBLE_EQ(model.cpu_seconds(cached, 1), 400e6 / 100e9 + io(1));
   UnitWork cold = layer(Tier::Disk);
   cold.disk_cached = false;
@@ -145,10 +145,9 @@ TEST(CostModel, PlanPredictionsSumTheUnits) {
   const double gpu_decode = 1e9 / 3000e9;
   const double cpu_decode = 400e6 / 100e9 + io(1);
   EXPECT_DOUBLE_EQ(p.decode_seconds_best, gpu_decode + cpu_decode + cpu_decode);
-  const double disk_stream = 400e6 / (100.0 / 7.0 * 1e9);  // page cache, then PCIe
-  EXPECT_DOUBLE_EQ(p.decode_seconds_stream, gpu_decode + 400e6 / 50e9 + disk_stream);
+  EXPECT_DOUBLE_EQ(p.decode_seconds_stream, gpu_decode + 400e6 / 50e9 + 400e6 / 20e9);
   const double gpu_prefill = 1e9 * 512 / 500000e9;
-  EXPECT_DOUBLE_EQ(p.prefill_seconds_best, gpu_prefill + 400e6 / 50e9 + disk_stream);
+  EXPECT_DOUBLE_EQ(p.prefill_seconds_best, gpu_prefill + 400e6 / 50e9 + 400e6 / 20e9);
   EXPECT_DOUBLE_EQ(p.prefill_seconds_stream, p.prefill_seconds_best);
   EXPECT_DOUBLE_EQ(p.prefill_tokens_per_second(true), 512 / p.prefill_seconds_best);
   EXPECT_DOUBLE_EQ(p.load_seconds, 1.8e9 / 20e9 + 1e9 / 50e9 + 400e6 / 100e9);
@@ -251,11 +250,10 @@ TEST(CostModelSplit, SplitTimeIsTheFormula) {
   // the FLOPs (0.5 x 400 M x 4096 at 1 TFLOP/s) bound it.
   const double trips_4096 = 7 * 2 * (8192.0 * 4096 / 50e9 + 10e-6);
   EXPECT_DOUBLE_EQ(model.split_seconds(w, 4096, 0.5), 0.5 * 400e6 * 4096 / 1000e9 + trips_4096);
-  // Disk tier in the page cache: the copy streams at 100/7 GB/s (page cache, then PCIe) ->
-  // fraction 100 / (100 + 100/7) = 7/8.
+  // Disk tier in the page cache: the copy reads at 20 GB/s -> fraction 100 / 120.
   UnitWork disk = w;
   disk.tier = Tier::Disk;
-  EXPECT_DOUBLE_EQ(model.split_fraction(disk), 0.875);
+  EXPECT_DOUBLE_EQ(model.split_fraction(disk), 100.0 / 120.0);
   EXPECT_TRUE(std::isinf(model.split_seconds(disk, 1, 1.0)));  // not a split
   // No GPU: never.
   MachineConstants cpu_only = machine();
@@ -344,10 +342,10 @@ TEST(CostModelOverheads, SplitUsesTheRatesMeasuredUnderEachOther) {
   const double host = f * 400e6 / 70e9 + trips + 7 * 20e-6 + 20 * 5e-6;
   const double copy = (1 - f) * 400e6 / 40e9;
   EXPECT_DOUBLE_EQ(model.split_seconds(w, 1, f), std::max(host, copy));
-  // The disk tier's copies stream at 100/7 GB/s (page cache, then PCIe), below the 40 measured.
+  // The disk tier's copies are bounded by the page cache (20 GB/s) below the 40 measured.
   UnitWork disk = w;
   disk.tier = Tier::Disk;
-  EXPECT_DOUBLE_EQ(model.split_fraction(disk), 70.0 / (70.0 + 100.0 / 7.0));
+  EXPECT_DOUBLE_EQ(model.split_fraction(disk), 70.0 / 90.0);
 }
 
 TEST(CostModelOverheads, TheKvCacheIsReadWhereTheLayerComputes) {

@@ -231,6 +231,25 @@ TEST(MachineConstants, NoCacheDirectoryMeasuresWithAWarning) {
   EXPECT_NE(c.warnings[0].find("XDG_CACHE_HOME"), std::string::npos) << c.warnings[0];
 }
 
+TEST(MachineConstants, HostBuffersLeaveTheLastLevelCache) {
+  // By default the buffers are sized at measurement time: 4 x the last-level cache (this
+  // machine's, read here from sysfs as the kernel reports it), clamped to [256 MiB, 4 GiB].
+  EXPECT_EQ(MeasureOptions{}.host_bytes, 0);
+  std::int64_t cache = 0;
+  for (int index = 0; index < 8; ++index) {
+    std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
+    std::string text;
+    if (!(in >> text) || text.empty()) continue;
+    const char unit = text.back();
+    const std::int64_t scale = unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1;
+    cache = std::max<std::int64_t>(cache, std::stoll(text) * scale);
+  }
+  const std::int64_t bytes = host_buffer_bytes();
+  EXPECT_GE(bytes, std::int64_t{256} << 20);
+  EXPECT_LE(bytes, std::int64_t{4} << 30);
+  EXPECT_GE(bytes, std::min<std::int64_t>(4 * cache, std::int64_t{4} << 30)) << cache;
+}
+
 TEST(MachineConstants, AShortMeasurementMeasuresEveryCpuConstant) {
   testing::TempDir tmp;
   MeasureOptions options;

@@ -66,11 +66,17 @@ std::filesystem::path calibration_cache_file(const std::filesystem::path& dir,
 
 struct MeasureOptions {
   std::ostream* progress = nullptr;  // one line per measurement
-  // Buffer sizes: large enough to leave the caches (defaults), small in tests.
-  std::int64_t host_bytes = std::int64_t{256} << 20;
+  // Buffer sizes: large enough to leave the caches (defaults), small in tests. host_bytes 0:
+  // host_buffer_bytes() (the cpu's products and reads must come from memory, not the cache).
+  std::int64_t host_bytes = 0;
   std::int64_t file_bytes = std::int64_t{256} << 20;
   std::filesystem::path scratch_dir;  // for the disk measurement; empty: the temp directory
 };
+// The host buffers' size for the rates that must come from memory: 4 x the last-level cache
+// (sysconf, else /sys/devices/system/cpu/cpu0/cache), at least 256 MiB, at most 4 GiB. The H100
+// host's 300 MiB L3 held the 256 MiB used before: its matrix-vector rates (137 GB/s) were the
+// cache's, and the plan predicted the cpu's decode 20% too fast.
+std::int64_t host_buffer_bytes();
 // Measures every constant of this machine (GPU ones when a CUDA device is usable).
 MachineConstants measure_machine_constants(const MeasureOptions& options = {});
 
