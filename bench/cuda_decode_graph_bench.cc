@@ -109,6 +109,7 @@ int main(int argc, char** argv) {
       const char* shape;               // STRATA_GEMV_SHAPE or null
       const char* prefetch = nullptr;  // STRATA_GEMV_PREFETCH or null
       const char* grid = nullptr;      // STRATA_GEMV_GRID or null
+      const char* preload = nullptr;   // STRATA_GEMV_PRELOAD or null
     };
     const Variant variants[] = {
         {"default", "1", "0", nullptr},
@@ -117,6 +118,8 @@ int main(int argc, char** argv) {
         {"pf0", "1", "0", nullptr, "0"},
         {"pf1", "1", "0", nullptr, "1"},
         {"pf2", "1", "0", nullptr, "2"},
+        {"preload", "1", "0", nullptr, nullptr, nullptr, "1"},
+        {"preload pf0", "1", "0", nullptr, "0", nullptr, "1"},
         {"norm grid528", "1", "1", nullptr, nullptr, "528"},
         {"2x4", "1", "0", "2x4"},
         {"1x4", "1", "0", "1x4"},
@@ -136,12 +139,18 @@ int main(int argc, char** argv) {
         }
         setenv("STRATA_DECODE_PDL", v.pdl, 1);
         setenv("STRATA_DECODE_FUSED_NORM", v.norm, 1);
-        // The prefetch depth and the grid-stride GEMV are swept at batches 1 and 8 only.
-        if ((v.prefetch != nullptr || v.grid != nullptr) && batch != 1 && batch != 8) continue;
+        // The prefetch depth, the grid-stride GEMV and the preload: batches 1 and 8 only.
+        const bool rare = v.prefetch != nullptr || v.grid != nullptr || v.preload != nullptr;
+        if (rare && batch != 1 && batch != 8) continue;
         if (v.prefetch != nullptr) {
           setenv("STRATA_GEMV_PREFETCH", v.prefetch, 1);
         } else {
           unsetenv("STRATA_GEMV_PREFETCH");
+        }
+        if (v.preload != nullptr) {
+          setenv("STRATA_GEMV_PRELOAD", v.preload, 1);
+        } else {
+          unsetenv("STRATA_GEMV_PRELOAD");
         }
         if (v.grid != nullptr) {
           setenv("STRATA_GEMV_GRID", v.grid, 1);

@@ -122,6 +122,10 @@ struct Gemv {
   // wait; -1: the default (2 with pdl, none without: there is nothing to wait for). A tuning
   // knob of the sweep.
   int prefetch_passes = -1;
+  // Issue the first pass of weight loads into registers before the PDL wait (besides or instead
+  // of the L2 prefetch); the same sums in the same order. A tuning knob of the sweep: built for
+  // bf16 at the default shapes of batches 1, 2, 4 and 8 without the fused norm, ignored otherwise.
+  bool preload = false;
   // At most this many blocks, each warp looping over tasks (grid stride), so the fused norm's
   // prologue and the block start are paid once per block, not per task; 0: a warp per task.
   int grid_blocks = 0;

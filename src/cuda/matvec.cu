@@ -42,6 +42,11 @@ STRATA_GEMV_DECLARE(BF16Bits, 8, 4, 4)
 STRATA_GEMV_DECLARE(BF16Bits, 8, 2, 4)
 STRATA_GEMV_DECLARE(BF16Bits, 8, 2, 2)
 
+STRATA_GEMV_DECLARE_PRELOAD(BF16Bits, 1, 2, 8)
+STRATA_GEMV_DECLARE_PRELOAD(BF16Bits, 2, 2, 4)
+STRATA_GEMV_DECLARE_PRELOAD(BF16Bits, 4, 4, 4)
+STRATA_GEMV_DECLARE_PRELOAD(BF16Bits, 8, 4, 2)
+
 namespace {
 
 using Launcher = cudaError_t (*)(const Gemv&, unsigned, cudaStream_t);
@@ -62,6 +67,18 @@ const Shape kSweep[] = {
     STRATA_GEMV_SHAPE(8, 2, 2),
 };
 #undef STRATA_GEMV_SHAPE
+
+// The preloading kernels (Gemv::preload) of the default shapes that have one.
+struct Preload {
+  int batch;
+  Launcher launch;
+};
+const Preload kPreload[] = {
+    {1, &launch<BF16Bits, 1, 2, 8, false, true>},
+    {2, &launch<BF16Bits, 2, 2, 4, false, true>},
+    {4, &launch<BF16Bits, 4, 4, 4, false, true>},
+    {8, &launch<BF16Bits, 8, 4, 2, false, true>},
+};
 
 const Shape* sweep_shape(Type type, std::int64_t batch, int rows, int unroll) {
   if (type != Type::BFloat16) return nullptr;
@@ -150,6 +167,10 @@ cudaError_t gemv(const Gemv& g, cudaStream_t stream) {
       s != nullptr && (!gated || s->rows % 2 == 0)) {
     rows = s->rows;
     launcher = norm ? s->norm : s->plain;
+  } else if (g.preload && !norm && g.type == Type::BFloat16) {
+    for (const Preload& p : kPreload) {
+      if (p.batch == g.batch) launcher = p.launch;
+    }
   }
   const std::int64_t per_task = gated ? rows / 2 : rows;
   std::int64_t warps = 0;

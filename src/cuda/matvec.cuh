@@ -168,9 +168,13 @@ __device__ __forceinline__ void weight_rows(const Gemv& g, const Task& task, con
 }
 
 // One warp task: R weight rows against the B input rows `x`, then the epilogue's stores.
+// `pre` (when `preloaded`) holds the task's first pass of weight loads, issued before the PDL
+// wait; that pass is then summed predicated, which is the loop's first iteration or, for rows
+// shorter than one pass, the tail: the same sums in the same order either way.
 template <typename T, int B, int R, int U, bool Norm>
 __device__ __forceinline__ void gemv_task(const Gemv& g, const Task& task,
-                                          const uint4* const (&x)[B], int lane) {
+                                          const uint4* const (&x)[B], int lane,
+                                          const uint4 (&pre)[R][U], bool preloaded) {
   const bool gated = g.epilogue == GemvEpilogue::SiluMul;
   const GemvGroup& first = g.groups[task.group];
   const uint4* w[R];
@@ -183,6 +187,19 @@ __device__ __forceinline__ void gemv_task(const Gemv& g, const Task& task,
     for (int b = 0; b < B; ++b) acc[r][b] = 0.0f;
   }
   std::int64_t c = lane;
+  if (preloaded) {
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const uint4 xv = c + 32 * u < chunks ? load_x<Norm>(x[b] + c + 32 * u) : zero;
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r][b] += dot16<T>(pre[r][u], xv);
+      }
+    }
+    c += 32 * U;
+  }
   for (; c + 32 * (U - 1) < chunks; c += 32 * U) {
     uint4 wr[R][U];
 #pragma unroll
@@ -264,7 +281,7 @@ __device__ __forceinline__ void gemv_task(const Gemv& g, const Task& task,
   }
 }
 
-template <typename T, int B, int R, int U, bool Norm>
+template <typename T, int B, int R, int U, bool Norm, bool Pre>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
   static_assert(R * B <= 32, "one lane stores each (output row, input row) of a warp");
   extern __shared__ uint4 normed[];  // Norm: [B, k] of T
@@ -275,9 +292,24 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
   // rows are fetched into L2 (the weights do not depend on it), so HBM is busy while it drains;
   // the loop then finds them there. Prefetches leave the sums and their order untouched. A warp
   // with no task still waits for the producer and helps with the norm.
+  // Pre (Gemv::preload, sweep kernels only: the registers it holds across the wait cost the
+  // others occupancy): the first pass goes into registers (predicated, zeros past the row).
+  uint4 pre[R][U];
+  bool preloaded = false;
   if (const Task task = task_of<R>(g, warp); task_active(g, task)) {
     const uint4* w[R];
     weight_rows<T, R>(g, task, w);
+    if constexpr (Pre) {
+      const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          pre[r][u] = lane + 32 * u < chunks ? __ldcs(w[r] + lane + 32 * u) : zero;
+        }
+      }
+      preloaded = true;
+    }
     const int passes = g.prefetch_passes >= 0 ? g.prefetch_passes : g.pdl ? default_prefetch(B) : 0;
     const int ahead = passes * U;
 #pragma unroll
@@ -307,15 +339,16 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
   for (std::int64_t t = warp;; t += stride) {
     const Task task = task_of<R>(g, t);
     if (!task_active(g, task)) return;
-    gemv_task<T, B, R, U, Norm>(g, task, x, lane);
+    gemv_task<T, B, R, U, Norm>(g, task, x, lane, pre, Pre && preloaded);
+    preloaded = false;  // later tasks (grid stride) load their own
   }
 }
 
 // Launches gemv_kernel<T, B, R, U, Norm> over `blocks` blocks (host side; explicitly
 // instantiated by the matvec_*.cu files).
-template <typename T, int B, int R, int U, bool Norm>
+template <typename T, int B, int R, int U, bool Norm, bool Pre = false>
 cudaError_t launch(const Gemv& g, unsigned blocks, cudaStream_t stream) {
-  const auto kernel = gemv_kernel<T, B, R, U, Norm>;
+  const auto kernel = gemv_kernel<T, B, R, U, Norm, Pre>;
   // gemv() checked that this fits the 48 KB every block may take without opting in.
   const std::size_t smem = Norm ? static_cast<std::size_t>(B * g.k) * sizeof(T) : 0;
   return launch_maybe_pdl(kernel, blocks, kWarps * 32, smem, stream, g.pdl, g);
@@ -335,6 +368,10 @@ inline constexpr std::size_t kMaxNormBytes = 47 * 1024;
   template cudaError_t launch<T, B, R, U, false>(const Gemv&, unsigned, cudaStream_t); \
   template cudaError_t launch<T, B, R, U, true>(const Gemv&, unsigned, cudaStream_t);
 
+#define STRATA_GEMV_DECLARE_PRELOAD(T, B, R, U) \
+  extern template cudaError_t launch<T, B, R, U, false, true>(const Gemv&, unsigned, cudaStream_t);
+#define STRATA_GEMV_INSTANTIATE_PRELOAD(T, B, R, U) \
+  template cudaError_t launch<T, B, R, U, false, true>(const Gemv&, unsigned, cudaStream_t);
 #define STRATA_GEMV_DECLARE_PLAIN(T, B, R, U) \
   extern template cudaError_t launch<T, B, R, U, false>(const Gemv&, unsigned, cudaStream_t);
 #define STRATA_GEMV_INSTANTIATE_PLAIN(T, B, R, U) \

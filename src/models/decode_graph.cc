@@ -200,6 +200,9 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
     if (const char* passes = std::getenv("STRATA_GEMV_PREFETCH"); passes != nullptr) {
       w.gemv_prefetch = std::atoi(passes);  // weight passes fetched into L2 before the wait
     }
+    if (const char* preload = std::getenv("STRATA_GEMV_PRELOAD"); preload != nullptr) {
+      w.gemv_preload = !environment_off("STRATA_GEMV_PRELOAD");  // first loads before the wait
+    }
     if (const char* grid = std::getenv("STRATA_GEMV_GRID"); grid != nullptr) {
       w.gemv_grid = std::atoi(grid);  // blocks of a grid-stride GEMV (0: a warp per task)
     }

@@ -41,7 +41,8 @@ class DecodeGraphRunner {
   // The same with every option (environment variables still turn features off; the tuning
   // sweep's STRATA_GEMV_SHAPE=RxU picks the GEMVs' rows per warp and loads in flight,
   // STRATA_GEMV_PREFETCH=N the weight passes they fetch into L2 before waiting under PDL,
-  // STRATA_GEMV_GRID=N a grid-stride GEMV of at most N blocks).
+  // STRATA_GEMV_GRID=N a grid-stride GEMV of at most N blocks, STRATA_GEMV_PRELOAD=1 the first
+  // weight loads into registers before that wait).
   DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& options);
   // Checks once whether `model` can take the fused step. `use_graph` false launches the fused
   // kernels each step without capturing them (tests compare the two). `flash_decode` false (or
