@@ -291,6 +291,11 @@ def main():
     print()
     print(f"host read (cpu_gemv_bench): before {read_before}, after {read_after} GB/s; "
           f"elapsed {elapsed():.0f} s; skipped: {', '.join(c.skipped) or 'nothing'}")
+    m = getattr(c, "machine", None) or {}
+    print("machine constants: " + ", ".join(
+        f"{k} {m[k]:.1f}" for k in ("cpu_gemv_layer_gbps", "split_cpu_gemv_gbps", "split_h2d_gbps",
+                                    "h2d_gbps", "page_cache_read_gbps", "host_read_gbps")
+        if isinstance(m.get(k), (int, float))))
     header = (f"{'placement':<9} {'policy':<7} {'unit':<7} {'decode ms':>9} {'plan ms':>9} "
               f"{'ratio':>6} {'pp tok/s':>9} {'plan':>9} {'ratio':>6} {'tg faults':>9}  units tg")
     print(header)
