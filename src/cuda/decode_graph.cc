@@ -234,10 +234,10 @@ struct DecodeGraph::Impl {
       g.norm_eps = static_cast<float>(w.norm_eps);
       return g;
     }
-    detail::check(
-        kernels::rms_norm(hidden_buf.data_ptr(), gamma.data_ptr(), normed.data_ptr(),
-                          type_of(dtype), batch, hidden, static_cast<float>(w.norm_eps), stream),
-        what, gpu);
+    detail::check(kernels::rms_norm(hidden_buf.data_ptr(), gamma.data_ptr(), normed.data_ptr(),
+                                    type_of(dtype), batch, hidden, static_cast<float>(w.norm_eps),
+                                    stream, pdl),
+                  what, gpu);
     return gemv(normed.data_ptr(), hidden);
   }
 

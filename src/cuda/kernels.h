@@ -51,8 +51,9 @@ cudaError_t binary(Binary op, const Strided& a, const Strided& b, void* out, std
 
 // Row-wise over the last dimension of contiguous [rows, dim] tensors. weight/bias may be null for
 // layer_norm.
+// `pdl`: programmatic dependent launch (Gemv::pdl; the kernel waits before reading anything).
 cudaError_t rms_norm(const void* x, const void* weight, void* out, Type type, std::int64_t rows,
-                     std::int64_t dim, float eps, cudaStream_t stream);
+                     std::int64_t dim, float eps, cudaStream_t stream, bool pdl = false);
 cudaError_t layer_norm(const void* x, const void* weight, const void* bias, void* out, Type type,
                        std::int64_t rows, std::int64_t dim, float eps, cudaStream_t stream);
 // Contiguous x viewed as [outer, dim, inner]; softmax along the middle dimension.

@@ -16,6 +16,8 @@ constexpr int kRowThreads = kRmsNormThreads;
 template <typename T>
 __global__ void rms_norm_kernel(const T* x, const T* w, T* out, std::int64_t dim, float eps) {
   __shared__ float scratch[32];
+  wait_for_producer();  // launched with PDL (the decode step): x comes from the kernel before
+  allow_dependents();
   const T* row = x + blockIdx.x * dim;
   T* dst = out + blockIdx.x * dim;
   constexpr int kCount = Pack<T>::kCount;
@@ -101,13 +103,13 @@ __global__ void softmax_kernel(const T* x, T* out, std::int64_t dim, std::int64_
 }  // namespace
 
 cudaError_t rms_norm(const void* x, const void* weight, void* out, Type type, std::int64_t rows,
-                     std::int64_t dim, float eps, cudaStream_t stream) {
+                     std::int64_t dim, float eps, cudaStream_t stream, bool pdl) {
   if (rows == 0) return cudaSuccess;
   return dispatch_float(type, [&](auto tag) {
     using T = decltype(tag);
-    rms_norm_kernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<T*>(out), dim, eps);
-    return launched();
+    return launch_maybe_pdl(rms_norm_kernel<T>, static_cast<unsigned>(rows), kRowThreads, 0, stream,
+                            pdl, static_cast<const T*>(x), static_cast<const T*>(weight),
+                            static_cast<T*>(out), dim, eps);
   });
 }
 
