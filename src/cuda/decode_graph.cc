@@ -300,16 +300,16 @@ struct DecodeGraph::Impl {
   // q, k, v of a quantized layer into q_buf, k_buf, v_buf.
   void quantized_qkv(const DecodeLayer& layer, cudaStream_t stream) {
     norm_into_normed(layer.input_norm, stream, "decode graph: input_layernorm");
-    quantized_linear(normed, *layer.q_quant, optional_of(layer.q_bias), q_buf);
-    quantized_linear(normed, *layer.k_quant, optional_of(layer.k_bias), k_buf);
-    quantized_linear(normed, *layer.v_quant, optional_of(layer.v_bias), v_buf);
+    quantized_linear_pdl(normed, *layer.q_quant, optional_of(layer.q_bias), q_buf, pdl);
+    quantized_linear_pdl(normed, *layer.k_quant, optional_of(layer.k_bias), k_buf, pdl);
+    quantized_linear_pdl(normed, *layer.v_quant, optional_of(layer.v_bias), v_buf, pdl);
   }
 
   // act = silu(gate(x)) * up(x), x = rms_norm(hidden_buf), for a quantized layer.
   void quantized_gate_up(const DecodeLayer& layer, cudaStream_t stream) {
     norm_into_normed(layer.post_norm, stream, "decode graph: post_attention_layernorm");
-    quantized_linear(normed, *layer.gate_quant, optional_of(layer.gate_bias), gate_buf);
-    quantized_linear(normed, *layer.up_quant, optional_of(layer.up_bias), up_buf);
+    quantized_linear_pdl(normed, *layer.gate_quant, optional_of(layer.gate_bias), gate_buf, pdl);
+    quantized_linear_pdl(normed, *layer.up_quant, optional_of(layer.up_bias), up_buf, pdl);
     const Type type = type_of(dtype);
     detail::check(kernels::unary(kernels::Unary::Silu, gate_buf.data_ptr(), gate_buf.data_ptr(),
                                  type, gate_buf.numel(), stream),
@@ -399,7 +399,7 @@ struct DecodeGraph::Impl {
       }
 
       if (layer.o_quant) {
-        quantized_linear(attn, *layer.o_quant, optional_of(layer.o_bias), branch);
+        quantized_linear_pdl(attn, *layer.o_quant, optional_of(layer.o_bias), branch, pdl);
         add_branch(stream, "decode graph: o_proj residual");
       } else {
         kernels::Gemv o = gemv(attn.data_ptr(), q_out);
@@ -425,7 +425,7 @@ struct DecodeGraph::Impl {
       }
 
       if (layer.down_quant) {
-        quantized_linear(act, *layer.down_quant, optional_of(layer.down_bias), branch);
+        quantized_linear_pdl(act, *layer.down_quant, optional_of(layer.down_bias), branch, pdl);
         add_branch(stream, "decode graph: down_proj residual");
       } else {
         kernels::Gemv down = gemv(act.data_ptr(), intermediate);

@@ -72,6 +72,17 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
               c;  // this thread's 32 inputs of each chunk
   }
   const BF16Bits* xr = x + x_row(g, rows) * w.k + 32 * c;
+  // PDL: the first chunks into L2, then wait for the previous kernel before reading x.
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int kc = warp + kMmaWarps * u;
+    if (kc < chunks) {
+      prefetch_to_l2(wrow[0] + 4 * kc);
+      prefetch_to_l2(wrow[1] + 4 * kc);
+    }
+  }
+  wait_for_producer();
+  allow_dependents();
   float acc[4] = {};  // (row g, x rows 2c, 2c+1), (row g + 8, x rows 2c, 2c+1)
   for (int k0 = warp; k0 < chunks; k0 += kMmaWarps * U) {
     uint4 v[U][2];
@@ -158,6 +169,13 @@ __global__ void __launch_bounds__(8 * 32)
   const int steps_per_group = static_cast<int>(w.group / 32);
   const auto* qweight = static_cast<const std::int32_t*>(w.weight);
   const BF16Bits* xr = x + x_row(g, rows) * w.k + 8 * c;
+#pragma unroll
+  for (int u = 0; u < U; ++u) {  // PDL, as ct4_mma_kernel
+    const int t = warp + kW * u;
+    if (t < steps) prefetch_to_l2(qweight + (4 * static_cast<std::int64_t>(t) + c) * w.n + n0);
+  }
+  wait_for_producer();
+  allow_dependents();
   float acc[2][4] = {};
   for (int t0 = warp; t0 < steps; t0 += kW * U) {
     uint4 v[U];
@@ -258,6 +276,8 @@ __global__ void __launch_bounds__(8 * 32)
   const int s_end = s_begin + per_split < steps ? s_begin + per_split : steps;
   const auto* qweight = static_cast<const std::int32_t*>(w.weight);
   const BF16Bits* xr = x + x_row(g, rows) * w.k + 4 * c;
+  wait_for_producer();  // PDL (writes and x after the previous kernel)
+  allow_dependents();
   float acc[4][4] = {};  // tile T: (nibble T, x rows 2c, 2c+1), (nibble T + 4, x rows 2c, 2c+1)
   for (int t0 = s_begin + warp; t0 < s_end; t0 += kW * U) {
     std::uint32_t v[U][4];
@@ -367,10 +387,9 @@ cudaError_t awq_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows,
                          void* out, float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
   if (rows < 1 || rows > 8) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(w.n / 64), static_cast<unsigned>(awq_mma_splits(w, sms)));
-  awq_mma_kernel<8><<<grid, 8 * 32, 0, stream>>>(w, static_cast<const BF16Bits*>(x), rows,
-                                                 static_cast<const BF16Bits*>(bias),
-                                                 static_cast<BF16Bits*>(out), ws, tickets);
-  return launched();
+  return launch_pdl_2d(awq_mma_kernel<8>, grid, dim3(8 * 32), stream, w.pdl, w,
+                       static_cast<const BF16Bits*>(x), rows, static_cast<const BF16Bits*>(bias),
+                       static_cast<BF16Bits*>(out), ws, tickets);
 }
 
 bool gptq4_mma_takes(const QuantWeight& w, const void* x, Type x_type) {
@@ -382,10 +401,9 @@ bool gptq4_mma_takes(const QuantWeight& w, const void* x, Type x_type) {
 cudaError_t gptq4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
                            void* out, cudaStream_t stream) {
   if (rows < 1 || rows > 8) return cudaErrorInvalidValue;
-  gptq4_mma_kernel<8><<<static_cast<unsigned>(w.n / 32), 8 * 32, 0, stream>>>(
-      w, static_cast<const BF16Bits*>(x), rows, static_cast<const BF16Bits*>(bias),
-      static_cast<BF16Bits*>(out));
-  return launched();
+  return launch_pdl_2d(gptq4_mma_kernel<8>, dim3(static_cast<unsigned>(w.n / 32)), dim3(8 * 32),
+                       stream, w.pdl, w, static_cast<const BF16Bits*>(x), rows,
+                       static_cast<const BF16Bits*>(bias), static_cast<BF16Bits*>(out));
 }
 
 bool ct4_mma_takes(const QuantWeight& w, const void* x, Type x_type) {
@@ -398,10 +416,9 @@ cudaError_t ct4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows,
                          void* out, cudaStream_t stream) {
   if (rows < 1 || rows > 8) return cudaErrorInvalidValue;
   const auto blocks = static_cast<unsigned>((w.n + 15) / 16);
-  ct4_mma_kernel<4><<<blocks, kMmaWarps * 32, 0, stream>>>(
-      w, static_cast<const BF16Bits*>(x), rows, static_cast<const BF16Bits*>(bias),
-      static_cast<BF16Bits*>(out), chunk_div(w.groups == 1 ? 1 : w.group / 128));
-  return launched();
+  return launch_pdl_2d(ct4_mma_kernel<4>, dim3(blocks), dim3(kMmaWarps * 32), stream, w.pdl, w,
+                       static_cast<const BF16Bits*>(x), rows, static_cast<const BF16Bits*>(bias),
+                       static_cast<BF16Bits*>(out), chunk_div(w.groups == 1 ? 1 : w.group / 128));
 }
 
 }  // namespace strata::cuda::kernels

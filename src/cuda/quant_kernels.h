@@ -27,6 +27,11 @@ struct QuantWeight {
   const std::int32_t* zeros = nullptr;  // qzeros / weight_zero_point (null: symmetric CT)
   const std::int32_t* g_idx = nullptr;  // GPTQ (values clamped to [0, groups) on the device)
   bool g_idx_sequential = false;        // GPTQ: g_idx[k] == k / group for every k
+  // Launch the decode GEMV with programmatic dependent launch (sm_90; the fused decode graph):
+  // quant_gemv_stream.cu's and quant_gemv_mma.cu's kernels prefetch their first weights into L2,
+  // then wait for the previous kernel before reading x or writing anything. quant_gemv.cu's
+  // kernels ignore it (launched normally).
+  bool pdl = false;
 };
 
 // Decode: rows of x up to this many go through the GEMV kernels.

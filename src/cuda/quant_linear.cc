@@ -142,10 +142,16 @@ void reserve_quantized_gemv(const ops::QuantizedWeight& w, std::int64_t rows) {
 
 void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
                       const std::optional<Tensor>& bias, const Tensor& out) {
+  quantized_linear_pdl(x, w, bias, out, false);
+}
+
+void quantized_linear_pdl(const Tensor& x, const ops::QuantizedWeight& w,
+                          const std::optional<Tensor>& bias, const Tensor& out, bool pdl) {
   const int device = out.device().index();
   const std::int64_t m = x.size(0), k = w.in_features, n = w.out_features;
   if (m == 0 || n == 0) return;
-  const kernels::QuantWeight q = kernel_weight(w, x.device());
+  kernels::QuantWeight q = kernel_weight(w, x.device());
+  q.pdl = pdl;
   const auto out_type = static_cast<kernels::Type>(out.dtype());
   const cudaStream_t stream = detail::compute_stream_handle(device);
   if (m <= kernels::kQuantMaxRows) {
