@@ -102,7 +102,8 @@ Tensor random_pattern(std::int64_t n, std::uint64_t seed) {
 struct DecodeCase {
   int batch, q_heads, kv_heads, head_dim, keys;
   bool sinks;
-  bool sweep = false;  // also time other split counts (blocks per SM 1-4, half, twice)
+  bool sweep = false;     // also time other split counts (blocks per SM 1-4, half, twice)
+  bool diagnose = false;  // also the default with PDL, L2-resident, and with 0 keys
 };
 
 // Kernels timed per case (FlashDecodeArgs::variant): 1 the split-K kernel + combine kernel, 2-5
@@ -117,7 +118,7 @@ const char* variant_name(int v) {
     case 3:
       return "fused tile16x4";
     case 4:
-      return "fused tile32x3 w2";
+      return "fused tile32x3 w2 (default)";
     default:
       return "fused tile64x2";
   }
@@ -227,6 +228,40 @@ void decode_case(const DecodeCase& c, const Tensor& pattern, int sms, double cop
                   100.0 * gbs / copy_gbs, graphed * 1e3, one * 1e3);
     }
   }
+  if (c.diagnose) {
+    // Where the time of a small call goes, with the default kernel and its split count: launched
+    // with programmatic dependent launch (the next call's blocks are placed while this one
+    // finishes); the same cache every call (L2-resident up to ~50 MB: no HBM, no TLB misses);
+    // a key length of 0 read on the device (launch, the partials and the merge only).
+    a.variant = 0;
+    a.splits = k::flash_decode_splits(a, sms);
+    check(k::flash_decode_clear_scratch(a, stream), "clear scratch");
+    const auto row = [&](const char* how, const std::function<void()>& f, double bytes) {
+      const double graphed = graph_ms(stream, f, reps, calls);
+      char what[160];
+      std::snprintf(what, sizeof what, "decode b%d %dk hq%d/hkv%d d%d default, %s (%d splits)",
+                    c.batch, c.keys / 1024, c.q_heads, c.kv_heads, c.head_dim, how, a.splits);
+      const double gbs = bytes / graphed / 1e6;
+      std::printf("%-72s %9.1f %9.1f %6.1f%% %9.1f us\n", what, gbs, copy_gbs,
+                  100.0 * gbs / copy_gbs, graphed * 1e3);
+    };
+    a.pdl = true;
+    row("PDL", call, 2.0 * static_cast<double>(kv_bytes));
+    a.pdl = false;
+    const auto same = [&] {
+      a.k = ks[0]->ptr;
+      a.v = vs[0]->ptr;
+      check(k::launch_flash_decode(a, stream), "launch_flash_decode");
+    };
+    row("same cache each call", same, 2.0 * static_cast<double>(kv_bytes));
+    std::int32_t* zero = nullptr;
+    check(cudaMalloc(&zero, sizeof(std::int32_t)), "length");
+    check(cudaMemset(zero, 0, sizeof(std::int32_t)), "length");
+    a.kv_len = zero;
+    row("0 keys (device length)", same, 2.0 * static_cast<double>(kv_bytes));
+    a.kv_len = nullptr;
+    cudaFree(zero);
+  }
   cudaFree(scratch);
   cudaFree(sinks);
 }
@@ -276,7 +311,7 @@ int main(int argc, char** argv) {
   std::vector<DecodeCase> cases;
   for (const int keys : {1024, 8192, 32768}) {
     for (const int batch : {1, 4, 16, 64}) {
-      cases.push_back({batch, 32, 8, 128, keys, false, batch == 1 && keys > 1024});
+      cases.push_back({batch, 32, 8, 128, keys, false, batch == 1 && keys > 1024, batch == 1});
     }
   }
   cases.push_back({1, 32, 32, 128, 8192, false});

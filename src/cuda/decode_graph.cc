@@ -138,6 +138,7 @@ struct DecodeGraph::Impl {
     f.kv_len = reinterpret_cast<const std::int32_t*>(ids_past.data<std::int64_t>() + batch + 1);
     f.max_kv_len = static_cast<int>(capacity);
     f.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+    f.pdl = pdl;  // placed while rope_kv_write finishes; waits for it before reading
     return f;
   }
 

@@ -221,6 +221,9 @@ struct FlashDecodeArgs {
   // Which kernel: 0 the default (the one-kernel flash decoding), 1 the split-K kernel with its
   // combine kernel, 2-5 the one-kernel's tile configurations (cuda_attention_bench sweeps them).
   int variant = 0;
+  // Programmatic dependent launch (one-kernel variants): the blocks are placed while the previous
+  // kernel finishes and wait for it before reading anything (Gemv::pdl).
+  bool pdl = false;
 };
 // Whether the kernel takes these shapes, dtypes and alignments (else use attention()).
 bool flash_decode_supported(const FlashDecodeArgs& args);

@@ -155,7 +155,8 @@ TEST_P(FlashDecodeVariants, EveryHeadDimRatioLengthAndSplitCount) {
 
 // Batch 3 with lengths read on the device (one of them 0: zeros), three causal query positions
 // (speculative decoding), a float32 mask and sinks; captured once per variant and replayed with
-// new lengths eight times: a counter left non-zero by one launch would break the next.
+// new lengths eight times: a counter left non-zero by one launch would break the next. The
+// one-kernel variants run with programmatic dependent launch (the graph's kernels overlap).
 TEST_P(FlashDecodeVariants, DeviceLengthsCausalMaskSinksAndGraphReplays) {
   const DType dtype = GetParam();
   constexpr std::int64_t kBatch = 3, kHq = 12, kHkv = 2, kLq = 3, kCap = 3000, kD = 128;
@@ -178,6 +179,7 @@ TEST_P(FlashDecodeVariants, DeviceLengthsCausalMaskSinksAndGraphReplays) {
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   for (const int variant : kVariants) {
     p.args.variant = variant;
+    p.args.pdl = variant != 1;  // the one-kernel variants under programmatic dependent launch
     ASSERT_TRUE(k::flash_decode_supported(p.args));
     p.args.splits = std::max(2, k::flash_decode_splits(p.args, sms_));
     Scratch scratch(k::flash_decode_scratch_bytes(p.args));
