@@ -110,6 +110,7 @@ int main(int argc, char** argv) {
       const char* prefetch = nullptr;  // STRATA_GEMV_PREFETCH or null
       const char* grid = nullptr;      // STRATA_GEMV_GRID or null
       const char* preload = nullptr;   // STRATA_GEMV_PRELOAD or null
+      const char* residual = nullptr;  // STRATA_GEMV_SHAPE_RESIDUAL or null
     };
     const Variant variants[] = {
         {"default", "1", "0", nullptr},
@@ -128,12 +129,17 @@ int main(int argc, char** argv) {
         {"8x2", "1", "0", "8x2"},
         {"4x2", "1", "0", "4x2"},
         {"2x2", "1", "0", "2x2"},
+        {"res 2x4", "1", "0", nullptr, nullptr, nullptr, nullptr, "2x4"},
+        {"res 1x4", "1", "0", nullptr, nullptr, nullptr, nullptr, "1x4"},
+        {"res 1x8", "1", "0", nullptr, nullptr, nullptr, nullptr, "1x8"},
+        {"res 2x8", "1", "0", nullptr, nullptr, nullptr, nullptr, "2x8"},
+        {"res 4x4", "1", "0", nullptr, nullptr, nullptr, nullptr, "4x4"},
     };
     for (const std::int64_t batch : {1, 2, 4, 8}) {
       for (const Variant& v : variants) {
-        if (v.shape != nullptr) {
+        if (const char* shape = v.shape != nullptr ? v.shape : v.residual; shape != nullptr) {
           int rows = 0, unroll = 0;
-          std::sscanf(v.shape, "%dx%d", &rows, &unroll);
+          std::sscanf(shape, "%dx%d", &rows, &unroll);
           namespace k = strata::cuda::kernels;
           if (!k::gemv_shape_built(k::Type::BFloat16, batch, rows, unroll)) continue;
         }
@@ -146,6 +152,11 @@ int main(int argc, char** argv) {
           setenv("STRATA_GEMV_PREFETCH", v.prefetch, 1);
         } else {
           unsetenv("STRATA_GEMV_PREFETCH");
+        }
+        if (v.residual != nullptr) {
+          setenv("STRATA_GEMV_SHAPE_RESIDUAL", v.residual, 1);
+        } else {
+          unsetenv("STRATA_GEMV_SHAPE_RESIDUAL");
         }
         if (v.preload != nullptr) {
           setenv("STRATA_GEMV_PRELOAD", v.preload, 1);

@@ -226,6 +226,16 @@ struct DecodeGraph::Impl {
     return g;
   }
 
+  // o_proj / down_proj: the residual GEMVs' own tuning shape where one is set.
+  kernels::Gemv residual_gemv(const void* x, std::int64_t k) const {
+    kernels::Gemv g = gemv(x, k);
+    if (w.residual_rows > 0) {
+      g.rows = w.residual_rows;
+      g.unroll = w.residual_unroll;
+    }
+    return g;
+  }
+
   // A GEMV of rms_norm(hidden_buf, gamma): the norm in the GEMV's prologue where it fits, else
   // the rms_norm kernel into `normed` first.
   kernels::Gemv normed_gemv(const Tensor& gamma, cudaStream_t stream, const char* what) {
@@ -403,7 +413,7 @@ struct DecodeGraph::Impl {
         quantized_linear_pdl(attn, *layer.o_quant, optional_of(layer.o_bias), branch, pdl);
         add_branch(stream, "decode graph: o_proj residual");
       } else {
-        kernels::Gemv o = gemv(attn.data_ptr(), q_out);
+        kernels::Gemv o = residual_gemv(attn.data_ptr(), q_out);
         o.groups[0] = {layer.o.data_ptr(), ptr_or_null(layer.o_bias), hidden_buf.data_ptr(), hidden,
                        hidden};
         o.epilogue = kernels::GemvEpilogue::AddResidual;
@@ -429,7 +439,7 @@ struct DecodeGraph::Impl {
         quantized_linear_pdl(act, *layer.down_quant, optional_of(layer.down_bias), branch, pdl);
         add_branch(stream, "decode graph: down_proj residual");
       } else {
-        kernels::Gemv down = gemv(act.data_ptr(), intermediate);
+        kernels::Gemv down = residual_gemv(act.data_ptr(), intermediate);
         down.groups[0] = {layer.down.data_ptr(), ptr_or_null(layer.down_bias),
                           hidden_buf.data_ptr(), hidden, hidden};
         down.epilogue = kernels::GemvEpilogue::AddResidual;

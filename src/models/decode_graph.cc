@@ -206,6 +206,11 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
     if (const char* grid = std::getenv("STRATA_GEMV_GRID"); grid != nullptr) {
       w.gemv_grid = std::atoi(grid);  // blocks of a grid-stride GEMV (0: a warp per task)
     }
+    if (const char* shape = std::getenv("STRATA_GEMV_SHAPE_RESIDUAL"); shape != nullptr) {
+      if (std::sscanf(shape, "%dx%d", &w.residual_rows, &w.residual_unroll) != 2) {
+        w.residual_rows = w.residual_unroll = 0;
+      }
+    }
     if (const char* shape = std::getenv("STRATA_GEMV_SHAPE"); shape != nullptr) {
       // "RxU" (rows per warp x loads in flight); anything else keeps the defaults.
       if (std::sscanf(shape, "%dx%d", &w.gemv_rows, &w.gemv_unroll) != 2) {
