@@ -66,14 +66,19 @@ double step_flops(const UnitWork& unit, std::int64_t tokens) {
   return flops;
 }
 
-double micros(double us, std::int64_t count) { return us * 1e-6 * static_cast<double>(count); }
+double micros(double us, double count) { return us * 1e-6 * count; }
+
+// Ops a step runs: routed experts run only those of the experts its tokens selected.
+double step_ops(const UnitWork& unit, std::int64_t tokens) {
+  return static_cast<double>(unit.ops) * selected_fraction(unit, tokens);
+}
 }  // namespace
 
 double CostModel::gpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
   const double flops = step_flops(unit, tokens);
   return std::max(seconds_for(read_bytes(unit, tokens), constants_.gpu_hbm_gbps),
                   flop_seconds(flops, constants_.gpu_gemm_gflops)) +
-         micros(constants_.gpu_launch_us, unit.ops);
+         micros(constants_.gpu_launch_us, step_ops(unit, tokens));
 }
 
 double CostModel::stream_seconds(const UnitWork& unit, std::int64_t tokens) const {
@@ -94,7 +99,7 @@ double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens,
   const double flops = step_flops(unit, tokens);
   double seconds = std::max(seconds_for(read_bytes(unit, tokens), cpu_rate(unit)),
                             flop_seconds(flops, constants_.cpu_gemm_gflops)) +
-                   micros(constants_.cpu_op_us, unit.ops);
+                   micros(constants_.cpu_op_us, step_ops(unit, tokens));
   if (activations_cross_pcie) {
     const double activations =
         static_cast<double>(unit.activation_bytes_per_token) * static_cast<double>(tokens);
@@ -154,8 +159,9 @@ double CostModel::split_seconds(const UnitWork& unit, std::int64_t tokens, doubl
   // engine streams the device's rows meanwhile, and the GPU computes them.
   const double host = std::max(seconds_for(fraction * bytes, cpu_rate(unit, true)),
                                flop_seconds(fraction * flops, constants_.cpu_gemm_gflops)) +
-                      round_trips + micros(constants_.cpu_op_us, unit.split_linears) +
-                      micros(constants_.gpu_launch_us, unit.ops);
+                      round_trips +
+                      micros(constants_.cpu_op_us, static_cast<double>(unit.split_linears)) +
+                      micros(constants_.gpu_launch_us, step_ops(unit, tokens));
   const double copied = seconds_for((1.0 - fraction) * bytes, split_copy_rate(unit));
   return std::max({host, copied, gpu_seconds(unit, tokens)});
 }

@@ -58,6 +58,7 @@ void PrefetchScheduler::synchronize() {
 void PrefetchScheduler::add(PrefetchHook* hook) {
   auto unit = std::make_unique<Unit>();
   unit->hook = hook;
+  unit_by_hook_[hook] = unit.get();
   units_.push_back(std::move(unit));
 }
 
@@ -68,13 +69,13 @@ void PrefetchScheduler::remove(PrefetchHook* hook) {
   order_.clear();
   order_complete_ = false;
   for (auto& u : units_) u->position = -1;
+  unit_by_hook_.erase(hook);
   std::erase_if(units_, [&](const auto& u) { return u->hook == hook; });
 }
 
 PrefetchScheduler::Unit& PrefetchScheduler::unit_of(const PrefetchHook* hook) {
-  for (auto& unit : units_) {
-    if (unit->hook == hook) return *unit;
-  }
+  const auto found = unit_by_hook_.find(hook);
+  if (found != unit_by_hook_.end()) return *found->second;
   STRATA_THROW(InternalError, "prefetch scheduler: a hook that was never registered onloads");
 }
 

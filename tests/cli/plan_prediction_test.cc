@@ -17,6 +17,7 @@
 #include "models/model_testing.h"
 #include "plan_command.h"
 #include "strata/core/error.h"
+#include "strata/placement/module_sizes.h"
 
 namespace strata::cli {
 namespace {
@@ -171,6 +172,37 @@ TEST(PlanPrediction, A7BShapedModelDecodesItsCpuLayersOnTheCpu) {
       EXPECT_GT(u.at("cpu_max_tokens").get<std::int64_t>(), 1) << u;
     }
   }
+}
+
+// --experts cpu: map entries nest (a layer on GPU 0, its experts on the cpu). A unit is its entry
+// less the entries inside it, in bytes (so the units add up to the model once) and in ops (the
+// GPU layer does not launch its offloaded experts' ops).
+TEST(PlanPrediction, NestedEntriesCountOnce) {
+  PlanArgs args;
+  args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
+  args.max_memory = "0=1GiB,cpu=1GiB";
+  args.dtype = "f32";
+  args.experts = "cpu";
+  args.machine = kMachine.string();
+  const json plan = plan_json(args);
+  const testing::ModelFixture f = testing::load_model_fixture("qwen3_moe");
+  auto model = testing::empty_fixture_model(f);
+  const placement::ModuleSizes sizes =
+      placement::compute_module_sizes(*model, {DType::Float32, {}});
+  double total = 0;
+  int layers = 0;
+  for (const json& u : plan.at("predictions").at("units")) {
+    const std::string name = u.at("name");
+    total += u.at("bytes").get<double>();
+    if (name.starts_with("model.layers.") && !name.ends_with(".experts")) {
+      ++layers;
+      EXPECT_EQ(u.at("tier"), "gpu") << name;
+      EXPECT_EQ(u.at("bytes").get<std::int64_t>(), sizes[name] - sizes[name + ".mlp.experts"])
+          << name;
+    }
+  }
+  EXPECT_EQ(layers, 2);
+  EXPECT_EQ(total, static_cast<double>(plan.at("total_bytes").get<std::int64_t>()));
 }
 
 TEST(PlanPrediction, OnTheCpuAloneEverythingComputesThere) {

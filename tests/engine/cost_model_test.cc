@@ -200,6 +200,19 @@ TEST(CostModel, RoutedExpertsReadOnlyTheSelectedExperts) {
   EXPECT_DOUBLE_EQ(model.cpu_seconds(w, 512, false),
                    std::max(1.2e9 * f512 / 100e9, 1.2e9 * 512 * 8 / 128 / 1000e9));
 
+  // Ops: only the selected experts' run (k/E of the block's at one token), on the cpu and the GPU.
+  MachineConstants with_ops = machine();
+  with_ops.cpu_op_us = 8;
+  with_ops.gpu_launch_us = 4;
+  const CostModel op_model(with_ops);
+  UnitWork counted = w;
+  counted.ops = 960;  // 128 experts of 5 modules, 3/2 ops each
+  EXPECT_DOUBLE_EQ(op_model.cpu_seconds(counted, 1), one / 100e9 + 960 * 8.0 / 128 * 8e-6 + io(1));
+  EXPECT_DOUBLE_EQ(op_model.gpu_seconds(counted, 1), one / 3000e9 + 960 * 8.0 / 128 * 4e-6);
+  EXPECT_DOUBLE_EQ(
+      op_model.cpu_seconds(counted, 512, false),
+      std::max(1.2e9 * f512 / 100e9, 1.2e9 * 512 * 8 / 128 / 1000e9) + 960 * f512 * 8e-6);
+
   // A plan: a quarter of the selected experts come from the GPU cache, the rest on the cpu.
   UnitWork cached = w;
   cached.cache_hit_rate = 0.25;

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 #include "strata/core/error.h"
 #include "strata/io/checkpoint.h"
@@ -67,9 +69,35 @@ PlanForecast forecast_plan(const EmptyModel& empty, const placement::DeviceMap& 
   std::vector<engine::PlannedUnit> units;
   std::int64_t host_bytes = 0, total = 0, offloaded_experts = 0;
   bool gpu_main = false;
+  // Map entries nest (`--experts cpu`: a layer on the GPU, its experts on the cpu): a unit is its
+  // entry less the entries directly inside it, in bytes and in modules. Each entry's enclosing
+  // entry is found by walking up its dotted name.
+  std::map<std::string, std::vector<std::string>> nested_in;
+  {
+    std::set<std::string> names;
+    for (const auto& [name, device] : map) names.insert(name);
+    for (const auto& [name, device] : map) {
+      std::string up = name;
+      while (!up.empty()) {
+        const std::size_t dot = up.rfind('.');
+        up = dot == std::string::npos ? std::string() : up.substr(0, dot);
+        if (names.contains(up)) {
+          nested_in[up].push_back(name);
+          break;
+        }
+      }
+    }
+  }
   for (const auto& [name, device] : map) {
+    const std::vector<std::string>& nested = nested_in[name];
+    const auto in_nested = [&](const std::string& full) {
+      return std::any_of(nested.begin(), nested.end(), [&](const std::string& n) {
+        return full == n || full.starts_with(n + ".");
+      });
+    };
     engine::UnitWork work;
     work.bytes = sizes[name];
+    for (const std::string& n : nested) work.bytes -= sizes[n];
     work.tier = tier_of(device);
     work.flops_per_token = 2 * (work.bytes / element);
     work.activation_bytes_per_token = empty.config.hidden_size * element;
@@ -79,6 +107,9 @@ PlanForecast forecast_plan(const EmptyModel& empty, const placement::DeviceMap& 
     // and the KV cache an attention module reads per token of context.
     std::int64_t modules = 0;
     for (const auto& [child_name, child] : model.get_submodule(name).named_modules()) {
+      const std::string full =
+          child_name.empty() ? name : (name.empty() ? child_name : name + "." + child_name);
+      if (in_nested(full)) continue;
       ++modules;
       const bool offloaded = work.tier != engine::Tier::Gpu && !work.lookup;
       if (offloaded && dynamic_cast<const nn::Linear*>(child) != nullptr) ++work.split_linears;

@@ -42,7 +42,8 @@ struct UnitWork {
   // Routed experts (a sparse block's `experts`, moe-execution.md): `experts` experts of equal
   // size of which each token selects `top_k`; a step of n tokens reads only the experts its
   // tokens selected, E x (1 - (1 - k/E)^n) of them under uniform routing (k/E of the bytes at
-  // one token), and does k/E of the FLOPs per token. 0: not routed experts.
+  // one token), runs only their ops (`ops` x that share: an expert that received no token runs
+  // nothing), and does k/E of the FLOPs per token. 0: not routed experts.
   std::int64_t experts = 0, top_k = 0;
   // The share of the selected experts' reads that the GPU expert cache serves (they compute on
   // the GPU from the cache); the rest compute under the unit's policy.
