@@ -35,10 +35,12 @@ void gemm_nt(const void* a, std::int64_t lda, const void* b, std::int64_t ldb, v
 // dtype; the packed tensors checked and contiguous on x's device.
 void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
                       const std::optional<Tensor>& bias, const Tensor& out);
-// The same, with `pdl`: decode rows launched with programmatic dependent launch (the fused
-// decode graph, which only calls it for decode rows).
+// The same for decode rows (at most kernels::kQuantMaxRows) in the fused decode graph: `pdl`
+// launches with programmatic dependent launch; `residual` (like out, may be out itself) makes it
+// out = residual + x w^T + bias with the separate add's rounding.
 void quantized_linear_pdl(const Tensor& x, const ops::QuantizedWeight& w,
-                          const std::optional<Tensor>& bias, const Tensor& out, bool pdl);
+                          const std::optional<Tensor>& bias, const Tensor& out, bool pdl,
+                          const Tensor* residual = nullptr);
 // Grows the per-GPU scratch of quantized_linear's decode GEMV to what `rows` rows of x need on
 // w's GPU, so that a later call (inside a CUDA graph capture) allocates nothing.
 void reserve_quantized_gemv(const ops::QuantizedWeight& w, std::int64_t rows);

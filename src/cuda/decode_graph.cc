@@ -91,9 +91,9 @@ struct DecodeGraph::Impl {
 
   Tensor ids_past, host_ids_past, bad;
   Tensor hidden_buf, normed, qkv, q_rot, attn, act, logits, partial_acc, partial_max, partial_sum;
-  // Quantized layers: the projections' outputs ([rows, n] each) and the residual branch.
+  // Quantized layers: the projections' outputs ([rows, n] each).
   bool quantized = false;
-  Tensor q_buf, k_buf, v_buf, gate_buf, up_buf, branch;
+  Tensor q_buf, k_buf, v_buf, gate_buf, up_buf;
   std::vector<Tensor> keys, values;
   Tensor cos, sin;
 
@@ -166,7 +166,6 @@ struct DecodeGraph::Impl {
         v_buf = Tensor::empty({rows, kv_out}, dtype, device);
         gate_buf = Tensor::empty({rows, intermediate}, dtype, device);
         up_buf = Tensor::empty({rows, intermediate}, dtype, device);
-        branch = Tensor::empty({rows, hidden}, dtype, device);
         // The GEMVs' split-K scratch, sized before a capture allocates nothing.
         for (const DecodeLayer& l : w.layers) {
           for (const auto* q : {&l.q_quant, &l.k_quant, &l.v_quant, &l.o_quant, &l.gate_quant,
@@ -301,13 +300,6 @@ struct DecodeGraph::Impl {
         what, gpu);
   }
 
-  // hidden_buf += branch (rounded once, as the AddResidual epilogue and the module path's add).
-  void add_branch(cudaStream_t stream, const char* what) {
-    detail::check(kernels::binary(kernels::Binary::Add, flat(hidden_buf), flat(branch),
-                                  hidden_buf.data_ptr(), hidden_buf.numel(), stream),
-                  what, gpu);
-  }
-
   // q, k, v of a quantized layer into q_buf, k_buf, v_buf.
   void quantized_qkv(const DecodeLayer& layer, cudaStream_t stream) {
     norm_into_normed(layer.input_norm, stream, "decode graph: input_layernorm");
@@ -410,8 +402,9 @@ struct DecodeGraph::Impl {
       }
 
       if (layer.o_quant) {
-        quantized_linear_pdl(attn, *layer.o_quant, optional_of(layer.o_bias), branch, pdl);
-        add_branch(stream, "decode graph: o_proj residual");
+        // hidden += o_proj(attn): the add in the GEMV's store, as the dense epilogue.
+        quantized_linear_pdl(attn, *layer.o_quant, optional_of(layer.o_bias), hidden_buf, pdl,
+                             &hidden_buf);
       } else {
         kernels::Gemv o = residual_gemv(attn.data_ptr(), q_out);
         o.groups[0] = {layer.o.data_ptr(), ptr_or_null(layer.o_bias), hidden_buf.data_ptr(), hidden,
@@ -436,8 +429,8 @@ struct DecodeGraph::Impl {
       }
 
       if (layer.down_quant) {
-        quantized_linear_pdl(act, *layer.down_quant, optional_of(layer.down_bias), branch, pdl);
-        add_branch(stream, "decode graph: down_proj residual");
+        quantized_linear_pdl(act, *layer.down_quant, optional_of(layer.down_bias), hidden_buf, pdl,
+                             &hidden_buf);
       } else {
         kernels::Gemv down = residual_gemv(act.data_ptr(), intermediate);
         down.groups[0] = {layer.down.data_ptr(), ptr_or_null(layer.down_bias),

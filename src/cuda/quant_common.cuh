@@ -10,6 +10,15 @@
 
 namespace strata::cuda::kernels {
 
+// out[i] = v in T, or (residual set: QuantWeight::residual) residual[i] + that, rounded again.
+template <typename T>
+__device__ __forceinline__ void store_out(T* out, const void* residual, std::int64_t i, float v) {
+  const T y = from_float<T>(v);
+  out[i] = residual != nullptr
+               ? from_float<T>(to_float(static_cast<const T*>(residual)[i]) + to_float(y))
+               : y;
+}
+
 __device__ __forceinline__ float load_scale(const void* p, Type type, std::int64_t i) {
   switch (type) {
     case Type::BFloat16:

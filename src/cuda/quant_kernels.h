@@ -32,6 +32,10 @@ struct QuantWeight {
   // then wait for the previous kernel before reading x or writing anything. quant_gemv.cu's
   // kernels ignore it (launched normally).
   bool pdl = false;
+  // Decode GEMV only: out = residual + (x w^T + bias), each sum rounded to x's dtype as the
+  // separate add would (the dense GEMV's AddResidual epilogue); residual [rows, n] like out, which
+  // may be the same buffer. Null: out = x w^T + bias.
+  const void* residual = nullptr;
 };
 
 // Decode: rows of x up to this many go through the GEMV kernels.

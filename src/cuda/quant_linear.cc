@@ -142,16 +142,22 @@ void reserve_quantized_gemv(const ops::QuantizedWeight& w, std::int64_t rows) {
 
 void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
                       const std::optional<Tensor>& bias, const Tensor& out) {
-  quantized_linear_pdl(x, w, bias, out, false);
+  quantized_linear_pdl(x, w, bias, out, false, nullptr);
 }
 
 void quantized_linear_pdl(const Tensor& x, const ops::QuantizedWeight& w,
-                          const std::optional<Tensor>& bias, const Tensor& out, bool pdl) {
+                          const std::optional<Tensor>& bias, const Tensor& out, bool pdl,
+                          const Tensor* residual) {
   const int device = out.device().index();
   const std::int64_t m = x.size(0), k = w.in_features, n = w.out_features;
   if (m == 0 || n == 0) return;
   kernels::QuantWeight q = kernel_weight(w, x.device());
   q.pdl = pdl;
+  STRATA_CHECK(
+      residual == nullptr || (m <= kernels::kQuantMaxRows && residual->is_contiguous() &&
+                              residual->shape() == out.shape() && residual->dtype() == out.dtype()),
+      InternalError, "quantized_linear: a residual epilogue needs decode rows and out's shape");
+  q.residual = residual != nullptr ? residual->data_ptr() : nullptr;
   const auto out_type = static_cast<kernels::Type>(out.dtype());
   const cudaStream_t stream = detail::compute_stream_handle(device);
   if (m <= kernels::kQuantMaxRows) {
