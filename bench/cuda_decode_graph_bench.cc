@@ -111,6 +111,7 @@ int main(int argc, char** argv) {
       const char* grid = nullptr;      // STRATA_GEMV_GRID or null
       const char* preload = nullptr;   // STRATA_GEMV_PRELOAD or null
       const char* residual = nullptr;  // STRATA_GEMV_SHAPE_RESIDUAL or null
+      const char* fetchers = nullptr;  // STRATA_GEMV_PREFETCH_BLOCKS or null
     };
     const Variant variants[] = {
         {"default", "1", "0", nullptr},
@@ -119,6 +120,9 @@ int main(int argc, char** argv) {
         {"pf0", "1", "0", nullptr, "0"},
         {"pf1", "1", "0", nullptr, "1"},
         {"pf2", "1", "0", nullptr, "2"},
+        {"pf1 first132", "1", "0", nullptr, "1", nullptr, nullptr, nullptr, "132"},
+        {"pf2 first132", "1", "0", nullptr, "2", nullptr, nullptr, nullptr, "132"},
+        {"pf2 first264", "1", "0", nullptr, "2", nullptr, nullptr, nullptr, "264"},
         {"preload", "1", "0", nullptr, nullptr, nullptr, "1"},
         {"preload pf0", "1", "0", nullptr, "0", nullptr, "1"},
         {"norm grid528", "1", "1", nullptr, nullptr, "528"},
@@ -152,6 +156,11 @@ int main(int argc, char** argv) {
           setenv("STRATA_GEMV_PREFETCH", v.prefetch, 1);
         } else {
           unsetenv("STRATA_GEMV_PREFETCH");
+        }
+        if (v.fetchers != nullptr) {
+          setenv("STRATA_GEMV_PREFETCH_BLOCKS", v.fetchers, 1);
+        } else {
+          unsetenv("STRATA_GEMV_PREFETCH_BLOCKS");
         }
         if (v.residual != nullptr) {
           setenv("STRATA_GEMV_SHAPE_RESIDUAL", v.residual, 1);

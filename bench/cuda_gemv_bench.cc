@@ -68,6 +68,7 @@ struct Variant {
   int prefetch = -1;  // Gemv::prefetch_passes
   int grid = 0;       // Gemv::grid_blocks, in blocks per SM
   bool preload = false;
+  int fetchers = 0;  // Gemv::prefetch_blocks, in blocks per SM
 };
 
 // The shapes matvec_sweep.cu builds (rows per warp x loads in flight); each applies to the
@@ -147,6 +148,8 @@ int main(int argc, char** argv) {
       variants.push_back({"pdl prefetch0", true, false, 0, 0, 0});
       variants.push_back({"pdl prefetch1", true, false, 0, 0, 1});
       variants.push_back({"pdl prefetch2", true, false, 0, 0, 2});
+      variants.push_back({"pdl prefetch1 first wave", true, false, 0, 0, 1, 0, false, 1});
+      variants.push_back({"pdl prefetch2 first wave", true, false, 0, 0, 2, 0, false, 1});
       variants.push_back({"pdl preload", true, false, 0, 0, -1, 0, true});
       variants.push_back({"pdl preload pf0", true, false, 0, 0, 0, 0, true});
       if (normed) variants.push_back({"pdl+norm", true, true, 0, 0});
@@ -194,6 +197,7 @@ int main(int argc, char** argv) {
           g.prefetch_passes = v.prefetch;
           g.grid_blocks = v.grid * sms;
           g.preload = v.preload;
+          g.prefetch_blocks = v.fetchers * sms;
           if (norm) g.norm_weight = gamma.data_ptr();
           if (k::gemv(g, stream()) != cudaSuccess) std::printf("gemv refused the launch\n");
         };

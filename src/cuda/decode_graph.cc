@@ -221,6 +221,7 @@ struct DecodeGraph::Impl {
     g.unroll = w.gemv_unroll;
     g.prefetch_passes = w.gemv_prefetch;
     g.grid_blocks = w.gemv_grid;
+    g.prefetch_blocks = w.gemv_prefetch_blocks;
     g.preload = w.gemv_preload;
     return g;
   }

@@ -69,9 +69,10 @@ struct DecodeWeights {
   // The same for o_proj and down_proj alone (the GEMVs with the residual epilogue: 4096 rows at
   // 7B, where the sweep's best shape differs from the wide ones'); 0 = gemv_rows / gemv_unroll.
   int residual_rows = 0, residual_unroll = 0;
-  int gemv_prefetch = -1;     // kernels::Gemv::prefetch_passes (-1: the default)
-  int gemv_grid = 0;          // kernels::Gemv::grid_blocks (0: a warp per task)
-  bool gemv_preload = false;  // kernels::Gemv::preload
+  int gemv_prefetch = -1;        // kernels::Gemv::prefetch_passes (-1: the default)
+  int gemv_grid = 0;             // kernels::Gemv::grid_blocks (0: a warp per task)
+  bool gemv_preload = false;     // kernels::Gemv::preload
+  int gemv_prefetch_blocks = 0;  // kernels::Gemv::prefetch_blocks (0: every block)
 };
 
 class DecodeGraph {

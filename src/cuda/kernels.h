@@ -123,6 +123,10 @@ struct Gemv {
   // wait; -1: the default (2 with pdl, none without: there is nothing to wait for). A tuning
   // knob of the sweep.
   int prefetch_passes = -1;
+  // Only blocks below this index prefetch (0: all). The whole next GEMV can be resident while it
+  // waits, and all of it prefetching evicts the running kernel's lines; the first wave alone
+  // bounds what is fetched ahead.
+  int prefetch_blocks = 0;
   // Issue the first pass of weight loads into registers before the PDL wait (besides or instead
   // of the L2 prefetch); the same sums in the same order. A tuning knob of the sweep: built for
   // bf16 at the default shapes of batches 1, 2, 4 and 8 without the fused norm, ignored otherwise.

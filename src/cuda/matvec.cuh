@@ -310,7 +310,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
       }
       preloaded = true;
     }
-    const int passes = g.prefetch_passes >= 0 ? g.prefetch_passes : g.pdl ? default_prefetch(B) : 0;
+    const bool fetcher = g.prefetch_blocks <= 0 || blockIdx.x < g.prefetch_blocks;
+    const int passes = !fetcher                 ? 0
+                       : g.prefetch_passes >= 0 ? g.prefetch_passes
+                       : g.pdl                  ? default_prefetch(B)
+                                                : 0;
     const int ahead = passes * U;
 #pragma unroll
     for (int r = 0; r < R; ++r) {

@@ -203,6 +203,9 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
     if (const char* preload = std::getenv("STRATA_GEMV_PRELOAD"); preload != nullptr) {
       w.gemv_preload = !environment_off("STRATA_GEMV_PRELOAD");  // first loads before the wait
     }
+    if (const char* blocks = std::getenv("STRATA_GEMV_PREFETCH_BLOCKS"); blocks != nullptr) {
+      w.gemv_prefetch_blocks = std::atoi(blocks);  // only the first blocks prefetch
+    }
     if (const char* grid = std::getenv("STRATA_GEMV_GRID"); grid != nullptr) {
       w.gemv_grid = std::atoi(grid);  // blocks of a grid-stride GEMV (0: a warp per task)
     }

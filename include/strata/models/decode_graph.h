@@ -41,6 +41,7 @@ class DecodeGraphRunner {
   // The same with every option (environment variables still turn features off; the tuning
   // sweep's STRATA_GEMV_SHAPE=RxU picks the GEMVs' rows per warp and loads in flight,
   // STRATA_GEMV_PREFETCH=N the weight passes they fetch into L2 before waiting under PDL,
+  // STRATA_GEMV_PREFETCH_BLOCKS=N only the first N blocks prefetching,
   // STRATA_GEMV_SHAPE_RESIDUAL=RxU the same for o_proj and down_proj only,
   // STRATA_GEMV_GRID=N a grid-stride GEMV of at most N blocks, STRATA_GEMV_PRELOAD=1 the first
   // weight loads into registers before that wait).
