@@ -37,10 +37,11 @@ void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
                       const std::optional<Tensor>& bias, const Tensor& out);
 // The same for decode rows (at most kernels::kQuantMaxRows) in the fused decode graph: `pdl`
 // launches with programmatic dependent launch; `residual` (like out, may be out itself) makes it
-// out = residual + x w^T + bias with the separate add's rounding.
+// out = residual + x w^T + bias with the separate add's rounding; `gate` (like out) makes it
+// out = silu(gate) * (x w^T + bias) with the separate SiLU's and multiply's roundings.
 void quantized_linear_pdl(const Tensor& x, const ops::QuantizedWeight& w,
                           const std::optional<Tensor>& bias, const Tensor& out, bool pdl,
-                          const Tensor* residual = nullptr);
+                          const Tensor* residual = nullptr, const Tensor* gate = nullptr);
 // Grows the per-GPU scratch of quantized_linear's decode GEMV to what `rows` rows of x need on
 // w's GPU, so that a later call (inside a CUDA graph capture) allocates nothing.
 void reserve_quantized_gemv(const ops::QuantizedWeight& w, std::int64_t rows);

@@ -93,7 +93,7 @@ struct DecodeGraph::Impl {
   Tensor hidden_buf, normed, qkv, q_rot, attn, act, logits, partial_acc, partial_max, partial_sum;
   // Quantized layers: the projections' outputs ([rows, n] each).
   bool quantized = false;
-  Tensor q_buf, k_buf, v_buf, gate_buf, up_buf;
+  Tensor q_buf, k_buf, v_buf, gate_buf;
   std::vector<Tensor> keys, values;
   Tensor cos, sin;
 
@@ -165,7 +165,6 @@ struct DecodeGraph::Impl {
         k_buf = Tensor::empty({rows, kv_out}, dtype, device);
         v_buf = Tensor::empty({rows, kv_out}, dtype, device);
         gate_buf = Tensor::empty({rows, intermediate}, dtype, device);
-        up_buf = Tensor::empty({rows, intermediate}, dtype, device);
         // The GEMVs' split-K scratch, sized before a capture allocates nothing.
         for (const DecodeLayer& l : w.layers) {
           for (const auto* q : {&l.q_quant, &l.k_quant, &l.v_quant, &l.o_quant, &l.gate_quant,
@@ -283,16 +282,6 @@ struct DecodeGraph::Impl {
   }
 
   // ---- quantized layers: the quantized GEMV, then the ops the dense epilogues fuse ----
-  static kernels::Strided flat(const Tensor& t) {
-    kernels::Strided v;
-    v.data = t.data_ptr();
-    v.type = type_of(t.dtype());
-    v.rank = 1;
-    v.sizes[0] = t.numel();
-    v.strides[0] = 1;
-    return v;
-  }
-
   // rms_norm(hidden_buf, gamma) -> normed.
   void norm_into_normed(const Tensor& gamma, cudaStream_t stream, const char* what) {
     detail::check(
@@ -309,18 +298,13 @@ struct DecodeGraph::Impl {
     quantized_linear_pdl(normed, *layer.v_quant, optional_of(layer.v_bias), v_buf, pdl);
   }
 
-  // act = silu(gate(x)) * up(x), x = rms_norm(hidden_buf), for a quantized layer.
+  // act = silu(gate(x)) * up(x), x = rms_norm(hidden_buf), for a quantized layer: the SiLU and
+  // the product in the up GEMV's store.
   void quantized_gate_up(const DecodeLayer& layer, cudaStream_t stream) {
     norm_into_normed(layer.post_norm, stream, "decode graph: post_attention_layernorm");
     quantized_linear_pdl(normed, *layer.gate_quant, optional_of(layer.gate_bias), gate_buf, pdl);
-    quantized_linear_pdl(normed, *layer.up_quant, optional_of(layer.up_bias), up_buf, pdl);
-    const Type type = type_of(dtype);
-    detail::check(kernels::unary(kernels::Unary::Silu, gate_buf.data_ptr(), gate_buf.data_ptr(),
-                                 type, gate_buf.numel(), stream),
-                  "decode graph: SiLU", gpu);
-    detail::check(kernels::binary(kernels::Binary::Mul, flat(gate_buf), flat(up_buf),
-                                  act.data_ptr(), act.numel(), stream),
-                  "decode graph: SiLU(gate) * up", gpu);
+    quantized_linear_pdl(normed, *layer.up_quant, optional_of(layer.up_bias), act, pdl, nullptr,
+                         &gate_buf);
   }
 
   // Every kernel of one step on `stream` (captured, or run as is).

@@ -10,13 +10,21 @@
 
 namespace strata::cuda::kernels {
 
-// out[i] = v in T, or (residual set: QuantWeight::residual) residual[i] + that, rounded again.
+// out[i] = v in T; with `gate` (QuantWeight::gate) silu(gate[i]) * that, with `residual`
+// (QuantWeight::residual) residual[i] + that, each step rounded to T as the separate ops round.
 template <typename T>
-__device__ __forceinline__ void store_out(T* out, const void* residual, std::int64_t i, float v) {
+__device__ __forceinline__ void store_out(T* out, const void* residual, const void* gate,
+                                          std::int64_t i, float v) {
   const T y = from_float<T>(v);
-  out[i] = residual != nullptr
-               ? from_float<T>(to_float(static_cast<const T*>(residual)[i]) + to_float(y))
-               : y;
+  if (gate != nullptr) {
+    const float g = to_float(static_cast<const T*>(gate)[i]);
+    const float act = to_float(from_float<T>(g / (1.0f + expf(-g))));  // elementwise.cu's SiLU
+    out[i] = from_float<T>(act * to_float(y));
+  } else if (residual != nullptr) {
+    out[i] = from_float<T>(to_float(static_cast<const T*>(residual)[i]) + to_float(y));
+  } else {
+    out[i] = y;
+  }
 }
 
 __device__ __forceinline__ float load_scale(const void* p, Type type, std::int64_t i) {

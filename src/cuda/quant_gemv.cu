@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int r = 0; r < R; ++r) {
       const float sum = warp_sum(acc[i][r]);
       if (lane == 0 && n < w.n && r < rows) {
-        store_out(out, w.residual, r * w.n + n, sum * tensor_scale + bias_of(bias, n));
+        store_out(out, w.residual, w.gate, r * w.n + n, sum * tensor_scale + bias_of(bias, n));
       }
     }
   }
@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int r = 0; r < R; ++r) {
       const float sum = warp_sum(acc[i][r]);
       if (lane == 0 && n < w.n && r < rows)
-        store_out(out, w.residual, r * w.n + n, sum + bias_of(bias, n));
+        store_out(out, w.residual, w.gate, r * w.n + n, sum + bias_of(bias, n));
     }
   }
 }
@@ -197,7 +197,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const float sum = warp_sum(acc[r]);
-    if (lane == 0 && r < rows) store_out(out, w.residual, r * w.n + n, sum + bias_of(bias, n));
+    if (lane == 0 && r < rows)
+      store_out(out, w.residual, w.gate, r * w.n + n, sum + bias_of(bias, n));
   }
 }
 
@@ -261,8 +262,9 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
     }
   }
-  finish_columns<R, 8 * V, T>(acc, w.residual, static_cast<std::int64_t>(blockIdx.x) * 256 * V, w.n,
-                              rows, bias, out, ws, tickets);
+  finish_columns<R, 8 * V, T>(acc, w.residual, w.gate,
+                              static_cast<std::int64_t>(blockIdx.x) * 256 * V, w.n, rows, bias, out,
+                              ws, tickets);
 }
 
 // GPTQ: qweight [k/per, n]; a thread owns V consecutive outputs (one uint4/uint2/word per packed
@@ -352,8 +354,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
     }
   }
-  finish_columns<R, V, T>(acc, w.residual, static_cast<std::int64_t>(blockIdx.x) * 32 * V, w.n,
-                          rows, bias, out, ws, tickets);
+  finish_columns<R, V, T>(acc, w.residual, w.gate, static_cast<std::int64_t>(blockIdx.x) * 32 * V,
+                          w.n, rows, bias, out, ws, tickets);
 }
 
 // ---- host side

@@ -143,8 +143,8 @@ ChunkDiv chunk_div(std::int64_t chunks_per_column) {
 // writes its sums to ws[split][r][col] and the last block of the column tile (ticket) reduces.
 template <int R, int C, typename T>
 __device__ __forceinline__ void finish_columns(float (&acc)[R][C], const void* residual,
-                                               std::int64_t col0, std::int64_t n, std::int64_t rows,
-                                               const T* bias, T* out, float* ws,
+                                               const void* gate, std::int64_t col0, std::int64_t n,
+                                               std::int64_t rows, const T* bias, T* out, float* ws,
                                                unsigned* tickets) {
   constexpr int kTile = 32 * C;
   __shared__ float red[kWarps][kTile];
@@ -166,7 +166,7 @@ __device__ __forceinline__ void finish_columns(float (&acc)[R][C], const void* r
         if (split) {
           ws[(static_cast<std::int64_t>(blockIdx.y) * rows + r) * n + col] = sum;
         } else {
-          store_out(out, residual, r * n + col, sum + bias_of(bias, col));
+          store_out(out, residual, gate, r * n + col, sum + bias_of(bias, col));
         }
       }
     }
@@ -189,7 +189,7 @@ __device__ __forceinline__ void finish_columns(float (&acc)[R][C], const void* r
     float sum = 0.0f;
 #pragma unroll 8
     for (std::int64_t s = 0; s < splits; ++s) sum += __ldcg(ws + (s * rows + r) * n + col);
-    store_out(out, residual, r * n + col, sum + bias_of(bias, col));
+    store_out(out, residual, gate, r * n + col, sum + bias_of(bias, col));
   }
   if (t == 0) tickets[blockIdx.x] = 0;  // ready for the next launch on this stream
 }

@@ -147,7 +147,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
     for (int y = 0; y < kMmaWarps; ++y) sum += red[y][lane][i];
     const std::int64_t n = first + g + 8 * (i >> 1);
     const int r = 2 * c + (i & 1);
-    if (n < w.n && r < rows) store_out(out, w.residual, r * w.n + n, sum + bias_of(bias, n));
+    if (n < w.n && r < rows)
+      store_out(out, w.residual, w.gate, r * w.n + n, sum + bias_of(bias, n));
   }
 }
 
@@ -243,7 +244,7 @@ __global__ void __launch_bounds__(8 * 32)
     const int set = i >> 2, e = i & 3;
     const std::int64_t n = n0 + 2 * set + (e >> 1);
     const int r = 2 * c + (e & 1);
-    if (r < rows) store_out(out, w.residual, r * w.n + n, sum + bias_of(bias, n));
+    if (r < rows) store_out(out, w.residual, w.gate, r * w.n + n, sum + bias_of(bias, n));
   }
 }
 
@@ -342,7 +343,7 @@ __global__ void __launch_bounds__(8 * 32)
     if (split) {
       ws[(static_cast<std::int64_t>(blockIdx.y) * rows + r) * w.n + n0 + o] = sum;
     } else {
-      store_out(out, w.residual, r * w.n + n0 + o, sum + bias_of(bias, n0 + o));
+      store_out(out, w.residual, w.gate, r * w.n + n0 + o, sum + bias_of(bias, n0 + o));
     }
   }
   if (!split) return;
@@ -356,7 +357,7 @@ __global__ void __launch_bounds__(8 * 32)
     const int o = i & 63, r = i >> 6;
     float sum = 0.0f;
     for (unsigned y = 0; y < gridDim.y; ++y) sum += __ldcg(ws + (y * rows + r) * w.n + n0 + o);
-    store_out(out, w.residual, r * w.n + n0 + o, sum + bias_of(bias, n0 + o));
+    store_out(out, w.residual, w.gate, r * w.n + n0 + o, sum + bias_of(bias, n0 + o));
   }
   if (t == 0) tickets[blockIdx.x] = 0;
 }

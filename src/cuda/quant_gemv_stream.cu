@@ -217,7 +217,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
     for (int r = 0; r < R; ++r) {
       const float sum = warp_sum(acc[o][r]);
       if (lane == 0 && n < w.n && r < rows) {
-        store_out(out, w.residual, r * w.n + n, sum * tensor_scale + bias_of(bias, n));
+        store_out(out, w.residual, w.gate, r * w.n + n, sum * tensor_scale + bias_of(bias, n));
       }
     }
   }
@@ -314,7 +314,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
     for (int r = 0; r < R; ++r) {
       const float sum = warp_sum(acc[o][r]);
       if (lane == 0 && n < w.n && r < rows) {
-        store_out(out, w.residual, r * w.n + n, sum + bias_of(bias, n));
+        store_out(out, w.residual, w.gate, r * w.n + n, sum + bias_of(bias, n));
       }
     }
   }
@@ -415,8 +415,9 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
     }
   }
-  finish_columns<R, 8 * V, T>(acc, w.residual, static_cast<std::int64_t>(blockIdx.x) * 256 * V, w.n,
-                              rows, bias, out, ws, tickets);
+  finish_columns<R, 8 * V, T>(acc, w.residual, w.gate,
+                              static_cast<std::int64_t>(blockIdx.x) * 256 * V, w.n, rows, bias, out,
+                              ws, tickets);
 }
 
 // ---- GPTQ columns (sequential g_idx): a thread owns V outputs; U packed rows in flight ----------
@@ -508,8 +509,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
     }
   }
-  finish_columns<R, V, T>(acc, w.residual, static_cast<std::int64_t>(blockIdx.x) * 32 * V, w.n,
-                          rows, bias, out, ws, tickets);
+  finish_columns<R, V, T>(acc, w.residual, w.gate, static_cast<std::int64_t>(blockIdx.x) * 32 * V,
+                          w.n, rows, bias, out, ws, tickets);
 }
 
 // ---- host side

@@ -36,6 +36,9 @@ struct QuantWeight {
   // separate add would (the dense GEMV's AddResidual epilogue); residual [rows, n] like out, which
   // may be the same buffer. Null: out = x w^T + bias.
   const void* residual = nullptr;
+  // Decode GEMV only: out = silu(gate) * (x w^T + bias) with gate [rows, n] of x's dtype (the up
+  // projection after the gate's), rounded where the separate SiLU and multiply round.
+  const void* gate = nullptr;
 };
 
 // Decode: rows of x up to this many go through the GEMV kernels.

@@ -142,12 +142,12 @@ void reserve_quantized_gemv(const ops::QuantizedWeight& w, std::int64_t rows) {
 
 void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
                       const std::optional<Tensor>& bias, const Tensor& out) {
-  quantized_linear_pdl(x, w, bias, out, false, nullptr);
+  quantized_linear_pdl(x, w, bias, out, false, nullptr, nullptr);
 }
 
 void quantized_linear_pdl(const Tensor& x, const ops::QuantizedWeight& w,
                           const std::optional<Tensor>& bias, const Tensor& out, bool pdl,
-                          const Tensor* residual) {
+                          const Tensor* residual, const Tensor* gate) {
   const int device = out.device().index();
   const std::int64_t m = x.size(0), k = w.in_features, n = w.out_features;
   if (m == 0 || n == 0) return;
@@ -158,6 +158,12 @@ void quantized_linear_pdl(const Tensor& x, const ops::QuantizedWeight& w,
                               residual->shape() == out.shape() && residual->dtype() == out.dtype()),
       InternalError, "quantized_linear: a residual epilogue needs decode rows and out's shape");
   q.residual = residual != nullptr ? residual->data_ptr() : nullptr;
+  STRATA_CHECK(gate == nullptr || (m <= kernels::kQuantMaxRows && gate->is_contiguous() &&
+                                   gate->shape() == out.shape() && gate->dtype() == out.dtype() &&
+                                   gate->data_ptr() != out.data_ptr()),
+               InternalError,
+               "quantized_linear: a gate epilogue needs decode rows and out's shape");
+  q.gate = gate != nullptr ? gate->data_ptr() : nullptr;
   const auto out_type = static_cast<kernels::Type>(out.dtype());
   const cudaStream_t stream = detail::compute_stream_handle(device);
   if (m <= kernels::kQuantMaxRows) {
