@@ -284,10 +284,10 @@ struct DecodeGraph::Impl {
   // ---- quantized layers: the quantized GEMV, then the ops the dense epilogues fuse ----
   // rms_norm(hidden_buf, gamma) -> normed.
   void norm_into_normed(const Tensor& gamma, cudaStream_t stream, const char* what) {
-    detail::check(
-        kernels::rms_norm(hidden_buf.data_ptr(), gamma.data_ptr(), normed.data_ptr(),
-                          type_of(dtype), batch, hidden, static_cast<float>(w.norm_eps), stream),
-        what, gpu);
+    detail::check(kernels::rms_norm(hidden_buf.data_ptr(), gamma.data_ptr(), normed.data_ptr(),
+                                    type_of(dtype), batch, hidden, static_cast<float>(w.norm_eps),
+                                    stream, pdl),
+                  what, gpu);
   }
 
   // q, k, v of a quantized layer into q_buf, k_buf, v_buf.
