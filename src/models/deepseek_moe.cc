@@ -159,6 +159,7 @@ DeepseekMoE::DeepseekMoE(const TransformerConfig& c, std::int64_t layer_idx, DTy
 }
 
 Value DeepseekMoE::forward(Args& args) {
+  const auto start = std::chrono::steady_clock::now();
   const std::string who = class_name() + ".forward";
   const Tensor& x = args.tensor(0, who);
   STRATA_CHECK_ARG(x.dim() == 3, "{}: hidden_states must be [batch, seq, hidden], got {}", who,
@@ -179,6 +180,7 @@ Value DeepseekMoE::forward(Args& args) {
   const detail::ExpertRouting routing = detail::route_tokens(
       Tensor::from_vector(chosen.indices, {tokens, k}),
       Tensor::from_vector(chosen.weights, {tokens, k}), num_experts(), false, who);
+  routed_since(start);
   // The float32 weights multiply the experts' outputs unrounded (DeepseekV{2,3}Experts).
   Tensor result = run_experts(flat, routing, DType::Float32);
   if (shared_experts_) {

@@ -49,6 +49,7 @@ SparseMoeBlock::SparseMoeBlock(const TransformerConfig& c, DType dtype, const Te
 }
 
 Value SparseMoeBlock::forward(Args& args) {
+  const auto start = std::chrono::steady_clock::now();
   const std::string who = class_name() + ".forward";
   const Tensor& x = args.tensor(0, who);
   STRATA_CHECK_ARG(x.dim() == 3, "{}: hidden_states must be [batch, seq, hidden], got {}", who,
@@ -62,6 +63,7 @@ Value SparseMoeBlock::forward(Args& args) {
   auto [top_values, top_indices] = ops::topk(probs, k, -1);
   const detail::ExpertRouting routing =
       detail::route_tokens(top_indices, top_values, num_experts(), norm_topk_prob_, who);
+  routed_since(start);
   // transformers v5 routers round the weights to the hidden dtype; Mixtral keeps float32.
   const DType weight_dtype = round_weights_ ? x.dtype() : DType::Float32;
   Tensor result = run_experts(flat, routing, weight_dtype);

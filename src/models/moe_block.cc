@@ -11,6 +11,15 @@
 #include "strata/placement/prefetch.h"
 
 namespace strata::models {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t nanoseconds_since(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+}
+
+}  // namespace
 
 MoeBlock::MoeBlock(std::string class_name, std::int64_t num_experts, std::int64_t top_k,
                    Activation activation, bool mixtral_naming)
@@ -22,6 +31,7 @@ MoeBlock::MoeBlock(std::string class_name, std::int64_t num_experts, std::int64_
 
 Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& routing,
                              DType weight_dtype) {
+  const auto start = Clock::now();
   const Device device = flat.device();
   const std::int64_t activation_bytes =
       flat.size(1) * static_cast<std::int64_t>(flat.element_size());
@@ -75,7 +85,7 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
     }
   }
   if (any_cpu) ++stats_.cpu_batches;
-  return detail::combine_experts(
+  Tensor out = detail::combine_experts(
       flat, routing, weight_dtype,
       [&](std::int64_t e, const Tensor& rows) {
         const Job& job = jobs[static_cast<std::size_t>(e)];
@@ -92,8 +102,17 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
           sources.push_back(job.source.get());
           tensors.push_back(&job.weights);
         }
-        return detail::cpu_experts_forward(sources, tensors, activation_, rows);
+        const auto cpu_start = Clock::now();
+        std::vector<Tensor> outs = detail::cpu_experts_forward(sources, tensors, activation_, rows);
+        stats_.cpu_ns += nanoseconds_since(cpu_start);
+        return outs;
       });
+  stats_.experts_ns += nanoseconds_since(start);
+  return out;
+}
+
+void MoeBlock::routed_since(std::chrono::steady_clock::time_point start) {
+  stats_.route_ns += nanoseconds_since(start);
 }
 
 void MoeBlock::set_expert_cache(std::shared_ptr<placement::ExpertCache> cache,
@@ -110,6 +129,9 @@ ExpertExecutionStats& ExpertExecutionStats::operator+=(const ExpertExecutionStat
   cpu_bytes += o.cpu_bytes;
   streamed_bytes += o.streamed_bytes;
   cpu_batches += o.cpu_batches;
+  route_ns += o.route_ns;
+  cpu_ns += o.cpu_ns;
+  experts_ns += o.experts_ns;
   return *this;
 }
 

@@ -137,7 +137,12 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
     EXPECT_EQ(one.cpu, blocks_n * top_k);
     EXPECT_EQ(one.cpu_bytes, one.cpu * expert_bytes);
     EXPECT_EQ(one.cpu_batches, blocks_n) << "one activation transfer per block, not per expert";
+    EXPECT_GT(one.cpu_ns, 0) << "the cpu products' time is counted";
   }
+  // The blocks' host time: routing, and the expert step that contains the cpu products.
+  EXPECT_GT(one.route_ns, 0);
+  EXPECT_GE(one.experts_ns, one.cpu_ns);
+  EXPECT_GT(one.experts_ns, 0);
 
   expect_float32_logits_match(f, model->run(f.prompt_ids).logits);
   expect_greedy_continuation_matches(f, *model);

@@ -199,7 +199,10 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
                          {"resident", e.resident},
                          {"cpu_bytes", e.cpu_bytes},
                          {"streamed_bytes", e.streamed_bytes},
-                         {"cpu_batches", e.cpu_batches}};
+                         {"cpu_batches", e.cpu_batches},
+                         {"route_ms", static_cast<double>(e.route_ns) / 1e6},
+                         {"cpu_ms", static_cast<double>(e.cpu_ns) / 1e6},
+                         {"experts_ms", static_cast<double>(e.experts_ns) / 1e6}};
       if (r.expert_cache) {
         const placement::ExpertCacheStats& c = *r.expert_cache;
         test["experts"]["cache"] = {

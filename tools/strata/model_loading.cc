@@ -328,6 +328,10 @@ std::string expert_summary(models::CausalLM& model, const placement::ExpertCache
         fmt::format(" (cache hit rate {:.1f}%, {} of {})", 100.0 * c.hit_rate(),
                     placement::format_bytes(c.bytes), placement::format_bytes(c.capacity_bytes));
   }
+  // Where the blocks' time went (host clock): routing includes waiting for the GPU's attention.
+  text += fmt::format("; blocks: routing {:.1f} ms, experts {:.1f} ms (cpu products {:.1f} ms)",
+                      static_cast<double>(s.route_ns) / 1e6,
+                      static_cast<double>(s.experts_ns) / 1e6, static_cast<double>(s.cpu_ns) / 1e6);
   return text;
 }
 

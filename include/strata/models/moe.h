@@ -14,6 +14,7 @@
 // tensors in memory; checkpoints saved that way are split into these names when read
 // (io::CheckpointReader, docs/models.md), the arithmetic is the same.
 
+#include <chrono>
 #include <memory>
 #include <vector>
 
@@ -43,6 +44,10 @@ struct ExpertExecutionStats {
   // Block steps with cpu experts: each moved the block's activations to the cpu once and the
   // experts' weighted outputs back once, whatever the number of experts.
   std::int64_t cpu_batches = 0;
+  // Host wall time of the block steps, in nanoseconds: reading the routing to the host (it waits
+  // for the GPU work queued before it: the attention), the cpu experts' products, and the whole
+  // expert step after routing (cpu experts, the others' launches, the combination).
+  std::int64_t route_ns = 0, cpu_ns = 0, experts_ns = 0;
   ExpertExecutionStats& operator+=(const ExpertExecutionStats& o);
 };
 
@@ -71,6 +76,8 @@ class MoeBlock : public nn::Module {
   // (weights rounded to `weight_dtype` first, combine_experts in models/expert_routing.h). The
   // subclass registers `experts_` (in its checkpoint's registration order).
   Tensor run_experts(const Tensor& flat, const detail::ExpertRouting& routing, DType weight_dtype);
+  // Counts the time since `start` (a forward's first instruction) as routing time.
+  void routed_since(std::chrono::steady_clock::time_point start);
 
   std::shared_ptr<nn::ModuleList> experts_;
 
