@@ -365,7 +365,7 @@ __global__ void __launch_bounds__(kThreads) fused_decode_kernel(FlashDecodeArgs 
     if (lane == 0) s_total[r] = total;
   }
   __syncthreads();
-  // Four columns a thread (float4), eight splits' partials requested at once: one block reads
+  // Four columns a thread (float4), sixteen splits' partials requested at once: one block reads
   // every split's partials of the group, so this tail is latency-bound, not bandwidth-bound.
   const int quads = a.v_dim / 4;
   for (int idx = tid; idx < nrows * quads; idx += kThreads) {
@@ -375,27 +375,22 @@ __global__ void __launch_bounds__(kThreads) fused_decode_kernel(FlashDecodeArgs 
     const float4* parts = reinterpret_cast<const float4*>(scratch_o + row * a.splits * a.v_dim + d);
     const int stride = quads;  // float4s between two splits' partials
     float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    int s = 0;
-    for (; s + 8 <= active; s += 8) {
-      float4 p[8];
+    constexpr int kBatch = 16;  // loads in flight: ceil(active / 16) L2 round trips
+    for (int s = 0; s < active; s += kBatch) {
+      float4 p[kBatch];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) p[j] = __ldcg(parts + (s + j) * stride);
+      for (int j = 0; j < kBatch; ++j) {
+        p[j] =
+            s + j < active ? __ldcg(parts + (s + j) * stride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const float w = s_weight[r][s + j];
+      for (int j = 0; j < kBatch; ++j) {
+        const float w = s + j < active ? s_weight[r][s + j] : 0.0f;
         sum.x = fmaf(p[j].x, w, sum.x);
         sum.y = fmaf(p[j].y, w, sum.y);
         sum.z = fmaf(p[j].z, w, sum.z);
         sum.w = fmaf(p[j].w, w, sum.w);
       }
-    }
-    for (; s < active; ++s) {
-      const float4 p = __ldcg(parts + s * stride);
-      const float w = s_weight[r][s];
-      sum.x = fmaf(p.x, w, sum.x);
-      sum.y = fmaf(p.y, w, sum.y);
-      sum.z = fmaf(p.z, w, sum.z);
-      sum.w = fmaf(p.w, w, sum.w);
     }
     const float total = s_total[r];
     const float inv = total > 0.0f ? 1.0f / total : 0.0f;  // all masked: zeros
