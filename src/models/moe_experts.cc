@@ -180,9 +180,11 @@ std::vector<Tensor> cpu_experts_forward(const std::vector<const ExpertSource*>& 
     }
   });
   std::vector<Tensor> hidden(count);
-  for (std::size_t i = 0; i < count; ++i) {
-    hidden[i] = ops::mul(apply_activation(activation, gate[i]), up[i]);
-  }
+  parallel_for(static_cast<std::int64_t>(count), 1, [&](std::int64_t b, std::int64_t e) {
+    for (auto i = static_cast<std::size_t>(b); i < static_cast<std::size_t>(e); ++i) {
+      hidden[i] = ops::mul(apply_activation(activation, gate[i]), up[i]);
+    }
+  });
   const std::vector<Slice> second =
       slices(count, parts, [&](std::size_t i) { return weight(i, 2).size(0); });
   parallel_for(static_cast<std::int64_t>(second.size()), 1, [&](std::int64_t b, std::int64_t e) {
