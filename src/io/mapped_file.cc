@@ -85,13 +85,13 @@ void MappedFile::populate(std::uint64_t offset, std::uint64_t length) const {
             MADV_POPULATE_READ);
 }
 
-void populate_pages(const void* data, std::uint64_t nbytes) {
-  if (data == nullptr || nbytes == 0) return;
+bool populate_pages(const void* data, std::uint64_t nbytes) {
+  if (data == nullptr || nbytes == 0) return false;
   const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
   const auto begin = reinterpret_cast<std::uintptr_t>(data) / page * page;
   const auto end = reinterpret_cast<std::uintptr_t>(data) + nbytes;
-  ::madvise(reinterpret_cast<void*>(begin), static_cast<std::size_t>(end - begin),
-            MADV_POPULATE_READ);
+  return ::madvise(reinterpret_cast<void*>(begin), static_cast<std::size_t>(end - begin),
+                   MADV_POPULATE_READ) == 0;
 }
 
 void MappedFile::read(std::uint64_t offset, void* dst, std::uint64_t nbytes) const {

@@ -58,7 +58,8 @@ class MappedFile {
 // Maps the pages of [data, data + nbytes) of any mapping into the page tables in one call
 // (MADV_POPULATE_READ, widened to whole pages): a view of a mapped file read for the first time
 // then costs one system call instead of a page fault per 4 KiB page (the disk tier computed on
-// the cpu, hybrid-execution.md). A hint: failures (an older kernel, anonymous memory) are ignored.
-void populate_pages(const void* data, std::uint64_t nbytes);
+// the cpu, hybrid-execution.md). A hint: returns whether the kernel did it (false on kernels
+// before 5.14, or for an empty range); callers may ignore it.
+bool populate_pages(const void* data, std::uint64_t nbytes);
 
 }  // namespace strata::io
