@@ -1,0 +1,115 @@
+// The cpu experts of a decode step (models/moe_experts.h: cpu_experts_forward) against one
+// product of the same bytes, on this host's threads: Qwen3-30B-A3B's experts (gate and up
+// [768, 2048], down [2048, 768], bfloat16: 9.4 MB), `count` of them per step (8: no cache; 5: a
+// third from the GPU cache), one row each. Every step takes the next experts of a pool of 128
+// (1.2 GB, past any last-level cache: the H100 host's L3 is 300 MiB), so they come from DRAM as
+// in decoding. Variants: sliced over every thread (the default path), one expert per task, and
+// one ops::linear over a [count x 2304, 2048] weight from a pool of the same size (the
+// calibrated matrix-vector rate's shape). Prints microseconds per step and weight GB/s.
+//
+//   moe_experts_bench [seconds per variant (1)]
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "models/moe_experts.h"
+#include "strata/core/parallel.h"
+#include "strata/ops.h"
+
+namespace {
+
+using strata::DType;
+using strata::Tensor;
+using strata::models::detail::ExpertSource;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::int64_t kHidden = 2048, kIntermediate = 768, kPool = 128;
+
+Tensor filled(std::int64_t rows, std::int64_t cols) {
+  Tensor t = Tensor::empty({rows, cols}, DType::BFloat16);
+  std::memset(t.data_ptr(), 0x3c, t.nbytes());  // 0x3c3c: about 0.0115 everywhere
+  return t;
+}
+
+ExpertSource expert() {
+  ExpertSource s;
+  s.offloaded = true;
+  s.stored = {filled(kIntermediate, kHidden), filled(kIntermediate, kHidden),
+              filled(kHidden, kIntermediate)};
+  for (std::size_t i = 0; i < 3; ++i) {
+    s.projections[i].names = {"weight"};
+    s.projections[i].first = i;
+  }
+  for (const Tensor& t : s.stored) s.bytes += static_cast<std::int64_t>(t.nbytes());
+  return s;
+}
+
+// Median microseconds of `step(i)` over `seconds` (after 3 warm-up steps).
+template <typename Step>
+double median_us(double seconds, Step step) {
+  for (int i = 0; i < 3; ++i) step(i);
+  std::vector<double> times;
+  const auto until = Clock::now() + std::chrono::duration<double>(seconds);
+  for (int i = 3; Clock::now() < until || times.size() < 5; ++i) {
+    const auto t0 = Clock::now();
+    step(i);
+    times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
+  std::nth_element(times.begin(), times.begin() + static_cast<std::ptrdiff_t>(times.size() / 2),
+                   times.end());
+  return times[times.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const double seconds = argc > 1 ? std::atof(argv[1]) : 1.0;
+  const int threads = strata::num_threads();
+  std::vector<ExpertSource> pool;
+  for (std::int64_t e = 0; e < kPool; ++e) pool.push_back(expert());
+  const double expert_bytes = static_cast<double>(pool.front().bytes);
+  const Tensor x = filled(1, kHidden);
+  std::printf("cpu experts of a decode step, %d threads, experts of %.1f MB from a pool of %lld\n",
+              threads, expert_bytes / 1e6, static_cast<long long>(kPool));
+  for (const std::int64_t count : {8, 5}) {
+    const auto run = [&](std::int64_t forced_threads) {
+      return [&, forced_threads](int i) {
+        std::vector<const ExpertSource*> sources;
+        std::vector<const std::vector<Tensor>*> tensors;
+        std::vector<Tensor> rows;
+        for (std::int64_t j = 0; j < count; ++j) {
+          const ExpertSource& s = pool[static_cast<std::size_t>((i * count + j) % kPool)];
+          sources.push_back(&s);
+          tensors.push_back(&s.stored);
+          rows.push_back(x);
+        }
+        strata::models::detail::cpu_experts_forward(
+            sources, tensors, strata::models::Activation::SiLU, rows, forced_threads);
+      };
+    };
+    const double bytes = expert_bytes * static_cast<double>(count);
+    // threads = 1: fewer than two threads per expert, so one expert per task (on the pool).
+    for (const auto& [name, forced] :
+         {std::pair<const char*, std::int64_t>{"sliced", 0}, {"one expert per task", 1}}) {
+      const double us = median_us(seconds, run(forced));
+      std::printf("  %lld experts, %-20s %8.1f us/step  %6.1f GB/s\n",
+                  static_cast<long long>(count), name, us, bytes / us / 1e3);
+    }
+    // The same bytes in one product (the rows of `count` experts' three matrices).
+    const std::int64_t rows = count * (3 * kIntermediate);
+    const std::int64_t matrices = std::max<std::int64_t>(
+        2, static_cast<std::int64_t>(expert_bytes * kPool / (2.0 * rows * kHidden)));
+    std::vector<Tensor> weights;
+    for (std::int64_t m = 0; m < matrices; ++m) weights.push_back(filled(rows, kHidden));
+    const double us = median_us(seconds, [&](int i) {
+      strata::ops::linear(x, weights[static_cast<std::size_t>(i % matrices)]);
+    });
+    std::printf("  %lld experts, %-20s %8.1f us/step  %6.1f GB/s\n", static_cast<long long>(count),
+                "one linear", us, bytes / us / 1e3);
+  }
+  return 0;
+}
