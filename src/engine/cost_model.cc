@@ -166,11 +166,19 @@ double CostModel::split_seconds(const UnitWork& unit, std::int64_t tokens, doubl
   return std::max({host, copied, gpu_seconds(unit, tokens)});
 }
 
+namespace {
+// Whether auto may split a unit. Not a disk unit: its streamed rows go through the disk workers'
+// copy out of the page cache, a third stream over host memory that the split rates (measured
+// with pinned copies) leave out; forced (--offload-policy split) it still splits.
+bool auto_may_split(const UnitWork& unit) { return unit.tier != Tier::Disk; }
+}  // namespace
+
 placement::ExecutionPolicy CostModel::best_policy(const UnitWork& unit, std::int64_t tokens) const {
   if (!constants_.has_gpu()) return placement::ExecutionPolicy::Cpu;
   const double stream = stream_seconds(unit, tokens);
   const double cpu = cpu_seconds(unit, tokens);
-  const double split = split_seconds(unit, tokens, split_fraction(unit));
+  const double split = auto_may_split(unit) ? split_seconds(unit, tokens, split_fraction(unit))
+                                            : std::numeric_limits<double>::infinity();
   if (split < stream && split < cpu) return placement::ExecutionPolicy::Split;
   return cpu < stream ? placement::ExecutionPolicy::Cpu : placement::ExecutionPolicy::Stream;
 }
@@ -208,7 +216,9 @@ std::int64_t CostModel::split_token_threshold(const UnitWork& unit) const {
     const double split = split_seconds(unit, n, fraction);
     return split <= stream_seconds(unit, n) && split <= cpu_seconds(unit, n);
   };
-  if (!constants_.has_gpu() || unit.split_linears <= 0 || !split_wins(1)) return 0;
+  if (!constants_.has_gpu() || unit.split_linears <= 0 || !auto_may_split(unit) || !split_wins(1)) {
+    return 0;
+  }
   std::int64_t lo = 1, hi = std::int64_t{1} << 20;  // split_wins(lo) holds
   if (split_wins(hi)) return hi;
   while (hi - lo > 1) {

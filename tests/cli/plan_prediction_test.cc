@@ -100,10 +100,14 @@ int expect_formulas(const json& plan, double element, double hidden) {
                              ? std::max({host, (1 - share) * bytes / copy_rate, gpu(1)})
                              : std::numeric_limits<double>::infinity();
     decode_stream += stream;
-    decode_best += std::min({stream, cpu, split});
+    // Auto never splits a disk unit (its streamed rows also cost the disk workers' copy).
+    const double auto_split = tier == "disk" ? std::numeric_limits<double>::infinity() : split;
+    decode_best += std::min({stream, cpu, auto_split});
     decode_split += std::isfinite(split) ? split : stream;
     prefill_stream += std::max(copy, gpu(tokens));
-    const char* fastest = split < stream && split < cpu ? "split" : cpu < stream ? "cpu" : "stream";
+    const char* fastest = auto_split < stream && auto_split < cpu ? "split"
+                          : cpu < stream                          ? "cpu"
+                                                                  : "stream";
     EXPECT_EQ(u.at("decode"), fastest) << name;
     on_cpu += u.at("decode") != "stream" ? 1 : 0;
   }

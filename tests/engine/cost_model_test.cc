@@ -268,6 +268,14 @@ TEST(CostModelSplit, SplitTimeIsTheFormula) {
   disk.tier = Tier::Disk;
   EXPECT_DOUBLE_EQ(model.split_fraction(disk), 100.0 / 120.0);
   EXPECT_TRUE(std::isinf(model.split_seconds(disk, 1, 1.0)));  // not a split
+  // Forced, a disk unit splits as computed; auto never picks it (the disk workers' copy is a
+  // third stream over host memory that the split rates leave out), though by the formula it
+  // would win: the cpu's 5/6 at 100 GB/s plus the transfers, 3.5 ms, against the cpu's 4.
+  const double disk_split = model.split_seconds(disk, 1, model.split_fraction(disk));
+  EXPECT_DOUBLE_EQ(disk_split, 400e6 / 120e9 + trips);
+  EXPECT_LT(disk_split, model.cpu_seconds(disk, 1));
+  EXPECT_EQ(model.split_token_threshold(disk), 0);
+  EXPECT_NE(model.best_policy(disk, 1), ExecutionPolicy::Split);
   // No GPU: never.
   MachineConstants cpu_only = machine();
   cpu_only.h2d_gbps = 0;

@@ -102,8 +102,9 @@ class CostModel {
   // The fraction that balances the cpu's read time with the copy's: split cpu rate / (split cpu
   // rate + split copy rate) (0 when there is no GPU).
   double split_fraction(const UnitWork& unit) const;
-  // The fastest of stream, cpu and split (split at split_fraction; ties: stream, then cpu).
-  // Without a GPU: Cpu.
+  // The fastest of stream, cpu and split (split at split_fraction; ties: stream, then cpu; a disk
+  // unit never splits here: its streamed rows cost the disk workers' copy too, which the split
+  // rates leave out). Without a GPU: Cpu.
   placement::ExecutionPolicy best_policy(const UnitWork& unit, std::int64_t tokens) const;
   double best_seconds(const UnitWork& unit, std::int64_t tokens) const;
   // The largest token count for which the cpu is no slower than streaming (cpu time grows
@@ -111,7 +112,7 @@ class CostModel {
   // a GPU. Searched over [1, 2^20].
   std::int64_t cpu_token_threshold(const UnitWork& unit) const;
   // The largest token count for which split is no slower than both cpu and streaming, searched
-  // the same way: 0 = never (no GPU, nothing to split, or it never wins).
+  // the same way: 0 = never (no GPU, nothing to split, a disk unit, or it never wins).
   std::int64_t split_token_threshold(const UnitWork& unit) const;
 
  private:
