@@ -3,7 +3,8 @@
 // [768, 2048], down [2048, 768], bfloat16: 9.4 MB), `count` of them per step (8: no cache; 5: a
 // third from the GPU cache), one row each. Every step takes the next experts of a pool of 128
 // (1.2 GB, past any last-level cache: the H100 host's L3 is 300 MiB), so they come from DRAM as
-// in decoding. Variants: sliced over every thread (the default path), one expert per task, and
+// in decoding. Variants: sliced over every thread (the default path), one expert per task (each
+// from pageable memory and from pinned memory, where offloaded experts live), and
 // one ops::linear over a [count x 2304, 2048] weight from a pool of the same size (the
 // calibrated matrix-vector rate's shape). Prints microseconds per step and weight GB/s.
 //
@@ -29,17 +30,18 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::int64_t kHidden = 2048, kIntermediate = 768, kPool = 128;
 
-Tensor filled(std::int64_t rows, std::int64_t cols) {
-  Tensor t = Tensor::empty({rows, cols}, DType::BFloat16);
+Tensor filled(std::int64_t rows, std::int64_t cols,
+              strata::MemoryKind memory = strata::MemoryKind::Pageable) {
+  Tensor t = Tensor::empty({rows, cols}, DType::BFloat16, strata::Device::cpu(), memory);
   std::memset(t.data_ptr(), 0x3c, t.nbytes());  // 0x3c3c: about 0.0115 everywhere
   return t;
 }
 
-ExpertSource expert() {
+ExpertSource expert(strata::MemoryKind memory) {
   ExpertSource s;
   s.offloaded = true;
-  s.stored = {filled(kIntermediate, kHidden), filled(kIntermediate, kHidden),
-              filled(kHidden, kIntermediate)};
+  s.stored = {filled(kIntermediate, kHidden, memory), filled(kIntermediate, kHidden, memory),
+              filled(kHidden, kIntermediate, memory)};
   for (std::size_t i = 0; i < 3; ++i) {
     s.projections[i].names = {"weight"};
     s.projections[i].first = i;
@@ -69,20 +71,24 @@ double median_us(double seconds, Step step) {
 int main(int argc, char** argv) {
   const double seconds = argc > 1 ? std::atof(argv[1]) : 1.0;
   const int threads = strata::num_threads();
-  std::vector<ExpertSource> pool;
-  for (std::int64_t e = 0; e < kPool; ++e) pool.push_back(expert());
+  // Pageable memory, and pinned memory as offloaded experts are held (with a GPU backend).
+  std::vector<ExpertSource> pool, pinned;
+  for (std::int64_t e = 0; e < kPool; ++e) {
+    pool.push_back(expert(strata::MemoryKind::Pageable));
+    pinned.push_back(expert(strata::MemoryKind::Pinned));
+  }
   const double expert_bytes = static_cast<double>(pool.front().bytes);
   const Tensor x = filled(1, kHidden);
   std::printf("cpu experts of a decode step, %d threads, experts of %.1f MB from a pool of %lld\n",
               threads, expert_bytes / 1e6, static_cast<long long>(kPool));
   for (const std::int64_t count : {8, 5}) {
-    const auto run = [&](std::int64_t forced_threads) {
+    const auto run = [&](std::int64_t forced_threads, const std::vector<ExpertSource>& from) {
       return [&, forced_threads](int i) {
         std::vector<const ExpertSource*> sources;
         std::vector<const std::vector<Tensor>*> tensors;
         std::vector<Tensor> rows;
         for (std::int64_t j = 0; j < count; ++j) {
-          const ExpertSource& s = pool[static_cast<std::size_t>((i * count + j) % kPool)];
+          const ExpertSource& s = from[static_cast<std::size_t>((i * count + j) % kPool)];
           sources.push_back(&s);
           tensors.push_back(&s.stored);
           rows.push_back(x);
@@ -93,9 +99,16 @@ int main(int argc, char** argv) {
     };
     const double bytes = expert_bytes * static_cast<double>(count);
     // threads = 1: fewer than two threads per expert, so one expert per task (on the pool).
-    for (const auto& [name, forced] :
-         {std::pair<const char*, std::int64_t>{"sliced", 0}, {"one expert per task", 1}}) {
-      const double us = median_us(seconds, run(forced));
+    struct Variant {
+      const char* name;
+      std::int64_t threads;
+      const std::vector<ExpertSource>* from;
+    };
+    for (const Variant& v :
+         {Variant{"sliced", 0, &pool}, Variant{"one expert per task", 1, &pool},
+          Variant{"sliced, pinned", 0, &pinned}, Variant{"one per task, pinned", 1, &pinned}}) {
+      const char* name = v.name;
+      const double us = median_us(seconds, run(v.threads, *v.from));
       std::printf("  %lld experts, %-20s %8.1f us/step  %6.1f GB/s\n",
                   static_cast<long long>(count), name, us, bytes / us / 1e3);
     }
