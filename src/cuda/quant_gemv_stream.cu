@@ -528,10 +528,14 @@ struct StreamConfig {
   int gptq_v = 4, gptq_u = 8;
   int blocks_per_sm = 2;
   // Which formats take this file's kernels (f8=0, ct=0, aw=0, gq=0: quant_gemv.cu's instead).
-  bool fp8 = true, compressed = true, awq = true, gptq = true;
-  bool ct_mma = false;    // compressed-tensors int4 on the tensor cores (quant_gemv_mma.cu)
-  bool gptq_mma = false;  // GPTQ 4-bit (sequential) on the tensor cores
-  bool awq_mma = false;   // AWQ on the tensor cores
+  // Defaults from session 6's call 2 (same-run comparison at batch 1): FP8 here (64% of the copy
+  // rate for a 7B token against 25%), AWQ here (28% against 26%); compressed-tensors and GPTQ
+  // stay with quant_gemv.cu's kernels (39% and 34% against 32% and 26%).
+  bool fp8 = true, compressed = false, awq = true, gptq = false;
+  // The tensor-core kernels (quant_gemv_mma.cu; bf16 x) from this many rows of x on (9: never):
+  // at 8 rows they read ct4 at 26-51% of the copy rate, GPTQ 4-bit at 14-26%, AWQ at 11-21%,
+  // against 7-12% for quant_gemv.cu's; at 1 row they lose (30/16/14% for a 7B token).
+  int ct_mma_from = 3, gptq_mma_from = 3, awq_mma_from = 3;
 };
 
 StreamConfig read_config() {
@@ -562,9 +566,13 @@ StreamConfig read_config() {
     if (key("gv") && (value == 2 || value == 4)) c.gptq_v = value;
     if (key("gu") && (value == 4 || value == 8)) c.gptq_u = value;
     if (key("bps") && value >= 1 && value <= 8) c.blocks_per_sm = value;
-    if (key("ctm")) c.ct_mma = value == 1;
-    if (key("gm")) c.gptq_mma = value == 1;
-    if (key("am")) c.awq_mma = value == 1;
+    // ctm / gm / am: 1 = from one row on, 0 = never, 2..8 = from that many rows on.
+    const auto from = [&](int& field) {
+      field = value == 0 ? 9 : (value >= 1 && value <= 8 ? value : field);
+    };
+    if (key("ctm")) from(c.ct_mma_from);
+    if (key("gm")) from(c.gptq_mma_from);
+    if (key("am")) from(c.awq_mma_from);
     const char* comma = std::strchr(eq, ',');
     if (comma == nullptr) break;
     p = comma + 1;
@@ -740,7 +748,7 @@ bool takes(const QuantWeight& w, std::int64_t rows, const void* x, Type x_type) 
 }  // namespace
 
 QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t rows, int sms) {
-  if (config().enabled && config().awq_mma && w.kind == QuantKind::AWQ && rows >= 1 && rows <= 8 &&
+  if (config().enabled && rows >= config().awq_mma_from && w.kind == QuantKind::AWQ && rows <= 8 &&
       (w.n / 8) % 8 == 0 && w.k % 16 == 0 && w.group % 16 == 0) {
     return awq_mma_scratch(w, rows, sms);
   }
@@ -764,15 +772,15 @@ bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::in
                        cudaStream_t stream, cudaError_t* error) {
   // The tensor-core variants take up to 8 rows of x at about the cost of one.
   if (config().enabled && rows >= 1 && rows <= 8) {
-    if (config().ct_mma && ct4_mma_takes(w, x, x_type)) {
+    if (rows >= config().ct_mma_from && ct4_mma_takes(w, x, x_type)) {
       *error = ct4_mma_gemv(w, x, rows, bias, out, stream);
       return true;
     }
-    if (config().awq_mma && awq_mma_takes(w, x, x_type)) {
+    if (rows >= config().awq_mma_from && awq_mma_takes(w, x, x_type)) {
       *error = awq_mma_gemv(w, x, rows, bias, out, workspace, tickets, sms, stream);
       return true;
     }
-    if (config().gptq_mma && gptq4_mma_takes(w, x, x_type)) {
+    if (rows >= config().gptq_mma_from && gptq4_mma_takes(w, x, x_type)) {
       *error = gptq4_mma_gemv(w, x, rows, bias, out, stream);
       return true;
     }
