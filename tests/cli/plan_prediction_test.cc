@@ -9,6 +9,7 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -206,6 +207,37 @@ TEST(PlanPrediction, NestedEntriesCountOnce) {
     }
   }
   EXPECT_EQ(layers, 2);
+  EXPECT_EQ(total, static_cast<double>(plan.at("total_bytes").get<std::int64_t>()));
+}
+
+// --experts auto with room for everything: the experts share their layer's GPU, and are a unit of
+// their own in the prediction (a step runs only the selected experts), the layer without them.
+TEST(PlanPrediction, ResidentExpertsAreAUnitOfTheirOwn) {
+  PlanArgs args;
+  args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
+  args.max_memory = "0=1GiB,cpu=1GiB";
+  args.dtype = "f32";
+  args.experts = "auto";
+  args.machine = kMachine.string();
+  const json plan = plan_json(args);
+  const testing::ModelFixture f = testing::load_model_fixture("qwen3_moe");
+  auto model = testing::empty_fixture_model(f);
+  const placement::ModuleSizes sizes =
+      placement::compute_module_sizes(*model, {DType::Float32, {}});
+  std::map<std::string, json> units;
+  double total = 0;
+  for (const json& u : plan.at("predictions").at("units")) {
+    units[u.at("name")] = u;
+    total += u.at("bytes").get<double>();
+  }
+  for (const std::string layer : {"model.layers.0", "model.layers.1"}) {
+    ASSERT_TRUE(units.contains(layer + ".mlp.experts")) << plan.dump(1);
+    EXPECT_EQ(units[layer + ".mlp.experts"].at("tier"), "gpu");
+    EXPECT_EQ(units[layer + ".mlp.experts"].at("bytes").get<std::int64_t>(),
+              sizes[layer + ".mlp.experts"]);
+    EXPECT_EQ(units[layer].at("bytes").get<std::int64_t>(),
+              sizes[layer] - sizes[layer + ".mlp.experts"]);
+  }
   EXPECT_EQ(total, static_cast<double>(plan.at("total_bytes").get<std::int64_t>()));
 }
 

@@ -88,13 +88,37 @@ PlanForecast forecast_plan(const EmptyModel& empty, const placement::DeviceMap& 
       }
     }
   }
-  for (const auto& [name, device] : map) {
-    const std::vector<std::string>& nested = nested_in[name];
-    const auto in_nested = [&](const std::string& full) {
-      return std::any_of(nested.begin(), nested.end(), [&](const std::string& n) {
-        return full == n || full.starts_with(n + ".");
-      });
-    };
+  const auto is_experts = [](const std::string& n) {
+    return n == "experts" || n.ends_with(".experts");
+  };
+  const auto in_list = [](const std::vector<std::string>& list, const std::string& full) {
+    return std::any_of(list.begin(), list.end(), [&](const std::string& n) {
+      return full == n || full.starts_with(n + ".");
+    });
+  };
+  std::vector<std::pair<std::string, placement::MapDevice>> entries(map.begin(), map.end());
+  for (std::size_t at = 0; at < entries.size(); ++at) {
+    const std::string name = entries[at].first;  // copies: `entries` grows below
+    const placement::MapDevice device = entries[at].second;
+    std::vector<std::string>& nested = nested_in[name];
+    // Routed experts inside a unit that are no entry of their own (they share their block's
+    // device) become a unit of their own, next to it: a step reads and runs only the selected.
+    if (!is_experts(name) && empty.config.num_experts > 0) {
+      std::vector<std::string> inner;
+      for (const auto& [child_name, child] : model.get_submodule(name).named_modules()) {
+        if (child_name.empty()) continue;
+        const std::string full = name.empty() ? child_name : name + "." + child_name;
+        if (is_experts(full) && !in_list(nested, full) && !in_list(inner, full)) {
+          inner.push_back(full);
+        }
+      }
+      for (std::size_t i = 0; i < inner.size(); ++i) {
+        nested.push_back(inner[i]);
+        entries.insert(entries.begin() + static_cast<std::ptrdiff_t>(at + 1 + i),
+                       {inner[i], device});
+      }
+    }
+    const auto in_nested = [&](const std::string& full) { return in_list(nested, full); };
     engine::UnitWork work;
     work.bytes = sizes[name];
     for (const std::string& n : nested) work.bytes -= sizes[n];
