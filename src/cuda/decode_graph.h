@@ -55,8 +55,8 @@ struct DecodeWeights {
   // Attention of full-attention layers through launch_flash_decode (src/cuda/flash_decode.cu)
   // where it takes the shapes (bf16/f16); false, windowed layers and float32 use decode_attention.
   bool flash_decode = true;
-  // Programmatic dependent launch of the GEMVs (sm_90 and newer; ignored before): each starts
-  // streaming its weight while the previous kernel drains.
+  // Programmatic dependent launch of the step's kernels (sm_90 and newer; ignored before) at
+  // batch 1, where it measured faster; batched steps launch ordinarily (decode_graph.cc).
   bool pdl = true;
   // The RMSNorms before q/k/v, gate/up and the head computed in those GEMVs' prologue (the same
   // bits) where the rows fit its shared memory (kernels::gemv_fused_norm_fits); false: separate
