@@ -529,19 +529,10 @@ cudaError_t launch(const FlashDecodeArgs& a, cudaStream_t stream) {
     k.opted->fetch_or(bit, std::memory_order_acq_rel);
   }
   const int row_chunks = row_chunks_of(a);
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(a.splits * row_chunks),
-                        static_cast<unsigned>(a.batch * a.kv_heads));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = static_cast<std::size_t>(k.smem);
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = a.pdl ? 1 : 0;
-  const cudaError_t status = cudaLaunchKernelEx(&config, k.kernel, a, row_chunks);
-  return status != cudaSuccess ? status : launched();
+  const dim3 grid(static_cast<unsigned>(a.splits * row_chunks),
+                  static_cast<unsigned>(a.batch * a.kv_heads));
+  return launch_maybe_pdl(k.kernel, grid, dim3(kThreads), static_cast<std::size_t>(k.smem), stream,
+                          a.pdl, a, row_chunks);
 }
 
 }  // namespace strata::cuda::kernels::fused_decode

@@ -137,14 +137,15 @@ __device__ __forceinline__ void allow_dependents() {
 #endif
 }
 
-// Launches `kernel` on `grid` x `threads` with programmatic stream serialization when `pdl`
-// (the kernel must call wait_for_producer before touching what earlier kernels write).
+// Launches `kernel` on `grid` x `threads` (1-D sizes convert to dim3) with programmatic stream
+// serialization when `pdl` (the kernel must call wait_for_producer before touching what earlier
+// kernels write).
 template <typename... Params, typename... Args>
-cudaError_t launch_maybe_pdl(void (*kernel)(Params...), unsigned grid, unsigned threads,
-                             std::size_t smem, cudaStream_t stream, bool pdl, Args&&... args) {
+cudaError_t launch_maybe_pdl(void (*kernel)(Params...), dim3 grid, dim3 threads, std::size_t smem,
+                             cudaStream_t stream, bool pdl, Args&&... args) {
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(grid);
-  config.blockDim = dim3(threads);
+  config.gridDim = grid;
+  config.blockDim = threads;
   config.dynamicSmemBytes = smem;
   config.stream = stream;
   cudaLaunchAttribute attribute[1];

@@ -16,24 +16,6 @@ __device__ __forceinline__ void prefetch_to_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
-// launch_maybe_pdl (kernel_common.cuh) for 2-D grids and blocks.
-template <typename... Params, typename... Args>
-cudaError_t launch_pdl_2d(void (*kernel)(Params...), dim3 grid, dim3 threads, cudaStream_t stream,
-                          bool pdl, Args&&... args) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = threads;
-  config.dynamicSmemBytes = 0;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = pdl ? 1 : 0;
-  const cudaError_t status = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
-  return status != cudaSuccess ? status : launched();
-}
-
 constexpr int kWarps = 8;             // warps per block
 constexpr float kMagic = 8388608.0f;  // 2^23
 constexpr std::uint32_t kMagicBits = 0x4B000000u;

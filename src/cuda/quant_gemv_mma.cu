@@ -388,9 +388,9 @@ cudaError_t awq_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows,
                          void* out, float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
   if (rows < 1 || rows > 8) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(w.n / 64), static_cast<unsigned>(awq_mma_splits(w, sms)));
-  return launch_pdl_2d(awq_mma_kernel<8>, grid, dim3(8 * 32), stream, w.pdl, w,
-                       static_cast<const BF16Bits*>(x), rows, static_cast<const BF16Bits*>(bias),
-                       static_cast<BF16Bits*>(out), ws, tickets);
+  return launch_maybe_pdl(awq_mma_kernel<8>, grid, dim3(8 * 32), 0, stream, w.pdl, w,
+                          static_cast<const BF16Bits*>(x), rows, static_cast<const BF16Bits*>(bias),
+                          static_cast<BF16Bits*>(out), ws, tickets);
 }
 
 bool gptq4_mma_takes(const QuantWeight& w, const void* x, Type x_type) {
@@ -402,9 +402,9 @@ bool gptq4_mma_takes(const QuantWeight& w, const void* x, Type x_type) {
 cudaError_t gptq4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
                            void* out, cudaStream_t stream) {
   if (rows < 1 || rows > 8) return cudaErrorInvalidValue;
-  return launch_pdl_2d(gptq4_mma_kernel<8>, dim3(static_cast<unsigned>(w.n / 32)), dim3(8 * 32),
-                       stream, w.pdl, w, static_cast<const BF16Bits*>(x), rows,
-                       static_cast<const BF16Bits*>(bias), static_cast<BF16Bits*>(out));
+  return launch_maybe_pdl(gptq4_mma_kernel<8>, dim3(static_cast<unsigned>(w.n / 32)), dim3(8 * 32),
+                          0, stream, w.pdl, w, static_cast<const BF16Bits*>(x), rows,
+                          static_cast<const BF16Bits*>(bias), static_cast<BF16Bits*>(out));
 }
 
 bool ct4_mma_takes(const QuantWeight& w, const void* x, Type x_type) {
@@ -417,9 +417,10 @@ cudaError_t ct4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows,
                          void* out, cudaStream_t stream) {
   if (rows < 1 || rows > 8) return cudaErrorInvalidValue;
   const auto blocks = static_cast<unsigned>((w.n + 15) / 16);
-  return launch_pdl_2d(ct4_mma_kernel<4>, dim3(blocks), dim3(kMmaWarps * 32), stream, w.pdl, w,
-                       static_cast<const BF16Bits*>(x), rows, static_cast<const BF16Bits*>(bias),
-                       static_cast<BF16Bits*>(out), chunk_div(w.groups == 1 ? 1 : w.group / 128));
+  return launch_maybe_pdl(ct4_mma_kernel<4>, dim3(blocks), dim3(kMmaWarps * 32), 0, stream, w.pdl,
+                          w, static_cast<const BF16Bits*>(x), rows,
+                          static_cast<const BF16Bits*>(bias), static_cast<BF16Bits*>(out),
+                          chunk_div(w.groups == 1 ? 1 : w.group / 128));
 }
 
 }  // namespace strata::cuda::kernels

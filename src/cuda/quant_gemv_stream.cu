@@ -636,17 +636,17 @@ cudaError_t launch_rows_ou(const QuantWeight& w, const T* x, std::int64_t rows, 
   const auto blocks = static_cast<unsigned>((w.n + kRowWarps * O - 1) / (kRowWarps * O));
   const dim3 threads(kRowWarps * 32);
   if (w.kind == QuantKind::FP8) {
-    return launch_pdl_2d(fp8_rows_kernel<R, O, U, T>, dim3(blocks), threads, stream, w.pdl, w, x,
-                         rows, bias, out, chunk_div(w.block_out ? w.block_in / 16 : 1));
+    return launch_maybe_pdl(fp8_rows_kernel<R, O, U, T>, dim3(blocks), threads, 0, stream, w.pdl, w,
+                            x, rows, bias, out, chunk_div(w.block_out ? w.block_in / 16 : 1));
   } else {
     const int per = 32 / w.bits;
     const ChunkDiv per_group = chunk_div(w.groups == 1 ? 1 : w.group / (4 * per));
     if (w.bits == 4) {
-      return launch_pdl_2d(ct_rows_kernel<R, O, U, 4, T>, dim3(blocks), threads, stream, w.pdl, w,
-                           x, rows, bias, out, per_group);
+      return launch_maybe_pdl(ct_rows_kernel<R, O, U, 4, T>, dim3(blocks), threads, 0, stream,
+                              w.pdl, w, x, rows, bias, out, per_group);
     }
-    return launch_pdl_2d(ct_rows_kernel<R, O, U, 8, T>, dim3(blocks), threads, stream, w.pdl, w, x,
-                         rows, bias, out, per_group);
+    return launch_maybe_pdl(ct_rows_kernel<R, O, U, 8, T>, dim3(blocks), threads, 0, stream, w.pdl,
+                            w, x, rows, bias, out, per_group);
   }
 }
 
@@ -674,8 +674,8 @@ cudaError_t launch_awq_vu(const QuantWeight& w, const T* x, std::int64_t rows, c
                           T* out, float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(stream_tiles(w, V)),
                   static_cast<unsigned>(stream_splits(w, V, sms)));
-  return launch_pdl_2d(awq_cols_kernel<R, V, U, T>, grid, dim3(32, kWarps), stream, w.pdl, w, x,
-                       rows, stream_units(w), bias, out, ws, tickets);
+  return launch_maybe_pdl(awq_cols_kernel<R, V, U, T>, grid, dim3(32, kWarps), 0, stream, w.pdl, w,
+                          x, rows, stream_units(w), bias, out, ws, tickets);
 }
 
 template <int R, int V, int U, typename T>
@@ -686,11 +686,11 @@ cudaError_t launch_gptq_vu(const QuantWeight& w, const T* x, std::int64_t rows, 
   const dim3 threads(32, kWarps);
   const Units units = stream_units(w);
   if (w.bits == 4) {
-    return launch_pdl_2d(gptq_cols_kernel<R, 4, V, U, T>, grid, threads, stream, w.pdl, w, x, rows,
-                         units, bias, out, ws, tickets);
+    return launch_maybe_pdl(gptq_cols_kernel<R, 4, V, U, T>, grid, threads, 0, stream, w.pdl, w, x,
+                            rows, units, bias, out, ws, tickets);
   }
-  return launch_pdl_2d(gptq_cols_kernel<R, 8, V, U, T>, grid, threads, stream, w.pdl, w, x, rows,
-                       units, bias, out, ws, tickets);
+  return launch_maybe_pdl(gptq_cols_kernel<R, 8, V, U, T>, grid, threads, 0, stream, w.pdl, w, x,
+                          rows, units, bias, out, ws, tickets);
 }
 
 template <int R, typename T>
