@@ -147,23 +147,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
     // Online softmax of each row over the step's keys of this lane group (base 2).
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      float mx = m[r];
-#pragma unroll
-      for (int u = 0; u < kU; ++u) mx = fmaxf(mx, s[u][r]);
-      if (mx == -INFINITY) {  // nothing seen yet: p = 0 for every key, nothing to rescale
-#pragma unroll
-        for (int u = 0; u < kU; ++u) s[u][r] = 0.0f;
-        continue;
-      }
-      const float corr = flash::fast_exp2(m[r] - mx);  // 0 when m was -inf
-      float sum = 0.0f;
-#pragma unroll
-      for (int u = 0; u < kU; ++u) {
-        s[u][r] = flash::fast_exp2(s[u][r] - mx);  // -inf (masked) gives 0
-        sum += s[u][r];
-      }
-      l[r] = l[r] * corr + sum;
-      m[r] = mx;
+      const float corr = flash::online_softmax_row(s, r, m[r], l[r]);
 #pragma unroll
       for (int e = 0; e < 8; ++e) acc[r][e] *= corr;
     }
@@ -354,8 +338,7 @@ int flash_decode_splits(const FlashDecodeArgs& a, int multiprocessors) {
   // best), each split at least kFlashDecodeMinChunk keys.
   const std::int64_t blocks =
       std::max<std::int64_t>(1, std::int64_t{a.batch} * a.kv_heads * row_chunks_of(a));
-  const int per_sm =
-      a.variant == 1 ? variant_of(a).blocks_per_sm : fused_decode::blocks_per_sm(a);
+  const int per_sm = a.variant == 1 ? variant_of(a).blocks_per_sm : fused_decode::blocks_per_sm(a);
   const std::int64_t slots = std::int64_t{per_sm} * std::max(multiprocessors, 1);
   const std::int64_t most = std::clamp<std::int64_t>(
       (a.max_kv_len + kFlashDecodeMinChunk - 1) / kFlashDecodeMinChunk, 1, kMaxSplits);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "cuda/flash_common.cuh"
 #include "cuda/float_convert.cuh"
 #include "cuda/kernels.h"
 
@@ -36,6 +37,32 @@ __device__ __forceinline__ float mask_at(const FlashDecodeArgs& a, std::int64_t 
   if (a.mask_type == Type::Float32) return static_cast<const float*>(a.mask)[off];
   if (a.mask_type == Type::BFloat16) return to_float(static_cast<const BF16Bits*>(a.mask)[off]);
   return to_float(static_cast<const HalfBits*>(a.mask)[off]);
+}
+
+// One tile's online-softmax step for row r (base 2): the row's scores s[u][r] become
+// probabilities against the new running maximum m, their sum joins the running sum l, and the
+// result is the factor the row's accumulator is scaled by. While the row has seen nothing
+// (every score -inf) its probabilities are 0, m and l stay, and the factor is 1.
+template <int kU, int R>
+__device__ __forceinline__ float online_softmax_row(float (&s)[kU][R], int r, float& m, float& l) {
+  float mx = m;
+#pragma unroll
+  for (int u = 0; u < kU; ++u) mx = fmaxf(mx, s[u][r]);
+  if (mx == -INFINITY) {
+#pragma unroll
+    for (int u = 0; u < kU; ++u) s[u][r] = 0.0f;
+    return 1.0f;
+  }
+  const float corr = fast_exp2(m - mx);  // 0 when m was -inf
+  float sum = 0.0f;
+#pragma unroll
+  for (int u = 0; u < kU; ++u) {
+    s[u][r] = fast_exp2(s[u][r] - mx);  // -inf (masked) gives 0
+    sum += s[u][r];
+  }
+  l = l * corr + sum;
+  m = mx;
+  return corr;
 }
 
 }  // namespace strata::cuda::kernels::flash

@@ -210,23 +210,7 @@ __global__ void __launch_bounds__(kThreads) fused_decode_kernel(FlashDecodeArgs 
     // Online softmax of each row over the tile's keys of this lane group (base 2).
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      float mx = m[r];
-#pragma unroll
-      for (int u = 0; u < kU; ++u) mx = fmaxf(mx, s[u][r]);
-      if (mx == -INFINITY) {  // nothing seen yet: p = 0 for every key, nothing to rescale
-#pragma unroll
-        for (int u = 0; u < kU; ++u) s[u][r] = 0.0f;
-        continue;
-      }
-      const float corr = flash::fast_exp2(m[r] - mx);  // 0 when m was -inf
-      float sum = 0.0f;
-#pragma unroll
-      for (int u = 0; u < kU; ++u) {
-        s[u][r] = flash::fast_exp2(s[u][r] - mx);  // -inf (masked) gives 0
-        sum += s[u][r];
-      }
-      l[r] = l[r] * corr + sum;
-      m[r] = mx;
+      const float corr = flash::online_softmax_row(s, r, m[r], l[r]);
 #pragma unroll
       for (int w = 0; w < W; ++w) {
 #pragma unroll
