@@ -164,7 +164,7 @@ void PrefetchScheduler::prefetch_after(const Unit& unit) {
   int wanted = options_.staging_slots - 1;
   for (int k = 1; k < n && wanted > 0; ++k) {
     Unit& next = *order_[(unit.position + k) % n];
-    const ExecutionPolicy policy = decide(next, expected_tokens(next, unit.position + k >= n));
+    const ExecutionPolicy policy = decide(next, forward_tokens_);
     if (policy == ExecutionPolicy::Cpu) continue;
     --wanted;
     if (next.issued) continue;

@@ -32,11 +32,6 @@ struct PrefetchScheduler::Unit {
   UnitPlan plan;                                          // valid once cpu_threshold >= 0
   ExecutionPolicy step_policy = ExecutionPolicy::Stream;  // of the step in progress
   ExecutionPolicy issued_as = ExecutionPolicy::Stream;    // what the issued copies hold
-  // The tokens of this unit's last step in a forward of more than one token, and that forward's
-  // (those of its first unit): a unit that sees fewer tokens than its forward (a head computing
-  // the last position only) is expected to again (PrefetchScheduler::expected_tokens).
-  std::int64_t seen_tokens = -1;
-  std::int64_t seen_forward = -1;
   bool pages_populated = false;        // its file views mapped in at its first cpu step
   std::vector<std::int64_t> cpu_rows;  // split rows per tensor (split_rows)
   bool rows_known = false;

@@ -204,10 +204,11 @@ class LastRow : public nn::Module {
   }
 };
 
-TEST(OffloadPolicy, APrefillsHeadOnTheCpuLeavesTheNextPrefillPrefetched) {
-  // Two streamed layers, then a head that sees one token of the five: under auto the head
-  // computes on the cpu, and the next prefill's first layer is still issued ahead of it (the
-  // prediction follows what each unit saw in a forward of this size, not the head's one token).
+TEST(OffloadPolicy, APrefillsHeadStreamsWithItsLayersAndDecodeStepsComputeOnTheCpu) {
+  // Two layers, then a head that sees one token of the five. Under auto every unit of a forward is
+  // decided by the forward's tokens: in a prefill the head streams behind the layers like them
+  // (its copy overlaps their compute, where a cpu step of it would come after the last layer),
+  // and the next prefill's first layer is issued ahead of the head.
   const auto build = [] {
     return std::make_shared<nn::Sequential>(std::vector<std::shared_ptr<nn::Module>>{
         seeded_linear(0), seeded_linear(1), std::make_shared<LastRow>(), seeded_linear(2)});
@@ -219,15 +220,16 @@ TEST(OffloadPolicy, APrefillsHeadOnTheCpuLeavesTheNextPrefillPrefetched) {
   scheduler->set_offload_policy(OffloadPolicy::Auto,
                                 [](const UnitProfile&) { return std::int64_t{2}; });
   EXPECT_EQ(forward_trace(*model, *scheduler, 5),
-            (Trace{"issue 0", "wait 0", "release 0", "issue 1", "wait 1", "release 1", "cpu 2",
-                   "release 2"}));
+            (Trace{"issue 0", "wait 0", "release 0", "issue 1", "wait 1", "release 1", "issue 2",
+                   "wait 2", "release 2"}));
+  const Trace prefill{"issue 0", "wait 0",    "issue 1", "release 0", "wait 1",
+                      "issue 2", "release 1", "wait 2",  "issue 0",   "release 2"};
+  EXPECT_EQ(forward_trace(*model, *scheduler, 5), prefill);
   EXPECT_EQ(forward_trace(*model, *scheduler, 5),
-            (Trace{"issue 0", "wait 0", "issue 1", "release 0", "wait 1", "issue 0", "release 1",
-                   "cpu 2", "release 2"}));
-  EXPECT_EQ(forward_trace(*model, *scheduler, 5),
-            (Trace{"wait 0", "issue 1", "release 0", "wait 1", "issue 0", "release 1", "cpu 2",
-                   "release 2"}));
-  EXPECT_EQ(scheduler->stats().evicted_for_cpu, 0);  // the head was never copied
+            (Trace{"wait 0", "issue 1", "release 0", "wait 1", "issue 2", "release 1", "wait 2",
+                   "issue 0", "release 2"}));
+  EXPECT_EQ(scheduler->stats().cpu_computes, 0);
+  EXPECT_EQ(scheduler->stats().split_computes, 0);
   // Decode steps compute everything on the cpu: the copy issued for a next prefill is dropped
   // once, and nothing is issued after it.
   for (int step = 0; step < 2; ++step) {
@@ -235,10 +237,8 @@ TEST(OffloadPolicy, APrefillsHeadOnTheCpuLeavesTheNextPrefillPrefetched) {
               (Trace{"cpu 0", "release 0", "cpu 1", "release 1", "cpu 2", "release 2"}));
   }
   EXPECT_EQ(scheduler->stats().evicted_for_cpu, 1);
-  // A prefill after decode steps streams again, each layer issued ahead of the next.
-  EXPECT_EQ(forward_trace(*model, *scheduler, 5),
-            (Trace{"issue 0", "wait 0", "issue 1", "release 0", "wait 1", "issue 0", "release 1",
-                   "cpu 2", "release 2"}));
+  // A prefill after decode steps streams again, each unit issued ahead of the next.
+  EXPECT_EQ(forward_trace(*model, *scheduler, 5), prefill);
   EXPECT_TRUE(same_bytes((*model)(input(5)).tensor(), expected));
 }
 

@@ -172,12 +172,9 @@ class PrefetchScheduler {
   // The last keyword inputs copied to the cpu, with their sources (kept referenced, so a source's
   // memory cannot be reused by another tensor while its entry is here).
   std::vector<std::pair<Tensor, Tensor>> cpu_inputs_;
-  std::int64_t step_tokens_ = 1;  // tokens of the step in progress (for prefetch decisions)
-  // Tokens of the forward in progress: those of the step of the first unit in the recorded order.
+  // Tokens of the forward in progress: those of the step of the first unit in the recorded order;
+  // every hooked unit's step is decided by them, and so is the prefetch of the next units.
   std::int64_t forward_tokens_ = 1;
-  // The tokens `unit` is expected to see in its next step (prefetch_after); `wraps`: that step
-  // is in the next forward.
-  std::int64_t expected_tokens(const Unit& unit, bool wraps) const;
 };
 
 // An AlignDevicesHook (with offload) whose weights come through a PrefetchScheduler.
