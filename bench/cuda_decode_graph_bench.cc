@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
   const double copy = copy_gbs();
   std::printf("device: %s; %d layers, %.2f GB of bf16 weights; copy (read + write) %.0f GB/s\n",
               strata::cuda::device_properties(0).name.c_str(), layers, weight_bytes / 1e9, copy);
-  std::printf("%-12s %5s %9s %9s %8s\n", "path", "batch", "ms/token", "GB/s", "of copy");
+  std::printf("%-20s %5s %9s %9s %8s\n", "path", "batch", "ms/token", "GB/s", "of copy");
   // Median ms/token of three generations after a warm-up (allocator, capture).
   const auto measure = [&](std::int64_t batch, bool graph, const std::string& name) {
     strata::models::GenerationOptions options;
@@ -95,93 +95,71 @@ int main(int argc, char** argv) {
     }
     std::sort(runs.begin(), runs.end());
     const double s = runs[1];
-    std::printf("%-12s %5lld %9.3f %9.0f %7.1f%%\n", name.c_str(), static_cast<long long>(batch),
+    std::printf("%-20s %5lld %9.3f %9.0f %7.1f%%\n", name.c_str(), static_cast<long long>(batch),
                 s * 1e3, weight_bytes / s / 1e9, 100.0 * weight_bytes / s / 1e9 / copy);
     std::fflush(stdout);
   };
   if (argc > 3 && std::string(argv[3]) == "--sweep") {
     // The decode graph's variants, switched through the environment the runner reads when
-    // generate builds it: programmatic dependent launch, the fused norms, the GEMV shapes.
+    // generate builds it: programmatic dependent launch, the fused norms, the GEMV shapes, the
+    // L2 prefetch plan (session 6's sweep of the rest is in docs/decode-graph.md).
     struct Variant {
       const char* name;
       const char* pdl;
-      const char* norm;
-      const char* shape;               // STRATA_GEMV_SHAPE or null
-      const char* prefetch = nullptr;  // STRATA_GEMV_PREFETCH or null
-      const char* grid = nullptr;      // STRATA_GEMV_GRID or null
-      const char* preload = nullptr;   // STRATA_GEMV_PRELOAD or null
+      const char* l2 = "";             // STRATA_DECODE_L2
+      const char* shape = nullptr;     // STRATA_GEMV_SHAPE or null
       const char* residual = nullptr;  // STRATA_GEMV_SHAPE_RESIDUAL or null
-      const char* fetchers = nullptr;  // STRATA_GEMV_PREFETCH_BLOCKS or null
+      bool batched = false;            // also at batches 2, 4 and 8
     };
+    // o_proj is 32 MiB at 7B, gate/up 2 x 86, down 86, q/k/v 3 x 32.
     const Variant variants[] = {
-        {"default", "1", "0", nullptr},
-        {"no pdl", "0", "0", nullptr},
-        {"norm", "1", "1", nullptr},
-        {"pf0", "1", "0", nullptr, "0"},
-        {"pf1", "1", "0", nullptr, "1"},
-        {"pf2", "1", "0", nullptr, "2"},
-        {"pf1 first132", "1", "0", nullptr, "1", nullptr, nullptr, nullptr, "132"},
-        {"pf2 first132", "1", "0", nullptr, "2", nullptr, nullptr, nullptr, "132"},
-        {"pf2 first264", "1", "0", nullptr, "2", nullptr, nullptr, nullptr, "264"},
-        {"preload", "1", "0", nullptr, nullptr, nullptr, "1"},
-        {"preload pf0", "1", "0", nullptr, "0", nullptr, "1"},
-        {"norm grid528", "1", "1", nullptr, nullptr, "528"},
-        {"2x4", "1", "0", "2x4"},
-        {"1x4", "1", "0", "1x4"},
-        {"4x4", "1", "0", "4x4"},
-        {"2x8", "1", "0", "2x8"},
-        {"8x2", "1", "0", "8x2"},
-        {"4x2", "1", "0", "4x2"},
-        {"2x2", "1", "0", "2x2"},
-        {"res 2x4", "1", "0", nullptr, nullptr, nullptr, nullptr, "2x4"},
-        {"res 1x4", "1", "0", nullptr, nullptr, nullptr, nullptr, "1x4"},
-        {"res 1x8", "1", "0", nullptr, nullptr, nullptr, nullptr, "1x8"},
-        {"res 2x8", "1", "0", nullptr, nullptr, nullptr, nullptr, "2x8"},
-        {"res 4x4", "1", "0", nullptr, nullptr, nullptr, nullptr, "4x4"},
+        {"default", "1", "", nullptr, nullptr, true},
+        {"no pdl", "0", "", nullptr, nullptr, true},
+        {"1x4", "1", "", "1x4"},
+        {"res 1x4", "1", "", nullptr, "1x4"},
+        {"o8", "1", "o@qkv:8"},
+        {"o16", "1", "o@qkv:16"},
+        {"o24", "1", "o@qkv:24"},
+        {"o32", "1", "o@qkv:32"},
+        {"o32 last", "1", "o@qkv:32,last"},
+        {"o32 blocks16", "1", "o@qkv:32,blocks=16"},
+        {"o32 blocks132", "1", "o@qkv:32,blocks=132"},
+        {"o32 chain", "1", "o@qkv:32,chain"},
+        {"o32 chain early", "1", "o@qkv:32,chain,early"},
+        {"o32 gu4@qkv", "1", "o@qkv:32,gu@qkv:4"},
+        {"o32 gu8@qkv", "1", "o@qkv:32,gu@qkv:8"},
+        {"o32 gu16@qkv", "1", "o@qkv:32,gu@qkv:16"},
+        {"o32 gu4@o", "1", "o@qkv:32,gu@o:4"},
+        {"o32 gu8@o", "1", "o@qkv:32,gu@o:8"},
+        {"o32 gu16@o", "1", "o@qkv:32,gu@o:16"},
+        {"o32 gu24@o", "1", "o@qkv:32,gu@o:24"},
+        {"o32 gu8 qkv4", "1", "o@qkv:32,gu@o:8,qkv@down:4"},
+        {"o32 gu8 qkv8", "1", "o@qkv:32,gu@o:8,qkv@down:8", nullptr, nullptr, true},
+        {"o32 gu8 qkv16", "1", "o@qkv:32,gu@o:8,qkv@down:16"},
+        {"o32 gu8 qkv8@gu", "1", "o@qkv:32,gu@o:8,qkv@gu:8"},
+        {"o32 gu8 qkv8 chain", "1", "o@qkv:32,gu@o:8,qkv@down:8,chain"},
+        {"o32 gu8 qkv8 last", "1", "o@qkv:32,gu@o:8,qkv@down:8,last"},
+        {"o32 gu8 dn8@gu", "1", "o@qkv:32,gu@o:8,down@gu:8"},
+        {"o32 gu8 dn8@o", "1", "o@qkv:32,gu@o:8,down@o:8"},
+        {"o32 gu8 dn16@o", "1", "o@qkv:32,gu@o:8,down@o:16"},
+        {"o32 gu8 qkv8 res1x4", "1", "o@qkv:32,gu@o:8,qkv@down:8", nullptr, "1x4"},
+        {"o32 gu8 qkv8 1x4", "1", "o@qkv:32,gu@o:8,qkv@down:8", "1x4"},
+        {"no pdl o32 gu8 qkv8", "0", "o@qkv:32,gu@o:8,qkv@down:8", nullptr, nullptr, true},
     };
     for (const std::int64_t batch : {1, 2, 4, 8}) {
       for (const Variant& v : variants) {
-        if (const char* shape = v.shape != nullptr ? v.shape : v.residual; shape != nullptr) {
-          int rows = 0, unroll = 0;
-          std::sscanf(shape, "%dx%d", &rows, &unroll);
-          namespace k = strata::cuda::kernels;
-          if (!k::gemv_shape_built(k::Type::BFloat16, batch, rows, unroll)) continue;
-        }
-        setenv("STRATA_DECODE_PDL", v.pdl, 1);
-        setenv("STRATA_DECODE_FUSED_NORM", v.norm, 1);
-        // The prefetch depth, the grid-stride GEMV and the preload: batches 1 and 8 only.
-        const bool rare = v.prefetch != nullptr || v.grid != nullptr || v.preload != nullptr;
-        if (rare && batch != 1 && batch != 8) continue;
-        if (v.prefetch != nullptr) {
-          setenv("STRATA_GEMV_PREFETCH", v.prefetch, 1);
-        } else {
-          unsetenv("STRATA_GEMV_PREFETCH");
-        }
-        if (v.fetchers != nullptr) {
-          setenv("STRATA_GEMV_PREFETCH_BLOCKS", v.fetchers, 1);
-        } else {
-          unsetenv("STRATA_GEMV_PREFETCH_BLOCKS");
-        }
-        if (v.residual != nullptr) {
-          setenv("STRATA_GEMV_SHAPE_RESIDUAL", v.residual, 1);
-        } else {
-          unsetenv("STRATA_GEMV_SHAPE_RESIDUAL");
-        }
-        if (v.preload != nullptr) {
-          setenv("STRATA_GEMV_PRELOAD", v.preload, 1);
-        } else {
-          unsetenv("STRATA_GEMV_PRELOAD");
-        }
-        if (v.grid != nullptr) {
-          setenv("STRATA_GEMV_GRID", v.grid, 1);
-        } else {
-          unsetenv("STRATA_GEMV_GRID");
-        }
-        if (v.shape != nullptr) {
-          setenv("STRATA_GEMV_SHAPE", v.shape, 1);
-        } else {
-          unsetenv("STRATA_GEMV_SHAPE");
-        }
+        if (batch != 1 && !v.batched) continue;
+        const auto set = [](const char* name, const char* value) {
+          if (value != nullptr) {
+            setenv(name, value, 1);
+          } else {
+            unsetenv(name);
+          }
+        };
+        set("STRATA_DECODE_PDL", v.pdl);
+        set("STRATA_DECODE_L2", v.l2);
+        set("STRATA_GEMV_SHAPE", v.shape);
+        set("STRATA_GEMV_SHAPE_RESIDUAL", v.residual);
         measure(batch, true, v.name);
       }
     }

@@ -3,7 +3,8 @@
 // weight's read rate in GB/s next to a device-to-device copy measured in the same run (counted
 // as bytes read + written, the usual "copy bandwidth"). Weights rotate through copies totalling
 // over 512 MiB so no launch finds its matrix in the 50 MB L2. Named cuda_* so bench/CMakeLists.txt
-// builds it only with the CUDA backend (issue 14 calls it gemv_bench).
+// builds it only with the CUDA backend (issue 14 calls it gemv_bench). Usage: cuda_gemv_bench
+// [--sweep | --7b].
 
 #include <cuda_runtime.h>
 
@@ -122,8 +123,10 @@ int main(int argc, char** argv) {
               "GB/s", "of copy");
   const DType t = DType::BFloat16;
   const bool sweep = argc > 1 && std::string(argv[1]) == "--sweep";
+  // --7b: the 7B shapes only, default shapes with and without programmatic dependent launch.
+  const bool only_7b = argc > 1 && std::string(argv[1]) == "--7b";
   for (const Case& c : cases) {
-    if (sweep && std::string(c.model) != "llama-2-7b") continue;
+    if ((sweep || only_7b) && std::string(c.model) != "llama-2-7b") continue;
     const std::int64_t rows_total = c.groups == 2   ? 2 * c.n
                                     : c.groups == 3 ? c.n + 2 * c.kv_rows
                                                     : c.n;
@@ -142,6 +145,7 @@ int main(int argc, char** argv) {
     // back-to-back calls, the RMSNorm in the prologue where the layer has one before it, and the
     // sweep's rows x unroll shapes); otherwise the default shape with ordinary launches.
     std::vector<Variant> variants = {{"default", false, false, 0, 0}};
+    if (only_7b) variants.push_back({"pdl", true, false, 0, 0});
     if (sweep) {
       const bool normed = c.groups != 1 || std::string(c.layer) == "lm_head";
       variants.push_back({"pdl", true, false, 0, 0});
@@ -213,7 +217,7 @@ int main(int argc, char** argv) {
       }
     }
   }
-  if (sweep) return 0;
+  if (sweep || only_7b) return 0;
   // cuBLAS for the same 7B down_proj at batch 8, through ops::linear's fallback shape (9 rows).
   const Tensor w = Tensor::zeros({4096, 11008}, t, Device::cuda(0));
   const Tensor x9 = Tensor::zeros({9, 11008}, t, Device::cuda(0));

@@ -11,6 +11,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_ops.h"
+#include "cuda/decode_prefetch.h"
 #include "cuda/kernels.h"
 #include "cuda/stream_internal.h"
 #include "strata/core/error.h"
@@ -107,10 +108,48 @@ struct DecodeGraph::Impl {
   cudaGraphExec_t exec = nullptr;
   cudaEvent_t copied = nullptr;
 
+  // L2 prefetches (w.l2_prefetch): in a branch of the graph, `side` forks from the step's stream
+  // after a GEMV and joins it at the end of the step.
+  L2PrefetchPlan l2;
+  cudaStream_t side = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+  bool side_used = false;
+
   ~Impl() {
     DeviceGuard guard(gpu);
     release_graph();
     if (copied != nullptr) cudaEventDestroy(copied);
+    if (fork != nullptr) cudaEventDestroy(fork);
+    if (join != nullptr) cudaEventDestroy(join);
+    if (side != nullptr) cudaStreamDestroy(side);
+  }
+
+  // After GEMV `after` (L2PrefetchPlan::Gemv) of `layer`: the plan's prefetches of that point.
+  void prefetch_after(std::size_t layer, int after, cudaStream_t stream) {
+    if (l2.empty()) return;
+    kernels::L2Prefetch a = l2_fetches_after(l2, w.layers, w.lm_head, layer, after);
+    if (a.count == 0) return;
+    const auto check = [&](cudaError_t status, const char* what) {
+      detail::check(status, what, gpu);
+    };
+    if (l2.chain) {
+      a.pdl = pdl;
+      a.early = l2.early && pdl;
+      check(kernels::l2_prefetch(a, stream), "decode graph: L2 prefetch");
+      return;
+    }
+    check(cudaEventRecord(fork, stream), "decode graph: cudaEventRecord (L2 prefetch fork)");
+    check(cudaStreamWaitEvent(side, fork, 0), "decode graph: cudaStreamWaitEvent (L2 prefetch)");
+    check(kernels::l2_prefetch(a, side), "decode graph: L2 prefetch");
+    side_used = true;
+  }
+
+  // The prefetch branch rejoins the step (a capture must end on its origin stream).
+  void join_prefetches(cudaStream_t stream) {
+    if (!side_used) return;
+    detail::check(cudaEventRecord(join, side), "decode graph: cudaEventRecord (L2 join)", gpu);
+    detail::check(cudaStreamWaitEvent(stream, join, 0), "decode graph: cudaStreamWaitEvent", gpu);
+    side_used = false;
   }
 
   void release_graph() {
@@ -315,6 +354,7 @@ struct DecodeGraph::Impl {
 
   // Every kernel of one step on `stream` (captured, or run as is).
   void record(cudaStream_t stream) {
+    side_used = false;  // a capture that failed half way may have left it set
     const Type type = type_of(dtype);
     const auto check = [&](cudaError_t status, const char* what) {
       detail::check(status, what, gpu);
@@ -351,6 +391,7 @@ struct DecodeGraph::Impl {
                           qkv_base + (q_out + kv_out) * elem, kv_out, qkv_width};
         check(kernels::gemv(proj, stream), "decode graph: q/k/v projections");
       }
+      prefetch_after(l, L2PrefetchPlan::Qkv, stream);
 
       kernels::RopeKvWrite rope;
       rope.type = type;
@@ -404,6 +445,7 @@ struct DecodeGraph::Impl {
         o.residual = hidden_buf.data_ptr();
         check(kernels::gemv(o, stream), "decode graph: o_proj");
       }
+      prefetch_after(l, L2PrefetchPlan::O, stream);
 
       if (layer.gate_quant) {
         quantized_gate_up(layer, stream);
@@ -418,6 +460,7 @@ struct DecodeGraph::Impl {
         gate_up.epilogue = kernels::GemvEpilogue::SiluMul;
         check(kernels::gemv(gate_up, stream), "decode graph: gate/up projections");
       }
+      prefetch_after(l, L2PrefetchPlan::GateUp, stream);
 
       if (layer.down_quant) {
         quantized_linear_pdl(act, *layer.down_quant, optional_of(layer.down_bias), hidden_buf, pdl,
@@ -430,10 +473,12 @@ struct DecodeGraph::Impl {
         down.residual = hidden_buf.data_ptr();
         check(kernels::gemv(down, stream), "decode graph: down_proj");
       }
+      prefetch_after(l, L2PrefetchPlan::Down, stream);
     }
     kernels::Gemv head = normed_gemv(w.final_norm, stream, "decode graph: final norm");
     head.groups[0] = {w.lm_head.data_ptr(), nullptr, logits.data_ptr(), vocab, vocab};
     check(kernels::gemv(head, stream), "decode graph: lm_head");
+    join_prefetches(stream);
   }
 
   void capture(cudaStream_t stream) {
@@ -529,6 +574,15 @@ DecodeGraph::DecodeGraph(DecodeWeights weights, bool use_graph) : impl_(std::mak
   detail::check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, m.gpu),
                 "cudaDeviceGetAttribute", m.gpu);
   m.pdl_capable = w.pdl && major >= 9;
+  m.l2 = parse_l2_prefetch(w.l2_prefetch);
+  if (!m.l2.empty() && !m.l2.chain) {
+    detail::check(cudaStreamCreateWithFlags(&m.side, cudaStreamNonBlocking), "cudaStreamCreate",
+                  m.gpu);
+    detail::check(cudaEventCreateWithFlags(&m.fork, cudaEventDisableTiming), "cudaEventCreate",
+                  m.gpu);
+    detail::check(cudaEventCreateWithFlags(&m.join, cudaEventDisableTiming), "cudaEventCreate",
+                  m.gpu);
+  }
 }
 
 DecodeGraph::~DecodeGraph() = default;

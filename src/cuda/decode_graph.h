@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "strata/core/tensor.h"
@@ -44,6 +45,28 @@ struct DecodeLayer {
   bool rope = true;         // false: a NoPE layer (SmolLM3)
   std::int64_t window = 0;  // sliding window, 0: full attention
 };
+
+// Where the step fetches later GEMVs' weights into L2 (kernels::l2_prefetch) while the small
+// kernels between the GEMVs (rotary, attention, norms) leave HBM idle. A spec is a comma list
+// (parse_l2_prefetch): `TARGET@AFTER:MB` (TARGET, AFTER one of qkv, o, gu, down: the GEMVs of a
+// layer in order) launches, right after AFTER's GEMV, a prefetch of the first MB mebibytes TARGET
+// reads (the next layer's when TARGET is not later in the layer than AFTER; the head's after the
+// last layer), in the order its warps start; `chain` puts the prefetch kernel in the step's
+// kernel chain instead of a parallel graph branch, `early` (with chain) issues it before waiting
+// for the kernel before, `last` marks the lines evict-last, `blocks=N` sets its grid.
+struct L2PrefetchPlan {
+  enum Gemv : int { Qkv = 0, O = 1, GateUp = 2, Down = 3 };
+  struct Fetch {
+    int target = O, after = Qkv;
+    std::int64_t bytes = 0;
+  };
+  std::vector<Fetch> fetches;
+  bool chain = false, early = false, evict_last = false;
+  int blocks = 0;
+  bool empty() const { return fetches.empty(); }
+};
+// InvalidArgument naming the spec and the bad item otherwise.
+L2PrefetchPlan parse_l2_prefetch(const std::string& spec);
 
 struct DecodeWeights {
   Tensor embed;  // [vocab, hidden]
@@ -73,6 +96,8 @@ struct DecodeWeights {
   int gemv_grid = 0;             // kernels::Gemv::grid_blocks (0: a warp per task)
   bool gemv_preload = false;     // kernels::Gemv::preload
   int gemv_prefetch_blocks = 0;  // kernels::Gemv::prefetch_blocks (0: every block)
+  // L2 prefetch of later GEMVs' weights (L2PrefetchPlan; "" none). A hint: the same bits.
+  std::string l2_prefetch;
 };
 
 class DecodeGraph {

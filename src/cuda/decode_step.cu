@@ -2,6 +2,7 @@
 // cache write in one launch, and a split-key decode attention. Both read the cache length from
 // device memory, so a CUDA graph captured once replays every token unchanged.
 
+#include <algorithm>
 #include <cstdint>
 
 #include "cuda/kernel_common.cuh"
@@ -190,6 +191,49 @@ __global__ void __launch_bounds__(kAttnThreads) decode_combine_kernel(DecodeAtte
   }
 }
 
+constexpr std::int64_t kL2Chunk = 16 * 1024;  // bytes per bulk prefetch
+
+// One thread per 16 KB chunk of the ranges (grid stride). The chunks are hints to the memory
+// system: issuing them takes the block a few instructions, the bytes arrive while later kernels
+// run.
+__global__ void __launch_bounds__(32) l2_prefetch_kernel(L2Prefetch a) {
+  if (!a.early) wait_for_producer();
+  allow_dependents();
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  std::uint64_t policy = 0;
+  if (a.evict_last)
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+#endif
+  for (int r = 0; r < a.count; ++r) {
+    const std::int64_t bytes = a.bytes[r] & ~std::int64_t{15};
+    const std::int64_t chunks = (bytes + kL2Chunk - 1) / kL2Chunk;
+    const char* base = static_cast<const char*>(a.ptr[r]);
+    for (std::int64_t c = first; c < chunks; c += stride) {
+      const char* p = base + c * kL2Chunk;
+      const std::int64_t size = min(kL2Chunk, bytes - c * kL2Chunk);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      const auto n = static_cast<std::uint32_t>(size);
+      if (a.evict_last) {
+        asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(p),
+                     "r"(n), "l"(policy)
+                     : "memory");
+      } else {
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(n) : "memory");
+      }
+#else
+      for (std::int64_t o = 0; o < size; o += 128) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(p + o));
+      }
+#endif
+    }
+    // The next range continues the thread numbering where this one ended (balanced blocks).
+    first = ((first - chunks) % stride + stride) % stride;
+  }
+  if (a.early) wait_for_producer();
+}
+
 }  // namespace
 
 cudaError_t rope_kv_write(const RopeKvWrite& a, cudaStream_t stream) {
@@ -203,6 +247,19 @@ cudaError_t rope_kv_write(const RopeKvWrite& a, cudaStream_t stream) {
     return launch_maybe_pdl(rope_kv_kernel<decltype(tag)>, blocks, kHeadsPerBlock * 32, 0, stream,
                             a.pdl, a);
   });
+}
+
+cudaError_t l2_prefetch(const L2Prefetch& a, cudaStream_t stream) {
+  if (a.count < 0 || a.count > kMaxL2Ranges) return cudaErrorInvalidValue;
+  std::int64_t chunks = 0;
+  for (int r = 0; r < a.count; ++r) {
+    if (a.bytes[r] < 0 || !aligned16(a.ptr[r])) return cudaErrorInvalidValue;
+    chunks += (a.bytes[r] / 16 * 16 + kL2Chunk - 1) / kL2Chunk;
+  }
+  if (chunks == 0) return cudaSuccess;
+  std::int64_t blocks = a.blocks > 0 ? a.blocks : std::min<std::int64_t>((chunks + 31) / 32, 132);
+  return launch_maybe_pdl(l2_prefetch_kernel, static_cast<unsigned>(blocks), 32, 0, stream, a.pdl,
+                          a);
 }
 
 std::int64_t decode_attention_splits(std::int64_t capacity, std::int64_t chunk) {

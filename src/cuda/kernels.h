@@ -280,6 +280,25 @@ struct RopeKvWrite {
 };
 cudaError_t rope_kv_write(const RopeKvWrite& args, cudaStream_t stream);
 
+// Fetches byte ranges into L2 (src/cuda/decode_step.cu): the decode step warms a later GEMV's
+// first weight bytes while the small kernels before it (rotary, attention, norms) leave HBM idle.
+// A hint only: nothing is read into registers or written, so results never change. sm_90 issues
+// one bulk prefetch (cp.async.bulk.prefetch.L2) per 16 KB chunk, older GPUs one prefetch per
+// 128-byte line. Pointers 16-byte aligned; each range is rounded down to a multiple of 16 bytes.
+inline constexpr int kMaxL2Ranges = 6;
+struct L2Prefetch {
+  const void* ptr[kMaxL2Ranges] = {};
+  std::int64_t bytes[kMaxL2Ranges] = {};
+  int count = 0;
+  int blocks = 0;  // 0: one per 32 chunks, at most 132
+  // Programmatic dependent launch (a node of the step's chain): the blocks wait for the previous
+  // kernel, then prefetch (`early`: prefetch first, then wait, overlapping its tail).
+  bool pdl = false;
+  bool early = false;
+  bool evict_last = false;  // the lines stay ahead of the streamed weights (L2::evict_last)
+};
+cudaError_t l2_prefetch(const L2Prefetch& args, cudaStream_t stream);
+
 // Attention of one query token per row over the cache's first past + 1 keys (the last `window`
 // of them when window > 0), every split of `chunk` keys in its own block, then a combine that
 // rounds once: out [batch, q_heads, head_dim]. partial_*: float workspaces of batch * q_heads *

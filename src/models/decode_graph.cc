@@ -116,8 +116,17 @@ struct DecodeGraphRunner::State {
   }
 };
 
+namespace {
+DecodeGraphOptions options_of(bool use_graph, bool flash_decode) {
+  DecodeGraphOptions o;
+  o.use_graph = use_graph;
+  o.flash_decode = flash_decode;
+  return o;
+}
+}  // namespace
+
 DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, bool use_graph, bool flash_decode)
-    : DecodeGraphRunner(model, DecodeGraphOptions{use_graph, flash_decode}) {}
+    : DecodeGraphRunner(model, options_of(use_graph, flash_decode)) {}
 
 DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& options)
     : state_(std::make_unique<State>()) {
@@ -197,6 +206,8 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
     if (std::getenv("STRATA_DECODE_FUSED_NORM") != nullptr) {
       w.fused_norm = !environment_off("STRATA_DECODE_FUSED_NORM");
     }
+    w.l2_prefetch = options.l2_prefetch;
+    if (const char* l2 = std::getenv("STRATA_DECODE_L2"); l2 != nullptr) w.l2_prefetch = l2;
     if (const char* passes = std::getenv("STRATA_GEMV_PREFETCH"); passes != nullptr) {
       w.gemv_prefetch = std::atoi(passes);  // weight passes fetched into L2 before the wait
     }

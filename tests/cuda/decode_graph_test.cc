@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 #include <vector>
 
 #include "models/model_testing.h"
@@ -97,6 +98,19 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   models::DecodeGraphOptions fused_options;
   fused_options.fused_norm = true;
   models::DecodeGraphRunner fused_norms(*model, fused_options);
+  // L2 prefetches of every kind (tiny models: each takes whole tensors), in a branch of the
+  // graph and in its chain: hints only, the same bits.
+  models::DecodeGraphOptions branch_options;
+  branch_options.l2_prefetch = "o@qkv:8,gu@o:1,down@o:1,qkv@down:2,o@gu:1,last";
+  models::DecodeGraphRunner l2_branch(*model, branch_options);
+  ASSERT_TRUE(l2_branch.usable()) << l2_branch.reason();
+  models::DecodeGraphOptions chain_options;
+  chain_options.l2_prefetch = "o@qkv:8,gu@o:1,qkv@down:2,chain,early";
+  models::DecodeGraphRunner l2_chain(*model, chain_options);
+  ASSERT_TRUE(l2_chain.usable()) << l2_chain.reason();
+  models::DecodeGraphOptions eager_branch_options = branch_options;
+  eager_branch_options.use_graph = false;
+  models::DecodeGraphRunner l2_eager(*model, eager_branch_options);
 
   const Tensor ids = prompt(f, c.batch).to(gpu);
   auto module_cache = model->make_cache();
@@ -105,8 +119,12 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   auto own_cache = model->make_cache();
   auto serial_cache = model->make_cache();
   auto norms_cache = model->make_cache();
+  auto branch_cache = model->make_cache();
+  auto chain_cache = model->make_cache();
+  auto l2_eager_cache = model->make_cache();
   Tensor next = argmax_ids(model->run(ids, module_cache, 1).logits);
-  for (auto* cache : {&graph_cache, &eager_cache, &own_cache, &serial_cache, &norms_cache}) {
+  for (auto* cache : {&graph_cache, &eager_cache, &own_cache, &serial_cache, &norms_cache,
+                      &branch_cache, &chain_cache, &l2_eager_cache}) {
     model->run(ids, *cache, 1);
   }
   const double tol = tolerance(c.dtype);
@@ -129,6 +147,14 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
     const std::optional<Tensor> norms_in_gemvs = fused_norms.step(next, *norms_cache);
     ASSERT_TRUE(norms_in_gemvs.has_value()) << fused_norms.reason();
     EXPECT_EQ(max_abs_diff(*fast, *norms_in_gemvs), 0.0) << "fused norms, step " << step;
+    for (auto [runner_l2, cache_l2, what] :
+         {std::tuple{&l2_branch, &branch_cache, "L2 prefetch branch"},
+          std::tuple{&l2_chain, &chain_cache, "L2 prefetch chain"},
+          std::tuple{&l2_eager, &l2_eager_cache, "L2 prefetch, no graph"}}) {
+      const std::optional<Tensor> prefetched = runner_l2->step(next, **cache_l2);
+      ASSERT_TRUE(prefetched.has_value()) << what << ": " << runner_l2->reason();
+      EXPECT_EQ(max_abs_diff(*fast, *prefetched), 0.0) << what << ", step " << step;
+    }
     const std::optional<Tensor> own_attention = own.step(next, *own_cache);
     ASSERT_TRUE(own_attention.has_value()) << own.reason();
     EXPECT_LE(max_abs_diff(*own_attention, expected), tol * scale)

@@ -34,6 +34,10 @@ struct DecodeGraphOptions {
   // RMSNorm inside the following GEMV (off: measured slower; STRATA_DECODE_FUSED_NORM=1 or 0
   // overrides this).
   bool fused_norm = false;
+  // L2 prefetch of later GEMVs' weights while the small kernels run (cuda::L2PrefetchPlan's spec,
+  // docs/decode-graph.md; "" none). STRATA_DECODE_L2=SPEC overrides it (STRATA_DECODE_L2= none).
+  // A bad spec refuses the model with the parser's message as reason().
+  std::string l2_prefetch;
 };
 
 class DecodeGraphRunner {

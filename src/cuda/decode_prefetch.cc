@@ -1,0 +1,140 @@
+// The decode step's L2 prefetch plan (decode_graph.h: L2PrefetchPlan): the spec's parser and the
+// byte ranges one fetch covers. The graph (decode_graph.cc) launches kernels::l2_prefetch with
+// them after a layer's GEMVs.
+
+#include "cuda/decode_prefetch.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string_view>
+
+#include "strata/core/error.h"
+
+namespace strata::cuda {
+namespace {
+
+constexpr std::string_view kGemvNames[] = {"qkv", "o", "gu", "down"};
+
+// The GEMV named `name`, or -1.
+int gemv_of(std::string_view name) {
+  for (int i = 0; i < 4; ++i) {
+    if (kGemvNames[i] == name) return i;
+  }
+  return -1;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+  while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+  return s;
+}
+
+// Appends [ptr, ptr + min(bytes, size)) when the tensor is defined and anything is asked.
+void add_range(kernels::L2Prefetch& a, const Tensor& t, std::int64_t bytes) {
+  if (!t.defined() || bytes <= 0 || a.count >= kernels::kMaxL2Ranges) return;
+  a.ptr[a.count] = t.data_ptr();
+  a.bytes[a.count] = std::min(bytes, static_cast<std::int64_t>(t.nbytes()));
+  ++a.count;
+}
+
+// The first `bytes` of what `target`'s GEMV reads, in the order its warps take the rows: q, then
+// k, then v; gate row n with up row n (half of the bytes from each).
+void add_gemv(kernels::L2Prefetch& a, const DecodeLayer& l, int target, std::int64_t bytes) {
+  switch (target) {
+    case L2PrefetchPlan::Qkv:
+      for (const Tensor* t : {&l.q, &l.k, &l.v}) {
+        if (!t->defined()) return;  // quantized: its own GEMV, not prefetched
+        add_range(a, *t, bytes);
+        bytes -= static_cast<std::int64_t>(t->nbytes());
+      }
+      return;
+    case L2PrefetchPlan::O:
+      add_range(a, l.o, bytes);
+      return;
+    case L2PrefetchPlan::GateUp:
+      add_range(a, l.gate, bytes / 2);
+      add_range(a, l.up, bytes / 2);
+      return;
+    default:
+      add_range(a, l.down, bytes);
+      return;
+  }
+}
+
+}  // namespace
+
+L2PrefetchPlan parse_l2_prefetch(const std::string& spec) {
+  L2PrefetchPlan plan;
+  std::string_view rest = spec;
+  while (!rest.empty()) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view item = trim(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    if (item.empty()) continue;
+    const auto bad = [&](const char* why) {
+      STRATA_THROW(InvalidArgument,
+                   "decode graph: L2 prefetch spec \"{}\": item \"{}\" {}; expected a comma list "
+                   "of TARGET@AFTER:MB (TARGET and AFTER one of qkv, o, gu, down; MB > 0), "
+                   "chain, early, last or blocks=N (STRATA_DECODE_L2, docs/decode-graph.md)",
+                   spec, item, why);
+    };
+    if (item == "chain") {
+      plan.chain = true;
+    } else if (item == "early") {
+      plan.early = true;
+    } else if (item == "last") {
+      plan.evict_last = true;
+    } else if (item.starts_with("blocks=")) {
+      const std::string n(item.substr(7));
+      char* end = nullptr;
+      const long blocks = std::strtol(n.c_str(), &end, 10);
+      if (n.empty() || *end != '\0' || blocks < 1 || blocks > 65535) bad("has a bad block count");
+      plan.blocks = static_cast<int>(blocks);
+    } else {
+      const std::size_t at = item.find('@'), colon = item.find(':');
+      if (at == std::string_view::npos || colon == std::string_view::npos || colon < at) {
+        bad("is not TARGET@AFTER:MB");
+      }
+      L2PrefetchPlan::Fetch f;
+      f.target = gemv_of(item.substr(0, at));
+      f.after = gemv_of(item.substr(at + 1, colon - at - 1));
+      if (f.target < 0 || f.after < 0) bad("names an unknown GEMV");
+      const std::string mb(item.substr(colon + 1));
+      char* end = nullptr;
+      const double v = std::strtod(mb.c_str(), &end);
+      if (mb.empty() || *end != '\0' || !(v > 0.0) || v > 1e6) bad("has a bad size");
+      f.bytes = static_cast<std::int64_t>(std::llround(v * 1024.0 * 1024.0));
+      plan.fetches.push_back(f);
+    }
+  }
+  if (plan.early && !plan.chain) {
+    STRATA_THROW(InvalidArgument,
+                 "decode graph: L2 prefetch spec \"{}\": `early` needs `chain` (a branch of the "
+                 "graph waits for nothing)",
+                 spec);
+  }
+  return plan;
+}
+
+kernels::L2Prefetch l2_fetches_after(const L2PrefetchPlan& plan,
+                                     const std::vector<DecodeLayer>& layers, const Tensor& lm_head,
+                                     std::size_t layer, int after) {
+  kernels::L2Prefetch a;
+  a.blocks = plan.blocks;
+  a.evict_last = plan.evict_last;
+  for (const L2PrefetchPlan::Fetch& f : plan.fetches) {
+    if (f.after != after) continue;
+    // A GEMV not later in this layer is the next layer's; after the last layer only q/k/v has a
+    // successor: the head, which reads its rows in order too.
+    const std::size_t target_layer = f.target > after ? layer : layer + 1;
+    if (target_layer < layers.size()) {
+      add_gemv(a, layers[target_layer], f.target, f.bytes);
+    } else if (f.target == L2PrefetchPlan::Qkv) {
+      add_range(a, lm_head, f.bytes);
+    }
+  }
+  return a;
+}
+
+}  // namespace strata::cuda

@@ -1,0 +1,186 @@
+// The decode step's L2 prefetch (src/cuda/decode_prefetch.cc, kernels::l2_prefetch): the plan's
+// spec parser, the byte ranges each fetch covers, and the kernel (a hint: nothing it touches
+// changes). The step with prefetches gives the same bits as without (decode_graph_test.cc).
+
+#include "cuda/decode_prefetch.h"
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "kernel_testing.h"
+#include "models/model_testing.h"
+#include "strata/core/error.h"
+#include "strata/cuda/device.h"
+#include "strata/models/decode_graph.h"
+
+namespace strata {
+namespace {
+
+using cuda::L2PrefetchPlan;
+using cuda::parse_l2_prefetch;
+
+constexpr std::int64_t kMiB = 1024 * 1024;
+
+TEST(L2PrefetchPlanTest, ParsesFetchesAndFlags) {
+  const L2PrefetchPlan p = parse_l2_prefetch(
+      " o@qkv:32, gu@o:0.5,qkv@down:8,chain,early,last,"
+      "blocks=64");
+  ASSERT_EQ(p.fetches.size(), 3u);
+  EXPECT_EQ(p.fetches[0].target, L2PrefetchPlan::O);
+  EXPECT_EQ(p.fetches[0].after, L2PrefetchPlan::Qkv);
+  EXPECT_EQ(p.fetches[0].bytes, 32 * kMiB);
+  EXPECT_EQ(p.fetches[1].target, L2PrefetchPlan::GateUp);
+  EXPECT_EQ(p.fetches[1].after, L2PrefetchPlan::O);
+  EXPECT_EQ(p.fetches[1].bytes, kMiB / 2);
+  EXPECT_EQ(p.fetches[2].target, L2PrefetchPlan::Qkv);
+  EXPECT_EQ(p.fetches[2].after, L2PrefetchPlan::Down);
+  EXPECT_TRUE(p.chain);
+  EXPECT_TRUE(p.early);
+  EXPECT_TRUE(p.evict_last);
+  EXPECT_EQ(p.blocks, 64);
+  EXPECT_TRUE(parse_l2_prefetch("").empty());
+  EXPECT_FALSE(parse_l2_prefetch("down@gu:1").chain);
+}
+
+TEST(L2PrefetchPlanTest, BadSpecsNameTheItem) {
+  for (const std::string bad : {"o@qkv", "o:32", "x@qkv:1", "o@y:1", "o@qkv:0", "o@qkv:-2",
+                                "o@qkv:3MB", "blocks=0", "blocks=", "fast", "o@qkv:1,early"}) {
+    try {
+      parse_l2_prefetch(bad);
+      ADD_FAILURE() << "accepted \"" << bad << "\"";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+    }
+  }
+}
+
+// Two layers of 7B-like proportions in miniature (cpu tensors: only addresses and sizes count).
+struct MiniModel {
+  std::vector<cuda::DecodeLayer> layers;
+  Tensor head = Tensor::zeros({64, 32}, DType::BFloat16);
+  MiniModel() {
+    for (int i = 0; i < 2; ++i) {
+      cuda::DecodeLayer l;
+      l.q = Tensor::zeros({32, 32}, DType::BFloat16);  // 2 KiB each
+      l.k = Tensor::zeros({16, 32}, DType::BFloat16);  // 1 KiB
+      l.v = Tensor::zeros({16, 32}, DType::BFloat16);
+      l.o = Tensor::zeros({32, 32}, DType::BFloat16);
+      l.gate = Tensor::zeros({64, 32}, DType::BFloat16);  // 4 KiB
+      l.up = Tensor::zeros({64, 32}, DType::BFloat16);
+      l.down = Tensor::zeros({32, 64}, DType::BFloat16);
+      layers.push_back(l);
+    }
+  }
+};
+
+L2PrefetchPlan plan_of(int target, int after, std::int64_t bytes) {
+  L2PrefetchPlan p;
+  p.fetches.push_back({target, after, bytes});
+  return p;
+}
+
+TEST(L2PrefetchPlanTest, RangesFollowTheTargetsWarpOrder) {
+  const MiniModel m;
+  // o_proj after q/k/v of the same layer, capped at its size.
+  auto a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::O, L2PrefetchPlan::Qkv, kMiB), m.layers,
+                                  m.head, 0, L2PrefetchPlan::Qkv);
+  ASSERT_EQ(a.count, 1);
+  EXPECT_EQ(a.ptr[0], m.layers[0].o.data_ptr());
+  EXPECT_EQ(a.bytes[0], 2048);
+  // Nothing at the other points.
+  EXPECT_EQ(cuda::l2_fetches_after(plan_of(L2PrefetchPlan::O, L2PrefetchPlan::Qkv, kMiB), m.layers,
+                                   m.head, 0, L2PrefetchPlan::O)
+                .count,
+            0);
+  // gate/up: half from each, in step.
+  a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::GateUp, L2PrefetchPlan::O, 1000), m.layers,
+                             m.head, 1, L2PrefetchPlan::O);
+  ASSERT_EQ(a.count, 2);
+  EXPECT_EQ(a.ptr[0], m.layers[1].gate.data_ptr());
+  EXPECT_EQ(a.ptr[1], m.layers[1].up.data_ptr());
+  EXPECT_EQ(a.bytes[0], 500);
+  EXPECT_EQ(a.bytes[1], 500);
+  // q/k/v after down is the next layer's: all of q, then into k.
+  a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::Qkv, L2PrefetchPlan::Down, 2048 + 512),
+                             m.layers, m.head, 0, L2PrefetchPlan::Down);
+  ASSERT_EQ(a.count, 2);
+  EXPECT_EQ(a.ptr[0], m.layers[1].q.data_ptr());
+  EXPECT_EQ(a.bytes[0], 2048);
+  EXPECT_EQ(a.ptr[1], m.layers[1].k.data_ptr());
+  EXPECT_EQ(a.bytes[1], 512);
+  // ... and after the last layer the head's rows.
+  a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::Qkv, L2PrefetchPlan::Down, 1024), m.layers,
+                             m.head, 1, L2PrefetchPlan::Down);
+  ASSERT_EQ(a.count, 1);
+  EXPECT_EQ(a.ptr[0], m.head.data_ptr());
+  EXPECT_EQ(a.bytes[0], 1024);
+  // o_proj after gate/up is the next layer's; after the last layer there is none.
+  a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::O, L2PrefetchPlan::GateUp, 64), m.layers,
+                             m.head, 0, L2PrefetchPlan::GateUp);
+  ASSERT_EQ(a.count, 1);
+  EXPECT_EQ(a.ptr[0], m.layers[1].o.data_ptr());
+  EXPECT_EQ(cuda::l2_fetches_after(plan_of(L2PrefetchPlan::O, L2PrefetchPlan::GateUp, 64), m.layers,
+                                   m.head, 1, L2PrefetchPlan::GateUp)
+                .count,
+            0);
+  // A quantized q/k/v (no dense tensors) is left out.
+  MiniModel quantized;
+  quantized.layers[1].q = quantized.layers[1].k = quantized.layers[1].v = Tensor();
+  EXPECT_EQ(cuda::l2_fetches_after(plan_of(L2PrefetchPlan::Qkv, L2PrefetchPlan::Down, 64),
+                                   quantized.layers, quantized.head, 0, L2PrefetchPlan::Down)
+                .count,
+            0);
+}
+
+// The kernel over ranges of odd sizes, in every mode: it returns success, changes no byte, and a
+// misaligned range is refused.
+TEST(L2PrefetchKernelTest, LeavesMemoryAloneAndRefusesMisalignment) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine";
+  const Tensor host = Tensor::arange(300000, DType::Int32);
+  const Tensor buf = host.to(Device::cuda(0));
+  const auto* base = static_cast<const char*>(buf.data_ptr());
+  for (const bool pdl : {false, true}) {
+    for (const bool early : {false, true}) {
+      for (const bool last : {false, true}) {
+        cuda::kernels::L2Prefetch a;
+        a.ptr[0] = base;
+        a.bytes[0] = 1000000;  // 61 chunks and a partial one
+        a.ptr[1] = base + 1000000 + 16 * 3;
+        a.bytes[1] = 77;  // rounded down to 64
+        a.ptr[2] = base + 16;
+        a.bytes[2] = 0;
+        a.count = 3;
+        a.pdl = pdl;
+        a.early = early;
+        a.evict_last = last;
+        a.blocks = last ? 3 : 0;
+        ASSERT_EQ(cuda::kernels::l2_prefetch(a, testing::kernel_stream()), cudaSuccess);
+      }
+    }
+  }
+  ASSERT_EQ(cudaStreamSynchronize(testing::kernel_stream()), cudaSuccess);
+  EXPECT_EQ(buf.to(Device::cpu()).to_vector<std::int32_t>(), host.to_vector<std::int32_t>());
+  cuda::kernels::L2Prefetch bad;
+  bad.ptr[0] = base + 8;
+  bad.bytes[0] = 64;
+  bad.count = 1;
+  EXPECT_EQ(cuda::kernels::l2_prefetch(bad, testing::kernel_stream()), cudaErrorInvalidValue);
+}
+
+// A bad spec keeps the module path, with the parser's message as the reason.
+TEST(L2PrefetchPlanTest, BadSpecRefusesTheModel) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine";
+  const auto f = testing::load_model_fixture("llama");
+  auto model = testing::load_fixture_model(f, Device::cuda(0), DType::BFloat16);
+  models::DecodeGraphOptions options;
+  options.l2_prefetch = "o@qkv:big";
+  const models::DecodeGraphRunner runner(*model, options);
+  EXPECT_FALSE(runner.usable());
+  EXPECT_NE(runner.reason().find("o@qkv:big"), std::string::npos) << runner.reason();
+}
+
+}  // namespace
+}  // namespace strata
