@@ -172,11 +172,16 @@ Value DeepseekMoE::forward(Args& args) {
   const Value out = (*gate_)(Args({flat}));
   const nn::ValueList& parts = out.list();
   const Tensor& logits = parts.at(0).tensor();
+  // One wait for the GPU: the bias, the logits (and the input, for cpu experts).
+  std::vector<Tensor> reads;
+  if (parts.size() > 1) reads.push_back(parts[1].tensor());
+  reads.push_back(logits);
+  const std::vector<Tensor> host = read_to_host(reads, flat);
   std::vector<float> bias;
-  if (parts.size() > 1) bias = parts[1].tensor().to(Device::cpu()).to_vector<float>();
+  if (parts.size() > 1) bias = host.front().to(Device::cpu()).to_vector<float>();
   const DeepseekRouting chosen =
-      deepseek_route(logits.to(Device::cpu()).contiguous().to_vector<float>(), num_experts(), bias,
-                     k, norm_topk_prob_, config_);
+      deepseek_route(host.back().to(Device::cpu()).contiguous().to_vector<float>(), num_experts(),
+                     bias, k, norm_topk_prob_, config_);
   const detail::ExpertRouting routing = detail::route_tokens(
       Tensor::from_vector(chosen.indices, {tokens, k}),
       Tensor::from_vector(chosen.weights, {tokens, k}), num_experts(), false, who);

@@ -48,7 +48,7 @@ ExpertRouting route_tokens(const Tensor& indices_t, const Tensor& weights_t,
 Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
                        const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert,
                        const std::function<bool(std::int64_t expert)>& on_cpu,
-                       const CpuExpertsFn& cpu_batch) {
+                       const CpuExpertsFn& cpu_batch, const HostStaging* staging) {
   const std::int64_t tokens = routing.tokens, k = routing.top_k, hidden = x.size(1);
   const Device device = x.device();
   const std::size_t experts = routing.expert_tokens.size();
@@ -97,15 +97,33 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
   const Tensor weight_host =
       Tensor::from_doubles(weight_of, {rows, 1}, weight_dtype).to(Device::cpu(), DType::Float32);
   const bool any_here = rows > cpu_rows;
+  const auto fits = [&](const Tensor& buffer, std::int64_t n, std::int64_t width, DType dtype) {
+    return staging != nullptr && buffer.defined() && buffer.dtype() == dtype &&
+           buffer.size(0) >= n && buffer.size(1) == width;
+  };
   // (One token: every expert picks a view of its row, the token table is not read.)
   const Tensor token_here = any_here && tokens > 1 ? token_host.to(device) : token_host;
-  const Tensor weight_here = any_here ? weight_host.to(device) : weight_host;
+  Tensor weight_here = weight_host;
+  if (any_here && !device.is_cpu()) {
+    if (fits(staging ? staging->weights : Tensor(), rows, 1, DType::Float32)) {
+      const Tensor staged = staging->weights.narrow(0, 0, rows);
+      staged.copy_(weight_host);
+      weight_here = staged.to(device, /*non_blocking=*/true);
+    } else {
+      weight_here = weight_host.to(device);
+    }
+  }
 
   Tensor contributions = Tensor::empty({rows, hidden}, x.dtype(), device);
   const bool cpu_apart = cpu_rows > 0 && !device.is_cpu();
-  const Tensor x_cpu = cpu_apart ? x.to(Device::cpu()) : x;
-  const Tensor out_cpu =
-      cpu_apart ? Tensor::empty({cpu_rows, hidden}, x.dtype(), Device::cpu()) : contributions;
+  Tensor x_cpu = x, out_cpu = contributions;
+  bool staged_rows = false;
+  if (cpu_apart) {
+    x_cpu = staging != nullptr && staging->x.defined() ? staging->x : x.to(Device::cpu());
+    staged_rows = fits(staging ? staging->rows : Tensor(), cpu_rows, hidden, x.dtype());
+    out_cpu = staged_rows ? staging->rows.narrow(0, 0, cpu_rows)
+                          : Tensor::empty({cpu_rows, hidden}, x.dtype(), Device::cpu());
+  }
   // Expert e's rows of `source` (one row, every expert of a decode step, is a view of it: no
   // gather to launch); its output `out` times the routing weights into its rows of `into`.
   const auto pick = [&](std::size_t e, const Tensor& source, const Tensor& token_at) {
@@ -116,17 +134,20 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
   };
   const auto weigh_into = [&](std::size_t e, const Tensor& out, const Tensor& weight_at,
                               const Tensor& into, std::int64_t at) {
-    const Tensor weight = weight_at.narrow(0, first_row[e], routed(e));
-    into.narrow(0, at, routed(e))
-        .copy_(out.dtype() == DType::Float32
-                   ? ops::mul(out, weight)
-                   : ops::cast(ops::mul(ops::cast(out, DType::Float32), weight), out.dtype()));
+    weigh_rows(out, weight_at.narrow(0, first_row[e], routed(e)), into.narrow(0, at, routed(e)));
   };
   const auto weighted_output = [&](std::size_t e, const Tensor& source, const Tensor& token_at,
                                    const Tensor& weight_at, const Tensor& into, std::int64_t at) {
     const Tensor out = expert(static_cast<std::int64_t>(e), pick(e, source, token_at));
     weigh_into(e, on_device_of(out, source), weight_at, into, at);
   };
+  // The device's experts first: their launches queue behind the routing and the GPU computes
+  // them while the cpu computes its experts below.
+  for (std::size_t e = 0; e < experts; ++e) {
+    if (routed(e) > 0 && !cpu_expert[e]) {
+      weighted_output(e, x, token_here, weight_here, contributions, first_row[e]);
+    }
+  }
   std::vector<std::size_t> cpu_experts;
   for (std::size_t e = 0; e < experts; ++e) {
     if (cpu_expert[e]) cpu_experts.push_back(e);
@@ -134,20 +155,14 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
   const auto cpu_count = static_cast<std::int64_t>(cpu_experts.size());
   if (cpu_batch && cpu_count > 0) {
     std::vector<std::int64_t> ids;
-    std::vector<Tensor> picked;
+    std::vector<Tensor> picked, weights, into;
     for (const std::size_t e : cpu_experts) {
       ids.push_back(static_cast<std::int64_t>(e));
       picked.push_back(pick(e, x_cpu, token_host));
+      weights.push_back(weight_host.narrow(0, first_row[e], routed(e)));
+      into.push_back(out_cpu.narrow(0, first_row[e], routed(e)));
     }
-    const std::vector<Tensor> outs = cpu_batch(ids, picked);
-    STRATA_ASSERT(outs.size() == cpu_experts.size(), "{} outputs for {} cpu experts", outs.size(),
-                  cpu_experts.size());
-    parallel_for(cpu_count, 1, [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t i = begin; i < end; ++i) {
-        const std::size_t e = cpu_experts[static_cast<std::size_t>(i)];
-        weigh_into(e, outs[static_cast<std::size_t>(i)], weight_host, out_cpu, first_row[e]);
-      }
-    });
+    cpu_batch(ids, picked, weights, into);
   } else {
     // The cpu experts compute in parallel, one expert per task whose ops run on its thread: a
     // decode step's products are a few MB each, too small to pay for spreading every op over
@@ -159,12 +174,9 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
       }
     });
   }
-  for (std::size_t e = 0; e < experts; ++e) {
-    if (routed(e) > 0 && !cpu_expert[e]) {
-      weighted_output(e, x, token_here, weight_here, contributions, first_row[e]);
-    }
-  }
-  if (cpu_apart) contributions.narrow(0, 0, cpu_rows).copy_(out_cpu);
+  // From the staging buffer the copy queues without waiting (the buffer is written again only
+  // at this block's next step, after that step's routing has waited for this copy).
+  if (cpu_apart) contributions.narrow(0, 0, cpu_rows).copy_(out_cpu, /*non_blocking=*/staged_rows);
 
   // One token (decode): its contributions are rows of `contributions`, added as views in its
   // expert order (no table to copy, no gather to launch); the same adds as the gathers below.
@@ -182,6 +194,12 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
     result = j == 0 ? part : ops::add(result, part);
   }
   return result;
+}
+
+void weigh_rows(const Tensor& out, const Tensor& weight, const Tensor& into) {
+  into.copy_(out.dtype() == DType::Float32
+                 ? ops::mul(out, weight)
+                 : ops::cast(ops::mul(ops::cast(out, DType::Float32), weight), out.dtype()));
 }
 
 }  // namespace strata::models::detail

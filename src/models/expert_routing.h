@@ -40,15 +40,29 @@ ExpertRouting route_tokens(const Tensor& indices, const Tensor& weights, std::in
 // Experts for which `on_cpu(e)` holds compute on the cpu (their weights live there,
 // docs/moe-execution.md): x goes to the cpu once, their rows are picked, computed and weighted
 // there, and all their outputs come back in one copy, whatever their number.
-// `cpu_batch`, when given, computes all the cpu experts of the step at once (their ids in
-// increasing order and their rows, on the cpu; it returns their outputs in that order): the
-// caller can then spread few experts over every core. Without it each cpu expert runs
-// expert(e, rows) in a task of its own.
-using CpuExpertsFn = std::function<std::vector<Tensor>(const std::vector<std::int64_t>& experts,
-                                                       const std::vector<Tensor>& rows)>;
+// `cpu_batch`, when given, computes all the cpu experts of the step at once: their ids in
+// increasing order, their rows (on the cpu), each row's routing weight (float32 [n, 1], rounded
+// to weight_dtype) and where their weighted outputs go (cpu [n, hidden] views); it writes
+// weigh_rows' numbers there. The caller can then spread few experts over every core. Without it
+// each cpu expert runs expert(e, rows) in a task of its own.
+// `staging`, when given, holds host buffers kept between steps (pinned behind a GPU): x already
+// copied to the host (with the routing's read: no second wait for the GPU), the cpu experts'
+// outputs and the device experts' weights, whose copies to the device then queue without a wait.
+using CpuExpertsFn =
+    std::function<void(const std::vector<std::int64_t>& experts, const std::vector<Tensor>& rows,
+                       const std::vector<Tensor>& weights, const std::vector<Tensor>& into)>;
+struct HostStaging {
+  Tensor x;        // x on the host (this step's), or undefined
+  Tensor rows;     // [>= cpu rows, hidden] of x's dtype, or undefined
+  Tensor weights;  // [>= rows, 1] float32, or undefined
+};
 Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
                        const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert,
                        const std::function<bool(std::int64_t expert)>& on_cpu = {},
-                       const CpuExpertsFn& cpu_batch = {});
+                       const CpuExpertsFn& cpu_batch = {}, const HostStaging* staging = nullptr);
+
+// into <- out x weight as the combination rounds it: out [n, d] times its rows' float32 weights
+// [n, 1] in float32, rounded once to out's dtype (transformers' `out * routing_weights`).
+void weigh_rows(const Tensor& out, const Tensor& weight, const Tensor& into);
 
 }  // namespace strata::models::detail

@@ -61,8 +61,10 @@ Value SparseMoeBlock::forward(Args& args) {
   const Tensor logits = call(*gate_, flat);
   const Tensor probs = ops::softmax(ops::cast(logits, DType::Float32), -1);
   auto [top_values, top_indices] = ops::topk(probs, k, -1);
+  // One wait for the GPU: the weights, then the indices (and the input, for cpu experts).
+  const std::vector<Tensor> host = read_to_host({top_values, top_indices}, flat);
   const detail::ExpertRouting routing =
-      detail::route_tokens(top_indices, top_values, num_experts(), norm_topk_prob_, who);
+      detail::route_tokens(host[1], host[0], num_experts(), norm_topk_prob_, who);
   routed_since(start);
   // transformers v5 routers round the weights to the hidden dtype; Mixtral keeps float32.
   const DType weight_dtype = round_weights_ ? x.dtype() : DType::Float32;

@@ -19,6 +19,18 @@ std::int64_t nanoseconds_since(Clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
 }
 
+// Steps of up to this many tokens (decode, small batches) keep their transfers in the block's
+// pinned buffers; larger ones (prefill) allocate per step as before.
+constexpr std::int64_t kStagedTokens = 16;
+
+// `buffer`, reallocated in pinned host memory unless it already has this shape and dtype.
+Tensor& pinned_buffer(Tensor& buffer, const Shape& shape, DType dtype) {
+  if (!buffer.defined() || buffer.shape() != shape || buffer.dtype() != dtype) {
+    buffer = Tensor::empty(shape, dtype, Device::cpu(), MemoryKind::Pinned);
+  }
+  return buffer;
+}
+
 }  // namespace
 
 MoeBlock::MoeBlock(std::string class_name, std::int64_t num_experts, std::int64_t top_k,
@@ -57,6 +69,7 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
     job.source = sources_->get(e, (*experts_)[static_cast<std::size_t>(e)], mixtral_naming_);
     const detail::ExpertSource& source = *job.source;
     const placement::ExpertKey key = placement::expert_key(block_index_, e);
+    has_offloaded_ = has_offloaded_ || source.offloaded;
     if (!source.offloaded) {
       ++stats_.resident;
     } else if (const std::vector<Tensor>* hit = cache_here ? cache_->find(key) : nullptr) {
@@ -85,6 +98,22 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
     }
   }
   if (any_cpu) ++stats_.cpu_batches;
+  // Host buffers for the transfers of a decode-sized step behind a GPU (combine_experts).
+  detail::HostStaging staging;
+  const std::int64_t rows = routing.tokens * routing.top_k;
+  if (staging_ && device.is_cuda() && routing.tokens <= kStagedTokens) {
+    if (staged_x_) staging.x = staging_->x;
+    if (!staging_->rows.defined() || staging_->rows.size(0) < rows ||
+        staging_->rows.dtype() != flat.dtype() || staging_->rows.size(1) != flat.size(1)) {
+      staging_->rows = Tensor::empty({kStagedTokens * routing.top_k, flat.size(1)}, flat.dtype(),
+                                     Device::cpu(), MemoryKind::Pinned);
+      staging_->weights = Tensor::empty({kStagedTokens * routing.top_k, 1}, DType::Float32,
+                                        Device::cpu(), MemoryKind::Pinned);
+    }
+    staging.rows = staging_->rows;
+    staging.weights = staging_->weights;
+  }
+  staged_x_ = false;
   Tensor out = detail::combine_experts(
       flat, routing, weight_dtype,
       [&](std::int64_t e, const Tensor& rows) {
@@ -94,7 +123,8 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
         return detail::expert_forward(*job.source, job.weights, activation_, rows);
       },
       [&](std::int64_t e) { return jobs[static_cast<std::size_t>(e)].where == Where::Cpu; },
-      [&](const std::vector<std::int64_t>& ids, const std::vector<Tensor>& rows) {
+      [&](const std::vector<std::int64_t>& ids, const std::vector<Tensor>& rows,
+          const std::vector<Tensor>& weights, const std::vector<Tensor>& into) {
         std::vector<const detail::ExpertSource*> sources;
         std::vector<const std::vector<Tensor>*> tensors;
         for (const std::int64_t e : ids) {
@@ -103,11 +133,33 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
           tensors.push_back(&job.weights);
         }
         const auto cpu_start = Clock::now();
-        std::vector<Tensor> outs = detail::cpu_experts_forward(sources, tensors, activation_, rows);
+        detail::cpu_experts_forward(sources, tensors, activation_, rows, weights, into);
         stats_.cpu_ns += nanoseconds_since(cpu_start);
-        return outs;
-      });
+      },
+      staging.x.defined() || staging.rows.defined() ? &staging : nullptr);
   stats_.experts_ns += nanoseconds_since(start);
+  return out;
+}
+
+std::vector<Tensor> MoeBlock::read_to_host(const std::vector<Tensor>& tensors, const Tensor& flat) {
+  staged_x_ = false;
+  if (!flat.is_cuda()) return tensors;
+  if (!staging_) staging_ = std::make_shared<detail::HostStaging>();
+  if (has_offloaded_ && flat.size(0) <= kStagedTokens) {
+    const Tensor src = flat.contiguous();
+    pinned_buffer(staging_->x, src.shape(), src.dtype()).copy_(src, /*non_blocking=*/true);
+    staged_x_ = true;
+    ++stats_.staged_batches;
+  }
+  host_reads_.resize(tensors.size());
+  std::vector<Tensor> out;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor src = tensors[i].contiguous();
+    Tensor& buffer = pinned_buffer(host_reads_[i], src.shape(), src.dtype());
+    // The last copy waits for the stream: every copy queued before it is then complete.
+    buffer.copy_(src, /*non_blocking=*/i + 1 < tensors.size());
+    out.push_back(buffer);
+  }
   return out;
 }
 
@@ -132,6 +184,7 @@ ExpertExecutionStats& ExpertExecutionStats::operator+=(const ExpertExecutionStat
   route_ns += o.route_ns;
   cpu_ns += o.cpu_ns;
   experts_ns += o.experts_ns;
+  staged_batches += o.staged_batches;
   return *this;
 }
 

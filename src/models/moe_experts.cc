@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cpu/expert_gemv.h"
+#include "models/expert_routing.h"
 #include "strata/core/error.h"
 #include "strata/core/parallel.h"
 #include "strata/models/layers.h"
@@ -83,10 +85,8 @@ Tensor project(const ProjectionSource& p, const std::vector<Tensor>& tensors, co
   return bias != nullptr ? ops::linear(x, weight, *bias) : ops::linear(x, weight);
 }
 
-// Output features per slice unit: linear_matvec's partition unit (whole cache lines of y).
-constexpr std::int64_t kSliceAlign = 64;
 // Rows up to which the cpu linear takes the matvec kernels (below AMX's 5 rows, whose blocking
-// is its own): one dot product per output, whatever the slice.
+// is its own): one dot product per output, whatever the block.
 constexpr std::int64_t kSplitMaxRows = 4;
 
 bool split_enabled() {
@@ -97,104 +97,101 @@ bool split_enabled() {
   return enabled;
 }
 
-// An expert whose projections are plain weights (no bias, not quantized) on few rows.
-bool splittable(const ExpertSource& source, const Tensor& rows) {
-  if (rows.size(0) > kSplitMaxRows) return false;
+// An expert whose projections are plain contiguous weights (no bias, not quantized) of x's dtype
+// on few rows.
+bool splittable(const ExpertSource& source, const std::vector<Tensor>& tensors,
+                const Tensor& rows) {
+  if (rows.size(0) > kSplitMaxRows || !rows.is_cpu()) return false;
   return std::all_of(
-      source.projections.begin(), source.projections.end(), [](const ProjectionSource& p) {
-        return p.quantized == nullptr && p.names.size() == 1 && p.names.front() == "weight";
+      source.projections.begin(), source.projections.end(), [&](const ProjectionSource& p) {
+        if (p.quantized != nullptr || p.names.size() != 1 || p.names.front() != "weight") {
+          return false;
+        }
+        const Tensor& w = tensors[p.first];
+        return w.is_cpu() && w.is_contiguous() && w.dtype() == rows.dtype();
       });
-}
-
-// A slice [begin, begin + size) of the output features of expert `expert`'s projection.
-struct Slice {
-  std::size_t expert;
-  std::int64_t begin, size;
-};
-
-// Each expert's `features(i)` output features in `parts` slices of whole kSliceAlign blocks.
-template <typename Features>
-std::vector<Slice> slices(std::size_t count, std::int64_t parts, Features features) {
-  std::vector<Slice> out;
-  for (std::size_t i = 0; i < count; ++i) {
-    const std::int64_t n = features(i);
-    const std::int64_t blocks = (n + kSliceAlign - 1) / kSliceAlign;
-    const std::int64_t per = std::max<std::int64_t>(1, (blocks + parts - 1) / parts) * kSliceAlign;
-    for (std::int64_t b = 0; b < n; b += per) out.push_back({i, b, std::min(per, n - b)});
-  }
-  return out;
 }
 
 }  // namespace
 
 bool cpu_experts_split(const std::vector<const ExpertSource*>& sources,
+                       const std::vector<const std::vector<Tensor>*>& tensors,
                        const std::vector<Tensor>& rows, std::int64_t threads) {
-  if (sources.empty() || !split_enabled()) return false;
-  if (threads / static_cast<std::int64_t>(sources.size()) < 2) return false;
+  if (sources.empty() || !split_enabled() || threads < 2) return false;
   for (std::size_t i = 0; i < sources.size(); ++i) {
-    if (!splittable(*sources[i], rows[i])) return false;
+    if (!splittable(*sources[i], *tensors[i], rows[i])) return false;
   }
   return true;
+}
+
+void cpu_experts_forward(const std::vector<const ExpertSource*>& sources,
+                         const std::vector<const std::vector<Tensor>*>& tensors,
+                         Activation activation, const std::vector<Tensor>& rows,
+                         const std::vector<Tensor>& weights, const std::vector<Tensor>& into,
+                         std::int64_t threads) {
+  const std::size_t count = sources.size();
+  STRATA_ASSERT(tensors.size() == count && rows.size() == count && into.size() == count &&
+                    (weights.empty() || weights.size() == count),
+                "cpu experts: {} sources, {} tensor lists, {} rows, {} weights, {} outputs", count,
+                tensors.size(), rows.size(), weights.size(), into.size());
+  if (count == 0) return;
+  if (threads <= 0) threads = num_threads();
+  if (!cpu_experts_split(sources, tensors, rows, threads)) {
+    parallel_for(static_cast<std::int64_t>(count), 1, [&](std::int64_t begin, std::int64_t end) {
+      for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i) {
+        const Tensor out = expert_forward(*sources[i], *tensors[i], activation, rows[i]);
+        if (weights.empty()) {
+          into[i].copy_(out);
+        } else {
+          weigh_rows(out, weights[i], into[i]);
+        }
+      }
+    });
+    return;
+  }
+  // One queue of blocks over every expert's products (cpu/expert_gemv.h): gate and up, the
+  // activation once an expert's are whole (the module's ops: the same numbers), then down with
+  // the routing weight applied as each block is stored.
+  std::vector<cpu::CpuExpertJob> jobs(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    cpu::CpuExpertJob& job = jobs[i];
+    const auto weight = [&](int projection) -> const Tensor& {
+      return (*tensors[i])[sources[i]->projections[static_cast<std::size_t>(projection)].first];
+    };
+    job.x = rows[i].contiguous();
+    job.gate = weight(0);
+    job.up = weight(1);
+    job.down = weight(2);
+    const Shape shape{rows[i].size(0), job.gate.size(0)};
+    job.gate_out = Tensor::empty(shape, rows[i].dtype(), Device::cpu());
+    job.up_out = Tensor::empty(shape, rows[i].dtype(), Device::cpu());
+    const bool direct = into[i].is_contiguous() && into[i].dtype() == rows[i].dtype();
+    job.out = direct ? into[i] : Tensor::empty(into[i].shape(), rows[i].dtype(), Device::cpu());
+    if (!weights.empty()) {
+      job.weights = weights[i].to(Device::cpu(), DType::Float32).contiguous().to_vector<float>();
+    }
+  }
+  cpu::cpu_experts_gemv(
+      jobs,
+      [&](std::size_t i) {
+        jobs[i].hidden = ops::mul(apply_activation(activation, jobs[i].gate_out), jobs[i].up_out);
+      },
+      threads);
+  for (std::size_t i = 0; i < count; ++i) {
+    if (jobs[i].out.data_ptr() != into[i].data_ptr()) into[i].copy_(jobs[i].out);
+  }
 }
 
 std::vector<Tensor> cpu_experts_forward(const std::vector<const ExpertSource*>& sources,
                                         const std::vector<const std::vector<Tensor>*>& tensors,
                                         Activation activation, const std::vector<Tensor>& rows,
                                         std::int64_t threads) {
-  const std::size_t count = sources.size();
-  std::vector<Tensor> out(count);
-  if (count == 0) return out;
-  if (threads <= 0) threads = num_threads();
-  const std::int64_t parts = threads / static_cast<std::int64_t>(count);
-  if (!cpu_experts_split(sources, rows, threads)) {
-    parallel_for(static_cast<std::int64_t>(count), 1, [&](std::int64_t begin, std::int64_t end) {
-      for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i) {
-        out[i] = expert_forward(*sources[i], *tensors[i], activation, rows[i]);
-      }
-    });
-    return out;
+  std::vector<Tensor> out;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const Tensor& w = (*tensors[i])[sources[i]->projections[2].first];
+    out.push_back(Tensor::empty({rows[i].size(0), w.size(0)}, rows[i].dtype(), Device::cpu()));
   }
-  const auto weight = [&](std::size_t i, int projection) -> const Tensor& {
-    return (*tensors[i])[sources[i]->projections[static_cast<std::size_t>(projection)].first];
-  };
-  // gate and up by slices of the intermediate features, then down by slices of the hidden ones.
-  std::vector<Tensor> gate(count), up(count);
-  for (std::size_t i = 0; i < count; ++i) {
-    const Shape shape{rows[i].size(0), weight(i, 0).size(0)};
-    gate[i] = Tensor::empty(shape, rows[i].dtype(), Device::cpu());
-    up[i] = Tensor::empty(shape, rows[i].dtype(), Device::cpu());
-    out[i] = Tensor::empty({rows[i].size(0), weight(i, 2).size(0)}, rows[i].dtype(), Device::cpu());
-  }
-  const std::vector<Slice> first =
-      slices(count, parts, [&](std::size_t i) { return weight(i, 0).size(0); });
-  parallel_for(static_cast<std::int64_t>(first.size()), 1, [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t t = b; t < e; ++t) {
-      const Slice& s = first[static_cast<std::size_t>(t)];
-      const Tensor& x = rows[s.expert];
-      gate[s.expert]
-          .narrow(1, s.begin, s.size)
-          .copy_(ops::linear(x, weight(s.expert, 0).narrow(0, s.begin, s.size)));
-      up[s.expert]
-          .narrow(1, s.begin, s.size)
-          .copy_(ops::linear(x, weight(s.expert, 1).narrow(0, s.begin, s.size)));
-    }
-  });
-  std::vector<Tensor> hidden(count);
-  parallel_for(static_cast<std::int64_t>(count), 1, [&](std::int64_t b, std::int64_t e) {
-    for (auto i = static_cast<std::size_t>(b); i < static_cast<std::size_t>(e); ++i) {
-      hidden[i] = ops::mul(apply_activation(activation, gate[i]), up[i]);
-    }
-  });
-  const std::vector<Slice> second =
-      slices(count, parts, [&](std::size_t i) { return weight(i, 2).size(0); });
-  parallel_for(static_cast<std::int64_t>(second.size()), 1, [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t t = b; t < e; ++t) {
-      const Slice& s = second[static_cast<std::size_t>(t)];
-      out[s.expert]
-          .narrow(1, s.begin, s.size)
-          .copy_(ops::linear(hidden[s.expert], weight(s.expert, 2).narrow(0, s.begin, s.size)));
-    }
-  });
+  cpu_experts_forward(sources, tensors, activation, rows, {}, out, threads);
   return out;
 }
 

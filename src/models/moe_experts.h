@@ -71,19 +71,30 @@ Tensor expert_forward(const ExpertSource& source, const std::vector<Tensor>& ten
                       Activation activation, const Tensor& x);
 
 // The cpu experts of a step: expert i (`sources[i]`, its tensors `tensors[i]` as stored on the
-// cpu) on `rows[i]`, all on the cpu, with every core. A decode step has fewer experts than
-// threads (8 for 16 on the H100 host) and one row each: then each projection's output features
-// are cut into slices of whole 64-feature blocks computed in parallel (gate and up, then down),
-// which gives the numbers of one product (every output is its own dot product over the same
-// inputs; moe_experts_test.cc checks the equality). Otherwise, or with STRATA_MOE_SPLIT=0, one
+// cpu) on `rows[i]` [n, hidden], all on the cpu, with every core; each output row r times
+// `weights[i]` row r (float32 [n, 1], the combination's cast(cast(out, float32) * w, dtype)),
+// or unweighted when `weights` is empty, written to `into[i]` [n, hidden].
+// A decode step has few experts (8 for 16 threads on the H100 host) of one row each: plain
+// weights on up to 4 rows go through one queue of blocks of output features over every expert
+// (cpu::cpu_experts_gemv: gate and up, the activation, down with the weight applied), which gives
+// the numbers of one product (every output is its own dot product over the same inputs with the
+// same kernel; moe_experts_test.cc checks the bits). Otherwise, or with STRATA_MOE_SPLIT=0, one
 // expert per task.
-// `threads`: the cores to spread over (num_threads() by default; tests pass more to force slices).
+// `threads`: the cores to spread over (num_threads() by default; tests pass more to force blocks).
+void cpu_experts_forward(const std::vector<const ExpertSource*>& sources,
+                         const std::vector<const std::vector<Tensor>*>& tensors,
+                         Activation activation, const std::vector<Tensor>& rows,
+                         const std::vector<Tensor>& weights, const std::vector<Tensor>& into,
+                         std::int64_t threads = 0);
+// The same, unweighted, into new tensors.
 std::vector<Tensor> cpu_experts_forward(const std::vector<const ExpertSource*>& sources,
                                         const std::vector<const std::vector<Tensor>*>& tensors,
                                         Activation activation, const std::vector<Tensor>& rows,
                                         std::int64_t threads = 0);
-// Whether cpu_experts_forward cuts these experts into slices for `threads` threads.
+// Whether cpu_experts_forward cuts these experts into blocks for `threads` threads: plain
+// contiguous weights of the rows' dtype, at most 4 rows each, and at least two threads.
 bool cpu_experts_split(const std::vector<const ExpertSource*>& sources,
+                       const std::vector<const std::vector<Tensor>*>& tensors,
                        const std::vector<Tensor>& rows, std::int64_t threads);
 
 }  // namespace strata::models::detail

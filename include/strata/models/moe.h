@@ -29,6 +29,7 @@ namespace strata::models {
 class GatedMLP;
 namespace detail {
 struct ExpertRouting;
+struct HostStaging;
 class ExpertSources;
 }  // namespace detail
 
@@ -48,6 +49,8 @@ struct ExpertExecutionStats {
   // for the GPU work queued before it: the attention), the cpu experts' products, and the whole
   // expert step after routing (cpu experts, the others' launches, the combination).
   std::int64_t route_ns = 0, cpu_ns = 0, experts_ns = 0;
+  // Block steps that read the routing and the input with one wait (read_to_host staged x).
+  std::int64_t staged_batches = 0;
   ExpertExecutionStats& operator+=(const ExpertExecutionStats& o);
 };
 
@@ -78,6 +81,11 @@ class MoeBlock : public nn::Module {
   Tensor run_experts(const Tensor& flat, const detail::ExpertRouting& routing, DType weight_dtype);
   // Counts the time since `start` (a forward's first instruction) as routing time.
   void routed_since(std::chrono::steady_clock::time_point start);
+  // `tensors` (the router's outputs) read to the host with one wait for the GPU: every copy but
+  // the last queues into pinned buffers kept by the block. A decode-sized `flat` of a block with
+  // offloaded experts is copied with them, for run_experts' cpu experts (no second wait). On the
+  // cpu: returned as they are.
+  std::vector<Tensor> read_to_host(const std::vector<Tensor>& tensors, const Tensor& flat);
 
   std::shared_ptr<nn::ModuleList> experts_;
 
@@ -87,6 +95,10 @@ class MoeBlock : public nn::Module {
   bool mixtral_naming_;
   std::shared_ptr<placement::ExpertCache> cache_;
   std::shared_ptr<detail::ExpertSources> sources_;  // created at the first forward
+  std::shared_ptr<detail::HostStaging> staging_;    // pinned host buffers (on a GPU)
+  std::vector<Tensor> host_reads_;                  // read_to_host's pinned buffers
+  bool staged_x_ = false;                           // staging_->x holds this step's input
+  bool has_offloaded_ = false;                      // an offloaded expert has run
   std::int64_t block_index_ = 0;
   ExpertExecutionStats stats_;
 };
