@@ -3,10 +3,13 @@
 // [768, 2048], down [2048, 768], bfloat16: 9.4 MB), `count` of them per step (8: no cache; 5: a
 // third from the GPU cache), one row each. Every step takes the next experts of a pool of 128
 // (1.2 GB, past any last-level cache: the H100 host's L3 is 300 MiB), so they come from DRAM as
-// in decoding. Variants: sliced over every thread (the default path), one expert per task (each
-// from pageable memory and from pinned memory, where offloaded experts live), and
-// one ops::linear over a [count x 2304, 2048] weight from a pool of the same size (the
-// calibrated matrix-vector rate's shape). Prints microseconds per step and weight GB/s.
+// in decoding. Variants: one queue of blocks over every thread (the default path, weighted like
+// the combination; also a sweep of block sizes through cpu::cpu_experts_gemv), one expert per
+// task (each from pageable memory and from pinned memory, where offloaded experts live), and one
+// ops::linear over a [count x 2304, 2048] weight from a pool of the same size (the calibrated
+// matrix-vector rate's shape). First the host's read rate in the same run (every pool thread
+// memchr's its share of 2 GiB, as cpu_gemv_bench): every rate is also printed as its share.
+// Prints microseconds per step, weight GB/s and % of the read rate.
 //
 //   moe_experts_bench [seconds per variant (1)]
 
@@ -17,8 +20,11 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/expert_gemv.h"
+#include "models/expert_routing.h"
 #include "models/moe_experts.h"
 #include "strata/core/parallel.h"
+#include "strata/models/layers.h"
 #include "strata/ops.h"
 
 namespace {
@@ -66,6 +72,24 @@ double median_us(double seconds, Step step) {
   return times[times.size() / 2];
 }
 
+// GB/s of every pool thread reading its share of a 2 GiB buffer (memchr for an absent byte).
+double host_read_gbps(double seconds) {
+  const std::size_t bytes = std::size_t{2} << 30;
+  std::vector<unsigned char> buffer(bytes, 1);
+  const auto threads = static_cast<std::int64_t>(strata::num_threads());
+  const double us = median_us(seconds, [&](int) {
+    strata::parallel_for(threads, 1, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t t = b; t < e; ++t) {
+        const std::size_t part = bytes / static_cast<std::size_t>(threads);
+        if (std::memchr(buffer.data() + static_cast<std::size_t>(t) * part, 0, part) != nullptr) {
+          std::abort();
+        }
+      }
+    });
+  });
+  return static_cast<double>(bytes) / us / 1e3;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -79,22 +103,34 @@ int main(int argc, char** argv) {
   }
   const double expert_bytes = static_cast<double>(pool.front().bytes);
   const Tensor x = filled(1, kHidden);
+  const double read = host_read_gbps(seconds);
   std::printf("cpu experts of a decode step, %d threads, experts of %.1f MB from a pool of %lld\n",
               threads, expert_bytes / 1e6, static_cast<long long>(kPool));
+  std::printf("  host read (memchr, every thread)   %6.1f GB/s\n", read);
+  const auto report = [&](std::int64_t count, const char* name, double us, double bytes) {
+    std::printf("  %lld experts, %-24s %8.1f us/step  %6.1f GB/s  %5.1f%% of read\n",
+                static_cast<long long>(count), name, us, bytes / us / 1e3,
+                100.0 * bytes / us / 1e3 / read);
+  };
+  const Tensor weight = Tensor::full({1, 1}, 0.125, DType::Float32, strata::Device::cpu());
+  const Tensor out = filled(8, kHidden);
   for (const std::int64_t count : {8, 5}) {
     const auto run = [&](std::int64_t forced_threads, const std::vector<ExpertSource>& from) {
       return [&, forced_threads](int i) {
         std::vector<const ExpertSource*> sources;
         std::vector<const std::vector<Tensor>*> tensors;
-        std::vector<Tensor> rows;
+        std::vector<Tensor> rows, weights, into;
         for (std::int64_t j = 0; j < count; ++j) {
           const ExpertSource& s = from[static_cast<std::size_t>((i * count + j) % kPool)];
           sources.push_back(&s);
           tensors.push_back(&s.stored);
           rows.push_back(x);
+          weights.push_back(weight);
+          into.push_back(out.narrow(0, j, 1));
         }
-        strata::models::detail::cpu_experts_forward(
-            sources, tensors, strata::models::Activation::SiLU, rows, forced_threads);
+        strata::models::detail::cpu_experts_forward(sources, tensors,
+                                                    strata::models::Activation::SiLU, rows, weights,
+                                                    into, forced_threads);
       };
     };
     const double bytes = expert_bytes * static_cast<double>(count);
@@ -105,12 +141,46 @@ int main(int argc, char** argv) {
       const std::vector<ExpertSource>* from;
     };
     for (const Variant& v :
-         {Variant{"sliced", 0, &pool}, Variant{"one expert per task", 1, &pool},
-          Variant{"sliced, pinned", 0, &pinned}, Variant{"one per task, pinned", 1, &pinned}}) {
-      const char* name = v.name;
-      const double us = median_us(seconds, run(v.threads, *v.from));
-      std::printf("  %lld experts, %-20s %8.1f us/step  %6.1f GB/s\n",
-                  static_cast<long long>(count), name, us, bytes / us / 1e3);
+         {Variant{"queue", 0, &pool}, Variant{"one expert per task", 1, &pool},
+          Variant{"queue, pinned", 0, &pinned}, Variant{"one per task, pinned", 1, &pinned}}) {
+      report(count, v.name, median_us(seconds, run(v.threads, *v.from)), bytes);
+    }
+    // Block sizes of the queue (gate+up features, down features).
+    for (const strata::cpu::ExpertBlocks blocks :
+         {strata::cpu::ExpertBlocks{64, 64}, strata::cpu::ExpertBlocks{64, 128},
+          strata::cpu::ExpertBlocks{64, 256}, strata::cpu::ExpertBlocks{128, 128},
+          strata::cpu::ExpertBlocks{128, 256}, strata::cpu::ExpertBlocks{192, 512}}) {
+      std::vector<strata::cpu::CpuExpertJob> jobs(static_cast<std::size_t>(count));
+      for (std::int64_t j = 0; j < count; ++j) {
+        auto& job = jobs[static_cast<std::size_t>(j)];
+        job.x = x;
+        job.gate_out = filled(1, kIntermediate);
+        job.up_out = filled(1, kIntermediate);
+        job.out = filled(1, kHidden);
+        job.weights = {0.125f};
+      }
+      const double us = median_us(seconds, [&](int i) {
+        for (std::int64_t j = 0; j < count; ++j) {
+          const ExpertSource& s = pool[static_cast<std::size_t>((i * count + j) % kPool)];
+          auto& job = jobs[static_cast<std::size_t>(j)];
+          job.gate = s.stored[0];
+          job.up = s.stored[1];
+          job.down = s.stored[2];
+        }
+        strata::cpu::cpu_experts_gemv(
+            jobs,
+            [&](std::size_t j) {
+              jobs[j].hidden =
+                  strata::ops::mul(strata::models::apply_activation(
+                                       strata::models::Activation::SiLU, jobs[j].gate_out),
+                                   jobs[j].up_out);
+            },
+            0, blocks);
+      });
+      char name[64];
+      std::snprintf(name, sizeof(name), "queue, blocks %lld/%lld",
+                    static_cast<long long>(blocks.gate_up), static_cast<long long>(blocks.down));
+      report(count, name, us, bytes);
     }
     // The same bytes in one product (the rows of `count` experts' three matrices).
     const std::int64_t rows = count * (3 * kIntermediate);
@@ -121,8 +191,7 @@ int main(int argc, char** argv) {
     const double us = median_us(seconds, [&](int i) {
       strata::ops::linear(x, weights[static_cast<std::size_t>(i % matrices)]);
     });
-    std::printf("  %lld experts, %-20s %8.1f us/step  %6.1f GB/s\n", static_cast<long long>(count),
-                "one linear", us, bytes / us / 1e3);
+    report(count, "one linear", us, bytes);
   }
   return 0;
 }

@@ -113,6 +113,17 @@ for name in ("cpu_auto", "cpu_cpu", "auto_auto"):
         print(f"--experts {mode} {t['test']}: {t['tokens_per_second']:.2f} tokens/s"
               f" (experts cpu {e.get('cpu', 0)}, streamed {e.get('streamed', 0)},"
               f" cached {e.get('cached', 0)}{hit}{at48})")
+        if t["test"].startswith("tg") and e.get("block_steps"):
+            # Host time per decode step by phase (warm-up run included in the counters).
+            steps = e["block_steps"] / layers
+            per = lambda key: e.get(key, 0) / steps
+            cpu_gbps = e["cpu_bytes"] / (e["cpu_ms"] * 1e6) if e.get("cpu_ms") else 0
+            print(f"  per step: {t['ms_per_step']:.2f} ms = routing {per('route_ms'):.2f}"
+                  f" (waits for the attention) + experts {per('experts_ms'):.2f} (cpu products"
+                  f" {per('cpu_ms'):.2f} at {cpu_gbps:.1f} GB/s, device experts' calls"
+                  f" {per('device_ms'):.2f}, rest {per('experts_ms') - per('cpu_ms') - per('device_ms'):.2f})"
+                  f" + outside the blocks {t['ms_per_step'] - per('route_ms') - per('experts_ms'):.2f};"
+                  f" per block: {1000 * (per('experts_ms') - per('cpu_ms')) / layers:.0f} us beside the cpu products")
     p = (plan or {}).get("predictions") or {}
     if p.get("available"):
         tg = [t for t in bench["tests"] if t["test"].startswith("tg")]

@@ -307,6 +307,8 @@ void measure_gpu(MachineConstants& c, const MeasureOptions& options) {
   report(options, "GPU op launch", c.gpu_launch_us, "us");
 
   measure_split_rates(c, options, stream);
+  c.moe_block_us = measure_moe_block_us().value_or(0.0);
+  report(options, "MoE block's fixed cost at decode", c.moe_block_us, "us");
 }
 #endif
 
@@ -415,6 +417,8 @@ MachineConstants measure_machine_constants(const MeasureOptions& given) {
   report(options, "cpu bf16 matrix-vector, layer shapes", c.cpu_gemv_layer_gbps, "GB/s");
   c.cpu_op_us = measure_cpu_op_us();
   report(options, "cpu small op", c.cpu_op_us, "us");
+  c.cpu_expert_gbps = measure_cpu_expert_gbps(options.host_bytes);
+  report(options, "cpu experts of a MoE decode step", c.cpu_expert_gbps, "GB/s");
   c.cpu_gemm_gflops = measure_cpu_gemm();
   report(options, "cpu bf16 product, 64 rows", c.cpu_gemm_gflops, "GFLOP/s");
   const FileRates file = measure_file(options);

@@ -97,10 +97,14 @@ double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens) const {
 double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens,
                               bool activations_cross_pcie) const {
   const double flops = step_flops(unit, tokens);
+  // Routed experts at the calibrated expert rate: that measurement runs a step's experts whole
+  // (their activations and dispatch included), so no op term; their transfers are the block's
+  // (expert_block_seconds) when it was measured.
+  const bool experts_rate = unit.experts > 0 && constants_.cpu_expert_gbps > 0;
   double seconds = std::max(seconds_for(read_bytes(unit, tokens), cpu_rate(unit)),
                             flop_seconds(flops, constants_.cpu_gemm_gflops)) +
-                   micros(constants_.cpu_op_us, step_ops(unit, tokens));
-  if (activations_cross_pcie) {
+                   (experts_rate ? 0.0 : micros(constants_.cpu_op_us, step_ops(unit, tokens)));
+  if (activations_cross_pcie && !(unit.experts > 0 && constants_.moe_block_us > 0)) {
     const double activations =
         static_cast<double>(unit.activation_bytes_per_token) * static_cast<double>(tokens);
     seconds += 2.0 * (seconds_for(activations, constants_.h2d_gbps) +
@@ -125,10 +129,16 @@ double CostModel::stream_rate(const UnitWork& unit) const {
 double CostModel::cpu_rate(const UnitWork& unit, bool under_copies) const {
   double rate = constants_.cpu_gemv_layer_gbps > 0 ? constants_.cpu_gemv_layer_gbps
                                                    : constants_.cpu_gemv_rate(constants_.threads);
+  if (unit.experts > 0 && constants_.cpu_expert_gbps > 0) rate = constants_.cpu_expert_gbps;
   if (under_copies && constants_.split_cpu_gemv_gbps > 0) rate = constants_.split_cpu_gemv_gbps;
   if (unit.tier == Tier::Disk && !unit.disk_cached)
     rate = std::min(rate, constants_.disk_read_gbps);
   return rate;
+}
+
+double CostModel::expert_block_seconds(const UnitWork& unit) const {
+  if (unit.experts <= 0 || unit.tier == Tier::Gpu || !constants_.has_gpu()) return 0.0;
+  return constants_.moe_block_us * 1e-6;
 }
 
 double CostModel::split_copy_rate(const UnitWork& unit) const {
@@ -321,14 +331,17 @@ PlanPrediction predict_plan(const CostModel& model, const std::vector<PlannedUni
       const auto cached = [&](const UnitWork& u, double seconds, std::int64_t tokens) {
         return hit * model.gpu_seconds(u, tokens) + (1.0 - hit) * seconds;
       };
-      out.prefill_seconds_best += cached(w, model.best_seconds(w, prefill), prefill);
-      out.prefill_seconds_stream += cached(w, model.stream_seconds(w, prefill), prefill);
-      out.decode_seconds_best += cached(d, model.best_seconds(d, decode), decode);
-      out.decode_seconds_stream += cached(d, model.stream_seconds(d, decode), decode);
-      out.decode_seconds_cpu += cached(d, model.cpu_seconds(d, decode), decode);
+      // A block of offloaded experts also pays its fixed cost once per step, whatever the
+      // share of its experts the cache serves.
+      const double block = model.expert_block_seconds(w);
+      out.prefill_seconds_best += cached(w, model.best_seconds(w, prefill), prefill) + block;
+      out.prefill_seconds_stream += cached(w, model.stream_seconds(w, prefill), prefill) + block;
+      out.decode_seconds_best += cached(d, model.best_seconds(d, decode), decode) + block;
+      out.decode_seconds_stream += cached(d, model.stream_seconds(d, decode), decode) + block;
+      out.decode_seconds_cpu += cached(d, model.cpu_seconds(d, decode), decode) + block;
       const double split = model.split_seconds(d, decode, model.split_fraction(d));
       out.decode_seconds_split +=
-          cached(d, std::isfinite(split) ? split : model.stream_seconds(d, decode), decode);
+          cached(d, std::isfinite(split) ? split : model.stream_seconds(d, decode), decode) + block;
       if (w.experts > 0) {
         row.decode_expert_bytes = static_cast<std::int64_t>(
             static_cast<double>(w.bytes) * selected_fraction(w, decode) * (1.0 - hit));

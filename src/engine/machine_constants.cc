@@ -44,6 +44,8 @@ constexpr RateField kOptionalRates[] = {
     {"gpu_launch_us", &MachineConstants::gpu_launch_us},
     {"split_cpu_gemv_gbps", &MachineConstants::split_cpu_gemv_gbps},
     {"split_h2d_gbps", &MachineConstants::split_h2d_gbps},
+    {"cpu_expert_gbps", &MachineConstants::cpu_expert_gbps},
+    {"moe_block_us", &MachineConstants::moe_block_us},
 };
 
 std::string cpu_model_name() {

@@ -3,6 +3,7 @@
 #include "models/expert_routing.h"
 
 #include "models/attention.h"
+#include "models/moe_beside.h"
 #include "strata/core/error.h"
 #include "strata/core/parallel.h"
 #include "strata/ops.h"
@@ -141,29 +142,24 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
     const Tensor out = expert(static_cast<std::int64_t>(e), pick(e, source, token_at));
     weigh_into(e, on_device_of(out, source), weight_at, into, at);
   };
-  // The device's experts first: their launches queue behind the routing and the GPU computes
-  // them while the cpu computes its experts below.
-  for (std::size_t e = 0; e < experts; ++e) {
-    if (routed(e) > 0 && !cpu_expert[e]) {
-      weighted_output(e, x, token_here, weight_here, contributions, first_row[e]);
-    }
-  }
   std::vector<std::size_t> cpu_experts;
   for (std::size_t e = 0; e < experts; ++e) {
     if (cpu_expert[e]) cpu_experts.push_back(e);
   }
   const auto cpu_count = static_cast<std::int64_t>(cpu_experts.size());
-  if (cpu_batch && cpu_count > 0) {
-    std::vector<std::int64_t> ids;
-    std::vector<Tensor> picked, weights, into;
-    for (const std::size_t e : cpu_experts) {
-      ids.push_back(static_cast<std::int64_t>(e));
-      picked.push_back(pick(e, x_cpu, token_host));
-      weights.push_back(weight_host.narrow(0, first_row[e], routed(e)));
-      into.push_back(out_cpu.narrow(0, first_row[e], routed(e)));
+  const auto run_cpu_experts = [&] {
+    if (cpu_batch && cpu_count > 0) {
+      std::vector<std::int64_t> ids;
+      std::vector<Tensor> picked, weights, into;
+      for (const std::size_t e : cpu_experts) {
+        ids.push_back(static_cast<std::int64_t>(e));
+        picked.push_back(pick(e, x_cpu, token_host));
+        weights.push_back(weight_host.narrow(0, first_row[e], routed(e)));
+        into.push_back(out_cpu.narrow(0, first_row[e], routed(e)));
+      }
+      cpu_batch(ids, picked, weights, into);
+      return;
     }
-    cpu_batch(ids, picked, weights, into);
-  } else {
     // The cpu experts compute in parallel, one expert per task whose ops run on its thread: a
     // decode step's products are a few MB each, too small to pay for spreading every op over
     // the pool (measured on the H100 host: 12 GB/s that way for 8 experts of 9.4 MB).
@@ -173,7 +169,17 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
         weighted_output(e, x_cpu, token_host, weight_host, out_cpu, first_row[e]);
       }
     });
+  };
+  // The cpu experts start first, beside this thread when the staging says so (moe_beside.h),
+  // while this thread launches the device's experts (queued behind the routing: the GPU computes
+  // them meanwhile); else they run after those launches.
+  Beside cpu_side(run_cpu_experts, cpu_count > 0 && staging != nullptr && staging->beside);
+  for (std::size_t e = 0; e < experts; ++e) {
+    if (routed(e) > 0 && !cpu_expert[e]) {
+      weighted_output(e, x, token_here, weight_here, contributions, first_row[e]);
+    }
   }
+  cpu_side.join();
   // From the staging buffer the copy queues without waiting (the buffer is written again only
   // at this block's next step, after that step's routing has waited for this copy).
   if (cpu_apart) contributions.narrow(0, 0, cpu_rows).copy_(out_cpu, /*non_blocking=*/staged_rows);

@@ -55,6 +55,8 @@ struct HostStaging {
   Tensor x;        // x on the host (this step's), or undefined
   Tensor rows;     // [>= cpu rows, hidden] of x's dtype, or undefined
   Tensor weights;  // [>= rows, 1] float32, or undefined
+  // The cpu experts compute beside the caller (moe_beside.h) while it launches the device's.
+  bool beside = false;
 };
 Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
                        const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert,

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "models/expert_routing.h"
+#include "models/moe_beside.h"
 #include "models/moe_experts.h"
 #include "strata/core/error.h"
 #include "strata/models/moe.h"
@@ -98,12 +99,13 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
     }
   }
   if (any_cpu) ++stats_.cpu_batches;
+  ++stats_.block_steps;
   // Host buffers for the transfers of a decode-sized step behind a GPU (combine_experts).
   detail::HostStaging staging;
-  const std::int64_t rows = routing.tokens * routing.top_k;
+  const std::int64_t step_rows = routing.tokens * routing.top_k;
   if (staging_ && device.is_cuda() && routing.tokens <= kStagedTokens) {
     if (staged_x_) staging.x = staging_->x;
-    if (!staging_->rows.defined() || staging_->rows.size(0) < rows ||
+    if (!staging_->rows.defined() || staging_->rows.size(0) < step_rows ||
         staging_->rows.dtype() != flat.dtype() || staging_->rows.size(1) != flat.size(1)) {
       staging_->rows = Tensor::empty({kStagedTokens * routing.top_k, flat.size(1)}, flat.dtype(),
                                      Device::cpu(), MemoryKind::Pinned);
@@ -112,15 +114,19 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
     }
     staging.rows = staging_->rows;
     staging.weights = staging_->weights;
+    staging.beside = detail::beside_enabled();
   }
   staged_x_ = false;
   Tensor out = detail::combine_experts(
       flat, routing, weight_dtype,
       [&](std::int64_t e, const Tensor& rows) {
         const Job& job = jobs[static_cast<std::size_t>(e)];
-        if (job.where == Where::Resident)
-          return call((*experts_)[static_cast<std::size_t>(e)], rows);
-        return detail::expert_forward(*job.source, job.weights, activation_, rows);
+        const auto device_start = Clock::now();
+        Tensor y = job.where == Where::Resident
+                       ? call((*experts_)[static_cast<std::size_t>(e)], rows)
+                       : detail::expert_forward(*job.source, job.weights, activation_, rows);
+        if (job.where != Where::Cpu) stats_.device_ns += nanoseconds_since(device_start);
+        return y;
       },
       [&](std::int64_t e) { return jobs[static_cast<std::size_t>(e)].where == Where::Cpu; },
       [&](const std::vector<std::int64_t>& ids, const std::vector<Tensor>& rows,
@@ -136,7 +142,7 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
         detail::cpu_experts_forward(sources, tensors, activation_, rows, weights, into);
         stats_.cpu_ns += nanoseconds_since(cpu_start);
       },
-      staging.x.defined() || staging.rows.defined() ? &staging : nullptr);
+      staging.x.defined() || staging.rows.defined() || staging.beside ? &staging : nullptr);
   stats_.experts_ns += nanoseconds_since(start);
   return out;
 }
@@ -184,6 +190,8 @@ ExpertExecutionStats& ExpertExecutionStats::operator+=(const ExpertExecutionStat
   route_ns += o.route_ns;
   cpu_ns += o.cpu_ns;
   experts_ns += o.experts_ns;
+  device_ns += o.device_ns;
+  block_steps += o.block_steps;
   staged_batches += o.staged_batches;
   return *this;
 }

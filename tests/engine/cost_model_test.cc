@@ -225,6 +225,53 @@ TEST(CostModel, RoutedExpertsReadOnlyTheSelectedExperts) {
   EXPECT_EQ(p.units[0].decode, "cpu");
 }
 
+TEST(CostModel, RoutedExpertsTakeTheCalibratedExpertRateAndABlockCost) {
+  MachineConstants c = machine();
+  c.cpu_op_us = 8;
+  c.gpu_launch_us = 4;
+  c.cpu_expert_gbps = 80;  // a step's experts whole (their activations and dispatch included)
+  c.moe_block_us = 40;     // the block's wait, copies, dispatch and k-way sum
+  const CostModel model(c);
+  UnitWork w = routed_experts(Tier::Cpu);
+  w.ops = 960;
+  const double one = 1.2e9 * 8 / 128;
+  // The expert rate, no op term, no activation round trip (the block's cost has it).
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(w, 1), one / 80e9);
+  EXPECT_DOUBLE_EQ(model.expert_block_seconds(w), 40e-6);
+  // Other units keep the layer rate, their ops and their round trip.
+  UnitWork dense = layer(Tier::Cpu);
+  dense.ops = 20;
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(dense, 1), 4e8 / 100e9 + 20 * 8e-6 + io(1));
+  EXPECT_DOUBLE_EQ(model.expert_block_seconds(dense), 0.0);
+  // Resident experts have no offloaded block cost; nor has a machine without a GPU.
+  EXPECT_DOUBLE_EQ(model.expert_block_seconds(routed_experts(Tier::Gpu)), 0.0);
+  MachineConstants no_gpu = c;
+  no_gpu.h2d_gbps = no_gpu.gpu_hbm_gbps = no_gpu.gpu_gemm_gflops = 0;
+  EXPECT_DOUBLE_EQ(CostModel(no_gpu).expert_block_seconds(w), 0.0);
+  // Experts on a disk out of the page cache read at the disk's rate.
+  UnitWork cold = routed_experts(Tier::Disk);
+  cold.disk_cached = false;
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(cold, 1), one / 2e9);
+  EXPECT_DOUBLE_EQ(model.expert_block_seconds(cold), 40e-6);
+  // Without the block measurement the round trip stays in the cpu time.
+  MachineConstants rate_only = c;
+  rate_only.moe_block_us = 0;
+  EXPECT_DOUBLE_EQ(CostModel(rate_only).cpu_seconds(w, 1), one / 80e9 + io(1));
+
+  // In a plan the block's cost is paid once per step, whatever share the cache serves.
+  PredictOptions options;
+  for (const double hit : {0.25, 1.0}) {
+    UnitWork cached = w;
+    cached.cache_hit_rate = hit;
+    const PlanPrediction p = predict_plan(model, {{"model.layers.0.mlp.experts", cached}}, options);
+    const double gpu = one / 3000e9 + 960 * 8.0 / 128 * 4e-6;
+    EXPECT_DOUBLE_EQ(p.decode_seconds_cpu, hit * gpu + (1 - hit) * (one / 80e9) + 40e-6) << hit;
+    EXPECT_DOUBLE_EQ(p.decode_seconds_stream,
+                     hit * gpu + (1 - hit) * std::max(one / 50e9, gpu) + 40e-6)
+        << hit;
+  }
+}
+
 TEST(CostModel, APlanOnAGpuNeedsGpuConstants) {
   MachineConstants cpu_only = machine();
   cpu_only.gpu_hbm_gbps = 0;

@@ -61,6 +61,8 @@ TEST(MachineConstants, TheLaterRatesRoundTripAndMayBeAbsent) {
   c.gpu_launch_us = 4.5;
   c.split_cpu_gemv_gbps = 80;
   c.split_h2d_gbps = 45;
+  c.cpu_expert_gbps = 96.5;
+  c.moe_block_us = 38;
   nlohmann::json json = to_json(c);
   const MachineConstants back = machine_constants_from_json(json, "test");
   EXPECT_EQ(back.cpu_gemv_layer_gbps, 91);
@@ -68,14 +70,19 @@ TEST(MachineConstants, TheLaterRatesRoundTripAndMayBeAbsent) {
   EXPECT_EQ(back.gpu_launch_us, 4.5);
   EXPECT_EQ(back.split_cpu_gemv_gbps, 80);
   EXPECT_EQ(back.split_h2d_gbps, 45);
+  EXPECT_EQ(back.cpu_expert_gbps, 96.5);
+  EXPECT_EQ(back.moe_block_us, 38);
   // A file written before them is still valid: they read as "not measured".
-  for (const char* key : {"cpu_gemv_layer_gbps", "cpu_op_us", "gpu_launch_us",
-                          "split_cpu_gemv_gbps", "split_h2d_gbps"}) {
+  for (const char* key :
+       {"cpu_gemv_layer_gbps", "cpu_op_us", "gpu_launch_us", "split_cpu_gemv_gbps",
+        "split_h2d_gbps", "cpu_expert_gbps", "moe_block_us"}) {
     json.erase(key);
   }
   const MachineConstants old = machine_constants_from_json(json, "old.json");
   EXPECT_EQ(old.cpu_gemv_layer_gbps, 0);
   EXPECT_EQ(old.split_h2d_gbps, 0);
+  EXPECT_EQ(old.cpu_expert_gbps, 0);
+  EXPECT_EQ(old.moe_block_us, 0);
   EXPECT_EQ(old.h2d_gbps, 52.5);
   // Present, they must be numbers.
   json["cpu_op_us"] = "fast";
@@ -264,6 +271,7 @@ TEST(MachineConstants, AShortMeasurementMeasuresEveryCpuConstant) {
   EXPECT_GT(c.cpu_gemm_gflops, 0);
   EXPECT_GT(c.cpu_gemv_layer_gbps, 0);
   EXPECT_GT(c.cpu_op_us, 0);
+  EXPECT_GT(c.cpu_expert_gbps, 0);
   EXPECT_GT(c.page_cache_read_gbps, 0);
   EXPECT_GT(c.disk_read_gbps, 0);
   EXPECT_TRUE(std::filesystem::is_empty(tmp.path())) << "the scratch file was left behind";

@@ -202,7 +202,10 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
                          {"cpu_batches", e.cpu_batches},
                          {"route_ms", static_cast<double>(e.route_ns) / 1e6},
                          {"cpu_ms", static_cast<double>(e.cpu_ns) / 1e6},
-                         {"experts_ms", static_cast<double>(e.experts_ns) / 1e6}};
+                         {"experts_ms", static_cast<double>(e.experts_ns) / 1e6},
+                         {"device_ms", static_cast<double>(e.device_ns) / 1e6},
+                         {"block_steps", e.block_steps},
+                         {"staged_batches", e.staged_batches}};
       if (r.expert_cache) {
         const placement::ExpertCacheStats& c = *r.expert_cache;
         test["experts"]["cache"] = {

@@ -329,9 +329,11 @@ std::string expert_summary(models::CausalLM& model, const placement::ExpertCache
                     placement::format_bytes(c.bytes), placement::format_bytes(c.capacity_bytes));
   }
   // Where the blocks' time went (host clock): routing includes waiting for the GPU's attention.
-  text += fmt::format("; blocks: routing {:.1f} ms, experts {:.1f} ms (cpu products {:.1f} ms)",
-                      static_cast<double>(s.route_ns) / 1e6,
-                      static_cast<double>(s.experts_ns) / 1e6, static_cast<double>(s.cpu_ns) / 1e6);
+  text += fmt::format(
+      "; blocks: routing {:.1f} ms, experts {:.1f} ms (cpu products {:.1f} ms, device experts' "
+      "calls {:.1f} ms) over {} block steps",
+      static_cast<double>(s.route_ns) / 1e6, static_cast<double>(s.experts_ns) / 1e6,
+      static_cast<double>(s.cpu_ns) / 1e6, static_cast<double>(s.device_ns) / 1e6, s.block_steps);
   return text;
 }
 

@@ -82,11 +82,19 @@ class CostModel {
   //               GPU reads at the Cpu rate
   //     activation_io: with a GPU, 2 x (tokens x activation bytes / h2d + transfer latency);
   //               0 without a GPU (everything is on the cpu already)
+  //     routed experts (experts > 0): cpu_rate is the calibrated expert rate (cpu_expert_gbps)
+  //               when measured, without the op term (that measurement runs whole steps); with
+  //               moe_block_us measured, activation_io is left to expert_block_seconds
   double gpu_seconds(const UnitWork& unit, std::int64_t tokens) const;
   double stream_seconds(const UnitWork& unit, std::int64_t tokens) const;
   double cpu_seconds(const UnitWork& unit, std::int64_t tokens) const;
   // The same with the activation transfer counted or not (a model planned on the cpu alone).
   double cpu_seconds(const UnitWork& unit, std::int64_t tokens, bool activations_cross_pcie) const;
+  // A block of offloaded routed experts' fixed cost per step behind a GPU (moe_block_us: the
+  // routing read with one wait, the transfers, the cpu dispatch, the k-way sum), paid once per
+  // step whatever the cache serves; 0 for other units, resident experts, without a GPU or
+  // without the measurement. predict_plan adds it to each such unit's step.
+  double expert_block_seconds(const UnitWork& unit) const;
   // Split (a unit with split_linears > 0, on a machine with a GPU): the cpu reads `fraction` of
   // the weights where they are while the rest streams to the GPU, at once. One host thread runs
   // the transfers, the launches and the cpu's rows in turn; the copy engine and the GPU work

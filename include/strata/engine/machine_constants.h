@@ -37,8 +37,13 @@ struct MachineConstants {
   double gpu_launch_us = 0;        // one small GPU op, back to back (0: no GPU)
   double split_cpu_gemv_gbps = 0;  // the cpu's matrix-vector rate while pinned H2D copies run
   double split_h2d_gbps = 0;       // pinned H2D while the cpu runs matrix-vector products
-  int threads = 0;                 // the thread pool's size when measured
-  std::string fingerprint;         // hardware_fingerprint() of the machine measured
+  // Mixture of experts (moe-execution.md): the rate of a decode step's cpu experts (8 experts of
+  // [768, 2048] bf16, one row each, through cpu::cpu_experts_gemv), and a block step's fixed host
+  // cost behind a GPU (one wait for the routing, the copies, the cpu dispatch, the k-way sum).
+  double cpu_expert_gbps = 0;
+  double moe_block_us = 0;  // 0: no GPU
+  int threads = 0;          // the thread pool's size when measured
+  std::string fingerprint;  // hardware_fingerprint() of the machine measured
 
   bool has_gpu() const { return h2d_gbps > 0 && gpu_hbm_gbps > 0 && gpu_gemm_gflops > 0; }
   // The matrix-vector rate with `threads` threads: linear between measured counts, the nearest

@@ -23,6 +23,15 @@ std::optional<double> measure_gpu_hbm_gbps(std::int64_t bytes);
 // a bf16 [n, n] x [n, n] product, GFLOP/s.
 std::optional<double> measure_gpu_gemm_gflops(std::int64_t n);
 
+// The cpu experts of a mixture-of-experts decode step (cpu/expert_gemv.h: 8 experts of
+// Qwen3-30B-A3B's shapes, gate and up [768, 2048], down [2048, 768] bf16, one weighted row each),
+// cycling through `bytes` of experts so they come from memory: GB/s of expert weights read.
+double measure_cpu_expert_gbps(std::int64_t bytes);
+// A mixture-of-experts block's fixed host cost per decode step behind GPU 0, in microseconds
+// (nullopt without CUDA or a usable device): the routing and input read to pinned memory with one
+// wait, the cpu experts' dispatch and activations, the copies back and the 8-way sum.
+std::optional<double> measure_moe_block_us();
+
 // Reading `files` whole in 8 MiB blocks (the loader's staging chunk) over `threads` threads, each
 // taking the next block: through the page cache, or with O_DIRECT (bypassing it; the file system
 // must support it). GB/s. IoError naming the file when one cannot be opened or read.

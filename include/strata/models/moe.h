@@ -48,7 +48,10 @@ struct ExpertExecutionStats {
   // Host wall time of the block steps, in nanoseconds: reading the routing to the host (it waits
   // for the GPU work queued before it: the attention), the cpu experts' products, and the whole
   // expert step after routing (cpu experts, the others' launches, the combination).
-  std::int64_t route_ns = 0, cpu_ns = 0, experts_ns = 0;
+  // device_ns: the host time of the device experts' calls (resident, cached or streamed: their
+  // launches, queued behind the GPU's work), within experts_ns.
+  std::int64_t route_ns = 0, cpu_ns = 0, experts_ns = 0, device_ns = 0;
+  std::int64_t block_steps = 0;  // forwards of the blocks that ran experts
   // Block steps that read the routing and the input with one wait (read_to_host staged x).
   std::int64_t staged_batches = 0;
   ExpertExecutionStats& operator+=(const ExpertExecutionStats& o);
