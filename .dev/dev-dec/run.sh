@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Device call (helper dec, issue 14: 7B decode at >= 85% of the copy rate). Session 7 call 1: the
 # sweep of the L2 prefetch plans (STRATA_DECODE_L2: later GEMVs' weights fetched into L2 while
-# rotary / attention / norms leave HBM idle), `strata bench` with the default and two plans, the
+# rotary / attention / norms leave HBM idle) and of the norms in the residual GEMVs' last block,
+# `strata bench` with the default and with both, the
 # 7B GEMV shapes at batch 1/2/4/8, the tests and compute-sanitizer on the new kernel.
 # Writes $OUT/dec.tgz (logs/dec/*.txt). Under 60 s; every step has its own timeout and the
 # benches print as they go, so a cut-off step still leaves its first lines.
@@ -22,25 +23,28 @@ timeout $(left 10 8) $B/tests/cuda_tests --gtest_filter="$F" > "$L/cuda_tests.tx
 el $? >> "$L/cuda_tests.txt"
 tail -3 "$L/cuda_tests.txt"; grep -E "FAILED|Failure" "$L/cuda_tests.txt" | head -20
 if [ -d /tmp/llama7b ]; then
-  for plan in "" "o@qkv:32,gu@o:8,qkv@down:8" "o@qkv:32"; do
-    echo "== STRATA_DECODE_L2='$plan'" >> "$L/strata_bench.txt"
-    STRATA_DECODE_L2="$plan" timeout $(left 30 7) $B/tools/strata/strata bench /tmp/llama7b -p 0 -n 128 >> "$L/strata_bench.txt" 2>&1
+  for tail in 0 1; do
+    plan=""; [ $tail = 1 ] && plan="o@qkv:32,gu@o:8,qkv@down:8"
+    echo "== STRATA_DECODE_TAIL_NORM=$tail STRATA_DECODE_L2='$plan'" >> "$L/strata_bench.txt"
+    STRATA_DECODE_TAIL_NORM=$tail STRATA_DECODE_L2="$plan" timeout $(left 22 7) \
+      $B/tools/strata/strata bench /tmp/llama7b -p 0 -n 128 >> "$L/strata_bench.txt" 2>&1
     el $? >> "$L/strata_bench.txt"
   done
   cat "$L/strata_bench.txt"
 fi
-timeout $(left 50 22) $B/bench/cuda_decode_graph_bench 32 12 --sweep > "$L/decode_sweep.txt" 2>&1
+timeout $(left 46 27) $B/bench/cuda_decode_graph_bench 32 10 --sweep > "$L/decode_sweep.txt" 2>&1
 el $? >> "$L/decode_sweep.txt"
 cat "$L/decode_sweep.txt"
-timeout $(left 54 5) $B/bench/cuda_gemv_bench --7b > "$L/gemv_7b.txt" 2>&1
+timeout $(left 51 5) $B/bench/cuda_gemv_bench --7b > "$L/gemv_7b.txt" 2>&1
 el $? >> "$L/gemv_7b.txt"
 CS=/usr/local/cuda/bin/compute-sanitizer
-timeout $(left 57 4) $CS --tool memcheck $B/tests/cuda_tests \
-  --gtest_filter='L2PrefetchKernelTest*:*DecodeGraphTest.Steps*llama_bfloat16_b1' > "$L/memcheck.txt" 2>&1
+timeout $(left 55 4) $CS --tool memcheck $B/tests/cuda_tests \
+  --gtest_filter='L2PrefetchKernelTest*:*TailNorm*bfloat16:*DecodeGraphTest.Steps*llama_bfloat16_b1' \
+  > "$L/memcheck.txt" 2>&1
 el $? >> "$L/memcheck.txt"
 tail -3 "$L/memcheck.txt"
-timeout $(left 59 3) $CS --tool racecheck $B/tests/cuda_tests \
-  --gtest_filter='L2PrefetchKernelTest*' > "$L/racecheck.txt" 2>&1
+timeout $(left 59 4) $CS --tool racecheck $B/tests/cuda_tests \
+  --gtest_filter='*TailNorm*float16:L2PrefetchKernelTest*' > "$L/racecheck.txt" 2>&1
 el $? >> "$L/racecheck.txt"
 tail -3 "$L/racecheck.txt"
 tar czf "$OUT/dec.tgz" -C /tmp/declogs logs

@@ -97,6 +97,9 @@ struct DecodeGraph::Impl {
   int captures = 0;
 
   Tensor ids_past, host_ids_past, bad;
+  Tensor ticket;  // the tail norm's block counter (kernels::Gemv::ticket), zero between launches
+  // Set while `normed` already holds the norm the next GEMV needs (a GEMV's tail norm wrote it).
+  bool normed_ready = false;
   Tensor hidden_buf, normed, qkv, q_rot, attn, act, logits, partial_acc, partial_max, partial_sum;
   // Quantized layers: the projections' outputs ([rows, n] each).
   bool quantized = false;
@@ -283,6 +286,10 @@ struct DecodeGraph::Impl {
   // A GEMV of rms_norm(hidden_buf, gamma): the norm in the GEMV's prologue where it fits, else
   // the rms_norm kernel into `normed` first.
   kernels::Gemv normed_gemv(const Tensor& gamma, cudaStream_t stream, const char* what) {
+    if (normed_ready) {
+      normed_ready = false;
+      return gemv(normed.data_ptr(), hidden);
+    }
     if (fuse_norm()) {
       kernels::Gemv g = gemv(hidden_buf.data_ptr(), hidden);
       g.norm_weight = gamma.data_ptr();
@@ -294,6 +301,17 @@ struct DecodeGraph::Impl {
                                     stream, pdl),
                   what, gpu);
     return gemv(normed.data_ptr(), hidden);
+  }
+
+  // o_proj / down_proj writing rms_norm(hidden, gamma) into `normed` from its last block, for a
+  // dense GEMV whose reader takes `normed` (w.tail_norm; bf16/f16, the norm not fused forward).
+  void tail_norm_into(kernels::Gemv& g, const Tensor& gamma, bool reader_dense) {
+    if (!w.tail_norm || !reader_dense || fuse_norm() || dtype == DType::Float32) return;
+    g.tail_norm_weight = gamma.data_ptr();
+    g.tail_norm_out = normed.data_ptr();
+    g.norm_eps = static_cast<float>(w.norm_eps);
+    g.ticket = static_cast<unsigned*>(ticket.data_ptr());
+    normed_ready = true;
   }
 
   bool fuse_norm() const {
@@ -355,6 +373,7 @@ struct DecodeGraph::Impl {
   // Every kernel of one step on `stream` (captured, or run as is).
   void record(cudaStream_t stream) {
     side_used = false;  // a capture that failed half way may have left it set
+    normed_ready = false;
     const Type type = type_of(dtype);
     const auto check = [&](cudaError_t status, const char* what) {
       detail::check(status, what, gpu);
@@ -443,6 +462,7 @@ struct DecodeGraph::Impl {
                        hidden};
         o.epilogue = kernels::GemvEpilogue::AddResidual;
         o.residual = hidden_buf.data_ptr();
+        tail_norm_into(o, layer.post_norm, !layer.gate_quant);
         check(kernels::gemv(o, stream), "decode graph: o_proj");
       }
       prefetch_after(l, L2PrefetchPlan::O, stream);
@@ -471,6 +491,11 @@ struct DecodeGraph::Impl {
                           hidden_buf.data_ptr(), hidden, hidden};
         down.epilogue = kernels::GemvEpilogue::AddResidual;
         down.residual = hidden_buf.data_ptr();
+        if (l + 1 < w.layers.size()) {
+          tail_norm_into(down, w.layers[l + 1].input_norm, !w.layers[l + 1].q_quant);
+        } else {
+          tail_norm_into(down, w.final_norm, true);
+        }
         check(kernels::gemv(down, stream), "decode graph: down_proj");
       }
       prefetch_after(l, L2PrefetchPlan::Down, stream);
@@ -566,6 +591,7 @@ DecodeGraph::DecodeGraph(DecodeWeights weights, bool use_graph) : impl_(std::mak
   check_tensor(w.final_norm, {h}, t, d, "norm");
   check_tensor(w.lm_head, {m.vocab, h}, t, d, "lm_head");
   m.bad = Tensor::zeros({1}, DType::Int64, d);
+  m.ticket = Tensor::zeros({1}, DType::Int32, d);
   DeviceGuard guard(m.gpu);
   detail::check(cudaEventCreateWithFlags(&m.copied, cudaEventDisableTiming), "cudaEventCreate",
                 m.gpu);

@@ -98,6 +98,10 @@ struct DecodeWeights {
   int gemv_prefetch_blocks = 0;  // kernels::Gemv::prefetch_blocks (0: every block)
   // L2 prefetch of later GEMVs' weights (L2PrefetchPlan; "" none). A hint: the same bits.
   std::string l2_prefetch;
+  // The RMSNorm after o_proj and after down_proj (the next layer's input norm, the final norm)
+  // computed by the last block of that GEMV (kernels::Gemv::tail_norm_out; the same bits) instead
+  // of a norm kernel: two launches fewer per layer. bf16/f16 with dense projections only.
+  bool tail_norm = false;
 };
 
 class DecodeGraph {

@@ -114,6 +114,14 @@ struct Gemv {
   // batch * k * sizeof(type) bytes of shared memory and bf16/f16 (gemv_fused_norm_fits).
   const void* norm_weight = nullptr;
   float norm_eps = 1e-6f;
+  // RMSNorm of the result in the last block (AddResidual, bf16/f16): once every block has stored
+  // its rows, the last to finish writes rms_norm(out rows, tail_norm_weight [n], norm_eps) to
+  // tail_norm_out [batch, groups[0].ldo] with rms_norm's order and roundings (the same bits), so
+  // the norm kernel before the next GEMV goes away. `ticket`: a device counter, zero before the
+  // launch and left zero after it.
+  const void* tail_norm_weight = nullptr;
+  void* tail_norm_out = nullptr;
+  unsigned* ticket = nullptr;
   // Programmatic dependent launch (sm_90): launched with programmatic stream serialization, the
   // kernel issues its first weight loads (weights do not depend on the previous kernel), then
   // waits for the previous kernel (griddepcontrol.wait) before it reads x or the residual or

@@ -159,6 +159,15 @@ cudaError_t gemv(const Gemv& g, cudaStream_t stream) {
   const bool norm = g.norm_weight != nullptr;
   if (norm && !gemv_fused_norm_fits(g.type, g.batch, g.k)) return cudaErrorInvalidValue;
   const bool gated = g.epilogue == GemvEpilogue::SiluMul;
+  if (g.tail_norm_out != nullptr) {
+    const std::int64_t per = 16 / static_cast<std::int64_t>(type_bytes(g.type));
+    if (g.type == Type::Float32 || g.epilogue != GemvEpilogue::AddResidual || g.ticket == nullptr ||
+        g.tail_norm_weight == nullptr || g.group_count != 1 || g.groups[0].ldo % per != 0 ||
+        g.groups[0].n % per != 0 || reinterpret_cast<std::uintptr_t>(g.tail_norm_out) % 16 != 0 ||
+        reinterpret_cast<std::uintptr_t>(g.groups[0].out) % 16 != 0) {
+      return cudaErrorInvalidValue;
+    }
+  }
   int rows = default_rows(static_cast<int>(g.batch));
   Launcher launcher = default_for(g.type, g.batch, norm);
   if (launcher == nullptr) return cudaErrorInvalidValue;

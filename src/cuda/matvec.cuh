@@ -18,6 +18,7 @@
 // epilogues: SiLU result, product and residual sum are each rounded to T, as the separate ops do).
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/kernel_common.cuh"
 
@@ -96,24 +97,35 @@ __device__ __forceinline__ Task task_of(const Gemv& g, std::int64_t warp) {
 // threads each sum the packs p = t, t + kRmsNormThreads, ... in order, then warp sums, then the
 // first warp sums the warps' results; here each of the kWarps * 32 threads plays
 // kRmsNormThreads / (kWarps * 32) of those threads, so every partial and the total are the same.
-template <typename T, int B>
-__device__ __forceinline__ void norm_prologue(const Gemv& g, uint4* dst) {
+// Rows `len` elements long at src + b * ld into dst + b * dst_ld (16-byte packs); `Coherent`
+// reads the rows through L2 only (__ldcg: other blocks of this grid wrote them).
+template <typename T, int B, bool Coherent>
+__device__ __forceinline__ void norm_rows(const T* src, std::int64_t ld, std::int64_t len,
+                                          const void* gamma_ptr, float eps, uint4* dst,
+                                          std::int64_t dst_ld) {
   constexpr int kThreads = kWarps * 32;
   constexpr int kPlays = kRmsNormThreads / kThreads;
   static_assert(kRmsNormThreads % kThreads == 0 && kRmsNormThreads / 32 <= 32);
   constexpr int kPer = 16 / static_cast<int>(sizeof(T));
   __shared__ float scratch[kRmsNormThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const std::int64_t packs = g.k / kPer;
-  const auto* gamma = static_cast<const uint4*>(g.norm_weight);
+  const std::int64_t packs = len / kPer;
+  const auto* gamma = static_cast<const uint4*>(gamma_ptr);
+  const auto load = [](const uint4* p) {
+    if constexpr (Coherent) {
+      return __ldcg(p);
+    } else {
+      return *p;
+    }
+  };
 #pragma unroll 1
   for (int b = 0; b < B; ++b) {
-    const auto* row = reinterpret_cast<const uint4*>(static_cast<const T*>(g.x) + b * g.ldx);
+    const auto* row = reinterpret_cast<const uint4*>(src + b * ld);
 #pragma unroll
     for (int i = 0; i < kPlays; ++i) {
       float sq = 0.0f;
       for (std::int64_t p = threadIdx.x + i * kThreads; p < packs; p += kRmsNormThreads) {
-        const uint4 raw = row[p];
+        const uint4 raw = load(row + p);
         const T* v = reinterpret_cast<const T*>(&raw);
 #pragma unroll
         for (int e = 0; e < kPer; ++e) sq += to_float(v[e]) * to_float(v[e]);
@@ -124,19 +136,44 @@ __device__ __forceinline__ void norm_prologue(const Gemv& g, uint4* dst) {
     __syncthreads();
     float total = lane < kRmsNormThreads / 32 ? scratch[lane] : 0.0f;
     total = warp_sum(total);
-    const float inv_rms = 1.0f / sqrtf(total / static_cast<float>(g.k) + g.norm_eps);
+    const float inv_rms = 1.0f / sqrtf(total / static_cast<float>(len) + eps);
     for (std::int64_t p = threadIdx.x; p < packs; p += kThreads) {
-      const uint4 raw = row[p], gw = gamma[p];
+      const uint4 raw = load(row + p), gw = gamma[p];
       const T* v = reinterpret_cast<const T*>(&raw);
       const T* w = reinterpret_cast<const T*>(&gw);
       uint4 out;
       T* o = reinterpret_cast<T*>(&out);
 #pragma unroll
       for (int e = 0; e < kPer; ++e) o[e] = rms_value(v[e], w[e], inv_rms);
-      dst[b * packs + p] = out;
+      dst[b * dst_ld + p] = out;
     }
     __syncthreads();  // scratch is rewritten by the next row; dst is read after the loop
   }
+}
+
+template <typename T, int B>
+__device__ __forceinline__ void norm_prologue(const Gemv& g, uint4* dst) {
+  norm_rows<T, B, false>(static_cast<const T*>(g.x), g.ldx, g.k, g.norm_weight, g.norm_eps, dst,
+                         g.k / (16 / static_cast<int>(sizeof(T))));
+}
+
+// Gemv::tail_norm_out: every block counts itself done on g.ticket once its rows are stored; the
+// last one computes the RMSNorm of the finished output rows (the residual sums) with
+// rms_norm_kernel's order and roundings, then resets the ticket for the next launch.
+template <typename T, int B>
+__device__ __forceinline__ void tail_norm(const Gemv& g) {
+  __shared__ bool last;
+  __threadfence();  // this thread's stores before the ticket, for the block that reads them
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(g.ticket, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const GemvGroup& out = g.groups[0];
+  norm_rows<T, B, true>(static_cast<const T*>(out.out), out.ldo, out.n, g.tail_norm_weight,
+                        g.norm_eps, static_cast<uint4*>(g.tail_norm_out),
+                        out.ldo / (16 / static_cast<int>(sizeof(T))));
+  if (threadIdx.x == 0) *g.ticket = 0u;
 }
 
 template <bool Norm>
@@ -342,9 +379,12 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarps;
   for (std::int64_t t = warp;; t += stride) {
     const Task task = task_of<R>(g, t);
-    if (!task_active(g, task)) return;
+    if (!task_active(g, task)) break;
     gemv_task<T, B, R, U, Norm>(g, task, x, lane, pre, Pre && preloaded);
     preloaded = false;  // later tasks (grid stride) load their own
+  }
+  if constexpr (!std::is_same_v<T, float>) {  // float32 keeps the norm kernel (compile time)
+    if (g.tail_norm_out != nullptr) tail_norm<T, B>(g);
   }
 }
 

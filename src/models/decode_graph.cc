@@ -207,6 +207,10 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
       w.fused_norm = !environment_off("STRATA_DECODE_FUSED_NORM");
     }
     w.l2_prefetch = options.l2_prefetch;
+    w.tail_norm = options.tail_norm;
+    if (std::getenv("STRATA_DECODE_TAIL_NORM") != nullptr) {
+      w.tail_norm = !environment_off("STRATA_DECODE_TAIL_NORM");
+    }
     if (const char* l2 = std::getenv("STRATA_DECODE_L2"); l2 != nullptr) w.l2_prefetch = l2;
     if (const char* passes = std::getenv("STRATA_GEMV_PREFETCH"); passes != nullptr) {
       w.gemv_prefetch = std::atoi(passes);  // weight passes fetched into L2 before the wait

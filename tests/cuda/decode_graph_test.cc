@@ -111,6 +111,12 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   models::DecodeGraphOptions eager_branch_options = branch_options;
   eager_branch_options.use_graph = false;
   models::DecodeGraphRunner l2_eager(*model, eager_branch_options);
+  // The norms after o_proj and down_proj in their last blocks (bf16: two launches fewer per
+  // layer; float32 keeps the kernels), with the L2 branch too.
+  models::DecodeGraphOptions tail_options = branch_options;
+  tail_options.tail_norm = true;
+  models::DecodeGraphRunner tail_norms(*model, tail_options);
+  ASSERT_TRUE(tail_norms.usable()) << tail_norms.reason();
 
   const Tensor ids = prompt(f, c.batch).to(gpu);
   auto module_cache = model->make_cache();
@@ -122,9 +128,10 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   auto branch_cache = model->make_cache();
   auto chain_cache = model->make_cache();
   auto l2_eager_cache = model->make_cache();
+  auto tail_cache = model->make_cache();
   Tensor next = argmax_ids(model->run(ids, module_cache, 1).logits);
   for (auto* cache : {&graph_cache, &eager_cache, &own_cache, &serial_cache, &norms_cache,
-                      &branch_cache, &chain_cache, &l2_eager_cache}) {
+                      &branch_cache, &chain_cache, &l2_eager_cache, &tail_cache}) {
     model->run(ids, *cache, 1);
   }
   const double tol = tolerance(c.dtype);
@@ -150,7 +157,8 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
     for (auto [runner_l2, cache_l2, what] :
          {std::tuple{&l2_branch, &branch_cache, "L2 prefetch branch"},
           std::tuple{&l2_chain, &chain_cache, "L2 prefetch chain"},
-          std::tuple{&l2_eager, &l2_eager_cache, "L2 prefetch, no graph"}}) {
+          std::tuple{&l2_eager, &l2_eager_cache, "L2 prefetch, no graph"},
+          std::tuple{&tail_norms, &tail_cache, "norms in the GEMVs' last blocks"}}) {
       const std::optional<Tensor> prefetched = runner_l2->step(next, **cache_l2);
       ASSERT_TRUE(prefetched.has_value()) << what << ": " << runner_l2->reason();
       EXPECT_EQ(max_abs_diff(*fast, *prefetched), 0.0) << what << ", step " << step;

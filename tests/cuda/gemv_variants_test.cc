@@ -2,7 +2,8 @@
 // into the prologue against the rms_norm kernel followed by the GEMV (bit for bit, both on the
 // GPU, and within one rounding of the CPU ops::rms_norm + linear), programmatic dependent launch
 // against ordinary launches of a producer/consumer chain, and the tuning-sweep shapes against
-// the default shape (the same per-lane summation order, so the same bits).
+// the default shape (the same per-lane summation order, so the same bits), and the residual
+// GEMV's last-block RMSNorm against the rms_norm kernel after it.
 
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -303,6 +304,70 @@ TEST_P(GemvVariantTest, PreloadGivesThePlainBits) {
       }
     }
   }
+}
+
+// The residual GEMV with the RMSNorm of its result in its last block, against the GEMV and then
+// the rms_norm kernel: the same output and normed bits, for every batch, with and without PDL and
+// the grid-stride launch (fewer blocks than tasks), launched twice on one ticket (left at zero).
+// float32 has no tail norm and is refused.
+TEST_P(GemvVariantTest, TailNormEqualsGemvThenRmsNormKernel) {
+  const DType t = GetParam();
+  const float eps = 1e-5f;
+  const std::int64_t k = 136;
+  const Tensor ticket = Tensor::zeros({1}, DType::Int32, Device::cuda(0));
+  for (const std::int64_t n : {264, 2056, 4096}) {  // one block's pass, a remainder, 7B's hidden
+    const Tensor w = gpu(random_tensor({n, k}, t, 31, -0.2, 0.2));
+    const Tensor gamma = gpu(random_tensor({n}, t, 32, 0.5, 1.5));
+    for (std::int64_t batch = 1; batch <= 8; ++batch) {
+      const Tensor x = gpu(random_tensor({batch, k}, t, 40 + batch));
+      const Tensor h0 = gpu(random_tensor({batch, n}, t, 50 + batch, -2.0, 2.0));
+      // Reference: h = h0 + W x, then rms_norm(h).
+      const Tensor h_ref = h0.clone();
+      Gemv g = base(t, batch, k, x);
+      g.groups[0] = {w.data_ptr(), nullptr, h_ref.data_ptr(), n, n};
+      g.epilogue = GemvEpilogue::AddResidual;
+      g.residual = h_ref.data_ptr();
+      ASSERT_EQ(cuda::kernels::gemv(g, stream()), cudaSuccess);
+      const Tensor normed_ref = Tensor::empty({batch, n}, t, Device::cuda(0));
+      ASSERT_EQ(cuda::kernels::rms_norm(h_ref.data_ptr(), gamma.data_ptr(), normed_ref.data_ptr(),
+                                        type_of(t), batch, n, eps, stream()),
+                cudaSuccess);
+      for (const int variant : {0, 1, 2}) {  // ordinary, PDL, grid stride of 3 blocks
+        for (int launch = 0; launch < 2; ++launch) {
+          const Tensor h = h0.clone();
+          const Tensor normed = Tensor::zeros({batch, n}, t, Device::cuda(0));
+          Gemv f = g;
+          f.groups[0].out = h.data_ptr();
+          f.residual = h.data_ptr();
+          f.tail_norm_weight = gamma.data_ptr();
+          f.tail_norm_out = normed.data_ptr();
+          f.norm_eps = eps;
+          f.ticket = static_cast<unsigned*>(ticket.data_ptr());
+          f.pdl = variant == 1;
+          f.grid_blocks = variant == 2 ? 3 : 0;
+          const cudaError_t status = cuda::kernels::gemv(f, stream());
+          if (t == DType::Float32) {
+            EXPECT_EQ(status, cudaErrorInvalidValue);
+            continue;
+          }
+          ASSERT_EQ(status, cudaSuccess);
+          EXPECT_TRUE(bits_equal(h, h_ref)) << "n " << n << " batch " << batch;
+          EXPECT_TRUE(bits_equal(normed, normed_ref))
+              << "n " << n << " batch " << batch << " variant " << variant << ": max |diff| "
+              << max_diff(normed, normed_ref);
+          EXPECT_EQ(ticket.to(Device::cpu()).to_vector<std::int32_t>()[0], 0);
+        }
+      }
+    }
+  }
+  // Only the residual epilogue takes it.
+  const Tensor x = Tensor::zeros({1, k}, t, Device::cuda(0));
+  Gemv g = base(t, 1, k, x);
+  g.groups[0] = {x.data_ptr(), nullptr, Tensor::empty({1, 8}, t, Device::cuda(0)).data_ptr(), 8, 8};
+  g.tail_norm_weight = x.data_ptr();
+  g.tail_norm_out = Tensor::empty({1, 8}, t, Device::cuda(0)).data_ptr();
+  g.ticket = static_cast<unsigned*>(ticket.data_ptr());
+  EXPECT_EQ(cuda::kernels::gemv(g, stream()), cudaErrorInvalidValue);
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, GemvVariantTest,

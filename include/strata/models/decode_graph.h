@@ -38,6 +38,9 @@ struct DecodeGraphOptions {
   // docs/decode-graph.md; "" none). STRATA_DECODE_L2=SPEC overrides it (STRATA_DECODE_L2= none).
   // A bad spec refuses the model with the parser's message as reason().
   std::string l2_prefetch;
+  // The norms after o_proj and down_proj in those GEMVs' last block instead of norm kernels
+  // (cuda::DecodeWeights::tail_norm; STRATA_DECODE_TAIL_NORM=1 or 0 overrides it).
+  bool tail_norm = false;
 };
 
 class DecodeGraphRunner {
