@@ -187,10 +187,12 @@ Value DeepseekMoE::forward(Args& args) {
       Tensor::from_vector(chosen.weights, {tokens, k}), num_experts(), false, who);
   routed_since(start);
   // The float32 weights multiply the experts' outputs unrounded (DeepseekV{2,3}Experts).
+  // The shared experts are queued before the routed ones: the GPU computes them while the cpu
+  // computes the offloaded experts.
+  Tensor shared;
+  if (shared_experts_) shared = detail::on_device_of(call(*shared_experts_, flat), flat);
   Tensor result = run_experts(flat, routing, DType::Float32);
-  if (shared_experts_) {
-    result = ops::add(result, detail::on_device_of(call(*shared_experts_, flat), result));
-  }
+  if (shared.defined()) result = ops::add(result, detail::on_device_of(shared, result));
   return result.view(x.shape());
 }
 

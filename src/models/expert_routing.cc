@@ -174,9 +174,26 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
   // while this thread launches the device's experts (queued behind the routing: the GPU computes
   // them meanwhile); else they run after those launches.
   Beside cpu_side(run_cpu_experts, cpu_count > 0 && staging != nullptr && staging->beside);
+  // Weights that are x's dtype already (rounded to it, held exactly as float32) multiply a
+  // device expert's output in one op: the float32 product of two such values is exact, so one
+  // rounding gives the bits of weigh_rows' cast, multiply, cast. At one token the product stays
+  // a tensor of its own (the sum below reads it; no copy into `contributions`).
+  const bool one_op = any_here && !device.is_cpu() && weight_dtype == x.dtype();
+  const Tensor weight_in_x = one_op ? ops::cast(weight_here, x.dtype()) : Tensor();
+  std::vector<Tensor> device_rows(tokens == 1 ? static_cast<std::size_t>(rows) : 0);
   for (std::size_t e = 0; e < experts; ++e) {
-    if (routed(e) > 0 && !cpu_expert[e]) {
-      weighted_output(e, x, token_here, weight_here, contributions, first_row[e]);
+    if (routed(e) == 0 || cpu_expert[e]) continue;
+    const Tensor out =
+        on_device_of(expert(static_cast<std::int64_t>(e), pick(e, x, token_here)), x);
+    if (!one_op || out.dtype() != x.dtype()) {
+      weigh_into(e, out, weight_here, contributions, first_row[e]);
+      continue;
+    }
+    const Tensor weighted = ops::mul(out, weight_in_x.narrow(0, first_row[e], routed(e)));
+    if (tokens == 1) {
+      device_rows[static_cast<std::size_t>(first_row[e])] = weighted;
+    } else {
+      contributions.narrow(0, first_row[e], routed(e)).copy_(weighted);
     }
   }
   cpu_side.join();
@@ -189,7 +206,10 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
   Tensor result;
   if (tokens == 1) {
     for (std::int64_t j = 0; j < k; ++j) {
-      const Tensor part = contributions.narrow(0, gather[static_cast<std::size_t>(j)], 1);
+      const auto row = static_cast<std::size_t>(gather[static_cast<std::size_t>(j)]);
+      const Tensor part = device_rows[row].defined()
+                              ? device_rows[row]
+                              : contributions.narrow(0, static_cast<std::int64_t>(row), 1);
       result = j == 0 ? part.contiguous() : ops::add(result, part);
     }
     return result;

@@ -68,6 +68,15 @@ Value SparseMoeBlock::forward(Args& args) {
   routed_since(start);
   // transformers v5 routers round the weights to the hidden dtype; Mixtral keeps float32.
   const DType weight_dtype = round_weights_ ? x.dtype() : DType::Float32;
+  // The shared expert is queued before the routed ones: the GPU computes it while the cpu
+  // computes the offloaded experts (after the routing's wait, which it would otherwise delay).
+  Tensor shared_part;
+  if (shared_expert_) {
+    const Tensor shared = detail::on_device_of(call(*shared_expert_, flat), flat);
+    const Tensor gate =
+        sigmoid_column(detail::on_device_of(call(*shared_expert_gate_, flat), flat));
+    shared_part = ops::mul(gate, shared);
+  }
   Tensor result = run_experts(flat, routing, weight_dtype);
   if (tp_.active()) {
     // Each rank's experts computed their part of the intermediate size: the weighted sum of the
@@ -76,12 +85,7 @@ Value SparseMoeBlock::forward(Args& args) {
     result = result.contiguous();
     detail::forward_communicator(tp_, who.c_str()).all_reduce_sum(result);
   }
-  if (shared_expert_) {
-    const Tensor shared = detail::on_device_of(call(*shared_expert_, flat), flat);
-    const Tensor gate =
-        sigmoid_column(detail::on_device_of(call(*shared_expert_gate_, flat), flat));
-    result = ops::add(result, ops::mul(gate, shared));
-  }
+  if (shared_part.defined()) result = ops::add(result, shared_part);
   return result.view(x.shape());
 }
 
