@@ -2,10 +2,10 @@
 // step's cpu experts and a block's fixed cost behind a GPU (docs/moe-execution.md, "Cost model").
 
 #include <algorithm>
-#include <chrono>
 #include <vector>
 
 #include "cpu/expert_gemv.h"
+#include "engine/best_seconds.h"
 #include "strata/core/tensor.h"
 #include "strata/engine/machine_rates.h"
 #include "strata/ops.h"
@@ -18,22 +18,10 @@
 namespace strata::engine {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using detail::best_seconds;
 
 // Qwen3-30B-A3B's experts: gate and up [768, 2048], down [2048, 768]; 8 selected per token.
 constexpr std::int64_t kHidden = 2048, kIntermediate = 768, kTopK = 8;
-
-template <class Fn>
-double best_seconds(int reps, Fn&& fn) {
-  fn();
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = Clock::now();
-    fn();
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
-  }
-  return std::max(best, 1e-9);
-}
 
 // `count` experts' jobs of one weighted row each (weights set per step by the caller).
 std::vector<cpu::CpuExpertJob> expert_jobs(std::int64_t count, std::int64_t hidden,

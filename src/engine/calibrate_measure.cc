@@ -17,6 +17,7 @@
 #include <ostream>
 #include <vector>
 
+#include "engine/best_seconds.h"
 #include "strata/core/error.h"
 #include "strata/core/parallel.h"
 #include "strata/core/tensor.h"
@@ -34,18 +35,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Best seconds of `reps` runs of fn after one warm-up run.
-template <class Fn>
-double best_seconds(int reps, Fn&& fn) {
-  fn();
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = Clock::now();
-    fn();
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
-  }
-  return std::max(best, 1e-9);
-}
+using detail::best_seconds;
 
 double gbps(double bytes, double seconds) { return bytes / seconds / 1e9; }
 
