@@ -14,6 +14,11 @@
 //    Reported: median time per call, packed bytes (weights + scales + zeros) per second, and that
 //    as a share of the limit.
 // 3. One 7B token (32 x 7 projections at batch 1) per format: ms and the share of the limit.
+// 4. --graph (cuda): the same calls also captured into a CUDA graph (>= 64 calls back to back over
+//    the copies, preallocated outputs, programmatic dependent launch), as the fused decode graph
+//    runs them: no host cost per call, so a small layer's time is its kernel's, not the ~9 us the
+//    host takes to queue an ops::quantized_linear call (session 6: every 4096 x 4096 layer took
+//    9-13 us whatever its bytes). The dense bf16 layer runs the decode graph's GEMV (pdl).
 //
 // The percentages are the figure of merit (absolute numbers move with the machine's load).
 
@@ -33,6 +38,11 @@
 #include "strata/core/parallel.h"
 #include "strata/ops.h"
 #ifdef STRATA_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "cuda/cuda_ops.h"
+#include "cuda/kernels.h"
+#include "cuda/stream_internal.h"
 #include "strata/cuda/device.h"
 #include "strata/cuda/stream.h"
 #endif
@@ -56,6 +66,7 @@ struct Options {
                                       "gptq4", "gptq8", "ct4",        "ct8"};
   std::vector<std::int64_t> batches = {1};
   std::vector<strata::bench::MatrixShape> shapes = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+  bool graph = false;
 };
 
 // Exits (CLI11's message and code) on --help or bad arguments.
@@ -72,6 +83,8 @@ Options parse(int argc, char** argv) {
       ->check(CLI::IsMember(Options().formats))
       ->capture_default_str();
   strata::bench::add_batches_option(app, o.batches);
+  app.add_flag("--graph", o.graph,
+               "cuda: also time the calls captured in a CUDA graph with PDL (as in decode)");
   strata::bench::add_shapes_option(app, o.shapes);
   try {
     app.parse(argc, argv);
@@ -247,9 +260,57 @@ double measure_limit(Device device, const Options& o) {
   return 1e-9 * 2.0 * static_cast<double>(bytes) / s;
 }
 
+#ifdef STRATA_WITH_CUDA
+void cuda_ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+// Seconds per call of fn(i) captured into one CUDA graph of `calls` calls (whole cycles of the
+// copies), replayed: medians of timed replays until `seconds` have passed.
+double time_graph(Device device, double seconds, std::int64_t calls,
+                  const std::function<void(std::int64_t)>& fn) {
+  const int gpu = device.index();
+  const cudaStream_t stream = strata::cuda::detail::compute_stream_handle(gpu);
+  for (std::int64_t i = 0; i < calls; ++i) fn(i);  // outside the capture: scratch, caches
+  cuda_ok(cudaStreamSynchronize(stream), "warm-up");
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
+  for (std::int64_t i = 0; i < calls; ++i) fn(i);
+  cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
+  cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");  // warm-up
+  cuda_ok(cudaStreamSynchronize(stream), "graph warm-up");
+  cudaEvent_t begin = nullptr, end = nullptr;
+  cuda_ok(cudaEventCreate(&begin), "event");
+  cuda_ok(cudaEventCreate(&end), "event");
+  std::vector<double> times;
+  const auto start = Clock::now();
+  while (times.size() < 5 ||
+         std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+    cuda_ok(cudaEventRecord(begin, stream), "record");
+    cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
+    cuda_ok(cudaEventRecord(end, stream), "record");
+    cuda_ok(cudaEventSynchronize(end), "sync");
+    float ms = 0;
+    cuda_ok(cudaEventElapsedTime(&ms, begin, end), "elapsed");
+    times.push_back(1e-3 * ms / static_cast<double>(calls));
+  }
+  cudaEventDestroy(begin);
+  cudaEventDestroy(end);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  return median(times);
+}
+#endif
+
 struct Result {
   double seconds = 0;
   double bytes = 0;
+  double graph_seconds = 0;  // --graph on cuda, else 0
 };
 
 Result bench_layer(Device device, const Options& o, const std::string& format, std::int64_t n,
@@ -276,7 +337,32 @@ Result bench_layer(Device device, const Options& o, const std::string& format, s
                                       : strata::ops::quantized_linear(x, layers[c]);
     if (y.numel() != batch * n) std::abort();
   });
-  return {seconds, static_cast<double>(bytes) / static_cast<double>(copies)};
+  Result r{seconds, static_cast<double>(bytes) / static_cast<double>(copies)};
+#ifdef STRATA_WITH_CUDA
+  if (o.graph && device.is_cuda()) {
+    const Tensor out = Tensor::empty({batch, n}, DType::BFloat16, device);
+    const std::int64_t calls = copies * ((64 + copies - 1) / copies);
+    r.graph_seconds = time_graph(device, o.seconds, calls, [&](std::int64_t i) {
+      const std::int64_t c = i % copies;
+      if (format != "bf16") {
+        strata::cuda::quantized_linear_pdl(x, layers[c], std::nullopt, out, true);
+        return;
+      }
+      strata::cuda::kernels::Gemv g;
+      g.type = strata::cuda::kernels::Type::BFloat16;
+      g.batch = batch;
+      g.k = k;
+      g.x = x.data_ptr();
+      g.ldx = k;
+      g.groups[0] = {dense[c].data_ptr(), nullptr, out.data_ptr(), n, n};
+      g.pdl = true;
+      cuda_ok(strata::cuda::kernels::gemv(
+                  g, strata::cuda::detail::compute_stream_handle(device.index())),
+              "gemv");
+    });
+  }
+#endif
+  return r;
 }
 
 }  // namespace
@@ -301,18 +387,24 @@ int main(int argc, char** argv) {
     std::printf("\n== %s: %s %.1f GB/s (threads %d)\n", name.c_str(),
                 device.is_cpu() ? "host read bandwidth" : "HBM copy bandwidth (read + write)",
                 limit, strata::num_threads());
-    std::printf("%-12s %-12s %5s %9s %9s %9s %8s\n", "format", "shape", "batch", "ms/call", "MB",
-                "GB/s", "of limit");
+    std::printf("%-12s %-12s %5s %9s %9s %9s %8s%s\n", "format", "shape", "batch", "ms/call", "MB",
+                "GB/s", "of limit",
+                o.graph && device.is_cuda() ? "  graph ms  GB/s  of limit" : "");
     std::map<std::string, std::map<std::pair<std::int64_t, std::int64_t>, Result>> batch1;
     for (const std::string& format : o.formats) {
       for (const auto& [n, k] : o.shapes) {
         for (const std::int64_t batch : o.batches) {
           const Result r = bench_layer(device, o, format, n, k, batch);
           const double gbps = 1e-9 * r.bytes / r.seconds;
-          std::printf("%-12s %5lldx%-6lld %5lld %9.3f %9.1f %9.1f %7.0f%%\n", format.c_str(),
+          std::printf("%-12s %5lldx%-6lld %5lld %9.3f %9.1f %9.1f %7.0f%%", format.c_str(),
                       static_cast<long long>(n), static_cast<long long>(k),
                       static_cast<long long>(batch), 1e3 * r.seconds, 1e-6 * r.bytes, gbps,
                       100.0 * gbps / limit);
+          if (r.graph_seconds > 0) {
+            const double g = 1e-9 * r.bytes / r.graph_seconds;
+            std::printf("  %8.4f %6.0f %7.0f%%", 1e3 * r.graph_seconds, g, 100.0 * g / limit);
+          }
+          std::printf("\n");
           std::fflush(stdout);
           if (batch == 1) batch1[format][{n, k}] = r;
         }
@@ -330,6 +422,12 @@ int main(int argc, char** argv) {
       std::printf("7B token, %s projections (batch 1): %.2f ms, %.2f GB at %.1f GB/s = %.0f%%\n",
                   format.c_str(), 1e3 * s, 1e-9 * bytes, 1e-9 * bytes / s,
                   100.0 * 1e-9 * bytes / s / limit);
+      if (shapes[attn].graph_seconds > 0) {
+        const double gs = 32 * (4 * shapes[attn].graph_seconds + 2 * shapes[up].graph_seconds +
+                                shapes[down].graph_seconds);
+        std::printf("7B token graph, %s projections (batch 1): %.2f ms at %.1f GB/s = %.0f%%\n",
+                    format.c_str(), 1e3 * gs, 1e-9 * bytes / gs, 100.0 * 1e-9 * bytes / gs / limit);
+      }
     }
   }
   return 0;

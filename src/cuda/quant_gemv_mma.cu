@@ -19,36 +19,12 @@
 #include <cstdint>
 
 #include "cuda/quant_gemv_common.cuh"
+#include "cuda/quant_mma.cuh"
 
 namespace strata::cuda::kernels {
 namespace {
 
 constexpr int kMmaWarps = 4;
-
-__device__ __forceinline__ std::uint32_t part_of_uint4(const uint4& v, int q) {
-  return q == 0 ? v.x : q == 1 ? v.y : q == 2 ? v.z : v.w;
-}
-
-__device__ __forceinline__ void mma_bf16(float (&d)[4], std::uint32_t a0, std::uint32_t a1,
-                                         std::uint32_t a2, std::uint32_t a3, std::uint32_t b0,
-                                         std::uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// bf16 pair (q_s - z, q_{s+4} - z) of word w; zz = the bf16 pair (128 + z, 128 + z).
-__device__ __forceinline__ std::uint32_t pair_minus(std::uint32_t w, int s, std::uint32_t zz) {
-  const std::uint32_t p = ((w >> (4 * s)) & 0x000F000Fu) | 0x43004300u;
-  __nv_bfloat162 a, b;
-  static_assert(sizeof(a) == 4);
-  a = *reinterpret_cast<const __nv_bfloat162*>(&p);
-  b = *reinterpret_cast<const __nv_bfloat162*>(&zz);
-  const __nv_bfloat162 d = __hsub2(a, b);
-  return *reinterpret_cast<const std::uint32_t*>(&d);
-}
 
 template <int U>
 __global__ void __launch_bounds__(kMmaWarps * 32)
@@ -110,7 +86,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
       float s[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        zz[h] = (0x4300u | zv[u][h]) * 0x00010001u;
+        zz[h] = bf16_zero_pair(zv[u][h]);
         s[h] = sv[u][h];
       }
       const uint4* xp = reinterpret_cast<const uint4*>(xr + 128 * static_cast<std::int64_t>(kc));
@@ -119,9 +95,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
       for (int q = 0; q < 4; ++q) {  // word q: inputs 32c + 8q .. + 7
         const uint4 xv = __ldg(xp + q);
         // x pairs (j, j + 4) of the 8 inputs: (0,4), (1,5), (2,6), (3,7).
-        const std::uint32_t xb[4] = {
-            __byte_perm(xv.x, xv.z, 0x5410), __byte_perm(xv.x, xv.z, 0x7632),
-            __byte_perm(xv.y, xv.w, 0x5410), __byte_perm(xv.y, xv.w, 0x7632)};
+        std::uint32_t xb[4];
+        x_pairs(xv, xb);
         const std::uint32_t w0 = part_of_uint4(v[u][0], q), w1 = part_of_uint4(v[u][1], q);
 #pragma unroll
         for (int m = 0; m < 2; ++m) {  // pairs 2m and 2m + 1 of the word
@@ -206,14 +181,13 @@ __global__ void __launch_bounds__(8 * 32)
 #pragma unroll
       for (int o = 0; o < 4; ++o) {
         const std::uint32_t z = ((zw >> (4 * ((n0 + o) % 8))) & 0xFu) + 1;  // stored minus one
-        zz[o] = (0x4300u + z) * 0x00010001u;                                // 128 + z (z <= 16)
+        zz[o] = bf16_zero_pair(z);
         s[o] = sv[u][o];
       }
       const uint4 xv =
           __ldg(reinterpret_cast<const uint4*>(xr + 32 * static_cast<std::int64_t>(t)));
-      const std::uint32_t xb[4] = {__byte_perm(xv.x, xv.z, 0x5410), __byte_perm(xv.x, xv.z, 0x7632),
-                                   __byte_perm(xv.y, xv.w, 0x5410),
-                                   __byte_perm(xv.y, xv.w, 0x7632)};
+      std::uint32_t xb[4];
+      x_pairs(xv, xb);
 #pragma unroll
       for (int set = 0; set < 2; ++set) {
         const std::uint32_t wa = part_of_uint4(v[u], 2 * set),
@@ -308,8 +282,8 @@ __global__ void __launch_bounds__(8 * 32)
                           hi23 = __byte_perm(v[u][2], v[u][3], 0x7632);
 #pragma unroll
       for (int T = 0; T < 4; ++T) {
-        const std::uint32_t za = (0x4300u | ((zw >> (4 * T)) & 0xFu)) * 0x00010001u;
-        const std::uint32_t zb = (0x4300u | ((zw >> (4 * T + 16)) & 0xFu)) * 0x00010001u;
+        const std::uint32_t za = bf16_zero_pair((zw >> (4 * T)) & 0xFu);
+        const std::uint32_t zb = bf16_zero_pair((zw >> (4 * T + 16)) & 0xFu);
         float d[4] = {};
         mma_bf16(d, pair_minus(lo01, T, za), pair_minus(hi01, T, zb), pair_minus(lo23, T, za),
                  pair_minus(hi23, T, zb), xv.x, xv.y);

@@ -536,6 +536,10 @@ struct StreamConfig {
   // at 8 rows they read ct4 at 26-51% of the copy rate, GPTQ 4-bit at 14-26%, AWQ at 11-21%,
   // against 7-12% for quant_gemv.cu's; at 1 row they lose (30/16/14% for a 7B token).
   int ct_mma_from = 3, gptq_mma_from = 3, awq_mma_from = 3;
+  // The streaming tensor-core kernels of the int4 formats (quant_gemv_tc.cu; bf16 x) from this
+  // many rows of x on (9: never; session 7's call 1 measures them), their steps per stage and the
+  // blocks per SM their split of the inputs aims at.
+  int tc_from = 9, tc_unroll = 2, tc_blocks_per_sm = 2;
 };
 
 StreamConfig read_config() {
@@ -573,6 +577,9 @@ StreamConfig read_config() {
     if (key("ctm")) from(c.ct_mma_from);
     if (key("gm")) from(c.gptq_mma_from);
     if (key("am")) from(c.awq_mma_from);
+    if (key("tc")) from(c.tc_from);
+    if (key("tu") && (value == 1 || value == 2 || value == 4)) c.tc_unroll = value;
+    if (key("tb") && value >= 1 && value <= 8) c.tc_blocks_per_sm = value;
     const char* comma = std::strchr(eq, ',');
     if (comma == nullptr) break;
     p = comma + 1;
@@ -745,9 +752,8 @@ bool takes(const QuantWeight& w, std::int64_t rows, const void* x, Type x_type) 
   return column_layout(w, column_v(w, x_type == Type::BFloat16));
 }
 
-}  // namespace
-
-QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t rows, int sms) {
+// quant_gemv_stream_scratch without the tensor-core kernel.
+QuantGemvScratch stream_scratch_rest(const QuantWeight& w, std::int64_t rows, int sms) {
   if (config().enabled && rows >= config().awq_mma_from && w.kind == QuantKind::AWQ && rows <= 8 &&
       (w.n / 8) % 8 == 0 && w.k % 16 == 0 && w.group % 16 == 0) {
     return awq_mma_scratch(w, rows, sms);
@@ -767,11 +773,28 @@ QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t ro
   return need;
 }
 
+}  // namespace
+
+QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t rows, int sms) {
+  // x's dtype is not known here: room for the tensor-core kernel (bf16 x) and the others alike.
+  QuantGemvScratch tc;
+  if (config().enabled && rows >= config().tc_from && rows <= 8) {
+    tc = quant_tc_scratch(w, rows, config().tc_unroll, config().tc_blocks_per_sm, sms);
+  }
+  const QuantGemvScratch rest = stream_scratch_rest(w, rows, sms);
+  return {std::max(tc.floats, rest.floats), std::max(tc.tickets, rest.tickets)};
+}
+
 bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows,
                        const void* bias, void* out, float* workspace, unsigned* tickets, int sms,
                        cudaStream_t stream, cudaError_t* error) {
   // The tensor-core variants take up to 8 rows of x at about the cost of one.
   if (config().enabled && rows >= 1 && rows <= 8) {
+    if (rows >= config().tc_from && quant_tc_takes(w, x, x_type, rows)) {
+      *error = quant_tc_gemv(w, x, rows, bias, out, workspace, tickets, config().tc_unroll,
+                             config().tc_blocks_per_sm, sms, stream);
+      return true;
+    }
     if (rows >= config().ct_mma_from && ct4_mma_takes(w, x, x_type)) {
       *error = ct4_mma_gemv(w, x, rows, bias, out, stream);
       return true;

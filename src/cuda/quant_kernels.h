@@ -85,6 +85,18 @@ bool gptq4_mma_takes(const QuantWeight& w, const void* x, Type x_type);
 cudaError_t gptq4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
                            void* out, cudaStream_t stream);
 
+// The streaming tensor-core GEMV of the int4 formats (quant_gemv_tc.cu; compressed-tensors int4
+// with groups of 128k or per channel, GPTQ 4-bit with sequential g_idx, AWQ; bf16 x, 1-8 rows),
+// tried by quant_gemv_stream under STRATA_QUANT_GEMV=...,tc=N. `unroll` = steps per stage (1, 2,
+// 4), `blocks_per_sm` = blocks of 8 warps per SM that the split of the inputs aims at; the
+// scratch (split-K partial sums, tickets) is quant_tc_scratch's for the same arguments.
+bool quant_tc_takes(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows);
+QuantGemvScratch quant_tc_scratch(const QuantWeight& w, std::int64_t rows, int unroll,
+                                  int blocks_per_sm, int sms);
+cudaError_t quant_tc_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
+                          void* out, float* ws, unsigned* tickets, int unroll, int blocks_per_sm,
+                          int sms, cudaStream_t stream);
+
 // dst[(n - n0) * k + kk] = w[n, kk] in `type` (float32, bfloat16, float16) for n in [n0, n1):
 // a row-major tile of the dequantised weight for a GEMM.
 cudaError_t quant_dequantize_rows(const QuantWeight& w, std::int64_t n0, std::int64_t n1, void* dst,

@@ -59,6 +59,16 @@ std::vector<GemvCase> gemv_cases() {
       {"gptq4_desc_act", [](Q& q) { return q.gptq(256, 2048, 4, 128, true, false); }},
       {"gptq8_desc_act", [](Q& q) { return q.gptq(96, 512, 8, 64, true, true); }},
       {"gptq4_generic_ragged", [](Q& q) { return q.gptq(64, 200, 4, 64, false, false); }},
+      // Shaped for the tensor-core streaming kernels (quant_gemv_tc.cu, taken for bf16 x under
+      // STRATA_QUANT_GEMV=tc=1): stages of 4, 2 and 1 steps, one tile split over many blocks
+      // (the ticketed reduction), zero points, ragged compressed-tensors rows, per channel.
+      {"tc_gptq4_g128_asym", [](Q& q) { return q.gptq(256, 1024, 4, 128, false, false); }},
+      {"tc_gptq4_g32_sym", [](Q& q) { return q.gptq(64, 512, 4, 32, false, true); }},
+      {"tc_gptq4_one_tile_long", [](Q& q) { return q.gptq(32, 4096, 4, 128, false, false); }},
+      {"tc_ct4_g128_asym", [](Q& q) { return q.compressed(48, 1024, 4, 128, false); }},
+      {"tc_ct4_channel_ragged", [](Q& q) { return q.compressed(40, 1536, 4, 0, true); }},
+      {"tc_ct4_g256_long", [](Q& q) { return q.compressed(16, 4096, 4, 256, false); }},
+      {"tc_awq_g32_one_tile_long", [](Q& q) { return q.awq(64, 4096, 32); }},
   };
 }
 

@@ -1,0 +1,465 @@
+// Streaming int4 decode GEMV on the tensor cores (session 7, issue 16): compressed-tensors int4,
+// GPTQ 4-bit (sequential g_idx) and AWQ, bf16 x, 1-8 rows. Session 6's kernels ran every int4
+// format at ~2.2 T weights/s whatever their loads: ~3.5 SIMT instructions per weight (LOP3, FSUB,
+// FFMA, x widening) at ~2 warp instructions per SM clock is what an H100 issues, and the HBM rate
+// needs ~4 T weights/s. Here a weight costs ~1.4 SIMT instructions (quant_mma.cuh: a LOP3 and a
+// bf16x2 subtraction per two codes, the multiply-adds in mma.sync), and the stream is kept full:
+//  - a warp owns one output tile (GPTQ 32 outputs, compressed-tensors 16, AWQ 64) and a
+//    contiguous stretch of its inputs, in stages of U steps; stage s + 1's weights, zero points
+//    and scales are loaded (one request, no dependent second round trip) while stage s is
+//    computed (two register buffers);
+//  - the first stage is loaded before the programmatic-dependent-launch wait (weights never
+//    depend on the previous kernel; x is read after it);
+//  - independent mma accumulators per stage (the chained accumulator of quant_gemv_mma.cu made
+//    each warp wait out the mma latency), scaled once per stage (one scale group);
+//  - the 8 warps of a block split the tile's inputs, and grid.y splits them further until about
+//    `bps` blocks per SM are running; the splits meet in the deterministic ticketed reduction
+//    (the last block of a tile adds them in split order).
+// Fragment layouts are quant_gemv_mma.cu's (tested there); the products are exact and the tensor
+// cores' float32 accumulation is not IEEE-sequential (within the tests' bf16 tolerance).
+
+#include <cstdint>
+
+#include "cuda/quant_gemv_common.cuh"
+#include "cuda/quant_mma.cuh"
+
+namespace strata::cuda::kernels {
+namespace {
+
+constexpr int kTcWarps = 8;
+
+// AWQ: nibble i of a word holds output 8c + order[i], order = 0, 2, 4, 6, 1, 3, 5, 7.
+__device__ __forceinline__ int awq_order(int i) { return ((i & 3) << 1) | (i >> 2); }
+
+// The stages [s0, s1) of a warp, through two register buffers: stage s + 1's loads are in flight
+// while stage s is computed. The first stage's loads go out before the PDL wait; every thread
+// waits (the finish writes).
+template <typename Buf, typename Load, typename Compute>
+__device__ __forceinline__ void run_stages(int s0, int s1, Load&& load, Compute&& compute) {
+  Buf a, b;
+  if (s0 < s1) load(s0, a);
+  wait_for_producer();
+  allow_dependents();
+  for (int s = s0; s < s1; s += 2) {
+    if (s + 1 < s1) load(s + 1, b);
+    compute(s, a);
+    if (s + 1 >= s1) break;
+    if (s + 2 < s1) load(s + 2, a);
+    compute(s + 1, b);
+  }
+}
+
+// This warp's stages: the tile's stages split over the block's warps and grid.y, contiguously.
+struct StageRange {
+  int begin, end;
+};
+__device__ __forceinline__ StageRange stage_range(int stages, int per_warp) {
+  const int wi = static_cast<int>(blockIdx.y) * kTcWarps + static_cast<int>(threadIdx.x >> 5);
+  const int begin = wi * per_warp;
+  return {begin, begin + per_warp < stages ? begin + per_warp : stages};
+}
+
+// The warps' mma accumulators (tile t, C element e of lane l: output out_n(t, e, l / 4), x row
+// 2 (l % 4) + e % 2) summed in shared memory, then stored, or with several splits written to
+// ws[split][row][n] and added by the tile's last block (ticket) in split order.
+template <int TILES, typename OutN>
+__device__ __forceinline__ void tc_finish(const float (&acc)[TILES][4], OutN out_n,
+                                          const QuantWeight& w, std::int64_t rows,
+                                          const BF16Bits* bias, BF16Bits* out, float* ws,
+                                          unsigned* tickets) {
+  constexpr int kValues = TILES * 4 * 32;
+  __shared__ float red[kTcWarps][TILES * 4][32];
+  __shared__ bool last;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int i = 0; i < TILES * 4; ++i) red[warp][i][lane] = acc[i >> 2][i & 3];
+  __syncthreads();
+  const bool split = gridDim.y > 1;
+  for (int o = threadIdx.x; o < kValues; o += kTcWarps * 32) {
+    const int i = o >> 5, l = o & 31;
+    const int r = 2 * (l & 3) + (i & 1);
+    const std::int64_t n = out_n(i >> 2, i & 3, l >> 2);
+    if (r >= rows || n >= w.n) continue;
+    float sum = 0.0f;
+#pragma unroll
+    for (int y = 0; y < kTcWarps; ++y) sum += red[y][i][l];
+    if (split) {
+      ws[(static_cast<std::int64_t>(blockIdx.y) * rows + r) * w.n + n] = sum;
+    } else {
+      store_out(out, w.residual, w.gate, r * w.n + n, sum + bias_of(bias, n));
+    }
+  }
+  if (!split) return;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(tickets + blockIdx.x, 1u) == gridDim.y - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int o = threadIdx.x; o < kValues; o += kTcWarps * 32) {
+    const int i = o >> 5, l = o & 31;
+    const int r = 2 * (l & 3) + (i & 1);
+    const std::int64_t n = out_n(i >> 2, i & 3, l >> 2);
+    if (r >= rows || n >= w.n) continue;
+    float sum = 0.0f;
+    for (unsigned y = 0; y < gridDim.y; ++y) sum += __ldcg(ws + (y * rows + r) * w.n + n);
+    store_out(out, w.residual, w.gate, r * w.n + n, sum + bias_of(bias, n));
+  }
+  if (threadIdx.x == 0) tickets[blockIdx.x] = 0;  // ready for the next launch on this stream
+}
+
+// ---- GPTQ 4-bit, sequential g_idx: qweight [k/8, n] ---------------------------------------------
+// Tile: 32 outputs; step: 32 inputs (4 packed rows). Thread (g, c) loads the uint4 of outputs
+// n0 + 4g .. + 3 at packed row 4t + c: words 0, 1 are the A rows g, g + 8 of mma set 0, words 2, 3
+// those of set 1. A stage (U steps) lies inside one scale group.
+template <int U>
+__global__ void __launch_bounds__(kTcWarps * 32)
+    gptq4_tc_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
+                    const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
+                    unsigned* tickets, int stages, int per_warp, ChunkDiv stages_per_group) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const std::int64_t n0 = static_cast<std::int64_t>(blockIdx.x) * 32 + 4 * g;
+  const std::int32_t* qw = static_cast<const std::int32_t*>(w.weight) + c * w.n + n0;
+  const BF16Bits* xr = x + x_row(g, rows) * w.k + 8 * c;
+  struct Buf {
+    uint4 v[U];
+    std::uint32_t zw;
+    float s[4];
+  };
+  float acc[2][4] = {};
+  const StageRange range = stage_range(stages, per_warp);
+  run_stages<Buf>(
+      range.begin, range.end,
+      [&](int s, Buf& b) {
+        const std::int64_t gi = column_of(s, stages_per_group);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
+          b.v[u] = __ldcs(reinterpret_cast<const uint4*>(qw + 4 * t * w.n));
+        }
+        b.zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * (w.n / 8) + n0 / 8));
+#pragma unroll
+        for (int o = 0; o < 4; ++o) b.s[o] = load_scale(w.scale, w.scale_type, gi * w.n + n0 + o);
+      },
+      [&](int s, const Buf& b) {
+        std::uint32_t zz[4];
+#pragma unroll
+        for (int o = 0; o < 4; ++o) {
+          // stored minus one; n0 % 4 == 0, so output n0 + o is nibble (n0 % 8) + o
+          zz[o] = bf16_zero_pair(((b.zw >> (4 * ((n0 & 7) + o))) & 0xFu) + 1);
+        }
+        float d[2][2][4] = {};  // [set][m]: four independent accumulators
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
+          std::uint32_t xb[4];
+          x_pairs(__ldg(reinterpret_cast<const uint4*>(xr + 32 * t)), xb);
+#pragma unroll
+          for (int set = 0; set < 2; ++set) {
+            const std::uint32_t wa = part_of_uint4(b.v[u], 2 * set),
+                                wb = part_of_uint4(b.v[u], 2 * set + 1);
+#pragma unroll
+            for (int m = 0; m < 2; ++m) {
+              mma_bf16(d[set][m], pair_minus(wa, 2 * m, zz[2 * set]),
+                       pair_minus(wb, 2 * m, zz[2 * set + 1]),
+                       pair_minus(wa, 2 * m + 1, zz[2 * set]),
+                       pair_minus(wb, 2 * m + 1, zz[2 * set + 1]), xb[2 * m], xb[2 * m + 1]);
+            }
+          }
+        }
+#pragma unroll
+        for (int set = 0; set < 2; ++set) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            acc[set][e] = fmaf(d[set][0][e] + d[set][1][e], b.s[2 * set + (e >> 1)], acc[set][e]);
+          }
+        }
+      });
+  const std::int64_t tile0 = static_cast<std::int64_t>(blockIdx.x) * 32;
+  tc_finish<2>(
+      acc, [&](int set, int e, int gg) { return tile0 + 4 * gg + 2 * set + (e >> 1); }, w, rows,
+      bias, out, ws, tickets);
+}
+
+// ---- compressed-tensors int4: weight_packed [n, k/8] -------------------------------------------
+// Tile: 16 rows (A rows g, g + 8); step: 128 inputs, thread c's 32 of them (one uint4 per row).
+// Zero points and scales per step (a step never straddles a group: group % 128 == 0 or one).
+template <int U>
+__global__ void __launch_bounds__(kTcWarps * 32)
+    ct4_tc_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
+                  const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
+                  unsigned* tickets, int stages, int per_warp, ChunkDiv steps_per_group) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * 16;
+  const std::int64_t packed_cols = w.k / 8;
+  const std::int64_t steps = w.k / 128;
+  std::int64_t nrow[2];
+  const uint4* wrow[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const std::int64_t n = first + g + 8 * h;
+    nrow[h] = n < w.n ? n : w.n - 1;  // past the end: reread the last row, store nothing
+    wrow[h] = reinterpret_cast<const uint4*>(static_cast<const std::int32_t*>(w.weight) +
+                                             nrow[h] * packed_cols) +
+              c;
+  }
+  const BF16Bits* xr = x + x_row(g, rows) * w.k + 32 * c;
+  struct Buf {
+    uint4 v[U][2];
+    std::uint32_t z[U][2];
+    float s[U][2];
+  };
+  float acc[1][4] = {};
+  const StageRange range = stage_range(stages, per_warp);
+  run_stages<Buf>(
+      range.begin, range.end,
+      [&](int s, Buf& b) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
+          const bool in = t < steps;
+          const std::int64_t gi = w.groups == 1 || !in ? 0 : column_of(t, steps_per_group);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            b.v[u][h] = in ? __ldcs(wrow[h] + 4 * t) : make_uint4(0, 0, 0, 0);
+            b.z[u][h] = w.zeros != nullptr && in ? field_of(w.zeros, (nrow[h] / 8) * w.groups + gi,
+                                                            static_cast<int>(nrow[h] % 8) * 4, 0xFu)
+                                                 : 8u;
+            b.s[u][h] = in ? load_scale(w.scale, w.scale_type, nrow[h] * w.groups + gi) : 0.0f;
+          }
+        }
+      },
+      [&](int s, const Buf& b) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
+          if (t >= steps) break;
+          const std::uint32_t zz[2] = {bf16_zero_pair(b.z[u][0]), bf16_zero_pair(b.z[u][1])};
+          const uint4* xp = reinterpret_cast<const uint4*>(xr + 128 * t);
+          float d[4][4] = {};  // one accumulator per word: four independent chains of two
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            std::uint32_t xb[4];
+            x_pairs(__ldg(xp + q), xb);
+            const std::uint32_t w0 = part_of_uint4(b.v[u][0], q), w1 = part_of_uint4(b.v[u][1], q);
+#pragma unroll
+            for (int m = 0; m < 2; ++m) {
+              mma_bf16(d[q], pair_minus(w0, 2 * m, zz[0]), pair_minus(w1, 2 * m, zz[1]),
+                       pair_minus(w0, 2 * m + 1, zz[0]), pair_minus(w1, 2 * m + 1, zz[1]),
+                       xb[2 * m], xb[2 * m + 1]);
+            }
+          }
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            acc[0][e] = fmaf((d[0][e] + d[1][e]) + (d[2][e] + d[3][e]), b.s[u][e >> 1], acc[0][e]);
+          }
+        }
+      });
+  tc_finish<1>(
+      acc, [&](int, int e, int gg) { return first + gg + 8 * (e >> 1); }, w, rows, bias, out, ws,
+      tickets);
+}
+
+// ---- AWQ: qweight [k, n/8], nibble i of word (k, col) = output 8 col + order[i]
+// ------------------ Tile: 8 word columns (64 outputs) as 4 mma tiles; step: 16 inputs. Thread (g,
+// c) reads column tile * 8 + g at rows 16t + 4c .. + 3; __byte_perm of the words of rows k, k + 1
+// puts their low (high) halves side by side, so pair_minus(., T) is the pair (q[k], q[k + 1]) of
+// nibble T (T + 4): mma tile T's A rows g and g + 8 are the outputs of nibbles T and T + 4, its
+// inputs (2c, 2c + 1) the rows 4c, 4c + 1 and (2c + 8, 2c + 9) the rows 4c + 2, 4c + 3, which are
+// also the x pairs as stored (one 8-byte load). A stage (U steps) lies inside one scale group.
+template <int U>
+__global__ void __launch_bounds__(kTcWarps * 32)
+    awq_tc_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
+                  const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
+                  unsigned* tickets, int stages, int per_warp, ChunkDiv stages_per_group) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const std::int64_t words = w.n / 8;
+  const std::int64_t col = static_cast<std::int64_t>(blockIdx.x) * 8 + g;
+  const std::int32_t* qw = static_cast<const std::int32_t*>(w.weight) + 4 * c * words + col;
+  const BF16Bits* xr = x + x_row(g, rows) * w.k + 4 * c;
+  struct Buf {
+    std::uint32_t v[U][4];
+    std::uint32_t zw;
+    float s[8];  // by nibble
+  };
+  float acc[4][4] = {};
+  const StageRange range = stage_range(stages, per_warp);
+  run_stages<Buf>(
+      range.begin, range.end,
+      [&](int s, Buf& b) {
+        const std::int64_t gi = column_of(s, stages_per_group);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            b.v[u][e] = static_cast<std::uint32_t>(__ldcs(qw + (16 * t + e) * words));
+          }
+        }
+        b.zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * words + col));
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          b.s[i] = load_scale(w.scale, w.scale_type, gi * w.n + 8 * col + awq_order(i));
+        }
+      },
+      [&](int s, const Buf& b) {
+        std::uint32_t za[4], zb[4];
+#pragma unroll
+        for (int T = 0; T < 4; ++T) {
+          za[T] = bf16_zero_pair((b.zw >> (4 * T)) & 0xFu);
+          zb[T] = bf16_zero_pair((b.zw >> (4 * T + 16)) & 0xFu);
+        }
+        float d[4][4] = {};  // one accumulator per mma tile: four independent chains of U
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
+          const uint2 xv = __ldg(reinterpret_cast<const uint2*>(xr + 16 * t));
+          const std::uint32_t lo01 = __byte_perm(b.v[u][0], b.v[u][1], 0x5410),
+                              hi01 = __byte_perm(b.v[u][0], b.v[u][1], 0x7632),
+                              lo23 = __byte_perm(b.v[u][2], b.v[u][3], 0x5410),
+                              hi23 = __byte_perm(b.v[u][2], b.v[u][3], 0x7632);
+#pragma unroll
+          for (int T = 0; T < 4; ++T) {
+            mma_bf16(d[T], pair_minus(lo01, T, za[T]), pair_minus(hi01, T, zb[T]),
+                     pair_minus(lo23, T, za[T]), pair_minus(hi23, T, zb[T]), xv.x, xv.y);
+          }
+        }
+#pragma unroll
+        for (int T = 0; T < 4; ++T) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[T][e] = fmaf(d[T][e], b.s[T + 4 * (e >> 1)], acc[T][e]);
+        }
+      });
+  const std::int64_t col0 = static_cast<std::int64_t>(blockIdx.x) * 8;
+  tc_finish<4>(
+      acc, [&](int T, int e, int gg) { return 8 * (col0 + gg) + awq_order(T + 4 * (e >> 1)); }, w,
+      rows, bias, out, ws, tickets);
+}
+
+// ---- host side ----------------------------------------------------------------------------------
+
+// The geometry of one layer: output tiles, steps of the inputs, and the steps a stage may hold
+// (a stage of GPTQ / AWQ shares one group's zero points and scales).
+struct TcShape {
+  std::int64_t tiles = 0;
+  std::int64_t steps = 0;
+  std::int64_t steps_per_group = 1;  // GPTQ, AWQ: steps of one scale group
+  bool stage_in_group = true;
+};
+
+bool tc_shape(const QuantWeight& w, TcShape* shape) {
+  if (w.bits != 4) return false;
+  switch (w.kind) {
+    case QuantKind::GPTQ:
+      if (!w.g_idx_sequential || w.n % 32 != 0 || w.k % 32 != 0 || w.group % 32 != 0 ||
+          w.k % w.group != 0 || !aligned16(w.weight)) {
+        return false;
+      }
+      *shape = {w.n / 32, w.k / 32, w.group / 32, true};
+      return true;
+    case QuantKind::Compressed:
+      if (w.k % 128 != 0 || (w.groups != 1 && w.group % 128 != 0) || !aligned16(w.weight)) {
+        return false;
+      }
+      *shape = {(w.n + 15) / 16, w.k / 128, w.groups == 1 ? w.k / 128 : w.group / 128, false};
+      return true;
+    case QuantKind::AWQ:
+      if ((w.n / 8) % 8 != 0 || w.n % 8 != 0 || w.k % 16 != 0 || w.group % 16 != 0 ||
+          w.k % w.group != 0) {
+        return false;
+      }
+      *shape = {w.n / 64, w.k / 16, w.group / 16, true};
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Steps per stage: the configured U, lowered until a stage fits inside a group where it must.
+int tc_unroll(const TcShape& shape, int want) {
+  int u = want;
+  while (u > 1 && shape.stage_in_group && shape.steps_per_group % u != 0) u /= 2;
+  return u;
+}
+
+struct TcGrid {
+  int unroll = 1;
+  int stages = 0;
+  int per_warp = 0;
+  std::int64_t splits = 1;
+};
+
+TcGrid tc_grid(const TcShape& shape, int want_unroll, int blocks_per_sm, int sms) {
+  TcGrid grid;
+  grid.unroll = tc_unroll(shape, want_unroll);
+  grid.stages = static_cast<int>((shape.steps + grid.unroll - 1) / grid.unroll);
+  const std::int64_t want =
+      (static_cast<std::int64_t>(blocks_per_sm) * sms + shape.tiles - 1) / shape.tiles;
+  const std::int64_t most = grid.stages / kTcWarps;  // every warp at least one stage
+  grid.splits = want < most ? want : most;
+  if (grid.splits < 1) grid.splits = 1;
+  const std::int64_t warps = grid.splits * kTcWarps;
+  grid.per_warp = static_cast<int>((grid.stages + warps - 1) / warps);
+  return grid;
+}
+
+template <int U>
+cudaError_t tc_launch_u(const QuantWeight& w, const TcShape& shape, const TcGrid& grid,
+                        const BF16Bits* x, std::int64_t rows, const BF16Bits* bias, BF16Bits* out,
+                        float* ws, unsigned* tickets, cudaStream_t stream) {
+  const dim3 blocks(static_cast<unsigned>(shape.tiles), static_cast<unsigned>(grid.splits));
+  const dim3 threads(kTcWarps * 32);
+  switch (w.kind) {
+    case QuantKind::GPTQ:
+      return launch_maybe_pdl(gptq4_tc_kernel<U>, blocks, threads, 0, stream, w.pdl, w, x, rows,
+                              bias, out, ws, tickets, grid.stages, grid.per_warp,
+                              chunk_div(shape.steps_per_group / U));
+    case QuantKind::Compressed:
+      return launch_maybe_pdl(ct4_tc_kernel<U>, blocks, threads, 0, stream, w.pdl, w, x, rows, bias,
+                              out, ws, tickets, grid.stages, grid.per_warp,
+                              chunk_div(shape.steps_per_group));
+    default:
+      return launch_maybe_pdl(awq_tc_kernel<U>, blocks, threads, 0, stream, w.pdl, w, x, rows, bias,
+                              out, ws, tickets, grid.stages, grid.per_warp,
+                              chunk_div(shape.steps_per_group / U));
+  }
+}
+
+}  // namespace
+
+bool quant_tc_takes(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows) {
+  TcShape shape;
+  return rows >= 1 && rows <= 8 && x_type == Type::BFloat16 && x_vector_ok(x, w.k, x_type) &&
+         tc_shape(w, &shape);
+}
+
+QuantGemvScratch quant_tc_scratch(const QuantWeight& w, std::int64_t rows, int unroll,
+                                  int blocks_per_sm, int sms) {
+  TcShape shape;
+  if (rows < 1 || rows > 8 || !tc_shape(w, &shape)) return {};
+  const TcGrid grid = tc_grid(shape, unroll, blocks_per_sm, sms);
+  if (grid.splits <= 1) return {};
+  return {grid.splits * rows * w.n, shape.tiles};
+}
+
+cudaError_t quant_tc_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
+                          void* out, float* ws, unsigned* tickets, int unroll, int blocks_per_sm,
+                          int sms, cudaStream_t stream) {
+  TcShape shape;
+  if (rows < 1 || rows > 8 || !tc_shape(w, &shape)) return cudaErrorInvalidValue;
+  const TcGrid grid = tc_grid(shape, unroll, blocks_per_sm, sms);
+  if (grid.splits > 1 && (ws == nullptr || tickets == nullptr)) return cudaErrorInvalidValue;
+  const auto* xt = static_cast<const BF16Bits*>(x);
+  const auto* bt = static_cast<const BF16Bits*>(bias);
+  auto* ot = static_cast<BF16Bits*>(out);
+  switch (grid.unroll) {
+    case 4:
+      return tc_launch_u<4>(w, shape, grid, xt, rows, bt, ot, ws, tickets, stream);
+    case 2:
+      return tc_launch_u<2>(w, shape, grid, xt, rows, bt, ot, ws, tickets, stream);
+    default:
+      return tc_launch_u<1>(w, shape, grid, xt, rows, bt, ot, ws, tickets, stream);
+  }
+}
+
+}  // namespace strata::cuda::kernels
