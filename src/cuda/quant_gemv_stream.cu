@@ -134,6 +134,39 @@ struct Codes {
   }
 };
 
+// Programmatic dependent launch, row kernels: the first U 16-byte chunks of each of the O weight
+// rows into L2 while the previous kernel drains, then wait for it before reading x (no-ops when
+// not launched so).
+template <int O, int U>
+__device__ __forceinline__ void prefetch_rows_then_wait(const uint4* const (&wrow)[O], int lane,
+                                                        int chunks) {
+#pragma unroll
+  for (int o = 0; o < O; ++o) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (lane + 32 * u < chunks) prefetch_to_l2(wrow[o] + lane + 32 * u);
+    }
+  }
+  wait_for_producer();
+  allow_dependents();
+}
+
+// The same for the column kernels: the rows of this warp's first unit (units.length rows of
+// `stride` words from `first`, `rows_per_group` rows per scale group), when `active`.
+__device__ __forceinline__ void prefetch_unit_then_wait(const std::int32_t* first, bool active,
+                                                        const Units& units,
+                                                        std::int64_t rows_per_group,
+                                                        std::int64_t stride) {
+  const auto uu = static_cast<unsigned>(blockIdx.y) * kWarps + threadIdx.y;
+  if (active && uu < units.count) {
+    const std::int64_t r0 =
+        (uu / units.per_group) * rows_per_group + (uu % units.per_group) * units.length;
+    for (std::int64_t r = r0; r < r0 + units.length; ++r) prefetch_to_l2(first + r * stride);
+  }
+  wait_for_producer();
+  allow_dependents();
+}
+
 // ---- FP8 rows: O outputs per warp, U 16-byte loads per output in flight per lane ----------------
 // Needs k % 16 == 0, block_in % 16 == 0, 16-byte aligned weight and x rows.
 template <int R, int O, int U, typename T>
@@ -156,17 +189,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
     wrow[o] = reinterpret_cast<const uint4*>(static_cast<const std::uint8_t*>(w.weight) + n * w.k);
     srow[o] = blocked ? scale + (n / w.block_out) * scale_cols : scale;
   }
-  // Programmatic dependent launch: the first weights into L2 while the previous kernel drains,
-  // then wait for it before reading x (no-ops when not launched so).
-#pragma unroll
-  for (int o = 0; o < O; ++o) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      if (lane + 32 * u < chunks) prefetch_to_l2(wrow[o] + lane + 32 * u);
-    }
-  }
-  wait_for_producer();
-  allow_dependents();
+  prefetch_rows_then_wait<O, U>(wrow, lane, chunks);
   float acc[O][R] = {};
   for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
     // The weights and their block scales are requested together: a scale read after the weights
@@ -245,17 +268,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
     wrow[o] = reinterpret_cast<const uint4*>(static_cast<const std::int32_t*>(w.weight) +
                                              nrow[o] * packed_cols);
   }
-  // Programmatic dependent launch: the first weights into L2 while the previous kernel drains,
-  // then wait for it before reading x (no-ops when not launched so).
-#pragma unroll
-  for (int o = 0; o < O; ++o) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      if (lane + 32 * u < chunks) prefetch_to_l2(wrow[o] + lane + 32 * u);
-    }
-  }
-  wait_for_producer();
-  allow_dependents();
+  prefetch_rows_then_wait<O, U>(wrow, lane, chunks);
   float acc[O][R] = {};
   for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
     // Weights, scales and zero points requested together (one round trip per step).
@@ -333,18 +346,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   const std::int64_t c = (static_cast<std::int64_t>(blockIdx.x) * 32 + threadIdx.x) * V;
   // PDL: the first unit's words into L2, then wait for the previous kernel (every thread: the
   // finish writes).
-  if (c < words) {
-    const auto uu = static_cast<unsigned>(blockIdx.y) * kWarps + threadIdx.y;
-    if (uu < units.count) {
-      const std::int64_t k0 =
-          (uu / units.per_group) * w.group + (uu % units.per_group) * units.length;
-      for (std::int64_t kk = k0; kk < k0 + units.length; ++kk) {
-        prefetch_to_l2(static_cast<const std::int32_t*>(w.weight) + kk * words + c);
-      }
-    }
-  }
-  wait_for_producer();
-  allow_dependents();
+  prefetch_unit_then_wait(static_cast<const std::int32_t*>(w.weight) + c, c < words, units, w.group,
+                          words);
   float acc[R][8 * V] = {};
   if (c < words) {
     const auto* qweight = static_cast<const std::int32_t*>(w.weight);
@@ -428,18 +431,8 @@ __global__ void __launch_bounds__(kWarps * 32)
                      unsigned* tickets) {
   using C = Codes<BITS>;
   const std::int64_t n0 = (static_cast<std::int64_t>(blockIdx.x) * 32 + threadIdx.x) * V;
-  if (n0 < w.n) {  // PDL, as the AWQ kernel
-    const auto uu = static_cast<unsigned>(blockIdx.y) * kWarps + threadIdx.y;
-    if (uu < units.count) {
-      const std::int64_t pr0 =
-          (uu / units.per_group) * (w.group / C::kPer) + (uu % units.per_group) * units.length;
-      for (std::int64_t pr = pr0; pr < pr0 + units.length; ++pr) {
-        prefetch_to_l2(static_cast<const std::int32_t*>(w.weight) + pr * w.n + n0);
-      }
-    }
-  }
-  wait_for_producer();
-  allow_dependents();
+  prefetch_unit_then_wait(static_cast<const std::int32_t*>(w.weight) + n0, n0 < w.n, units,
+                          w.group / C::kPer, w.n);  // PDL, as the AWQ kernel
   float acc[R][V] = {};
   if (n0 < w.n) {
     const auto* qweight = static_cast<const std::int32_t*>(w.weight);
