@@ -31,11 +31,15 @@ constexpr int kTcWarps = 8;
 // AWQ: nibble i of a word holds output 8c + order[i], order = 0, 2, 4, 6, 1, 3, 5, 7.
 __device__ __forceinline__ int awq_order(int i) { return ((i & 3) << 1) | (i >> 2); }
 
-// The stages [s0, s1) of a warp, through two register buffers: stage s + 1's loads are in flight
+// This warp's stages of its tile (the tile's `stages` split over the block's warps and grid.y,
+// `per_warp` each, contiguously), through two register buffers: stage s + 1's loads are in flight
 // while stage s is computed. The first stage's loads go out before the PDL wait; every thread
 // waits (the finish writes).
 template <typename Buf, typename Load, typename Compute>
-__device__ __forceinline__ void run_stages(int s0, int s1, Load&& load, Compute&& compute) {
+__device__ __forceinline__ void run_stages(int stages, int per_warp, Load&& load,
+                                           Compute&& compute) {
+  const int wi = static_cast<int>(blockIdx.y) * kTcWarps + static_cast<int>(threadIdx.x >> 5);
+  const int s0 = wi * per_warp, s1 = s0 + per_warp < stages ? s0 + per_warp : stages;
   Buf a, b;
   if (s0 < s1) load(s0, a);
   wait_for_producer();
@@ -47,16 +51,6 @@ __device__ __forceinline__ void run_stages(int s0, int s1, Load&& load, Compute&
     if (s + 2 < s1) load(s + 2, a);
     compute(s + 1, b);
   }
-}
-
-// This warp's stages: the tile's stages split over the block's warps and grid.y, contiguously.
-struct StageRange {
-  int begin, end;
-};
-__device__ __forceinline__ StageRange stage_range(int stages, int per_warp) {
-  const int wi = static_cast<int>(blockIdx.y) * kTcWarps + static_cast<int>(threadIdx.x >> 5);
-  const int begin = wi * per_warp;
-  return {begin, begin + per_warp < stages ? begin + per_warp : stages};
 }
 
 // The warps' mma accumulators (tile t, C element e of lane l: output out_n(t, e, l / 4), x row
@@ -127,9 +121,8 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     float s[4];
   };
   float acc[2][4] = {};
-  const StageRange range = stage_range(stages, per_warp);
   run_stages<Buf>(
-      range.begin, range.end,
+      stages, per_warp,
       [&](int s, Buf& b) {
         const std::int64_t gi = column_of(s, stages_per_group);
 #pragma unroll
@@ -210,9 +203,8 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     float s[U][2];
   };
   float acc[1][4] = {};
-  const StageRange range = stage_range(stages, per_warp);
   run_stages<Buf>(
-      range.begin, range.end,
+      stages, per_warp,
       [&](int s, Buf& b) {
 #pragma unroll
         for (int u = 0; u < U; ++u) {
@@ -283,9 +275,8 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     float s[8];  // by nibble
   };
   float acc[4][4] = {};
-  const StageRange range = stage_range(stages, per_warp);
   run_stages<Buf>(
-      range.begin, range.end,
+      stages, per_warp,
       [&](int s, Buf& b) {
         const std::int64_t gi = column_of(s, stages_per_group);
 #pragma unroll
