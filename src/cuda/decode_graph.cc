@@ -127,24 +127,28 @@ struct DecodeGraph::Impl {
     if (side != nullptr) cudaStreamDestroy(side);
   }
 
-  // After GEMV `after` (L2PrefetchPlan::Gemv) of `layer`: the plan's prefetches of that point.
+  // After GEMV `after` (L2PrefetchPlan::Gemv) of `layer`: the plan's prefetches of that point,
+  // one launch per mode (branch, chain, early).
   void prefetch_after(std::size_t layer, int after, cudaStream_t stream) {
     if (l2.empty()) return;
-    kernels::L2Prefetch a = l2_fetches_after(l2, w.layers, w.lm_head, layer, after);
-    if (a.count == 0) return;
     const auto check = [&](cudaError_t status, const char* what) {
       detail::check(status, what, gpu);
     };
-    if (l2.chain) {
-      a.pdl = pdl;
-      a.early = l2.early && pdl;
-      check(kernels::l2_prefetch(a, stream), "decode graph: L2 prefetch");
-      return;
+    using Mode = L2PrefetchPlan::Mode;
+    for (const Mode mode : {Mode::Branch, Mode::Chain, Mode::Early}) {
+      kernels::L2Prefetch a = l2_fetches_after(l2, w.layers, w.lm_head, layer, after, mode);
+      if (a.count == 0) continue;
+      if (mode != Mode::Branch) {
+        a.pdl = pdl;
+        a.early = mode == Mode::Early && pdl;
+        check(kernels::l2_prefetch(a, stream), "decode graph: L2 prefetch");
+        continue;
+      }
+      check(cudaEventRecord(fork, stream), "decode graph: cudaEventRecord (L2 prefetch fork)");
+      check(cudaStreamWaitEvent(side, fork, 0), "decode graph: cudaStreamWaitEvent (L2 prefetch)");
+      check(kernels::l2_prefetch(a, side), "decode graph: L2 prefetch");
+      side_used = true;
     }
-    check(cudaEventRecord(fork, stream), "decode graph: cudaEventRecord (L2 prefetch fork)");
-    check(cudaStreamWaitEvent(side, fork, 0), "decode graph: cudaStreamWaitEvent (L2 prefetch)");
-    check(kernels::l2_prefetch(a, side), "decode graph: L2 prefetch");
-    side_used = true;
   }
 
   // The prefetch branch rejoins the step (a capture must end on its origin stream).
@@ -601,7 +605,7 @@ DecodeGraph::DecodeGraph(DecodeWeights weights, bool use_graph) : impl_(std::mak
                 "cudaDeviceGetAttribute", m.gpu);
   m.pdl_capable = w.pdl && major >= 9;
   m.l2 = parse_l2_prefetch(w.l2_prefetch);
-  if (!m.l2.empty() && !m.l2.chain) {
+  if (m.l2.branches()) {
     detail::check(cudaStreamCreateWithFlags(&m.side, cudaStreamNonBlocking), "cudaStreamCreate",
                   m.gpu);
     detail::check(cudaEventCreateWithFlags(&m.fork, cudaEventDisableTiming), "cudaEventCreate",

@@ -51,19 +51,29 @@ struct DecodeLayer {
 // (parse_l2_prefetch): `TARGET@AFTER:MB` (TARGET, AFTER one of qkv, o, gu, down: the GEMVs of a
 // layer in order) launches, right after AFTER's GEMV, a prefetch of the first MB mebibytes TARGET
 // reads (the next layer's when TARGET is not later in the layer than AFTER; the head's after the
-// last layer), in the order its warps start; `chain` puts the prefetch kernel in the step's
-// kernel chain instead of a parallel graph branch, `early` (with chain) issues it before waiting
-// for the kernel before, `last` marks the lines evict-last, `blocks=N` sets its grid.
+// last layer), in the order its warps start. The prefetch kernel runs in a parallel branch of
+// the graph, or with the suffix `/chain` in the step's kernel chain (a PDL node that waits for
+// AFTER's GEMV), or `/early` in the chain prefetching before that wait (overlapping AFTER's
+// tail). The items `chain` and `early` set that for every fetch without a suffix, `last` marks the
+// lines evict-last, `blocks=N` sets the prefetch kernel's grid.
 struct L2PrefetchPlan {
   enum Gemv : int { Qkv = 0, O = 1, GateUp = 2, Down = 3 };
+  enum class Mode { Branch, Chain, Early };
   struct Fetch {
     int target = O, after = Qkv;
     std::int64_t bytes = 0;
+    Mode mode = Mode::Branch;
   };
   std::vector<Fetch> fetches;
-  bool chain = false, early = false, evict_last = false;
+  bool evict_last = false;
   int blocks = 0;
   bool empty() const { return fetches.empty(); }
+  bool branches() const {
+    for (const Fetch& f : fetches) {
+      if (f.mode == Mode::Branch) return true;
+    }
+    return false;
+  }
 };
 // InvalidArgument naming the spec and the bad item otherwise.
 L2PrefetchPlan parse_l2_prefetch(const std::string& spec);

@@ -66,6 +66,8 @@ void add_gemv(kernels::L2Prefetch& a, const DecodeLayer& l, int target, std::int
 
 L2PrefetchPlan parse_l2_prefetch(const std::string& spec) {
   L2PrefetchPlan plan;
+  bool chain = false, early = false;
+  std::vector<bool> suffixed;
   std::string_view rest = spec;
   while (!rest.empty()) {
     const std::size_t comma = rest.find(',');
@@ -75,14 +77,15 @@ L2PrefetchPlan parse_l2_prefetch(const std::string& spec) {
     const auto bad = [&](const char* why) {
       STRATA_THROW(InvalidArgument,
                    "decode graph: L2 prefetch spec \"{}\": item \"{}\" {}; expected a comma list "
-                   "of TARGET@AFTER:MB (TARGET and AFTER one of qkv, o, gu, down; MB > 0), "
-                   "chain, early, last or blocks=N (STRATA_DECODE_L2, docs/decode-graph.md)",
+                   "of TARGET@AFTER:MB[/chain|/early] (TARGET and AFTER one of qkv, o, gu, down; "
+                   "MB > 0), chain, early, last or blocks=N (STRATA_DECODE_L2, "
+                   "docs/decode-graph.md)",
                    spec, item, why);
     };
     if (item == "chain") {
-      plan.chain = true;
+      chain = true;
     } else if (item == "early") {
-      plan.early = true;
+      early = true;
     } else if (item == "last") {
       plan.evict_last = true;
     } else if (item.starts_with("blocks=")) {
@@ -100,7 +103,21 @@ L2PrefetchPlan parse_l2_prefetch(const std::string& spec) {
       f.target = gemv_of(item.substr(0, at));
       f.after = gemv_of(item.substr(at + 1, colon - at - 1));
       if (f.target < 0 || f.after < 0) bad("names an unknown GEMV");
-      const std::string mb(item.substr(colon + 1));
+      std::string_view size = item.substr(colon + 1);
+      const std::size_t slash = size.find('/');
+      suffixed.push_back(slash != std::string_view::npos);
+      if (slash != std::string_view::npos) {
+        const std::string_view mode = size.substr(slash + 1);
+        if (mode == "chain") {
+          f.mode = L2PrefetchPlan::Mode::Chain;
+        } else if (mode == "early") {
+          f.mode = L2PrefetchPlan::Mode::Early;
+        } else {
+          bad("has an unknown mode (chain or early)");
+        }
+        size = size.substr(0, slash);
+      }
+      const std::string mb(size);
       char* end = nullptr;
       const double v = std::strtod(mb.c_str(), &end);
       if (mb.empty() || *end != '\0' || !(v > 0.0) || v > 1e6) bad("has a bad size");
@@ -108,23 +125,23 @@ L2PrefetchPlan parse_l2_prefetch(const std::string& spec) {
       plan.fetches.push_back(f);
     }
   }
-  if (plan.early && !plan.chain) {
-    STRATA_THROW(InvalidArgument,
-                 "decode graph: L2 prefetch spec \"{}\": `early` needs `chain` (a branch of the "
-                 "graph waits for nothing)",
-                 spec);
+  const auto all = early   ? L2PrefetchPlan::Mode::Early
+                   : chain ? L2PrefetchPlan::Mode::Chain
+                           : L2PrefetchPlan::Mode::Branch;
+  for (std::size_t i = 0; i < plan.fetches.size(); ++i) {
+    if (!suffixed[i]) plan.fetches[i].mode = all;
   }
   return plan;
 }
 
 kernels::L2Prefetch l2_fetches_after(const L2PrefetchPlan& plan,
                                      const std::vector<DecodeLayer>& layers, const Tensor& lm_head,
-                                     std::size_t layer, int after) {
+                                     std::size_t layer, int after, L2PrefetchPlan::Mode mode) {
   kernels::L2Prefetch a;
   a.blocks = plan.blocks;
   a.evict_last = plan.evict_last;
   for (const L2PrefetchPlan::Fetch& f : plan.fetches) {
-    if (f.after != after) continue;
+    if (f.after != after || f.mode != mode) continue;
     // A GEMV not later in this layer is the next layer's; after the last layer only q/k/v has a
     // successor: the head, which reads its rows in order too.
     const std::size_t target_layer = f.target > after ? layer : layer + 1;

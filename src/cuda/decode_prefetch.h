@@ -10,11 +10,11 @@
 
 namespace strata::cuda {
 
-// The ranges the plan fetches right after GEMV `after` (L2PrefetchPlan::Gemv) of `layer`: every
-// fetch of that point, each the first bytes of its target in the order the target's warps start
-// (quantized projections are left out). count 0: nothing to launch.
+// The ranges the plan fetches in `mode` right after GEMV `after` (L2PrefetchPlan::Gemv) of
+// `layer`: every such fetch of that point, each the first bytes of its target in the order the
+// target's warps start (quantized projections are left out). count 0: nothing to launch.
 kernels::L2Prefetch l2_fetches_after(const L2PrefetchPlan& plan,
                                      const std::vector<DecodeLayer>& layers, const Tensor& lm_head,
-                                     std::size_t layer, int after);
+                                     std::size_t layer, int after, L2PrefetchPlan::Mode mode);
 
 }  // namespace strata::cuda

@@ -98,14 +98,14 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   models::DecodeGraphOptions fused_options;
   fused_options.fused_norm = true;
   models::DecodeGraphRunner fused_norms(*model, fused_options);
-  // L2 prefetches of every kind (tiny models: each takes whole tensors), in a branch of the
+  // L2 prefetches of every kind (tiny models: each takes whole tensors), in branches of the
   // graph and in its chain: hints only, the same bits.
   models::DecodeGraphOptions branch_options;
-  branch_options.l2_prefetch = "o@qkv:8,gu@o:1,down@o:1,qkv@down:2,o@gu:1,last";
+  branch_options.l2_prefetch = "o@qkv:8,gu@o:1,down@o:1/chain,qkv@down:2,o@gu:1/early,last";
   models::DecodeGraphRunner l2_branch(*model, branch_options);
   ASSERT_TRUE(l2_branch.usable()) << l2_branch.reason();
   models::DecodeGraphOptions chain_options;
-  chain_options.l2_prefetch = "o@qkv:8,gu@o:1,qkv@down:2,chain,early";
+  chain_options.l2_prefetch = "o@qkv:8,gu@o:1/early,qkv@down:2,down@gu:1/early,chain";
   models::DecodeGraphRunner l2_chain(*model, chain_options);
   ASSERT_TRUE(l2_chain.usable()) << l2_chain.reason();
   models::DecodeGraphOptions eager_branch_options = branch_options;

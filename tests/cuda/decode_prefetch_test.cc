@@ -25,10 +25,10 @@ using cuda::parse_l2_prefetch;
 constexpr std::int64_t kMiB = 1024 * 1024;
 
 TEST(L2PrefetchPlanTest, ParsesFetchesAndFlags) {
+  using Mode = L2PrefetchPlan::Mode;
   const L2PrefetchPlan p = parse_l2_prefetch(
-      " o@qkv:32, gu@o:0.5,qkv@down:8,chain,early,last,"
-      "blocks=64");
-  ASSERT_EQ(p.fetches.size(), 3u);
+      " o@qkv:32, gu@o:0.5/chain,qkv@down:8,chain,last,blocks=64,down@gu:1/early");
+  ASSERT_EQ(p.fetches.size(), 4u);
   EXPECT_EQ(p.fetches[0].target, L2PrefetchPlan::O);
   EXPECT_EQ(p.fetches[0].after, L2PrefetchPlan::Qkv);
   EXPECT_EQ(p.fetches[0].bytes, 32 * kMiB);
@@ -37,17 +37,26 @@ TEST(L2PrefetchPlanTest, ParsesFetchesAndFlags) {
   EXPECT_EQ(p.fetches[1].bytes, kMiB / 2);
   EXPECT_EQ(p.fetches[2].target, L2PrefetchPlan::Qkv);
   EXPECT_EQ(p.fetches[2].after, L2PrefetchPlan::Down);
-  EXPECT_TRUE(p.chain);
-  EXPECT_TRUE(p.early);
+  // `chain` applies to the items without a suffix, wherever it stands.
+  EXPECT_EQ(p.fetches[0].mode, Mode::Chain);
+  EXPECT_EQ(p.fetches[1].mode, Mode::Chain);
+  EXPECT_EQ(p.fetches[2].mode, Mode::Chain);
+  EXPECT_EQ(p.fetches[3].mode, Mode::Early);
   EXPECT_TRUE(p.evict_last);
   EXPECT_EQ(p.blocks, 64);
+  EXPECT_FALSE(p.branches());
   EXPECT_TRUE(parse_l2_prefetch("").empty());
-  EXPECT_FALSE(parse_l2_prefetch("down@gu:1").chain);
+  const L2PrefetchPlan q = parse_l2_prefetch("down@gu:1,o@qkv:2/early");
+  EXPECT_EQ(q.fetches[0].mode, Mode::Branch);
+  EXPECT_EQ(q.fetches[1].mode, Mode::Early);
+  EXPECT_TRUE(q.branches());
+  EXPECT_EQ(parse_l2_prefetch("o@qkv:1,early").fetches[0].mode, Mode::Early);
 }
 
 TEST(L2PrefetchPlanTest, BadSpecsNameTheItem) {
-  for (const std::string bad : {"o@qkv", "o:32", "x@qkv:1", "o@y:1", "o@qkv:0", "o@qkv:-2",
-                                "o@qkv:3MB", "blocks=0", "blocks=", "fast", "o@qkv:1,early"}) {
+  for (const std::string bad :
+       {"o@qkv", "o:32", "x@qkv:1", "o@y:1", "o@qkv:0", "o@qkv:-2", "o@qkv:3MB", "blocks=0",
+        "blocks=", "fast", "o@qkv:1/fast", "o@qkv:/chain"}) {
     try {
       parse_l2_prefetch(bad);
       ADD_FAILURE() << "accepted \"" << bad << "\"";
@@ -78,7 +87,7 @@ struct MiniModel {
 
 L2PrefetchPlan plan_of(int target, int after, std::int64_t bytes) {
   L2PrefetchPlan p;
-  p.fetches.push_back({target, after, bytes});
+  p.fetches.push_back({target, after, bytes, L2PrefetchPlan::Mode::Branch});
   return p;
 }
 
@@ -86,18 +95,18 @@ TEST(L2PrefetchPlanTest, RangesFollowTheTargetsWarpOrder) {
   const MiniModel m;
   // o_proj after q/k/v of the same layer, capped at its size.
   auto a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::O, L2PrefetchPlan::Qkv, kMiB), m.layers,
-                                  m.head, 0, L2PrefetchPlan::Qkv);
+                                  m.head, 0, L2PrefetchPlan::Qkv, L2PrefetchPlan::Mode::Branch);
   ASSERT_EQ(a.count, 1);
   EXPECT_EQ(a.ptr[0], m.layers[0].o.data_ptr());
   EXPECT_EQ(a.bytes[0], 2048);
   // Nothing at the other points.
   EXPECT_EQ(cuda::l2_fetches_after(plan_of(L2PrefetchPlan::O, L2PrefetchPlan::Qkv, kMiB), m.layers,
-                                   m.head, 0, L2PrefetchPlan::O)
+                                   m.head, 0, L2PrefetchPlan::O, L2PrefetchPlan::Mode::Branch)
                 .count,
             0);
   // gate/up: half from each, in step.
   a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::GateUp, L2PrefetchPlan::O, 1000), m.layers,
-                             m.head, 1, L2PrefetchPlan::O);
+                             m.head, 1, L2PrefetchPlan::O, L2PrefetchPlan::Mode::Branch);
   ASSERT_EQ(a.count, 2);
   EXPECT_EQ(a.ptr[0], m.layers[1].gate.data_ptr());
   EXPECT_EQ(a.ptr[1], m.layers[1].up.data_ptr());
@@ -105,7 +114,8 @@ TEST(L2PrefetchPlanTest, RangesFollowTheTargetsWarpOrder) {
   EXPECT_EQ(a.bytes[1], 500);
   // q/k/v after down is the next layer's: all of q, then into k.
   a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::Qkv, L2PrefetchPlan::Down, 2048 + 512),
-                             m.layers, m.head, 0, L2PrefetchPlan::Down);
+                             m.layers, m.head, 0, L2PrefetchPlan::Down,
+                             L2PrefetchPlan::Mode::Branch);
   ASSERT_EQ(a.count, 2);
   EXPECT_EQ(a.ptr[0], m.layers[1].q.data_ptr());
   EXPECT_EQ(a.bytes[0], 2048);
@@ -113,24 +123,25 @@ TEST(L2PrefetchPlanTest, RangesFollowTheTargetsWarpOrder) {
   EXPECT_EQ(a.bytes[1], 512);
   // ... and after the last layer the head's rows.
   a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::Qkv, L2PrefetchPlan::Down, 1024), m.layers,
-                             m.head, 1, L2PrefetchPlan::Down);
+                             m.head, 1, L2PrefetchPlan::Down, L2PrefetchPlan::Mode::Branch);
   ASSERT_EQ(a.count, 1);
   EXPECT_EQ(a.ptr[0], m.head.data_ptr());
   EXPECT_EQ(a.bytes[0], 1024);
   // o_proj after gate/up is the next layer's; after the last layer there is none.
   a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::O, L2PrefetchPlan::GateUp, 64), m.layers,
-                             m.head, 0, L2PrefetchPlan::GateUp);
+                             m.head, 0, L2PrefetchPlan::GateUp, L2PrefetchPlan::Mode::Branch);
   ASSERT_EQ(a.count, 1);
   EXPECT_EQ(a.ptr[0], m.layers[1].o.data_ptr());
   EXPECT_EQ(cuda::l2_fetches_after(plan_of(L2PrefetchPlan::O, L2PrefetchPlan::GateUp, 64), m.layers,
-                                   m.head, 1, L2PrefetchPlan::GateUp)
+                                   m.head, 1, L2PrefetchPlan::GateUp, L2PrefetchPlan::Mode::Branch)
                 .count,
             0);
   // A quantized q/k/v (no dense tensors) is left out.
   MiniModel quantized;
   quantized.layers[1].q = quantized.layers[1].k = quantized.layers[1].v = Tensor();
   EXPECT_EQ(cuda::l2_fetches_after(plan_of(L2PrefetchPlan::Qkv, L2PrefetchPlan::Down, 64),
-                                   quantized.layers, quantized.head, 0, L2PrefetchPlan::Down)
+                                   quantized.layers, quantized.head, 0, L2PrefetchPlan::Down,
+                                   L2PrefetchPlan::Mode::Branch)
                 .count,
             0);
 }
