@@ -81,6 +81,10 @@ class Compare:
         return True
 
     def step(self, name, needs):
+        if name in self.args.skip:
+            self.skipped.append(name)
+            print(f"[{elapsed():5.0f} s] skipped {name}: --skip", flush=True)
+            return False
         if self.time_left(needs):
             return True
         self.skipped.append(name)
@@ -221,7 +225,11 @@ def main():
     parser.add_argument("--reference-tokens", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=230)
     parser.add_argument("--json-out")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated optional steps to leave out (names as printed when "
+                        "skipped, e.g. 'cpu forced split,disk stream'), for a shorter device call")
     args = parser.parse_args()
+    args.skip = {name.strip() for name in args.skip.split(",") if name.strip()}
     c = Compare(args)
     gpu = f"cuda:0={args.gpu_gib:g}GiB"
     p, n, r = args.prompt, args.decode, args.reps
