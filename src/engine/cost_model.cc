@@ -334,6 +334,7 @@ PlanPrediction predict_plan(const CostModel& model, const std::vector<PlannedUni
       // A block of offloaded experts also pays its fixed cost once per step, whatever the
       // share of its experts the cache serves.
       const double block = model.expert_block_seconds(w);
+      out.expert_block_seconds += block;
       out.prefill_seconds_best += cached(w, model.best_seconds(w, prefill), prefill) + block;
       out.prefill_seconds_stream += cached(w, model.stream_seconds(w, prefill), prefill) + block;
       out.decode_seconds_best += cached(d, model.best_seconds(d, decode), decode) + block;

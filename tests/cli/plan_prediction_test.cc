@@ -241,6 +241,33 @@ TEST(PlanPrediction, ResidentExpertsAreAUnitOfTheirOwn) {
   EXPECT_EQ(total, static_cast<double>(plan.at("total_bytes").get<std::int64_t>()));
 }
 
+// The MoE terms of the constants (moe-execution.md, "Cost model"): each block of offloaded
+// experts pays the measured block cost once per step, reported beside the prediction.
+TEST(PlanPrediction, OffloadedExpertBlocksPayTheMeasuredBlockCost) {
+  testing::TempDir tmp;
+  json machine = json::parse(std::ifstream(kMachine));
+  machine["cpu_expert_gbps"] = 90.0;
+  machine["moe_block_us"] = 45.0;
+  const std::filesystem::path file = tmp.path() / "machine.json";
+  std::ofstream(file) << machine.dump();
+  PlanArgs args;
+  args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
+  args.max_memory = "0=1GiB,cpu=1GiB";
+  args.dtype = "f32";
+  args.experts = "cpu";
+  args.machine = file.string();
+  const json p = plan_json(args).at("predictions");
+  // Two sparse layers, their experts on the cpu.
+  EXPECT_DOUBLE_EQ(p.at("experts").at("block_ms_per_step").get<double>(), 2 * 45.0 / 1e3);
+  args.experts = "auto";  // everything fits the GPU: no offloaded block
+  EXPECT_DOUBLE_EQ(plan_json(args).at("predictions").at("experts").at("block_ms_per_step"), 0.0);
+  args.experts = "cpu";
+  std::ostringstream out;
+  ASSERT_EQ(run_plan(args, out), 0);
+  EXPECT_NE(out.str().find("the blocks' fixed cost 0.09 ms per step"), std::string::npos)
+      << out.str();
+}
+
 TEST(PlanPrediction, OnTheCpuAloneEverythingComputesThere) {
   const json p = plan_json(llama("cpu=150KiB")).at("predictions");
   ASSERT_TRUE(p.at("available").get<bool>());

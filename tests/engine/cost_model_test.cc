@@ -266,6 +266,7 @@ TEST(CostModel, RoutedExpertsTakeTheCalibratedExpertRateAndABlockCost) {
     const PlanPrediction p = predict_plan(model, {{"model.layers.0.mlp.experts", cached}}, options);
     const double gpu = one / 3000e9 + 960 * 8.0 / 128 * 4e-6;
     EXPECT_DOUBLE_EQ(p.decode_seconds_cpu, hit * gpu + (1 - hit) * (one / 80e9) + 40e-6) << hit;
+    EXPECT_DOUBLE_EQ(p.expert_block_seconds, 40e-6);
     EXPECT_DOUBLE_EQ(p.decode_seconds_stream,
                      hit * gpu + (1 - hit) * std::max(one / 50e9, gpu) + 40e-6)
         << hit;

@@ -203,10 +203,11 @@ std::string forecast_text(const PlanForecast& f, const PredictionInput& input) {
     for (const engine::UnitPrediction& u : p.units) read += u.decode_expert_bytes;
     out += fmt::format(
         "  routed experts offloaded  {:>10}, expert cache {} (expected hit rate {:.1f}%): a "
-        "decode step reads {} of experts outside the cache\n",
+        "decode step reads {} of experts outside the cache; the blocks' fixed cost {:.2f} ms "
+        "per step\n",
         placement::format_bytes(f.offloaded_expert_bytes),
         placement::format_bytes(f.expert_cache_bytes), 100.0 * f.expert_hit_rate,
-        placement::format_bytes(read));
+        placement::format_bytes(read), p.expert_block_seconds * 1e3);
   }
   out +=
       "\nunit                                      tier          bytes  prefill  decode  cpu up "
@@ -253,7 +254,8 @@ nlohmann::ordered_json forecast_json(const PlanForecast& f, const PredictionInpu
   out["experts"] = {{"offloaded_bytes", f.offloaded_expert_bytes},
                     {"cache_bytes", f.expert_cache_bytes},
                     {"expected_hit_rate", f.expert_hit_rate},
-                    {"decode_bytes_outside_cache", expert_read}};
+                    {"decode_bytes_outside_cache", expert_read},
+                    {"block_ms_per_step", p.expert_block_seconds * 1e3}};
   nlohmann::ordered_json units = nlohmann::ordered_json::array();
   for (const engine::UnitPrediction& u : p.units) {
     units.push_back({{"name", u.name},

@@ -179,6 +179,9 @@ struct PlanPrediction {
   // where it can (--offload-policy split; the others stream).
   double decode_seconds_cpu = 0, decode_seconds_split = 0;
   std::int64_t prefill_tokens = 0;  // prefill_tokens x batch
+  // The offloaded expert blocks' fixed cost in a step (expert_block_seconds summed; inside each
+  // of the step times above).
+  double expert_block_seconds = 0;
   std::vector<UnitPrediction> units;
   double prefill_tokens_per_second(bool best) const;
 };
