@@ -25,7 +25,7 @@ trap finish EXIT
 left() { local l=$(( $1 - ($(date +%s) - start) )); echo $(( l < 1 ? 1 : l )); }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$L/gpu.txt" 2>&1
 lscpu > "$L/lscpu.txt" 2>&1
-timeout 25 $B/tests/models_tests --gtest_filter='Moe/*:CpuExperts*:*deepseek*:*Deepseek*:-DeepseekPublished*' > "$L/models_moe_deepseek.txt" 2>&1
+timeout 25 $B/tests/models_tests --gtest_filter='Moe/*:CpuExperts*:MoeBeside*:*deepseek*:*Deepseek*:-DeepseekPublished*' > "$L/models_moe_deepseek.txt" 2>&1
 echo "models moe+deepseek rc $? after $(( $(date +%s) - start )) s" | tee -a "$L/summary.txt"
 grep -E "FAILED|PASSED|Failure" "$L/models_moe_deepseek.txt" | head -20 | tee -a "$L/summary.txt"
 timeout 25 $B/bench/moe_experts_bench 0.2 > "$L/moe_experts_bench.txt" 2>&1
