@@ -19,6 +19,7 @@
 #include "strata/cuda/device.h"
 #include "strata/cuda/stream.h"
 #include "strata/io/model_config.h"
+#include "strata/models/decode_graph.h"
 #include "strata/models/models.h"
 #include "strata/nn/init.h"
 #include "strata/nn/tensor_placement.h"
@@ -170,6 +171,11 @@ int main(int argc, char** argv) {
         set("STRATA_DECODE_TAIL_NORM", v.tail);
         set("STRATA_GEMV_SHAPE", v.shape);
         set("STRATA_GEMV_SHAPE_RESIDUAL", v.residual);
+        // A variant the runner refuses (a bad spec) would time the module path: say so.
+        if (const strata::models::DecodeGraphRunner probe(*model); !probe.usable()) {
+          std::printf("%-20s refused: %s\n", v.name, probe.reason().c_str());
+          continue;
+        }
         measure(batch, true, v.name);
       }
     }
