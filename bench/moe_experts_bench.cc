@@ -145,11 +145,17 @@ int main(int argc, char** argv) {
           Variant{"queue, pinned", 0, &pinned}, Variant{"one per task, pinned", 1, &pinned}}) {
       report(count, v.name, median_us(seconds, run(v.threads, *v.from)), bytes);
     }
-    // Block sizes of the queue (gate+up features, down features).
-    for (const strata::cpu::ExpertBlocks blocks :
-         {strata::cpu::ExpertBlocks{64, 64}, strata::cpu::ExpertBlocks{64, 128},
-          strata::cpu::ExpertBlocks{64, 256}, strata::cpu::ExpertBlocks{128, 128},
-          strata::cpu::ExpertBlocks{128, 256}, strata::cpu::ExpertBlocks{192, 512}}) {
+    // Block sizes of the queue (gate+up features, down features), on every thread, then the
+    // default blocks on fewer threads (fewer streams on the memory controllers).
+    struct Sweep {
+      strata::cpu::ExpertBlocks blocks;
+      std::int64_t threads;
+    };
+    const std::int64_t all = threads;
+    for (const Sweep sweep : {Sweep{{64, 64}, 0}, Sweep{{64, 128}, 0}, Sweep{{64, 256}, 0},
+                              Sweep{{128, 128}, 0}, Sweep{{128, 256}, 0}, Sweep{{192, 512}, 0},
+                              Sweep{{64, 128}, all * 3 / 4}, Sweep{{64, 128}, all / 2}}) {
+      const strata::cpu::ExpertBlocks blocks = sweep.blocks;
       std::vector<strata::cpu::CpuExpertJob> jobs(static_cast<std::size_t>(count));
       for (std::int64_t j = 0; j < count; ++j) {
         auto& job = jobs[static_cast<std::size_t>(j)];
@@ -175,11 +181,12 @@ int main(int argc, char** argv) {
                                        strata::models::Activation::SiLU, jobs[j].gate_out),
                                    jobs[j].up_out);
             },
-            0, blocks);
+            sweep.threads, blocks);
       });
       char name[64];
-      std::snprintf(name, sizeof(name), "queue, blocks %lld/%lld",
-                    static_cast<long long>(blocks.gate_up), static_cast<long long>(blocks.down));
+      std::snprintf(name, sizeof(name), "queue, blocks %lld/%lld, %lld thr",
+                    static_cast<long long>(blocks.gate_up), static_cast<long long>(blocks.down),
+                    static_cast<long long>(sweep.threads > 0 ? sweep.threads : all));
       report(count, name, us, bytes);
     }
     // The same bytes in one product (the rows of `count` experts' three matrices).
