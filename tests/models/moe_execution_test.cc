@@ -143,10 +143,20 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
   EXPECT_GT(one.route_ns, 0);
   EXPECT_GE(one.experts_ns, one.cpu_ns);
   EXPECT_GT(one.experts_ns, 0);
+  EXPECT_EQ(one.block_steps, blocks_n);
+  EXPECT_LE(one.device_ns, one.experts_ns);
 
   expect_float32_logits_match(f, model->run(f.prompt_ids).logits);
   expect_greedy_continuation_matches(f, *model);
   const models::ExpertExecutionStats all = models::expert_execution_stats(*model);
+  // Behind a GPU, the decode steps of blocks with offloaded experts read their routing and
+  // input with one wait (the 11 decode steps of the greedy continuation at least); on the cpu
+  // nothing is staged.
+  if (m.gpu) {
+    EXPECT_GE(all.staged_batches, 11 * blocks_n);
+  } else {
+    EXPECT_EQ(all.staged_batches, 0);
+  }
   if (m.policy == OffloadPolicy::Auto) {
     EXPECT_GT(all.streamed, 0) << "the prompts did not stream their experts";
     EXPECT_GT(all.cpu, blocks_n * top_k) << "the decode steps did not compute on the cpu";
