@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/flash_decode_probe.h"
 #include "cuda/kernels.h"
 #include "strata/cuda/device.h"
 #include "strata/engine/machine_rates.h"
@@ -107,10 +108,17 @@ struct DecodeCase {
 };
 
 // Kernels timed per case (FlashDecodeArgs::variant): 1 the split-K kernel + combine kernel, 2-5
-// the one-kernel tile configurations (0 is the default one, already among them).
-constexpr int kVariants[] = {1, 2, 3, 4, 5};
+// the one-kernel tile configurations (0 is the default one, already among them), 6-8 the
+// one-kernel with a head's splits in one cluster.
+constexpr int kVariants[] = {1, 2, 3, 4, 5, 6, 7, 8};
 const char* variant_name(int v) {
   switch (v) {
+    case 6:
+      return "cluster 256t tile64x4";
+    case 7:
+      return "cluster 128t tile32x6";
+    case 8:
+      return "cluster 256t tile64x2";
     case 1:
       return "split-K+combine";
     case 2:
@@ -204,19 +212,30 @@ void decode_case(const DecodeCase& c, const Tensor& pattern, int sms, double cop
     a.variant = variant;
     const int chosen = k::flash_decode_splits(a, sms);
     std::vector<int> tries = {chosen};
-    if (c.sweep) {
+    const bool cluster = variant >= 6;
+    if (c.sweep && cluster) {
+      for (const int s : {4, 8, 12, 16}) tries.push_back(s);
+    } else if (c.sweep) {
       for (const int per_sm : {1, 2, 3, 4}) tries.push_back((sms * per_sm + heads - 1) / heads);
       tries.push_back(chosen / 2);
       tries.push_back(chosen * 2);
     }
     std::vector<int> done;
     for (int splits : tries) {
-      splits = std::clamp(splits, 1, k::kFlashDecodeMaxSplits);
+      splits = std::clamp(splits, 1, cluster ? 16 : k::kFlashDecodeMaxSplits);
       if (std::find(done.begin(), done.end(), splits) != done.end()) continue;
       done.push_back(splits);
       a.splits = splits;
       // The counters sit after the partials, which move with the split count: zero them again.
       check(k::flash_decode_clear_scratch(a, stream), "clear scratch");
+      // A kernel the device refuses (a cluster it cannot place) is reported, not fatal.
+      const cudaError_t trial = k::launch_flash_decode(a, stream);
+      if (trial != cudaSuccess || cudaStreamSynchronize(stream) != cudaSuccess) {
+        std::printf("decode b%d %dk %s (%d splits): not launched: %s\n", c.batch, c.keys / 1024,
+                    variant_name(variant), splits, cudaGetErrorString(trial));
+        cudaGetLastError();
+        continue;
+      }
       const double graphed = graph_ms(stream, call, reps, calls);
       const double one = time_ms(stream, call, reps, 1);
       char what[160];
@@ -229,38 +248,76 @@ void decode_case(const DecodeCase& c, const Tensor& pattern, int sms, double cop
     }
   }
   if (c.diagnose) {
-    // Where the time of a small call goes, with the default kernel and its split count: launched
-    // with programmatic dependent launch (the next call's blocks are placed while this one
-    // finishes); the same cache every call (L2-resident up to ~50 MB: no HBM, no TLB misses);
-    // a key length of 0 read on the device (launch, the partials and the merge only).
-    a.variant = 0;
-    a.splits = k::flash_decode_splits(a, sms);
-    check(k::flash_decode_clear_scratch(a, stream), "clear scratch");
-    const auto row = [&](const char* how, const std::function<void()>& f, double bytes) {
+    // Where the time of a small call goes, with the default kernel (0) and the cluster kernels
+    // (6, 7) at their split counts: launched with programmatic dependent launch (the next call's
+    // blocks are placed while this one finishes); the same cache every call (L2-resident up to
+    // ~50 MB: no HBM, no TLB misses); a key length of 0 read on the device (launch, the partials
+    // and the merge only).
+    const auto row = [&](const std::string& how, const std::function<void()>& f, double bytes) {
       const double graphed = graph_ms(stream, f, reps, calls);
       char what[160];
-      std::snprintf(what, sizeof what, "decode b%d %dk hq%d/hkv%d d%d default, %s (%d splits)",
-                    c.batch, c.keys / 1024, c.q_heads, c.kv_heads, c.head_dim, how, a.splits);
+      std::snprintf(what, sizeof what, "decode b%d %dk hq%d/hkv%d d%d %s", c.batch, c.keys / 1024,
+                    c.q_heads, c.kv_heads, c.head_dim, how.c_str());
       const double gbs = bytes / graphed / 1e6;
       std::printf("%-72s %9.1f %9.1f %6.1f%% %9.1f us\n", what, gbs, copy_gbs,
                   100.0 * gbs / copy_gbs, graphed * 1e3);
     };
-    a.pdl = true;
-    row("PDL", call, 2.0 * static_cast<double>(kv_bytes));
-    a.pdl = false;
-    const auto same = [&] {
-      a.k = ks[0]->ptr;
-      a.v = vs[0]->ptr;
-      check(k::launch_flash_decode(a, stream), "launch_flash_decode");
-    };
-    row("same cache each call", same, 2.0 * static_cast<double>(kv_bytes));
+    const double bytes = 2.0 * static_cast<double>(kv_bytes);
     std::int32_t* zero = nullptr;
     check(cudaMalloc(&zero, sizeof(std::int32_t)), "length");
     check(cudaMemset(zero, 0, sizeof(std::int32_t)), "length");
-    a.kv_len = zero;
-    row("0 keys (device length)", same, 2.0 * static_cast<double>(kv_bytes));
-    a.kv_len = nullptr;
+    for (const int variant : {0, 6, 7}) {
+      a.variant = variant;
+      a.splits = std::min(k::flash_decode_splits(a, sms), k::kFlashDecodeMaxSplits);
+      check(k::flash_decode_clear_scratch(a, stream), "clear scratch");
+      const std::string name = std::string(variant == 0 ? "default" : variant_name(variant)) +
+                               " (" + std::to_string(a.splits) + " splits), ";
+      if (k::launch_flash_decode(a, stream) != cudaSuccess ||
+          cudaStreamSynchronize(stream) != cudaSuccess) {
+        std::printf("decode %s: not launched\n", name.c_str());
+        cudaGetLastError();
+        continue;
+      }
+      a.pdl = true;
+      row(name + "PDL", call, bytes);
+      const auto same = [&] {
+        a.k = ks[0]->ptr;
+        a.v = vs[0]->ptr;
+        check(k::launch_flash_decode(a, stream), "launch_flash_decode");
+      };
+      row(name + "PDL, same cache each call", same, bytes);
+      a.kv_len = zero;
+      row(name + "PDL, 0 keys (device length)", same, bytes);
+      a.pdl = false;
+      row(name + "0 keys (device length)", same, bytes);
+      a.kv_len = nullptr;
+    }
     cudaFree(zero);
+    // Floors: an empty kernel (one graph node's launch and drain) and a pure read of the same
+    // K and V bytes (no compute, no merge), with and without programmatic dependent launch.
+    namespace pr = strata::cuda::kernels::probe;
+    unsigned* sink = nullptr;
+    check(cudaMalloc(&sink, sizeof(unsigned)), "sink");
+    for (const bool pdl : {false, true}) {
+      const std::string tail = pdl ? ", PDL" : "";
+      row(
+          "floor: empty kernel, 264 blocks" + tail,
+          [&] { check(pr::launch_empty(264, 128, pdl, stream), "empty"); }, bytes);
+      for (const int blocks : {132, 264, 528}) {
+        for (const int unroll : {4, 8}) {
+          const auto read = [&] {
+            const void* kp = ks[next]->ptr;
+            const void* vp = vs[next]->ptr;
+            next = (next + 1) % sets;
+            check(pr::launch_read(kp, vp, kv_bytes, sink, blocks, unroll, pdl, stream), "read");
+          };
+          row("floor: read K+V, " + std::to_string(blocks) + " blocks x256, unroll " +
+                  std::to_string(unroll) + tail,
+              read, bytes);
+        }
+      }
+    }
+    cudaFree(sink);
   }
   cudaFree(scratch);
   cudaFree(sinks);
@@ -309,9 +366,10 @@ int main(int argc, char** argv) {
   std::printf("%-72s %9s %9s %7s\n", "decode, bf16 (K+V GB/s vs D2D copy, graph-replayed)", "GB/s",
               "copy", "ratio");
   std::vector<DecodeCase> cases;
-  for (const int keys : {1024, 8192, 32768}) {
+  for (const int keys : {1024, 2048, 8192, 16384, 32768}) {
     for (const int batch : {1, 4, 16, 64}) {
-      cases.push_back({batch, 32, 8, 128, keys, false, batch == 1 && keys > 1024, batch == 1});
+      cases.push_back({batch, 32, 8, 128, keys, false, batch == 1 && keys > 1024,
+                       batch == 1 && (keys == 1024 || keys == 8192 || keys == 32768)});
     }
   }
   cases.push_back({1, 32, 32, 128, 8192, false});

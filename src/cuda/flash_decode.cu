@@ -318,7 +318,7 @@ const DecodeVariant& variant_of(const FlashDecodeArgs& a) {
 
 bool flash_decode_supported(const FlashDecodeArgs& a) {
   if (a.type != Type::BFloat16 && a.type != Type::Float16) return false;
-  if (a.variant < 0 || a.variant > 5) return false;
+  if (a.variant < 0 || a.variant > 8) return false;
   if (a.mask != nullptr && a.mask_type != Type::Float32 && a.mask_type != a.type) return false;
   if (a.batch < 0 || a.q_len < 1 || a.q_len > kFlashDecodeMaxQ || a.kv_heads < 1 ||
       a.q_heads < a.kv_heads || a.q_heads % a.kv_heads != 0 || a.max_kv_len < 0) {
@@ -333,6 +333,7 @@ bool flash_decode_supported(const FlashDecodeArgs& a) {
 
 int flash_decode_splits(const FlashDecodeArgs& a, int multiprocessors) {
   if (!flash_decode_supported(a)) return 1;
+  if (fused_decode::is_cluster_variant(a.variant)) return fused_decode::cluster_splits(a);
   // Equal chunks take equal time, so a partial last wave of blocks costs a whole one: pick the
   // split count whose blocks fill the resident slots best (the fewest splits within 2% of the
   // best), each split at least kFlashDecodeMinChunk keys.
@@ -375,6 +376,7 @@ cudaError_t launch_flash_decode(const FlashDecodeArgs& a, cudaStream_t stream) {
   }
   const std::int64_t rows = std::int64_t{a.batch} * a.q_heads * a.q_len;
   if (rows == 0) return cudaSuccess;
+  if (fused_decode::is_cluster_variant(a.variant)) return fused_decode::cluster_launch(a, stream);
   if (a.variant != 1) return fused_decode::launch(a, stream);
   const int row_chunks = row_chunks_of(a);
   const dim3 grid(static_cast<unsigned>(a.splits * row_chunks),

@@ -231,7 +231,9 @@ struct FlashDecodeArgs {
   int splits = 1;                // flash_decode_splits(); fixed for a captured graph
   float* scratch = nullptr;      // flash_decode_scratch_bytes() bytes, 16-byte aligned
   // Which kernel: 0 the default (the one-kernel flash decoding), 1 the split-K kernel with its
-  // combine kernel, 2-5 the one-kernel's tile configurations (cuda_attention_bench sweeps them).
+  // combine kernel, 2-5 the one-kernel's tile configurations, 6-8 the one-kernel with a head's
+  // splits in one thread-block cluster (sm_90; splits capped at the largest cluster the device
+  // runs, 16 on H100) (cuda_attention_bench sweeps them).
   int variant = 0;
   // Programmatic dependent launch (one-kernel variants): the blocks are placed while the previous
   // kernel finishes and wait for it before reading anything (Gemv::pdl).

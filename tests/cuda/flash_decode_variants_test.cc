@@ -1,9 +1,11 @@
 // Every flash-decoding kernel behind launch_flash_decode (FlashDecodeArgs::variant: 0 the default
-// one-kernel decode, 1 split-K + combine, 2-5 the one-kernel's tile configurations) against the
+// one-kernel decode, 1 split-K + combine, 2-5 the one-kernel's tile configurations, 6-8 the
+// one-kernel with a head's splits merged inside a thread-block cluster) against the
 // CPU attention op, the independent reference (same inputs, tolerance of one rounding to the dtype,
 // tests/support/op_testing.h). Covered: head dims 64/80/96/128/256, GQA ratios 1-8, key lengths
 // that are not multiples of any tile (1, 100, 1000, 4099) with 1, the chosen and the most splits
-// (so the last block of a head merges 1 to 128 partials), key lengths read on the device with a
+// (so the last block of a head merges 1 to 128 partials; a cluster takes at most 16 splits, some
+// of them past the length and idle), key lengths read on the device with a
 // sequence of length 0, causal speculative rows, masks, sinks, and a CUDA graph replayed many
 // times (the ticket counters must come back to zero after every launch).
 
@@ -30,7 +32,7 @@ using testing::all_close;
 using testing::random_tensor;
 using testing::tolerance_for;
 
-constexpr int kVariants[] = {0, 1, 2, 3, 4, 5};
+constexpr int kVariants[] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
 
 Tensor on_gpu(const Tensor& t) { return t.to(Device::cuda(0)); }
 
@@ -236,10 +238,10 @@ TEST_P(FlashDecodeVariants, RowChunksOfALargeGroup) {
   }
 }
 
-// Variants outside 0-5 are refused.
+// Variants outside 0-8 are refused.
 TEST_P(FlashDecodeVariants, RefusesAnUnknownVariant) {
   Problem p(GetParam(), 1, 4, 2, 1, 64, 64, 95);
-  p.args.variant = 6;
+  p.args.variant = 9;
   EXPECT_FALSE(k::flash_decode_supported(p.args));
   EXPECT_EQ(k::launch_flash_decode(p.args, nullptr), cudaErrorInvalidValue);
 }
