@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Device call 1 of session 7 (helper qnt, issue 16): the tensor-core streaming int4 GEMV
-# (quant_gemv_tc.cu, STRATA_QUANT_GEMV=tc=1, steps per stage tu=1/2/4, blocks per SM tb) against
+# and FP8 (quant_gemv_tc.cu, STRATA_QUANT_GEMV=tc=1 / tf=1, steps per stage tu=1/2/4, blocks per SM tb) against
 # session 5/6's kernels and bf16 in the same run, timed both as host-queued calls and inside a
 # CUDA graph with PDL (quant_linear_bench --graph: what the decode graph sees); the GEMV tests
 # under the tc variants; compute-sanitizer memcheck of the new kernels; 7B-shaped 4-layer
-# bf16 / AWQ / GPTQ / compressed-tensors models decoded GPU-resident through the decode graph with
-# the defaults and with tc=1. Writes $OUT/qnt.tgz (logs/qnt/*). < 60 s.
+# bf16 / AWQ / GPTQ / compressed-tensors / FP8 models decoded GPU-resident through the decode graph
+# with the defaults and with tc=1 / tf=1. Writes $OUT/qnt.tgz (logs/qnt/*). < 60 s.
 set -uo pipefail
 L=/tmp/qntlogs/logs/qnt; mkdir -p "$L"
 start=$(date +%s)
@@ -14,7 +14,7 @@ el() { echo $(( $(date +%s) - start )); }
 left() { local l=$(( $1 - $(el) )); [ $l -gt $2 ] && l=$2; [ $l -lt 1 ] && l=1; echo $l; }
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader > "$L/gpu.txt" 2>&1
 # Checkpoints in the background (CPU work while the GPU benches run).
-( python3 bench/reference/make_random_quantized.py /tmp/q4 --formats awq,gptq,ct --layers 4 \
+( python3 bench/reference/make_random_quantized.py /tmp/q4 --formats awq,gptq,ct,fp8 --layers 4 \
     > "$L/make_q.txt" 2>&1; echo "rc $?" >> "$L/make_q.txt"
   python3 bench/reference/make_random_llama.py /tmp/q4/bf16 --layers 4 > "$L/make_bf16.txt" 2>&1
   echo "rc $?" >> "$L/make_bf16.txt" ) &
@@ -25,7 +25,7 @@ summ() {  # log, label: ok / failed counts and the first failures
   grep -E "^\[  FAILED  \].*\(" "$1" | head -4 | tee -a "$L/summary.txt"
 }
 i=0
-for v in "tc=1" "tc=1,tu=4" "tc=1,tu=1,tb=4"; do
+for v in "tc=1,tf=1" "tc=1,tf=1,tu=4" "tc=1,tf=1,tu=1,tb=4"; do
   i=$((i + 1))
   STRATA_QUANT_GEMV="$v" timeout 4 $B/tests/cuda_tests \
     --gtest_filter='Formats/QuantGemvCudaTest.*' > "$L/tests_tc$i.txt" 2>&1
@@ -40,11 +40,11 @@ run() {  # name, env value, formats, batches, seconds cap
   grep -E "^==|7B token" "$L/bench_$1.txt" | tee -a "$L/summary.txt"
 }
 run default "" bf16,fp8,fp8_tensor,awq,gptq4,ct4,ct8,gptq8 1 20
-run tc2 "tc=1" awq,gptq4,ct4 1,8 24
-run tc4 "tc=1,tu=4" awq,gptq4,ct4 1 27
-run tc1 "tc=1,tu=1" awq,gptq4,ct4 1 30
-run tc2b3 "tc=1,tb=3" awq,gptq4,ct4 1 32
-run tc4b1 "tc=1,tu=4,tb=1" awq,gptq4,ct4 1 34
+run tc2 "tc=1,tf=1" fp8,fp8_tensor,awq,gptq4,ct4 1,8 25
+run tc4 "tc=1,tf=1,tu=4" fp8,awq,gptq4,ct4 1 28
+run tc1 "tc=1,tf=1,tu=1" fp8,awq,gptq4,ct4 1 31
+run tc2b3 "tc=1,tf=1,tb=3" fp8,awq,gptq4,ct4 1 33
+run tc4b1 "tc=1,tf=1,tu=4,tb=1" fp8,awq,gptq4,ct4 1 35
 run v1 "v1" awq,gptq4,ct4 1 36
 run rows "ct=1,gq=1,ro=4,ru=4,ctm=1,gm=1,am=1" fp8,awq,gptq4,ct4,ct8 1,8 40
 run rows28 "ct=1,ro=2,ru=8" fp8,ct8 1 42
@@ -52,21 +52,21 @@ run rows28 "ct=1,ro=2,ru=8" fp8,ct8 1 42
 wait $maker
 echo "checkpoints at $(el) s: $(tail -1 "$L/make_q.txt") $(tail -1 "$L/make_bf16.txt")" | tee -a "$L/summary.txt"
 S=$B/tools/strata/strata
-for fv in bf16: awq: awq:tc=1 gptq: gptq:tc=1 ct: ct:tc=1; do
+for fv in bf16: awq: awq:tc=1 gptq:tc=1 ct:tc=1 fp8: fp8:tf=1; do
   f=${fv%%:*}; v=${fv#*:}
-  STRATA_QUANT_GEMV="$v" timeout $(left 53 3) $S bench /tmp/q4/$f -p 0 -n 32 -b 1 -r 2 \
+  STRATA_QUANT_GEMV="$v" timeout $(left 50 3) $S bench /tmp/q4/$f -p 0 -n 32 -b 1 -r 2 \
     --dtype bf16 --json --max-memory cuda:0=70GiB,cpu=0GiB > "$L/decode_${f}_$v.json" \
     2> "$L/decode_${f}_$v.err"
   echo "decode $f ($v) rc $? at $(el) s: $(grep -E '"(weight_bytes|ms_per_step|weight_read_gb_per_s|share_of_memory_limit|hbm_gb_s)"' "$L/decode_${f}_$v.json" | tr -d ' \n')" \
     | tee -a "$L/summary.txt"
 done
 # The quantized models through the decode graph with the tc kernels: graph tokens = module path.
-STRATA_QUANT_GEMV=tc=1 timeout $(left 55 3) $B/tests/models_tests \
+STRATA_QUANT_GEMV=tc=1,tf=1 timeout $(left 53 3) $B/tests/models_tests \
   --gtest_filter='Recorded/QuantizedParityTest.DecodeGraph*' > "$L/models_graph_tc.txt" 2>&1
 summ "$L/models_graph_tc.txt" "models_tests decode graph tc=1 rc $?"
 # Memcheck of the new kernels (bf16 cases shaped for them), whatever time is left.
 CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-STRATA_QUANT_GEMV=tc=1 timeout $(left 58 5) "$CS" --tool memcheck --print-limit 5 \
+STRATA_QUANT_GEMV=tc=1,tf=1 timeout $(left 57 5) "$CS" --tool memcheck --print-limit 5 \
   $B/tests/cuda_tests --gtest_filter='Formats/QuantGemvCudaTest.HalfPrecisionActivations/tc_*' \
   > "$L/memcheck_tc.txt" 2>&1
 echo "memcheck tc rc $? at $(el) s: $(grep -E 'ERROR SUMMARY|PASSED|FAILED' "$L/memcheck_tc.txt" | tail -3 | tr '\n' ' ')" \

@@ -533,6 +533,7 @@ struct StreamConfig {
   // many rows of x on (9: never; session 7's call 1 measures them), their steps per stage and the
   // blocks per SM their split of the inputs aims at.
   int tc_from = 9, tc_unroll = 2, tc_blocks_per_sm = 2;
+  int tc_fp8_from = 9;  // FP8 on the tensor cores (quant_gemv_tc.cu) from this many rows on
 };
 
 StreamConfig read_config() {
@@ -571,6 +572,7 @@ StreamConfig read_config() {
     if (key("gm")) from(c.gptq_mma_from);
     if (key("am")) from(c.awq_mma_from);
     if (key("tc")) from(c.tc_from);
+    if (key("tf")) from(c.tc_fp8_from);
     if (key("tu") && (value == 1 || value == 2 || value == 4)) c.tc_unroll = value;
     if (key("tb") && value >= 1 && value <= 8) c.tc_blocks_per_sm = value;
     const char* comma = std::strchr(eq, ',');
@@ -745,6 +747,11 @@ bool takes(const QuantWeight& w, std::int64_t rows, const void* x, Type x_type) 
   return column_layout(w, column_v(w, x_type == Type::BFloat16));
 }
 
+// Rows of x from which w takes the tensor-core streaming kernel (9: never).
+int tc_from(const QuantWeight& w) {
+  return w.kind == QuantKind::FP8 ? config().tc_fp8_from : config().tc_from;
+}
+
 // quant_gemv_stream_scratch without the tensor-core kernel.
 QuantGemvScratch stream_scratch_rest(const QuantWeight& w, std::int64_t rows, int sms) {
   if (config().enabled && rows >= config().awq_mma_from && w.kind == QuantKind::AWQ && rows <= 8 &&
@@ -771,7 +778,7 @@ QuantGemvScratch stream_scratch_rest(const QuantWeight& w, std::int64_t rows, in
 QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t rows, int sms) {
   // x's dtype is not known here: room for the tensor-core kernel (bf16 x) and the others alike.
   QuantGemvScratch tc;
-  if (config().enabled && rows >= config().tc_from && rows <= 8) {
+  if (config().enabled && rows >= tc_from(w) && rows <= 8) {
     tc = quant_tc_scratch(w, rows, config().tc_unroll, config().tc_blocks_per_sm, sms);
   }
   const QuantGemvScratch rest = stream_scratch_rest(w, rows, sms);
@@ -783,7 +790,7 @@ bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::in
                        cudaStream_t stream, cudaError_t* error) {
   // The tensor-core variants take up to 8 rows of x at about the cost of one.
   if (config().enabled && rows >= 1 && rows <= 8) {
-    if (rows >= config().tc_from && quant_tc_takes(w, x, x_type, rows)) {
+    if (rows >= tc_from(w) && quant_tc_takes(w, x, x_type, rows)) {
       *error = quant_tc_gemv(w, x, rows, bias, out, workspace, tickets, config().tc_unroll,
                              config().tc_blocks_per_sm, sms, stream);
       return true;

@@ -327,6 +327,82 @@ __global__ void __launch_bounds__(kTcWarps * 32)
       rows, bias, out, ws, tickets);
 }
 
+// ---- FP8 (float8_e4m3fn [n, k], 128 x 128 block or one scale)
+// ------------------------------------ Tile: 16 rows (A rows g, g + 8); step: 64 inputs, thread c's
+// 16 bytes of each row. Word q of the 16 bytes (inputs 4q .. 4q + 3) is one mma: A pairs (bytes 0,
+// 2) and (1, 3) of rows g and g + 8 (fp8_pair_bf16: the values times 2^-120), B the same pairs of x
+// times 2^64 (one PRMT each), so the float32 sums are 2^-56 times the true ones, far from the
+// denormal range; 2^56 goes back with the step's block scale (a tile of 16 rows lies in one block
+// row: block_out % 16 == 0; a step in one block column: block_in % 64 == 0).
+template <int U>
+__global__ void __launch_bounds__(kTcWarps * 32)
+    fp8_tc_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
+                  const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
+                  unsigned* tickets, int stages, int per_warp, ChunkDiv steps_per_block) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * 16;
+  const std::int64_t steps = w.k / 64;
+  const uint4* wrow[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const std::int64_t n = first + g + 8 * h;
+    wrow[h] = reinterpret_cast<const uint4*>(static_cast<const std::uint8_t*>(w.weight) +
+                                             (n < w.n ? n : w.n - 1) * w.k) +
+              c;  // step t: + 4t
+  }
+  const auto* scale = static_cast<const float*>(w.scale);
+  const bool blocked = w.block_out != 0;
+  const float* srow =
+      blocked ? scale + (first / w.block_out) * ((w.k + w.block_in - 1) / w.block_in) : scale;
+  const BF16Bits* xr = x + x_row(g, rows) * w.k + 16 * c;
+  struct Buf {
+    uint4 v[U][2];
+    float s[U];
+  };
+  float acc[1][4] = {};
+  run_stages<Buf>(
+      stages, per_warp,
+      [&](int s, Buf& b) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
+          const bool in = t < steps;
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            b.v[u][h] = in ? __ldcs(wrow[h] + 4 * t) : make_uint4(0, 0, 0, 0);
+          b.s[u] = in ? __ldg(srow + (blocked ? column_of(t, steps_per_block) : 0)) : 0.0f;
+        }
+      },
+      [&](int s, const Buf& b) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
+          if (t >= steps) break;
+          const uint4* xp = reinterpret_cast<const uint4*>(xr + 64 * t);
+          const uint4 xa = __ldg(xp), xb = __ldg(xp + 1);
+          const std::uint32_t xw[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+          float d[4][4] = {};  // one accumulator per word
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            const std::uint32_t w0 = part_of_uint4(b.v[u][0], q), w1 = part_of_uint4(b.v[u][1], q);
+            const std::uint32_t lo = bf16_pair_times_2_64(xw[2 * q]),
+                                hi = bf16_pair_times_2_64(xw[2 * q + 1]);
+            mma_bf16(d[q], fp8_pair_bf16<0>(w0), fp8_pair_bf16<0>(w1), fp8_pair_bf16<1>(w0),
+                     fp8_pair_bf16<1>(w1), __byte_perm(lo, hi, 0x5410),
+                     __byte_perm(lo, hi, 0x7632));
+          }
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            acc[0][e] =
+                fmaf((d[0][e] + d[1][e]) + (d[2][e] + d[3][e]), b.s[u] * 0x1p56f, acc[0][e]);
+          }
+        }
+      });
+  tc_finish<1>(
+      acc, [&](int, int e, int gg) { return first + gg + 8 * (e >> 1); }, w, rows, bias, out, ws,
+      tickets);
+}
+
 // ---- host side ----------------------------------------------------------------------------------
 
 // The geometry of one layer: output tiles, steps of the inputs, and the steps a stage may hold
@@ -339,6 +415,14 @@ struct TcShape {
 };
 
 bool tc_shape(const QuantWeight& w, TcShape* shape) {
+  if (w.kind == QuantKind::FP8) {
+    if (w.k % 64 != 0 || (w.block_out != 0 && (w.block_out % 16 != 0 || w.block_in % 64 != 0)) ||
+        !aligned16(w.weight)) {
+      return false;
+    }
+    *shape = {(w.n + 15) / 16, w.k / 64, w.block_out != 0 ? w.block_in / 64 : w.k / 64, false};
+    return true;
+  }
   if (w.bits != 4) return false;
   switch (w.kind) {
     case QuantKind::GPTQ:
@@ -407,6 +491,10 @@ cudaError_t tc_launch_u(const QuantWeight& w, const TcShape& shape, const TcGrid
                               chunk_div(shape.steps_per_group / U));
     case QuantKind::Compressed:
       return launch_maybe_pdl(ct4_tc_kernel<U>, blocks, threads, 0, stream, w.pdl, w, x, rows, bias,
+                              out, ws, tickets, grid.stages, grid.per_warp,
+                              chunk_div(shape.steps_per_group));
+    case QuantKind::FP8:
+      return launch_maybe_pdl(fp8_tc_kernel<U>, blocks, threads, 0, stream, w.pdl, w, x, rows, bias,
                               out, ws, tickets, grid.stages, grid.per_warp,
                               chunk_div(shape.steps_per_group));
     default:

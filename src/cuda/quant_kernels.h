@@ -85,9 +85,10 @@ bool gptq4_mma_takes(const QuantWeight& w, const void* x, Type x_type);
 cudaError_t gptq4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
                            void* out, cudaStream_t stream);
 
-// The streaming tensor-core GEMV of the int4 formats (quant_gemv_tc.cu; compressed-tensors int4
-// with groups of 128k or per channel, GPTQ 4-bit with sequential g_idx, AWQ; bf16 x, 1-8 rows),
-// tried by quant_gemv_stream under STRATA_QUANT_GEMV=...,tc=N. `unroll` = steps per stage (1, 2,
+// The streaming tensor-core GEMV (quant_gemv_tc.cu; compressed-tensors int4 with groups of 128k or
+// per channel, GPTQ 4-bit with sequential g_idx, AWQ, FP8 with k % 64 == 0 and blocks of 16k x
+// 64k or one scale; bf16 x, 1-8 rows), tried by quant_gemv_stream under STRATA_QUANT_GEMV=...,
+// tc=N (int4) / tf=N (FP8). `unroll` = steps per stage (1, 2,
 // 4), `blocks_per_sm` = blocks of 8 warps per SM that the split of the inputs aims at; the
 // scratch (split-K partial sums, tickets) is quant_tc_scratch's for the same arguments.
 bool quant_tc_takes(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows);

@@ -55,5 +55,26 @@ __device__ __forceinline__ void x_pairs(const uint4& xv, std::uint32_t (&xb)[4])
   xb[3] = __byte_perm(xv.y, xv.w, 0x7632);
 }
 
+// The float8_e4m3fn bytes 2p and 2p + 2 of word w (p = 0, 1) as a bf16 pair equal to their values
+// times 2^-120 exactly: the 7 magnitude bits moved to bf16 bits 4..10 make the e4m3 exponent the
+// low bits of bf16's (bias 127 against 7), the sign bit moves to bit 15; e4m3 subnormals become
+// bf16 subnormals of the same scaled value. (The NaN code 0x7F reads as 480 * 2^-120: weights
+// are never NaN.)
+template <int P>
+__device__ __forceinline__ std::uint32_t fp8_pair_bf16(std::uint32_t w) {
+  const std::uint32_t b = P == 0 ? w : w >> 8;  // bytes 2P, 2P + 2 at bits 0..7, 16..23
+  return ((b << 4) & 0x07F007F0u) | ((b << 8) & 0x80008000u);
+}
+
+// The bf16 pair x * 2^64 (exact: a power of two, activations are far below 2^64).
+__device__ __forceinline__ std::uint32_t bf16_pair_times_2_64(std::uint32_t x) {
+  __nv_bfloat162 a, m;
+  const std::uint32_t two64 = 0x5F805F80u;
+  a = *reinterpret_cast<const __nv_bfloat162*>(&x);
+  m = *reinterpret_cast<const __nv_bfloat162*>(&two64);
+  const __nv_bfloat162 p = __hmul2(a, m);
+  return *reinterpret_cast<const std::uint32_t*>(&p);
+}
+
 }  // namespace
 }  // namespace strata::cuda::kernels

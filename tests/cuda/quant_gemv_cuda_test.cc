@@ -60,7 +60,7 @@ std::vector<GemvCase> gemv_cases() {
       {"gptq8_desc_act", [](Q& q) { return q.gptq(96, 512, 8, 64, true, true); }},
       {"gptq4_generic_ragged", [](Q& q) { return q.gptq(64, 200, 4, 64, false, false); }},
       // Shaped for the tensor-core streaming kernels (quant_gemv_tc.cu, taken for bf16 x under
-      // STRATA_QUANT_GEMV=tc=1): stages of 4, 2 and 1 steps, one tile split over many blocks
+      // STRATA_QUANT_GEMV=tc=1 / tf=1): stages of 4, 2 and 1 steps, one tile split over many blocks
       // (the ticketed reduction), zero points, ragged compressed-tensors rows, per channel.
       {"tc_gptq4_g128_asym", [](Q& q) { return q.gptq(256, 1024, 4, 128, false, false); }},
       {"tc_gptq4_g32_sym", [](Q& q) { return q.gptq(64, 512, 4, 32, false, true); }},
@@ -69,6 +69,8 @@ std::vector<GemvCase> gemv_cases() {
       {"tc_ct4_channel_ragged", [](Q& q) { return q.compressed(40, 1536, 4, 0, true); }},
       {"tc_ct4_g256_long", [](Q& q) { return q.compressed(16, 4096, 4, 256, false); }},
       {"tc_awq_g32_one_tile_long", [](Q& q) { return q.awq(64, 4096, 32); }},
+      {"tc_fp8_block128_long", [](Q& q) { return q.fp8(32, 4096, 128, 128); }},
+      {"tc_fp8_per_tensor_ragged", [](Q& q) { return q.fp8(40, 1536, 0, 0); }},
   };
 }
 
