@@ -39,14 +39,14 @@ run() {  # name, env value, formats, batches, seconds cap
   echo "== $1 ($2) rc $? at $(el) s" | tee -a "$L/summary.txt"
   grep -E "^==|7B token" "$L/bench_$1.txt" | tee -a "$L/summary.txt"
 }
-run default "" bf16,fp8,fp8_tensor,awq,gptq4,ct4,ct8,gptq8 1 20
-run tc2 "tc=1,tf=1" fp8,fp8_tensor,awq,gptq4,ct4 1,8 25
-run tc4 "tc=1,tf=1,tu=4" fp8,awq,gptq4,ct4 1 28
-run tc1 "tc=1,tf=1,tu=1" fp8,awq,gptq4,ct4 1 31
-run tc2b3 "tc=1,tf=1,tb=3" fp8,awq,gptq4,ct4 1 33
-run tc4b1 "tc=1,tf=1,tu=4,tb=1" fp8,awq,gptq4,ct4 1 35
-run v1 "v1" awq,gptq4,ct4 1 36
-run rows "ct=1,gq=1,ro=4,ru=4,ctm=1,gm=1,am=1" fp8,awq,gptq4,ct4,ct8 1,8 40
+run default "" bf16,fp8,fp8_tensor,awq,gptq4,ct4,ct8,gptq8 1 18
+run default8 "" awq,gptq4,ct4 8 21
+run tc2 "tc=1,tf=1" fp8,fp8_tensor,awq,gptq4,ct4 1,8 27
+run tc4 "tc=1,tf=1,tu=4" fp8,awq,gptq4,ct4 1 30
+run tc1 "tc=1,tf=1,tu=1" fp8,awq,gptq4,ct4 1 33
+run tc4b1 "tc=1,tf=1,tu=4,tb=1" fp8,awq,gptq4,ct4 1 36
+run v1 "v1" awq,gptq4,ct4 1 38
+run rows "ct=1,ro=4,ru=4" fp8,ct8 1 40
 run rows28 "ct=1,ro=2,ru=8" fp8,ct8 1 42
 # GPU-resident decode of the 4-layer models through the decode graph: defaults and tc=1.
 wait $maker
