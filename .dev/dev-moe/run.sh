@@ -10,7 +10,8 @@
 #     extrapolation and the per-phase block times;
 #  4. if time is left: strata bench --experts cpu --offload-policy cpu again with
 #     STRATA_MOE_BESIDE=0 (cpu experts after the device experts' launches) and STRATA_MOE_SPLIT=0
-#     (one cpu expert per task instead of the queue of blocks), for the comparison.
+#     (one cpu expert per task instead of the queue of blocks), STRATA_SPIN_US=2000 (pool and
+#     beside thread poll longer between layers), for the comparison.
 # Writes $OUT/moe.tgz (logs/moe/...).
 set -uo pipefail
 R=/tmp/moelogs; L=$R/logs/moe; mkdir -p "$L"
@@ -46,5 +47,6 @@ variant() {  # name, env assignment
 }
 [ -n "$BUD" ] && [ -f /tmp/qwen3moe/config.json ] && {
   variant nobeside STRATA_MOE_BESIDE=0
+  variant spin2000 STRATA_SPIN_US=2000
   variant nosplit STRATA_MOE_SPLIT=0
 }
