@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cuda/kernels.h"
+#include "cuda/matvec_splitk.h"
 #include "strata/cuda/device.h"
 #include "strata/cuda/stream.h"
 #include "strata/ops.h"
@@ -214,6 +215,46 @@ int main(int argc, char** argv) {
                     static_cast<long long>(rows_total), static_cast<long long>(c.k),
                     static_cast<long long>(batch), ms * 1e3, gbs, 100.0 * gbs / copy_gbs,
                     name.c_str());
+      }
+    }
+  }
+  if (only_7b) {
+    // The split-K residual GEMV (matvec_splitk.h) on o_proj and down_proj at batch 1, with PDL.
+    for (const std::int64_t kk : {4096, 11008}) {
+      const std::int64_t n = 4096;
+      const int copies = static_cast<int>((std::int64_t{512} << 20) / (n * kk * 2) + 1);
+      std::vector<Tensor> weights;
+      for (int i = 0; i < copies; ++i)
+        weights.push_back(Tensor::zeros({n, kk}, t, Device::cuda(0)));
+      const Tensor x = Tensor::zeros({1, kk}, t, Device::cuda(0));
+      const Tensor h = Tensor::zeros({1, n}, t, Device::cuda(0));
+      const Tensor partials = Tensor::empty({16 * n}, DType::Float32, Device::cuda(0));
+      const Tensor tickets = Tensor::zeros({n}, DType::Int32, Device::cuda(0));
+      for (const int split : {2, 4, 8}) {
+        for (const int rows : {1, 2}) {
+          const double ms = time_ms([&](int i) {
+            k::GemvSplitK s;
+            s.g.type = k::Type::BFloat16;
+            s.g.k = kk;
+            s.g.x = x.data_ptr();
+            s.g.ldx = kk;
+            s.g.groups[0] = {weights[static_cast<std::size_t>(i % copies)].data_ptr(), nullptr,
+                             h.data_ptr(), n, n};
+            s.g.epilogue = k::GemvEpilogue::AddResidual;
+            s.g.residual = h.data_ptr();
+            s.g.rows = rows;
+            s.g.pdl = true;
+            s.split = split;
+            s.partials = partials.data<float>();
+            s.tickets = static_cast<unsigned*>(tickets.data_ptr());
+            if (k::gemv_split_k(s, stream()) != cudaSuccess) std::printf("split-K refused\n");
+          });
+          const double gbs = n * kk * 2 / ms / 1e6;
+          std::printf("%-11s %-13s %7lld %6lld %5d %9.1f %8.0f %6.1f%%  pdl split-K %d, %d row%s\n",
+                      "llama-2-7b", kk == 4096 ? "o_proj" : "down_proj", static_cast<long long>(n),
+                      static_cast<long long>(kk), 1, ms * 1e3, gbs, 100.0 * gbs / copy_gbs, split,
+                      rows, rows > 1 ? "s" : "");
+        }
       }
     }
   }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Device call (helper dec, issue 14: 7B decode at >= 85% of the copy rate). Session 7 call 1: the
 # sweep of the L2 prefetch plans (STRATA_DECODE_L2: later GEMVs' weights fetched into L2 while
-# rotary / attention / norms leave HBM idle) and of the norms in the residual GEMVs' last block,
+# rotary / attention / norms leave HBM idle), of the norms in the residual GEMVs' last block and
+# of split-K o_proj / down_proj,
 # `strata bench` with the default and with both, the
 # 7B GEMV shapes at batch 1/2/4/8, the tests and compute-sanitizer on the new kernel.
 # Writes $OUT/dec.tgz (logs/dec/*.txt). Under 60 s; every step has its own timeout and the
@@ -18,7 +19,7 @@ if [ ! -x $B/bench/cuda_gemv_bench ] || [ ! -x $B/bench/cuda_decode_graph_bench 
   timeout 25 cmake --build $B --target cuda_gemv_bench cuda_decode_graph_bench > "$L/bench_build.txt" 2>&1
   el $? >> "$L/bench_build.txt"
 fi
-F='*GemvTest*:*GemvVariantTest*:*DecodeGraph*:*RopeKvTest*:L2Prefetch*'
+F='*GemvTest*:*GemvVariantTest*:*DecodeGraph*:*RopeKvTest*:L2Prefetch*:GemvSplitK*'
 timeout $(left 10 8) $B/tests/cuda_tests --gtest_filter="$F" > "$L/cuda_tests.txt" 2>&1
 el $? >> "$L/cuda_tests.txt"
 tail -3 "$L/cuda_tests.txt"; grep -E "FAILED|Failure" "$L/cuda_tests.txt" | head -20
@@ -32,14 +33,14 @@ if [ -d /tmp/llama7b ]; then
   done
   cat "$L/strata_bench.txt"
 fi
-timeout $(left 46 27) $B/bench/cuda_decode_graph_bench 32 10 --sweep > "$L/decode_sweep.txt" 2>&1
+timeout $(left 42 28) $B/bench/cuda_decode_graph_bench 32 10 --sweep > "$L/decode_sweep.txt" 2>&1
 el $? >> "$L/decode_sweep.txt"
 cat "$L/decode_sweep.txt"
-timeout $(left 51 5) $B/bench/cuda_gemv_bench --7b > "$L/gemv_7b.txt" 2>&1
+timeout $(left 47 6) $B/bench/cuda_gemv_bench --7b > "$L/gemv_7b.txt" 2>&1
 el $? >> "$L/gemv_7b.txt"
 CS=/usr/local/cuda/bin/compute-sanitizer
-timeout $(left 55 4) $CS --tool memcheck $B/tests/cuda_tests \
-  --gtest_filter='L2PrefetchKernelTest*:*TailNorm*bfloat16:*DecodeGraphTest.Steps*llama_bfloat16_b1' \
+timeout $(left 53 5) $CS --tool memcheck $B/tests/cuda_tests \
+  --gtest_filter='L2PrefetchKernelTest*:*TailNorm*bfloat16:GemvSplitKTest*:*DecodeGraphTest.Steps*llama_bfloat16_b1' \
   > "$L/memcheck.txt" 2>&1
 el $? >> "$L/memcheck.txt"
 tail -3 "$L/memcheck.txt"

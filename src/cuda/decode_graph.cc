@@ -13,6 +13,7 @@
 #include "cuda/cuda_ops.h"
 #include "cuda/decode_prefetch.h"
 #include "cuda/kernels.h"
+#include "cuda/matvec_splitk.h"
 #include "cuda/stream_internal.h"
 #include "strata/core/error.h"
 #include "strata/cuda/device.h"
@@ -98,6 +99,7 @@ struct DecodeGraph::Impl {
 
   Tensor ids_past, host_ids_past, bad;
   Tensor ticket;  // the tail norm's block counter (kernels::Gemv::ticket), zero between launches
+  Tensor split_partials, split_tickets;  // the split-K GEMV's (w.split_k), sized for 8 rows
   // Set while `normed` already holds the norm the next GEMV needs (a GEMV's tail norm wrote it).
   bool normed_ready = false;
   Tensor hidden_buf, normed, qkv, q_rot, attn, act, logits, partial_acc, partial_max, partial_sum;
@@ -307,6 +309,21 @@ struct DecodeGraph::Impl {
     return gemv(normed.data_ptr(), hidden);
   }
 
+  // o_proj / down_proj: the split-K kernel where it is asked for and built, else the GEMV.
+  cudaError_t residual(const kernels::Gemv& g, cudaStream_t stream) {
+    if (w.split_k > 1) {
+      kernels::GemvSplitK s;
+      s.g = g;
+      s.g.rows = w.split_rows;
+      s.g.unroll = 0;
+      s.split = w.split_k;
+      s.partials = split_partials.data<float>();
+      s.tickets = static_cast<unsigned*>(split_tickets.data_ptr());
+      if (kernels::gemv_split_k_supported(s)) return kernels::gemv_split_k(s, stream);
+    }
+    return kernels::gemv(g, stream);
+  }
+
   // o_proj / down_proj writing rms_norm(hidden, gamma) into `normed` from its last block, for a
   // dense GEMV whose reader takes `normed` (w.tail_norm; bf16/f16, the norm not fused forward).
   void tail_norm_into(kernels::Gemv& g, const Tensor& gamma, bool reader_dense) {
@@ -467,7 +484,7 @@ struct DecodeGraph::Impl {
         o.epilogue = kernels::GemvEpilogue::AddResidual;
         o.residual = hidden_buf.data_ptr();
         tail_norm_into(o, layer.post_norm, !layer.gate_quant);
-        check(kernels::gemv(o, stream), "decode graph: o_proj");
+        check(residual(o, stream), "decode graph: o_proj");
       }
       prefetch_after(l, L2PrefetchPlan::O, stream);
 
@@ -500,7 +517,7 @@ struct DecodeGraph::Impl {
         } else {
           tail_norm_into(down, w.final_norm, true);
         }
-        check(kernels::gemv(down, stream), "decode graph: down_proj");
+        check(residual(down, stream), "decode graph: down_proj");
       }
       prefetch_after(l, L2PrefetchPlan::Down, stream);
     }
@@ -596,6 +613,14 @@ DecodeGraph::DecodeGraph(DecodeWeights weights, bool use_graph) : impl_(std::mak
   check_tensor(w.lm_head, {m.vocab, h}, t, d, "lm_head");
   m.bad = Tensor::zeros({1}, DType::Int64, d);
   m.ticket = Tensor::zeros({1}, DType::Int32, d);
+  if (w.split_k > 1) {
+    STRATA_CHECK_ARG(w.split_k <= 16 && w.split_rows >= 0 && w.split_rows <= 2,
+                     "decode graph: split-K of {} segments and {} rows per task; it takes 2 to 16 "
+                     "segments of 1 or 2 rows",
+                     w.split_k, w.split_rows);
+    m.split_partials = Tensor::empty({w.split_k * kernels::kMaxGemvBatch * h}, DType::Float32, d);
+    m.split_tickets = Tensor::zeros({h}, DType::Int32, d);
+  }
   DeviceGuard guard(m.gpu);
   detail::check(cudaEventCreateWithFlags(&m.copied, cudaEventDisableTiming), "cudaEventCreate",
                 m.gpu);

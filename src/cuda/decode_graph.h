@@ -112,6 +112,10 @@ struct DecodeWeights {
   // computed by the last block of that GEMV (kernels::Gemv::tail_norm_out; the same bits) instead
   // of a norm kernel: two launches fewer per layer. bf16/f16 with dense projections only.
   bool tail_norm = false;
+  // o_proj and down_proj as split-K GEMVs (kernels::gemv_split_k: `split_k` segments of k, more and
+  // shorter warp tasks for these one-wave launches; bf16 at batch 1, else the default kernel).
+  // 0: off. split_rows: rows per warp task (1 or 2; 0: 2).
+  int split_k = 0, split_rows = 0;
 };
 
 class DecodeGraph {

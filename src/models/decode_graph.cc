@@ -211,6 +211,11 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
     if (std::getenv("STRATA_DECODE_TAIL_NORM") != nullptr) {
       w.tail_norm = !environment_off("STRATA_DECODE_TAIL_NORM");
     }
+    w.split_k = options.split_k;
+    if (const char* split = std::getenv("STRATA_DECODE_SPLIT_K"); split != nullptr) {
+      // "S" segments, or "SxR" with R rows per warp task; anything else turns it off.
+      if (std::sscanf(split, "%dx%d", &w.split_k, &w.split_rows) < 1) w.split_k = 0;
+    }
     if (const char* l2 = std::getenv("STRATA_DECODE_L2"); l2 != nullptr) w.l2_prefetch = l2;
     if (const char* passes = std::getenv("STRATA_GEMV_PREFETCH"); passes != nullptr) {
       w.gemv_prefetch = std::atoi(passes);  // weight passes fetched into L2 before the wait

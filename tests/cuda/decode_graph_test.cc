@@ -117,6 +117,12 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   tail_options.tail_norm = true;
   models::DecodeGraphRunner tail_norms(*model, tail_options);
   ASSERT_TRUE(tail_norms.usable()) << tail_norms.reason();
+  // o_proj and down_proj split over k (bf16 at batch 1; elsewhere the default kernel): another
+  // summation order, so within the module path's tolerance, not the same bits.
+  models::DecodeGraphOptions split_options = tail_options;
+  split_options.split_k = 4;
+  models::DecodeGraphRunner split_k(*model, split_options);
+  ASSERT_TRUE(split_k.usable()) << split_k.reason();
 
   const Tensor ids = prompt(f, c.batch).to(gpu);
   auto module_cache = model->make_cache();
@@ -129,9 +135,10 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   auto chain_cache = model->make_cache();
   auto l2_eager_cache = model->make_cache();
   auto tail_cache = model->make_cache();
+  auto split_cache = model->make_cache();
   Tensor next = argmax_ids(model->run(ids, module_cache, 1).logits);
   for (auto* cache : {&graph_cache, &eager_cache, &own_cache, &serial_cache, &norms_cache,
-                      &branch_cache, &chain_cache, &l2_eager_cache, &tail_cache}) {
+                      &branch_cache, &chain_cache, &l2_eager_cache, &tail_cache, &split_cache}) {
     model->run(ids, *cache, 1);
   }
   const double tol = tolerance(c.dtype);
@@ -163,6 +170,9 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
       ASSERT_TRUE(prefetched.has_value()) << what << ": " << runner_l2->reason();
       EXPECT_EQ(max_abs_diff(*fast, *prefetched), 0.0) << what << ", step " << step;
     }
+    const std::optional<Tensor> split = split_k.step(next, *split_cache);
+    ASSERT_TRUE(split.has_value()) << split_k.reason();
+    EXPECT_LE(max_abs_diff(*split, expected), tol * scale) << "split-K, step " << step;
     const std::optional<Tensor> own_attention = own.step(next, *own_cache);
     ASSERT_TRUE(own_attention.has_value()) << own.reason();
     EXPECT_LE(max_abs_diff(*own_attention, expected), tol * scale)

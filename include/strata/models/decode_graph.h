@@ -41,6 +41,9 @@ struct DecodeGraphOptions {
   // The norms after o_proj and down_proj in those GEMVs' last block instead of norm kernels
   // (cuda::DecodeWeights::tail_norm; STRATA_DECODE_TAIL_NORM=1 or 0 overrides it).
   bool tail_norm = false;
+  // o_proj and down_proj as split-K GEMVs of this many segments (cuda::DecodeWeights::split_k; 0
+  // off; STRATA_DECODE_SPLIT_K=S or SxR, R rows per warp task, overrides it).
+  int split_k = 0;
 };
 
 class DecodeGraphRunner {
