@@ -18,7 +18,10 @@
 // Fragment layouts are quant_gemv_mma.cu's (tested there); the products are exact and the tensor
 // cores' float32 accumulation is not IEEE-sequential (within the tests' bf16 tolerance).
 
+#include <cuda_fp16.h>
+
 #include <cstdint>
+#include <cstring>
 
 #include "cuda/quant_gemv_common.cuh"
 #include "cuda/quant_mma.cuh"
@@ -30,6 +33,42 @@ constexpr int kTcWarps = 8;
 
 // AWQ: nibble i of a word holds output 8c + order[i], order = 0, 2, 4, 6, 1, 3, 5, 7.
 __device__ __forceinline__ int awq_order(int i) { return ((i & 3) << 1) | (i >> 2); }
+
+// Scales i .. i + N - 1 (N = 4 or 8; i a multiple of N and the scales 16-byte aligned, which
+// tc_shape checks) as float32, with one or two vector loads instead of N.
+template <int N>
+__device__ __forceinline__ void load_scales(const void* p, Type type, std::int64_t i,
+                                            float (&out)[N]) {
+  if (type == Type::Float32) {
+#pragma unroll
+    for (int h = 0; h < N / 4; ++h) {
+      const float4 v = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p) + i) + h);
+      out[4 * h] = v.x, out[4 * h + 1] = v.y, out[4 * h + 2] = v.z, out[4 * h + 3] = v.w;
+    }
+    return;
+  }
+  std::uint32_t u[N / 2];
+  const auto* q = static_cast<const std::uint16_t*>(p) + i;
+  if constexpr (N == 8) {
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(q));
+    u[0] = v.x, u[1] = v.y, u[2] = v.z, u[3] = v.w;
+  } else {
+    const uint2 v = __ldg(reinterpret_cast<const uint2*>(q));
+    u[0] = v.x, u[1] = v.y;
+  }
+#pragma unroll
+  for (int j = 0; j < N / 2; ++j) {
+    if (type == Type::BFloat16) {
+      out[2 * j] = __uint_as_float(u[j] << 16);
+      out[2 * j + 1] = __uint_as_float(u[j] & 0xFFFF0000u);
+    } else {
+      __half2 h;
+      std::memcpy(&h, &u[j], 4);
+      const float2 f = __half22float2(h);  // exact
+      out[2 * j] = f.x, out[2 * j + 1] = f.y;
+    }
+  }
+}
 
 // This warp's stages of its tile (the tile's `stages` split over the block's warps and grid.y,
 // `per_warp` each, contiguously), through two register buffers: stage s + 1's loads are in flight
@@ -131,8 +170,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
           b.v[u] = __ldcs(reinterpret_cast<const uint4*>(qw + 4 * t * w.n));
         }
         b.zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * (w.n / 8) + n0 / 8));
-#pragma unroll
-        for (int o = 0; o < 4; ++o) b.s[o] = load_scale(w.scale, w.scale_type, gi * w.n + n0 + o);
+        load_scales<4>(w.scale, w.scale_type, gi * w.n + n0, b.s);
       },
       [&](int s, const Buf& b) {
         std::uint32_t zz[4];
@@ -272,7 +310,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
   struct Buf {
     std::uint32_t v[U][4];
     std::uint32_t zw;
-    float s[8];  // by nibble
+    float s[8];  // by output 8 col + j
   };
   float acc[4][4] = {};
   run_stages<Buf>(
@@ -288,10 +326,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
           }
         }
         b.zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * words + col));
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          b.s[i] = load_scale(w.scale, w.scale_type, gi * w.n + 8 * col + awq_order(i));
-        }
+        load_scales<8>(w.scale, w.scale_type, gi * w.n + 8 * col, b.s);  // by output
       },
       [&](int s, const Buf& b) {
         std::uint32_t za[4], zb[4];
@@ -318,7 +353,9 @@ __global__ void __launch_bounds__(kTcWarps * 32)
 #pragma unroll
         for (int T = 0; T < 4; ++T) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) acc[T][e] = fmaf(d[T][e], b.s[T + 4 * (e >> 1)], acc[T][e]);
+          for (int e = 0; e < 4; ++e) {
+            acc[T][e] = fmaf(d[T][e], b.s[awq_order(T + 4 * (e >> 1))], acc[T][e]);
+          }
         }
       });
   const std::int64_t col0 = static_cast<std::int64_t>(blockIdx.x) * 8;
@@ -427,7 +464,7 @@ bool tc_shape(const QuantWeight& w, TcShape* shape) {
   switch (w.kind) {
     case QuantKind::GPTQ:
       if (!w.g_idx_sequential || w.n % 32 != 0 || w.k % 32 != 0 || w.group % 32 != 0 ||
-          w.k % w.group != 0 || !aligned16(w.weight)) {
+          w.k % w.group != 0 || !aligned16(w.weight) || !aligned16(w.scale)) {
         return false;
       }
       *shape = {w.n / 32, w.k / 32, w.group / 32, true};
@@ -440,7 +477,7 @@ bool tc_shape(const QuantWeight& w, TcShape* shape) {
       return true;
     case QuantKind::AWQ:
       if ((w.n / 8) % 8 != 0 || w.n % 8 != 0 || w.k % 16 != 0 || w.group % 16 != 0 ||
-          w.k % w.group != 0) {
+          w.k % w.group != 0 || !aligned16(w.scale)) {
         return false;
       }
       *shape = {w.n / 64, w.k / 16, w.group / 16, true};
