@@ -532,7 +532,9 @@ struct StreamConfig {
   // The streaming tensor-core kernels of the int4 formats (quant_gemv_tc.cu; bf16 x) from this
   // many rows of x on (9: never; session 7's call 1 measures them), their steps per stage and the
   // blocks per SM their split of the inputs aims at.
-  int tc_from = 9, tc_unroll = 2, tc_blocks_per_sm = 2;
+  int tc_from = 9, tc_blocks_per_sm = 2;
+  // Steps per stage of the tensor-core kernels by format (tu=N sets them all).
+  int tc_unroll_fp8 = 2, tc_unroll_awq = 2, tc_unroll_gptq = 2, tc_unroll_ct = 2;
   int tc_fp8_from = 9;  // FP8 on the tensor cores (quant_gemv_tc.cu) from this many rows on
 };
 
@@ -573,7 +575,9 @@ StreamConfig read_config() {
     if (key("am")) from(c.awq_mma_from);
     if (key("tc")) from(c.tc_from);
     if (key("tf")) from(c.tc_fp8_from);
-    if (key("tu") && (value == 1 || value == 2 || value == 4)) c.tc_unroll = value;
+    if (key("tu") && (value == 1 || value == 2 || value == 4)) {
+      c.tc_unroll_fp8 = c.tc_unroll_awq = c.tc_unroll_gptq = c.tc_unroll_ct = value;
+    }
     if (key("tb") && value >= 1 && value <= 8) c.tc_blocks_per_sm = value;
     const char* comma = std::strchr(eq, ',');
     if (comma == nullptr) break;
@@ -747,6 +751,22 @@ bool takes(const QuantWeight& w, std::int64_t rows, const void* x, Type x_type) 
   return column_layout(w, column_v(w, x_type == Type::BFloat16));
 }
 
+// Steps per stage of w's tensor-core kernel.
+int tc_unroll(const QuantWeight& w) {
+  const StreamConfig& c = config();
+  switch (w.kind) {
+    case QuantKind::FP8:
+      return c.tc_unroll_fp8;
+    case QuantKind::AWQ:
+      return c.tc_unroll_awq;
+    case QuantKind::GPTQ:
+      return c.tc_unroll_gptq;
+    case QuantKind::Compressed:
+      return c.tc_unroll_ct;
+  }
+  return 2;
+}
+
 // Rows of x from which w takes the tensor-core streaming kernel (9: never).
 int tc_from(const QuantWeight& w) {
   return w.kind == QuantKind::FP8 ? config().tc_fp8_from : config().tc_from;
@@ -779,7 +799,7 @@ QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t ro
   // x's dtype is not known here: room for the tensor-core kernel (bf16 x) and the others alike.
   QuantGemvScratch tc;
   if (config().enabled && rows >= tc_from(w) && rows <= 8) {
-    tc = quant_tc_scratch(w, rows, config().tc_unroll, config().tc_blocks_per_sm, sms);
+    tc = quant_tc_scratch(w, rows, tc_unroll(w), config().tc_blocks_per_sm, sms);
   }
   const QuantGemvScratch rest = stream_scratch_rest(w, rows, sms);
   return {std::max(tc.floats, rest.floats), std::max(tc.tickets, rest.tickets)};
@@ -791,7 +811,7 @@ bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::in
   // The tensor-core variants take up to 8 rows of x at about the cost of one.
   if (config().enabled && rows >= 1 && rows <= 8) {
     if (rows >= tc_from(w) && quant_tc_takes(w, x, x_type, rows)) {
-      *error = quant_tc_gemv(w, x, rows, bias, out, workspace, tickets, config().tc_unroll,
+      *error = quant_tc_gemv(w, x, rows, bias, out, workspace, tickets, tc_unroll(w),
                              config().tc_blocks_per_sm, sms, stream);
       return true;
     }
