@@ -108,9 +108,9 @@ struct DecodeCase {
 };
 
 // Kernels timed per case (FlashDecodeArgs::variant): 1 the split-K kernel + combine kernel, 2-5
-// the one-kernel tile configurations (0 is the default one, already among them), 6-8 the
+// the one-kernel tile configurations (0 is the default one, already among them), 6-9 the
 // one-kernel with a head's splits in one cluster.
-constexpr int kVariants[] = {1, 2, 3, 4, 5, 6, 7, 8};
+constexpr int kVariants[] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
 const char* variant_name(int v) {
   switch (v) {
     case 6:
@@ -119,6 +119,8 @@ const char* variant_name(int v) {
       return "cluster 128t tile32x6";
     case 8:
       return "cluster 256t tile64x2";
+    case 9:
+      return "cluster 256t tile64x4 w1 8 rows";
     case 1:
       return "split-K+combine";
     case 2:
@@ -266,7 +268,8 @@ void decode_case(const DecodeCase& c, const Tensor& pattern, int sms, double cop
     std::int32_t* zero = nullptr;
     check(cudaMalloc(&zero, sizeof(std::int32_t)), "length");
     check(cudaMemset(zero, 0, sizeof(std::int32_t)), "length");
-    for (const int variant : {0, 6, 7}) {
+    namespace pr = strata::cuda::kernels::probe;
+    for (const int variant : {0, 6, 7, 8}) {
       a.variant = variant;
       a.splits = std::min(k::flash_decode_splits(a, sms), k::kFlashDecodeMaxSplits);
       check(k::flash_decode_clear_scratch(a, stream), "clear scratch");
@@ -280,6 +283,17 @@ void decode_case(const DecodeCase& c, const Tensor& pattern, int sms, double cop
       }
       a.pdl = true;
       row(name + "PDL", call, bytes);
+      a.pdl_prefetch = true;
+      row(name + "PDL + prefetch before the wait", call, bytes);
+      // As in the decode graph: a small kernel (rotary + KV write there) before each call; the
+      // time is the pair's, the floor row "1-block kernel" below is the small kernel's alone.
+      const auto pair = [&] {
+        check(pr::launch_empty(1, 128, true, stream), "producer");
+        call();
+      };
+      row(name + "after a 1-block kernel, PDL + prefetch", pair, bytes);
+      a.pdl_prefetch = false;
+      row(name + "after a 1-block kernel, PDL", pair, bytes);
       const auto same = [&] {
         a.k = ks[0]->ptr;
         a.v = vs[0]->ptr;
@@ -295,7 +309,9 @@ void decode_case(const DecodeCase& c, const Tensor& pattern, int sms, double cop
     cudaFree(zero);
     // Floors: an empty kernel (one graph node's launch and drain) and a pure read of the same
     // K and V bytes (no compute, no merge), with and without programmatic dependent launch.
-    namespace pr = strata::cuda::kernels::probe;
+    row(
+        "floor: 1-block kernel, PDL",
+        [&] { check(pr::launch_empty(1, 128, true, stream), "empty"); }, bytes);
     unsigned* sink = nullptr;
     check(cudaMalloc(&sink, sizeof(unsigned)), "sink");
     for (const bool pdl : {false, true}) {

@@ -1,5 +1,5 @@
 // Flash decoding in one kernel with the splits of a head merged inside a thread-block cluster
-// (sm_90; FlashDecodeArgs::variant 6-8; docs/cuda-backend.md, "Attention").
+// (sm_90; FlashDecodeArgs::variant 6-9; docs/cuda-backend.md, "Attention").
 //
 // The one-kernel decode of flash_decode_fused.cu ends with a tail that costs more than the keys
 // at 1k-8k: every block writes its partial to a global scratch, fences, takes a ticket, and the
@@ -21,22 +21,25 @@
 namespace strata::cuda::kernels::fused_decode {
 namespace {
 
-template <typename T, int DMAX, int R, int TK, int STAGES, int THREADS>
+template <typename T, int DMAX, int R, int W, int TK, int STAGES, int THREADS>
 const Instance& cluster_instance() {
   static const Instance v =
-      make_instance(fused_decode_kernel<T, DMAX, R, 2, TK, STAGES, THREADS, true>,
-                    Shape<DMAX, R, 2, TK, STAGES, THREADS>::kSmem, THREADS, true);
+      make_instance(fused_decode_kernel<T, DMAX, R, W, TK, STAGES, THREADS, true>,
+                    Shape<DMAX, R, W, TK, STAGES, THREADS>::kSmem, THREADS, true);
   return v;
 }
 
-// Two 16-byte chunks a lane (W = 2): at most 4 rows a block (rows_per_block).
-template <typename T, int TK, int STAGES, int THREADS>
+// W 16-byte chunks a lane: two take at most 4 rows a block, one at most 8 (rows_per_block).
+template <typename T, int W, int TK, int STAGES, int THREADS>
 const Instance& cluster_by_shape(int widest, int rows) {
   const auto at = [&](auto dmax) -> const Instance& {
     constexpr int D = decltype(dmax)::value;
-    return rows == 1   ? cluster_instance<T, D, 1, TK, STAGES, THREADS>()
-           : rows == 2 ? cluster_instance<T, D, 2, TK, STAGES, THREADS>()
-                       : cluster_instance<T, D, 4, TK, STAGES, THREADS>();
+    if constexpr (W == 1) {
+      if (rows > 4) return cluster_instance<T, D, 8, W, TK, STAGES, THREADS>();
+    }
+    return rows == 1   ? cluster_instance<T, D, 1, W, TK, STAGES, THREADS>()
+           : rows == 2 ? cluster_instance<T, D, 2, W, TK, STAGES, THREADS>()
+                       : cluster_instance<T, D, 4, W, TK, STAGES, THREADS>();
   };
   return widest <= 64    ? at(std::integral_constant<int, 64>{})
          : widest <= 128 ? at(std::integral_constant<int, 128>{})
@@ -45,16 +48,19 @@ const Instance& cluster_by_shape(int widest, int rows) {
 
 // The cluster configurations the bench sweeps: 6: 256 threads, 64-key tiles, 4 stages (128 KB at
 // head dim 128: one block per SM); 7: 128 threads, 32-key tiles, 6 stages; 8: 256 threads,
-// 64-key tiles, 2 stages (two blocks per SM, for more heads than SMs).
+// 64-key tiles, 2 stages (two blocks per SM, for more heads than SMs); 9: as 6 with one chunk a
+// lane and up to 8 rows a block (GQA groups of 5-8 read K and V once).
 template <typename T>
 const Instance& cluster_by_config(int variant, int widest, int rows) {
   switch (variant) {
     case 7:
-      return cluster_by_shape<T, 32, 6, 128>(widest, rows);
+      return cluster_by_shape<T, 2, 32, 6, 128>(widest, rows);
     case 8:
-      return cluster_by_shape<T, 64, 2, 256>(widest, rows);
+      return cluster_by_shape<T, 2, 64, 2, 256>(widest, rows);
+    case 9:
+      return cluster_by_shape<T, 1, 64, 4, 256>(widest, rows);
     default:
-      return cluster_by_shape<T, 64, 4, 256>(widest, rows);
+      return cluster_by_shape<T, 2, 64, 4, 256>(widest, rows);
   }
 }
 
@@ -66,7 +72,7 @@ const Instance& cluster_instance_of(const FlashDecodeArgs& a) {
 
 }  // namespace
 
-bool is_cluster_variant(int variant) { return variant >= 6 && variant <= 8; }
+bool is_cluster_variant(int variant) { return variant >= 6 && variant <= 9; }
 
 int cluster_splits_cap(const FlashDecodeArgs& a) {
   return std::max(cluster_instance_of(a).most_cluster, 1);

@@ -91,7 +91,8 @@ int rows_per_block(const FlashDecodeArgs& a) {
   // The two-chunk configurations (0, 4, 6-8) take 4 rows a block; larger groups take several row
   // chunks, which read the same K/V tiles at the same time (adjacent blocks: the L2 serves the
   // second). Measured on H100 (device call 1) it beat 8 rows of one chunk a lane.
-  const int most = a.variant == 0 || a.variant == 4 || is_cluster_variant(a.variant) ? 4 : 8;
+  const int most =
+      a.variant == 0 || a.variant == 4 || (is_cluster_variant(a.variant) && a.variant != 9) ? 4 : 8;
   return group_rows <= 1 ? 1 : group_rows <= 2 ? 2 : group_rows <= 4 ? 4 : most;
 }
 

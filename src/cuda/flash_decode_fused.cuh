@@ -227,8 +227,10 @@ __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a
   const int kvh = static_cast<int>(blockIdx.y) % a.kv_heads;
   const int b = static_cast<int>(blockIdx.y) / a.kv_heads;
   // Launched with programmatic dependent launch (a.pdl): the block was placed while the previous
-  // kernel ran; everything below reads what it wrote (the length, q, the cache, the counters).
-  wait_for_producer();
+  // kernel ran; everything below reads what it wrote (the length, q, the cache, the counters)
+  // after wait_for_producer, except with a.pdl_prefetch (kernels.h): the length, and the first
+  // tiles when they hold only keys older than this step's q_len.
+  if (!a.pdl_prefetch) wait_for_producer();
   const int length = length_of(a, b);
   const int chunk = chunk_keys(length, a.splits);
   // Splits holding keys (at least one, so that a sequence of length 0 still writes zeros).
@@ -266,11 +268,14 @@ __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a
 
   // The first tiles are requested before q is read: q's latency hides under theirs.
   const int tiles_n = (end - begin + TK - 1) / TK;  // 0 for an empty chunk
+  const bool early = a.pdl_prefetch && min(end, begin + (STAGES - 1) * TK) <= length - a.q_len;
+  if (a.pdl_prefetch && !early) wait_for_producer();
 #pragma unroll
   for (int t = 0; t < STAGES - 1; ++t) {
     if (t < tiles_n) load_tile(t, t);
     flash::cp_async_commit();
   }
+  if (early) wait_for_producer();
 
   // q * scale * log2(e) for the lane's W chunks of each row; keys each row may see.
   float qf[R][W][8];

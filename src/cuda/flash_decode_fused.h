@@ -22,7 +22,7 @@ std::size_t counters_bytes(const FlashDecodeArgs& a);
 // Callers have checked flash_decode_supported and a.splits <= kFlashDecodeMaxSplits.
 cudaError_t launch(const FlashDecodeArgs& a, cudaStream_t stream);
 
-// The cluster variants (flash_decode_cluster.cu, FlashDecodeArgs::variant 6-8): a head's splits
+// The cluster variants (flash_decode_cluster.cu, FlashDecodeArgs::variant 6-9): a head's splits
 // are one thread-block cluster and merge over distributed shared memory (sm_90).
 bool is_cluster_variant(int variant);
 // The most splits a cluster launch takes on this device (more are folded into this many).

@@ -231,13 +231,19 @@ struct FlashDecodeArgs {
   int splits = 1;                // flash_decode_splits(); fixed for a captured graph
   float* scratch = nullptr;      // flash_decode_scratch_bytes() bytes, 16-byte aligned
   // Which kernel: 0 the default (the one-kernel flash decoding), 1 the split-K kernel with its
-  // combine kernel, 2-5 the one-kernel's tile configurations, 6-8 the one-kernel with a head's
+  // combine kernel, 2-5 the one-kernel's tile configurations, 6-9 the one-kernel with a head's
   // splits in one thread-block cluster (sm_90; splits capped at the largest cluster the device
   // runs, 16 on H100) (cuda_attention_bench sweeps them).
   int variant = 0;
   // Programmatic dependent launch (one-kernel variants): the blocks are placed while the previous
   // kernel finishes and wait for it before reading anything (Gemv::pdl).
   bool pdl = false;
+  // With pdl, one-kernel variants: read the key length and request the first tiles of keys before
+  // waiting for the previous kernel, for the keys older than the last q_len (the newest are the
+  // ones this step writes). Only where no kernel the launch may overlap writes kv_len or those
+  // keys: the decode graph (kv_len comes from a host copy before the graph is launched; older keys
+  // from earlier steps).
+  bool pdl_prefetch = false;
 };
 // Whether the kernel takes these shapes, dtypes and alignments (else use attention()).
 bool flash_decode_supported(const FlashDecodeArgs& args);

@@ -1,5 +1,5 @@
 // Every flash-decoding kernel behind launch_flash_decode (FlashDecodeArgs::variant: 0 the default
-// one-kernel decode, 1 split-K + combine, 2-5 the one-kernel's tile configurations, 6-8 the
+// one-kernel decode, 1 split-K + combine, 2-5 the one-kernel's tile configurations, 6-9 the
 // one-kernel with a head's splits merged inside a thread-block cluster) against the
 // CPU attention op, the independent reference (same inputs, tolerance of one rounding to the dtype,
 // tests/support/op_testing.h). Covered: head dims 64/80/96/128/256, GQA ratios 1-8, key lengths
@@ -32,7 +32,7 @@ using testing::all_close;
 using testing::random_tensor;
 using testing::tolerance_for;
 
-constexpr int kVariants[] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+constexpr int kVariants[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
 
 Tensor on_gpu(const Tensor& t) { return t.to(Device::cuda(0)); }
 
@@ -238,10 +238,94 @@ TEST_P(FlashDecodeVariants, RowChunksOfALargeGroup) {
   }
 }
 
-// Variants outside 0-8 are refused.
+// The decode graph's order with pdl_prefetch: rope_kv_write writes this step's q and newest key
+// and value, then flash decoding (both with programmatic dependent launch) reads the older keys
+// before waiting for it and the newest after. Captured once, replayed with growing lengths and a
+// new row each time: a kernel that read the newest key before the write would see the previous
+// replay's bytes. Expected: the CPU op on what the GPU holds after the replay (q and the caches
+// copied back), and the rows written must be the new ones.
+TEST_P(FlashDecodeVariants, PrefetchBeforeTheWaitAfterTheKvWrite) {
+  const DType dtype = GetParam();
+  constexpr std::int64_t kHq = 8, kHkv = 2, kCap = 2100, kD = 128;
+  Problem p(dtype, 1, kHq, kHkv, 1, kCap, kD, 300);
+  Scratch words(16);  // past (int64), then the key count (int32)
+  auto* past = static_cast<std::int64_t*>(words.ptr);
+  auto* keys = reinterpret_cast<std::int32_t*>(past + 1);
+  const Tensor src0 = random_tensor({1, (kHq + 2 * kHkv) * kD}, dtype, 301, -2.0, 2.0);
+  const Tensor src = on_gpu(src0);
+  const auto elem = static_cast<std::int64_t>(dtype_size(dtype));
+  auto* base = static_cast<char*>(src.data_ptr());
+  k::RopeKvWrite w;
+  w.type = static_cast<k::Type>(dtype);
+  w.batch = 1;
+  w.q_heads = kHq;
+  w.kv_heads = kHkv;
+  w.head_dim = kD;
+  w.capacity = kCap;
+  w.q = base;
+  w.k = base + kHq * kD * elem;
+  w.v = base + (kHq + kHkv) * kD * elem;
+  w.ldq = w.ldk = w.ldv = (kHq + 2 * kHkv) * kD;
+  w.past = past;
+  w.q_out = p.q_gpu.data_ptr();
+  w.k_cache = p.k_gpu.data_ptr();
+  w.v_cache = p.v_gpu.data_ptr();
+  w.pdl = true;
+  p.args.kv_len = keys;
+  p.args.pdl = true;
+  p.args.pdl_prefetch = true;
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  std::uint64_t seed = 310;
+  for (const int variant : kVariants) {
+    if (variant == 1) continue;  // two kernels, no programmatic dependent launch
+    p.args.variant = variant;
+    p.args.splits = std::max(2, k::flash_decode_splits(p.args, sms_));
+    Scratch scratch(k::flash_decode_scratch_bytes(p.args));
+    p.args.scratch = static_cast<float*>(scratch.ptr);
+    ASSERT_EQ(k::flash_decode_clear_scratch(p.args, stream), cudaSuccess);
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    const cudaError_t wrote = k::rope_kv_write(w, stream);
+    const cudaError_t launched = k::launch_flash_decode(p.args, stream);
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(wrote, cudaSuccess);
+    ASSERT_EQ(launched, cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (const std::int64_t n : {1, 2, 300, 1500, 2048, 2100}) {
+      const Tensor row = random_tensor({1, (kHq + 2 * kHkv) * kD}, dtype, seed += 7, -2.0, 2.0);
+      ASSERT_EQ(cudaMemcpy(src.data_ptr(), row.data_ptr(), row.nbytes(), cudaMemcpyHostToDevice),
+                cudaSuccess);
+      const std::int64_t at = n - 1;
+      const auto count = static_cast<std::int32_t>(n);
+      ASSERT_EQ(cudaMemcpy(past, &at, sizeof at, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(keys, &count, sizeof count, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      const Tensor q = p.q_gpu.to(Device::cpu());
+      const Tensor kc = p.k_gpu.to(Device::cpu()).narrow(2, 0, n);
+      const Tensor vc = p.v_gpu.to(Device::cpu()).narrow(2, 0, n);
+      const std::string what = "keys " + std::to_string(n) + variant_name(variant, p.args.splits);
+      // The newest key row of kv head 1 is the source's (the write happened).
+      const Tensor newest = kc.narrow(1, 1, 1).narrow(2, n - 1, 1).contiguous();
+      EXPECT_EQ(newest.to_doubles(), row.narrow(1, (kHq + 1) * kD, kD).contiguous().to_doubles())
+          << what;
+      ops::AttentionOptions o;
+      o.scale = p.args.scale;
+      const Tensor expected = ops::scaled_dot_product_attention(q, kc, vc, o);
+      EXPECT_TRUE(all_close(p.out, expected.to_doubles(), tolerance_for(dtype), what));
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+  cudaStreamDestroy(stream);
+}
+
+// Variants outside 0-9 are refused.
 TEST_P(FlashDecodeVariants, RefusesAnUnknownVariant) {
   Problem p(GetParam(), 1, 4, 2, 1, 64, 64, 95);
-  p.args.variant = 9;
+  p.args.variant = 10;
   EXPECT_FALSE(k::flash_decode_supported(p.args));
   EXPECT_EQ(k::launch_flash_decode(p.args, nullptr), cudaErrorInvalidValue);
 }
