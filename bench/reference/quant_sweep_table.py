@@ -2,13 +2,14 @@
 """Tabulates a quant_linear_bench sweep (the device script's logs: one bench_<variant>.txt per
 STRATA_QUANT_GEMV variant, each run with --graph) as markdown: per format, shape and batch, the
 share of the HBM copy rate of each variant, host-queued calls / inside a CUDA graph, and the
-7B-token lines.
+7B-token lines; then the strata bench decode_*.json results beside them.
 
 Usage: quant_sweep_table.py LOG_DIR [--mode graph|call|both]
 """
 
 import argparse
 import glob
+import json
 import os
 import re
 import sys
@@ -80,6 +81,23 @@ def main():
             else:
                 cells.append(f"{tokens[(f, 'call')]}%")
         print(f"| {f} | " + " | ".join(cells) + " |")
+    decodes = sorted(glob.glob(os.path.join(args.log_dir, "decode_*.json")))
+    if decodes:
+        print()
+        print("| decode (strata bench) | weight GB | ms/token | weight GB/s | of the HBM rate |")
+        print("|---|---|---|---|---|")
+    for path in decodes:
+        try:
+            with open(path) as f:
+                d = json.load(f)
+            t = d["tests"][0]
+            share = t.get("share_of_memory_limit")
+            print(f"| {os.path.basename(path)[len('decode_'):-len('.json')]} | "
+                  f"{d['weight_bytes'] / 1e9:.2f} | {t['ms_per_step']:.3f} | "
+                  f"{t['weight_read_gb_per_s']:.0f} | "
+                  f"{'' if share is None else f'{100 * share:.0f}%'} |")
+        except (OSError, ValueError, KeyError, IndexError):
+            print(f"| {os.path.basename(path)} | (no result) | | | |")
 
 
 if __name__ == "__main__":
