@@ -22,7 +22,7 @@ std::int64_t nanoseconds_since(Clock::time_point start) {
 
 // Steps of up to this many tokens (decode, small batches) keep their transfers in the block's
 // pinned buffers; larger ones (prefill) allocate per step as before.
-constexpr std::int64_t kStagedTokens = 16;
+constexpr std::int64_t kStagedTokens = placement::kDecodeSizedExpertTokens;
 
 // `buffer`, reallocated in pinned host memory unless it already has this shape and dtype.
 Tensor& pinned_buffer(Tensor& buffer, const Shape& shape, DType dtype) {

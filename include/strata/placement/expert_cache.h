@@ -26,6 +26,12 @@ constexpr ExpertKey expert_key(std::int64_t block, std::int64_t expert) {
   return (static_cast<std::uint64_t>(block) << 32) | static_cast<std::uint32_t>(expert);
 }
 
+// Steps of up to this many tokens (decode, small batches) are "decode-sized" for a block of
+// offloaded experts behind a GPU (moe-execution.md): its transfers use the block's pinned buffers
+// and its cpu experts compute beside the thread that launches the device experts; the cost
+// model overlaps the two for such steps.
+inline constexpr std::int64_t kDecodeSizedExpertTokens = 16;
+
 enum class ExpertCachePolicy : std::uint8_t {
   Lru,  // evict the least recently used
   Lfu,  // evict the least frequently used (ties: least recent); counts halve every aging period
