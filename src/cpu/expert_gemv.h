@@ -31,11 +31,12 @@ struct CpuExpertJob {
 };
 
 // Output features per block of the queue (multiples of 64: the linear's partition unit, whole
-// cache lines of every output dtype). Gate and up: 64 (two 256 KB reads for Qwen3's 2048
-// inputs); down: 128 (192 KB for 768 inputs). STRATA_MOE_BLOCKS="gate_up,down" overrides them
-// (the benchmark's sweep).
+// cache lines of every output dtype). 64 for both: gate and up two 256 KB reads for Qwen3's 2048
+// inputs, down 96 KB for 768 (device call 1 of session 7 on the H100 host, moe_experts_bench:
+// 8 experts 139 GB/s and 5 experts 134 with 64/64, 136 and 116 with 64/128, 128-131 and 109
+// with larger blocks). STRATA_MOE_BLOCKS="gate_up,down" overrides them.
 struct ExpertBlocks {
-  std::int64_t gate_up = 64, down = 128;
+  std::int64_t gate_up = 64, down = 64;
 };
 ExpertBlocks expert_blocks();
 

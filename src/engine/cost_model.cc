@@ -5,7 +5,6 @@
 #include <limits>
 
 #include "strata/core/error.h"
-#include "strata/placement/expert_cache.h"
 
 namespace strata::engine {
 namespace {
@@ -336,22 +335,11 @@ PlanPrediction predict_plan(const CostModel& model, const std::vector<PlannedUni
       // share of its experts the cache serves.
       const double block = model.expert_block_seconds(w);
       out.expert_block_seconds += block;
-      // The runtime that measured it (moe_block_us) computes a decode-sized step's cpu experts
-      // beside the thread that launches the cached ones: the longer of the two, not the sum.
-      const auto cached_cpu = [&](const UnitWork& u, double seconds, std::int64_t tokens) {
-        if (block <= 0 || tokens > placement::kDecodeSizedExpertTokens) {
-          return cached(u, seconds, tokens);
-        }
-        return std::max(hit * model.gpu_seconds(u, tokens), (1.0 - hit) * seconds);
-      };
-      const bool best_cpu = model.best_policy(d, decode) == placement::ExecutionPolicy::Cpu;
       out.prefill_seconds_best += cached(w, model.best_seconds(w, prefill), prefill) + block;
       out.prefill_seconds_stream += cached(w, model.stream_seconds(w, prefill), prefill) + block;
-      out.decode_seconds_best += (best_cpu ? cached_cpu(d, model.best_seconds(d, decode), decode)
-                                           : cached(d, model.best_seconds(d, decode), decode)) +
-                                 block;
+      out.decode_seconds_best += cached(d, model.best_seconds(d, decode), decode) + block;
       out.decode_seconds_stream += cached(d, model.stream_seconds(d, decode), decode) + block;
-      out.decode_seconds_cpu += cached_cpu(d, model.cpu_seconds(d, decode), decode) + block;
+      out.decode_seconds_cpu += cached(d, model.cpu_seconds(d, decode), decode) + block;
       const double split = model.split_seconds(d, decode, model.split_fraction(d));
       out.decode_seconds_split +=
           cached(d, std::isfinite(split) ? split : model.stream_seconds(d, decode), decode) + block;

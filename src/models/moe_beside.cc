@@ -151,7 +151,7 @@ void Beside::join() {
 bool beside_enabled() {
   static const bool enabled = [] {
     const char* v = std::getenv("STRATA_MOE_BESIDE");
-    return v == nullptr || std::strcmp(v, "0") != 0;
+    return v != nullptr && std::strcmp(v, "1") == 0;
   }();
   return enabled;
 }

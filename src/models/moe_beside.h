@@ -40,8 +40,12 @@ class Beside {
   bool started_ = false, joined_ = false;
 };
 
-// Whether blocks compute their cpu experts beside their device experts (STRATA_MOE_BESIDE=0
-// turns it off: the benchmark's comparison).
+// Whether blocks compute their cpu experts beside their device experts: only with
+// STRATA_MOE_BESIDE=1. Off by default: on the 16-core H100 host (device call 1 of session 7) the
+// beside thread, the pool's 15 workers and the launching thread oversubscribed the cores and
+// woke from sleep between layers, and the cpu products ran at 68 GB/s instead of 117 (decode 69
+// tokens/s against 85 with the products after the device experts' launches; 77 with
+// STRATA_SPIN_US=2000).
 bool beside_enabled();
 
 }  // namespace strata::models::detail
