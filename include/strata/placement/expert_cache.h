@@ -28,8 +28,8 @@ constexpr ExpertKey expert_key(std::int64_t block, std::int64_t expert) {
 
 // Steps of up to this many tokens (decode, small batches) are "decode-sized" for a block of
 // offloaded experts behind a GPU (moe-execution.md): its transfers use the block's pinned buffers
-// and its cpu experts compute beside the thread that launches the device experts; the cost
-// model overlaps the two for such steps.
+// (and, with STRATA_MOE_BESIDE=1, its cpu experts compute beside the thread that launches the
+// device experts).
 inline constexpr std::int64_t kDecodeSizedExpertTokens = 16;
 
 enum class ExpertCachePolicy : std::uint8_t {
