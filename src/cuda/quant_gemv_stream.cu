@@ -529,13 +529,20 @@ struct StreamConfig {
   // at 8 rows they read ct4 at 26-51% of the copy rate, GPTQ 4-bit at 14-26%, AWQ at 11-21%,
   // against 7-12% for quant_gemv.cu's; at 1 row they lose (30/16/14% for a 7B token).
   int ct_mma_from = 3, gptq_mma_from = 3, awq_mma_from = 3;
-  // The streaming tensor-core kernels of the int4 formats (quant_gemv_tc.cu; bf16 x) from this
-  // many rows of x on (9: never; session 7's call 1 measures them), their steps per stage and the
-  // blocks per SM their split of the inputs aims at.
-  int tc_from = 9, tc_blocks_per_sm = 2;
-  // Steps per stage of the tensor-core kernels by format (tu=N sets them all).
-  int tc_unroll_fp8 = 2, tc_unroll_awq = 2, tc_unroll_gptq = 2, tc_unroll_ct = 2;
-  int tc_fp8_from = 9;  // FP8 on the tensor cores (quant_gemv_tc.cu) from this many rows on
+  // The streaming tensor-core kernels (quant_gemv_tc.cu; bf16 x): from how many rows of x on (9:
+  // never), steps per stage and blocks per SM aimed at, by format. Session 7's call 1 (in a CUDA
+  // graph with PDL, share of the copy rate at batch 1, 7B shapes 4096x4096 / 11008x4096 /
+  // 4096x11008): GPTQ 4-bit 42/59/61% with 4 steps and 1 block per SM against 35/44/39% for
+  // quant_gemv.cu's kernel; AWQ 33/52/46% against 32/36/37% for the column kernel here;
+  // compressed-tensors int4 29-52% against 40/48/50% for quant_gemv.cu's (kept at 1-2 rows); at 8
+  // rows the tc kernels read GPTQ at 39-64%, AWQ 30-34%, ct4 30-46% against 16-20%, 12-16%,
+  // 27-36% for quant_gemv_mma.cu's. FP8: 72/76/79% against 56/88/66% for the row kernel here, so
+  // FP8 layers of fewer than tc_fp8_wide outputs take it from one row, wider ones from 3 rows.
+  int tc_from_awq = 1, tc_from_gptq = 1, tc_from_ct = 3, tc_from_fp8 = 3;
+  int tc_fp8_narrow_from = 1;
+  std::int64_t tc_fp8_wide = 8192;
+  int tc_unroll_fp8 = 4, tc_unroll_awq = 4, tc_unroll_gptq = 4, tc_unroll_ct = 2;
+  int tc_bps_fp8 = 1, tc_bps_awq = 1, tc_bps_gptq = 1, tc_bps_ct = 2;
 };
 
 StreamConfig read_config() {
@@ -573,12 +580,21 @@ StreamConfig read_config() {
     if (key("ctm")) from(c.ct_mma_from);
     if (key("gm")) from(c.gptq_mma_from);
     if (key("am")) from(c.awq_mma_from);
-    if (key("tc")) from(c.tc_from);
-    if (key("tf")) from(c.tc_fp8_from);
+    // tc: the int4 formats, tf: FP8 whatever its width, from N rows on (0: never).
+    if (key("tc")) {
+      from(c.tc_from_awq);
+      c.tc_from_gptq = c.tc_from_ct = c.tc_from_awq;
+    }
+    if (key("tf")) {
+      from(c.tc_from_fp8);
+      c.tc_fp8_narrow_from = c.tc_from_fp8;
+    }
     if (key("tu") && (value == 1 || value == 2 || value == 4)) {
       c.tc_unroll_fp8 = c.tc_unroll_awq = c.tc_unroll_gptq = c.tc_unroll_ct = value;
     }
-    if (key("tb") && value >= 1 && value <= 8) c.tc_blocks_per_sm = value;
+    if (key("tb") && value >= 1 && value <= 8) {
+      c.tc_bps_fp8 = c.tc_bps_awq = c.tc_bps_gptq = c.tc_bps_ct = value;
+    }
     const char* comma = std::strchr(eq, ',');
     if (comma == nullptr) break;
     p = comma + 1;
@@ -751,25 +767,24 @@ bool takes(const QuantWeight& w, std::int64_t rows, const void* x, Type x_type) 
   return column_layout(w, column_v(w, x_type == Type::BFloat16));
 }
 
-// Steps per stage of w's tensor-core kernel.
-int tc_unroll(const QuantWeight& w) {
+// w's tensor-core kernel settings (by format): from how many rows, steps per stage, blocks per SM.
+struct TcSetting {
+  int from = 9, unroll = 2, blocks_per_sm = 2;
+};
+TcSetting tc_setting(const QuantWeight& w) {
   const StreamConfig& c = config();
   switch (w.kind) {
     case QuantKind::FP8:
-      return c.tc_unroll_fp8;
+      return {w.n < c.tc_fp8_wide ? c.tc_fp8_narrow_from : c.tc_from_fp8, c.tc_unroll_fp8,
+              c.tc_bps_fp8};
     case QuantKind::AWQ:
-      return c.tc_unroll_awq;
+      return {c.tc_from_awq, c.tc_unroll_awq, c.tc_bps_awq};
     case QuantKind::GPTQ:
-      return c.tc_unroll_gptq;
+      return {c.tc_from_gptq, c.tc_unroll_gptq, c.tc_bps_gptq};
     case QuantKind::Compressed:
-      return c.tc_unroll_ct;
+      return {c.tc_from_ct, c.tc_unroll_ct, c.tc_bps_ct};
   }
-  return 2;
-}
-
-// Rows of x from which w takes the tensor-core streaming kernel (9: never).
-int tc_from(const QuantWeight& w) {
-  return w.kind == QuantKind::FP8 ? config().tc_fp8_from : config().tc_from;
+  return {};
 }
 
 // quant_gemv_stream_scratch without the tensor-core kernel.
@@ -798,8 +813,9 @@ QuantGemvScratch stream_scratch_rest(const QuantWeight& w, std::int64_t rows, in
 QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t rows, int sms) {
   // x's dtype is not known here: room for the tensor-core kernel (bf16 x) and the others alike.
   QuantGemvScratch tc;
-  if (config().enabled && rows >= tc_from(w) && rows <= 8) {
-    tc = quant_tc_scratch(w, rows, tc_unroll(w), config().tc_blocks_per_sm, sms);
+  const TcSetting t = tc_setting(w);
+  if (config().enabled && rows >= t.from && rows <= 8) {
+    tc = quant_tc_scratch(w, rows, t.unroll, t.blocks_per_sm, sms);
   }
   const QuantGemvScratch rest = stream_scratch_rest(w, rows, sms);
   return {std::max(tc.floats, rest.floats), std::max(tc.tickets, rest.tickets)};
@@ -810,9 +826,10 @@ bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::in
                        cudaStream_t stream, cudaError_t* error) {
   // The tensor-core variants take up to 8 rows of x at about the cost of one.
   if (config().enabled && rows >= 1 && rows <= 8) {
-    if (rows >= tc_from(w) && quant_tc_takes(w, x, x_type, rows)) {
-      *error = quant_tc_gemv(w, x, rows, bias, out, workspace, tickets, tc_unroll(w),
-                             config().tc_blocks_per_sm, sms, stream);
+    const TcSetting t = tc_setting(w);
+    if (rows >= t.from && quant_tc_takes(w, x, x_type, rows)) {
+      *error = quant_tc_gemv(w, x, rows, bias, out, workspace, tickets, t.unroll, t.blocks_per_sm,
+                             sms, stream);
       return true;
     }
     if (rows >= config().ct_mma_from && ct4_mma_takes(w, x, x_type)) {
