@@ -243,7 +243,7 @@ ExpertBlocks expert_blocks() {
 
 void cpu_experts_gemv(std::vector<CpuExpertJob>& jobs,
                       const std::function<void(std::size_t)>& activate, std::int64_t threads,
-                      ExpertBlocks blocks) {
+                      ExpertBlocks blocks, const std::function<void()>& on_caller) {
   if (jobs.empty()) return;
   STRATA_CHECK_ARG(blocks.gate_up >= kAlign && blocks.gate_up % kAlign == 0 &&
                        blocks.down >= kAlign && blocks.down % kAlign == 0,
@@ -255,9 +255,16 @@ void cpu_experts_gemv(std::vector<CpuExpertJob>& jobs,
     if (threads <= 0) threads = num_threads();
     const std::int64_t workers =
         std::min<std::int64_t>(threads, static_cast<std::int64_t>(runner->items()));
+    // `on_caller` runs on this thread as its first chunk starts: the pool's workers have taken
+    // theirs and read weights meanwhile.
+    const std::thread::id caller = std::this_thread::get_id();
+    std::atomic<bool> ran{!on_caller};
     parallel_for(workers, 1, [&](std::int64_t begin, std::int64_t end) {
+      if (std::this_thread::get_id() == caller && !ran.exchange(true)) on_caller();
       for (std::int64_t w = begin; w < end; ++w) runner->work();
     });
+    // (This thread found no chunk left: the workers took them all.)
+    if (!ran.exchange(true)) on_caller();
     runner->rethrow();
   };
   switch (dtype) {

@@ -43,8 +43,13 @@ ExpertBlocks expert_blocks();
 // Runs every job's gate and up, `activate(i)` once job i's are complete (on the thread that
 // completed them: it must set jobs[i].hidden), then its down, with at most `threads` threads
 // (0: the pool's). Rethrows the first exception of an activation; the remaining jobs are skipped.
+// `on_caller`, when given, runs once on the calling thread after the pool's workers have started
+// on the queue, before the caller joins them (a MoE block launches its device experts there: the
+// launches then overlap the cpu's reads without a thread more than the cores); its exception is
+// rethrown after the queue is done.
 void cpu_experts_gemv(std::vector<CpuExpertJob>& jobs,
                       const std::function<void(std::size_t)>& activate, std::int64_t threads = 0,
-                      ExpertBlocks blocks = expert_blocks());
+                      ExpertBlocks blocks = expert_blocks(),
+                      const std::function<void()>& on_caller = {});
 
 }  // namespace strata::cpu

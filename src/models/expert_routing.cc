@@ -147,6 +147,35 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
     if (cpu_expert[e]) cpu_experts.push_back(e);
   }
   const auto cpu_count = static_cast<std::int64_t>(cpu_experts.size());
+  // Weights that are x's dtype already (rounded to it, held exactly as float32) multiply a
+  // device expert's output in one op: the float32 product of two such values is exact, so one
+  // rounding gives the bits of weigh_rows' cast, multiply, cast. At one token the product stays
+  // a tensor of its own (the sum below reads it; no copy into `contributions`).
+  const bool one_op = any_here && !device.is_cpu() && weight_dtype == x.dtype();
+  std::vector<Tensor> device_rows(tokens == 1 ? static_cast<std::size_t>(rows) : 0);
+  // The device's experts, queued behind the routing: the GPU computes them while the cpu
+  // computes its experts.
+  const auto launch_device_experts = [&] {
+    const Tensor weight_in_x = one_op ? ops::cast(weight_here, x.dtype()) : Tensor();
+    for (std::size_t e = 0; e < experts; ++e) {
+      if (routed(e) == 0 || cpu_expert[e]) continue;
+      const Tensor out =
+          on_device_of(expert(static_cast<std::int64_t>(e), pick(e, x, token_here)), x);
+      if (!one_op || out.dtype() != x.dtype()) {
+        weigh_into(e, out, weight_here, contributions, first_row[e]);
+        continue;
+      }
+      const Tensor weighted = ops::mul(out, weight_in_x.narrow(0, first_row[e], routed(e)));
+      if (tokens == 1) {
+        device_rows[static_cast<std::size_t>(first_row[e])] = weighted;
+      } else {
+        contributions.narrow(0, first_row[e], routed(e)).copy_(weighted);
+      }
+    }
+  };
+  // With the staging's `in_queue`, the cpu batch runs the launches on this thread once the
+  // pool's workers have started on the cpu experts (cpu/expert_gemv.h): they overlap the reads.
+  const bool in_queue = cpu_batch && cpu_count > 0 && staging != nullptr && staging->in_queue;
   const auto run_cpu_experts = [&] {
     if (cpu_batch && cpu_count > 0) {
       std::vector<std::int64_t> ids;
@@ -157,7 +186,8 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
         weights.push_back(weight_host.narrow(0, first_row[e], routed(e)));
         into.push_back(out_cpu.narrow(0, first_row[e], routed(e)));
       }
-      cpu_batch(ids, picked, weights, into);
+      cpu_batch(ids, picked, weights, into,
+                in_queue ? std::function<void()>(launch_device_experts) : std::function<void()>());
       return;
     }
     // The cpu experts compute in parallel, one expert per task whose ops run on its thread: a
@@ -170,33 +200,15 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
       }
     });
   };
-  // The cpu experts start first, beside this thread when the staging says so (moe_beside.h),
-  // while this thread launches the device's experts (queued behind the routing: the GPU computes
-  // them meanwhile); else they run after those launches.
-  Beside cpu_side(run_cpu_experts, cpu_count > 0 && staging != nullptr && staging->beside);
-  // Weights that are x's dtype already (rounded to it, held exactly as float32) multiply a
-  // device expert's output in one op: the float32 product of two such values is exact, so one
-  // rounding gives the bits of weigh_rows' cast, multiply, cast. At one token the product stays
-  // a tensor of its own (the sum below reads it; no copy into `contributions`).
-  const bool one_op = any_here && !device.is_cpu() && weight_dtype == x.dtype();
-  const Tensor weight_in_x = one_op ? ops::cast(weight_here, x.dtype()) : Tensor();
-  std::vector<Tensor> device_rows(tokens == 1 ? static_cast<std::size_t>(rows) : 0);
-  for (std::size_t e = 0; e < experts; ++e) {
-    if (routed(e) == 0 || cpu_expert[e]) continue;
-    const Tensor out =
-        on_device_of(expert(static_cast<std::int64_t>(e), pick(e, x, token_here)), x);
-    if (!one_op || out.dtype() != x.dtype()) {
-      weigh_into(e, out, weight_here, contributions, first_row[e]);
-      continue;
-    }
-    const Tensor weighted = ops::mul(out, weight_in_x.narrow(0, first_row[e], routed(e)));
-    if (tokens == 1) {
-      device_rows[static_cast<std::size_t>(first_row[e])] = weighted;
-    } else {
-      contributions.narrow(0, first_row[e], routed(e)).copy_(weighted);
-    }
+  if (in_queue) {
+    run_cpu_experts();
+  } else {
+    // The cpu experts start first, beside this thread when the staging says so (moe_beside.h),
+    // while this thread launches the device's experts; else they run after those launches.
+    Beside cpu_side(run_cpu_experts, cpu_count > 0 && staging != nullptr && staging->beside);
+    launch_device_experts();
+    cpu_side.join();
   }
-  cpu_side.join();
   // From the staging buffer the copy queues without waiting (the buffer is written again only
   // at this block's next step, after that step's routing has waited for this copy).
   if (cpu_apart) contributions.narrow(0, 0, cpu_rows).copy_(out_cpu, /*non_blocking=*/staged_rows);

@@ -48,15 +48,20 @@ ExpertRouting route_tokens(const Tensor& indices, const Tensor& weights, std::in
 // `staging`, when given, holds host buffers kept between steps (pinned behind a GPU): x already
 // copied to the host (with the routing's read: no second wait for the GPU), the cpu experts'
 // outputs and the device experts' weights, whose copies to the device then queue without a wait.
+// `on_caller`, when given, must run exactly once on the calling thread (the device experts'
+// launches; the batch runs it once its workers have started, cpu/expert_gemv.h).
 using CpuExpertsFn =
     std::function<void(const std::vector<std::int64_t>& experts, const std::vector<Tensor>& rows,
-                       const std::vector<Tensor>& weights, const std::vector<Tensor>& into)>;
+                       const std::vector<Tensor>& weights, const std::vector<Tensor>& into,
+                       const std::function<void()>& on_caller)>;
 struct HostStaging {
   Tensor x;        // x on the host (this step's), or undefined
   Tensor rows;     // [>= cpu rows, hidden] of x's dtype, or undefined
   Tensor weights;  // [>= rows, 1] float32, or undefined
   // The cpu experts compute beside the caller (moe_beside.h) while it launches the device's.
   bool beside = false;
+  // The cpu batch launches the device's experts on this thread once its workers have started.
+  bool in_queue = false;
 };
 Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
                        const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert,

@@ -2,6 +2,8 @@
 // (docs/moe-execution.md): resident experts are called, offloaded ones compute on the cpu where
 // they are stored, stream alone to the execution device, or come from the expert cache.
 
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "models/expert_routing.h"
@@ -23,6 +25,16 @@ std::int64_t nanoseconds_since(Clock::time_point start) {
 // Steps of up to this many tokens (decode, small batches) keep their transfers in the block's
 // pinned buffers; larger ones (prefill) allocate per step as before.
 constexpr std::int64_t kStagedTokens = placement::kDecodeSizedExpertTokens;
+
+// Whether the device experts' launches run inside the cpu experts' queue (cpu/expert_gemv.h);
+// STRATA_MOE_OVERLAP=0 launches them before it instead.
+bool launches_in_queue() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("STRATA_MOE_OVERLAP");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return enabled;
+}
 
 // `buffer`, reallocated in pinned host memory unless it already has this shape and dtype.
 Tensor& pinned_buffer(Tensor& buffer, const Shape& shape, DType dtype) {
@@ -115,6 +127,7 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
     staging.rows = staging_->rows;
     staging.weights = staging_->weights;
     staging.beside = detail::beside_enabled();
+    staging.in_queue = !staging.beside && launches_in_queue();
   }
   staged_x_ = false;
   Tensor out = detail::combine_experts(
@@ -130,7 +143,8 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
       },
       [&](std::int64_t e) { return jobs[static_cast<std::size_t>(e)].where == Where::Cpu; },
       [&](const std::vector<std::int64_t>& ids, const std::vector<Tensor>& rows,
-          const std::vector<Tensor>& weights, const std::vector<Tensor>& into) {
+          const std::vector<Tensor>& weights, const std::vector<Tensor>& into,
+          const std::function<void()>& on_caller) {
         std::vector<const detail::ExpertSource*> sources;
         std::vector<const std::vector<Tensor>*> tensors;
         for (const std::int64_t e : ids) {
@@ -139,7 +153,8 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
           tensors.push_back(&job.weights);
         }
         const auto cpu_start = Clock::now();
-        detail::cpu_experts_forward(sources, tensors, activation_, rows, weights, into);
+        detail::cpu_experts_forward(sources, tensors, activation_, rows, weights, into, 0,
+                                    on_caller);
         stats_.cpu_ns += nanoseconds_since(cpu_start);
       },
       staging.x.defined() || staging.rows.defined() || staging.beside ? &staging : nullptr);

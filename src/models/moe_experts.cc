@@ -128,15 +128,19 @@ void cpu_experts_forward(const std::vector<const ExpertSource*>& sources,
                          const std::vector<const std::vector<Tensor>*>& tensors,
                          Activation activation, const std::vector<Tensor>& rows,
                          const std::vector<Tensor>& weights, const std::vector<Tensor>& into,
-                         std::int64_t threads) {
+                         std::int64_t threads, const std::function<void()>& on_caller) {
   const std::size_t count = sources.size();
   STRATA_ASSERT(tensors.size() == count && rows.size() == count && into.size() == count &&
                     (weights.empty() || weights.size() == count),
                 "cpu experts: {} sources, {} tensor lists, {} rows, {} weights, {} outputs", count,
                 tensors.size(), rows.size(), weights.size(), into.size());
-  if (count == 0) return;
+  if (count == 0) {
+    if (on_caller) on_caller();
+    return;
+  }
   if (threads <= 0) threads = num_threads();
   if (!cpu_experts_split(sources, tensors, rows, threads)) {
+    if (on_caller) on_caller();
     parallel_for(static_cast<std::int64_t>(count), 1, [&](std::int64_t begin, std::int64_t end) {
       for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i) {
         const Tensor out = expert_forward(*sources[i], *tensors[i], activation, rows[i]);
@@ -176,7 +180,7 @@ void cpu_experts_forward(const std::vector<const ExpertSource*>& sources,
       [&](std::size_t i) {
         jobs[i].hidden = ops::mul(apply_activation(activation, jobs[i].gate_out), jobs[i].up_out);
       },
-      threads);
+      threads, cpu::expert_blocks(), on_caller);
   for (std::size_t i = 0; i < count; ++i) {
     if (jobs[i].out.data_ptr() != into[i].data_ptr()) into[i].copy_(jobs[i].out);
   }

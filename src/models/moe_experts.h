@@ -8,6 +8,7 @@
 // packed tensors as stored: DeepSeek-V3's fp8 blocks are read at one byte per weight).
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -81,11 +82,13 @@ Tensor expert_forward(const ExpertSource& source, const std::vector<Tensor>& ten
 // same kernel; moe_experts_test.cc checks the bits). Otherwise, or with STRATA_MOE_SPLIT=0, one
 // expert per task.
 // `threads`: the cores to spread over (num_threads() by default; tests pass more to force blocks).
+// `on_caller`, when given, runs once on the calling thread: inside the queue once the pool's
+// workers have started (cpu_experts_gemv), else before the experts.
 void cpu_experts_forward(const std::vector<const ExpertSource*>& sources,
                          const std::vector<const std::vector<Tensor>*>& tensors,
                          Activation activation, const std::vector<Tensor>& rows,
                          const std::vector<Tensor>& weights, const std::vector<Tensor>& into,
-                         std::int64_t threads = 0);
+                         std::int64_t threads = 0, const std::function<void()>& on_caller = {});
 // The same, unweighted, into new tensors.
 std::vector<Tensor> cpu_experts_forward(const std::vector<const ExpertSource*>& sources,
                                         const std::vector<const std::vector<Tensor>*>& tensors,

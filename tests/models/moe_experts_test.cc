@@ -11,6 +11,7 @@
 
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "cpu/expert_gemv.h"
@@ -198,6 +199,46 @@ TEST(CpuExperts, BadJobsAreInvalidArgument) {
   jobs[0].gate = random_tensor({64, 64}, DType::BFloat16, rng);
   EXPECT_THROW(cpu::cpu_experts_gemv(jobs, noop, 4), InvalidArgument);
   EXPECT_THROW(cpu::cpu_experts_gemv(jobs, noop, 4, cpu::ExpertBlocks{96, 64}), InvalidArgument);
+}
+
+TEST(CpuExperts, TheCallersWorkRunsOnceOnTheCallingThread) {
+  std::mt19937 rng(13);
+  std::vector<cpu::CpuExpertJob> jobs;
+  std::vector<ExpertSource> experts;
+  for (int i = 0; i < 4; ++i) {
+    experts.push_back(expert(128, 256, DType::Float32, rng));
+    cpu::CpuExpertJob job;
+    job.x = random_tensor({1, 128}, DType::Float32, rng);
+    job.gate = experts.back().stored[0];
+    job.up = experts.back().stored[1];
+    job.down = experts.back().stored[2];
+    job.gate_out = Tensor::empty({1, 256}, DType::Float32, Device::cpu());
+    job.up_out = Tensor::empty({1, 256}, DType::Float32, Device::cpu());
+    job.out = Tensor::empty({1, 128}, DType::Float32, Device::cpu());
+    jobs.push_back(job);
+  }
+  const auto activate = [&](std::size_t i) {
+    jobs[i].hidden = ops::mul(models::apply_activation(models::Activation::SiLU, jobs[i].gate_out),
+                              jobs[i].up_out);
+  };
+  for (const std::int64_t threads : {1, 2, 16}) {
+    int runs = 0;
+    std::thread::id ran_on;
+    cpu::cpu_experts_gemv(jobs, activate, threads, cpu::ExpertBlocks{64, 64}, [&] {
+      ++runs;
+      ran_on = std::this_thread::get_id();
+    });
+    EXPECT_EQ(runs, 1) << threads;
+    EXPECT_EQ(ran_on, std::this_thread::get_id()) << threads;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      expect_same_bits(jobs[i].out, expert_forward(experts[i], experts[i].stored,
+                                                   models::Activation::SiLU, jobs[i].x));
+    }
+    EXPECT_THROW(cpu::cpu_experts_gemv(jobs, activate, threads, cpu::ExpertBlocks{64, 64},
+                                       [] { throw NotSupported("a launch failed"); }),
+                 NotSupported)
+        << threads;
+  }
 }
 
 TEST(CpuExperts, AFailingActivationIsRethrownWithoutWaitingForever) {
