@@ -14,11 +14,12 @@
 //    OR-ed with the bits of 2^23, is the float 2^23 + q * 2^(BITS*j) while it stays below bit 23
 //    (one LOP3, no shift); the upper codes take one shift per word. Subtracting 2^23 + z *
 //    2^(BITS*j) leaves (q - z) * 2^(BITS*j) exactly, so each position keeps its own partial sum,
-//    scaled by 2^-(BITS*j) once per chunk (row kernels) or folded into the group's scale (column
-//    kernels).
+//    scaled by 2^-(BITS*j) once per chunk.
 // Per int4 weight: ~1.1 LOP3, 1 FSUB, 1 FFMA (was ~4 + FFMA); per fp8 weight ~2.75 + 1 FFMA.
-// The variants (outputs per warp, loads in flight, words per thread) are picked at run time from
-// STRATA_QUANT_GEMV (the benchmark sweeps them; "v1" selects the quant_gemv.cu kernels).
+// These are the FP8 and compressed-tensors row kernels; this file also dispatches the tensor-core
+// kernels of quant_gemv_tc.cu (every int4 format and FP8 in bf16, the defaults below). The
+// variants (outputs per warp, loads in flight; the tc kernels' stages) are picked at run time
+// from STRATA_QUANT_GEMV (the benchmark sweeps them; "v1" selects the quant_gemv.cu kernels).
 
 #include <cuda_fp16.h>
 
@@ -146,22 +147,6 @@ __device__ __forceinline__ void prefetch_rows_then_wait(const uint4* const (&wro
     for (int u = 0; u < U; ++u) {
       if (lane + 32 * u < chunks) prefetch_to_l2(wrow[o] + lane + 32 * u);
     }
-  }
-  wait_for_producer();
-  allow_dependents();
-}
-
-// The same for the column kernels: the rows of this warp's first unit (units.length rows of
-// `stride` words from `first`, `rows_per_group` rows per scale group), when `active`.
-__device__ __forceinline__ void prefetch_unit_then_wait(const std::int32_t* first, bool active,
-                                                        const Units& units,
-                                                        std::int64_t rows_per_group,
-                                                        std::int64_t stride) {
-  const auto uu = static_cast<unsigned>(blockIdx.y) * kWarps + threadIdx.y;
-  if (active && uu < units.count) {
-    const std::int64_t r0 =
-        (uu / units.per_group) * rows_per_group + (uu % units.per_group) * units.length;
-    for (std::int64_t r = r0; r < r0 + units.length; ++r) prefetch_to_l2(first + r * stride);
   }
   wait_for_producer();
   allow_dependents();
@@ -333,202 +318,23 @@ __global__ void __launch_bounds__(kRowWarps * 32)
   }
 }
 
-// ---- AWQ columns: a thread owns V words (8V outputs); U rows of words in flight
-// ------------------ Units as quant_gemv.cu (stretches of inputs inside one group), the same
-// split-K finish.
-template <int R, int V, int U, typename T>
-__global__ void __launch_bounds__(kWarps * 32)
-    awq_cols_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows, Units units,
-                    const T* __restrict__ bias, T* __restrict__ out, float* ws, unsigned* tickets) {
-  using C = Codes<4>;
-  constexpr int kOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};  // nibble i holds output 8c + kOrder[i]
-  const std::int64_t words = w.n / 8;
-  const std::int64_t c = (static_cast<std::int64_t>(blockIdx.x) * 32 + threadIdx.x) * V;
-  // PDL: the first unit's words into L2, then wait for the previous kernel (every thread: the
-  // finish writes).
-  prefetch_unit_then_wait(static_cast<const std::int32_t*>(w.weight) + c, c < words, units, w.group,
-                          words);
-  float acc[R][8 * V] = {};
-  if (c < words) {
-    const auto* qweight = static_cast<const std::int32_t*>(w.weight);
-    for (std::int64_t u = static_cast<std::int64_t>(blockIdx.y) * kWarps + threadIdx.y;
-         u < units.count; u += static_cast<std::int64_t>(gridDim.y) * kWarps) {
-      const auto uu = static_cast<unsigned>(u), upg = static_cast<unsigned>(units.per_group);
-      const std::int64_t gi = uu / upg;
-      const std::int64_t k0 = gi * w.group + static_cast<std::int64_t>(uu % upg) * units.length;
-      float mz[V][8] = {}, s[V][8] = {};
-      float part[R][V][8] = {};
-      for (std::int64_t k1 = k0; k1 < k0 + units.length; k1 += U) {
-        std::uint32_t word[U][V];
-#pragma unroll
-        for (int e = 0; e < U; ++e) {
-          const std::int64_t kk = k1 + e < k0 + units.length ? k1 + e : k0;
-          const std::int32_t* p = qweight + kk * words + c;
-          if constexpr (V == 4) {
-            const uint4 q = __ldcs(reinterpret_cast<const uint4*>(p));
-            word[e][0] = q.x, word[e][1] = q.y, word[e][2] = q.z, word[e][3] = q.w;
-          } else if constexpr (V == 2) {
-            const uint2 q = __ldcs(reinterpret_cast<const uint2*>(p));
-            word[e][0] = q.x, word[e][1] = q.y;
-          } else {
-            word[e][0] = static_cast<std::uint32_t>(__ldcs(p));
-          }
-        }
-        if (k1 == k0) {  // the unit's zeros and scales, in flight with its first words
-#pragma unroll
-          for (int v = 0; v < V; ++v) {
-            const auto zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * words + c + v));
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-              const int p = C::pos(i);
-              mz[v][i] = fmaf(static_cast<float>((zw >> (4 * i)) & 0xFu),
-                              static_cast<float>(1u << (4 * p)), kMagic);
-              s[v][i] = load_scale(w.scale, w.scale_type, gi * w.n + (c + v) * 8 + kOrder[i]) *
-                        (1.0f / static_cast<float>(1u << (4 * p)));
-            }
-          }
-        }
-#pragma unroll
-        for (int e = 0; e < U; ++e) {
-          if (k1 + e >= k0 + units.length) break;
-          float xv[R];
-#pragma unroll
-          for (int r = 0; r < R; ++r) xv[r] = to_float(x[x_row(r, rows) * w.k + k1 + e]);
-#pragma unroll
-          for (int v = 0; v < V; ++v) {
-            const std::uint32_t hi = word[e][v] >> C::kShift;
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-              const float t = C::raw(word[e][v], hi, i) - mz[v][i];  // each nibble its own output
-#pragma unroll
-              for (int r = 0; r < R; ++r) part[r][v][i] = fmaf(t, xv[r], part[r][v][i]);
-            }
-          }
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-#pragma unroll
-        for (int v = 0; v < V; ++v) {
-#pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            acc[r][8 * v + kOrder[i]] = fmaf(part[r][v][i], s[v][i], acc[r][8 * v + kOrder[i]]);
-          }
-        }
-      }
-    }
-  }
-  finish_columns<R, 8 * V, T>(acc, w.residual, w.gate,
-                              static_cast<std::int64_t>(blockIdx.x) * 256 * V, w.n, rows, bias, out,
-                              ws, tickets);
-}
-
-// ---- GPTQ columns (sequential g_idx): a thread owns V outputs; U packed rows in flight ----------
-template <int R, int BITS, int V, int U, typename T>
-__global__ void __launch_bounds__(kWarps * 32)
-    gptq_cols_kernel(QuantWeight w, const T* __restrict__ x, std::int64_t rows, Units units,
-                     const T* __restrict__ bias, T* __restrict__ out, float* ws,
-                     unsigned* tickets) {
-  using C = Codes<BITS>;
-  const std::int64_t n0 = (static_cast<std::int64_t>(blockIdx.x) * 32 + threadIdx.x) * V;
-  prefetch_unit_then_wait(static_cast<const std::int32_t*>(w.weight) + n0, n0 < w.n, units,
-                          w.group / C::kPer, w.n);  // PDL, as the AWQ kernel
-  float acc[R][V] = {};
-  if (n0 < w.n) {
-    const auto* qweight = static_cast<const std::int32_t*>(w.weight);
-    const std::int64_t zero_words = w.n / C::kPer;
-    for (std::int64_t u = static_cast<std::int64_t>(blockIdx.y) * kWarps + threadIdx.y;
-         u < units.count; u += static_cast<std::int64_t>(gridDim.y) * kWarps) {
-      const auto uu = static_cast<unsigned>(u), upg = static_cast<unsigned>(units.per_group);
-      const std::int64_t gi = uu / upg;
-      const std::int64_t pr0 =
-          gi * (w.group / C::kPer) + static_cast<std::int64_t>(uu % upg) * units.length;
-      float mz[V][C::kInPlace] = {}, s[V] = {};
-      float part[R][V][C::kInPlace] = {};
-      for (std::int64_t p1 = pr0; p1 < pr0 + units.length; p1 += U) {
-        std::uint32_t word[U][V];
-#pragma unroll
-        for (int e = 0; e < U; ++e) {
-          const std::int64_t pr = p1 + e < pr0 + units.length ? p1 + e : pr0;
-          const std::int32_t* p = qweight + pr * w.n + n0;
-          if constexpr (V == 4) {
-            const uint4 q = __ldcs(reinterpret_cast<const uint4*>(p));
-            word[e][0] = q.x, word[e][1] = q.y, word[e][2] = q.z, word[e][3] = q.w;
-          } else if constexpr (V == 2) {
-            const uint2 q = __ldcs(reinterpret_cast<const uint2*>(p));
-            word[e][0] = q.x, word[e][1] = q.y;
-          } else {
-            word[e][0] = static_cast<std::uint32_t>(__ldcs(p));
-          }
-        }
-        if (p1 == pr0) {  // the unit's zeros and scales, in flight with its first words
-#pragma unroll
-          for (int v = 0; v < V; ++v) {
-            const std::int64_t n = n0 + v;
-            const float z =
-                static_cast<float>(field_of(w.zeros, gi * zero_words + n / C::kPer,
-                                            static_cast<int>(n % C::kPer) * BITS, C::kMask) +
-                                   1);
-            C::magic_zero(z, mz[v]);
-            s[v] = load_scale(w.scale, w.scale_type, gi * w.n + n);
-          }
-        }
-#pragma unroll
-        for (int e = 0; e < U; ++e) {
-          if (p1 + e >= pr0 + units.length) break;
-          float xv[R][C::kPer];
-#pragma unroll
-          for (int r = 0; r < R; ++r) {
-            load_xs<C::kPer>(x + x_row(r, rows) * w.k + (p1 + e) * C::kPer, 1.0f, xv[r]);
-          }
-#pragma unroll
-          for (int v = 0; v < V; ++v) {
-            const std::uint32_t hi = word[e][v] >> C::kShift;
-#pragma unroll
-            for (int j = 0; j < C::kPer; ++j) {
-              const float t = C::minus(word[e][v], hi, j, mz[v]);
-#pragma unroll
-              for (int r = 0; r < R; ++r) {
-                part[r][v][C::pos(j)] = fmaf(t, xv[r][j], part[r][v][C::pos(j)]);
-              }
-            }
-          }
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-#pragma unroll
-        for (int v = 0; v < V; ++v) acc[r][v] = fmaf(C::combine(part[r][v]), s[v], acc[r][v]);
-      }
-    }
-  }
-  finish_columns<R, V, T>(acc, w.residual, w.gate, static_cast<std::int64_t>(blockIdx.x) * 32 * V,
-                          w.n, rows, bias, out, ws, tickets);
-}
-
 // ---- host side
 // ------------------------------------------------------------------------------------
 
 // The variant in use: STRATA_QUANT_GEMV = "v1" (quant_gemv.cu's kernels) or a comma list of
-// ro=O, ru=U (row kernels), av=V, au=U, al=L (AWQ), gv=V, gu=U (GPTQ), bps=B (column kernels:
-// blocks per SM to aim for), ctm=1 / gm=1 (compressed-tensors int4 / GPTQ 4-bit on the tensor
-// cores, quant_gemv_mma.cu), am=1 (AWQ on the tensor cores); unknown values fall back to the
-// defaults below.
+// ro=O, ru=U (row kernels), f8=0|1 / ct=0|1 (FP8 / compressed-tensors rows here or in
+// quant_gemv.cu), tc=N / tf=N (the tensor-core kernels of quant_gemv_tc.cu for the int4 formats /
+// FP8 from N rows on, 0 never), tu=U (their steps per stage), tb=B (their blocks per SM); unknown
+// values fall back to the defaults below.
 struct StreamConfig {
   bool enabled = true;
   int row_o = 2, row_u = 4;
-  int awq_v = 1, awq_u = 32, awq_len = 32;
-  int gptq_v = 4, gptq_u = 8;
-  int blocks_per_sm = 2;
-  // Which formats take this file's kernels (f8=0, ct=0, aw=0, gq=0: quant_gemv.cu's instead).
-  // Defaults from session 6's call 2 (same-run comparison at batch 1): FP8 here (64% of the copy
-  // rate for a 7B token against 25%), AWQ here (28% against 26%); compressed-tensors and GPTQ
-  // stay with quant_gemv.cu's kernels (39% and 34% against 32% and 26%).
-  bool fp8 = true, compressed = false, awq = true, gptq = false;
-  // The tensor-core kernels (quant_gemv_mma.cu; bf16 x) from this many rows of x on (9: never):
-  // at 8 rows they read ct4 at 26-51% of the copy rate, GPTQ 4-bit at 14-26%, AWQ at 11-21%,
-  // against 7-12% for quant_gemv.cu's; at 1 row they lose (30/16/14% for a 7B token).
-  int ct_mma_from = 3, gptq_mma_from = 3, awq_mma_from = 3;
+  // Which formats take this file's row kernels (f8=0, ct=0: quant_gemv.cu's instead). Session 6's
+  // call 2 (batch 1): FP8 here (64% of the copy rate for a 7B token against 25%),
+  // compressed-tensors with quant_gemv.cu's kernel (39% against 32%). Session 7 removed this
+  // file's AWQ and GPTQ column kernels: the tensor-core kernels took their place for bf16 x (the
+  // column kernels read a 7B token at 35% / 26%, the tensor-core ones at 43% / 53%).
+  bool fp8 = true, compressed = false;
   // The streaming tensor-core kernels (quant_gemv_tc.cu; bf16 x): from how many rows of x on (9:
   // never), steps per stage and blocks per SM aimed at, by format. Session 7's call 1 (in a CUDA
   // graph with PDL, share of the copy rate at batch 1, 7B shapes 4096x4096 / 11008x4096 /
@@ -563,23 +369,12 @@ StreamConfig read_config() {
     };
     if (key("ro") && (value == 2 || value == 4)) c.row_o = value;
     if (key("ru") && (value == 2 || value == 4 || value == 8)) c.row_u = value;
-    if (key("av") && (value == 1 || value == 2)) c.awq_v = value;
-    if (key("au") && (value == 4 || value == 8 || value == 16 || value == 32)) c.awq_u = value;
     if (key("f8")) c.fp8 = value != 0;
     if (key("ct")) c.compressed = value != 0;
-    if (key("aw")) c.awq = value != 0;
-    if (key("gq")) c.gptq = value != 0;
-    if (key("al") && (value == 16 || value == 32)) c.awq_len = value;
-    if (key("gv") && (value == 2 || value == 4)) c.gptq_v = value;
-    if (key("gu") && (value == 4 || value == 8)) c.gptq_u = value;
-    if (key("bps") && value >= 1 && value <= 8) c.blocks_per_sm = value;
-    // ctm / gm / am: 1 = from one row on, 0 = never, 2..8 = from that many rows on.
+    // 1 = from one row on, 0 = never, 2..8 = from that many rows on.
     const auto from = [&](int& field) {
       field = value == 0 ? 9 : (value >= 1 && value <= 8 ? value : field);
     };
-    if (key("ctm")) from(c.ct_mma_from);
-    if (key("gm")) from(c.gptq_mma_from);
-    if (key("am")) from(c.awq_mma_from);
     // tc: the int4 formats, tf: FP8 whatever its width, from N rows on (0: never).
     if (key("tc")) {
       from(c.tc_from_awq);
@@ -613,43 +408,6 @@ bool row_layout(const QuantWeight& w) {
   if (w.kind != QuantKind::Compressed) return false;
   const int per = 32 / w.bits;
   return w.k % (4 * per) == 0 && (w.groups == 1 || w.group % (4 * per) == 0);
-}
-
-bool column_layout(const QuantWeight& w, int v) {
-  if (!aligned16(w.weight)) return false;
-  if (w.kind == QuantKind::AWQ) return w.k % w.group == 0 && (w.n / 8) % v == 0;
-  if (w.kind != QuantKind::GPTQ || !w.g_idx_sequential) return false;
-  const int per = 32 / w.bits;
-  return w.group % per == 0 && w.k % w.group == 0 && w.n % v == 0;
-}
-
-// column_units, with the AWQ stretch from the variant (shorter: more blocks, more partial sums).
-Units stream_units(const QuantWeight& w) {
-  const std::int64_t len = config().awq_len;
-  if (w.kind != QuantKind::AWQ || w.group % len != 0) return column_units(w);
-  return {w.group / len, len, w.groups * (w.group / len)};
-}
-
-// Words (AWQ) or outputs (GPTQ) per thread: the variant's for bf16 x, the default otherwise (the
-// only instantiations there).
-int column_v(const QuantWeight& w, bool bf16) {
-  const StreamConfig d;
-  if (w.kind == QuantKind::AWQ) return bf16 ? config().awq_v : d.awq_v;
-  return bf16 ? config().gptq_v : d.gptq_v;
-}
-
-std::int64_t stream_tiles(const QuantWeight& w, int v) {
-  const std::int64_t cols = w.kind == QuantKind::AWQ ? w.n / 8 : w.n;
-  const std::int64_t per_tile = 32 * static_cast<std::int64_t>(v);
-  return (cols + per_tile - 1) / per_tile;
-}
-
-std::int64_t stream_splits(const QuantWeight& w, int v, int sms) {
-  const std::int64_t tiles = stream_tiles(w, v);
-  const std::int64_t max_splits = (stream_units(w).count + kWarps - 1) / kWarps;
-  const std::int64_t want =
-      (static_cast<std::int64_t>(config().blocks_per_sm) * sms + tiles - 1) / tiles;
-  return want < 1 ? 1 : (want > max_splits ? max_splits : want);
 }
 
 template <int R, int O, int U, typename T>
@@ -691,80 +449,15 @@ cudaError_t launch_rows(const QuantWeight& w, const T* x, std::int64_t rows, con
   return launch_rows_ou<R, 2, 4, T>(w, x, rows, bias, out, stream);
 }
 
-template <int R, int V, int U, typename T>
-cudaError_t launch_awq_vu(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias,
-                          T* out, float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(stream_tiles(w, V)),
-                  static_cast<unsigned>(stream_splits(w, V, sms)));
-  return launch_maybe_pdl(awq_cols_kernel<R, V, U, T>, grid, dim3(32, kWarps), 0, stream, w.pdl, w,
-                          x, rows, stream_units(w), bias, out, ws, tickets);
-}
-
-template <int R, int V, int U, typename T>
-cudaError_t launch_gptq_vu(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias,
-                           T* out, float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(stream_tiles(w, V)),
-                  static_cast<unsigned>(stream_splits(w, V, sms)));
-  const dim3 threads(32, kWarps);
-  const Units units = stream_units(w);
-  if (w.bits == 4) {
-    return launch_maybe_pdl(gptq_cols_kernel<R, 4, V, U, T>, grid, threads, 0, stream, w.pdl, w, x,
-                            rows, units, bias, out, ws, tickets);
-  }
-  return launch_maybe_pdl(gptq_cols_kernel<R, 8, V, U, T>, grid, threads, 0, stream, w.pdl, w, x,
-                          rows, units, bias, out, ws, tickets);
-}
-
-template <int R, typename T>
-cudaError_t launch_cols(const QuantWeight& w, const T* x, std::int64_t rows, const T* bias, T* out,
-                        float* ws, unsigned* tickets, int sms, cudaStream_t stream) {
-  const StreamConfig& c = config();
-  if (w.kind == QuantKind::AWQ) {
-    if constexpr (std::is_same_v<T, BF16Bits>) {
-      if (c.awq_v == 2 && c.awq_u == 8)
-        return launch_awq_vu<R, 2, 8, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
-      if (c.awq_v == 1 && c.awq_u == 4)
-        return launch_awq_vu<R, 1, 4, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
-      if (c.awq_v == 2 && c.awq_u == 4)
-        return launch_awq_vu<R, 2, 4, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
-      if (c.awq_v == 1 && c.awq_u == 16)
-        return launch_awq_vu<R, 1, 16, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
-      if (c.awq_v == 1 && c.awq_u == 8)
-        return launch_awq_vu<R, 1, 8, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
-    }
-    return launch_awq_vu<R, 1, 32, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
-  }
-  if constexpr (std::is_same_v<T, BF16Bits>) {
-    if (c.gptq_v == 2 && c.gptq_u == 8)
-      return launch_gptq_vu<R, 2, 8, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
-    if (c.gptq_v == 4 && c.gptq_u == 4)
-      return launch_gptq_vu<R, 4, 4, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
-  }
-  return launch_gptq_vu<R, 4, 8, T>(w, x, rows, bias, out, ws, tickets, sms, stream);
-}
-
 // The layer and call this file takes (else quant_gemv.cu's kernels run).
 bool format_on(const QuantWeight& w) {
   const StreamConfig& c = config();
-  switch (w.kind) {
-    case QuantKind::FP8:
-      return c.fp8;
-    case QuantKind::Compressed:
-      return c.compressed;
-    case QuantKind::AWQ:
-      return c.awq;
-    case QuantKind::GPTQ:
-      return c.gptq;
-  }
-  return false;
+  return w.kind == QuantKind::FP8 ? c.fp8 : w.kind == QuantKind::Compressed && c.compressed;
 }
 
 bool takes(const QuantWeight& w, std::int64_t rows, const void* x, Type x_type) {
-  if (!config().enabled || !format_on(w) || rows < 1 || rows > 2 || !x_vector_ok(x, w.k, x_type)) {
-    return false;
-  }
-  if (w.kind == QuantKind::FP8 || w.kind == QuantKind::Compressed) return row_layout(w);
-  return column_layout(w, column_v(w, x_type == Type::BFloat16));
+  return config().enabled && format_on(w) && rows >= 1 && rows <= 2 &&
+         x_vector_ok(x, w.k, x_type) && row_layout(w);
 }
 
 // w's tensor-core kernel settings (by format): from how many rows, steps per stage, blocks per SM.
@@ -787,38 +480,13 @@ TcSetting tc_setting(const QuantWeight& w) {
   return {};
 }
 
-// quant_gemv_stream_scratch without the tensor-core kernel.
-QuantGemvScratch stream_scratch_rest(const QuantWeight& w, std::int64_t rows, int sms) {
-  if (config().enabled && rows >= config().awq_mma_from && w.kind == QuantKind::AWQ && rows <= 8 &&
-      (w.n / 8) % 8 == 0 && w.k % 16 == 0 && w.group % 16 == 0) {
-    return awq_mma_scratch(w, rows, sms);
-  }
-  if (!config().enabled || !format_on(w) || rows < 1 || rows > 2) return {};
-  if (w.kind != QuantKind::AWQ && w.kind != QuantKind::GPTQ) return {};
-  // x's dtype is not known here: room for the bf16 variant and the default alike.
-  QuantGemvScratch need;
-  for (const bool bf16 : {true, false}) {
-    const int v = column_v(w, bf16);
-    if (!column_layout(w, v)) continue;
-    const std::int64_t splits = stream_splits(w, v, sms);
-    if (splits <= 1) continue;
-    need.floats = std::max(need.floats, splits * rows * w.n);
-    need.tickets = std::max(need.tickets, stream_tiles(w, v));
-  }
-  return need;
-}
-
 }  // namespace
 
 QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t rows, int sms) {
-  // x's dtype is not known here: room for the tensor-core kernel (bf16 x) and the others alike.
-  QuantGemvScratch tc;
+  // Only the tensor-core kernels split the inputs over blocks here (the row kernels finish in one).
   const TcSetting t = tc_setting(w);
-  if (config().enabled && rows >= t.from && rows <= 8) {
-    tc = quant_tc_scratch(w, rows, t.unroll, t.blocks_per_sm, sms);
-  }
-  const QuantGemvScratch rest = stream_scratch_rest(w, rows, sms);
-  return {std::max(tc.floats, rest.floats), std::max(tc.tickets, rest.tickets)};
+  if (!config().enabled || rows < t.from || rows > 8) return {};
+  return quant_tc_scratch(w, rows, t.unroll, t.blocks_per_sm, sms);
 }
 
 bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows,
@@ -832,18 +500,6 @@ bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::in
                              sms, stream);
       return true;
     }
-    if (rows >= config().ct_mma_from && ct4_mma_takes(w, x, x_type)) {
-      *error = ct4_mma_gemv(w, x, rows, bias, out, stream);
-      return true;
-    }
-    if (rows >= config().awq_mma_from && awq_mma_takes(w, x, x_type)) {
-      *error = awq_mma_gemv(w, x, rows, bias, out, workspace, tickets, sms, stream);
-      return true;
-    }
-    if (rows >= config().gptq_mma_from && gptq4_mma_takes(w, x, x_type)) {
-      *error = gptq4_mma_gemv(w, x, rows, bias, out, stream);
-      return true;
-    }
   }
   if (!takes(w, rows, x, x_type)) return false;
   *error = dispatch_float(x_type, [&](auto tag) {
@@ -851,13 +507,8 @@ bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::in
     const auto* xt = static_cast<const T*>(x);
     const auto* bt = static_cast<const T*>(bias);
     auto* ot = static_cast<T*>(out);
-    const bool rows_kernel = w.kind == QuantKind::FP8 || w.kind == QuantKind::Compressed;
-    if (rows == 1) {
-      return rows_kernel ? launch_rows<1, T>(w, xt, rows, bt, ot, stream)
-                         : launch_cols<1, T>(w, xt, rows, bt, ot, workspace, tickets, sms, stream);
-    }
-    return rows_kernel ? launch_rows<2, T>(w, xt, rows, bt, ot, stream)
-                       : launch_cols<2, T>(w, xt, rows, bt, ot, workspace, tickets, sms, stream);
+    return rows == 1 ? launch_rows<1, T>(w, xt, rows, bt, ot, stream)
+                     : launch_rows<2, T>(w, xt, rows, bt, ot, stream);
   });
   return true;
 }

@@ -10,13 +10,15 @@
 //    computed (two register buffers);
 //  - the first stage is loaded before the programmatic-dependent-launch wait (weights never
 //    depend on the previous kernel; x is read after it);
-//  - independent mma accumulators per stage (the chained accumulator of quant_gemv_mma.cu made
-//    each warp wait out the mma latency), scaled once per stage (one scale group);
+//  - independent mma accumulators per stage (session 6's tensor-core trial, quant_gemv_mma.cu,
+//    chained every mma of a step through one accumulator, so each warp waited out the mma
+//    latency), scaled once per stage (one scale group);
 //  - the 8 warps of a block split the tile's inputs, and grid.y splits them further until about
 //    `bps` blocks per SM are running; the splits meet in the deterministic ticketed reduction
 //    (the last block of a tile adds them in split order).
-// Fragment layouts are quant_gemv_mma.cu's (tested there); the products are exact and the tensor
-// cores' float32 accumulation is not IEEE-sequential (within the tests' bf16 tolerance).
+// Fragment layouts are session 6's quant_gemv_mma.cu's (removed in session 7); the products are
+// exact and the tensor cores' float32 accumulation is not IEEE-sequential (within the tests' bf16
+// tolerance).
 
 #include <cuda_fp16.h>
 

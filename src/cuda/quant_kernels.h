@@ -28,9 +28,9 @@ struct QuantWeight {
   const std::int32_t* g_idx = nullptr;  // GPTQ (values clamped to [0, groups) on the device)
   bool g_idx_sequential = false;        // GPTQ: g_idx[k] == k / group for every k
   // Launch the decode GEMV with programmatic dependent launch (sm_90; the fused decode graph):
-  // quant_gemv_stream.cu's and quant_gemv_mma.cu's kernels prefetch their first weights into L2,
-  // then wait for the previous kernel before reading x or writing anything. quant_gemv.cu's
-  // kernels ignore it (launched normally).
+  // quant_gemv_stream.cu's kernels prefetch their first weights into L2 and quant_gemv_tc.cu's
+  // load their first stage, then wait for the previous kernel before reading x or writing
+  // anything. quant_gemv.cu's kernels ignore it (launched normally).
   bool pdl = false;
   // Decode GEMV only: out = residual + (x w^T + bias), each sum rounded to x's dtype as the
   // separate add would (the dense GEMV's AddResidual epilogue); residual [rows, n] like out, which
@@ -68,22 +68,6 @@ QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t ro
 bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows,
                        const void* bias, void* out, float* workspace, unsigned* tickets, int sms,
                        cudaStream_t stream, cudaError_t* error);
-
-// The tensor-core trial of compressed-tensors int4 decode (quant_gemv_mma.cu; bf16 x, 1-8 rows,
-// groups of 128k or per channel), tried by quant_gemv_stream under STRATA_QUANT_GEMV=...,ctm=1.
-bool ct4_mma_takes(const QuantWeight& w, const void* x, Type x_type);
-cudaError_t ct4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
-                         void* out, cudaStream_t stream);
-// The same for AWQ (n % 64 == 0, groups of 16k), under am=1; its split-K scratch is
-// awq_mma_scratch.
-bool awq_mma_takes(const QuantWeight& w, const void* x, Type x_type);
-QuantGemvScratch awq_mma_scratch(const QuantWeight& w, std::int64_t rows, int sms);
-cudaError_t awq_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
-                         void* out, float* ws, unsigned* tickets, int sms, cudaStream_t stream);
-// The same for GPTQ 4-bit with sequential g_idx (n % 32 == 0, groups of 32k), under gm=1.
-bool gptq4_mma_takes(const QuantWeight& w, const void* x, Type x_type);
-cudaError_t gptq4_mma_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
-                           void* out, cudaStream_t stream);
 
 // The streaming tensor-core GEMV (quant_gemv_tc.cu; compressed-tensors int4 with groups of 128k or
 // per channel, GPTQ 4-bit with sequential g_idx, AWQ, FP8 with k % 64 == 0 and blocks of 16k x

@@ -1,5 +1,5 @@
 #pragma once
-// Tensor-core pieces of the int4 decode GEMVs (quant_gemv_mma.cu, quant_gemv_tc.cu): an int4 code
+// Tensor-core pieces of the decode GEMVs of quant_gemv_tc.cu (the int4 formats, FP8): an int4 code
 // pair made a bf16 pair minus its zero point in two SIMT instructions, and mma.sync m16n8k16
 // (bf16 inputs, float32 accumulation) for the multiply-adds.
 //  - ((word >> 4s) & 0x000F000F) | 0x43004300 is the bf16 pair (128 + q_s, 128 + q_{s+4}) (a LOP3);
