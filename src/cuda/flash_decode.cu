@@ -314,6 +314,21 @@ const DecodeVariant& variant_of(const FlashDecodeArgs& a) {
   return a.type == Type::BFloat16 ? variant_of_type<BF16Bits>(a) : variant_of_type<HalfBits>(a);
 }
 
+// Which kernel variant 0 runs. Few (batch, kv head, row chunk) groups, as in batch-1 decode: the
+// cluster merge (6), whose blocks of a group merge over distributed shared memory instead of the
+// scratch, fence and ticket tail that dominates a call at 1k-8k keys; one cluster a group fills
+// the GPU with up to 16 groups (16 splits each, one block an SM). More groups: the scratch-merge
+// kernel (4), two blocks an SM.
+constexpr std::int64_t kClusterMostGroups = 16;
+FlashDecodeArgs resolved(const FlashDecodeArgs& a) {
+  FlashDecodeArgs r = a;
+  if (a.variant != 0) return r;
+  r.variant = 6;
+  const std::int64_t groups = std::int64_t{a.batch} * a.kv_heads * row_chunks_of(r);
+  if (groups > kClusterMostGroups || !fused_decode::cluster_ready(r)) r.variant = 4;
+  return r;
+}
+
 }  // namespace
 
 bool flash_decode_supported(const FlashDecodeArgs& a) {
@@ -331,8 +346,9 @@ bool flash_decode_supported(const FlashDecodeArgs& a) {
   return aligned16(a.k, a.k_strides, 3) && aligned16(a.v, a.v_strides, 3);
 }
 
-int flash_decode_splits(const FlashDecodeArgs& a, int multiprocessors) {
-  if (!flash_decode_supported(a)) return 1;
+int flash_decode_splits(const FlashDecodeArgs& args, int multiprocessors) {
+  if (!flash_decode_supported(args)) return 1;
+  const FlashDecodeArgs a = resolved(args);
   if (fused_decode::is_cluster_variant(a.variant)) return fused_decode::cluster_splits(a);
   // Equal chunks take equal time, so a partial last wave of blocks costs a whole one: pick the
   // split count whose blocks fill the resident slots best (the fewest splits within 2% of the
@@ -369,9 +385,10 @@ cudaError_t flash_decode_clear_scratch(const FlashDecodeArgs& a, cudaStream_t st
                          fused_decode::counters_bytes(a), stream);
 }
 
-cudaError_t launch_flash_decode(const FlashDecodeArgs& a, cudaStream_t stream) {
-  if (!flash_decode_supported(a) || a.splits < 1 || a.splits > kMaxSplits ||
-      (a.splits > 1 && a.scratch == nullptr)) {
+cudaError_t launch_flash_decode(const FlashDecodeArgs& args, cudaStream_t stream) {
+  if (!flash_decode_supported(args)) return cudaErrorInvalidValue;
+  const FlashDecodeArgs a = resolved(args);
+  if (a.splits < 1 || a.splits > kMaxSplits || (a.splits > 1 && a.scratch == nullptr)) {
     return cudaErrorInvalidValue;
   }
   const std::int64_t rows = std::int64_t{a.batch} * a.q_heads * a.q_len;

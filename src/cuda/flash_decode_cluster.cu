@@ -74,6 +74,11 @@ const Instance& cluster_instance_of(const FlashDecodeArgs& a) {
 
 bool is_cluster_variant(int variant) { return variant >= 6 && variant <= 9; }
 
+bool cluster_ready(const FlashDecodeArgs& a) {
+  const Instance& k = cluster_instance_of(a);
+  return k.ok && k.most_cluster >= 8;
+}
+
 int cluster_splits_cap(const FlashDecodeArgs& a) {
   return std::max(cluster_instance_of(a).most_cluster, 1);
 }

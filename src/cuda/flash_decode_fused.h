@@ -25,6 +25,8 @@ cudaError_t launch(const FlashDecodeArgs& a, cudaStream_t stream);
 // The cluster variants (flash_decode_cluster.cu, FlashDecodeArgs::variant 6-9): a head's splits
 // are one thread-block cluster and merge over distributed shared memory (sm_90).
 bool is_cluster_variant(int variant);
+// Whether a.variant's cluster kernel runs on this device with clusters of 8 or more.
+bool cluster_ready(const FlashDecodeArgs& a);
 // The most splits a cluster launch takes on this device (more are folded into this many).
 int cluster_splits_cap(const FlashDecodeArgs& a);
 // The split count (cluster size) for a.max_kv_len keys on this device.

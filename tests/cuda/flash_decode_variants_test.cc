@@ -214,13 +214,12 @@ TEST_P(FlashDecodeVariants, DeviceLengthsCausalMaskSinksAndGraphReplays) {
 }
 
 // Sixteen query rows per kv head (ratio 8, two positions): the rows take two blocks' row chunks,
-// each with its own counter.
-TEST_P(FlashDecodeVariants, RowChunksOfALargeGroup) {
-  const DType dtype = GetParam();
+// each with its own counter (or cluster).
+void row_chunks_of_a_large_group(DType dtype, int sms, const std::vector<int>& variants) {
   Problem p(dtype, 2, 16, 2, 2, 1500, 96, 90);
-  for (const int variant : kVariants) {
+  for (const int variant : variants) {
     p.args.variant = variant;
-    p.args.splits = k::flash_decode_splits(p.args, sms_);
+    p.args.splits = k::flash_decode_splits(p.args, sms);
     Scratch scratch(k::flash_decode_scratch_bytes(p.args));
     p.args.scratch = static_cast<float*>(scratch.ptr);
     ASSERT_EQ(k::flash_decode_clear_scratch(p.args, nullptr), cudaSuccess);
@@ -236,6 +235,16 @@ TEST_P(FlashDecodeVariants, RowChunksOfALargeGroup) {
       }
     }
   }
+}
+
+TEST_P(FlashDecodeVariants, RowChunksOfALargeGroup) {
+  row_chunks_of_a_large_group(GetParam(), sms_,
+                              std::vector<int>(std::begin(kVariants), std::end(kVariants)));
+}
+
+// The cluster variants alone (a short run for compute-sanitizer's racecheck).
+TEST_P(FlashDecodeVariants, RowChunksOfALargeGroupClusterOnly) {
+  row_chunks_of_a_large_group(GetParam(), sms_, {6, 7, 8, 9});
 }
 
 // The decode graph's order with pdl_prefetch: rope_kv_write writes this step's q and newest key
@@ -320,6 +329,25 @@ TEST_P(FlashDecodeVariants, PrefetchBeforeTheWaitAfterTheKvWrite) {
     cudaGraphDestroy(graph);
   }
   cudaStreamDestroy(stream);
+}
+
+// The default (variant 0) takes the cluster merge (6) for few (batch, kv head, row chunk) groups
+// on sm_90 and the scratch merge (4) for many: its split count is theirs (8 groups at 8k keys:
+// 16 splits, not the scratch merge's 33; 24 groups: the scratch merge's).
+TEST_P(FlashDecodeVariants, DefaultRoutesByGroupCount) {
+  int major = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
+  if (major < 9) GTEST_SKIP() << "clusters need sm_90";
+  for (const std::int64_t batch : {1, 3}) {
+    Problem p(GetParam(), batch, 32, 8, 1, 8192, 128, 97);
+    const auto splits_of = [&](int variant) {
+      p.args.variant = variant;
+      return k::flash_decode_splits(p.args, sms_);
+    };
+    const int by_default = splits_of(0), cluster = splits_of(6), scratch = splits_of(4);
+    if (batch == 1) EXPECT_NE(cluster, scratch);
+    EXPECT_EQ(by_default, batch == 1 ? cluster : scratch) << "batch " << batch;
+  }
 }
 
 // Variants outside 0-9 are refused.
