@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
-# Device call (helper dec, issue 14: 7B decode at >= 85% of the copy rate). Session 7 call 1: the
-# sweep of the L2 prefetch plans (STRATA_DECODE_L2: later GEMVs' weights fetched into L2 while
-# rotary / attention / norms leave HBM idle), of the norms in the residual GEMVs' last block and
-# of split-K o_proj / down_proj,
-# `strata bench` with the default and with both, the
-# 7B GEMV shapes at batch 1/2/4/8, the tests and compute-sanitizer on the new kernel.
-# Writes $OUT/dec.tgz (logs/dec/*.txt). Under 60 s; every step has its own timeout and the
-# benches print as they go, so a cut-off step still leaves its first lines.
+# Device call 2 (helper dec, issue 14: 7B decode at >= 85% of the copy rate), session 7: the
+# default L2 prefetch plan chosen from call 1 (o@qkv:32,gu@o:8,qkv@down:8), `strata bench` with it
+# and without it (STRATA_DECODE_L2=), the decode sweep of its neighbours, the 7B GEMV shapes, the
+# tests and compute-sanitizer. Writes $OUT/dec.tgz (logs/dec/*.txt). Under 60 s; every step has
+# its own timeout and the benches print as they go, so a cut-off step still leaves its first lines.
 set -uo pipefail
 L=/tmp/declogs/logs/dec; mkdir -p "$L"
 start=$(date +%s)
@@ -24,16 +21,16 @@ timeout $(left 10 8) $B/tests/cuda_tests --gtest_filter="$F" > "$L/cuda_tests.tx
 el $? >> "$L/cuda_tests.txt"
 tail -3 "$L/cuda_tests.txt"; grep -E "FAILED|Failure" "$L/cuda_tests.txt" | head -20
 if [ -d /tmp/llama7b ]; then
-  for tail in 0 1; do
-    plan=""; [ $tail = 1 ] && plan="o@qkv:32,gu@o:8,qkv@down:8"
-    echo "== STRATA_DECODE_TAIL_NORM=$tail STRATA_DECODE_L2='$plan'" >> "$L/strata_bench.txt"
-    STRATA_DECODE_TAIL_NORM=$tail STRATA_DECODE_L2="$plan" timeout $(left 22 7) \
-      $B/tools/strata/strata bench /tmp/llama7b -p 0 -n 128 >> "$L/strata_bench.txt" 2>&1
+  for plan in default none; do
+    echo "== L2 plan: $plan" >> "$L/strata_bench.txt"
+    if [ $plan = none ]; then export STRATA_DECODE_L2=; else unset STRATA_DECODE_L2; fi
+    timeout $(left 24 8) $B/tools/strata/strata bench /tmp/llama7b -p 0 -n 128 >> "$L/strata_bench.txt" 2>&1
     el $? >> "$L/strata_bench.txt"
   done
+  unset STRATA_DECODE_L2
   cat "$L/strata_bench.txt"
 fi
-timeout $(left 42 28) $B/bench/cuda_decode_graph_bench 32 10 --sweep > "$L/decode_sweep.txt" 2>&1
+timeout $(left 44 20) $B/bench/cuda_decode_graph_bench 32 12 --sweep > "$L/decode_sweep.txt" 2>&1
 el $? >> "$L/decode_sweep.txt"
 cat "$L/decode_sweep.txt"
 timeout $(left 47 6) $B/bench/cuda_gemv_bench --7b > "$L/gemv_7b.txt" 2>&1

@@ -25,6 +25,8 @@ namespace strata::models {
 // False when STRATA_DECODE_GRAPH is set to 0 (or "off", "false").
 bool decode_graph_allowed_by_environment();
 
+inline constexpr const char* kDefaultL2Prefetch = "o@qkv:32,gu@o:8,qkv@down:8";
+
 // How the fused step runs (tests compare the variants; each gives the same tokens).
 struct DecodeGraphOptions {
   bool use_graph = true;     // false: launch the fused kernels each step without capturing them
@@ -36,13 +38,16 @@ struct DecodeGraphOptions {
   bool fused_norm = false;
   // L2 prefetch of later GEMVs' weights while the small kernels run (cuda::L2PrefetchPlan's spec,
   // docs/decode-graph.md; "" none). STRATA_DECODE_L2=SPEC overrides it (STRATA_DECODE_L2= none).
-  // A bad spec refuses the model with the parser's message as reason().
-  std::string l2_prefetch;
+  // A bad spec refuses the model with the parser's message as reason(). The default is the
+  // session-7 sweep's best on the 7B step (H100: 5.504 ms/token against 5.649 without, batch 1):
+  // all of o_proj during attention, 8 MiB of gate/up during the post-attention norm, 8 MiB of the
+  // next q/k/v during the input norm, each in a branch of the graph.
+  std::string l2_prefetch = kDefaultL2Prefetch;
   // The norms after o_proj and down_proj in those GEMVs' last block instead of norm kernels
-  // (cuda::DecodeWeights::tail_norm; STRATA_DECODE_TAIL_NORM=1 or 0 overrides it).
+  // (cuda::DecodeWeights::tail_norm; STRATA_DECODE_TAIL_NORM=1 or 0 overrides it). Off: slower.
   bool tail_norm = false;
   // o_proj and down_proj as split-K GEMVs of this many segments (cuda::DecodeWeights::split_k; 0
-  // off; STRATA_DECODE_SPLIT_K=S or SxR, R rows per warp task, overrides it).
+  // off: slower; STRATA_DECODE_SPLIT_K=S or SxR, R rows per warp task, overrides it).
   int split_k = 0;
 };
 
