@@ -27,6 +27,11 @@ using kernels::Type;
 // enough partials to combine at long ones.
 constexpr std::int64_t kAttentionChunk = 128;
 
+// Rows up to which the step takes its L2 prefetch plan: on the H100 7B step it saved 1.7% at batch
+// 1, 2.6% at 2 and 1.9% at 4, and cost 0.2-0.7% at 8 (session 7, docs/decode-graph.md), where the
+// batched GEMVs are bound by their input reads rather than HBM.
+constexpr std::int64_t kL2PrefetchMaxRows = 4;
+
 Type type_of(DType dtype) { return static_cast<Type>(dtype); }
 
 const void* ptr_or_null(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
@@ -132,7 +137,7 @@ struct DecodeGraph::Impl {
   // After GEMV `after` (L2PrefetchPlan::Gemv) of `layer`: the plan's prefetches of that point,
   // one launch per mode (branch, chain, early).
   void prefetch_after(std::size_t layer, int after, cudaStream_t stream) {
-    if (l2.empty()) return;
+    if (l2.empty() || batch > kL2PrefetchMaxRows) return;
     const auto check = [&](cudaError_t status, const char* what) {
       detail::check(status, what, gpu);
     };

@@ -106,7 +106,8 @@ struct DecodeWeights {
   int gemv_grid = 0;             // kernels::Gemv::grid_blocks (0: a warp per task)
   bool gemv_preload = false;     // kernels::Gemv::preload
   int gemv_prefetch_blocks = 0;  // kernels::Gemv::prefetch_blocks (0: every block)
-  // L2 prefetch of later GEMVs' weights (L2PrefetchPlan; "" none). A hint: the same bits.
+  // L2 prefetch of later GEMVs' weights (L2PrefetchPlan; "" none), at 1-4 rows (it cost a little
+  // at 8). A hint: the same bits.
   std::string l2_prefetch;
   // The RMSNorm after o_proj and after down_proj (the next layer's input norm, the final norm)
   // computed by the last block of that GEMV (kernels::Gemv::tail_norm_out; the same bits) instead
