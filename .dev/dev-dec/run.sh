@@ -42,7 +42,7 @@ timeout $(left 53 5) $CS --tool memcheck $B/tests/cuda_tests \
 el $? >> "$L/memcheck.txt"
 tail -3 "$L/memcheck.txt"
 timeout $(left 59 4) $CS --tool racecheck $B/tests/cuda_tests \
-  --gtest_filter='*TailNorm*float16:L2PrefetchKernelTest*' > "$L/racecheck.txt" 2>&1
+  --gtest_filter='*TailNorm*/float16:L2PrefetchKernelTest*' > "$L/racecheck.txt" 2>&1
 el $? >> "$L/racecheck.txt"
 tail -3 "$L/racecheck.txt"
 tar czf "$OUT/dec.tgz" -C /tmp/declogs logs
