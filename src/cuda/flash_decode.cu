@@ -314,18 +314,23 @@ const DecodeVariant& variant_of(const FlashDecodeArgs& a) {
   return a.type == Type::BFloat16 ? variant_of_type<BF16Bits>(a) : variant_of_type<HalfBits>(a);
 }
 
-// Which kernel variant 0 runs. Few (batch, kv head, row chunk) groups, as in batch-1 decode: the
-// cluster merge (6), whose blocks of a group merge over distributed shared memory instead of the
-// scratch, fence and ticket tail that dominates a call at 1k-8k keys; one cluster a group fills
-// the GPU with up to 16 groups (16 splits each, one block an SM). More groups: the scratch-merge
-// kernel (4), two blocks an SM.
-constexpr std::int64_t kClusterMostGroups = 16;
+// Which kernel variant 0 runs, as measured on H100 (session 7, device call 2;
+// docs/cuda-backend.md): at least 32 (batch, kv head, row chunk) groups and caches of 8k keys or
+// more take the cluster kernel's 128-thread, six-stage configuration (7: 73-102% of the copy rate
+// at batch 4-64 where the scratch merge reached 59-99%); everything else the scratch-merge kernel
+// (4). At batch 1 the cluster kernels measured slower (38-40% against 51% at 8k keys), and at 1k
+// keys no faster.
+constexpr std::int64_t kDeepFewestGroups = 32;
+constexpr int kDeepFewestKeys = 8192;
 FlashDecodeArgs resolved(const FlashDecodeArgs& a) {
   FlashDecodeArgs r = a;
   if (a.variant != 0) return r;
-  r.variant = 6;
+  r.variant = 7;
   const std::int64_t groups = std::int64_t{a.batch} * a.kv_heads * row_chunks_of(r);
-  if (groups > kClusterMostGroups || !fused_decode::cluster_ready(r)) r.variant = 4;
+  if (groups < kDeepFewestGroups || a.max_kv_len < kDeepFewestKeys ||
+      !fused_decode::cluster_ready(r)) {
+    r.variant = 4;
+  }
   return r;
 }
 

@@ -230,8 +230,8 @@ struct FlashDecodeArgs {
   const float* sinks = nullptr;  // [q_heads] float32 attention sinks, or null
   int splits = 1;                // flash_decode_splits(); fixed for a captured graph
   float* scratch = nullptr;      // flash_decode_scratch_bytes() bytes, 16-byte aligned
-  // Which kernel: 0 the default (the one-kernel flash decoding: the cluster merge, 6, for at most
-  // 16 (batch, kv head, row chunk) groups on sm_90, else 4), 1 the split-K kernel with its
+  // Which kernel: 0 the default (the one-kernel flash decoding: 7 for 32 or more (batch, kv head,
+  // row chunk) groups and 8k or more keys on sm_90, else 4), 1 the split-K kernel with its
   // combine kernel, 2-5 the one-kernel's tile configurations, 6-9 the one-kernel with a head's
   // splits in one thread-block cluster (sm_90; splits capped at the largest cluster the device
   // runs, 16 on H100) (cuda_attention_bench sweeps them).

@@ -331,22 +331,29 @@ TEST_P(FlashDecodeVariants, PrefetchBeforeTheWaitAfterTheKvWrite) {
   cudaStreamDestroy(stream);
 }
 
-// The default (variant 0) takes the cluster merge (6) for few (batch, kv head, row chunk) groups
-// on sm_90 and the scratch merge (4) for many: its split count is theirs (8 groups at 8k keys:
-// 16 splits, not the scratch merge's 33; 24 groups: the scratch merge's).
-TEST_P(FlashDecodeVariants, DefaultRoutesByGroupCount) {
+// The default (variant 0) takes the scratch merge (4) for few (batch, kv head, row chunk) groups
+// or short caches and the cluster kernel's six-stage configuration (7) for 32 groups or more at
+// 8k keys or more (sm_90): its split count is theirs.
+TEST_P(FlashDecodeVariants, DefaultRoutesByGroupCountAndKeys) {
   int major = 0;
   ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
   if (major < 9) GTEST_SKIP() << "clusters need sm_90";
-  for (const std::int64_t batch : {1, 3}) {
-    Problem p(GetParam(), batch, 32, 8, 1, 8192, 128, 97);
+  struct Case {
+    std::int64_t batch, keys;
+    bool deep;
+  };
+  for (const Case c :
+       {Case{1, 8192, false}, Case{3, 8192, false}, Case{4, 8191, false}, Case{4, 8192, true}}) {
+    Problem p(GetParam(), c.batch, 32, 8, 1, c.keys, 128, 97);
     const auto splits_of = [&](int variant) {
       p.args.variant = variant;
       return k::flash_decode_splits(p.args, sms_);
     };
-    const int by_default = splits_of(0), cluster = splits_of(6), scratch = splits_of(4);
-    if (batch == 1) EXPECT_NE(cluster, scratch);
-    EXPECT_EQ(by_default, batch == 1 ? cluster : scratch) << "batch " << batch;
+    const int by_default = splits_of(0), deep = splits_of(7), scratch = splits_of(4);
+    const std::string what = "batch " + std::to_string(c.batch) + " keys " + std::to_string(c.keys);
+    // Distinct where measured (device call 2: 16 / 7 splits against 33), so the route shows.
+    if (c.batch == 1 || c.deep) EXPECT_NE(deep, scratch) << what;
+    EXPECT_EQ(by_default, c.deep ? deep : scratch) << what;
   }
 }
 
