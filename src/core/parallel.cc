@@ -11,22 +11,7 @@
 #include <thread>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 namespace strata {
-namespace {
-
-thread_local bool t_inside_parallel_region = false;
-
-int configured_threads() {
-  if (const char* env = std::getenv("STRATA_NUM_THREADS")) {
-    const int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-  return std::max(1u, std::thread::hardware_concurrency());
-}
 
 // How long an idle worker polls for the next loop before it sleeps (STRATA_SPIN_US, default
 // 300 us). Decode runs a few hundred short loops per token back to back (each linear is a few
@@ -39,12 +24,16 @@ std::chrono::nanoseconds configured_spin() {
   return std::chrono::microseconds(us);
 }
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#else
-  std::this_thread::yield();
-#endif
+namespace {
+
+thread_local bool t_inside_parallel_region = false;
+
+int configured_threads() {
+  if (const char* env = std::getenv("STRATA_NUM_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 // One parallel loop: chunks are claimed from `next`; the caller waits until `pending` is zero.

@@ -26,14 +26,6 @@ namespace {
 constexpr std::int64_t kAlign = 64;
 constexpr std::int64_t kMaxRows = 4;
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#else
-  std::this_thread::yield();
-#endif
-}
-
 template <typename T>
 T* scratch_of(std::size_t n) {
   thread_local std::vector<T> buffer;

@@ -12,30 +12,14 @@
 #include <mutex>
 #include <thread>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
+#include "strata/core/parallel.h"
 
 namespace strata::models::detail {
 namespace {
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#else
-  std::this_thread::yield();
-#endif
-}
-
-std::chrono::nanoseconds spin_time() {
-  long us = 300;
-  if (const char* env = std::getenv("STRATA_SPIN_US")) us = std::max(0L, std::atol(env));
-  return std::chrono::microseconds(us);
-}
-
 class Thread final : public BesideThread {
  public:
-  Thread() : spin_(spin_time()), thread_([this] { loop(); }) {}
+  Thread() : spin_(configured_spin()), thread_([this] { loop(); }) {}
   ~Thread() {
     {
       std::lock_guard lock(mutex_);
