@@ -349,6 +349,10 @@ struct StreamConfig {
   std::int64_t tc_fp8_wide = 8192;
   int tc_unroll_fp8 = 4, tc_unroll_awq = 4, tc_unroll_gptq = 4, tc_unroll_ct = 2;
   int tc_bps_fp8 = 1, tc_bps_awq = 1, tc_bps_gptq = 1, tc_bps_ct = 2;
+  // Session 8's sweep: splits forced (ts=S, 0 = from tb) and the cluster reduction (tk=1).
+  int tc_splits = 0;
+  bool tc_cluster = false;
+  int tc_ct_tiles = 1;  // tr=1|2: compressed-tensors tiles of 16 or 32 rows
 };
 
 StreamConfig read_config() {
@@ -390,6 +394,9 @@ StreamConfig read_config() {
     if (key("tb") && value >= 1 && value <= 8) {
       c.tc_bps_fp8 = c.tc_bps_awq = c.tc_bps_gptq = c.tc_bps_ct = value;
     }
+    if (key("ts") && value >= 0 && value <= 16) c.tc_splits = value;
+    if (key("tk")) c.tc_cluster = value != 0;
+    if (key("tr") && (value == 1 || value == 2)) c.tc_ct_tiles = value;
     const char* comma = std::strchr(eq, ',');
     if (comma == nullptr) break;
     p = comma + 1;
@@ -460,24 +467,38 @@ bool takes(const QuantWeight& w, std::int64_t rows, const void* x, Type x_type) 
          x_vector_ok(x, w.k, x_type) && row_layout(w);
 }
 
-// w's tensor-core kernel settings (by format): from how many rows, steps per stage, blocks per SM.
+// w's tensor-core kernel settings (by format): from how many rows, and the kernel's options.
 struct TcSetting {
-  int from = 9, unroll = 2, blocks_per_sm = 2;
+  int from = 9;
+  TcOptions options;
 };
 TcSetting tc_setting(const QuantWeight& w) {
   const StreamConfig& c = config();
+  TcSetting t;
+  t.options.splits = c.tc_splits;
+  t.options.cluster = c.tc_cluster;
+  t.options.ct_tiles = c.tc_ct_tiles;
+  const auto set = [&](int from, int unroll, int bps) {
+    t.from = from;
+    t.options.unroll = unroll;
+    t.options.blocks_per_sm = bps;
+  };
   switch (w.kind) {
     case QuantKind::FP8:
-      return {w.n < c.tc_fp8_wide ? c.tc_fp8_narrow_from : c.tc_from_fp8, c.tc_unroll_fp8,
-              c.tc_bps_fp8};
+      set(w.n < c.tc_fp8_wide ? c.tc_fp8_narrow_from : c.tc_from_fp8, c.tc_unroll_fp8,
+          c.tc_bps_fp8);
+      break;
     case QuantKind::AWQ:
-      return {c.tc_from_awq, c.tc_unroll_awq, c.tc_bps_awq};
+      set(c.tc_from_awq, c.tc_unroll_awq, c.tc_bps_awq);
+      break;
     case QuantKind::GPTQ:
-      return {c.tc_from_gptq, c.tc_unroll_gptq, c.tc_bps_gptq};
+      set(c.tc_from_gptq, c.tc_unroll_gptq, c.tc_bps_gptq);
+      break;
     case QuantKind::Compressed:
-      return {c.tc_from_ct, c.tc_unroll_ct, c.tc_bps_ct};
+      set(c.tc_from_ct, c.tc_unroll_ct, c.tc_bps_ct);
+      break;
   }
-  return {};
+  return t;
 }
 
 }  // namespace
@@ -486,7 +507,7 @@ QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t ro
   // Only the tensor-core kernels split the inputs over blocks here (the row kernels finish in one).
   const TcSetting t = tc_setting(w);
   if (!config().enabled || rows < t.from || rows > 8) return {};
-  return quant_tc_scratch(w, rows, t.unroll, t.blocks_per_sm, sms);
+  return quant_tc_scratch(w, rows, t.options, sms);
 }
 
 bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows,
@@ -496,8 +517,7 @@ bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::in
   if (config().enabled && rows >= 1 && rows <= 8) {
     const TcSetting t = tc_setting(w);
     if (rows >= t.from && quant_tc_takes(w, x, x_type, rows)) {
-      *error = quant_tc_gemv(w, x, rows, bias, out, workspace, tickets, t.unroll, t.blocks_per_sm,
-                             sms, stream);
+      *error = quant_tc_gemv(w, x, rows, bias, out, workspace, tickets, t.options, sms, stream);
       return true;
     }
   }

@@ -20,10 +20,12 @@
 // exact and the tensor cores' float32 accumulation is not IEEE-sequential (within the tests' bf16
 // tolerance).
 
+#include <cooperative_groups.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "cuda/quant_gemv_common.cuh"
 #include "cuda/quant_mma.cuh"
@@ -95,13 +97,15 @@ __device__ __forceinline__ void run_stages(int stages, int per_warp, Load&& load
 }
 
 // The warps' mma accumulators (tile t, C element e of lane l: output out_n(t, e, l / 4), x row
-// 2 (l % 4) + e % 2) summed in shared memory, then stored, or with several splits written to
-// ws[split][row][n] and added by the tile's last block (ticket) in split order.
+// 2 (l % 4) + e % 2) summed in shared memory, then stored; with several splits either written to
+// ws[split][row][n] and added by the tile's last block (ticket) in split order, or (`cluster`: the
+// splits are one thread block cluster along y) read from the other blocks' shared memory, each
+// block finishing every gridDim.y-th value, in split order too (deterministic either way).
 template <int TILES, typename OutN>
 __device__ __forceinline__ void tc_finish(const float (&acc)[TILES][4], OutN out_n,
                                           const QuantWeight& w, std::int64_t rows,
                                           const BF16Bits* bias, BF16Bits* out, float* ws,
-                                          unsigned* tickets) {
+                                          unsigned* tickets, bool cluster) {
   constexpr int kValues = TILES * 4 * 32;
   __shared__ float red[kTcWarps][TILES * 4][32];
   __shared__ bool last;
@@ -110,6 +114,34 @@ __device__ __forceinline__ void tc_finish(const float (&acc)[TILES][4], OutN out
   for (int i = 0; i < TILES * 4; ++i) red[warp][i][lane] = acc[i >> 2][i & 3];
   __syncthreads();
   const bool split = gridDim.y > 1;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (split && cluster) {
+    // red[0] becomes this block's sums (each value read and written by one thread).
+    for (int o = threadIdx.x; o < kValues; o += kTcWarps * 32) {
+      const int i = o >> 5, l = o & 31;
+      float sum = 0.0f;
+#pragma unroll
+      for (int y = 0; y < kTcWarps; ++y) sum += red[y][i][l];
+      red[0][i][l] = sum;
+    }
+    namespace cg = cooperative_groups;
+    cg::cluster_group blocks = cg::this_cluster();
+    blocks.sync();  // every block's sums are written
+    const int splits = static_cast<int>(gridDim.y), me = static_cast<int>(blockIdx.y);
+    for (int o = me + splits * static_cast<int>(threadIdx.x); o < kValues;
+         o += splits * kTcWarps * 32) {
+      const int i = o >> 5, l = o & 31;
+      const int r = 2 * (l & 3) + (i & 1);
+      const std::int64_t n = out_n(i >> 2, i & 3, l >> 2);
+      if (r >= rows || n >= w.n) continue;
+      float sum = 0.0f;
+      for (int y = 0; y < splits; ++y) sum += blocks.map_shared_rank(&red[0][i][l], y)[0];
+      store_out(out, w.residual, w.gate, r * w.n + n, sum + bias_of(bias, n));
+    }
+    blocks.sync();  // no block leaves while another reads its shared memory
+    return;
+  }
+#endif
   for (int o = threadIdx.x; o < kValues; o += kTcWarps * 32) {
     const int i = o >> 5, l = o & 31;
     const int r = 2 * (l & 3) + (i & 1);
@@ -151,7 +183,8 @@ template <int U>
 __global__ void __launch_bounds__(kTcWarps * 32)
     gptq4_tc_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
                     const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
-                    unsigned* tickets, int stages, int per_warp, ChunkDiv stages_per_group) {
+                    unsigned* tickets, int stages, int per_warp, ChunkDiv stages_per_group,
+                    bool cluster) {
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const std::int64_t n0 = static_cast<std::int64_t>(blockIdx.x) * 32 + 4 * g;
   const std::int32_t* qw = static_cast<const std::int32_t*>(w.weight) + c * w.n + n0;
@@ -211,25 +244,29 @@ __global__ void __launch_bounds__(kTcWarps * 32)
   const std::int64_t tile0 = static_cast<std::int64_t>(blockIdx.x) * 32;
   tc_finish<2>(
       acc, [&](int set, int e, int gg) { return tile0 + 4 * gg + 2 * set + (e >> 1); }, w, rows,
-      bias, out, ws, tickets);
+      bias, out, ws, tickets, cluster);
 }
 
 // ---- compressed-tensors int4: weight_packed [n, k/8] -------------------------------------------
-// Tile: 16 rows (A rows g, g + 8); step: 128 inputs, thread c's 32 of them (one uint4 per row).
-// Zero points and scales per step (a step never straddles a group: group % 128 == 0 or one).
-template <int U>
+// Tile: 16 TR rows (mma tile t: A rows 16t + g, 16t + g + 8); step: 128 inputs, thread c's 32 of
+// them (one uint4 per row). The TR tiles share each x fragment: a tile of 16 rows reads 2 bytes of
+// x (from L1) per byte of weights, one of 32 rows 1. Zero points and scales per step (a step never
+// straddles a group: group % 128 == 0 or one).
+template <int U, int TR>
 __global__ void __launch_bounds__(kTcWarps * 32)
     ct4_tc_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
                   const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
-                  unsigned* tickets, int stages, int per_warp, ChunkDiv steps_per_group) {
+                  unsigned* tickets, int stages, int per_warp, ChunkDiv steps_per_group,
+                  bool cluster) {
+  constexpr int kRows = 2 * TR;  // A rows of this thread: g + 8h, h < 2 TR
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * 16;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * 16 * TR;
   const std::int64_t packed_cols = w.k / 8;
   const std::int64_t steps = w.k / 128;
-  std::int64_t nrow[2];
-  const uint4* wrow[2];
+  std::int64_t nrow[kRows];
+  const uint4* wrow[kRows];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
+  for (int h = 0; h < kRows; ++h) {
     const std::int64_t n = first + g + 8 * h;
     nrow[h] = n < w.n ? n : w.n - 1;  // past the end: reread the last row, store nothing
     wrow[h] = reinterpret_cast<const uint4*>(static_cast<const std::int32_t*>(w.weight) +
@@ -238,11 +275,11 @@ __global__ void __launch_bounds__(kTcWarps * 32)
   }
   const BF16Bits* xr = x + x_row(g, rows) * w.k + 32 * c;
   struct Buf {
-    uint4 v[U][2];
-    std::uint32_t z[U][2];
-    float s[U][2];
+    uint4 v[U][kRows];
+    std::uint32_t z[U][kRows];
+    float s[U][kRows];
   };
-  float acc[1][4] = {};
+  float acc[TR][4] = {};
   run_stages<Buf>(
       stages, per_warp,
       [&](int s, Buf& b) {
@@ -252,7 +289,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
           const bool in = t < steps;
           const std::int64_t gi = w.groups == 1 || !in ? 0 : column_of(t, steps_per_group);
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
+          for (int h = 0; h < kRows; ++h) {
             b.v[u][h] = in ? __ldcs(wrow[h] + 4 * t) : make_uint4(0, 0, 0, 0);
             b.z[u][h] = w.zeros != nullptr && in ? field_of(w.zeros, (nrow[h] / 8) * w.groups + gi,
                                                             static_cast<int>(nrow[h] % 8) * 4, 0xFu)
@@ -266,30 +303,40 @@ __global__ void __launch_bounds__(kTcWarps * 32)
         for (int u = 0; u < U; ++u) {
           const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
           if (t >= steps) break;
-          const std::uint32_t zz[2] = {bf16_zero_pair(b.z[u][0]), bf16_zero_pair(b.z[u][1])};
+          std::uint32_t zz[kRows];
+#pragma unroll
+          for (int h = 0; h < kRows; ++h) zz[h] = bf16_zero_pair(b.z[u][h]);
           const uint4* xp = reinterpret_cast<const uint4*>(xr + 128 * t);
-          float d[4][4] = {};  // one accumulator per word: four independent chains of two
+          float d[TR][4][4] = {};  // one accumulator per tile and word: independent chains of two
 #pragma unroll
           for (int q = 0; q < 4; ++q) {
             std::uint32_t xb[4];
             x_pairs(__ldg(xp + q), xb);
-            const std::uint32_t w0 = part_of_uint4(b.v[u][0], q), w1 = part_of_uint4(b.v[u][1], q);
 #pragma unroll
-            for (int m = 0; m < 2; ++m) {
-              mma_bf16(d[q], pair_minus(w0, 2 * m, zz[0]), pair_minus(w1, 2 * m, zz[1]),
-                       pair_minus(w0, 2 * m + 1, zz[0]), pair_minus(w1, 2 * m + 1, zz[1]),
-                       xb[2 * m], xb[2 * m + 1]);
+            for (int r = 0; r < TR; ++r) {
+              const std::uint32_t w0 = part_of_uint4(b.v[u][2 * r], q),
+                                  w1 = part_of_uint4(b.v[u][2 * r + 1], q);
+#pragma unroll
+              for (int m = 0; m < 2; ++m) {
+                mma_bf16(d[r][q], pair_minus(w0, 2 * m, zz[2 * r]),
+                         pair_minus(w1, 2 * m, zz[2 * r + 1]), pair_minus(w0, 2 * m + 1, zz[2 * r]),
+                         pair_minus(w1, 2 * m + 1, zz[2 * r + 1]), xb[2 * m], xb[2 * m + 1]);
+              }
             }
           }
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            acc[0][e] = fmaf((d[0][e] + d[1][e]) + (d[2][e] + d[3][e]), b.s[u][e >> 1], acc[0][e]);
+          for (int r = 0; r < TR; ++r) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              acc[r][e] = fmaf((d[r][0][e] + d[r][1][e]) + (d[r][2][e] + d[r][3][e]),
+                               b.s[u][2 * r + (e >> 1)], acc[r][e]);
+            }
           }
         }
       });
-  tc_finish<1>(
-      acc, [&](int, int e, int gg) { return first + gg + 8 * (e >> 1); }, w, rows, bias, out, ws,
-      tickets);
+  tc_finish<TR>(
+      acc, [&](int r, int e, int gg) { return first + 16 * r + gg + 8 * (e >> 1); }, w, rows, bias,
+      out, ws, tickets, cluster);
 }
 
 // ---- AWQ: qweight [k, n/8], nibble i of word (k, col) = output 8 col + order[i]
@@ -303,7 +350,8 @@ template <int U>
 __global__ void __launch_bounds__(kTcWarps * 32)
     awq_tc_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
                   const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
-                  unsigned* tickets, int stages, int per_warp, ChunkDiv stages_per_group) {
+                  unsigned* tickets, int stages, int per_warp, ChunkDiv stages_per_group,
+                  bool cluster) {
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const std::int64_t words = w.n / 8;
   const std::int64_t col = static_cast<std::int64_t>(blockIdx.x) * 8 + g;
@@ -363,7 +411,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
   const std::int64_t col0 = static_cast<std::int64_t>(blockIdx.x) * 8;
   tc_finish<4>(
       acc, [&](int T, int e, int gg) { return 8 * (col0 + gg) + awq_order(T + 4 * (e >> 1)); }, w,
-      rows, bias, out, ws, tickets);
+      rows, bias, out, ws, tickets, cluster);
 }
 
 // ---- FP8 (float8_e4m3fn [n, k], 128 x 128 block or one scale)
@@ -377,7 +425,8 @@ template <int U>
 __global__ void __launch_bounds__(kTcWarps * 32)
     fp8_tc_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
                   const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
-                  unsigned* tickets, int stages, int per_warp, ChunkDiv steps_per_block) {
+                  unsigned* tickets, int stages, int per_warp, ChunkDiv steps_per_block,
+                  bool cluster) {
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * 16;
   const std::int64_t steps = w.k / 64;
@@ -439,7 +488,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
       });
   tc_finish<1>(
       acc, [&](int, int e, int gg) { return first + gg + 8 * (e >> 1); }, w, rows, bias, out, ws,
-      tickets);
+      tickets, cluster);
 }
 
 // ---- host side ----------------------------------------------------------------------------------
@@ -453,7 +502,7 @@ struct TcShape {
   bool stage_in_group = true;
 };
 
-bool tc_shape(const QuantWeight& w, TcShape* shape) {
+bool tc_shape(const QuantWeight& w, int ct_tiles, TcShape* shape) {
   if (w.kind == QuantKind::FP8) {
     if (w.k % 64 != 0 || (w.block_out != 0 && (w.block_out % 16 != 0 || w.block_in % 64 != 0)) ||
         !aligned16(w.weight)) {
@@ -475,7 +524,8 @@ bool tc_shape(const QuantWeight& w, TcShape* shape) {
       if (w.k % 128 != 0 || (w.groups != 1 && w.group % 128 != 0) || !aligned16(w.weight)) {
         return false;
       }
-      *shape = {(w.n + 15) / 16, w.k / 128, w.groups == 1 ? w.k / 128 : w.group / 128, false};
+      *shape = {(w.n + 16 * ct_tiles - 1) / (16 * ct_tiles), w.k / 128,
+                w.groups == 1 ? w.k / 128 : w.group / 128, false};
       return true;
     case QuantKind::AWQ:
       if ((w.n / 8) % 8 != 0 || w.n % 8 != 0 || w.k % 16 != 0 || w.group % 16 != 0 ||
@@ -501,45 +551,97 @@ struct TcGrid {
   int stages = 0;
   int per_warp = 0;
   std::int64_t splits = 1;
+  bool cluster = false;  // the splits meet in distributed shared memory
 };
 
-TcGrid tc_grid(const TcShape& shape, int want_unroll, int blocks_per_sm, int sms) {
+// Thread block clusters (sm_90 and later) on the current device.
+bool clusters_available() {
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return major >= 9;
+}
+
+// A cluster of the splits holds at most this many blocks (the portable cluster size).
+constexpr std::int64_t kMaxClusterSplits = 8;
+
+TcGrid tc_grid(const TcShape& shape, const TcOptions& options, int sms) {
   TcGrid grid;
-  grid.unroll = tc_unroll(shape, want_unroll);
+  grid.unroll = tc_unroll(shape, options.unroll);
   grid.stages = static_cast<int>((shape.steps + grid.unroll - 1) / grid.unroll);
   const std::int64_t want =
-      (static_cast<std::int64_t>(blocks_per_sm) * sms + shape.tiles - 1) / shape.tiles;
+      options.splits > 0
+          ? options.splits
+          : (static_cast<std::int64_t>(options.blocks_per_sm) * sms + shape.tiles - 1) /
+                shape.tiles;
   const std::int64_t most = grid.stages / kTcWarps;  // every warp at least one stage
   grid.splits = want < most ? want : most;
+  if (options.cluster && grid.splits > kMaxClusterSplits) grid.splits = kMaxClusterSplits;
   if (grid.splits < 1) grid.splits = 1;
+  grid.cluster = options.cluster && grid.splits > 1 && clusters_available();
   const std::int64_t warps = grid.splits * kTcWarps;
   grid.per_warp = static_cast<int>((grid.stages + warps - 1) / warps);
   return grid;
 }
 
+// launch_maybe_pdl with the splits along y as one thread block cluster when grid.cluster.
+template <typename... Params, typename... Args>
+cudaError_t tc_launch(void (*kernel)(Params...), dim3 blocks, const TcGrid& grid, bool pdl,
+                      cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = blocks;
+  config.blockDim = dim3(kTcWarps * 32);
+  config.stream = stream;
+  cudaLaunchAttribute attribute[2];
+  int count = 0;
+  if (pdl) {
+    attribute[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[count].val.programmaticStreamSerializationAllowed = 1;
+    ++count;
+  }
+  if (grid.cluster) {
+    attribute[count].id = cudaLaunchAttributeClusterDimension;
+    attribute[count].val.clusterDim.x = 1;
+    attribute[count].val.clusterDim.y = static_cast<unsigned>(grid.splits);
+    attribute[count].val.clusterDim.z = 1;
+    ++count;
+  }
+  config.attrs = attribute;
+  config.numAttrs = count;
+  const cudaError_t status = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // a refused launch must not surface again at the next launch's check
+    return status;
+  }
+  return launched();
+}
+
 template <int U>
 cudaError_t tc_launch_u(const QuantWeight& w, const TcShape& shape, const TcGrid& grid,
                         const BF16Bits* x, std::int64_t rows, const BF16Bits* bias, BF16Bits* out,
-                        float* ws, unsigned* tickets, cudaStream_t stream) {
+                        float* ws, unsigned* tickets, int ct_tiles, cudaStream_t stream) {
   const dim3 blocks(static_cast<unsigned>(shape.tiles), static_cast<unsigned>(grid.splits));
-  const dim3 threads(kTcWarps * 32);
+  const bool pdl = w.pdl;
   switch (w.kind) {
     case QuantKind::GPTQ:
-      return launch_maybe_pdl(gptq4_tc_kernel<U>, blocks, threads, 0, stream, w.pdl, w, x, rows,
-                              bias, out, ws, tickets, grid.stages, grid.per_warp,
-                              chunk_div(shape.steps_per_group / U));
+      return tc_launch(gptq4_tc_kernel<U>, blocks, grid, pdl, stream, w, x, rows, bias, out, ws,
+                       tickets, grid.stages, grid.per_warp, chunk_div(shape.steps_per_group / U),
+                       grid.cluster);
     case QuantKind::Compressed:
-      return launch_maybe_pdl(ct4_tc_kernel<U>, blocks, threads, 0, stream, w.pdl, w, x, rows, bias,
-                              out, ws, tickets, grid.stages, grid.per_warp,
-                              chunk_div(shape.steps_per_group));
+      return tc_launch(ct_tiles == 2 ? ct4_tc_kernel<U, 2> : ct4_tc_kernel<U, 1>, blocks, grid, pdl,
+                       stream, w, x, rows, bias, out, ws, tickets, grid.stages, grid.per_warp,
+                       chunk_div(shape.steps_per_group), grid.cluster);
     case QuantKind::FP8:
-      return launch_maybe_pdl(fp8_tc_kernel<U>, blocks, threads, 0, stream, w.pdl, w, x, rows, bias,
-                              out, ws, tickets, grid.stages, grid.per_warp,
-                              chunk_div(shape.steps_per_group));
+      return tc_launch(fp8_tc_kernel<U>, blocks, grid, pdl, stream, w, x, rows, bias, out, ws,
+                       tickets, grid.stages, grid.per_warp, chunk_div(shape.steps_per_group),
+                       grid.cluster);
     default:
-      return launch_maybe_pdl(awq_tc_kernel<U>, blocks, threads, 0, stream, w.pdl, w, x, rows, bias,
-                              out, ws, tickets, grid.stages, grid.per_warp,
-                              chunk_div(shape.steps_per_group / U));
+      return tc_launch(awq_tc_kernel<U>, blocks, grid, pdl, stream, w, x, rows, bias, out, ws,
+                       tickets, grid.stages, grid.per_warp, chunk_div(shape.steps_per_group / U),
+                       grid.cluster);
   }
 }
 
@@ -548,35 +650,41 @@ cudaError_t tc_launch_u(const QuantWeight& w, const TcShape& shape, const TcGrid
 bool quant_tc_takes(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows) {
   TcShape shape;
   return rows >= 1 && rows <= 8 && x_type == Type::BFloat16 && x_vector_ok(x, w.k, x_type) &&
-         tc_shape(w, &shape);
+         tc_shape(w, 1, &shape);
 }
 
-QuantGemvScratch quant_tc_scratch(const QuantWeight& w, std::int64_t rows, int unroll,
-                                  int blocks_per_sm, int sms) {
+QuantGemvScratch quant_tc_scratch(const QuantWeight& w, std::int64_t rows, const TcOptions& options,
+                                  int sms) {
   TcShape shape;
-  if (rows < 1 || rows > 8 || !tc_shape(w, &shape)) return {};
-  const TcGrid grid = tc_grid(shape, unroll, blocks_per_sm, sms);
+  if (rows < 1 || rows > 8 || !tc_shape(w, options.ct_tiles, &shape)) return {};
+  // Reserved with clusters too (a device without them takes the workspace).
+  const TcGrid grid = tc_grid(shape, options, sms);
   if (grid.splits <= 1) return {};
   return {grid.splits * rows * w.n, shape.tiles};
 }
 
 cudaError_t quant_tc_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
-                          void* out, float* ws, unsigned* tickets, int unroll, int blocks_per_sm,
+                          void* out, float* ws, unsigned* tickets, const TcOptions& options,
                           int sms, cudaStream_t stream) {
   TcShape shape;
-  if (rows < 1 || rows > 8 || !tc_shape(w, &shape)) return cudaErrorInvalidValue;
-  const TcGrid grid = tc_grid(shape, unroll, blocks_per_sm, sms);
-  if (grid.splits > 1 && (ws == nullptr || tickets == nullptr)) return cudaErrorInvalidValue;
+  if (rows < 1 || rows > 8 || !tc_shape(w, options.ct_tiles, &shape)) return cudaErrorInvalidValue;
+  const TcGrid grid = tc_grid(shape, options, sms);
+  if (grid.splits > 1 && !grid.cluster && (ws == nullptr || tickets == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
   const auto* xt = static_cast<const BF16Bits*>(x);
   const auto* bt = static_cast<const BF16Bits*>(bias);
   auto* ot = static_cast<BF16Bits*>(out);
   switch (grid.unroll) {
     case 4:
-      return tc_launch_u<4>(w, shape, grid, xt, rows, bt, ot, ws, tickets, stream);
+      return tc_launch_u<4>(w, shape, grid, xt, rows, bt, ot, ws, tickets, options.ct_tiles,
+                            stream);
     case 2:
-      return tc_launch_u<2>(w, shape, grid, xt, rows, bt, ot, ws, tickets, stream);
+      return tc_launch_u<2>(w, shape, grid, xt, rows, bt, ot, ws, tickets, options.ct_tiles,
+                            stream);
     default:
-      return tc_launch_u<1>(w, shape, grid, xt, rows, bt, ot, ws, tickets, stream);
+      return tc_launch_u<1>(w, shape, grid, xt, rows, bt, ot, ws, tickets, options.ct_tiles,
+                            stream);
   }
 }
 

@@ -72,14 +72,22 @@ bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::in
 // The streaming tensor-core GEMV (quant_gemv_tc.cu; compressed-tensors int4 with groups of 128k or
 // per channel, GPTQ 4-bit with sequential g_idx, AWQ, FP8 with k % 64 == 0 and blocks of 16k x
 // 64k or one scale; bf16 x, 1-8 rows), tried by quant_gemv_stream under STRATA_QUANT_GEMV=...,
-// tc=N (int4) / tf=N (FP8). `unroll` = steps per stage (1, 2,
-// 4), `blocks_per_sm` = blocks of 8 warps per SM that the split of the inputs aims at; the
-// scratch (split-K partial sums, tickets) is quant_tc_scratch's for the same arguments.
+// tc=N (int4) / tf=N (FP8). The scratch (split-K partial sums, tickets) is quant_tc_scratch's
+// for the same options.
+struct TcOptions {
+  int unroll = 4;         // steps per stage: 1, 2, 4
+  int blocks_per_sm = 1;  // blocks of 8 warps per SM that the split of the inputs aims at
+  int splits = 0;         // > 0: split the inputs over this many blocks (capped by the stages)
+  // The splits of a tile meet in distributed shared memory (one thread block cluster of at most
+  // 8 blocks per tile, sm_90) instead of the float32 workspace and the ticket.
+  bool cluster = false;
+  int ct_tiles = 1;  // compressed-tensors: 16-row mma tiles per warp (1 or 2)
+};
 bool quant_tc_takes(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows);
-QuantGemvScratch quant_tc_scratch(const QuantWeight& w, std::int64_t rows, int unroll,
-                                  int blocks_per_sm, int sms);
+QuantGemvScratch quant_tc_scratch(const QuantWeight& w, std::int64_t rows, const TcOptions& options,
+                                  int sms);
 cudaError_t quant_tc_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
-                          void* out, float* ws, unsigned* tickets, int unroll, int blocks_per_sm,
+                          void* out, float* ws, unsigned* tickets, const TcOptions& options,
                           int sms, cudaStream_t stream);
 
 // dst[(n - n0) * k + kk] = w[n, kk] in `type` (float32, bfloat16, float16) for n in [n0, n1):

@@ -71,6 +71,12 @@ std::vector<GemvCase> gemv_cases() {
       {"tc_awq_g32_one_tile_long", [](Q& q) { return q.awq(64, 4096, 32); }},
       {"tc_fp8_block128_long", [](Q& q) { return q.fp8(32, 4096, 128, 128); }},
       {"tc_fp8_per_tensor_ragged", [](Q& q) { return q.fp8(40, 1536, 0, 0); }},
+      // Session 8's variants (ts=S forced splits, tk=1 cluster reduction, tr=2 compressed-tensors
+      // tiles of 32 rows): one tile split 16 ways (8 in a cluster), a ragged 32-row tile.
+      {"tc_gptq4_one_tile_16k", [](Q& q) { return q.gptq(32, 16384, 4, 128, false, false); }},
+      {"tc_awq_g128_8k", [](Q& q) { return q.awq(128, 8192, 128); }},
+      {"tc_ct4_g128_16k", [](Q& q) { return q.compressed(48, 16384, 4, 128, false); }},
+      {"tc_fp8_block128_16k", [](Q& q) { return q.fp8(16, 16384, 128, 128); }},
   };
 }
 
