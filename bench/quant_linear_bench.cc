@@ -429,6 +429,28 @@ int main(int argc, char** argv) {
                     format.c_str(), 1e3 * gs, 1e-9 * bytes / gs, 100.0 * 1e-9 * bytes / gs / limit);
       }
     }
+    // The same token with q/k/v and gate/up as one launch each (12288x4096, 22016x4096 layers):
+    // what grouping the launches can gain.
+    const std::pair<std::int64_t, std::int64_t> qkv{12288, 4096}, gate_up{22016, 4096};
+    for (auto& [format, shapes] : batch1) {
+      if (!shapes.count(qkv) || !shapes.count(attn) || !shapes.count(gate_up) ||
+          !shapes.count(down)) {
+        continue;
+      }
+      const auto token = [&](double Result::*field) {
+        return 32 * (shapes[qkv].*field + shapes[attn].*field + shapes[gate_up].*field +
+                     shapes[down].*field);
+      };
+      const double bytes = token(&Result::bytes);
+      const double s = token(&Result::seconds), gs = token(&Result::graph_seconds);
+      std::printf("7B token grouped, %s projections (batch 1): %.2f ms at %.1f GB/s = %.0f%%\n",
+                  format.c_str(), 1e3 * s, 1e-9 * bytes / s, 100.0 * 1e-9 * bytes / s / limit);
+      if (gs > 0) {
+        std::printf(
+            "7B token grouped graph, %s projections (batch 1): %.2f ms at %.1f GB/s = %.0f%%\n",
+            format.c_str(), 1e3 * gs, 1e-9 * bytes / gs, 100.0 * 1e-9 * bytes / gs / limit);
+      }
+    }
   }
   return 0;
 }

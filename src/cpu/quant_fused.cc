@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,6 +62,14 @@ struct FusedArgs {
 };
 
 using RunUnits = void (*)(const FusedArgs&, std::int64_t, std::int64_t);
+// GPTQ panels (quant_fused_body.inc's gptq_panel): packed rows [r0, r1) x blocks [b0, b1).
+using RunPanel = void (*)(const FusedArgs&, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                          float*, std::int64_t);
+struct Kernels {
+  RunUnits units = nullptr;
+  RunPanel gptq_panel = nullptr;
+  bool operator==(const Kernels&) const = default;
+};
 
 }  // namespace
 
@@ -75,27 +85,27 @@ namespace fused_avx512 {
 STRATA_SIMD_TARGET_BEGIN("avx512f,avx512bw,avx512dq,avx512vl,fma")
 #include "cpu/quant_fused_body.inc"
 STRATA_SIMD_TARGET_END
-RunUnits entry() { return &run_units; }
+Kernels entry() { return {&run_units, &gptq_panel}; }
 }  // namespace fused_avx512
 
 namespace fused_avx2 {
 STRATA_SIMD_TARGET_BEGIN("avx2,fma")
 #include "cpu/quant_fused_body.inc"
 STRATA_SIMD_TARGET_END
-RunUnits entry() { return &run_units; }
+Kernels entry() { return {&run_units, &gptq_panel}; }
 }  // namespace fused_avx2
 #endif
 
 namespace fused_generic {
 #include "cpu/quant_fused_body.inc"
-RunUnits entry() { return &run_units; }
+Kernels entry() { return {&run_units, &gptq_panel}; }
 }  // namespace fused_generic
 
 namespace {
 
 struct Variant {
   const char* name;
-  RunUnits run;
+  Kernels run;
 };
 
 // The variants this CPU can run, best first.
@@ -118,19 +128,55 @@ const std::vector<Variant>& variants() {
   return all;
 }
 
-std::atomic<RunUnits> g_pinned{nullptr};
+std::atomic<const Variant*> g_pinned{nullptr};
 
-RunUnits kernels_in_use() {
-  const RunUnits pinned = g_pinned.load(std::memory_order_relaxed);
-  return pinned != nullptr ? pinned : variants().front().run;
+Kernels kernels_in_use() {
+  const Variant* pinned = g_pinned.load(std::memory_order_relaxed);
+  return pinned != nullptr ? pinned->run : variants().front().run;
 }
 
 const char* active_variant_name() {
-  const RunUnits run = kernels_in_use();
+  const Kernels run = kernels_in_use();
   for (const Variant& v : variants()) {
     if (v.run == run) return v.name;
   }
   return "";
+}
+
+// STRATA_QUANT_CPU_GPTQ=strips|panels unless a test pinned one (-1: not pinned).
+std::atomic<int> g_gptq_layout{-1};
+constexpr GptqCpuLayout kDefaultGptqLayout = GptqCpuLayout::Panels;
+
+// GPTQ in panels (gptq_panel): packed rows split in chunks of whole groups where they can be, the
+// outputs in stretches of up to 1024 (4 KiB of each packed row), tasks of about 256 KiB; each
+// task's sums go to its chunk's slice of a scratch [chunks, m, n], added in chunk order after.
+void run_gptq_panels(const FusedArgs& f, RunPanel panel) {
+  const int per = 32 / f.bits;
+  const std::int64_t packed_rows = f.k / per, blocks = f.n / 16;
+  const std::int64_t width_blocks = std::min<std::int64_t>(blocks, 64);
+  const std::int64_t stretches = (blocks + width_blocks - 1) / width_blocks;
+  const std::int64_t rows_per_group = std::max<std::int64_t>(1, f.group / per);
+  std::int64_t chunk_rows = std::max<std::int64_t>(
+      1, (std::int64_t{256} << 10) / (width_blocks * 64));  // 256 KiB of packed bytes
+  if (chunk_rows >= rows_per_group) chunk_rows -= chunk_rows % rows_per_group;  // whole groups
+  const std::int64_t chunks = (packed_rows + chunk_rows - 1) / chunk_rows;
+  std::vector<float> scratch(static_cast<std::size_t>(chunks * f.m * f.n));
+  parallel_for(chunks * stretches, 1, [&](std::int64_t t0, std::int64_t t1) {
+    for (std::int64_t t = t0; t < t1; ++t) {
+      const std::int64_t chunk = t / stretches, b0 = (t % stretches) * width_blocks;
+      const std::int64_t r0 = chunk * chunk_rows;
+      panel(f, r0, std::min(packed_rows, r0 + chunk_rows), b0, std::min(blocks, b0 + width_blocks),
+            scratch.data() + chunk * f.m * f.n + b0 * 16, f.n);
+    }
+  });
+  parallel_for(f.m * f.n, 4096, [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      float sum = 0.0f;
+      for (std::int64_t c = 0; c < chunks; ++c)
+        sum += scratch[static_cast<std::size_t>(c * f.m * f.n + i)];
+      f.acc[i] = sum;
+    }
+  });
 }
 
 bool sequential_g_idx(const ops::QuantizedWeight& w, std::int64_t group) {
@@ -206,11 +252,15 @@ bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::
     f.scale_dtype = w.scale.dtype();
     f.zeros = w.zeros ? w.zeros->data<std::int32_t>() : nullptr;
   }
-  const RunUnits run = kernels_in_use();
+  const Kernels run = kernels_in_use();
+  if (w.format == ops::QuantFormat::GPTQ && gptq_cpu_layout() == GptqCpuLayout::Panels) {
+    run_gptq_panels(f, run.gptq_panel);
+    return true;
+  }
   // Tasks of about 256 KiB of packed bytes.
   const std::int64_t grain = std::max<std::int64_t>(
       1, (std::int64_t{256} << 10) / std::max<std::int64_t>(1, bytes_per_unit));
-  parallel_for(units, grain, [&](std::int64_t u0, std::int64_t u1) { run(f, u0, u1); });
+  parallel_for(units, grain, [&](std::int64_t u0, std::int64_t u1) { run.units(f, u0, u1); });
   return true;
 }
 
@@ -221,13 +271,29 @@ std::vector<std::string> fused_kernel_variants() {
 }
 
 void pin_fused_kernel_variant(const std::string& name) {
-  RunUnits run = nullptr;
+  const Variant* run = nullptr;
   for (const Variant& v : variants()) {
-    if (name == v.name) run = v.run;
+    if (name == v.name) run = &v;
   }
   STRATA_CHECK_ARG(name.empty() || run != nullptr,
                    "pin_fused_kernel_variant: '{}' is not a variant this CPU runs", name);
   g_pinned.store(run, std::memory_order_relaxed);
+}
+
+GptqCpuLayout gptq_cpu_layout() {
+  const int pinned = g_gptq_layout.load(std::memory_order_relaxed);
+  if (pinned >= 0) return static_cast<GptqCpuLayout>(pinned);
+  static const GptqCpuLayout from_env = [] {
+    const char* env = std::getenv("STRATA_QUANT_CPU_GPTQ");
+    if (env != nullptr && std::string(env) == "strips") return GptqCpuLayout::Strips;
+    if (env != nullptr && std::string(env) == "panels") return GptqCpuLayout::Panels;
+    return kDefaultGptqLayout;
+  }();
+  return from_env;
+}
+
+void pin_gptq_cpu_layout(std::optional<GptqCpuLayout> layout) {
+  g_gptq_layout.store(layout ? static_cast<int>(*layout) : -1, std::memory_order_relaxed);
 }
 
 }  // namespace strata::cpu

@@ -48,6 +48,14 @@ bool fused_fp8_decode_avx512(const ops::QuantizedWeight& w, const float* x, std:
 std::vector<std::string> fused_kernel_variants();
 void pin_fused_kernel_variant(const std::string& name);
 
+// How the fused GPTQ decode (sequential g_idx) walks the packed rows: `Strips` of 64-256 bytes of
+// every row per task (session 5), or `Panels` (session 8): tasks of a chunk of rows x up to 4 KiB
+// of each, the chunks' sums added after. STRATA_QUANT_CPU_GPTQ=strips|panels picks one, tests pin
+// one (nullopt: back to the environment / default). Not thread-safe against running calls.
+enum class GptqCpuLayout { Strips, Panels };
+GptqCpuLayout gptq_cpu_layout();
+void pin_gptq_cpu_layout(std::optional<GptqCpuLayout> layout);
+
 // out[M, N] = x[M, K] @ dequantise(w)^T (+ bias[N]); x, bias, out contiguous, one float dtype.
 void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
                       const std::optional<Tensor>& bias, const Tensor& out);

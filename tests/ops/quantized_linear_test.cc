@@ -107,6 +107,10 @@ std::vector<RandomCase> random_cases() {
       // GPTQ strips of 4 and 2 blocks of 16 outputs and single blocks after them.
       {"fused_gptq4_strips", [](Q& q) { return q.gptq(176, 256, 4, 64, false, false); }},
       {"fused_gptq8_strips", [](Q& q) { return q.gptq(80, 128, 8, 32, false, true); }},
+      // GPTQ panels (session 8): 2 stretches of outputs (64 blocks and 1) x 4 chunks of rows, and
+      // chunks inside one group.
+      {"fused_gptq4_panels", [](Q& q) { return q.gptq(1040, 2048, 4, 128, false, false); }},
+      {"fused_gptq4_panels_one_group", [](Q& q) { return q.gptq(1024, 1024, 4, 0, false, true); }},
       {"fused_ct4_g128_asym_ragged", [](Q& q) { return q.compressed(20, 300, 4, 128, false); }},
       {"fused_ct8_g128_sym", [](Q& q) { return q.compressed(12, 256, 8, 128, true); }},
       {"fp8_block16_64_ragged", [](Q& q) { return q.fp8(17, 264, 16, 64); }},
@@ -192,14 +196,24 @@ TEST(QuantizedLinearFusedCpu, EveryInstructionSetVariantMatchesNaive) {
     cpu::pin_fused_kernel_variant(variant);
     for (const RandomCase& c : random_cases()) {
       if (c.name.rfind("fused_", 0) != 0) continue;
-      SCOPED_TRACE(variant + " " + c.name);
-      NaiveQuantizer quantizer(15);
-      const NaiveQuantized q = c.make(quantizer);
-      expect_matches_naive(q, 1, DType::Float32, true, 500);
-      expect_matches_naive(q, 4, DType::BFloat16, false, 501);
+      // GPTQ in both walks of the packed rows (strips of every row, panels of row chunks).
+      const bool gptq = c.name.rfind("fused_gptq", 0) == 0;
+      for (const cpu::GptqCpuLayout layout :
+           {cpu::GptqCpuLayout::Strips, cpu::GptqCpuLayout::Panels}) {
+        if (!gptq && layout == cpu::GptqCpuLayout::Panels) continue;
+        cpu::pin_gptq_cpu_layout(layout);
+        SCOPED_TRACE(variant + " " + c.name +
+                     (layout == cpu::GptqCpuLayout::Panels ? " panels" : " strips"));
+        NaiveQuantizer quantizer(15);
+        const NaiveQuantized q = c.make(quantizer);
+        expect_matches_naive(q, 1, DType::Float32, true, 500);
+        expect_matches_naive(q, 4, DType::BFloat16, false, 501);
+        for (std::int64_t m : {2, 3}) expect_matches_naive(q, m, DType::Float32, true, 502 + m);
+      }
     }
   }
   cpu::pin_fused_kernel_variant("");
+  cpu::pin_gptq_cpu_layout(std::nullopt);
 }
 
 // x = e_0 picks column 0 of the dequantised weight: y[n] = w[n, 0].
