@@ -109,10 +109,33 @@ struct DecodeCase {
 
 // Kernels timed per case (FlashDecodeArgs::variant): 1 the split-K kernel + combine kernel, 2-5
 // the one-kernel tile configurations (0 is the default one, already among them), 6-9 the
-// one-kernel with a head's splits in one cluster.
-constexpr int kVariants[] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+// one-kernel with a head's splits in one cluster, 10-13 the one-kernel on the tensor cores (13
+// with the cluster merge). STRATA_BENCH_VARIANTS="4,7,10" times those alone (and diagnoses them
+// at 8k with the default).
+std::vector<int> bench_variants() {
+  std::vector<int> v;
+  const char* env = std::getenv("STRATA_BENCH_VARIANTS");
+  for (const char* p = env; p != nullptr && *p != '\0';) {
+    char* end = nullptr;
+    const long x = std::strtol(p, &end, 10);
+    if (end == p) break;
+    if (x >= 1 && x <= 13) v.push_back(static_cast<int>(x));
+    p = *end == ',' ? end + 1 : end;
+  }
+  if (v.empty()) v = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
+  return v;
+}
+bool is_cluster(int v) { return (v >= 6 && v <= 9) || v == 13; }
 const char* variant_name(int v) {
   switch (v) {
+    case 10:
+      return "mma tile64x3";
+    case 11:
+      return "mma tile64x2";
+    case 12:
+      return "mma tile128x2";
+    case 13:
+      return "cluster mma 128t tile64x3";
     case 6:
       return "cluster 256t tile64x4";
     case 7:
@@ -210,11 +233,12 @@ void decode_case(const DecodeCase& c, const Tensor& pattern, int sms, double cop
   const bool big = 2 * kv_bytes > (std::size_t{1} << 30);
   const int reps = big ? 3 : 10, calls = big ? 4 : 20;
   const int heads = c.batch * c.kv_heads;  // blocks per split (one row chunk at these ratios)
-  for (const int variant : kVariants) {
+  const std::vector<int> variants = bench_variants();
+  for (const int variant : variants) {
     a.variant = variant;
     const int chosen = k::flash_decode_splits(a, sms);
     std::vector<int> tries = {chosen};
-    const bool cluster = variant >= 6;
+    const bool cluster = is_cluster(variant);
     if (c.sweep && cluster) {
       for (const int s : {4, 8, 12, 16}) tries.push_back(s);
     } else if (c.sweep) {
@@ -271,7 +295,11 @@ void decode_case(const DecodeCase& c, const Tensor& pattern, int sms, double cop
     check(cudaMalloc(&zero, sizeof(std::int32_t)), "length");
     check(cudaMemset(zero, 0, sizeof(std::int32_t)), "length");
     namespace pr = strata::cuda::kernels::probe;
-    for (const int variant : {0, 6, 7, 8}) {
+    std::vector<int> diagnosed = {0};
+    for (const int v : variants) {
+      if (v >= 6) diagnosed.push_back(v);
+    }
+    for (const int variant : diagnosed) {
       a.variant = variant;
       a.splits = std::min(k::flash_decode_splits(a, sms), k::kFlashDecodeMaxSplits);
       check(k::flash_decode_clear_scratch(a, stream), "clear scratch");

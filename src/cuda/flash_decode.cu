@@ -174,9 +174,6 @@ __global__ void __launch_bounds__(kDecodeThreads)
     for (int e = 0; e < 8; ++e) s_acc[group][r][part * 8 + e] = acc[r][e];
   }
   __syncthreads();
-  float* scratch_o = a.scratch;
-  float* scratch_ml =
-      a.scratch + static_cast<std::int64_t>(a.batch) * a.q_heads * a.q_len * a.splits * a.v_dim;
   for (int idx = tid; idx < nrows * DMAX; idx += kDecodeThreads) {
     const int r = idx / DMAX, d = idx % DMAX;
     if (d >= a.v_dim) continue;
@@ -192,23 +189,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
         total = fmaf(s_l[g][r], w, total);
       }
     }
-    const RowAt at = row_at(a, kvh, first + r);
-    if (a.splits == 1) {
-      if (a.sinks != nullptr && mx != -INFINITY)
-        total += flash::fast_exp2(a.sinks[at.h] * kLog2e - mx);
-      // A row with every key masked yields zeros, not NaN.
-      static_cast<T*>(
-          a.out)[b * a.out_strides[0] + at.h * a.out_strides[1] + at.i * a.out_strides[2] + d] =
-          from_float<T>(total > 0.0f ? sum / total : 0.0f);
-    } else {
-      const std::int64_t row = (static_cast<std::int64_t>(b) * a.q_heads + at.h) * a.q_len + at.i;
-      const std::int64_t slot = row * a.splits + split;
-      scratch_o[slot * a.v_dim + d] = sum;
-      if (d == 0) {
-        scratch_ml[2 * slot] = mx;
-        scratch_ml[2 * slot + 1] = total;
-      }
-    }
+    flash::write_partial<T>(a, b, kvh, first + r, split, d, mx, sum, total);
   }
 }
 
@@ -338,7 +319,7 @@ FlashDecodeArgs resolved(const FlashDecodeArgs& a) {
 
 bool flash_decode_supported(const FlashDecodeArgs& a) {
   if (a.type != Type::BFloat16 && a.type != Type::Float16) return false;
-  if (a.variant < 0 || a.variant > 9) return false;
+  if (a.variant < 0 || a.variant > 13) return false;
   if (a.mask != nullptr && a.mask_type != Type::Float32 && a.mask_type != a.type) return false;
   if (a.batch < 0 || a.q_len < 1 || a.q_len > kFlashDecodeMaxQ || a.kv_heads < 1 ||
       a.q_heads < a.kv_heads || a.q_heads % a.kv_heads != 0 || a.max_kv_len < 0) {

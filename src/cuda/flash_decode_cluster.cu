@@ -50,9 +50,25 @@ const Instance& cluster_by_shape(int widest, int rows) {
 // head dim 128: one block per SM); 7: 128 threads, 32-key tiles, 6 stages; 8: 256 threads,
 // 64-key tiles, 2 stages (two blocks per SM, for more heads than SMs); 9: as 6 with one chunk a
 // lane and up to 8 rows a block (GQA groups of 5-8 read K and V once).
+// The tensor-core kernel with the cluster merge (13): 128 threads, 64-key tiles, 3 stages, 8 rows.
+template <typename T>
+const Instance& cluster_mma(int widest) {
+  const auto at = [&](auto dmax) -> const Instance& {
+    constexpr int D = decltype(dmax)::value;
+    static const Instance v = make_instance(fused_decode_kernel<T, D, 8, 1, 64, 3, 128, true, true>,
+                                            Shape<D, 8, 1, 64, 3, 128, true>::kSmem, 128, true);
+    return v;
+  };
+  return widest <= 64    ? at(std::integral_constant<int, 64>{})
+         : widest <= 128 ? at(std::integral_constant<int, 128>{})
+                         : at(std::integral_constant<int, 256>{});
+}
+
 template <typename T>
 const Instance& cluster_by_config(int variant, int widest, int rows) {
   switch (variant) {
+    case 13:
+      return cluster_mma<T>(widest);
     case 7:
       return cluster_by_shape<T, 2, 32, 6, 128>(widest, rows);
     case 8:
@@ -72,7 +88,7 @@ const Instance& cluster_instance_of(const FlashDecodeArgs& a) {
 
 }  // namespace
 
-bool is_cluster_variant(int variant) { return variant >= 6 && variant <= 9; }
+bool is_cluster_variant(int variant) { return (variant >= 6 && variant <= 9) || variant == 13; }
 
 bool cluster_ready(const FlashDecodeArgs& a) {
   const Instance& k = cluster_instance_of(a);

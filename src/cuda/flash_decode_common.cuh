@@ -39,6 +39,32 @@ __device__ __forceinline__ float mask_at(const FlashDecodeArgs& a, std::int64_t 
   return to_float(static_cast<const HalfBits*>(a.mask)[off]);
 }
 
+// A block's merged (max mx, sum total, unnormalised output `sum`) of column d of the group's query
+// row `rho`: with one split the output itself (the sink in the denominator; a row with every key
+// masked yields zeros, not NaN), else the split's partial in the scratch (output partials
+// [row][split][v_dim], then (max, sum) pairs [row][split]).
+template <typename T>
+__device__ __forceinline__ void write_partial(const FlashDecodeArgs& a, int b, int kvh, int rho,
+                                              int split, int d, float mx, float sum, float total) {
+  const RowAt at = row_at(a, kvh, rho);
+  if (a.splits == 1) {
+    if (a.sinks != nullptr && mx != -INFINITY) total += fast_exp2(a.sinks[at.h] * kLog2e - mx);
+    static_cast<T*>(
+        a.out)[b * a.out_strides[0] + at.h * a.out_strides[1] + at.i * a.out_strides[2] + d] =
+        from_float<T>(total > 0.0f ? sum / total : 0.0f);
+    return;
+  }
+  const std::int64_t all_rows = static_cast<std::int64_t>(a.batch) * a.q_heads * a.q_len;
+  const std::int64_t row = (static_cast<std::int64_t>(b) * a.q_heads + at.h) * a.q_len + at.i;
+  const std::int64_t slot = row * a.splits + split;
+  a.scratch[slot * a.v_dim + d] = sum;
+  if (d == 0) {
+    float* ml = a.scratch + all_rows * a.splits * a.v_dim;
+    ml[2 * slot] = mx;
+    ml[2 * slot + 1] = total;
+  }
+}
+
 // One tile's online-softmax step for row r (base 2): the row's scores s[u][r] become
 // probabilities against the new running maximum m, their sum joins the running sum l, and the
 // result is the factor the row's accumulator is scaled by. While the row has seen nothing

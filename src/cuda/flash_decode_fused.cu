@@ -69,10 +69,34 @@ const Instance& by_width_w2(int widest, int rows) {
                          : at(std::integral_constant<int, 256>{});
 }
 
-// The tile configurations the bench sweeps (FlashDecodeArgs::variant 2..5; 0 takes the default).
+// The tensor-core instantiations: 8 rows a block whatever the group (the rows cost no registers:
+// Q's fragments and O's accumulators are those of one m16 tile).
+template <typename T, int TK, int STAGES>
+const Instance& mma_by_width(int widest) {
+  const auto at = [&](auto dmax) -> const Instance& {
+    constexpr int D = decltype(dmax)::value;
+    constexpr int K = D > 128 ? 64 : TK;  // two stages of 128 keys at head dim 256: 270 KB
+    static const Instance v =
+        make_instance(fused_decode_kernel<T, D, 8, 1, K, STAGES, kThreads, false, true>,
+                      Shape<D, 8, 1, K, STAGES, kThreads, true>::kSmem, kThreads, false);
+    return v;
+  };
+  return widest <= 64    ? at(std::integral_constant<int, 64>{})
+         : widest <= 128 ? at(std::integral_constant<int, 128>{})
+                         : at(std::integral_constant<int, 256>{});
+}
+
+// The tile configurations the bench sweeps (FlashDecodeArgs::variant 2..5 and 10..12; 0 takes
+// the default).
 template <typename T>
 const Instance& by_config(int config, int widest, int rows) {
   switch (config) {
+    case 10:
+      return mma_by_width<T, 64, 3>(widest);
+    case 11:
+      return mma_by_width<T, 64, 2>(widest);
+    case 12:
+      return mma_by_width<T, 128, 2>(widest);
     case 3:
       return by_width<T, 1, 16, 4>(widest, rows);
     case 2:
@@ -86,7 +110,10 @@ const Instance& by_config(int config, int widest, int rows) {
 
 }  // namespace
 
+bool is_mma_variant(int variant) { return variant >= 10 && variant <= 13; }
+
 int rows_per_block(const FlashDecodeArgs& a) {
+  if (is_mma_variant(a.variant)) return 8;  // what the instantiations take (mma_by_width)
   const int group_rows = a.q_heads / a.kv_heads * a.q_len;
   // The two-chunk configurations (0, 4, 6-8) take 4 rows a block; larger groups take several row
   // chunks, which read the same K/V tiles at the same time (adjacent blocks: the L2 serves the

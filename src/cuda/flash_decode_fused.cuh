@@ -127,25 +127,29 @@ inline cudaError_t opt_in(const Instance& k) {
 // with 64-key tiles gets fewer stages than asked for.
 inline constexpr int kMostPipeBytes = 160 * 1024;
 
-template <int DMAX, int R, int W, int TK, int STAGES_ASKED, int THREADS>
+// MMA: the tensor-core instantiations (scores and P V by mma.sync, one warp a key group, rows of
+// the stages padded by 16 bytes so that ldmatrix reads them without bank conflicts).
+template <int DMAX, int R, int W, int TK, int STAGES_ASKED, int THREADS, bool MMA = false>
 struct Shape {
   static constexpr int kThreads = THREADS;
-  static constexpr int kChunks = DMAX / 8;                 // 16-byte chunks of a row
-  static constexpr int kLanes = kChunks / W;               // lanes per key
-  static constexpr int kGroups = kThreads / kLanes;        // key groups of the block
+  static constexpr int kChunks = DMAX / 8;    // 16-byte chunks of a row
+  static constexpr int kLanes = kChunks / W;  // lanes per key (not MMA)
+  static constexpr int kGroups = MMA ? kThreads / 32 : kThreads / kLanes;  // key groups
   static constexpr int kKeys = TK / kGroups;               // keys of a group per tile
-  static constexpr int kTileElems = TK * DMAX;             // one of K or V
+  static constexpr int kRow = MMA ? DMAX + 8 : DMAX;       // elements between two keys in a stage
+  static constexpr int kTileElems = TK * kRow;             // one of K or V
   static constexpr int kCopies = TK * kChunks / kThreads;  // 16-byte copies per thread, K or V
   static constexpr int kStageBytes = 2 * kTileElems * 2;
   static constexpr int kStages = STAGES_ASKED * kStageBytes <= kMostPipeBytes ? STAGES_ASKED
                                  : kMostPipeBytes / kStageBytes >= 2 ? kMostPipeBytes / kStageBytes
                                                                      : 2;
   static constexpr int kPipeBytes = kStages * kStageBytes;
-  static constexpr int kMergeBytes = R * kThreads * W * 8 * 4 + 2 * R * kGroups * 4;
+  static constexpr int kMergeBytes = R * kGroups * DMAX * 4 + 2 * R * kGroups * 4;
   static constexpr int kSmem = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
   static_assert(kLanes >= 1 && kLanes <= 32 && 32 % kLanes == 0, "lanes per key");
   static_assert(kKeys >= 1 && TK % kGroups == 0, "a tile covers every key group");
   static_assert(kCopies >= 1 && TK * kChunks % kThreads == 0, "copies per thread");
+  static_assert(!MMA || (kKeys % 16 == 0 && R <= 8), "a warp's keys are whole k-steps of 16");
 };
 
 // The merge of a cluster's partials: each of its blocks writes a share of the group's outputs from
@@ -203,15 +207,109 @@ __device__ __forceinline__ void cluster_merge(const FlashDecodeArgs& a, int b, i
 #endif
 }
 
+// One tile of the tensor-core instantiations, for the calling warp's S::kKeys keys starting at
+// `key0` (its share of the tile in the stage `ks`/`vs`): S = Q K^T with m16n8k16 (M: the block's
+// query rows, padded to 16; N: 8 keys; K: the head dim), the online softmax of the lane's row
+// `row` (base 2) over the quad, P rounded to the input type (as FlashAttention does) and
+// O += P V with V's B fragments by ldmatrix.trans. Same layouts as flash_prefill.cu.
+template <typename T, int DMAX, int R, typename S>
+__device__ __forceinline__ void mma_tile(const FlashDecodeArgs& a, const T* ks, const T* vs,
+                                         int key0, int end, int visible, bool plain,
+                                         const std::uint32_t (&qa)[DMAX / 16][4], float qscale,
+                                         int b, int kvh, int row, float& m_run, float& l_run,
+                                         float (&o)[DMAX / 8][4]) {
+  constexpr int KW = S::kKeys, NT = KW / 8;
+  const int lane = threadIdx.x & 31, quad = lane & 3;
+  const int warp_key = (threadIdx.x >> 5) * KW;  // the warp's first key in the stage
+  float sc[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+#pragma unroll
+  for (int kstep = 0; kstep < DMAX / 16; ++kstep) {
+#pragma unroll
+    for (int np = 0; np < NT / 2; ++np) {
+      std::uint32_t kb[4];
+      const int key = warp_key + np * 16 + (lane >> 4) * 8 + (lane & 7);
+      const int col = kstep * 16 + ((lane >> 3) & 1) * 8;
+      flash::ldmatrix_x4(kb, ks + key * S::kRow + col);
+      flash::mma_16816<T>(sc[2 * np], qa[kstep], kb[0], kb[1]);
+      flash::mma_16816<T>(sc[2 * np + 1], qa[kstep], kb[2], kb[3]);
+    }
+  }
+  float mx = m_run;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float x = sc[nt][e] * qscale;
+      if (!plain) {
+        const int at = key0 + nt * 8 + 2 * quad + e;
+        if (at < end && at < visible) {
+          if (a.mask != nullptr) {  // visible > 0: `row` is one of the block's live rows
+            const RowAt q = row_at(a, kvh, row);
+            x += mask_at(a, b * a.mask_strides[0] + q.h * a.mask_strides[1] +
+                                q.i * a.mask_strides[2] + at * a.mask_strides[3]) *
+                 kLog2e;
+          }
+        } else {
+          x = -INFINITY;
+        }
+      }
+      sc[nt][e] = x;
+      mx = fmaxf(mx, x);
+    }
+  }
+  mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 1));
+  mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 2));
+  // A row that has seen no key yet keeps max -inf: subtract 0 instead (every p is then 0).
+  const float base = mx == -INFINITY ? 0.0f : mx;
+  const float corr = flash::fast_exp2(m_run - base);  // 0 while the max was -inf
+  m_run = mx;
+  float sum = 0.0f;
+  std::uint32_t pa[KW / 16][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    sc[nt][0] = flash::fast_exp2(sc[nt][0] - base);
+    sc[nt][1] = flash::fast_exp2(sc[nt][1] - base);
+    sum += sc[nt][0] + sc[nt][1];
+  }
+  l_run = l_run * corr + sum;
+#pragma unroll
+  for (int dt = 0; dt < DMAX / 8; ++dt) {
+    o[dt][0] *= corr;
+    o[dt][1] *= corr;
+  }
+  // P's C fragments are A fragments once rounded (rows 8-15 zero).
+#pragma unroll
+  for (int kk = 0; kk < KW / 16; ++kk) {
+    pa[kk][0] = flash::pack2<T>(sc[2 * kk][0], sc[2 * kk][1]);
+    pa[kk][1] = 0u;
+    pa[kk][2] = flash::pack2<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+    pa[kk][3] = 0u;
+  }
+#pragma unroll
+  for (int kk = 0; kk < KW / 16; ++kk) {
+#pragma unroll
+    for (int dp = 0; dp < DMAX / 16; ++dp) {
+      std::uint32_t vb[4];
+      const int key = warp_key + kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
+      const int col = dp * 16 + (lane >> 4) * 8;
+      flash::ldmatrix_x4_trans(vb, vs + key * S::kRow + col);
+      flash::mma_16816<T>(o[2 * dp], pa[kk], vb[0], vb[1]);
+      flash::mma_16816<T>(o[2 * dp + 1], pa[kk], vb[2], vb[3]);
+    }
+  }
+}
+
 // CLUSTER: grid (split, batch * kv head, row chunk), a cluster of a.splits blocks along x.
 // Else grid (split * row_chunks + row chunk, batch * kv head) and the global scratch merge.
-template <typename T, int DMAX, int R, int W, int TK, int STAGES_ASKED, int THREADS, bool CLUSTER>
+// MMA: scores and P V on the tensor cores (flash_decode_fused.cu, "tensor cores").
+template <typename T, int DMAX, int R, int W, int TK, int STAGES_ASKED, int THREADS, bool CLUSTER,
+          bool MMA = false>
 __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a, int row_chunks) {
-  using S = Shape<DMAX, R, W, TK, STAGES_ASKED, THREADS>;
+  using S = Shape<DMAX, R, W, TK, STAGES_ASKED, THREADS, MMA>;
   constexpr int kLanes = S::kLanes, kU = S::kKeys, kThreads = THREADS, STAGES = S::kStages;
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ float s_weight[R][kFlashDecodeMaxSplits];
-  __shared__ float s_total[R];
   __shared__ int s_last;
   // CLUSTER: the block's partial (unnormalised output, then max and sum per row), which the other
   // blocks of the cluster read.
@@ -244,7 +342,7 @@ __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a
   const int first = rc * R;
   const int nrows = min(R, a.q_heads / a.kv_heads * a.q_len - first);
 
-  T* tiles = reinterpret_cast<T*>(smem);  // [STAGES][K, V][TK][DMAX]
+  T* tiles = reinterpret_cast<T*>(smem);  // [STAGES][K, V][TK][kRow]
   const T* k_base = static_cast<const T*>(a.k) + b * a.k_strides[0] + kvh * a.k_strides[1];
   const T* v_base = static_cast<const T*>(a.v) + b * a.v_strides[0] + kvh * a.v_strides[1];
   // Tile `t` of the chunk into stage `stage`: zeros past `end` and past the row's width.
@@ -259,9 +357,9 @@ __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a
       const bool in = base + key < end;
       const std::int64_t row = base + key;
       const bool kin = in && col < a.head_dim, vin = in && col < a.v_dim;
-      flash::cp_async16_or_zero(ks + key * DMAX + col,
+      flash::cp_async16_or_zero(ks + key * S::kRow + col,
                                 kin ? k_base + row * a.k_strides[2] + col : k_base, kin);
-      flash::cp_async16_or_zero(vs + key * DMAX + col,
+      flash::cp_async16_or_zero(vs + key * S::kRow + col,
                                 vin ? v_base + row * a.v_strides[2] + col : v_base, vin);
     }
   };
@@ -285,6 +383,8 @@ __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a
   for (int r = 0; r < R; ++r) {
     const RowAt at = row_at(a, kvh, first + r);
     const bool live = r < nrows;
+    visible[r] = !live ? 0 : a.causal ? max(0, length - a.q_len + at.i + 1) : length;
+    if constexpr (MMA) continue;
     const T* q = static_cast<const T*>(a.q) + b * a.q_strides[0] + at.h * a.q_strides[1] +
                  at.i * a.q_strides[2];
 #pragma unroll
@@ -295,7 +395,29 @@ __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a
         qf[r][w][e] = live && col < a.head_dim ? to_float(q[col + e]) * qscale : 0.0f;
       }
     }
-    visible[r] = !live ? 0 : a.causal ? max(0, length - a.q_len + at.i + 1) : length;
+  }
+  // MMA: the warp's A fragments of Q (m16n8k16: rows 0-7 are the block's query rows, 8-15 zero),
+  // unscaled (the input's own bits: the scale is applied to the float32 scores), and the keys the
+  // lane's row (g) may see.
+  [[maybe_unused]] const int g = lane >> 2, quad = lane & 3;
+  std::uint32_t qa[MMA ? DMAX / 16 : 1][4] = {};
+  int my_visible = 0;
+  if constexpr (MMA) {
+    const bool live = g < nrows;
+    const RowAt at = row_at(a, kvh, first + (live ? g : 0));
+    const std::uint16_t* q =
+        reinterpret_cast<const std::uint16_t*>(static_cast<const T*>(a.q) + b * a.q_strides[0] +
+                                               at.h * a.q_strides[1] + at.i * a.q_strides[2]);
+#pragma unroll
+    for (int ks = 0; ks < DMAX / 16; ++ks) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int col = ks * 16 + half * 8 + 2 * quad;  // head_dim is a multiple of 8
+        qa[ks][2 * half] =
+            live && col < a.head_dim ? q[col] | static_cast<std::uint32_t>(q[col + 1]) << 16 : 0u;
+      }
+    }
+    my_visible = !live ? 0 : a.causal ? max(0, length - a.q_len + at.i + 1) : length;
   }
 
   int open_until = end;  // keys below it are visible to every live row
@@ -304,6 +426,11 @@ __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a
     if (r < nrows) open_until = min(open_until, visible[r]);
   }
 
+  // MMA: the warp's running max and sum of row g (the sum over the lane's keys only, summed over
+  // the quad at the end) and O's C fragments (columns dt * 8 + 2 * quad + {0, 1} of row g in
+  // [0] and [1]; [2] and [3] are the zero rows 8-15).
+  float m_run = -INFINITY, l_run = 0.0f;
+  float o[MMA ? DMAX / 8 : 1][4] = {};
   float m[R], l[R], acc[R][W][8];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -331,66 +458,71 @@ __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a
     const int base = begin + t * TK;
     // Every key of the tile before the end and visible to every row, no mask: no per-key test.
     const bool plain = a.mask == nullptr && base + TK <= open_until;
-    float s[kU][R];
+    if constexpr (MMA) {
+      mma_tile<T, DMAX, R, S>(a, ks, vs, base + (tid >> 5) * kU, end, my_visible, plain, qa, qscale,
+                              b, kvh, first + g, m_run, l_run, o);
+    } else {
+      float s[kU][R];
 #pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int key = u * S::kGroups + group;  // a warp reads adjacent rows: no bank conflicts
-      float dot[R];
+      for (int u = 0; u < kU; ++u) {
+        const int key = u * S::kGroups + group;  // a warp reads adjacent rows: no bank conflicts
+        float dot[R];
 #pragma unroll
-      for (int r = 0; r < R; ++r) dot[r] = 0.0f;
+        for (int r = 0; r < R; ++r) dot[r] = 0.0f;
 #pragma unroll
-      for (int w = 0; w < W; ++w) {
-        float kf[8];
-        flash::unpack8<T>(
-            *reinterpret_cast<const uint4*>(ks + key * DMAX + (part + w * kLanes) * 8), kf);
+        for (int w = 0; w < W; ++w) {
+          float kf[8];
+          flash::unpack8<T>(
+              *reinterpret_cast<const uint4*>(ks + key * S::kRow + (part + w * kLanes) * 8), kf);
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
+          for (int r = 0; r < R; ++r) {
 #pragma unroll
-          for (int e = 0; e < 8; ++e) dot[r] = fmaf(qf[r][w][e], kf[e], dot[r]);
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-#pragma unroll
-        for (int o = 1; o < kLanes; o <<= 1) dot[r] += __shfl_xor_sync(0xFFFFFFFFu, dot[r], o);
-        const int at = base + key;
-        float x = -INFINITY;
-        if (plain) {
-          x = dot[r];
-        } else if (at < end && at < visible[r]) {
-          x = dot[r];
-          if (a.mask != nullptr) {  // the row's offset recomputed here: 2R registers saved
-            const RowAt q = row_at(a, kvh, first + r);
-            x += mask_at(a, b * a.mask_strides[0] + q.h * a.mask_strides[1] +
-                                q.i * a.mask_strides[2] + at * a.mask_strides[3]) *
-                 kLog2e;
+            for (int e = 0; e < 8; ++e) dot[r] = fmaf(qf[r][w][e], kf[e], dot[r]);
           }
         }
-        s[u][r] = x;
-      }
-    }
-    // Online softmax of each row over the tile's keys of this lane group (base 2).
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const float corr = flash::online_softmax_row(s, r, m[r], l[r]);
-#pragma unroll
-      for (int w = 0; w < W; ++w) {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[r][w][e] *= corr;
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int key = u * S::kGroups + group;
-#pragma unroll
-      for (int w = 0; w < W; ++w) {
-        float vf[8];
-        flash::unpack8<T>(
-            *reinterpret_cast<const uint4*>(vs + key * DMAX + (part + w * kLanes) * 8), vf);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
 #pragma unroll
-          for (int e = 0; e < 8; ++e) acc[r][w][e] = fmaf(s[u][r], vf[e], acc[r][w][e]);
+          for (int o = 1; o < kLanes; o <<= 1) dot[r] += __shfl_xor_sync(0xFFFFFFFFu, dot[r], o);
+          const int at = base + key;
+          float x = -INFINITY;
+          if (plain) {
+            x = dot[r];
+          } else if (at < end && at < visible[r]) {
+            x = dot[r];
+            if (a.mask != nullptr) {  // the row's offset recomputed here: 2R registers saved
+              const RowAt q = row_at(a, kvh, first + r);
+              x += mask_at(a, b * a.mask_strides[0] + q.h * a.mask_strides[1] +
+                                  q.i * a.mask_strides[2] + at * a.mask_strides[3]) *
+                   kLog2e;
+            }
+          }
+          s[u][r] = x;
+        }
+      }
+      // Online softmax of each row over the tile's keys of this lane group (base 2).
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float corr = flash::online_softmax_row(s, r, m[r], l[r]);
+#pragma unroll
+        for (int w = 0; w < W; ++w) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[r][w][e] *= corr;
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int key = u * S::kGroups + group;
+#pragma unroll
+        for (int w = 0; w < W; ++w) {
+          float vf[8];
+          flash::unpack8<T>(
+              *reinterpret_cast<const uint4*>(vs + key * S::kRow + (part + w * kLanes) * 8), vf);
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[r][w][e] = fmaf(s[u][r], vf[e], acc[r][w][e]);
+          }
         }
       }
     }
@@ -405,8 +537,25 @@ __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a
   float* s_acc = reinterpret_cast<float*>(smem);
   float* s_m = s_acc + R * kThreads * W * 8;
   float* s_l = s_m + R * S::kGroups;
+  if constexpr (MMA) {
+    const int warp = tid >> 5;
+    l_run += __shfl_xor_sync(0xFFFFFFFFu, l_run, 1);
+    l_run += __shfl_xor_sync(0xFFFFFFFFu, l_run, 2);
+    if (g < R) {
+      if (quad == 0) {
+        s_m[g * S::kGroups + warp] = m_run;
+        s_l[g * S::kGroups + warp] = l_run;
+      }
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
+      for (int dt = 0; dt < DMAX / 8; ++dt) {
+        float* to = s_acc + (g * S::kGroups + warp) * DMAX + dt * 8 + 2 * quad;
+        to[0] = o[dt][0];
+        to[1] = o[dt][1];
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < (MMA ? 0 : R); ++r) {
     if (part == 0) {
       s_m[r * S::kGroups + group] = m[r];
       s_l[r * S::kGroups + group] = l[r];
@@ -446,23 +595,7 @@ __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a
       }
       continue;
     }
-    const RowAt at = row_at(a, kvh, first + r);
-    if (a.splits == 1) {
-      if (a.sinks != nullptr && mx != -INFINITY)
-        total += flash::fast_exp2(a.sinks[at.h] * kLog2e - mx);
-      // A row with every key masked yields zeros, not NaN.
-      static_cast<T*>(
-          a.out)[b * a.out_strides[0] + at.h * a.out_strides[1] + at.i * a.out_strides[2] + d] =
-          from_float<T>(total > 0.0f ? sum / total : 0.0f);
-    } else {
-      const std::int64_t row = (static_cast<std::int64_t>(b) * a.q_heads + at.h) * a.q_len + at.i;
-      const std::int64_t slot = row * a.splits + split;
-      scratch_o[slot * a.v_dim + d] = sum;
-      if (d == 0) {
-        scratch_ml[2 * slot] = mx;
-        scratch_ml[2 * slot + 1] = total;
-      }
-    }
+    flash::write_partial<T>(a, b, kvh, first + r, split, d, mx, sum, total);
   }
   if constexpr (CLUSTER) {
     cluster_merge<T, DMAX, R, THREADS>(a, b, kvh, first, nrows, s_part, s_pml);
@@ -485,72 +618,53 @@ __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a
   if (!s_last) return;
   __threadfence();
 
-  // Weights exp2(m_s - m) of the splits (a warp per row), the sink in the denominator.
-  const int warp = tid >> 5;
-  for (int r = warp; r < nrows; r += kThreads / 32) {
-    const RowAt at = row_at(a, kvh, first + r);
-    const std::int64_t row = (static_cast<std::int64_t>(b) * a.q_heads + at.h) * a.q_len + at.i;
-    const float* ml = scratch_ml + row * a.splits * 2;
-    // One read of every split's (max, sum): at most kFlashDecodeMaxSplits / 32 per lane.
-    constexpr int kPerLane = kFlashDecodeMaxSplits / 32;
-    float ms[kPerLane], ls[kPerLane];
-    float mx = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int s = lane + 32 * j;
-      const float2 v = s < active ? __ldcg(reinterpret_cast<const float2*>(ml) + s)
-                                  : make_float2(-INFINITY, 0.0f);
-      ms[j] = v.x;
-      ls[j] = v.y;
-      mx = fmaxf(mx, v.x);
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
-    float total = 0.0f;
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int s = lane + 32 * j;
-      if (s < active) {
-        const float w = mx == -INFINITY ? 0.0f : flash::fast_exp2(ms[j] - mx);
-        s_weight[r][s] = w;
-        total = fmaf(ls[j], w, total);
-      }
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xFFFFFFFFu, total, o);
-    if (a.sinks != nullptr && mx != -INFINITY)
-      total += flash::fast_exp2(a.sinks[at.h] * kLog2e - mx);
-    if (lane == 0) s_total[r] = total;
-  }
-  __syncthreads();
-  // Four columns a thread (float4), sixteen splits' partials requested at once: one block reads
-  // every split's partials of the group, so this tail is latency-bound, not bandwidth-bound.
+  // Four columns a thread (float4). Each split's (max, sum) is read with its partial, sixteen
+  // splits at once, and the sums rescaled as the running max grows (one pass: ceil(active / 16)
+  // L2 round trips, not one more for the maxima first). One block reads every split's partials
+  // of the group, so this tail is latency-bound, not bandwidth-bound.
   const int quads = a.v_dim / 4;
   for (int idx = tid; idx < nrows * quads; idx += kThreads) {
     const int r = idx / quads, d = idx % quads * 4;
     const RowAt at = row_at(a, kvh, first + r);
     const std::int64_t row = (static_cast<std::int64_t>(b) * a.q_heads + at.h) * a.q_len + at.i;
     const float4* parts = reinterpret_cast<const float4*>(scratch_o + row * a.splits * a.v_dim + d);
+    const float2* mls = reinterpret_cast<const float2*>(scratch_ml + row * a.splits * 2);
     const int stride = quads;  // float4s between two splits' partials
     float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    constexpr int kBatch = 16;  // loads in flight: ceil(active / 16) L2 round trips
+    float mx = -INFINITY, total = 0.0f;
+    constexpr int kBatch = 16;
     for (int s = 0; s < active; s += kBatch) {
       float4 p[kBatch];
+      float2 ml[kBatch];
 #pragma unroll
       for (int j = 0; j < kBatch; ++j) {
-        p[j] =
-            s + j < active ? __ldcg(parts + (s + j) * stride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        const bool in = s + j < active;
+        p[j] = in ? __ldcg(parts + (s + j) * stride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        ml[j] = in ? __ldcg(mls + s + j) : make_float2(-INFINITY, 0.0f);
       }
+      float next = mx;
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) next = fmaxf(next, ml[j].x);
+      if (next == -INFINITY) continue;              // no split so far saw a key
+      const float c = flash::fast_exp2(mx - next);  // 0 while the max was -inf
+      mx = next;
+      total *= c;
+      sum.x *= c;
+      sum.y *= c;
+      sum.z *= c;
+      sum.w *= c;
 #pragma unroll
       for (int j = 0; j < kBatch; ++j) {
-        const float w = s + j < active ? s_weight[r][s + j] : 0.0f;
+        const float w = flash::fast_exp2(ml[j].x - mx);  // 0: the split saw no key (or none)
+        total = fmaf(ml[j].y, w, total);
         sum.x = fmaf(p[j].x, w, sum.x);
         sum.y = fmaf(p[j].y, w, sum.y);
         sum.z = fmaf(p[j].z, w, sum.z);
         sum.w = fmaf(p[j].w, w, sum.w);
       }
     }
-    const float total = s_total[r];
+    if (a.sinks != nullptr && mx != -INFINITY)
+      total += flash::fast_exp2(a.sinks[at.h] * kLog2e - mx);
     const float inv = total > 0.0f ? 1.0f / total : 0.0f;  // all masked: zeros
     T* out = static_cast<T*>(a.out) + b * a.out_strides[0] + at.h * a.out_strides[1] +
              at.i * a.out_strides[2] + d;

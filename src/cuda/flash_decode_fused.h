@@ -12,6 +12,8 @@
 
 namespace strata::cuda::kernels::fused_decode {
 
+// The tensor-core variants (10-12 scratch merge, 13 cluster merge): 8 query rows a block.
+bool is_mma_variant(int variant);
 int rows_per_block(const FlashDecodeArgs& a);
 int row_chunks_of(const FlashDecodeArgs& a);
 // Blocks of a.variant's instantiation resident per SM (an occupancy query, made once).
@@ -22,8 +24,8 @@ std::size_t counters_bytes(const FlashDecodeArgs& a);
 // Callers have checked flash_decode_supported and a.splits <= kFlashDecodeMaxSplits.
 cudaError_t launch(const FlashDecodeArgs& a, cudaStream_t stream);
 
-// The cluster variants (flash_decode_cluster.cu, FlashDecodeArgs::variant 6-9): a head's splits
-// are one thread-block cluster and merge over distributed shared memory (sm_90).
+// The cluster variants (flash_decode_cluster.cu, FlashDecodeArgs::variant 6-9 and 13): a head's
+// splits are one thread-block cluster and merge over distributed shared memory (sm_90).
 bool is_cluster_variant(int variant);
 // Whether a.variant's cluster kernel runs on this device with clusters of 8 or more.
 bool cluster_ready(const FlashDecodeArgs& a);

@@ -1,6 +1,7 @@
 // Every flash-decoding kernel behind launch_flash_decode (FlashDecodeArgs::variant: 0 the default
 // one-kernel decode, 1 split-K + combine, 2-5 the one-kernel's tile configurations, 6-9 the
-// one-kernel with a head's splits merged inside a thread-block cluster) against the
+// one-kernel with a head's splits merged inside a thread-block cluster, 10-13 the one-kernel on
+// the tensor cores, 13 with the cluster merge) against the
 // CPU attention op, the independent reference (same inputs, tolerance of one rounding to the dtype,
 // tests/support/op_testing.h). Covered: head dims 64/80/96/128/256, GQA ratios 1-8, key lengths
 // that are not multiples of any tile (1, 100, 1000, 4099) with 1, the chosen and the most splits
@@ -15,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,7 +34,7 @@ using testing::all_close;
 using testing::random_tensor;
 using testing::tolerance_for;
 
-constexpr int kVariants[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+constexpr int kVariants[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
 
 Tensor on_gpu(const Tensor& t) { return t.to(Device::cuda(0)); }
 
@@ -45,6 +47,28 @@ struct Scratch {
   ~Scratch() { cudaFree(ptr); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
+};
+
+// The launches `f` makes on `stream`, captured once into an executable graph; `status` is the
+// first failure (of the capture, a launch or the instantiation).
+struct Captured {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t status = cudaSuccess;
+  Captured(cudaStream_t stream, const std::function<cudaError_t()>& f) {
+    status = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+    if (status != cudaSuccess) return;
+    const cudaError_t launched = f();
+    status = cudaStreamEndCapture(stream, &graph);
+    if (status == cudaSuccess) status = launched;
+    if (status == cudaSuccess) status = cudaGraphInstantiate(&exec, graph, 0);
+  }
+  ~Captured() {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+  }
+  Captured(const Captured&) = delete;
+  Captured& operator=(const Captured&) = delete;
 };
 
 // Launcher arguments over GPU copies of q [b, hq, lq, d], k/v [b, hkv, cap, d] and out.
@@ -187,18 +211,13 @@ TEST_P(FlashDecodeVariants, DeviceLengthsCausalMaskSinksAndGraphReplays) {
     Scratch scratch(k::flash_decode_scratch_bytes(p.args));
     p.args.scratch = static_cast<float*>(scratch.ptr);
     ASSERT_EQ(k::flash_decode_clear_scratch(p.args, stream), cudaSuccess);
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
-    const cudaError_t launched = k::launch_flash_decode(p.args, stream);
-    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-    ASSERT_EQ(launched, cudaSuccess);
-    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    const Captured graph(stream, [&] { return k::launch_flash_decode(p.args, stream); });
+    ASSERT_EQ(graph.status, cudaSuccess) << variant_name(variant, p.args.splits);
     for (int replay = 0; replay < 8; ++replay) {
       const std::size_t r = static_cast<std::size_t>(replay) % rounds.size();
       ASSERT_EQ(cudaMemcpy(lengths.ptr, rounds[r].data(), kBatch * 4, cudaMemcpyHostToDevice),
                 cudaSuccess);
-      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaGraphLaunch(graph.exec, stream), cudaSuccess);
       ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
       for (std::int64_t b = 0; b < kBatch; ++b) {
         EXPECT_TRUE(all_close(
@@ -207,28 +226,27 @@ TEST_P(FlashDecodeVariants, DeviceLengthsCausalMaskSinksAndGraphReplays) {
                 std::to_string(rounds[r][b]) + variant_name(variant, p.args.splits)));
       }
     }
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
   }
   cudaStreamDestroy(stream);
 }
 
 // Sixteen query rows per kv head (ratio 8, two positions): the rows take two blocks' row chunks,
-// each with its own counter (or cluster).
-void row_chunks_of_a_large_group(DType dtype, int sms, const std::vector<int>& variants) {
-  Problem p(dtype, 2, 16, 2, 2, 1500, 96, 90);
+// each with its own counter (or cluster). `keys` and `repeats` smaller for the sanitizer runs.
+void row_chunks_of_a_large_group(DType dtype, int sms, const std::vector<int>& variants,
+                                 std::int64_t keys = 1500, int repeats = 3) {
+  Problem p(dtype, 2, 16, 2, 2, keys, 96, 90);
   for (const int variant : variants) {
     p.args.variant = variant;
     p.args.splits = k::flash_decode_splits(p.args, sms);
     Scratch scratch(k::flash_decode_scratch_bytes(p.args));
     p.args.scratch = static_cast<float*>(scratch.ptr);
     ASSERT_EQ(k::flash_decode_clear_scratch(p.args, nullptr), cudaSuccess);
-    for (int repeat = 0; repeat < 3; ++repeat) {
+    for (int repeat = 0; repeat < repeats; ++repeat) {
       ASSERT_EQ(cudaMemset(p.out.data_ptr(), 0, p.out.nbytes()), cudaSuccess);
       ASSERT_EQ(k::launch_flash_decode(p.args, nullptr), cudaSuccess);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       for (std::int64_t b = 0; b < 2; ++b) {
-        EXPECT_TRUE(all_close(p.out.narrow(0, b, 1), p.expected(b, 1500).to_doubles(),
+        EXPECT_TRUE(all_close(p.out.narrow(0, b, 1), p.expected(b, keys).to_doubles(),
                               tolerance_for(dtype),
                               "sequence " + std::to_string(b) + " repeat " +
                                   std::to_string(repeat) + variant_name(variant, p.args.splits)));
@@ -242,9 +260,13 @@ TEST_P(FlashDecodeVariants, RowChunksOfALargeGroup) {
                               std::vector<int>(std::begin(kVariants), std::end(kVariants)));
 }
 
-// The cluster variants alone (a short run for compute-sanitizer's racecheck).
+// The cluster and tensor-core variants alone, 300 keys, one launch each: short runs for
+// compute-sanitizer's racecheck (which did not finish the full case on the cluster kernels).
 TEST_P(FlashDecodeVariants, RowChunksOfALargeGroupClusterOnly) {
-  row_chunks_of_a_large_group(GetParam(), sms_, {6, 7, 8, 9});
+  row_chunks_of_a_large_group(GetParam(), sms_, {6, 7, 8, 9, 13}, 300, 1);
+}
+TEST_P(FlashDecodeVariants, RowChunksOfALargeGroupTensorCoreOnly) {
+  row_chunks_of_a_large_group(GetParam(), sms_, {10, 11, 12, 13}, 300, 1);
 }
 
 // The decode graph's order with pdl_prefetch: rope_kv_write writes this step's q and newest key
@@ -293,15 +315,11 @@ TEST_P(FlashDecodeVariants, PrefetchBeforeTheWaitAfterTheKvWrite) {
     Scratch scratch(k::flash_decode_scratch_bytes(p.args));
     p.args.scratch = static_cast<float*>(scratch.ptr);
     ASSERT_EQ(k::flash_decode_clear_scratch(p.args, stream), cudaSuccess);
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
-    const cudaError_t wrote = k::rope_kv_write(w, stream);
-    const cudaError_t launched = k::launch_flash_decode(p.args, stream);
-    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-    ASSERT_EQ(wrote, cudaSuccess);
-    ASSERT_EQ(launched, cudaSuccess);
-    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    const Captured graph(stream, [&] {
+      const cudaError_t wrote = k::rope_kv_write(w, stream);
+      return wrote != cudaSuccess ? wrote : k::launch_flash_decode(p.args, stream);
+    });
+    ASSERT_EQ(graph.status, cudaSuccess) << variant_name(variant, p.args.splits);
     for (const std::int64_t n : {1, 2, 300, 1500, 2048, 2100}) {
       const Tensor row = random_tensor({1, (kHq + 2 * kHkv) * kD}, dtype, seed += 7, -2.0, 2.0);
       ASSERT_EQ(cudaMemcpy(src.data_ptr(), row.data_ptr(), row.nbytes(), cudaMemcpyHostToDevice),
@@ -310,7 +328,7 @@ TEST_P(FlashDecodeVariants, PrefetchBeforeTheWaitAfterTheKvWrite) {
       const auto count = static_cast<std::int32_t>(n);
       ASSERT_EQ(cudaMemcpy(past, &at, sizeof at, cudaMemcpyHostToDevice), cudaSuccess);
       ASSERT_EQ(cudaMemcpy(keys, &count, sizeof count, cudaMemcpyHostToDevice), cudaSuccess);
-      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaGraphLaunch(graph.exec, stream), cudaSuccess);
       ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
       const Tensor q = p.q_gpu.to(Device::cpu());
       const Tensor kc = p.k_gpu.to(Device::cpu()).narrow(2, 0, n);
@@ -325,8 +343,6 @@ TEST_P(FlashDecodeVariants, PrefetchBeforeTheWaitAfterTheKvWrite) {
       const Tensor expected = ops::scaled_dot_product_attention(q, kc, vc, o);
       EXPECT_TRUE(all_close(p.out, expected.to_doubles(), tolerance_for(dtype), what));
     }
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
   }
   cudaStreamDestroy(stream);
 }
@@ -357,10 +373,10 @@ TEST_P(FlashDecodeVariants, DefaultRoutesByGroupCountAndKeys) {
   }
 }
 
-// Variants outside 0-9 are refused.
+// Variants outside 0-13 are refused.
 TEST_P(FlashDecodeVariants, RefusesAnUnknownVariant) {
   Problem p(GetParam(), 1, 4, 2, 1, 64, 64, 95);
-  p.args.variant = 10;
+  p.args.variant = 14;
   EXPECT_FALSE(k::flash_decode_supported(p.args));
   EXPECT_EQ(k::launch_flash_decode(p.args, nullptr), cudaErrorInvalidValue);
 }
