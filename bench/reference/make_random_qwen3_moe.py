@@ -2,14 +2,26 @@
 """Writes a Qwen3-30B-A3B-shaped checkpoint with random bfloat16 weights (61 GB with 48 layers),
 in the Hugging Face layout: config.json, model-0000N-of-0000M.safetensors shards (per-expert keys
 mlp.experts.N.{gate,up,down}_proj.weight) and model.safetensors.index.json. Matrices are a random
-normal(0, 0.02) block tiled over the tensor (values do not change timings; filling 61 GB with
-fresh random numbers would take minutes), router weights a random window of that block per layer
-so routing varies per token and layer, norm weights one. The safetensors files are written here
-(header, then the tiled bytes) at the page cache's write rate: no torch, no copy of a shard in
-memory (safetensors' save_file took 30 s for 3.7 GB on the device machine).
+normal(0, 0.02) block of 8 MB tiled over the tensor, each tensor starting at its own random offset
+in the block (filling 61 GB with fresh random numbers would take minutes), so no two matrices are
+the same bytes: the experts of a layer differ, and the embedding's rows (151936 of 4 KB tiled
+over 8 MB with a per-tensor start) are not a handful of repeated rows, which made every token
+route to the same experts in session 7. Router weights are a random window of the block per
+layer, norm weights one. The safetensors files are written here (header, then the bytes) at the
+page cache's write rate: no torch, no copy of a shard in memory (safetensors' save_file took 30 s
+for 3.7 GB on the device machine).
 
-Usage: make_random_qwen3_moe.py OUT_DIR [--layers 48] [--shard-gb 5] [--seed 0]
-Needs only Python. 48 layers need ~61 GB of disk; --layers 24 writes half.
+--sparse-experts writes the routed experts' bytes as holes in the files (the writer seeks past
+them): they read as zeros, take no disk space, and the page cache serves them from RAM, so the
+48-layer model (61 GB apparent, 58 GB of it experts) fits a disk with ~27 GB free; everything
+else (embedding, head, attention, router, norms) is written as above, so routing is the same.
+Timings do not depend on the experts' values: their products are bf16 matrix-vector and matrix
+products with no data-dependent work (no sparsity shortcut, no zero skipping: zeros are not
+subnormal), and the routing, which does decide the work, comes from the router's random weights.
+
+Usage: make_random_qwen3_moe.py OUT_DIR [--layers 48] [--shard-gb 5] [--seed 0] [--sparse-experts]
+Needs only Python. 48 layers need ~61 GB of disk (3.2 GB with --sparse-experts); --layers 24
+writes half.
 """
 
 import argparse
@@ -21,6 +33,7 @@ import random
 import struct
 
 BLOCK_VALUES = 1 << 22
+PERIOD = BLOCK_VALUES - 1  # values; odd, so coprime with every power-of-two row width
 
 QWEN3_30B_A3B = {
     "architectures": ["Qwen3MoeForCausalLM"],
@@ -95,11 +108,13 @@ def main():
     parser.add_argument("--layers", type=int, default=48)
     parser.add_argument("--shard-gb", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sparse-experts", action="store_true",
+                        help="write the routed experts as file holes (zeros taking no disk space)")
     args = parser.parse_args()
 
     cfg = dict(QWEN3_30B_A3B, num_hidden_layers=args.layers)
     os.makedirs(args.out_dir, exist_ok=True)
-    block = bf16_block(BLOCK_VALUES, args.seed)  # 8 MB tiled into every matrix
+    block = memoryview(bf16_block(BLOCK_VALUES, args.seed))  # 8 MB tiled into every matrix
     rng = random.Random(args.seed + 1)
 
     def write_data(f, name, shape):
@@ -111,11 +126,20 @@ def main():
             # and the routing varies per token and layer.
             at = 2 * rng.randrange(BLOCK_VALUES - n)
             f.write(block[at:at + 2 * n])
+        elif args.sparse_experts and ".mlp.experts." in name:
+            f.seek(2 * n, os.SEEK_CUR)  # a hole: zeros on read, no disk blocks
         else:
+            # The tiling starts at the tensor's own random offset, so matrices differ from one
+            # another; its period is an odd number of values (PERIOD), so a row of 2^k values
+            # starts at a different place in the block than every other row of the tensor (up to
+            # PERIOD rows): the embedding's 151936 rows all differ.
+            at = 2 * rng.randrange(PERIOD)
             left = 2 * n
+            piece = block[at:2 * PERIOD]
             while left > 0:
-                f.write(block[:min(left, len(block))])
-                left -= min(left, len(block))
+                f.write(piece[:left])
+                left -= min(left, len(piece))
+                piece = block[:2 * PERIOD]
 
     limit = int(args.shard_gb * 1e9)
     shards, current, size = [], [], 0
@@ -144,6 +168,7 @@ def main():
             for name, shape in shard:
                 write_data(f, name, shape)
                 weight_map[name] = file
+            f.truncate()  # a shard ending in a hole still gets its full length
         total += offset
         print(f"wrote {file} ({len(shard)} tensors)", flush=True)
     with open(os.path.join(args.out_dir, "model.safetensors.index.json"), "w") as f:
