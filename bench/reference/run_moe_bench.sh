@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
 # Issue 17's MoE benchmark on the device machine, from the repository root (after the GPU build:
-# build/gpu/tools/strata/strata): a Qwen3-30B-A3B-shaped random bf16 checkpoint
-# (make_random_qwen3_moe.py: 61 GB with 48 layers; LAYERS=24 writes half, for the one-GPU
-# machine's 64 GiB disk), a 24 GiB GPU budget (scaled with LAYERS < 48 so the GPU holds the same
-# share of the experts as 24 GiB does for 48 layers; GPU_GIB overrides), then in one command:
+# build/gpu/tools/strata/strata): the issue's model, a Qwen3-30B-A3B-shaped random bf16
+# checkpoint of 48 layers (make_random_qwen3_moe.py: 61 GB apparent; with SPARSE=1, the default,
+# its routed experts are file holes that read as zeros, so it takes 3.2 GB of disk: the device
+# has ~27 GB free; timings do not depend on the experts' values), a 24 GiB GPU budget (scaled
+# with LAYERS < 48 so the GPU holds the same share of the experts as 24 GiB does for 48 layers;
+# GPU_GIB overrides), then in one command:
 #   strata plan (predicted decode ms/step and prefill tokens/s, expected expert cache hit rate),
 #   strata bench --experts cpu (every routed expert in cpu RAM: selected experts computed on the
 #     cpu at decode, streamed alone at prefill, the GPU expert cache in the spare budget),
 #     (under --offload-policy auto, then forced to cpu),
 #   strata bench --experts auto (the experts the budget holds stay on the GPU, the rest as above),
 #   transformers + Accelerate (device_map="auto", the same budgets: hf_moe_decode.py),
-# and a summary of decode/prefill tokens/s, cache hit rate and plan-vs-measured, with the decode
-# rate extrapolated to 48 layers (every layer has the same shapes and the same share of its
-# experts on the GPU, so a step's time is a fixed part plus the layers times one layer's:
-# 48 / LAYERS times the measured step is an upper bound of the 48-layer step). Each step has a
-# time cap and no step starts after TOTAL_S seconds (default 290: the whole fits a 5-minute slot;
-# LAYERS=16, 21 GB, is the size meant for it).
+# and a summary of decode/prefill tokens/s, cache hit rate, distinct experts per block, the host
+# read rate measured in the same run and plan-vs-measured (with fewer layers, the decode rate
+# extrapolated to 48: every layer has the same shapes and the same share of its experts on the
+# GPU, so 48 / LAYERS times the measured step is an upper bound of the 48-layer step).
+# The decode steps feed pseudo-random token ids (DECODE_INPUT=random, strata bench
+# --decode-input, as llama-bench does): a random model's greedy decode repeats one token and its
+# experts (session 7 measured a 96.8% cache hit rate on that). Random tokens are a pessimistic
+# stream for the expert cache: real text reuses experts more. Transformers + Accelerate runs last,
+# in its own process (Strata with every expert in cpu RAM holds ~58 GB, Accelerate as much).
+# Each step has a time cap and no step starts after TOTAL_S seconds (default 290).
 #
-# Usage: LAYERS=16 bash bench/reference/run_moe_bench.sh [MODEL_DIR (/tmp/qwen3moe)]
-#   LAYERS (48), GPU_GIB (24 scaled), CPU_GIB (100), PROMPT_TOKENS (512), DECODE_TOKENS (32),
-#   STEPS ("model plan bench hf"), OUT (/tmp/moe_bench), EXPERT_CACHE (auto), CACHE_POLICY (lru),
-#   TOTAL_S (290)
+# Usage: bash bench/reference/run_moe_bench.sh [MODEL_DIR (/tmp/qwen3moe)]
+#   LAYERS (48), SPARSE (1), GPU_GIB (24 scaled), CPU_GIB (100), PROMPT_TOKENS (512),
+#   DECODE_TOKENS (32), DECODE_INPUT (random), STEPS ("model plan bench hf"),
+#   OUT (/tmp/moe_bench), EXPERT_CACHE (auto), CACHE_POLICY (lru), TOTAL_S (290)
 set -uo pipefail
 model=${1:-/tmp/qwen3moe}
 out=${OUT:-/tmp/moe_bench}
@@ -29,6 +35,8 @@ layers=${LAYERS:-48}
 cpu=${CPU_GIB:-100} prompt=${PROMPT_TOKENS:-512} decode=${DECODE_TOKENS:-32}
 total=${TOTAL_S:-290}
 cache=${EXPERT_CACHE:-auto} policy=${CACHE_POLICY:-lru}
+decode_input=${DECODE_INPUT:-random}
+sparse=${SPARSE:-1}
 # The GPU budget holding the same share of the experts as 24 GiB for the 48-layer model:
 # embeddings + head 1.245 GB, 38.3 MB of attention and router per layer, 1.208 GB of experts.
 gpu=${GPU_GIB:-$(python3 -c "
@@ -44,9 +52,10 @@ left() { local l=$(( total - ($(date +%s) - start) )); echo $(( l < 1 ? 1 : (l <
 echo "== Qwen3-30B-A3B shape, $layers of 48 layers, budget $budget (24 GiB for 48 layers)"
 
 if has model && [ ! -f "$model/config.json" ]; then
+  sparse_flag=""; [ "$sparse" = 1 ] && sparse_flag="--sparse-experts"
   timeout "$(left 120)" python3 bench/reference/make_random_qwen3_moe.py "$model" --layers "$layers" \
-    >"$out/make_model.log" 2>&1 || { tail -5 "$out/make_model.log"; exit 1; }
-  echo "model: $(tail -1 "$out/make_model.log") in $(( $(date +%s) - start )) s"
+    $sparse_flag >"$out/make_model.log" 2>&1 || { tail -5 "$out/make_model.log"; exit 1; }
+  echo "model: $(tail -1 "$out/make_model.log") ($(du -sh "$model" | cut -f1) on disk${sparse_flag:+, experts as holes}) in $(( $(date +%s) - start )) s"
 fi
 if has plan; then
   timeout "$(left 30)" "$strata" calibrate >"$out/calibrate.txt" 2>&1
@@ -70,9 +79,12 @@ if has bench; then
     t=$(left 70); [ "$t" -lt 20 ] && { echo "no time left for bench $name"; continue; }
     timeout "$t" "$strata" bench "$model" --max-memory "$budget" --experts "$mode" --dtype bf16 \
       --offload-policy "$offload" --expert-cache "$cache" --expert-cache-policy "$policy" \
-      -p "$prompt" -n "$decode" -b 1 -r 1 $limits --json >"$out/bench_$name.json" 2>"$out/bench_$name.err"
+      --decode-input "$decode_input" -p "$prompt" -n "$decode" -b 1 -r 1 $limits --json \
+      >"$out/bench_$name.json" 2>"$out/bench_$name.err"
+    rc=$?
     limits="--no-limits"
-    echo "== strata bench --experts $mode --offload-policy $offload: rc $? after $(( $(date +%s) - start )) s"
+    echo "== strata bench --experts $mode --offload-policy $offload: rc $rc after $(( $(date +%s) - start )) s"
+    free -g | head -2 >"$out/free_$name.txt"
     grep -E "experts:|tokens/s|loaded" "$out/bench_$name.err" | head -8
   done
 fi
@@ -83,7 +95,7 @@ if has hf; then
   else
     echo "== transformers + Accelerate, device_map=auto, max_memory {0: ${gpu}GiB, cpu: ${cpu}GiB}"
     timeout "$t" python3 bench/reference/hf_moe_decode.py "$model" --gpu-gib "$gpu" \
-      --cpu-gib "$cpu" --prompt "$prompt" --decode 4 2>"$out/hf.err" | tee "$out/hf.json"
+      --cpu-gib "$cpu" --prompt "$prompt" --decode "${HF_DECODE:-2}" 2>"$out/hf.err" | tee "$out/hf.json"
     tail -2 "$out/hf.err"
   fi
 fi
@@ -96,7 +108,13 @@ def load(name):
             return json.loads(f.read().strip().splitlines()[-1] if name == "hf.json" else f.read())
     except Exception:
         return None
-print(f"== summary ({layers} of 48 layers; a 48-layer model reads {48 / layers:g}x the experts per token)")
+print(f"== summary ({layers} of 48 layers" +
+      (f"; a 48-layer model reads {48 / layers:g}x the experts per token)" if layers < 48 else ")"))
+first = load("bench_cpu_auto.json") or {}
+if first.get("limits"):
+    print(f"host read rate (same run): {first['limits']['host_read_gb_s']:.1f} GB/s;"
+          f" decode inputs: {first.get('decode_input', '?')}")
+rows = []
 for name in ("cpu_auto", "cpu_cpu", "auto_auto"):
     mode = name.split("_")[0]
     bench, plan = load(f"bench_{name}.json"), load(f"plan_{mode}.json")
@@ -110,9 +128,11 @@ for name in ("cpu_auto", "cpu_cpu", "auto_auto"):
         at48 = ""
         if t["test"].startswith("tg") and t.get("ms_per_step") and layers < 48:
             at48 = f"; 48 layers >= {1000 / (t['ms_per_step'] * 48 / layers):.2f} tokens/s"
+        distinct = (f", {e['distinct_per_block']:.1f} distinct experts per block"
+                    if "distinct_per_block" in e else "")
         print(f"--experts {mode} {t['test']}: {t['tokens_per_second']:.2f} tokens/s"
               f" (experts cpu {e.get('cpu', 0)}, streamed {e.get('streamed', 0)},"
-              f" cached {e.get('cached', 0)}{hit}{at48})")
+              f" cached {e.get('cached', 0)}{hit}{distinct}{at48})")
         if t["test"].startswith("tg") and e.get("block_steps"):
             # Host time per decode step by phase (warm-up run included in the counters).
             steps = e["block_steps"] / layers
@@ -128,9 +148,16 @@ for name in ("cpu_auto", "cpu_cpu", "auto_auto"):
     if p.get("available"):
         tg = [t for t in bench["tests"] if t["test"].startswith("tg")]
         pp = [t for t in bench["tests"] if t["test"].startswith("pp")]
-        line = f"  plan: decode {p['decode']['best_ms_per_step']:.1f} ms/step"
+        # The plan of the policy the run used: forced to the cpu, or the best per unit (auto).
+        key = "cpu_ms_per_step" if name.endswith("_cpu") else "best_ms_per_step"
+        planned = p["decode"][key]
+        line = f"  plan: decode {planned:.1f} ms/step ({key.split('_')[0]})"
         if tg:
-            line += f" vs measured {tg[0]['ms_per_step']:.1f} ({tg[0]['ms_per_step'] / p['decode']['best_ms_per_step']:.2f}x)"
+            line += f" vs measured {tg[0]['ms_per_step']:.1f} ({tg[0]['ms_per_step'] / planned:.2f}x)"
+            e = tg[0].get("experts") or {}
+            c = e.get("cache") or {}
+            rows.append((mode, tg[0]["tokens_per_second"], c.get("hit_rate"),
+                         e.get("distinct_per_block"), planned, tg[0]["ms_per_step"]))
         line += f"; prefill {p['prefill']['best_tokens_per_second']:.0f} tokens/s"
         if pp:
             line += f" vs measured {pp[0]['tokens_per_second']:.0f}"
@@ -138,6 +165,16 @@ for name in ("cpu_auto", "cpu_cpu", "auto_auto"):
         if ex:
             line += f"; expected cache hit rate {100 * ex['expected_hit_rate']:.1f}%"
         print(line)
+if rows:
+    rate = f"{first['limits']['host_read_gb_s']:.1f}" if first.get("limits") else "-"
+    print("| run | tg tokens/s | cache hit rate | distinct experts / block | plan ms/step |"
+          " measured ms/step | measured / plan | host read GB/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mode, tps, hit, distinct, planned, measured in rows:
+        hit_text = f"{100 * hit:.1f}%" if hit is not None else "-"
+        distinct_text = f"{distinct:.1f}" if distinct is not None else "-"
+        print(f"| --experts {mode} | {tps:.2f} | {hit_text} | {distinct_text} | {planned:.1f} |"
+              f" {measured:.1f} | {measured / planned:.2f}x | {rate} |")
 hf = load("hf.json")
 if hf:
     print(f"transformers+accelerate: prefill {hf['prefill_tokens_per_s']} tokens/s, decode "

@@ -107,8 +107,10 @@ double CostModel::cpu_seconds(const UnitWork& unit, std::int64_t tokens,
   if (activations_cross_pcie && !(unit.experts > 0 && constants_.moe_block_us > 0)) {
     const double activations =
         static_cast<double>(unit.activation_bytes_per_token) * static_cast<double>(tokens);
-    seconds += 2.0 * (seconds_for(activations, constants_.h2d_gbps) +
-                      constants_.transfer_latency_us * 1e-6);
+    seconds +=
+        2.0 *
+        (seconds_for(activations, constants_.h2d_gbps) + constants_.transfer_latency_us * 1e-6) *
+        std::clamp(unit.round_trip_share, 0.0, 1.0);
   }
   return seconds;
 }
@@ -249,6 +251,13 @@ UnitWork unit_work_of(const placement::UnitProfile& profile) {
   work.tier = profile.file_bytes * 2 > profile.bytes ? Tier::Disk : Tier::Cpu;
   work.split_linears = profile.split_linears;
   work.ops = ops_of_modules(profile.modules);
+  if (profile.block_projections > 0) {
+    // A routed expert's projection its block runs: read whole when selected, at the calibrated
+    // rate of a step's cpu experts, with the block's one round trip shared by the step's
+    // projections (moe_block_us, when measured, stands for it: cpu_seconds then charges none).
+    work.experts = work.top_k = 1;
+    work.round_trip_share = 1.0 / static_cast<double>(profile.block_projections);
+  }
   return work;
 }
 

@@ -210,6 +210,13 @@ GenerationResult generate_greedy(CausalLM& model, const Tensor& prompt_ids,
     (step == 0 ? result.prefill_seconds : result.step_seconds.emplace_back()) = seconds(start, end);
     tokens.narrow(1, step, 1).copy_(next);
     host_next = next;
+    if (options.next_input && step + 1 < new_tokens) {
+      host_next = options.next_input(step + 1, next);
+      STRATA_CHECK_ARG(host_next.shape() == next.shape() && host_next.dtype() == DType::Int64,
+                       "generate_greedy: next_input returned {} for step {}; it must return the "
+                       "step's token ids as int64 {}",
+                       host_next.describe(), step + 1, next.describe());
+    }
   }
   result.tokens = tokens;
   return result;

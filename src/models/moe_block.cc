@@ -26,6 +26,12 @@ std::int64_t nanoseconds_since(Clock::time_point start) {
 // pinned buffers; larger ones (prefill) allocate per step as before.
 constexpr std::int64_t kStagedTokens = placement::kDecodeSizedExpertTokens;
 
+// gate, up and down: under --offload-policy auto an expert's policy is its gate projection's,
+// planned with the block's one activation round trip per step shared by the top_k experts'
+// projections (UnitProfile::block_projections), not charged to each projection: charged whole,
+// it made auto stream 3 MB projections that the cpu reads faster (session 7, device call 2).
+constexpr std::int64_t kProjectionsPerExpert = 3;
+
 // Whether the device experts' launches run inside the cpu experts' queue (cpu/expert_gemv.h):
 // only with STRATA_MOE_OVERLAP=1. Off by default: device call 2 of session 7 measured it slower
 // (50.7 tokens/s against 54.5 with the launches before the queue, on a host reading 67 GB/s).
@@ -53,7 +59,15 @@ MoeBlock::MoeBlock(std::string class_name, std::int64_t num_experts, std::int64_
       num_experts_(num_experts),
       top_k_(top_k),
       activation_(activation),
-      mixtral_naming_(mixtral_naming) {}
+      mixtral_naming_(mixtral_naming) {
+  stats_.blocks = 1;
+}
+
+void MoeBlock::reset_execution_stats() {
+  stats_ = {};
+  stats_.blocks = 1;
+  used_.clear();
+}
 
 Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& routing,
                              DType weight_dtype) {
@@ -75,10 +89,15 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
   };
   std::vector<Job> jobs(static_cast<std::size_t>(num_experts_));
   bool any_cpu = false;
+  used_.resize(static_cast<std::size_t>(num_experts_), false);
   for (std::int64_t e = 0; e < num_experts_; ++e) {
     const auto n =
         static_cast<std::int64_t>(routing.expert_tokens[static_cast<std::size_t>(e)].size());
     if (n == 0) continue;
+    if (!used_[static_cast<std::size_t>(e)]) {
+      used_[static_cast<std::size_t>(e)] = true;
+      ++stats_.distinct_experts;
+    }
     Job& job = jobs[static_cast<std::size_t>(e)];
     job.source = sources_->get(e, (*experts_)[static_cast<std::size_t>(e)], mixtral_naming_);
     const detail::ExpertSource& source = *job.source;
@@ -90,7 +109,8 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
       job.where = Where::Device;
       job.weights = *hit;
       ++stats_.cached;
-    } else if (source.hook->scheduler()->policy_for(*source.hook, n, activation_bytes) ==
+    } else if (source.hook->scheduler()->policy_for(*source.hook, n, activation_bytes,
+                                                    top_k_ * kProjectionsPerExpert) ==
                placement::ExecutionPolicy::Cpu) {
       job.where = Where::Cpu;
       // Free room in the cache: copy the expert in (asynchronously) for the next steps.
@@ -209,6 +229,8 @@ ExpertExecutionStats& ExpertExecutionStats::operator+=(const ExpertExecutionStat
   device_ns += o.device_ns;
   block_steps += o.block_steps;
   staged_batches += o.staged_batches;
+  distinct_experts += o.distinct_experts;
+  blocks += o.blocks;
   return *this;
 }
 
@@ -222,6 +244,7 @@ std::vector<MoeBlock*> moe_blocks(nn::Module& model) {
 
 ExpertExecutionStats expert_execution_stats(nn::Module& model) {
   ExpertExecutionStats total;
+  total.blocks = 0;
   for (const MoeBlock* block : moe_blocks(model)) total += block->execution_stats();
   return total;
 }

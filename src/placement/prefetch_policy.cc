@@ -104,6 +104,7 @@ UnitProfile PrefetchScheduler::profile(const Unit& unit) {
   out.module_class = unit.hook->module_class();
   out.modules = unit.hook->module_count();
   out.activation_bytes_per_token = unit.activation_bytes_per_token;
+  out.block_projections = unit.block_projections;
   std::int64_t largest = -1;
   for (const OffloadedTensor& t : unit.hook->offloaded_tensors()) {
     const Tensor& placeholder = t.slot->tensor();

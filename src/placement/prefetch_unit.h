@@ -28,8 +28,9 @@ struct PrefetchScheduler::Unit {
   // Execution policy (prefetch_policy.cc): what the unit's hook reported, and its threshold.
   bool cpu_capable = false;
   std::int64_t activation_bytes_per_token = 0;
-  std::int64_t cpu_threshold = -1;                        // -1: not asked yet
-  UnitPlan plan;                                          // valid once cpu_threshold >= 0
+  std::int64_t block_projections = 0;  // UnitProfile::block_projections (policy_for)
+  std::int64_t cpu_threshold = -1;     // -1: not asked yet
+  UnitPlan plan;                       // valid once cpu_threshold >= 0
   ExecutionPolicy step_policy = ExecutionPolicy::Stream;  // of the step in progress
   ExecutionPolicy issued_as = ExecutionPolicy::Stream;    // what the issued copies hold
   bool pages_populated = false;        // its file views mapped in at its first cpu step

@@ -92,5 +92,39 @@ TEST(BenchExperts, WithoutACacheEveryMissStreamsAndOptionsAreChecked) {
       {"plenty"}));
 }
 
+TEST(BenchExperts, RandomDecodeInputsAndTheDistinctExpertsEachBlockRan) {
+  testing::TempDir tmp;
+  BenchArgs args = offloaded_experts_args(tmp);
+  args.prompt_tokens = "0";
+  args.decode_tokens = 6;
+  args.decode_input = "random";
+  std::ostringstream out, err;
+  ASSERT_EQ(run_bench(args, out, err), 0);
+  const nlohmann::json report = nlohmann::json::parse(out.str());
+  EXPECT_EQ(report.at("decode_input"), "random");
+  const auto config =
+      nlohmann::json::parse(std::ifstream(testing::model_fixture_dir("qwen3_moe") / "config.json"));
+  const auto experts = config.value("num_experts", config.value("num_local_experts", 0));
+  const auto top_k = config.at("num_experts_per_tok").get<std::int64_t>();
+  const auto& e = report.at("tests").at(0).at("experts");
+  const auto blocks = e.at("blocks").get<std::int64_t>();
+  const auto distinct = e.at("distinct_experts").get<std::int64_t>();
+  EXPECT_EQ(blocks, config.at("num_hidden_layers").get<std::int64_t>());
+  // Every block ran at least one token's top_k experts and at most all of them.
+  EXPECT_GE(distinct, blocks * top_k);
+  EXPECT_LE(distinct, blocks * experts);
+  EXPECT_DOUBLE_EQ(e.at("distinct_per_block").get<double>(),
+                   static_cast<double>(distinct) / static_cast<double>(blocks));
+  EXPECT_NE(err.str().find("distinct per block"), std::string::npos) << err.str();
+
+  args.decode_input = "sampled";
+  EXPECT_TRUE(testing::throws_naming<InvalidArgument>(
+      [&] {
+        std::ostringstream o, e2;
+        run_bench(args, o, e2);
+      },
+      {"--decode-input", "sampled", "greedy", "random"}));
+}
+
 }  // namespace
 }  // namespace strata::cli

@@ -225,6 +225,56 @@ TEST(CostModel, RoutedExpertsReadOnlyTheSelectedExperts) {
   EXPECT_EQ(p.units[0].decode, "cpu");
 }
 
+// Under --offload-policy auto a routed expert's policy is its gate projection's, planned per
+// unit: charged a whole activation round trip, a 3 MB Qwen3-30B-A3B projection streamed at decode
+// on session 7's call 2 host (57 us over PCIe against 35 us of reading, 8 us of ops and a 19 us
+// round trip), although its block makes that round trip once per step for all its cpu experts.
+// Planned as the block's (block_projections: the round trip shared, the expert rate), it computes
+// on the cpu at decode and streams at prefill-sized token counts.
+TEST(CostModel, RoutedExpertProjectionsShareTheBlocksRoundTrip) {
+  MachineConstants c = machine();  // session 7, device call 2's constants, rounded
+  c.h2d_gbps = 54.5;
+  c.transfer_latency_us = 9.5;
+  c.cpu_gemv_layer_gbps = 89;
+  c.cpu_op_us = 4;
+  c.gpu_launch_us = 7;
+  c.cpu_gemm_gflops = 3000;
+  c.cpu_expert_gbps = 81.7;
+  c.moe_block_us = 154;
+  placement::UnitProfile gate;
+  gate.module_class = "Linear";
+  gate.bytes = 768 * 2048 * 2;
+  gate.dtype = DType::BFloat16;
+  gate.activation_bytes_per_token = 2048 * 2;
+  gate.modules = 1;
+  const CostModel model(c);
+  const double bytes = 768.0 * 2048 * 2;
+  const double trip = 2 * (4096 / 54.5e9 + 9.5e-6);
+  // Through its own hook: the layer rate, its ops and a whole round trip; streaming wins.
+  const UnitWork alone = unit_work_of(gate);
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(alone, 1), bytes / 89e9 + 2 * 4e-6 + trip);
+  EXPECT_DOUBLE_EQ(model.stream_seconds(alone, 1),
+                   std::max(bytes / 54.5e9, model.gpu_seconds(alone, 1)));
+  EXPECT_EQ(cost_model_planner(model)(gate).cpu_max_tokens, 0);
+  // Run by its block (8 experts x 3 projections share the round trip): the expert rate, no op
+  // term (the rate's measurement runs whole steps), the round trip left to moe_block_us.
+  gate.block_projections = 24;
+  const UnitWork shared = unit_work_of(gate);
+  EXPECT_DOUBLE_EQ(shared.round_trip_share, 1.0 / 24);
+  EXPECT_DOUBLE_EQ(selected_fraction(shared, 7), 1.0) << "a selected expert is read whole";
+  EXPECT_DOUBLE_EQ(model.cpu_seconds(shared, 1), bytes / 81.7e9);
+  const std::int64_t threshold = cost_model_planner(model)(gate).cpu_max_tokens;
+  EXPECT_GE(threshold, 1) << "decode computes on the cpu";
+  EXPECT_LT(threshold, 512) << "a prefill-sized expert batch streams";
+  // FLOP-bound past the threshold: 2 x params x tokens at the cpu's GEMM rate.
+  EXPECT_GT(2.0 * bytes / 2 * static_cast<double>(threshold + 1) / 3000e9,
+            model.stream_seconds(shared, threshold + 1));
+  // Without moe_block_us the cpu time keeps the projection's share of the round trip.
+  c.moe_block_us = 0;
+  EXPECT_DOUBLE_EQ(CostModel(c).cpu_seconds(shared, 1), bytes / 81.7e9 + trip / 24);
+  EXPECT_GE(cost_model_planner(CostModel(c))(gate).cpu_max_tokens, 1);
+}
+
 TEST(CostModel, RoutedExpertsTakeTheCalibratedExpertRateAndABlockCost) {
   MachineConstants c = machine();
   c.cpu_op_us = 8;

@@ -103,9 +103,15 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
       *model, model_fixture_dir(f.name) / "model.safetensors", options);
   ASSERT_TRUE(result.dispatch.has_value() && result.dispatch->scheduler);
   placement::PrefetchScheduler& scheduler = *result.dispatch->scheduler;
+  // What auto's planner is asked for each expert: its gate projection, with the block's round
+  // trip shared by the step's top_k x 3 projections.
+  std::vector<std::int64_t> block_projections;
   if (m.policy == OffloadPolicy::Auto) {
     scheduler.set_offload_policy(OffloadPolicy::Auto,
-                                 [](const placement::UnitProfile&) { return std::int64_t{1}; });
+                                 [&block_projections](const placement::UnitProfile& p) {
+                                   block_projections.push_back(p.block_projections);
+                                   return std::int64_t{1};
+                                 });
   } else {
     scheduler.set_offload_policy(m.policy);
   }
@@ -160,6 +166,8 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
   if (m.policy == OffloadPolicy::Auto) {
     EXPECT_GT(all.streamed, 0) << "the prompts did not stream their experts";
     EXPECT_GT(all.cpu, blocks_n * top_k) << "the decode steps did not compute on the cpu";
+    ASSERT_FALSE(block_projections.empty());
+    for (const std::int64_t n : block_projections) EXPECT_EQ(n, 3 * top_k);
   }
   if (cache) {
     const placement::ExpertCacheStats s = cache->stats();

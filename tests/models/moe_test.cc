@@ -2,8 +2,11 @@
 // shared expert), the module tree with transformers' names, and the sparse block against a naive
 // per-token implementation in double precision (routing, renormalisation, shared expert gate).
 
+#include "strata/models/moe.h"
+
 #include <cmath>
 #include <numeric>
+#include <set>
 
 #include "models/model_testing.h"
 #include "ops/throws_naming.h"
@@ -163,9 +166,15 @@ std::vector<double> naive_mlp(nn::Module& block, const std::string& prefix,
   return matvec(values(param(block, prefix + ".down_proj.weight")), h, x.size());
 }
 
-// One token through a Qwen MoE block, as modeling_qwen2_moe.py computes it.
-std::vector<double> naive_moe(nn::Module& block, const TransformerConfig& c,
-                              const std::vector<double>& x) {
+// The experts a token selects (top-k of the router's softmax, ties to the lower index) and
+// their probabilities over all experts.
+struct NaiveRouting {
+  std::vector<std::size_t> order;
+  std::vector<double> probs;
+};
+
+NaiveRouting naive_route(nn::Module& block, const TransformerConfig& c,
+                         const std::vector<double>& x) {
   const auto experts = static_cast<std::size_t>(c.num_experts);
   const auto logits = matvec(values(param(block, "gate.weight")), x, experts);
   const double top = *std::max_element(logits.begin(), logits.end());
@@ -178,6 +187,13 @@ std::vector<double> naive_moe(nn::Module& block, const TransformerConfig& c,
   std::stable_sort(order.begin(), order.end(),
                    [&](std::size_t a, std::size_t b) { return probs[a] > probs[b]; });
   order.resize(static_cast<std::size_t>(c.num_experts_per_tok));
+  return {order, probs};
+}
+
+// One token through a Qwen MoE block, as modeling_qwen2_moe.py computes it.
+std::vector<double> naive_moe(nn::Module& block, const TransformerConfig& c,
+                              const std::vector<double>& x) {
+  const auto [order, probs] = naive_route(block, c, x);
   double kept = 0.0;
   for (std::size_t e : order) kept += probs[e];
   std::vector<double> out(x.size(), 0.0);
@@ -234,6 +250,36 @@ TEST_P(MoeBlockTest, MatchesNaivePerTokenImplementation) {
     }
   }
   EXPECT_LE(worst, 1e-5 * scale) << "scale " << scale;
+
+  // The block counts each expert that received tokens once (distinct_experts), across forwards,
+  // until its counters are reset.
+  std::set<std::size_t> selected;
+  for (std::int64_t t = 0; t < batch * seq; ++t) {
+    const auto at = static_cast<std::size_t>(t * hidden);
+    const auto routing =
+        naive_route(block, c, std::vector<double>(xs.begin() + at, xs.begin() + at + hidden));
+    selected.insert(routing.order.begin(), routing.order.end());
+  }
+  auto& moe = dynamic_cast<models::MoeBlock&>(block);
+  EXPECT_EQ(moe.execution_stats().distinct_experts, static_cast<std::int64_t>(selected.size()));
+  EXPECT_EQ(moe.execution_stats().blocks, 1);
+  block(nn::Args({x.narrow(1, 0, 1)}));  // experts already counted
+  EXPECT_EQ(moe.execution_stats().distinct_experts, static_cast<std::int64_t>(selected.size()));
+  EXPECT_EQ(moe.execution_stats().block_steps, 2);
+  moe.reset_execution_stats();
+  EXPECT_EQ(moe.execution_stats().distinct_experts, 0);
+  EXPECT_EQ(moe.execution_stats().blocks, 1);
+  block(nn::Args({x.narrow(1, 0, 1)}));
+  std::set<std::size_t> first;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const auto at = static_cast<std::size_t>(b * seq * hidden);
+    const auto routing =
+        naive_route(block, c, std::vector<double>(xs.begin() + at, xs.begin() + at + hidden));
+    first.insert(routing.order.begin(), routing.order.end());
+  }
+  EXPECT_EQ(moe.execution_stats().distinct_experts, static_cast<std::int64_t>(first.size()));
+  const models::ExpertExecutionStats total = models::expert_execution_stats(*model);
+  EXPECT_EQ(total.blocks, static_cast<std::int64_t>(models::moe_blocks(*model).size()));
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -133,6 +133,7 @@ struct BenchContext {
   bool all_on_gpu = false;         // the HBM limit applies to the weights' reads
   bool all_on_cpu = false;         // the host's read limit does
   std::optional<DeviceLimits> limits;
+  std::string decode_input = "greedy";  // --decode-input
 };
 
 // A test's rates and their shares of the limits.
@@ -174,6 +175,7 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
   report["weights"] = weights_per_device(loaded.loaded.load.summary);
   report["weight_bytes"] = context.weight_bytes;
   report["load_seconds"] = loaded.load_seconds;
+  report["decode_input"] = context.decode_input;
   if (context.limits) {
     report["limits"] = {{"hbm_gb_s", optional_json(context.limits->hbm_gb_s)},
                         {"gemm_bf16_tflops", optional_json(context.limits->gemm_tflops)},
@@ -193,19 +195,25 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
     test["minor_faults"] = r.minor_faults;
     if (r.experts) {
       const models::ExpertExecutionStats& e = *r.experts;
-      test["experts"] = {{"cpu", e.cpu},
-                         {"streamed", e.streamed},
-                         {"cached", e.cached},
-                         {"resident", e.resident},
-                         {"cpu_bytes", e.cpu_bytes},
-                         {"streamed_bytes", e.streamed_bytes},
-                         {"cpu_batches", e.cpu_batches},
-                         {"route_ms", static_cast<double>(e.route_ns) / 1e6},
-                         {"cpu_ms", static_cast<double>(e.cpu_ns) / 1e6},
-                         {"experts_ms", static_cast<double>(e.experts_ns) / 1e6},
-                         {"device_ms", static_cast<double>(e.device_ns) / 1e6},
-                         {"block_steps", e.block_steps},
-                         {"staged_batches", e.staged_batches}};
+      test["experts"] = {
+          {"cpu", e.cpu},
+          {"streamed", e.streamed},
+          {"cached", e.cached},
+          {"resident", e.resident},
+          {"cpu_bytes", e.cpu_bytes},
+          {"streamed_bytes", e.streamed_bytes},
+          {"cpu_batches", e.cpu_batches},
+          {"route_ms", static_cast<double>(e.route_ns) / 1e6},
+          {"cpu_ms", static_cast<double>(e.cpu_ns) / 1e6},
+          {"experts_ms", static_cast<double>(e.experts_ns) / 1e6},
+          {"device_ms", static_cast<double>(e.device_ns) / 1e6},
+          {"block_steps", e.block_steps},
+          {"staged_batches", e.staged_batches},
+          {"blocks", e.blocks},
+          {"distinct_experts", e.distinct_experts},
+          {"distinct_per_block",
+           e.blocks > 0 ? static_cast<double>(e.distinct_experts) / static_cast<double>(e.blocks)
+                        : 0.0}};
       if (r.expert_cache) {
         const placement::ExpertCacheStats& c = *r.expert_cache;
         test["experts"]["cache"] = {
@@ -291,6 +299,11 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
                   "not timed), e.g. 1024 for decode over a 1k-token context")
       ->capture_default_str();
   cmd->add_option("-b,--batch", args.batch, "batch sizes, e.g. 1,4,16,64")->capture_default_str();
+  cmd->add_option("--decode-input", args.decode_input,
+                  "what each generation step feeds: greedy (the previous step's argmax) or random "
+                  "(a pseudo-random token id per step, as llama-bench; a random checkpoint's "
+                  "greedy decode repeats one token and, in a mixture of experts, the same experts)")
+      ->capture_default_str();
   cmd->add_option("-r,--repetitions", args.repetitions,
                   "timed runs of each test after one warm-up; the median is reported")
       ->capture_default_str();
@@ -317,6 +330,10 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
                    args.decode_tokens);
   STRATA_CHECK_ARG(args.depth >= 0, "--depth {}: must not be negative", args.depth);
   STRATA_CHECK_ARG(args.repetitions >= 1, "--repetitions {}: must be at least 1", args.repetitions);
+  STRATA_CHECK_ARG(args.decode_input == "greedy" || args.decode_input == "random",
+                   "--decode-input {}: expected greedy (each step feeds the last argmax) or "
+                   "random (a pseudo-random token id per step)",
+                   args.decode_input);
   STRATA_CHECK_ARG(!prompts.empty() || args.decode_tokens > 0,
                    "nothing to measure: --prompt-tokens and --decode-tokens are both 0");
   EmptyModel empty = build_empty_model(args.model_dir, args.dtype);
@@ -345,6 +362,7 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
     context.all_on_cpu = std::all_of(destinations.begin(), destinations.end(),
                                      [](const auto& d) { return d.first == "cpu"; });
   }
+  context.decode_input = args.decode_input;
   if (args.limits) context.limits = measure_device_limits();
   err << fmt::format("loaded in {:.2f} s: {}\n", loaded.load_seconds,
                      weights_per_device(loaded.loaded.load.summary));
@@ -387,6 +405,14 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
       // Token generation: a prompt of `depth` tokens (at least one; its prefill is not timed),
       // then decode_tokens single-token steps, each waiting for its argmax as generation does.
       options.max_new_tokens = args.decode_tokens + 1;
+      // Random inputs: every step of every run (warm-up included) draws new ids, so repeated
+      // runs do not replay one routing stream.
+      std::uint64_t draws = 0;
+      if (args.decode_input == "random") {
+        options.next_input = [&draws, vocab](std::int64_t, const Tensor& argmax) {
+          return random_ids(argmax.size(0), 1, vocab, 0x5eed0000ULL + draws++);
+        };
+      }
       const Tensor ids = random_ids(batch, std::max<std::int64_t>(args.depth, 1), vocab, 1);
       const std::string name = args.depth > 0
                                    ? fmt::format("tg{}@d{}", args.decode_tokens, args.depth)
@@ -398,6 +424,7 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
       }));
       err << fmt::format("  {} batch {}: {:.1f} tokens/s\n", name, batch,
                          results.back().tokens_per_second());
+      options.next_input = nullptr;
     }
   }
 

@@ -19,6 +19,10 @@ struct BenchArgs : PlacementArgs {
   std::int64_t depth = 0;                  // tokens already in the cache when tg starts
   std::string batch = "1";                 // batch sizes, e.g. 1,4,16,64
   int repetitions = 3;                     // timed runs per test (the median is reported)
+  // What each tg step feeds: "greedy" (the last step's argmax, as generation does) or "random"
+  // (a fresh pseudo-random token id per step and run, as llama-bench does: a random model's
+  // greedy decode repeats a token, and with it the same routed experts, every step).
+  std::string decode_input = "greedy";
   bool json = false;
   bool limits = true;  // measure the machine's limits first (device_limits.h)
   bool load = false;   // measure loading instead (load_bench.h)

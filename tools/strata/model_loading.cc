@@ -320,8 +320,10 @@ std::int64_t expert_cache_bytes(const PlacementArgs& args, const LoadedModel& lo
 std::string expert_summary(models::CausalLM& model, const placement::ExpertCache* cache) {
   const models::ExpertExecutionStats s = models::expert_execution_stats(model);
   if (s.cpu + s.streamed + s.cached == 0) return "";
-  std::string text = fmt::format("experts: {} cpu, {} streamed, {} cached, {} resident", s.cpu,
-                                 s.streamed, s.cached, s.resident);
+  std::string text = fmt::format(
+      "experts: {} cpu, {} streamed, {} cached, {} resident, {:.1f} distinct per block", s.cpu,
+      s.streamed, s.cached, s.resident,
+      s.blocks > 0 ? static_cast<double>(s.distinct_experts) / static_cast<double>(s.blocks) : 0.0);
   if (cache != nullptr) {
     const placement::ExpertCacheStats c = cache->stats();
     text +=

@@ -48,6 +48,10 @@ struct UnitWork {
   // The share of the selected experts' reads that the GPU expert cache serves (they compute on
   // the GPU from the cache); the rest compute under the unit's policy.
   double cache_hit_rate = 0.0;
+  // The share of the activations' round trip (cpu computes behind a GPU) this unit pays: 1 for a
+  // unit run through its own hook, 1 / block_projections for a routed expert's projection whose
+  // block moves its activations once per step for all its cpu experts (unit_work_of).
+  double round_trip_share = 1.0;
 };
 
 // Ops a step runs through a unit of `modules` modules (its tree, itself included): 3/2 per module,
@@ -80,8 +84,8 @@ class CostModel {
   //               it the rate at the pool's threads) for Cpu and cached Disk, min(that, disk
   //               read) for a Disk unit out of the page cache; a Gpu unit on a machine without
   //               GPU reads at the Cpu rate
-  //     activation_io: with a GPU, 2 x (tokens x activation bytes / h2d + transfer latency);
-  //               0 without a GPU (everything is on the cpu already)
+  //     activation_io: with a GPU, 2 x (tokens x activation bytes / h2d + transfer latency)
+  //               x round_trip_share; 0 without a GPU (everything is on the cpu already)
   //     routed experts (experts > 0): cpu_rate is the calibrated expert rate (cpu_expert_gbps)
   //               when measured, without the op term (that measurement runs whole steps); with
   //               moe_block_us measured, activation_io is left to expert_block_seconds

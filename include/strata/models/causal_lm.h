@@ -24,6 +24,7 @@
 // built: every row has the same length and positions start at the cache length.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -121,6 +122,11 @@ struct GenerationOptions {
   // Decode steps through the fused CUDA graph (strata/models/decode_graph.h) when the model and
   // the step allow it (STRATA_DECODE_GRAPH=0 also turns it off); the module path otherwise.
   bool decode_graph = true;
+  // The token ids each decode step feeds, given the step's argmax [batch, 1] (int64, cpu) and the
+  // step's index (1 for the first decode step): by default the argmax itself (greedy). A
+  // benchmark feeds other ids (strata bench --decode-input random) so that a random model's
+  // routing does not lock onto one repeated token. GenerationResult::tokens keeps the argmaxes.
+  std::function<Tensor(std::int64_t step, const Tensor& argmax)> next_input;
 };
 
 struct GenerationResult {

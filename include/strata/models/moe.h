@@ -54,6 +54,12 @@ struct ExpertExecutionStats {
   std::int64_t block_steps = 0;  // forwards of the blocks that ran experts
   // Block steps that read the routing and the input with one wait (read_to_host staged x).
   std::int64_t staged_batches = 0;
+  // Experts that received tokens at least once since the counters were reset (every kind above);
+  // summed over blocks, so distinct_experts / blocks is a block's mean (how much of its experts a
+  // benchmark's routing stream touched: a cache's hit rate means little on a stream that repeats
+  // a few experts).
+  std::int64_t distinct_experts = 0;
+  std::int64_t blocks = 0;  // blocks summed (1 for one block's stats)
   ExpertExecutionStats& operator+=(const ExpertExecutionStats& o);
 };
 
@@ -72,7 +78,7 @@ class MoeBlock : public nn::Module {
   // of a model; `block_index` tells this block's experts apart), or null.
   void set_expert_cache(std::shared_ptr<placement::ExpertCache> cache, std::int64_t block_index);
   const ExpertExecutionStats& execution_stats() const { return stats_; }
-  void reset_execution_stats() { stats_ = {}; }
+  void reset_execution_stats();
 
  protected:
   // `mixtral_naming`: the experts' projections are w1/w3/w2 (else gate/up/down_proj).
@@ -104,6 +110,7 @@ class MoeBlock : public nn::Module {
   bool has_offloaded_ = false;                      // an offloaded expert has run
   std::int64_t block_index_ = 0;
   ExpertExecutionStats stats_;
+  std::vector<bool> used_;  // experts with tokens since the last reset (distinct_experts)
 };
 
 // forward(hidden [batch, seq, hidden]) -> [batch, seq, hidden]. Routing follows transformers:

@@ -59,6 +59,12 @@ struct UnitProfile {
   std::int64_t split_linears = 0;
   std::int64_t split_bytes = 0;
   std::int64_t modules = 0;  // in the unit's tree, itself included (the cost model's op count)
+  // A routed expert's projection that its mixture-of-experts block computes itself
+  // (PrefetchScheduler::policy_for, moe-execution.md): a block step moves its activations to the
+  // cpu and back once for all its cpu experts, so that round trip is shared by this many
+  // projections (top_k experts x their projections) rather than paid by each. 0: a unit run
+  // through its own hook, which pays its own round trip.
+  std::int64_t block_projections = 0;
 };
 
 // The largest number of tokens in a step for which the unit computes on the cpu under

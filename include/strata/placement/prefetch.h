@@ -115,8 +115,11 @@ class PrefetchScheduler {
   // policy `hook`'s unit gets for a step of `tokens` tokens under the offload policy, as its
   // own forward would get it (counted in cpu_computes when Cpu). The caller moves nothing through
   // the hook: it reads PrefetchHook::stored and computes where it chose.
+  // `block_projections`: the projections sharing the block's one activation round trip per step
+  // (UnitProfile::block_projections; 0: the unit pays its own).
   ExecutionPolicy policy_for(PrefetchHook& hook, std::int64_t tokens,
-                             std::int64_t activation_bytes_per_token);
+                             std::int64_t activation_bytes_per_token,
+                             std::int64_t block_projections = 0);
 
  private:
   friend class PrefetchHook;
