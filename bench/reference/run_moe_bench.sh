@@ -76,7 +76,7 @@ if has bench; then
   limits=""
   for run in cpu:auto cpu:cpu auto:auto; do
     mode=${run%%:*} offload=${run##*:} name=${run/:/_}
-    t=$(left 70); [ "$t" -lt 20 ] && { echo "no time left for bench $name"; continue; }
+    t=$(left 100); [ "$t" -lt 20 ] && { echo "no time left for bench $name"; continue; }
     timeout "$t" "$strata" bench "$model" --max-memory "$budget" --experts "$mode" --dtype bf16 \
       --offload-policy "$offload" --expert-cache "$cache" --expert-cache-policy "$policy" \
       --decode-input "$decode_input" -p "$prompt" -n "$decode" -b 1 -r 1 $limits --json \
