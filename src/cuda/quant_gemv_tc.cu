@@ -74,6 +74,21 @@ __device__ __forceinline__ void load_scales(const void* p, Type type, std::int64
   }
 }
 
+// What every tensor-core kernel takes besides the weight: x [rows, k], bias, out, the split-K
+// scratch, the stages of a tile (`per_warp` to each warp), the steps or stages per scale group
+// (or block), and whether the splits are one thread block cluster.
+struct TcArgs {
+  const BF16Bits* x = nullptr;
+  std::int64_t rows = 0;
+  const BF16Bits* bias = nullptr;
+  BF16Bits* out = nullptr;
+  float* ws = nullptr;
+  unsigned* tickets = nullptr;
+  int stages = 0, per_warp = 0;
+  ChunkDiv per_group;
+  bool cluster = false;
+};
+
 // This warp's stages of its tile (the tile's `stages` split over the block's warps and grid.y,
 // `per_warp` each, contiguously), through two register buffers: stage s + 1's loads are in flight
 // while stage s is computed. The first stage's loads go out before the PDL wait; every thread
@@ -103,9 +118,13 @@ __device__ __forceinline__ void run_stages(int stages, int per_warp, Load&& load
 // block finishing every gridDim.y-th value, in split order too (deterministic either way).
 template <int TILES, typename OutN>
 __device__ __forceinline__ void tc_finish(const float (&acc)[TILES][4], OutN out_n,
-                                          const QuantWeight& w, std::int64_t rows,
-                                          const BF16Bits* bias, BF16Bits* out, float* ws,
-                                          unsigned* tickets, bool cluster) {
+                                          const QuantWeight& w, const TcArgs& a) {
+  const std::int64_t rows = a.rows;
+  const BF16Bits* bias = a.bias;
+  BF16Bits* out = a.out;
+  float* ws = a.ws;
+  unsigned* tickets = a.tickets;
+  const bool cluster = a.cluster;
   constexpr int kValues = TILES * 4 * 32;
   __shared__ float red[kTcWarps][TILES * 4][32];
   __shared__ bool last;
@@ -175,37 +194,52 @@ __device__ __forceinline__ void tc_finish(const float (&acc)[TILES][4], OutN out
   if (threadIdx.x == 0) tickets[blockIdx.x] = 0;  // ready for the next launch on this stream
 }
 
+// A stage of GPTQ / AWQ: U steps of 4 packed words each, inside one scale group, with the group's
+// packed zero-point word and S scales (requested together with the words: no second round trip).
+template <int U, int S>
+struct GroupStage {
+  std::uint32_t v[U][4];
+  std::uint32_t zw;
+  float s[S];
+};
+
+// Stage s: words(t, v) loads step t's 4 words; the zero word is zeros[gi * zero_stride + zero_col],
+// the scales scale[gi * n + scale_col ..].
+template <int U, int S, typename Words>
+__device__ __forceinline__ void load_group_stage(GroupStage<U, S>& b, int s,
+                                                 ChunkDiv stages_per_group, const QuantWeight& w,
+                                                 std::int64_t zero_stride, std::int64_t zero_col,
+                                                 std::int64_t scale_col, Words words) {
+  const std::int64_t gi = column_of(s, stages_per_group);
+#pragma unroll
+  for (int u = 0; u < U; ++u) words(static_cast<std::int64_t>(s) * U + u, b.v[u]);
+  b.zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * zero_stride + zero_col));
+  load_scales<S>(w.scale, w.scale_type, gi * w.n + scale_col, b.s);
+}
+
 // ---- GPTQ 4-bit, sequential g_idx: qweight [k/8, n] ---------------------------------------------
 // Tile: 32 outputs; step: 32 inputs (4 packed rows). Thread (g, c) loads the uint4 of outputs
 // n0 + 4g .. + 3 at packed row 4t + c: words 0, 1 are the A rows g, g + 8 of mma set 0, words 2, 3
 // those of set 1. A stage (U steps) lies inside one scale group.
 template <int U>
-__global__ void __launch_bounds__(kTcWarps * 32)
-    gptq4_tc_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
-                    const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
-                    unsigned* tickets, int stages, int per_warp, ChunkDiv stages_per_group,
-                    bool cluster) {
+__global__ void __launch_bounds__(kTcWarps * 32) gptq4_tc_kernel(QuantWeight w, TcArgs a) {
+  const BF16Bits* __restrict__ x = a.x;
+  const std::int64_t rows = a.rows;
+  const ChunkDiv stages_per_group = a.per_group;
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const std::int64_t n0 = static_cast<std::int64_t>(blockIdx.x) * 32 + 4 * g;
   const std::int32_t* qw = static_cast<const std::int32_t*>(w.weight) + c * w.n + n0;
   const BF16Bits* xr = x + x_row(g, rows) * w.k + 8 * c;
-  struct Buf {
-    uint4 v[U];
-    std::uint32_t zw;
-    float s[4];
-  };
+  using Buf = GroupStage<U, 4>;
   float acc[2][4] = {};
   run_stages<Buf>(
-      stages, per_warp,
+      a.stages, a.per_warp,
       [&](int s, Buf& b) {
-        const std::int64_t gi = column_of(s, stages_per_group);
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
-          b.v[u] = __ldcs(reinterpret_cast<const uint4*>(qw + 4 * t * w.n));
-        }
-        b.zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * (w.n / 8) + n0 / 8));
-        load_scales<4>(w.scale, w.scale_type, gi * w.n + n0, b.s);
+        load_group_stage(b, s, stages_per_group, w, w.n / 8, n0 / 8, n0,
+                         [&](std::int64_t t, std::uint32_t(&v)[4]) {
+                           const uint4 q = __ldcs(reinterpret_cast<const uint4*>(qw + 4 * t * w.n));
+                           v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+                         });
       },
       [&](int s, const Buf& b) {
         std::uint32_t zz[4];
@@ -222,8 +256,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
           x_pairs(__ldg(reinterpret_cast<const uint4*>(xr + 32 * t)), xb);
 #pragma unroll
           for (int set = 0; set < 2; ++set) {
-            const std::uint32_t wa = part_of_uint4(b.v[u], 2 * set),
-                                wb = part_of_uint4(b.v[u], 2 * set + 1);
+            const std::uint32_t wa = b.v[u][2 * set], wb = b.v[u][2 * set + 1];
 #pragma unroll
             for (int m = 0; m < 2; ++m) {
               mma_bf16(d[set][m], pair_minus(wa, 2 * m, zz[2 * set]),
@@ -243,8 +276,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
       });
   const std::int64_t tile0 = static_cast<std::int64_t>(blockIdx.x) * 32;
   tc_finish<2>(
-      acc, [&](int set, int e, int gg) { return tile0 + 4 * gg + 2 * set + (e >> 1); }, w, rows,
-      bias, out, ws, tickets, cluster);
+      acc, [&](int set, int e, int gg) { return tile0 + 4 * gg + 2 * set + (e >> 1); }, w, a);
 }
 
 // ---- compressed-tensors int4: weight_packed [n, k/8] -------------------------------------------
@@ -253,11 +285,10 @@ __global__ void __launch_bounds__(kTcWarps * 32)
 // x (from L1) per byte of weights, one of 32 rows 1. Zero points and scales per step (a step never
 // straddles a group: group % 128 == 0 or one).
 template <int U, int TR>
-__global__ void __launch_bounds__(kTcWarps * 32)
-    ct4_tc_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
-                  const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
-                  unsigned* tickets, int stages, int per_warp, ChunkDiv steps_per_group,
-                  bool cluster) {
+__global__ void __launch_bounds__(kTcWarps * 32) ct4_tc_kernel(QuantWeight w, TcArgs a) {
+  const BF16Bits* __restrict__ x = a.x;
+  const std::int64_t rows = a.rows;
+  const ChunkDiv steps_per_group = a.per_group;
   constexpr int kRows = 2 * TR;  // A rows of this thread: g + 8h, h < 2 TR
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * 16 * TR;
@@ -281,7 +312,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
   };
   float acc[TR][4] = {};
   run_stages<Buf>(
-      stages, per_warp,
+      a.stages, a.per_warp,
       [&](int s, Buf& b) {
 #pragma unroll
         for (int u = 0; u < U; ++u) {
@@ -335,8 +366,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
         }
       });
   tc_finish<TR>(
-      acc, [&](int r, int e, int gg) { return first + 16 * r + gg + 8 * (e >> 1); }, w, rows, bias,
-      out, ws, tickets, cluster);
+      acc, [&](int r, int e, int gg) { return first + 16 * r + gg + 8 * (e >> 1); }, w, a);
 }
 
 // ---- AWQ: qweight [k, n/8], nibble i of word (k, col) = output 8 col + order[i]
@@ -347,36 +377,27 @@ __global__ void __launch_bounds__(kTcWarps * 32)
 // inputs (2c, 2c + 1) the rows 4c, 4c + 1 and (2c + 8, 2c + 9) the rows 4c + 2, 4c + 3, which are
 // also the x pairs as stored (one 8-byte load). A stage (U steps) lies inside one scale group.
 template <int U>
-__global__ void __launch_bounds__(kTcWarps * 32)
-    awq_tc_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
-                  const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
-                  unsigned* tickets, int stages, int per_warp, ChunkDiv stages_per_group,
-                  bool cluster) {
+__global__ void __launch_bounds__(kTcWarps * 32) awq_tc_kernel(QuantWeight w, TcArgs a) {
+  const BF16Bits* __restrict__ x = a.x;
+  const std::int64_t rows = a.rows;
+  const ChunkDiv stages_per_group = a.per_group;
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const std::int64_t words = w.n / 8;
   const std::int64_t col = static_cast<std::int64_t>(blockIdx.x) * 8 + g;
   const std::int32_t* qw = static_cast<const std::int32_t*>(w.weight) + 4 * c * words + col;
   const BF16Bits* xr = x + x_row(g, rows) * w.k + 4 * c;
-  struct Buf {
-    std::uint32_t v[U][4];
-    std::uint32_t zw;
-    float s[8];  // by output 8 col + j
-  };
+  using Buf = GroupStage<U, 8>;  // scales by output 8 col + j
   float acc[4][4] = {};
   run_stages<Buf>(
-      stages, per_warp,
+      a.stages, a.per_warp,
       [&](int s, Buf& b) {
-        const std::int64_t gi = column_of(s, stages_per_group);
+        load_group_stage(b, s, stages_per_group, w, words, col, 8 * col,
+                         [&](std::int64_t t, std::uint32_t(&v)[4]) {
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            b.v[u][e] = static_cast<std::uint32_t>(__ldcs(qw + (16 * t + e) * words));
-          }
-        }
-        b.zw = static_cast<std::uint32_t>(__ldg(w.zeros + gi * words + col));
-        load_scales<8>(w.scale, w.scale_type, gi * w.n + 8 * col, b.s);  // by output
+                           for (int e = 0; e < 4; ++e) {
+                             v[e] = static_cast<std::uint32_t>(__ldcs(qw + (16 * t + e) * words));
+                           }
+                         });
       },
       [&](int s, const Buf& b) {
         std::uint32_t za[4], zb[4];
@@ -411,7 +432,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
   const std::int64_t col0 = static_cast<std::int64_t>(blockIdx.x) * 8;
   tc_finish<4>(
       acc, [&](int T, int e, int gg) { return 8 * (col0 + gg) + awq_order(T + 4 * (e >> 1)); }, w,
-      rows, bias, out, ws, tickets, cluster);
+      a);
 }
 
 // ---- FP8 (float8_e4m3fn [n, k], 128 x 128 block or one scale)
@@ -422,11 +443,10 @@ __global__ void __launch_bounds__(kTcWarps * 32)
 // denormal range; 2^56 goes back with the step's block scale (a tile of 16 rows lies in one block
 // row: block_out % 16 == 0; a step in one block column: block_in % 64 == 0).
 template <int U>
-__global__ void __launch_bounds__(kTcWarps * 32)
-    fp8_tc_kernel(QuantWeight w, const BF16Bits* __restrict__ x, std::int64_t rows,
-                  const BF16Bits* __restrict__ bias, BF16Bits* __restrict__ out, float* ws,
-                  unsigned* tickets, int stages, int per_warp, ChunkDiv steps_per_block,
-                  bool cluster) {
+__global__ void __launch_bounds__(kTcWarps * 32) fp8_tc_kernel(QuantWeight w, TcArgs a) {
+  const BF16Bits* __restrict__ x = a.x;
+  const std::int64_t rows = a.rows;
+  const ChunkDiv steps_per_block = a.per_group;
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * 16;
   const std::int64_t steps = w.k / 64;
@@ -449,7 +469,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
   };
   float acc[1][4] = {};
   run_stages<Buf>(
-      stages, per_warp,
+      a.stages, a.per_warp,
       [&](int s, Buf& b) {
 #pragma unroll
         for (int u = 0; u < U; ++u) {
@@ -487,8 +507,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
         }
       });
   tc_finish<1>(
-      acc, [&](int, int e, int gg) { return first + gg + 8 * (e >> 1); }, w, rows, bias, out, ws,
-      tickets, cluster);
+      acc, [&](int, int e, int gg) { return first + gg + 8 * (e >> 1); }, w, a);
 }
 
 // ---- host side ----------------------------------------------------------------------------------
@@ -621,27 +640,24 @@ cudaError_t tc_launch(void (*kernel)(Params...), dim3 blocks, const TcGrid& grid
 
 template <int U>
 cudaError_t tc_launch_u(const QuantWeight& w, const TcShape& shape, const TcGrid& grid,
-                        const BF16Bits* x, std::int64_t rows, const BF16Bits* bias, BF16Bits* out,
-                        float* ws, unsigned* tickets, int ct_tiles, cudaStream_t stream) {
+                        const TcArgs& args, int ct_tiles, cudaStream_t stream) {
   const dim3 blocks(static_cast<unsigned>(shape.tiles), static_cast<unsigned>(grid.splits));
-  const bool pdl = w.pdl;
+  TcArgs a = args;
+  a.stages = grid.stages;
+  a.per_warp = grid.per_warp;
+  a.cluster = grid.cluster;
+  // GPTQ / AWQ count stages per group (a stage lies in one group), the others steps.
+  a.per_group = chunk_div(shape.stage_in_group ? shape.steps_per_group / U : shape.steps_per_group);
   switch (w.kind) {
     case QuantKind::GPTQ:
-      return tc_launch(gptq4_tc_kernel<U>, blocks, grid, pdl, stream, w, x, rows, bias, out, ws,
-                       tickets, grid.stages, grid.per_warp, chunk_div(shape.steps_per_group / U),
-                       grid.cluster);
+      return tc_launch(gptq4_tc_kernel<U>, blocks, grid, w.pdl, stream, w, a);
     case QuantKind::Compressed:
-      return tc_launch(ct_tiles == 2 ? ct4_tc_kernel<U, 2> : ct4_tc_kernel<U, 1>, blocks, grid, pdl,
-                       stream, w, x, rows, bias, out, ws, tickets, grid.stages, grid.per_warp,
-                       chunk_div(shape.steps_per_group), grid.cluster);
+      return tc_launch(ct_tiles == 2 ? ct4_tc_kernel<U, 2> : ct4_tc_kernel<U, 1>, blocks, grid,
+                       w.pdl, stream, w, a);
     case QuantKind::FP8:
-      return tc_launch(fp8_tc_kernel<U>, blocks, grid, pdl, stream, w, x, rows, bias, out, ws,
-                       tickets, grid.stages, grid.per_warp, chunk_div(shape.steps_per_group),
-                       grid.cluster);
+      return tc_launch(fp8_tc_kernel<U>, blocks, grid, w.pdl, stream, w, a);
     default:
-      return tc_launch(awq_tc_kernel<U>, blocks, grid, pdl, stream, w, x, rows, bias, out, ws,
-                       tickets, grid.stages, grid.per_warp, chunk_div(shape.steps_per_group / U),
-                       grid.cluster);
+      return tc_launch(awq_tc_kernel<U>, blocks, grid, w.pdl, stream, w, a);
   }
 }
 
@@ -672,19 +688,20 @@ cudaError_t quant_tc_gemv(const QuantWeight& w, const void* x, std::int64_t rows
   if (grid.splits > 1 && !grid.cluster && (ws == nullptr || tickets == nullptr)) {
     return cudaErrorInvalidValue;
   }
-  const auto* xt = static_cast<const BF16Bits*>(x);
-  const auto* bt = static_cast<const BF16Bits*>(bias);
-  auto* ot = static_cast<BF16Bits*>(out);
+  TcArgs a;
+  a.x = static_cast<const BF16Bits*>(x);
+  a.rows = rows;
+  a.bias = static_cast<const BF16Bits*>(bias);
+  a.out = static_cast<BF16Bits*>(out);
+  a.ws = ws;
+  a.tickets = tickets;
   switch (grid.unroll) {
     case 4:
-      return tc_launch_u<4>(w, shape, grid, xt, rows, bt, ot, ws, tickets, options.ct_tiles,
-                            stream);
+      return tc_launch_u<4>(w, shape, grid, a, options.ct_tiles, stream);
     case 2:
-      return tc_launch_u<2>(w, shape, grid, xt, rows, bt, ot, ws, tickets, options.ct_tiles,
-                            stream);
+      return tc_launch_u<2>(w, shape, grid, a, options.ct_tiles, stream);
     default:
-      return tc_launch_u<1>(w, shape, grid, xt, rows, bt, ot, ws, tickets, options.ct_tiles,
-                            stream);
+      return tc_launch_u<1>(w, shape, grid, a, options.ct_tiles, stream);
   }
 }
 
