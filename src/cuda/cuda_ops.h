@@ -45,6 +45,20 @@ void quantized_linear_pdl(const Tensor& x, const ops::QuantizedWeight& w,
 // Grows the per-GPU scratch of quantized_linear's decode GEMV to what `rows` rows of x need on
 // w's GPU, so that a later call (inside a CUDA graph capture) allocates nothing.
 void reserve_quantized_gemv(const ops::QuantizedWeight& w, std::int64_t rows);
+// Layers that read the same x (q, k, v of a quantized attention): out_i = x w_i^T + bias_i.
+struct QuantizedProjection {
+  const ops::QuantizedWeight* weight = nullptr;
+  const std::optional<Tensor>* bias = nullptr;  // null: none
+  const Tensor* out = nullptr;
+};
+// quantized_linear_pdl for each projection of `group` (2 or 3), in one launch of the tensor-core
+// decode GEMV where it takes every layer at x's rows (bf16 x, one format, k and groups alike; see
+// docs/quantization.md), else one call after another. reserve_quantized_gemv_group grows the
+// scratch as reserve_quantized_gemv does.
+void quantized_linear_group_pdl(const Tensor& x, const std::vector<QuantizedProjection>& group,
+                                bool pdl);
+void reserve_quantized_gemv_group(const std::vector<const ops::QuantizedWeight*>& weights,
+                                  std::int64_t rows);
 void embedding(const Tensor& ids, const Tensor& table, const Tensor& out);
 void rms_norm(const Tensor& x, const Tensor& weight, double eps, const Tensor& out);
 void layer_norm(const Tensor& x, const std::optional<Tensor>& weight,

@@ -352,7 +352,8 @@ struct StreamConfig {
   // Session 8's sweep: splits forced (ts=S, 0 = from tb) and the cluster reduction (tk=1).
   int tc_splits = 0;
   bool tc_cluster = false;
-  int tc_ct_tiles = 1;  // tr=1|2: compressed-tensors tiles of 16 or 32 rows
+  int tc_ct_tiles = 1;   // tr=1|2: compressed-tensors tiles of 16 or 32 rows
+  bool tc_group = true;  // tg=0: a group (q/k/v) launches its layers one by one
 };
 
 StreamConfig read_config() {
@@ -397,6 +398,7 @@ StreamConfig read_config() {
     if (key("ts") && value >= 0 && value <= 16) c.tc_splits = value;
     if (key("tk")) c.tc_cluster = value != 0;
     if (key("tr") && (value == 1 || value == 2)) c.tc_ct_tiles = value;
+    if (key("tg")) c.tc_group = value != 0;
     const char* comma = std::strchr(eq, ',');
     if (comma == nullptr) break;
     p = comma + 1;
@@ -508,6 +510,31 @@ QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t ro
   const TcSetting t = tc_setting(w);
   if (!config().enabled || rows < t.from || rows > 8) return {};
   return quant_tc_scratch(w, rows, t.options, sms);
+}
+
+// A group takes the tensor-core kernels when each of its layers would on its own at these rows.
+bool group_on(const QuantWeight* w, int count, std::int64_t rows) {
+  if (!config().enabled || !config().tc_group || rows < 1 || rows > 8) return false;
+  for (int i = 0; i < count; ++i) {
+    if (rows < tc_setting(w[i]).from) return false;
+  }
+  return true;
+}
+
+QuantGemvScratch quant_gemv_group_scratch(const QuantWeight* w, int count, std::int64_t rows,
+                                          int sms) {
+  if (!group_on(w, count, rows)) return {};
+  return quant_tc_group_scratch(w, count, rows, tc_setting(w[0]).options, sms);
+}
+
+bool quant_gemv_group(const QuantWeight* w, int count, const void* x, Type x_type,
+                      std::int64_t rows, const void* const* bias, void* const* out,
+                      float* workspace, unsigned* tickets, int sms, cudaStream_t stream,
+                      cudaError_t* error) {
+  if (!group_on(w, count, rows) || !quant_tc_group_takes(w, count, x, x_type, rows)) return false;
+  *error = quant_tc_gemv_group(w, count, x, rows, bias, out, workspace, tickets,
+                               tc_setting(w[0]).options, sms, stream);
+  return true;
 }
 
 bool quant_gemv_stream(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows,

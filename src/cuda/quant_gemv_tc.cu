@@ -222,7 +222,7 @@ __device__ __forceinline__ void load_group_stage(GroupStage<U, S>& b, int s,
 // n0 + 4g .. + 3 at packed row 4t + c: words 0, 1 are the A rows g, g + 8 of mma set 0, words 2, 3
 // those of set 1. A stage (U steps) lies inside one scale group.
 template <int U>
-__global__ void __launch_bounds__(kTcWarps * 32) gptq4_tc_kernel(QuantWeight w, TcArgs a) {
+__device__ __forceinline__ void gptq4_tc(const QuantWeight& w, const TcArgs& a) {
   const BF16Bits* __restrict__ x = a.x;
   const std::int64_t rows = a.rows;
   const ChunkDiv stages_per_group = a.per_group;
@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) gptq4_tc_kernel(QuantWeight w, 
 // x (from L1) per byte of weights, one of 32 rows 1. Zero points and scales per step (a step never
 // straddles a group: group % 128 == 0 or one).
 template <int U, int TR>
-__global__ void __launch_bounds__(kTcWarps * 32) ct4_tc_kernel(QuantWeight w, TcArgs a) {
+__device__ __forceinline__ void ct4_tc(const QuantWeight& w, const TcArgs& a) {
   const BF16Bits* __restrict__ x = a.x;
   const std::int64_t rows = a.rows;
   const ChunkDiv steps_per_group = a.per_group;
@@ -377,7 +377,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) ct4_tc_kernel(QuantWeight w, Tc
 // inputs (2c, 2c + 1) the rows 4c, 4c + 1 and (2c + 8, 2c + 9) the rows 4c + 2, 4c + 3, which are
 // also the x pairs as stored (one 8-byte load). A stage (U steps) lies inside one scale group.
 template <int U>
-__global__ void __launch_bounds__(kTcWarps * 32) awq_tc_kernel(QuantWeight w, TcArgs a) {
+__device__ __forceinline__ void awq_tc(const QuantWeight& w, const TcArgs& a) {
   const BF16Bits* __restrict__ x = a.x;
   const std::int64_t rows = a.rows;
   const ChunkDiv stages_per_group = a.per_group;
@@ -443,7 +443,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) awq_tc_kernel(QuantWeight w, Tc
 // denormal range; 2^56 goes back with the step's block scale (a tile of 16 rows lies in one block
 // row: block_out % 16 == 0; a step in one block column: block_in % 64 == 0).
 template <int U>
-__global__ void __launch_bounds__(kTcWarps * 32) fp8_tc_kernel(QuantWeight w, TcArgs a) {
+__device__ __forceinline__ void fp8_tc(const QuantWeight& w, const TcArgs& a) {
   const BF16Bits* __restrict__ x = a.x;
   const std::int64_t rows = a.rows;
   const ChunkDiv steps_per_block = a.per_group;
@@ -508,6 +508,59 @@ __global__ void __launch_bounds__(kTcWarps * 32) fp8_tc_kernel(QuantWeight w, Tc
       });
   tc_finish<1>(
       acc, [&](int, int e, int gg) { return first + gg + 8 * (e >> 1); }, w, a);
+}
+
+// ---- the kernels: one layer (blockIdx.x its tile), or a group of layers of one format that read
+// the same x (q, k, v): blockIdx.z the layer, whose blocks past its tiles leave at once. Every
+// layer of a group has the splits (gridDim.y) and stages of the others (the same k and groups);
+// its own workspace and tickets (TcArgs).
+template <int U>
+struct Gptq4Tc {
+  static __device__ __forceinline__ void run(const QuantWeight& w, const TcArgs& a) {
+    gptq4_tc<U>(w, a);
+  }
+};
+template <int U, int TR>
+struct Ct4Tc {
+  static __device__ __forceinline__ void run(const QuantWeight& w, const TcArgs& a) {
+    ct4_tc<U, TR>(w, a);
+  }
+};
+template <int U>
+struct AwqTc {
+  static __device__ __forceinline__ void run(const QuantWeight& w, const TcArgs& a) {
+    awq_tc<U>(w, a);
+  }
+};
+template <int U>
+struct Fp8Tc {
+  static __device__ __forceinline__ void run(const QuantWeight& w, const TcArgs& a) {
+    fp8_tc<U>(w, a);
+  }
+};
+
+template <typename Body>
+__global__ void __launch_bounds__(kTcWarps * 32) tc_kernel(QuantWeight w, TcArgs a) {
+  Body::run(w, a);
+}
+
+struct TcGroup {
+  QuantWeight w[kQuantGroupMax];
+  TcArgs a[kQuantGroupMax];
+  unsigned tiles[kQuantGroupMax];
+};
+static_assert(kQuantGroupMax == 3, "tc_group_kernel picks one of three layers");
+
+template <typename Body>
+__global__ void __launch_bounds__(kTcWarps * 32) tc_group_kernel(TcGroup g) {
+  // Constant indices only: a kernel parameter indexed at run time would be copied to local memory.
+  if (blockIdx.z == 0) {
+    if (blockIdx.x < g.tiles[0]) Body::run(g.w[0], g.a[0]);
+  } else if (blockIdx.z == 1) {
+    if (blockIdx.x < g.tiles[1]) Body::run(g.w[1], g.a[1]);
+  } else if (blockIdx.x < g.tiles[2]) {
+    Body::run(g.w[2], g.a[2]);
+  }
 }
 
 // ---- host side ----------------------------------------------------------------------------------
@@ -638,27 +691,62 @@ cudaError_t tc_launch(void (*kernel)(Params...), dim3 blocks, const TcGrid& grid
   return launched();
 }
 
+// One layer (count 1: w[0], a[0]) or a group, with the kernel of w[0]'s format.
 template <int U>
-cudaError_t tc_launch_u(const QuantWeight& w, const TcShape& shape, const TcGrid& grid,
-                        const TcArgs& args, int ct_tiles, cudaStream_t stream) {
-  const dim3 blocks(static_cast<unsigned>(shape.tiles), static_cast<unsigned>(grid.splits));
-  TcArgs a = args;
-  a.stages = grid.stages;
-  a.per_warp = grid.per_warp;
-  a.cluster = grid.cluster;
-  // GPTQ / AWQ count stages per group (a stage lies in one group), the others steps.
-  a.per_group = chunk_div(shape.stage_in_group ? shape.steps_per_group / U : shape.steps_per_group);
-  switch (w.kind) {
-    case QuantKind::GPTQ:
-      return tc_launch(gptq4_tc_kernel<U>, blocks, grid, w.pdl, stream, w, a);
-    case QuantKind::Compressed:
-      return tc_launch(ct_tiles == 2 ? ct4_tc_kernel<U, 2> : ct4_tc_kernel<U, 1>, blocks, grid,
-                       w.pdl, stream, w, a);
-    case QuantKind::FP8:
-      return tc_launch(fp8_tc_kernel<U>, blocks, grid, w.pdl, stream, w, a);
-    default:
-      return tc_launch(awq_tc_kernel<U>, blocks, grid, w.pdl, stream, w, a);
+cudaError_t tc_launch_u(const QuantWeight* w, const TcArgs* args, const unsigned* tiles, int count,
+                        const TcShape& shape, const TcGrid& grid, int ct_tiles,
+                        cudaStream_t stream) {
+  TcGroup g = {};
+  unsigned most = 0;
+  for (int i = 0; i < count; ++i) {
+    g.w[i] = w[i];
+    g.a[i] = args[i];
+    g.a[i].stages = grid.stages;
+    g.a[i].per_warp = grid.per_warp;
+    g.a[i].cluster = grid.cluster;
+    // GPTQ / AWQ count stages per group (a stage lies in one group), the others steps.
+    g.a[i].per_group =
+        chunk_div(shape.stage_in_group ? shape.steps_per_group / U : shape.steps_per_group);
+    g.tiles[i] = tiles[i];
+    most = tiles[i] > most ? tiles[i] : most;
   }
+  const dim3 blocks(most, static_cast<unsigned>(grid.splits), static_cast<unsigned>(count));
+  const auto launch = [&](auto body) {
+    using Body = decltype(body);
+    if (count == 1)
+      return tc_launch(tc_kernel<Body>, blocks, grid, w[0].pdl, stream, g.w[0], g.a[0]);
+    return tc_launch(tc_group_kernel<Body>, blocks, grid, w[0].pdl, stream, g);
+  };
+  switch (w[0].kind) {
+    case QuantKind::GPTQ:
+      return launch(Gptq4Tc<U>{});
+    case QuantKind::Compressed:
+      return ct_tiles == 2 ? launch(Ct4Tc<U, 2>{}) : launch(Ct4Tc<U, 1>{});
+    case QuantKind::FP8:
+      return launch(Fp8Tc<U>{});
+    default:
+      return launch(AwqTc<U>{});
+  }
+}
+
+// The shape of a group (count layers): every layer's own, the tiles summed; false unless every
+// layer takes the kernels and they agree on the format, k and the steps of a group.
+bool group_shape(const QuantWeight* w, int count, int ct_tiles, TcShape* shape, unsigned* tiles) {
+  if (count < 1 || count > kQuantGroupMax) return false;
+  for (int i = 0; i < count; ++i) {
+    TcShape one;
+    if (!tc_shape(w[i], ct_tiles, &one)) return false;
+    if (i == 0) {
+      *shape = one;
+      shape->tiles = 0;
+    } else if (w[i].kind != w[0].kind || w[i].k != w[0].k || one.steps != shape->steps ||
+               one.steps_per_group != shape->steps_per_group || w[i].pdl != w[0].pdl) {
+      return false;
+    }
+    tiles[i] = static_cast<unsigned>(one.tiles);
+    shape->tiles += one.tiles;
+  }
+  return true;
 }
 
 }  // namespace
@@ -669,40 +757,80 @@ bool quant_tc_takes(const QuantWeight& w, const void* x, Type x_type, std::int64
          tc_shape(w, 1, &shape);
 }
 
-QuantGemvScratch quant_tc_scratch(const QuantWeight& w, std::int64_t rows, const TcOptions& options,
-                                  int sms) {
+bool quant_tc_group_takes(const QuantWeight* w, int count, const void* x, Type x_type,
+                          std::int64_t rows) {
   TcShape shape;
-  if (rows < 1 || rows > 8 || !tc_shape(w, options.ct_tiles, &shape)) return {};
+  unsigned tiles[kQuantGroupMax];
+  if (!group_shape(w, count, 1, &shape, tiles)) return false;
+  for (int i = 0; i < count; ++i) {
+    if (!quant_tc_takes(w[i], x, x_type, rows) || w[i].residual != nullptr ||
+        w[i].gate != nullptr || w[i].scale_type != w[0].scale_type || w[i].bits != w[0].bits ||
+        w[i].block_out != w[0].block_out || w[i].block_in != w[0].block_in ||
+        (w[i].zeros == nullptr) != (w[0].zeros == nullptr)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+QuantGemvScratch quant_tc_group_scratch(const QuantWeight* w, int count, std::int64_t rows,
+                                        const TcOptions& options, int sms) {
+  TcShape shape;
+  unsigned tiles[kQuantGroupMax];
+  if (rows < 1 || rows > 8 || !group_shape(w, count, options.ct_tiles, &shape, tiles)) return {};
   // Reserved with clusters too (a device without them takes the workspace).
   const TcGrid grid = tc_grid(shape, options, sms);
   if (grid.splits <= 1) return {};
-  return {grid.splits * rows * w.n, shape.tiles};
+  std::int64_t n = 0;
+  for (int i = 0; i < count; ++i) n += w[i].n;
+  return {grid.splits * rows * n, shape.tiles};
+}
+
+QuantGemvScratch quant_tc_scratch(const QuantWeight& w, std::int64_t rows, const TcOptions& options,
+                                  int sms) {
+  return quant_tc_group_scratch(&w, 1, rows, options, sms);
+}
+
+cudaError_t quant_tc_gemv_group(const QuantWeight* w, int count, const void* x, std::int64_t rows,
+                                const void* const* bias, void* const* out, float* ws,
+                                unsigned* tickets, const TcOptions& options, int sms,
+                                cudaStream_t stream) {
+  TcShape shape;
+  unsigned tiles[kQuantGroupMax];
+  if (rows < 1 || rows > 8 || !group_shape(w, count, options.ct_tiles, &shape, tiles)) {
+    return cudaErrorInvalidValue;
+  }
+  const TcGrid grid = tc_grid(shape, options, sms);
+  if (grid.splits > 1 && !grid.cluster && (ws == nullptr || tickets == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  TcArgs a[kQuantGroupMax];
+  std::int64_t ws_at = 0, tickets_at = 0;
+  for (int i = 0; i < count; ++i) {
+    a[i].x = static_cast<const BF16Bits*>(x);
+    a[i].rows = rows;
+    a[i].bias = static_cast<const BF16Bits*>(bias[i]);
+    a[i].out = static_cast<BF16Bits*>(out[i]);
+    // Each layer's own slice of the workspace ([split][row][n]) and its own tickets.
+    a[i].ws = ws != nullptr ? ws + ws_at : nullptr;
+    a[i].tickets = tickets != nullptr ? tickets + tickets_at : nullptr;
+    ws_at += grid.splits * rows * w[i].n;
+    tickets_at += tiles[i];
+  }
+  switch (grid.unroll) {
+    case 4:
+      return tc_launch_u<4>(w, a, tiles, count, shape, grid, options.ct_tiles, stream);
+    case 2:
+      return tc_launch_u<2>(w, a, tiles, count, shape, grid, options.ct_tiles, stream);
+    default:
+      return tc_launch_u<1>(w, a, tiles, count, shape, grid, options.ct_tiles, stream);
+  }
 }
 
 cudaError_t quant_tc_gemv(const QuantWeight& w, const void* x, std::int64_t rows, const void* bias,
                           void* out, float* ws, unsigned* tickets, const TcOptions& options,
                           int sms, cudaStream_t stream) {
-  TcShape shape;
-  if (rows < 1 || rows > 8 || !tc_shape(w, options.ct_tiles, &shape)) return cudaErrorInvalidValue;
-  const TcGrid grid = tc_grid(shape, options, sms);
-  if (grid.splits > 1 && !grid.cluster && (ws == nullptr || tickets == nullptr)) {
-    return cudaErrorInvalidValue;
-  }
-  TcArgs a;
-  a.x = static_cast<const BF16Bits*>(x);
-  a.rows = rows;
-  a.bias = static_cast<const BF16Bits*>(bias);
-  a.out = static_cast<BF16Bits*>(out);
-  a.ws = ws;
-  a.tickets = tickets;
-  switch (grid.unroll) {
-    case 4:
-      return tc_launch_u<4>(w, shape, grid, a, options.ct_tiles, stream);
-    case 2:
-      return tc_launch_u<2>(w, shape, grid, a, options.ct_tiles, stream);
-    default:
-      return tc_launch_u<1>(w, shape, grid, a, options.ct_tiles, stream);
-  }
+  return quant_tc_gemv_group(&w, 1, x, rows, &bias, &out, ws, tickets, options, sms, stream);
 }
 
 }  // namespace strata::cuda::kernels

@@ -90,6 +90,31 @@ cudaError_t quant_tc_gemv(const QuantWeight& w, const void* x, std::int64_t rows
                           void* out, float* ws, unsigned* tickets, const TcOptions& options,
                           int sms, cudaStream_t stream);
 
+// Up to kQuantGroupMax layers of one format that read the same x (q, k, v) in one launch of the
+// tensor-core kernels: every layer takes them (quant_tc_takes), they agree on the format, k, bits,
+// groups / blocks and scale dtype, and none has an epilogue; bias[i] and out[i] are layer i's. The
+// scratch is quant_tc_group_scratch's (one workspace slice and tickets per layer).
+inline constexpr int kQuantGroupMax = 3;
+bool quant_tc_group_takes(const QuantWeight* w, int count, const void* x, Type x_type,
+                          std::int64_t rows);
+QuantGemvScratch quant_tc_group_scratch(const QuantWeight* w, int count, std::int64_t rows,
+                                        const TcOptions& options, int sms);
+cudaError_t quant_tc_gemv_group(const QuantWeight* w, int count, const void* x, std::int64_t rows,
+                                const void* const* bias, void* const* out, float* ws,
+                                unsigned* tickets, const TcOptions& options, int sms,
+                                cudaStream_t stream);
+
+// A group of layers reading the same x (q, k, v) in one launch where the tensor-core kernels take
+// each of them at these rows (and STRATA_QUANT_GEMV does not say tg=0): false, having done
+// nothing, otherwise (the caller launches them one by one); else *error is the launch's result.
+// Its scratch is quant_gemv_group_scratch's (zero where the group is not taken).
+QuantGemvScratch quant_gemv_group_scratch(const QuantWeight* w, int count, std::int64_t rows,
+                                          int sms);
+bool quant_gemv_group(const QuantWeight* w, int count, const void* x, Type x_type,
+                      std::int64_t rows, const void* const* bias, void* const* out,
+                      float* workspace, unsigned* tickets, int sms, cudaStream_t stream,
+                      cudaError_t* error);
+
 // dst[(n - n0) * k + kk] = w[n, kk] in `type` (float32, bfloat16, float16) for n in [n0, n1):
 // a row-major tile of the dequantised weight for a GEMM.
 cudaError_t quant_dequantize_rows(const QuantWeight& w, std::int64_t n0, std::int64_t n1, void* dst,

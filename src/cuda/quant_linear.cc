@@ -140,6 +140,75 @@ void reserve_quantized_gemv(const ops::QuantizedWeight& w, std::int64_t rows) {
   gemv_scratch(gpu, kernels::quant_gemv_scratch(q, rows, multiprocessors(gpu)));
 }
 
+void reserve_quantized_gemv_group(const std::vector<const ops::QuantizedWeight*>& weights,
+                                  std::int64_t rows) {
+  STRATA_CHECK(!weights.empty() && weights.size() <= kernels::kQuantGroupMax, InternalError,
+               "reserve_quantized_gemv_group: {} layers (1 to {})", weights.size(),
+               kernels::kQuantGroupMax);
+  const Device device = weights[0]->weight.device();
+  STRATA_CHECK(device.is_cuda(), InternalError, "reserve_quantized_gemv_group: the weight is on {}",
+               device);
+  const int gpu = device.index();
+  std::array<kernels::QuantWeight, kernels::kQuantGroupMax> q;
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    reserve_quantized_gemv(*weights[i], rows);  // the fallback's scratch
+    q[i] = kernel_weight(*weights[i], device);
+  }
+  gemv_scratch(gpu, kernels::quant_gemv_group_scratch(q.data(), static_cast<int>(weights.size()),
+                                                      rows, multiprocessors(gpu)));
+}
+
+void quantized_linear_group_pdl(const Tensor& x, const std::vector<QuantizedProjection>& group,
+                                bool pdl) {
+  const auto count = static_cast<int>(group.size());
+  const std::int64_t m = x.size(0);
+  const auto run_each = [&] {
+    for (const QuantizedProjection& p : group) {
+      static const std::optional<Tensor> none;
+      quantized_linear_pdl(x, *p.weight, p.bias != nullptr ? *p.bias : none, *p.out, pdl);
+    }
+  };
+  if (count < 2 || count > kernels::kQuantGroupMax || m < 1 || m > kernels::kQuantMaxRows ||
+      !x.device().is_cuda() || !x.is_contiguous()) {
+    return run_each();
+  }
+  const int device = x.device().index();
+  std::array<kernels::QuantWeight, kernels::kQuantGroupMax> q;
+  std::array<const void*, kernels::kQuantGroupMax> bias{};
+  std::array<void*, kernels::kQuantGroupMax> out{};
+  for (int i = 0; i < count; ++i) {
+    const QuantizedProjection& p = group[static_cast<std::size_t>(i)];
+    const std::int64_t n = p.weight->out_features;
+    STRATA_CHECK(p.weight->in_features == x.size(1) && p.out->is_contiguous() &&
+                     p.out->shape() == (Shape{m, n}) && p.out->dtype() == x.dtype() &&
+                     p.out->device() == x.device(),
+                 InternalError, "quantized_linear_group_pdl: projection {} does not fit x {}", i,
+                 x.describe());
+    const bool has_bias = p.bias != nullptr && p.bias->has_value();
+    STRATA_CHECK(!has_bias || ((**p.bias).is_contiguous() && (**p.bias).dtype() == x.dtype() &&
+                               (**p.bias).numel() == n && (**p.bias).device() == x.device()),
+                 InternalError, "quantized_linear_group_pdl: projection {}'s bias", i);
+    q[static_cast<std::size_t>(i)] = kernel_weight(*p.weight, x.device());
+    q[static_cast<std::size_t>(i)].pdl = pdl;
+    bias[static_cast<std::size_t>(i)] = has_bias ? (**p.bias).data_ptr() : nullptr;
+    out[static_cast<std::size_t>(i)] = p.out->data_ptr();
+  }
+  const int sms = multiprocessors(device);
+  const auto [ws, tickets] =
+      gemv_scratch(device, kernels::quant_gemv_group_scratch(q.data(), count, m, sms));
+  const cudaStream_t stream = detail::compute_stream_handle(device);
+  cudaError_t error = cudaSuccess;
+  bool taken = false;
+  {
+    DeviceGuard guard(device);
+    taken = kernels::quant_gemv_group(q.data(), count, x.data_ptr(),
+                                      static_cast<kernels::Type>(x.dtype()), m, bias.data(),
+                                      out.data(), ws, tickets, sms, stream, &error);
+  }
+  if (!taken) return run_each();
+  detail::check(error, "quantized_linear (grouped gemv)", device);
+}
+
 void quantized_linear(const Tensor& x, const ops::QuantizedWeight& w,
                       const std::optional<Tensor>& bias, const Tensor& out) {
   quantized_linear_pdl(x, w, bias, out, false, nullptr, nullptr);

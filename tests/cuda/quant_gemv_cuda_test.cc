@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <functional>
 
+#include "cuda/cuda_ops.h"
 #include "cuda/quant_fp8_gemm.h"
 #include "ops/quantized_testing.h"
 #include "strata/cuda/device.h"
@@ -87,29 +88,14 @@ class QuantGemvCudaTest : public ::testing::TestWithParam<GemvCase> {
   }
 };
 
-// GPU y = x W^T + b against the double product with the naive dense weight: float32 accumulation
-// errors (8 sqrt(k) 2^-24 sum |x w|) plus one rounding of the output to x's dtype. `x_offset`
-// elements in front of x make its data pointer misaligned for the vector loads.
-void expect_gemv_matches_naive(const NaiveQuantized& q, std::int64_t m, DType dtype,
-                               std::uint64_t seed, std::int64_t x_offset = 0) {
+// got (and `again`, a second call) against the double product with the naive dense weight:
+// float32 accumulation errors (8 sqrt(k) 2^-24 sum |x w|) plus one rounding of the output to
+// dtype; the second call must give the same bits (the split-K tickets were reset by the first).
+void expect_close_to_naive(const NaiveQuantized& q, const std::vector<double>& xv,
+                           const std::vector<double>& bias, std::int64_t m, DType dtype,
+                           const std::vector<double>& got, const std::vector<double>& again) {
   const std::int64_t n = q.weight.out_features, k = q.weight.in_features;
-  const Tensor x = random_tensor({m, k}, dtype, seed);
-  const Tensor bias = random_tensor({n}, dtype, seed + 1);
-  const std::vector<double> xv = x.to_doubles();
-  const std::vector<double> expected = naive_linear(xv, q.dense, m, n, k, bias.to_doubles());
-  Tensor x_gpu = x.to(Device::cuda(0));
-  if (x_offset > 0) {
-    const Tensor big = Tensor::zeros({m * k + x_offset}, dtype, Device::cuda(0));
-    big.narrow(0, x_offset, m * k).copy_(x_gpu.view({m * k}));
-    x_gpu = big.narrow(0, x_offset, m * k).view({m, k});
-  }
-  const ops::QuantizedWeight w = weight_on(q.weight, Device::cuda(0));
-  const Tensor y = ops::quantized_linear(x_gpu, w, bias.to(Device::cuda(0)));
-  ASSERT_EQ(y.shape(), (Shape{m, n}));
-  const std::vector<double> got = y.to(Device::cpu()).to_doubles();
-  // Deterministic: a second call (the split-K tickets reset by the first) gives the same bits.
-  const std::vector<double> again =
-      ops::quantized_linear(x_gpu, w, bias.to(Device::cuda(0))).to(Device::cpu()).to_doubles();
+  const std::vector<double> expected = naive_linear(xv, q.dense, m, n, k, bias);
   const double rounding = dtype == DType::Float32    ? 0.0
                           : dtype == DType::BFloat16 ? std::ldexp(1.0, -8)
                                                      : std::ldexp(1.0, -11);
@@ -126,6 +112,28 @@ void expect_gemv_matches_naive(const NaiveQuantized& q, std::int64_t m, DType dt
       ASSERT_EQ(got[e], again[e]) << "rows " << m << ", row " << i << ", output " << j;
     }
   }
+}
+
+// GPU y = x W^T + b against the naive product. `x_offset` elements in front of x make its data
+// pointer misaligned for the vector loads.
+void expect_gemv_matches_naive(const NaiveQuantized& q, std::int64_t m, DType dtype,
+                               std::uint64_t seed, std::int64_t x_offset = 0) {
+  const std::int64_t n = q.weight.out_features, k = q.weight.in_features;
+  const Tensor x = random_tensor({m, k}, dtype, seed);
+  const Tensor bias = random_tensor({n}, dtype, seed + 1);
+  Tensor x_gpu = x.to(Device::cuda(0));
+  if (x_offset > 0) {
+    const Tensor big = Tensor::zeros({m * k + x_offset}, dtype, Device::cuda(0));
+    big.narrow(0, x_offset, m * k).copy_(x_gpu.view({m * k}));
+    x_gpu = big.narrow(0, x_offset, m * k).view({m, k});
+  }
+  const ops::QuantizedWeight w = weight_on(q.weight, Device::cuda(0));
+  const Tensor y = ops::quantized_linear(x_gpu, w, bias.to(Device::cuda(0)));
+  ASSERT_EQ(y.shape(), (Shape{m, n}));
+  const std::vector<double> got = y.to(Device::cpu()).to_doubles();
+  const std::vector<double> again =
+      ops::quantized_linear(x_gpu, w, bias.to(Device::cuda(0))).to(Device::cpu()).to_doubles();
+  expect_close_to_naive(q, x.to_doubles(), bias.to_doubles(), m, dtype, got, again);
 }
 
 TEST_P(QuantGemvCudaTest, EveryRowCountFloat32) {
@@ -196,6 +204,61 @@ TEST(QuantFp8PrefillCuda, CublasLtMatchesNaiveWithinActivationRounding) {
           ASSERT_LE(std::abs(direct_v[e] - expected[e]), tol)
               << "block " << block << " row " << i << " out " << j;
         }
+      }
+    }
+  }
+}
+
+// q, k, v in one launch (cuda::quantized_linear_group_pdl; the tensor-core kernels' group, or one
+// call after another where they do not take it): each projection against the naive product, for
+// every format the kernels read, GQA-shaped (k and v narrower than q).
+TEST(QuantGemvGroupCuda, QkvInOneLaunchMatchesNaive) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine";
+  using Q = NaiveQuantizer;
+  const std::vector<std::pair<std::string, std::function<NaiveQuantized(Q&, std::int64_t)>>>
+      formats = {
+          {"gptq4", [](Q& q, std::int64_t n) { return q.gptq(n, 2048, 4, 128, false, false); }},
+          {"awq", [](Q& q, std::int64_t n) { return q.awq(n, 2048, 128); }},
+          {"ct4", [](Q& q, std::int64_t n) { return q.compressed(n, 2048, 4, 128, false); }},
+          {"fp8", [](Q& q, std::int64_t n) { return q.fp8(n, 2048, 128, 128); }},
+      };
+  for (const auto& [name, make] : formats) {
+    NaiveQuantizer quantizer(35);
+    const std::vector<NaiveQuantized> layers = {make(quantizer, 512), make(quantizer, 128),
+                                                make(quantizer, 128)};
+    std::vector<ops::QuantizedWeight> weights;
+    for (const NaiveQuantized& l : layers) weights.push_back(weight_on(l.weight, Device::cuda(0)));
+    for (const std::int64_t m : {1, 3, 8}) {
+      SCOPED_TRACE(name + " rows " + std::to_string(m));
+      const Tensor x = random_tensor({m, 2048}, DType::BFloat16, 60 + m);
+      const Tensor x_gpu = x.to(Device::cuda(0));
+      std::vector<Tensor> bias_cpu;
+      std::vector<std::optional<Tensor>> bias;
+      std::vector<Tensor> out, out2;
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        const std::int64_t n = layers[i].weight.out_features;
+        bias_cpu.push_back(random_tensor({n}, DType::BFloat16, 70 + m + 10 * i));
+        // k's projection without a bias
+        bias.push_back(i == 1 ? std::nullopt
+                              : std::optional<Tensor>(bias_cpu.back().to(Device::cuda(0))));
+        out.push_back(Tensor::empty({m, n}, DType::BFloat16, Device::cuda(0)));
+        out2.push_back(Tensor::empty({m, n}, DType::BFloat16, Device::cuda(0)));
+      }
+      const auto group = [&](const std::vector<Tensor>& outs) {
+        std::vector<cuda::QuantizedProjection> g;
+        for (std::size_t i = 0; i < layers.size(); ++i)
+          g.push_back({&weights[i], &bias[i], &outs[i]});
+        return g;
+      };
+      cuda::quantized_linear_group_pdl(x_gpu, group(out), false);
+      cuda::quantized_linear_group_pdl(x_gpu, group(out2), false);
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        const std::int64_t n = layers[i].weight.out_features;
+        const std::vector<double> b = i == 1 ? std::vector<double>(static_cast<std::size_t>(n), 0.0)
+                                             : bias_cpu[i].to_doubles();
+        expect_close_to_naive(layers[i], x.to_doubles(), b, m, DType::BFloat16,
+                              out[i].to(Device::cpu()).to_doubles(),
+                              out2[i].to(Device::cpu()).to_doubles());
       }
     }
   }
