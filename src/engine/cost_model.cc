@@ -266,6 +266,9 @@ placement::UnitPlanner cost_model_planner(CostModel model) {
     const UnitWork work = unit_work_of(profile);
     placement::UnitPlan plan;
     plan.cpu_max_tokens = model.cpu_token_threshold(work);
+    if (profile.block_projections > 0 && model.constants().has_gpu()) {
+      plan.cpu_max_tokens = std::min(plan.cpu_max_tokens, placement::kCpuExpertQueueRows);
+    }
     plan.split_max_tokens = model.split_token_threshold(work);
     const double fraction = model.split_fraction(work);
     if (fraction > 0.0 && fraction < 1.0) plan.split_fraction = fraction;

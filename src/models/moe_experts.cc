@@ -12,6 +12,7 @@
 #include "strata/models/quant_linear.h"
 #include "strata/nn/layers.h"
 #include "strata/ops.h"
+#include "strata/placement/execution_policy.h"
 #include "strata/placement/prefetch.h"
 
 namespace strata::models::detail {
@@ -87,7 +88,7 @@ Tensor project(const ProjectionSource& p, const std::vector<Tensor>& tensors, co
 
 // Rows up to which the cpu linear takes the matvec kernels (below AMX's 5 rows, whose blocking
 // is its own): one dot product per output, whatever the block.
-constexpr std::int64_t kSplitMaxRows = 4;
+constexpr std::int64_t kSplitMaxRows = placement::kCpuExpertQueueRows;
 
 bool split_enabled() {
   static const bool enabled = [] {

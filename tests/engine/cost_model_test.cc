@@ -263,16 +263,22 @@ TEST(CostModel, RoutedExpertProjectionsShareTheBlocksRoundTrip) {
   EXPECT_DOUBLE_EQ(shared.round_trip_share, 1.0 / 24);
   EXPECT_DOUBLE_EQ(selected_fraction(shared, 7), 1.0) << "a selected expert is read whole";
   EXPECT_DOUBLE_EQ(model.cpu_seconds(shared, 1), bytes / 81.7e9);
-  const std::int64_t threshold = cost_model_planner(model)(gate).cpu_max_tokens;
-  EXPECT_GE(threshold, 1) << "decode computes on the cpu";
+  const std::int64_t threshold = model.cpu_token_threshold(shared);
+  EXPECT_GE(threshold, placement::kCpuExpertQueueRows) << "decode computes on the cpu";
   EXPECT_LT(threshold, 512) << "a prefill-sized expert batch streams";
   // FLOP-bound past the threshold: 2 x params x tokens at the cpu's GEMM rate.
   EXPECT_GT(2.0 * bytes / 2 * static_cast<double>(threshold + 1) / 3000e9,
             model.stream_seconds(shared, threshold + 1));
+  // The planner keeps the cpu to the rows the experts' queue runs (the rate measured); past them
+  // (one expert per task, no constant for it) the expert streams.
+  EXPECT_EQ(cost_model_planner(model)(gate).cpu_max_tokens, placement::kCpuExpertQueueRows);
   // Without moe_block_us the cpu time keeps the projection's share of the round trip.
   c.moe_block_us = 0;
   EXPECT_DOUBLE_EQ(CostModel(c).cpu_seconds(shared, 1), bytes / 81.7e9 + trip / 24);
-  EXPECT_GE(cost_model_planner(CostModel(c))(gate).cpu_max_tokens, 1);
+  EXPECT_EQ(cost_model_planner(CostModel(c))(gate).cpu_max_tokens, placement::kCpuExpertQueueRows);
+  // Without a GPU everything computes on the cpu, whatever the rows.
+  c.h2d_gbps = c.gpu_hbm_gbps = c.gpu_gemm_gflops = 0;
+  EXPECT_EQ(cost_model_planner(CostModel(c))(gate).cpu_max_tokens, kAlwaysCpu);
 }
 
 TEST(CostModel, RoutedExpertsTakeTheCalibratedExpertRateAndABlockCost) {

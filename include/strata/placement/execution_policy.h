@@ -71,6 +71,14 @@ struct UnitProfile {
 // OffloadPolicy::Auto: 0 = never, a huge value = always.
 using CpuTokenThreshold = std::function<std::int64_t(const UnitProfile&)>;
 
+// The most rows per expert for which a block's cpu experts run as one queue of blocks over every
+// thread (cpu::cpu_experts_gemv, moe-execution.md), the path the cost model's cpu_expert_gbps
+// measures. Past it the cpu runs one expert per task, at a rate the model has no constant for
+// (session 6's 512-token prefill: 1091 tokens/s on the cpu against 2811 streamed), so
+// engine::cost_model_planner never sends a routed expert's projection (block_projections > 0)
+// to the cpu for more rows than this when a GPU could take it.
+inline constexpr std::int64_t kCpuExpertQueueRows = 4;
+
 // The full decision for one unit under OffloadPolicy::Auto (the cost model's
 // engine::cost_model_planner): a step of n tokens splits when n <= split_max_tokens, else
 // computes on the cpu when n <= cpu_max_tokens, else streams. `split_fraction` is the share of a
