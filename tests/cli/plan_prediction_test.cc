@@ -179,26 +179,44 @@ TEST(PlanPrediction, A7BShapedModelDecodesItsCpuLayersOnTheCpu) {
   }
 }
 
-// --experts cpu: map entries nest (a layer on GPU 0, its experts on the cpu). A unit is its entry
-// less the entries inside it, in bytes (so the units add up to the model once) and in ops (the
-// GPU layer does not launch its offloaded experts' ops).
-TEST(PlanPrediction, NestedEntriesCountOnce) {
+// The qwen3_moe fixture planned in float32 with 1 GiB on GPU 0 and the cpu, experts placed as
+// `experts` says, predicted with the constants in `machine`.
+PlanArgs qwen3_moe_args(const std::string& experts, const std::filesystem::path& machine) {
   PlanArgs args;
   args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
   args.max_memory = "0=1GiB,cpu=1GiB";
   args.dtype = "f32";
-  args.experts = "cpu";
-  args.machine = kMachine.string();
-  const json plan = plan_json(args);
-  const testing::ModelFixture f = testing::load_model_fixture("qwen3_moe");
-  auto model = testing::empty_fixture_model(f);
-  const placement::ModuleSizes sizes =
-      placement::compute_module_sizes(*model, {DType::Float32, {}});
-  double total = 0;
+  args.experts = experts;
+  args.machine = machine.string();
+  return args;
+}
+
+// Its plan with kMachine, and its modules' float32 sizes (what the units' bytes come from).
+struct Qwen3MoePlan {
+  json plan;
+  placement::ModuleSizes sizes;
+  double total = 0;  // the units' bytes, summed
+};
+
+Qwen3MoePlan plan_qwen3_moe(const std::string& experts) {
+  Qwen3MoePlan out;
+  out.plan = plan_json(qwen3_moe_args(experts, kMachine));
+  auto model = testing::empty_fixture_model(testing::load_model_fixture("qwen3_moe"));
+  out.sizes = placement::compute_module_sizes(*model, {DType::Float32, {}});
+  for (const json& u : out.plan.at("predictions").at("units")) {
+    out.total += u.at("bytes").get<double>();
+  }
+  return out;
+}
+
+// --experts cpu: map entries nest (a layer on GPU 0, its experts on the cpu). A unit is its entry
+// less the entries inside it, in bytes (so the units add up to the model once) and in ops (the
+// GPU layer does not launch its offloaded experts' ops).
+TEST(PlanPrediction, NestedEntriesCountOnce) {
+  const auto [plan, sizes, total] = plan_qwen3_moe("cpu");
   int layers = 0;
   for (const json& u : plan.at("predictions").at("units")) {
     const std::string name = u.at("name");
-    total += u.at("bytes").get<double>();
     if (name.starts_with("model.layers.") && !name.ends_with(".experts")) {
       ++layers;
       EXPECT_EQ(u.at("tier"), "gpu") << name;
@@ -213,23 +231,9 @@ TEST(PlanPrediction, NestedEntriesCountOnce) {
 // --experts auto with room for everything: the experts share their layer's GPU, and are a unit of
 // their own in the prediction (a step runs only the selected experts), the layer without them.
 TEST(PlanPrediction, ResidentExpertsAreAUnitOfTheirOwn) {
-  PlanArgs args;
-  args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
-  args.max_memory = "0=1GiB,cpu=1GiB";
-  args.dtype = "f32";
-  args.experts = "auto";
-  args.machine = kMachine.string();
-  const json plan = plan_json(args);
-  const testing::ModelFixture f = testing::load_model_fixture("qwen3_moe");
-  auto model = testing::empty_fixture_model(f);
-  const placement::ModuleSizes sizes =
-      placement::compute_module_sizes(*model, {DType::Float32, {}});
+  const auto [plan, sizes, total] = plan_qwen3_moe("auto");
   std::map<std::string, json> units;
-  double total = 0;
-  for (const json& u : plan.at("predictions").at("units")) {
-    units[u.at("name")] = u;
-    total += u.at("bytes").get<double>();
-  }
+  for (const json& u : plan.at("predictions").at("units")) units[u.at("name")] = u;
   for (const std::string layer : {"model.layers.0", "model.layers.1"}) {
     ASSERT_TRUE(units.contains(layer + ".mlp.experts")) << plan.dump(1);
     EXPECT_EQ(units[layer + ".mlp.experts"].at("tier"), "gpu");
@@ -250,12 +254,7 @@ TEST(PlanPrediction, OffloadedExpertBlocksPayTheMeasuredBlockCost) {
   machine["moe_block_us"] = 45.0;
   const std::filesystem::path file = tmp.path() / "machine.json";
   std::ofstream(file) << machine.dump();
-  PlanArgs args;
-  args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
-  args.max_memory = "0=1GiB,cpu=1GiB";
-  args.dtype = "f32";
-  args.experts = "cpu";
-  args.machine = file.string();
+  PlanArgs args = qwen3_moe_args("cpu", file);
   const json p = plan_json(args).at("predictions");
   // Two sparse layers, their experts on the cpu.
   EXPECT_DOUBLE_EQ(p.at("experts").at("block_ms_per_step").get<double>(), 2 * 45.0 / 1e3);
