@@ -23,6 +23,7 @@
 // The percentages are the figure of merit (absolute numbers move with the machine's load).
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -31,6 +32,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,6 +69,7 @@ struct Options {
   std::vector<std::int64_t> batches = {1};
   std::vector<strata::bench::MatrixShape> shapes = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
   bool graph = false;
+  bool qkv = false;
 };
 
 // Exits (CLI11's message and code) on --help or bad arguments.
@@ -83,6 +86,9 @@ Options parse(int argc, char** argv) {
       ->check(CLI::IsMember(Options().formats))
       ->capture_default_str();
   strata::bench::add_batches_option(app, o.batches);
+  app.add_flag("--qkv", o.qkv,
+               "cuda, with --graph: also three 4096x4096 layers per format (q, k, v) in one "
+               "launch (cuda::quantized_linear_group_pdl) against three launches");
   app.add_flag("--graph", o.graph,
                "cuda: also time the calls captured in a CUDA graph with PDL (as in decode)");
   strata::bench::add_shapes_option(app, o.shapes);
@@ -365,6 +371,43 @@ Result bench_layer(Device device, const Options& o, const std::string& format, s
   return r;
 }
 
+#ifdef STRATA_WITH_CUDA
+// q, k, v (three 4096x4096 layers of `format`) at batch 1 inside a CUDA graph: seconds per group
+// in one launch (quantized_linear_group_pdl) and in three; copies of the triple fill --cold-mib.
+std::pair<double, double> bench_qkv(Device device, const Options& o, const std::string& format) {
+  const std::int64_t n = 4096, k = 4096;
+  const Tensor x = random_scales({1, k}, 0.5, DType::BFloat16, 7).to(device);
+  std::vector<std::array<QuantizedWeight, 3>> triples;
+  std::int64_t bytes = 0;
+  for (std::uint64_t c = 0; triples.size() < 2 || bytes < (o.cold_mib << 20); ++c) {
+    std::array<QuantizedWeight, 3> t;
+    for (std::uint64_t j = 0; j < 3; ++j) {
+      t[j] = on_device(make_layer(format, n, k, 100 + 10 * c + j), device);
+      bytes += packed_bytes(t[j]);
+    }
+    triples.push_back(std::move(t));
+  }
+  const auto copies = static_cast<std::int64_t>(triples.size());
+  const std::array<Tensor, 3> out = {Tensor::empty({1, n}, DType::BFloat16, device),
+                                     Tensor::empty({1, n}, DType::BFloat16, device),
+                                     Tensor::empty({1, n}, DType::BFloat16, device)};
+  const std::optional<Tensor> none;
+  const std::int64_t calls = copies * ((64 + copies - 1) / copies);
+  const double grouped = time_graph(device, o.seconds, calls, [&](std::int64_t i) {
+    const auto& t = triples[static_cast<std::size_t>(i % copies)];
+    strata::cuda::quantized_linear_group_pdl(
+        x, {{&t[0], &none, &out[0]}, {&t[1], &none, &out[1]}, {&t[2], &none, &out[2]}}, true);
+  });
+  const double separate = time_graph(device, o.seconds, calls, [&](std::int64_t i) {
+    const auto& t = triples[static_cast<std::size_t>(i % copies)];
+    for (std::size_t j = 0; j < 3; ++j) {
+      strata::cuda::quantized_linear_pdl(x, t[j], none, out[j], true);
+    }
+  });
+  return {grouped, separate};
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -429,6 +472,26 @@ int main(int argc, char** argv) {
                     format.c_str(), 1e3 * gs, 1e-9 * bytes / gs, 100.0 * 1e-9 * bytes / gs / limit);
       }
     }
+#ifdef STRATA_WITH_CUDA
+    if (o.qkv && o.graph && device.is_cuda()) {
+      for (const std::string& format : o.formats) {
+        if (format == "bf16") continue;
+        const auto [grouped, separate] = bench_qkv(device, o, format);
+        std::printf("qkv graph, %s (3 x 4096x4096, batch 1): one launch %.2f us, three %.2f us\n",
+                    format.c_str(), 1e6 * grouped, 1e6 * separate);
+        auto& shapes = batch1[format];
+        const std::pair<std::int64_t, std::int64_t> a{4096, 4096}, u{11008, 4096}, d{4096, 11008};
+        if (shapes.count(a) && shapes.count(u) && shapes.count(d) && shapes[a].graph_seconds > 0) {
+          const double bytes = 32 * (4 * shapes[a].bytes + 2 * shapes[u].bytes + shapes[d].bytes);
+          const double gs = 32 * (grouped + shapes[a].graph_seconds + 2 * shapes[u].graph_seconds +
+                                  shapes[d].graph_seconds);
+          std::printf(
+              "7B token qkv-group graph, %s projections (batch 1): %.2f ms at %.1f GB/s = %.0f%%\n",
+              format.c_str(), 1e3 * gs, 1e-9 * bytes / gs, 100.0 * 1e-9 * bytes / gs / limit);
+        }
+      }
+    }
+#endif
     // The same token with q/k/v and gate/up as one launch each (12288x4096, 22016x4096 layers):
     // what grouping the launches can gain.
     const std::pair<std::int64_t, std::int64_t> qkv{12288, 4096}, gate_up{22016, 4096};
