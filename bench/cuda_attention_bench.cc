@@ -109,7 +109,7 @@ struct DecodeCase {
 
 // Kernels timed per case (FlashDecodeArgs::variant): 1 the split-K kernel + combine kernel, 2-5
 // the one-kernel tile configurations (0 is the default one, already among them), 6-9 the
-// one-kernel with a head's splits in one cluster, 10-13 the one-kernel on the tensor cores (13
+// one-kernel with a head's splits in one cluster, 10-14 the one-kernel on the tensor cores (13
 // with the cluster merge). STRATA_BENCH_VARIANTS="4,7,10" times those alone (and diagnoses them
 // at 8k with the default).
 std::vector<int> bench_variants() {
@@ -119,10 +119,10 @@ std::vector<int> bench_variants() {
     char* end = nullptr;
     const long x = std::strtol(p, &end, 10);
     if (end == p) break;
-    if (x >= 1 && x <= 13) v.push_back(static_cast<int>(x));
+    if (x >= 1 && x <= 14) v.push_back(static_cast<int>(x));
     p = *end == ',' ? end + 1 : end;
   }
-  if (v.empty()) v = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
+  if (v.empty()) v = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
   return v;
 }
 bool is_cluster(int v) { return (v >= 6 && v <= 9) || v == 13; }
@@ -136,6 +136,8 @@ const char* variant_name(int v) {
       return "mma tile128x2";
     case 13:
       return "cluster mma 128t tile64x3";
+    case 14:
+      return "mma 256t tile128x2";
     case 6:
       return "cluster 256t tile64x4";
     case 7:

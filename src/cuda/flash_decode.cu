@@ -319,7 +319,7 @@ FlashDecodeArgs resolved(const FlashDecodeArgs& a) {
 
 bool flash_decode_supported(const FlashDecodeArgs& a) {
   if (a.type != Type::BFloat16 && a.type != Type::Float16) return false;
-  if (a.variant < 0 || a.variant > 13) return false;
+  if (a.variant < 0 || a.variant > 14) return false;
   if (a.mask != nullptr && a.mask_type != Type::Float32 && a.mask_type != a.type) return false;
   if (a.batch < 0 || a.q_len < 1 || a.q_len > kFlashDecodeMaxQ || a.kv_heads < 1 ||
       a.q_heads < a.kv_heads || a.q_heads % a.kv_heads != 0 || a.max_kv_len < 0) {

@@ -71,14 +71,16 @@ const Instance& by_width_w2(int widest, int rows) {
 
 // The tensor-core instantiations: 8 rows a block whatever the group (the rows cost no registers:
 // Q's fragments and O's accumulators are those of one m16 tile).
-template <typename T, int TK, int STAGES>
+// Head dim 256 takes 64-key tiles of 128 threads (two stages of 128 keys would be 270 KB).
+template <typename T, int TK, int STAGES, int THREADS = kThreads>
 const Instance& mma_by_width(int widest) {
   const auto at = [&](auto dmax) -> const Instance& {
     constexpr int D = decltype(dmax)::value;
-    constexpr int K = D > 128 ? 64 : TK;  // two stages of 128 keys at head dim 256: 270 KB
+    constexpr int K = D > 128 ? 64 : TK;
+    constexpr int N = D > 128 ? kThreads : THREADS;
     static const Instance v =
-        make_instance(fused_decode_kernel<T, D, 8, 1, K, STAGES, kThreads, false, true>,
-                      Shape<D, 8, 1, K, STAGES, kThreads, true>::kSmem, kThreads, false);
+        make_instance(fused_decode_kernel<T, D, 8, 1, K, STAGES, N, false, true>,
+                      Shape<D, 8, 1, K, STAGES, N, true>::kSmem, N, false);
     return v;
   };
   return widest <= 64    ? at(std::integral_constant<int, 64>{})
@@ -86,7 +88,7 @@ const Instance& mma_by_width(int widest) {
                          : at(std::integral_constant<int, 256>{});
 }
 
-// The tile configurations the bench sweeps (FlashDecodeArgs::variant 2..5 and 10..12; 0 takes
+// The tile configurations the bench sweeps (FlashDecodeArgs::variant 2..5, 10..12 and 14; 0 takes
 // the default).
 template <typename T>
 const Instance& by_config(int config, int widest, int rows) {
@@ -97,6 +99,8 @@ const Instance& by_config(int config, int widest, int rows) {
       return mma_by_width<T, 64, 2>(widest);
     case 12:
       return mma_by_width<T, 128, 2>(widest);
+    case 14:
+      return mma_by_width<T, 128, 2, 256>(widest);
     case 3:
       return by_width<T, 1, 16, 4>(widest, rows);
     case 2:
@@ -110,7 +114,7 @@ const Instance& by_config(int config, int widest, int rows) {
 
 }  // namespace
 
-bool is_mma_variant(int variant) { return variant >= 10 && variant <= 13; }
+bool is_mma_variant(int variant) { return variant >= 10 && variant <= 14; }
 
 int rows_per_block(const FlashDecodeArgs& a) {
   if (is_mma_variant(a.variant)) return 8;  // what the instantiations take (mma_by_width)
@@ -154,7 +158,7 @@ cudaError_t launch(const FlashDecodeArgs& a, cudaStream_t stream) {
   const int row_chunks = row_chunks_of(a);
   const dim3 grid(static_cast<unsigned>(a.splits * row_chunks),
                   static_cast<unsigned>(a.batch * a.kv_heads));
-  return launch_maybe_pdl(k.kernel, grid, dim3(kThreads), static_cast<std::size_t>(k.smem), stream,
+  return launch_maybe_pdl(k.kernel, grid, dim3(k.threads), static_cast<std::size_t>(k.smem), stream,
                           a.pdl, a, row_chunks);
 }
 

@@ -12,7 +12,7 @@
 
 namespace strata::cuda::kernels::fused_decode {
 
-// The tensor-core variants (10-12 scratch merge, 13 cluster merge): 8 query rows a block.
+// The tensor-core variants (10-12 and 14 scratch merge, 13 cluster merge): 8 query rows a block.
 bool is_mma_variant(int variant);
 int rows_per_block(const FlashDecodeArgs& a);
 int row_chunks_of(const FlashDecodeArgs& a);

@@ -236,7 +236,8 @@ struct FlashDecodeArgs {
   // splits in one thread-block cluster (sm_90; splits capped at the largest cluster the device
   // runs, 16 on H100), 10-12 the one-kernel with the scores and P V on the tensor cores (mma.sync,
   // 8 query rows a block; 10: 64-key tiles 3 deep, 11: 64-key tiles 2 deep, 12: 128-key tiles 2
-  // deep), 13 the tensor-core kernel with the cluster merge (cuda_attention_bench sweeps them).
+  // deep, 14: 256 threads with 128-key tiles 2 deep), 13 the tensor-core kernel with the cluster
+  // merge (cuda_attention_bench sweeps them).
   int variant = 0;
   // Programmatic dependent launch (one-kernel variants): the blocks are placed while the previous
   // kernel finishes and wait for it before reading anything (Gemv::pdl).

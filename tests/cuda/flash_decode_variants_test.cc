@@ -1,6 +1,6 @@
 // Every flash-decoding kernel behind launch_flash_decode (FlashDecodeArgs::variant: 0 the default
 // one-kernel decode, 1 split-K + combine, 2-5 the one-kernel's tile configurations, 6-9 the
-// one-kernel with a head's splits merged inside a thread-block cluster, 10-13 the one-kernel on
+// one-kernel with a head's splits merged inside a thread-block cluster, 10-14 the one-kernel on
 // the tensor cores, 13 with the cluster merge) against the
 // CPU attention op, the independent reference (same inputs, tolerance of one rounding to the dtype,
 // tests/support/op_testing.h). Covered: head dims 64/80/96/128/256, GQA ratios 1-8, key lengths
@@ -34,7 +34,7 @@ using testing::all_close;
 using testing::random_tensor;
 using testing::tolerance_for;
 
-constexpr int kVariants[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
+constexpr int kVariants[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
 
 Tensor on_gpu(const Tensor& t) { return t.to(Device::cuda(0)); }
 
@@ -266,7 +266,7 @@ TEST_P(FlashDecodeVariants, RowChunksOfALargeGroupClusterOnly) {
   row_chunks_of_a_large_group(GetParam(), sms_, {6, 7, 8, 9, 13}, 300, 1);
 }
 TEST_P(FlashDecodeVariants, RowChunksOfALargeGroupTensorCoreOnly) {
-  row_chunks_of_a_large_group(GetParam(), sms_, {10, 11, 12, 13}, 300, 1);
+  row_chunks_of_a_large_group(GetParam(), sms_, {10, 11, 12, 13, 14}, 300, 1);
 }
 
 // The decode graph's order with pdl_prefetch: rope_kv_write writes this step's q and newest key
@@ -373,10 +373,10 @@ TEST_P(FlashDecodeVariants, DefaultRoutesByGroupCountAndKeys) {
   }
 }
 
-// Variants outside 0-13 are refused.
+// Variants outside 0-14 are refused.
 TEST_P(FlashDecodeVariants, RefusesAnUnknownVariant) {
   Problem p(GetParam(), 1, 4, 2, 1, 64, 64, 95);
-  p.args.variant = 14;
+  p.args.variant = 15;
   EXPECT_FALSE(k::flash_decode_supported(p.args));
   EXPECT_EQ(k::launch_flash_decode(p.args, nullptr), cudaErrorInvalidValue);
 }
