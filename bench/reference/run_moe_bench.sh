@@ -141,7 +141,8 @@ for name in ("cpu_auto", "cpu_cpu", "auto_auto"):
             print(f"  per step: {t['ms_per_step']:.2f} ms = routing {per('route_ms'):.2f}"
                   f" (waits for the attention) + experts {per('experts_ms'):.2f} (cpu products"
                   f" {per('cpu_ms'):.2f} at {cpu_gbps:.1f} GB/s, device experts' calls"
-                  f" {per('device_ms'):.2f}, rest {per('experts_ms') - per('cpu_ms') - per('device_ms'):.2f})"
+                  f" {per('device_ms'):.2f}, choosing {per('decide_ms'):.2f}, after the cpu products"
+                  f" {per('tail_ms'):.2f}, rest {per('experts_ms') - per('cpu_ms') - per('device_ms') - per('decide_ms') - per('tail_ms'):.2f})"
                   f" + outside the blocks {t['ms_per_step'] - per('route_ms') - per('experts_ms'):.2f};"
                   f" per block: {1000 * (per('experts_ms') - per('cpu_ms')) / layers:.0f} us beside the cpu products")
     p = (plan or {}).get("predictions") or {}

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "models/expert_routing.h"
@@ -133,6 +134,8 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
   }
   if (any_cpu) ++stats_.cpu_batches;
   ++stats_.block_steps;
+  stats_.decide_ns += nanoseconds_since(start);
+  std::optional<Clock::time_point> cpu_end;
   // Host buffers for the transfers of a decode-sized step behind a GPU (combine_experts).
   detail::HostStaging staging;
   const std::int64_t step_rows = routing.tokens * routing.top_k;
@@ -176,10 +179,13 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
         const auto cpu_start = Clock::now();
         detail::cpu_experts_forward(sources, tensors, activation_, rows, weights, into, 0,
                                     on_caller);
-        stats_.cpu_ns += nanoseconds_since(cpu_start);
+        cpu_end = Clock::now();
+        stats_.cpu_ns +=
+            std::chrono::duration_cast<std::chrono::nanoseconds>(*cpu_end - cpu_start).count();
       },
       staging.x.defined() || staging.rows.defined() || staging.beside ? &staging : nullptr);
   stats_.experts_ns += nanoseconds_since(start);
+  if (cpu_end) stats_.tail_ns += nanoseconds_since(*cpu_end);
   return out;
 }
 
@@ -227,6 +233,8 @@ ExpertExecutionStats& ExpertExecutionStats::operator+=(const ExpertExecutionStat
   cpu_ns += o.cpu_ns;
   experts_ns += o.experts_ns;
   device_ns += o.device_ns;
+  decide_ns += o.decide_ns;
+  tail_ns += o.tail_ns;
   block_steps += o.block_steps;
   staged_batches += o.staged_batches;
   distinct_experts += o.distinct_experts;

@@ -151,6 +151,10 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
   EXPECT_GT(one.experts_ns, 0);
   EXPECT_EQ(one.block_steps, blocks_n);
   EXPECT_LE(one.device_ns, one.experts_ns);
+  // Choosing the paths, the cpu products and what follows them are disjoint parts of it.
+  EXPECT_GT(one.decide_ns, 0);
+  EXPECT_LE(one.decide_ns + one.cpu_ns + one.tail_ns, one.experts_ns);
+  EXPECT_EQ(one.tail_ns > 0, one.cpu > 0) << "the tail is counted in steps with cpu experts";
 
   expect_float32_logits_match(f, model->run(f.prompt_ids).logits);
   expect_greedy_continuation_matches(f, *model);

@@ -51,6 +51,10 @@ struct ExpertExecutionStats {
   // device_ns: the host time of the device experts' calls (resident, cached or streamed: their
   // launches, queued behind the GPU's work), within experts_ns.
   std::int64_t route_ns = 0, cpu_ns = 0, experts_ns = 0, device_ns = 0;
+  // Within experts_ns: choosing each expert's path (cache lookups, policies, the cache's copies)
+  // before anything computes, and the tail after the cpu experts' products (their rows' copy
+  // back and the k-way sum), in steps with cpu experts.
+  std::int64_t decide_ns = 0, tail_ns = 0;
   std::int64_t block_steps = 0;  // forwards of the blocks that ran experts
   // Block steps that read the routing and the input with one wait (read_to_host staged x).
   std::int64_t staged_batches = 0;
