@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <numeric>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/kernels.h"
@@ -81,7 +82,7 @@ int main(int argc, char** argv) {
   const double copy = copy_gbs();
   std::printf("device: %s; %d layers, %.2f GB of bf16 weights; copy (read + write) %.0f GB/s\n",
               strata::cuda::device_properties(0).name.c_str(), layers, weight_bytes / 1e9, copy);
-  std::printf("%-20s %5s %9s %9s %8s\n", "path", "batch", "ms/token", "GB/s", "of copy");
+  std::printf("%-24s %5s %9s %9s %8s\n", "path", "batch", "ms/token", "GB/s", "of copy");
   // Median ms/token of three generations after a warm-up (allocator, capture).
   const auto measure = [&](std::int64_t batch, bool graph, const std::string& name) {
     strata::models::GenerationOptions options;
@@ -96,7 +97,7 @@ int main(int argc, char** argv) {
     }
     std::sort(runs.begin(), runs.end());
     const double s = runs[1];
-    std::printf("%-20s %5lld %9.3f %9.0f %7.1f%%\n", name.c_str(), static_cast<long long>(batch),
+    std::printf("%-24s %5lld %9.3f %9.0f %7.1f%%\n", name.c_str(), static_cast<long long>(batch),
                 s * 1e3, weight_bytes / s / 1e9, 100.0 * weight_bytes / s / 1e9 / copy);
     std::fflush(stdout);
   };
@@ -104,51 +105,58 @@ int main(int argc, char** argv) {
     // The decode graph's variants, switched through the environment the runner reads when
     // generate builds it: programmatic dependent launch, the fused norms, the GEMV shapes, the
     // L2 prefetch plan (session 6's sweep of the rest is in docs/decode-graph.md).
+    // Each variant is a list of NAME=VALUE settings over the defaults (every knob below unset);
+    // `batched` ones also run at batches 2 and 4.
+    const char* const knobs[] = {
+        "STRATA_DECODE_PDL",        "STRATA_DECODE_L2",
+        "STRATA_DECODE_TAIL_NORM",  "STRATA_DECODE_SPLIT_K",
+        "STRATA_GEMV_SHAPE",        "STRATA_GEMV_SHAPE_RESIDUAL",
+        "STRATA_DECODE_FUSED_ROPE", "STRATA_DECODE_FLASH_PREFETCH",
+        "STRATA_GEMV_LATE_TRIGGER", "STRATA_GEMV_PREFETCH_DOWN",
+    };
     struct Variant {
       const char* name;
-      const char* pdl;
-      const char* l2 = nullptr;        // STRATA_DECODE_L2 (null: the default plan)
-      const char* shape = nullptr;     // STRATA_GEMV_SHAPE or null
-      const char* residual = nullptr;  // STRATA_GEMV_SHAPE_RESIDUAL or null
-      bool batched = false;            // also at batches 2, 4 and 8
-      const char* tail = "0";          // STRATA_DECODE_TAIL_NORM
-      const char* split = "0";         // STRATA_DECODE_SPLIT_K
+      std::vector<std::pair<const char*, const char*>> env;
+      bool batched = false;
     };
+    const char* rope = "STRATA_DECODE_FUSED_ROPE";
+    const char* flash = "STRATA_DECODE_FLASH_PREFETCH";
+    const char* late = "STRATA_GEMV_LATE_TRIGGER";
+    const char* down = "STRATA_GEMV_PREFETCH_DOWN";
+    const char* res = "STRATA_GEMV_SHAPE_RESIDUAL";
+    const char* split = "STRATA_DECODE_SPLIT_K";
+    const char* l2 = "STRATA_DECODE_L2";
     // The default L2 plan is o@qkv:32,gu@o:8,qkv@down:8 (o_proj is 32 MiB at 7B, gate/up 2 x 86,
-    // down 86, q/k/v 3 x 32); session 7's call-1 sweep of the others is in docs/decode-graph.md.
-    const Variant variants[] = {
-        {"default", "1", nullptr, nullptr, nullptr, true},
-        {"no L2", "1", "", nullptr, nullptr, true},
-        {"no pdl", "0", nullptr, nullptr, nullptr, true},
-        {"gu8 qkv8", "1", "gu@o:8,qkv@down:8"},
-        {"o16 gu8 qkv8", "1", "o@qkv:16,gu@o:8,qkv@down:8"},
-        {"o32 gu4 qkv8", "1", "o@qkv:32,gu@o:4,qkv@down:8"},
-        {"o32 gu8 qkv12", "1", "o@qkv:32,gu@o:8,qkv@down:12"},
-        {"o32 gu8 qkv16", "1", "o@qkv:32,gu@o:8,qkv@down:16"},
-        {"o32 gu12 qkv12", "1", "o@qkv:32,gu@o:12,qkv@down:12"},
-        {"default blocks132", "1", "o@qkv:32,gu@o:8,qkv@down:8,blocks=132"},
-        {"default res1x4", "1", nullptr, nullptr, "1x4"},
-        {"default sk2", "1", nullptr, nullptr, nullptr, false, "0", "2"},
+    // down 86, q/k/v 3 x 32); sessions 6-7's sweeps of the rest are in docs/decode-graph.md.
+    const std::vector<Variant> variants = {
+        {"default", {}, true},
+        {"rope", {{rope, "1"}}, true},
+        {"flash-pf", {{flash, "1"}}},
+        {"rope flash-pf", {{rope, "1"}, {flash, "1"}}, true},
+        {"late", {{late, "1"}}},
+        {"rope flash-pf late", {{rope, "1"}, {flash, "1"}, {late, "1"}}},
+        {"down-pf 1x132", {{down, "1x132"}}},
+        {"down-pf 1", {{down, "1"}}},
+        {"late down-pf 1", {{late, "1"}, {down, "1"}}},
+        {"res1x8", {{res, "1x8"}}},
+        {"res1x16", {{res, "1x16"}}},
+        {"res2x16", {{res, "2x16"}}},
+        {"res4x8", {{res, "4x8"}}},
+        {"sk2 down", {{split, "2x2@down"}}},
+        {"sk2", {{split, "2x2"}}},
+        {"rope flash-pf sk2 down", {{rope, "1"}, {flash, "1"}, {split, "2x2@down"}}},
+        {"o24 gu8 qkv8", {{l2, "o@qkv:24,gu@o:8,qkv@down:8"}}},
+        {"rope o24 gu8 qkv12", {{rope, "1"}, {l2, "o@qkv:24,gu@o:8,qkv@down:12"}}},
+        {"no pdl", {{"STRATA_DECODE_PDL", "0"}}},
     };
-    for (const std::int64_t batch : {1, 2, 4, 8}) {
+    for (const std::int64_t batch : {1, 2, 4}) {
       for (const Variant& v : variants) {
         if (batch != 1 && !v.batched) continue;
-        const auto set = [](const char* name, const char* value) {
-          if (value != nullptr) {
-            setenv(name, value, 1);
-          } else {
-            unsetenv(name);
-          }
-        };
-        set("STRATA_DECODE_PDL", v.pdl);
-        set("STRATA_DECODE_L2", v.l2);
-        set("STRATA_DECODE_TAIL_NORM", v.tail);
-        set("STRATA_DECODE_SPLIT_K", v.split);
-        set("STRATA_GEMV_SHAPE", v.shape);
-        set("STRATA_GEMV_SHAPE_RESIDUAL", v.residual);
+        for (const char* knob : knobs) unsetenv(knob);
+        for (const auto& [name, value] : v.env) setenv(name, value, 1);
         // A variant the runner refuses (a bad spec) would time the module path: say so.
         if (const strata::models::DecodeGraphRunner probe(*model); !probe.usable()) {
-          std::printf("%-20s refused: %s\n", v.name, probe.reason().c_str());
+          std::printf("%-24s refused: %s\n", v.name, probe.reason().c_str());
           continue;
         }
         measure(batch, true, v.name);

@@ -198,6 +198,9 @@ struct DecodeGraph::Impl {
     f.max_kv_len = static_cast<int>(capacity);
     f.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     f.pdl = pdl;  // placed while rope_kv_write finishes; waits for it before reading
+    // The length comes from the host copy before the replay and the keys it fetches early from
+    // earlier steps: nothing the kernels before it in the step write.
+    f.pdl_prefetch = pdl && w.flash_prefetch;
     return f;
   }
 
@@ -281,7 +284,16 @@ struct DecodeGraph::Impl {
     g.grid_blocks = w.gemv_grid;
     g.prefetch_blocks = w.gemv_prefetch_blocks;
     g.preload = w.gemv_preload;
+    g.late_trigger = w.gemv_late_trigger;
     return g;
+  }
+
+  // The layer's q/k/v GEMV does rope_kv_write's work in its store (w.fused_rope): dense bf16/f16
+  // weights, no per-head norm, the whole head rotated (or none: a NoPE layer), the norm kernel
+  // before it (the RopeKv kernels are built without the fused norm).
+  bool rope_in_gemv(const DecodeLayer& layer) const {
+    return w.fused_rope && !layer.q_quant && !layer.q_norm.defined() && !layer.k_norm.defined() &&
+           (!layer.rope || w.rotary_dim == w.head_dim) && dtype != DType::Float32 && !fuse_norm();
   }
 
   // o_proj / down_proj: the residual GEMVs' own tuning shape where one is set.
@@ -315,8 +327,8 @@ struct DecodeGraph::Impl {
   }
 
   // o_proj / down_proj: the split-K kernel where it is asked for and built, else the GEMV.
-  cudaError_t residual(const kernels::Gemv& g, cudaStream_t stream) {
-    if (w.split_k > 1) {
+  cudaError_t residual(const kernels::Gemv& g, cudaStream_t stream, bool down) {
+    if (w.split_k > 1 && (down || !w.split_down_only)) {
       kernels::GemvSplitK s;
       s.g = g;
       s.g.rows = w.split_rows;
@@ -396,15 +408,55 @@ struct DecodeGraph::Impl {
                          &gate_buf);
   }
 
+  // rope_kv_write of layer l (per-head norm + rotary + cache write) from the q/k/v buffers.
+  void record_rope(std::size_t l, cudaStream_t stream) {
+    const DecodeLayer& layer = w.layers[l];
+    const Type type = type_of(dtype);
+    const std::int64_t qkv_width = q_out + 2 * kv_out;
+    auto* qkv_base = static_cast<char*>(qkv.data_ptr());
+    const auto elem = static_cast<std::int64_t>(dtype_size(dtype));
+    const std::int64_t* past = static_cast<const std::int64_t*>(ids_past.data_ptr()) + batch;
+    const auto eps = static_cast<float>(w.norm_eps);
+    kernels::RopeKvWrite rope;
+    rope.type = type;
+    rope.batch = batch;
+    rope.q_heads = w.q_heads;
+    rope.kv_heads = w.kv_heads;
+    rope.head_dim = w.head_dim;
+    rope.rotary_dim = w.rotary_dim;
+    rope.capacity = capacity;
+    rope.q = qkv_base;
+    rope.k = qkv_base + q_out * elem;
+    rope.v = qkv_base + (q_out + kv_out) * elem;
+    rope.ldq = rope.ldk = rope.ldv = qkv_width;
+    if (layer.q_quant) {  // the quantized GEMVs wrote q, k, v apart
+      rope.q = q_buf.data_ptr();
+      rope.k = k_buf.data_ptr();
+      rope.v = v_buf.data_ptr();
+      rope.ldq = q_out;
+      rope.ldk = rope.ldv = kv_out;
+    }
+    rope.q_norm = ptr_or_null(layer.q_norm);
+    rope.k_norm = ptr_or_null(layer.k_norm);
+    rope.eps = eps;
+    rope.cos = layer.rope ? cos.data_ptr() : nullptr;
+    rope.sin = layer.rope ? sin.data_ptr() : nullptr;
+    rope.past = past;
+    rope.q_out = q_rot.data_ptr();
+    rope.k_cache = keys[l].data_ptr();
+    rope.v_cache = values[l].data_ptr();
+    rope.pdl = pdl;
+    detail::check(kernels::rope_kv_write(rope, stream), "decode graph: rotary and cache write",
+                  gpu);
+  }
+
   // Every kernel of one step on `stream` (captured, or run as is).
   void record(cudaStream_t stream) {
     side_used = false;  // a capture that failed half way may have left it set
     normed_ready = false;
-    const Type type = type_of(dtype);
     const auto check = [&](cudaError_t status, const char* what) {
       detail::check(status, what, gpu);
     };
-    const auto eps = static_cast<float>(w.norm_eps);
     auto* ids = static_cast<std::int64_t*>(ids_past.data_ptr());
     const std::int64_t* past = ids + batch;
     kernels::Strided id_view;
@@ -434,40 +486,24 @@ struct DecodeGraph::Impl {
                           kv_out, qkv_width};
         proj.groups[2] = {layer.v.data_ptr(), ptr_or_null(layer.v_bias),
                           qkv_base + (q_out + kv_out) * elem, kv_out, qkv_width};
+        if (rope_in_gemv(layer)) {
+          proj.epilogue = kernels::GemvEpilogue::RopeKv;
+          proj.groups[0].out = q_rot.data_ptr();
+          proj.groups[0].ldo = q_out;
+          kernels::GemvRope& r = proj.rope;
+          r.cos = layer.rope ? cos.data_ptr() : nullptr;
+          r.sin = layer.rope ? sin.data_ptr() : nullptr;
+          r.past = past;
+          r.k_cache = keys[l].data_ptr();
+          r.v_cache = values[l].data_ptr();
+          r.head_dim = w.head_dim;
+          r.kv_heads = w.kv_heads;
+          r.capacity = capacity;
+        }
         check(kernels::gemv(proj, stream), "decode graph: q/k/v projections");
       }
       prefetch_after(l, L2PrefetchPlan::Qkv, stream);
-
-      kernels::RopeKvWrite rope;
-      rope.type = type;
-      rope.batch = batch;
-      rope.q_heads = w.q_heads;
-      rope.kv_heads = w.kv_heads;
-      rope.head_dim = w.head_dim;
-      rope.rotary_dim = w.rotary_dim;
-      rope.capacity = capacity;
-      rope.q = qkv_base;
-      rope.k = qkv_base + q_out * elem;
-      rope.v = qkv_base + (q_out + kv_out) * elem;
-      rope.ldq = rope.ldk = rope.ldv = qkv_width;
-      if (layer.q_quant) {  // the quantized GEMVs wrote q, k, v apart
-        rope.q = q_buf.data_ptr();
-        rope.k = k_buf.data_ptr();
-        rope.v = v_buf.data_ptr();
-        rope.ldq = q_out;
-        rope.ldk = rope.ldv = kv_out;
-      }
-      rope.q_norm = ptr_or_null(layer.q_norm);
-      rope.k_norm = ptr_or_null(layer.k_norm);
-      rope.eps = eps;
-      rope.cos = layer.rope ? cos.data_ptr() : nullptr;
-      rope.sin = layer.rope ? sin.data_ptr() : nullptr;
-      rope.past = past;
-      rope.q_out = q_rot.data_ptr();
-      rope.k_cache = keys[l].data_ptr();
-      rope.v_cache = values[l].data_ptr();
-      rope.pdl = pdl;
-      check(kernels::rope_kv_write(rope, stream), "decode graph: rotary and cache write");
+      if (!rope_in_gemv(layer)) record_rope(l, stream);
 
       if (flash_for(l)) {
         kernels::FlashDecodeArgs f = flash_args(l);
@@ -489,7 +525,7 @@ struct DecodeGraph::Impl {
         o.epilogue = kernels::GemvEpilogue::AddResidual;
         o.residual = hidden_buf.data_ptr();
         tail_norm_into(o, layer.post_norm, !layer.gate_quant);
-        check(residual(o, stream), "decode graph: o_proj");
+        check(residual(o, stream, false), "decode graph: o_proj");
       }
       prefetch_after(l, L2PrefetchPlan::O, stream);
 
@@ -517,12 +553,16 @@ struct DecodeGraph::Impl {
                           hidden_buf.data_ptr(), hidden, hidden};
         down.epilogue = kernels::GemvEpilogue::AddResidual;
         down.residual = hidden_buf.data_ptr();
+        if (w.down_prefetch >= 0) {
+          down.prefetch_passes = w.down_prefetch;
+          down.prefetch_blocks = w.down_prefetch_blocks;
+        }
         if (l + 1 < w.layers.size()) {
           tail_norm_into(down, w.layers[l + 1].input_norm, !w.layers[l + 1].q_quant);
         } else {
           tail_norm_into(down, w.final_norm, true);
         }
-        check(residual(down, stream), "decode graph: down_proj");
+        check(residual(down, stream, true), "decode graph: down_proj");
       }
       prefetch_after(l, L2PrefetchPlan::Down, stream);
     }

@@ -117,6 +117,17 @@ struct DecodeWeights {
   // shorter warp tasks for these one-wave launches; bf16 at batch 1, else the default kernel).
   // 0: off. split_rows: rows per warp task (1 or 2; 0: 2).
   int split_k = 0, split_rows = 0;
+  bool split_down_only = false;  // split-K for down_proj alone (o_proj takes the default kernel)
+  // rope_kv_write done in the q/k/v GEMV's store (kernels::GemvEpilogue::RopeKv; the same bits):
+  // one launch fewer per layer. Dense q/k/v, no per-head q/k norm, rotation over the whole head.
+  bool fused_rope = false;
+  // Flash decoding requests its first key tiles before its PDL wait
+  // (kernels::FlashDecodeArgs::pdl_prefetch). A hint: the same bits.
+  bool flash_prefetch = false;
+  bool gemv_late_trigger = false;  // kernels::Gemv::late_trigger for every GEMV of the step
+  // down_proj's own kernels::Gemv::prefetch_passes / prefetch_blocks (-1: gemv_prefetch's): its
+  // blocks start during gate/up's last wave, the only GEMV that follows a GEMV directly.
+  int down_prefetch = -1, down_prefetch_blocks = 0;
 };
 
 class DecodeGraph {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cuda/decode_rope.cuh"
 #include "cuda/kernel_common.cuh"
 
 namespace strata::cuda::kernels {
@@ -53,7 +54,7 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) rope_kv_kernel(RopeKvWrit
     if (i < rot && cos != nullptr) {
       // rotate_half(x) = cat(-x[half:], x[:half]) over the rotated part.
       const float partner = i < half ? -r[i + half] : r[i - half];
-      v = v * to_float(cos[i]) + partner * to_float(sin[i]);
+      v = rope_rotate(v, partner, to_float(cos[i]), to_float(sin[i]));
     }
     dst[i] = from_float<T>(v);
   }

@@ -89,9 +89,25 @@ cudaError_t add_bias_rows(void* out, const void* bias, Type type, std::int64_t r
 //   AddResidual  out = residual + y (each rounded as separate ops would; out may be residual)
 //   SiluMul      groups[0] is the gate, groups[1] the up projection (same n):
 //                groups[0].out = silu(gate) * up
+//   RopeKv       rope_kv_write in the store (Gemv::rope): groups q, k, v over one x; q rotated
+//                into groups[0].out, k rotated and v as is into the caches at row *past. Each
+//                warp owns rotation pairs (d, d + head_dim / 2) of q and k, so the q/k/v GEMV and
+//                the rotary kernel are one launch (the same bits as gemv then rope_kv_write).
+//                bf16/f16, default shapes, no fused norm (else cudaErrorInvalidValue).
 inline constexpr int kMaxGemvBatch = 8;
 inline constexpr int kMaxGemvGroups = 3;
-enum class GemvEpilogue : std::uint8_t { Store, AddResidual, SiluMul };
+enum class GemvEpilogue : std::uint8_t { Store, AddResidual, SiluMul, RopeKv };
+// GemvEpilogue::RopeKv's side: the rotation over the whole head (rotary_dim == head_dim; cos/sin
+// [positions, head_dim] in x's type, null: no rotation, a NoPE layer) at position *past, and the
+// caches [batch, kv_heads, capacity, head_dim] (KVCache's layout) the key and value rows go to.
+struct GemvRope {
+  const void* cos = nullptr;
+  const void* sin = nullptr;
+  const std::int64_t* past = nullptr;
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+  std::int64_t head_dim = 0, kv_heads = 0, capacity = 0;
+};
 struct GemvGroup {
   const void* weight = nullptr;  // [n, k] row-major
   const void* bias = nullptr;    // [n] or null
@@ -108,6 +124,7 @@ struct Gemv {
   int group_count = 1;
   GemvEpilogue epilogue = GemvEpilogue::Store;
   const void* residual = nullptr;  // AddResidual: [batch, groups[0].ldo]
+  GemvRope rope;                   // RopeKv
   // Fused RMSNorm: x is the raw hidden state and each block first computes rms_norm(x,
   // norm_weight [k], norm_eps) into shared memory with rms_norm's exact summation order and
   // rounding (the same bits), so the norm kernel before the product goes away. Needs
@@ -127,6 +144,11 @@ struct Gemv {
   // waits for the previous kernel (griddepcontrol.wait) before it reads x or the residual or
   // writes anything, so its start overlaps the previous kernel's tail. Off: an ordinary launch.
   bool pdl = false;
+  // With pdl: let the next kernel launch (griddepcontrol.launch_dependents) only once this block
+  // has issued its last weight loads instead of right after the wait, so the next kernel's blocks
+  // (and what they fetch before their own wait) arrive during this one's tail rather than its
+  // whole run. A scheduling hint: the same bits.
+  bool late_trigger = false;
   // Passes of the weight rows (each `unroll` 16-byte loads per lane) fetched into L2 before the
   // wait; -1: the default (2 with pdl, none without: there is nothing to wait for). A tuning
   // knob of the sweep.

@@ -46,6 +46,18 @@ STRATA_GEMV_DECLARE_PRELOAD(BF16Bits, 1, 2, 8)
 STRATA_GEMV_DECLARE_PRELOAD(BF16Bits, 2, 2, 4)
 STRATA_GEMV_DECLARE_PRELOAD(BF16Bits, 4, 4, 4)
 STRATA_GEMV_DECLARE_PRELOAD(BF16Bits, 8, 4, 2)
+#define STRATA_GEMV_DECLARE_ROPE_BATCH(B)                                   \
+  STRATA_GEMV_DECLARE_ROPE(BF16Bits, B, default_rows(B), default_unroll(B)) \
+  STRATA_GEMV_DECLARE_ROPE(HalfBits, B, default_rows(B), default_unroll(B))
+STRATA_GEMV_DECLARE_ROPE_BATCH(1)
+STRATA_GEMV_DECLARE_ROPE_BATCH(2)
+STRATA_GEMV_DECLARE_ROPE_BATCH(3)
+STRATA_GEMV_DECLARE_ROPE_BATCH(4)
+STRATA_GEMV_DECLARE_ROPE_BATCH(5)
+STRATA_GEMV_DECLARE_ROPE_BATCH(6)
+STRATA_GEMV_DECLARE_ROPE_BATCH(7)
+STRATA_GEMV_DECLARE_ROPE_BATCH(8)
+#undef STRATA_GEMV_DECLARE_ROPE_BATCH
 
 namespace {
 
@@ -122,6 +134,29 @@ Launcher default_typed(std::int64_t batch, bool norm) {
   }
 }
 
+// GemvEpilogue::RopeKv's kernel (matvec_rope.cu): bf16 / f16, the default shapes, no fused norm.
+template <typename T, int B>
+Launcher rope_launcher() {
+  return &launch<T, B, default_rows(B), default_unroll(B), false, false, true>;
+}
+template <typename T>
+Launcher rope_typed(std::int64_t batch) {
+  static const Launcher kByBatch[] = {
+      rope_launcher<T, 1>(), rope_launcher<T, 2>(), rope_launcher<T, 3>(), rope_launcher<T, 4>(),
+      rope_launcher<T, 5>(), rope_launcher<T, 6>(), rope_launcher<T, 7>(), rope_launcher<T, 8>()};
+  return batch >= 1 && batch <= 8 ? kByBatch[batch - 1] : nullptr;
+}
+Launcher rope_for(Type type, std::int64_t batch) {
+  switch (type) {
+    case Type::BFloat16:
+      return rope_typed<BF16Bits>(batch);
+    case Type::Float16:
+      return rope_typed<HalfBits>(batch);
+    default:
+      return nullptr;
+  }
+}
+
 Launcher default_for(Type type, std::int64_t batch, bool norm) {
   switch (type) {
     case Type::Float32:
@@ -136,6 +171,17 @@ Launcher default_for(Type type, std::int64_t batch, bool norm) {
 }
 
 std::size_t type_bytes(Type type) { return type == Type::Float32 ? 4 : 2; }
+
+// GemvEpilogue::RopeKv's request: q, k, v of whole heads (k and v of kv_heads), the caches and
+// the position word set, both rope tables or neither. (Its kernels' rows per warp are even.)
+bool rope_fits(const Gemv& g) {
+  const GemvRope& r = g.rope;
+  const std::int64_t d = r.head_dim;
+  return g.group_count == 3 && d > 0 && d % 2 == 0 && r.kv_heads > 0 && r.capacity > 0 &&
+         g.groups[0].n % d == 0 && g.groups[1].n == r.kv_heads * d &&
+         g.groups[2].n == r.kv_heads * d && g.groups[0].out != nullptr && r.past != nullptr &&
+         r.k_cache != nullptr && r.v_cache != nullptr && (r.cos == nullptr) == (r.sin == nullptr);
+}
 
 }  // namespace
 }  // namespace gemv_detail
@@ -168,15 +214,20 @@ cudaError_t gemv(const Gemv& g, cudaStream_t stream) {
       return cudaErrorInvalidValue;
     }
   }
+  const bool rope = g.epilogue == GemvEpilogue::RopeKv;
+  if (rope && (norm || !rope_fits(g) || rope_for(g.type, g.batch) == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
   int rows = default_rows(static_cast<int>(g.batch));
-  Launcher launcher = default_for(g.type, g.batch, norm);
+  Launcher launcher = rope ? rope_for(g.type, g.batch) : default_for(g.type, g.batch, norm);
   if (launcher == nullptr) return cudaErrorInvalidValue;
-  // A sweep shape where one is built (SiluMul needs an even row count: gate and up pairs).
+  // A sweep shape where one is built (SiluMul needs an even row count: gate and up pairs; RopeKv
+  // keeps its default shape).
   if (const Shape* s = sweep_shape(g.type, g.batch, g.rows, g.unroll);
-      s != nullptr && (!gated || s->rows % 2 == 0)) {
+      !rope && s != nullptr && (!gated || s->rows % 2 == 0)) {
     rows = s->rows;
     launcher = norm ? s->norm : s->plain;
-  } else if (g.preload && !norm && g.type == Type::BFloat16) {
+  } else if (g.preload && !norm && !rope && g.type == Type::BFloat16) {
     for (const Preload& p : kPreload) {
       if (p.batch == g.batch) launcher = p.launch;
     }

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/decode_rope.cuh"
 #include "cuda/kernel_common.cuh"
 
 namespace strata::cuda::kernels::gemv_detail {
@@ -81,12 +82,24 @@ struct Task {
   std::int64_t row;  // first output row
 };
 
+// GemvEpilogue::RopeKv: groups 0 and 1 (q, k) are cut into rotation pairs (rows d and
+// d + head_dim / 2 of a head), R / 2 of them per warp task; group 2 (v) into R rows per task.
+// A task's `row` is then its first pair (q, k) or row (v).
+__device__ __forceinline__ bool rope_paired(const Gemv& g, int group) {
+  return g.epilogue == GemvEpilogue::RopeKv && group < 2;
+}
+// Pairs or rows of a group (task_active's bound).
+__device__ __forceinline__ std::int64_t task_units(const Gemv& g, int group) {
+  return rope_paired(g, group) ? g.groups[group].n / 2 : g.groups[group].n;
+}
+
 template <int R>
 __device__ __forceinline__ Task task_of(const Gemv& g, std::int64_t warp) {
   if (g.epilogue == GemvEpilogue::SiluMul) return {0, warp * (R / 2)};
   for (int i = 0; i < g.group_count; ++i) {
-    const std::int64_t tasks = (g.groups[i].n + R - 1) / R;
-    if (warp < tasks) return {i, warp * R};
+    const int per = rope_paired(g, i) ? R / 2 : R;
+    const std::int64_t tasks = (task_units(g, i) + per - 1) / per;
+    if (warp < tasks) return {i, warp * per};
     warp -= tasks;
   }
   return {-1, 0};
@@ -186,15 +199,27 @@ __device__ __forceinline__ uint4 load_x(const uint4* p) {
 }
 
 __device__ __forceinline__ bool task_active(const Gemv& g, const Task& task) {
-  return task.group >= 0 && task.row < g.groups[task.group].n;
+  return task.group >= 0 && task.row < task_units(g, task.group);
 }
 
-// The task's weight rows (SiluMul: gate, up, gate, up, ... of consecutive outputs); a row past
-// the end rereads the last one and stores nothing.
+// The task's weight rows (SiluMul: gate, up, gate, up, ... of consecutive outputs; RopeKv's q and
+// k: d, d + half, d + 1, d + 1 + half, ... of consecutive pairs); a row past the end rereads the
+// last one and stores nothing.
 template <typename T, int R>
 __device__ __forceinline__ void weight_rows(const Gemv& g, const Task& task, const uint4* (&w)[R]) {
   const bool gated = g.epilogue == GemvEpilogue::SiluMul;
   const GemvGroup& first = g.groups[task.group];
+  if (rope_paired(g, task.group)) {
+    const std::int64_t half = g.rope.head_dim / 2, pairs = first.n / 2;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const std::int64_t pair = task.row + r / 2;
+      const std::int64_t safe = pair < pairs ? pair : pairs - 1;
+      const std::int64_t row = (safe / half) * g.rope.head_dim + safe % half + (r % 2) * half;
+      w[r] = reinterpret_cast<const uint4*>(static_cast<const T*>(first.weight) + row * g.k);
+    }
+    return;
+  }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const GemvGroup& grp = gated ? g.groups[r % 2] : first;
@@ -204,11 +229,100 @@ __device__ __forceinline__ void weight_rows(const Gemv& g, const Task& task, con
   }
 }
 
+// One pass of U 16-byte chunks per row from chunk c (this lane's), loads past `end` replaced by
+// zeros: the GEMV's last, partial pass and the split-K kernel's segments (matvec_splitk.cu).
+template <typename T, int B, int R, int U, bool Norm>
+__device__ __forceinline__ void predicated_pass(float (&acc)[R][B], const uint4* const (&w)[R],
+                                                const uint4* const (&x)[B], std::int64_t c,
+                                                std::int64_t end) {
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  uint4 wr[R][U];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) wr[r][u] = c + 32 * u < end ? __ldcs(w[r] + c + 32 * u) : zero;
+  }
+#pragma unroll
+  for (int b = 0; b < B; ++b) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const uint4 xv = c + 32 * u < end ? load_x<Norm>(x[b] + c + 32 * u) : zero;
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[r][b] += dot16<T>(wr[r][u], xv);
+    }
+  }
+}
+
+// Every lane's partial sums summed over the warp (each lane ends with every total).
+template <int B, int R>
+__device__ __forceinline__ void warp_sums(float (&acc)[R][B]) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int b = 0; b < B; ++b) acc[r][b] = warp_sum(acc[r][b]);
+  }
+}
+
+// acc[r][b] of this lane's (output o, input row my_b): the unrolled select keeps acc in
+// registers (a runtime index would put it in local memory).
+template <int B, int R>
+__device__ __forceinline__ float pick(const float (&acc)[R][B], int r, int my_b) {
+  float v = 0.0f;
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+      if (i == r && b == my_b) v = acc[i][b];
+    }
+  }
+  return v;
+}
+
+// GemvEpilogue::RopeKv's store, rope_kv_kernel's (decode_step.cu) arithmetic on the GEMV's
+// rounded outputs. Lane o * B + b holds row o of the task for input row b (`v`, bias not yet
+// added): for q and k, rows 2p and 2p + 1 are pair p's halves (d, d + half of a head), so each
+// lane takes its partner from lane (o ^ 1) * B + b, rotates its own half (rope_rotate) and
+// stores it (q to groups[0].out, k to the cache at row *past); a v row goes to its cache as is.
+// Every lane of the warp calls it (the shuffle).
+template <typename T, int B, int R>
+__device__ __forceinline__ void rope_store(const Gemv& g, const Task& task, float v, int lane) {
+  const GemvGroup& grp = g.groups[task.group];
+  const GemvRope& rp = g.rope;
+  const bool paired = rope_paired(g, task.group);
+  const int o = lane / B, my_b = lane % B;
+  const std::int64_t d = rp.head_dim, half = d / 2;
+  const std::int64_t pair = task.row + o / 2;
+  const std::int64_t n = paired ? (pair / half) * d + pair % half + (o % 2) * half : task.row + o;
+  const bool valid = lane < R * B && (paired ? pair < grp.n / 2 : n < grp.n);
+  float x = 0.0f;
+  if (valid) {
+    if (grp.bias != nullptr) v += to_float(static_cast<const T*>(grp.bias)[n]);
+    x = to_float(from_float<T>(v));  // the GEMV's rounding, which rope_kv_write reads
+  }
+  const float partner = __shfl_sync(0xFFFFFFFFu, x, ((o ^ 1) * B + my_b) & 31);
+  if (!valid) return;
+  const std::int64_t head = n / d, i = n % d, pos = *rp.past;
+  T* cache = static_cast<T*>(paired ? rp.k_cache : rp.v_cache) +
+             ((my_b * rp.kv_heads + head) * rp.capacity + pos) * d;
+  if (!paired) {
+    cache[i] = from_float<T>(x);
+    return;
+  }
+  float y = x;
+  if (rp.cos != nullptr) {
+    const float c = to_float(static_cast<const T*>(rp.cos)[pos * d + i]);
+    const float s = to_float(static_cast<const T*>(rp.sin)[pos * d + i]);
+    y = rope_rotate(x, o % 2 == 0 ? -partner : partner, c, s);
+  }
+  T* dst = task.group == 0 ? static_cast<T*>(grp.out) + my_b * grp.ldo + n : cache + i;
+  *dst = from_float<T>(y);
+}
+
 // One warp task: R weight rows against the B input rows `x`, then the epilogue's stores.
 // `pre` (when `preloaded`) holds the task's first pass of weight loads, issued before the PDL
 // wait; that pass is then summed predicated, which is the loop's first iteration or, for rows
 // shorter than one pass, the tail: the same sums in the same order either way.
-template <typename T, int B, int R, int U, bool Norm>
+template <typename T, int B, int R, int U, bool Norm, bool Rope>
 __device__ __forceinline__ void gemv_task(const Gemv& g, const Task& task,
                                           const uint4* const (&x)[B], int lane,
                                           const uint4 (&pre)[R][U], bool preloaded) {
@@ -255,51 +369,18 @@ __device__ __forceinline__ void gemv_task(const Gemv& g, const Task& task,
     }
   }
   // The rest (fewer than U chunks per lane): one predicated pass, every load in flight.
-  if (c < chunks) {
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    uint4 wr[R][U];
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        wr[r][u] = c + 32 * u < chunks ? __ldcs(w[r] + c + 32 * u) : zero;
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < B; ++b) {
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const uint4 xv = c + 32 * u < chunks ? load_x<Norm>(x[b] + c + 32 * u) : zero;
-#pragma unroll
-        for (int r = 0; r < R; ++r) acc[r][b] += dot16<T>(wr[r][u], xv);
-      }
-    }
-  }
+  if (c < chunks) predicated_pass<T, B, R, U, Norm>(acc, w, x, c, chunks);
   // Every lane ends with every sum; lane o * B + b stores (output o of the task, input row b).
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int b = 0; b < B; ++b) acc[r][b] = warp_sum(acc[r][b]);
+  warp_sums<B, R>(acc);
+  const int o = lane / B, my_b = lane % B;
+  float v = pick<B, R>(acc, gated ? 2 * o : o, my_b);
+  if constexpr (Rope) {
+    rope_store<T, B, R>(g, task, v, lane);
+    return;
   }
   const int outputs = gated ? R / 2 : R;
   if (lane >= outputs * B) return;
-  const int o = lane / B, my_b = lane % B;
-  float v = 0.0f, up = 0.0f;
-#pragma unroll
-  for (int i = 0; i < R; ++i) {
-#pragma unroll
-    for (int b = 0; b < B; ++b) {
-      if (b != my_b) continue;
-      if (gated) {
-        if (2 * i + 1 < R && i == o) {
-          v = acc[2 * i][b];
-          up = acc[2 * i + 1][b];
-        }
-      } else if (i == o) {
-        v = acc[i][b];
-      }
-    }
-  }
+  float up = gated ? pick<B, R>(acc, 2 * o + 1, my_b) : 0.0f;
   const std::int64_t n = task.row + o;
   if (n >= first.n) return;
   if (first.bias != nullptr) v += to_float(static_cast<const T*>(first.bias)[n]);
@@ -318,7 +399,10 @@ __device__ __forceinline__ void gemv_task(const Gemv& g, const Task& task,
   }
 }
 
-template <typename T, int B, int R, int U, bool Norm, bool Pre>
+// Rope: GemvEpilogue::RopeKv's kernel (its own instantiations, matvec_rope.cu: inside the
+// other kernels the store's branch cost registers, 48 with it against 55 without for bf16 batch 1,
+// and the loads in flight they hold).
+template <typename T, int B, int R, int U, bool Norm, bool Pre, bool Rope>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
   static_assert(R * B <= 32, "one lane stores each (output row, input row) of a warp");
   extern __shared__ uint4 normed[];  // Norm: [B, k] of T
@@ -362,7 +446,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
     }
   }
   wait_for_producer();
-  allow_dependents();
+  if (!g.late_trigger) allow_dependents();
   const uint4* x[B];
   if constexpr (Norm) {
     norm_prologue<T, B>(g, normed);
@@ -380,9 +464,10 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
   for (std::int64_t t = warp;; t += stride) {
     const Task task = task_of<R>(g, t);
     if (!task_active(g, task)) break;
-    gemv_task<T, B, R, U, Norm>(g, task, x, lane, pre, Pre && preloaded);
+    gemv_task<T, B, R, U, Norm, Rope>(g, task, x, lane, pre, Pre && preloaded);
     preloaded = false;  // later tasks (grid stride) load their own
   }
+  if (g.late_trigger) allow_dependents();
   if constexpr (!std::is_same_v<T, float>) {  // float32 keeps the norm kernel (compile time)
     if (g.tail_norm_out != nullptr) tail_norm<T, B>(g);
   }
@@ -390,9 +475,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
 
 // Launches gemv_kernel<T, B, R, U, Norm> over `blocks` blocks (host side; explicitly
 // instantiated by the matvec_*.cu files).
-template <typename T, int B, int R, int U, bool Norm, bool Pre = false>
+template <typename T, int B, int R, int U, bool Norm, bool Pre = false, bool Rope = false>
 cudaError_t launch(const Gemv& g, unsigned blocks, cudaStream_t stream) {
-  const auto kernel = gemv_kernel<T, B, R, U, Norm, Pre>;
+  const auto kernel = gemv_kernel<T, B, R, U, Norm, Pre, Rope>;
   // gemv() checked that this fits the 48 KB every block may take without opting in.
   const std::size_t smem = Norm ? static_cast<std::size_t>(B * g.k) * sizeof(T) : 0;
   return launch_maybe_pdl(kernel, blocks, kWarps * 32, smem, stream, g.pdl, g);
@@ -416,6 +501,12 @@ inline constexpr std::size_t kMaxNormBytes = 47 * 1024;
   extern template cudaError_t launch<T, B, R, U, false, true>(const Gemv&, unsigned, cudaStream_t);
 #define STRATA_GEMV_INSTANTIATE_PRELOAD(T, B, R, U) \
   template cudaError_t launch<T, B, R, U, false, true>(const Gemv&, unsigned, cudaStream_t);
+// GemvEpilogue::RopeKv's kernel of a shape (without the fused norm).
+#define STRATA_GEMV_DECLARE_ROPE(T, B, R, U)                                                \
+  extern template cudaError_t launch<T, B, R, U, false, false, true>(const Gemv&, unsigned, \
+                                                                     cudaStream_t);
+#define STRATA_GEMV_INSTANTIATE_ROPE(T, B, R, U) \
+  template cudaError_t launch<T, B, R, U, false, false, true>(const Gemv&, unsigned, cudaStream_t);
 #define STRATA_GEMV_DECLARE_PLAIN(T, B, R, U) \
   extern template cudaError_t launch<T, B, R, U, false>(const Gemv&, unsigned, cudaStream_t);
 #define STRATA_GEMV_INSTANTIATE_PLAIN(T, B, R, U) \

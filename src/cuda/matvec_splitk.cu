@@ -1,5 +1,6 @@
-// Split-K residual GEMV for decode (matvec_splitk.h). The product loop is matvec.cuh's: each lane
-// sums its 16-byte chunks of the segment pass by pass, U loads per row in flight.
+// Split-K residual GEMV for decode (matvec_splitk.h). The product loop is matvec.cuh's
+// (predicated_pass, warp_sums, pick): each lane sums its 16-byte chunks of the segment pass by
+// pass, U loads per row in flight.
 
 #include "cuda/matvec.cuh"
 #include "cuda/matvec_splitk.h"
@@ -43,39 +44,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_split_k_kernel(GemvSplitK a)
 #pragma unroll
       for (int b = 0; b < B; ++b) acc[r][b] = 0.0f;
     }
-    const uint4 zero = make_uint4(0, 0, 0, 0);
     for (std::int64_t c = begin + lane; c < end; c += 32 * U) {
-      uint4 wr[R][U];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-#pragma unroll
-        for (int u = 0; u < U; ++u) wr[r][u] = c + 32 * u < end ? __ldcs(w[r] + c + 32 * u) : zero;
-      }
-#pragma unroll
-      for (int b = 0; b < B; ++b) {
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const uint4 xv = c + 32 * u < end ? __ldg(x[b] + c + 32 * u) : zero;
-#pragma unroll
-          for (int r = 0; r < R; ++r) acc[r][b] += dot16<T>(wr[r][u], xv);
-        }
-      }
+      predicated_pass<T, B, R, U, false>(acc, w, x, c, end);
     }
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-#pragma unroll
-      for (int b = 0; b < B; ++b) acc[r][b] = warp_sum(acc[r][b]);
-    }
+    warp_sums<B, R>(acc);
     // Lane r * B + b keeps (row r, input b): its partial to memory, then the ticket.
     const int o = lane / B, my_b = lane % B;
-    float mine = 0.0f;
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-#pragma unroll
-      for (int b = 0; b < B; ++b) {
-        if (r == o && b == my_b) mine = acc[r][b];
-      }
-    }
+    const float mine = pick<B, R>(acc, o, my_b);
     const std::int64_t n = row0 + o;
     const bool owner = lane < R * B && n < grp.n;
     float* part = a.partials + my_b * grp.n + n;  // + seg * B * n

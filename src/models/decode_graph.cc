@@ -215,6 +215,21 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
     if (const char* split = std::getenv("STRATA_DECODE_SPLIT_K"); split != nullptr) {
       // "S" segments, or "SxR" with R rows per warp task; anything else turns it off.
       if (std::sscanf(split, "%dx%d", &w.split_k, &w.split_rows) < 1) w.split_k = 0;
+      w.split_down_only = std::strstr(split, "@down") != nullptr;  // "2x2@down": down_proj only
+    }
+    const auto flag = [](const char* name, bool& value) {
+      if (std::getenv(name) != nullptr) value = !environment_off(name);
+    };
+    w.fused_rope = options.fused_rope;
+    flag("STRATA_DECODE_FUSED_ROPE", w.fused_rope);
+    w.flash_prefetch = options.flash_prefetch;
+    flag("STRATA_DECODE_FLASH_PREFETCH", w.flash_prefetch);
+    flag("STRATA_GEMV_LATE_TRIGGER", w.gemv_late_trigger);
+    if (const char* down = std::getenv("STRATA_GEMV_PREFETCH_DOWN"); down != nullptr) {
+      // "P" passes of down_proj's rows fetched before its wait, or "PxB" by its first B blocks.
+      if (std::sscanf(down, "%dx%d", &w.down_prefetch, &w.down_prefetch_blocks) < 1) {
+        w.down_prefetch = -1;
+      }
     }
     if (const char* l2 = std::getenv("STRATA_DECODE_L2"); l2 != nullptr) w.l2_prefetch = l2;
     if (const char* passes = std::getenv("STRATA_GEMV_PREFETCH"); passes != nullptr) {

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <tuple>
 #include <vector>
 
@@ -124,6 +125,24 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   models::DecodeGraphRunner split_k(*model, split_options);
   ASSERT_TRUE(split_k.usable()) << split_k.reason();
 
+  // rope_kv_write in the q/k/v GEMV's store (where the layer has no per-head norm and rotates
+  // whole heads: llama, mistral, qwen2, smollm3's NoPE layers too), flash decoding's early key
+  // fetch, the GEMVs' late trigger and down_proj's own prefetch before its wait: the same bits.
+  models::DecodeGraphOptions rope_options;
+  rope_options.fused_rope = true;
+  rope_options.flash_prefetch = true;
+  setenv("STRATA_GEMV_LATE_TRIGGER", "1", 1);
+  setenv("STRATA_GEMV_PREFETCH_DOWN", "1x4", 1);
+  models::DecodeGraphRunner fused_rope(*model, rope_options);
+  unsetenv("STRATA_GEMV_LATE_TRIGGER");
+  unsetenv("STRATA_GEMV_PREFETCH_DOWN");
+  ASSERT_TRUE(fused_rope.usable()) << fused_rope.reason();
+  // And split-K for down_proj alone.
+  setenv("STRATA_DECODE_SPLIT_K", "2x2@down", 1);
+  models::DecodeGraphRunner split_down(*model, rope_options);
+  unsetenv("STRATA_DECODE_SPLIT_K");
+  ASSERT_TRUE(split_down.usable()) << split_down.reason();
+
   const Tensor ids = prompt(f, c.batch).to(gpu);
   auto module_cache = model->make_cache();
   auto graph_cache = model->make_cache();
@@ -136,9 +155,12 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   auto l2_eager_cache = model->make_cache();
   auto tail_cache = model->make_cache();
   auto split_cache = model->make_cache();
+  auto rope_cache = model->make_cache();
+  auto split_down_cache = model->make_cache();
   Tensor next = argmax_ids(model->run(ids, module_cache, 1).logits);
-  for (auto* cache : {&graph_cache, &eager_cache, &own_cache, &serial_cache, &norms_cache,
-                      &branch_cache, &chain_cache, &l2_eager_cache, &tail_cache, &split_cache}) {
+  for (auto* cache :
+       {&graph_cache, &eager_cache, &own_cache, &serial_cache, &norms_cache, &branch_cache,
+        &chain_cache, &l2_eager_cache, &tail_cache, &split_cache, &rope_cache, &split_down_cache}) {
     model->run(ids, *cache, 1);
   }
   const double tol = tolerance(c.dtype);
@@ -165,7 +187,8 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
          {std::tuple{&l2_branch, &branch_cache, "L2 prefetch branch"},
           std::tuple{&l2_chain, &chain_cache, "L2 prefetch chain"},
           std::tuple{&l2_eager, &l2_eager_cache, "L2 prefetch, no graph"},
-          std::tuple{&tail_norms, &tail_cache, "norms in the GEMVs' last blocks"}}) {
+          std::tuple{&tail_norms, &tail_cache, "norms in the GEMVs' last blocks"},
+          std::tuple{&fused_rope, &rope_cache, "rotary in the q/k/v GEMV"}}) {
       const std::optional<Tensor> prefetched = runner_l2->step(next, **cache_l2);
       ASSERT_TRUE(prefetched.has_value()) << what << ": " << runner_l2->reason();
       EXPECT_EQ(max_abs_diff(*fast, *prefetched), 0.0) << what << ", step " << step;
@@ -173,6 +196,9 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
     const std::optional<Tensor> split = split_k.step(next, *split_cache);
     ASSERT_TRUE(split.has_value()) << split_k.reason();
     EXPECT_LE(max_abs_diff(*split, expected), tol * scale) << "split-K, step " << step;
+    const std::optional<Tensor> split_d = split_down.step(next, *split_down_cache);
+    ASSERT_TRUE(split_d.has_value()) << split_down.reason();
+    EXPECT_LE(max_abs_diff(*split_d, expected), tol * scale) << "split-K down, step " << step;
     const std::optional<Tensor> own_attention = own.step(next, *own_cache);
     ASSERT_TRUE(own_attention.has_value()) << own.reason();
     EXPECT_LE(max_abs_diff(*own_attention, expected), tol * scale)

@@ -49,6 +49,12 @@ struct DecodeGraphOptions {
   // o_proj and down_proj as split-K GEMVs of this many segments (cuda::DecodeWeights::split_k; 0
   // off: slower; STRATA_DECODE_SPLIT_K=S or SxR, R rows per warp task, overrides it).
   int split_k = 0;
+  // rope_kv_write in the q/k/v GEMV's store: one launch fewer per layer, the same bits
+  // (cuda::DecodeWeights::fused_rope; STRATA_DECODE_FUSED_ROPE=1 or 0 overrides it).
+  bool fused_rope = false;
+  // Flash decoding fetches its first key tiles before its PDL wait
+  // (cuda::DecodeWeights::flash_prefetch; STRATA_DECODE_FLASH_PREFETCH=1 or 0 overrides it).
+  bool flash_prefetch = false;
 };
 
 class DecodeGraphRunner {
@@ -59,7 +65,10 @@ class DecodeGraphRunner {
   // STRATA_GEMV_PREFETCH_BLOCKS=N only the first N blocks prefetching,
   // STRATA_GEMV_SHAPE_RESIDUAL=RxU the same for o_proj and down_proj only,
   // STRATA_GEMV_GRID=N a grid-stride GEMV of at most N blocks, STRATA_GEMV_PRELOAD=1 the first
-  // weight loads into registers before that wait).
+  // weight loads into registers before that wait, STRATA_GEMV_LATE_TRIGGER=1 the next kernel
+  // launched once a GEMV's blocks are past their loads, STRATA_GEMV_PREFETCH_DOWN=P or PxB
+  // down_proj's own prefetch passes (and blocks), STRATA_DECODE_SPLIT_K=SxR@down split-K for
+  // down_proj alone).
   DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& options);
   // Checks once whether `model` can take the fused step. `use_graph` false launches the fused
   // kernels each step without capturing them (tests compare the two). `flash_decode` false (or
