@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
   const double copy = copy_gbs();
   std::printf("device: %s; %d layers, %.2f GB of bf16 weights; copy (read + write) %.0f GB/s\n",
               strata::cuda::device_properties(0).name.c_str(), layers, weight_bytes / 1e9, copy);
-  std::printf("%-24s %5s %9s %9s %8s\n", "path", "batch", "ms/token", "GB/s", "of copy");
+  std::printf("%-30s %5s %9s %9s %8s\n", "path", "batch", "ms/token", "GB/s", "of copy");
   // Median ms/token of three generations after a warm-up (allocator, capture).
   const auto measure = [&](std::int64_t batch, bool graph, const std::string& name) {
     strata::models::GenerationOptions options;
@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
     }
     std::sort(runs.begin(), runs.end());
     const double s = runs[1];
-    std::printf("%-24s %5lld %9.3f %9.0f %7.1f%%\n", name.c_str(), static_cast<long long>(batch),
+    std::printf("%-30s %5lld %9.3f %9.0f %7.1f%%\n", name.c_str(), static_cast<long long>(batch),
                 s * 1e3, weight_bytes / s / 1e9, 100.0 * weight_bytes / s / 1e9 / copy);
     std::fflush(stdout);
   };
@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
         "STRATA_GEMV_SHAPE",        "STRATA_GEMV_SHAPE_RESIDUAL",
         "STRATA_DECODE_FUSED_ROPE", "STRATA_DECODE_FLASH_PREFETCH",
         "STRATA_GEMV_LATE_TRIGGER", "STRATA_GEMV_PREFETCH_DOWN",
+        "STRATA_GEMV_PREFETCH_O",
     };
     struct Variant {
       const char* name;
@@ -147,6 +148,10 @@ int main(int argc, char** argv) {
         {"rope flash-pf sk2 down", {{rope, "1"}, {flash, "1"}, {split, "2x2@down"}}},
         {"o24 gu8 qkv8", {{l2, "o@qkv:24,gu@o:8,qkv@down:8"}}},
         {"rope o24 gu8 qkv12", {{rope, "1"}, {l2, "o@qkv:24,gu@o:8,qkv@down:12"}}},
+        {"o-pf 2, no o@qkv", {{"STRATA_GEMV_PREFETCH_O", "2"}, {l2, "gu@o:8,qkv@down:8"}}},
+        {"o-pf 1x132", {{"STRATA_GEMV_PREFETCH_O", "1x132"}}},
+        {"rope flash-pf o-pf 2 no o@qkv",
+         {{rope, "1"}, {flash, "1"}, {"STRATA_GEMV_PREFETCH_O", "2"}, {l2, "gu@o:8,qkv@down:8"}}},
         {"no pdl", {{"STRATA_DECODE_PDL", "0"}}},
     };
     for (const std::int64_t batch : {1, 2, 4}) {
@@ -156,7 +161,7 @@ int main(int argc, char** argv) {
         for (const auto& [name, value] : v.env) setenv(name, value, 1);
         // A variant the runner refuses (a bad spec) would time the module path: say so.
         if (const strata::models::DecodeGraphRunner probe(*model); !probe.usable()) {
-          std::printf("%-24s refused: %s\n", v.name, probe.reason().c_str());
+          std::printf("%-30s refused: %s\n", v.name, probe.reason().c_str());
           continue;
         }
         measure(batch, true, v.name);

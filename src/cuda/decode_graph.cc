@@ -524,6 +524,10 @@ struct DecodeGraph::Impl {
                        hidden};
         o.epilogue = kernels::GemvEpilogue::AddResidual;
         o.residual = hidden_buf.data_ptr();
+        if (w.o_prefetch >= 0) {
+          o.prefetch_passes = w.o_prefetch;
+          o.prefetch_blocks = w.o_prefetch_blocks;
+        }
         tail_norm_into(o, layer.post_norm, !layer.gate_quant);
         check(residual(o, stream, false), "decode graph: o_proj");
       }

@@ -128,6 +128,8 @@ struct DecodeWeights {
   // down_proj's own kernels::Gemv::prefetch_passes / prefetch_blocks (-1: gemv_prefetch's): its
   // blocks start during gate/up's last wave, the only GEMV that follows a GEMV directly.
   int down_prefetch = -1, down_prefetch_blocks = 0;
+  // The same for o_proj (its blocks are placed once flash decoding is past its loads).
+  int o_prefetch = -1, o_prefetch_blocks = 0;
 };
 
 class DecodeGraph {

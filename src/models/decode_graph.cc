@@ -225,12 +225,14 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
     w.flash_prefetch = options.flash_prefetch;
     flag("STRATA_DECODE_FLASH_PREFETCH", w.flash_prefetch);
     flag("STRATA_GEMV_LATE_TRIGGER", w.gemv_late_trigger);
-    if (const char* down = std::getenv("STRATA_GEMV_PREFETCH_DOWN"); down != nullptr) {
-      // "P" passes of down_proj's rows fetched before its wait, or "PxB" by its first B blocks.
-      if (std::sscanf(down, "%dx%d", &w.down_prefetch, &w.down_prefetch_blocks) < 1) {
-        w.down_prefetch = -1;
-      }
-    }
+    // "P" passes of down_proj's (o_proj's) rows fetched before its wait, or "PxB" by its first B
+    // blocks.
+    const auto passes_blocks = [](const char* name, int& passes, int& blocks) {
+      const char* value = std::getenv(name);
+      if (value != nullptr && std::sscanf(value, "%dx%d", &passes, &blocks) < 1) passes = -1;
+    };
+    passes_blocks("STRATA_GEMV_PREFETCH_DOWN", w.down_prefetch, w.down_prefetch_blocks);
+    passes_blocks("STRATA_GEMV_PREFETCH_O", w.o_prefetch, w.o_prefetch_blocks);
     if (const char* l2 = std::getenv("STRATA_DECODE_L2"); l2 != nullptr) w.l2_prefetch = l2;
     if (const char* passes = std::getenv("STRATA_GEMV_PREFETCH"); passes != nullptr) {
       w.gemv_prefetch = std::atoi(passes);  // weight passes fetched into L2 before the wait
