@@ -501,6 +501,9 @@ inline constexpr std::size_t kMaxNormBytes = 47 * 1024;
   extern template cudaError_t launch<T, B, R, U, false, true>(const Gemv&, unsigned, cudaStream_t);
 #define STRATA_GEMV_INSTANTIATE_PRELOAD(T, B, R, U) \
   template cudaError_t launch<T, B, R, U, false, true>(const Gemv&, unsigned, cudaStream_t);
+// M(1) ... M(8): a macro over every batch the kernel is built for (kMaxGemvBatch).
+#define STRATA_GEMV_EACH_BATCH(M) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8)
+
 // GemvEpilogue::RopeKv's kernel of a shape (without the fused norm).
 #define STRATA_GEMV_DECLARE_ROPE(T, B, R, U)                                                \
   extern template cudaError_t launch<T, B, R, U, false, false, true>(const Gemv&, unsigned, \

@@ -9,14 +9,7 @@ namespace strata::cuda::kernels::gemv_detail {
 #define STRATA_GEMV_ROPE_BATCH(B)                                               \
   STRATA_GEMV_INSTANTIATE_ROPE(BF16Bits, B, default_rows(B), default_unroll(B)) \
   STRATA_GEMV_INSTANTIATE_ROPE(HalfBits, B, default_rows(B), default_unroll(B))
-STRATA_GEMV_ROPE_BATCH(1)
-STRATA_GEMV_ROPE_BATCH(2)
-STRATA_GEMV_ROPE_BATCH(3)
-STRATA_GEMV_ROPE_BATCH(4)
-STRATA_GEMV_ROPE_BATCH(5)
-STRATA_GEMV_ROPE_BATCH(6)
-STRATA_GEMV_ROPE_BATCH(7)
-STRATA_GEMV_ROPE_BATCH(8)
+STRATA_GEMV_EACH_BATCH(STRATA_GEMV_ROPE_BATCH)
 #undef STRATA_GEMV_ROPE_BATCH
 
 }  // namespace strata::cuda::kernels::gemv_detail
