@@ -70,7 +70,8 @@ struct Variant {
   int prefetch = -1;  // Gemv::prefetch_passes
   int grid = 0;       // Gemv::grid_blocks, in blocks per SM
   bool preload = false;
-  int fetchers = 0;  // Gemv::prefetch_blocks, in blocks per SM
+  int fetchers = 0;   // Gemv::prefetch_blocks, in blocks per SM
+  bool late = false;  // Gemv::late_trigger
 };
 
 // The shapes matvec_sweep.cu builds (rows per warp x loads in flight); each applies to the
@@ -146,7 +147,14 @@ int main(int argc, char** argv) {
     // back-to-back calls, the RMSNorm in the prologue where the layer has one before it, and the
     // sweep's rows x unroll shapes); otherwise the default shape with ordinary launches.
     std::vector<Variant> variants = {{"default", false, false, 0, 0}};
-    if (only_7b) variants.push_back({"pdl", true, false, 0, 0});
+    if (only_7b) {
+      variants.push_back({"pdl", true, false, 0, 0});
+      // The next launch's blocks placed at this one's tail, fetching before their wait.
+      variants.push_back({"pdl late", true, false, 0, 0, -1, 0, false, 0, true});
+      variants.push_back({"pdl late prefetch1", true, false, 0, 0, 1, 0, false, 0, true});
+      variants.push_back(
+          {"pdl late prefetch1 first wave", true, false, 0, 0, 1, 0, false, 1, true});
+    }
     if (sweep) {
       const bool normed = c.groups != 1 || std::string(c.layer) == "lm_head";
       variants.push_back({"pdl", true, false, 0, 0});
@@ -203,6 +211,7 @@ int main(int argc, char** argv) {
           g.grid_blocks = v.grid * sms;
           g.preload = v.preload;
           g.prefetch_blocks = v.fetchers * sms;
+          g.late_trigger = v.late;
           if (norm) g.norm_weight = gamma.data_ptr();
           if (k::gemv(g, stream()) != cudaSuccess) std::printf("gemv refused the launch\n");
         };
