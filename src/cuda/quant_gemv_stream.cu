@@ -321,11 +321,57 @@ __global__ void __launch_bounds__(kRowWarps * 32)
 // ---- host side
 // ------------------------------------------------------------------------------------
 
+// The tensor-core kernels' settings of one format per layer class: from how many rows of x on (9:
+// never) and the kernel's options.
+enum TcClass { kTcSmall = 0, kTcWideOut = 1, kTcLongIn = 2 };
+constexpr std::int64_t kTcWide = 8192;
+int tc_class(const QuantWeight& w) {
+  return w.n >= kTcWide ? kTcWideOut : w.k >= kTcWide ? kTcLongIn : kTcSmall;
+}
+struct FormatTc {
+  int from[3] = {9, 9, 9};
+  TcOptions options[3];
+};
+
+// Session 7's call 1 (in a CUDA graph with PDL, share of the copy rate at batch 1, 7B shapes
+// 4096x4096 / 11008x4096 / 4096x11008): GPTQ 4-bit 42/59/61% with 4 steps and 1 block per SM
+// against 35/44/39% for quant_gemv.cu's kernel; AWQ 33/52/46% against 32/36/37% for the column
+// kernel here; compressed-tensors int4 29-52% against 40/48/50% for quant_gemv.cu's (kept at 1-2
+// rows); at 8 rows the tc kernels read GPTQ at 39-64%, AWQ 30-34%, ct4 30-46% against 16-20%,
+// 12-16%, 27-36% for quant_gemv_mma.cu's. FP8: 72/76/79% against 56/88/66% for the row kernel
+// here, so FP8 layers of fewer than 8192 outputs take it from one row, wider ones from 3 rows.
+FormatTc default_tc(QuantKind kind) {
+  FormatTc f;
+  const auto all = [&](int from, int unroll, int bps) {
+    for (int c = 0; c < 3; ++c) {
+      f.from[c] = from;
+      f.options[c].unroll = unroll;
+      f.options[c].blocks_per_sm = bps;
+    }
+  };
+  switch (kind) {
+    case QuantKind::FP8:
+      all(1, 4, 1);
+      f.from[kTcWideOut] = 3;
+      break;
+    case QuantKind::AWQ:
+    case QuantKind::GPTQ:
+      all(1, 4, 1);
+      break;
+    case QuantKind::Compressed:
+      all(3, 2, 2);
+      break;
+  }
+  return f;
+}
+
 // The variant in use: STRATA_QUANT_GEMV = "v1" (quant_gemv.cu's kernels) or a comma list of
 // ro=O, ru=U (row kernels), f8=0|1 / ct=0|1 (FP8 / compressed-tensors rows here or in
 // quant_gemv.cu), tc=N / tf=N (the tensor-core kernels of quant_gemv_tc.cu for the int4 formats /
-// FP8 from N rows on, 0 never), tu=U (their steps per stage), tb=B (their blocks per SM); unknown
-// values fall back to the defaults below.
+// FP8 from N rows on, 0 never), tu=U (their steps per stage), tb=B (their blocks per SM), ts=S
+// (their splits of the inputs, 0 = from tb), tk=0|1 (the splits meet in a thread block cluster's
+// shared memory), tr=1|2 (compressed-tensors tiles of 16 or 32 rows), tg=0|1 (q/k/v groups in one
+// launch), each for every layer class; unknown values fall back to the defaults.
 struct StreamConfig {
   bool enabled = true;
   int row_o = 2, row_u = 4;
@@ -335,24 +381,10 @@ struct StreamConfig {
   // file's AWQ and GPTQ column kernels: the tensor-core kernels took their place for bf16 x (the
   // column kernels read a 7B token at 35% / 26%, the tensor-core ones at 43% / 53%).
   bool fp8 = true, compressed = false;
-  // The streaming tensor-core kernels (quant_gemv_tc.cu; bf16 x): from how many rows of x on (9:
-  // never), steps per stage and blocks per SM aimed at, by format. Session 7's call 1 (in a CUDA
-  // graph with PDL, share of the copy rate at batch 1, 7B shapes 4096x4096 / 11008x4096 /
-  // 4096x11008): GPTQ 4-bit 42/59/61% with 4 steps and 1 block per SM against 35/44/39% for
-  // quant_gemv.cu's kernel; AWQ 33/52/46% against 32/36/37% for the column kernel here;
-  // compressed-tensors int4 29-52% against 40/48/50% for quant_gemv.cu's (kept at 1-2 rows); at 8
-  // rows the tc kernels read GPTQ at 39-64%, AWQ 30-34%, ct4 30-46% against 16-20%, 12-16%,
-  // 27-36% for quant_gemv_mma.cu's. FP8: 72/76/79% against 56/88/66% for the row kernel here, so
-  // FP8 layers of fewer than tc_fp8_wide outputs take it from one row, wider ones from 3 rows.
-  int tc_from_awq = 1, tc_from_gptq = 1, tc_from_ct = 3, tc_from_fp8 = 3;
-  int tc_fp8_narrow_from = 1;
-  std::int64_t tc_fp8_wide = 8192;
-  int tc_unroll_fp8 = 4, tc_unroll_awq = 4, tc_unroll_gptq = 4, tc_unroll_ct = 2;
-  int tc_bps_fp8 = 1, tc_bps_awq = 1, tc_bps_gptq = 1, tc_bps_ct = 2;
-  // Session 8's sweep: splits forced (ts=S, 0 = from tb) and the cluster reduction (tk=1).
-  int tc_splits = 0;
-  bool tc_cluster = false;
-  int tc_ct_tiles = 1;   // tr=1|2: compressed-tensors tiles of 16 or 32 rows
+  // Since session 8 by layer class (tc_class: 4096-wide layers, n >= 8192, k >= 8192), so each
+  // shape of a decoder layer takes what the sweep measured best for it.
+  FormatTc tc[4] = {default_tc(QuantKind::FP8), default_tc(QuantKind::AWQ),
+                    default_tc(QuantKind::GPTQ), default_tc(QuantKind::Compressed)};
   bool tc_group = true;  // tg=0: a group (q/k/v) launches its layers one by one
 };
 
@@ -376,28 +408,34 @@ StreamConfig read_config() {
     if (key("ru") && (value == 2 || value == 4 || value == 8)) c.row_u = value;
     if (key("f8")) c.fp8 = value != 0;
     if (key("ct")) c.compressed = value != 0;
-    // 1 = from one row on, 0 = never, 2..8 = from that many rows on.
-    const auto from = [&](int& field) {
-      field = value == 0 ? 9 : (value >= 1 && value <= 8 ? value : field);
+    // 1 = from one row on, 0 = never, 2..8 = from that many rows on; tc: the int4 formats, tf:
+    // FP8, every layer class.
+    const int from = value == 0 ? 9 : value;
+    const auto each = [&](auto set) {
+      for (FormatTc& f : c.tc) {
+        for (int k = 0; k < 3; ++k) set(f, k);
+      }
     };
-    // tc: the int4 formats, tf: FP8 whatever its width, from N rows on (0: never).
-    if (key("tc")) {
-      from(c.tc_from_awq);
-      c.tc_from_gptq = c.tc_from_ct = c.tc_from_awq;
-    }
-    if (key("tf")) {
-      from(c.tc_from_fp8);
-      c.tc_fp8_narrow_from = c.tc_from_fp8;
+    if ((key("tc") || key("tf")) && value >= 0 && value <= 8) {
+      const bool fp8 = key("tf");
+      for (int i = 0; i < 4; ++i) {
+        if ((i == static_cast<int>(QuantKind::FP8)) != fp8) continue;
+        for (int k = 0; k < 3; ++k) c.tc[i].from[k] = from;
+      }
     }
     if (key("tu") && (value == 1 || value == 2 || value == 4)) {
-      c.tc_unroll_fp8 = c.tc_unroll_awq = c.tc_unroll_gptq = c.tc_unroll_ct = value;
+      each([&](FormatTc& f, int k) { f.options[k].unroll = value; });
     }
     if (key("tb") && value >= 1 && value <= 8) {
-      c.tc_bps_fp8 = c.tc_bps_awq = c.tc_bps_gptq = c.tc_bps_ct = value;
+      each([&](FormatTc& f, int k) { f.options[k].blocks_per_sm = value; });
     }
-    if (key("ts") && value >= 0 && value <= 16) c.tc_splits = value;
-    if (key("tk")) c.tc_cluster = value != 0;
-    if (key("tr") && (value == 1 || value == 2)) c.tc_ct_tiles = value;
+    if (key("ts") && value >= 0 && value <= 16) {
+      each([&](FormatTc& f, int k) { f.options[k].splits = value; });
+    }
+    if (key("tk")) each([&](FormatTc& f, int k) { f.options[k].cluster = value != 0; });
+    if (key("tr") && (value == 1 || value == 2)) {
+      each([&](FormatTc& f, int k) { f.options[k].ct_tiles = value; });
+    }
     if (key("tg")) c.tc_group = value != 0;
     const char* comma = std::strchr(eq, ',');
     if (comma == nullptr) break;
@@ -469,47 +507,16 @@ bool takes(const QuantWeight& w, std::int64_t rows, const void* x, Type x_type) 
          x_vector_ok(x, w.k, x_type) && row_layout(w);
 }
 
-// w's tensor-core kernel settings (by format): from how many rows, and the kernel's options.
+// w's tensor-core kernel settings (by format and layer class): from how many rows, and the
+// kernel's options.
 struct TcSetting {
   int from = 9;
   TcOptions options;
 };
 TcSetting tc_setting(const QuantWeight& w) {
-  const StreamConfig& c = config();
-  TcSetting t;
-  t.options.splits = c.tc_splits;
-  t.options.cluster = c.tc_cluster;
-  t.options.ct_tiles = c.tc_ct_tiles;
-  const auto set = [&](int from, int unroll, int bps) {
-    t.from = from;
-    t.options.unroll = unroll;
-    t.options.blocks_per_sm = bps;
-  };
-  switch (w.kind) {
-    case QuantKind::FP8:
-      set(w.n < c.tc_fp8_wide ? c.tc_fp8_narrow_from : c.tc_from_fp8, c.tc_unroll_fp8,
-          c.tc_bps_fp8);
-      break;
-    case QuantKind::AWQ:
-      set(c.tc_from_awq, c.tc_unroll_awq, c.tc_bps_awq);
-      break;
-    case QuantKind::GPTQ:
-      set(c.tc_from_gptq, c.tc_unroll_gptq, c.tc_bps_gptq);
-      break;
-    case QuantKind::Compressed:
-      set(c.tc_from_ct, c.tc_unroll_ct, c.tc_bps_ct);
-      break;
-  }
-  return t;
-}
-
-}  // namespace
-
-QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t rows, int sms) {
-  // Only the tensor-core kernels split the inputs over blocks here (the row kernels finish in one).
-  const TcSetting t = tc_setting(w);
-  if (!config().enabled || rows < t.from || rows > 8) return {};
-  return quant_tc_scratch(w, rows, t.options, sms);
+  const FormatTc& f = config().tc[static_cast<int>(w.kind)];
+  const int k = tc_class(w);
+  return {f.from[k], f.options[k]};
 }
 
 // A group takes the tensor-core kernels when each of its layers would on its own at these rows.
@@ -519,6 +526,15 @@ bool group_on(const QuantWeight* w, int count, std::int64_t rows) {
     if (rows < tc_setting(w[i]).from) return false;
   }
   return true;
+}
+
+}  // namespace
+
+QuantGemvScratch quant_gemv_stream_scratch(const QuantWeight& w, std::int64_t rows, int sms) {
+  // Only the tensor-core kernels split the inputs over blocks here (the row kernels finish in one).
+  const TcSetting t = tc_setting(w);
+  if (!config().enabled || rows < t.from || rows > 8) return {};
+  return quant_tc_scratch(w, rows, t.options, sms);
 }
 
 QuantGemvScratch quant_gemv_group_scratch(const QuantWeight* w, int count, std::int64_t rows,
