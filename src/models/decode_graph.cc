@@ -212,6 +212,7 @@ DecodeGraphRunner::DecodeGraphRunner(CausalLM& model, const DecodeGraphOptions& 
       w.tail_norm = !environment_off("STRATA_DECODE_TAIL_NORM");
     }
     w.split_k = options.split_k;
+    w.split_down_only = options.split_down_only;
     if (const char* split = std::getenv("STRATA_DECODE_SPLIT_K"); split != nullptr) {
       // "S" segments, or "SxR" with R rows per warp task; anything else turns it off.
       if (std::sscanf(split, "%dx%d", &w.split_k, &w.split_rows) < 1) w.split_k = 0;

@@ -49,6 +49,7 @@ struct DecodeGraphOptions {
   // o_proj and down_proj as split-K GEMVs of this many segments (cuda::DecodeWeights::split_k; 0
   // off: slower; STRATA_DECODE_SPLIT_K=S or SxR, R rows per warp task, overrides it).
   int split_k = 0;
+  bool split_down_only = false;  // split_k for down_proj alone (STRATA_DECODE_SPLIT_K=SxR@down)
   // rope_kv_write in the q/k/v GEMV's store: one launch fewer per layer, the same bits
   // (cuda::DecodeWeights::fused_rope; STRATA_DECODE_FUSED_ROPE=1 or 0 overrides it).
   bool fused_rope = false;
