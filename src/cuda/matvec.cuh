@@ -302,10 +302,12 @@ __device__ __forceinline__ void rope_store(const Gemv& g, const Task& task, floa
   const float partner = __shfl_sync(0xFFFFFFFFu, x, ((o ^ 1) * B + my_b) & 31);
   if (!valid) return;
   const std::int64_t head = n / d, i = n % d, pos = *rp.past;
-  T* cache = static_cast<T*>(paired ? rp.k_cache : rp.v_cache) +
-             ((my_b * rp.kv_heads + head) * rp.capacity + pos) * d;
+  // Row `pos` of a cache (k or v; q's heads are not cache heads).
+  const auto cache_row = [&](void* c) {
+    return static_cast<T*>(c) + ((my_b * rp.kv_heads + head) * rp.capacity + pos) * d;
+  };
   if (!paired) {
-    cache[i] = from_float<T>(x);
+    cache_row(rp.v_cache)[i] = from_float<T>(x);
     return;
   }
   float y = x;
@@ -314,7 +316,8 @@ __device__ __forceinline__ void rope_store(const Gemv& g, const Task& task, floa
     const float s = to_float(static_cast<const T*>(rp.sin)[pos * d + i]);
     y = rope_rotate(x, o % 2 == 0 ? -partner : partner, c, s);
   }
-  T* dst = task.group == 0 ? static_cast<T*>(grp.out) + my_b * grp.ldo + n : cache + i;
+  T* dst =
+      task.group == 0 ? static_cast<T*>(grp.out) + my_b * grp.ldo + n : cache_row(rp.k_cache) + i;
   *dst = from_float<T>(y);
 }
 
