@@ -143,9 +143,10 @@ const char* active_variant_name() {
   return "";
 }
 
-// STRATA_QUANT_CPU_GPTQ=strips|panels unless a test pinned one (-1: not pinned).
+// STRATA_QUANT_CPU_GPTQ=strips|panels unless a test pinned one (-1: not pinned). Strips stay the
+// default until the device host measures panels (session 8 had no device run; docs).
 std::atomic<int> g_gptq_layout{-1};
-constexpr GptqCpuLayout kDefaultGptqLayout = GptqCpuLayout::Panels;
+constexpr GptqCpuLayout kDefaultGptqLayout = GptqCpuLayout::Strips;
 
 // GPTQ in panels (gptq_panel): packed rows split in chunks of whole groups where they can be, the
 // outputs in stretches of up to 1024 (4 KiB of each packed row), tasks of about 256 KiB; each

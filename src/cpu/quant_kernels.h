@@ -49,9 +49,10 @@ std::vector<std::string> fused_kernel_variants();
 void pin_fused_kernel_variant(const std::string& name);
 
 // How the fused GPTQ decode (sequential g_idx) walks the packed rows: `Strips` of 64-256 bytes of
-// every row per task (session 5), or `Panels` (session 8): tasks of a chunk of rows x up to 4 KiB
-// of each, the chunks' sums added after. STRATA_QUANT_CPU_GPTQ=strips|panels picks one, tests pin
-// one (nullopt: back to the environment / default). Not thread-safe against running calls.
+// every row per task (session 5, the default), or `Panels` (session 8, opt-in until measured on
+// the device host): tasks of a chunk of rows x up to 4 KiB of each, the chunks' sums added after.
+// STRATA_QUANT_CPU_GPTQ=strips|panels picks one, tests pin one (nullopt: back to the environment /
+// default). Not thread-safe against running calls.
 enum class GptqCpuLayout { Strips, Panels };
 GptqCpuLayout gptq_cpu_layout();
 void pin_gptq_cpu_layout(std::optional<GptqCpuLayout> layout);
