@@ -301,6 +301,152 @@ __device__ __forceinline__ void mma_tile(const FlashDecodeArgs& a, const T* ks, 
   }
 }
 
+// Four columns of query row `at`'s output: sum * inv rounded to T.
+template <typename T>
+__device__ __forceinline__ void store4(const FlashDecodeArgs& a, int b, RowAt at, int d, float4 sum,
+                                       float inv) {
+  T* out = static_cast<T*>(a.out) + b * a.out_strides[0] + at.h * a.out_strides[1] +
+           at.i * a.out_strides[2] + d;
+  out[0] = from_float<T>(sum.x * inv);
+  out[1] = from_float<T>(sum.y * inv);
+  out[2] = from_float<T>(sum.z * inv);
+  out[3] = from_float<T>(sum.w * inv);
+}
+
+// The last block's merge of every split's partials of (batch b, kv head kvh, rows first..+nrows)
+// into the output, two passes: the weights exp2(m_s - m) of the splits first (a warp per row, the
+// sink in the denominator), then the partials.
+template <typename T, int R, int THREADS>
+__device__ __forceinline__ void merge_two_pass(const FlashDecodeArgs& a, int b, int kvh, int first,
+                                               int nrows, int active, const float* scratch_o,
+                                               const float* scratch_ml) {
+  __shared__ float s_weight[R][kFlashDecodeMaxSplits];
+  __shared__ float s_total[R];
+  constexpr int kThreads = THREADS;
+  const int tid = threadIdx.x, lane = tid & 31;
+  const int warp = tid >> 5;
+  for (int r = warp; r < nrows; r += kThreads / 32) {
+    const RowAt at = row_at(a, kvh, first + r);
+    const std::int64_t row = (static_cast<std::int64_t>(b) * a.q_heads + at.h) * a.q_len + at.i;
+    const float* ml = scratch_ml + row * a.splits * 2;
+    // One read of every split's (max, sum): at most kFlashDecodeMaxSplits / 32 per lane.
+    constexpr int kPerLane = kFlashDecodeMaxSplits / 32;
+    float ms[kPerLane], ls[kPerLane];
+    float mx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int s = lane + 32 * j;
+      const float2 v = s < active ? __ldcg(reinterpret_cast<const float2*>(ml) + s)
+                                  : make_float2(-INFINITY, 0.0f);
+      ms[j] = v.x;
+      ls[j] = v.y;
+      mx = fmaxf(mx, v.x);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
+    float total = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int s = lane + 32 * j;
+      if (s < active) {
+        const float w = mx == -INFINITY ? 0.0f : flash::fast_exp2(ms[j] - mx);
+        s_weight[r][s] = w;
+        total = fmaf(ls[j], w, total);
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xFFFFFFFFu, total, o);
+    if (a.sinks != nullptr && mx != -INFINITY)
+      total += flash::fast_exp2(a.sinks[at.h] * kLog2e - mx);
+    if (lane == 0) s_total[r] = total;
+  }
+  __syncthreads();
+  // Four columns a thread (float4), sixteen splits' partials requested at once: one block reads
+  // every split's partials of the group, so this tail is latency-bound, not bandwidth-bound.
+  const int quads = a.v_dim / 4;
+  for (int idx = tid; idx < nrows * quads; idx += kThreads) {
+    const int r = idx / quads, d = idx % quads * 4;
+    const RowAt at = row_at(a, kvh, first + r);
+    const std::int64_t row = (static_cast<std::int64_t>(b) * a.q_heads + at.h) * a.q_len + at.i;
+    const float4* parts = reinterpret_cast<const float4*>(scratch_o + row * a.splits * a.v_dim + d);
+    const int stride = quads;  // float4s between two splits' partials
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    constexpr int kBatch = 16;  // loads in flight: ceil(active / 16) L2 round trips
+    for (int s = 0; s < active; s += kBatch) {
+      float4 p[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        p[j] =
+            s + j < active ? __ldcg(parts + (s + j) * stride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const float w = s + j < active ? s_weight[r][s + j] : 0.0f;
+        sum.x = fmaf(p[j].x, w, sum.x);
+        sum.y = fmaf(p[j].y, w, sum.y);
+        sum.z = fmaf(p[j].z, w, sum.z);
+        sum.w = fmaf(p[j].w, w, sum.w);
+      }
+    }
+    const float total = s_total[r];
+    store4<T>(a, b, at, d, sum, total > 0.0f ? 1.0f / total : 0.0f);  // all masked: zeros
+  }
+}
+
+// The same merge in one pass: each split's (max, sum) is read with its partial, sixteen splits at
+// once, and the sums rescaled as the running max grows (ceil(active / 16) L2 round trips, not one
+// more for the maxima first).
+template <typename T, int THREADS>
+__device__ __forceinline__ void merge_one_pass(const FlashDecodeArgs& a, int b, int kvh, int first,
+                                               int nrows, int active, const float* scratch_o,
+                                               const float* scratch_ml) {
+  const int quads = a.v_dim / 4;
+  for (int idx = static_cast<int>(threadIdx.x); idx < nrows * quads; idx += THREADS) {
+    const int r = idx / quads, d = idx % quads * 4;
+    const RowAt at = row_at(a, kvh, first + r);
+    const std::int64_t row = (static_cast<std::int64_t>(b) * a.q_heads + at.h) * a.q_len + at.i;
+    const float4* parts = reinterpret_cast<const float4*>(scratch_o + row * a.splits * a.v_dim + d);
+    const float2* mls = reinterpret_cast<const float2*>(scratch_ml + row * a.splits * 2);
+    const int stride = quads;  // float4s between two splits' partials
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float mx = -INFINITY, total = 0.0f;
+    constexpr int kBatch = 16;
+    for (int s = 0; s < active; s += kBatch) {
+      float4 p[kBatch];
+      float2 ml[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const bool in = s + j < active;
+        p[j] = in ? __ldcg(parts + (s + j) * stride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        ml[j] = in ? __ldcg(mls + s + j) : make_float2(-INFINITY, 0.0f);
+      }
+      float next = mx;
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) next = fmaxf(next, ml[j].x);
+      if (next == -INFINITY) continue;              // no split so far saw a key
+      const float c = flash::fast_exp2(mx - next);  // 0 while the max was -inf
+      mx = next;
+      total *= c;
+      sum.x *= c;
+      sum.y *= c;
+      sum.z *= c;
+      sum.w *= c;
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const float w = flash::fast_exp2(ml[j].x - mx);  // 0: the split saw no key (or none)
+        total = fmaf(ml[j].y, w, total);
+        sum.x = fmaf(p[j].x, w, sum.x);
+        sum.y = fmaf(p[j].y, w, sum.y);
+        sum.z = fmaf(p[j].z, w, sum.z);
+        sum.w = fmaf(p[j].w, w, sum.w);
+      }
+    }
+    if (a.sinks != nullptr && mx != -INFINITY)
+      total += flash::fast_exp2(a.sinks[at.h] * kLog2e - mx);
+    store4<T>(a, b, at, d, sum, total > 0.0f ? 1.0f / total : 0.0f);  // all masked: zeros
+  }
+}
+
 // CLUSTER: grid (split, batch * kv head, row chunk), a cluster of a.splits blocks along x.
 // Else grid (split * row_chunks + row chunk, batch * kv head) and the global scratch merge.
 // MMA: scores and P V on the tensor cores (flash_decode_fused.cu, "tensor cores").
@@ -618,60 +764,12 @@ __global__ void __launch_bounds__(THREADS) fused_decode_kernel(FlashDecodeArgs a
   if (!s_last) return;
   __threadfence();
 
-  // Four columns a thread (float4). Each split's (max, sum) is read with its partial, sixteen
-  // splits at once, and the sums rescaled as the running max grows (one pass: ceil(active / 16)
-  // L2 round trips, not one more for the maxima first). One block reads every split's partials
-  // of the group, so this tail is latency-bound, not bandwidth-bound.
-  const int quads = a.v_dim / 4;
-  for (int idx = tid; idx < nrows * quads; idx += kThreads) {
-    const int r = idx / quads, d = idx % quads * 4;
-    const RowAt at = row_at(a, kvh, first + r);
-    const std::int64_t row = (static_cast<std::int64_t>(b) * a.q_heads + at.h) * a.q_len + at.i;
-    const float4* parts = reinterpret_cast<const float4*>(scratch_o + row * a.splits * a.v_dim + d);
-    const float2* mls = reinterpret_cast<const float2*>(scratch_ml + row * a.splits * 2);
-    const int stride = quads;  // float4s between two splits' partials
-    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    float mx = -INFINITY, total = 0.0f;
-    constexpr int kBatch = 16;
-    for (int s = 0; s < active; s += kBatch) {
-      float4 p[kBatch];
-      float2 ml[kBatch];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const bool in = s + j < active;
-        p[j] = in ? __ldcg(parts + (s + j) * stride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        ml[j] = in ? __ldcg(mls + s + j) : make_float2(-INFINITY, 0.0f);
-      }
-      float next = mx;
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) next = fmaxf(next, ml[j].x);
-      if (next == -INFINITY) continue;              // no split so far saw a key
-      const float c = flash::fast_exp2(mx - next);  // 0 while the max was -inf
-      mx = next;
-      total *= c;
-      sum.x *= c;
-      sum.y *= c;
-      sum.z *= c;
-      sum.w *= c;
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const float w = flash::fast_exp2(ml[j].x - mx);  // 0: the split saw no key (or none)
-        total = fmaf(ml[j].y, w, total);
-        sum.x = fmaf(p[j].x, w, sum.x);
-        sum.y = fmaf(p[j].y, w, sum.y);
-        sum.z = fmaf(p[j].z, w, sum.z);
-        sum.w = fmaf(p[j].w, w, sum.w);
-      }
-    }
-    if (a.sinks != nullptr && mx != -INFINITY)
-      total += flash::fast_exp2(a.sinks[at.h] * kLog2e - mx);
-    const float inv = total > 0.0f ? 1.0f / total : 0.0f;  // all masked: zeros
-    T* out = static_cast<T*>(a.out) + b * a.out_strides[0] + at.h * a.out_strides[1] +
-             at.i * a.out_strides[2] + d;
-    out[0] = from_float<T>(sum.x * inv);
-    out[1] = from_float<T>(sum.y * inv);
-    out[2] = from_float<T>(sum.z * inv);
-    out[3] = from_float<T>(sum.w * inv);
+  // The session-7 merge for the CUDA-core variants (the defaults as measured), the one-pass merge
+  // for the tensor-core ones (new, not yet measured).
+  if constexpr (MMA) {
+    merge_one_pass<T, THREADS>(a, b, kvh, first, nrows, active, scratch_o, scratch_ml);
+  } else {
+    merge_two_pass<T, R, THREADS>(a, b, kvh, first, nrows, active, scratch_o, scratch_ml);
   }
 }
 
