@@ -85,20 +85,23 @@ struct Task {
 // GemvEpilogue::RopeKv: groups 0 and 1 (q, k) are cut into rotation pairs (rows d and
 // d + head_dim / 2 of a head), R / 2 of them per warp task; group 2 (v) into R rows per task.
 // A task's `row` is then its first pair (q, k) or row (v).
-__device__ __forceinline__ bool rope_paired(const Gemv& g, int group) {
-  return g.epilogue == GemvEpilogue::RopeKv && group < 2;
+// Rope: the kernel is RopeKv's (a template flag, so the other kernels compile as without it).
+template <bool Rope>
+__device__ __forceinline__ bool rope_paired(int group) {
+  return Rope && group < 2;
 }
 // Pairs or rows of a group (task_active's bound).
+template <bool Rope>
 __device__ __forceinline__ std::int64_t task_units(const Gemv& g, int group) {
-  return rope_paired(g, group) ? g.groups[group].n / 2 : g.groups[group].n;
+  return rope_paired<Rope>(group) ? g.groups[group].n / 2 : g.groups[group].n;
 }
 
-template <int R>
+template <int R, bool Rope>
 __device__ __forceinline__ Task task_of(const Gemv& g, std::int64_t warp) {
   if (g.epilogue == GemvEpilogue::SiluMul) return {0, warp * (R / 2)};
   for (int i = 0; i < g.group_count; ++i) {
-    const int per = rope_paired(g, i) ? R / 2 : R;
-    const std::int64_t tasks = (task_units(g, i) + per - 1) / per;
+    const int per = rope_paired<Rope>(i) ? R / 2 : R;
+    const std::int64_t tasks = (task_units<Rope>(g, i) + per - 1) / per;
     if (warp < tasks) return {i, warp * per};
     warp -= tasks;
   }
@@ -198,18 +201,19 @@ __device__ __forceinline__ uint4 load_x(const uint4* p) {
   }
 }
 
+template <bool Rope>
 __device__ __forceinline__ bool task_active(const Gemv& g, const Task& task) {
-  return task.group >= 0 && task.row < task_units(g, task.group);
+  return task.group >= 0 && task.row < task_units<Rope>(g, task.group);
 }
 
 // The task's weight rows (SiluMul: gate, up, gate, up, ... of consecutive outputs; RopeKv's q and
 // k: d, d + half, d + 1, d + 1 + half, ... of consecutive pairs); a row past the end rereads the
 // last one and stores nothing.
-template <typename T, int R>
+template <typename T, int R, bool Rope>
 __device__ __forceinline__ void weight_rows(const Gemv& g, const Task& task, const uint4* (&w)[R]) {
   const bool gated = g.epilogue == GemvEpilogue::SiluMul;
   const GemvGroup& first = g.groups[task.group];
-  if (rope_paired(g, task.group)) {
+  if (rope_paired<Rope>(task.group)) {
     const std::int64_t half = g.rope.head_dim / 2, pairs = first.n / 2;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -230,7 +234,8 @@ __device__ __forceinline__ void weight_rows(const Gemv& g, const Task& task, con
 }
 
 // One pass of U 16-byte chunks per row from chunk c (this lane's), loads past `end` replaced by
-// zeros: the GEMV's last, partial pass and the split-K kernel's segments (matvec_splitk.cu).
+// zeros: the split-K kernel's segments (matvec_splitk.cu), and what gemv_task's last, partial
+// pass does.
 template <typename T, int B, int R, int U, bool Norm>
 __device__ __forceinline__ void predicated_pass(float (&acc)[R][B], const uint4* const (&w)[R],
                                                 const uint4* const (&x)[B], std::int64_t c,
@@ -288,7 +293,7 @@ template <typename T, int B, int R>
 __device__ __forceinline__ void rope_store(const Gemv& g, const Task& task, float v, int lane) {
   const GemvGroup& grp = g.groups[task.group];
   const GemvRope& rp = g.rope;
-  const bool paired = rope_paired(g, task.group);
+  const bool paired = rope_paired<true>(task.group);
   const int o = lane / B, my_b = lane % B;
   const std::int64_t d = rp.head_dim, half = d / 2;
   const std::int64_t pair = task.row + o / 2;
@@ -332,7 +337,7 @@ __device__ __forceinline__ void gemv_task(const Gemv& g, const Task& task,
   const bool gated = g.epilogue == GemvEpilogue::SiluMul;
   const GemvGroup& first = g.groups[task.group];
   const uint4* w[R];
-  weight_rows<T, R>(g, task, w);
+  weight_rows<T, R, Rope>(g, task, w);
   const std::int64_t chunks = g.k * static_cast<std::int64_t>(sizeof(T)) / 16;
   float acc[R][B];
 #pragma unroll
@@ -371,19 +376,59 @@ __device__ __forceinline__ void gemv_task(const Gemv& g, const Task& task,
       }
     }
   }
-  // The rest (fewer than U chunks per lane): one predicated pass, every load in flight.
-  if (c < chunks) predicated_pass<T, B, R, U, Norm>(acc, w, x, c, chunks);
+  // The rest (fewer than U chunks per lane): one predicated pass, every load in flight. (This is
+  // predicated_pass written out: calling it changed ptxas's register allocation of the default
+  // kernels, bf16 batch 8 from 151 to 157 registers, which session 7's measurements were made
+  // with.)
+  if (c < chunks) {
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    uint4 wr[R][U];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        wr[r][u] = c + 32 * u < chunks ? __ldcs(w[r] + c + 32 * u) : zero;
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const uint4 xv = c + 32 * u < chunks ? load_x<Norm>(x[b] + c + 32 * u) : zero;
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r][b] += dot16<T>(wr[r][u], xv);
+      }
+    }
+  }
   // Every lane ends with every sum; lane o * B + b stores (output o of the task, input row b).
-  warp_sums<B, R>(acc);
-  const int o = lane / B, my_b = lane % B;
-  float v = pick<B, R>(acc, gated ? 2 * o : o, my_b);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int b = 0; b < B; ++b) acc[r][b] = warp_sum(acc[r][b]);
+  }
   if constexpr (Rope) {
-    rope_store<T, B, R>(g, task, v, lane);
+    rope_store<T, B, R>(g, task, pick<B, R>(acc, lane / B, lane % B), lane);
     return;
   }
   const int outputs = gated ? R / 2 : R;
   if (lane >= outputs * B) return;
-  float up = gated ? pick<B, R>(acc, 2 * o + 1, my_b) : 0.0f;
+  const int o = lane / B, my_b = lane % B;
+  float v = 0.0f, up = 0.0f;
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+      if (b != my_b) continue;
+      if (gated) {
+        if (2 * i + 1 < R && i == o) {
+          v = acc[2 * i][b];
+          up = acc[2 * i + 1][b];
+        }
+      } else if (i == o) {
+        v = acc[i][b];
+      }
+    }
+  }
   const std::int64_t n = task.row + o;
   if (n >= first.n) return;
   if (first.bias != nullptr) v += to_float(static_cast<const T*>(first.bias)[n]);
@@ -420,9 +465,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
   // others occupancy): the first pass goes into registers (predicated, zeros past the row).
   uint4 pre[R][U];
   bool preloaded = false;
-  if (const Task task = task_of<R>(g, warp); task_active(g, task)) {
+  if (const Task task = task_of<R, Rope>(g, warp); task_active<Rope>(g, task)) {
     const uint4* w[R];
-    weight_rows<T, R>(g, task, w);
+    weight_rows<T, R, Rope>(g, task, w);
     if constexpr (Pre) {
       const uint4 zero = make_uint4(0, 0, 0, 0);
 #pragma unroll
@@ -465,8 +510,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(Gemv g) {
   // row order, so the first one past the end ends the warp.
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarps;
   for (std::int64_t t = warp;; t += stride) {
-    const Task task = task_of<R>(g, t);
-    if (!task_active(g, task)) break;
+    const Task task = task_of<R, Rope>(g, t);
+    if (!task_active<Rope>(g, task)) break;
     gemv_task<T, B, R, U, Norm, Rope>(g, task, x, lane, pre, Pre && preloaded);
     preloaded = false;  // later tasks (grid stride) load their own
   }
