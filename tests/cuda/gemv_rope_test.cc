@@ -21,17 +21,11 @@ namespace {
 
 using cuda::kernels::Gemv;
 using cuda::kernels::GemvEpilogue;
+using testing::bits_equal;
 using testing::random_tensor;
 
 cudaStream_t stream() { return testing::kernel_stream(); }
 Tensor gpu(const Tensor& t) { return t.to(Device::cuda(0)); }
-
-bool bits_equal(const Tensor& a, const Tensor& b) {
-  const Tensor x = a.to(Device::cpu()).contiguous(), y = b.to(Device::cpu()).contiguous();
-  return x.nbytes() == y.nbytes() && std::equal(static_cast<const char*>(x.data_ptr()),
-                                                static_cast<const char*>(x.data_ptr()) + x.nbytes(),
-                                                static_cast<const char*>(y.data_ptr()));
-}
 
 class GemvRopeTest : public ::testing::TestWithParam<DType> {
  protected:

@@ -25,6 +25,7 @@ namespace {
 using cuda::kernels::Gemv;
 using cuda::kernels::GemvEpilogue;
 using cuda::kernels::Type;
+using testing::bits_equal;
 using testing::random_tensor;
 
 cudaStream_t stream() { return testing::kernel_stream(); }
@@ -48,13 +49,6 @@ double max_diff(const Tensor& a, const Tensor& b) {
     worst = std::max(worst, std::abs(x[i] - y[i]));
   }
   return worst;
-}
-
-bool bits_equal(const Tensor& a, const Tensor& b) {
-  const Tensor x = a.to(Device::cpu()).contiguous(), y = b.to(Device::cpu()).contiguous();
-  return x.nbytes() == y.nbytes() && std::equal(static_cast<const char*>(x.data_ptr()),
-                                                static_cast<const char*>(x.data_ptr()) + x.nbytes(),
-                                                static_cast<const char*>(y.data_ptr()));
 }
 
 Gemv base(DType t, std::int64_t batch, std::int64_t k, const Tensor& x) {
