@@ -32,12 +32,14 @@ std::vector<std::string> splitlines(const std::string& s) {
 }
 
 std::string indent(const std::string& text, const Value& width, bool first, bool blank) {
+  // The width is checked before the pad is built: a template's indent(10**11) must get the
+  // render's size error, not an allocation of that many spaces.
+  const std::int64_t spaces =
+      std::max<std::int64_t>(0, width.kind == Value::Kind::Int ? width.integer : 4);
+  if (!width.is_string()) check_string_size(static_cast<std::size_t>(spaces));
   const std::string pad =
-      width.is_string() ? width.text()
-                        : std::string(static_cast<std::size_t>(std::max<std::int64_t>(
-                                          0, width.kind == Value::Kind::Int ? width.integer : 4)),
-                                      ' ');
-  check_string_size(pad.size() * codepoint_count(text));
+      width.is_string() ? width.text() : std::string(static_cast<std::size_t>(spaces), ' ');
+  check_string_size(pad.size() * (codepoint_count(text) + 1));
   std::vector<std::string> lines = splitlines(text + "\n");
   std::string out;
   if (blank) {

@@ -126,6 +126,9 @@ TEST(JinjaLimits, PathologicalTemplatesEndInClearErrors) {
   EXPECT_CONTAINS(error_of("{{ ('x' * 2000000)|list|length }}"), "a list would exceed");
   EXPECT_CONTAINS(error_of("{{ 'ab'|replace('', 'x' * 10000000) }}"), "a string would exceed");
   EXPECT_CONTAINS(error_of("{{ ('a\\n' * 1000)|indent(100000) }}"), "a string would exceed");
+  // The width alone is too big (found by chat_template_fuzz): no allocation of 5e10 spaces.
+  EXPECT_CONTAINS(error_of("{{ 'a0b'|indent(55555555552, true) }}"), "a string would exceed");
+  EXPECT_CONTAINS(error_of("{{ ''|indent(55555555552, true) }}"), "a string would exceed");
   EXPECT_CONTAINS(error_of("{{ '{}{}'.format('x' * 10000000, 'y' * 10000000) }}"),
                   "a string would exceed");
 }
