@@ -126,5 +126,31 @@ TEST(BenchExperts, RandomDecodeInputsAndTheDistinctExpertsEachBlockRan) {
       {"--decode-input", "sampled", "greedy", "random"}));
 }
 
+TEST(BenchExperts, ResidentExpertsReportTheirRoutingToo) {
+  // Every weight on the execution device (no map): the routing statistics (distinct experts per
+  // block) are what a routing study on a cpu-only machine reads, so they are reported here too.
+  BenchArgs args;
+  args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
+  args.prompt_tokens = "5";
+  args.decode_tokens = 3;
+  args.batch = "1";
+  args.repetitions = 1;
+  args.limits = false;
+  args.json = true;
+  std::ostringstream out, err;
+  ASSERT_EQ(run_bench(args, out, err), 0);
+  const nlohmann::json report = nlohmann::json::parse(out.str());
+  for (const auto& test : report.at("tests")) {
+    SCOPED_TRACE(test.dump());
+    const auto& e = test.at("experts");
+    EXPECT_GT(e.at("resident").get<std::int64_t>(), 0);
+    EXPECT_EQ(e.at("cpu").get<std::int64_t>() + e.at("streamed").get<std::int64_t>() +
+                  e.at("cached").get<std::int64_t>(),
+              0);
+    EXPECT_GT(e.at("distinct_experts").get<std::int64_t>(), 0);
+  }
+  EXPECT_NE(err.str().find("resident"), std::string::npos) << err.str();
+}
+
 }  // namespace
 }  // namespace strata::cli

@@ -383,7 +383,7 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
   const auto finish_test = [&](TestResult result) {
     if (scheduler) result.prefetch = prefetch_delta(scheduler->stats(), prefetch_before);
     const models::ExpertExecutionStats e = models::expert_execution_stats(model);
-    if (e.cpu + e.streamed + e.cached > 0) {
+    if (e.block_steps > 0) {  // a mixture of experts ran, wherever its experts live
       result.experts = e;
       if (loaded.expert_cache) result.expert_cache = loaded.expert_cache->stats();
       err << "    " << expert_summary(model, loaded.expert_cache.get()) << "\n";

@@ -319,7 +319,7 @@ std::int64_t expert_cache_bytes(const PlacementArgs& args, const LoadedModel& lo
 
 std::string expert_summary(models::CausalLM& model, const placement::ExpertCache* cache) {
   const models::ExpertExecutionStats s = models::expert_execution_stats(model);
-  if (s.cpu + s.streamed + s.cached == 0) return "";
+  if (s.block_steps == 0) return "";  // no mixture-of-experts block ran
   std::string text = fmt::format(
       "experts: {} cpu, {} streamed, {} cached, {} resident, {:.1f} distinct per block", s.cpu,
       s.streamed, s.cached, s.resident,
