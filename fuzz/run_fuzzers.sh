@@ -15,7 +15,19 @@ for target in safetensors_header_fuzz index_fuzz tokenizer_json_fuzz tokenizer_e
   cp -r "$here/corpus/$corpus_name/." "$scratch/"
   exe=$(find "$build" -type f -name "$target" -perm -u+x | head -1)
   echo "== $target for ${seconds}s ($(ls "$scratch" | wc -l) seeds)"
+  log="$artifacts/$target.log"
+  status=0
   "$exe" -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-    -artifact_prefix="$artifacts/$target-" "$scratch" 2>&1 | tail -5
+    -artifact_prefix="$artifacts/$target-" "$scratch" >"$log" 2>&1 || status=$?
   rm -rf "$scratch"
+  if [ "$status" -ne 0 ]; then
+    # What went wrong (the sanitizer's report or libFuzzer's reason: crash, leak, out of memory,
+    # timeout) and where, before the reproducer's lines at the end.
+    grep -E -A12 "^==[0-9]+==(ERROR|WARNING)|runtime error|out-of-memory|deadly signal|timeout after" \
+      "$log" | head -40
+    tail -5 "$log"
+    echo "$target failed (exit $status); full log: $log"
+    exit "$status"
+  fi
+  tail -5 "$log"
 done
