@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """transformers + Accelerate on a MoE checkpoint with device_map="auto" and the same budgets as
-the Strata run: prefill of PROMPT tokens, then greedy decode of N tokens; prints one JSON line
-{"prefill_tokens_per_s", "decode_tokens_per_s", "load_s"}.
+the Strata run: prefill of PROMPT tokens, then greedy decode of N tokens; prints a JSON line
+{"prefill_tokens_per_s", "decode_tokens_per_s", "decode_tokens", "load_s"} after the prefill and
+again after every decode step (the last line is the result): Accelerate streams every offloaded
+layer whole at each step, seconds a step at 48 layers, so a run cut off by the caller's time
+limit still leaves its prefill rate and the decode rate of the steps it finished.
 
 Usage: hf_moe_decode.py MODEL_DIR [--gpu-gib 24] [--cpu-gib 100] [--prompt 512] [--decode 8]
 """
@@ -37,17 +40,23 @@ def main():
         torch.cuda.synchronize()
         prefill_s = time.perf_counter() - t0
         past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+
+        def report(steps, decode_s):
+            print(json.dumps({
+                "impl": "transformers+accelerate", "load_s": round(load_s, 1),
+                "prefill_tokens_per_s": round(args.prompt / prefill_s, 2),
+                "decode_tokens": steps,
+                "decode_tokens_per_s": round(steps / decode_s, 3) if steps else None,
+                "device_map_devices": sorted({str(v) for v in model.hf_device_map.values()})}),
+                flush=True)
+
+        report(0, 0.0)
         t0 = time.perf_counter()
-        for _ in range(args.decode):
+        for step in range(1, args.decode + 1):
             out = model(input_ids=nxt, past_key_values=past, use_cache=True)
             past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
-        torch.cuda.synchronize()
-        decode_s = time.perf_counter() - t0
-    print(json.dumps({"impl": "transformers+accelerate", "load_s": round(load_s, 1),
-                      "prefill_tokens_per_s": round(args.prompt / prefill_s, 2),
-                      "decode_tokens_per_s": round(args.decode / decode_s, 3),
-                      "device_map_devices": sorted({str(v) for v in model.hf_device_map.values()})}),
-          flush=True)
+            torch.cuda.synchronize()  # argmax on the GPU: the step is over when it is
+            report(step, time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@
 #
 # Usage: bash bench/reference/run_moe_bench.sh [MODEL_DIR (/tmp/qwen3moe)]
 #   LAYERS (48), SPARSE (1), GPU_GIB (24 scaled), CPU_GIB (100), PROMPT_TOKENS (512),
-#   DECODE_TOKENS (32), DECODE_INPUT (random), STEPS ("model plan bench hf"),
+#   DECODE_TOKENS (32), DECODE_INPUT (random), STEPS ("model plan bench hf"), HF_DECODE (8),
 #   OUT (/tmp/moe_bench), EXPERT_CACHE (auto), CACHE_POLICY (lru), TOTAL_S (290)
 set -uo pipefail
 model=${1:-/tmp/qwen3moe}
@@ -89,13 +89,13 @@ if has bench; then
   done
 fi
 if has hf; then
-  t=$(left 150)
+  t=$(left 200)
   if [ "$t" -lt 40 ]; then
     echo "no time left for transformers"
   else
     echo "== transformers + Accelerate, device_map=auto, max_memory {0: ${gpu}GiB, cpu: ${cpu}GiB}"
     timeout "$t" python3 bench/reference/hf_moe_decode.py "$model" --gpu-gib "$gpu" \
-      --cpu-gib "$cpu" --prompt "$prompt" --decode "${HF_DECODE:-2}" 2>"$out/hf.err" | tee "$out/hf.json"
+      --cpu-gib "$cpu" --prompt "$prompt" --decode "${HF_DECODE:-8}" 2>"$out/hf.err" | tee "$out/hf.json"
     tail -2 "$out/hf.err"
   fi
 fi
@@ -178,7 +178,10 @@ if rows:
               f" {measured:.1f} | {measured / planned:.2f}x | {rate} |")
 hf = load("hf.json")
 if hf:
+    steps = hf.get("decode_tokens")
+    decode = (f"{hf['decode_tokens_per_s']} tokens/s over {steps} steps" if steps else
+              "no decode step finished in the time left")
     print(f"transformers+accelerate: prefill {hf['prefill_tokens_per_s']} tokens/s, decode "
-          f"{hf['decode_tokens_per_s']} tokens/s, load {hf['load_s']} s")
+          f"{decode}, load {hf['load_s']} s")
 PY
 echo "total $(( $(date +%s) - start )) s"
