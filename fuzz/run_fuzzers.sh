@@ -23,7 +23,7 @@ for target in safetensors_header_fuzz index_fuzz tokenizer_json_fuzz tokenizer_e
   if [ "$status" -ne 0 ]; then
     # What went wrong (the sanitizer's report or libFuzzer's reason: crash, leak, out of memory,
     # timeout) and where, before the reproducer's lines at the end.
-    grep -E -A12 "^==[0-9]+==(ERROR|WARNING)|runtime error|out-of-memory|deadly signal|timeout after" \
+    grep -E -A12 "^==[0-9]+== ?(ERROR|WARNING)|runtime error|out-of-memory|deadly signal|timeout after" \
       "$log" | head -40
     tail -5 "$log"
     echo "$target failed (exit $status); full log: $log"
