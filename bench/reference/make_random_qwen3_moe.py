@@ -65,6 +65,21 @@ QWEN3_30B_A3B = {
     "torch_dtype": "bfloat16",
 }
 
+# --small: Qwen3-30B-A3B's structure (GQA 4:1, top-8 routing, normalised top-k) at a size a test
+# writes and runs in seconds on a cpu.
+SMALL = {
+    "hidden_size": 512,
+    "intermediate_size": 1536,
+    "moe_intermediate_size": 128,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "num_experts": 64,
+    "vocab_size": 8192,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+
 
 def tensors(cfg):
     """(name, shape) in checkpoint order."""
@@ -132,14 +147,21 @@ def main():
     parser.add_argument("--layers", type=int, default=48)
     parser.add_argument("--shard-gb", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--small", action="store_true",
+                        help="a scaled-down shape (hidden 512, 64 experts, vocabulary 8192) for "
+                             "tests of the routing on a cpu")
+    parser.add_argument("--o-proj-shift", type=int, default=O_PROJ_SHIFT,
+                        help="o_proj is the random block times 2^-N (0: at full scale)")
     parser.add_argument("--sparse-experts", action="store_true",
                         help="write the routed experts as file holes (zeros taking no disk space)")
     args = parser.parse_args()
 
     cfg = dict(QWEN3_30B_A3B, num_hidden_layers=args.layers)
+    if args.small:
+        cfg.update(SMALL)
     os.makedirs(args.out_dir, exist_ok=True)
     block = memoryview(bf16_block(BLOCK_VALUES, args.seed))  # 8 MB tiled into every matrix
-    o_proj_block = memoryview(scaled_bf16(block, O_PROJ_SHIFT))
+    o_proj_block = memoryview(scaled_bf16(block, args.o_proj_shift))
     rng = random.Random(args.seed + 1)
 
     def write_data(f, name, shape):
