@@ -22,6 +22,9 @@ products with no data-dependent work (no sparsity shortcut, no zero skipping: ze
 subnormal), and the routing, which does decide the work, comes from the router's random weights.
 
 Usage: make_random_qwen3_moe.py OUT_DIR [--layers 48] [--shard-gb 5] [--seed 0] [--sparse-experts]
+                                [--small] [--o-proj-shift 8]
+--small writes the same structure at hidden 512, 64 experts, vocabulary 8192 (the routing test,
+tests/integration/moe_bench_routing_test.py); --o-proj-shift 0 writes o_proj at full scale.
 Needs only Python. 48 layers need ~61 GB of disk (3.2 GB with --sparse-experts); --layers 24
 writes half.
 """
