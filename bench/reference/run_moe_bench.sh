@@ -99,9 +99,19 @@ if has hf; then
     tail -2 "$out/hf.err"
   fi
 fi
-python3 - "$out" "$layers" <<'PY'
+python3 - "$out" "$layers" "$model" "$prompt" <<'PY'
 import json, os, sys
-out, layers = sys.argv[1], int(sys.argv[2])
+out, layers, model, prompt = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+try:
+    with open(os.path.join(model, "config.json")) as f:
+        config = json.load(f)
+    experts, top_k = config["num_experts"], config["num_experts_per_tok"]
+except Exception:
+    experts = top_k = None
+def uniform_distinct(tokens):
+    """Distinct experts a block runs for `tokens` tokens routed uniformly at random: the stream
+    strata plan assumes (session 8's generator fell far short of it)."""
+    return experts * (1 - (1 - top_k / experts) ** tokens) if experts else None
 def load(name):
     try:
         with open(os.path.join(out, name)) as f:
@@ -130,6 +140,12 @@ for name in ("cpu_auto", "cpu_cpu", "auto_auto"):
             at48 = f"; 48 layers >= {1000 / (t['ms_per_step'] * 48 / layers):.2f} tokens/s"
         distinct = (f", {e['distinct_per_block']:.1f} distinct experts per block"
                     if "distinct_per_block" in e else "")
+        if distinct and e.get("block_steps"):
+            # pp: every run feeds the same prompt; tg: every step draws a new token.
+            tokens = prompt if t["test"].startswith("pp") else e["block_steps"] // layers
+            want = uniform_distinct(tokens)
+            if want:
+                distinct += f" (uniform routing: {want:.1f})"
         print(f"--experts {mode} {t['test']}: {t['tokens_per_second']:.2f} tokens/s"
               f" (experts cpu {e.get('cpu', 0)}, streamed {e.get('streamed', 0)},"
               f" cached {e.get('cached', 0)}{hit}{distinct}{at48})")
