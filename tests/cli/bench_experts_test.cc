@@ -152,5 +152,51 @@ TEST(BenchExperts, ResidentExpertsReportTheirRoutingToo) {
   EXPECT_NE(err.str().find("resident"), std::string::npos) << err.str();
 }
 
+TEST(BenchExperts, RatesCountOnlyTheExpertsTokensRun) {
+  // A step reads the dense weights and the experts its tokens selected; a token's products run
+  // top_k of a block's experts. Counting every expert made a cpu-only MoE decode "read" 4x the
+  // host's memory rate. Expected values from the fixture's config (float32 weights).
+  BenchArgs args;
+  args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
+  args.prompt_tokens = "5";
+  args.decode_tokens = 4;
+  args.batch = "1";
+  args.repetitions = 1;
+  args.limits = false;
+  args.json = true;
+  std::ostringstream out, err;
+  ASSERT_EQ(run_bench(args, out, err), 0);
+  const nlohmann::json report = nlohmann::json::parse(out.str());
+  ASSERT_EQ(report.at("dtype"), "float32");
+  const auto config =
+      nlohmann::json::parse(std::ifstream(testing::model_fixture_dir("qwen3_moe") / "config.json"));
+  const double experts = config.at("num_local_experts").get<double>();
+  const double top_k = config.at("num_experts_per_tok").get<double>();
+  const double hidden = config.at("hidden_size").get<double>();
+  const double routed_params = config.at("num_hidden_layers").get<double>() * experts * 3 *
+                               hidden * config.at("moe_intermediate_size").get<double>();
+  EXPECT_DOUBLE_EQ(report.at("routed_expert_bytes").get<double>(), 4 * routed_params);
+  const double weight_bytes = report.at("weight_bytes").get<double>();
+  const double unselected = 1.0 - top_k / experts;
+  for (const auto& test : report.at("tests")) {
+    SCOPED_TRACE(test.dump());
+    const double seconds = test.at("seconds").get<double>();
+    if (test.at("test") == "tg4") {
+      // Batch 1: every step is one token, which runs exactly top_k experts a block.
+      const double step_bytes = weight_bytes - 4 * routed_params * unselected;
+      EXPECT_NEAR(test.at("weight_bytes_per_step").get<double>(), step_bytes, 1e-6 * step_bytes);
+      EXPECT_NEAR(test.at("weight_read_gb_per_s").get<double>(), step_bytes / (seconds / 4) / 1e9,
+                  1e-9 * step_bytes / (seconds / 4) / 1e9);
+    } else {
+      // Every float32 weight but the untied embedding and head, the routed experts at top_k /
+      // num_experts.
+      const double vocab = config.at("vocab_size").get<double>();
+      const double linear = weight_bytes / 4 - 2 * vocab * hidden - routed_params * unselected;
+      const double tflops = 2 * linear * 5 / seconds / 1e12;
+      EXPECT_NEAR(test.at("linear_tflops").get<double>(), tflops, 1e-9 * tflops);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace strata::cli

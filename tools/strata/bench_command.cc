@@ -125,11 +125,39 @@ TestResult repeat(std::string name, std::int64_t batch, std::int64_t tokens, int
   return result;
 }
 
+// The routed experts of a mixture of experts: a generation step reads only the experts its tokens
+// selected, and each token's products run top_k of a block's experts.
+struct RoutedExperts {
+  double bytes = 0;             // every routed expert's weights
+  double params = 0;            // their elements
+  double params_per_token = 0;  // sum over blocks of the block's params x top_k / num_experts
+  std::int64_t experts = 0;     // summed over blocks
+};
+
+RoutedExperts routed_experts(models::CausalLM& model) {
+  RoutedExperts r;
+  for (models::MoeBlock* block : models::moe_blocks(model)) {
+    double bytes = 0, params = 0;
+    for (const auto& [name, t] : block->get_submodule("experts").state_dict()) {
+      bytes += static_cast<double>(t.nbytes());
+      params += static_cast<double>(t.numel());
+    }
+    r.bytes += bytes;
+    r.params += params;
+    r.params_per_token += params * static_cast<double>(block->top_k()) /
+                          static_cast<double>(block->num_experts());
+    r.experts += block->num_experts();
+  }
+  return r;
+}
+
 // What a run's rates are compared with.
 struct BenchContext {
-  std::uint64_t weight_bytes = 0;  // every weight, read once per generation step
-  double linear_params = 0;        // weights of the decoder's matrix products (no embedding,
-                                   // no head: prefill computes the head for one position)
+  std::uint64_t weight_bytes = 0;  // every weight (a dense model reads each once a step)
+  RoutedExperts routed;            // of weight_bytes, the routed experts (none: dense)
+  double linear_params = 0;        // weights of the decoder's matrix products per token (no
+                                   // embedding, no head: prefill computes the head for one
+                                   // position; routed experts: the top_k a token runs)
   bool all_on_gpu = false;         // the HBM limit applies to the weights' reads
   bool all_on_cpu = false;         // the host's read limit does
   std::optional<DeviceLimits> limits;
@@ -139,15 +167,33 @@ struct BenchContext {
 // A test's rates and their shares of the limits.
 struct Derived {
   std::optional<double> ms_per_step, weight_gb_s, read_share;  // tg: of HBM or host read
+  std::optional<double> step_bytes;                            // tg: weights read a step
   std::optional<double> linear_tflops, gemm_share;             // pp
 };
+
+// Weight bytes a generation step reads: every weight but the routed experts, and of those the
+// ones the test's steps ran (counted by the blocks: warm-up included, every block step one
+// forward of each block).
+double step_weight_bytes(const TestResult& r, const BenchContext& c) {
+  const auto total = static_cast<double>(c.weight_bytes);
+  if (c.routed.experts == 0 || !r.experts || r.experts->block_steps == 0 ||
+      r.experts->blocks == 0) {
+    return total;
+  }
+  const models::ExpertExecutionStats& e = *r.experts;
+  const double steps = static_cast<double>(e.block_steps) / static_cast<double>(e.blocks);
+  const auto ran = static_cast<double>(e.resident + e.cpu + e.streamed + e.cached);
+  return total - c.routed.bytes +
+         ran / steps * c.routed.bytes / static_cast<double>(c.routed.experts);
+}
 
 Derived derive(const TestResult& r, const BenchContext& c) {
   Derived d;
   if (r.name.starts_with("tg")) {
     const double step = r.seconds / static_cast<double>(r.tokens);
     d.ms_per_step = step * 1e3;
-    d.weight_gb_s = static_cast<double>(c.weight_bytes) / step / 1e9;
+    d.step_bytes = step_weight_bytes(r, c);
+    d.weight_gb_s = *d.step_bytes / step / 1e9;
     if (c.all_on_gpu && c.limits && c.limits->hbm_gb_s) {
       d.read_share = *d.weight_gb_s / *c.limits->hbm_gb_s;
     } else if (c.all_on_cpu && c.limits) {
@@ -174,6 +220,7 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
   report["dtype"] = std::string(dtype_name(loaded.empty.dtype));
   report["weights"] = weights_per_device(loaded.loaded.load.summary);
   report["weight_bytes"] = context.weight_bytes;
+  report["routed_expert_bytes"] = context.routed.bytes;
   report["load_seconds"] = loaded.load_seconds;
   report["decode_input"] = context.decode_input;
   if (context.limits) {
@@ -240,6 +287,7 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
     }
     if (d.ms_per_step) {
       test["ms_per_step"] = *d.ms_per_step;
+      test["weight_bytes_per_step"] = *d.step_bytes;
       test["weight_read_gb_per_s"] = *d.weight_gb_s;
       // Of the GPU memory bandwidth (all weights on GPUs) or the host's read rate (all on the cpu).
       test["share_of_memory_limit"] = optional_json(d.read_share);
@@ -357,7 +405,9 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
     const double embedding = static_cast<double>(c.vocab_size * c.hidden_size);
     double params = 0;
     for (const auto& [name, t] : model.state_dict()) params += static_cast<double>(t.numel());
-    context.linear_params = params - (c.tie_word_embeddings ? 1 : 2) * embedding;
+    context.routed = routed_experts(model);
+    context.linear_params = params - (c.tie_word_embeddings ? 1 : 2) * embedding -
+                            context.routed.params + context.routed.params_per_token;
     const auto& destinations = loaded.loaded.load.summary.bytes_per_destination;
     context.all_on_gpu = std::all_of(destinations.begin(), destinations.end(),
                                      [](const auto& d) { return d.first.starts_with("cuda"); });
