@@ -126,36 +126,8 @@ TEST(BenchExperts, RandomDecodeInputsAndTheDistinctExpertsEachBlockRan) {
       {"--decode-input", "sampled", "greedy", "random"}));
 }
 
-TEST(BenchExperts, ResidentExpertsReportTheirRoutingToo) {
-  // Every weight on the execution device (no map): the routing statistics (distinct experts per
-  // block) are what a routing study on a cpu-only machine reads, so they are reported here too.
-  BenchArgs args;
-  args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
-  args.prompt_tokens = "5";
-  args.decode_tokens = 3;
-  args.batch = "1";
-  args.repetitions = 1;
-  args.limits = false;
-  args.json = true;
-  std::ostringstream out, err;
-  ASSERT_EQ(run_bench(args, out, err), 0);
-  const nlohmann::json report = nlohmann::json::parse(out.str());
-  for (const auto& test : report.at("tests")) {
-    SCOPED_TRACE(test.dump());
-    const auto& e = test.at("experts");
-    EXPECT_GT(e.at("resident").get<std::int64_t>(), 0);
-    EXPECT_EQ(e.at("cpu").get<std::int64_t>() + e.at("streamed").get<std::int64_t>() +
-                  e.at("cached").get<std::int64_t>(),
-              0);
-    EXPECT_GT(e.at("distinct_experts").get<std::int64_t>(), 0);
-  }
-  EXPECT_NE(err.str().find("resident"), std::string::npos) << err.str();
-}
-
-TEST(BenchExperts, RatesCountOnlyTheExpertsTokensRun) {
-  // A step reads the dense weights and the experts its tokens selected; a token's products run
-  // top_k of a block's experts. Counting every expert made a cpu-only MoE decode "read" 4x the
-  // host's memory rate. Expected values from the fixture's config (float32 weights).
+// The MoE fixture with every weight on the cpu (no map): pp5 and tg4, batch 1, JSON.
+nlohmann::json resident_report(std::string& err_text) {
   BenchArgs args;
   args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
   args.prompt_tokens = "5";
@@ -165,8 +137,34 @@ TEST(BenchExperts, RatesCountOnlyTheExpertsTokensRun) {
   args.limits = false;
   args.json = true;
   std::ostringstream out, err;
-  ASSERT_EQ(run_bench(args, out, err), 0);
-  const nlohmann::json report = nlohmann::json::parse(out.str());
+  EXPECT_EQ(run_bench(args, out, err), 0);
+  err_text = err.str();
+  return nlohmann::json::parse(out.str());
+}
+
+TEST(BenchExperts, ResidentExpertsReportTheirRoutingToo) {
+  // Every weight on the execution device (no map): the routing statistics (distinct experts per
+  // block) are what a routing study on a cpu-only machine reads, so they are reported here too.
+  std::string err;
+  const nlohmann::json report = resident_report(err);
+  for (const auto& test : report.at("tests")) {
+    SCOPED_TRACE(test.dump());
+    const auto& e = test.at("experts");
+    EXPECT_GT(e.at("resident").get<std::int64_t>(), 0);
+    EXPECT_EQ(e.at("cpu").get<std::int64_t>() + e.at("streamed").get<std::int64_t>() +
+                  e.at("cached").get<std::int64_t>(),
+              0);
+    EXPECT_GT(e.at("distinct_experts").get<std::int64_t>(), 0);
+  }
+  EXPECT_NE(err.find("resident"), std::string::npos) << err;
+}
+
+TEST(BenchExperts, RatesCountOnlyTheExpertsTokensRun) {
+  // A step reads the dense weights and the experts its tokens selected; a token's products run
+  // top_k of a block's experts. Counting every expert made a cpu-only MoE decode "read" 4x the
+  // host's memory rate. Expected values from the fixture's config (float32 weights).
+  std::string err;
+  const nlohmann::json report = resident_report(err);
   ASSERT_EQ(report.at("dtype"), "float32");
   const auto config =
       nlohmann::json::parse(std::ifstream(testing::model_fixture_dir("qwen3_moe") / "config.json"));
