@@ -44,6 +44,14 @@ bool launches_in_queue() {
   return enabled;
 }
 
+// Whether a cpu execution device computes the resident experts of a decode-sized step in the cpu
+// experts' queue (detail::resident_cpu_source): on unless STRATA_MOE_RESIDENT_QUEUE=0 (read at every step, so a
+// test or a benchmark compares both in one process).
+bool resident_in_queue() {
+  const char* v = std::getenv("STRATA_MOE_RESIDENT_QUEUE");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
 // `buffer`, reallocated in pinned host memory unless it already has this shape and dtype.
 Tensor& pinned_buffer(Tensor& buffer, const Shape& shape, DType dtype) {
   if (!buffer.defined() || buffer.shape() != shape || buffer.dtype() != dtype) {
@@ -90,6 +98,11 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
   };
   std::vector<Job> jobs(static_cast<std::size_t>(num_experts_));
   bool any_cpu = false;
+  // Decode-sized steps only: the queue's blocks need few rows an expert; a prefill's experts
+  // each take every core in their own products, as called.
+  const bool queue_resident = device.is_cpu() &&
+                              routing.tokens <= placement::kCpuExpertQueueRows &&
+                              resident_in_queue();
   used_.resize(static_cast<std::size_t>(num_experts_), false);
   for (std::int64_t e = 0; e < num_experts_; ++e) {
     const auto n =
@@ -106,6 +119,17 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
     has_offloaded_ = has_offloaded_ || source.offloaded;
     if (!source.offloaded) {
       ++stats_.resident;
+      if (queue_resident) {
+        // Not cached (ExpertSources keys on hooks, and a resident expert's parameters may be
+        // replaced between steps): three parameter lookups a step.
+        auto resident = std::make_shared<const detail::ExpertSource>(detail::resident_cpu_source(
+            (*experts_)[static_cast<std::size_t>(e)], mixtral_naming_));
+        if (!resident->stored.empty()) {
+          job.where = Where::Cpu;
+          job.weights = resident->stored;
+          job.source = std::move(resident);
+        }
+      }
     } else if (const std::vector<Tensor>* hit = cache_here ? cache_->find(key) : nullptr) {
       job.where = Where::Device;
       job.weights = *hit;

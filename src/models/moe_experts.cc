@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <typeinfo>
 
 #include "cpu/expert_gemv.h"
 #include "models/expert_routing.h"
@@ -208,6 +209,29 @@ ExpertSource expert_source(nn::Module& expert, bool mixtral_naming) {
     if (!stored_tensors(expert.get_submodule(names[i]), out, out.projections[i])) return {};
   }
   out.offloaded = true;
+  return out;
+}
+
+ExpertSource resident_cpu_source(nn::Module& expert, bool mixtral_naming) {
+  if (expert.hook() != nullptr || !expert.named_buffers().empty()) return {};
+  for (const auto& [name, child] : expert.named_children()) {
+    if (child->hook() != nullptr) return {};
+  }
+  const char* const* names = projection_names(mixtral_naming);
+  ExpertSource out;
+  for (std::size_t i = 0; i < 3; ++i) {
+    nn::Module& projection = expert.get_submodule(names[i]);
+    // Exactly a Linear: a subclass (RowParallelLinear's all-reduce) computes more than its product.
+    if (typeid(projection) != typeid(nn::Linear)) return {};
+    ProjectionSource& where = out.projections[i];
+    where.first = out.stored.size();
+    for (const auto& [name, tensor] : projection.named_parameters(false, false)) {
+      if (!tensor.device().is_cpu()) return {};
+      out.bytes += static_cast<std::int64_t>(tensor.nbytes());
+      where.names.push_back(name);
+      out.stored.push_back(tensor);
+    }
+  }
   return out;
 }
 

@@ -48,6 +48,14 @@ struct ExpertSource {
 // `expert` is a GatedMLP (Llama names gate/up/down_proj, or Mixtral's w1/w3/w2).
 ExpertSource expert_source(nn::Module& expert, bool mixtral_naming);
 
+// A resident expert whose parameters are on the cpu, for the cpu experts' queue
+// (cpu_experts_forward: the numbers of calling it, with every core on a step's experts at once
+// instead of one expert's products after another): its projections' parameters in `stored`
+// (not offloaded, no hook). Empty `stored` when the expert must be called instead: a hook on it
+// or below it, a projection that is not exactly an nn::Linear (quantized, tensor-parallel), a
+// buffer, a parameter off the cpu.
+ExpertSource resident_cpu_source(nn::Module& expert, bool mixtral_naming);
+
 // A block's expert sources, resolved once per set of hooks (the weights-map lookups are not
 // repeated for every expert of every step); an expert whose projections got other hooks since
 // (attached, removed) is resolved again. Sources whose stored dtype differed are not kept (the

@@ -5,6 +5,9 @@
 // fixtures), and the counts must show which path ran. CUDA modes skip without a GPU; on the cpu
 // the cache is a cpu-device cache (the mechanism is device-generic).
 
+#include <cstdlib>
+#include <cstring>
+
 #include "io/io_testing.h"
 #include "models/model_testing.h"
 #include "strata/io/checkpoint.h"
@@ -195,6 +198,60 @@ INSTANTIATE_TEST_SUITE_P(Moe, MoeExecutionTest,
                                             ::testing::ValuesIn(modes())),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return std::get<0>(info.param) + "_" + std::get<1>(info.param).name;
+                         });
+
+// A cpu execution device computes a decode-sized step's resident experts in the cpu experts'
+// queue (moe_experts.h, resident_cpu_source): the bits of calling them one after another
+// (STRATA_MOE_RESIDENT_QUEUE=0), and transformers' numbers through the greedy continuation.
+// Quantized experts (deepseek_v3_fp8) are called as before.
+class ResidentCpuExpertsTest : public ::testing::TestWithParam<std::string> {};
+
+// The logits of `ids` with the queue on or off, and the blocks' counts of that run.
+std::pair<Tensor, models::ExpertExecutionStats> run_resident(models::CausalLM& model,
+                                                            const Tensor& ids, bool queue) {
+  if (queue) {
+    ::unsetenv("STRATA_MOE_RESIDENT_QUEUE");
+  } else {
+    ::setenv("STRATA_MOE_RESIDENT_QUEUE", "0", 1);
+  }
+  models::reset_expert_execution_stats(model);
+  Tensor logits = model.run(ids).logits;
+  ::unsetenv("STRATA_MOE_RESIDENT_QUEUE");
+  return {logits, models::expert_execution_stats(model)};
+}
+
+TEST_P(ResidentCpuExpertsTest, DecodeStepsInTheQueueEqualTheExpertsCalledOneByOne) {
+  const ModelFixture f = load_model_fixture(GetParam());
+  const auto model = load_fixture_model(f, Device::cpu());
+  const std::vector<models::MoeBlock*> blocks = models::moe_blocks(*model);
+  ASSERT_FALSE(blocks.empty());
+  const auto blocks_n = static_cast<std::int64_t>(blocks.size());
+  const bool quantized = GetParam().ends_with("_fp8");
+  // One token, and four (the most rows a queued expert takes): every routed expert is resident.
+  for (const std::int64_t tokens : {std::int64_t{1}, std::int64_t{4}}) {
+    SCOPED_TRACE(tokens);
+    const Tensor ids = f.prompt_ids.narrow(0, 0, 1).narrow(1, 0, tokens);
+    const auto [called, called_stats] = run_resident(*model, ids, false);
+    const auto [queued, queued_stats] = run_resident(*model, ids, true);
+    EXPECT_EQ(called_stats.cpu_ns, 0) << "STRATA_MOE_RESIDENT_QUEUE=0 calls every expert";
+    EXPECT_EQ(queued_stats.cpu_ns > 0, !quantized) << "the queue computed the resident experts";
+    EXPECT_EQ(queued_stats.resident, called_stats.resident);
+    EXPECT_EQ(queued_stats.cpu + queued_stats.streamed + queued_stats.cached, 0);
+    EXPECT_EQ(queued_stats.cpu_batches, 0) << "nothing crosses to another device";
+    EXPECT_EQ(queued_stats.block_steps, blocks_n);
+    const Tensor a = called.contiguous(), b = queued.contiguous();
+    ASSERT_EQ(a.shape(), b.shape());
+    EXPECT_EQ(0, std::memcmp(a.data_ptr(), b.data_ptr(), a.nbytes()));
+  }
+  // The prompt (prefill: its experts are called) and the greedy continuation (decode steps: in
+  // the queue) keep transformers' numbers.
+  expect_float32_logits_match(f, model->run(f.prompt_ids).logits);
+  expect_greedy_continuation_matches(f, *model);
+}
+
+INSTANTIATE_TEST_SUITE_P(Moe, ResidentCpuExpertsTest, ::testing::ValuesIn(moe_fixtures()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
                          });
 
 }  // namespace
