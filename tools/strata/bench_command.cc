@@ -153,7 +153,9 @@ RoutedExperts routed_experts(models::CausalLM& model) {
 
 // What a run's rates are compared with.
 struct BenchContext {
-  std::uint64_t weight_bytes = 0;  // every weight (a dense model reads each once a step)
+  std::uint64_t weight_bytes = 0;  // every weight
+  double lookup_bytes = 0;         // of weight_bytes, the input embedding's table when a step
+                                   // reads only its tokens' rows (not tied to the head)
   RoutedExperts routed;            // of weight_bytes, the routed experts (none: dense)
   double linear_params = 0;        // weights of the decoder's matrix products per token (no
                                    // embedding, no head: prefill computes the head for one
@@ -171,11 +173,12 @@ struct Derived {
   std::optional<double> linear_tflops, gemm_share;             // pp
 };
 
-// Weight bytes a generation step reads: every weight but the routed experts, and of those the
-// ones the test's steps ran (counted by the blocks: warm-up included, every block step one
-// forward of each block).
+// Weight bytes a generation step reads: every weight but the input embedding's table (a row a
+// token, unless the head reads it whole) and the routed experts, and of those the ones the
+// test's steps ran (counted by the blocks: warm-up included, every block step one forward of
+// each block).
 double step_weight_bytes(const TestResult& r, const BenchContext& c) {
-  const auto total = static_cast<double>(c.weight_bytes);
+  const double total = static_cast<double>(c.weight_bytes) - c.lookup_bytes;
   if (c.routed.experts == 0 || !r.experts || r.experts->block_steps == 0 ||
       r.experts->blocks == 0) {
     return total;
@@ -220,6 +223,7 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
   report["dtype"] = std::string(dtype_name(loaded.empty.dtype));
   report["weights"] = weights_per_device(loaded.loaded.load.summary);
   report["weight_bytes"] = context.weight_bytes;
+  report["lookup_bytes"] = context.lookup_bytes;
   report["routed_expert_bytes"] = context.routed.bytes;
   report["load_seconds"] = loaded.load_seconds;
   report["decode_input"] = context.decode_input;
@@ -406,6 +410,9 @@ int run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
     double params = 0;
     for (const auto& [name, t] : model.state_dict()) params += static_cast<double>(t.numel());
     context.routed = routed_experts(model);
+    if (!c.tie_word_embeddings) {
+      context.lookup_bytes = static_cast<double>(model.input_embeddings().weight().nbytes());
+    }
     context.linear_params = params - (c.tie_word_embeddings ? 1 : 2) * embedding -
                             context.routed.params + context.routed.params_per_token;
     const auto& destinations = loaded.loaded.load.summary.bytes_per_destination;
