@@ -45,8 +45,8 @@ bool launches_in_queue() {
 }
 
 // Whether a cpu execution device computes the resident experts of a decode-sized step in the cpu
-// experts' queue (detail::resident_cpu_source): on unless STRATA_MOE_RESIDENT_QUEUE=0 (read at every step, so a
-// test or a benchmark compares both in one process).
+// experts' queue (detail::resident_cpu_source): on unless STRATA_MOE_RESIDENT_QUEUE=0 (read at
+// every step, so a test or a benchmark compares both in one process).
 bool resident_in_queue() {
   const char* v = std::getenv("STRATA_MOE_RESIDENT_QUEUE");
   return v == nullptr || std::strcmp(v, "0") != 0;
@@ -100,9 +100,8 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
   bool any_cpu = false;
   // Decode-sized steps only: the queue's blocks need few rows an expert; a prefill's experts
   // each take every core in their own products, as called.
-  const bool queue_resident = device.is_cpu() &&
-                              routing.tokens <= placement::kCpuExpertQueueRows &&
-                              resident_in_queue();
+  const bool queue_resident =
+      device.is_cpu() && routing.tokens <= placement::kCpuExpertQueueRows && resident_in_queue();
   used_.resize(static_cast<std::size_t>(num_experts_), false);
   for (std::int64_t e = 0; e < num_experts_; ++e) {
     const auto n =
@@ -122,8 +121,8 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
       if (queue_resident) {
         // Not cached (ExpertSources keys on hooks, and a resident expert's parameters may be
         // replaced between steps): three parameter lookups a step.
-        auto resident = std::make_shared<const detail::ExpertSource>(detail::resident_cpu_source(
-            (*experts_)[static_cast<std::size_t>(e)], mixtral_naming_));
+        auto resident = std::make_shared<const detail::ExpertSource>(
+            detail::resident_cpu_source((*experts_)[static_cast<std::size_t>(e)], mixtral_naming_));
         if (!resident->stored.empty()) {
           job.where = Where::Cpu;
           job.weights = resident->stored;

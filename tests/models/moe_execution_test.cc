@@ -208,7 +208,7 @@ class ResidentCpuExpertsTest : public ::testing::TestWithParam<std::string> {};
 
 // The logits of `ids` with the queue on or off, and the blocks' counts of that run.
 std::pair<Tensor, models::ExpertExecutionStats> run_resident(models::CausalLM& model,
-                                                            const Tensor& ids, bool queue) {
+                                                             const Tensor& ids, bool queue) {
   if (queue) {
     ::unsetenv("STRATA_MOE_RESIDENT_QUEUE");
   } else {

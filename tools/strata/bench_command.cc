@@ -144,8 +144,8 @@ RoutedExperts routed_experts(models::CausalLM& model) {
     }
     r.bytes += bytes;
     r.params += params;
-    r.params_per_token += params * static_cast<double>(block->top_k()) /
-                          static_cast<double>(block->num_experts());
+    r.params_per_token +=
+        params * static_cast<double>(block->top_k()) / static_cast<double>(block->num_experts());
     r.experts += block->num_experts();
   }
   return r;
