@@ -18,19 +18,25 @@
 namespace strata::cli {
 namespace {
 
-BenchArgs offloaded_experts_args(const testing::TempDir& tmp) {
-  const auto map = tmp.path() / "map.json";
-  std::ofstream(map) << R"({"": "cpu", "model.layers.*.mlp.experts": "disk"})";
+// The MoE fixture, pp5 and tg4 at batch 1, JSON, no limits measured; every weight on the cpu.
+BenchArgs moe_fixture_args(int repetitions) {
   BenchArgs args;
   args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
-  args.device_map = map.string();
-  args.offload_folder = (tmp.path() / "offload").string();
   args.prompt_tokens = "5";
   args.decode_tokens = 4;
   args.batch = "1";
-  args.repetitions = 2;
+  args.repetitions = repetitions;
   args.limits = false;
   args.json = true;
+  return args;
+}
+
+BenchArgs offloaded_experts_args(const testing::TempDir& tmp) {
+  const auto map = tmp.path() / "map.json";
+  std::ofstream(map) << R"({"": "cpu", "model.layers.*.mlp.experts": "disk"})";
+  BenchArgs args = moe_fixture_args(2);
+  args.device_map = map.string();
+  args.offload_folder = (tmp.path() / "offload").string();
   return args;
 }
 
@@ -126,18 +132,10 @@ TEST(BenchExperts, RandomDecodeInputsAndTheDistinctExpertsEachBlockRan) {
       {"--decode-input", "sampled", "greedy", "random"}));
 }
 
-// The MoE fixture with every weight on the cpu (no map): pp5 and tg4, batch 1, JSON.
+// The MoE fixture's report with every weight on the cpu (no map).
 nlohmann::json resident_report(std::string& err_text) {
-  BenchArgs args;
-  args.model_dir = testing::model_fixture_dir("qwen3_moe").string();
-  args.prompt_tokens = "5";
-  args.decode_tokens = 4;
-  args.batch = "1";
-  args.repetitions = 1;
-  args.limits = false;
-  args.json = true;
   std::ostringstream out, err;
-  EXPECT_EQ(run_bench(args, out, err), 0);
+  EXPECT_EQ(run_bench(moe_fixture_args(1), out, err), 0);
   err_text = err.str();
   return nlohmann::json::parse(out.str());
 }
@@ -171,8 +169,8 @@ TEST(BenchExperts, RatesCountOnlyTheExpertsTokensRun) {
   const double experts = config.at("num_local_experts").get<double>();
   const double top_k = config.at("num_experts_per_tok").get<double>();
   const double hidden = config.at("hidden_size").get<double>();
-  const double routed_params = config.at("num_hidden_layers").get<double>() * experts * 3 *
-                               hidden * config.at("moe_intermediate_size").get<double>();
+  const double routed_params = config.at("num_hidden_layers").get<double>() * experts * 3 * hidden *
+                               config.at("moe_intermediate_size").get<double>();
   EXPECT_DOUBLE_EQ(report.at("routed_expert_bytes").get<double>(), 4 * routed_params);
   const double weight_bytes = report.at("weight_bytes").get<double>();
   const double unselected = 1.0 - top_k / experts;
