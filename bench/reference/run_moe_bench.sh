@@ -26,7 +26,8 @@
 # Usage: bash bench/reference/run_moe_bench.sh [MODEL_DIR (/tmp/qwen3moe)]
 #   LAYERS (48), SPARSE (1), GPU_GIB (24 scaled), CPU_GIB (100), PROMPT_TOKENS (512),
 #   DECODE_TOKENS (32), DECODE_INPUT (random), STEPS ("model plan bench hf"), HF_DECODE (8),
-#   OUT (/tmp/moe_bench), EXPERT_CACHE (auto), CACHE_POLICY (lru), TOTAL_S (290)
+#   OUT (/tmp/moe_bench), EXPERT_CACHE (auto), CACHE_POLICY (lru), TOTAL_S (290),
+#   RUNS ("cpu:auto cpu:cpu auto:auto": the strata bench runs, --experts MODE:--offload-policy P)
 set -uo pipefail
 model=${1:-/tmp/qwen3moe}
 out=${OUT:-/tmp/moe_bench}
@@ -74,7 +75,7 @@ if has bench; then
   # expert and step) and forced to the cpu; --experts auto (experts filling the GPU budget).
   # The first run also measures the limits the rates are compared with (host read, PCIe, HBM).
   limits=""
-  for run in cpu:auto cpu:cpu auto:auto; do
+  for run in ${RUNS:-cpu:auto cpu:cpu auto:auto}; do
     mode=${run%%:*} offload=${run##*:} name=${run/:/_}
     t=$(left 100); [ "$t" -lt 20 ] && { echo "no time left for bench $name"; continue; }
     timeout "$t" "$strata" bench "$model" --max-memory "$budget" --experts "$mode" --dtype bf16 \
