@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The device-machine measurements the open GPU issues wait for, as stages of one command, so that
+# a device call runs them from the repository (a session's scratch scripts did not survive a new
+# checkout). Run from the repository root on the GPU machine:
+#
+#   bash scripts/gpu-open-issues.sh DEBS_DIR STAGE...
+#
+# Stages, in the order given (each appends to its own log under LOGS, default /tmp/open-issues):
+#   build     the CLI, the CUDA benchmarks and cuda_tests (scripts/gpu-machine-build.sh, sm_90)
+#   moe       issue 17: the Qwen3-30B-A3B-shaped 48-layer benchmark with transformers + Accelerate
+#             in the same command (bench/reference/run_moe_bench.sh; RUNS, HF_DECODE, TOTAL_S)
+#   decode    issue 14: the 7B-shaped checkpoint (written once to /tmp/llama7b), the decode graph's
+#             switch sweep (cuda_decode_graph_bench --sweep), strata bench on it, and the
+#             flash-decoding variants with the 8k diagnosis (cuda_attention_bench --decode)
+#   sanitize  compute-sanitizer memcheck and racecheck over the tests of the decode kernels
+#             (flash decoding, rotary/KV GEMVs, split-K, quantized GEMVs, the decode graph)
+#   quant     issue 16: every format's 7B-shaped decode, GPU-resident and offloaded
+#             (run_quant_bench.sh formats, LAYERS default 16 here)
+# The moe stage takes what is left of TOTAL_S (default 570) for the whole command; the other
+# stages have caps (DECODE_S, SANITIZE_S, QUANT_S). The logs end in one tarball
+# $OUT/open-issues.tgz when OUT is set (the device tool brings back at most 8 files).
+set -uo pipefail
+debs=${1:?usage: gpu-open-issues.sh DEBS_DIR STAGE...}
+shift
+cd "$(dirname "$0")/.."
+logs=${LOGS:-/tmp/open-issues}
+mkdir -p "$logs"
+start=$(date +%s)
+say() { echo "[$(($(date +%s) - start)) s] $*"; }
+# Seconds left of TOTAL_S, less a margin for the tarball.
+left() { echo $((${TOTAL_S:-570} - ($(date +%s) - start) - 10)); }
+build=build/gpu
+strata=$build/tools/strata/strata
+export LD_LIBRARY_PATH=/tmp/strata-debs/usr/lib/x86_64-linux-gnu:/tmp/strata-debs/usr/lib/x86_64-linux-gnu/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$logs/gpu.txt"
+
+llama7b() {
+  [ -f /tmp/llama7b/config.json ] && return 0
+  python3 bench/reference/make_random_llama.py /tmp/llama7b >"$logs/make_llama.log" 2>&1
+}
+
+for stage in "$@"; do
+  case "$stage" in
+    build)
+      STRATA_KEEP_GOING=1 bash scripts/gpu-machine-build.sh "$debs" "$build" strata_cli \
+        cuda_tests cuda_attention_bench cuda_decode_graph_bench quant_linear_bench \
+        >"$logs/build.log" 2>&1
+      say "build rc $?"
+      grep -E "error|FAILED" "$logs/build.log" | head -10
+      ;;
+    moe)
+      OUT="$logs/moe" STRATA="$strata" RUNS="${RUNS:-cpu:auto auto:auto}" \
+        HF_DECODE="${HF_DECODE:-4}" TOTAL_S="$(left)" \
+        bash bench/reference/run_moe_bench.sh /tmp/qwen3moe 2>&1 | tee "$logs/moe_summary.txt"
+      say "moe done"
+      ;;
+    decode)
+      llama7b &
+      writer=$!
+      timeout "${DECODE_S:-120}" "$build/bench/cuda_decode_graph_bench" 32 32 --sweep 2>&1 |
+        tee "$logs/decode_sweep.txt"
+      wait "$writer"
+      say "sweep done, 7B checkpoint: $(du -sh /tmp/llama7b | cut -f1)"
+      timeout 120 "$strata" bench /tmp/llama7b -p 512 -n 128 -r 3 --json \
+        >"$logs/bench7b.json" 2>"$logs/bench7b.err"
+      tail -4 "$logs/bench7b.err"
+      STRATA_BENCH_VARIANTS="${VARIANTS:-4,7,10,11,12,13,14}" timeout 120 \
+        "$build/bench/cuda_attention_bench" --decode 2>&1 | tee "$logs/attention.txt"
+      say "decode done"
+      ;;
+    sanitize)
+      filter='*FlashDecode*:*GemvRope*:*GemvSplitK*:*QuantGemv*:*DecodeGraph*:*L2Prefetch*:*RopeKv*'
+      for tool in memcheck racecheck; do
+        timeout "${SANITIZE_S:-150}" /usr/local/cuda/bin/compute-sanitizer --tool "$tool" \
+          --error-exitcode 9 "$build/tests/cuda_tests" --gtest_filter="$filter" \
+          >"$logs/sanitize_$tool.txt" 2>&1
+        say "$tool rc $? (124: cut by its time cap)"
+        grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$logs/sanitize_$tool.txt" | tail -4
+      done
+      ;;
+    quant)
+      OUT=/tmp/quant7b BUILD="$build" LAYERS="${LAYERS:-16}" timeout "${QUANT_S:-300}" \
+        bash bench/reference/run_quant_bench.sh formats 2>&1 | tee "$logs/quant.txt"
+      say "quant done"
+      ;;
+    *)
+      echo "unknown stage $stage (build, moe, decode, sanitize, quant)" >&2
+      ;;
+  esac
+done
+if [ -n "${OUT:-}" ]; then
+  tar czf "$OUT/open-issues.tgz" -C "$(dirname "$logs")" "$(basename "$logs")"
+fi
+say "all done"
