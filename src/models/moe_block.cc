@@ -2,6 +2,7 @@
 // (docs/moe-execution.md): resident experts are called, offloaded ones compute on the cpu where
 // they are stored, stream alone to the execution device, or come from the expert cache.
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -102,6 +103,9 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
   // each take every core in their own products, as called.
   const bool queue_resident =
       device.is_cpu() && routing.tokens <= placement::kCpuExpertQueueRows && resident_in_queue();
+  // A step past decode size (a prefill) selects most of every block's experts, block after
+  // block: its streamed misses go into the cache's free room only, never evicting (expert_cache.h).
+  const bool scan = routing.tokens > placement::kDecodeSizedExpertTokens;
   used_.resize(static_cast<std::size_t>(num_experts_), false);
   for (std::int64_t e = 0; e < num_experts_; ++e) {
     const auto n =
@@ -138,7 +142,7 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
                placement::ExecutionPolicy::Cpu) {
       job.where = Where::Cpu;
       // Free room in the cache: copy the expert in (asynchronously) for the next steps.
-      if (cache_here && cache_->has_room(source.bytes)) cache_->load(key, source.stored);
+      if (cache_here && cache_->has_room(key, source.bytes)) cache_->load(key, source.stored);
       job.weights = source.stored;
       any_cpu = true;
       ++stats_.cpu;
@@ -146,7 +150,7 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
     } else {
       job.where = Where::Device;
       if (cache_here) {
-        job.weights = cache_->load(key, source.stored);
+        job.weights = cache_->load(key, source.stored, /*evict=*/!scan);
       } else {
         for (const Tensor& w : source.stored)
           job.weights.push_back(placement::owned_copy(w, device));
@@ -290,14 +294,45 @@ std::shared_ptr<placement::ExpertCache> attach_expert_cache(nn::Module& model,
   STRATA_CHECK_ARG(capacity_bytes >= 0, "expert cache of {} bytes: must not be negative",
                    capacity_bytes);
   const auto scheduler = placement::find_scheduler(model);
+  // The blocks with offloaded experts come first (indices 0..P-1): each is a partition of the
+  // cache, unless the budget holds fewer than one expert a block, where blocks share partitions
+  // (index modulo the count). Blocks with every expert resident never look the cache up.
+  std::vector<MoeBlock*> blocks = moe_blocks(model);
+  const auto offloaded_end = std::stable_partition(
+      blocks.begin(), blocks.end(), [](const MoeBlock* b) { return b->offloads_experts(); });
+  std::int64_t largest = 0;
+  for (auto it = blocks.begin(); it != offloaded_end; ++it) {
+    largest = std::max(largest, (*it)->largest_expert_bytes());
+  }
+  std::int64_t partitions = std::max<std::int64_t>(offloaded_end - blocks.begin(), 1);
+  if (largest > 0) partitions = std::clamp<std::int64_t>(capacity_bytes / largest, 1, partitions);
   std::shared_ptr<placement::ExpertCache> cache;
   if (scheduler && capacity_bytes > 0) {
     cache = std::make_shared<placement::ExpertCache>(scheduler->execution_device(), capacity_bytes,
-                                                     policy);
+                                                     policy, partitions);
   }
   std::int64_t index = 0;
-  for (MoeBlock* block : moe_blocks(model)) block->set_expert_cache(cache, index++);
+  for (MoeBlock* block : blocks) block->set_expert_cache(cache, index++);
   return cache;
+}
+
+bool MoeBlock::offloads_experts() const {
+  for (const auto& [name, module] : experts_->named_modules()) {
+    if (dynamic_cast<const placement::PrefetchHook*>(module->hook()) != nullptr) return true;
+  }
+  return false;
+}
+
+std::int64_t MoeBlock::largest_expert_bytes() const {
+  std::int64_t largest = 0;
+  for (const auto& [index, expert] : experts_->direct_children()) {
+    std::int64_t bytes = 0;
+    for (const auto& [name, t] : expert->named_parameters()) {
+      bytes += static_cast<std::int64_t>(t.nbytes());
+    }
+    largest = std::max(largest, bytes);
+  }
+  return largest;
 }
 
 }  // namespace strata::models

@@ -25,33 +25,44 @@ std::string_view expert_cache_policy_name(ExpertCachePolicy policy) {
 // ---- index -----------------------------------------------------------------------------------
 
 ExpertCacheIndex::ExpertCacheIndex(std::int64_t capacity_bytes, ExpertCachePolicy policy,
-                                   std::int64_t aging_period)
+                                   std::int64_t aging_period, std::int64_t partitions)
     : policy_(policy), aging_period_(aging_period) {
   STRATA_CHECK_ARG(capacity_bytes >= 0, "expert cache: capacity {} bytes must not be negative",
                    capacity_bytes);
   STRATA_CHECK_ARG(aging_period >= 0, "expert cache: aging period {} must not be negative",
                    aging_period);
+  STRATA_CHECK_ARG(partitions >= 1, "expert cache: {} partitions; expected at least one",
+                   partitions);
   stats_.capacity_bytes = capacity_bytes;
+  partition_capacity_ = capacity_bytes / partitions;
+  order_.resize(static_cast<std::size_t>(partitions));
+  held_.assign(static_cast<std::size_t>(partitions), 0);
 }
 
 void ExpertCacheIndex::use(ExpertKey key, Entry& entry) {
-  order_.erase(rank(entry));
+  auto& order = order_[partition_of(key)];
+  order.erase(rank(entry));
   ++entry.count;
   entry.last_use = ++clock_;
-  order_.emplace(rank(entry), key);
+  order.emplace(rank(entry), key);
 }
 
 void ExpertCacheIndex::age() {
   // Halving keeps the order of old counts but lets a recent burst overtake an old favourite.
-  order_.clear();
+  for (auto& order : order_) order.clear();
   for (auto& [key, entry] : entries_) {
     entry.count /= 2;
-    order_.emplace(rank(entry), key);
+    order_[partition_of(key)].emplace(rank(entry), key);
   }
 }
 
 void ExpertCacheIndex::reset_counters() {
-  stats_.hits = stats_.misses = stats_.insertions = stats_.evictions = stats_.rejected = 0;
+  stats_.hits = stats_.misses = stats_.insertions = stats_.evictions = stats_.rejected =
+      stats_.bypassed = 0;
+}
+
+bool ExpertCacheIndex::has_room(ExpertKey key, std::int64_t bytes) const {
+  return held_[partition_of(key)] + bytes <= partition_capacity_;
 }
 
 bool ExpertCacheIndex::lookup(ExpertKey key) {
@@ -72,19 +83,23 @@ bool ExpertCacheIndex::lookup(ExpertKey key) {
 
 std::optional<std::vector<ExpertKey>> ExpertCacheIndex::insert(ExpertKey key, std::int64_t bytes) {
   STRATA_ASSERT(!entries_.contains(key), "expert cache: key {} inserted twice", key);
-  if (bytes > stats_.capacity_bytes) {
+  if (bytes > partition_capacity_) {
     ++stats_.rejected;
     return std::nullopt;
   }
+  const std::size_t p = partition_of(key);
+  auto& order = order_[p];
   std::vector<ExpertKey> evicted;
-  while (stats_.bytes + bytes > stats_.capacity_bytes) {
-    const auto victim = order_.begin();
-    STRATA_ASSERT(victim != order_.end(), "expert cache: {} bytes held with no entry",
-                  stats_.bytes);
+  while (held_[p] + bytes > partition_capacity_) {
+    const auto victim = order.begin();
+    STRATA_ASSERT(victim != order.end(),
+                  "expert cache: {} bytes held in partition {} with no entry", held_[p], p);
     const ExpertKey gone = victim->second;
-    stats_.bytes -= entries_.at(gone).bytes;
+    const std::int64_t gone_bytes = entries_.at(gone).bytes;
+    held_[p] -= gone_bytes;
+    stats_.bytes -= gone_bytes;
     entries_.erase(gone);
-    order_.erase(victim);
+    order.erase(victim);
     evicted.push_back(gone);
     ++stats_.evictions;
   }
@@ -92,7 +107,8 @@ std::optional<std::vector<ExpertKey>> ExpertCacheIndex::insert(ExpertKey key, st
   entry.bytes = bytes;
   entry.count = 1;
   entry.last_use = ++clock_;
-  order_.emplace(rank(entry), key);
+  order.emplace(rank(entry), key);
+  held_[p] += bytes;
   stats_.bytes += bytes;
   ++stats_.insertions;
   stats_.entries = static_cast<std::int64_t>(entries_.size());
@@ -112,15 +128,17 @@ Tensor owned_copy(const Tensor& t, Device device) {
   return out;
 }
 
-ExpertCache::ExpertCache(Device device, std::int64_t capacity_bytes, ExpertCachePolicy policy)
-    : device_(device), index_(capacity_bytes, policy) {}
+ExpertCache::ExpertCache(Device device, std::int64_t capacity_bytes, ExpertCachePolicy policy,
+                         std::int64_t partitions)
+    : device_(device), index_(capacity_bytes, policy, 4096, partitions) {}
 
 const std::vector<Tensor>* ExpertCache::find(ExpertKey key) {
   if (!index_.lookup(key)) return nullptr;
   return &tensors_.at(key);
 }
 
-std::vector<Tensor> ExpertCache::load(ExpertKey key, const std::vector<Tensor>& stored) {
+std::vector<Tensor> ExpertCache::load(ExpertKey key, const std::vector<Tensor>& stored,
+                                      bool evict) {
   std::vector<Tensor> copies;
   std::int64_t bytes = 0;
   for (const Tensor& t : stored) {
@@ -128,6 +146,10 @@ std::vector<Tensor> ExpertCache::load(ExpertKey key, const std::vector<Tensor>& 
     bytes += static_cast<std::int64_t>(t.nbytes());
   }
   if (index_.contains(key)) return copies;  // loaded by a caller that skipped find()
+  if (!evict && !index_.has_room(key, bytes)) {
+    index_.count_bypass();
+    return copies;
+  }
   if (const auto evicted = index_.insert(key, bytes)) {
     for (const ExpertKey gone : *evicted) tensors_.erase(gone);
     tensors_[key] = copies;

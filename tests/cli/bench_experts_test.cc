@@ -66,6 +66,8 @@ TEST(BenchExperts, ReportsWhereSelectedExpertsComputedAndTheCacheHitRate) {
                      static_cast<double>(hits) / static_cast<double>(hits + misses));
     EXPECT_EQ(cache.at("capacity_bytes").get<std::int64_t>(), std::int64_t{1} << 20);
     EXPECT_LE(cache.at("bytes").get<std::int64_t>(), std::int64_t{1} << 20);
+    // A miss is kept (an insertion, evicting or not) or streamed past the cache (bypassed).
+    EXPECT_LE(cache.at("bypassed").get<std::int64_t>(), misses);
   }
   EXPECT_NE(err.str().find("cache hit rate"), std::string::npos) << err.str();
 }

@@ -130,6 +130,8 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
     cache = models::attach_expert_cache(*model, cache_experts * expert_bytes);
     ASSERT_NE(cache, nullptr);
     EXPECT_EQ(cache->device(), m.gpu ? Device::cuda(0) : Device::cpu());
+    // One partition of the budget per block (every block here offloads its experts).
+    EXPECT_EQ(cache->partitions(), std::min(blocks_n, cache_experts));
   }
 
   // One token: exactly top_k experts per block compute, each on the path the policy says, and
@@ -191,6 +193,66 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
       EXPECT_EQ(cache->stats().misses, before);
     }
   }
+}
+
+// A prefill (a step past decode size) streams its misses without evicting the cache's experts:
+// on the stream a prefill makes, every expert of every block in block order, LRU would evict each
+// expert just before the next pass needs it (expert_cache.h). Decode steps still evict. The
+// numbers are the uncached model's.
+TEST(MoeExpertCacheScan, PrefillStepsKeepTheResidentExpertsDecodeStepsEvict) {
+  const ModelFixture f = load_model_fixture("qwen3_moe");
+  const auto load = [&](const fs::path& offload) {
+    auto model = empty_fixture_model(f);
+    placement::DeviceMap map = {{"", MapDevice::cpu()}};
+    for (const std::string& experts :
+         placement::routed_expert_modules(*model, model->no_split_module_classes())) {
+      map.emplace_back(experts, MapDevice("disk"));
+    }
+    placement::LoadAndDispatchOptions options;
+    options.device_map = map;
+    options.offload_folder = offload;
+    const auto result = placement::load_checkpoint_and_dispatch(
+        *model, model_fixture_dir(f.name) / "model.safetensors", options);
+    result.dispatch->scheduler->set_offload_policy(OffloadPolicy::Stream);
+    return model;
+  };
+  const auto same = [](const Tensor& a, const Tensor& b) {
+    EXPECT_EQ(a.contiguous().to_vector<float>(), b.contiguous().to_vector<float>());
+  };
+  TempDir tmp;
+  auto cached = load(tmp.path() / "a");
+  auto plain = load(tmp.path() / "b");
+  const std::vector<models::MoeBlock*> blocks = models::moe_blocks(*cached);
+  const auto blocks_n = static_cast<std::int64_t>(blocks.size());
+  const std::int64_t top_k = blocks.front()->top_k();
+  const std::int64_t experts = blocks.front()->num_experts();
+  ASSERT_GT(experts, top_k + 1);
+  // One decode step's experts a block, plus one.
+  const auto cache = models::attach_expert_cache(
+      *cached, (blocks_n * (top_k + 1)) * stored_expert_bytes(model_fixture_dir(f.name)));
+  ASSERT_EQ(cache->partitions(), blocks_n);
+
+  // A 24-token prompt (past kDecodeSizedExpertTokens) of every token id in turn.
+  const std::int64_t tokens = placement::kDecodeSizedExpertTokens + 8;
+  const std::int64_t vocab = f.config.vocab_size.value();
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(tokens));
+  for (std::int64_t i = 0; i < tokens; ++i) ids[static_cast<std::size_t>(i)] = i % vocab;
+  const Tensor prompt = Tensor::from_vector(ids, {1, tokens});
+  const Tensor logits = cached->run(prompt).logits;
+  same(logits, plain->run(prompt).logits);
+  placement::ExpertCacheStats s = cache->stats();
+  EXPECT_EQ(s.evictions, 0) << "a prefill evicted";
+  EXPECT_EQ(s.entries, blocks_n * (top_k + 1)) << "the free room filled, block by block";
+  EXPECT_GT(s.bypassed, 0) << "the prompt selected more experts than the cache holds";
+  EXPECT_EQ(s.insertions + s.bypassed, s.misses);
+  // Decode-sized steps evict as before.
+  for (std::int64_t i = 0; i < 6; ++i) {
+    const Tensor one = Tensor::from_vector(std::vector<std::int64_t>{(7 * i + 3) % vocab}, {1, 1});
+    same(cached->run(one).logits, plain->run(one).logits);
+  }
+  s = cache->stats();
+  EXPECT_GT(s.evictions, 0) << "decode steps no longer evict";
+  EXPECT_EQ(s.bypassed + s.insertions, s.misses);
 }
 
 INSTANTIATE_TEST_SUITE_P(Moe, MoeExecutionTest,

@@ -72,6 +72,15 @@ class NaiveCache {
   std::vector<NaiveEntry> entries_;
 };
 
+// The index's answer to an insert against the naive cache's ({-1}: it did not fit at all).
+::testing::AssertionResult same_insert(const std::optional<std::vector<ExpertKey>>& evicted,
+                                       const std::vector<ExpertKey>& expected) {
+  const std::vector<ExpertKey> got = evicted.value_or(std::vector<ExpertKey>{~ExpertKey{0}});
+  if (got == expected) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "evicted " << ::testing::PrintToString(got)
+                                       << ", expected " << ::testing::PrintToString(expected);
+}
+
 // A routing-like trace: per step, `k` distinct experts of `experts`, skewed towards a few (as
 // trained routers are), in `blocks` blocks; sizes differ per block.
 void run_trace(ExpertCachePolicy policy, std::int64_t capacity, std::int64_t aging,
@@ -97,13 +106,8 @@ void run_trace(ExpertCachePolicy policy, std::int64_t capacity, std::int64_t agi
         hits += hit ? 1 : 0;
         if (hit) continue;
         const std::int64_t bytes = 100 + 50 * block;
-        const auto evicted = index.insert(key, bytes);
-        const std::vector<ExpertKey> expected = naive.insert(key, bytes);
-        if (!evicted) {
-          ASSERT_EQ(expected, std::vector<ExpertKey>{~ExpertKey{0}});
-        } else {
-          ASSERT_EQ(*evicted, expected) << "step " << step << " key " << key;
-        }
+        ASSERT_TRUE(same_insert(index.insert(key, bytes), naive.insert(key, bytes)))
+            << "step " << step << " key " << key;
       }
     }
   }
@@ -159,6 +163,105 @@ TEST(ExpertCacheIndex, RejectsWhatCannotFitAndBadArguments) {
   EXPECT_TRUE(throws_naming<InvalidArgument>([] { placement::parse_expert_cache_policy("arc"); },
                                              {"arc", "lru", "lfu"}));
   EXPECT_EQ(placement::parse_expert_cache_policy("lfu"), ExpertCachePolicy::Lfu);
+}
+
+// Partitions: the index against one naive cache per partition (a key's block modulo the count),
+// each with the partition's share of the budget, on a routing-like trace of five blocks.
+void run_partitioned_trace(ExpertCachePolicy policy, std::int64_t capacity, std::int64_t partitions,
+                           std::uint32_t seed) {
+  ExpertCacheIndex index(capacity, policy, 0, partitions);
+  EXPECT_EQ(index.partitions(), partitions);
+  EXPECT_EQ(index.partition_capacity(), capacity / partitions);
+  std::vector<NaiveCache> naive;
+  for (std::int64_t p = 0; p < partitions; ++p) {
+    naive.emplace_back(capacity / partitions, policy == ExpertCachePolicy::Lfu, 0);
+  }
+  std::mt19937 rng(seed);
+  std::geometric_distribution<int> skew(0.15);
+  for (int step = 0; step < 300; ++step) {
+    for (std::int64_t block = 0; block < 5; ++block) {
+      NaiveCache& mine = naive[static_cast<std::size_t>(block % partitions)];
+      for (int pick = 0; pick < 3; ++pick) {
+        const ExpertKey key = placement::expert_key(block, skew(rng) % 24);
+        const bool hit = index.lookup(key);
+        ASSERT_EQ(hit, mine.lookup(key)) << "step " << step << " key " << key;
+        if (hit) continue;
+        const std::int64_t bytes = 100 + 30 * block;
+        const auto evicted = index.insert(key, bytes);
+        ASSERT_TRUE(same_insert(evicted, mine.insert(key, bytes)))
+            << "step " << step << " key " << key;
+        // Only keys of the same partition make room.
+        for (const ExpertKey gone : evicted.value_or(std::vector<ExpertKey>{})) {
+          EXPECT_EQ(static_cast<std::int64_t>(gone >> 32) % partitions, block % partitions);
+        }
+      }
+    }
+  }
+  EXPECT_LE(index.stats().bytes, capacity);
+}
+
+TEST(ExpertCacheIndex, PartitionsAreIndependentCachesOfAnEvenShare) {
+  for (const auto policy : {ExpertCachePolicy::Lru, ExpertCachePolicy::Lfu}) {
+    for (const std::int64_t partitions : {1, 2, 5}) {
+      for (const std::int64_t capacity : {600, 2500}) {
+        SCOPED_TRACE(::testing::Message()
+                     << placement::expert_cache_policy_name(policy) << " partitions " << partitions
+                     << " capacity " << capacity);
+        run_partitioned_trace(policy, capacity, partitions, 5);
+      }
+    }
+  }
+}
+
+TEST(ExpertCacheIndex, RoomIsCountedPerPartition) {
+  // Two partitions of 200 bytes: block 0's full, block 1's empty.
+  ExpertCacheIndex index(400, ExpertCachePolicy::Lru, 0, 2);
+  ASSERT_TRUE(index.insert(placement::expert_key(0, 1), 100));
+  ASSERT_TRUE(index.insert(placement::expert_key(0, 2), 100));
+  EXPECT_FALSE(index.has_room(placement::expert_key(0, 3), 1));
+  EXPECT_TRUE(index.has_room(placement::expert_key(1, 3), 200));
+  EXPECT_FALSE(index.has_room(placement::expert_key(1, 3), 201));
+  EXPECT_FALSE(index.has_room(placement::expert_key(2, 3), 1)) << "block 2 shares block 0's";
+  // 201 bytes fit the whole budget but not a partition: rejected.
+  EXPECT_FALSE(index.insert(placement::expert_key(1, 4), 201));
+  EXPECT_EQ(index.stats().rejected, 1);
+  EXPECT_TRUE(throws_naming<InvalidArgument>(
+      [] { ExpertCacheIndex bad(100, ExpertCachePolicy::Lru, 0, 0); }, {"0 partitions"}));
+}
+
+// A prefill's stream: every expert of every block in block order, more than the cache holds.
+// LRU evicting for each miss serves none of a second pass; loading without eviction keeps what
+// the first pass put in free room, and a second pass finds exactly that share.
+TEST(ExpertCache, ScansDoNotEvictWhenAskedNotTo) {
+  const Tensor w = Tensor::from_vector(std::vector<float>(4, 1.0f), {4});  // 16 bytes
+  constexpr std::int64_t kBlocks = 4, kExperts = 8;
+  const auto scan = [&](placement::ExpertCache& cache, bool evict) {
+    std::int64_t hits = 0;
+    for (std::int64_t b = 0; b < kBlocks; ++b) {
+      for (std::int64_t e = 0; e < kExperts; ++e) {
+        const ExpertKey key = placement::expert_key(b, e);
+        if (cache.find(key) != nullptr) {
+          ++hits;
+        } else {
+          EXPECT_EQ(cache.load(key, {w}, evict).size(), 1u);
+        }
+      }
+    }
+    return hits;
+  };
+  // 12 of the 32 experts fit: 3 a block in four partitions.
+  placement::ExpertCache lru(Device::cpu(), 12 * 16, ExpertCachePolicy::Lru, kBlocks);
+  scan(lru, true);
+  EXPECT_EQ(scan(lru, true), 0) << "LRU on a cyclic scan larger than the cache";
+  placement::ExpertCache kept(Device::cpu(), 12 * 16, ExpertCachePolicy::Lru, kBlocks);
+  EXPECT_EQ(scan(kept, false), 0);
+  EXPECT_EQ(kept.stats().evictions, 0);
+  EXPECT_EQ(kept.stats().entries, 12);
+  EXPECT_EQ(kept.stats().bypassed, 32 - 12);
+  EXPECT_EQ(scan(kept, false), 12) << "the resident share serves the second pass";
+  for (std::int64_t b = 0; b < kBlocks; ++b) {
+    EXPECT_NE(kept.find(placement::expert_key(b, 0)), nullptr) << "every block keeps a share";
+  }
 }
 
 TEST(ExpertCache, KeepsOwnedCopiesWithinTheBudget) {

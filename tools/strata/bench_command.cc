@@ -270,9 +270,9 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
       if (r.expert_cache) {
         const placement::ExpertCacheStats& c = *r.expert_cache;
         test["experts"]["cache"] = {
-            {"hit_rate", c.hit_rate()},          {"hits", c.hits},   {"misses", c.misses},
-            {"evictions", c.evictions},          {"bytes", c.bytes}, {"entries", c.entries},
-            {"capacity_bytes", c.capacity_bytes}};
+            {"hit_rate", c.hit_rate()},           {"hits", c.hits},        {"misses", c.misses},
+            {"evictions", c.evictions},           {"bytes", c.bytes},      {"entries", c.entries},
+            {"capacity_bytes", c.capacity_bytes}, {"bypassed", c.bypassed}};
       } else {
         test["experts"]["cache"] = nullptr;
       }

@@ -83,6 +83,10 @@ class MoeBlock : public nn::Module {
   void set_expert_cache(std::shared_ptr<placement::ExpertCache> cache, std::int64_t block_index);
   const ExpertExecutionStats& execution_stats() const { return stats_; }
   void reset_execution_stats();
+  // Whether any routed expert's weights are offloaded (behind a PrefetchHook), and the bytes of
+  // the largest expert's parameters (attach_expert_cache's partitions).
+  bool offloads_experts() const;
+  std::int64_t largest_expert_bytes() const;
 
  protected:
   // `mixtral_naming`: the experts' projections are w1/w3/w2 (else gate/up/down_proj).

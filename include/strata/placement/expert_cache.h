@@ -7,6 +7,18 @@
 //
 // ExpertCacheIndex is the bookkeeping alone (which keys are resident, which one goes next), so
 // the policies are testable without tensors; ExpertCache holds the device copies.
+//
+// Two rules keep the cache useful on the streams a model makes (session 10's 48-layer run: an LRU
+// over the whole model served 0 of 12288 prefill lookups and filled itself with the last 18
+// blocks' experts, docs/moe-execution.md):
+//  - partitions: every block runs top_k experts per token, so every block gets the same share of
+//    the budget, and a block evicts only its own experts. A decode step then finds about the
+//    cache's share of every block's experts, so each block has experts on the GPU to launch
+//    beside its cpu experts, instead of some blocks all on the GPU and the rest all on the cpu;
+//  - no eviction for a scan: a prefill selects nearly every expert of every block, in block
+//    order, which under LRU evicts each expert just before it is needed again. ExpertCache::load
+//    with `evict` false keeps a copy only where there is free room, so the resident experts serve
+//    the prefill at the cache's share.
 
 #include <cstdint>
 #include <map>
@@ -46,7 +58,8 @@ struct ExpertCacheStats {
   std::int64_t misses = 0;
   std::int64_t insertions = 0;
   std::int64_t evictions = 0;
-  std::int64_t rejected = 0;  // entries larger than the whole budget (never kept)
+  std::int64_t rejected = 0;  // entries larger than a partition's whole budget (never kept)
+  std::int64_t bypassed = 0;  // copies not kept: a scan's miss with no free room (load's evict)
   std::int64_t bytes = 0;     // held now
   std::int64_t capacity_bytes = 0;
   std::int64_t entries = 0;
@@ -59,17 +72,26 @@ struct ExpertCacheStats {
 
 class ExpertCacheIndex {
  public:
-  // `aging_period`: LFU halves every count after that many lookups (0: never).
+  // `aging_period`: LFU halves every count after that many lookups (0: never). `partitions`:
+  // the budget split evenly between partitions, a key's partition its block (expert_key) modulo
+  // the count; a partition evicts only its own keys (1: one budget for everything).
   ExpertCacheIndex(std::int64_t capacity_bytes, ExpertCachePolicy policy,
-                   std::int64_t aging_period = 4096);
+                   std::int64_t aging_period = 4096, std::int64_t partitions = 1);
 
   // Whether `key` is resident; a hit counts as a use.
   bool lookup(ExpertKey key);
-  // Makes `key` (of `bytes`) resident, evicting by the policy until it fits; returns the evicted
-  // keys in eviction order, or nullopt when `bytes` exceeds the whole budget (nothing changes).
-  // Inserting a resident key is an internal error (look it up first).
+  // Makes `key` (of `bytes`) resident, evicting keys of its partition by the policy until it
+  // fits; returns the evicted keys in eviction order, or nullopt when `bytes` exceeds the
+  // partition's whole budget (nothing changes). Inserting a resident key is an internal error
+  // (look it up first).
   std::optional<std::vector<ExpertKey>> insert(ExpertKey key, std::int64_t bytes);
   bool contains(ExpertKey key) const { return entries_.contains(key); }
+  // Whether `bytes` more fit `key`'s partition without evicting anything.
+  bool has_room(ExpertKey key, std::int64_t bytes) const;
+  std::int64_t partitions() const { return static_cast<std::int64_t>(held_.size()); }
+  std::int64_t partition_capacity() const { return partition_capacity_; }
+  // Counts a copy its owner did not keep (ExpertCacheStats::bypassed).
+  void count_bypass() { ++stats_.bypassed; }
   const ExpertCacheStats& stats() const { return stats_; }
   // Zeroes the counters (hits, misses, insertions, evictions, rejected), keeping the entries.
   void reset_counters();
@@ -86,22 +108,29 @@ class ExpertCacheIndex {
   Rank rank(const Entry& e) const {
     return {policy_ == ExpertCachePolicy::Lfu ? e.count : 0, e.last_use};
   }
+  std::size_t partition_of(ExpertKey key) const {
+    return static_cast<std::size_t>((key >> 32) % held_.size());
+  }
   void use(ExpertKey key, Entry& entry);
   void age();
 
   ExpertCachePolicy policy_;
   std::int64_t aging_period_;
+  std::int64_t partition_capacity_;
   std::int64_t clock_ = 0;
   std::int64_t lookups_since_aging_ = 0;
   std::unordered_map<ExpertKey, Entry> entries_;
-  std::map<Rank, ExpertKey> order_;  // ranks are unique: last_use is a strictly rising clock
+  // Per partition: the eviction order (ranks are unique: last_use is a strictly rising clock)
+  // and the bytes held.
+  std::vector<std::map<Rank, ExpertKey>> order_;
+  std::vector<std::int64_t> held_;
   ExpertCacheStats stats_;
 };
 
 class ExpertCache {
  public:
   ExpertCache(Device device, std::int64_t capacity_bytes,
-              ExpertCachePolicy policy = ExpertCachePolicy::Lru);
+              ExpertCachePolicy policy = ExpertCachePolicy::Lru, std::int64_t partitions = 1);
   ExpertCache(const ExpertCache&) = delete;
   ExpertCache& operator=(const ExpertCache&) = delete;
 
@@ -109,16 +138,16 @@ class ExpertCache {
   // The device copies of `key`'s tensors (a hit), or nullptr (a miss); counted either way.
   const std::vector<Tensor>* find(ExpertKey key);
   // Copies `stored` to the device (asynchronously where the source is pinned) and keeps the
-  // copies when they fit the budget, evicting others; returns the copies either way.
-  std::vector<Tensor> load(ExpertKey key, const std::vector<Tensor>& stored);
+  // copies when they fit the key's partition, evicting others of it (`evict` false: only into
+  // free room; a scan's misses leave the resident experts alone); returns the copies either way.
+  std::vector<Tensor> load(ExpertKey key, const std::vector<Tensor>& stored, bool evict = true);
   ExpertCacheStats stats() const { return index_.stats(); }
   void reset_counters() { index_.reset_counters(); }
-  // Whether `bytes` more fit without evicting anything (a cpu-computed miss is then copied in
-  // too: filling free room costs one copy per expert, evicting for every miss would thrash).
-  bool has_room(std::int64_t bytes) const {
-    const ExpertCacheStats& s = index_.stats();
-    return s.bytes + bytes <= s.capacity_bytes;
-  }
+  // Whether `bytes` more fit `key`'s partition without evicting anything (a cpu-computed miss is
+  // then copied in too: filling free room costs one copy per expert, evicting for every miss
+  // would thrash).
+  bool has_room(ExpertKey key, std::int64_t bytes) const { return index_.has_room(key, bytes); }
+  std::int64_t partitions() const { return index_.partitions(); }
 
  private:
   Device device_;
