@@ -27,7 +27,8 @@
 #   LAYERS (48), SPARSE (1), GPU_GIB (24 scaled), CPU_GIB (100), PROMPT_TOKENS (512),
 #   DECODE_TOKENS (32), DECODE_INPUT (random), STEPS ("model plan bench hf"), HF_DECODE (8),
 #   OUT (/tmp/moe_bench), EXPERT_CACHE (auto), CACHE_POLICY (lru), TOTAL_S (290),
-#   RUNS ("cpu:auto cpu:cpu auto:auto": the strata bench runs, --experts MODE:--offload-policy P)
+#   RUNS ("cpu:auto cpu:cpu auto:auto": the strata bench runs, --experts MODE:--offload-policy P,
+#   optionally :VAR=VALUE,... for that run's environment, e.g. cpu:auto:STRATA_MOE_OVERLAP=1)
 set -uo pipefail
 model=${1:-/tmp/qwen3moe}
 out=${OUT:-/tmp/moe_bench}
@@ -76,15 +77,18 @@ if has bench; then
   # The first run also measures the limits the rates are compared with (host read, PCIe, HBM).
   limits=""
   for run in ${RUNS:-cpu:auto cpu:cpu auto:auto}; do
-    mode=${run%%:*} offload=${run##*:} name=${run/:/_}
+    # MODE:POLICY[:VAR=VALUE,...]: the environment of this run only (an A/B of a switch).
+    IFS=: read -r mode offload envs <<<"$run"
+    name=${mode}_${offload}${envs:+_$(printf %s "$envs" | tr -c 'A-Za-z0-9' '_')}
     t=$(left 100); [ "$t" -lt 20 ] && { echo "no time left for bench $name"; continue; }
-    timeout "$t" "$strata" bench "$model" --max-memory "$budget" --experts "$mode" --dtype bf16 \
+    # shellcheck disable=SC2086
+    timeout "$t" env ${envs//,/ } "$strata" bench "$model" --max-memory "$budget" --experts "$mode" --dtype bf16 \
       --offload-policy "$offload" --expert-cache "$cache" --expert-cache-policy "$policy" \
       --decode-input "$decode_input" -p "$prompt" -n "$decode" -b 1 -r 1 $limits --json \
       >"$out/bench_$name.json" 2>"$out/bench_$name.err"
     rc=$?
     limits="--no-limits"
-    echo "== strata bench --experts $mode --offload-policy $offload: rc $rc after $(( $(date +%s) - start )) s"
+    echo "== strata bench --experts $mode --offload-policy $offload${envs:+ ($envs)}: rc $rc after $(( $(date +%s) - start )) s"
     free -g | head -2 >"$out/free_$name.txt"
     grep -E "experts:|tokens/s|loaded" "$out/bench_$name.err" | head -8
   done
@@ -121,15 +125,19 @@ def load(name):
         return None
 print(f"== summary ({layers} of 48 layers" +
       (f"; a 48-layer model reads {48 / layers:g}x the experts per token)" if layers < 48 else ")"))
-first = load("bench_cpu_auto.json") or {}
+names = sorted((f[len("bench_"):-len(".json")] for f in os.listdir(out)
+                if f.startswith("bench_") and f.endswith(".json")),
+               key=lambda n: (n.split("_")[0] != "cpu", n))
+first = next((b for b in map(lambda n: load(f"bench_{n}.json"), names)
+              if b and b.get("limits")), {})
 if first.get("limits"):
     print(f"host read rate (same run): {first['limits']['host_read_gb_s']:.1f} GB/s;"
           f" decode inputs: {first.get('decode_input', '?')}")
 rows = []
-for name in ("cpu_auto", "cpu_cpu", "auto_auto"):
-    mode = name.split("_")[0]
+for name in names:
+    mode, offload, *switch = name.split("_", 2)
     bench, plan = load(f"bench_{name}.json"), load(f"plan_{mode}.json")
-    mode = f"{mode} --offload-policy {name.split('_')[1]}"
+    mode = f"{mode} --offload-policy {offload}" + (f" ({switch[0]})" if switch else "")
     if not bench:
         print(f"--experts {mode}: no bench result"); continue
     for t in bench["tests"]:
@@ -167,7 +175,7 @@ for name in ("cpu_auto", "cpu_cpu", "auto_auto"):
         tg = [t for t in bench["tests"] if t["test"].startswith("tg")]
         pp = [t for t in bench["tests"] if t["test"].startswith("pp")]
         # The plan of the policy the run used: forced to the cpu, or the best per unit (auto).
-        key = "cpu_ms_per_step" if name.endswith("_cpu") else "best_ms_per_step"
+        key = "cpu_ms_per_step" if offload == "cpu" else "best_ms_per_step"
         planned = p["decode"][key]
         line = f"  plan: decode {planned:.1f} ms/step ({key.split('_')[0]})"
         if tg:
