@@ -8,6 +8,9 @@
 # Stages, in the order given (each appends to its own log under LOGS, default /tmp/open-issues):
 #   build     the CLI, the CUDA benchmarks and cuda_tests (scripts/gpu-machine-build.sh, sm_90;
 #             BUILD_TARGETS picks fewer)
+#   tests     TEST_BINARIES (ops_tests models_tests) of the build, each with TEST_FILTER (gtest
+#             filter, default every test), capped at TESTS_S seconds each (build them first:
+#             BUILD_TARGETS)
 #   moe       issue 17: the Qwen3-30B-A3B-shaped 48-layer benchmark with transformers + Accelerate
 #             in the same command (bench/reference/run_moe_bench.sh; RUNS, HF_DECODE, TOTAL_S)
 #   decode    issue 14: the 7B-shaped checkpoint (written once to /tmp/llama7b), the decode graph's
@@ -51,6 +54,14 @@ for stage in "$@"; do
       say "build rc $?"
       grep -E "error|FAILED" "$logs/build.log" | head -10
       ;;
+    tests)
+      for binary in ${TEST_BINARIES:-ops_tests models_tests}; do
+        timeout "${TESTS_S:-120}" "$build/tests/$binary" --gtest_filter="${TEST_FILTER:-*}" \
+          >"$logs/$binary.txt" 2>&1
+        say "$binary rc $? (124: cut by its time cap)"
+        grep -E "^\[  (PASSED|FAILED) |tests ran|Failure" "$logs/$binary.txt" | head -12
+      done
+      ;;
     moe)
       OUT="$logs/moe" STRATA="$strata" RUNS="${RUNS:-cpu:auto auto:auto}" \
         HF_DECODE="${HF_DECODE:-4}" TOTAL_S="$(left)" \
@@ -87,7 +98,7 @@ for stage in "$@"; do
       say "quant done"
       ;;
     *)
-      echo "unknown stage $stage (build, moe, decode, sanitize, quant)" >&2
+      echo "unknown stage $stage (build, tests, moe, decode, sanitize, quant)" >&2
       ;;
   esac
 done

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "strata/core/tensor.h"
 
@@ -20,6 +21,11 @@ namespace strata::ops {
 // x: [..., in]; bias: [out] or none. Result [..., out].
 Tensor linear(const Tensor& x, const Tensor& weight,
               const std::optional<Tensor>& bias = std::nullopt);
+// The first half of a SwiGLU MLP: silu(linear(x, gate_weight)) * linear(x, up_weight), with the
+// roundings of those four ops (the same bits). gate_weight and up_weight [inter, in], no bias.
+// On a GPU, up to 8 rows are one launch of the decode GEMV (both weights read in one pass, the
+// SiLU and the product in its epilogue); otherwise the four ops.
+Tensor swiglu(const Tensor& x, const Tensor& gate_weight, const Tensor& up_weight);
 // Batched matrix product a: [..., m, k] @ b: [..., k, n]; batch dimensions broadcast.
 // 1-D operands follow numpy (a vector is [1, k] or [k, 1], the added dimension dropped).
 Tensor matmul(const Tensor& a, const Tensor& b);
@@ -115,6 +121,11 @@ Tensor tanh(const Tensor& x);
 // Broadcasting (numpy rules). Both operands must have the same dtype.
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
+// parts[0] + parts[1] + parts[2] + ... added left to right, every partial sum rounded to the
+// dtype: the bits of chained add calls, in one pass (one launch on a GPU; a mixture-of-experts
+// token's top-k outputs are summed so). At least one part; all of one shape, float dtype and
+// device.
+Tensor sum_in_order(const std::vector<Tensor>& parts);
 // Same as Tensor::to(dtype): every pair of dtypes, bit-exact with PyTorch.
 Tensor cast(const Tensor& x, DType dtype);
 

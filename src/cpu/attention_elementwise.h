@@ -4,6 +4,7 @@
 // only compute. Floating-point kernels take float32/bfloat16/float16 and compute in float32.
 
 #include <cstdint>
+#include <vector>
 
 #include "strata/core/tensor.h"
 
@@ -16,6 +17,9 @@ enum class BinaryKind { Add, Mul };
 void unary_float(UnaryKind kind, const Tensor& x, const Tensor& out);
 // out = a (op) b; a and b are already expanded (stride-0 views) to out's shape.
 void binary_float(BinaryKind kind, const Tensor& a, const Tensor& b, const Tensor& out);
+// out = parts[0] + parts[1] + ... left to right, each partial sum rounded to out's dtype
+// (binary_float's adds in turn); contiguous parts of out's shape and dtype.
+void sum_in_order(const std::vector<Tensor>& parts, const Tensor& out);
 
 // Softmax of x along `dim` (already wrapped; 0 for a rank-0 x) into out (x's shape).
 void softmax(const Tensor& x, std::int64_t dim, const Tensor& out);

@@ -20,4 +20,10 @@ void binary_float(BinaryKind kind, const Tensor& a, const Tensor& b, const Tenso
   });
 }
 
+void sum_in_order(const std::vector<Tensor>& parts, const Tensor& out) {
+  // Each add reads and writes the same element of `out` only: in place is the chained adds.
+  out.copy_(parts.front());
+  for (std::size_t i = 1; i < parts.size(); ++i) binary_float(BinaryKind::Add, out, parts[i], out);
+}
+
 }  // namespace strata::cpu

@@ -3,8 +3,10 @@
 
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
+#include <initializer_list>
 #include <mutex>
 #include <vector>
 
@@ -140,14 +142,47 @@ void gemm_nt(const void* a, std::int64_t lda, const void* b, std::int64_t ldb, v
 void set_allow_tf32(bool allow) noexcept { g_allow_tf32.store(allow); }
 bool allow_tf32() noexcept { return g_allow_tf32.load(); }
 
+namespace {
+
+// Whether the decode GEMV (kernels::gemv) takes x [m, k] against these weights into `out`.
+bool gemv_takes(const Tensor& x, std::initializer_list<const Tensor*> weights, const Tensor& out) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  const std::int64_t m = x.size(0), k = x.size(1);
+  const auto per16 = static_cast<std::int64_t>(16 / dtype_size(x.dtype()));
+  if (m < 1 || m > kernels::kMaxGemvBatch || k % per16 != 0 || !aligned(x.data_ptr()) ||
+      !aligned(out.data_ptr())) {
+    return false;
+  }
+  return std::all_of(weights.begin(), weights.end(),
+                     [&](const Tensor* w) { return aligned(w->data_ptr()); });
+}
+
+}  // namespace
+
+bool swiglu_gemv(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& out) {
+  if (!gemv_takes(x, {&gate, &up}, out)) return false;
+  const int device = out.device().index();
+  const std::int64_t n = gate.size(0);
+  kernels::Gemv g;
+  g.type = static_cast<kernels::Type>(out.dtype());
+  g.batch = x.size(0);
+  g.k = x.size(1);
+  g.x = x.data_ptr();
+  g.ldx = g.k;
+  g.group_count = 2;
+  g.groups[0] = kernels::GemvGroup{gate.data_ptr(), nullptr, out.data_ptr(), n, n};
+  g.groups[1] = kernels::GemvGroup{up.data_ptr(), nullptr, nullptr, n, n};
+  g.epilogue = kernels::GemvEpilogue::SiluMul;
+  DeviceGuard guard(device);
+  detail::check(kernels::gemv(g, detail::compute_stream_handle(device)), "swiglu (gemv)", device);
+  return true;
+}
+
 void linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
             const Tensor& out) {
   const int device = out.device().index();
   const std::int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
-  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
-  const auto per16 = static_cast<std::int64_t>(16 / dtype_size(x.dtype()));
-  if (m >= 1 && m <= kernels::kMaxGemvBatch && k % per16 == 0 && aligned(x.data_ptr()) &&
-      aligned(weight.data_ptr()) && aligned(out.data_ptr())) {
+  if (gemv_takes(x, {&weight}, out)) {
     // Decode (1..8 rows): bound by streaming the weight once for all rows; the bias joins before
     // the one rounding. cuBLAS reads the weight at well under the HBM rate for so few rows.
     kernels::Gemv g;

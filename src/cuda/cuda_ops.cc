@@ -134,6 +134,22 @@ void binary_float(cpu::BinaryKind kind, const Tensor& a, const Tensor& b, const 
   });
 }
 
+void sum_in_order(const std::vector<Tensor>& parts, const Tensor& out) {
+  // Past kMaxSumParts the running sum (in `out`) is the first part of the next launch: the same
+  // chain of roundings.
+  std::size_t next = 0;
+  while (next < parts.size()) {
+    kernels::SumParts s;
+    if (next > 0) s.parts[s.count++] = out.data_ptr();
+    for (; next < parts.size() && s.count < kernels::kMaxSumParts; ++next) {
+      s.parts[s.count++] = parts[next].data_ptr();
+    }
+    launch_on("sum_in_order", out, [&](cudaStream_t stream) {
+      return kernels::sum_in_order(s, out.data_ptr(), type_of(out.dtype()), out.numel(), stream);
+    });
+  }
+}
+
 void softmax(const Tensor& x, std::int64_t dim, const Tensor& out) {
   const Tensor xc = x.contiguous();
   const Around a = around(xc, dim);

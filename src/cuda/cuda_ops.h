@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "cpu/attention_elementwise.h"
 #include "strata/core/tensor.h"
@@ -14,6 +15,9 @@ namespace strata::cuda {
 
 void unary_float(cpu::UnaryKind kind, const Tensor& x, const Tensor& out);
 void binary_float(cpu::BinaryKind kind, const Tensor& a, const Tensor& b, const Tensor& out);
+// out = parts[0] + parts[1] + ... added left to right (ops::sum_in_order): contiguous parts of
+// out's shape and dtype.
+void sum_in_order(const std::vector<Tensor>& parts, const Tensor& out);
 void softmax(const Tensor& x, std::int64_t dim, const Tensor& out);
 // sinks, when given, is contiguous float32 [hq] on q's GPU (attention sinks, see ops.h).
 void scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -25,6 +29,11 @@ void topk(const Tensor& x, std::int64_t k, std::int64_t dim, const Tensor& value
 
 void linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
             const Tensor& out);
+// ops::swiglu's one launch where the decode GEMV takes it (x [m <= kMaxGemvBatch, k] with k a
+// multiple of 16 bytes' worth of elements, 16-byte aligned pointers): out = silu(x gate^T) *
+// (x up^T) with the separate ops' roundings (GemvEpilogue::SiluMul). False, with nothing
+// launched, otherwise (the caller composes the ops).
+bool swiglu_gemv(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& out);
 void matmul(const Tensor& a, const Tensor& b, const Tensor& out);
 // Row-major c[m, n] (row stride ldc) = a[m, k] (row stride lda) @ b^T with b [n, k] (row stride
 // ldb), one float dtype, on `device`'s compute stream (src/cuda/blas.cc).

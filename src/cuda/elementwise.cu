@@ -263,7 +263,32 @@ __global__ void binary_kernel(Binary op, Strided a, Strided b, T* out, std::int6
   }
 }
 
+// out = ((parts[0] + parts[1]) + parts[2]) + ...: the running sum rounded to T after every add,
+// as a chain of binary adds rounds it (binary_value), so the bits are those of count - 1 adds.
+template <typename T>
+__global__ void sum_in_order_kernel(SumParts s, T* out, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    T acc = static_cast<const T*>(s.parts[0])[i];
+    for (int j = 1; j < s.count; ++j) {
+      acc = binary_value(Binary::Add, acc, static_cast<const T*>(s.parts[j])[i]);
+    }
+    out[i] = acc;
+  }
+}
+
 }  // namespace
+
+cudaError_t sum_in_order(const SumParts& parts, void* out, Type type, std::int64_t n,
+                         cudaStream_t stream) {
+  if (parts.count < 1 || parts.count > kMaxSumParts) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  return dispatch_float(type, [&](auto tag) {
+    using T = decltype(tag);
+    sum_in_order_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(parts, static_cast<T*>(out), n);
+    return launched();
+  });
+}
 
 cudaError_t strided_convert(const Strided& dst, const Strided& src, std::int64_t numel,
                             cudaStream_t stream) {

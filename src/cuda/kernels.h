@@ -49,6 +49,17 @@ cudaError_t unary(Unary op, const void* x, void* out, Type type, std::int64_t n,
 cudaError_t binary(Binary op, const Strided& a, const Strided& b, void* out, std::int64_t n,
                    cudaStream_t stream);
 
+// out = ((parts[0] + parts[1]) + parts[2]) + ... over `count` contiguous tensors of n elements
+// of one float type, every partial sum rounded to it as a chain of binary adds rounds (the same
+// bits in one launch; a mixture-of-experts token sums its top-k outputs so). out may be a part.
+inline constexpr int kMaxSumParts = 16;
+struct SumParts {
+  const void* parts[kMaxSumParts] = {};
+  int count = 0;
+};
+cudaError_t sum_in_order(const SumParts& parts, void* out, Type type, std::int64_t n,
+                         cudaStream_t stream);
+
 // Row-wise over the last dimension of contiguous [rows, dim] tensors. weight/bias may be null for
 // layer_norm.
 // `pdl`: programmatic dependent launch (Gemv::pdl; the kernel waits before reading anything).

@@ -6,12 +6,19 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+#include <typeinfo>
+#include <utility>
+
 #include "models/attention.h"
 #include "models/families.h"
 #include "strata/core/error.h"
+#include "strata/models/layers.h"
 #include "strata/models/moe.h"
 #include "strata/models/phi3.h"
 #include "strata/models/quant_linear.h"
+#include "strata/nn/align_devices_hook.h"
+#include "strata/nn/layers.h"
 #include "strata/ops.h"
 
 namespace strata::models {
@@ -100,8 +107,40 @@ GatedMLP::GatedMLP(std::string class_name, Naming naming, std::int64_t hidden,
   act_ = register_module("act_fn", std::make_shared<ActivationLayer>(activation));
 }
 
+namespace {
+
+// gate_proj and up_proj's weights when the first half of the MLP is ops::swiglu of them with the
+// numbers of calling the three modules: SiLU, plain bias-free Linears whose hooks (if any) leave
+// x and their weights where they are, weights on x's device in x's dtype. On a GPU that is one
+// launch for up to 8 rows instead of four (a decode step's MLPs and resident experts).
+std::optional<std::pair<Tensor, Tensor>> swiglu_weights(const nn::Module& gate,
+                                                        const nn::Module& up,
+                                                        const ActivationLayer& act,
+                                                        const Tensor& x) {
+  if (act.activation() != Activation::SiLU || !nn::hook_passes_through(act, x.device())) {
+    return std::nullopt;
+  }
+  std::pair<Tensor, Tensor> weights;
+  for (const auto& [module, weight] : {std::pair{&gate, &weights.first}, {&up, &weights.second}}) {
+    if (typeid(*module) != typeid(nn::Linear) || !nn::hook_passes_through(*module, x.device())) {
+      return std::nullopt;
+    }
+    const auto& linear = static_cast<const nn::Linear&>(*module);
+    if (linear.has_bias()) return std::nullopt;
+    const Tensor& w = linear.weight();
+    if (w.device() != x.device() || w.dtype() != x.dtype()) return std::nullopt;
+    *weight = w;
+  }
+  return weights;
+}
+
+}  // namespace
+
 Value GatedMLP::forward(Args& args) {
   const Tensor& x = args.tensor(0, class_name() + ".forward");
+  if (const auto weights = swiglu_weights(*gate_, *up_, *act_, x)) {
+    return call(*down_, ops::swiglu(x, weights->first, weights->second));
+  }
   const Tensor gate = call(*act_, call(*gate_, x));
   return call(*down_, ops::mul(gate, on_device_of(call(*up_, x), gate)));
 }

@@ -215,23 +215,23 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
 
   // One token (decode): its contributions are rows of `contributions`, added as views in its
   // expert order (no table to copy, no gather to launch); the same adds as the gathers below.
-  Tensor result;
+  // The k contributions of each token added in its expert order, in one op (the bits of k - 1
+  // adds, ops::sum_in_order).
+  std::vector<Tensor> parts;
   if (tokens == 1) {
     for (std::int64_t j = 0; j < k; ++j) {
       const auto row = static_cast<std::size_t>(gather[static_cast<std::size_t>(j)]);
-      const Tensor part = device_rows[row].defined()
-                              ? device_rows[row]
-                              : contributions.narrow(0, static_cast<std::int64_t>(row), 1);
-      result = j == 0 ? part.contiguous() : ops::add(result, part);
+      parts.push_back(device_rows[row].defined()
+                          ? device_rows[row]
+                          : contributions.narrow(0, static_cast<std::int64_t>(row), 1));
     }
-    return result;
+    return ops::sum_in_order(parts);
   }
   const Tensor gather_here = Tensor::from_vector(gather).to(device);
   for (std::int64_t j = 0; j < k; ++j) {
-    const Tensor part = ops::embedding(gather_here.narrow(0, j * tokens, tokens), contributions);
-    result = j == 0 ? part : ops::add(result, part);
+    parts.push_back(ops::embedding(gather_here.narrow(0, j * tokens, tokens), contributions));
   }
-  return result;
+  return ops::sum_in_order(parts);
 }
 
 void weigh_rows(const Tensor& out, const Tensor& weight, const Tensor& into) {

@@ -253,6 +253,14 @@ std::shared_ptr<const ExpertSource> ExpertSources::get(std::int64_t index, nn::M
 Tensor expert_forward(const ExpertSource& source, const std::vector<Tensor>& tensors,
                       Activation activation, const Tensor& x) {
   const auto& [gate_proj, up_proj, down_proj] = source.projections;
+  // Plain bias-free gate and up under SiLU: ops::swiglu, the same numbers (one launch on a GPU).
+  const auto plain = [](const ProjectionSource& p) {
+    return p.quantized == nullptr && p.names.size() == 1 && p.names.front() == "weight";
+  };
+  if (activation == Activation::SiLU && plain(gate_proj) && plain(up_proj)) {
+    return project(down_proj, tensors,
+                   ops::swiglu(x, tensors[gate_proj.first], tensors[up_proj.first]));
+  }
   const Tensor gate = apply_activation(activation, project(gate_proj, tensors, x));
   return project(down_proj, tensors, ops::mul(gate, project(up_proj, tensors, x)));
 }

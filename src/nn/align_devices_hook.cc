@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <typeinfo>
 #include <unordered_map>
 
 #include "strata/core/error.h"
@@ -260,6 +261,15 @@ void AlignDevicesHook::detach_hook(Module& module) {
 bool has_offloaded_params(const Module& module) {
   const AlignDevicesHook* hook = find_hook<AlignDevicesHook>(module);
   return hook != nullptr && hook->offload();
+}
+
+bool hook_passes_through(const Module& module, Device device) {
+  const ModelHook* hook = module.hook();
+  if (hook == nullptr) return true;
+  if (typeid(*hook) != typeid(AlignDevicesHook)) return false;
+  const auto& align = static_cast<const AlignDevicesHook&>(*hook);
+  const AlignDevicesOptions& o = align.options();
+  return !o.offload && !o.io_same_device && (!o.execution_device || *o.execution_device == device);
 }
 
 AlignModuleDevice::AlignModuleDevice(Module& module, std::optional<Device> execution_device)

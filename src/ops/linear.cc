@@ -47,4 +47,41 @@ Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>
   return out;
 }
 
+Tensor swiglu(const Tensor& x, const Tensor& gate_weight, const Tensor& up_weight) {
+  constexpr const char* kOp = "swiglu";
+  detail::check_materialized(kOp, "x", x);
+  detail::check_materialized(kOp, "gate_weight", gate_weight);
+  detail::check_materialized(kOp, "up_weight", up_weight);
+  detail::check_float_dtype(kOp, "x", x);
+  detail::check_same_dtype(kOp,
+                           {{"x", &x}, {"gate_weight", &gate_weight}, {"up_weight", &up_weight}});
+  detail::check_same_device(kOp,
+                            {{"x", &x}, {"gate_weight", &gate_weight}, {"up_weight", &up_weight}});
+  detail::check_rank(kOp, "gate_weight", gate_weight, 2);
+  STRATA_CHECK_ARG(up_weight.shape() == gate_weight.shape(),
+                   "swiglu: 'gate_weight' ({}) and 'up_weight' ({}) must have one shape "
+                   "[intermediate, in_features]",
+                   gate_weight.describe(), up_weight.describe());
+  STRATA_CHECK_ARG(x.dim() >= 1 && x.size(-1) == gate_weight.size(1),
+                   "swiglu: 'x' ({}) must be [..., in_features] with in_features = {} (the "
+                   "weights are [intermediate, in_features] = {})",
+                   x.describe(), gate_weight.size(1), gate_weight.describe());
+#ifdef STRATA_WITH_CUDA
+  const DType t = x.dtype();
+  if (x.is_cuda() && (t == DType::Float32 || t == DType::BFloat16 || t == DType::Float16) &&
+      x.size(-1) > 0 && x.numel() > 0 && gate_weight.size(0) > 0 && x.is_contiguous() &&
+      gate_weight.is_contiguous() && up_weight.is_contiguous()) {
+    const std::int64_t rows = x.numel() / x.size(-1), inter = gate_weight.size(0);
+    Shape out_shape = x.shape();
+    out_shape.back() = inter;
+    Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+    if (cuda::swiglu_gemv(x.view({rows, x.size(-1)}), gate_weight, up_weight,
+                          out.view({rows, inter}))) {
+      return out;
+    }
+  }
+#endif
+  return mul(silu(linear(x, gate_weight)), linear(x, up_weight));
+}
+
 }  // namespace strata::ops

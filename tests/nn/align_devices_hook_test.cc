@@ -148,8 +148,7 @@ TEST_P(AlignDevicesHookTest, OffloadedModuleRefusesToMoveAndTheTreeStaysPut) {
     EXPECT_TRUE(throws_naming<InvalidArgument>(
         [&] { model_.to(target); },
         {"cannot move ModelForTest to " + target.str(), "module 'batchnorm' (BatchNorm1d)",
-         "offloaded to cpu/disk", "remove_hook_from_module(model, recurse=true)",
-         "re-dispatch"}));
+         "offloaded to cpu/disk", "remove_hook_from_module(model, recurse=true)", "re-dispatch"}));
   }
   EXPECT_TRUE(throws_naming<InvalidArgument>([&] { model_.batchnorm->to(device()); },
                                              {"cannot move BatchNorm1d", "module '<root>'"}));
@@ -284,6 +283,38 @@ TEST(AlignDevicesHookMechanics, IoSameDeviceFollowsTheFirstInputTensor) {
   EXPECT_EQ(module.hook()->describe(),
             "AlignDevicesHook(execution_device=cpu, offload=false, io_same_device=true, "
             "offload_buffers=false, place_submodules=false, skip_keys=[mask])");
+}
+
+// Which hooks a caller may compute around (a fused kernel over a module's weights): none, or a
+// plain AlignDevicesHook that moves nothing for an input on its execution device.
+TEST(AlignDevicesHookMechanics, HookPassesThroughOnlyWhereCallingWouldMoveNothing) {
+  nn::Linear linear(4, 3);
+  const Device cpu = Device::cpu(), gpu = Device::cuda(0);
+  EXPECT_TRUE(hook_passes_through(linear, cpu));
+  const auto with = [&](AlignDevicesOptions options) {
+    remove_hook_from_module(linear);
+    add_hook_to_module(linear, std::make_shared<AlignDevicesHook>(std::move(options)));
+  };
+  with({});
+  EXPECT_TRUE(hook_passes_through(linear, cpu));
+  with({.execution_device = cpu});
+  EXPECT_TRUE(hook_passes_through(linear, cpu));
+  EXPECT_FALSE(hook_passes_through(linear, gpu));
+  with({.execution_device = cpu, .io_same_device = true});
+  EXPECT_FALSE(hook_passes_through(linear, cpu));
+  with({.execution_device = cpu, .offload = true});
+  EXPECT_FALSE(hook_passes_through(linear, cpu));
+  remove_hook_from_module(linear);  // back to its weights
+  // A subclass (a prefetching hook) or any other hook does more than move.
+  class Subclass : public AlignDevicesHook {};
+  add_hook_to_module(linear, std::make_shared<Subclass>());
+  EXPECT_FALSE(hook_passes_through(linear, cpu));
+  remove_hook_from_module(linear);
+  class Other : public ModelHook {};
+  add_hook_to_module(linear, std::make_shared<Other>());
+  EXPECT_FALSE(hook_passes_through(linear, cpu));
+  add_hook_to_module(linear, std::make_shared<AlignDevicesHook>(), /*append=*/true);
+  EXPECT_FALSE(hook_passes_through(linear, cpu));  // a SequentialHook
 }
 
 }  // namespace

@@ -113,6 +113,13 @@ class AlignDevicesHook : public ModelHook {
 // the hook itself) is an AlignDevicesHook with offload.
 bool has_offloaded_params(const Module& module);
 
+// True when calling `module` on a tensor already on `device` would neither move it nor its
+// weights, nor do anything else around its forward: no hook, or exactly an AlignDevicesHook (not
+// a subclass) without offload or io_same_device whose execution device is unset or `device` (what
+// dispatch attaches to resident modules). A caller may then compute with the module's parameters
+// directly (a fused kernel over two modules) with the numbers of calling it.
+bool hook_passes_through(const Module& module, Device device);
+
 // RAII form of the reference's align_module_device context manager. An offloaded module gets its
 // weights loaded (on `execution_device` if given) for the guard's lifetime; otherwise, with
 // `execution_device`, the module's direct parameters move there and back. Else nothing.
