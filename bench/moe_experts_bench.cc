@@ -7,9 +7,10 @@
 // the combination; also a sweep of block sizes through cpu::cpu_experts_gemv), one expert per
 // task (each from pageable memory and from pinned memory, where offloaded experts live), and one
 // ops::linear over a [count x 2304, 2048] weight from a pool of the same size (the calibrated
-// matrix-vector rate's shape). First the host's read rate in the same run (every pool thread
-// memchr's its share of 2 GiB, as cpu_gemv_bench): every rate is also printed as its share.
-// Prints microseconds per step, weight GB/s and % of the read rate.
+// matrix-vector rate's shape); the queue again with the caller busy between steps as a decoding
+// model's block is (the pool's workers may fall asleep there). First the host's read rate in the
+// same run (every pool thread memchr's its share of 2 GiB, as cpu_gemv_bench): every rate is also
+// printed as its share. Prints microseconds per step, weight GB/s and % of the read rate.
 //
 //   moe_experts_bench [seconds per variant (1)]
 
@@ -56,13 +57,18 @@ ExpertSource expert(strata::MemoryKind memory) {
   return s;
 }
 
-// Median microseconds of `step(i)` over `seconds` (after 3 warm-up steps).
+// Median microseconds of `step(i)` over `seconds` (after 3 warm-up steps). `apart_us`: the
+// caller first spins that long, untimed, as a decoding model's block does its other work between
+// two blocks' cpu experts (the pool's workers sleep after STRATA_SPIN_US idle, 300 by default).
 template <typename Step>
-double median_us(double seconds, Step step) {
+double median_us(double seconds, Step step, double apart_us = 0.0) {
   for (int i = 0; i < 3; ++i) step(i);
   std::vector<double> times;
   const auto until = Clock::now() + std::chrono::duration<double>(seconds);
   for (int i = 3; Clock::now() < until || times.size() < 5; ++i) {
+    const auto resume = Clock::now() + std::chrono::duration<double, std::micro>(apart_us);
+    while (Clock::now() < resume) {
+    }
     const auto t0 = Clock::now();
     step(i);
     times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
@@ -144,6 +150,13 @@ int main(int argc, char** argv) {
          {Variant{"queue", 0, &pool}, Variant{"one expert per task", 1, &pool},
           Variant{"queue, pinned", 0, &pinned}, Variant{"one per task, pinned", 1, &pinned}}) {
       report(count, v.name, median_us(seconds, run(v.threads, *v.from)), bytes);
+    }
+    // The queue with the gap of a decoding model's block between steps (session 10: 234-277 us
+    // a block beside the cpu products), under and past the workers' spin time.
+    for (const double apart : {150.0, 400.0}) {
+      char name[64];
+      std::snprintf(name, sizeof(name), "queue, pinned, %.0f us apart", apart);
+      report(count, name, median_us(seconds, run(0, pinned), apart), bytes);
     }
     // Block sizes of the queue (gate+up features, down features), on every thread, then the
     // default blocks on fewer threads (fewer streams on the memory controllers).
