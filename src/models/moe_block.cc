@@ -35,12 +35,13 @@ constexpr std::int64_t kStagedTokens = placement::kDecodeSizedExpertTokens;
 constexpr std::int64_t kProjectionsPerExpert = 3;
 
 // Whether the device experts' launches run inside the cpu experts' queue (cpu/expert_gemv.h):
-// only with STRATA_MOE_OVERLAP=1. Off by default: device call 2 of session 7 measured it slower
-// (50.7 tokens/s against 54.5 with the launches before the queue, on a host reading 67 GB/s).
+// on unless STRATA_MOE_OVERLAP=0. Session 11's 48-layer run (H100 host reading 102 GB/s)
+// measured 30.8 tokens/s with it against 27.1 with the launches before the queue (session 7,
+// with six launches an expert and 8 layers, had measured it slower: 50.7 against 54.5).
 bool launches_in_queue() {
   static const bool enabled = [] {
     const char* v = std::getenv("STRATA_MOE_OVERLAP");
-    return v != nullptr && std::strcmp(v, "1") == 0;
+    return v == nullptr || std::strcmp(v, "0") != 0;
   }();
   return enabled;
 }
