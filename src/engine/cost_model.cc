@@ -183,12 +183,32 @@ namespace {
 // copy out of the page cache, a third stream over host memory that the split rates (measured
 // with pinned copies) leave out; forced (--offload-policy split) it still splits.
 bool auto_may_split(const UnitWork& unit) { return unit.tier != Tier::Disk; }
+
+// A block's routed experts (more experts than a token selects).
+bool routed_block(const UnitWork& unit) {
+  return unit.experts > 0 && unit.top_k > 0 && unit.top_k < unit.experts;
+}
 }  // namespace
+
+double tokens_per_selected_expert(const UnitWork& unit, std::int64_t tokens) {
+  if (!routed_block(unit)) return static_cast<double>(tokens);
+  const double selected = static_cast<double>(unit.experts) * selected_fraction(unit, tokens);
+  return static_cast<double>(tokens) * static_cast<double>(unit.top_k) / selected;
+}
 
 placement::ExecutionPolicy CostModel::best_policy(const UnitWork& unit, std::int64_t tokens) const {
   if (!constants_.has_gpu()) return placement::ExecutionPolicy::Cpu;
   const double stream = stream_seconds(unit, tokens);
   const double cpu = cpu_seconds(unit, tokens);
+  if (routed_block(unit)) {
+    // What the block does (MoeBlock::run_experts): each selected expert by its own tokens, never
+    // split, and on the cpu only up to kCpuExpertQueueRows of them (cost_model_planner's cap):
+    // a prefill's experts stream, whatever the cpu's rate.
+    const bool cpu_sized = tokens_per_selected_expert(unit, tokens) <=
+                           static_cast<double>(placement::kCpuExpertQueueRows);
+    return cpu_sized && cpu < stream ? placement::ExecutionPolicy::Cpu
+                                     : placement::ExecutionPolicy::Stream;
+  }
   const double split = auto_may_split(unit) ? split_seconds(unit, tokens, split_fraction(unit))
                                             : std::numeric_limits<double>::infinity();
   if (split < stream && split < cpu) return placement::ExecutionPolicy::Split;

@@ -225,6 +225,31 @@ TEST(CostModel, RoutedExpertsReadOnlyTheSelectedExperts) {
   EXPECT_EQ(p.units[0].decode, "cpu");
 }
 
+// The plan predicts what a block runs: a prefill's selected experts stream (32 tokens each at
+// 512 tokens: past the cpu's kCpuExpertQueueRows), never split, even where the model rates the
+// cpu or a split faster for the block as a whole; a decode step's experts may compute on the cpu.
+TEST(CostModel, RoutedExpertsArePlannedAsTheirBlockRunsThem) {
+  MachineConstants c = machine();
+  c.cpu_gemm_gflops = 100'000;  // a cpu fast enough to beat PCIe on a whole prefill
+  const CostModel model(c);
+  const UnitWork w = routed_experts(Tier::Cpu);
+  EXPECT_DOUBLE_EQ(tokens_per_selected_expert(w, 1), 1.0);
+  EXPECT_NEAR(tokens_per_selected_expert(w, 512), 512.0 * 8 / 128, 0.01);
+  EXPECT_DOUBLE_EQ(tokens_per_selected_expert(layer(Tier::Cpu), 7), 7.0);
+  ASSERT_LT(model.cpu_seconds(w, 512), model.stream_seconds(w, 512));
+  EXPECT_EQ(model.best_policy(w, 512), ExecutionPolicy::Stream);
+  EXPECT_DOUBLE_EQ(model.best_seconds(w, 512), model.stream_seconds(w, 512));
+  EXPECT_EQ(model.best_policy(w, 1), ExecutionPolicy::Cpu);
+  // Four tokens select about 30 experts of 128: one token each, still the cpu's.
+  EXPECT_EQ(model.best_policy(w, 4), ExecutionPolicy::Cpu);
+  const PlanPrediction p = predict_plan(model, {{"model.layers.0.mlp.experts", w}}, {});
+  EXPECT_DOUBLE_EQ(p.prefill_seconds_best, p.prefill_seconds_stream);
+  EXPECT_EQ(p.units[0].prefill, "stream");
+  EXPECT_EQ(p.units[0].decode, "cpu");
+  // Any other unit still takes what beats streaming on this machine (the cpu or a split).
+  EXPECT_NE(model.best_policy(layer(Tier::Cpu), 512), ExecutionPolicy::Stream);
+}
+
 // Under --offload-policy auto a routed expert's policy is its gate projection's, planned per
 // unit: charged a whole activation round trip, a 3 MB Qwen3-30B-A3B projection streamed at decode
 // on session 7's call 2 host (57 us over PCIe against 35 us of reading, 8 us of ops and a 19 us

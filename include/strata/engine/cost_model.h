@@ -62,6 +62,10 @@ std::int64_t ops_of_modules(std::int64_t modules);
 
 // The share of a unit's bytes a step of `tokens` tokens reads (1 unless routed experts).
 double selected_fraction(const UnitWork& unit, std::int64_t tokens);
+// Routed experts: the tokens each selected expert gets in a step of `tokens` (tokens x top_k
+// over the experts selected; 32 for a 512-token prefill of Qwen3-30B-A3B's 128 experts, top 8).
+// Any other unit: `tokens`.
+double tokens_per_selected_expert(const UnitWork& unit, std::int64_t tokens);
 
 // Largest token count cpu_token_threshold reports: "always on the cpu".
 inline constexpr std::int64_t kAlwaysCpu = std::int64_t{1} << 40;
@@ -116,7 +120,9 @@ class CostModel {
   double split_fraction(const UnitWork& unit) const;
   // The fastest of stream, cpu and split (split at split_fraction; ties: stream, then cpu; a disk
   // unit never splits here: its streamed rows cost the disk workers' copy too, which the split
-  // rates leave out). Without a GPU: Cpu.
+  // rates leave out). Without a GPU: Cpu. A block's routed experts (experts > top_k) get what
+  // their block runs: never split, and the cpu only where it is faster and each selected expert
+  // has at most kCpuExpertQueueRows tokens (tokens_per_selected_expert); else stream.
   placement::ExecutionPolicy best_policy(const UnitWork& unit, std::int64_t tokens) const;
   double best_seconds(const UnitWork& unit, std::int64_t tokens) const;
   // The largest token count for which the cpu is no slower than streaming (cpu time grows
