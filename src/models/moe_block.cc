@@ -97,6 +97,8 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
     Where where = Where::Resident;
     std::shared_ptr<const detail::ExpertSource> source;
     std::vector<Tensor> weights;  // Cpu: as stored; Device: on `device`
+    // Device, copied on the copy stream: the compute stream waits for it before the expert.
+    std::unique_ptr<placement::PrefetchScheduler::StreamedTensors> streamed;
   };
   std::vector<Job> jobs(static_cast<std::size_t>(num_experts_));
   bool any_cpu = false;
@@ -150,7 +152,17 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
       stats_.cpu_bytes += source.bytes;
     } else {
       job.where = Where::Device;
-      if (cache_here) {
+      // A copy the cache will not keep (a scan's miss without room, or no cache) goes on the
+      // copy stream: the experts queued before it compute while it copies (a prefill streams
+      // most of every block). Else, or with no copy stream, on the compute stream.
+      if (!cache_here || (scan && !cache_->has_room(key, source.bytes))) {
+        job.streamed = source.hook->scheduler()->stream_to_device(source.stored);
+      }
+      if (job.streamed) {
+        job.weights = job.streamed->tensors();
+        if (cache_here) cache_->note_bypass();
+        ++stats_.copy_streamed;
+      } else if (cache_here) {
         job.weights = cache_->load(key, source.stored, /*evict=*/!scan);
       } else {
         for (const Tensor& w : source.stored)
@@ -187,6 +199,7 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
       [&](std::int64_t e, const Tensor& rows) {
         const Job& job = jobs[static_cast<std::size_t>(e)];
         const auto device_start = Clock::now();
+        if (job.streamed) job.streamed->ready();
         Tensor y = job.where == Where::Resident
                        ? call((*experts_)[static_cast<std::size_t>(e)], rows)
                        : detail::expert_forward(*job.source, job.weights, activation_, rows);
@@ -254,6 +267,7 @@ ExpertExecutionStats& ExpertExecutionStats::operator+=(const ExpertExecutionStat
   cpu += o.cpu;
   streamed += o.streamed;
   cached += o.cached;
+  copy_streamed += o.copy_streamed;
   cpu_bytes += o.cpu_bytes;
   streamed_bytes += o.streamed_bytes;
   cpu_batches += o.cpu_batches;

@@ -178,6 +178,13 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
     ASSERT_FALSE(block_projections.empty());
     for (const std::int64_t n : block_projections) EXPECT_EQ(n, 3 * top_k);
   }
+  // Behind a GPU without a cache, every streamed expert copies on the copy stream; the cpu has
+  // none.
+  if (!m.gpu) {
+    EXPECT_EQ(all.copy_streamed, 0);
+  } else if (!cache) {
+    EXPECT_EQ(all.copy_streamed, all.streamed);
+  }
   if (cache) {
     const placement::ExpertCacheStats s = cache->stats();
     EXPECT_EQ(s.hits, all.cached);
@@ -199,11 +206,17 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
 // on the stream a prefill makes, every expert of every block in block order, LRU would evict each
 // expert just before the next pass needs it (expert_cache.h). Decode steps still evict. The
 // numbers are the uncached model's.
-TEST(MoeExpertCacheScan, PrefillStepsKeepTheResidentExpertsDecodeStepsEvict) {
+// On a GPU the misses the cache does not keep (and every streamed expert of the model without a
+// cache) copy on the scheduler's copy stream: the same numbers.
+class MoeExpertCacheScan : public ::testing::TestWithParam<bool> {};
+
+TEST_P(MoeExpertCacheScan, PrefillStepsKeepTheResidentExpertsDecodeStepsEvict) {
+  const bool gpu = GetParam();
+  if (gpu && !device_available(Device::cuda(0))) GTEST_SKIP() << "no CUDA device";
   const ModelFixture f = load_model_fixture("qwen3_moe");
   const auto load = [&](const fs::path& offload) {
     auto model = empty_fixture_model(f);
-    placement::DeviceMap map = {{"", MapDevice::cpu()}};
+    placement::DeviceMap map = {{"", gpu ? MapDevice(0) : MapDevice::cpu()}};
     for (const std::string& experts :
          placement::routed_expert_modules(*model, model->no_split_module_classes())) {
       map.emplace_back(experts, MapDevice("disk"));
@@ -245,6 +258,10 @@ TEST(MoeExpertCacheScan, PrefillStepsKeepTheResidentExpertsDecodeStepsEvict) {
   EXPECT_EQ(s.entries, blocks_n * (top_k + 1)) << "the free room filled, block by block";
   EXPECT_GT(s.bypassed, 0) << "the prompt selected more experts than the cache holds";
   EXPECT_EQ(s.insertions + s.bypassed, s.misses);
+  const models::ExpertExecutionStats with_cache = models::expert_execution_stats(*cached);
+  const models::ExpertExecutionStats without = models::expert_execution_stats(*plain);
+  EXPECT_EQ(with_cache.copy_streamed, gpu ? s.bypassed : 0);
+  EXPECT_EQ(without.copy_streamed, gpu ? without.streamed : 0);
   // Decode-sized steps evict as before.
   for (std::int64_t i = 0; i < 6; ++i) {
     const Tensor one = Tensor::from_vector(std::vector<std::int64_t>{(7 * i + 3) % vocab}, {1, 1});
@@ -254,6 +271,9 @@ TEST(MoeExpertCacheScan, PrefillStepsKeepTheResidentExpertsDecodeStepsEvict) {
   EXPECT_GT(s.evictions, 0) << "decode steps no longer evict";
   EXPECT_EQ(s.bypassed + s.insertions, s.misses);
 }
+
+INSTANTIATE_TEST_SUITE_P(Devices, MoeExpertCacheScan, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "cuda" : "cpu"; });
 
 INSTANTIATE_TEST_SUITE_P(Moe, MoeExecutionTest,
                          ::testing::Combine(::testing::ValuesIn(moe_fixtures()),

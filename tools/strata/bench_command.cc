@@ -249,6 +249,7 @@ std::string json_report(const std::string& model_dir, const LoadedModel& loaded,
       test["experts"] = {
           {"cpu", e.cpu},
           {"streamed", e.streamed},
+          {"copy_streamed", e.copy_streamed},
           {"cached", e.cached},
           {"resident", e.resident},
           {"cpu_bytes", e.cpu_bytes},

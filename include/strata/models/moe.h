@@ -36,11 +36,14 @@ class ExpertSources;
 // How the routed experts of the sparse blocks computed (docs/moe-execution.md). One count per
 // (expert, step) that received tokens.
 struct ExpertExecutionStats {
-  std::int64_t resident = 0;   // weights on the block's device or not offloaded: called as is
-  std::int64_t cpu = 0;        // offloaded, computed on the cpu where the weights are stored
-  std::int64_t streamed = 0;   // offloaded, this expert's weights copied to the execution device
-  std::int64_t cached = 0;     // offloaded, found in the expert cache
-  std::int64_t cpu_bytes = 0;  // stored weight bytes the cpu read
+  std::int64_t resident = 0;  // weights on the block's device or not offloaded: called as is
+  std::int64_t cpu = 0;       // offloaded, computed on the cpu where the weights are stored
+  std::int64_t streamed = 0;  // offloaded, this expert's weights copied to the execution device
+  std::int64_t cached = 0;    // offloaded, found in the expert cache
+  // Of `streamed`: copied on the scheduler's copy stream (not kept by the cache), overlapping the
+  // compute of the experts queued before it.
+  std::int64_t copy_streamed = 0;
+  std::int64_t cpu_bytes = 0;       // stored weight bytes the cpu read
   std::int64_t streamed_bytes = 0;  // weight bytes copied to the execution device
   // Block steps with cpu experts: each moved the block's activations to the cpu once and the
   // experts' weighted outputs back once, whatever the number of experts.

@@ -147,6 +147,9 @@ class ExpertCache {
   // then copied in too: filling free room costs one copy per expert, evicting for every miss
   // would thrash).
   bool has_room(ExpertKey key, std::int64_t bytes) const { return index_.has_room(key, bytes); }
+  // A scan's miss the caller copied past the cache itself (no room: load would not keep it),
+  // counted as load counts one (`bypassed`).
+  void note_bypass() { index_.count_bypass(); }
   std::int64_t partitions() const { return index_.partitions(); }
 
  private:

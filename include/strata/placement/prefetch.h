@@ -121,6 +121,33 @@ class PrefetchScheduler {
                              std::int64_t activation_bytes_per_token,
                              std::int64_t block_projections = 0);
 
+  // Tensors copied to the execution device on the scheduler's copy stream (stream_to_device).
+  // Use them on the compute stream only after ready(). Destroying the object hands the copies'
+  // memory back once the compute stream has passed what was queued until then. It must not
+  // outlive its scheduler.
+  class StreamedTensors {
+   public:
+    ~StreamedTensors();
+    StreamedTensors(const StreamedTensors&) = delete;
+    StreamedTensors& operator=(const StreamedTensors&) = delete;
+    const std::vector<Tensor>& tensors() const;
+    // The compute stream waits (on the device) for the copies; rethrows a staging read's error.
+    void ready();
+
+   private:
+    friend class PrefetchScheduler;
+    struct Impl;  // the engine and its ticket (prefetch_engine.h)
+    explicit StreamedTensors(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+  };
+  // For a module that computes offloaded weights itself (a mixture-of-experts block streaming the
+  // experts its prefill selected, moe-execution.md): new execution-device copies of `stored` (cpu
+  // tensors: pinned ones copied directly, others through the staging workers as a disk unit's)
+  // queued on the copy stream after everything queued on the compute stream so far, so the
+  // copies overlap the compute queued after this call. Null on a cpu execution device (there is
+  // no copy stream: copy on the compute stream instead).
+  std::unique_ptr<StreamedTensors> stream_to_device(const std::vector<Tensor>& stored);
+
  private:
   friend class PrefetchHook;
   struct Unit;
