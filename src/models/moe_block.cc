@@ -54,6 +54,15 @@ bool resident_in_queue() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
+// Whether the streamed experts the cache does not keep copy on the scheduler's copy stream
+// (PrefetchScheduler::stream_to_device) instead of the compute stream: only with
+// STRATA_MOE_COPY_STREAM=1 (read at every step, so a test compares both in one process) until it
+// has run on a GPU (session 11 built it when no device call was left; docs/moe-execution.md).
+bool copy_stream_enabled() {
+  const char* v = std::getenv("STRATA_MOE_COPY_STREAM");
+  return v != nullptr && std::strcmp(v, "1") == 0;
+}
+
 // `buffer`, reallocated in pinned host memory unless it already has this shape and dtype.
 Tensor& pinned_buffer(Tensor& buffer, const Shape& shape, DType dtype) {
   if (!buffer.defined() || buffer.shape() != shape || buffer.dtype() != dtype) {
@@ -155,7 +164,8 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
       // A copy the cache will not keep (a scan's miss without room, or no cache) goes on the
       // copy stream: the experts queued before it compute while it copies (a prefill streams
       // most of every block). Else, or with no copy stream, on the compute stream.
-      if (!cache_here || (scan && !cache_->has_room(key, source.bytes))) {
+      if (copy_stream_enabled() &&
+          (!cache_here || (scan && !cache_->has_room(key, source.bytes)))) {
         job.streamed = source.hook->scheduler()->stream_to_device(source.stored);
       }
       if (job.streamed) {

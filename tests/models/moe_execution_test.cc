@@ -178,13 +178,9 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
     ASSERT_FALSE(block_projections.empty());
     for (const std::int64_t n : block_projections) EXPECT_EQ(n, 3 * top_k);
   }
-  // Behind a GPU without a cache, every streamed expert copies on the copy stream; the cpu has
-  // none.
-  if (!m.gpu) {
-    EXPECT_EQ(all.copy_streamed, 0);
-  } else if (!cache) {
-    EXPECT_EQ(all.copy_streamed, all.streamed);
-  }
+  // Without STRATA_MOE_COPY_STREAM=1 every copy is on the compute stream (MoeExpertCacheScan runs
+  // the switch).
+  EXPECT_EQ(all.copy_streamed, 0);
   if (cache) {
     const placement::ExpertCacheStats s = cache->stats();
     EXPECT_EQ(s.hits, all.cached);
@@ -206,8 +202,9 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
 // on the stream a prefill makes, every expert of every block in block order, LRU would evict each
 // expert just before the next pass needs it (expert_cache.h). Decode steps still evict. The
 // numbers are the uncached model's.
-// On a GPU the misses the cache does not keep (and every streamed expert of the model without a
-// cache) copy on the scheduler's copy stream: the same numbers.
+// With STRATA_MOE_COPY_STREAM=1, on a GPU, the misses the cache does not keep (and every streamed
+// expert of a model without a cache) copy on the scheduler's copy stream: the numbers of the
+// compute stream's copies (the model without a cache runs without the switch first).
 class MoeExpertCacheScan : public ::testing::TestWithParam<bool> {};
 
 TEST_P(MoeExpertCacheScan, PrefillStepsKeepTheResidentExpertsDecodeStepsEvict) {
@@ -251,8 +248,16 @@ TEST_P(MoeExpertCacheScan, PrefillStepsKeepTheResidentExpertsDecodeStepsEvict) {
   std::vector<std::int64_t> ids(static_cast<std::size_t>(tokens));
   for (std::int64_t i = 0; i < tokens; ++i) ids[static_cast<std::size_t>(i)] = i % vocab;
   const Tensor prompt = Tensor::from_vector(ids, {1, tokens});
+  ::setenv("STRATA_MOE_COPY_STREAM", "1", 1);
   const Tensor logits = cached->run(prompt).logits;
-  same(logits, plain->run(prompt).logits);
+  ::unsetenv("STRATA_MOE_COPY_STREAM");
+  const Tensor compute_stream_logits = plain->run(prompt).logits;
+  same(logits, compute_stream_logits);
+  EXPECT_EQ(models::expert_execution_stats(*plain).copy_streamed, 0);
+  ::setenv("STRATA_MOE_COPY_STREAM", "1", 1);
+  models::reset_expert_execution_stats(*plain);
+  same(plain->run(prompt).logits, compute_stream_logits);
+  ::unsetenv("STRATA_MOE_COPY_STREAM");
   placement::ExpertCacheStats s = cache->stats();
   EXPECT_EQ(s.evictions, 0) << "a prefill evicted";
   EXPECT_EQ(s.entries, blocks_n * (top_k + 1)) << "the free room filled, block by block";
