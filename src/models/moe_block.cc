@@ -56,8 +56,9 @@ bool resident_in_queue() {
 
 // Whether the streamed experts the cache does not keep copy on the scheduler's copy stream
 // (PrefetchScheduler::stream_to_device) instead of the compute stream: only with
-// STRATA_MOE_COPY_STREAM=1 (read at every step, so a test compares both in one process) until it
-// has run on a GPU (session 11 built it when no device call was left; docs/moe-execution.md).
+// STRATA_MOE_COPY_STREAM=1 (read at every step, so a test compares both in one process) until the
+// prefill benchmark has measured it (its GPU tests passed on an H100 in session 11, after the
+// last benchmark call; docs/moe-execution.md).
 bool copy_stream_enabled() {
   const char* v = std::getenv("STRATA_MOE_COPY_STREAM");
   return v != nullptr && std::strcmp(v, "1") == 0;
