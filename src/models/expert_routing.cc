@@ -213,10 +213,9 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
   // at this block's next step, after that step's routing has waited for this copy).
   if (cpu_apart) contributions.narrow(0, 0, cpu_rows).copy_(out_cpu, /*non_blocking=*/staged_rows);
 
-  // One token (decode): its contributions are rows of `contributions`, added as views in its
-  // expert order (no table to copy, no gather to launch); the same adds as the gathers below.
-  // The k contributions of each token added in its expert order, in one op (the bits of k - 1
-  // adds, ops::sum_in_order).
+  // Each token's k contributions added in its expert order, in one op (the bits of k - 1 adds,
+  // ops::sum_in_order). One token (decode): they are views of rows of `contributions` (no table
+  // to copy, no gather to launch); more: one gather per top-k slot.
   std::vector<Tensor> parts;
   if (tokens == 1) {
     for (std::int64_t j = 0; j < k; ++j) {

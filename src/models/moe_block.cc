@@ -119,6 +119,7 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
   // A step past decode size (a prefill) selects most of every block's experts, block after
   // block: its streamed misses go into the cache's free room only, never evicting (expert_cache.h).
   const bool scan = routing.tokens > placement::kDecodeSizedExpertTokens;
+  const bool copy_stream = copy_stream_enabled();
   used_.resize(static_cast<std::size_t>(num_experts_), false);
   for (std::int64_t e = 0; e < num_experts_; ++e) {
     const auto n =
@@ -165,8 +166,7 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
       // A copy the cache will not keep (a scan's miss without room, or no cache) goes on the
       // copy stream: the experts queued before it compute while it copies (a prefill streams
       // most of every block). Else, or with no copy stream, on the compute stream.
-      if (copy_stream_enabled() &&
-          (!cache_here || (scan && !cache_->has_room(key, source.bytes)))) {
+      if (copy_stream && (!cache_here || (scan && !cache_->has_room(key, source.bytes)))) {
         job.streamed = source.hook->scheduler()->stream_to_device(source.stored);
       }
       if (job.streamed) {

@@ -99,19 +99,22 @@ bool split_enabled() {
   return enabled;
 }
 
+// A projection that is one plain weight: not quantized, no bias.
+bool plain_weight(const ProjectionSource& p) {
+  return p.quantized == nullptr && p.names.size() == 1 && p.names.front() == "weight";
+}
+
 // An expert whose projections are plain contiguous weights (no bias, not quantized) of x's dtype
 // on few rows.
 bool splittable(const ExpertSource& source, const std::vector<Tensor>& tensors,
                 const Tensor& rows) {
   if (rows.size(0) > kSplitMaxRows || !rows.is_cpu()) return false;
-  return std::all_of(
-      source.projections.begin(), source.projections.end(), [&](const ProjectionSource& p) {
-        if (p.quantized != nullptr || p.names.size() != 1 || p.names.front() != "weight") {
-          return false;
-        }
-        const Tensor& w = tensors[p.first];
-        return w.is_cpu() && w.is_contiguous() && w.dtype() == rows.dtype();
-      });
+  return std::all_of(source.projections.begin(), source.projections.end(),
+                     [&](const ProjectionSource& p) {
+                       if (!plain_weight(p)) return false;
+                       const Tensor& w = tensors[p.first];
+                       return w.is_cpu() && w.is_contiguous() && w.dtype() == rows.dtype();
+                     });
 }
 
 }  // namespace
@@ -254,10 +257,7 @@ Tensor expert_forward(const ExpertSource& source, const std::vector<Tensor>& ten
                       Activation activation, const Tensor& x) {
   const auto& [gate_proj, up_proj, down_proj] = source.projections;
   // Plain bias-free gate and up under SiLU: ops::swiglu, the same numbers (one launch on a GPU).
-  const auto plain = [](const ProjectionSource& p) {
-    return p.quantized == nullptr && p.names.size() == 1 && p.names.front() == "weight";
-  };
-  if (activation == Activation::SiLU && plain(gate_proj) && plain(up_proj)) {
+  if (activation == Activation::SiLU && plain_weight(gate_proj) && plain_weight(up_proj)) {
     return project(down_proj, tensors,
                    ops::swiglu(x, tensors[gate_proj.first], tensors[up_proj.first]));
   }
