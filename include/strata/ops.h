@@ -26,6 +26,14 @@ Tensor linear(const Tensor& x, const Tensor& weight,
 // On a GPU, up to 8 rows are one launch of the decode GEMV (both weights read in one pass, the
 // SiLU and the product in its epilogue); otherwise the four ops.
 Tensor swiglu(const Tensor& x, const Tensor& gate_weight, const Tensor& up_weight);
+// Several linear layers over consecutive row ranges of one x (a mixture-of-experts step, its
+// rows grouped by expert): rows [r_g, r_g + rows[g]) of the result are linear(those rows of x,
+// weights[g]), with r_g the sum of the rows before. x [R, in] with R = sum(rows); weights
+// [out, in] each, no bias. On a GPU one cuBLAS grouped product (one launch for every group
+// instead of one per group; each group's numbers are a product's, not necessarily linear's
+// bits); elsewhere linear on each group.
+Tensor grouped_linear(const Tensor& x, const std::vector<Tensor>& weights,
+                      const std::vector<std::int64_t>& rows);
 // Batched matrix product a: [..., m, k] @ b: [..., k, n]; batch dimensions broadcast.
 // 1-D operands follow numpy (a vector is [1, k] or [k, 1], the added dimension dropped).
 Tensor matmul(const Tensor& a, const Tensor& b);

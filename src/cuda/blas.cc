@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cstdint>
 #include <initializer_list>
 #include <mutex>
 #include <vector>
@@ -206,6 +207,69 @@ void linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& 
                                          detail::compute_stream_handle(device)),
                   "linear bias add", device);
   }
+}
+
+bool grouped_linear(const Tensor& x, const std::vector<Tensor>& weights,
+                    const std::vector<std::int64_t>& rows, const Tensor& out) {
+  const int device = out.device().index();
+  const std::int64_t k = x.size(1), n = out.size(1);
+  if (k == 0 || n == 0) return false;
+  // One problem per group with rows (cuBLAS groups share m, n and k; here only m differs), each
+  // C_g^T [n, m_g] = W_g [n, k] (row-major = W^T column-major, op T) x_g^T (op N), as gemm().
+  std::vector<int> m_array, n_array, k_array, lda, ldb, ldc, group_size;
+  std::vector<cublasOperation_t> trans_a, trans_b;
+  std::vector<const void*> pointers;  // every problem's W, then its x, then its out
+  std::vector<const void*> xs;
+  std::vector<void*> outs;
+  const std::size_t element = dtype_size(x.dtype());
+  std::int64_t first = 0;
+  for (std::size_t g = 0; g < weights.size(); ++g) {
+    const std::int64_t m = rows[g];
+    if (m > 0) {
+      trans_a.push_back(CUBLAS_OP_T);
+      trans_b.push_back(CUBLAS_OP_N);
+      m_array.push_back(as_int(n, "n"));
+      n_array.push_back(as_int(m, "m"));
+      k_array.push_back(as_int(k, "k"));
+      lda.push_back(as_int(k, "k"));
+      ldb.push_back(as_int(k, "k"));
+      ldc.push_back(as_int(n, "n"));
+      group_size.push_back(1);
+      pointers.push_back(weights[g].data_ptr());
+      xs.push_back(static_cast<const std::uint8_t*>(x.data_ptr()) +
+                   static_cast<std::size_t>(first * k) * element);
+      outs.push_back(static_cast<std::uint8_t*>(out.data_ptr()) +
+                     static_cast<std::size_t>(first * n) * element);
+    }
+    first += m;
+  }
+  const auto groups = static_cast<int>(group_size.size());
+  if (groups == 0) return true;
+  pointers.insert(pointers.end(), xs.begin(), xs.end());
+  pointers.insert(pointers.end(), outs.begin(), outs.end());
+  // cuBLAS reads the pointer arrays on the device: one copy of all three, queued on the compute
+  // stream before the product without waiting for it (cudaMemcpyAsync has read pageable memory
+  // when it returns; the caching allocator reuses the table only after the product, in stream
+  // order).
+  std::vector<std::int64_t> addresses;
+  for (const void* p : pointers) {
+    addresses.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(p)));
+  }
+  const Tensor on_device = Tensor::from_vector(addresses).to(out.device(), /*non_blocking=*/true);
+  const auto* table = static_cast<const void* const*>(on_device.data_ptr());
+  const std::vector<float> alpha(static_cast<std::size_t>(groups), 1.0f);
+  const std::vector<float> beta(static_cast<std::size_t>(groups), 0.0f);
+  const cudaDataType_t t = data_type(x.dtype());
+  DeviceGuard guard(device);
+  const cublasStatus_t status = cublasGemmGroupedBatchedEx(
+      handle_for(device), trans_a.data(), trans_b.data(), m_array.data(), n_array.data(),
+      k_array.data(), alpha.data(), table, t, lda.data(), table + groups, t, ldb.data(),
+      beta.data(), const_cast<void* const*>(table + 2 * groups), t, ldc.data(), groups,
+      group_size.data(), compute_type(x.dtype()));
+  // A cuBLAS without this type combination: the caller runs one product per group.
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED) return false;
+  check_cublas(status, "cublasGemmGroupedBatchedEx", device);
+  return true;
 }
 
 void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {

@@ -35,6 +35,13 @@ void linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& 
 // launched, otherwise (the caller composes the ops).
 bool swiglu_gemv(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& out);
 void matmul(const Tensor& a, const Tensor& b, const Tensor& out);
+// ops::grouped_linear in one cuBLAS grouped product (cublasGemmGroupedBatchedEx): out rows of
+// group g = x rows of group g (rows[g] of them, groups in order) @ weights[g]^T. x [R, k], out
+// [R, n] contiguous, weights [n, k] contiguous, one float dtype. False, with nothing launched,
+// where cuBLAS does not take the dtype (the caller runs one product per group).
+bool grouped_linear(const Tensor& x, const std::vector<Tensor>& weights,
+                    const std::vector<std::int64_t>& rows, const Tensor& out);
+
 // Row-major c[m, n] (row stride ldc) = a[m, k] (row stride lda) @ b^T with b [n, k] (row stride
 // ldb), one float dtype, on `device`'s compute stream (src/cuda/blas.cc).
 void gemm_nt(const void* a, std::int64_t lda, const void* b, std::int64_t ldb, void* c,

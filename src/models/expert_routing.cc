@@ -49,7 +49,8 @@ ExpertRouting route_tokens(const Tensor& indices_t, const Tensor& weights_t,
 Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
                        const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert,
                        const std::function<bool(std::int64_t expert)>& on_cpu,
-                       const CpuExpertsFn& cpu_batch, const HostStaging* staging) {
+                       const CpuExpertsFn& cpu_batch, const HostStaging* staging,
+                       const GroupedExpertsFn& grouped) {
   const std::int64_t tokens = routing.tokens, k = routing.top_k, hidden = x.size(1);
   const Device device = x.device();
   const std::size_t experts = routing.expert_tokens.size();
@@ -103,7 +104,10 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
            buffer.size(0) >= n && buffer.size(1) == width;
   };
   // (One token: every expert picks a view of its row, the token table is not read.)
-  const Tensor token_here = any_here && tokens > 1 ? token_host.to(device) : token_host;
+  // The tables' copies queue without waiting for the GPU: cudaMemcpyAsync has read pageable host
+  // memory when it returns (a blocking copy here waited for every expert copy queued before it).
+  const Tensor token_here =
+      any_here && tokens > 1 ? token_host.to(device, /*non_blocking=*/true) : token_host;
   Tensor weight_here = weight_host;
   if (any_here && !device.is_cpu()) {
     if (fits(staging ? staging->weights : Tensor(), rows, 1, DType::Float32)) {
@@ -111,7 +115,7 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
       staged.copy_(weight_host);
       weight_here = staged.to(device, /*non_blocking=*/true);
     } else {
-      weight_here = weight_host.to(device);
+      weight_here = weight_host.to(device, /*non_blocking=*/true);
     }
   }
 
@@ -157,6 +161,25 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
   // computes its experts.
   const auto launch_device_experts = [&] {
     const Tensor weight_in_x = one_op ? ops::cast(weight_here, x.dtype()) : Tensor();
+    if (grouped && tokens > 1 && any_here) {
+      // Their rows are the consecutive rows after the cpu experts', in expert order.
+      std::vector<std::int64_t> ids, counts;
+      for (std::size_t e = 0; e < experts; ++e) {
+        if (routed(e) == 0 || cpu_expert[e]) continue;
+        ids.push_back(static_cast<std::int64_t>(e));
+        counts.push_back(routed(e));
+      }
+      const std::int64_t n = rows - cpu_rows;
+      const Tensor out = on_device_of(
+          grouped(ids, counts, ops::embedding(token_here.narrow(0, cpu_rows, n), x)), x);
+      const Tensor into = contributions.narrow(0, cpu_rows, n);
+      if (one_op && out.dtype() == x.dtype()) {
+        into.copy_(ops::mul(out, weight_in_x.narrow(0, cpu_rows, n)));
+      } else {
+        weigh_rows(out, weight_here.narrow(0, cpu_rows, n), into);
+      }
+      return;
+    }
     for (std::size_t e = 0; e < experts; ++e) {
       if (routed(e) == 0 || cpu_expert[e]) continue;
       const Tensor out =
@@ -226,7 +249,7 @@ Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weig
     }
     return ops::sum_in_order(parts);
   }
-  const Tensor gather_here = Tensor::from_vector(gather).to(device);
+  const Tensor gather_here = Tensor::from_vector(gather).to(device, /*non_blocking=*/true);
   for (std::int64_t j = 0; j < k; ++j) {
     parts.push_back(ops::embedding(gather_here.narrow(0, j * tokens, tokens), contributions));
   }

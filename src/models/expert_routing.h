@@ -63,10 +63,18 @@ struct HostStaging {
   // The cpu batch launches the device's experts on this thread once its workers have started.
   bool in_queue = false;
 };
+// `grouped`, when given, computes every expert of the step that is not on the cpu in one call
+// (on x's device, several tokens): their ids in increasing order, their row counts, and their
+// rows of x one expert after another; it returns their unweighted outputs in the same order.
+// Without it (or for one token) each runs expert(e, rows).
+using GroupedExpertsFn =
+    std::function<Tensor(const std::vector<std::int64_t>& experts,
+                         const std::vector<std::int64_t>& counts, const Tensor& rows)>;
 Tensor combine_experts(const Tensor& x, const ExpertRouting& routing, DType weight_dtype,
                        const std::function<Tensor(std::int64_t expert, const Tensor& rows)>& expert,
                        const std::function<bool(std::int64_t expert)>& on_cpu = {},
-                       const CpuExpertsFn& cpu_batch = {}, const HostStaging* staging = nullptr);
+                       const CpuExpertsFn& cpu_batch = {}, const HostStaging* staging = nullptr,
+                       const GroupedExpertsFn& grouped = {});
 
 // into <- out x weight as the combination rounds it: out [n, d] times its rows' float32 weights
 // [n, 1] in float32, rounded once to out's dtype (transformers' `out * routing_weights`).

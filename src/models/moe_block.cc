@@ -46,23 +46,27 @@ bool launches_in_queue() {
   return enabled;
 }
 
-// Whether a cpu execution device computes the resident experts of a decode-sized step in the cpu
-// experts' queue (detail::resident_cpu_source): on unless STRATA_MOE_RESIDENT_QUEUE=0 (read at
-// every step, so a test or a benchmark compares both in one process).
-bool resident_in_queue() {
-  const char* v = std::getenv("STRATA_MOE_RESIDENT_QUEUE");
+// A switch read at every step (so a test or a benchmark compares both in one process): on unless
+// the variable is "0".
+bool switch_on(const char* variable) {
+  const char* v = std::getenv(variable);
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
+// Whether a cpu execution device computes the resident experts of a decode-sized step in the cpu
+// experts' queue (detail::resident_source): on unless STRATA_MOE_RESIDENT_QUEUE=0.
+bool resident_in_queue() { return switch_on("STRATA_MOE_RESIDENT_QUEUE"); }
+
 // Whether the streamed experts the cache does not keep copy on the scheduler's copy stream
-// (PrefetchScheduler::stream_to_device) instead of the compute stream: only with
-// STRATA_MOE_COPY_STREAM=1 (read at every step, so a test compares both in one process) until the
-// prefill benchmark has measured it (its GPU tests passed on an H100 in session 11, after the
-// last benchmark call; docs/moe-execution.md).
-bool copy_stream_enabled() {
-  const char* v = std::getenv("STRATA_MOE_COPY_STREAM");
-  return v != nullptr && std::strcmp(v, "1") == 0;
-}
+// (PrefetchScheduler::stream_to_device) instead of the compute stream: on unless
+// STRATA_MOE_COPY_STREAM=0. Session 12's pp512 (48 layers, H100 host): 405 tokens/s against 299
+// on the compute stream with the cache, 449 against 340 without (docs/moe-execution.md).
+bool copy_stream_enabled() { return switch_on("STRATA_MOE_COPY_STREAM"); }
+
+// Whether a GPU computes the device experts of a step of several tokens in grouped products
+// (detail::grouped_experts_forward: three launches for the step's experts, not three an expert):
+// on unless STRATA_MOE_GROUPED=0.
+bool grouped_enabled() { return switch_on("STRATA_MOE_GROUPED"); }
 
 // `buffer`, reallocated in pinned host memory unless it already has this shape and dtype.
 Tensor& pinned_buffer(Tensor& buffer, const Shape& shape, DType dtype) {
@@ -120,6 +124,10 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
   // block: its streamed misses go into the cache's free room only, never evicting (expert_cache.h).
   const bool scan = routing.tokens > placement::kDecodeSizedExpertTokens;
   const bool copy_stream = copy_stream_enabled();
+  // A GPU's step of several tokens (a prefill, a batch): the device experts in grouped products,
+  // if every one is groupable (plain weights; a resident one also with its parameters on the
+  // device and hooks that pass through). One token keeps the decode GEMV an expert (swiglu).
+  bool grouped = device.is_cuda() && routing.tokens > 1 && grouped_enabled();
   used_.resize(static_cast<std::size_t>(num_experts_), false);
   for (std::int64_t e = 0; e < num_experts_; ++e) {
     const auto n =
@@ -136,15 +144,17 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
     has_offloaded_ = has_offloaded_ || source.offloaded;
     if (!source.offloaded) {
       ++stats_.resident;
-      if (queue_resident) {
+      if (queue_resident || grouped) {
         // Not cached (ExpertSources keys on hooks, and a resident expert's parameters may be
         // replaced between steps): three parameter lookups a step.
-        auto resident = std::make_shared<const detail::ExpertSource>(
-            detail::resident_cpu_source((*experts_)[static_cast<std::size_t>(e)], mixtral_naming_));
+        auto resident = std::make_shared<const detail::ExpertSource>(detail::resident_source(
+            (*experts_)[static_cast<std::size_t>(e)], mixtral_naming_, device));
         if (!resident->stored.empty()) {
-          job.where = Where::Cpu;
+          if (queue_resident) job.where = Where::Cpu;
           job.weights = resident->stored;
           job.source = std::move(resident);
+        } else {
+          grouped = false;  // called through its hooks
         }
       }
     } else if (const std::vector<Tensor>* hit = cache_here ? cache_->find(key) : nullptr) {
@@ -182,6 +192,8 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
       ++stats_.streamed;
       stats_.streamed_bytes += source.bytes;
     }
+    // (A resident expert left to its hooks has no tensors: not groupable.)
+    if (job.where != Where::Cpu && !detail::groupable(*job.source)) grouped = false;
   }
   if (any_cpu) ++stats_.cpu_batches;
   ++stats_.block_steps;
@@ -235,7 +247,25 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
         stats_.cpu_ns +=
             std::chrono::duration_cast<std::chrono::nanoseconds>(*cpu_end - cpu_start).count();
       },
-      staging.x.defined() || staging.rows.defined() || staging.beside ? &staging : nullptr);
+      staging.x.defined() || staging.rows.defined() || staging.beside ? &staging : nullptr,
+      grouped ? detail::GroupedExpertsFn([&](const std::vector<std::int64_t>& ids,
+                                             const std::vector<std::int64_t>& counts,
+                                             const Tensor& rows) {
+        const auto device_start = Clock::now();
+        std::vector<const detail::ExpertSource*> sources;
+        std::vector<const std::vector<Tensor>*> tensors;
+        for (const std::int64_t e : ids) {
+          Job& job = jobs[static_cast<std::size_t>(e)];
+          if (job.streamed) job.streamed->ready();
+          sources.push_back(job.source.get());
+          tensors.push_back(&job.weights);
+        }
+        Tensor y = detail::grouped_experts_forward(sources, tensors, activation_, rows, counts);
+        stats_.grouped += static_cast<std::int64_t>(ids.size());
+        stats_.device_ns += nanoseconds_since(device_start);
+        return y;
+      })
+              : detail::GroupedExpertsFn());
   stats_.experts_ns += nanoseconds_since(start);
   if (cpu_end) stats_.tail_ns += nanoseconds_since(*cpu_end);
   return out;
@@ -279,6 +309,7 @@ ExpertExecutionStats& ExpertExecutionStats::operator+=(const ExpertExecutionStat
   streamed += o.streamed;
   cached += o.cached;
   copy_streamed += o.copy_streamed;
+  grouped += o.grouped;
   cpu_bytes += o.cpu_bytes;
   streamed_bytes += o.streamed_bytes;
   cpu_batches += o.cpu_batches;

@@ -11,6 +11,7 @@
 #include "strata/core/parallel.h"
 #include "strata/models/layers.h"
 #include "strata/models/quant_linear.h"
+#include "strata/nn/align_devices_hook.h"
 #include "strata/nn/layers.h"
 #include "strata/ops.h"
 #include "strata/placement/execution_policy.h"
@@ -215,10 +216,10 @@ ExpertSource expert_source(nn::Module& expert, bool mixtral_naming) {
   return out;
 }
 
-ExpertSource resident_cpu_source(nn::Module& expert, bool mixtral_naming) {
-  if (expert.hook() != nullptr || !expert.named_buffers().empty()) return {};
+ExpertSource resident_source(nn::Module& expert, bool mixtral_naming, Device device) {
+  if (!nn::hook_passes_through(expert, device) || !expert.named_buffers().empty()) return {};
   for (const auto& [name, child] : expert.named_children()) {
-    if (child->hook() != nullptr) return {};
+    if (!nn::hook_passes_through(*child, device)) return {};
   }
   const char* const* names = projection_names(mixtral_naming);
   ExpertSource out;
@@ -229,7 +230,7 @@ ExpertSource resident_cpu_source(nn::Module& expert, bool mixtral_naming) {
     ProjectionSource& where = out.projections[i];
     where.first = out.stored.size();
     for (const auto& [name, tensor] : projection.named_parameters(false, false)) {
-      if (!tensor.device().is_cpu()) return {};
+      if (tensor.device() != device) return {};
       out.bytes += static_cast<std::int64_t>(tensor.nbytes());
       where.names.push_back(name);
       out.stored.push_back(tensor);
@@ -263,6 +264,27 @@ Tensor expert_forward(const ExpertSource& source, const std::vector<Tensor>& ten
   }
   const Tensor gate = apply_activation(activation, project(gate_proj, tensors, x));
   return project(down_proj, tensors, ops::mul(gate, project(up_proj, tensors, x)));
+}
+
+bool groupable(const ExpertSource& source) {
+  return std::all_of(source.projections.begin(), source.projections.end(), plain_weight);
+}
+
+Tensor grouped_experts_forward(const std::vector<const ExpertSource*>& sources,
+                               const std::vector<const std::vector<Tensor>*>& tensors,
+                               Activation activation, const Tensor& x,
+                               const std::vector<std::int64_t>& rows) {
+  // The three projections' weights of every expert, in the experts' order.
+  std::array<std::vector<Tensor>, 3> weights;
+  for (std::size_t i = 0; i < sources.size(); ++i) {
+    STRATA_ASSERT(groupable(*sources[i]), "grouped_experts_forward: expert {} is not groupable", i);
+    for (std::size_t p = 0; p < 3; ++p) {
+      weights[p].push_back((*tensors[i])[sources[i]->projections[p].first]);
+    }
+  }
+  const Tensor gate = apply_activation(activation, ops::grouped_linear(x, weights[0], rows));
+  return ops::grouped_linear(ops::mul(gate, ops::grouped_linear(x, weights[1], rows)), weights[2],
+                             rows);
 }
 
 }  // namespace strata::models::detail

@@ -48,13 +48,14 @@ struct ExpertSource {
 // `expert` is a GatedMLP (Llama names gate/up/down_proj, or Mixtral's w1/w3/w2).
 ExpertSource expert_source(nn::Module& expert, bool mixtral_naming);
 
-// A resident expert whose parameters are on the cpu, for the cpu experts' queue
-// (cpu_experts_forward: the numbers of calling it, with every core on a step's experts at once
-// instead of one expert's products after another): its projections' parameters in `stored`
-// (not offloaded, no hook). Empty `stored` when the expert must be called instead: a hook on it
-// or below it, a projection that is not exactly an nn::Linear (quantized, tensor-parallel), a
-// buffer, a parameter off the cpu.
-ExpertSource resident_cpu_source(nn::Module& expert, bool mixtral_naming);
+// A resident expert whose parameters are on `device`: its projections' parameters in `stored`
+// (not offloaded), for the cpu experts' queue on the cpu (cpu_experts_forward: the numbers of
+// calling it, with every core on a step's experts at once instead of one expert's products after
+// another) or the grouped products on a GPU (grouped_experts_forward). Empty `stored` when the
+// expert must be called instead: a hook on it or its projections that does more than pass through
+// (nn::hook_passes_through), a projection that is not exactly an nn::Linear (quantized,
+// tensor-parallel), a buffer, a parameter off `device`.
+ExpertSource resident_source(nn::Module& expert, bool mixtral_naming, Device device);
 
 // A block's expert sources, resolved once per set of hooks (the weights-map lookups are not
 // repeated for every expert of every step); an expert whose projections got other hooks since
@@ -78,6 +79,19 @@ class ExpertSources {
 // the projections' own forwards, so the numbers equal a call of the module.
 Tensor expert_forward(const ExpertSource& source, const std::vector<Tensor>& tensors,
                       Activation activation, const Tensor& x);
+
+// Whether grouped_experts_forward takes this expert: plain weights (no bias, not quantized).
+bool groupable(const ExpertSource& source);
+
+// The experts of a large step on a GPU in three grouped products (ops::grouped_linear: one
+// launch each for every expert, not three an expert): x holds the experts' rows one expert after
+// another (rows[i] for expert i, sources[i] with its tensors tensors[i] on x's device, every one
+// groupable). down(act(gate x) * up x) over all the rows at once: the elementwise ops give each
+// row the numbers they give it alone; the products are cuBLAS's grouped ones.
+Tensor grouped_experts_forward(const std::vector<const ExpertSource*>& sources,
+                               const std::vector<const std::vector<Tensor>*>& tensors,
+                               Activation activation, const Tensor& x,
+                               const std::vector<std::int64_t>& rows);
 
 // The cpu experts of a step: expert i (`sources[i]`, its tensors `tensors[i]` as stored on the
 // cpu) on `rows[i]` [n, hidden], all on the cpu, with every core; each output row r times

@@ -178,11 +178,24 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
     ASSERT_FALSE(block_projections.empty());
     for (const std::int64_t n : block_projections) EXPECT_EQ(n, 3 * top_k);
   }
-  // Without STRATA_MOE_COPY_STREAM=1 every copy is on the compute stream (MoeExpertCacheScan runs
-  // the switch).
-  EXPECT_EQ(all.copy_streamed, 0);
+  // Behind a GPU the streamed experts the cache does not keep copy on the copy stream (all of
+  // them without a cache); the cpu has no copy engine.
+  if (!m.gpu) {
+    EXPECT_EQ(all.copy_streamed, 0);
+  } else if (!cache) {
+    EXPECT_EQ(all.copy_streamed, all.streamed);
+  }
+  // Behind a GPU the prompts' streamed experts (every expert here is groupable but
+  // deepseek_v3_fp8's quantized ones) computed in grouped products; the cpu runs one expert after
+  // another.
+  if (!m.gpu || f.name == "deepseek_v3_fp8") {
+    EXPECT_EQ(all.grouped, 0);
+  } else if (m.policy != OffloadPolicy::Cpu) {
+    EXPECT_GT(all.grouped, 0);
+  }
   if (cache) {
     const placement::ExpertCacheStats s = cache->stats();
+    if (m.gpu) EXPECT_EQ(all.copy_streamed, s.bypassed);
     EXPECT_EQ(s.hits, all.cached);
     EXPECT_GT(s.hits, 0);
     EXPECT_LE(s.bytes, cache_experts * expert_bytes);
@@ -202,9 +215,9 @@ TEST_P(MoeExecutionTest, SelectedExpertsKeepTransformersNumbers) {
 // on the stream a prefill makes, every expert of every block in block order, LRU would evict each
 // expert just before the next pass needs it (expert_cache.h). Decode steps still evict. The
 // numbers are the uncached model's.
-// With STRATA_MOE_COPY_STREAM=1, on a GPU, the misses the cache does not keep (and every streamed
-// expert of a model without a cache) copy on the scheduler's copy stream: the numbers of the
-// compute stream's copies (the model without a cache runs without the switch first).
+// On a GPU the misses the cache does not keep (and every streamed expert of a model without a
+// cache) copy on the scheduler's copy stream: the numbers of the compute stream's copies (the
+// model without a cache runs with STRATA_MOE_COPY_STREAM=0 first).
 class MoeExpertCacheScan : public ::testing::TestWithParam<bool> {};
 
 TEST_P(MoeExpertCacheScan, PrefillStepsKeepTheResidentExpertsDecodeStepsEvict) {
@@ -248,16 +261,14 @@ TEST_P(MoeExpertCacheScan, PrefillStepsKeepTheResidentExpertsDecodeStepsEvict) {
   std::vector<std::int64_t> ids(static_cast<std::size_t>(tokens));
   for (std::int64_t i = 0; i < tokens; ++i) ids[static_cast<std::size_t>(i)] = i % vocab;
   const Tensor prompt = Tensor::from_vector(ids, {1, tokens});
-  ::setenv("STRATA_MOE_COPY_STREAM", "1", 1);
   const Tensor logits = cached->run(prompt).logits;
-  ::unsetenv("STRATA_MOE_COPY_STREAM");
+  ::setenv("STRATA_MOE_COPY_STREAM", "0", 1);
   const Tensor compute_stream_logits = plain->run(prompt).logits;
+  ::unsetenv("STRATA_MOE_COPY_STREAM");
   same(logits, compute_stream_logits);
   EXPECT_EQ(models::expert_execution_stats(*plain).copy_streamed, 0);
-  ::setenv("STRATA_MOE_COPY_STREAM", "1", 1);
   models::reset_expert_execution_stats(*plain);
   same(plain->run(prompt).logits, compute_stream_logits);
-  ::unsetenv("STRATA_MOE_COPY_STREAM");
   placement::ExpertCacheStats s = cache->stats();
   EXPECT_EQ(s.evictions, 0) << "a prefill evicted";
   EXPECT_EQ(s.entries, blocks_n * (top_k + 1)) << "the free room filled, block by block";
@@ -288,7 +299,7 @@ INSTANTIATE_TEST_SUITE_P(Moe, MoeExecutionTest,
                          });
 
 // A cpu execution device computes a decode-sized step's resident experts in the cpu experts'
-// queue (moe_experts.h, resident_cpu_source): the bits of calling them one after another
+// queue (moe_experts.h, resident_source): the bits of calling them one after another
 // (STRATA_MOE_RESIDENT_QUEUE=0), and transformers' numbers through the greedy continuation.
 // Quantized experts (deepseek_v3_fp8) are called as before.
 class ResidentCpuExpertsTest : public ::testing::TestWithParam<std::string> {};

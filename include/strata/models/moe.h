@@ -43,6 +43,9 @@ struct ExpertExecutionStats {
   // Of `streamed`: copied on the scheduler's copy stream (not kept by the cache), overlapping the
   // compute of the experts queued before it.
   std::int64_t copy_streamed = 0;
+  // Not on the cpu, computed in a step's grouped products (a GPU's prefill: three launches for
+  // all of them, detail::grouped_experts_forward) rather than one expert after another.
+  std::int64_t grouped = 0;
   std::int64_t cpu_bytes = 0;       // stored weight bytes the cpu read
   std::int64_t streamed_bytes = 0;  // weight bytes copied to the execution device
   // Block steps with cpu experts: each moved the block's activations to the cpu once and the
