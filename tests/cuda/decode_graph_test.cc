@@ -125,12 +125,13 @@ TEST_P(DecodeGraphTest, StepsFollowTheModulePathAcrossCacheGrowth) {
   models::DecodeGraphRunner split_k(*model, split_options);
   ASSERT_TRUE(split_k.usable()) << split_k.reason();
 
-  // rope_kv_write in the q/k/v GEMV's store (where the layer has no per-head norm and rotates
-  // whole heads: llama, mistral, qwen2, smollm3's NoPE layers too), flash decoding's early key
-  // fetch, the GEMVs' late trigger and down_proj's own prefetch before its wait: the same bits.
+  // Without rope_kv_write in the q/k/v GEMV's store (the defaults fuse it where the layer has no
+  // per-head norm and rotates whole heads: llama, mistral, qwen2, smollm3's NoPE layers too) and
+  // without flash decoding's early key fetch, with the GEMVs' late trigger and down_proj's own
+  // prefetch before its wait: the same bits.
   models::DecodeGraphOptions rope_options;
-  rope_options.fused_rope = true;
-  rope_options.flash_prefetch = true;
+  rope_options.fused_rope = false;
+  rope_options.flash_prefetch = false;
   setenv("STRATA_GEMV_LATE_TRIGGER", "1", 1);
   setenv("STRATA_GEMV_PREFETCH_DOWN", "1x4", 1);
   models::DecodeGraphRunner fused_rope(*model, rope_options);

@@ -52,10 +52,12 @@ struct DecodeGraphOptions {
   bool split_down_only = false;  // split_k for down_proj alone (STRATA_DECODE_SPLIT_K=SxR@down)
   // rope_kv_write in the q/k/v GEMV's store: one launch fewer per layer, the same bits
   // (cuda::DecodeWeights::fused_rope; STRATA_DECODE_FUSED_ROPE=1 or 0 overrides it).
-  bool fused_rope = false;
   // Flash decoding fetches its first key tiles before its PDL wait
   // (cuda::DecodeWeights::flash_prefetch; STRATA_DECODE_FLASH_PREFETCH=1 or 0 overrides it).
-  bool flash_prefetch = false;
+  // Both on: session 11's sweep of the 7B step (H100) measured 5.335 ms/token with them against
+  // 5.435 without (83.8% of the copy rate against 82.2%).
+  bool fused_rope = true;
+  bool flash_prefetch = true;
 };
 
 class DecodeGraphRunner {
