@@ -117,6 +117,28 @@ def uniform_distinct(tokens):
     """Distinct experts a block runs for `tokens` tokens routed uniformly at random: the stream
     strata plan assumes (session 8's generator fell far short of it)."""
     return experts * (1 - (1 - top_k / experts) ** tokens) if experts else None
+def find_rate(tree, key):
+    """A rate of the machine constants file, wherever its layout nests it (0: absent)."""
+    if isinstance(tree, dict):
+        if isinstance(tree.get(key), (int, float)):
+            return tree[key]
+        return next((r for r in map(lambda v: find_rate(v, key), tree.values()) if r), 0)
+    return 0
+def at_run_rate(plan, planned, run_host):
+    """The plan's decode with its cpu experts' rate scaled by the host read rate measured in the
+    same run against the calibration's (a shared host's memory rate moves between calls and
+    within one: session 12 calibrated 97 GB/s and ran at 61). None without the numbers."""
+    p = plan.get("predictions") or {}
+    try:
+        with open(p["machine_constants"]) as f:
+            constants = json.load(f)
+    except Exception:
+        return None
+    expert, host = find_rate(constants, "cpu_expert_gbps"), find_rate(constants, "host_read_gbps")
+    moved = (p.get("experts") or {}).get("decode_bytes_outside_cache")
+    if not (expert and host and moved and run_host):
+        return None
+    return planned + moved / 1e6 * (1 / (expert * run_host / host) - 1 / expert), host
 def load(name):
     try:
         with open(os.path.join(out, name)) as f:
@@ -178,12 +200,20 @@ for name in names:
         key = "cpu_ms_per_step" if offload == "cpu" else "best_ms_per_step"
         planned = p["decode"][key]
         line = f"  plan: decode {planned:.1f} ms/step ({key.split('_')[0]})"
+        rescaled = None
         if tg:
-            line += f" vs measured {tg[0]['ms_per_step']:.1f} ({tg[0]['ms_per_step'] / planned:.2f}x)"
+            measured = tg[0]["ms_per_step"]
+            line += f" vs measured {measured:.1f} ({measured / planned:.2f}x)"
+            run_host = (first.get("limits") or {}).get("host_read_gb_s")
+            scaled = at_run_rate(plan, planned, run_host)
+            if scaled:
+                rescaled = scaled[0]
+                line += (f"; at this run's host read rate ({run_host:.0f} GB/s, calibrated"
+                         f" {scaled[1]:.0f}) {rescaled:.1f} ms/step ({measured / rescaled:.2f}x)")
             e = tg[0].get("experts") or {}
             c = e.get("cache") or {}
             rows.append((mode, tg[0]["tokens_per_second"], c.get("hit_rate"),
-                         e.get("distinct_per_block"), planned, tg[0]["ms_per_step"]))
+                         e.get("distinct_per_block"), planned, measured, rescaled))
         line += f"; prefill {p['prefill']['best_tokens_per_second']:.0f} tokens/s"
         if pp:
             line += f" vs measured {pp[0]['tokens_per_second']:.0f}"
@@ -194,13 +224,14 @@ for name in names:
 if rows:
     rate = f"{first['limits']['host_read_gb_s']:.1f}" if first.get("limits") else "-"
     print("| run | tg tokens/s | cache hit rate | distinct experts / block | plan ms/step |"
-          " measured ms/step | measured / plan | host read GB/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for mode, tps, hit, distinct, planned, measured in rows:
+          " measured ms/step | measured / plan | host read GB/s | plan at that rate |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for mode, tps, hit, distinct, planned, measured, rescaled in rows:
         hit_text = f"{100 * hit:.1f}%" if hit is not None else "-"
         distinct_text = f"{distinct:.1f}" if distinct is not None else "-"
+        scaled_text = f"{rescaled:.1f} ({measured / rescaled:.2f}x)" if rescaled else "-"
         print(f"| --experts {mode} | {tps:.2f} | {hit_text} | {distinct_text} | {planned:.1f} |"
-              f" {measured:.1f} | {measured / planned:.2f}x | {rate} |")
+              f" {measured:.1f} | {measured / planned:.2f}x | {rate} | {scaled_text} |")
 hf = load("hf.json")
 if hf:
     steps = hf.get("decode_tokens")
