@@ -129,16 +129,13 @@ int main(int argc, char** argv) {
     const char* l2 = "STRATA_DECODE_L2";
     // The default L2 plan is o@qkv:32,gu@o:8,qkv@down:8 (o_proj is 32 MiB at 7B, gate/up 2 x 86,
     // down 86, q/k/v 3 x 32); sessions 6-7's sweeps of the rest are in docs/decode-graph.md.
-    // The defaults fuse rope into the q/k/v GEMV, prefetch flash decoding's first key tiles
-    // (session 11's sweep) and split o_proj's and down_proj's k in two (session 12's); the first
-    // rows undo them.
+    // The defaults fuse rope into the q/k/v GEMV and prefetch flash decoding's first key tiles
+    // (session 11's sweep); the first rows undo them.
     const std::vector<Variant> variants = {
         {"default", {}, true},
         {"no rope, no flash-pf", {{rope, "0"}, {flash, "0"}}, true},
         {"no rope", {{rope, "0"}}},
         {"no flash-pf", {{flash, "0"}}},
-        {"no split-K", {{split, "0"}}, true},
-        {"no split-K, rope, flash-pf", {{split, "0"}, {rope, "0"}, {flash, "0"}}},
         {"late", {{late, "1"}}},
         {"down-pf 1x132", {{down, "1x132"}}},
         {"down-pf 1", {{down, "1"}}},
@@ -148,6 +145,7 @@ int main(int argc, char** argv) {
         {"res2x16", {{res, "2x16"}}},
         {"res4x8", {{res, "4x8"}}},
         {"sk2 down", {{split, "2x2@down"}}},
+        {"sk2", {{split, "2x2"}}, true},
         {"sk4", {{split, "4x2"}}},
         {"o24 gu8 qkv8", {{l2, "o@qkv:24,gu@o:8,qkv@down:8"}}},
         {"o24 gu8 qkv12", {{l2, "o@qkv:24,gu@o:8,qkv@down:12"}}},
