@@ -103,5 +103,63 @@ TEST(ExpertRouting, CombinesWeightedOutputsLikeANaiveLoop) {
   }
 }
 
+// A `grouped` callback takes every expert not on the cpu in one call: their ids in increasing
+// order, their row counts, and their rows one expert after another. The result is that of
+// calling each expert (the same bits), and the cpu experts are still called one by one.
+TEST(ExpertRouting, GroupedCallTakesTheDeviceExpertsAtOnce) {
+  const std::vector<float> xs = {1.0f, -2.0f, 0.5f, 3.0f, -1.5f, 0.25f};  // [3, 2]
+  const Tensor x = Tensor::from_vector(xs, {3, 2});
+  const ExpertRouting r = route_tokens(Tensor::from_vector(kIndices, {3, 2}),
+                                       Tensor::from_vector(kWeights, {3, 2}), 4, false, "test");
+  const auto scale = [](std::int64_t e, const Tensor& rows) {
+    return ops::mul(rows, Tensor::full({1}, static_cast<double>(e + 1), rows.dtype()));
+  };
+  const auto on_cpu = [](std::int64_t e) { return e == 1; };
+  for (const DType weight_dtype : {DType::Float32, DType::BFloat16}) {
+    const Tensor one_by_one = combine_experts(x, r, weight_dtype, scale, on_cpu);
+    std::vector<std::int64_t> called;
+    int grouped_calls = 0;
+    const Tensor grouped = combine_experts(
+        x, r, weight_dtype,
+        [&](std::int64_t e, const Tensor& rows) {
+          called.push_back(e);
+          return scale(e, rows);
+        },
+        on_cpu, {}, nullptr,
+        [&](const std::vector<std::int64_t>& ids, const std::vector<std::int64_t>& counts,
+            const Tensor& rows) {
+          ++grouped_calls;
+          EXPECT_EQ(ids, (std::vector<std::int64_t>{0, 2, 3}));
+          EXPECT_EQ(counts, (std::vector<std::int64_t>{1, 2, 1}));
+          // Expert 0: token 0; expert 2: tokens 0 and 1; expert 3: token 2.
+          EXPECT_EQ(rows.to_vector<float>(),
+                    (std::vector<float>{1.0f, -2.0f, 1.0f, -2.0f, 0.5f, 3.0f, -1.5f, 0.25f}));
+          const Tensor outs = Tensor::empty(rows.shape(), rows.dtype());
+          std::int64_t first = 0;
+          for (std::size_t i = 0; i < ids.size(); ++i) {
+            outs.narrow(0, first, counts[i]).copy_(scale(ids[i], rows.narrow(0, first, counts[i])));
+            first += counts[i];
+          }
+          return outs;
+        });
+    EXPECT_EQ(grouped_calls, 1) << dtype_name(weight_dtype);
+    EXPECT_EQ(called, (std::vector<std::int64_t>{1})) << "only the cpu expert is called alone";
+    EXPECT_EQ(grouped.to_vector<float>(), one_by_one.to_vector<float>())
+        << dtype_name(weight_dtype);
+  }
+  // One token: every expert is called alone (the decode path), the callback never.
+  const ExpertRouting one =
+      route_tokens(Tensor::from_vector(std::vector<std::int64_t>{2, 0}, {1, 2}),
+                   Tensor::from_vector(std::vector<float>{0.5f, 0.5f}, {1, 2}), 4, false, "test");
+  int grouped_calls = 0;
+  combine_experts(
+      x.narrow(0, 0, 1), one, DType::Float32, scale, {}, {}, nullptr,
+      [&](const std::vector<std::int64_t>&, const std::vector<std::int64_t>&, const Tensor& rows) {
+        ++grouped_calls;
+        return rows;
+      });
+  EXPECT_EQ(grouped_calls, 0);
+}
+
 }  // namespace
 }  // namespace strata::testing
