@@ -34,23 +34,20 @@ constexpr std::int64_t kStagedTokens = placement::kDecodeSizedExpertTokens;
 // it made auto stream 3 MB projections that the cpu reads faster (session 7, device call 2).
 constexpr std::int64_t kProjectionsPerExpert = 3;
 
+// Whether a switch is on: unless its variable is "0". The switches below read it at every step
+// (a test or a benchmark compares both in one process), but the overlap, read once.
+bool switch_on(const char* variable) {
+  const char* v = std::getenv(variable);
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
 // Whether the device experts' launches run inside the cpu experts' queue (cpu/expert_gemv.h):
 // on unless STRATA_MOE_OVERLAP=0. Session 11's 48-layer run (H100 host reading 102 GB/s)
 // measured 30.8 tokens/s with it against 27.1 with the launches before the queue (session 7,
 // with six launches an expert and 8 layers, had measured it slower: 50.7 against 54.5).
 bool launches_in_queue() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("STRATA_MOE_OVERLAP");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool enabled = switch_on("STRATA_MOE_OVERLAP");
   return enabled;
-}
-
-// A switch read at every step (so a test or a benchmark compares both in one process): on unless
-// the variable is "0".
-bool switch_on(const char* variable) {
-  const char* v = std::getenv(variable);
-  return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
 // Whether a cpu execution device computes the resident experts of a decode-sized step in the cpu
@@ -157,8 +154,6 @@ Tensor MoeBlock::run_experts(const Tensor& flat, const detail::ExpertRouting& ro
           job.where = queue_resident ? Where::Cpu : Where::Device;
           job.weights = resident->stored;
           job.source = std::move(resident);
-        } else {
-          grouped = false;  // called through its hooks
         }
       }
     } else if (const std::vector<Tensor>* hit = cache_here ? cache_->find(key) : nullptr) {
