@@ -233,6 +233,8 @@ struct DecodeGraph::Impl {
                                 &l.up_quant, &l.down_quant}) {
             if (*q) reserve_quantized_gemv(**q, rows);
           }
+          if (l.q_quant)
+            reserve_quantized_gemv_group({&*l.q_quant, &*l.k_quant, &*l.v_quant}, rows);
         }
       }
     }
@@ -394,9 +396,16 @@ struct DecodeGraph::Impl {
   // q, k, v of a quantized layer into q_buf, k_buf, v_buf.
   void quantized_qkv(const DecodeLayer& layer, cudaStream_t stream) {
     norm_into_normed(layer.input_norm, stream, "decode graph: input_layernorm");
-    quantized_linear_pdl(normed, *layer.q_quant, optional_of(layer.q_bias), q_buf, pdl);
-    quantized_linear_pdl(normed, *layer.k_quant, optional_of(layer.k_bias), k_buf, pdl);
-    quantized_linear_pdl(normed, *layer.v_quant, optional_of(layer.v_bias), v_buf, pdl);
+    // One launch for the three where the tensor-core kernels take them (a 4096 x 4096 int4 layer
+    // is ~3 us of reading and took 6-8 us on its own: docs/quantization.md); else one by one.
+    const std::optional<Tensor> q_bias = optional_of(layer.q_bias),
+                                k_bias = optional_of(layer.k_bias),
+                                v_bias = optional_of(layer.v_bias);
+    quantized_linear_group_pdl(normed,
+                               {{&*layer.q_quant, &q_bias, &q_buf},
+                                {&*layer.k_quant, &k_bias, &k_buf},
+                                {&*layer.v_quant, &v_bias, &v_buf}},
+                               pdl);
   }
 
   // act = silu(gate(x)) * up(x), x = rms_norm(hidden_buf), for a quantized layer: the SiLU and

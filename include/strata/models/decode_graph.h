@@ -49,10 +49,9 @@ struct DecodeGraphOptions {
   // o_proj and down_proj as split-K GEMVs of this many segments (cuda::DecodeWeights::split_k; 0
   // off; STRATA_DECODE_SPLIT_K=S or SxR, R rows per warp task, overrides it). Session 12's sweep
   // of the 7B step (H100, with fused rope and the early key fetch) measured 2 at 5.139 ms/token
-  // (86.4% of the copy rate) against 5.314 (83.6%) without, where session 11's had measured
-  // "2x2@down" no faster; it stays off until a second run and the GPU tests confirm it (bf16 at
-  // batch 1 only, another summation order).
-  int split_k = 0;
+  // (86.4% of the copy rate) against 5.314 (83.6%) without; session 13 made it the default (bf16
+  // at batch 1 only: another summation order, within the module path's rounding).
+  int split_k = 2;
   bool split_down_only = false;  // split_k for down_proj alone (STRATA_DECODE_SPLIT_K=SxR@down)
   // rope_kv_write in the q/k/v GEMV's store: one launch fewer per layer, the same bits
   // (cuda::DecodeWeights::fused_rope; STRATA_DECODE_FUSED_ROPE=1 or 0 overrides it).
