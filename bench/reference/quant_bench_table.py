@@ -5,7 +5,7 @@ same run) and decode with 1 GiB on the GPU (ms/token streamed and with the cpu c
 layers, against the PCIe bound: bytes not on the GPU / pinned host-to-GPU rate).
 
 Usage: quant_bench_table.py JSON_DIR   (the files <format>.gpu.json, <format>.offload_<policy>.json,
-pcie.json that run_quant_bench.sh writes)."""
+pcie.json that run_quant_bench.sh writes; <format>.gpu.<variant>.json for GPU_VARIANTS)."""
 
 import json
 import os
@@ -50,6 +50,17 @@ def main():
         g = load(os.path.join(d, f"{f}.gpu.json"))
         if g is None:
             continue
+        # GPU_VARIANTS' runs (<format>.gpu.<variant>.json): GPU-resident rows of their own.
+        prefix = f"{f}.gpu."
+        for name in sorted(os.listdir(d)):
+            if name.startswith(prefix) and name.endswith(".json") and name != f"{f}.gpu.json":
+                v = load(os.path.join(d, name))
+                t = tg(v) or {}
+                hbm = ((v or {}).get("limits") or {}).get("hbm_gb_s")
+                gbs = t.get("weight_read_gb_per_s")
+                share = f"{100 * gbs / hbm:5.0f}%" if gbs and hbm else "     -"
+                print(f"{f} {name[len(prefix):-5]}: {t.get('ms_per_step', float('nan')):7.3f} ms, "
+                      f"{gbs or float('nan'):7.0f} GB/s, {share} of HBM")
         t = tg(g) or {}
         size = g.get("weight_bytes", 0) / 1e9
         hbm = (g.get("limits") or {}).get("hbm_gb_s")
