@@ -23,7 +23,8 @@
 # OUT (default /tmp/quant7b) holds the checkpoints; BUILD (default build/cuda) the CUDA build;
 # FORMATS, LAYERS (32), GPU_TOKENS (32), OFFLOAD_TOKENS (4) shape the `formats` stage.
 # OFFLOAD_POLICIES (default "stream cpu"; empty: GPU-resident only) picks the offloaded runs;
-# GPU_VARIANTS (STRATA_QUANT_GEMV values, e.g. "tg=0") adds GPU-resident runs under each, written
+# GPU_VARIANTS (environment assignments, e.g. "STRATA_QUANT_GEMV=tg=0 STRATA_DECODE_L2=") adds
+# GPU-resident runs under each, written
 # as <format>.gpu.<variant>.json and printed as rows of their own.
 set -euo pipefail
 stage=${1:?usage: run_quant_bench.sh micro|ckpt|decode}
@@ -84,7 +85,7 @@ PY
       "$S" bench "$OUT/$f" -p 0 -n "$GPU_TOKENS" -b 1 -r 2 --dtype bf16 --json \
         --max-memory cuda:0=70GiB,cpu=0GiB > "$OUT/json/$f.gpu.json" || true
       for v in ${GPU_VARIANTS:-}; do
-        STRATA_QUANT_GEMV="$v" "$S" bench "$OUT/$f" -p 0 -n "$GPU_TOKENS" -b 1 -r 2 --dtype bf16 \
+        env "$v" "$S" bench "$OUT/$f" -p 0 -n "$GPU_TOKENS" -b 1 -r 2 --dtype bf16 \
           --json --max-memory cuda:0=70GiB,cpu=0GiB > "$OUT/json/$f.gpu.$v.json" || true
       done
       for policy in ${OFFLOAD_POLICIES-stream cpu}; do

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
@@ -30,33 +31,70 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-// Appends [ptr, ptr + min(bytes, size)) when the tensor is defined and anything is asked.
+// Appends [ptr, ptr + min(bytes, size)) when the tensor is defined, 16-byte aligned (the
+// kernel's loads; a view at an odd offset is left out: a hint, not a need) and anything is asked.
 void add_range(kernels::L2Prefetch& a, const Tensor& t, std::int64_t bytes) {
-  if (!t.defined() || bytes <= 0 || a.count >= kernels::kMaxL2Ranges) return;
+  if (!t.defined() || bytes <= 0 || a.count >= kernels::kMaxL2Ranges ||
+      reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 != 0) {
+    return;
+  }
   a.ptr[a.count] = t.data_ptr();
   a.bytes[a.count] = std::min(bytes, static_cast<std::int64_t>(t.nbytes()));
   ++a.count;
 }
 
+// A quantized projection's packed tensors: the first `bytes` of its packed weight, and its scales
+// and zero points whole once any of the weight is asked (they are ~3% of it, and its kernels read
+// them beside every stage of weights). Returns the bytes of the weight taken.
+std::int64_t add_quantized(kernels::L2Prefetch& a, const ops::QuantizedWeight& w,
+                           std::int64_t bytes) {
+  if (bytes <= 0) return 0;
+  add_range(a, w.weight, bytes);
+  add_range(a, w.scale, static_cast<std::int64_t>(w.scale.nbytes()));
+  if (w.zeros) add_range(a, *w.zeros, static_cast<std::int64_t>(w.zeros->nbytes()));
+  return static_cast<std::int64_t>(w.weight.nbytes());
+}
+
 // The first `bytes` of what `target`'s GEMV reads, in the order its warps take the rows: q, then
-// k, then v; gate row n with up row n (half of the bytes from each).
+// k, then v; gate row n with up row n (half of the bytes from each). A quantized GEMV's packed
+// tensors (add_quantized) in the same order: its tensor-core kernels read a whole layer at once,
+// so the budget covers q, k, v (gate, up) one after the other.
 void add_gemv(kernels::L2Prefetch& a, const DecodeLayer& l, int target, std::int64_t bytes) {
   switch (target) {
     case L2PrefetchPlan::Qkv:
+      if (l.q_quant) {
+        for (const auto* q : {&l.q_quant, &l.k_quant, &l.v_quant}) {
+          if (*q) bytes -= add_quantized(a, **q, bytes);
+        }
+        return;
+      }
       for (const Tensor* t : {&l.q, &l.k, &l.v}) {
-        if (!t->defined()) return;  // quantized: its own GEMV, not prefetched
+        if (!t->defined()) return;
         add_range(a, *t, bytes);
         bytes -= static_cast<std::int64_t>(t->nbytes());
       }
       return;
     case L2PrefetchPlan::O:
+      if (l.o_quant) {
+        add_quantized(a, *l.o_quant, bytes);
+        return;
+      }
       add_range(a, l.o, bytes);
       return;
     case L2PrefetchPlan::GateUp:
+      if (l.gate_quant) {
+        bytes -= add_quantized(a, *l.gate_quant, bytes);
+        add_quantized(a, *l.up_quant, bytes);
+        return;
+      }
       add_range(a, l.gate, bytes / 2);
       add_range(a, l.up, bytes / 2);
       return;
     default:
+      if (l.down_quant) {
+        add_quantized(a, *l.down_quant, bytes);
+        return;
+      }
       add_range(a, l.down, bytes);
       return;
   }

@@ -338,7 +338,8 @@ cudaError_t rope_kv_write(const RopeKvWrite& args, cudaStream_t stream);
 // A hint only: nothing is read into registers or written, so results never change. sm_90 issues
 // one bulk prefetch (cp.async.bulk.prefetch.L2) per 16 KB chunk, older GPUs one prefetch per
 // 128-byte line. Pointers 16-byte aligned; each range is rounded down to a multiple of 16 bytes.
-inline constexpr int kMaxL2Ranges = 6;
+// 12: a quantized q/k/v's three packed weights, scales and zero points (decode_prefetch.cc).
+inline constexpr int kMaxL2Ranges = 12;
 struct L2Prefetch {
   const void* ptr[kMaxL2Ranges] = {};
   std::int64_t bytes[kMaxL2Ranges] = {};

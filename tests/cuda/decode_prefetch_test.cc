@@ -15,6 +15,7 @@
 #include "strata/core/error.h"
 #include "strata/cuda/device.h"
 #include "strata/models/decode_graph.h"
+#include "strata/ops.h"
 
 namespace strata {
 namespace {
@@ -136,7 +137,7 @@ TEST(L2PrefetchPlanTest, RangesFollowTheTargetsWarpOrder) {
                                    m.head, 1, L2PrefetchPlan::GateUp, L2PrefetchPlan::Mode::Branch)
                 .count,
             0);
-  // A quantized q/k/v (no dense tensors) is left out.
+  // A q/k/v with neither dense nor quantized tensors adds nothing.
   MiniModel quantized;
   quantized.layers[1].q = quantized.layers[1].k = quantized.layers[1].v = Tensor();
   EXPECT_EQ(cuda::l2_fetches_after(plan_of(L2PrefetchPlan::Qkv, L2PrefetchPlan::Down, 64),
@@ -144,6 +145,68 @@ TEST(L2PrefetchPlanTest, RangesFollowTheTargetsWarpOrder) {
                                    L2PrefetchPlan::Mode::Branch)
                 .count,
             0);
+}
+
+// A quantized layer's GEMVs: each projection's packed weight (the budget's first bytes), then
+// its scales and zero points whole; q before k before v, gate before up.
+TEST(L2PrefetchPlanTest, QuantizedProjectionsTakeTheirPackedTensors) {
+  using Mode = L2PrefetchPlan::Mode;
+  const auto packed = [](std::int64_t out, bool zeros) {
+    ops::QuantizedWeight w;
+    w.format = ops::QuantFormat::CompressedTensors;
+    w.weight = Tensor::zeros({out, 4}, DType::Int32);    // 16 bytes a row
+    w.scale = Tensor::zeros({out, 1}, DType::BFloat16);  // 2 bytes a row
+    if (zeros) w.zeros = Tensor::zeros({out / 8, 1}, DType::Int32);
+    return w;
+  };
+  MiniModel m;
+  for (cuda::DecodeLayer& l : m.layers) {
+    l.q = l.k = l.v = l.o = l.gate = l.up = l.down = Tensor();
+    l.q_quant = packed(64, true);  // 1024 bytes, scales 128, zeros 32
+    l.k_quant = packed(32, true);  // 512, 64, 16
+    l.v_quant = packed(32, true);
+    l.o_quant = packed(64, false);
+    l.gate_quant = packed(128, false);  // 2048, 256
+    l.up_quant = packed(128, false);
+    l.down_quant = packed(64, false);
+  }
+  // The next layer's q/k/v after down: all of q with its scales and zeros, then 100 bytes of k.
+  auto a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::Qkv, L2PrefetchPlan::Down, 1024 + 100),
+                                  m.layers, m.head, 0, L2PrefetchPlan::Down, Mode::Branch);
+  const cuda::DecodeLayer& next = m.layers[1];
+  ASSERT_EQ(a.count, 6);
+  const std::vector<std::pair<const void*, std::int64_t>> qkv = {
+      {next.q_quant->weight.data_ptr(), 1024}, {next.q_quant->scale.data_ptr(), 128},
+      {next.q_quant->zeros->data_ptr(), 32},   {next.k_quant->weight.data_ptr(), 100},
+      {next.k_quant->scale.data_ptr(), 64},    {next.k_quant->zeros->data_ptr(), 16}};
+  for (int i = 0; i < a.count; ++i) {
+    EXPECT_EQ(a.ptr[i], qkv[static_cast<std::size_t>(i)].first) << i;
+    EXPECT_EQ(a.bytes[i], qkv[static_cast<std::size_t>(i)].second) << i;
+  }
+  // o_proj after q/k/v of the same layer: its weight capped at its size, and its scales.
+  a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::O, L2PrefetchPlan::Qkv, kMiB), m.layers,
+                             m.head, 0, L2PrefetchPlan::Qkv, Mode::Branch);
+  ASSERT_EQ(a.count, 2);
+  EXPECT_EQ(a.ptr[0], m.layers[0].o_quant->weight.data_ptr());
+  EXPECT_EQ(a.bytes[0], 1024);
+  EXPECT_EQ(a.ptr[1], m.layers[0].o_quant->scale.data_ptr());
+  EXPECT_EQ(a.bytes[1], 128);
+  // gate/up after o_proj: all of gate first, then up with what is left.
+  a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::GateUp, L2PrefetchPlan::O, 2048 + 500),
+                             m.layers, m.head, 0, L2PrefetchPlan::O, Mode::Branch);
+  ASSERT_EQ(a.count, 4);
+  EXPECT_EQ(a.ptr[0], m.layers[0].gate_quant->weight.data_ptr());
+  EXPECT_EQ(a.bytes[0], 2048);
+  EXPECT_EQ(a.bytes[1], 256);
+  EXPECT_EQ(a.ptr[2], m.layers[0].up_quant->weight.data_ptr());
+  EXPECT_EQ(a.bytes[2], 500);
+  EXPECT_EQ(a.ptr[3], m.layers[0].up_quant->scale.data_ptr());
+  // down after gate/up: its first bytes and its scales.
+  a = cuda::l2_fetches_after(plan_of(L2PrefetchPlan::Down, L2PrefetchPlan::GateUp, 10), m.layers,
+                             m.head, 0, L2PrefetchPlan::GateUp, Mode::Branch);
+  ASSERT_EQ(a.count, 2);
+  EXPECT_EQ(a.ptr[0], m.layers[0].down_quant->weight.data_ptr());
+  EXPECT_EQ(a.bytes[0], 10);
 }
 
 // The kernel over ranges of odd sizes, in every mode: it returns success, changes no byte, and a
