@@ -371,7 +371,8 @@ FormatTc default_tc(QuantKind kind) {
 // FP8 from N rows on, 0 never), tu=U (their steps per stage), tb=B (their blocks per SM), ts=S
 // (their splits of the inputs, 0 = from tb), tk=0|1 (the splits meet in a thread block cluster's
 // shared memory), tr=1|2 (compressed-tensors tiles of 16 or 32 rows), tg=0|1 (q/k/v groups in one
-// launch), each for every layer class; unknown values fall back to the defaults.
+// launch), ta=0|2|3|4 (GPTQ stages in flight per warp through shared memory), each for every layer
+// class; unknown values fall back to the defaults.
 struct StreamConfig {
   bool enabled = true;
   int row_o = 2, row_u = 4;
@@ -435,6 +436,9 @@ StreamConfig read_config() {
     if (key("tk")) each([&](FormatTc& f, int k) { f.options[k].cluster = value != 0; });
     if (key("tr") && (value == 1 || value == 2)) {
       each([&](FormatTc& f, int k) { f.options[k].ct_tiles = value; });
+    }
+    if (key("ta") && (value == 0 || (value >= 2 && value <= 4))) {
+      each([&](FormatTc& f, int k) { f.options[k].async_depth = value; });
     }
     if (key("tg")) c.tc_group = value != 0;
     const char* comma = std::strchr(eq, ',');

@@ -25,8 +25,10 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
+#include "cuda/flash_common.cuh"
 #include "cuda/quant_gemv_common.cuh"
 #include "cuda/quant_mma.cuh"
 
@@ -37,6 +39,38 @@ constexpr int kTcWarps = 8;
 
 // AWQ: nibble i of a word holds output 8c + order[i], order = 0, 2, 4, 6, 1, 3, 5, 7.
 __device__ __forceinline__ int awq_order(int i) { return ((i & 3) << 1) | (i >> 2); }
+
+// Four scales as float32 from their stored bits (`raw`: four float32, or four 16-bit values in
+// .x and .y), as the asynchronous stages keep them in shared memory.
+__device__ __forceinline__ void scales_from_bits(const uint4& raw, Type type, float (&out)[4]) {
+  if (type == Type::Float32) {
+    out[0] = __uint_as_float(raw.x), out[1] = __uint_as_float(raw.y);
+    out[2] = __uint_as_float(raw.z), out[3] = __uint_as_float(raw.w);
+    return;
+  }
+  const std::uint32_t u[2] = {raw.x, raw.y};
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    if (type == Type::BFloat16) {
+      out[2 * j] = __uint_as_float(u[j] << 16);
+      out[2 * j + 1] = __uint_as_float(u[j] & 0xFFFF0000u);
+    } else {
+      __half2 h;
+      std::memcpy(&h, &u[j], 4);
+      const float2 f = __half22float2(h);  // exact
+      out[2 * j] = f.x, out[2 * j + 1] = f.y;
+    }
+  }
+}
+
+// cp.async of 4, 8 or 16 bytes through L1 (.ca: the sizes below 16 allow only it) into shared
+// memory; the thread that issued it reads it after cp.async.wait_group.
+template <int BYTES>
+__device__ __forceinline__ void cp_async_ca(void* smem, const void* gmem) {
+  const auto address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(address), "l"(gmem), "n"(BYTES)
+               : "memory");
+}
 
 // Scales i .. i + N - 1 (N = 4 or 8; i a multiple of N and the scales 16-byte aligned, which
 // tc_shape checks) as float32, with one or two vector loads instead of N.
@@ -109,6 +143,38 @@ __device__ __forceinline__ void run_stages(int stages, int per_warp, Load&& load
     if (s + 2 < s1) load(s + 2, a);
     compute(s + 1, b);
   }
+}
+
+// run_stages with the stages in shared memory instead of registers (STRATA_QUANT_GEMV=ta=D): each
+// warp keeps D stages in flight through cp.async (`issue(s, slot)`; every lane copies and later
+// reads only its own bytes, so no barrier is needed), and `read(slot, buf)` brings stage s into
+// registers just before `compute(s, buf)`. Why: the register double buffer holds at most two
+// stages per warp, and a 4096-input layer gives a warp only 2-4 stages, so its time was about two
+// HBM round trips in series (docs/quantization.md, session 13's profile); with D >= the warp's
+// stages every load is requested at once. The first D stages go out before the PDL wait.
+template <typename Slot, int D, typename Buf, typename Issue, typename Read, typename Compute>
+__device__ __forceinline__ void run_stages_async(int stages, int per_warp, Slot* slots,
+                                                 Issue&& issue, Read&& read, Compute&& compute) {
+  const int wi = static_cast<int>(blockIdx.y) * kTcWarps + static_cast<int>(threadIdx.x >> 5);
+  const int s0 = wi * per_warp, s1 = s0 + per_warp < stages ? s0 + per_warp : stages;
+#pragma unroll
+  for (int i = 0; i < D; ++i) {
+    if (s0 + i < s1) issue(s0 + i, slots[i]);
+    flash::cp_async_commit();  // one group per stage, empty past the last: the count stays uniform
+  }
+  wait_for_producer();
+  allow_dependents();
+  for (int s = s0; s < s1; ++s) {
+    const int slot = (s - s0) % D;
+    flash::cp_async_wait<D - 1>();  // stage s's group (the oldest in flight) has landed
+    Buf b;
+    read(slots[slot], b);
+    compute(s, b);
+    asm volatile("" ::: "memory");  // the slot's reads stay before its refill
+    if (s + D < s1) issue(s + D, slots[slot]);
+    flash::cp_async_commit();
+  }
+  flash::cp_async_wait<0>();
 }
 
 // The warps' mma accumulators (tile t, C element e of lane l: output out_n(t, e, l / 4), x row
@@ -221,7 +287,16 @@ __device__ __forceinline__ void load_group_stage(GroupStage<U, S>& b, int s,
 // Tile: 32 outputs; step: 32 inputs (4 packed rows). Thread (g, c) loads the uint4 of outputs
 // n0 + 4g .. + 3 at packed row 4t + c: words 0, 1 are the A rows g, g + 8 of mma set 0, words 2, 3
 // those of set 1. A stage (U steps) lies inside one scale group.
+// A GPTQ stage in shared memory (ta=D): each lane's U words, its 16 bytes of scales and its zero
+// word, indexed by lane so that every lane reads back only its own copies.
 template <int U>
+struct Gptq4Slot {
+  uint4 v[U][32];
+  uint4 s[32];
+  std::uint32_t zw[32];
+};
+
+template <int U, int D>
 __device__ __forceinline__ void gptq4_tc(const QuantWeight& w, const TcArgs& a) {
   const BF16Bits* __restrict__ x = a.x;
   const std::int64_t rows = a.rows;
@@ -232,48 +307,82 @@ __device__ __forceinline__ void gptq4_tc(const QuantWeight& w, const TcArgs& a) 
   const BF16Bits* xr = x + x_row(g, rows) * w.k + 8 * c;
   using Buf = GroupStage<U, 4>;
   float acc[2][4] = {};
-  run_stages<Buf>(
-      a.stages, a.per_warp,
-      [&](int s, Buf& b) {
-        load_group_stage(b, s, stages_per_group, w, w.n / 8, n0 / 8, n0,
-                         [&](std::int64_t t, std::uint32_t(&v)[4]) {
-                           const uint4 q = __ldcs(reinterpret_cast<const uint4*>(qw + 4 * t * w.n));
-                           v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-                         });
-      },
-      [&](int s, const Buf& b) {
-        std::uint32_t zz[4];
+  const auto compute = [&](int s, const Buf& b) {
+    std::uint32_t zz[4];
 #pragma unroll
-        for (int o = 0; o < 4; ++o) {
-          // stored minus one; n0 % 4 == 0, so output n0 + o is nibble (n0 % 8) + o
-          zz[o] = bf16_zero_pair(((b.zw >> (4 * ((n0 & 7) + o))) & 0xFu) + 1);
+    for (int o = 0; o < 4; ++o) {
+      // stored minus one; n0 % 4 == 0, so output n0 + o is nibble (n0 % 8) + o
+      zz[o] = bf16_zero_pair(((b.zw >> (4 * ((n0 & 7) + o))) & 0xFu) + 1);
+    }
+    float d[2][2][4] = {};  // [set][m]: four independent accumulators
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
+      std::uint32_t xb[4];
+      x_pairs(__ldg(reinterpret_cast<const uint4*>(xr + 32 * t)), xb);
+#pragma unroll
+      for (int set = 0; set < 2; ++set) {
+        const std::uint32_t wa = b.v[u][2 * set], wb = b.v[u][2 * set + 1];
+#pragma unroll
+        for (int m = 0; m < 2; ++m) {
+          mma_bf16(d[set][m], pair_minus(wa, 2 * m, zz[2 * set]),
+                   pair_minus(wb, 2 * m, zz[2 * set + 1]), pair_minus(wa, 2 * m + 1, zz[2 * set]),
+                   pair_minus(wb, 2 * m + 1, zz[2 * set + 1]), xb[2 * m], xb[2 * m + 1]);
         }
-        float d[2][2][4] = {};  // [set][m]: four independent accumulators
+      }
+    }
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const std::int64_t t = static_cast<std::int64_t>(s) * U + u;
-          std::uint32_t xb[4];
-          x_pairs(__ldg(reinterpret_cast<const uint4*>(xr + 32 * t)), xb);
+    for (int set = 0; set < 2; ++set) {
 #pragma unroll
-          for (int set = 0; set < 2; ++set) {
-            const std::uint32_t wa = b.v[u][2 * set], wb = b.v[u][2 * set + 1];
+      for (int e = 0; e < 4; ++e) {
+        acc[set][e] = fmaf(d[set][0][e] + d[set][1][e], b.s[2 * set + (e >> 1)], acc[set][e]);
+      }
+    }
+  };
+  if constexpr (D == 0) {
+    run_stages<Buf>(
+        a.stages, a.per_warp,
+        [&](int s, Buf& b) {
+          load_group_stage(b, s, stages_per_group, w, w.n / 8, n0 / 8, n0,
+                           [&](std::int64_t t, std::uint32_t(&v)[4]) {
+                             const uint4 q =
+                                 __ldcs(reinterpret_cast<const uint4*>(qw + 4 * t * w.n));
+                             v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+                           });
+        },
+        compute);
+  } else {
+    extern __shared__ uint4 tc_slots[];
+    auto* slots = reinterpret_cast<Gptq4Slot<U>*>(tc_slots) + (threadIdx.x >> 5) * D;
+    const bool wide = w.scale_type == Type::Float32;
+    run_stages_async<Gptq4Slot<U>, D, Buf>(
+        a.stages, a.per_warp, slots,
+        [&](int s, Gptq4Slot<U>& slot) {
+          const std::int64_t gi = column_of(s, stages_per_group);
 #pragma unroll
-            for (int m = 0; m < 2; ++m) {
-              mma_bf16(d[set][m], pair_minus(wa, 2 * m, zz[2 * set]),
-                       pair_minus(wb, 2 * m, zz[2 * set + 1]),
-                       pair_minus(wa, 2 * m + 1, zz[2 * set]),
-                       pair_minus(wb, 2 * m + 1, zz[2 * set + 1]), xb[2 * m], xb[2 * m + 1]);
-            }
+          for (int u = 0; u < U; ++u) {
+            flash::cp_async16(&slot.v[u][lane],
+                              qw + 4 * (static_cast<std::int64_t>(s) * U + u) * w.n);
           }
-        }
-#pragma unroll
-        for (int set = 0; set < 2; ++set) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            acc[set][e] = fmaf(d[set][0][e] + d[set][1][e], b.s[2 * set + (e >> 1)], acc[set][e]);
+          cp_async_ca<4>(&slot.zw[lane], w.zeros + gi * (w.n / 8) + n0 / 8);
+          const std::int64_t si = gi * w.n + n0;
+          if (wide) {
+            cp_async_ca<16>(&slot.s[lane], static_cast<const float*>(w.scale) + si);
+          } else {
+            cp_async_ca<8>(&slot.s[lane], static_cast<const std::uint16_t*>(w.scale) + si);
           }
-        }
-      });
+        },
+        [&](const Gptq4Slot<U>& slot, Buf& b) {
+#pragma unroll
+          for (int u = 0; u < U; ++u) {
+            const uint4 q = slot.v[u][lane];
+            b.v[u][0] = q.x, b.v[u][1] = q.y, b.v[u][2] = q.z, b.v[u][3] = q.w;
+          }
+          b.zw = slot.zw[lane];
+          scales_from_bits(slot.s[lane], w.scale_type, b.s);
+        },
+        compute);
+  }
   const std::int64_t tile0 = static_cast<std::int64_t>(blockIdx.x) * 32;
   tc_finish<2>(
       acc, [&](int set, int e, int gg) { return tile0 + 4 * gg + 2 * set + (e >> 1); }, w, a);
@@ -514,11 +623,13 @@ __device__ __forceinline__ void fp8_tc(const QuantWeight& w, const TcArgs& a) {
 // the same x (q, k, v): blockIdx.z the layer, whose blocks past its tiles leave at once. Every
 // layer of a group has the splits (gridDim.y) and stages of the others (the same k and groups);
 // its own workspace and tickets (TcArgs).
-template <int U>
+template <int U, int D = 0>
 struct Gptq4Tc {
   static __device__ __forceinline__ void run(const QuantWeight& w, const TcArgs& a) {
-    gptq4_tc<U>(w, a);
+    gptq4_tc<U, D>(w, a);
   }
+  // Dynamic shared memory of a block: D stage slots per warp.
+  static constexpr std::size_t kSmem = D == 0 ? 0 : sizeof(Gptq4Slot<U>) * D * kTcWarps;
 };
 template <int U, int TR>
 struct Ct4Tc {
@@ -660,12 +771,22 @@ TcGrid tc_grid(const TcShape& shape, const TcOptions& options, int sms) {
 }
 
 // launch_maybe_pdl with the splits along y as one thread block cluster when grid.cluster.
+// `smem`: the body's dynamic shared memory (the asynchronous stages), allowed past 48 KiB first.
 template <typename... Params, typename... Args>
 cudaError_t tc_launch(void (*kernel)(Params...), dim3 blocks, const TcGrid& grid, bool pdl,
-                      cudaStream_t stream, Args&&... args) {
+                      std::size_t smem, cudaStream_t stream, Args&&... args) {
+  if (smem > 48 * 1024) {
+    const cudaError_t status = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (status != cudaSuccess) {
+      cudaGetLastError();
+      return status;
+    }
+  }
   cudaLaunchConfig_t config = {};
   config.gridDim = blocks;
   config.blockDim = dim3(kTcWarps * 32);
+  config.dynamicSmemBytes = smem;
   config.stream = stream;
   cudaLaunchAttribute attribute[2];
   int count = 0;
@@ -691,10 +812,20 @@ cudaError_t tc_launch(void (*kernel)(Params...), dim3 blocks, const TcGrid& grid
   return launched();
 }
 
+// A body's dynamic shared memory: its kSmem where it has one (the asynchronous stages), else 0.
+template <typename Body, typename = void>
+struct BodySmem {
+  static constexpr std::size_t value = 0;
+};
+template <typename Body>
+struct BodySmem<Body, std::void_t<decltype(Body::kSmem)>> {
+  static constexpr std::size_t value = Body::kSmem;
+};
+
 // One layer (count 1: w[0], a[0]) or a group, with the kernel of w[0]'s format.
 template <int U>
 cudaError_t tc_launch_u(const QuantWeight* w, const TcArgs* args, const unsigned* tiles, int count,
-                        const TcShape& shape, const TcGrid& grid, int ct_tiles,
+                        const TcShape& shape, const TcGrid& grid, int ct_tiles, int async_depth,
                         cudaStream_t stream) {
   TcGroup g = {};
   unsigned most = 0;
@@ -713,13 +844,23 @@ cudaError_t tc_launch_u(const QuantWeight* w, const TcArgs* args, const unsigned
   const dim3 blocks(most, static_cast<unsigned>(grid.splits), static_cast<unsigned>(count));
   const auto launch = [&](auto body) {
     using Body = decltype(body);
+    const std::size_t smem = BodySmem<Body>::value;
     if (count == 1)
-      return tc_launch(tc_kernel<Body>, blocks, grid, w[0].pdl, stream, g.w[0], g.a[0]);
-    return tc_launch(tc_group_kernel<Body>, blocks, grid, w[0].pdl, stream, g);
+      return tc_launch(tc_kernel<Body>, blocks, grid, w[0].pdl, smem, stream, g.w[0], g.a[0]);
+    return tc_launch(tc_group_kernel<Body>, blocks, grid, w[0].pdl, smem, stream, g);
   };
   switch (w[0].kind) {
     case QuantKind::GPTQ:
-      return launch(Gptq4Tc<U>{});
+      switch (async_depth) {
+        case 2:
+          return launch(Gptq4Tc<U, 2>{});
+        case 3:
+          return launch(Gptq4Tc<U, 3>{});
+        case 4:
+          return launch(Gptq4Tc<U, 4>{});
+        default:
+          return launch(Gptq4Tc<U>{});
+      }
     case QuantKind::Compressed:
       return ct_tiles == 2 ? launch(Ct4Tc<U, 2>{}) : launch(Ct4Tc<U, 1>{});
     case QuantKind::FP8:
@@ -819,11 +960,14 @@ cudaError_t quant_tc_gemv_group(const QuantWeight* w, int count, const void* x, 
   }
   switch (grid.unroll) {
     case 4:
-      return tc_launch_u<4>(w, a, tiles, count, shape, grid, options.ct_tiles, stream);
+      return tc_launch_u<4>(w, a, tiles, count, shape, grid, options.ct_tiles, options.async_depth,
+                            stream);
     case 2:
-      return tc_launch_u<2>(w, a, tiles, count, shape, grid, options.ct_tiles, stream);
+      return tc_launch_u<2>(w, a, tiles, count, shape, grid, options.ct_tiles, options.async_depth,
+                            stream);
     default:
-      return tc_launch_u<1>(w, a, tiles, count, shape, grid, options.ct_tiles, stream);
+      return tc_launch_u<1>(w, a, tiles, count, shape, grid, options.ct_tiles, options.async_depth,
+                            stream);
   }
 }
 

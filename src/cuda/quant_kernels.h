@@ -82,6 +82,9 @@ struct TcOptions {
   // 8 blocks per tile, sm_90) instead of the float32 workspace and the ticket.
   bool cluster = false;
   int ct_tiles = 1;  // compressed-tensors: 16-row mma tiles per warp (1 or 2)
+  // GPTQ: stages each warp keeps in flight through cp.async into shared memory (2, 3 or 4; 0: the
+  // two register buffers).
+  int async_depth = 0;
 };
 bool quant_tc_takes(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows);
 QuantGemvScratch quant_tc_scratch(const QuantWeight& w, std::int64_t rows, const TcOptions& options,
