@@ -40,6 +40,19 @@ constexpr int kTcWarps = 8;
 // AWQ: nibble i of a word holds output 8c + order[i], order = 0, 2, 4, 6, 1, 3, 5, 7.
 __device__ __forceinline__ int awq_order(int i) { return ((i & 3) << 1) | (i >> 2); }
 
+// Two 16-bit scales (bf16 or f16; `u`'s low half first) as float32, exactly.
+__device__ __forceinline__ void scale_pair(std::uint32_t u, Type type, float& lo, float& hi) {
+  if (type == Type::BFloat16) {
+    lo = __uint_as_float(u << 16);
+    hi = __uint_as_float(u & 0xFFFF0000u);
+    return;
+  }
+  __half2 h;
+  std::memcpy(&h, &u, 4);
+  const float2 f = __half22float2(h);
+  lo = f.x, hi = f.y;
+}
+
 // Four scales as float32 from their stored bits (`raw`: four float32, or four 16-bit values in
 // .x and .y), as the asynchronous stages keep them in shared memory.
 __device__ __forceinline__ void scales_from_bits(const uint4& raw, Type type, float (&out)[4]) {
@@ -50,17 +63,7 @@ __device__ __forceinline__ void scales_from_bits(const uint4& raw, Type type, fl
   }
   const std::uint32_t u[2] = {raw.x, raw.y};
 #pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    if (type == Type::BFloat16) {
-      out[2 * j] = __uint_as_float(u[j] << 16);
-      out[2 * j + 1] = __uint_as_float(u[j] & 0xFFFF0000u);
-    } else {
-      __half2 h;
-      std::memcpy(&h, &u[j], 4);
-      const float2 f = __half22float2(h);  // exact
-      out[2 * j] = f.x, out[2 * j + 1] = f.y;
-    }
-  }
+  for (int j = 0; j < 2; ++j) scale_pair(u[j], type, out[2 * j], out[2 * j + 1]);
 }
 
 // cp.async of 4, 8 or 16 bytes through L1 (.ca: the sizes below 16 allow only it) into shared
@@ -95,17 +98,7 @@ __device__ __forceinline__ void load_scales(const void* p, Type type, std::int64
     u[0] = v.x, u[1] = v.y;
   }
 #pragma unroll
-  for (int j = 0; j < N / 2; ++j) {
-    if (type == Type::BFloat16) {
-      out[2 * j] = __uint_as_float(u[j] << 16);
-      out[2 * j + 1] = __uint_as_float(u[j] & 0xFFFF0000u);
-    } else {
-      __half2 h;
-      std::memcpy(&h, &u[j], 4);
-      const float2 f = __half22float2(h);  // exact
-      out[2 * j] = f.x, out[2 * j + 1] = f.y;
-    }
-  }
+  for (int j = 0; j < N / 2; ++j) scale_pair(u[j], type, out[2 * j], out[2 * j + 1]);
 }
 
 // What every tensor-core kernel takes besides the weight: x [rows, k], bias, out, the split-K
