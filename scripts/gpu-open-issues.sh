@@ -17,7 +17,8 @@
 #             switch sweep (cuda_decode_graph_bench --sweep), strata bench on it, and the
 #             flash-decoding variants with the 8k diagnosis (cuda_attention_bench --decode)
 #   sanitize  compute-sanitizer memcheck and racecheck over the tests of the decode kernels
-#             (flash decoding, rotary/KV GEMVs, split-K, quantized GEMVs, the decode graph)
+#             (flash decoding, rotary/KV GEMVs, split-K, quantized GEMVs, the decode graph;
+#             SANITIZE_FILTER narrows the gtest filter)
 #   quant     issue 16: every format's 7B-shaped decode, GPU-resident and offloaded
 #             (run_quant_bench.sh formats, LAYERS default 16 here)
 # The moe stage takes what is left of TOTAL_S (default 570) for the whole command; the other
@@ -83,7 +84,8 @@ for stage in "$@"; do
       say "decode done"
       ;;
     sanitize)
-      filter='*FlashDecode*:*GemvRope*:*GemvSplitK*:*QuantGemv*:*DecodeGraph*:*L2Prefetch*:*RopeKv*'
+      # SANITIZE_FILTER narrows it (racecheck is slow: the whole filter outlasts a 100 s cap).
+      filter=${SANITIZE_FILTER:-'*FlashDecode*:*GemvRope*:*GemvSplitK*:*QuantGemv*:*DecodeGraph*:*L2Prefetch*:*RopeKv*'}
       for tool in memcheck racecheck; do
         timeout "${SANITIZE_S:-150}" /usr/local/cuda/bin/compute-sanitizer --tool "$tool" \
           --error-exitcode 9 "$build/tests/cuda_tests" --gtest_filter="$filter" \
