@@ -124,15 +124,21 @@ class QuantizedParityTest : public ::testing::TestWithParam<QuantParityCase> {
       GTEST_SKIP() << "cuda:0 is not available here";
     }
     fixture_ = load_quantized_fixture(GetParam().fixture);
+    model_ = load_model(DType::Float32, where);
+  }
+  // The fixture's packed checkpoint loaded as stored into a model of `dtype` placed by `where`.
+  std::shared_ptr<models::CausalLM> load_model(DType dtype, Where where) const {
+    std::shared_ptr<models::CausalLM> model;
     {
       auto guard = nn::init_empty_weights();
-      model_ = models::build_causal_lm(fixture_.config, DType::Float32);
+      model = models::build_causal_lm(fixture_.config, dtype);
     }
     placement::LoadAndDispatchOptions options;
     options.device_map = device_map(where);
     options.offload_folder = offload_.path() / "offload";
     placement::load_checkpoint_and_dispatch(
-        *model_, quantized_fixture_dir(fixture_.name) / "model.safetensors", options);
+        *model, quantized_fixture_dir(fixture_.name) / "model.safetensors", options);
+    return model;
   }
   Device input_device() const {
     const Where where = GetParam().where;
@@ -192,15 +198,7 @@ TEST_P(QuantizedParityTest, DecodeGraphRunsQuantizedLayersLikeTheModulePath) {
 // decode-graph test holds (4% of the logit scale) of the module path's logits, fed its tokens.
 TEST_P(QuantizedParityTest, DecodeGraphInBfloat16FollowsTheModulePath) {
   if (GetParam().where != Where::Cuda) GTEST_SKIP() << "the fused decode step needs one GPU";
-  std::shared_ptr<models::CausalLM> model;
-  {
-    auto guard = nn::init_empty_weights();
-    model = models::build_causal_lm(fixture_.config, DType::BFloat16);
-  }
-  placement::LoadAndDispatchOptions options;
-  options.device_map = device_map(Where::Cuda);
-  placement::load_checkpoint_and_dispatch(
-      *model, quantized_fixture_dir(fixture_.name) / "model.safetensors", options);
+  const std::shared_ptr<models::CausalLM> model = load_model(DType::BFloat16, Where::Cuda);
   models::DecodeGraphRunner runner(*model);
   ASSERT_TRUE(runner.usable()) << fixture_.name << ": " << runner.reason();
   const Device gpu = Device::cuda(0);
