@@ -40,6 +40,15 @@ def gpu_bytes(report):
     return total
 
 
+def gpu_decode(report):
+    """ms/token, GB/s of the stored bytes and their share of the HBM rate of a GPU-resident run."""
+    t = tg(report) or {}
+    hbm = ((report or {}).get("limits") or {}).get("hbm_gb_s")
+    gbs = t.get("weight_read_gb_per_s")
+    share = f"{100 * gbs / hbm:5.0f}%" if gbs and hbm else "     -"
+    return t.get("ms_per_step", float("nan")), gbs or float("nan"), share
+
+
 def main():
     d = sys.argv[1]
     pcie = (load(os.path.join(d, "pcie.json")) or {}).get("pinned_h2d_gb_s")
@@ -54,20 +63,11 @@ def main():
         prefix = f"{f}.gpu."
         for name in sorted(os.listdir(d)):
             if name.startswith(prefix) and name.endswith(".json") and name != f"{f}.gpu.json":
-                v = load(os.path.join(d, name))
-                t = tg(v) or {}
-                hbm = ((v or {}).get("limits") or {}).get("hbm_gb_s")
-                gbs = t.get("weight_read_gb_per_s")
-                share = f"{100 * gbs / hbm:5.0f}%" if gbs and hbm else "     -"
-                print(f"{f} {name[len(prefix):-5]}: {t.get('ms_per_step', float('nan')):7.3f} ms, "
-                      f"{gbs or float('nan'):7.0f} GB/s, {share} of HBM")
-        t = tg(g) or {}
+                ms, gbs, share = gpu_decode(load(os.path.join(d, name)))
+                print(f"{f} {name[len(prefix):-5]}: {ms:7.3f} ms, {gbs:7.0f} GB/s, {share} of HBM")
         size = g.get("weight_bytes", 0) / 1e9
-        hbm = (g.get("limits") or {}).get("hbm_gb_s")
-        gbs = t.get("weight_read_gb_per_s")
-        share = f"{100 * gbs / hbm:5.0f}%" if gbs and hbm else "     -"
-        row = f"{f:7} {size:6.2f} | {t.get('ms_per_step', float('nan')):7.2f} " \
-              f"{gbs or float('nan'):7.0f} {share} | "
+        ms, gbs, share = gpu_decode(g)
+        row = f"{f:7} {size:6.2f} | {ms:7.2f} {gbs:7.0f} {share} | "
         s = load(os.path.join(d, f"{f}.offload_stream.json"))
         c = load(os.path.join(d, f"{f}.offload_cpu.json"))
         streamed = (s.get("weight_bytes", 0) - gpu_bytes(s)) / 1e9 if s else float("nan")
