@@ -3,6 +3,8 @@
 # project): the .deb files in DEBS_DIR (downloaded on a Debian 12 machine with `apt-get download`,
 # see docs/build.md) are unpacked into a prefix with `dpkg -x` and CMake is pointed at it.
 # Usage: scripts/gpu-machine-build.sh DEBS_DIR BUILD_DIR [TARGET...]
+# STRATA_CMAKE_ARGS adds CMake arguments (e.g. -DCMAKE_CUDA_FLAGS=-lineinfo for a profiler's
+# source view).
 set -euo pipefail
 debs=${1:?usage: gpu-machine-build.sh DEBS_DIR BUILD_DIR [TARGET...]}
 build=${2:?usage: gpu-machine-build.sh DEBS_DIR BUILD_DIR [TARGET...]}
@@ -26,7 +28,8 @@ fi
 cmake -S "$(dirname "$0")/.." -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${mpi_args[@]}" \
   -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${STRATA_CUDA_ARCHS:-90}" \
   -DCMAKE_PREFIX_PATH="$prefix/usr" -DBLAS_LIBRARIES="$openblas" \
-  -DSTRATA_CBLAS_INCLUDE_DIR="$prefix/usr/include/x86_64-linux-gnu/openblas-pthread" >/dev/null
+  -DSTRATA_CBLAS_INCLUDE_DIR="$prefix/usr/include/x86_64-linux-gnu/openblas-pthread" \
+  ${STRATA_CMAKE_ARGS:-} >/dev/null
 targets=()
 [ $# -gt 0 ] && targets=(--target "$@")
 [ "${STRATA_CONFIGURE_ONLY:-0}" = 1 ] && exit 0

@@ -371,8 +371,9 @@ FormatTc default_tc(QuantKind kind) {
 // FP8 from N rows on, 0 never), tu=U (their steps per stage), tb=B (their blocks per SM), ts=S
 // (their splits of the inputs, 0 = from tb), tk=0|1 (the splits meet in a thread block cluster's
 // shared memory), tr=1|2 (compressed-tensors tiles of 16 or 32 rows), tg=0|1 (q/k/v groups in one
-// launch), ta=0|2|3|4 (GPTQ stages in flight per warp through shared memory), each for every layer
-// class; unknown values fall back to the defaults.
+// launch), tw=0|1 (GPTQ's 128-output tiles, or session 7's 32-output ones), tv=4|8|16 (their
+// packed rows per stage; 0 from the shape), each for every layer class; unknown values fall back
+// to the defaults.
 struct StreamConfig {
   bool enabled = true;
   int row_o = 2, row_u = 4;
@@ -437,8 +438,9 @@ StreamConfig read_config() {
     if (key("tr") && (value == 1 || value == 2)) {
       each([&](FormatTc& f, int k) { f.options[k].ct_tiles = value; });
     }
-    if (key("ta") && (value == 0 || (value >= 2 && value <= 4))) {
-      each([&](FormatTc& f, int k) { f.options[k].async_depth = value; });
+    if (key("tw")) each([&](FormatTc& f, int k) { f.options[k].gptq_wide = value != 0; });
+    if (key("tv") && (value == 0 || value == 4 || value == 8 || value == 16)) {
+      each([&](FormatTc& f, int k) { f.options[k].wide_rows = value; });
     }
     if (key("tg")) c.tc_group = value != 0;
     const char* comma = std::strchr(eq, ',');

@@ -53,28 +53,6 @@ __device__ __forceinline__ void scale_pair(std::uint32_t u, Type type, float& lo
   lo = f.x, hi = f.y;
 }
 
-// Four scales as float32 from their stored bits (`raw`: four float32, or four 16-bit values in
-// .x and .y), as the asynchronous stages keep them in shared memory.
-__device__ __forceinline__ void scales_from_bits(const uint4& raw, Type type, float (&out)[4]) {
-  if (type == Type::Float32) {
-    out[0] = __uint_as_float(raw.x), out[1] = __uint_as_float(raw.y);
-    out[2] = __uint_as_float(raw.z), out[3] = __uint_as_float(raw.w);
-    return;
-  }
-  const std::uint32_t u[2] = {raw.x, raw.y};
-#pragma unroll
-  for (int j = 0; j < 2; ++j) scale_pair(u[j], type, out[2 * j], out[2 * j + 1]);
-}
-
-// cp.async of 4, 8 or 16 bytes through L1 (.ca: the sizes below 16 allow only it) into shared
-// memory; the thread that issued it reads it after cp.async.wait_group.
-template <int BYTES>
-__device__ __forceinline__ void cp_async_ca(void* smem, const void* gmem) {
-  const auto address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(address), "l"(gmem), "n"(BYTES)
-               : "memory");
-}
-
 // Scales i .. i + N - 1 (N = 4 or 8; i a multiple of N and the scales 16-byte aligned, which
 // tc_shape checks) as float32, with one or two vector loads instead of N.
 template <int N>
@@ -120,11 +98,20 @@ struct TcArgs {
 // `per_warp` each, contiguously), through two register buffers: stage s + 1's loads are in flight
 // while stage s is computed. The first stage's loads go out before the PDL wait; every thread
 // waits (the finish writes).
+// This warp's stages [s0, s1) of its tile: `per_warp` each, the block's warps and grid.y in order.
+struct WarpStages {
+  int s0, s1;
+};
+__device__ __forceinline__ WarpStages warp_stages(int stages, int per_warp) {
+  const int wi = static_cast<int>(blockIdx.y) * kTcWarps + static_cast<int>(threadIdx.x >> 5);
+  const int s0 = wi * per_warp;
+  return {s0, s0 + per_warp < stages ? s0 + per_warp : stages};
+}
+
 template <typename Buf, typename Load, typename Compute>
 __device__ __forceinline__ void run_stages(int stages, int per_warp, Load&& load,
                                            Compute&& compute) {
-  const int wi = static_cast<int>(blockIdx.y) * kTcWarps + static_cast<int>(threadIdx.x >> 5);
-  const int s0 = wi * per_warp, s1 = s0 + per_warp < stages ? s0 + per_warp : stages;
+  const auto [s0, s1] = warp_stages(stages, per_warp);
   Buf a, b;
   if (s0 < s1) load(s0, a);
   wait_for_producer();
@@ -138,45 +125,44 @@ __device__ __forceinline__ void run_stages(int stages, int per_warp, Load&& load
   }
 }
 
-// run_stages with the stages in shared memory instead of registers (STRATA_QUANT_GEMV=ta=D): each
-// warp keeps D stages in flight through cp.async (`issue(s, slot)`; every lane copies and later
-// reads only its own bytes, so no barrier is needed), and `read(slot, buf)` brings stage s into
-// registers just before `compute(s, buf)`. Why: the register double buffer holds at most two
-// stages per warp, and a 4096-input layer gives a warp only 2-4 stages, so its time was about two
-// HBM round trips in series (docs/quantization.md, session 13's profile); with D >= the warp's
-// stages every load is requested at once. The first D stages go out before the PDL wait.
-template <typename Slot, int D, typename Buf, typename Issue, typename Read, typename Compute>
-__device__ __forceinline__ void run_stages_async(int stages, int per_warp, Slot* slots,
-                                                 Issue&& issue, Read&& read, Compute&& compute) {
-  const int wi = static_cast<int>(blockIdx.y) * kTcWarps + static_cast<int>(threadIdx.x >> 5);
-  const int s0 = wi * per_warp, s1 = s0 + per_warp < stages ? s0 + per_warp : stages;
-#pragma unroll
-  for (int i = 0; i < D; ++i) {
-    if (s0 + i < s1) issue(s0 + i, slots[i]);
-    flash::cp_async_commit();  // one group per stage, empty past the last: the count stays uniform
-  }
+// run_stages with one register buffer: for stages so large (the wide GPTQ tiles: up to 16 packed
+// rows, 64 registers) that a second would cost the occupancy that hides their latency; a warp
+// usually has one stage, loaded before the PDL wait.
+template <typename Buf, typename Load, typename Compute>
+__device__ __forceinline__ void run_stages_one_buffer(int stages, int per_warp, Load&& load,
+                                                      Compute&& compute) {
+  const auto [s0, s1] = warp_stages(stages, per_warp);
+  Buf b;
+  if (s0 < s1) load(s0, b);
   wait_for_producer();
   allow_dependents();
   for (int s = s0; s < s1; ++s) {
-    const int slot = (s - s0) % D;
-    flash::cp_async_wait<D - 1>();  // stage s's group (the oldest in flight) has landed
-    Buf b;
-    read(slots[slot], b);
+    if (s > s0) load(s, b);
     compute(s, b);
-    asm volatile("" ::: "memory");  // the slot's reads stay before its refill
-    if (s + D < s1) issue(s + D, slots[slot]);
-    flash::cp_async_commit();
   }
-  flash::cp_async_wait<0>();
 }
 
-// The warps' mma accumulators (tile t, C element e of lane l: output out_n(t, e, l / 4), x row
-// 2 (l % 4) + e % 2) summed in shared memory, then stored; with several splits either written to
+// The warps' accumulators (value i = 4 t + e of lane l: x row and output where(i, l), TcOut)
+// summed in shared memory, then stored; with several splits either written to
 // ws[split][row][n] and added by the tile's last block (ticket) in split order, or (`cluster`: the
 // splits are one thread block cluster along y) read from the other blocks' shared memory, each
 // block finishing every gridDim.y-th value, in split order too (deterministic either way).
-template <int TILES, typename OutN>
-__device__ __forceinline__ void tc_finish(const float (&acc)[TILES][4], OutN out_n,
+struct TcOut {
+  int r;           // row of x
+  std::int64_t n;  // output
+};
+
+// The usual C layout: value (tile t, element e) of lane l is output out_n(t, e, l / 4) of x row
+// 2 (l % 4) + e % 2.
+template <typename OutN>
+__device__ __forceinline__ auto mma_c_out(OutN out_n) {
+  return [out_n](int i, int l) {
+    return TcOut{2 * (l & 3) + (i & 1), out_n(i >> 2, i & 3, l >> 2)};
+  };
+}
+
+template <int TILES, typename Where>
+__device__ __forceinline__ void tc_finish(const float (&acc)[TILES][4], Where where,
                                           const QuantWeight& w, const TcArgs& a) {
   const std::int64_t rows = a.rows;
   const BF16Bits* bias = a.bias;
@@ -209,8 +195,7 @@ __device__ __forceinline__ void tc_finish(const float (&acc)[TILES][4], OutN out
     for (int o = me + splits * static_cast<int>(threadIdx.x); o < kValues;
          o += splits * kTcWarps * 32) {
       const int i = o >> 5, l = o & 31;
-      const int r = 2 * (l & 3) + (i & 1);
-      const std::int64_t n = out_n(i >> 2, i & 3, l >> 2);
+      const auto [r, n] = where(i, l);
       if (r >= rows || n >= w.n) continue;
       float sum = 0.0f;
       for (int y = 0; y < splits; ++y) sum += blocks.map_shared_rank(&red[0][i][l], y)[0];
@@ -222,8 +207,7 @@ __device__ __forceinline__ void tc_finish(const float (&acc)[TILES][4], OutN out
 #endif
   for (int o = threadIdx.x; o < kValues; o += kTcWarps * 32) {
     const int i = o >> 5, l = o & 31;
-    const int r = 2 * (l & 3) + (i & 1);
-    const std::int64_t n = out_n(i >> 2, i & 3, l >> 2);
+    const auto [r, n] = where(i, l);
     if (r >= rows || n >= w.n) continue;
     float sum = 0.0f;
 #pragma unroll
@@ -243,8 +227,7 @@ __device__ __forceinline__ void tc_finish(const float (&acc)[TILES][4], OutN out
   __threadfence();
   for (int o = threadIdx.x; o < kValues; o += kTcWarps * 32) {
     const int i = o >> 5, l = o & 31;
-    const int r = 2 * (l & 3) + (i & 1);
-    const std::int64_t n = out_n(i >> 2, i & 3, l >> 2);
+    const auto [r, n] = where(i, l);
     if (r >= rows || n >= w.n) continue;
     float sum = 0.0f;
     for (unsigned y = 0; y < gridDim.y; ++y) sum += __ldcg(ws + (y * rows + r) * w.n + n);
@@ -280,16 +263,7 @@ __device__ __forceinline__ void load_group_stage(GroupStage<U, S>& b, int s,
 // Tile: 32 outputs; step: 32 inputs (4 packed rows). Thread (g, c) loads the uint4 of outputs
 // n0 + 4g .. + 3 at packed row 4t + c: words 0, 1 are the A rows g, g + 8 of mma set 0, words 2, 3
 // those of set 1. A stage (U steps) lies inside one scale group.
-// A GPTQ stage in shared memory (ta=D): each lane's U words, its 16 bytes of scales and its zero
-// word, indexed by lane so that every lane reads back only its own copies.
 template <int U>
-struct Gptq4Slot {
-  uint4 v[U][32];
-  uint4 s[32];
-  std::uint32_t zw[32];
-};
-
-template <int U, int D>
 __device__ __forceinline__ void gptq4_tc(const QuantWeight& w, const TcArgs& a) {
   const BF16Bits* __restrict__ x = a.x;
   const std::int64_t rows = a.rows;
@@ -332,53 +306,125 @@ __device__ __forceinline__ void gptq4_tc(const QuantWeight& w, const TcArgs& a) 
       }
     }
   };
-  if constexpr (D == 0) {
-    run_stages<Buf>(
-        a.stages, a.per_warp,
-        [&](int s, Buf& b) {
-          load_group_stage(b, s, stages_per_group, w, w.n / 8, n0 / 8, n0,
-                           [&](std::int64_t t, std::uint32_t(&v)[4]) {
-                             const uint4 q =
-                                 __ldcs(reinterpret_cast<const uint4*>(qw + 4 * t * w.n));
-                             v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-                           });
-        },
-        compute);
-  } else {
-    extern __shared__ uint4 tc_slots[];
-    auto* slots = reinterpret_cast<Gptq4Slot<U>*>(tc_slots) + (threadIdx.x >> 5) * D;
-    const bool wide = w.scale_type == Type::Float32;
-    run_stages_async<Gptq4Slot<U>, D, Buf>(
-        a.stages, a.per_warp, slots,
-        [&](int s, Gptq4Slot<U>& slot) {
-          const std::int64_t gi = column_of(s, stages_per_group);
-#pragma unroll
-          for (int u = 0; u < U; ++u) {
-            flash::cp_async16(&slot.v[u][lane],
-                              qw + 4 * (static_cast<std::int64_t>(s) * U + u) * w.n);
-          }
-          cp_async_ca<4>(&slot.zw[lane], w.zeros + gi * (w.n / 8) + n0 / 8);
-          const std::int64_t si = gi * w.n + n0;
-          if (wide) {
-            cp_async_ca<16>(&slot.s[lane], static_cast<const float*>(w.scale) + si);
-          } else {
-            cp_async_ca<8>(&slot.s[lane], static_cast<const std::uint16_t*>(w.scale) + si);
-          }
-        },
-        [&](const Gptq4Slot<U>& slot, Buf& b) {
-#pragma unroll
-          for (int u = 0; u < U; ++u) {
-            const uint4 q = slot.v[u][lane];
-            b.v[u][0] = q.x, b.v[u][1] = q.y, b.v[u][2] = q.z, b.v[u][3] = q.w;
-          }
-          b.zw = slot.zw[lane];
-          scales_from_bits(slot.s[lane], w.scale_type, b.s);
-        },
-        compute);
-  }
+  run_stages<Buf>(
+      a.stages, a.per_warp,
+      [&](int s, Buf& b) {
+        load_group_stage(b, s, stages_per_group, w, w.n / 8, n0 / 8, n0,
+                         [&](std::int64_t t, std::uint32_t(&v)[4]) {
+                           const uint4 q = __ldcs(reinterpret_cast<const uint4*>(qw + 4 * t * w.n));
+                           v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+                         });
+      },
+      compute);
   const std::int64_t tile0 = static_cast<std::int64_t>(blockIdx.x) * 32;
   tc_finish<2>(
-      acc, [&](int set, int e, int gg) { return tile0 + 4 * gg + 2 * set + (e >> 1); }, w, a);
+      acc, mma_c_out([&](int set, int e, int gg) { return tile0 + 4 * gg + 2 * set + (e >> 1); }),
+      w, a);
+}
+
+// ---- GPTQ 4-bit, wide tiles (session 14): qweight [k/8, n] ------------------------------------
+// Lane l owns outputs t0 + 4l .. + 3 of a 128-output tile: one uint4 of each packed row (4 words of
+// 8 inputs), so a warp reads 512 contiguous bytes of a packed row per load instead of the 32-output
+// tile's four runs of 128 bytes, and a stage (U packed rows of one scale group, 16 at most: 8 KB a
+// warp) usually is the warp's whole share, requested before the PDL wait. Why: session 14's profile
+// of the 32-output kernel (H100, 11008 x 4096) showed 21% occupancy (114 registers), 40% of its
+// cycles waiting for loads and HBM at 35%; a standalone probe of this layout read the 7B shapes at
+// 1.25-1.4x its rate (docs/quantization.md).
+// The mma: lane (g, c) supplies rows g and g + 8 of A from its own words (row g: word 2p, row g +
+// 8: word 2p + 1, k slots 2c, 2c + 1 / 2c + 8, 2c + 9: the code pairs (s, s + 4) of pair_minus), so
+// the four lanes of an A row hold four different outputs. B is therefore diagonal in the supplier:
+// B[k][n] is x only where the lane c = n % 4 supplied k slot k (lanes (g, c) with g % 4 == c hold
+// it: g < 4 x row 2j, g >= 4 row 2j + 1) and 0 elsewhere, so C[m][n] sums lane (m % 8, n % 4)'s
+// products alone: columns 0..3 are x row 2j, 4..7 row 2j + 1 (pass j of P covers rows 2j, 2j + 1).
+// The products are the exact (q - z) x of the kernel above; a stage's sums are scaled once (one
+// group).
+template <int U, int P>
+__device__ __forceinline__ void gptq4_wide(const QuantWeight& w, const TcArgs& a) {
+  constexpr int kSplitH = 1;  // independent accumulators per pass (registers allow)
+  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const std::int64_t tile0 = static_cast<std::int64_t>(blockIdx.x) * 128;
+  const std::int64_t col = tile0 + 4 * lane;               // this lane's words: outputs col .. + 3
+  const std::int64_t scol = tile0 + 16 * g + 8 * (c & 1);  // the 8 outputs of its C values
+  const bool in = col < w.n, scaled = scol < w.n;          // n % 32 == 0 (tc_shape)
+  const bool supplies_x = (g & 3) == c;
+  const std::int32_t* qw = static_cast<const std::int32_t*>(w.weight) + (in ? col : 0);
+  const BF16Bits* xr[P];
+#pragma unroll
+  for (int j = 0; j < P; ++j) xr[j] = a.x + x_row(2 * j + (g >> 2), a.rows) * w.k;
+  struct Buf {
+    uint4 v[U];
+    std::uint32_t zw;
+  };
+  float acc[2 * P][4] = {};  // [2j + p][e]
+  const auto load = [&](int s, Buf& b) {
+    const std::int64_t gi = column_of(s, a.per_group);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const std::int64_t r = static_cast<std::int64_t>(s) * U + u;
+      b.v[u] = in ? __ldcs(reinterpret_cast<const uint4*>(qw + r * w.n)) : make_uint4(0, 0, 0, 0);
+    }
+    b.zw = in ? static_cast<std::uint32_t>(__ldg(w.zeros + gi * (w.n / 8) + col / 8)) : 0u;
+  };
+  const auto compute = [&](int s, const Buf& b) {
+    // The scales are requested here, not with the weights: they arrive (L2) during the mmas, and
+    // the registers they would hold across the wait keep the warps per SM up.
+    float scale[8] = {};
+    if (scaled)
+      load_scales<8>(w.scale, w.scale_type, column_of(s, a.per_group) * w.n + scol, scale);
+    std::uint32_t zz[4];
+#pragma unroll
+    for (int o = 0; o < 4; ++o) {
+      // stored minus one; col % 4 == 0, so output col + o is nibble (col % 8) + o
+      zz[o] = bf16_zero_pair(((b.zw >> (4 * ((col & 7) + o))) & 0xFu) + 1);
+    }
+    float d[P][2][kSplitH][4] = {};
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const std::int64_t r = static_cast<std::int64_t>(s) * U + u;
+      const std::uint32_t word[4] = {b.v[u].x, b.v[u].y, b.v[u].z, b.v[u].w};
+#pragma unroll
+      for (int j = 0; j < P; ++j) {
+        std::uint32_t xb[4];
+        x_pairs(__ldg(reinterpret_cast<const uint4*>(xr[j] + 8 * r)), xb);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) xb[q] = supplies_x ? xb[q] : 0u;
+#pragma unroll
+        for (int p = 0; p < 2; ++p) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            mma_bf16(d[j][p][h % kSplitH], pair_minus(word[2 * p], 2 * h, zz[2 * p]),
+                     pair_minus(word[2 * p + 1], 2 * h, zz[2 * p + 1]),
+                     pair_minus(word[2 * p], 2 * h + 1, zz[2 * p]),
+                     pair_minus(word[2 * p + 1], 2 * h + 1, zz[2 * p + 1]), xb[2 * h],
+                     xb[2 * h + 1]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+#pragma unroll
+      for (int p = 0; p < 2; ++p) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float sum = d[j][p][0][e];
+          if constexpr (kSplitH == 2) sum += d[j][p][1][e];
+          acc[2 * j + p][e] = fmaf(sum, scale[4 * (e & 1) + 2 * p + (e >> 1)], acc[2 * j + p][e]);
+        }
+      }
+    }
+  };
+  run_stages_one_buffer<Buf>(a.stages, a.per_warp, load, compute);
+  // Value (t = 2j + p, e) of lane (g, c): C column n = 2c + e % 2, so x row 2j + n / 4 and the
+  // output of supplier lane (g, n % 4)'s word 2p + e / 2.
+  tc_finish<2 * P>(
+      acc,
+      [&](int i, int l) {
+        const int t = i >> 2, e = i & 3, n = 2 * (l & 3) + (e & 1);
+        return TcOut{2 * (t >> 1) + (n >> 2),
+                     tile0 + 16 * (l >> 2) + 4 * (n & 3) + 2 * (t & 1) + (e >> 1)};
+      },
+      w, a);
 }
 
 // ---- compressed-tensors int4: weight_packed [n, k/8] -------------------------------------------
@@ -467,8 +513,9 @@ __device__ __forceinline__ void ct4_tc(const QuantWeight& w, const TcArgs& a) {
           }
         }
       });
-  tc_finish<TR>(
-      acc, [&](int r, int e, int gg) { return first + 16 * r + gg + 8 * (e >> 1); }, w, a);
+  tc_finish<TR>(acc,
+                mma_c_out([&](int r, int e, int gg) { return first + 16 * r + gg + 8 * (e >> 1); }),
+                w, a);
 }
 
 // ---- AWQ: qweight [k, n/8], nibble i of word (k, col) = output 8 col + order[i]
@@ -532,9 +579,10 @@ __device__ __forceinline__ void awq_tc(const QuantWeight& w, const TcArgs& a) {
         }
       });
   const std::int64_t col0 = static_cast<std::int64_t>(blockIdx.x) * 8;
-  tc_finish<4>(
-      acc, [&](int T, int e, int gg) { return 8 * (col0 + gg) + awq_order(T + 4 * (e >> 1)); }, w,
-      a);
+  tc_finish<4>(acc, mma_c_out([&](int T, int e, int gg) {
+                 return 8 * (col0 + gg) + awq_order(T + 4 * (e >> 1));
+               }),
+               w, a);
 }
 
 // ---- FP8 (float8_e4m3fn [n, k], 128 x 128 block or one scale)
@@ -608,21 +656,28 @@ __device__ __forceinline__ void fp8_tc(const QuantWeight& w, const TcArgs& a) {
           }
         }
       });
-  tc_finish<1>(
-      acc, [&](int, int e, int gg) { return first + gg + 8 * (e >> 1); }, w, a);
+  tc_finish<1>(acc, mma_c_out([&](int, int e, int gg) { return first + gg + 8 * (e >> 1); }), w, a);
 }
 
 // ---- the kernels: one layer (blockIdx.x its tile), or a group of layers of one format that read
 // the same x (q, k, v): blockIdx.z the layer, whose blocks past its tiles leave at once. Every
 // layer of a group has the splits (gridDim.y) and stages of the others (the same k and groups);
 // its own workspace and tickets (TcArgs).
-template <int U, int D = 0>
+template <int U>
 struct Gptq4Tc {
   static __device__ __forceinline__ void run(const QuantWeight& w, const TcArgs& a) {
-    gptq4_tc<U, D>(w, a);
+    gptq4_tc<U>(w, a);
   }
-  // Dynamic shared memory of a block: D stage slots per warp.
-  static constexpr std::size_t kSmem = D == 0 ? 0 : sizeof(Gptq4Slot<U>) * D * kTcWarps;
+};
+template <int U, int P>
+struct Gptq4Wide {
+  static __device__ __forceinline__ void run(const QuantWeight& w, const TcArgs& a) {
+    gptq4_wide<U, P>(w, a);
+  }
+  // Blocks per SM the registers must allow: the latency is hidden by warps, not by a second buffer
+  // (ptxas -v, sm_90: 2 blocks give 1-4 rows of x 88-128 registers without spills; 3 blocks spill
+  // with 8- and 16-row stages; 5-8 rows take 164 registers, 1 block).
+  static constexpr int kMinBlocks = P == 4 ? 1 : 2;
 };
 template <int U, int TR>
 struct Ct4Tc {
@@ -643,8 +698,19 @@ struct Fp8Tc {
   }
 };
 
+// Body::kMinBlocks where a body has one (the blocks per SM its registers must allow), else 1.
+template <typename Body, typename = void>
+struct MinBlocks {
+  static constexpr int value = 1;
+};
 template <typename Body>
-__global__ void __launch_bounds__(kTcWarps * 32) tc_kernel(QuantWeight w, TcArgs a) {
+struct MinBlocks<Body, std::void_t<decltype(Body::kMinBlocks)>> {
+  static constexpr int value = Body::kMinBlocks;
+};
+
+template <typename Body>
+__global__ void __launch_bounds__(kTcWarps * 32, MinBlocks<Body>::value)
+    tc_kernel(QuantWeight w, TcArgs a) {
   Body::run(w, a);
 }
 
@@ -656,7 +722,8 @@ struct TcGroup {
 static_assert(kQuantGroupMax == 3, "tc_group_kernel picks one of three layers");
 
 template <typename Body>
-__global__ void __launch_bounds__(kTcWarps * 32) tc_group_kernel(TcGroup g) {
+__global__ void __launch_bounds__(kTcWarps * 32, MinBlocks<Body>::value)
+    tc_group_kernel(TcGroup g) {
   // Constant indices only: a kernel parameter indexed at run time would be copied to local memory.
   if (blockIdx.z == 0) {
     if (blockIdx.x < g.tiles[0]) Body::run(g.w[0], g.a[0]);
@@ -676,9 +743,10 @@ struct TcShape {
   std::int64_t steps = 0;
   std::int64_t steps_per_group = 1;  // GPTQ, AWQ: steps of one scale group
   bool stage_in_group = true;
+  bool gptq_wide = false;  // GPTQ's 128-output tiles: a step is one packed row (8 inputs)
 };
 
-bool tc_shape(const QuantWeight& w, int ct_tiles, TcShape* shape) {
+bool tc_shape(const QuantWeight& w, const TcOptions& options, TcShape* shape) {
   if (w.kind == QuantKind::FP8) {
     if (w.k % 64 != 0 || (w.block_out != 0 && (w.block_out % 16 != 0 || w.block_in % 64 != 0)) ||
         !aligned16(w.weight)) {
@@ -694,13 +762,14 @@ bool tc_shape(const QuantWeight& w, int ct_tiles, TcShape* shape) {
           w.k % w.group != 0 || !aligned16(w.weight) || !aligned16(w.scale)) {
         return false;
       }
-      *shape = {w.n / 32, w.k / 32, w.group / 32, true};
+      *shape = options.gptq_wide ? TcShape{(w.n + 127) / 128, w.k / 8, w.group / 8, true, true}
+                                 : TcShape{w.n / 32, w.k / 32, w.group / 32, true};
       return true;
     case QuantKind::Compressed:
       if (w.k % 128 != 0 || (w.groups != 1 && w.group % 128 != 0) || !aligned16(w.weight)) {
         return false;
       }
-      *shape = {(w.n + 16 * ct_tiles - 1) / (16 * ct_tiles), w.k / 128,
+      *shape = {(w.n + 16 * options.ct_tiles - 1) / (16 * options.ct_tiles), w.k / 128,
                 w.groups == 1 ? w.k / 128 : w.group / 128, false};
       return true;
     case QuantKind::AWQ:
@@ -744,7 +813,34 @@ bool clusters_available() {
 // A cluster of the splits holds at most this many blocks (the portable cluster size).
 constexpr std::int64_t kMaxClusterSplits = 8;
 
-TcGrid tc_grid(const TcShape& shape, const TcOptions& options, int sms) {
+// The wide GPTQ tiles: one stage per warp (every stage's loads requested at once), of 16 packed
+// rows where that still gives every SM 16 warps, else 8, else 4 (session 14's probe, H100: 4096 x
+// 4096 read at 1.47 TB/s with 8-row stages, 1.38 with 16; 11008 x 4096 at 2.14 with 16, 1.97 with
+// 8); 8 at most for 3-4 rows of x and 4 from 5 (the accumulators of 2 or 4 passes take the
+// registers); TcOptions::wide_rows overrides the choice (the sweep).
+TcGrid tc_grid_wide(const TcShape& shape, const TcOptions& options, int sms, std::int64_t rows) {
+  const int largest = rows <= 2 ? 16 : rows <= 4 ? 8 : 4;
+  int want = largest;
+  while (want > 4 && shape.tiles * ((shape.steps + want - 1) / want) < 16LL * sms) want /= 2;
+  if (options.wide_rows == 4 || options.wide_rows == 8 || options.wide_rows == 16) {
+    want = options.wide_rows < largest ? options.wide_rows : largest;
+  }
+  TcGrid grid;
+  grid.unroll = tc_unroll(shape, want);
+  grid.stages = static_cast<int>((shape.steps + grid.unroll - 1) / grid.unroll);
+  std::int64_t splits =
+      options.splits > 0 ? options.splits : (grid.stages + kTcWarps - 1) / kTcWarps;
+  if (options.cluster && splits > kMaxClusterSplits) splits = kMaxClusterSplits;
+  const std::int64_t most = (grid.stages + kTcWarps - 1) / kTcWarps;
+  grid.splits = splits < 1 ? 1 : splits < most ? splits : most;
+  grid.cluster = options.cluster && grid.splits > 1 && clusters_available();
+  const std::int64_t warps = grid.splits * kTcWarps;
+  grid.per_warp = static_cast<int>((grid.stages + warps - 1) / warps);
+  return grid;
+}
+
+TcGrid tc_grid(const TcShape& shape, const TcOptions& options, int sms, std::int64_t rows) {
+  if (shape.gptq_wide) return tc_grid_wide(shape, options, sms, rows);
   TcGrid grid;
   grid.unroll = tc_unroll(shape, options.unroll);
   grid.stages = static_cast<int>((shape.steps + grid.unroll - 1) / grid.unroll);
@@ -764,22 +860,12 @@ TcGrid tc_grid(const TcShape& shape, const TcOptions& options, int sms) {
 }
 
 // launch_maybe_pdl with the splits along y as one thread block cluster when grid.cluster.
-// `smem`: the body's dynamic shared memory (the asynchronous stages), allowed past 48 KiB first.
 template <typename... Params, typename... Args>
 cudaError_t tc_launch(void (*kernel)(Params...), dim3 blocks, const TcGrid& grid, bool pdl,
-                      std::size_t smem, cudaStream_t stream, Args&&... args) {
-  if (smem > 48 * 1024) {
-    const cudaError_t status = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (status != cudaSuccess) {
-      cudaGetLastError();
-      return status;
-    }
-  }
+                      cudaStream_t stream, Args&&... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = blocks;
   config.blockDim = dim3(kTcWarps * 32);
-  config.dynamicSmemBytes = smem;
   config.stream = stream;
   cudaLaunchAttribute attribute[2];
   int count = 0;
@@ -805,20 +891,10 @@ cudaError_t tc_launch(void (*kernel)(Params...), dim3 blocks, const TcGrid& grid
   return launched();
 }
 
-// A body's dynamic shared memory: its kSmem where it has one (the asynchronous stages), else 0.
-template <typename Body, typename = void>
-struct BodySmem {
-  static constexpr std::size_t value = 0;
-};
-template <typename Body>
-struct BodySmem<Body, std::void_t<decltype(Body::kSmem)>> {
-  static constexpr std::size_t value = Body::kSmem;
-};
-
 // One layer (count 1: w[0], a[0]) or a group, with the kernel of w[0]'s format.
 template <int U>
 cudaError_t tc_launch_u(const QuantWeight* w, const TcArgs* args, const unsigned* tiles, int count,
-                        const TcShape& shape, const TcGrid& grid, int ct_tiles, int async_depth,
+                        const TcShape& shape, const TcGrid& grid, const TcOptions& options,
                         cudaStream_t stream) {
   TcGroup g = {};
   unsigned most = 0;
@@ -837,39 +913,45 @@ cudaError_t tc_launch_u(const QuantWeight* w, const TcArgs* args, const unsigned
   const dim3 blocks(most, static_cast<unsigned>(grid.splits), static_cast<unsigned>(count));
   const auto launch = [&](auto body) {
     using Body = decltype(body);
-    const std::size_t smem = BodySmem<Body>::value;
     if (count == 1)
-      return tc_launch(tc_kernel<Body>, blocks, grid, w[0].pdl, smem, stream, g.w[0], g.a[0]);
-    return tc_launch(tc_group_kernel<Body>, blocks, grid, w[0].pdl, smem, stream, g);
+      return tc_launch(tc_kernel<Body>, blocks, grid, w[0].pdl, stream, g.w[0], g.a[0]);
+    return tc_launch(tc_group_kernel<Body>, blocks, grid, w[0].pdl, stream, g);
   };
-  switch (w[0].kind) {
-    case QuantKind::GPTQ:
-      switch (async_depth) {
-        case 2:
-          return launch(Gptq4Tc<U, 2>{});
-        case 3:
-          return launch(Gptq4Tc<U, 3>{});
-        case 4:
-          return launch(Gptq4Tc<U, 4>{});
-        default:
-          return launch(Gptq4Tc<U>{});
+  if (shape.gptq_wide) {
+    // tc_grid_wide picks U >= 4 (groups of 32k and up): 16 only for 1-2 rows of x, 4 from 5 rows.
+    if constexpr (U >= 4) {
+      const std::int64_t passes = (args[0].rows + 1) / 2;
+      if (passes == 1) return launch(Gptq4Wide<U, 1>{});
+      if constexpr (U <= 8) {
+        if (passes == 2) return launch(Gptq4Wide<U, 2>{});
       }
-    case QuantKind::Compressed:
-      return ct_tiles == 2 ? launch(Ct4Tc<U, 2>{}) : launch(Ct4Tc<U, 1>{});
-    case QuantKind::FP8:
-      return launch(Fp8Tc<U>{});
-    default:
-      return launch(AwqTc<U>{});
+      if constexpr (U == 4) return launch(Gptq4Wide<U, 4>{});
+    }
+    return cudaErrorInvalidValue;
   }
+  if constexpr (U <= 4) {
+    switch (w[0].kind) {
+      case QuantKind::GPTQ:
+        return launch(Gptq4Tc<U>{});
+      case QuantKind::Compressed:
+        return options.ct_tiles == 2 ? launch(Ct4Tc<U, 2>{}) : launch(Ct4Tc<U, 1>{});
+      case QuantKind::FP8:
+        return launch(Fp8Tc<U>{});
+      default:
+        return launch(AwqTc<U>{});
+    }
+  }
+  return cudaErrorInvalidValue;
 }
 
 // The shape of a group (count layers): every layer's own, the tiles summed; false unless every
 // layer takes the kernels and they agree on the format, k and the steps of a group.
-bool group_shape(const QuantWeight* w, int count, int ct_tiles, TcShape* shape, unsigned* tiles) {
+bool group_shape(const QuantWeight* w, int count, const TcOptions& options, TcShape* shape,
+                 unsigned* tiles) {
   if (count < 1 || count > kQuantGroupMax) return false;
   for (int i = 0; i < count; ++i) {
     TcShape one;
-    if (!tc_shape(w[i], ct_tiles, &one)) return false;
+    if (!tc_shape(w[i], options, &one)) return false;
     if (i == 0) {
       *shape = one;
       shape->tiles = 0;
@@ -888,14 +970,14 @@ bool group_shape(const QuantWeight* w, int count, int ct_tiles, TcShape* shape, 
 bool quant_tc_takes(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows) {
   TcShape shape;
   return rows >= 1 && rows <= 8 && x_type == Type::BFloat16 && x_vector_ok(x, w.k, x_type) &&
-         tc_shape(w, 1, &shape);
+         tc_shape(w, TcOptions{}, &shape);
 }
 
 bool quant_tc_group_takes(const QuantWeight* w, int count, const void* x, Type x_type,
                           std::int64_t rows) {
   TcShape shape;
   unsigned tiles[kQuantGroupMax];
-  if (!group_shape(w, count, 1, &shape, tiles)) return false;
+  if (!group_shape(w, count, TcOptions{}, &shape, tiles)) return false;
   for (int i = 0; i < count; ++i) {
     if (!quant_tc_takes(w[i], x, x_type, rows) || w[i].residual != nullptr ||
         w[i].gate != nullptr || w[i].scale_type != w[0].scale_type || w[i].bits != w[0].bits ||
@@ -911,9 +993,9 @@ QuantGemvScratch quant_tc_group_scratch(const QuantWeight* w, int count, std::in
                                         const TcOptions& options, int sms) {
   TcShape shape;
   unsigned tiles[kQuantGroupMax];
-  if (rows < 1 || rows > 8 || !group_shape(w, count, options.ct_tiles, &shape, tiles)) return {};
+  if (rows < 1 || rows > 8 || !group_shape(w, count, options, &shape, tiles)) return {};
   // Reserved with clusters too (a device without them takes the workspace).
-  const TcGrid grid = tc_grid(shape, options, sms);
+  const TcGrid grid = tc_grid(shape, options, sms, rows);
   if (grid.splits <= 1) return {};
   std::int64_t n = 0;
   for (int i = 0; i < count; ++i) n += w[i].n;
@@ -931,10 +1013,10 @@ cudaError_t quant_tc_gemv_group(const QuantWeight* w, int count, const void* x, 
                                 cudaStream_t stream) {
   TcShape shape;
   unsigned tiles[kQuantGroupMax];
-  if (rows < 1 || rows > 8 || !group_shape(w, count, options.ct_tiles, &shape, tiles)) {
+  if (rows < 1 || rows > 8 || !group_shape(w, count, options, &shape, tiles)) {
     return cudaErrorInvalidValue;
   }
-  const TcGrid grid = tc_grid(shape, options, sms);
+  const TcGrid grid = tc_grid(shape, options, sms, rows);
   if (grid.splits > 1 && !grid.cluster && (ws == nullptr || tickets == nullptr)) {
     return cudaErrorInvalidValue;
   }
@@ -951,16 +1033,20 @@ cudaError_t quant_tc_gemv_group(const QuantWeight* w, int count, const void* x, 
     ws_at += grid.splits * rows * w[i].n;
     tickets_at += tiles[i];
   }
+  const auto launch = [&](auto u) {
+    return tc_launch_u<decltype(u)::value>(w, a, tiles, count, shape, grid, options, stream);
+  };
   switch (grid.unroll) {
+    case 16:
+      return launch(std::integral_constant<int, 16>{});
+    case 8:
+      return launch(std::integral_constant<int, 8>{});
     case 4:
-      return tc_launch_u<4>(w, a, tiles, count, shape, grid, options.ct_tiles, options.async_depth,
-                            stream);
+      return launch(std::integral_constant<int, 4>{});
     case 2:
-      return tc_launch_u<2>(w, a, tiles, count, shape, grid, options.ct_tiles, options.async_depth,
-                            stream);
+      return launch(std::integral_constant<int, 2>{});
     default:
-      return tc_launch_u<1>(w, a, tiles, count, shape, grid, options.ct_tiles, options.async_depth,
-                            stream);
+      return launch(std::integral_constant<int, 1>{});
   }
 }
 

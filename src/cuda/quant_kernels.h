@@ -82,10 +82,11 @@ struct TcOptions {
   // 8 blocks per tile, sm_90) instead of the float32 workspace and the ticket.
   bool cluster = false;
   int ct_tiles = 1;  // compressed-tensors: 16-row mma tiles per warp (1 or 2)
-  // GPTQ: stages each warp keeps in flight through cp.async into shared memory (2, 3 or 4; 0: the
-  // two register buffers). Session 13 (H100): slower than the registers (a 7B token's projections
-  // at 36% of the copy rate against 46%), so 0.
-  int async_depth = 0;
+  // GPTQ: 128-output tiles, a lane owning 4 outputs (gptq4_wide in quant_gemv_tc.cu), instead of
+  // the 32-output tiles of session 7. `unroll`, `blocks_per_sm` do not apply to them (the stage
+  // size and the splits follow from the shape).
+  bool gptq_wide = true;
+  int wide_rows = 0;  // packed rows per stage of those tiles (4, 8, 16; 0: from the shape)
 };
 bool quant_tc_takes(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows);
 QuantGemvScratch quant_tc_scratch(const QuantWeight& w, std::int64_t rows, const TcOptions& options,
