@@ -371,9 +371,9 @@ FormatTc default_tc(QuantKind kind) {
 // FP8 from N rows on, 0 never), tu=U (their steps per stage), tb=B (their blocks per SM), ts=S
 // (their splits of the inputs, 0 = from tb), tk=0|1 (the splits meet in a thread block cluster's
 // shared memory), tr=1|2 (compressed-tensors tiles of 16 or 32 rows), tg=0|1 (q/k/v groups in one
-// launch), tw=0|1 (GPTQ's 128-output tiles, or session 7's 32-output ones), tv=4|8|16 (their
-// packed rows per stage; 0 from the shape), each for every layer class; unknown values fall back
-// to the defaults.
+// launch), tw=0|1 (GPTQ's 32-output tiles of session 7, or the 128-output ones at 1-2 rows),
+// tv=4|8|16 (their packed rows per stage; 0 from the shape), each for every layer class; unknown
+// values fall back to the defaults.
 struct StreamConfig {
   bool enabled = true;
   int row_o = 2, row_u = 4;

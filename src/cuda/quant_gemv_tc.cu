@@ -125,19 +125,21 @@ __device__ __forceinline__ void run_stages(int stages, int per_warp, Load&& load
   }
 }
 
-// run_stages with one register buffer: for stages so large (the wide GPTQ tiles: up to 16 packed
-// rows, 64 registers) that a second would cost the occupancy that hides their latency; a warp
-// usually has one stage, loaded before the PDL wait.
+// run_stages with one register buffer, every load after the PDL wait: for stages so large (the
+// wide GPTQ tiles: up to 16 packed rows, 64 registers) that a second buffer, or loads held across
+// the wait (a memory barrier, so all U loads are live at once there), would cost the occupancy
+// that hides their latency. After the wait ptxas interleaves the loads with their use: the
+// 16-row stage took 152 registers with the loads before the wait and 80 after (ptxas -v, sm_90,
+// session 14's probe).
 template <typename Buf, typename Load, typename Compute>
 __device__ __forceinline__ void run_stages_one_buffer(int stages, int per_warp, Load&& load,
                                                       Compute&& compute) {
   const auto [s0, s1] = warp_stages(stages, per_warp);
-  Buf b;
-  if (s0 < s1) load(s0, b);
   wait_for_producer();
   allow_dependents();
   for (int s = s0; s < s1; ++s) {
-    if (s > s0) load(s, b);
+    Buf b;
+    load(s, b);
     compute(s, b);
   }
 }
@@ -322,25 +324,25 @@ __device__ __forceinline__ void gptq4_tc(const QuantWeight& w, const TcArgs& a) 
       w, a);
 }
 
-// ---- GPTQ 4-bit, wide tiles (session 14): qweight [k/8, n] ------------------------------------
+// ---- GPTQ 4-bit, wide tiles (session 14; 1-2 rows of x): qweight [k/8, n] ----------------------
 // Lane l owns outputs t0 + 4l .. + 3 of a 128-output tile: one uint4 of each packed row (4 words of
 // 8 inputs), so a warp reads 512 contiguous bytes of a packed row per load instead of the 32-output
 // tile's four runs of 128 bytes, and a stage (U packed rows of one scale group, 16 at most: 8 KB a
-// warp) usually is the warp's whole share, requested before the PDL wait. Why: session 14's profile
-// of the 32-output kernel (H100, 11008 x 4096) showed 21% occupancy (114 registers), 40% of its
-// cycles waiting for loads and HBM at 35%; a standalone probe of this layout read the 7B shapes at
-// 1.25-1.4x its rate (docs/quantization.md).
+// warp) usually is the warp's whole share. Why: session 14's profile of the 32-output kernel (H100,
+// 11008 x 4096) showed 21% occupancy (114 registers), 40% of its cycles waiting for loads and HBM
+// at 35%; a standalone probe of this layout at 80 registers read the 7B shapes at 1.25-1.4x its
+// rate (docs/quantization.md).
 // The mma: lane (g, c) supplies rows g and g + 8 of A from its own words (row g: word 2p, row g +
 // 8: word 2p + 1, k slots 2c, 2c + 1 / 2c + 8, 2c + 9: the code pairs (s, s + 4) of pair_minus), so
 // the four lanes of an A row hold four different outputs. B is therefore diagonal in the supplier:
 // B[k][n] is x only where the lane c = n % 4 supplied k slot k (lanes (g, c) with g % 4 == c hold
-// it: g < 4 x row 2j, g >= 4 row 2j + 1) and 0 elsewhere, so C[m][n] sums lane (m % 8, n % 4)'s
-// products alone: columns 0..3 are x row 2j, 4..7 row 2j + 1 (pass j of P covers rows 2j, 2j + 1).
-// The products are the exact (q - z) x of the kernel above; a stage's sums are scaled once (one
-// group).
-template <int U, int P>
+// it: g < 4 x row 0, g >= 4 row 1) and 0 elsewhere, so C[m][n] sums lane (m % 8, n % 4)'s products
+// alone: columns 0..3 are x row 0, 4..7 row 1. The products are the exact (q - z) x of the kernel
+// above; a stage's sums are scaled once (one group). More rows of x would need a pass per two rows
+// over the same A, whose accumulators cost the registers (164+ for 5-8 rows, one block per SM: 3.5x
+// slower than the 32-output tiles on an H200), so 3-8 rows take the kernel above.
+template <int U>
 __device__ __forceinline__ void gptq4_wide(const QuantWeight& w, const TcArgs& a) {
-  constexpr int kSplitH = 1;  // independent accumulators per pass (registers allow)
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const std::int64_t tile0 = static_cast<std::int64_t>(blockIdx.x) * 128;
   const std::int64_t col = tile0 + 4 * lane;               // this lane's words: outputs col .. + 3
@@ -348,14 +350,12 @@ __device__ __forceinline__ void gptq4_wide(const QuantWeight& w, const TcArgs& a
   const bool in = col < w.n, scaled = scol < w.n;          // n % 32 == 0 (tc_shape)
   const bool supplies_x = (g & 3) == c;
   const std::int32_t* qw = static_cast<const std::int32_t*>(w.weight) + (in ? col : 0);
-  const BF16Bits* xr[P];
-#pragma unroll
-  for (int j = 0; j < P; ++j) xr[j] = a.x + x_row(2 * j + (g >> 2), a.rows) * w.k;
+  const BF16Bits* xr = a.x + x_row(g >> 2, a.rows) * w.k;
   struct Buf {
     uint4 v[U];
     std::uint32_t zw;
   };
-  float acc[2 * P][4] = {};  // [2j + p][e]
+  float acc[2][4] = {};  // [p][e]
   const auto load = [&](int s, Buf& b) {
     const std::int64_t gi = column_of(s, a.per_group);
 #pragma unroll
@@ -366,8 +366,7 @@ __device__ __forceinline__ void gptq4_wide(const QuantWeight& w, const TcArgs& a
     b.zw = in ? static_cast<std::uint32_t>(__ldg(w.zeros + gi * (w.n / 8) + col / 8)) : 0u;
   };
   const auto compute = [&](int s, const Buf& b) {
-    // The scales are requested here, not with the weights: they arrive (L2) during the mmas, and
-    // the registers they would hold across the wait keep the warps per SM up.
+    // Requested here, not with the weights: they arrive (L2) during the mmas.
     float scale[8] = {};
     if (scaled)
       load_scales<8>(w.scale, w.scale_type, column_of(s, a.per_group) * w.n + scol, scale);
@@ -377,52 +376,42 @@ __device__ __forceinline__ void gptq4_wide(const QuantWeight& w, const TcArgs& a
       // stored minus one; col % 4 == 0, so output col + o is nibble (col % 8) + o
       zz[o] = bf16_zero_pair(((b.zw >> (4 * ((col & 7) + o))) & 0xFu) + 1);
     }
-    float d[P][2][kSplitH][4] = {};
+    float d[2][4] = {};
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const std::int64_t r = static_cast<std::int64_t>(s) * U + u;
       const std::uint32_t word[4] = {b.v[u].x, b.v[u].y, b.v[u].z, b.v[u].w};
+      std::uint32_t xb[4];
+      x_pairs(__ldg(reinterpret_cast<const uint4*>(xr + 8 * r)), xb);
 #pragma unroll
-      for (int j = 0; j < P; ++j) {
-        std::uint32_t xb[4];
-        x_pairs(__ldg(reinterpret_cast<const uint4*>(xr[j] + 8 * r)), xb);
+      for (int q = 0; q < 4; ++q) xb[q] = supplies_x ? xb[q] : 0u;
 #pragma unroll
-        for (int q = 0; q < 4; ++q) xb[q] = supplies_x ? xb[q] : 0u;
+      for (int p = 0; p < 2; ++p) {
 #pragma unroll
-        for (int p = 0; p < 2; ++p) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            mma_bf16(d[j][p][h % kSplitH], pair_minus(word[2 * p], 2 * h, zz[2 * p]),
-                     pair_minus(word[2 * p + 1], 2 * h, zz[2 * p + 1]),
-                     pair_minus(word[2 * p], 2 * h + 1, zz[2 * p]),
-                     pair_minus(word[2 * p + 1], 2 * h + 1, zz[2 * p + 1]), xb[2 * h],
-                     xb[2 * h + 1]);
-          }
+        for (int h = 0; h < 2; ++h) {
+          mma_bf16(d[p], pair_minus(word[2 * p], 2 * h, zz[2 * p]),
+                   pair_minus(word[2 * p + 1], 2 * h, zz[2 * p + 1]),
+                   pair_minus(word[2 * p], 2 * h + 1, zz[2 * p]),
+                   pair_minus(word[2 * p + 1], 2 * h + 1, zz[2 * p + 1]), xb[2 * h], xb[2 * h + 1]);
         }
       }
     }
 #pragma unroll
-    for (int j = 0; j < P; ++j) {
+    for (int p = 0; p < 2; ++p) {
 #pragma unroll
-      for (int p = 0; p < 2; ++p) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float sum = d[j][p][0][e];
-          if constexpr (kSplitH == 2) sum += d[j][p][1][e];
-          acc[2 * j + p][e] = fmaf(sum, scale[4 * (e & 1) + 2 * p + (e >> 1)], acc[2 * j + p][e]);
-        }
+      for (int e = 0; e < 4; ++e) {
+        acc[p][e] = fmaf(d[p][e], scale[4 * (e & 1) + 2 * p + (e >> 1)], acc[p][e]);
       }
     }
   };
   run_stages_one_buffer<Buf>(a.stages, a.per_warp, load, compute);
-  // Value (t = 2j + p, e) of lane (g, c): C column n = 2c + e % 2, so x row 2j + n / 4 and the
-  // output of supplier lane (g, n % 4)'s word 2p + e / 2.
-  tc_finish<2 * P>(
+  // Value (p, e) of lane (g, c): C column n = 2c + e % 2, so x row n / 4 and the output of
+  // supplier lane (g, n % 4)'s word 2p + e / 2.
+  tc_finish<2>(
       acc,
       [&](int i, int l) {
-        const int t = i >> 2, e = i & 3, n = 2 * (l & 3) + (e & 1);
-        return TcOut{2 * (t >> 1) + (n >> 2),
-                     tile0 + 16 * (l >> 2) + 4 * (n & 3) + 2 * (t & 1) + (e >> 1)};
+        const int p = i >> 2, e = i & 3, n = 2 * (l & 3) + (e & 1);
+        return TcOut{n >> 2, tile0 + 16 * (l >> 2) + 4 * (n & 3) + 2 * p + (e >> 1)};
       },
       w, a);
 }
@@ -669,15 +658,15 @@ struct Gptq4Tc {
     gptq4_tc<U>(w, a);
   }
 };
-template <int U, int P>
+template <int U>
 struct Gptq4Wide {
   static __device__ __forceinline__ void run(const QuantWeight& w, const TcArgs& a) {
-    gptq4_wide<U, P>(w, a);
+    gptq4_wide<U>(w, a);
   }
   // Blocks per SM the registers must allow: the latency is hidden by warps, not by a second buffer
-  // (ptxas -v, sm_90: 2 blocks give 1-4 rows of x 88-128 registers without spills; 3 blocks spill
-  // with 8- and 16-row stages; 5-8 rows take 164 registers, 1 block).
-  static constexpr int kMinBlocks = P == 4 ? 1 : 2;
+  // (ptxas -v, sm_90: 3 blocks give 4- and 8-row stages 75-80 registers without spills; 16-row
+  // stages spill there and take 126-128 registers at 2 blocks).
+  static constexpr int kMinBlocks = U == 16 ? 2 : 3;
 };
 template <int U, int TR>
 struct Ct4Tc {
@@ -743,10 +732,10 @@ struct TcShape {
   std::int64_t steps = 0;
   std::int64_t steps_per_group = 1;  // GPTQ, AWQ: steps of one scale group
   bool stage_in_group = true;
-  bool gptq_wide = false;  // GPTQ's 128-output tiles: a step is one packed row (8 inputs)
+  bool gptq_wide = false;  // GPTQ's 128-output tiles (1-2 rows): a step is one packed row
 };
 
-bool tc_shape(const QuantWeight& w, const TcOptions& options, TcShape* shape) {
+bool tc_shape(const QuantWeight& w, const TcOptions& options, std::int64_t rows, TcShape* shape) {
   if (w.kind == QuantKind::FP8) {
     if (w.k % 64 != 0 || (w.block_out != 0 && (w.block_out % 16 != 0 || w.block_in % 64 != 0)) ||
         !aligned16(w.weight)) {
@@ -762,8 +751,9 @@ bool tc_shape(const QuantWeight& w, const TcOptions& options, TcShape* shape) {
           w.k % w.group != 0 || !aligned16(w.weight) || !aligned16(w.scale)) {
         return false;
       }
-      *shape = options.gptq_wide ? TcShape{(w.n + 127) / 128, w.k / 8, w.group / 8, true, true}
-                                 : TcShape{w.n / 32, w.k / 32, w.group / 32, true};
+      *shape = options.gptq_wide && rows <= 2
+                   ? TcShape{(w.n + 127) / 128, w.k / 8, w.group / 8, true, true}
+                   : TcShape{w.n / 32, w.k / 32, w.group / 32, true};
       return true;
     case QuantKind::Compressed:
       if (w.k % 128 != 0 || (w.groups != 1 && w.group % 128 != 0) || !aligned16(w.weight)) {
@@ -816,14 +806,12 @@ constexpr std::int64_t kMaxClusterSplits = 8;
 // The wide GPTQ tiles: one stage per warp (every stage's loads requested at once), of 16 packed
 // rows where that still gives every SM 16 warps, else 8, else 4 (session 14's probe, H100: 4096 x
 // 4096 read at 1.47 TB/s with 8-row stages, 1.38 with 16; 11008 x 4096 at 2.14 with 16, 1.97 with
-// 8); 8 at most for 3-4 rows of x and 4 from 5 (the accumulators of 2 or 4 passes take the
-// registers); TcOptions::wide_rows overrides the choice (the sweep).
-TcGrid tc_grid_wide(const TcShape& shape, const TcOptions& options, int sms, std::int64_t rows) {
-  const int largest = rows <= 2 ? 16 : rows <= 4 ? 8 : 4;
-  int want = largest;
+// 8); TcOptions::wide_rows overrides the choice (the sweep).
+TcGrid tc_grid_wide(const TcShape& shape, const TcOptions& options, int sms) {
+  int want = 16;
   while (want > 4 && shape.tiles * ((shape.steps + want - 1) / want) < 16LL * sms) want /= 2;
   if (options.wide_rows == 4 || options.wide_rows == 8 || options.wide_rows == 16) {
-    want = options.wide_rows < largest ? options.wide_rows : largest;
+    want = options.wide_rows;
   }
   TcGrid grid;
   grid.unroll = tc_unroll(shape, want);
@@ -839,8 +827,8 @@ TcGrid tc_grid_wide(const TcShape& shape, const TcOptions& options, int sms, std
   return grid;
 }
 
-TcGrid tc_grid(const TcShape& shape, const TcOptions& options, int sms, std::int64_t rows) {
-  if (shape.gptq_wide) return tc_grid_wide(shape, options, sms, rows);
+TcGrid tc_grid(const TcShape& shape, const TcOptions& options, int sms) {
+  if (shape.gptq_wide) return tc_grid_wide(shape, options, sms);
   TcGrid grid;
   grid.unroll = tc_unroll(shape, options.unroll);
   grid.stages = static_cast<int>((shape.steps + grid.unroll - 1) / grid.unroll);
@@ -918,15 +906,8 @@ cudaError_t tc_launch_u(const QuantWeight* w, const TcArgs* args, const unsigned
     return tc_launch(tc_group_kernel<Body>, blocks, grid, w[0].pdl, stream, g);
   };
   if (shape.gptq_wide) {
-    // tc_grid_wide picks U >= 4 (groups of 32k and up): 16 only for 1-2 rows of x, 4 from 5 rows.
-    if constexpr (U >= 4) {
-      const std::int64_t passes = (args[0].rows + 1) / 2;
-      if (passes == 1) return launch(Gptq4Wide<U, 1>{});
-      if constexpr (U <= 8) {
-        if (passes == 2) return launch(Gptq4Wide<U, 2>{});
-      }
-      if constexpr (U == 4) return launch(Gptq4Wide<U, 4>{});
-    }
+    // tc_grid_wide picks U = 4, 8 or 16 (groups of 32k and up).
+    if constexpr (U >= 4) return launch(Gptq4Wide<U>{});
     return cudaErrorInvalidValue;
   }
   if constexpr (U <= 4) {
@@ -946,12 +927,12 @@ cudaError_t tc_launch_u(const QuantWeight* w, const TcArgs* args, const unsigned
 
 // The shape of a group (count layers): every layer's own, the tiles summed; false unless every
 // layer takes the kernels and they agree on the format, k and the steps of a group.
-bool group_shape(const QuantWeight* w, int count, const TcOptions& options, TcShape* shape,
-                 unsigned* tiles) {
+bool group_shape(const QuantWeight* w, int count, const TcOptions& options, std::int64_t rows,
+                 TcShape* shape, unsigned* tiles) {
   if (count < 1 || count > kQuantGroupMax) return false;
   for (int i = 0; i < count; ++i) {
     TcShape one;
-    if (!tc_shape(w[i], options, &one)) return false;
+    if (!tc_shape(w[i], options, rows, &one)) return false;
     if (i == 0) {
       *shape = one;
       shape->tiles = 0;
@@ -970,14 +951,14 @@ bool group_shape(const QuantWeight* w, int count, const TcOptions& options, TcSh
 bool quant_tc_takes(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows) {
   TcShape shape;
   return rows >= 1 && rows <= 8 && x_type == Type::BFloat16 && x_vector_ok(x, w.k, x_type) &&
-         tc_shape(w, TcOptions{}, &shape);
+         tc_shape(w, TcOptions{}, rows, &shape);
 }
 
 bool quant_tc_group_takes(const QuantWeight* w, int count, const void* x, Type x_type,
                           std::int64_t rows) {
   TcShape shape;
   unsigned tiles[kQuantGroupMax];
-  if (!group_shape(w, count, TcOptions{}, &shape, tiles)) return false;
+  if (!group_shape(w, count, TcOptions{}, rows, &shape, tiles)) return false;
   for (int i = 0; i < count; ++i) {
     if (!quant_tc_takes(w[i], x, x_type, rows) || w[i].residual != nullptr ||
         w[i].gate != nullptr || w[i].scale_type != w[0].scale_type || w[i].bits != w[0].bits ||
@@ -993,9 +974,9 @@ QuantGemvScratch quant_tc_group_scratch(const QuantWeight* w, int count, std::in
                                         const TcOptions& options, int sms) {
   TcShape shape;
   unsigned tiles[kQuantGroupMax];
-  if (rows < 1 || rows > 8 || !group_shape(w, count, options, &shape, tiles)) return {};
+  if (rows < 1 || rows > 8 || !group_shape(w, count, options, rows, &shape, tiles)) return {};
   // Reserved with clusters too (a device without them takes the workspace).
-  const TcGrid grid = tc_grid(shape, options, sms, rows);
+  const TcGrid grid = tc_grid(shape, options, sms);
   if (grid.splits <= 1) return {};
   std::int64_t n = 0;
   for (int i = 0; i < count; ++i) n += w[i].n;
@@ -1013,10 +994,10 @@ cudaError_t quant_tc_gemv_group(const QuantWeight* w, int count, const void* x, 
                                 cudaStream_t stream) {
   TcShape shape;
   unsigned tiles[kQuantGroupMax];
-  if (rows < 1 || rows > 8 || !group_shape(w, count, options, &shape, tiles)) {
+  if (rows < 1 || rows > 8 || !group_shape(w, count, options, rows, &shape, tiles)) {
     return cudaErrorInvalidValue;
   }
-  const TcGrid grid = tc_grid(shape, options, sms, rows);
+  const TcGrid grid = tc_grid(shape, options, sms);
   if (grid.splits > 1 && !grid.cluster && (ws == nullptr || tickets == nullptr)) {
     return cudaErrorInvalidValue;
   }

@@ -75,9 +75,9 @@ std::vector<GemvCase> gemv_cases() {
       // Session 8's variants (ts=S forced splits, tk=1 cluster reduction, tr=2 compressed-tensors
       // tiles of 32 rows): one tile split 16 ways (8 in a cluster), a ragged 32-row tile.
       {"tc_gptq4_one_tile_16k", [](Q& q) { return q.gptq(32, 16384, 4, 128, false, false); }},
-      // Session 14's 128-output GPTQ tiles (the default; STRATA_QUANT_GEMV=tw=0 the 32-output
-      // ones): a ragged last tile (352 = 2 x 128 + 96) with 8-row stages (groups of 64), and
-      // groups of 32 (4-row stages) over many splits.
+      // Session 14's 128-output GPTQ tiles for 1-2 rows (taken under STRATA_QUANT_GEMV=tw=1): a
+      // ragged last tile (352 = 2 x 128 + 96) with 8-row stages (groups of 64), and groups of 32
+      // (4-row stages) over many splits.
       {"tc_gptq4_wide_ragged_g64", [](Q& q) { return q.gptq(352, 2048, 4, 64, false, false); }},
       {"tc_gptq4_wide_g32_long", [](Q& q) { return q.gptq(160, 8192, 4, 32, false, true); }},
       {"tc_awq_g128_8k", [](Q& q) { return q.awq(128, 8192, 128); }},
