@@ -349,11 +349,14 @@ __device__ __forceinline__ void gptq4_wide(const QuantWeight& w, const TcArgs& a
   const std::int64_t scol = tile0 + 16 * g + 8 * (c & 1);  // the 8 outputs of its C values
   const bool in = col < w.n, scaled = scol < w.n;          // n % 32 == 0 (tc_shape)
   const bool supplies_x = (g & 3) == c;
-  const std::int32_t* qw = static_cast<const std::int32_t*>(w.weight) + (in ? col : 0);
+  // A lane past the last output rereads the last 4 (whose sums it leaves unstored): its loads need
+  // no predicate, which kept ptxas's 16-row stage from fitting 80 registers.
+  const std::int32_t* qw = static_cast<const std::int32_t*>(w.weight) + (in ? col : w.n - 4);
   const BF16Bits* xr = a.x + x_row(g >> 2, a.rows) * w.k;
   struct Buf {
     uint4 v[U];
     std::uint32_t zw;
+    uint4 scales;  // the 8 16-bit scales of this lane's C values
   };
   float acc[2][4] = {};  // [p][e]
   const auto load = [&](int s, Buf& b) {
@@ -361,15 +364,18 @@ __device__ __forceinline__ void gptq4_wide(const QuantWeight& w, const TcArgs& a
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const std::int64_t r = static_cast<std::int64_t>(s) * U + u;
-      b.v[u] = in ? __ldcs(reinterpret_cast<const uint4*>(qw + r * w.n)) : make_uint4(0, 0, 0, 0);
+      b.v[u] = __ldcs(reinterpret_cast<const uint4*>(qw + r * w.n));
     }
     b.zw = in ? static_cast<std::uint32_t>(__ldg(w.zeros + gi * (w.n / 8) + col / 8)) : 0u;
+    b.scales = scaled ? __ldg(reinterpret_cast<const uint4*>(
+                            static_cast<const std::uint16_t*>(w.scale) + gi * w.n + scol))
+                      : make_uint4(0, 0, 0, 0);
   };
   const auto compute = [&](int s, const Buf& b) {
-    // Requested here, not with the weights: they arrive (L2) during the mmas.
-    float scale[8] = {};
-    if (scaled)
-      load_scales<8>(w.scale, w.scale_type, column_of(s, a.per_group) * w.n + scol, scale);
+    float scale[8];
+    const std::uint32_t su[4] = {b.scales.x, b.scales.y, b.scales.z, b.scales.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) scale_pair(su[j], w.scale_type, scale[2 * j], scale[2 * j + 1]);
     std::uint32_t zz[4];
 #pragma unroll
     for (int o = 0; o < 4; ++o) {
@@ -664,9 +670,10 @@ struct Gptq4Wide {
     gptq4_wide<U>(w, a);
   }
   // Blocks per SM the registers must allow: the latency is hidden by warps, not by a second buffer
-  // (ptxas -v, sm_90: 3 blocks give 4- and 8-row stages 75-80 registers without spills; 16-row
-  // stages spill there and take 126-128 registers at 2 blocks).
-  static constexpr int kMinBlocks = U == 16 ? 2 : 3;
+  // (ptxas -v, sm_90: 70, 80 and 80 registers for stages of 4, 8 and 16 rows, the last with 8 bytes
+  // of spill; with the scales loaded and converted at the start of the stage's compute instead of
+  // as raw bits with the weights, the 16-row stage took 128 registers at 2 blocks, 144 unbounded).
+  static constexpr int kMinBlocks = 3;
 };
 template <int U, int TR>
 struct Ct4Tc {
@@ -751,7 +758,7 @@ bool tc_shape(const QuantWeight& w, const TcOptions& options, std::int64_t rows,
           w.k % w.group != 0 || !aligned16(w.weight) || !aligned16(w.scale)) {
         return false;
       }
-      *shape = options.gptq_wide && rows <= 2
+      *shape = options.gptq_wide && rows <= 2 && w.scale_type != Type::Float32
                    ? TcShape{(w.n + 127) / 128, w.k / 8, w.group / 8, true, true}
                    : TcShape{w.n / 32, w.k / 32, w.group / 32, true};
       return true;

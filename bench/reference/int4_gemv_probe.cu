@@ -1,0 +1,278 @@
+// A standalone probe of GPTQ 4-bit decode GEMV layouts on one GPU (issue 16, session 14): not part
+// of the build, compiled on the device machine with nvcc alone, so a layout can be tried in one
+// device call without the library. It prints the read rate of a 1 GiB streaming kernel (the
+// physical limit in the same run), then, per configuration of the 128-output-tile design that
+// src/cuda/quant_gemv_tc.cu's gptq4_wide took from it, the time per call in a CUDA graph of 200
+// calls over enough copies of the layer to miss L2, GB/s of the packed bytes, and the largest
+// difference from a plain one-thread-per-output reference (float32, so ~1e-5 of the scale).
+//   nvcc -O3 -std=c++20 -arch=sm_90 -Isrc -o /tmp/int4_probe bench/reference/int4_gemv_probe.cu
+//   /tmp/int4_probe 11008 4096      # n k; group 128, bf16 x and scales, one row of x
+// Session 14 (H100, read rate 3026-3064 GB/s): 16-row stages in blocks of 2-8 warps read
+// 11008 x 4096 in 10.8-11.1 us (72%), 4096 x 11008 in 10.7, 12288 x 4096 in 11.2; 4096 x 4096
+// best with 8-row stages (5.97 us). Differences from the library kernel: float atomics across
+// blocks instead of the ticketed reduction, no PDL, blocks of W warps.
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "cuda/quant_mma.cuh"
+
+using namespace strata::cuda::kernels;
+#define CK(x)                                                          \
+  do {                                                                 \
+    cudaError_t e = (x);                                               \
+    if (e != cudaSuccess) {                                            \
+      printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e)); \
+      exit(1);                                                         \
+    }                                                                  \
+  } while (0)
+
+struct Layer {
+  const uint4* qw;     // [k/8, n] int32
+  const uint32_t* qz;  // [k/g, n/8]
+  const uint16_t* sc;  // [k/g, n] bf16
+};
+
+__global__ void read_kernel(const uint4* p, long n16, unsigned* sink) {
+  long i = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  long stride = (long)gridDim.x * blockDim.x;
+  unsigned acc = 0;
+  for (; i + 7 * stride < n16; i += 8 * stride) {
+    uint4 v[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) v[u] = __ldcs(p + i + u * stride);
+#pragma unroll
+    for (int u = 0; u < 8; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  for (; i < n16; i += stride) {
+    uint4 v = __ldcs(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) sink[0] = acc;
+}
+
+__global__ void ref_kernel(Layer L, const __nv_bfloat16* x, float* y, int n, int k, int gs) {
+  int o = blockIdx.x * blockDim.x + threadIdx.x;
+  if (o >= n) return;
+  const int32_t* qw = reinterpret_cast<const int32_t*>(L.qw);
+  float acc = 0;
+  for (int i = 0; i < k; ++i) {
+    int q = (qw[(long)(i / 8) * n + o] >> (4 * (i % 8))) & 15;
+    int gi = i / gs;
+    int z = ((L.qz[(long)gi * (n / 8) + o / 8] >> (4 * (o % 8))) & 15) + 1;
+    float s = __uint_as_float((uint32_t)L.sc[(long)gi * n + o] << 16);
+    acc += (q - z) * s * __bfloat162float(x[i]);
+  }
+  y[o] = acc;
+}
+
+// Block: W warps over one 128-output tile, consecutive stretches of RW packed rows each; grid.y
+// splits the rows further (float atomics here: the probe measures, the product reduces in order).
+template <int U, int W>
+__global__ void __launch_bounds__(W * 32)
+    g1_kernel(Layer L, const __nv_bfloat16* x, float* y, int n, int k, int rows_per_group,
+              int rows_per_warp) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const int tile = blockIdx.x;
+  const long col = (long)tile * 128 + 4 * lane;  // this lane's 4 outputs (as 4 words)
+  const int packed = k / 8;
+  const int r0 = (blockIdx.y * W + warp) * rows_per_warp;
+  const int r1 = min(r0 + rows_per_warp, packed);
+  const bool diag = g == c;
+  const long scol = (long)tile * 128 + 16 * g + 8 * (c & 1);
+  float acc[2][4] = {};
+  const uint4* qw = L.qw + col / 4;
+  const long row_stride = n / 4;  // uint4 per packed row
+  for (int r = r0; r < r1; r += U) {
+    uint4 v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) v[u] = __ldcs(qw + (long)(r + u) * row_stride);
+    const int gi = r / rows_per_group;
+    const uint32_t zw = __ldg(L.qz + (long)gi * (n / 8) + col / 8);
+    const uint4 sraw = __ldg(reinterpret_cast<const uint4*>(L.sc + (long)gi * n + scol));
+    uint32_t zz[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) zz[j] = bf16_zero_pair(((zw >> (4 * ((col & 7) + j))) & 0xFu) + 1);
+    float d[2][2][4] = {};
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      uint32_t xb[4];
+      x_pairs(__ldg(reinterpret_cast<const uint4*>(x + 8 * (r + u))), xb);
+#pragma unroll
+      for (int s = 0; s < 4; ++s) xb[s] = diag ? xb[s] : 0u;
+      const uint32_t w[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+#pragma unroll
+      for (int p = 0; p < 2; ++p) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          mma_bf16(d[p][h], pair_minus(w[2 * p], 2 * h, zz[2 * p]),
+                   pair_minus(w[2 * p + 1], 2 * h, zz[2 * p + 1]),
+                   pair_minus(w[2 * p], 2 * h + 1, zz[2 * p]),
+                   pair_minus(w[2 * p + 1], 2 * h + 1, zz[2 * p + 1]), xb[2 * h], xb[2 * h + 1]);
+        }
+      }
+    }
+    const uint32_t su[4] = {sraw.x, sraw.y, sraw.z, sraw.w};
+#pragma unroll
+    for (int p = 0; p < 2; ++p) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int q = 4 * (e & 1) + 2 * p + (e >> 1);  // scale index among the 8
+        const uint32_t bits = (q & 1) ? (su[q >> 1] & 0xFFFF0000u) : (su[q >> 1] << 16);
+        acc[p][e] = fmaf(d[p][0][e] + d[p][1][e], __uint_as_float(bits), acc[p][e]);
+      }
+    }
+  }
+  __shared__ float red[W][128];
+  if (c < 2) {
+#pragma unroll
+    for (int p = 0; p < 2; ++p)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        red[warp][16 * g + 8 * c + 4 * (e & 1) + 2 * p + (e >> 1)] = acc[p][e];
+  }
+  __syncthreads();
+  for (int o = threadIdx.x; o < 128; o += W * 32) {
+    float s = 0;
+#pragma unroll
+    for (int w = 0; w < W; ++w) s += red[w][o];
+    if (gridDim.y == 1)
+      y[(long)tile * 128 + o] = s;
+    else
+      atomicAdd(y + (long)tile * 128 + o, s);
+  }
+}
+
+template <int U, int W>
+float run_g1(std::vector<Layer>& layers, const __nv_bfloat16* x, float* y, int n, int k, int rpw,
+             int iters) {
+  const int packed = k / 8;
+  dim3 grid(n / 128, (packed + W * rpw - 1) / (W * rpw));
+  cudaStream_t st;
+  CK(cudaStreamCreate(&st));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  for (int i = 0; i < iters; ++i)
+    g1_kernel<U, W><<<grid, W * 32, 0, st>>>(layers[i % layers.size()], x, y, n, k, 16, rpw);
+  CK(cudaStreamEndCapture(st, &graph));
+  CK(cudaGraphInstantiate(&exec, graph, 0));
+  CK(cudaGraphLaunch(exec, st));
+  CK(cudaStreamSynchronize(st));
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  float best = 1e9;
+  for (int rep = 0; rep < 5; ++rep) {
+    cudaEventRecord(a, st);
+    CK(cudaGraphLaunch(exec, st));
+    cudaEventRecord(b, st);
+    CK(cudaEventSynchronize(b));
+    float ms;
+    cudaEventElapsedTime(&ms, a, b);
+    best = fminf(best, ms);
+  }
+  CK(cudaGetLastError());
+  return best * 1000 / iters;  // us per call
+}
+
+int main(int argc, char** argv) {
+  const int n = argc > 1 ? atoi(argv[1]) : 11008, k = argc > 2 ? atoi(argv[2]) : 4096;
+  const int gs = 128;
+  const long wbytes = (long)k / 8 * n * 4, zbytes = (long)k / gs * n / 8 * 4,
+             sbytes = (long)k / gs * n * 2;
+  const long layer_bytes = wbytes + zbytes + sbytes;
+  const int copies = (int)std::max<long>(2, (600l << 20) / layer_bytes);
+  std::vector<Layer> layers;
+  std::mt19937 rng(1);
+  std::vector<uint32_t> hw(wbytes / 4), hz(zbytes / 4);
+  std::vector<uint16_t> hs(sbytes / 2);
+  for (auto& v : hw) v = rng();
+  for (auto& v : hz) v = rng() & 0x77777777u;
+  for (auto& v : hs) {
+    float f = 0.01f * (1 + (rng() % 100) / 100.f);
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    v = b >> 16;
+  }
+  for (int i = 0; i < copies; ++i) {
+    void *w, *z, *s;
+    CK(cudaMalloc(&w, wbytes));
+    CK(cudaMalloc(&z, zbytes));
+    CK(cudaMalloc(&s, sbytes));
+    CK(cudaMemcpy(w, hw.data(), wbytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(z, hz.data(), zbytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(s, hs.data(), sbytes, cudaMemcpyHostToDevice));
+    layers.push_back({(const uint4*)w, (const uint32_t*)z, (const uint16_t*)s});
+  }
+  std::vector<__nv_bfloat16> hx(k);
+  for (auto& v : hx) v = __float2bfloat16((int)(rng() % 2001 - 1000) / 1000.f);
+  __nv_bfloat16* x;
+  CK(cudaMalloc(&x, k * 2));
+  CK(cudaMemcpy(x, hx.data(), k * 2, cudaMemcpyHostToDevice));
+  float *y, *yr;
+  CK(cudaMalloc(&y, n * 4));
+  CK(cudaMalloc(&yr, n * 4));
+  // read bandwidth of one big buffer
+  {
+    long big = 1l << 30;
+    void* p;
+    CK(cudaMalloc(&p, big));
+    CK(cudaMemset(p, 1, big));
+    unsigned* sink;
+    CK(cudaMalloc(&sink, 4));
+    cudaEvent_t a, b;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    float best = 1e9;
+    int sms;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    for (int rep = 0; rep < 5; ++rep) {
+      cudaEventRecord(a);
+      read_kernel<<<sms * 8, 256>>>((const uint4*)p, big / 16, sink);
+      cudaEventRecord(b);
+      cudaEventSynchronize(b);
+      float ms;
+      cudaEventElapsedTime(&ms, a, b);
+      best = fminf(best, ms);
+    }
+    printf("read bandwidth %.0f GB/s (1 GiB, %d SMs)\n", big / best / 1e6, sms);
+    cudaFree(p);
+  }
+  ref_kernel<<<(n + 127) / 128, 128>>>(layers[0], x, yr, n, k, gs);
+  std::vector<float> ref(n), got(n);
+  CK(cudaMemcpy(ref.data(), yr, n * 4, cudaMemcpyDeviceToHost));
+  auto check = [&](const char* name, auto launch_once, float us) {
+    CK(cudaMemset(y, 0, n * 4));
+    launch_once();
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(got.data(), y, n * 4, cudaMemcpyDeviceToHost));
+    double err = 0, scale = 0;
+    for (int i = 0; i < n; ++i) {
+      err = fmax(err, fabs(got[i] - ref[i]));
+      scale = fmax(scale, fabs(ref[i]));
+    }
+    printf("%-28s %7.2f us  %6.0f GB/s  max err %.2e of %.2e\n", name, us, layer_bytes / us / 1e3,
+           err, scale);
+  };
+  const int iters = 200;
+#define TRY(U, W, RPW)                                                                         \
+  {                                                                                            \
+    const int packed = k / 8;                                                                  \
+    dim3 grid(n / 128, (packed + W * RPW - 1) / (W * RPW));                                    \
+    float us = run_g1<U, W>(layers, x, y, n, k, RPW, iters);                                   \
+    char name[64];                                                                             \
+    snprintf(name, 64, "g1 U%d W%d rpw%d (%dx%d)", U, W, RPW, grid.x, grid.y);                 \
+    check(                                                                                     \
+        name, [&] { g1_kernel<U, W><<<grid, W * 32>>>(layers[0], x, y, n, k, 16, RPW); }, us); \
+  }
+  printf("n %d k %d: layer %.1f MB, %d copies\n", n, k, layer_bytes / 1e6, copies);
+  TRY(8, 4, 16)
+  TRY(8, 4, 32) TRY(16, 4, 16) TRY(16, 4, 32) TRY(8, 8, 16) TRY(16, 8, 16) TRY(4, 4, 16)
+      TRY(8, 2, 16) TRY(16, 2, 16) TRY(16, 4, 64) TRY(8, 4, 8) return 0;
+}
