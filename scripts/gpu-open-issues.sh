@@ -16,9 +16,11 @@
 #   decode    issue 14: the 7B-shaped checkpoint (written once to /tmp/llama7b), the decode graph's
 #             switch sweep (cuda_decode_graph_bench --sweep), strata bench on it, and the
 #             flash-decoding variants with the 8k diagnosis (cuda_attention_bench --decode)
-#   sanitize  compute-sanitizer memcheck and racecheck over the tests of the decode kernels
-#             (flash decoding, rotary/KV GEMVs, split-K, quantized GEMVs, the decode graph;
-#             SANITIZE_FILTER narrows the gtest filter)
+#   sanitize  compute-sanitizer memcheck over the tests of the decode kernels (flash decoding,
+#             rotary/KV GEMVs, split-K, quantized GEMVs, the decode graph; SANITIZE_FILTER narrows
+#             the gtest filter) and racecheck over RACECHECK_FILTER (flash decoding's launcher and
+#             graph-replay tests, split-K: racecheck ran 9 tests in 200 s in session 14, the
+#             every-head-dim sweep alone outlasting that)
 #   quant     issue 16: every format's 7B-shaped decode, GPU-resident and offloaded
 #             (run_quant_bench.sh formats, LAYERS default 16 here)
 #   gptqwide  issue 16: GPTQ's 128-output tiles (STRATA_QUANT_GEMV=tw=1, opt-in since session
@@ -89,11 +91,14 @@ for stage in "$@"; do
       say "decode done"
       ;;
     sanitize)
-      # SANITIZE_FILTER narrows it (racecheck is slow: the whole filter outlasts a 100 s cap).
+      # SANITIZE_FILTER narrows memcheck; racecheck is slow and takes RACECHECK_FILTER.
       filter=${SANITIZE_FILTER:-'*FlashDecode*:*GemvRope*:*GemvSplitK*:*QuantGemv*:*DecodeGraph*:*L2Prefetch*:*RopeKv*'}
+      race=${RACECHECK_FILTER:-'*FlashDecodeVariants.DeviceLengths*:*FlashDecodeAttentionLauncher*:*GemvSplitK*'}
       for tool in memcheck racecheck; do
+        tool_filter=$filter
+        [ "$tool" = racecheck ] && tool_filter=$race
         timeout "${SANITIZE_S:-150}" /usr/local/cuda/bin/compute-sanitizer --tool "$tool" \
-          --error-exitcode 9 "$build/tests/cuda_tests" --gtest_filter="$filter" \
+          --error-exitcode 9 "$build/tests/cuda_tests" --gtest_filter="$tool_filter" \
           >"$logs/sanitize_$tool.txt" 2>&1
         say "$tool rc $? (124: cut by its time cap)"
         grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$logs/sanitize_$tool.txt" | tail -4
