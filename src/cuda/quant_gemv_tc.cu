@@ -94,10 +94,6 @@ struct TcArgs {
   bool cluster = false;
 };
 
-// This warp's stages of its tile (the tile's `stages` split over the block's warps and grid.y,
-// `per_warp` each, contiguously), through two register buffers: stage s + 1's loads are in flight
-// while stage s is computed. The first stage's loads go out before the PDL wait; every thread
-// waits (the finish writes).
 // This warp's stages [s0, s1) of its tile: `per_warp` each, the block's warps and grid.y in order.
 struct WarpStages {
   int s0, s1;
@@ -108,6 +104,10 @@ __device__ __forceinline__ WarpStages warp_stages(int stages, int per_warp) {
   return {s0, s0 + per_warp < stages ? s0 + per_warp : stages};
 }
 
+// This warp's stages of its tile (the tile's `stages` split over the block's warps and grid.y,
+// `per_warp` each, contiguously), through two register buffers: stage s + 1's loads are in flight
+// while stage s is computed. The first stage's loads go out before the PDL wait; every thread
+// waits (the finish writes).
 template <typename Buf, typename Load, typename Compute>
 __device__ __forceinline__ void run_stages(int stages, int per_warp, Load&& load,
                                            Compute&& compute) {
@@ -144,11 +144,7 @@ __device__ __forceinline__ void run_stages_one_buffer(int stages, int per_warp, 
   }
 }
 
-// The warps' accumulators (value i = 4 t + e of lane l: x row and output where(i, l), TcOut)
-// summed in shared memory, then stored; with several splits either written to
-// ws[split][row][n] and added by the tile's last block (ticket) in split order, or (`cluster`: the
-// splits are one thread block cluster along y) read from the other blocks' shared memory, each
-// block finishing every gridDim.y-th value, in split order too (deterministic either way).
+// Where one accumulator value of a tensor-core kernel goes (tc_finish's `where`).
 struct TcOut {
   int r;           // row of x
   std::int64_t n;  // output
@@ -163,6 +159,11 @@ __device__ __forceinline__ auto mma_c_out(OutN out_n) {
   };
 }
 
+// The warps' accumulators (value i = 4 t + e of lane l: x row and output where(i, l), TcOut)
+// summed in shared memory, then stored; with several splits either written to
+// ws[split][row][n] and added by the tile's last block (ticket) in split order, or (`cluster`: the
+// splits are one thread block cluster along y) read from the other blocks' shared memory, each
+// block finishing every gridDim.y-th value, in split order too (deterministic either way).
 template <int TILES, typename Where>
 __device__ __forceinline__ void tc_finish(const float (&acc)[TILES][4], Where where,
                                           const QuantWeight& w, const TcArgs& a) {
