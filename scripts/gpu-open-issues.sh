@@ -26,8 +26,9 @@
 #   gptqwide  issue 16: GPTQ's 128-output tiles (STRATA_QUANT_GEMV=tw=1, opt-in since session
 #             14) against the 32-output default: cuda_tests *QuantGemv* under tw=1 and its stage
 #             sizes (tv=4|8|16), quant_linear_bench per variant, the standalone probe
-#             (bench/reference/int4_gemv_probe.cu), and a 16-layer GPTQ decode with tw=1 as a
-#             variant row (build cuda_tests quant_linear_bench strata_cli first)
+#             (bench/reference/int4_gemv_probe.cu, GPTQ and AWQ layouts), and a 16-layer GPTQ
+#             decode with tw=1 as a variant row (build cuda_tests quant_linear_bench strata_cli
+#             first)
 # The moe stage takes what is left of TOTAL_S (default 570) for the whole command; the other
 # stages have caps (DECODE_S, SANITIZE_S, QUANT_S). The logs end in one tarball
 # $OUT/open-issues.tgz when OUT is set (the device tool brings back at most 8 files).
@@ -124,7 +125,8 @@ for stage in "$@"; do
       done >"$logs/gptqwide_bench.txt" 2>&1
       grep -E "^==|7B token graph" "$logs/gptqwide_bench.txt"
       /usr/local/cuda/bin/nvcc -O3 -std=c++20 -arch=sm_90 -Isrc -o /tmp/int4_probe \
-        bench/reference/int4_gemv_probe.cu && for shape in "11008 4096" "4096 4096"; do
+        bench/reference/int4_gemv_probe.cu && for shape in "11008 4096" "4096 4096" \
+        "11008 4096 awq" "4096 4096 awq" "4096 11008 awq"; do
         # shellcheck disable=SC2086
         timeout 30 /tmp/int4_probe $shape
       done >"$logs/gptqwide_probe.txt" 2>&1

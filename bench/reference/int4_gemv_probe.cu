@@ -7,6 +7,7 @@
 // difference from a plain one-thread-per-output reference (float32, so ~1e-5 of the scale).
 //   nvcc -O3 -std=c++20 -arch=sm_90 -Isrc -o /tmp/int4_probe bench/reference/int4_gemv_probe.cu
 //   /tmp/int4_probe 11008 4096      # n k; group 128, bf16 x and scales, one row of x
+//   /tmp/int4_probe 11008 4096 awq  # AWQ's layout in 256-output tiles (awq1_kernel; n % 256 == 0)
 // Session 14 (H100, read rate 3026-3064 GB/s): 16-row stages in blocks of 2-8 warps read
 // 11008 x 4096 in 10.8-11.1 us (72%), 4096 x 11008 in 10.7, 12288 x 4096 in 11.2; 4096 x 4096
 // best with 8-row stages (5.97 us). Differences from the library kernel: float atomics across
@@ -17,7 +18,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/quant_mma.cuh"
@@ -148,18 +151,16 @@ __global__ void __launch_bounds__(W * 32)
   }
 }
 
-template <int U, int W>
-float run_g1(std::vector<Layer>& layers, const __nv_bfloat16* x, float* y, int n, int k, int rpw,
-             int iters) {
-  const int packed = k / 8;
-  dim3 grid(n / 128, (packed + W * rpw - 1) / (W * rpw));
+// Microseconds per call of launch(layer, stream), 200 calls over the layer copies in one CUDA graph
+// (the best of 5 replays).
+template <typename Launch>
+float time_calls(std::vector<Layer>& layers, int iters, Launch launch) {
   cudaStream_t st;
   CK(cudaStreamCreate(&st));
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-  for (int i = 0; i < iters; ++i)
-    g1_kernel<U, W><<<grid, W * 32, 0, st>>>(layers[i % layers.size()], x, y, n, k, 16, rpw);
+  for (int i = 0; i < iters; ++i) launch(layers[i % layers.size()], st);
   CK(cudaStreamEndCapture(st, &graph));
   CK(cudaGraphInstantiate(&exec, graph, 0));
   CK(cudaGraphLaunch(exec, st));
@@ -178,11 +179,106 @@ float run_g1(std::vector<Layer>& layers, const __nv_bfloat16* x, float* y, int n
     best = fminf(best, ms);
   }
   CK(cudaGetLastError());
-  return best * 1000 / iters;  // us per call
+  return best * 1000 / iters;
+}
+
+// AWQ (GEMM layout): qweight [k, n/8], nibble i of word (row, col) is output 8 col + order[i],
+// order = 0, 2, 4, 6, 1, 3, 5, 7; qzeros [k/g, n/8] packed alike (no offset); scales [k/g, n].
+// The probe's buffers have the same sizes as GPTQ's, read in this layout.
+__global__ void ref_awq_kernel(Layer L, const __nv_bfloat16* x, float* y, int n, int k, int gs) {
+  int o = blockIdx.x * blockDim.x + threadIdx.x;
+  if (o >= n) return;
+  const uint32_t* qw = reinterpret_cast<const uint32_t*>(L.qw);
+  const int j = o % 8, nib = (j >> 1) | ((j & 1) << 2);  // order[nib] == j
+  float acc = 0;
+  for (int i = 0; i < k; ++i) {
+    int q = (qw[(long)i * (n / 8) + o / 8] >> (4 * nib)) & 15;
+    int gi = i / gs;
+    int z = (L.qz[(long)gi * (n / 8) + o / 8] >> (4 * nib)) & 15;
+    float s = __uint_as_float((uint32_t)L.sc[(long)gi * n + o] << 16);
+    acc += (q - z) * s * __bfloat162float(x[i]);
+  }
+  y[o] = acc;
+}
+
+// AWQ in 256-output tiles: lane l owns word column 32 t + l (8 outputs), a warp reads 128
+// contiguous bytes of a row per load; __byte_perm of rows (r, r + 1) pairs a nibble's codes along
+// the inputs (A pairs (q_r, q_r+1) of outputs 2T / 2T + 1), x pairs are stored consecutively, and
+// B is diagonal in the supplying lane as in g1_kernel. U rows (a multiple of 4) per load batch.
+template <int U, int W>
+__global__ void __launch_bounds__(W * 32)
+    awq1_kernel(Layer L, const __nv_bfloat16* x, float* y, int n, int k, int rows_per_group,
+                int rows_per_warp) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const int tile = blockIdx.x;
+  const long words = n / 8;
+  const long colw = (long)tile * 32 + lane;
+  const long scol = 8 * ((long)tile * 32 + 4 * g + 2 * (c & 1));  // 16 outputs of its C values
+  const int r0 = (blockIdx.y * W + warp) * rows_per_warp;
+  const int r1 = min(r0 + rows_per_warp, k);
+  const bool diag = (g & 3) == c;
+  const uint32_t* qw = reinterpret_cast<const uint32_t*>(L.qw) + colw;
+  float acc[4][4] = {};
+  for (int r = r0; r < r1; r += U) {
+    uint32_t v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) v[u] = __ldcs(qw + (long)(r + u) * words);
+    const int gi = r / rows_per_group;
+    const uint32_t zw = __ldg(L.qz + (long)gi * words + colw);
+    const uint4 s0 = __ldg(reinterpret_cast<const uint4*>(L.sc + (long)gi * n + scol));
+    const uint4 s1 = __ldg(reinterpret_cast<const uint4*>(L.sc + (long)gi * n + scol + 8));
+    uint32_t za[4], zb[4];
+#pragma unroll
+    for (int T = 0; T < 4; ++T) {
+      za[T] = bf16_zero_pair((zw >> (4 * T)) & 0xFu);
+      zb[T] = bf16_zero_pair((zw >> (4 * T + 16)) & 0xFu);
+    }
+    float d[4][4] = {};
+#pragma unroll
+    for (int q = 0; q < U / 4; ++q) {
+      const uint32_t lo01 = __byte_perm(v[4 * q], v[4 * q + 1], 0x5410),
+                     hi01 = __byte_perm(v[4 * q], v[4 * q + 1], 0x7632),
+                     lo23 = __byte_perm(v[4 * q + 2], v[4 * q + 3], 0x5410),
+                     hi23 = __byte_perm(v[4 * q + 2], v[4 * q + 3], 0x7632);
+      const uint2 xv = __ldg(reinterpret_cast<const uint2*>(x + r + 4 * q));
+      const uint32_t b0 = diag ? xv.x : 0u, b1 = diag ? xv.y : 0u;
+#pragma unroll
+      for (int T = 0; T < 4; ++T) {
+        mma_bf16(d[T], pair_minus(lo01, T, za[T]), pair_minus(hi01, T, zb[T]),
+                 pair_minus(lo23, T, za[T]), pair_minus(hi23, T, zb[T]), b0, b1);
+      }
+    }
+    const uint32_t su[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+#pragma unroll
+    for (int T = 0; T < 4; ++T) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int q = 8 * (e & 1) + 2 * T + (e >> 1);  // among the 16 scales
+        const uint32_t bits = (q & 1) ? (su[q >> 1] & 0xFFFF0000u) : (su[q >> 1] << 16);
+        acc[T][e] = fmaf(d[T][e], __uint_as_float(bits), acc[T][e]);
+      }
+    }
+  }
+  __shared__ float red[W][256];
+  if (c < 2) {
+#pragma unroll
+    for (int T = 0; T < 4; ++T)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        red[warp][8 * (4 * g + 2 * c + (e & 1)) + 2 * T + (e >> 1)] = acc[T][e];
+  }
+  __syncthreads();
+  for (int o = threadIdx.x; o < 256; o += W * 32) {
+    float s = 0;
+#pragma unroll
+    for (int w = 0; w < W; ++w) s += red[w][o];
+    atomicAdd(y + (long)tile * 256 + o, s);
+  }
 }
 
 int main(int argc, char** argv) {
   const int n = argc > 1 ? atoi(argv[1]) : 11008, k = argc > 2 ? atoi(argv[2]) : 4096;
+  const bool awq = argc > 3 && strcmp(argv[3], "awq") == 0;
   const int gs = 128;
   const long wbytes = (long)k / 8 * n * 4, zbytes = (long)k / gs * n / 8 * 4,
              sbytes = (long)k / gs * n * 2;
@@ -244,7 +340,11 @@ int main(int argc, char** argv) {
     printf("read bandwidth %.0f GB/s (1 GiB, %d SMs)\n", big / best / 1e6, sms);
     cudaFree(p);
   }
-  ref_kernel<<<(n + 127) / 128, 128>>>(layers[0], x, yr, n, k, gs);
+  if (awq) {
+    ref_awq_kernel<<<(n + 127) / 128, 128>>>(layers[0], x, yr, n, k, gs);
+  } else {
+    ref_kernel<<<(n + 127) / 128, 128>>>(layers[0], x, yr, n, k, gs);
+  }
   std::vector<float> ref(n), got(n);
   CK(cudaMemcpy(ref.data(), yr, n * 4, cudaMemcpyDeviceToHost));
   auto check = [&](const char* name, auto launch_once, float us) {
@@ -261,18 +361,41 @@ int main(int argc, char** argv) {
            err, scale);
   };
   const int iters = 200;
-#define TRY(U, W, RPW)                                                                         \
-  {                                                                                            \
-    const int packed = k / 8;                                                                  \
-    dim3 grid(n / 128, (packed + W * RPW - 1) / (W * RPW));                                    \
-    float us = run_g1<U, W>(layers, x, y, n, k, RPW, iters);                                   \
-    char name[64];                                                                             \
-    snprintf(name, 64, "g1 U%d W%d rpw%d (%dx%d)", U, W, RPW, grid.x, grid.y);                 \
-    check(                                                                                     \
-        name, [&] { g1_kernel<U, W><<<grid, W * 32>>>(layers[0], x, y, n, k, 16, RPW); }, us); \
+  // g1_kernel (GPTQ) or awq1_kernel (AWQ) with U rows per load batch, W warps per block and RPW
+  // rows per warp.
+  const auto run = [&](auto u, auto w, int rpw) {
+    constexpr int U = decltype(u)::value, W = decltype(w)::value;
+    const int rows = awq ? k : k / 8, tile = awq ? 256 : 128;
+    const dim3 grid(n / tile, (rows + W * rpw - 1) / (W * rpw));
+    const auto launch = [&](const Layer& l, cudaStream_t st) {
+      if (awq) {
+        awq1_kernel<U, W><<<grid, W * 32, 0, st>>>(l, x, y, n, k, gs, rpw);
+      } else {
+        g1_kernel<U, W><<<grid, W * 32, 0, st>>>(l, x, y, n, k, gs / 8, rpw);
+      }
+    };
+    const float us = time_calls(layers, iters, launch);
+    char name[64];
+    snprintf(name, sizeof(name), "%s U%d W%d rpw%d (%dx%d)", awq ? "awq1" : "g1", U, W, rpw, grid.x,
+             grid.y);
+    check(
+        name, [&] { launch(layers[0], nullptr); }, us);
+  };
+  using std::integral_constant;
+  const integral_constant<int, 2> w2;
+  const integral_constant<int, 4> u4, w4;
+  const integral_constant<int, 8> u8, w8;
+  const integral_constant<int, 16> u16;
+  const integral_constant<int, 32> u32;
+  printf("%s n %d k %d: layer %.1f MB, %d copies\n", awq ? "awq" : "gptq", n, k, layer_bytes / 1e6,
+         copies);
+  if (awq) {
+    run(u16, w4, 16), run(u16, w4, 32), run(u32, w4, 32), run(u32, w4, 64), run(u16, w8, 16);
+    run(u32, w2, 32), run(u32, w8, 32);
+  } else {
+    run(u8, w4, 16), run(u8, w4, 32), run(u16, w4, 16), run(u16, w4, 32), run(u8, w8, 16);
+    run(u16, w8, 16), run(u4, w4, 16), run(u8, w2, 16), run(u16, w2, 16), run(u16, w4, 64);
+    run(u8, w4, 8);
   }
-  printf("n %d k %d: layer %.1f MB, %d copies\n", n, k, layer_bytes / 1e6, copies);
-  TRY(8, 4, 16)
-  TRY(8, 4, 32) TRY(16, 4, 16) TRY(16, 4, 32) TRY(8, 8, 16) TRY(16, 8, 16) TRY(4, 4, 16)
-      TRY(8, 2, 16) TRY(16, 2, 16) TRY(16, 4, 64) TRY(8, 4, 8) return 0;
+  return 0;
 }
