@@ -59,16 +59,24 @@ __global__ void read_kernel(const uint4* p, long n16, unsigned* sink) {
   if (acc == 0x12345678u) sink[0] = acc;
 }
 
-__global__ void ref_kernel(Layer L, const __nv_bfloat16* x, float* y, int n, int k, int gs) {
+// The plain reference: one thread per output, float32. GPTQ v1: qweight [k/8, n] (nibble i % 8 of
+// word (i / 8, o)), qzeros stored minus one. AWQ (GEMM layout): qweight [k, n/8], nibble p of word
+// (i, o / 8) is output 8 (o / 8) + order[p], order = 0, 2, 4, 6, 1, 3, 5, 7, qzeros packed alike
+// with no offset (the probe's buffers have the same sizes in both layouts). Scales [k/g, n].
+__global__ void ref_kernel(Layer L, const __nv_bfloat16* x, float* y, int n, int k, int gs,
+                           bool awq) {
   int o = blockIdx.x * blockDim.x + threadIdx.x;
   if (o >= n) return;
   const int32_t* qw = reinterpret_cast<const int32_t*>(L.qw);
+  const int j = o % 8, awq_nibble = (j >> 1) | ((j & 1) << 2);  // order[awq_nibble] == j
   float acc = 0;
   for (int i = 0; i < k; ++i) {
-    int q = (qw[(long)(i / 8) * n + o] >> (4 * (i % 8))) & 15;
-    int gi = i / gs;
-    int z = ((L.qz[(long)gi * (n / 8) + o / 8] >> (4 * (o % 8))) & 15) + 1;
-    float s = __uint_as_float((uint32_t)L.sc[(long)gi * n + o] << 16);
+    const int word = awq ? qw[(long)i * (n / 8) + o / 8] : qw[(long)(i / 8) * n + o];
+    const int q = (word >> (4 * (awq ? awq_nibble : i % 8))) & 15;
+    const int gi = i / gs;
+    const uint32_t zw = L.qz[(long)gi * (n / 8) + o / 8];
+    const int z = awq ? (zw >> (4 * awq_nibble)) & 15 : ((zw >> (4 * j)) & 15) + 1;
+    const float s = __uint_as_float((uint32_t)L.sc[(long)gi * n + o] << 16);
     acc += (q - z) * s * __bfloat162float(x[i]);
   }
   y[o] = acc;
@@ -180,25 +188,6 @@ float time_calls(std::vector<Layer>& layers, int iters, Launch launch) {
   }
   CK(cudaGetLastError());
   return best * 1000 / iters;
-}
-
-// AWQ (GEMM layout): qweight [k, n/8], nibble i of word (row, col) is output 8 col + order[i],
-// order = 0, 2, 4, 6, 1, 3, 5, 7; qzeros [k/g, n/8] packed alike (no offset); scales [k/g, n].
-// The probe's buffers have the same sizes as GPTQ's, read in this layout.
-__global__ void ref_awq_kernel(Layer L, const __nv_bfloat16* x, float* y, int n, int k, int gs) {
-  int o = blockIdx.x * blockDim.x + threadIdx.x;
-  if (o >= n) return;
-  const uint32_t* qw = reinterpret_cast<const uint32_t*>(L.qw);
-  const int j = o % 8, nib = (j >> 1) | ((j & 1) << 2);  // order[nib] == j
-  float acc = 0;
-  for (int i = 0; i < k; ++i) {
-    int q = (qw[(long)i * (n / 8) + o / 8] >> (4 * nib)) & 15;
-    int gi = i / gs;
-    int z = (L.qz[(long)gi * (n / 8) + o / 8] >> (4 * nib)) & 15;
-    float s = __uint_as_float((uint32_t)L.sc[(long)gi * n + o] << 16);
-    acc += (q - z) * s * __bfloat162float(x[i]);
-  }
-  y[o] = acc;
 }
 
 // AWQ in 256-output tiles: lane l owns word column 32 t + l (8 outputs), a warp reads 128
@@ -340,11 +329,7 @@ int main(int argc, char** argv) {
     printf("read bandwidth %.0f GB/s (1 GiB, %d SMs)\n", big / best / 1e6, sms);
     cudaFree(p);
   }
-  if (awq) {
-    ref_awq_kernel<<<(n + 127) / 128, 128>>>(layers[0], x, yr, n, k, gs);
-  } else {
-    ref_kernel<<<(n + 127) / 128, 128>>>(layers[0], x, yr, n, k, gs);
-  }
+  ref_kernel<<<(n + 127) / 128, 128>>>(layers[0], x, yr, n, k, gs, awq);
   std::vector<float> ref(n), got(n);
   CK(cudaMemcpy(ref.data(), yr, n * 4, cudaMemcpyDeviceToHost));
   auto check = [&](const char* name, auto launch_once, float us) {
