@@ -85,8 +85,9 @@ struct TcOptions {
   // GPTQ at 1-2 rows of x: 128-output tiles, a lane owning 4 outputs (gptq4_wide in
   // quant_gemv_tc.cu), instead of the 32-output tiles of session 7 (STRATA_QUANT_GEMV=tw=1). Off
   // until a device run shows it faster in the library: session 14's standalone probe read the 7B
-  // shapes 1.25-1.4x faster on an H100, the library's first version (128 registers, loads held
-  // across the PDL wait) was 10-20% slower on an H200. `unroll`, `blocks_per_sm` do not apply.
+  // shapes 1.25-1.4x faster on an H100; the library's first version (128 registers, loads held
+  // across the PDL wait) took a 16-layer GPTQ decode step 16% longer on an H200 (1.75 against
+  // 1.51 ms). `unroll`, `blocks_per_sm` do not apply.
   bool gptq_wide = false;
   int wide_rows = 0;  // packed rows per stage of those tiles (4, 8, 16; 0: from the shape)
 };
