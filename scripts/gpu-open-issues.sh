@@ -23,12 +23,12 @@
 #             every-head-dim sweep alone outlasting that)
 #   quant     issue 16: every format's 7B-shaped decode, GPU-resident and offloaded
 #             (run_quant_bench.sh formats, LAYERS default 16 here)
-#   gptqwide  issue 16: GPTQ's 128-output tiles (STRATA_QUANT_GEMV=tw=1, opt-in since session
-#             14) against the 32-output default: cuda_tests *QuantGemv* under tw=1 and its stage
-#             sizes (tv=4|8|16), quant_linear_bench per variant, the standalone probe
-#             (bench/reference/int4_gemv_probe.cu, GPTQ and AWQ layouts), and a 16-layer GPTQ
-#             decode with tw=1 as a variant row (build cuda_tests quant_linear_bench strata_cli
-#             first)
+#   gptqwide  issue 16: the wide int4 tiles (GPTQ's 128 outputs, STRATA_QUANT_GEMV=tw=1, since
+#             session 14; AWQ's 256, aw=1, since session 15) against the defaults: cuda_tests
+#             *QuantGemv* under each and their stage sizes (tv=4|8|16), quant_linear_bench per
+#             variant, the standalone probe (bench/reference/int4_gemv_probe.cu, GPTQ and AWQ
+#             layouts), and 16-layer GPTQ and AWQ decodes (WIDE_FORMATS) with tw=1,aw=1 as a
+#             variant row (build cuda_tests quant_linear_bench strata_cli first)
 # The moe stage takes what is left of TOTAL_S (default 570) for the whole command; the other
 # stages have caps (DECODE_S, SANITIZE_S, QUANT_S). The logs end in one tarball
 # $OUT/open-issues.tgz when OUT is set (the device tool brings back at most 8 files).
@@ -111,16 +111,16 @@ for stage in "$@"; do
       say "quant done"
       ;;
     gptqwide)
-      for v in "tw=1" "tw=1,tv=4" "tw=1,tv=8" "tw=1,tv=16"; do
+      for v in "tw=1" "tw=1,tv=4" "tw=1,tv=8" "tw=1,tv=16" "aw=1" "aw=1,tv=8" "aw=1,tv=16"; do
         STRATA_QUANT_GEMV=$v timeout 60 "$build/tests/cuda_tests" \
           --gtest_filter='*QuantGemv*:*QuantLinearCuda*' >"$logs/gptqwide_tests_$v.txt" 2>&1
         say "cuda_tests [$v] rc $?: $(grep -E '^\[  (PASSED|FAILED) ' "$logs/gptqwide_tests_$v.txt" |
           tr '\n' ' ')"
       done
-      for v in "" "tw=1" "tw=1,tv=8" "tw=1,tv=16"; do
+      for v in "" "tw=1,aw=1" "tw=1,aw=1,tv=8" "tw=1,aw=1,tv=16"; do
         echo "== STRATA_QUANT_GEMV=$v"
         STRATA_QUANT_GEMV=$v timeout 60 "$build/bench/quant_linear_bench" --device cuda \
-          --formats gptq4 --batches 1,2 --graph \
+          --formats gptq4,awq --batches 1,2 --graph \
           --shapes 11008x4096,4096x4096,4096x11008,12288x4096
       done >"$logs/gptqwide_bench.txt" 2>&1
       grep -E "^==|7B token graph" "$logs/gptqwide_bench.txt"
@@ -130,8 +130,8 @@ for stage in "$@"; do
         # shellcheck disable=SC2086
         timeout 30 /tmp/int4_probe $shape
       done >"$logs/gptqwide_probe.txt" 2>&1
-      OUT=/tmp/quant7b BUILD="$build" LAYERS="${LAYERS:-16}" FORMATS="gptq" OFFLOAD_POLICIES="" \
-        GPU_VARIANTS="STRATA_QUANT_GEMV=tw=1" timeout "${QUANT_S:-200}" \
+      OUT=/tmp/quant7b BUILD="$build" LAYERS="${LAYERS:-16}" FORMATS="${WIDE_FORMATS:-gptq awq}" \
+        OFFLOAD_POLICIES="" GPU_VARIANTS="STRATA_QUANT_GEMV=tw=1,aw=1" timeout "${QUANT_S:-200}" \
         bash bench/reference/run_quant_bench.sh formats 2>&1 | tee "$logs/gptqwide_decode.txt" |
         tail -4
       say "gptqwide done"

@@ -372,7 +372,8 @@ FormatTc default_tc(QuantKind kind) {
 // (their splits of the inputs, 0 = from tb), tk=0|1 (the splits meet in a thread block cluster's
 // shared memory), tr=1|2 (compressed-tensors tiles of 16 or 32 rows), tg=0|1 (q/k/v groups in one
 // launch), tw=0|1 (GPTQ's 32-output tiles of session 7, or the 128-output ones at 1-2 rows),
-// tv=4|8|16 (their packed rows per stage; 0 from the shape), each for every layer class; unknown
+// aw=0|1 (AWQ's 64-output tiles, or the 256-output ones at 1-2 rows), tv=4|8|16 (the wide tiles'
+// steps per stage; 0 from the shape), each for every layer class; unknown
 // values fall back to the defaults.
 struct StreamConfig {
   bool enabled = true;
@@ -439,6 +440,7 @@ StreamConfig read_config() {
       each([&](FormatTc& f, int k) { f.options[k].ct_tiles = value; });
     }
     if (key("tw")) each([&](FormatTc& f, int k) { f.options[k].gptq_wide = value != 0; });
+    if (key("aw")) each([&](FormatTc& f, int k) { f.options[k].awq_wide = value != 0; });
     if (key("tv") && (value == 0 || value == 4 || value == 8 || value == 16)) {
       each([&](FormatTc& f, int k) { f.options[k].wide_rows = value; });
     }

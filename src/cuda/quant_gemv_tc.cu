@@ -581,6 +581,97 @@ __device__ __forceinline__ void awq_tc(const QuantWeight& w, const TcArgs& a) {
                w, a);
 }
 
+// ---- AWQ, wide tiles (session 15; 1-2 rows of x): qweight [k, n/8] ------------------------------
+// gptq4_wide's layout for AWQ's: lane l owns word column 32 t + l (8 outputs) of a 256-output tile,
+// so a warp reads 128 contiguous bytes of an input row per load instead of awq_tc's eight runs of
+// 32. A step is 4 input rows: __byte_perm of rows (r, r + 1) and (r + 2, r + 3) gives, per nibble
+// T, the code pairs of A row g (nibble T: k slots 2c, 2c + 1 and 2c + 8, 2c + 9 are rows r .. r +
+// 3) and of A row g + 8 (nibble T + 4), x's pairs lie as stored (one 8-byte load), and B is
+// diagonal in the supplier as in gptq4_wide: C[m][n] sums lane (m % 8, n % 4)'s products (word
+// column 4 (m % 8) + n % 4, nibble T + 4 (m / 8)) with x row n / 4. A stage is U steps of one scale
+// group; its sums are scaled once. Its 4 x 4 accumulators (against gptq4_wide's 2 x 4) are why
+// tc_grid_wide gives it stages of 4 steps unless told (TcOptions::wide_rows).
+template <int U>
+__device__ __forceinline__ void awq_wide(const QuantWeight& w, const TcArgs& a) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const std::int64_t words = w.n / 8;
+  const std::int64_t col0 = static_cast<std::int64_t>(blockIdx.x) * 32;  // the tile's first word
+  const std::int64_t col = col0 + lane;                                  // this lane's word column
+  const std::int64_t scol = col0 + 4 * g + 2 * (c & 1);  // its C values' columns: scol, scol + 1
+  const bool in = col < words, scaled0 = scol < words, scaled1 = scol + 1 < words;
+  const bool supplies_x = (g & 3) == c;
+  // Past the last column: reread the last one (unstored), unpredicated loads as in gptq4_wide.
+  const std::uint32_t* qw = static_cast<const std::uint32_t*>(w.weight) + (in ? col : words - 1);
+  const BF16Bits* xr = a.x + x_row(g >> 2, a.rows) * w.k;
+  const auto* scales = static_cast<const std::uint16_t*>(w.scale);
+  struct Buf {
+    std::uint32_t v[4 * U];
+    std::uint32_t zw;
+    uint4 scales[2];  // the 16 16-bit scales of columns scol, scol + 1
+  };
+  float acc[4][4] = {};  // [T][e]
+  const auto load = [&](int s, Buf& b) {
+    const std::int64_t gi = column_of(s, a.per_group);
+#pragma unroll
+    for (int j = 0; j < 4 * U; ++j) {
+      const std::int64_t r = static_cast<std::int64_t>(s) * 4 * U + j;
+      b.v[j] = __ldcs(qw + r * words);
+    }
+    b.zw = in ? static_cast<std::uint32_t>(__ldg(w.zeros + gi * words + col)) : 0u;
+    const uint4* srow = reinterpret_cast<const uint4*>(scales + gi * w.n + 8 * scol);
+    b.scales[0] = scaled0 ? __ldg(srow) : make_uint4(0, 0, 0, 0);
+    b.scales[1] = scaled1 ? __ldg(srow + 1) : make_uint4(0, 0, 0, 0);
+  };
+  const auto compute = [&](int s, const Buf& b) {
+    std::uint32_t za[4], zb[4];
+#pragma unroll
+    for (int T = 0; T < 4; ++T) {
+      za[T] = bf16_zero_pair((b.zw >> (4 * T)) & 0xFu);
+      zb[T] = bf16_zero_pair((b.zw >> (4 * T + 16)) & 0xFu);
+    }
+    float d[4][4] = {};  // one accumulator per nibble pair T: four independent chains of U
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const std::int64_t r = (static_cast<std::int64_t>(s) * U + u) * 4;
+      const uint2 xv = __ldg(reinterpret_cast<const uint2*>(xr + r));
+      const std::uint32_t b0 = supplies_x ? xv.x : 0u, b1 = supplies_x ? xv.y : 0u;
+      const std::uint32_t* v = b.v + 4 * u;
+      const std::uint32_t lo01 = __byte_perm(v[0], v[1], 0x5410),
+                          hi01 = __byte_perm(v[0], v[1], 0x7632),
+                          lo23 = __byte_perm(v[2], v[3], 0x5410),
+                          hi23 = __byte_perm(v[2], v[3], 0x7632);
+#pragma unroll
+      for (int T = 0; T < 4; ++T) {
+        mma_bf16(d[T], pair_minus(lo01, T, za[T]), pair_minus(hi01, T, zb[T]),
+                 pair_minus(lo23, T, za[T]), pair_minus(hi23, T, zb[T]), b0, b1);
+      }
+    }
+    const std::uint32_t su[8] = {b.scales[0].x, b.scales[0].y, b.scales[0].z, b.scales[0].w,
+                                 b.scales[1].x, b.scales[1].y, b.scales[1].z, b.scales[1].w};
+    // Value e of nibble pair T: column scol + e % 2, nibble T + 4 (e / 2), i.e. output order
+    // 2T + e / 2, whose scale is su[T] (column scol) or su[4 + T] (scol + 1), low half for e < 2.
+#pragma unroll
+    for (int T = 0; T < 4; ++T) {
+      float sc[4];  // [e]
+      scale_pair(su[T], w.scale_type, sc[0], sc[2]);
+      scale_pair(su[4 + T], w.scale_type, sc[1], sc[3]);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[T][e] = fmaf(d[T][e], sc[e], acc[T][e]);
+    }
+  };
+  run_stages_one_buffer<Buf>(a.stages, a.per_warp, load, compute);
+  // Value (T, e) of lane (g, c): C column n = 2c + e % 2, so x row n / 4, word column 4g + n % 4,
+  // nibble T + 4 (e / 2).
+  tc_finish<4>(
+      acc,
+      [&](int i, int l) {
+        const int T = i >> 2, e = i & 3, n = 2 * (l & 3) + (e & 1);
+        const std::int64_t wc = col0 + 4 * (l >> 2) + (n & 3);
+        return TcOut{n >> 2, 8 * wc + awq_order(T + 4 * (e >> 1))};
+      },
+      w, a);
+}
+
 // ---- FP8 (float8_e4m3fn [n, k], 128 x 128 block or one scale)
 // ------------------------------------ Tile: 16 rows (A rows g, g + 8); step: 64 inputs, thread c's
 // 16 bytes of each row. Word q of the 16 bytes (inputs 4q .. 4q + 3) is one mma: A pairs (bytes 0,
@@ -683,6 +774,15 @@ struct Ct4Tc {
   }
 };
 template <int U>
+struct AwqWide {
+  static __device__ __forceinline__ void run(const QuantWeight& w, const TcArgs& a) {
+    awq_wide<U>(w, a);
+  }
+  // As Gptq4Wide's at 4 steps (ptxas -v, sm_90: 80 registers, no spill); 8 steps spilled 164
+  // bytes at 3 blocks, so they get 2 (the sweep's tv=8).
+  static constexpr int kMinBlocks = U >= 8 ? 2 : 3;
+};
+template <int U>
 struct AwqTc {
   static __device__ __forceinline__ void run(const QuantWeight& w, const TcArgs& a) {
     awq_tc<U>(w, a);
@@ -740,8 +840,18 @@ struct TcShape {
   std::int64_t steps = 0;
   std::int64_t steps_per_group = 1;  // GPTQ, AWQ: steps of one scale group
   bool stage_in_group = true;
-  bool gptq_wide = false;  // GPTQ's 128-output tiles (1-2 rows): a step is one packed row
+  // The wide tiles (1-2 rows): GPTQ's of 128 outputs (a step is one packed row), AWQ's of 256
+  // (a step is 4 input rows): 16 bytes of a lane's weights either way.
+  bool wide = false;
+  // The most steps a wide stage takes unless TcOptions::wide_rows says (AWQ's 16 accumulators
+  // leave 4 steps' words in the registers that 3 blocks per SM allow: AwqWide).
+  int wide_steps = 16;
 };
+
+// The wide tiles take 1-2 rows of x and 16-bit scales (loaded raw with the weights).
+bool wide_rows_ok(const QuantWeight& w, std::int64_t rows) {
+  return rows <= 2 && w.scale_type != Type::Float32;
+}
 
 bool tc_shape(const QuantWeight& w, const TcOptions& options, std::int64_t rows, TcShape* shape) {
   if (w.kind == QuantKind::FP8) {
@@ -759,7 +869,7 @@ bool tc_shape(const QuantWeight& w, const TcOptions& options, std::int64_t rows,
           w.k % w.group != 0 || !aligned16(w.weight) || !aligned16(w.scale)) {
         return false;
       }
-      *shape = options.gptq_wide && rows <= 2 && w.scale_type != Type::Float32
+      *shape = options.gptq_wide && wide_rows_ok(w, rows)
                    ? TcShape{(w.n + 127) / 128, w.k / 8, w.group / 8, true, true}
                    : TcShape{w.n / 32, w.k / 32, w.group / 32, true};
       return true;
@@ -771,10 +881,15 @@ bool tc_shape(const QuantWeight& w, const TcOptions& options, std::int64_t rows,
                 w.groups == 1 ? w.k / 128 : w.group / 128, false};
       return true;
     case QuantKind::AWQ:
-      if ((w.n / 8) % 8 != 0 || w.n % 8 != 0 || w.k % 16 != 0 || w.group % 16 != 0 ||
-          w.k % w.group != 0 || !aligned16(w.scale)) {
+      if (w.n % 8 != 0 || w.k % 16 != 0 || w.group % 16 != 0 || w.k % w.group != 0 ||
+          !aligned16(w.scale)) {
         return false;
       }
+      if (options.awq_wide && wide_rows_ok(w, rows)) {
+        *shape = {(w.n / 8 + 31) / 32, w.k / 4, w.group / 4, true, true, 4};
+        return true;
+      }
+      if ((w.n / 8) % 8 != 0) return false;  // whole 64-output tiles
       *shape = {w.n / 64, w.k / 16, w.group / 16, true};
       return true;
     default:
@@ -816,7 +931,7 @@ constexpr std::int64_t kMaxClusterSplits = 8;
 // 4096 read at 1.47 TB/s with 8-row stages, 1.38 with 16; 11008 x 4096 at 2.14 with 16, 1.97 with
 // 8); TcOptions::wide_rows overrides the choice (the sweep).
 TcGrid tc_grid_wide(const TcShape& shape, const TcOptions& options, int sms) {
-  int want = 16;
+  int want = shape.wide_steps;
   while (want > 4 && shape.tiles * ((shape.steps + want - 1) / want) < 16LL * sms) want /= 2;
   if (options.wide_rows == 4 || options.wide_rows == 8 || options.wide_rows == 16) {
     want = options.wide_rows;
@@ -836,7 +951,7 @@ TcGrid tc_grid_wide(const TcShape& shape, const TcOptions& options, int sms) {
 }
 
 TcGrid tc_grid(const TcShape& shape, const TcOptions& options, int sms) {
-  if (shape.gptq_wide) return tc_grid_wide(shape, options, sms);
+  if (shape.wide) return tc_grid_wide(shape, options, sms);
   TcGrid grid;
   grid.unroll = tc_unroll(shape, options.unroll);
   grid.stages = static_cast<int>((shape.steps + grid.unroll - 1) / grid.unroll);
@@ -913,9 +1028,11 @@ cudaError_t tc_launch_u(const QuantWeight* w, const TcArgs* args, const unsigned
       return tc_launch(tc_kernel<Body>, blocks, grid, w[0].pdl, stream, g.w[0], g.a[0]);
     return tc_launch(tc_group_kernel<Body>, blocks, grid, w[0].pdl, stream, g);
   };
-  if (shape.gptq_wide) {
-    // tc_grid_wide picks U = 4, 8 or 16 (groups of 32k and up).
-    if constexpr (U >= 4) return launch(Gptq4Wide<U>{});
+  if (shape.wide) {
+    // tc_grid_wide picks U = 4, 8 or 16 (GPTQ groups of 32k and up, AWQ's of 16k).
+    if constexpr (U >= 4) {
+      return w[0].kind == QuantKind::AWQ ? launch(AwqWide<U>{}) : launch(Gptq4Wide<U>{});
+    }
     return cudaErrorInvalidValue;
   }
   if constexpr (U <= 4) {

@@ -89,7 +89,12 @@ struct TcOptions {
   // across the PDL wait) took a 16-layer GPTQ decode step 16% longer on an H200 (1.75 against
   // 1.51 ms). `unroll`, `blocks_per_sm` do not apply.
   bool gptq_wide = false;
-  int wide_rows = 0;  // packed rows per stage of those tiles (4, 8, 16; 0: from the shape)
+  // AWQ at 1-2 rows of x: 256-output tiles, a lane owning one word column (awq_wide), instead of
+  // awq_tc's 64-output tiles (STRATA_QUANT_GEMV=aw=1). Off until a device run measures it.
+  bool awq_wide = false;
+  // Steps per stage of the wide tiles (4, 8, 16; 0: from the shape): GPTQ packed rows, AWQ
+  // quadruples of input rows (16 bytes of a lane's weights each).
+  int wide_rows = 0;
 };
 bool quant_tc_takes(const QuantWeight& w, const void* x, Type x_type, std::int64_t rows);
 QuantGemvScratch quant_tc_scratch(const QuantWeight& w, std::int64_t rows, const TcOptions& options,

@@ -80,6 +80,11 @@ std::vector<GemvCase> gemv_cases() {
       // (4-row stages) over many splits.
       {"tc_gptq4_wide_ragged_g64", [](Q& q) { return q.gptq(352, 2048, 4, 64, false, false); }},
       {"tc_gptq4_wide_g32_long", [](Q& q) { return q.gptq(160, 8192, 4, 32, false, true); }},
+      // Session 15's 256-output AWQ tiles (aw=1): a ragged last tile (45 word columns = 32 + 13,
+      // the last lane pair's second column past the end) in groups of 64, and groups of 32 over
+      // many splits.
+      {"tc_awq_wide_ragged_g64", [](Q& q) { return q.awq(360, 2048, 64); }},
+      {"tc_awq_wide_g32_long", [](Q& q) { return q.awq(512, 8192, 32); }},
       {"tc_awq_g128_8k", [](Q& q) { return q.awq(128, 8192, 128); }},
       {"tc_ct4_g128_16k", [](Q& q) { return q.compressed(48, 16384, 4, 128, false); }},
       {"tc_fp8_block128_16k", [](Q& q) { return q.fp8(16, 16384, 128, 128); }},
