@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>  // std::fma in quant_fused_body.inc
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -33,9 +34,10 @@ struct FusedArgs {
   DType scale_dtype = DType::Float32;
   const std::int32_t* zeros = nullptr;
   const float* x = nullptr;   // [m, k]
-  const float* xp = nullptr;  // compressed-tensors: x de-interleaved by field
+  const float* xp = nullptr;  // compressed-tensors: x de-interleaved by field (and scaled as below)
   std::int64_t xp_stride = 0;
-  float* acc = nullptr;  // [m, n]
+  const float* x_fields = nullptr;  // GPTQ: x [m, k] times field_unit(k % per)
+  float* acc = nullptr;             // [m, n]
 
   // dst[j] = scale[i + j] for j < count (vector conversions, not one switch per element).
   void scales_to_float(std::int64_t i, std::int64_t count, float* dst) const {
@@ -180,6 +182,12 @@ void run_gptq_panels(const FusedArgs& f, RunPanel panel) {
   });
 }
 
+// The power of two that x takes for packed field j (of `per` in a word) where the kernels read
+// fields in place (quant_fused_body.inc's InPlace: position j % (per / 2)).
+float field_unit(int bits, int per, std::int64_t j) {
+  return 1.0f / static_cast<float>(1u << (bits * static_cast<int>(j % (per / 2))));
+}
+
 bool sequential_g_idx(const ops::QuantizedWeight& w, std::int64_t group) {
   if (w.g_idx_sequential) return *w.g_idx_sequential;
   const std::int32_t* g = w.g_idx->data<std::int32_t>();
@@ -207,7 +215,7 @@ bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::
   const int per = 32 / std::max(1, w.bits);
   std::int64_t units = 0;
   std::int64_t bytes_per_unit = 0;
-  std::vector<float> xp;
+  std::vector<float> xp, x_fields;
   switch (w.format) {
     case ops::QuantFormat::FP8:
       // AVX-512 widens e4m3 through half precision (quant_fp8_fused.cc); elsewhere the table
@@ -243,10 +251,20 @@ bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::
     for (std::int64_t r = 0; r < m; ++r) {
       for (std::int64_t kk = 0; kk < f.k; ++kk) {
         xp[static_cast<std::size_t>((r * fields + kk % fields) * words + kk / fields)] =
-            x[r * f.k + kk];
+            x[r * f.k + kk] * field_unit(f.bits, per, kk % fields);
       }
     }
     f.xp = xp.data();
+  }
+  if (w.format == ops::QuantFormat::GPTQ) {
+    x_fields.resize(static_cast<std::size_t>(m * f.k));
+    for (std::int64_t r = 0; r < m; ++r) {
+      for (std::int64_t kk = 0; kk < f.k; ++kk) {
+        x_fields[static_cast<std::size_t>(r * f.k + kk)] =
+            x[r * f.k + kk] * field_unit(f.bits, per, kk % per);
+      }
+    }
+    f.x_fields = x_fields.data();
   }
   {
     f.scale = w.scale.data_ptr();

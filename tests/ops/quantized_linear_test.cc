@@ -101,6 +101,10 @@ std::vector<RandomCase> random_cases() {
       // words), with ragged tails where the layout allows them.
       {"fused_awq_g128", [](Q& q) { return q.awq(256, 256, 128); }},
       {"fused_awq_g64", [](Q& q) { return q.awq(128, 192, 64); }},
+      // Session 15: AWQ strips of 4 blocks and a narrower last one (6 blocks), compressed-tensors
+      // sets of 4 rows and a remainder (23 rows).
+      {"fused_awq_strips", [](Q& q) { return q.awq(768, 256, 64); }},
+      {"fused_ct4_row_sets_ragged", [](Q& q) { return q.compressed(23, 384, 4, 128, false); }},
       {"fused_gptq4_g128_sym", [](Q& q) { return q.gptq(32, 256, 4, 128, false, true); }},
       {"fused_gptq8_g64_asym", [](Q& q) { return q.gptq(48, 256, 8, 64, false, false); }},
       {"fused_gptq4_one_group", [](Q& q) { return q.gptq(16, 136, 4, 0, false, false); }},
