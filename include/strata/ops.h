@@ -58,8 +58,9 @@ struct QuantizedWeight {
   std::optional<Tensor> g_idx;  // GPTQ: group of each input row
   // GPTQ, set by a caller that has checked g_idx's values once (check_gptq_g_idx; QuantizedLinear
   // does, once per layer): whether g_idx[k] == k / group_size for every k (no act-order), which
-  // lets the GPU kernels hoist zeros and scales per group. Unset on a GPU, quantized_linear checks
-  // g_idx on every call (a device-to-host copy); the CPU path always checks it (a host read).
+  // lets the kernels hoist zeros and scales per group. Set only after checking: the CPU's
+  // act-order path indexes by g_idx's values. Unset, quantized_linear checks g_idx on every call
+  // (on a GPU a device-to-host copy).
   std::optional<bool> g_idx_sequential;
 };
 // Checks the values of w.g_idx (each a group in [0, groups)): a CheckpointError naming the first

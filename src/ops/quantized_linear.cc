@@ -121,9 +121,11 @@ QuantizedWeight normalised(const QuantizedWeight& w) {
                         (w.g_idx->dtype() == DType::Int32 || w.g_idx->dtype() == DType::Int64),
                     "'g_idx' is {}; it must be int32 [{}]", w.g_idx->describe(), K);
       out.g_idx = w.g_idx->to(DType::Int32).contiguous();
-      // The CPU kernel indexes by g_idx: always checked there (a host read). A GPU kernel clamps
-      // the values, so a caller that checked them once may skip the device-to-host copy.
-      if (w.weight.device().is_cpu() || !w.g_idx_sequential) {
+      // g_idx_sequential is set by a caller that checked the values (check_gptq_g_idx, once per
+      // layer in QuantizedLinear): the CPU's tile path indexes by them, a GPU kernel clamps them.
+      // Unset, they are checked here on every call (on a GPU a device-to-host copy; on the CPU
+      // an O(in_features) pass per call, which a decode step repeats for every GPTQ projection).
+      if (!w.g_idx_sequential) {
         out.g_idx_sequential = check_gptq_g_idx(out);
       }
       break;

@@ -326,6 +326,21 @@ TEST(QuantizedLinearHandPacked, Fp8RaggedBlocks) {
             (std::vector<float>{0.25f, 0.25f, 0.25f}));
 }
 
+// A caller that checked g_idx once (QuantizedLinear) says so with g_idx_sequential, and the op
+// does not read g_idx again on every call: here a g_idx overwritten after the check is not seen
+// (the unchecked call above it throws), and the result is the sequential layer's.
+TEST(QuantizedLinearGIdx, ACheckedLayerIsNotCheckedAgainPerCall) {
+  NaiveQuantizer quantizer(9);
+  const NaiveQuantized q = quantizer.gptq(16, 128, 4, 32, false, false);
+  const Tensor x = random_tensor({1, 128}, DType::Float32, 3);
+  ops::QuantizedWeight w = q.weight;
+  const std::vector<float> expected = ops::quantized_linear(x, w).to_vector<float>();
+  w.g_idx = Tensor::full({128}, 4, DType::Int32);  // only groups 0..3 exist
+  EXPECT_THROW(ops::quantized_linear(x, w), CheckpointError);
+  w.g_idx_sequential = true;
+  EXPECT_EQ(ops::quantized_linear(x, w).to_vector<float>(), expected);
+}
+
 TEST(QuantizedLinearErrors, ShapesAndDTypesNameTheTensor) {
   NaiveQuantizer quantizer(5);
   const Tensor x = Tensor::zeros({1, 128});
