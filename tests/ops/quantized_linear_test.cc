@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 
@@ -213,11 +214,34 @@ TEST(QuantizedLinearFusedCpu, EveryInstructionSetVariantMatchesNaive) {
         expect_matches_naive(q, 1, DType::Float32, true, 500);
         expect_matches_naive(q, 4, DType::BFloat16, false, 501);
         for (std::int64_t m : {2, 3}) expect_matches_naive(q, m, DType::Float32, true, 502 + m);
+        expect_matches_naive(q, 7, DType::Float32, true, 507);  // chunks of 4 and 3 rows
       }
     }
   }
   cpu::pin_fused_kernel_variant("");
   cpu::pin_gptq_cpu_layout(std::nullopt);
+}
+
+// A row of x gets the same bits whatever rows share its call (a batched decode: one request's
+// tokens do not depend on the others in its batch), through the fused kernels' 1-4 rows and
+// their chunks of 4 for 5-16 rows, on every case that takes them (and FP8 on AVX-512).
+TEST(QuantizedLinearFusedCpu, ARowGetsTheSameBitsInAnyBatch) {
+  for (const RandomCase& c : random_cases()) {
+    if (c.name.rfind("fused_", 0) != 0 && c.name.rfind("fp8_", 0) != 0) continue;
+    SCOPED_TRACE(c.name);
+    NaiveQuantizer quantizer(16);
+    const NaiveQuantized q = c.make(quantizer);
+    const std::int64_t k = q.weight.in_features;
+    const Tensor x = random_tensor({11, k}, DType::Float32, 600);
+    const std::vector<float> batch = ops::quantized_linear(x, q.weight).to_vector<float>();
+    const std::int64_t n = q.weight.out_features;
+    for (std::int64_t r : {0, 4, 10}) {
+      const std::vector<float> alone =
+          ops::quantized_linear(x.narrow(0, r, 1).contiguous(), q.weight).to_vector<float>();
+      EXPECT_TRUE(std::equal(alone.begin(), alone.end(), batch.begin() + r * n))
+          << "row " << r << " of 11";
+    }
+  }
 }
 
 // x = e_0 picks column 0 of the dequantised weight: y[n] = w[n, 0].
