@@ -2,7 +2,7 @@
 // up to kFusedMaxRows rows of x, the packed words are unpacked, converted and multiplied in SIMD
 // registers (quant_fused_body.inc, compiled for AVX-512, AVX2 and the baseline and picked at run
 // time), so the packed bytes are read once and no float tile is written. Layouts they do not
-// cover (FP8, act-order GPTQ, narrow groups, widths that are not whole 16-lane blocks) return
+// cover (FP8, narrow groups, widths that are not whole 16-lane blocks) return
 // false and take the tile path of quant_linear.cc.
 
 #include <algorithm>
@@ -37,6 +37,7 @@ struct FusedArgs {
   const float* xp = nullptr;  // compressed-tensors: x de-interleaved by field (and scaled as below)
   std::int64_t xp_stride = 0;
   const float* x_fields = nullptr;  // GPTQ: x [m, k] times field_unit(k % per)
+  const std::int32_t* g_idx = nullptr;  // GPTQ with act-order (else the groups are k / group)
   float* acc = nullptr;             // [m, n]
 
   // dst[j] = scale[i + j] for j < count (vector conversions, not one switch per element).
@@ -237,7 +238,12 @@ bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::
       break;
     case ops::QuantFormat::GPTQ:
       f.groups = w.scale.size(0);
-      if (f.n % 16 != 0 || f.group % per != 0 || !sequential_g_idx(w, f.group)) return false;
+      if (f.n % 16 != 0) return false;
+      if (!sequential_g_idx(w, f.group)) {
+        f.g_idx = w.g_idx->data<std::int32_t>();  // checked: each in [0, groups)
+      } else if (f.group % per != 0) {
+        return false;
+      }
       units = f.n / 16;
       bytes_per_unit = f.k / per * 16 * 4;
       break;
@@ -272,7 +278,8 @@ bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::
     f.zeros = w.zeros ? w.zeros->data<std::int32_t>() : nullptr;
   }
   const Kernels run = kernels_in_use();
-  if (w.format == ops::QuantFormat::GPTQ && gptq_cpu_layout() == GptqCpuLayout::Panels) {
+  if (w.format == ops::QuantFormat::GPTQ && f.g_idx == nullptr &&
+      gptq_cpu_layout() == GptqCpuLayout::Panels) {
     run_gptq_panels(f, run.gptq_panel);
     return true;
   }

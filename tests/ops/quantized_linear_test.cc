@@ -105,6 +105,9 @@ std::vector<RandomCase> random_cases() {
       // Session 15: AWQ strips of 4 blocks and a narrower last one (6 blocks), compressed-tensors
       // sets of 4 rows and a remainder (23 rows).
       {"fused_awq_strips", [](Q& q) { return q.awq(768, 256, 64); }},
+      // Act-order GPTQ (session 15: fused, each input scaled by its group's scales).
+      {"fused_gptq4_desc_act", [](Q& q) { return q.gptq(48, 512, 4, 64, true, false); }},
+      {"fused_gptq8_desc_act", [](Q& q) { return q.gptq(32, 256, 8, 32, true, true); }},
       {"fused_ct4_row_sets_ragged", [](Q& q) { return q.compressed(23, 384, 4, 128, false); }},
       {"fused_gptq4_g128_sym", [](Q& q) { return q.gptq(32, 256, 4, 128, false, true); }},
       {"fused_gptq8_g64_asym", [](Q& q) { return q.gptq(48, 256, 8, 64, false, false); }},
