@@ -2,7 +2,7 @@
 // up to kFusedMaxRows rows of x, the packed words are unpacked, converted and multiplied in SIMD
 // registers (quant_fused_body.inc, compiled for AVX-512, AVX2 and the baseline and picked at run
 // time), so the packed bytes are read once and no float tile is written. Layouts they do not
-// cover (FP8, narrow groups, widths that are not whole 16-lane blocks) return
+// cover (FP8, narrow groups, GPTQ widths that are not whole 16-lane blocks) return
 // false and take the tile path of quant_linear.cc.
 
 #include <algorithm>
@@ -36,9 +36,9 @@ struct FusedArgs {
   const float* x = nullptr;   // [m, k]
   const float* xp = nullptr;  // compressed-tensors: x de-interleaved by field (and scaled as below)
   std::int64_t xp_stride = 0;
-  const float* x_fields = nullptr;  // GPTQ: x [m, k] times field_unit(k % per)
+  const float* x_fields = nullptr;      // GPTQ: x [m, k] times field_unit(k % per)
   const std::int32_t* g_idx = nullptr;  // GPTQ with act-order (else the groups are k / group)
-  float* acc = nullptr;             // [m, n]
+  float* acc = nullptr;                 // [m, n]
 
   // dst[j] = scale[i + j] for j < count (vector conversions, not one switch per element).
   void scales_to_float(std::int64_t i, std::int64_t count, float* dst) const {
@@ -232,8 +232,7 @@ bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::
       break;
     case ops::QuantFormat::AWQ:
       f.groups = w.scale.size(0);
-      if ((f.n / 8) % 16 != 0) return false;
-      units = f.n / 8 / 16;
+      units = (f.n / 8 + 15) / 16;  // the last block may be partial
       bytes_per_unit = f.k * 16 * 4;
       break;
     case ops::QuantFormat::GPTQ:

@@ -105,6 +105,7 @@ std::vector<RandomCase> random_cases() {
       // Session 15: AWQ strips of 4 blocks and a narrower last one (6 blocks), compressed-tensors
       // sets of 4 rows and a remainder (23 rows).
       {"fused_awq_strips", [](Q& q) { return q.awq(768, 256, 64); }},
+      {"fused_awq_partial_block", [](Q& q) { return q.awq(296, 256, 64); }},  // 37 words
       // Act-order GPTQ (session 15: fused, each input scaled by its group's scales).
       {"fused_gptq4_desc_act", [](Q& q) { return q.gptq(48, 512, 4, 64, true, false); }},
       {"fused_gptq8_desc_act", [](Q& q) { return q.gptq(32, 256, 8, 32, true, true); }},
