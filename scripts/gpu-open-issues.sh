@@ -29,6 +29,10 @@
 #             variant, the standalone probe (bench/reference/int4_gemv_probe.cu, GPTQ and AWQ
 #             layouts), and 16-layer GPTQ and AWQ decodes (WIDE_FORMATS) with tw=1,aw=1 as a
 #             variant row (build cuda_tests quant_linear_bench strata_cli first)
+#   cpuquant  issue 16 / 15: the host's quantized decode kernels (session 15's CPU work, measured
+#             on a 2-core VM only): quant_linear_bench --device cpu at one thread and all, batch
+#             1, 4 and 8, every format, and GPTQ under STRATA_QUANT_CPU_GPTQ=strips and panels
+#             (whether panels become the default); build quant_linear_bench first
 # The moe stage takes what is left of TOTAL_S (default 570) for the whole command; the other
 # stages have caps (DECODE_S, SANITIZE_S, QUANT_S). The logs end in one tarball
 # $OUT/open-issues.tgz when OUT is set (the device tool brings back at most 8 files).
@@ -136,8 +140,23 @@ for stage in "$@"; do
         tail -4
       say "gptqwide done"
       ;;
+    cpuquant)
+      for threads in 1 ""; do
+        echo "== STRATA_NUM_THREADS=${threads:-all}"
+        STRATA_NUM_THREADS=$threads timeout 120 "$build/bench/quant_linear_bench" --device cpu \
+          --formats bf16,fp8,awq,gptq4,gptq8,ct4,ct8 --batches 1,4,8 \
+          --shapes 11008x4096,4096x11008,4096x4096
+      done >"$logs/cpuquant.txt" 2>&1
+      for layout in strips panels; do
+        echo "== STRATA_QUANT_CPU_GPTQ=$layout"
+        STRATA_QUANT_CPU_GPTQ=$layout timeout 60 "$build/bench/quant_linear_bench" --device cpu \
+          --formats gptq4 --batches 1,4 --shapes 11008x4096,4096x11008
+      done >>"$logs/cpuquant.txt" 2>&1
+      grep -E "^==|host read|11008x4096 +1 " "$logs/cpuquant.txt"
+      say "cpuquant done"
+      ;;
     *)
-      echo "unknown stage $stage (build, tests, moe, decode, sanitize, quant, gptqwide)" >&2
+      echo "unknown stage $stage (build, tests, moe, decode, sanitize, quant, gptqwide, cpuquant)" >&2
       ;;
   esac
 done
