@@ -82,6 +82,22 @@ __global__ void ref_kernel(Layer L, const __nv_bfloat16* x, float* y, int n, int
   y[o] = acc;
 }
 
+// The W warps' sums red[w][o] of one tile's N outputs, added in warp order into y_tile: stored
+// where grid.y does not split the rows, else added atomically (y starts at zero).
+template <int W, int N>
+__device__ void block_sum_to(const float (&red)[W][N], float* y_tile) {
+  __syncthreads();
+  for (int o = threadIdx.x; o < N; o += W * 32) {
+    float s = 0;
+#pragma unroll
+    for (int w = 0; w < W; ++w) s += red[w][o];
+    if (gridDim.y == 1)
+      y_tile[o] = s;
+    else
+      atomicAdd(y_tile + o, s);
+  }
+}
+
 // Block: W warps over one 128-output tile, consecutive stretches of RW packed rows each; grid.y
 // splits the rows further (float atomics here: the probe measures, the product reduces in order).
 template <int U, int W>
@@ -147,16 +163,7 @@ __global__ void __launch_bounds__(W * 32)
       for (int e = 0; e < 4; ++e)
         red[warp][16 * g + 8 * c + 4 * (e & 1) + 2 * p + (e >> 1)] = acc[p][e];
   }
-  __syncthreads();
-  for (int o = threadIdx.x; o < 128; o += W * 32) {
-    float s = 0;
-#pragma unroll
-    for (int w = 0; w < W; ++w) s += red[w][o];
-    if (gridDim.y == 1)
-      y[(long)tile * 128 + o] = s;
-    else
-      atomicAdd(y + (long)tile * 128 + o, s);
-  }
+  block_sum_to(red, y + (long)tile * 128);
 }
 
 // Microseconds per call of launch(layer, stream), 200 calls over the layer copies in one CUDA graph
@@ -256,13 +263,7 @@ __global__ void __launch_bounds__(W * 32)
       for (int e = 0; e < 4; ++e)
         red[warp][8 * (4 * g + 2 * c + (e & 1)) + 2 * T + (e >> 1)] = acc[T][e];
   }
-  __syncthreads();
-  for (int o = threadIdx.x; o < 256; o += W * 32) {
-    float s = 0;
-#pragma unroll
-    for (int w = 0; w < W; ++w) s += red[w][o];
-    atomicAdd(y + (long)tile * 256 + o, s);
-  }
+  block_sum_to(red, y + (long)tile * 256);
 }
 
 int main(int argc, char** argv) {
