@@ -14,6 +14,25 @@
 namespace strata::ops {
 namespace {
 
+// A tensor in a check's message, described only when the message is formatted (the checks run
+// on every call and pass).
+struct Described {
+  const Tensor& tensor;
+};
+
+}  // namespace
+}  // namespace strata::ops
+
+template <>
+struct fmt::formatter<strata::ops::Described> : fmt::formatter<std::string> {
+  auto format(const strata::ops::Described& d, fmt::format_context& ctx) const {
+    return fmt::formatter<std::string>::format(d.tensor.describe(), ctx);
+  }
+};
+
+namespace strata::ops {
+namespace {
+
 constexpr const char* kOp = "quantized_linear";
 
 const char* format_name(QuantFormat format) {
@@ -52,13 +71,13 @@ class Checker {
     require(t.shape() == shape,
             "'{}' is {} but the layout needs shape [{}]; the "
             "checkpoint does not match its quantization_config",
-            name, t.describe(), fmt::join(shape, ", "));
+            name, Described{t}, fmt::join(shape, ", "));
     if (integer) {
       require(t.dtype() == DType::Int32, "'{}' is {}; packed tensors are int32", name,
-              t.describe());
+              Described{t});
     } else {
       require(detail::is_compute_float(t.dtype()),
-              "'{}' is {}; scales are float32, bfloat16 or float16", name, t.describe());
+              "'{}' is {}; scales are float32, bfloat16 or float16", name, Described{t});
     }
   }
 
@@ -78,10 +97,10 @@ QuantizedWeight normalised(const QuantizedWeight& w) {
     case QuantFormat::FP8: {
       detail::check_materialized(kOp, "weight", w.weight);
       check.require(w.weight.shape() == Shape{N, K}, "'weight' is {}; it must be [{}, {}]",
-                    w.weight.describe(), N, K);
+                    Described{w.weight}, N, K);
       check.require(
           w.weight.dtype() == DType::Float8E4M3FN || detail::is_compute_float(w.weight.dtype()),
-          "'weight' is {}; FP8 weights are float8_e4m3fn", w.weight.describe());
+          "'weight' is {}; FP8 weights are float8_e4m3fn", Described{w.weight});
       check.require((w.block_out > 0) == (w.block_in > 0), "block sizes must both be set or 0");
       if (w.block_out > 0) {
         check.tensor(w.scale, "weight_scale_inv",
@@ -90,7 +109,7 @@ QuantizedWeight normalised(const QuantizedWeight& w) {
         detail::check_materialized(kOp, "weight_scale_inv", w.scale);
         check.require(w.scale.numel() == 1 && detail::is_compute_float(w.scale.dtype()),
                       "'weight_scale_inv' is {}; a per-tensor scale is one float",
-                      w.scale.describe());
+                      Described{w.scale});
       }
       break;
     }
@@ -119,7 +138,7 @@ QuantizedWeight normalised(const QuantizedWeight& w) {
       detail::check_materialized(kOp, "g_idx", *w.g_idx);
       check.require(w.g_idx->shape() == Shape{K} &&
                         (w.g_idx->dtype() == DType::Int32 || w.g_idx->dtype() == DType::Int64),
-                    "'g_idx' is {}; it must be int32 [{}]", w.g_idx->describe(), K);
+                    "'g_idx' is {}; it must be int32 [{}]", Described{*w.g_idx}, K);
       out.g_idx = w.g_idx->to(DType::Int32).contiguous();
       // g_idx_sequential is set by a caller that checked the values (check_gptq_g_idx, once per
       // layer in QuantizedLinear): the CPU's tile path indexes by them, a GPU kernel clamps them.
