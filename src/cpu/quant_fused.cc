@@ -6,6 +6,7 @@
 // false and take the tile path of quant_linear.cc.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>  // std::fma in quant_fused_body.inc
 #include <cstdint>
@@ -183,10 +184,14 @@ void run_gptq_panels(const FusedArgs& f, RunPanel panel) {
   });
 }
 
-// The power of two that x takes for packed field j (of `per` in a word) where the kernels read
-// fields in place (quant_fused_body.inc's InPlace: position j % (per / 2)).
-float field_unit(int bits, int per, std::int64_t j) {
-  return 1.0f / static_cast<float>(1u << (bits * static_cast<int>(j % (per / 2))));
+// The power of two that x takes for packed field j < per (of a word) where the kernels read
+// fields in place (quant_fused_body.inc's InPlace: position j % (per / 2)), once per call rather
+// than a division per input.
+std::array<float, 8> field_units(int bits, int per) {
+  std::array<float, 8> units{};
+  for (int j = 0; j < per; ++j)
+    units[j] = 1.0f / static_cast<float>(1u << (bits * (j % (per / 2))));
+  return units;
 }
 
 bool sequential_g_idx(const ops::QuantizedWeight& w, std::int64_t group) {
@@ -217,6 +222,7 @@ bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::
   std::int64_t units = 0;
   std::int64_t bytes_per_unit = 0;
   std::vector<float> xp, x_fields;
+  const std::array<float, 8> unit = field_units(f.bits, per);
   switch (w.format) {
     case ops::QuantFormat::FP8:
       // AVX-512 widens e4m3 through half precision (quant_fp8_fused.cc); elsewhere the table
@@ -256,7 +262,7 @@ bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::
     for (std::int64_t r = 0; r < m; ++r) {
       for (std::int64_t kk = 0; kk < f.k; ++kk) {
         xp[static_cast<std::size_t>((r * fields + kk % fields) * words + kk / fields)] =
-            x[r * f.k + kk] * field_unit(f.bits, per, kk % fields);
+            x[r * f.k + kk] * unit[kk % fields];
       }
     }
     f.xp = xp.data();
@@ -265,8 +271,7 @@ bool fused_quantized_decode(const ops::QuantizedWeight& w, const float* x, std::
     x_fields.resize(static_cast<std::size_t>(m * f.k));
     for (std::int64_t r = 0; r < m; ++r) {
       for (std::int64_t kk = 0; kk < f.k; ++kk) {
-        x_fields[static_cast<std::size_t>(r * f.k + kk)] =
-            x[r * f.k + kk] * field_unit(f.bits, per, kk % per);
+        x_fields[static_cast<std::size_t>(r * f.k + kk)] = x[r * f.k + kk] * unit[kk % per];
       }
     }
     f.x_fields = x_fields.data();

@@ -3,7 +3,7 @@
 // Decode, up to simd::kMaxMatvecRows rows of x: the fused kernels of quant_fused.cc where the
 // layout has one (packed words unpacked in SIMD registers, no tile), kFusedMaxRows rows of x at a
 // time.
-// Decode otherwise (up to simd::kMaxMatvecRows rows of x): parallel over output features; each
+// Decode otherwise (layouts without a fused kernel): parallel over output features; each
 // chunk dequantises its columns into a float32 tile (about 1 MiB) and multiplies x by it: the
 // dispatched SIMD matvec kernel for row-major tiles (FP8, compressed-tensors), a row-by-row
 // accumulation for input-major ones (AWQ, GPTQ). The packed bytes are read once and the dense
